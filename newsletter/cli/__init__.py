@@ -1,0 +1,35 @@
+"""The `newsletter` command: a thin Typer edge over the domain modules."""
+
+from __future__ import annotations
+
+import sys
+
+import typer
+from rich.text import Text
+
+from newsletter.cli import database, lists, subscribers, suppressions
+from newsletter.cli.runtime import err
+from newsletter.errors import ConfigError, NewsletterError
+
+app = typer.Typer(
+    help="Run an email newsletter: lists, subscribers, issues and sends.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+app.add_typer(database.app, name="db")
+app.add_typer(lists.app, name="lists")
+app.add_typer(subscribers.app, name="subscribers")
+app.add_typer(suppressions.app, name="suppressions")
+
+
+def main() -> None:
+    """Entry point: domain errors become one clear line on stderr and exit status 1."""
+    try:
+        app()
+    except ConfigError as exc:
+        err.print(Text.assemble(("configuration error: ", "red"), str(exc)))
+        sys.exit(1)
+    except NewsletterError as exc:
+        err.print(Text.assemble(("error: ", "red"), str(exc)))
+        sys.exit(1)

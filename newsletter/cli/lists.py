@@ -1,0 +1,65 @@
+"""`newsletter lists`: create and inspect mailing lists."""
+
+from __future__ import annotations
+
+import typer
+from rich.table import Table
+
+from newsletter.cli.runtime import out, runtime
+from subscribers import lists
+
+app = typer.Typer(help="Create and inspect mailing lists.", no_args_is_help=True)
+
+
+@app.command()
+def create(
+    slug: str = typer.Argument(..., help="Short name used in URLs and commands, e.g. 'weekly'."),
+    name: str = typer.Option(..., "--name", help="The list's name as readers see it."),
+    from_email: str = typer.Option(..., "--from-email", help="Sender address of the list's emails."),
+    from_name: str = typer.Option("", "--from-name", help="Sender name shown in mail clients."),
+    reply_to: str | None = typer.Option(None, "--reply-to", help="Where replies go, if not the sender."),
+    description: str = typer.Option("", "--description", help="What the list is about (shown on its pages)."),
+) -> None:
+    """Create a mailing list."""
+    with runtime.transaction() as session:
+        created = lists.create_list(
+            session, slug, name=name, from_email=from_email, from_name=from_name, reply_to=reply_to, description=description
+        )
+        sender = f"{created.from_name} <{created.from_email}>" if created.from_name else created.from_email
+        out.print(f"Created list {created.slug} ({created.name}), sending as {sender}.")
+
+
+@app.command("ls")
+def list_all() -> None:
+    """List every mailing list with its subscriber counts."""
+    with runtime.transaction() as session:
+        rows = lists.all_lists_with_counts(session)
+    if not rows:
+        out.print("No lists yet. Create one with: newsletter lists create SLUG --name NAME --from-email ADDR")
+        return
+    table = Table("slug", "name", "from", "confirmed", "unconfirmed", "unsubscribed")
+    for row in rows:
+        m = row.mailing_list
+        table.add_row(
+            m.slug, m.name, m.from_email,
+            str(row.counts["confirmed"]), str(row.counts["unconfirmed"]), str(row.counts["unsubscribed"]),
+        )
+    out.print(table)
+
+
+@app.command()
+def show(slug: str = typer.Argument(..., help="The list's slug.")) -> None:
+    """Show a list's settings and its subscriptions counted by status."""
+    with runtime.transaction() as session:
+        row = lists.list_with_counts(session, slug)
+    m = row.mailing_list
+    table = Table(show_header=False, box=None)
+    table.add_row("slug", m.slug)
+    table.add_row("name", m.name)
+    table.add_row("from", f"{m.from_name} <{m.from_email}>" if m.from_name else m.from_email)
+    table.add_row("reply-to", m.reply_to or "(the sender)")
+    table.add_row("created", m.created_at.isoformat(timespec="seconds"))
+    for status, count in row.counts.items():
+        table.add_row(status, str(count))
+    table.add_row("total", str(row.total))
+    out.print(table)

@@ -1,0 +1,59 @@
+"""What every CLI command shares: settings read once, the database, and the error edge."""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from functools import cached_property
+
+from rich.console import Console
+from sqlalchemy import Engine
+from sqlalchemy.exc import OperationalError
+from sqlalchemy.orm import Session, sessionmaker
+
+from newsletter import db
+from newsletter.config import Settings
+from newsletter.errors import ConfigError
+
+out = Console(highlight=False, soft_wrap=True, markup=False)
+err = Console(stderr=True, highlight=False, soft_wrap=True, markup=False)
+
+
+class Runtime:
+    """Lazily built settings and database handles for one CLI invocation."""
+
+    @cached_property
+    def settings(self) -> Settings:
+        return Settings.from_environ(os.environ)
+
+    @cached_property
+    def engine(self) -> Engine:
+        return db.make_engine(self.settings.database_url)
+
+    @cached_property
+    def sessions(self) -> sessionmaker[Session]:
+        try:
+            current = db.schema_is_current(self.engine)
+        except OperationalError as exc:
+            raise ConfigError(f"NEWSLETTER_DATABASE_URL: cannot connect: {exc.orig}") from None
+        if not current:
+            raise ConfigError(
+                f"NEWSLETTER_DATABASE_URL: the database schema is missing or out of date; run `newsletter db upgrade`"
+            )
+        return db.session_factory(self.engine)
+
+    @contextmanager
+    def transaction(self) -> Iterator[Session]:
+        with db.transaction(self.sessions) as session:
+            yield session
+
+
+runtime = Runtime()
+
+
+def print_last_line(value: object) -> None:
+    """Print a value alone on the last line of stdout, for scripts (`id=$(newsletter ... | tail -1)`)."""
+    sys.stdout.flush()
+    print(value, flush=True)

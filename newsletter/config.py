@@ -1,0 +1,215 @@
+"""Settings, read once from the environment at each edge (CLI, worker, web) and passed down.
+
+Domain code never reads ``os.environ``: it receives a :class:`Settings` (or the few values
+it needs). Every problem with a value raises :class:`~newsletter.errors.ConfigError` whose
+message starts with the variable's name.
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import unquote, urlsplit
+
+from newsletter.errors import ConfigError
+
+PREFIX = "NEWSLETTER_"
+
+#: Every setting with its default and meaning; README's table is written from this.
+DOCUMENTED: dict[str, tuple[str, str]] = {
+    "NEWSLETTER_VAR_DIR": ("./var", "Folder for local state: the SQLite database, the embedded Redis, previews."),
+    "NEWSLETTER_DATABASE_URL": (
+        "sqlite:///$NEWSLETTER_VAR_DIR/newsletter.db",
+        "SQLAlchemy URL. SQLite (WAL mode) by default; postgresql+psycopg://user@host/db in production.",
+    ),
+    "NEWSLETTER_BROKER_URL": (
+        "(unset: embedded Redis under $NEWSLETTER_VAR_DIR)",
+        "Redis URL of the Celery broker, e.g. redis://127.0.0.1:6379/0.",
+    ),
+    "NEWSLETTER_SMTP_URL": (
+        "smtp://127.0.0.1:1025",
+        "Outgoing SMTP server: smtp://[user:pass@]host:port (plain, upgraded with STARTTLS when "
+        "offered), smtp+starttls:// (STARTTLS required), smtps:// (implicit TLS).",
+    ),
+    "NEWSLETTER_BASE_URL": ("http://localhost:8000", "Public URL of the web app, used in every link in an email."),
+    "NEWSLETTER_SECRET_KEY": (
+        "(unset: a random key kept in $NEWSLETTER_VAR_DIR/secret_key)",
+        "Key that signs unsubscribe, confirmation and preference links. Set it in production, the same on every machine.",
+    ),
+    "NEWSLETTER_POSTAL_ADDRESS": ("(empty)", "Your postal address, printed in every email's footer (CAN-SPAM)."),
+    "NEWSLETTER_TEMPLATE_DIR": (
+        "(unset: templates/email in this repo)",
+        "A folder of your own email templates; files there override the built-in ones of the same name.",
+    ),
+    "NEWSLETTER_BATCH_SIZE": ("500", "Recipients per Celery task."),
+    "NEWSLETTER_SEND_RATE": ("0", "Messages per second across all workers together; 0 means no limit."),
+}
+
+
+@dataclass(frozen=True)
+class SmtpSettings:
+    """Where outgoing mail goes. ``security`` is "none", "starttls" or "tls"."""
+
+    host: str
+    port: int
+    username: str | None = None
+    password: str | None = field(default=None, repr=False)
+    security: str = "none"
+
+
+@dataclass(frozen=True)
+class Settings:
+    var_dir: Path
+    database_url: str
+    broker_url: str | None
+    smtp: SmtpSettings
+    base_url: str
+    secret_key: str = field(repr=False)
+    postal_address: str
+    template_dir: Path | None
+    batch_size: int
+    send_rate: float
+
+    @classmethod
+    def from_environ(cls, environ: Mapping[str, str]) -> Settings:
+        """Build settings from an environment mapping.
+
+        Raises ConfigError naming the first variable that is malformed or unknown.
+        """
+        unknown = sorted(k for k in environ if k.startswith(PREFIX) and k not in DOCUMENTED)
+        if unknown:
+            raise ConfigError(f"{unknown[0]}: unknown setting (known: {', '.join(sorted(DOCUMENTED))})")
+        var_dir = Path(environ.get("NEWSLETTER_VAR_DIR") or "./var")
+        return cls(
+            var_dir=var_dir,
+            database_url=_database_url(environ.get("NEWSLETTER_DATABASE_URL"), var_dir),
+            broker_url=_broker_url(environ.get("NEWSLETTER_BROKER_URL")),
+            smtp=parse_smtp_url(environ.get("NEWSLETTER_SMTP_URL") or "smtp://127.0.0.1:1025"),
+            base_url=_base_url(environ.get("NEWSLETTER_BASE_URL") or "http://localhost:8000"),
+            secret_key=_secret_key(environ.get("NEWSLETTER_SECRET_KEY"), var_dir),
+            postal_address=_one_line("NEWSLETTER_POSTAL_ADDRESS", environ.get("NEWSLETTER_POSTAL_ADDRESS", "")),
+            template_dir=_template_dir(environ.get("NEWSLETTER_TEMPLATE_DIR")),
+            batch_size=_int("NEWSLETTER_BATCH_SIZE", environ.get("NEWSLETTER_BATCH_SIZE"), 500, minimum=1),
+            send_rate=_float("NEWSLETTER_SEND_RATE", environ.get("NEWSLETTER_SEND_RATE"), 0.0),
+        )
+
+
+def parse_smtp_url(value: str) -> SmtpSettings:
+    """Parse ``smtp://[user:pass@]host:port`` and its TLS variants. Raises ConfigError."""
+    name = "NEWSLETTER_SMTP_URL"
+    expected = "expected smtp://[user:pass@]host:port, smtp+starttls://... or smtps://..."
+    try:
+        parts = urlsplit(value)
+        port = parts.port
+    except ValueError as exc:
+        raise ConfigError(f"{name}: {exc} in {value!r}; {expected}") from None
+    schemes = {"smtp": ("none", 25), "smtp+starttls": ("starttls", 587), "smtps": ("tls", 465)}
+    if parts.scheme not in schemes:
+        raise ConfigError(f"{name}: unsupported scheme {parts.scheme!r} in {value!r}; {expected}")
+    if not parts.hostname:
+        raise ConfigError(f"{name}: no host in {value!r}; {expected}")
+    if parts.path not in ("", "/") or parts.query:
+        raise ConfigError(f"{name}: unexpected path or query in {value!r}; {expected}")
+    security, default_port = schemes[parts.scheme]
+    return SmtpSettings(
+        host=parts.hostname,
+        port=port or default_port,
+        username=unquote(parts.username) if parts.username else None,
+        password=unquote(parts.password) if parts.password is not None else None,
+        security=security,
+    )
+
+
+def _database_url(value: str | None, var_dir: Path) -> str:
+    if not value:
+        return f"sqlite:///{var_dir / 'newsletter.db'}"
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    try:
+        url = make_url(value)
+    except ArgumentError:
+        raise ConfigError(f"NEWSLETTER_DATABASE_URL: not a database URL: {value!r}") from None
+    if url.get_backend_name() not in ("sqlite", "postgresql"):
+        raise ConfigError(
+            f"NEWSLETTER_DATABASE_URL: unsupported database {url.get_backend_name()!r}; use sqlite:// or postgresql+psycopg://"
+        )
+    if url.get_backend_name() == "postgresql" and url.drivername == "postgresql":
+        value = url.set(drivername="postgresql+psycopg").render_as_string(hide_password=False)
+    return value
+
+
+def _broker_url(value: str | None) -> str | None:
+    if not value:
+        return None
+    if urlsplit(value).scheme not in ("redis", "rediss", "redis+socket"):
+        raise ConfigError(f"NEWSLETTER_BROKER_URL: expected a Redis URL like redis://127.0.0.1:6379/0, got {value!r}")
+    return value
+
+
+def _base_url(value: str) -> str:
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.netloc or parts.query or parts.fragment:
+        raise ConfigError(f"NEWSLETTER_BASE_URL: expected an absolute http(s) URL like https://news.example.com, got {value!r}")
+    return value.rstrip("/")
+
+
+def _secret_key(value: str | None, var_dir: Path) -> str:
+    if value:
+        if len(value) < 16:
+            raise ConfigError("NEWSLETTER_SECRET_KEY: too short; use at least 16 random characters")
+        return value
+    # Development default: a random key kept beside the local database, so links stay valid
+    # across restarts on this machine. Production sets the variable on every machine.
+    path = var_dir / "secret_key"
+    try:
+        if path.exists():
+            return path.read_text().strip()
+        var_dir.mkdir(parents=True, exist_ok=True)
+        key = secrets.token_urlsafe(32)
+        path.write_text(key + "\n")
+        path.chmod(0o600)
+        return key
+    except OSError as exc:
+        raise ConfigError(f"NEWSLETTER_SECRET_KEY: unset, and no key could be kept in {path}: {exc.strerror}") from None
+
+
+def _template_dir(value: str | None) -> Path | None:
+    if not value:
+        return None
+    path = Path(value)
+    if not path.is_dir():
+        raise ConfigError(f"NEWSLETTER_TEMPLATE_DIR: {value!r} is not a folder")
+    return path
+
+
+def _one_line(name: str, value: str) -> str:
+    if any(ord(c) < 32 and c != "\t" for c in value):
+        raise ConfigError(f"{name}: must be one line without control characters")
+    return value.strip()
+
+
+def _int(name: str, value: str | None, default: int, *, minimum: int) -> int:
+    if value in (None, ""):
+        return default
+    try:
+        number = int(value)
+    except ValueError:
+        raise ConfigError(f"{name}: expected a whole number, got {value!r}") from None
+    if number < minimum:
+        raise ConfigError(f"{name}: must be at least {minimum}, got {number}")
+    return number
+
+
+def _float(name: str, value: str | None, default: float) -> float:
+    if value in (None, ""):
+        return default
+    try:
+        number = float(value)
+    except ValueError:
+        raise ConfigError(f"{name}: expected a number, got {value!r}") from None
+    if number < 0:
+        raise ConfigError(f"{name}: must not be negative, got {value}")
+    return number

@@ -1,0 +1,207 @@
+"""The data model (see shared DESIGN.md's words): tables for SQLite and PostgreSQL alike.
+
+Statuses are short strings with CHECK constraints rather than native enums, so a later
+migration can add a status on both databases with the same small change.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    CheckConstraint,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Text,
+    TypeDecorator,
+    UniqueConstraint,
+)
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+SUBSCRIPTION_STATUSES = ("unconfirmed", "confirmed", "unsubscribed")
+SUPPRESSION_REASONS = ("hard_bounce", "complaint", "unsubscribed_all", "admin")
+ISSUE_STATUSES = ("draft", "ready", "sent")
+SEND_STATUSES = ("scheduled", "sending", "paused", "finished", "cancelled")
+DELIVERY_STATUSES = ("pending", "sent", "failed", "skipped", "bounced", "cancelled")
+
+# BigInteger ids on PostgreSQL; SQLite needs plain INTEGER for its rowid alias.
+Id = BigInteger().with_variant(Integer(), "sqlite")
+Json = JSON().with_variant(JSONB(), "postgresql")
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """Timezone-aware UTC datetimes on both databases (SQLite keeps no zone of its own)."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Any) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given; use an aware UTC datetime")
+        value = value.astimezone(UTC)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: datetime | None, dialect: Any) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+def _check_in(column: str, values: tuple[str, ...], name: str) -> CheckConstraint:
+    allowed = ", ".join(f"'{v}'" for v in values)
+    return CheckConstraint(f"{column} IN ({allowed})", name=name)
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(
+        naming_convention={
+            "ix": "ix_%(column_0_label)s",
+            "uq": "uq_%(table_name)s_%(column_0_name)s",
+            "ck": "ck_%(table_name)s_%(constraint_name)s",
+            "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+            "pk": "pk_%(table_name)s",
+        }
+    )
+
+
+class MailingList(Base):
+    __tablename__ = "mailing_lists"
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True)
+    slug: Mapped[str] = mapped_column(String(64), unique=True)
+    name: Mapped[str] = mapped_column(String(200))
+    from_email: Mapped[str] = mapped_column(String(320))
+    from_name: Mapped[str] = mapped_column(String(200), default="")
+    reply_to: Mapped[str | None] = mapped_column(String(320))
+    description: Mapped[str] = mapped_column(Text, default="")
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class Subscriber(Base):
+    __tablename__ = "subscribers"
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True)
+    # Normalised by subscribers.addresses.normalise_email: one row per mailbox.
+    email: Mapped[str] = mapped_column(String(320), unique=True)
+    name: Mapped[str] = mapped_column(String(200), default="")
+    attributes: Mapped[dict[str, Any]] = mapped_column(Json, default=dict)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
+
+
+class Subscription(Base):
+    """A subscriber on a list, with its consent record."""
+
+    __tablename__ = "subscriptions"
+    __table_args__ = (
+        UniqueConstraint("list_id", "subscriber_id", name="uq_subscriptions_list_subscriber"),
+        _check_in("status", SUBSCRIPTION_STATUSES, "status"),
+        Index("ix_subscriptions_list_status", "list_id", "status"),
+        Index("ix_subscriptions_subscriber", "subscriber_id"),
+    )
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True)
+    list_id: Mapped[int] = mapped_column(ForeignKey("mailing_lists.id", ondelete="CASCADE"))
+    subscriber_id: Mapped[int] = mapped_column(ForeignKey("subscribers.id", ondelete="CASCADE"))
+    status: Mapped[str] = mapped_column(String(16))
+    # Consent record: how and when the subscriber asked, confirmed, and left.
+    source: Mapped[str] = mapped_column(String(32))  # "form", "import", "admin", "api"
+    ip: Mapped[str | None] = mapped_column(String(64))
+    user_agent: Mapped[str | None] = mapped_column(String(512))
+    requested_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    confirmed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    ended_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    end_reason: Mapped[str | None] = mapped_column(String(200))
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
+
+
+class Suppression(Base):
+    """An address that must never be mailed, on any list."""
+
+    __tablename__ = "suppressions"
+    __table_args__ = (_check_in("reason", SUPPRESSION_REASONS, "reason"),)
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True)
+    email: Mapped[str] = mapped_column(String(320), unique=True)
+    reason: Mapped[str] = mapped_column(String(32))
+    note: Mapped[str] = mapped_column(Text, default="")
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class Issue(Base):
+    """One edition of a newsletter, written for one list."""
+
+    __tablename__ = "issues"
+    __table_args__ = (_check_in("status", ISSUE_STATUSES, "status"), Index("ix_issues_list", "list_id"))
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True)
+    list_id: Mapped[int] = mapped_column(ForeignKey("mailing_lists.id", ondelete="RESTRICT"))
+    subject: Mapped[str] = mapped_column(String(998))
+    preheader: Mapped[str] = mapped_column(String(500), default="")
+    body_markdown: Mapped[str] = mapped_column(Text)
+    template: Mapped[str] = mapped_column(String(100), default="issue")
+    status: Mapped[str] = mapped_column(String(16), default="draft")
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
+
+
+class Send(Base):
+    """One delivery run of an issue to a list; the rendered issue is frozen on it."""
+
+    __tablename__ = "sends"
+    __table_args__ = (
+        _check_in("status", SEND_STATUSES, "status"),
+        Index("ix_sends_status_scheduled", "status", "scheduled_at"),
+    )
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True)
+    issue_id: Mapped[int] = mapped_column(ForeignKey("issues.id", ondelete="RESTRICT"))
+    list_id: Mapped[int] = mapped_column(ForeignKey("mailing_lists.id", ondelete="RESTRICT"))
+    status: Mapped[str] = mapped_column(String(16))
+    subject: Mapped[str] = mapped_column(String(998))
+    html: Mapped[str] = mapped_column(Text)  # rendered and CSS-inlined once, personal parts left open
+    text: Mapped[str] = mapped_column(Text)
+    total: Mapped[int] = mapped_column(Integer, default=0)
+    status_reason: Mapped[str | None] = mapped_column(Text)  # why it paused, was cancelled or started late
+    scheduled_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    started_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class Delivery(Base):
+    """One recipient's row in a send's log."""
+
+    __tablename__ = "deliveries"
+    __table_args__ = (
+        UniqueConstraint("send_id", "subscriber_id", name="uq_deliveries_send_subscriber"),
+        _check_in("status", DELIVERY_STATUSES, "status"),
+        Index("ix_deliveries_send_status", "send_id", "status"),
+    )
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True)
+    send_id: Mapped[int] = mapped_column(ForeignKey("sends.id", ondelete="CASCADE"))
+    subscriber_id: Mapped[int] = mapped_column(ForeignKey("subscribers.id", ondelete="CASCADE"))
+    email: Mapped[str] = mapped_column(String(320))  # the address it went to, kept for the log
+    status: Mapped[str] = mapped_column(String(16), default="pending")
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    smtp_code: Mapped[int | None] = mapped_column(Integer)
+    smtp_reply: Mapped[str | None] = mapped_column(Text)
+    message_id: Mapped[str | None] = mapped_column(String(998))
+    next_attempt_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)

@@ -1,0 +1,1 @@
+"""Lists, subscribers, consent records, CSV import/export and suppressions."""

@@ -1,0 +1,280 @@
+"""CSV import of subscribers into a list: streamed, validated, set-based, all or nothing.
+
+The file is read row by row and written in batches with a handful of set-based
+statements per batch, so memory stays flat however long the file is. Addresses already
+seen earlier in the same file are remembered in a temporary table, not in Python.
+The caller owns the transaction: when this raises, roll back and nothing is imported.
+"""
+
+from __future__ import annotations
+
+import csv
+import sys
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TextIO
+
+from sqlalchemy import Column, Integer, MetaData, String, Table, bindparam, select, update
+from sqlalchemy.orm import Session
+
+from newsletter.db import insert_on_conflict_ignore
+from newsletter.errors import InvalidInput
+from newsletter.models import Subscriber, Subscription, utcnow
+from subscribers.addresses import check_display_name, normalise_email
+from subscribers.lists import get_list
+
+#: Columns written by ``subscribers export`` that describe the subscription, not the
+#: subscriber: ignored on import so an export can be imported again.
+EXPORT_ONLY_COLUMNS = frozenset({"status", "source", "subscribed_at", "confirmed_at", "unsubscribed_at"})
+BATCH_SIZE = 2000
+
+csv.field_size_limit(min(sys.maxsize, 2**31 - 1) // 1024)  # 2 MB: room for long attributes, not a runaway quote
+
+
+@dataclass(frozen=True)
+class RejectedRow:
+    line: int
+    reason: str
+
+
+@dataclass
+class ImportSummary:
+    imported: int = 0  # newly on the list
+    updated: int = 0  # already on the list; name, attributes or status changed
+    unchanged: int = 0
+    kept_unsubscribed: int = 0  # had left the list: an import does not subscribe them again
+    rejected: int = 0  # invalid rows and in-file duplicates, each reported with its line
+
+
+@dataclass(frozen=True)
+class _Row:
+    line: int
+    email: str
+    name: str
+    attributes: dict[str, str]
+
+
+class _Columns:
+    def __init__(self, header: list[str], source: str) -> None:
+        names = [h.strip() for h in header]
+        lowered = [n.lower() for n in names]
+        if "email" not in lowered:
+            found = ", ".join(repr(n) for n in names) or "nothing"
+            raise InvalidInput(f"no 'email' column in the header row (found: {found})", where=f"{source}:1")
+        duplicates = sorted({n for n in lowered if n and lowered.count(n) > 1})
+        if duplicates:
+            raise InvalidInput(f"column {duplicates[0]!r} appears more than once in the header row", where=f"{source}:1")
+        self.width = len(names)
+        self.email = lowered.index("email")
+        self.name = lowered.index("name") if "name" in lowered else None
+        self.attributes = [
+            (i, n) for i, (n, low) in enumerate(zip(names, lowered))
+            if n and low not in ("email", "name") and low not in EXPORT_ONLY_COLUMNS
+        ]
+
+
+def import_csv(
+    session: Session,
+    list_slug: str,
+    path: Path,
+    *,
+    confirmed: bool = False,
+    on_reject: Callable[[RejectedRow], None] = lambda _: None,
+    batch_size: int = BATCH_SIZE,
+) -> ImportSummary:
+    """Import the CSV file at ``path`` into the list; report each rejected row through ``on_reject``.
+
+    Raises NotFound for an unknown list and InvalidInput (naming the file and line) when the
+    file cannot be read, is not UTF-8, or has no ``email`` column. The caller must then roll
+    back; rows already written in this transaction are undone with it.
+    """
+    mailing_list = get_list(session, list_slug)
+    try:
+        handle = open(path, encoding="utf-8-sig", newline="")
+    except OSError as exc:
+        raise InvalidInput(f"cannot read the file: {exc.strerror}", where=str(path)) from None
+    with handle:
+        return _import_stream(session, mailing_list.id, handle, str(path), confirmed, on_reject, batch_size)
+
+
+def _import_stream(
+    session: Session,
+    list_id: int,
+    handle: TextIO,
+    source: str,
+    confirmed: bool,
+    on_reject: Callable[[RejectedRow], None],
+    batch_size: int,
+) -> ImportSummary:
+    summary = ImportSummary()
+
+    def reject(line: int, reason: str) -> None:
+        summary.rejected += 1
+        on_reject(RejectedRow(line, reason))
+
+    seen = _seen_table(session)
+    try:
+        batch: list[_Row] = []
+        for row in _rows(handle, source, reject):
+            batch.append(row)
+            if len(batch) >= batch_size:
+                _write_batch(session, list_id, batch, seen, confirmed, summary, reject)
+                batch = []
+        if batch:
+            _write_batch(session, list_id, batch, seen, confirmed, summary, reject)
+    finally:
+        seen.drop(session.connection())
+    return summary
+
+
+def _rows(handle: TextIO, source: str, reject: Callable[[int, str], None]) -> Iterator[_Row]:
+    reader = csv.reader(handle)
+    line = 1
+    try:
+        header = next(reader, None)
+        if header is None:
+            raise InvalidInput("the file is empty; expected a header row with an 'email' column", where=source)
+        columns = _Columns(header, source)
+        while True:
+            line = reader.line_num + 1
+            fields = next(reader, None)
+            if fields is None:
+                return
+            if not any(f.strip() for f in fields):
+                continue
+            if len(fields) != columns.width:
+                reject(line, f"has {len(fields)} fields, the header has {columns.width}")
+                continue
+            try:
+                email = normalise_email(fields[columns.email])
+                name = check_display_name(fields[columns.name]) if columns.name is not None else ""
+            except InvalidInput as exc:
+                reject(line, exc.message)
+                continue
+            attributes = {key: fields[i].strip() for i, key in columns.attributes if fields[i].strip()}
+            yield _Row(line, email, name, attributes)
+    except UnicodeDecodeError as exc:
+        raise InvalidInput(f"not valid UTF-8 ({exc.reason} at byte {exc.start} of a read block)", where=f"{source}:{line}") from None
+    except csv.Error as exc:
+        raise InvalidInput(f"unreadable CSV: {exc}", where=f"{source}:{line}") from None
+    except OSError as exc:
+        raise InvalidInput(f"cannot read the file: {exc.strerror}", where=source) from None
+
+
+def _seen_table(session: Session) -> Table:
+    table = Table(
+        "import_seen",
+        MetaData(),
+        Column("email", String(320), primary_key=True),
+        Column("line", Integer, nullable=False),
+        prefixes=["TEMPORARY"],
+    )
+    connection = session.connection()
+    table.drop(connection, checkfirst=True)
+    table.create(connection)
+    return table
+
+
+def _write_batch(
+    session: Session,
+    list_id: int,
+    batch: list[_Row],
+    seen: Table,
+    confirmed: bool,
+    summary: ImportSummary,
+    reject: Callable[[int, str], None],
+) -> None:
+    # 1. Duplicates: within this batch, then against earlier batches of the same file.
+    rows: dict[str, _Row] = {}
+    for row in batch:
+        first = rows.get(row.email)
+        if first is None:
+            rows[row.email] = row
+        else:
+            reject(row.line, f"duplicate of line {first.line} ({row.email}); the first one is kept")
+    for email, line in session.execute(select(seen.c.email, seen.c.line).where(seen.c.email.in_(list(rows)))):
+        reject(rows.pop(email).line, f"duplicate of line {line} ({email}); the first one is kept")
+    if not rows:
+        return
+    session.execute(seen.insert(), [{"email": r.email, "line": r.line} for r in rows.values()])
+
+    # 2. Subscribers: insert the new, update those whose name or attributes change.
+    table = Subscriber.__table__
+    existing = {
+        email: (sid, name, attributes or {})
+        for sid, email, name, attributes in session.execute(
+            select(table.c.id, table.c.email, table.c.name, table.c.attributes).where(table.c.email.in_(list(rows)))
+        )
+    }
+    now = utcnow()
+    new = [
+        {"email": r.email, "name": r.name, "attributes": r.attributes, "created_at": now, "updated_at": now}
+        for r in rows.values()
+        if r.email not in existing
+    ]
+    ids: dict[str, int] = {email: sid for email, (sid, _, _) in existing.items()}
+    if new:
+        session.execute(insert_on_conflict_ignore(session, table, index_elements=["email"]), new)
+        # Read the ids back rather than relying on RETURNING with ON CONFLICT: a row that a
+        # concurrent writer inserted first is then picked up too.
+        inserted = select(table.c.email, table.c.id).where(table.c.email.in_([n["email"] for n in new]))
+        ids.update((email, sid) for email, sid in session.execute(inserted))
+    changed_subscribers: set[int] = set()
+    updates: list[dict[str, Any]] = []
+    for email, (sid, old_name, old_attributes) in existing.items():
+        row = rows[email]
+        name = row.name or old_name
+        attributes = {**old_attributes, **row.attributes}
+        if name != old_name or attributes != old_attributes:
+            updates.append({"b_id": sid, "b_name": name, "b_attributes": attributes, "b_now": now})
+            changed_subscribers.add(sid)
+    if updates:
+        session.execute(
+            update(table)
+            .where(table.c.id == bindparam("b_id"))
+            .values(name=bindparam("b_name"), attributes=bindparam("b_attributes"), updated_at=bindparam("b_now")),
+            updates,
+        )
+
+    # 3. Subscriptions on this list: add the missing, confirm if asked, never resubscribe.
+    subs = Subscription.__table__
+    status_by_subscriber = {
+        sid: status
+        for sid, status in session.execute(
+            select(subs.c.subscriber_id, subs.c.status).where(
+                subs.c.list_id == list_id, subs.c.subscriber_id.in_(list(ids.values()))
+            )
+        )
+    }
+    status = "confirmed" if confirmed else "unconfirmed"
+    to_insert, to_confirm = [], []
+    for email in rows:
+        sid = ids[email]
+        current = status_by_subscriber.get(sid)
+        if current is None:
+            to_insert.append(
+                {
+                    "list_id": list_id, "subscriber_id": sid, "status": status, "source": "import",
+                    "requested_at": now, "confirmed_at": now if confirmed else None, "updated_at": now,
+                }
+            )
+            summary.imported += 1
+        elif current == "unsubscribed":
+            summary.kept_unsubscribed += 1
+        elif confirmed and current == "unconfirmed":
+            to_confirm.append({"b_sid": sid, "b_now": now})
+            summary.updated += 1
+        elif sid in changed_subscribers:
+            summary.updated += 1
+        else:
+            summary.unchanged += 1
+    if to_insert:
+        session.execute(insert_on_conflict_ignore(session, subs, index_elements=["list_id", "subscriber_id"]), to_insert)
+    if to_confirm:
+        session.execute(
+            update(subs)
+            .where(subs.c.list_id == list_id, subs.c.subscriber_id == bindparam("b_sid"), subs.c.status == "unconfirmed")
+            .values(status="confirmed", confirmed_at=bindparam("b_now"), updated_at=bindparam("b_now")),
+            to_confirm,
+        )

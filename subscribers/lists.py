@@ -1,0 +1,104 @@
+"""Mailing lists: create, look up, and count their subscriptions by status."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from newsletter.errors import Conflict, InvalidInput, NotFound
+from newsletter.models import SUBSCRIPTION_STATUSES, MailingList, Subscription
+from subscribers.addresses import check_display_name, normalise_email
+
+SLUG_RE = re.compile(r"^[a-z0-9][a-z0-9-]{0,63}$")
+
+
+@dataclass(frozen=True)
+class ListCounts:
+    mailing_list: MailingList
+    counts: dict[str, int]
+
+    @property
+    def total(self) -> int:
+        return sum(self.counts.values())
+
+
+def create_list(
+    session: Session,
+    slug: str,
+    *,
+    name: str,
+    from_email: str,
+    from_name: str = "",
+    reply_to: str | None = None,
+    description: str = "",
+) -> MailingList:
+    """Create a list. Raises InvalidInput for a bad slug, name or address; Conflict if the slug is taken."""
+    if not SLUG_RE.match(slug):
+        raise InvalidInput(
+            f"list slug {slug!r} must be 1-64 lower-case letters, digits or dashes, starting with a letter or digit",
+            where="SLUG",
+        )
+    name = _field("--name", name)
+    if not name:
+        raise InvalidInput("a list needs a name", where="--name")
+    from_email = _address("--from-email", from_email)
+    reply_to = _address("--reply-to", reply_to) if reply_to else None
+    from_name = _field("--from-name", from_name)
+    if session.scalar(select(MailingList.id).where(MailingList.slug == slug)) is not None:
+        raise Conflict(f"a list with slug {slug!r} already exists")
+    mailing_list = MailingList(
+        slug=slug, name=name, from_email=from_email, from_name=from_name, reply_to=reply_to, description=description
+    )
+    session.add(mailing_list)
+    session.flush()
+    return mailing_list
+
+
+def get_list(session: Session, slug: str) -> MailingList:
+    """Raises NotFound when no list has this slug."""
+    mailing_list = session.scalar(select(MailingList).where(MailingList.slug == slug))
+    if mailing_list is None:
+        known = session.scalars(select(MailingList.slug).order_by(MailingList.slug).limit(10)).all()
+        hint = f" (lists: {', '.join(known)})" if known else " (no lists yet: create one with `newsletter lists create`)"
+        raise NotFound(f"no list {slug!r}{hint}")
+    return mailing_list
+
+
+def all_lists_with_counts(session: Session) -> list[ListCounts]:
+    rows = session.execute(
+        select(Subscription.list_id, Subscription.status, func.count()).group_by(Subscription.list_id, Subscription.status)
+    ).all()
+    by_list: dict[int, dict[str, int]] = {}
+    for list_id, status, count in rows:
+        by_list.setdefault(list_id, {})[status] = count
+    lists = session.scalars(select(MailingList).order_by(MailingList.slug)).all()
+    return [ListCounts(m, {s: by_list.get(m.id, {}).get(s, 0) for s in SUBSCRIPTION_STATUSES}) for m in lists]
+
+
+def list_with_counts(session: Session, slug: str) -> ListCounts:
+    """Raises NotFound."""
+    mailing_list = get_list(session, slug)
+    rows = session.execute(
+        select(Subscription.status, func.count())
+        .where(Subscription.list_id == mailing_list.id)
+        .group_by(Subscription.status)
+    ).all()
+    found = dict(rows)
+    return ListCounts(mailing_list, {s: found.get(s, 0) for s in SUBSCRIPTION_STATUSES})
+
+
+def _field(where: str, value: str) -> str:
+    try:
+        return check_display_name(value)
+    except InvalidInput as exc:
+        raise InvalidInput(exc.message, where=where) from None
+
+
+def _address(where: str, value: str) -> str:
+    try:
+        return normalise_email(value)
+    except InvalidInput as exc:
+        raise InvalidInput(exc.message, where=where) from None

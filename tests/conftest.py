@@ -1,0 +1,130 @@
+"""Shared fixtures: real SQLite and PostgreSQL databases, and the CLI run as a real process.
+
+PostgreSQL tests use the server at 127.0.0.1:5432 (trust auth) with one throwaway
+database per test run. Without that server they skip with a one-line reason, except under
+CI (CI=true), where a missing service is a failure.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from sqlalchemy import text
+from sqlalchemy.orm import Session, sessionmaker
+
+from newsletter import db
+from newsletter.models import Base
+
+ROOT = Path(__file__).resolve().parent.parent
+PG_ADMIN_URL = os.environ.get("NEWSLETTER_TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
+IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+
+
+def need_service(reason: str) -> None:
+    """Skip with a one-line reason on a laptop; fail under CI, where every service must be there."""
+    if IN_CI:
+        pytest.fail(f"CI=true but {reason}", pytrace=False)
+    pytest.skip(reason)
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> Iterator[str]:
+    import psycopg
+
+    name = f"newsletter_test_{uuid.uuid4().hex[:10]}"
+    try:
+        with psycopg.connect(PG_ADMIN_URL, autocommit=True, connect_timeout=3) as conn:
+            conn.execute(f'CREATE DATABASE "{name}"')
+    except psycopg.OperationalError as exc:
+        need_service(f"PostgreSQL not reachable at {PG_ADMIN_URL}: {str(exc).strip().splitlines()[0]}")
+    base = PG_ADMIN_URL.rsplit("/", 1)[0].replace("postgresql://", "postgresql+psycopg://", 1)
+    yield f"{base}/{name}"
+    with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture(scope="session")
+def _pg_engine(postgres_url: str):  # type: ignore[no-untyped-def]
+    engine = db.make_engine(postgres_url)
+    db.upgrade(engine)
+    yield engine
+    engine.dispose()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """A migrated, empty database: a fresh SQLite file, or the run's PostgreSQL database truncated."""
+    if request.param == "sqlite":
+        url = f"sqlite:///{tmp_path / 'test.db'}"
+        engine = db.make_engine(url)
+        db.upgrade(engine)
+        engine.dispose()
+        yield url
+        return
+    engine = request.getfixturevalue("_pg_engine")
+    tables = ", ".join(t.name for t in Base.metadata.sorted_tables)
+    with engine.begin() as conn:
+        conn.execute(text(f"TRUNCATE {tables} RESTART IDENTITY CASCADE"))
+    yield engine.url.render_as_string(hide_password=False)
+
+
+@pytest.fixture
+def sessions(database_url: str) -> Iterator[sessionmaker[Session]]:
+    engine = db.make_engine(database_url)
+    yield db.session_factory(engine)
+    engine.dispose()
+
+
+@dataclass
+class CliResult:
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+@dataclass
+class Cli:
+    """Runs `newsletter ...` as a real process with its own environment."""
+
+    env: dict[str, str]
+    cwd: Path
+
+    def __call__(self, *args: str, check: bool = True, input: str | None = None) -> CliResult:
+        proc = subprocess.run(
+            [sys.executable, "-m", "newsletter", *args],
+            env=self.env, cwd=self.cwd, capture_output=True, text=True, input=input, timeout=120,
+        )
+        result = CliResult(proc.returncode, proc.stdout, proc.stderr)
+        if check and proc.returncode != 0:
+            raise AssertionError(f"newsletter {' '.join(args)} exited {proc.returncode}:\n{proc.stderr}{proc.stdout}")
+        return result
+
+
+def clean_environ(**extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("NEWSLETTER_")}
+    env["PYTHONPATH"] = str(ROOT)
+    env["COLUMNS"] = "200"
+    env.update(extra)
+    return env
+
+
+@pytest.fixture
+def cli(tmp_path: Path) -> Cli:
+    """The CLI on its default database: SQLite under NEWSLETTER_VAR_DIR, schema created."""
+    runner = Cli(env=clean_environ(NEWSLETTER_VAR_DIR=str(tmp_path / "var")), cwd=tmp_path)
+    runner("db", "upgrade")
+    return runner
+
+
+@pytest.fixture
+def cli_any_db(tmp_path: Path, database_url: str) -> Cli:
+    """The CLI on each database in turn (SQLite and PostgreSQL), schema created."""
+    env = clean_environ(NEWSLETTER_VAR_DIR=str(tmp_path / "var"), NEWSLETTER_DATABASE_URL=database_url)
+    return Cli(env=env, cwd=tmp_path)
