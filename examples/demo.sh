@@ -13,6 +13,8 @@ nl db upgrade
 nl lists create weekly --name "This Week in Info War" --from-email news@example.org --from-name "Info War Weekly"
 nl subscribers import weekly examples/subscribers.csv --confirmed
 nl lists show weekly
+nl issues create weekly examples/issues/this-week-in-info-war.md
+nl issues preview 1
 
 printf '\nDemo state lives in %s (SQLite database: %s/newsletter.db).\n' "$NEWSLETTER_VAR_DIR" "$NEWSLETTER_VAR_DIR"
 printf 'Try: NEWSLETTER_VAR_DIR=%s .venv/bin/newsletter subscribers ls weekly --status confirmed\n' "$NEWSLETTER_VAR_DIR"

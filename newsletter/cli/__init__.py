@@ -7,7 +7,7 @@ import sys
 import typer
 from rich.text import Text
 
-from newsletter.cli import database, lists, subscribers, suppressions
+from newsletter.cli import database, issues, lists, subscribers, suppressions
 from newsletter.cli.runtime import err
 from newsletter.errors import ConfigError, NewsletterError
 
@@ -21,6 +21,7 @@ app.add_typer(database.app, name="db")
 app.add_typer(lists.app, name="lists")
 app.add_typer(subscribers.app, name="subscribers")
 app.add_typer(suppressions.app, name="suppressions")
+app.add_typer(issues.app, name="issues")
 
 
 def main() -> None:

@@ -57,3 +57,10 @@ def print_last_line(value: object) -> None:
     """Print a value alone on the last line of stdout, for scripts (`id=$(newsletter ... | tail -1)`)."""
     sys.stdout.flush()
     print(value, flush=True)
+
+
+def render_settings():  # type: ignore[no-untyped-def]
+    from newsletter.issues import RenderSettings
+
+    s = runtime.settings
+    return RenderSettings.create(base_url=s.base_url, postal_address=s.postal_address, user_template_dir=s.template_dir)

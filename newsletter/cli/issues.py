@@ -1,0 +1,110 @@
+"""`newsletter issues`: write, check and preview editions."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+from rich.table import Table
+
+from newsletter import issues
+from newsletter.cli.runtime import err, out, print_last_line, render_settings, runtime
+from newsletter.issue_files import read_issue_file
+
+app = typer.Typer(help="Write, check and preview issues (Markdown with front matter).", no_args_is_help=True)
+
+
+def _warn(warnings: tuple[str, ...] | list[str]) -> None:
+    for warning in warnings:
+        err.print(f"warning: {warning}")
+
+
+@app.command()
+def create(
+    slug: str = typer.Argument(..., help="The list the issue is written for."),
+    file: Path = typer.Argument(..., help="Markdown file with front matter: subject (required), preheader, template."),
+) -> None:
+    """Store an issue as a draft; prints its id alone on the last line.
+
+    The issue is rendered first: template errors, undefined variables and relative links
+    are refused (nothing is stored); warnings are printed and the draft kept.
+    """
+    source = read_issue_file(file)
+    with runtime.transaction() as session:
+        issue, rendered = issues.create_issue(session, slug, source, render_settings())
+    _warn(rendered.warnings)
+    out.print(f"Created draft issue {issue.id} for {slug}: {issue.subject}")
+    print_last_line(issue.id)
+
+
+@app.command()
+def update(
+    issue_id: int = typer.Argument(..., help="The issue's id."),
+    file: Path = typer.Argument(..., help="Markdown file with front matter."),
+) -> None:
+    """Replace an issue's subject, preheader, template and body from a file (sends already made keep their copy)."""
+    source = read_issue_file(file)
+    with runtime.transaction() as session:
+        issue, rendered = issues.update_issue(session, issue_id, source, render_settings())
+    _warn(rendered.warnings)
+    out.print(f"Updated issue {issue.id}: {issue.subject}")
+
+
+@app.command("ls")
+def list_all(slug: str | None = typer.Argument(None, help="Only this list's issues.")) -> None:
+    """List issues, newest first."""
+    with runtime.transaction() as session:
+        rows = issues.all_issues(session, slug)
+    if not rows:
+        out.print("No issues yet. Create one with: newsletter issues create SLUG FILE.md")
+        return
+    table = Table("id", "list", "status", "subject", "updated")
+    for issue, mailing_list in rows:
+        table.add_row(str(issue.id), mailing_list.slug, issue.status, issue.subject, issue.updated_at.strftime("%Y-%m-%d %H:%M"))
+    out.print(table)
+
+
+@app.command()
+def show(issue_id: int = typer.Argument(..., help="The issue's id.")) -> None:
+    """Show an issue's details and every problem the checks find."""
+    settings = render_settings()
+    with runtime.transaction() as session:
+        issue, mailing_list = issues.get_issue(session, issue_id)
+        problems = issues.check_stored_issue(session, issue_id, settings)
+    table = Table(show_header=False, box=None)
+    table.add_row("id", str(issue.id))
+    table.add_row("list", f"{mailing_list.slug} ({mailing_list.name})")
+    table.add_row("status", issue.status)
+    table.add_row("subject", issue.subject)
+    table.add_row("preheader", issue.preheader or "(none)")
+    table.add_row("template", issue.template)
+    table.add_row("words", str(len(issue.body_markdown.split())))
+    table.add_row("created", issue.created_at.isoformat(timespec="seconds"))
+    table.add_row("updated", issue.updated_at.isoformat(timespec="seconds"))
+    table.add_row("checks", "no problems" if not problems else f"{len(problems)} problem(s), listed below")
+    out.print(table)
+    for problem in problems:
+        out.print(f"{problem.level}: {problem}")
+
+
+@app.command()
+def preview(
+    issue_id: int = typer.Argument(..., help="The issue's id."),
+    html: Path | None = typer.Option(None, "--html", help="Write the HTML part here."),
+    text: Path | None = typer.Option(None, "--text", help="Write the plain-text part here."),
+) -> None:
+    """Render an issue for a sample recipient and write its HTML and text parts.
+
+    Without --html or --text, both go to $NEWSLETTER_VAR_DIR/preview/ and their paths are printed.
+    """
+    with runtime.transaction() as session:
+        html_part, text_part, rendered = issues.preview_issue(session, issue_id, render_settings())
+    _warn(rendered.warnings)
+    if html is None and text is None:
+        folder = runtime.settings.var_dir / "preview"
+        folder.mkdir(parents=True, exist_ok=True)
+        html, text = folder / f"issue-{issue_id}.html", folder / f"issue-{issue_id}.txt"
+    for path, content in ((html, html_part), (text, text_part)):
+        if path is not None:
+            path.write_text(content, encoding="utf-8")
+            out.print(f"Wrote {path.resolve()}")

@@ -1,0 +1,63 @@
+"""Signed tokens for the links in every email: unsubscribe, preferences, confirmation.
+
+A token names a subscriber, a list and a purpose, and carries an HMAC-SHA256 signature
+made with the secret key. It is checked in constant time; old keys still verify during a
+key rotation (pass them in ``old_keys``). Tokens contain only numbers, so they fit in URL
+paths and mail addresses as they are::
+
+    v1.<subscriber_id>.<list_id>.<issued_at, unix seconds>.<signature, base64url>
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from newsletter.errors import InvalidInput
+
+PURPOSES = ("unsubscribe", "preferences", "confirm")
+
+
+@dataclass(frozen=True)
+class TokenClaims:
+    subscriber_id: int
+    list_id: int
+    purpose: str
+    issued_at: int
+
+
+class TokenSigner:
+    """Makes and checks tokens with one current key and any number of old ones."""
+
+    def __init__(self, key: str, old_keys: Sequence[str] = ()) -> None:
+        self._current = key.encode()
+        self._all = [self._current, *(k.encode() for k in old_keys)]
+
+    def make(self, subscriber_id: int, list_id: int, purpose: str, *, issued_at: int | None = None) -> str:
+        if purpose not in PURPOSES:
+            raise ValueError(f"unknown token purpose {purpose!r}")
+        issued = int(time.time()) if issued_at is None else issued_at
+        body = f"v1.{subscriber_id}.{list_id}.{issued}"
+        return f"{body}.{_signature(self._current, purpose, body)}"
+
+    def verify(self, token: str, purpose: str, *, max_age: float | None = None) -> TokenClaims:
+        """Check ``token`` for ``purpose``; raises InvalidInput if it is malformed, forged, for another purpose, or too old."""
+        parts = token.split(".")
+        if len(parts) != 5 or parts[0] != "v1" or not all(p.isdigit() for p in parts[1:4]):
+            raise InvalidInput("this link is malformed; copy the whole link from the email")
+        body, signature = token.rsplit(".", 1)
+        if not any(hmac.compare_digest(_signature(key, purpose, body), signature) for key in self._all):
+            raise InvalidInput("this link is not valid; copy the whole link from the email")
+        claims = TokenClaims(int(parts[1]), int(parts[2]), purpose, int(parts[3]))
+        if max_age is not None and time.time() - claims.issued_at > max_age:
+            raise InvalidInput("this link has expired; ask for a new one")
+        return claims
+
+
+def _signature(key: bytes, purpose: str, body: str) -> str:
+    digest = hmac.new(key, f"{purpose}:{body}".encode(), hashlib.sha256).digest()[:18]
+    return base64.urlsafe_b64encode(digest).decode()
