@@ -45,6 +45,12 @@ DOCUMENTED: dict[str, tuple[str, str]] = {
     ),
     "NEWSLETTER_BATCH_SIZE": ("500", "Recipients per Celery task."),
     "NEWSLETTER_SEND_RATE": ("0", "Messages per second across all workers together; 0 means no limit."),
+    "NEWSLETTER_MAX_ATTEMPTS": ("5", "Attempts per recipient on temporary (4xx, connection) errors before giving up."),
+    "NEWSLETTER_RETRY_DELAY": ("60", "Seconds before the first retry of a temporary error; each further retry waits twice as long."),
+    "NEWSLETTER_PAUSE_ERROR_RATE": (
+        "0.2",
+        "A send pauses itself when this share of its attempts failed (once 50 were made); 1 turns it off.",
+    ),
 }
 
 
@@ -71,6 +77,9 @@ class Settings:
     template_dir: Path | None
     batch_size: int
     send_rate: float
+    max_attempts: int = 5
+    retry_delay: float = 60.0
+    pause_error_rate: float = 0.2
 
     @classmethod
     def from_environ(cls, environ: Mapping[str, str]) -> Settings:
@@ -93,6 +102,9 @@ class Settings:
             template_dir=_template_dir(environ.get("NEWSLETTER_TEMPLATE_DIR")),
             batch_size=_int("NEWSLETTER_BATCH_SIZE", environ.get("NEWSLETTER_BATCH_SIZE"), 500, minimum=1),
             send_rate=_float("NEWSLETTER_SEND_RATE", environ.get("NEWSLETTER_SEND_RATE"), 0.0),
+            max_attempts=_int("NEWSLETTER_MAX_ATTEMPTS", environ.get("NEWSLETTER_MAX_ATTEMPTS"), 5, minimum=1),
+            retry_delay=_float("NEWSLETTER_RETRY_DELAY", environ.get("NEWSLETTER_RETRY_DELAY"), 60.0),
+            pause_error_rate=_float("NEWSLETTER_PAUSE_ERROR_RATE", environ.get("NEWSLETTER_PAUSE_ERROR_RATE"), 0.2),
         )
 
 

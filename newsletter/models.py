@@ -203,5 +203,9 @@ class Delivery(Base):
     smtp_reply: Mapped[str | None] = mapped_column(Text)
     message_id: Mapped[str | None] = mapped_column(String(998))
     next_attempt_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # A worker claims a batch of rows before sending; a claim that is not renewed expires,
+    # so rows held by a worker that died go back to the pool.
+    claimed_by: Mapped[str | None] = mapped_column(String(100))
+    claim_expires: Mapped[datetime | None] = mapped_column(UTCDateTime)
     sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)

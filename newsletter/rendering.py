@@ -66,6 +66,7 @@ __all__ = [
     "check_issue",
     "default_template_dir",
     "personalise",
+    "placeholder_parts",
     "render_issue",
 ]
 
@@ -172,6 +173,15 @@ def personalise(html: str, text: str, fields: PersonalFields) -> tuple[str, str]
     )
     escaped = tuple([html_escape(value, quote=True) for value in raw])
     return _fill(_split(html), escaped), _fill(_split(text), raw)
+
+
+def placeholder_parts(rendered: str) -> tuple[str, tuple[tuple[int, str | None, str], ...]]:
+    """The cached split of a rendered string, for code that assembles messages itself.
+
+    Returns the first literal and, per placeholder, ``(index into PERSONAL_FIELDS,
+    fallback for an empty value or None, the literal that follows)``. Raises RenderError.
+    """
+    return _split(rendered)
 
 
 def _without_markers(value: str) -> str:

@@ -128,3 +128,55 @@ def cli_any_db(tmp_path: Path, database_url: str) -> Cli:
     """The CLI on each database in turn (SQLite and PostgreSQL), schema created."""
     env = clean_environ(NEWSLETTER_VAR_DIR=str(tmp_path / "var"), NEWSLETTER_DATABASE_URL=database_url)
     return Cli(env=env, cwd=tmp_path)
+
+
+SYSTEM_REDIS = os.environ.get("NEWSLETTER_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
+
+
+@pytest.fixture
+def redis_url() -> Iterator[str]:
+    """The machine's Redis server (one database of it, emptied before and after each test)."""
+    import redis
+
+    client = redis.Redis.from_url(SYSTEM_REDIS, socket_connect_timeout=3)
+    try:
+        client.flushdb()
+    except redis.RedisError as exc:
+        need_service(f"Redis not reachable at {SYSTEM_REDIS}: {exc}")
+    yield SYSTEM_REDIS
+    client.flushdb()
+
+
+@pytest.fixture
+def newsroom(tmp_path: Path, redis_url: str):  # type: ignore[no-untyped-def]
+    """Capture SMTP server + Redis + SQLite + CLI, and worker processes started on demand."""
+    yield from _newsroom(tmp_path, redis_url, f"sqlite:///{tmp_path / 'var' / 'newsletter.db'}")
+
+
+@pytest.fixture
+def newsroom_any_db(tmp_path: Path, redis_url: str, database_url: str):  # type: ignore[no-untyped-def]
+    """The same on each database in turn (SQLite and PostgreSQL)."""
+    yield from _newsroom(tmp_path, redis_url, database_url)
+
+
+def _newsroom(tmp_path: Path, redis_url: str, database_url: str):  # type: ignore[no-untyped-def]
+    from newsletter.smtp_capture import CaptureServer
+    from tests.sendkit import Newsroom
+
+    capture = CaptureServer(port=0)
+    capture.start()
+    env = clean_environ(
+        NEWSLETTER_VAR_DIR=str(tmp_path / "var"),
+        NEWSLETTER_DATABASE_URL=database_url,
+        NEWSLETTER_BROKER_URL=redis_url,
+        NEWSLETTER_SMTP_URL=f"smtp://127.0.0.1:{capture.port}",
+        NEWSLETTER_BASE_URL="https://news.example.org",
+        NEWSLETTER_POSTAL_ADDRESS="1 Example Street, Example City",
+        NEWSLETTER_BATCH_SIZE="25",
+        NEWSLETTER_RETRY_DELAY="0.5",
+    )
+    room = Newsroom(cli=Cli(env=env, cwd=tmp_path), capture=capture, tmp=tmp_path)
+    room.cli("db", "upgrade")
+    yield room
+    room.stop_all()
+    capture.stop()

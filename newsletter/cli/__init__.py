@@ -7,7 +7,7 @@ import sys
 import typer
 from rich.text import Text
 
-from newsletter.cli import database, issues, lists, subscribers, suppressions
+from newsletter.cli import database, dev, issues, lists, sends, subscribers, suppressions
 from newsletter.cli.runtime import err
 from newsletter.errors import ConfigError, NewsletterError
 
@@ -22,6 +22,11 @@ app.add_typer(lists.app, name="lists")
 app.add_typer(subscribers.app, name="subscribers")
 app.add_typer(suppressions.app, name="suppressions")
 app.add_typer(issues.app, name="issues")
+app.add_typer(sends.app, name="sends")
+app.command("send")(sends.start)
+app.command("worker")(sends.worker)
+app.command("smtp-capture")(dev.smtp_capture)
+app.add_typer(dev.broker_app, name="broker")
 
 
 def main() -> None:

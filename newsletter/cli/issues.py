@@ -108,3 +108,22 @@ def preview(
         if path is not None:
             path.write_text(content, encoding="utf-8")
             out.print(f"Wrote {path.resolve()}")
+
+
+@app.command("test-send")
+def test_send(
+    issue_id: int = typer.Argument(..., help="The issue's id."),
+    to: str = typer.Option(..., "--to", help="Where the test goes (usually yourself)."),
+) -> None:
+    """Send one copy of an issue now, marked [TEST] in the subject; it is not logged as a delivery."""
+    from newsletter.sending import test_message
+    from newsletter.transport import SmtpTransport
+    from subscribers.tokens import TokenSigner
+
+    settings = runtime.settings
+    with runtime.transaction() as session:
+        message, recipient = test_message(session, issue_id, to, render_settings(), TokenSigner(settings.secret_key))
+    message_id, data = message.build(recipient)
+    with SmtpTransport(settings.smtp) as transport:
+        reply = transport.send(message.envelope_from, recipient.email, data)
+    out.print(f"Test of issue {issue_id} sent to {recipient.email}: {reply.code} {reply.text} ({message_id})")

@@ -1,0 +1,223 @@
+"""`newsletter send`, `newsletter sends ...` and `newsletter worker`: deliver issues and watch them go."""
+
+from __future__ import annotations
+
+import csv
+import json
+import sys
+import time
+
+import typer
+from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from newsletter import sending
+from newsletter.cli.runtime import err, out, print_last_line, render_settings, runtime
+from newsletter.errors import ConfigError
+from newsletter.models import DELIVERY_STATUSES
+
+app = typer.Typer(help="Watch and steer sends: status, delivery log, pause, resume, cancel.", no_args_is_help=True)
+
+
+def _enqueue(send_id: int, batches: list[sending.Batch]) -> None:
+    from kombu.exceptions import OperationalError
+
+    from newsletter import tasks
+
+    try:
+        tasks.configure(runtime.settings)
+        tasks.enqueue(send_id, batches)
+    except OperationalError as exc:
+        raise ConfigError(
+            f"NEWSLETTER_BROKER_URL: send {send_id} is stored but its batches could not be queued ({exc}); "
+            f"run `newsletter sends resume {send_id}` once the broker is reachable"
+        ) from None
+
+
+def start(
+    issue_id: int = typer.Argument(..., help="The issue to send."),
+    list_slug: str | None = typer.Option(None, "--list", help="Send to this list instead of the issue's own."),
+    wait: bool = typer.Option(False, "--wait", help="Show progress until the send finishes; exit 1 if any delivery failed."),
+) -> None:
+    """Send an issue: render it once, snapshot the list's confirmed subscribers, queue the batches.
+
+    Workers (`newsletter worker`) deliver them. Prints the send id alone on the last line.
+    """
+    settings = runtime.settings
+    with runtime.transaction() as session:
+        send, batches = sending.start_send(
+            session, issue_id, render_settings(), list_slug=list_slug, batch_size=settings.batch_size
+        )
+    if batches:
+        _enqueue(send.id, batches)
+    err.print(f"Send {send.id}: {send.total} recipient(s) in {len(batches)} batch(es) queued.")
+    code = watch(send.id) if wait else 0
+    print_last_line(send.id)
+    raise typer.Exit(code)
+
+
+def watch(send_id: int) -> int:
+    """Show a progress bar on stderr until the send ends; return the exit status (1 if any failed)."""
+    started = time.monotonic()
+    with Progress(
+        TextColumn(f"send {send_id}"),
+        BarColumn(),
+        TaskProgressColumn(),
+        TextColumn("{task.fields[detail]}"),
+        TimeElapsedColumn(),
+        console=err,
+        transient=False,
+    ) as progress:
+        bar = progress.add_task("send", total=None, detail="")
+        while True:
+            with runtime.transaction() as session:
+                counts = sending.send_counts(session, send_id)
+            c = counts.counts
+            done = counts.total - counts.pending
+            elapsed = max(time.monotonic() - started, 1e-6)
+            rate = c.get("sent", 0) / elapsed
+            progress.update(
+                bar,
+                total=counts.total or 1,
+                completed=done,
+                detail=f"sent {c.get('sent', 0)}  failed {c.get('failed', 0)}  pending {counts.pending}  {rate:,.0f}/s",
+            )
+            status = counts.send.status
+            if status in ("finished", "cancelled", "paused"):
+                break
+            time.sleep(0.3)
+    reason = f" ({counts.send.status_reason})" if counts.send.status_reason else ""
+    err.print(
+        f"Send {send_id} {status}{reason}: sent {c.get('sent', 0)}, failed {c.get('failed', 0)}, "
+        f"skipped {c.get('skipped', 0)}, cancelled {c.get('cancelled', 0)}, pending {counts.pending}."
+    )
+    if status == "paused":
+        err.print(f"Resume with: newsletter sends resume {send_id}")
+    return 1 if c.get("failed", 0) or status == "paused" else 0
+
+
+@app.command("ls")
+def list_all(limit: int = typer.Option(20, "--limit", help="How many recent sends.")) -> None:
+    """List recent sends with their counts."""
+    with runtime.transaction() as session:
+        rows = sending.all_sends(session, limit)
+    if not rows:
+        out.print("No sends yet. Start one with: newsletter send ISSUE_ID")
+        return
+    table = Table("id", "issue", "list", "status", "total", "sent", "failed", "pending", "started", "finished")
+    for row in rows:
+        s, c = row.send, row.counts
+        table.add_row(
+            str(s.id), str(s.issue_id), row.list_slug, s.status, str(row.total), str(c.get("sent", 0)),
+            str(c.get("failed", 0)), str(row.pending), _time(s.started_at), _time(s.finished_at),
+        )
+    out.print(table)
+
+
+@app.command()
+def status(
+    send_id: int = typer.Argument(..., help="The send's id."),
+    as_json: bool = typer.Option(False, "--json", help="One JSON object: id, status, total, sent, failed, pending, ..."),
+) -> None:
+    """Show a send's status and counts."""
+    with runtime.transaction() as session:
+        counts = sending.send_counts(session, send_id)
+    data = counts.as_json()
+    if as_json:
+        print(json.dumps(data))
+        return
+    table = Table(show_header=False, box=None)
+    for key, value in data.items():
+        if value is not None:
+            table.add_row(key, str(value))
+    out.print(table)
+
+
+@app.command("log")
+def delivery_log(
+    send_id: int = typer.Argument(..., help="The send's id."),
+    status_filter: str | None = typer.Option(None, "--status", help=f"Only one of: {', '.join(DELIVERY_STATUSES)}."),
+    as_csv: bool = typer.Option(False, "--csv", help="CSV on stdout instead of a table."),
+) -> None:
+    """Each recipient's delivery: status, attempts, the SMTP server's last reply, Message-ID, time."""
+    columns = ["delivery_id", "email", "status", "attempts", "smtp_code", "smtp_reply", "message_id", "sent_at", "updated_at"]
+    with runtime.transaction() as session:
+        rows = sending.delivery_log(session, send_id, status=status_filter)
+        if as_csv:
+            writer = csv.writer(sys.stdout, lineterminator="\n")
+            writer.writerow(columns)
+            for r in rows:
+                writer.writerow([r.delivery_id, r.email, r.status, r.attempts, r.smtp_code or "", r.smtp_reply or "",
+                                 r.message_id or "", _time(r.sent_at), _time(r.updated_at)])
+            return
+        table = Table("id", "email", "status", "tries", "reply", "message-id", "sent")
+        count = 0
+        for r in rows:
+            table.add_row(str(r.delivery_id), r.email, r.status, str(r.attempts), (r.smtp_reply or "")[:60],
+                          r.message_id or "", _time(r.sent_at))
+            count += 1
+    out.print(table)
+    out.print(f"{count} deliver{'y' if count == 1 else 'ies'}.")
+
+
+@app.command()
+def pause(send_id: int = typer.Argument(..., help="The send's id.")) -> None:
+    """Pause a send; workers stop within a second and keep their place."""
+    with runtime.transaction() as session:
+        sending.pause_send(session, send_id)
+    out.print(f"Send {send_id} paused. Resume with: newsletter sends resume {send_id}")
+
+
+@app.command()
+def resume(send_id: int = typer.Argument(..., help="The send's id.")) -> None:
+    """Resume a paused send where it stopped (also re-queues a sending one whose tasks were lost)."""
+    import redis
+
+    from newsletter import embedded_redis
+    from newsletter.send_control import SendControl
+
+    settings = runtime.settings
+    with runtime.transaction() as session:
+        send, batches = sending.resume_send(session, send_id, settings.batch_size)
+    if batches:
+        # A fresh start for the error-rate check, or a send paused for errors would pause again at once.
+        SendControl(redis.Redis.from_url(embedded_redis.client_url(settings.broker_url, settings.var_dir))).reset_counts(send_id)
+        _enqueue(send_id, batches)
+    out.print(f"Send {send_id} {send.status}: {len(batches)} batch(es) queued.")
+
+
+@app.command()
+def cancel(send_id: int = typer.Argument(..., help="The send's id.")) -> None:
+    """Cancel a send: nothing more goes out; the rest is logged as cancelled."""
+    with runtime.transaction() as session:
+        count = sending.cancel_send(session, send_id)
+    out.print(f"Send {send_id} cancelled; {count} pending deliver{'y' if count == 1 else 'ies'} will not be sent.")
+
+
+@app.command("watch")
+def watch_command(send_id: int = typer.Argument(..., help="The send's id.")) -> None:
+    """Show a send's progress until it ends; exit 1 if any delivery failed."""
+    raise typer.Exit(watch(send_id))
+
+
+def worker(
+    concurrency: int = typer.Option(2, "--concurrency", "-c", help="Worker processes, each with its own SMTP connection."),
+    loglevel: str = typer.Option("INFO", "--loglevel", help="Celery log level."),
+) -> None:
+    """Run a Celery worker that delivers queued batches (Ctrl-C to stop)."""
+    import os
+
+    from newsletter import tasks
+
+    app_ = tasks.configure(runtime.settings)
+    err.print(f"Worker using broker {app_.conf.broker_url} and SMTP {runtime.settings.smtp.host}:{runtime.settings.smtp.port}")
+    app_.worker_main(
+        argv=[
+            "worker", f"--concurrency={concurrency}", f"--loglevel={loglevel}", "-Q", tasks.QUEUE,
+            "-n", f"newsletter-{os.getpid()}@%h", "--without-gossip", "--without-mingle",
+        ]
+    )
+
+
+def _time(value) -> str:  # type: ignore[no-untyped-def]
+    return value.strftime("%Y-%m-%d %H:%M:%S") if value else ""

@@ -1,0 +1,436 @@
+"""Delivering one batch of a send: the worker side of the pipeline.
+
+A batch is a range of delivery ids. The worker *claims* the pending rows of the range (a
+claim expires unless renewed, so rows held by a dead worker come back), skips those who
+left or were suppressed since the send started, sends each remaining message over the
+one SMTP connection its process keeps, and writes outcomes to the database in bulk.
+Every accepted message is first written to the Redis journal (see ``send_control``), so a
+crash between two bulk writes costs at most the one message in flight.
+
+The Celery task is a thin wrapper around :func:`deliver_batch`.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import secrets
+import socket
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any, Protocol
+
+from sqlalchemy import and_, bindparam, case, exists, func, not_, or_, select, update
+from sqlalchemy.orm import Session, sessionmaker
+
+from newsletter.db import insert_on_conflict_ignore
+from newsletter.errors import PermanentDeliveryError, TemporaryDeliveryError
+from newsletter.messages import CompiledMessage, Recipient, ascii_address
+from newsletter.models import Delivery, Send, Subscriber, Subscription, Suppression, utcnow
+from newsletter.send_control import ControlUnavailable, RateLimiter, SendControl
+
+log = logging.getLogger("newsletter.delivery")
+
+
+class Transport(Protocol):
+    """Sends one message; raises TemporaryDeliveryError or PermanentDeliveryError."""
+
+    def send(self, envelope_from: str, recipient: str, data: bytes) -> Any: ...
+
+
+@dataclass(frozen=True)
+class DeliveryPolicy:
+    max_attempts: int = 5
+    retry_delay: float = 60.0  # first retry after this many seconds, then doubling
+    max_retry_delay: float = 3600.0
+    claim_seconds: float = 30.0
+    flush_every: int = 200
+    flush_seconds: float = 1.0
+    status_check_seconds: float = 0.5
+    send_rate: float = 0.0  # messages per second across all workers; 0 = unlimited
+    pause_min_attempts: int = 50
+    pause_error_rate: float = 0.2
+
+    def backoff(self, attempts: int) -> float:
+        return min(self.max_retry_delay, self.retry_delay * 2 ** max(0, attempts - 1))
+
+
+@dataclass(frozen=True)
+class Claimed:
+    delivery_id: int
+    subscriber_id: int
+    email: str
+    name: str
+    attempts: int
+
+
+@dataclass
+class BatchResult:
+    sent: int = 0
+    failed: int = 0
+    retrying: int = 0
+    skipped: int = 0
+    recovered: int = 0  # found in the journal: sent by a worker that died before recording it
+    stopped: str | None = None  # why the batch stopped early
+    run_again_in: float | None = None  # seconds until rows of this range are due again
+
+
+@dataclass
+class _Outcomes:
+    rows: list[dict[str, Any]] = field(default_factory=list)
+    journal_ids: list[int] = field(default_factory=list)
+    suppress: list[tuple[str, str]] = field(default_factory=list)
+    attempted: int = 0
+    errors: int = 0
+    last_error: str = ""
+
+
+MessageFactory = Callable[[Session, Send], CompiledMessage]
+RecipientFactory = Callable[[CompiledMessage, Send, Claimed], Recipient]
+
+
+def worker_name() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
+
+
+def deliver_batch(
+    sessions: sessionmaker[Session],
+    control: SendControl,
+    transport: Transport,
+    send_id: int,
+    first_id: int,
+    last_id: int,
+    *,
+    message_for: MessageFactory,
+    recipient_for: RecipientFactory,
+    policy: DeliveryPolicy,
+    limiter: RateLimiter | None = None,
+) -> BatchResult:
+    """Deliver the due, pending deliveries of ``send_id`` with ids in [first_id, last_id].
+
+    Never raises for a recipient's delivery error: each one becomes an outcome in the log.
+    """
+    me = worker_name()
+    result = BatchResult()
+    with sessions() as session, session.begin():
+        send = session.get(Send, send_id)
+        if send is None or send.status != "sending":
+            return result
+        claimed = _claim(session, send, first_id, last_id, me, policy)
+        result.skipped = _skip_departed(session, send, me)
+        recipients = _claimed_rows(session, send_id, me)
+        message = message_for(session, send) if recipients else None
+    if not recipients:
+        result.run_again_in = _next_due(sessions, send_id, first_id, last_id)
+        _finish_if_done(sessions, send_id)
+        return result
+
+    try:
+        journal = control.journaled(send_id, [r.delivery_id for r in recipients])
+    except ControlUnavailable as exc:
+        _release(sessions, send_id, me)
+        result.stopped, result.run_again_in = str(exc), 5.0
+        return result
+    outcomes = _Outcomes()
+    now = utcnow()
+    for delivery_id, entry in journal.items():
+        outcomes.rows.append(_sent_row(delivery_id, entry.message_id, entry.code, entry.reply, now))
+        outcomes.journal_ids.append(delivery_id)
+        result.recovered += 1
+    assert message is not None
+    last_flush = last_check = last_renew = time.monotonic()
+    for position, row in enumerate(recipients):
+        if row.delivery_id in journal:
+            continue
+        clock = time.monotonic()
+        if clock - last_check >= policy.status_check_seconds:
+            last_check = clock
+            status = _send_status(sessions, send_id)
+            if status != "sending":
+                result.stopped = f"send is {status}"
+                _release(sessions, send_id, me)
+                break
+        if clock - last_renew >= policy.claim_seconds / 3:
+            last_renew = clock
+            _renew_claims(sessions, send_id, me, policy)
+        if limiter is not None:
+            try:
+                limiter.wait()
+            except ControlUnavailable as exc:
+                result.stopped = str(exc)
+                break
+        recipient = recipient_for(message, send, row)
+        message_id, data = message.build(recipient)
+        outcomes.attempted += 1
+        try:
+            reply = transport.send(message.envelope_from, ascii_address(row.email), data)
+        except PermanentDeliveryError as exc:
+            outcomes.errors += 1
+            outcomes.last_error = str(exc)
+            result.failed += 1
+            outcomes.rows.append(_failed_row(row, exc, message_id))
+            if _is_unknown_user(exc):
+                outcomes.suppress.append((row.email, str(exc)))
+        except TemporaryDeliveryError as exc:
+            outcomes.errors += 1
+            outcomes.last_error = str(exc)
+            outcomes.rows.append(_temporary_row(row, exc, message_id, policy))
+            if row.attempts + 1 >= policy.max_attempts:
+                result.failed += 1
+            else:
+                result.retrying += 1
+            if exc.code is None:
+                # The server cannot be reached: the rest of the batch would fail the same way.
+                result.stopped = f"SMTP server unreachable: {exc}"
+                _flush(sessions, control, send_id, outcomes, policy)
+                _release(sessions, send_id, me)
+                result.run_again_in = policy.backoff(row.attempts + 1)
+                return result
+        else:
+            outcomes.rows.append(_sent_row(row.delivery_id, message_id, reply.code, reply.text, utcnow()))
+            result.sent += 1
+            try:
+                control.journal_sent(send_id, row.delivery_id, message_id, reply.code, reply.text)
+                outcomes.journal_ids.append(row.delivery_id)
+            except ControlUnavailable:
+                last_flush = 0.0  # no journal to lean on: record this one in the database right away
+        if len(outcomes.rows) >= policy.flush_every or time.monotonic() - last_flush >= policy.flush_seconds:
+            _flush(sessions, control, send_id, outcomes, policy)
+            outcomes = _Outcomes()
+            last_flush = time.monotonic()
+    _flush(sessions, control, send_id, outcomes, policy)
+    if result.stopped is None:
+        result.run_again_in = _next_due(sessions, send_id, first_id, last_id)
+    elif result.stopped.startswith("Redis"):
+        _release(sessions, send_id, me)
+        result.run_again_in = 5.0
+    _finish_if_done(sessions, send_id)
+    return result
+
+
+# --- claiming ----------------------------------------------------------------------
+
+
+def _claim(session: Session, send: Send, first_id: int, last_id: int, me: str, policy: DeliveryPolicy) -> int:
+    now = utcnow()
+    return session.execute(
+        update(Delivery)
+        .where(
+            Delivery.send_id == send.id,
+            Delivery.id.between(first_id, last_id),
+            Delivery.status == "pending",
+            or_(Delivery.claim_expires.is_(None), Delivery.claim_expires < now),
+            or_(Delivery.next_attempt_at.is_(None), Delivery.next_attempt_at <= now),
+        )
+        .values(claimed_by=me, claim_expires=now + timedelta(seconds=policy.claim_seconds))
+        .execution_options(synchronize_session=False)
+    ).rowcount
+
+
+def _skip_departed(session: Session, send: Send, me: str) -> int:
+    """Mark skipped the claimed rows whose subscriber left the list or was suppressed since the send began."""
+    still_subscribed = exists().where(
+        Subscription.list_id == send.list_id,
+        Subscription.subscriber_id == Delivery.subscriber_id,
+        Subscription.status == "confirmed",
+    )
+    suppressed = exists().where(Suppression.email == Delivery.email)
+    return session.execute(
+        update(Delivery)
+        .where(Delivery.send_id == send.id, Delivery.claimed_by == me, Delivery.status == "pending")
+        .where(or_(not_(still_subscribed), suppressed))
+        .values(status="skipped", smtp_reply="left the list or was suppressed after the send started",
+                claimed_by=None, claim_expires=None, updated_at=utcnow())
+        .execution_options(synchronize_session=False)
+    ).rowcount
+
+
+def _claimed_rows(session: Session, send_id: int, me: str) -> list[Claimed]:
+    rows = session.execute(
+        select(Delivery.id, Delivery.subscriber_id, Delivery.email, Subscriber.name, Delivery.attempts)
+        .join(Subscriber, Subscriber.id == Delivery.subscriber_id)
+        .where(Delivery.send_id == send_id, Delivery.claimed_by == me, Delivery.status == "pending")
+        .order_by(Delivery.id)
+    )
+    return [Claimed(i, s, e, n, a) for i, s, e, n, a in rows]
+
+
+def _renew_claims(sessions: sessionmaker[Session], send_id: int, me: str, policy: DeliveryPolicy) -> None:
+    with sessions() as session, session.begin():
+        session.execute(
+            update(Delivery)
+            .where(Delivery.send_id == send_id, Delivery.claimed_by == me, Delivery.status == "pending")
+            .values(claim_expires=utcnow() + timedelta(seconds=policy.claim_seconds))
+            .execution_options(synchronize_session=False)
+        )
+
+
+def _release(sessions: sessionmaker[Session], send_id: int, me: str) -> None:
+    with sessions() as session, session.begin():
+        session.execute(
+            update(Delivery)
+            .where(Delivery.send_id == send_id, Delivery.claimed_by == me)
+            .values(claimed_by=None, claim_expires=None)
+            .execution_options(synchronize_session=False)
+        )
+
+
+# --- outcomes ----------------------------------------------------------------------
+
+
+def _sent_row(delivery_id: int, message_id: str, code: int, reply: str, when: datetime) -> dict[str, Any]:
+    return {
+        "b_id": delivery_id, "b_status": "sent", "b_code": code, "b_reply": reply,
+        "b_message_id": message_id, "b_sent_at": when, "b_next": None,
+    }
+
+
+def _failed_row(row: Claimed, exc: PermanentDeliveryError, message_id: str) -> dict[str, Any]:
+    return {
+        "b_id": row.delivery_id, "b_status": "failed", "b_code": exc.code,
+        "b_reply": str(exc), "b_message_id": message_id, "b_sent_at": None, "b_next": None,
+    }
+
+
+def _temporary_row(row: Claimed, exc: TemporaryDeliveryError, message_id: str, policy: DeliveryPolicy) -> dict[str, Any]:
+    attempts = row.attempts + 1
+    final = attempts >= policy.max_attempts
+    reply = str(exc) if not final else f"gave up after {attempts} attempts: {exc}"
+    return {
+        "b_id": row.delivery_id, "b_status": "failed" if final else "pending", "b_code": exc.code, "b_reply": reply, "b_message_id": message_id, "b_sent_at": None,
+        "b_next": None if final else utcnow() + timedelta(seconds=policy.backoff(attempts)),
+    }
+
+
+def _flush(
+    sessions: sessionmaker[Session], control: SendControl, send_id: int, outcomes: _Outcomes, policy: DeliveryPolicy
+) -> None:
+    if not outcomes.rows:
+        return
+    now = utcnow()
+    for row in outcomes.rows:
+        row["b_now"] = now
+    with sessions() as session, session.begin():
+        # Every outcome is one attempt, recovered journal entries included.
+        session.execute(
+            update(Delivery.__table__)
+            .where(Delivery.__table__.c.id == bindparam("b_id"))
+            .values(
+                # A row cancelled while its message was in flight keeps the truth if it went
+                # out, and stays cancelled if it would only have been retried.
+                status=case(
+                    (and_(bindparam("b_status") == "pending", Delivery.__table__.c.status == "cancelled"), "cancelled"),
+                    else_=bindparam("b_status"),
+                ),
+                attempts=Delivery.__table__.c.attempts + 1,
+                smtp_code=bindparam("b_code"),
+                smtp_reply=bindparam("b_reply"),
+                message_id=bindparam("b_message_id"),
+                sent_at=bindparam("b_sent_at"),
+                next_attempt_at=bindparam("b_next"),
+                claimed_by=None,
+                claim_expires=None,
+                updated_at=bindparam("b_now"),
+            ),
+            outcomes.rows,
+        )
+        if outcomes.suppress:
+            session.execute(
+                insert_on_conflict_ignore(session, Suppression.__table__, index_elements=["email"]),
+                [{"email": e, "reason": "hard_bounce", "note": reply[:500], "created_at": now} for e, reply in outcomes.suppress],
+            )
+    try:
+        control.forget(send_id, outcomes.journal_ids)
+        if not outcomes.attempted:
+            return
+        attempted, errors = control.count_attempts(send_id, outcomes.attempted, outcomes.errors)
+    except ControlUnavailable:
+        return  # the outcomes are in the database; the journal entries expire with the send
+    if outcomes.errors and attempted >= policy.pause_min_attempts and errors / attempted >= policy.pause_error_rate:
+        reason = (
+            f"paused automatically: {errors} of {attempted} attempts failed "
+            f"(threshold {policy.pause_error_rate:.0%}); last error: {outcomes.last_error}"
+        )
+        _pause_for_errors(sessions, send_id, reason)
+
+
+def _pause_for_errors(sessions: sessionmaker[Session], send_id: int, reason: str) -> None:
+    with sessions() as session, session.begin():
+        changed = session.execute(
+            update(Send).where(Send.id == send_id, Send.status == "sending").values(status="paused", status_reason=reason)
+        ).rowcount
+    if changed:
+        log.warning("send %s %s", send_id, reason)
+
+
+def _is_unknown_user(exc: PermanentDeliveryError) -> bool:
+    from newsletter.transport import is_unknown_user
+
+    return is_unknown_user(exc)
+
+
+# --- progress ----------------------------------------------------------------------
+
+
+def _send_status(sessions: sessionmaker[Session], send_id: int) -> str | None:
+    with sessions() as session:
+        return session.scalar(select(Send.status).where(Send.id == send_id))
+
+
+def _next_due(sessions: sessionmaker[Session], send_id: int, first_id: int, last_id: int) -> float | None:
+    """Seconds until a pending row of the range can be taken again (a retry, or another worker's claim)."""
+    with sessions() as session:
+        row = session.execute(
+            select(func.min(Delivery.next_attempt_at), func.min(Delivery.claim_expires), func.count())
+            .where(Delivery.send_id == send_id, Delivery.id.between(first_id, last_id), Delivery.status == "pending")
+        ).one()
+    next_attempt, claim_expires, pending = row
+    if not pending:
+        return None
+    now = utcnow()
+    moments = [m for m in (next_attempt, claim_expires) if m is not None]
+    if not moments:
+        return 0.0
+    return max(0.0, (min(moments) - now).total_seconds()) + 0.1
+
+
+def _finish_if_done(sessions: sessionmaker[Session], send_id: int) -> bool:
+    """Mark the send finished once nothing is pending. Returns whether it is finished now."""
+    with sessions() as session, session.begin():
+        pending = session.scalar(
+            select(Delivery.id).where(Delivery.send_id == send_id, Delivery.status == "pending").limit(1)
+        )
+        if pending is not None:
+            return False
+        session.execute(
+            update(Send)
+            .where(Send.id == send_id, Send.status == "sending")
+            .values(status="finished", finished_at=utcnow())
+        )
+    return True
+
+
+finish_if_done = _finish_if_done
+
+
+def release_dead_claims(sessions: sessionmaker[Session], hostname: str, is_alive: Callable[[int], bool]) -> int:
+    """Release claims held by processes of this host that no longer exist (a worker killed with -9).
+
+    Claims of other hosts expire on their own; this only makes local recovery immediate.
+    Returns how many rows were released.
+    """
+    with sessions() as session, session.begin():
+        holders = session.scalars(
+            select(Delivery.claimed_by).where(Delivery.status == "pending", Delivery.claimed_by.like(f"{hostname}:%")).distinct()
+        ).all()
+        dead = [h for h in holders if h and not is_alive(int(h.split(":")[1]))]
+        if not dead:
+            return 0
+        return session.execute(
+            update(Delivery)
+            .where(Delivery.status == "pending", Delivery.claimed_by.in_(dead))
+            .values(claimed_by=None, claim_expires=None)
+            .execution_options(synchronize_session=False)
+        ).rowcount

@@ -1,0 +1,241 @@
+"""Wire-ready email messages: the MIME structure is built once per send, then each
+recipient's copy is a join of pre-encoded bytes with a few small encoded values.
+
+The stdlib email package costs milliseconds per message to build and serialise, so it
+is used only to encode the once-per-send parts (Subject, From); the per-recipient part is
+a join. The output is final SMTP DATA: CRLF line endings, quoted-printable bodies whose
+lines stay within 76 characters (RFC 2045), and no line starting with "." (so the
+transport sends it without re-scanning for dot-stuffing).
+
+    multipart/alternative
+    ├── text/plain; charset=utf-8   (quoted-printable)  first: the fallback
+    └── text/html;  charset=utf-8   (quoted-printable)  last: the preferred part
+"""
+
+from __future__ import annotations
+
+import binascii
+import hashlib
+import time
+from dataclasses import dataclass
+from email.header import Header
+from email.utils import formataddr, formatdate
+from html import escape as html_escape
+
+from newsletter.errors import InvalidInput
+from newsletter.rendering import PERSONAL_FIELDS, placeholder_parts
+
+CRLF = b"\r\n"
+
+
+@dataclass(frozen=True)
+class Recipient:
+    """One recipient's personal values."""
+
+    delivery_id: int
+    email: str
+    name: str
+    unsubscribe_url: str
+    preferences_url: str
+    unsubscribe_mailto: str
+    view_online_url: str
+
+
+@dataclass(frozen=True)
+class MessageHeaders:
+    """What every copy of a send shares in its headers."""
+
+    subject: str
+    from_email: str
+    from_name: str
+    reply_to: str | None
+    list_name: str
+    list_slug: str
+    message_id_tag: str  # unique per send, e.g. "42.k3j4h5": Message-IDs are <delivery.TAG@domain>
+
+
+def check_header_value(field: str, value: str) -> str:
+    """Raises InvalidInput if ``value`` holds CR, LF or another control character (header injection)."""
+    if any(ord(c) < 32 or ord(c) == 127 for c in value):
+        raise InvalidInput(f"{field} contains a line break or control character", where=field)
+    return value
+
+
+def ascii_address(address: str) -> str:
+    """The address with its domain in IDNA (ASCII) form, for the SMTP envelope."""
+    local, _, domain = address.rpartition("@")
+    try:
+        domain.encode("ascii")
+    except UnicodeEncodeError:
+        domain = domain.encode("idna").decode("ascii")
+    return f"{local}@{domain}"
+
+
+def sender_domain(address: str) -> str:
+    return ascii_address(address).rpartition("@")[2]
+
+
+class CompiledMessage:
+    """A send's message, pre-encoded; :meth:`build` makes one recipient's copy in microseconds."""
+
+    def __init__(self, headers: MessageHeaders, html: str, text: str) -> None:
+        for field, value in (
+            ("subject", headers.subject),
+            ("from name", headers.from_name),
+            ("list name", headers.list_name),
+        ):
+            check_header_value(field, value)
+        self.headers = headers
+        self.domain = sender_domain(headers.from_email)
+        self.envelope_from = ascii_address(headers.from_email)
+        boundary = "nl-" + hashlib.sha256(f"{headers.message_id_tag}{html}".encode()).hexdigest()[:24]
+        shared = [
+            _header("From", formataddr((headers.from_name, headers.from_email), charset="utf-8")),
+            _header("Subject", _encode_text_header(headers.subject, "Subject")),
+            b"MIME-Version: 1.0",
+            _header("Content-Type", f'multipart/alternative; boundary="{boundary}"'),
+            _header("List-Id", f"{_phrase(headers.list_name)} <{headers.list_slug}.{self.domain}>"),
+            b"List-Unsubscribe-Post: List-Unsubscribe=One-Click",
+        ]
+        if headers.reply_to:
+            shared.append(_header("Reply-To", headers.reply_to))
+        self._shared_headers = CRLF.join(shared) + CRLF
+        text_head = (
+            f"--{boundary}\r\nContent-Type: text/plain; charset=\"utf-8\"\r\n"
+            "Content-Transfer-Encoding: quoted-printable\r\n\r\n"
+        ).encode()
+        html_head = (
+            f"\r\n--{boundary}\r\nContent-Type: text/html; charset=\"utf-8\"\r\n"
+            "Content-Transfer-Encoding: quoted-printable\r\n\r\n"
+        ).encode()
+        self._text = _compile_part(text, escape=False)
+        self._html = _compile_part(html, escape=True)
+        self._text_head, self._html_head = text_head, html_head
+        self._tail = f"\r\n--{boundary}--\r\n".encode()
+        self._date_second = 0
+        self._date = b""
+
+    def message_id(self, delivery_id: int) -> str:
+        return f"<{delivery_id}.{self.headers.message_id_tag}@{self.domain}>"
+
+    def build(self, recipient: Recipient, *, subject_prefix: str = "") -> tuple[str, bytes]:
+        """Return (Message-ID, wire bytes) of ``recipient``'s copy."""
+        now = int(time.time())
+        if now != self._date_second:
+            # "+0000", not formatdate's "-0000", which RFC 5322 reserves for an unknown zone.
+            self._date_second, self._date = now, _header("Date", formatdate(now)[:-5] + "+0000")
+        message_id = self.message_id(recipient.delivery_id)
+        values = (
+            recipient.name,
+            recipient.email,
+            recipient.unsubscribe_url,
+            recipient.preferences_url,
+            recipient.view_online_url,
+        )
+        head = [
+            self._shared_headers,
+            _to_header(recipient.name, recipient.email), CRLF,
+            self._date, CRLF,
+            b"Message-ID: ", message_id.encode(), CRLF,
+            b"List-Unsubscribe: <", recipient.unsubscribe_url.encode(), b">,\r\n <",
+            recipient.unsubscribe_mailto.encode(), b">\r\n",
+            CRLF,
+            self._text_head,
+        ]
+        head += _fill(self._text, values, escape=False)
+        head.append(self._html_head)
+        head += _fill(self._html, values, escape=True)
+        head.append(self._tail)
+        return message_id, b"".join(head)
+
+
+# --- encoding helpers -----------------------------------------------------------
+
+_Part = tuple[bytes, tuple[tuple[int, bytes | None, bytes], ...]]
+
+
+def _compile_part(rendered: str, *, escape: bool) -> _Part:
+    """Split a rendered part at its placeholders and QP-encode every literal once.
+
+    Each literal that is followed by a value ends in a soft line break, and each literal
+    that follows a value starts after one, so a value always sits on lines of its own
+    and no line grows past 76 characters whatever the value's length.
+    """
+    head, slots = placeholder_parts(rendered)
+    compiled = []
+    for index, fallback, literal in slots:
+        encoded_fallback = None
+        if fallback is not None:
+            # Fallbacks come from templates already escaped for their part.
+            encoded_fallback = _qp_value(fallback)
+        compiled.append((index, encoded_fallback, b"=\r\n" + _qp_literal(literal)))
+    first = _qp_literal(head)
+    if slots:
+        first += b"=\r\n"
+        compiled = [(i, f, lit + (b"=\r\n" if n < len(compiled) - 1 else b"")) for n, (i, f, lit) in enumerate(compiled)]
+    return first, tuple(compiled)
+
+
+def _fill(part: _Part, values: tuple[str, ...], *, escape: bool) -> list[bytes]:
+    first, slots = part
+    pieces = [first]
+    for index, fallback, literal in slots:
+        value = values[index]
+        if not value and fallback is not None:
+            pieces.append(fallback)
+        else:
+            pieces.append(_qp_value(html_escape(value, quote=True) if escape else value))
+        pieces.append(literal)
+    return pieces
+
+
+def _qp_literal(text: str) -> bytes:
+    encoded = binascii.b2a_qp(text.replace("\r\n", "\n").encode("utf-8")).replace(b"\n", CRLF)
+    encoded = encoded.replace(b"\r\n.", b"\r\n=2E")
+    return b"=2E" + encoded[1:] if encoded.startswith(b".") else encoded
+
+
+def _qp_value(value: str) -> bytes:
+    # Values are single-line (names are checked for control characters on input).
+    encoded = binascii.b2a_qp(value.encode("utf-8")).replace(b"=\n", b"=\r\n").replace(b"\r\n.", b"\r\n=2E")
+    return b"=2E" + encoded[1:] if encoded.startswith(b".") else encoded
+
+
+_SPECIALS = frozenset('()<>[]:;@\\,."')
+
+
+def _to_header(name: str, address: str) -> bytes:
+    """``To: name <address>``: encoded words (at most 75 characters each, folded) for a non-ASCII name."""
+    address = ascii_address(address)
+    if not name:
+        return f"To: {address}".encode("utf-8")  # UTF-8 only for a non-ASCII local part (SMTPUTF8)
+    if name.isascii():
+        phrase = name if not _SPECIALS.intersection(name) else '"' + name.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    else:
+        phrase = Header(name, "utf-8", header_name="To").encode(linesep="\r\n")
+    return f"To: {phrase} <{address}>".encode("utf-8")
+
+
+def _header(name: str, value: str) -> bytes:
+    return f"{name}: {value}".encode("ascii", errors="strict")
+
+
+def _encode_text_header(value: str, name: str) -> str:
+    """RFC 2047 encoded words for non-ASCII text, folded at 78 characters."""
+    try:
+        value.encode("ascii")
+        return Header(value, header_name=name).encode(linesep="\r\n")
+    except UnicodeEncodeError:
+        return Header(value, "utf-8", header_name=name).encode(linesep="\r\n")
+
+
+def _phrase(value: str) -> str:
+    """A display name for List-Id: quoted, or RFC 2047 encoded when not ASCII."""
+    try:
+        value.encode("ascii")
+    except UnicodeEncodeError:
+        return Header(value, "utf-8").encode()
+    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+assert PERSONAL_FIELDS == ("name", "email", "unsubscribe_url", "preferences_url", "view_online_url")

@@ -1,0 +1,148 @@
+"""What the workers of a send share in Redis: the sent-journal, the rate limit, error counts.
+
+The database is the send log; Redis holds what must be fast and shared:
+
+* the **journal**: a worker writes each accepted message here the moment the SMTP server
+  accepts it, before the next one, and moves the batch into the database every second or
+  so. A worker killed between two database writes leaves its sends here; whoever takes the
+  rows over records them as sent instead of sending them again. So a killed worker
+  duplicates at most the one message that was in flight.
+* the **rate limit**: one token bucket for all workers together.
+* **error counts** per send, for pausing a send whose error rate says something is wrong.
+"""
+
+from __future__ import annotations
+
+import functools
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import redis
+
+from newsletter.errors import NewsletterError
+
+PREFIX = "newsletter"
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+class ControlUnavailable(NewsletterError):
+    """Redis could not be reached; callers fall back to the database or try again later."""
+
+
+def _translated(method: F) -> F:
+    @functools.wraps(method)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return method(*args, **kwargs)
+        except redis.RedisError as exc:
+            raise ControlUnavailable(f"Redis unavailable: {exc}") from None
+
+    return wrapper  # type: ignore[return-value]
+
+_TAKE_TOKENS = """
+local rate = tonumber(ARGV[1])
+local want = tonumber(ARGV[2])
+local now = tonumber(ARGV[3])
+local burst = math.max(1, rate)
+local state = redis.call('HMGET', KEYS[1], 'tokens', 'at')
+local tokens = tonumber(state[1]) or burst
+local at = tonumber(state[2]) or now
+tokens = math.min(burst, tokens + math.max(0, now - at) * rate)
+local granted = math.min(want, math.floor(tokens))
+tokens = tokens - granted
+redis.call('HSET', KEYS[1], 'tokens', tostring(tokens), 'at', tostring(now))
+redis.call('EXPIRE', KEYS[1], 60)
+return granted
+"""
+
+
+@dataclass(frozen=True)
+class JournalEntry:
+    message_id: str
+    code: int
+    reply: str
+    sent_at: float
+
+
+class SendControl:
+    """Every method raises ControlUnavailable when Redis cannot be reached."""
+
+    def __init__(self, client: redis.Redis) -> None:
+        self.redis = client
+        self._take_tokens = client.register_script(_TAKE_TOKENS)
+
+    # --- journal -------------------------------------------------------------------
+    @_translated
+    def journal_sent(self, send_id: int, delivery_id: int, message_id: str, code: int, reply: str) -> None:
+        entry = f"{time.time():.3f}\x1f{code}\x1f{message_id}\x1f{reply}"
+        self.redis.hset(f"{PREFIX}:journal:{send_id}", str(delivery_id), entry)
+
+    @_translated
+    def journaled(self, send_id: int, delivery_ids: list[int]) -> dict[int, JournalEntry]:
+        if not delivery_ids:
+            return {}
+        values = self.redis.hmget(f"{PREFIX}:journal:{send_id}", [str(i) for i in delivery_ids])
+        found = {}
+        for delivery_id, value in zip(delivery_ids, values):
+            if value is not None:
+                sent_at, code, message_id, reply = value.decode().split("\x1f", 3)
+                found[delivery_id] = JournalEntry(message_id, int(code), reply, float(sent_at))
+        return found
+
+    @_translated
+    def forget(self, send_id: int, delivery_ids: Iterable[int]) -> None:
+        ids = [str(i) for i in delivery_ids]
+        if ids:
+            self.redis.hdel(f"{PREFIX}:journal:{send_id}", *ids)
+
+    # --- rate limit ----------------------------------------------------------------
+    @_translated
+    def take_tokens(self, rate: float, want: int) -> int:
+        """Take up to ``want`` send tokens from the shared bucket; returns how many were granted."""
+        return int(self._take_tokens(keys=[f"{PREFIX}:rate"], args=[rate, want, f"{time.time():.6f}"]))
+
+    # --- error counts --------------------------------------------------------------
+    @_translated
+    def count_attempts(self, send_id: int, attempted: int, errors: int) -> tuple[int, int]:
+        """Add to the send's counts; returns the totals (attempted, errors)."""
+        key = f"{PREFIX}:stats:{send_id}"
+        pipe = self.redis.pipeline()
+        pipe.hincrby(key, "attempted", attempted)
+        pipe.hincrby(key, "errors", errors)
+        pipe.expire(key, 7 * 86400)
+        total_attempted, total_errors, _ = pipe.execute()
+        return int(total_attempted), int(total_errors)
+
+    @_translated
+    def reset_counts(self, send_id: int) -> None:
+        self.redis.delete(f"{PREFIX}:stats:{send_id}")
+
+    @_translated
+    def drop_send(self, send_id: int) -> None:
+        self.redis.delete(f"{PREFIX}:journal:{send_id}", f"{PREFIX}:stats:{send_id}")
+
+    # --- coordination --------------------------------------------------------------
+    @_translated
+    def try_lock(self, name: str, seconds: float) -> bool:
+        return bool(self.redis.set(f"{PREFIX}:lock:{name}", "1", nx=True, px=int(seconds * 1000)))
+
+
+class RateLimiter:
+    """Per-process front of the shared bucket: takes tokens in small chunks to save round trips."""
+
+    def __init__(self, control: SendControl, rate: float) -> None:
+        self.control = control
+        self.rate = rate
+        self._chunk = max(1, int(rate / 20))
+        self._local = 0
+
+    def wait(self) -> None:
+        if self.rate <= 0:
+            return
+        while self._local == 0:
+            self._local = self.control.take_tokens(self.rate, self._chunk)
+            if self._local == 0:
+                time.sleep(min(0.05, 1 / self.rate))
+        self._local -= 1

@@ -1,0 +1,281 @@
+"""Sends: start one (render once, freeze, snapshot the recipients), steer it, read its log.
+
+Starting a send is one transaction: the issue is rendered and its message compiled (so a
+send that cannot be rendered, or whose headers are unsafe, stores nothing and mails no
+one), the rendered HTML and text are frozen on the send, and one set-based statement
+writes a delivery row for every confirmed, unsuppressed subscriber. The caller enqueues
+the returned batches after the commit.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy import exists, func, insert, literal, not_, select, update
+from sqlalchemy.orm import Session
+
+from newsletter.delivery import Claimed
+from newsletter.errors import Conflict, InvalidInput, NotFound
+from newsletter.issues import Links, RenderSettings, get_issue
+from newsletter.messages import CompiledMessage, MessageHeaders, Recipient
+from newsletter.models import DELIVERY_STATUSES, Delivery, MailingList, Send, Subscriber, Subscription, Suppression, utcnow
+from subscribers.lists import get_list
+from subscribers.tokens import TokenSigner
+
+Batch = tuple[int, int]  # first and last delivery id, inclusive
+
+
+@dataclass(frozen=True)
+class SendCounts:
+    send: Send
+    list_slug: str
+    counts: dict[str, int]
+
+    @property
+    def total(self) -> int:
+        return sum(self.counts.values())
+
+    @property
+    def pending(self) -> int:
+        return self.counts.get("pending", 0)
+
+    def as_json(self) -> dict[str, object]:
+        s = self.send
+        return {
+            "id": s.id,
+            "issue_id": s.issue_id,
+            "list": self.list_slug,
+            "status": s.status,
+            "status_reason": s.status_reason,
+            "subject": s.subject,
+            "total": self.total,
+            **{status: self.counts.get(status, 0) for status in DELIVERY_STATUSES},
+            "created_at": _iso(s.created_at),
+            "started_at": _iso(s.started_at),
+            "finished_at": _iso(s.finished_at),
+        }
+
+
+def message_headers(send: Send, mailing_list: MailingList) -> MessageHeaders:
+    return MessageHeaders(
+        subject=send.subject,
+        from_email=mailing_list.from_email,
+        from_name=mailing_list.from_name or mailing_list.name,
+        reply_to=mailing_list.reply_to,
+        list_name=mailing_list.name,
+        list_slug=mailing_list.slug,
+        message_id_tag=f"{send.id}.{int(send.created_at.timestamp()):x}",
+    )
+
+
+def compile_message(session: Session, send: Send) -> CompiledMessage:
+    """The send's frozen issue as a pre-encoded message. Raises InvalidInput for unsafe header values."""
+    mailing_list = session.get(MailingList, send.list_id)
+    assert mailing_list is not None
+    return CompiledMessage(message_headers(send, mailing_list), send.html, send.text)
+
+
+class RecipientLinks:
+    """Builds each recipient's signed links: a few HMACs and string joins."""
+
+    def __init__(self, signer: TokenSigner, links: Links) -> None:
+        self.signer = signer
+        self.links = links
+
+    def __call__(self, message: CompiledMessage, send: Send, row: Claimed) -> Recipient:
+        unsubscribe = self.signer.make(row.subscriber_id, send.list_id, "unsubscribe")
+        return Recipient(
+            delivery_id=row.delivery_id,
+            email=row.email,
+            name=row.name,
+            unsubscribe_url=self.links.unsubscribe(unsubscribe),
+            preferences_url=self.links.preferences(self.signer.make(row.subscriber_id, send.list_id, "preferences")),
+            unsubscribe_mailto=f"mailto:unsubscribe+{unsubscribe}@{message.domain}?subject=unsubscribe",
+            view_online_url=self.links.view_online(message.headers.list_slug, send.issue_id),
+        )
+
+
+def start_send(
+    session: Session, issue_id: int, settings: RenderSettings, *, list_slug: str | None = None, batch_size: int
+) -> tuple[Send, list[Batch]]:
+    """Create a send of the issue to its list (or ``list_slug``) and snapshot its recipients.
+
+    Raises NotFound, RenderError (the issue cannot be rendered), InvalidInput (unsafe header
+    values). Returns the send and the delivery-id ranges to enqueue once committed.
+    """
+    issue, issue_list = get_issue(session, issue_id)
+    mailing_list = get_list(session, list_slug) if list_slug else issue_list
+    rendered = settings.render(issue, mailing_list)
+    now = utcnow()
+    send = Send(
+        issue_id=issue.id,
+        list_id=mailing_list.id,
+        status="sending",
+        subject=rendered.subject,
+        html=rendered.html,
+        text=rendered.text,
+        started_at=now,
+        created_at=now,
+    )
+    session.add(send)
+    session.flush()
+    CompiledMessage(message_headers(send, mailing_list), send.html, send.text)  # refuses unsafe headers now
+    suppressed = exists().where(Suppression.email == Subscriber.email)
+    recipients = (
+        select(
+            literal(send.id), Subscriber.id, Subscriber.email, literal("pending"), literal(0), literal(now, Delivery.updated_at.type)
+        )
+        .join(Subscription, Subscription.subscriber_id == Subscriber.id)
+        .where(Subscription.list_id == mailing_list.id, Subscription.status == "confirmed", not_(suppressed))
+        .order_by(Subscriber.id)
+    )
+    result = session.execute(
+        insert(Delivery).from_select(
+            ["send_id", "subscriber_id", "email", "status", "attempts", "updated_at"], recipients
+        ),
+        execution_options={"synchronize_session": False},
+    )
+    send.total = result.rowcount
+    issue.status = "sent"
+    if send.total == 0:
+        send.status, send.finished_at = "finished", now
+        send.status_reason = "no confirmed, unsuppressed subscribers on the list"
+        return send, []
+    return send, pending_batches(session, send.id, batch_size)
+
+
+def pending_batches(session: Session, send_id: int, batch_size: int, *, due_only: bool = False) -> list[Batch]:
+    """Split the send's pending deliveries into id ranges of ``batch_size`` rows, computed in the database."""
+    conditions = [Delivery.send_id == send_id, Delivery.status == "pending"]
+    if due_only:
+        now = utcnow()
+        conditions += [
+            (Delivery.claim_expires.is_(None)) | (Delivery.claim_expires < now),
+            (Delivery.next_attempt_at.is_(None)) | (Delivery.next_attempt_at <= now),
+        ]
+    numbered = select(Delivery.id, func.row_number().over(order_by=Delivery.id).label("n")).where(*conditions).subquery()
+    starts = list(session.scalars(select(numbered.c.id).where((numbered.c.n - 1) % batch_size == 0).order_by(numbered.c.id)))
+    if not starts:
+        return []
+    last = session.scalar(select(func.max(numbered.c.id)))
+    return [(start, (starts[i + 1] - 1) if i + 1 < len(starts) else last) for i, start in enumerate(starts)]
+
+
+def get_send(session: Session, send_id: int) -> Send:
+    send = session.get(Send, send_id)
+    if send is None:
+        raise NotFound(f"no send {send_id} (see `newsletter sends ls`)")
+    return send
+
+
+def send_counts(session: Session, send_id: int) -> SendCounts:
+    """Raises NotFound."""
+    send = get_send(session, send_id)
+    rows = session.execute(
+        select(Delivery.status, func.count()).where(Delivery.send_id == send_id).group_by(Delivery.status)
+    ).all()
+    slug = session.scalar(select(MailingList.slug).where(MailingList.id == send.list_id))
+    return SendCounts(send, slug or "?", {status: count for status, count in rows})
+
+
+def all_sends(session: Session, limit: int = 50) -> list[SendCounts]:
+    ids = session.scalars(select(Send.id).order_by(Send.id.desc()).limit(limit)).all()
+    return [send_counts(session, i) for i in ids]
+
+
+def pause_send(session: Session, send_id: int, *, reason: str = "paused by an editor") -> Send:
+    """Raises NotFound, Conflict (not sending)."""
+    send = get_send(session, send_id)
+    if send.status != "sending":
+        raise Conflict(f"send {send_id} is {send.status}; only a sending send can be paused")
+    send.status, send.status_reason = "paused", reason
+    return send
+
+
+def resume_send(session: Session, send_id: int, batch_size: int) -> tuple[Send, list[Batch]]:
+    """Continue a paused send (or re-queue a sending one whose tasks were lost); returns batches to enqueue.
+
+    Raises NotFound, Conflict (finished or cancelled).
+    """
+    send = get_send(session, send_id)
+    if send.status not in ("paused", "sending"):
+        raise Conflict(f"send {send_id} is {send.status}; only a paused send can be resumed")
+    send.status, send.status_reason = "sending", None
+    batches = pending_batches(session, send_id, batch_size)
+    if not batches:
+        send.status, send.finished_at = "finished", utcnow()
+    return send, batches
+
+
+def cancel_send(session: Session, send_id: int) -> int:
+    """Cancel a send; its pending deliveries are logged as cancelled. Returns how many. Raises NotFound, Conflict."""
+    send = get_send(session, send_id)
+    if send.status in ("finished", "cancelled"):
+        raise Conflict(f"send {send_id} is already {send.status}")
+    now = utcnow()
+    send.status, send.status_reason, send.finished_at = "cancelled", "cancelled by an editor", now
+    return session.execute(
+        update(Delivery)
+        .where(Delivery.send_id == send_id, Delivery.status == "pending")
+        .values(status="cancelled", smtp_reply="send cancelled before this delivery", claimed_by=None,
+                claim_expires=None, updated_at=now)
+        .execution_options(synchronize_session=False)
+    ).rowcount
+
+
+@dataclass(frozen=True)
+class LogRow:
+    delivery_id: int
+    email: str
+    status: str
+    attempts: int
+    smtp_code: int | None
+    smtp_reply: str | None
+    message_id: str | None
+    sent_at: datetime | None
+    updated_at: datetime
+
+
+def delivery_log(session: Session, send_id: int, *, status: str | None = None) -> Iterator[LogRow]:
+    """Stream the send's deliveries in id order. Raises NotFound, InvalidInput (unknown status)."""
+    if status is not None and status not in DELIVERY_STATUSES:
+        raise InvalidInput(f"unknown status {status!r}; use one of {', '.join(DELIVERY_STATUSES)}", where="--status")
+    get_send(session, send_id)
+    query = (
+        select(
+            Delivery.id, Delivery.email, Delivery.status, Delivery.attempts, Delivery.smtp_code,
+            Delivery.smtp_reply, Delivery.message_id, Delivery.sent_at, Delivery.updated_at,
+        )
+        .where(Delivery.send_id == send_id)
+        .order_by(Delivery.id)
+    )
+    if status:
+        query = query.where(Delivery.status == status)
+    for row in session.execute(query.execution_options(yield_per=2000)):
+        yield LogRow(*row)
+
+
+def test_message(
+    session: Session, issue_id: int, to: str, settings: RenderSettings, signer: TokenSigner
+) -> tuple[CompiledMessage, Recipient]:
+    """One copy of the issue for ``to``, with "[TEST]" in the subject; nothing is logged. Raises NotFound, RenderError."""
+    from subscribers.addresses import normalise_email
+
+    address = normalise_email(to)
+    issue, mailing_list = get_issue(session, issue_id)
+    rendered = settings.render(issue, mailing_list)
+    send = Send(id=0, issue_id=issue.id, list_id=mailing_list.id, status="sending", subject=f"[TEST] {rendered.subject}",
+                html=rendered.html, text=rendered.text, created_at=utcnow())
+    headers = message_headers(send, mailing_list)
+    headers = MessageHeaders(**{**headers.__dict__, "message_id_tag": f"test.{int(time.time() * 1000):x}"})
+    message = CompiledMessage(headers, rendered.html, rendered.text)
+    recipient = RecipientLinks(signer, settings.links)(message, send, Claimed(0, 0, address, "", 0))
+    return message, recipient
+
+
+def _iso(value: datetime | None) -> str | None:
+    return value.isoformat(timespec="seconds") if value else None
+

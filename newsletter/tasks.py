@@ -1,0 +1,203 @@
+"""Celery edge: the app, its one task, and the worker's housekeeping. Ids in, a domain call, nothing else.
+
+Each worker process builds its state once (settings, database, Redis, one SMTP
+connection) and reuses it for every batch. Tasks are acknowledged only after they ran
+(acks_late) and given back if their worker dies (reject_on_worker_lost); the claims and the
+journal in the domain make a re-run skip what was done. The worker's main process also
+runs a small reconciler every few seconds that re-queues batches whose tasks were lost
+(a killed worker's task, a Redis restart without persistence), so every send finishes.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import threading
+import time
+from dataclasses import dataclass
+from functools import cached_property
+
+import redis
+from celery import Celery, signals
+from sqlalchemy import select
+from sqlalchemy.orm import Session, sessionmaker
+
+from newsletter import db, delivery, embedded_redis, sending
+from newsletter.config import Settings
+from newsletter.delivery import DeliveryPolicy
+from newsletter.issues import RenderSettings
+from newsletter.messages import CompiledMessage
+from newsletter.models import Send
+from newsletter.send_control import RateLimiter, SendControl
+from subscribers.tokens import TokenSigner
+
+QUEUE = "newsletter"
+RECONCILE_SECONDS = 5.0
+log = logging.getLogger("newsletter.worker")
+
+app = Celery("newsletter")
+app.conf.update(
+    task_default_queue=QUEUE,
+    task_acks_late=True,
+    task_reject_on_worker_lost=True,
+    task_ignore_result=True,
+    worker_prefetch_multiplier=1,
+    broker_connection_retry_on_startup=True,
+    broker_transport_options={"visibility_timeout": 3600},
+    worker_hijack_root_logger=False,
+    task_serializer="json",
+    accept_content=["json"],
+)
+
+
+def configure(settings: Settings) -> Celery:
+    """Point the app at the configured broker, or at the embedded Redis (started if needed)."""
+    app.conf.broker_url = embedded_redis.broker_url(settings.broker_url, settings.var_dir)
+    return app
+
+
+def policy_from(settings: Settings) -> DeliveryPolicy:
+    return DeliveryPolicy(
+        max_attempts=settings.max_attempts,
+        retry_delay=settings.retry_delay,
+        send_rate=settings.send_rate,
+        pause_error_rate=settings.pause_error_rate,
+    )
+
+
+@dataclass
+class WorkerState:
+    """Everything one worker process keeps between tasks."""
+
+    settings: Settings
+    pid: int
+
+    @cached_property
+    def sessions(self) -> sessionmaker[Session]:
+        return db.session_factory(db.make_engine(self.settings.database_url))
+
+    @cached_property
+    def control(self) -> SendControl:
+        url = embedded_redis.client_url(self.settings.broker_url, self.settings.var_dir)
+        return SendControl(redis.Redis.from_url(url))
+
+    @cached_property
+    def transport(self):  # type: ignore[no-untyped-def]
+        from newsletter.transport import SmtpTransport
+
+        return SmtpTransport(self.settings.smtp)
+
+    @cached_property
+    def limiter(self) -> RateLimiter | None:
+        return RateLimiter(self.control, self.settings.send_rate) if self.settings.send_rate > 0 else None
+
+    @cached_property
+    def recipients(self) -> sending.RecipientLinks:
+        render = RenderSettings.create(
+            base_url=self.settings.base_url, postal_address=self.settings.postal_address, user_template_dir=None
+        )
+        return sending.RecipientLinks(TokenSigner(self.settings.secret_key), render.links)
+
+    @cached_property
+    def messages(self) -> dict[int, CompiledMessage]:
+        return {}
+
+    def message_for(self, session: Session, send: Send) -> CompiledMessage:
+        message = self.messages.get(send.id)
+        if message is None:
+            if len(self.messages) >= 8:
+                self.messages.clear()
+            message = self.messages[send.id] = sending.compile_message(session, send)
+        return message
+
+
+_state: WorkerState | None = None
+
+
+def state() -> WorkerState:
+    global _state
+    if _state is None or _state.pid != os.getpid():  # built anew in each forked process
+        _state = WorkerState(Settings.from_environ(os.environ), os.getpid())
+    return _state
+
+
+@app.task(name="newsletter.deliver_batch", bind=True)
+def deliver_batch(self, send_id: int, first_id: int, last_id: int) -> None:  # type: ignore[no-untyped-def]
+    s = state()
+    result = delivery.deliver_batch(
+        s.sessions, s.control, s.transport, send_id, first_id, last_id,
+        message_for=s.message_for, recipient_for=s.recipients, policy=policy_from(s.settings), limiter=s.limiter,
+    )
+    log.info("send %s batch %s-%s: %s", send_id, first_id, last_id, result)
+    if result.run_again_in is not None:
+        try:
+            self.apply_async((send_id, first_id, last_id), countdown=result.run_again_in)
+        except Exception:  # noqa: BLE001 - broker down: the reconciler re-queues these rows when it is back
+            log.warning("send %s batch %s-%s: could not re-queue; the reconciler will", send_id, first_id, last_id)
+
+
+def enqueue(send_id: int, batches: list[sending.Batch]) -> None:
+    """Queue one task per batch (small messages: three ids each)."""
+    with app.producer_or_acquire() as producer:
+        for first_id, last_id in batches:
+            deliver_batch.apply_async((send_id, first_id, last_id), producer=producer)
+
+
+def reconcile_once(s: WorkerState) -> int:
+    """Re-queue due batches of sending sends when the queue is empty; finish sends with nothing pending.
+
+    Returns how many batches were queued.
+    """
+    if not s.control.try_lock("reconcile", RECONCILE_SECONDS * 0.8):
+        return 0
+    with s.sessions() as session:
+        send_ids = session.scalars(select(Send.id).where(Send.status == "sending")).all()
+    if send_ids:
+        released = delivery.release_dead_claims(s.sessions, socket.gethostname(), _process_alive)
+        if released:
+            log.warning("released %d deliveries claimed by worker processes that died", released)
+    queued = 0
+    for send_id in send_ids:
+        if delivery.finish_if_done(s.sessions, send_id):
+            s.control.drop_send(send_id)
+            continue
+        if s.control.redis.llen(QUEUE) > 0:
+            continue  # tasks are still flowing; they will reach these rows
+        with s.sessions() as session:
+            batches = sending.pending_batches(session, send_id, s.settings.batch_size, due_only=True)
+        if batches:
+            log.warning("send %s: re-queueing %d batch(es) with no task left", send_id, len(batches))
+            enqueue(send_id, batches)
+            queued += len(batches)
+    return queued
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _reconcile_forever() -> None:
+    while True:
+        time.sleep(RECONCILE_SECONDS)
+        try:
+            reconcile_once(state())
+        except Exception:  # noqa: BLE001 - keep the reconciler alive through broker and database outages
+            log.exception("reconcile failed; trying again in %s s", RECONCILE_SECONDS)
+
+
+@signals.worker_ready.connect
+def _start_reconciler(**_: object) -> None:
+    threading.Thread(target=_reconcile_forever, name="newsletter-reconcile", daemon=True).start()
+
+
+@signals.worker_process_shutdown.connect
+def _close_transport(**_: object) -> None:
+    if _state is not None and "transport" in _state.__dict__:
+        _state.transport.close()

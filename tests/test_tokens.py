@@ -1,0 +1,50 @@
+"""Signed link tokens."""
+
+from __future__ import annotations
+
+import pytest
+
+from newsletter.errors import InvalidInput
+from subscribers.tokens import TokenSigner
+
+
+def test_round_trip_and_binding_to_purpose():
+    signer = TokenSigner("k" * 32)
+    token = signer.make(12, 3, "unsubscribe")
+    claims = signer.verify(token, "unsubscribe")
+    assert (claims.subscriber_id, claims.list_id, claims.purpose) == (12, 3, "unsubscribe")
+    with pytest.raises(InvalidInput, match="not valid"):
+        signer.verify(token, "preferences")
+
+
+@pytest.mark.parametrize("mutate", [
+    lambda t: t.replace("v1.12.", "v1.13."),  # another subscriber
+    lambda t: t.replace(".3.", ".4.", 1),  # another list
+    lambda t: t[:-2] + ("AA" if not t.endswith("AA") else "BB"),  # forged signature
+    lambda t: t + "x",
+    lambda t: "garbage",
+    lambda t: "",
+])
+def test_tampered_tokens_are_refused(mutate):
+    signer = TokenSigner("k" * 32)
+    with pytest.raises(InvalidInput):
+        signer.verify(mutate(signer.make(12, 3, "unsubscribe")), "unsubscribe")
+
+
+def test_key_rotation_old_keys_still_verify_new_tokens_use_the_new_key():
+    old = TokenSigner("old-key-" * 4)
+    token = old.make(1, 1, "preferences")
+    rotated = TokenSigner("new-key-" * 4, old_keys=["old-key-" * 4])
+    assert rotated.verify(token, "preferences").subscriber_id == 1
+    with pytest.raises(InvalidInput):
+        TokenSigner("new-key-" * 4).verify(token, "preferences")
+    with pytest.raises(InvalidInput):
+        old.verify(rotated.make(1, 1, "preferences"), "preferences")
+
+
+def test_expiry():
+    signer = TokenSigner("k" * 32)
+    token = signer.make(1, 1, "confirm", issued_at=1_000_000)
+    with pytest.raises(InvalidInput, match="expired"):
+        signer.verify(token, "confirm", max_age=7 * 86400)
+    assert signer.verify(signer.make(1, 1, "confirm"), "confirm", max_age=60).list_id == 1
