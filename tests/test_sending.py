@@ -214,3 +214,72 @@ def test_a_redis_restart_mid_send_loses_nothing(newsroom, tmp_path):
             redis.Redis(port=port).shutdown(nosave=True)
         except redis.RedisError:
             pass
+
+
+def test_test_send_goes_to_one_address_marked_and_unlogged(newsroom):
+    room = newsroom
+    room.setup_list(3)
+    issue_id = room.create_issue()
+    result = room.cli("issues", "test-send", issue_id, "--to", "Editor@Example.org")
+    assert "sent to editor@example.org: 250" in result.stdout
+    assert [m.rcpt_tos for m in room.capture.messages] == [("editor@example.org",)]
+    message = room.parsed("editor@example.org")
+    assert message["Subject"].startswith("[TEST] This Week in Info War")
+    assert "No sends yet" in room.cli("sends", "ls").stdout
+
+
+def test_send_refuses_an_issue_that_no_longer_renders(newsroom, tmp_path):
+    room = newsroom
+    room.setup_list(3)
+    issue_id = room.create_issue()
+    broken = tmp_path / "templates"
+    broken.mkdir()
+    (broken / "issue.html").write_text("{% extends 'layout.html' %}{% block content %}{{ nonsense }}{% endblock %}")
+    room.cli.env["NEWSLETTER_TEMPLATE_DIR"] = str(broken)
+    result = room.cli("send", issue_id, check=False)
+    assert result.returncode == 1 and "undefined variable" in result.stderr and "issue.html:1" in result.stderr
+    del room.cli.env["NEWSLETTER_TEMPLATE_DIR"]
+    assert "No sends yet" in room.cli("sends", "ls").stdout
+    assert room.capture.messages == []
+
+
+def test_embedded_broker_and_capture_server_commands(tmp_path):
+    """The one-machine setup: no broker URL, so CLI and worker share the embedded Redis."""
+    import socket
+    import subprocess
+    import sys
+
+    from tests.conftest import Cli, clean_environ
+    from tests.sendkit import Newsroom
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    env = clean_environ(NEWSLETTER_VAR_DIR=str(tmp_path / "var"), NEWSLETTER_SMTP_URL=f"smtp://127.0.0.1:{port}")
+    cli = Cli(env=env, cwd=tmp_path)
+    capture_log = tmp_path / "capture.log"
+    capture = subprocess.Popen(
+        [sys.executable, "-m", "newsletter", "smtp-capture", "--port", str(port), "--maildir", str(tmp_path / "outbox")],
+        env=env, cwd=tmp_path, stdout=open(capture_log, "w"), stderr=subprocess.STDOUT,
+    )
+    room = Newsroom(cli=cli, capture=None, tmp=tmp_path)  # type: ignore[arg-type]
+    try:
+        cli("db", "upgrade")
+        addresses = room.setup_list(20)
+        issue_id = room.create_issue()
+        room.start_worker(concurrency=1)
+        result = cli("send", issue_id, "--wait")
+        assert "sent 20, failed 0" in result.stderr
+        files = list((tmp_path / "outbox" / "new").iterdir())
+        assert len(files) == 20
+        assert all(f.read_bytes().count(b"List-Unsubscribe-Post: List-Unsubscribe=One-Click") == 1 for f in files)
+        lines = capture_log.read_text().splitlines()
+        assert sum("from news@example.org to reader" in line for line in lines) == 20
+        assert (tmp_path / "var" / "redis" / "appendonly.aof").exists()
+        assert set(addresses) == {line.split(" to ")[1].split(":")[0] for line in lines if "from news@example.org" in line}
+    finally:
+        room.stop_all()
+        capture.terminate()
+        capture.wait(10)
+        cli("broker", "stop")
+    assert "not running" in cli("broker", "stop").stdout
