@@ -79,6 +79,7 @@ class BatchResult:
 
 @dataclass
 class _Outcomes:
+    send_key: str
     rows: list[dict[str, Any]] = field(default_factory=list)
     journal_ids: list[int] = field(default_factory=list)
     suppress: list[tuple[str, str]] = field(default_factory=list)
@@ -86,6 +87,8 @@ class _Outcomes:
     errors: int = 0
     last_error: str = ""
 
+
+ERRORS_PER_FLUSH = 20
 
 MessageFactory = Callable[[Session, Send], CompiledMessage]
 RecipientFactory = Callable[[CompiledMessage, Send, Claimed], Recipient]
@@ -127,19 +130,22 @@ def deliver_batch(
         _finish_if_done(sessions, send_id)
         return result
 
+    assert message is not None
+    send_key = message.headers.message_id_tag
     try:
-        journal = control.journaled(send_id, [r.delivery_id for r in recipients])
+        journal = control.journaled(send_key, [r.delivery_id for r in recipients])
     except ControlUnavailable as exc:
         _release(sessions, send_id, me)
         result.stopped, result.run_again_in = str(exc), 5.0
         return result
-    outcomes = _Outcomes()
+    # Only an entry carrying this very delivery's Message-ID counts as proof it was sent.
+    journal = {i: e for i, e in journal.items() if e.message_id == message.message_id(i)}
+    outcomes = _Outcomes(send_key=send_key)
     now = utcnow()
     for delivery_id, entry in journal.items():
         outcomes.rows.append(_sent_row(delivery_id, entry.message_id, entry.code, entry.reply, now))
         outcomes.journal_ids.append(delivery_id)
         result.recovered += 1
-    assert message is not None
     last_flush = last_check = last_renew = time.monotonic()
     for position, row in enumerate(recipients):
         if row.delivery_id in journal:
@@ -192,14 +198,22 @@ def deliver_batch(
             outcomes.rows.append(_sent_row(row.delivery_id, message_id, reply.code, reply.text, utcnow()))
             result.sent += 1
             try:
-                control.journal_sent(send_id, row.delivery_id, message_id, reply.code, reply.text)
+                control.journal_sent(send_key, row.delivery_id, message_id, reply.code, reply.text)
                 outcomes.journal_ids.append(row.delivery_id)
             except ControlUnavailable:
                 last_flush = 0.0  # no journal to lean on: record this one in the database right away
-        if len(outcomes.rows) >= policy.flush_every or time.monotonic() - last_flush >= policy.flush_seconds:
-            _flush(sessions, control, send_id, outcomes, policy)
-            outcomes = _Outcomes()
+        if (
+            len(outcomes.rows) >= policy.flush_every
+            or outcomes.errors >= ERRORS_PER_FLUSH  # count errors promptly: the send may have to pause
+            or time.monotonic() - last_flush >= policy.flush_seconds
+        ):
+            paused = _flush(sessions, control, send_id, outcomes, policy)
+            outcomes = _Outcomes(send_key=send_key)
             last_flush = time.monotonic()
+            if paused:
+                result.stopped = "send paused itself: too many errors"
+                _release(sessions, send_id, me)
+                break
     _flush(sessions, control, send_id, outcomes, policy)
     if result.stopped is None:
         result.run_again_in = _next_due(sessions, send_id, first_id, last_id)
@@ -306,9 +320,10 @@ def _temporary_row(row: Claimed, exc: TemporaryDeliveryError, message_id: str, p
 
 def _flush(
     sessions: sessionmaker[Session], control: SendControl, send_id: int, outcomes: _Outcomes, policy: DeliveryPolicy
-) -> None:
+) -> bool:
+    """Write the outcomes to the database; returns True if the send paused itself for errors."""
     if not outcomes.rows:
-        return
+        return False
     now = utcnow()
     for row in outcomes.rows:
         row["b_now"] = now
@@ -342,18 +357,20 @@ def _flush(
                 [{"email": e, "reason": "hard_bounce", "note": reply[:500], "created_at": now} for e, reply in outcomes.suppress],
             )
     try:
-        control.forget(send_id, outcomes.journal_ids)
+        control.forget(outcomes.send_key, outcomes.journal_ids)
         if not outcomes.attempted:
-            return
-        attempted, errors = control.count_attempts(send_id, outcomes.attempted, outcomes.errors)
+            return False
+        attempted, errors = control.count_attempts(outcomes.send_key, outcomes.attempted, outcomes.errors)
     except ControlUnavailable:
-        return  # the outcomes are in the database; the journal entries expire with the send
+        return False  # the outcomes are in the database; the journal entries expire with the send
     if outcomes.errors and attempted >= policy.pause_min_attempts and errors / attempted >= policy.pause_error_rate:
         reason = (
             f"paused automatically: {errors} of {attempted} attempts failed "
             f"(threshold {policy.pause_error_rate:.0%}); last error: {outcomes.last_error}"
         )
         _pause_for_errors(sessions, send_id, reason)
+        return True
+    return False
 
 
 def _pause_for_errors(sessions: sessionmaker[Session], send_id: int, reason: str) -> None:
@@ -397,19 +414,17 @@ def _next_due(sessions: sessionmaker[Session], send_id: int, first_id: int, last
 
 
 def _finish_if_done(sessions: sessionmaker[Session], send_id: int) -> bool:
-    """Mark the send finished once nothing is pending. Returns whether it is finished now."""
+    """Mark a sending send finished once nothing is pending. Returns whether it did."""
+    pending = exists().where(Delivery.send_id == send_id, Delivery.status == "pending")
     with sessions() as session, session.begin():
-        pending = session.scalar(
-            select(Delivery.id).where(Delivery.send_id == send_id, Delivery.status == "pending").limit(1)
+        return bool(
+            session.execute(
+                update(Send)
+                .where(Send.id == send_id, Send.status == "sending", not_(pending))
+                .values(status="finished", finished_at=utcnow())
+                .execution_options(synchronize_session=False)
+            ).rowcount
         )
-        if pending is not None:
-            return False
-        session.execute(
-            update(Send)
-            .where(Send.id == send_id, Send.status == "sending")
-            .values(status="finished", finished_at=utcnow())
-        )
-    return True
 
 
 finish_if_done = _finish_if_done

@@ -74,16 +74,18 @@ class SendControl:
         self._take_tokens = client.register_script(_TAKE_TOKENS)
 
     # --- journal -------------------------------------------------------------------
+    # ``send_key`` names one send for good (its id and creation time), so the journal of a
+    # send in another database sharing this Redis can never be taken for this one's.
     @_translated
-    def journal_sent(self, send_id: int, delivery_id: int, message_id: str, code: int, reply: str) -> None:
+    def journal_sent(self, send_key: str, delivery_id: int, message_id: str, code: int, reply: str) -> None:
         entry = f"{time.time():.3f}\x1f{code}\x1f{message_id}\x1f{reply}"
-        self.redis.hset(f"{PREFIX}:journal:{send_id}", str(delivery_id), entry)
+        self.redis.hset(f"{PREFIX}:journal:{send_key}", str(delivery_id), entry)
 
     @_translated
-    def journaled(self, send_id: int, delivery_ids: list[int]) -> dict[int, JournalEntry]:
+    def journaled(self, send_key: str, delivery_ids: list[int]) -> dict[int, JournalEntry]:
         if not delivery_ids:
             return {}
-        values = self.redis.hmget(f"{PREFIX}:journal:{send_id}", [str(i) for i in delivery_ids])
+        values = self.redis.hmget(f"{PREFIX}:journal:{send_key}", [str(i) for i in delivery_ids])
         found = {}
         for delivery_id, value in zip(delivery_ids, values):
             if value is not None:
@@ -92,10 +94,12 @@ class SendControl:
         return found
 
     @_translated
-    def forget(self, send_id: int, delivery_ids: Iterable[int]) -> None:
+    def forget(self, send_key: str, delivery_ids: Iterable[int]) -> None:
+        """Drop entries now recorded in the database; the journal itself lapses a week after its last use."""
         ids = [str(i) for i in delivery_ids]
         if ids:
-            self.redis.hdel(f"{PREFIX}:journal:{send_id}", *ids)
+            key = f"{PREFIX}:journal:{send_key}"
+            self.redis.pipeline().hdel(key, *ids).expire(key, 7 * 86400).execute()
 
     # --- rate limit ----------------------------------------------------------------
     @_translated
@@ -105,9 +109,9 @@ class SendControl:
 
     # --- error counts --------------------------------------------------------------
     @_translated
-    def count_attempts(self, send_id: int, attempted: int, errors: int) -> tuple[int, int]:
+    def count_attempts(self, send_key: str, attempted: int, errors: int) -> tuple[int, int]:
         """Add to the send's counts; returns the totals (attempted, errors)."""
-        key = f"{PREFIX}:stats:{send_id}"
+        key = f"{PREFIX}:stats:{send_key}"
         pipe = self.redis.pipeline()
         pipe.hincrby(key, "attempted", attempted)
         pipe.hincrby(key, "errors", errors)
@@ -116,12 +120,8 @@ class SendControl:
         return int(total_attempted), int(total_errors)
 
     @_translated
-    def reset_counts(self, send_id: int) -> None:
-        self.redis.delete(f"{PREFIX}:stats:{send_id}")
-
-    @_translated
-    def drop_send(self, send_id: int) -> None:
-        self.redis.delete(f"{PREFIX}:journal:{send_id}", f"{PREFIX}:stats:{send_id}")
+    def reset_counts(self, send_key: str) -> None:
+        self.redis.delete(f"{PREFIX}:stats:{send_key}")
 
     # --- coordination --------------------------------------------------------------
     @_translated

@@ -59,6 +59,11 @@ class SendCounts:
         }
 
 
+def send_key(send: Send) -> str:
+    """Names a send for good, across databases: its id and its creation time."""
+    return f"{send.id}.{int(send.created_at.timestamp()):x}"
+
+
 def message_headers(send: Send, mailing_list: MailingList) -> MessageHeaders:
     return MessageHeaders(
         subject=send.subject,
@@ -67,7 +72,7 @@ def message_headers(send: Send, mailing_list: MailingList) -> MessageHeaders:
         reply_to=mailing_list.reply_to,
         list_name=mailing_list.name,
         list_slug=mailing_list.slug,
-        message_id_tag=f"{send.id}.{int(send.created_at.timestamp()):x}",
+        message_id_tag=send_key(send),
     )
 
 

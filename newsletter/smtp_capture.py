@@ -93,7 +93,8 @@ class CaptureServer:
     ``replies`` maps a recipient address (any case) to the reply to its RCPT TO, e.g.
     ``{"gone@example.com": "550 5.1.1 User unknown"}``; ``data_replies`` does the same at
     end of DATA for messages to that recipient (a 2xx one keeps the message). Either
-    may map to :data:`DISCONNECT`. ``disconnect_after=N`` closes each connection right
+    may map to :data:`DISCONNECT`; both are plain dicts that may be changed while the
+    server runs. ``disconnect_after=N`` closes each connection right
     after its Nth accepted message. ``on_message`` is called, in the server's thread,
     with each kept message.
 
@@ -290,7 +291,7 @@ class _Handler:
     async def handle_RCPT(
         self, server: SMTP, session: Session, envelope: Envelope, address: str, rcpt_options: list[str]
     ) -> str:
-        reply = self.capture.replies.get(address.lower())
+        reply = _lookup(self.capture.replies, address)
         if reply == DISCONNECT:
             await _hang_up(server)
         if reply is not None and not reply.startswith("2"):
@@ -300,10 +301,7 @@ class _Handler:
         return reply or "250 2.1.5 OK"
 
     async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
-        reply = next(
-            (r for r in map(self.capture.data_replies.get, (a.lower() for a in envelope.rcpt_tos)) if r is not None),
-            None,
-        )
+        reply = next((r for r in (_lookup(self.capture.data_replies, a) for a in envelope.rcpt_tos) if r), None)
         if reply == DISCONNECT:
             await _hang_up(server)
         if reply is not None and not reply.startswith("2"):
@@ -381,6 +379,11 @@ def _check_replies(name: str, replies: Mapping[str, str] | None) -> dict[str, st
             raise ValueError(f"{name}[{address!r}]: expected an SMTP reply like '550 5.1.1 User unknown', got {reply!r}")
         checked[address.lower()] = reply
     return checked
+
+
+def _lookup(replies: Mapping[str, str], address: str) -> str | None:
+    # Keys are lower-cased when given to __init__, but tests may add to the dict later.
+    return replies.get(address) or replies.get(address.lower())
 
 
 def _size(octets: int) -> str:

@@ -160,7 +160,6 @@ def reconcile_once(s: WorkerState) -> int:
     queued = 0
     for send_id in send_ids:
         if delivery.finish_if_done(s.sessions, send_id):
-            s.control.drop_send(send_id)
             continue
         if s.control.redis.llen(QUEUE) > 0:
             continue  # tasks are still flowing; they will reach these rows

@@ -181,7 +181,8 @@ def resume(send_id: int = typer.Argument(..., help="The send's id.")) -> None:
         send, batches = sending.resume_send(session, send_id, settings.batch_size)
     if batches:
         # A fresh start for the error-rate check, or a send paused for errors would pause again at once.
-        SendControl(redis.Redis.from_url(embedded_redis.client_url(settings.broker_url, settings.var_dir))).reset_counts(send_id)
+        control = SendControl(redis.Redis.from_url(embedded_redis.client_url(settings.broker_url, settings.var_dir)))
+        control.reset_counts(sending.send_key(send))
         _enqueue(send_id, batches)
     out.print(f"Send {send_id} {send.status}: {len(batches)} batch(es) queued.")
 
