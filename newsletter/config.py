@@ -30,8 +30,8 @@ DOCUMENTED: dict[str, tuple[str, str]] = {
     ),
     "NEWSLETTER_SMTP_URL": (
         "smtp://127.0.0.1:1025",
-        "Outgoing SMTP server: smtp://[user:pass@]host:port (plain, upgraded with STARTTLS when "
-        "offered), smtp+starttls:// (STARTTLS required), smtps:// (implicit TLS).",
+        "Outgoing SMTP server: smtp://[user:pass@]host:port (upgraded with STARTTLS when offered, "
+        "certificate unchecked), smtp+starttls:// (STARTTLS required, certificate verified), smtps:// (implicit TLS).",
     ),
     "NEWSLETTER_BASE_URL": ("http://localhost:8000", "Public URL of the web app, used in every link in an email."),
     "NEWSLETTER_SECRET_KEY": (

@@ -304,6 +304,13 @@ class SmtpTransport:
                         "the server does not offer STARTTLS, which the settings require "
                         "(smtp+starttls://); use smtp:// to allow plain text"
                     )
+                if settings.security == "none" and self._ssl_context is None:
+                    # Opportunistic TLS (RFC 7435, Postfix's "may"): smtp:// allowed plain
+                    # text, so encrypting without checking the certificate is strictly
+                    # better than not encrypting; smtp+starttls:// verifies it.
+                    context = ssl.create_default_context()
+                    context.check_hostname = False
+                    context.verify_mode = ssl.CERT_NONE
                 try:
                     conn.starttls(context=context)
                 except smtplib.SMTPResponseException as exc:
