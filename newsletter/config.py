@@ -38,6 +38,11 @@ DOCUMENTED: dict[str, tuple[str, str]] = {
         "(unset: a random key kept in $NEWSLETTER_VAR_DIR/secret_key)",
         "Key that signs unsubscribe, confirmation and preference links. Set it in production, the same on every machine.",
     ),
+    "NEWSLETTER_SECRET_KEY_OLD": (
+        "(empty)",
+        "Previous secret keys, comma-separated: links signed with them still work during a key rotation.",
+    ),
+    "NEWSLETTER_CONFIRM_DAYS": ("7", "Days a double opt-in confirmation link stays valid."),
     "NEWSLETTER_POSTAL_ADDRESS": ("(empty)", "Your postal address, printed in every email's footer (CAN-SPAM)."),
     "NEWSLETTER_TEMPLATE_DIR": (
         "(unset: templates/email in this repo)",
@@ -80,6 +85,8 @@ class Settings:
     max_attempts: int = 5
     retry_delay: float = 60.0
     pause_error_rate: float = 0.2
+    old_secret_keys: tuple[str, ...] = field(default=(), repr=False)
+    confirm_days: float = 7.0
 
     @classmethod
     def from_environ(cls, environ: Mapping[str, str]) -> Settings:
@@ -105,6 +112,8 @@ class Settings:
             max_attempts=_int("NEWSLETTER_MAX_ATTEMPTS", environ.get("NEWSLETTER_MAX_ATTEMPTS"), 5, minimum=1),
             retry_delay=_float("NEWSLETTER_RETRY_DELAY", environ.get("NEWSLETTER_RETRY_DELAY"), 60.0),
             pause_error_rate=_float("NEWSLETTER_PAUSE_ERROR_RATE", environ.get("NEWSLETTER_PAUSE_ERROR_RATE"), 0.2),
+            old_secret_keys=tuple(k.strip() for k in environ.get("NEWSLETTER_SECRET_KEY_OLD", "").split(",") if k.strip()),
+            confirm_days=_float("NEWSLETTER_CONFIRM_DAYS", environ.get("NEWSLETTER_CONFIRM_DAYS"), 7.0),
         )
 
 

@@ -97,7 +97,7 @@ class WorkerState:
         render = RenderSettings.create(
             base_url=self.settings.base_url, postal_address=self.settings.postal_address, user_template_dir=None
         )
-        return sending.RecipientLinks(TokenSigner(self.settings.secret_key), render.links)
+        return sending.RecipientLinks(TokenSigner(self.settings.secret_key, self.settings.old_secret_keys), render.links)
 
     @cached_property
     def messages(self) -> dict[int, CompiledMessage]:

@@ -122,7 +122,7 @@ def test_send(
 
     settings = runtime.settings
     with runtime.transaction() as session:
-        message, recipient = test_message(session, issue_id, to, render_settings(), TokenSigner(settings.secret_key))
+        message, recipient = test_message(session, issue_id, to, render_settings(), TokenSigner(settings.secret_key, settings.old_secret_keys))
     message_id, data = message.build(recipient)
     with SmtpTransport(settings.smtp) as transport:
         reply = transport.send(message.envelope_from, recipient.email, data)
