@@ -22,8 +22,10 @@ test: install
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 bench: install
+	$(BIN)/python bench/bench_rendering.py
 	$(BIN)/python bench/bench_import.py
-	@if [ -f bench/bench_rendering.py ]; then $(BIN)/python bench/bench_rendering.py; fi
+	$(BIN)/python bench/bench_transport.py
+	$(BIN)/python bench/bench_send.py
 
 clean:
 	rm -rf $(VENV) var .pytest_cache *.egg-info

@@ -121,7 +121,7 @@ def deliver_batch(
         send = session.get(Send, send_id)
         if send is None or send.status != "sending":
             return result
-        claimed = _claim(session, send, first_id, last_id, me, policy)
+        _claim(session, send, first_id, last_id, me, policy)
         result.skipped = _skip_departed(session, send, me)
         recipients = _claimed_rows(session, send_id, me)
         message = message_for(session, send) if recipients else None
@@ -147,7 +147,7 @@ def deliver_batch(
         outcomes.journal_ids.append(delivery_id)
         result.recovered += 1
     last_flush = last_check = last_renew = time.monotonic()
-    for position, row in enumerate(recipients):
+    for row in recipients:
         if row.delivery_id in journal:
             continue
         clock = time.monotonic()

@@ -4,9 +4,6 @@ from __future__ import annotations
 
 import time
 
-import pytest
-from sqlalchemy import create_engine, text
-
 
 def test_every_confirmed_subscriber_gets_exactly_one_well_formed_message(newsroom_any_db):
     room = newsroom_any_db

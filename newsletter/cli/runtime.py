@@ -40,7 +40,7 @@ class Runtime:
             raise ConfigError(f"NEWSLETTER_DATABASE_URL: cannot connect: {exc.orig}") from None
         if not current:
             raise ConfigError(
-                f"NEWSLETTER_DATABASE_URL: the database schema is missing or out of date; run `newsletter db upgrade`"
+                "NEWSLETTER_DATABASE_URL: the database schema is missing or out of date; run `newsletter db upgrade`"
             )
         return db.session_factory(self.engine)
 
