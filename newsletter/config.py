@@ -43,6 +43,10 @@ DOCUMENTED: dict[str, tuple[str, str]] = {
         "Previous secret keys, comma-separated: links signed with them still work during a key rotation.",
     ),
     "NEWSLETTER_CONFIRM_DAYS": ("7", "Days a double opt-in confirmation link stays valid."),
+    "NEWSLETTER_SUBSCRIBE_LIMIT": (
+        "10",
+        "Subscribe form posts allowed per IP address (IPv6: per /64) per hour, shared in Redis; 0 turns the limit off.",
+    ),
     "NEWSLETTER_POSTAL_ADDRESS": ("(empty)", "Your postal address, printed in every email's footer (CAN-SPAM)."),
     "NEWSLETTER_TEMPLATE_DIR": (
         "(unset: templates/email in this repo)",
@@ -87,6 +91,7 @@ class Settings:
     pause_error_rate: float = 0.2
     old_secret_keys: tuple[str, ...] = field(default=(), repr=False)
     confirm_days: float = 7.0
+    subscribe_limit: int = 10
 
     @classmethod
     def from_environ(cls, environ: Mapping[str, str]) -> Settings:
@@ -114,6 +119,7 @@ class Settings:
             pause_error_rate=_float("NEWSLETTER_PAUSE_ERROR_RATE", environ.get("NEWSLETTER_PAUSE_ERROR_RATE"), 0.2),
             old_secret_keys=tuple(k.strip() for k in environ.get("NEWSLETTER_SECRET_KEY_OLD", "").split(",") if k.strip()),
             confirm_days=_float("NEWSLETTER_CONFIRM_DAYS", environ.get("NEWSLETTER_CONFIRM_DAYS"), 7.0),
+            subscribe_limit=_int("NEWSLETTER_SUBSCRIBE_LIMIT", environ.get("NEWSLETTER_SUBSCRIBE_LIMIT"), 10, minimum=0),
         )
 
 

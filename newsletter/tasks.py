@@ -1,7 +1,8 @@
-"""Celery edge: the app, its one task, and the worker's housekeeping. Ids in, a domain call, nothing else.
+"""Celery edge: the app, its tasks, and the worker's housekeeping. Ids in, a domain call, nothing else.
 
 Each worker process builds its state once (settings, database, Redis, one SMTP
-connection) and reuses it for every batch. Tasks are acknowledged only after they ran
+connection) and reuses it for every batch (and every confirmation email, see
+``send_confirmation``). Tasks are acknowledged only after they ran
 (acks_late) and given back if their worker dies (reject_on_worker_lost); the claims and the
 journal in the domain make a re-run skip what was done. The worker's main process also
 runs a small reconciler every few seconds that re-queues batches whose tasks were lost
@@ -23,9 +24,10 @@ from celery import Celery, signals
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
-from newsletter import db, delivery, embedded_redis, sending
+from newsletter import db, delivery, embedded_redis, notices, sending
 from newsletter.config import Settings
 from newsletter.delivery import DeliveryPolicy
+from newsletter.errors import PermanentDeliveryError, RenderError, TemporaryDeliveryError
 from newsletter.issues import RenderSettings
 from newsletter.messages import CompiledMessage
 from newsletter.models import Send
@@ -93,11 +95,17 @@ class WorkerState:
         return RateLimiter(self.control, self.settings.send_rate) if self.settings.send_rate > 0 else None
 
     @cached_property
+    def render_settings(self) -> RenderSettings:
+        s = self.settings
+        return RenderSettings.create(base_url=s.base_url, postal_address=s.postal_address, user_template_dir=s.template_dir)
+
+    @cached_property
+    def signer(self) -> TokenSigner:
+        return TokenSigner(self.settings.secret_key, self.settings.old_secret_keys)
+
+    @cached_property
     def recipients(self) -> sending.RecipientLinks:
-        render = RenderSettings.create(
-            base_url=self.settings.base_url, postal_address=self.settings.postal_address, user_template_dir=None
-        )
-        return sending.RecipientLinks(TokenSigner(self.settings.secret_key, self.settings.old_secret_keys), render.links)
+        return sending.RecipientLinks(self.signer, self.render_settings.links)
 
     @cached_property
     def messages(self) -> dict[int, CompiledMessage]:
@@ -135,6 +143,31 @@ def deliver_batch(self, send_id: int, first_id: int, last_id: int) -> None:  # t
             self.apply_async((send_id, first_id, last_id), countdown=result.run_again_in)
         except Exception:  # noqa: BLE001 - broker down: the reconciler re-queues these rows when it is back
             log.warning("send %s batch %s-%s: could not re-queue; the reconciler will", send_id, first_id, last_id)
+
+
+@app.task(name="newsletter.send_confirmation", bind=True, max_retries=None)
+def send_confirmation(self, subscription_id: int, requested_at: int) -> None:  # type: ignore[no-untyped-def]
+    """Email a subscription request's confirmation link; temporary SMTP errors retry with backoff."""
+    s = state()
+    try:
+        message_id = notices.send_confirmation(
+            s.sessions, s.transport, s.render_settings, s.signer, subscription_id, requested_at,
+            confirm_days=s.settings.confirm_days,
+        )
+    except TemporaryDeliveryError as exc:
+        attempt = self.request.retries + 1
+        if attempt >= s.settings.max_attempts:
+            log.warning("confirmation for subscription %s: gave up after %d attempts: %s", subscription_id, attempt, exc)
+            return
+        raise self.retry(countdown=policy_from(s.settings).backoff(attempt)) from None
+    except (PermanentDeliveryError, RenderError) as exc:
+        log.warning("confirmation for subscription %s not sent: %s", subscription_id, exc)
+        return
+    log.info("confirmation for subscription %s: %s", subscription_id, message_id or "no longer needed, not sent")
+
+
+def enqueue_confirmation(subscription_id: int, requested_at: int) -> None:
+    send_confirmation.apply_async((subscription_id, requested_at))
 
 
 def enqueue(send_id: int, batches: list[sending.Batch]) -> None:

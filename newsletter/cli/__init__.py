@@ -7,7 +7,7 @@ import sys
 import typer
 from rich.text import Text
 
-from newsletter.cli import database, dev, issues, lists, sends, subscribers, suppressions
+from newsletter.cli import database, dev, issues, lists, sends, subscribers, suppressions, web
 from newsletter.cli.runtime import err
 from newsletter.errors import ConfigError, NewsletterError
 
@@ -26,6 +26,7 @@ app.add_typer(sends.app, name="sends")
 app.command("send")(sends.start)
 app.command("worker")(sends.worker)
 app.command("smtp-capture")(dev.smtp_capture)
+app.command("web")(web.web)
 app.add_typer(dev.broker_app, name="broker")
 
 

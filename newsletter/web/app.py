@@ -1,0 +1,70 @@
+"""Build the subscriber web app from Settings (no global settings: tests build their own)."""
+
+from __future__ import annotations
+
+from urllib.parse import urlsplit
+
+import redis
+from fastapi import FastAPI
+from fastapi.staticfiles import StaticFiles
+from sqlalchemy.orm import Session, sessionmaker
+
+from newsletter import db, embedded_redis
+from newsletter.config import Settings
+from newsletter.web import archive, confirm, errors, home, preferences, subscribe, unsubscribe
+from newsletter.web.context import STATIC_DIR, ConfirmationSender, Web, page_templates
+from newsletter.web.headers import SecurityHeaders
+from newsletter.web.ratelimit import SubscribeLimiter, Unavailable
+from subscribers.consent import ConfirmationRequest
+from subscribers.tokens import TokenSigner
+
+
+def create_app(
+    settings: Settings,
+    *,
+    sessions: sessionmaker[Session] | None = None,
+    send_confirmation: ConfirmationSender | None = None,
+) -> FastAPI:
+    """The app for ``settings``; ``send_confirmation`` defaults to queueing a Celery task."""
+    root = urlsplit(settings.base_url).path.rstrip("/")
+    state = Web(
+        settings=settings,
+        sessions=sessions or db.session_factory(db.make_engine(settings.database_url)),
+        signer=TokenSigner(settings.secret_key, settings.old_secret_keys),
+        templates=page_templates(root, settings.postal_address),
+        limiter=SubscribeLimiter(lambda: _redis(settings), per_ip=settings.subscribe_limit),
+        send_confirmation=send_confirmation or celery_confirmations(settings),
+        root=root,
+    )
+    app = FastAPI(docs_url=None, redoc_url=None, openapi_url=None, redirect_slashes=False)
+    app.state.web = state
+    for module in (home, subscribe, confirm, unsubscribe, preferences, archive):
+        app.include_router(module.router, prefix=root)
+    app.mount(f"{root}/static", StaticFiles(directory=STATIC_DIR), name="static")
+    errors.install(app)
+    app.add_middleware(SecurityHeaders, static_prefix=f"{root}/static/")
+    return app
+
+
+def celery_confirmations(settings: Settings) -> ConfirmationSender:
+    """Queue each confirmation email for the workers (``newsletter.send_confirmation``)."""
+    configured = False
+
+    def send(request: ConfirmationRequest) -> None:
+        nonlocal configured
+        from newsletter import tasks
+
+        try:
+            if not configured:
+                tasks.configure(settings)
+                configured = True
+            tasks.enqueue_confirmation(request.subscription_id, request.requested_at)
+        except Exception as exc:  # noqa: BLE001 - kombu raises several kinds; all mean "broker unreachable"
+            raise Unavailable(f"could not queue the confirmation email: {exc}") from None
+
+    return send
+
+
+def _redis(settings: Settings) -> redis.Redis:
+    url = embedded_redis.client_url(settings.broker_url, settings.var_dir)
+    return redis.Redis.from_url(url, socket_timeout=5, socket_connect_timeout=5)

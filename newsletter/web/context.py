@@ -1,0 +1,94 @@
+"""What every handler shares: the settings, sessions, signer, page templates and limits."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from fastapi import Request
+from fastapi.responses import HTMLResponse
+from jinja2 import Environment, FileSystemLoader, StrictUndefined
+from sqlalchemy.orm import Session, sessionmaker
+
+from newsletter import db
+from newsletter.config import Settings
+from newsletter.web.ratelimit import SubscribeLimiter
+from subscribers.consent import ConfirmationRequest
+from subscribers.tokens import TokenSigner
+
+TEMPLATE_DIR = Path(__file__).resolve().parent.parent.parent / "templates" / "web"
+STATIC_DIR = TEMPLATE_DIR / "static"
+
+ConfirmationSender = Callable[[ConfirmationRequest], None]
+
+
+@dataclass
+class Web:
+    settings: Settings
+    sessions: sessionmaker[Session]
+    signer: TokenSigner
+    templates: Environment
+    limiter: SubscribeLimiter
+    send_confirmation: ConfirmationSender
+    root: str  # the path of NEWSLETTER_BASE_URL ("" or e.g. "/news"): every route lives under it
+
+    @contextmanager
+    def transaction(self) -> Iterator[Session]:
+        with db.transaction(self.sessions) as session:
+            yield session
+
+    @property
+    def confirm_max_age(self) -> float:
+        return self.settings.confirm_days * 86400
+
+    def page(self, template: str, *, status: int = 200, headers: dict[str, str] | None = None, **values: Any) -> HTMLResponse:
+        html = self.templates.get_template(template).render(**values)
+        return HTMLResponse(html, status_code=status, headers=headers)
+
+    def preferences_path(self, subscriber_id: int, list_id: int) -> str:
+        return f"{self.root}/preferences/{self.signer.make(subscriber_id, list_id, 'preferences')}"
+
+
+def page_templates(root: str, postal_address: str) -> Environment:
+    """Page templates: autoescaped everywhere, so subscriber data is always data."""
+    env = Environment(
+        loader=FileSystemLoader(str(TEMPLATE_DIR)),
+        autoescape=True,
+        undefined=StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
+    env.globals.update(root=root, postal_address=postal_address)
+    env.filters["day"] = _day
+    env.filters["sentence"] = _sentence
+    return env
+
+
+def web(request: Request) -> Web:
+    return request.app.state.web  # type: ignore[no-any-return]
+
+
+def client_ip(request: Request) -> str | None:
+    """The client's address; uvicorn has already applied X-Forwarded-For from trusted proxies."""
+    return request.client.host if request.client else None
+
+
+def user_agent(request: Request) -> str | None:
+    return request.headers.get("user-agent")
+
+
+def _day(value: datetime | None) -> str:
+    return f"{value.day} {value:%B %Y}" if value else ""
+
+
+def _sentence(value: str) -> str:
+    """Domain messages are lower-case clauses; a page shows them as a sentence."""
+    value = value.strip()
+    if not value:
+        return value
+    value = value[0].upper() + value[1:]
+    return value if value.endswith((".", "!", "?")) else value + "."
