@@ -122,7 +122,7 @@ def deliver_batch(
         if send is None or send.status != "sending":
             return result
         _claim(session, send, first_id, last_id, me, policy)
-        result.skipped = _skip_departed(session, send, me)
+        result.skipped = len(_skip_departed(session, send, me))
         recipients = _claimed_rows(session, send_id, me)
         message = message_for(session, send) if recipients else None
     if not recipients:
@@ -147,17 +147,22 @@ def deliver_batch(
         outcomes.journal_ids.append(delivery_id)
         result.recovered += 1
     last_flush = last_check = last_renew = time.monotonic()
+    skipped: set[int] = set()
     for row in recipients:
         if row.delivery_id in journal:
             continue
         clock = time.monotonic()
         if clock - last_check >= policy.status_check_seconds:
             last_check = clock
-            status = _send_status(sessions, send_id)
+            status, departed = _check_send(sessions, send, me)
             if status != "sending":
                 result.stopped = f"send is {status}"
                 _release(sessions, send_id, me)
                 break
+            skipped |= departed
+            result.skipped += len(departed)
+        if row.delivery_id in skipped:
+            continue
         if clock - last_renew >= policy.claim_seconds / 3:
             last_renew = clock
             _renew_claims(sessions, send_id, me, policy)
@@ -243,22 +248,28 @@ def _claim(session: Session, send: Send, first_id: int, last_id: int, me: str, p
     ).rowcount
 
 
-def _skip_departed(session: Session, send: Send, me: str) -> int:
-    """Mark skipped the claimed rows whose subscriber left the list or was suppressed since the send began."""
+def _skip_departed(session: Session, send: Send, me: str) -> set[int]:
+    """Mark skipped the claimed rows whose subscriber left the list or was suppressed since the send began.
+
+    Returns their ids.
+    """
     still_subscribed = exists().where(
         Subscription.list_id == send.list_id,
         Subscription.subscriber_id == Delivery.subscriber_id,
         Subscription.status == "confirmed",
     )
     suppressed = exists().where(Suppression.email == Delivery.email)
-    return session.execute(
-        update(Delivery)
-        .where(Delivery.send_id == send.id, Delivery.claimed_by == me, Delivery.status == "pending")
-        .where(or_(not_(still_subscribed), suppressed))
-        .values(status="skipped", smtp_reply="left the list or was suppressed after the send started",
-                claimed_by=None, claim_expires=None, updated_at=utcnow())
-        .execution_options(synchronize_session=False)
-    ).rowcount
+    return set(
+        session.scalars(
+            update(Delivery)
+            .where(Delivery.send_id == send.id, Delivery.claimed_by == me, Delivery.status == "pending")
+            .where(or_(not_(still_subscribed), suppressed))
+            .values(status="skipped", smtp_reply="left the list or was suppressed after the send started",
+                    claimed_by=None, claim_expires=None, updated_at=utcnow())
+            .returning(Delivery.id)
+            .execution_options(synchronize_session=False)
+        )
+    )
 
 
 def _claimed_rows(session: Session, send_id: int, me: str) -> list[Claimed]:
@@ -391,9 +402,12 @@ def _is_unknown_user(exc: PermanentDeliveryError) -> bool:
 # --- progress ----------------------------------------------------------------------
 
 
-def _send_status(sessions: sessionmaker[Session], send_id: int) -> str | None:
-    with sessions() as session:
-        return session.scalar(select(Send.status).where(Send.id == send_id))
+def _check_send(sessions: sessionmaker[Session], send: Send, me: str) -> tuple[str | None, set[int]]:
+    """The send's status, and the claimed rows whose subscriber left meanwhile (now skipped)."""
+    with sessions() as session, session.begin():
+        status = session.scalar(select(Send.status).where(Send.id == send.id))
+        departed = _skip_departed(session, send, me) if status == "sending" else set()
+    return status, departed
 
 
 def _next_due(sessions: sessionmaker[Session], send_id: int, first_id: int, last_id: int) -> float | None:

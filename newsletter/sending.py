@@ -137,13 +137,14 @@ def start_send(
         .where(Subscription.list_id == mailing_list.id, Subscription.status == "confirmed", not_(suppressed))
         .order_by(Subscriber.id)
     )
-    result = session.execute(
+    session.execute(
         insert(Delivery).from_select(
             ["send_id", "subscriber_id", "email", "status", "attempts", "updated_at"], recipients
         ),
         execution_options={"synchronize_session": False},
     )
-    send.total = result.rowcount
+    # Counted, not taken from rowcount: drivers report -1 for INSERT ... SELECT on PostgreSQL.
+    send.total = session.scalar(select(func.count()).select_from(Delivery).where(Delivery.send_id == send.id)) or 0
     issue.status = "sent"
     if send.total == 0:
         send.status, send.finished_at = "finished", now

@@ -13,7 +13,9 @@ def test_every_confirmed_subscriber_gets_exactly_one_well_formed_message(newsroo
     room.cli("suppressions", "add", addresses[1])  # suppressed: not mailed
     issue_id = room.create_issue()
     room.start_worker(concurrency=2)
-    send_id = room.send(issue_id)
+    started = room.cli("send", issue_id)
+    assert "Send 1: 118 recipient(s)" in started.stderr
+    send_id = started.stdout.strip().splitlines()[-1]
     final = room.wait_status(send_id)
     expected = set(addresses[2:])
     assert (final["total"], final["sent"], final["failed"], final["pending"]) == (118, 118, 0, 0)
@@ -286,3 +288,18 @@ def test_embedded_broker_and_capture_server_commands(tmp_path):
         capture.wait(10)
         cli("broker", "stop")
     assert "not running" in cli("broker", "stop").stdout
+
+
+def test_leaving_while_ones_batch_is_being_sent_still_skips(newsroom):
+    room = newsroom
+    room.cli.env["NEWSLETTER_BATCH_SIZE"] = "500"  # one batch: the leaver's rows are already claimed
+    addresses = room.setup_list(80)
+    issue_id = room.create_issue()
+    room.start_worker(concurrency=1, NEWSLETTER_SEND_RATE="20")
+    send_id = room.send(issue_id)
+    room.wait_received(5)
+    leaver = addresses[-1]
+    room.cli("subscribers", "remove", "weekly", leaver)
+    final = room.wait_status(send_id)
+    assert (final["sent"], final["skipped"]) == (79, 1)
+    assert leaver not in room.received()
