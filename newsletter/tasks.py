@@ -206,13 +206,20 @@ def reconcile_once(s: WorkerState) -> int:
 
 
 def _process_alive(pid: int) -> bool:
+    """Whether a process of this host still runs; a zombie (killed, not yet reaped) does not."""
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().rsplit(")", 1)[1].split()[0] not in ("Z", "X")
+    except FileNotFoundError:
         return False
-    except PermissionError:
+    except OSError:  # no /proc: ask the kernel
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:
+            return True
         return True
-    return True
 
 
 def _reconcile_forever() -> None:
