@@ -1,0 +1,493 @@
+"""Benchmark: end-to-end send throughput next to a plain smtplib ceiling, and memory at 1,000,000.
+
+    python bench/bench_send.py [--recipients 20000] [--workers 2,4] [--database sqlite|postgresql] [--million] [--keep]
+
+What it does, all in a temporary NEWSLETTER_VAR_DIR:
+
+* starts Postfix's ``smtp-sink`` (a fast SMTP server that throws mail away and advertises
+  PIPELINING) on a free 127.0.0.1 port; without it the bench says so and exits 0;
+* creates the schema, a list of ``--recipients`` confirmed subscribers (CSV import) and the
+  sample issue, on SQLite or on a throwaway PostgreSQL database; the broker is the
+  machine's Redis (db 14, flushed before and after) or, if unreachable, the embedded one;
+* for each N in ``--workers``: starts ``newsletter worker --concurrency N``, times a fresh
+  ``newsletter send`` until the send is finished, checks that every delivery is logged as
+  sent and that the sink received as many messages; then, as the ceiling, pushes the SAME
+  messages (built once from the first send, as a worker builds them) through N processes,
+  each a bare ``smtplib.SMTP.sendmail`` loop on one connection, into the same sink.
+
+Reading the table:
+
+  wall s      from just before `newsletter send` until the send is seen finished (polled
+              every 0.2 s): CLI start-up, render, snapshot, enqueue, worker warm-up, delivery.
+  service/s   sent / wall s: the figure the goals are about.
+  span/s      sent / (finished_at - started_at) stored on the send: snapshot to last delivery.
+  smtplib/s   the ceiling: same messages, same N, same sink, nothing else to do.
+  ratio       service/s / smtplib/s. Goals: ratio >= 0.8 at equal N; service/s > 4,000 at N = 4.
+  worker MB   the largest RSS of one worker process seen during the send (sampled every 0.2 s).
+
+``--million`` then imports 1,000,000 subscribers into a second list and, with a worker of
+the largest N running, times ``newsletter send`` (snapshot + enqueue; goal < 30 s), samples
+the RSS of every worker process for 45 s of delivery (goal < 200 MB each), and cancels.
+
+Figures, not pass/fail. The sink, Redis, the database and the workers share the machine's
+cores, so anything else running skews them: the machine's load before the runs is printed.
+``--keep`` keeps the temporary folder, with the worker logs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import multiprocessing
+import os
+import re
+import shutil
+import signal
+import smtplib
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections import Counter
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+REDIS_URL = "redis://127.0.0.1:6379/14"
+PG_ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
+SAMPLE_ISSUE = ROOT / "examples" / "issues" / "this-week-in-info-war.md"
+BATCH_SIZE = 500
+MILLION = 1_000_000
+RSS_SECONDS = 45
+
+
+# --- services -------------------------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class Sink:
+    """smtp-sink on a free port; its ``-c`` counters ("sess=1 quit=0 mesg=N\\r") go to a file."""
+
+    def __init__(self, binary: str, folder: Path) -> None:
+        self.port = free_port()
+        self.counters = folder / "smtp-sink.out"
+        command = [binary, "-c", f"127.0.0.1:{self.port}", "2000"]
+        if os.geteuid() == 0:
+            command[1:1] = ["-u", "nobody"]  # smtp-sink refuses to run as root without -u
+        self.proc = subprocess.Popen(command, stdout=open(self.counters, "wb"), stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + 5
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
+                return
+            except OSError:
+                if self.proc.poll() is not None or time.monotonic() > deadline:
+                    self.stop()
+                    raise SystemExit(f"smtp-sink did not start: {self.counters.read_text(errors='replace')}")
+                time.sleep(0.05)
+
+    def received(self) -> int:
+        """Messages received so far."""
+        time.sleep(0.2)  # let the last replies and counter lines land
+        counts = re.findall(rb"mesg=(\d+)", self.counters.read_bytes()[-200:])
+        return int(counts[-1]) if counts else 0
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(5)
+
+
+def system_redis() -> str | None:
+    """The machine's Redis URL (its db 14, flushed), or None to use the embedded one."""
+    import redis
+
+    try:
+        redis.Redis.from_url(REDIS_URL, socket_connect_timeout=1).flushdb()
+        return REDIS_URL
+    except redis.RedisError:
+        return None
+
+
+@contextlib.contextmanager
+def database(kind: str, var_dir: Path) -> Iterator[str]:
+    """A database URL: SQLite in var_dir, or a PostgreSQL database created here and dropped after."""
+    if kind == "sqlite":
+        yield f"sqlite:///{var_dir / 'newsletter.db'}"
+        return
+    import psycopg
+
+    name = f"newsletter_bench_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(PG_ADMIN_URL, autocommit=True) as admin:
+        admin.execute(f"CREATE DATABASE {name}")
+    try:
+        yield PG_ADMIN_URL.rsplit("/", 1)[0] + f"/{name}"
+    finally:
+        with psycopg.connect(PG_ADMIN_URL, autocommit=True) as admin:
+            admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+
+
+def machine_busy(seconds: float = 1.0) -> float:
+    """Share of the machine's CPU time spent busy over ``seconds`` (from /proc/stat)."""
+
+    def sample() -> tuple[int, int]:
+        with open("/proc/stat") as handle:
+            values = [int(v) for v in handle.readline().split()[1:8]]
+        return sum(values), values[3] + values[4]
+
+    (total0, idle0), _, (total1, idle1) = sample(), time.sleep(seconds), sample()
+    return 1 - (idle1 - idle0) / max(1, total1 - total0)
+
+
+def memory_mb(pid: int, field: str) -> float:
+    """A memory figure of a process from /proc/PID/status ("VmRSS": now, "VmHWM": its peak), in MB."""
+    with open(f"/proc/{pid}/status") as handle:
+        return next(int(line.split()[1]) for line in handle if line.startswith(field + ":")) / 1024
+
+
+# --- the service, through its command line ----------------------------------------------
+
+
+class Worker:
+    """A `newsletter worker --concurrency N` process group, started in its own session."""
+
+    def __init__(self, env: dict[str, str], folder: Path, concurrency: int) -> None:
+        self.log = folder / f"worker-c{concurrency}-{time.strftime('%H%M%S')}.log"
+        self.peaks: dict[int, float] = {}
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "newsletter", "worker", "--concurrency", str(concurrency)],
+            env=env, cwd=folder, stdout=open(self.log, "w"), stderr=subprocess.STDOUT, start_new_session=True,
+        )
+        deadline = time.monotonic() + 60
+        while "ready." not in self.log.read_text(errors="replace"):
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                self.stop()
+                raise SystemExit(f"worker did not start:\n{self.log.read_text()}")
+            time.sleep(0.1)
+
+    def pids(self) -> list[int]:
+        """The main process and its pool processes."""
+        try:
+            import psutil
+
+            return [self.proc.pid] + [c.pid for c in psutil.Process(self.proc.pid).children(recursive=True)]
+        except ImportError:
+            children = Path(f"/proc/{self.proc.pid}/task/{self.proc.pid}/children").read_text().split()
+            return [self.proc.pid] + [int(c) for c in children]
+
+    def sample(self) -> None:
+        """Record each worker process's RSS; ``peaks`` keeps the highest seen, in MB, by pid."""
+        for pid in self.pids():
+            with contextlib.suppress(OSError, StopIteration):
+                self.peaks[pid] = max(self.peaks.get(pid, 0.0), memory_mb(pid, "VmRSS"))
+
+    def stop(self) -> Counter[str]:
+        """Warm shutdown (SIGTERM to the main process; SIGKILL to the group after 30 s); returns its log's problems."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(30)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait(10)
+        problems: Counter[str] = Counter()
+        for line in self.log.read_text(errors="replace").splitlines():
+            if match := re.search(r"(WARNING|ERROR|CRITICAL)/\S+\] (.*)", line):
+                text = re.sub(r"\[[0-9a-f-]{36}\]", "[...]", match[2])  # task ids
+                problems[f"{match[1]}: " + re.sub(r"\b\d+\b", "N", text)[:160]] += 1
+        return problems
+
+
+class Newsletter:
+    """Runs `newsletter ...` commands with one environment; reads the send table directly."""
+
+    def __init__(self, folder: Path, env: dict[str, str]) -> None:
+        from newsletter import db
+        from newsletter.config import Settings
+
+        self.folder = folder
+        self.env = {k: v for k, v in os.environ.items() if not k.startswith("NEWSLETTER_")}
+        self.env.update(env, PYTHONPATH=str(ROOT), COLUMNS="200")
+        self.settings = Settings.from_environ(self.env)
+        self.engine = db.make_engine(self.settings.database_url)
+        self.sessions = db.session_factory(self.engine)
+
+    def __call__(self, *args: str) -> str:
+        proc = subprocess.run([sys.executable, "-m", "newsletter", *args], env=self.env, cwd=self.folder,
+                              capture_output=True, text=True)
+        if proc.returncode != 0:
+            raise RuntimeError(f"`newsletter {' '.join(args)}` failed: {proc.stderr.strip().splitlines()[-1]}")
+        return proc.stdout
+
+    def create_list(self, slug: str, subscribers: int) -> float:
+        """A list of confirmed subscribers imported from a generated CSV; returns the import's seconds."""
+        self("lists", "create", slug, "--name", "Info War Weekly", "--from-email", "news@example.org",
+             "--from-name", "Info War")
+        path = self.folder / f"{slug}.csv"
+        with open(path, "w", encoding="utf-8") as handle:
+            handle.write("email,name\n")
+            handle.writelines(f"reader{i:07d}@example{i % 50}.com,Reader Ünï {i}\n" for i in range(subscribers))
+        started = time.perf_counter()
+        self("subscribers", "import", slug, str(path), "--confirmed")
+        elapsed = time.perf_counter() - started
+        path.unlink()
+        return elapsed
+
+    def worker(self, concurrency: int, smtp_port: int) -> Worker:
+        env = {**self.env, "NEWSLETTER_SMTP_URL": f"smtp://127.0.0.1:{smtp_port}",
+               "NEWSLETTER_BATCH_SIZE": str(BATCH_SIZE)}
+        return Worker(env, self.folder, concurrency)
+
+    def send(self, issue_id: str, while_running: Callable[[], None] = lambda: None) -> tuple[str, float, float]:
+        """Run `newsletter send`; returns (send id, seconds, peak RSS of the command in MB)."""
+        out, errors = self.folder / "send.out", self.folder / "send.err"
+        peak = 0.0
+        started = time.perf_counter()
+        with open(out, "w") as stdout, open(errors, "w") as stderr:
+            proc = subprocess.Popen([sys.executable, "-m", "newsletter", "send", issue_id], env=self.env,
+                                    cwd=self.folder, stdout=stdout, stderr=stderr)
+            while proc.poll() is None:
+                # VmHWM, not wait4's ru_maxrss: that one starts from this (large) process's RSS at fork.
+                with contextlib.suppress(OSError, StopIteration):
+                    peak = max(peak, memory_mb(proc.pid, "VmHWM"))
+                while_running()
+                time.sleep(0.02)
+        elapsed = time.perf_counter() - started
+        if proc.returncode != 0:
+            raise RuntimeError(f"`newsletter send` failed: {errors.read_text().strip().splitlines()[-1]}")
+        return out.read_text().split()[-1], elapsed, peak
+
+    def status(self, send_id: str) -> dict:
+        return json.loads(self("sends", "status", send_id, "--json"))
+
+    def send_row(self, send_id: str):  # type: ignore[no-untyped-def]
+        """The send's (status, started_at, finished_at), at full precision."""
+        from newsletter.models import Send
+
+        with self.sessions() as session:
+            send = session.get(Send, int(send_id))
+            return send.status, send.started_at, send.finished_at
+
+
+def print_problems(problems: Counter[str]) -> None:
+    for text, count in problems.most_common(6):
+        print(f"    worker log: {count} x {text}")
+
+
+# --- the ceiling: plain smtplib over N connections ----------------------------------------
+
+_MESSAGES: list[tuple[str, bytes]] = []  # (recipient, wire bytes), inherited by the forked senders
+_SENDER = ""
+
+
+def build_messages(nl: Newsletter, send_id: str) -> None:
+    """Every recipient's copy of the stored send, built by the worker's own code."""
+    from sqlalchemy import select
+
+    from newsletter.delivery import Claimed
+    from newsletter.messages import ascii_address
+    from newsletter.models import Delivery, Send, Subscriber
+    from newsletter.tasks import WorkerState
+
+    global _SENDER
+    worker = WorkerState(nl.settings, os.getpid())
+    with nl.sessions() as session:
+        send = session.get(Send, int(send_id))
+        message = worker.message_for(session, send)
+        rows = session.execute(
+            select(Delivery.id, Delivery.subscriber_id, Delivery.email, Subscriber.name, Delivery.attempts)
+            .join(Subscriber, Subscriber.id == Delivery.subscriber_id)
+            .where(Delivery.send_id == send.id)
+            .order_by(Delivery.id)
+        )
+        for row in rows:
+            _, data = message.build(worker.recipients(message, send, Claimed(*row)))
+            _MESSAGES.append((ascii_address(row.email), data))
+    _SENDER = message.envelope_from
+
+
+def _smtplib_sender(port: int, first: int, last: int, barrier, done) -> None:  # type: ignore[no-untyped-def]
+    client = smtplib.SMTP("127.0.0.1", port)
+    client.ehlo()
+    barrier.wait(60)
+    for rcpt, data in _MESSAGES[first:last]:
+        client.sendmail(_SENDER, [rcpt], data)
+    done.put(time.perf_counter())
+    client.quit()
+
+
+def smtplib_ceiling(port: int, processes: int) -> float:
+    """Messages per second: the pre-built messages split over ``processes`` smtplib connections."""
+    context = multiprocessing.get_context("fork")
+    barrier, done = context.Barrier(processes + 1), context.Queue()
+    share = -(-len(_MESSAGES) // processes)
+    slices = [(i * share, min(len(_MESSAGES), (i + 1) * share)) for i in range(processes)]
+    senders = [context.Process(target=_smtplib_sender, args=(port, *part, barrier, done)) for part in slices]
+    for sender in senders:
+        sender.start()
+    barrier.wait(60)  # every connection is open and greeted
+    started = time.perf_counter()
+    finished = max(done.get(timeout=600) for _ in senders)
+    for sender in senders:
+        sender.join(30)
+    return len(_MESSAGES) / (finished - started)
+
+
+# --- the runs ------------------------------------------------------------------------------
+
+
+def timed_send(nl: Newsletter, issue_id: str, worker: Worker) -> dict:
+    started = time.perf_counter()
+    send_id, _, _ = nl.send(issue_id)
+    while (row := nl.send_row(send_id))[0] == "sending":
+        if time.perf_counter() - started > 600:
+            raise RuntimeError(f"send {send_id} not finished after 600 s: {nl.status(send_id)}")
+        worker.sample()
+        time.sleep(0.2)
+    wall = time.perf_counter() - started
+    _, started_at, finished_at = row
+    result = nl.status(send_id)
+    result["wall"] = wall
+    result["span"] = (finished_at - started_at).total_seconds() if finished_at else float("nan")
+    return result
+
+
+def throughput(nl: Newsletter, sink: Sink, concurrencies: list[int], recipients: int, database_kind: str) -> None:
+    nl("db", "upgrade")
+    seconds = nl.create_list("weekly", recipients)
+    issue_id = nl("issues", "create", "weekly", str(SAMPLE_ISSUE)).split()[-1]
+    print(f"{recipients:,} recipients (import: {seconds:.1f} s) on {database_kind}, broker "
+          f"{nl.settings.broker_url or 'embedded Redis'}, smtp-sink on 127.0.0.1:{sink.port}, batch size {BATCH_SIZE}",
+          flush=True)
+    rows = []
+    for n in concurrencies:
+        worker = nl.worker(n, sink.port)
+        try:
+            before = sink.received()
+            result = timed_send(nl, issue_id, worker)
+            received = sink.received() - before
+        finally:
+            problems = worker.stop()
+        if not _MESSAGES:
+            build_messages(nl, str(result["id"]))
+        before = sink.received()
+        ceiling = smtplib_ceiling(sink.port, n)
+        ceiling_received = sink.received() - before
+        sent, total = result["sent"], result["total"]
+        print(f"  N={n}: send {result['id']} {result['status']}: sent {sent:,} of {total:,} (failed {result['failed']}, "
+              f"pending {result['pending']}, skipped {result['skipped']}); the sink got {received:,} from the service "
+              f"and {ceiling_received:,} from smtplib", flush=True)
+        if sent != total or received != total or ceiling_received != len(_MESSAGES):
+            print("    !! MISMATCH: not every delivery is logged as sent, or the sink's count differs")
+        print_problems(problems)
+        service = sent / result["wall"]
+        rss = max(worker.peaks.values(), default=float("nan"))
+        rows.append((n, result["wall"], service, sent / result["span"], ceiling, service / ceiling, rss))
+    size = sum(len(data) for _, data in _MESSAGES) / len(_MESSAGES)
+    print(f"\nmessage size: {size / 1000:.1f} kB on average\n")
+    print(f"{'N':>3} {'wall s':>8} {'service/s':>10} {'span/s':>9} {'smtplib/s':>10} {'ratio':>6} {'worker MB':>10}")
+    for n, wall, service, span, ceiling, ratio, rss in rows:
+        print(f"{n:>3} {wall:>8.2f} {service:>10,.0f} {span:>9,.0f} {ceiling:>10,.0f} {ratio:>6.2f} {rss:>10.0f}")
+    print("goals: ratio >= 0.80 at equal N; service/s > 4,000 at N = 4", flush=True)
+
+
+def million(nl: Newsletter, sink: Sink, concurrency: int) -> None:
+    print(f"\n--million: {MILLION:,} subscribers, worker --concurrency {concurrency}", flush=True)
+    seconds = nl.create_list("million", MILLION)
+    issue_id = nl("issues", "create", "million", str(SAMPLE_ISSUE)).split()[-1]
+    print(f"  import: {seconds:.1f} s", flush=True)
+    worker = nl.worker(concurrency, sink.port)
+    try:
+        send_id, send_seconds, send_rss = nl.send(issue_id, while_running=worker.sample)
+        print(f"  newsletter send (render, snapshot, enqueue): {send_seconds:.1f} s (goal < 30 s); "
+              f"its peak RSS {send_rss:.0f} MB", flush=True)
+        first, started = nl.status(send_id), time.perf_counter()
+        while time.perf_counter() - started < RSS_SECONDS:
+            worker.sample()
+            time.sleep(0.5)
+        window, last = time.perf_counter() - started, nl.status(send_id)
+        for attempt in range(5):
+            try:
+                nl("sends", "cancel", send_id)
+                break
+            except RuntimeError as exc:
+                print(f"  cancel attempt {attempt + 1} failed: {exc}")
+                time.sleep(1)
+    finally:
+        problems = worker.stop()
+    delivered = last["sent"] - first["sent"]
+    print(f"  delivered while sampling: {delivered:,} in {window:.0f} s = {delivered / window:,.0f} msg/s "
+          f"({last['sent']:,} of {last['total']:,} sent before the cancel; status now {nl.status(send_id)['status']})")
+    peaks = worker.peaks
+    each = ", ".join(f"{mb:.0f}" for _, mb in sorted(peaks.items()))
+    print(f"  worker RSS, peak of each process (main first): {each} MB")
+    print(f"  largest: {max(peaks.values()):.0f} MB (goal < 200 MB)")
+    print_problems(problems)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--recipients", type=int, default=20_000)
+    parser.add_argument("--workers", default="2,4", help="comma-separated worker concurrencies (default 2,4)")
+    parser.add_argument("--database", choices=("sqlite", "postgresql"), default="sqlite")
+    parser.add_argument("--million", action="store_true", help="also measure a 1,000,000-recipient send (slow)")
+    parser.add_argument("--keep", action="store_true", help="keep the temporary folder (worker logs) and print its path")
+    args = parser.parse_args()
+    concurrencies = [int(n) for n in args.workers.split(",")]
+
+    binary = shutil.which("smtp-sink") or ("/usr/sbin/smtp-sink" if Path("/usr/sbin/smtp-sink").exists() else None)
+    if binary is None:
+        print("smtp-sink is not installed, so there is nothing to measure against; "
+              "install it with: apt-get install postfix")
+        return 0
+    revision = subprocess.run(["git", "describe", "--always", "--dirty"], cwd=ROOT, capture_output=True, text=True)
+    print(f"code {revision.stdout.strip() or 'unknown'}; {os.cpu_count()} CPUs, busy {machine_busy():.0%} before the "
+          f"bench (load average {os.getloadavg()[0]:.2f}): the figures assume nothing else runs", flush=True)
+
+    folder = (contextlib.nullcontext(tempfile.mkdtemp(prefix="bench-send-")) if args.keep
+              else tempfile.TemporaryDirectory(prefix="bench-send-"))
+    with folder as name:
+        tmp = Path(name)
+        if args.keep:
+            print(f"keeping {tmp}")
+        var_dir = tmp / "var"
+        broker = system_redis()
+        sink = Sink(binary, tmp)
+        try:
+            with database(args.database, var_dir) as database_url:
+                env = {"NEWSLETTER_VAR_DIR": str(var_dir), "NEWSLETTER_DATABASE_URL": database_url,
+                       "NEWSLETTER_BASE_URL": "https://news.example.org",
+                       "NEWSLETTER_POSTAL_ADDRESS": "1 Example Street, Example City",
+                       "NEWSLETTER_SECRET_KEY": "bench-secret-key-0123456789"}
+                if broker:
+                    env["NEWSLETTER_BROKER_URL"] = broker
+                nl = Newsletter(tmp, env)
+                try:
+                    throughput(nl, sink, concurrencies, args.recipients, args.database)
+                    if args.million:
+                        million(nl, sink, max(concurrencies))
+                finally:
+                    nl.engine.dispose()
+        finally:
+            sink.stop()
+            if broker:
+                system_redis()  # flush db 14 again
+            else:
+                from newsletter import embedded_redis
+
+                embedded_redis.stop(var_dir)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
