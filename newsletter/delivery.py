@@ -29,7 +29,7 @@ from newsletter.db import insert_on_conflict_ignore
 from newsletter.errors import PermanentDeliveryError, TemporaryDeliveryError
 from newsletter.messages import CompiledMessage, Recipient, ascii_address
 from newsletter.models import Delivery, Send, Subscriber, Subscription, Suppression, utcnow
-from newsletter.send_control import ControlUnavailable, RateLimiter, SendControl
+from newsletter.send_control import ControlUnavailable, JournalWriter, RateLimiter, SendControl
 
 log = logging.getLogger("newsletter.delivery")
 
@@ -90,6 +90,27 @@ class _Outcomes:
 
 ERRORS_PER_FLUSH = 20
 
+@dataclass(frozen=True)
+class _Claim:
+    """The rows one task run holds: its worker name and its batch's id range.
+
+    Every query on held rows names the range, so it reads a batch's rows through the
+    primary key instead of scanning all pending rows of a large send.
+    """
+
+    send_id: int
+    first_id: int
+    last_id: int
+    me: str
+
+    def held(self) -> tuple[Any, ...]:
+        return (
+            Delivery.send_id == self.send_id,
+            Delivery.id.between(self.first_id, self.last_id),
+            Delivery.claimed_by == self.me,
+        )
+
+
 MessageFactory = Callable[[Session, Send], CompiledMessage]
 RecipientFactory = Callable[[CompiledMessage, Send, Claimed], Recipient]
 
@@ -116,14 +137,15 @@ def deliver_batch(
     Never raises for a recipient's delivery error: each one becomes an outcome in the log.
     """
     me = worker_name()
+    claim = _Claim(send_id, first_id, last_id, me)
     result = BatchResult()
     with sessions() as session, session.begin():
         send = session.get(Send, send_id)
         if send is None or send.status != "sending":
             return result
         _claim(session, send, first_id, last_id, me, policy)
-        result.skipped = len(_skip_departed(session, send, me))
-        recipients = _claimed_rows(session, send_id, me)
+        result.skipped = len(_skip_departed(session, send, claim))
+        recipients = _claimed_rows(session, claim)
         message = message_for(session, send) if recipients else None
     if not recipients:
         result.run_again_in = _next_due(sessions, send_id, first_id, last_id)
@@ -135,7 +157,7 @@ def deliver_batch(
     try:
         journal = control.journaled(send_key, [r.delivery_id for r in recipients])
     except ControlUnavailable as exc:
-        _release(sessions, send_id, me)
+        _release(sessions, claim)
         result.stopped, result.run_again_in = str(exc), 5.0
         return result
     # Only an entry carrying this very delivery's Message-ID counts as proof it was sent.
@@ -148,82 +170,86 @@ def deliver_batch(
         result.recovered += 1
     last_flush = last_check = last_renew = time.monotonic()
     skipped: set[int] = set()
-    for row in recipients:
-        if row.delivery_id in journal:
-            continue
-        clock = time.monotonic()
-        if clock - last_check >= policy.status_check_seconds:
-            last_check = clock
-            status, departed = _check_send(sessions, send, me)
-            if status != "sending":
-                result.stopped = f"send is {status}"
-                _release(sessions, send_id, me)
-                break
-            skipped |= departed
-            result.skipped += len(departed)
-        if row.delivery_id in skipped:
-            continue
-        if clock - last_renew >= policy.claim_seconds / 3:
-            last_renew = clock
-            _renew_claims(sessions, send_id, me, policy)
-        if limiter is not None:
+    journal_writer = control.journal_writer(send_key)
+    try:
+        for row in recipients:
+            if row.delivery_id in journal:
+                continue
+            clock = time.monotonic()
+            if clock - last_check >= policy.status_check_seconds:
+                last_check = clock
+                status, departed = _check_send(sessions, send, claim)
+                if status != "sending":
+                    result.stopped = f"send is {status}"
+                    _release(sessions, claim)
+                    break
+                skipped |= departed
+                result.skipped += len(departed)
+            if row.delivery_id in skipped:
+                continue
+            if clock - last_renew >= policy.claim_seconds / 3:
+                last_renew = clock
+                _renew_claims(sessions, claim, policy)
+            if limiter is not None:
+                try:
+                    limiter.wait()
+                except ControlUnavailable as exc:
+                    result.stopped = str(exc)
+                    break
+            recipient = recipient_for(message, send, row)
+            message_id, data = message.build(recipient)
+            outcomes.attempted += 1
             try:
-                limiter.wait()
-            except ControlUnavailable as exc:
-                result.stopped = str(exc)
-                break
-        recipient = recipient_for(message, send, row)
-        message_id, data = message.build(recipient)
-        outcomes.attempted += 1
-        try:
-            reply = transport.send(message.envelope_from, ascii_address(row.email), data)
-        except PermanentDeliveryError as exc:
-            outcomes.errors += 1
-            outcomes.last_error = str(exc)
-            result.failed += 1
-            outcomes.rows.append(_failed_row(row, exc, message_id))
-            if _is_unknown_user(exc):
-                outcomes.suppress.append((row.email, str(exc)))
-        except TemporaryDeliveryError as exc:
-            outcomes.errors += 1
-            outcomes.last_error = str(exc)
-            outcomes.rows.append(_temporary_row(row, exc, message_id, policy))
-            if row.attempts + 1 >= policy.max_attempts:
+                reply = transport.send(message.envelope_from, ascii_address(row.email), data)
+            except PermanentDeliveryError as exc:
+                outcomes.errors += 1
+                outcomes.last_error = str(exc)
                 result.failed += 1
+                outcomes.rows.append(_failed_row(row, exc, message_id))
+                if _is_unknown_user(exc):
+                    outcomes.suppress.append((row.email, str(exc)))
+            except TemporaryDeliveryError as exc:
+                outcomes.errors += 1
+                outcomes.last_error = str(exc)
+                outcomes.rows.append(_temporary_row(row, exc, message_id, policy))
+                if row.attempts + 1 >= policy.max_attempts:
+                    result.failed += 1
+                else:
+                    result.retrying += 1
+                if exc.code is None:
+                    # The server cannot be reached: the rest of the batch would fail the same way.
+                    result.stopped = f"SMTP server unreachable: {exc}"
+                    _flush(sessions, control, journal_writer, send_id, outcomes, policy)
+                    _release(sessions, claim)
+                    result.run_again_in = policy.backoff(row.attempts + 1)
+                    return result
             else:
-                result.retrying += 1
-            if exc.code is None:
-                # The server cannot be reached: the rest of the batch would fail the same way.
-                result.stopped = f"SMTP server unreachable: {exc}"
-                _flush(sessions, control, send_id, outcomes, policy)
-                _release(sessions, send_id, me)
-                result.run_again_in = policy.backoff(row.attempts + 1)
-                return result
-        else:
-            outcomes.rows.append(_sent_row(row.delivery_id, message_id, reply.code, reply.text, utcnow()))
-            result.sent += 1
-            try:
-                control.journal_sent(send_key, row.delivery_id, message_id, reply.code, reply.text)
-                outcomes.journal_ids.append(row.delivery_id)
-            except ControlUnavailable:
-                last_flush = 0.0  # no journal to lean on: record this one in the database right away
-        if (
-            len(outcomes.rows) >= policy.flush_every
-            or outcomes.errors >= ERRORS_PER_FLUSH  # count errors promptly: the send may have to pause
-            or time.monotonic() - last_flush >= policy.flush_seconds
-        ):
-            paused = _flush(sessions, control, send_id, outcomes, policy)
-            outcomes = _Outcomes(send_key=send_key)
-            last_flush = time.monotonic()
-            if paused:
-                result.stopped = "send paused itself: too many errors"
-                _release(sessions, send_id, me)
-                break
-    _flush(sessions, control, send_id, outcomes, policy)
+                outcomes.rows.append(_sent_row(row.delivery_id, message_id, reply.code, reply.text, utcnow()))
+                result.sent += 1
+                try:
+                    journal_writer.write(row.delivery_id, message_id, reply.code, reply.text)
+                    outcomes.journal_ids.append(row.delivery_id)
+                except ControlUnavailable:
+                    last_flush = 0.0  # no journal to lean on: record these in the database right away
+            if (
+                len(outcomes.rows) >= policy.flush_every
+                or outcomes.errors >= ERRORS_PER_FLUSH  # count errors promptly: the send may have to pause
+                or time.monotonic() - last_flush >= policy.flush_seconds
+            ):
+                paused = _flush(sessions, control, journal_writer, send_id, outcomes, policy)
+                outcomes = _Outcomes(send_key=send_key)
+                last_flush = time.monotonic()
+                if paused:
+                    result.stopped = "send paused itself: too many errors"
+                    _release(sessions, claim)
+                    break
+        _flush(sessions, control, journal_writer, send_id, outcomes, policy)
+    finally:
+        journal_writer.close()
     if result.stopped is None:
         result.run_again_in = _next_due(sessions, send_id, first_id, last_id)
     elif result.stopped.startswith("Redis"):
-        _release(sessions, send_id, me)
+        _release(sessions, claim)
         result.run_again_in = 5.0
     _finish_if_done(sessions, send_id)
     return result
@@ -248,7 +274,7 @@ def _claim(session: Session, send: Send, first_id: int, last_id: int, me: str, p
     ).rowcount
 
 
-def _skip_departed(session: Session, send: Send, me: str) -> set[int]:
+def _skip_departed(session: Session, send: Send, claim: _Claim) -> set[int]:
     """Mark skipped the claimed rows whose subscriber left the list or was suppressed since the send began.
 
     Returns their ids.
@@ -262,7 +288,7 @@ def _skip_departed(session: Session, send: Send, me: str) -> set[int]:
     return set(
         session.scalars(
             update(Delivery)
-            .where(Delivery.send_id == send.id, Delivery.claimed_by == me, Delivery.status == "pending")
+            .where(*claim.held(), Delivery.status == "pending")
             .where(or_(not_(still_subscribed), suppressed))
             .values(status="skipped", smtp_reply="left the list or was suppressed after the send started",
                     claimed_by=None, claim_expires=None, updated_at=utcnow())
@@ -272,31 +298,31 @@ def _skip_departed(session: Session, send: Send, me: str) -> set[int]:
     )
 
 
-def _claimed_rows(session: Session, send_id: int, me: str) -> list[Claimed]:
+def _claimed_rows(session: Session, claim: _Claim) -> list[Claimed]:
     rows = session.execute(
         select(Delivery.id, Delivery.subscriber_id, Delivery.email, Subscriber.name, Delivery.attempts)
         .join(Subscriber, Subscriber.id == Delivery.subscriber_id)
-        .where(Delivery.send_id == send_id, Delivery.claimed_by == me, Delivery.status == "pending")
+        .where(*claim.held(), Delivery.status == "pending")
         .order_by(Delivery.id)
     )
     return [Claimed(i, s, e, n, a) for i, s, e, n, a in rows]
 
 
-def _renew_claims(sessions: sessionmaker[Session], send_id: int, me: str, policy: DeliveryPolicy) -> None:
+def _renew_claims(sessions: sessionmaker[Session], claim: _Claim, policy: DeliveryPolicy) -> None:
     with sessions() as session, session.begin():
         session.execute(
             update(Delivery)
-            .where(Delivery.send_id == send_id, Delivery.claimed_by == me, Delivery.status == "pending")
+            .where(*claim.held(), Delivery.status == "pending")
             .values(claim_expires=utcnow() + timedelta(seconds=policy.claim_seconds))
             .execution_options(synchronize_session=False)
         )
 
 
-def _release(sessions: sessionmaker[Session], send_id: int, me: str) -> None:
+def _release(sessions: sessionmaker[Session], claim: _Claim) -> None:
     with sessions() as session, session.begin():
         session.execute(
             update(Delivery)
-            .where(Delivery.send_id == send_id, Delivery.claimed_by == me)
+            .where(*claim.held())
             .values(claimed_by=None, claim_expires=None)
             .execution_options(synchronize_session=False)
         )
@@ -330,11 +356,20 @@ def _temporary_row(row: Claimed, exc: TemporaryDeliveryError, message_id: str, p
 
 
 def _flush(
-    sessions: sessionmaker[Session], control: SendControl, send_id: int, outcomes: _Outcomes, policy: DeliveryPolicy
+    sessions: sessionmaker[Session],
+    control: SendControl,
+    writer: JournalWriter,
+    send_id: int,
+    outcomes: _Outcomes,
+    policy: DeliveryPolicy,
 ) -> bool:
     """Write the outcomes to the database; returns True if the send paused itself for errors."""
     if not outcomes.rows:
         return False
+    try:
+        writer.drain()  # the journal must hold every entry before any is forgotten below
+    except ControlUnavailable:
+        pass  # these outcomes go to the database now, which is all the journal was for
     now = utcnow()
     for row in outcomes.rows:
         row["b_now"] = now
@@ -402,11 +437,11 @@ def _is_unknown_user(exc: PermanentDeliveryError) -> bool:
 # --- progress ----------------------------------------------------------------------
 
 
-def _check_send(sessions: sessionmaker[Session], send: Send, me: str) -> tuple[str | None, set[int]]:
+def _check_send(sessions: sessionmaker[Session], send: Send, claim: _Claim) -> tuple[str | None, set[int]]:
     """The send's status, and the claimed rows whose subscriber left meanwhile (now skipped)."""
     with sessions() as session, session.begin():
         status = session.scalar(select(Send.status).where(Send.id == send.id))
-        departed = _skip_departed(session, send, me) if status == "sending" else set()
+        departed = _skip_departed(session, send, claim) if status == "sending" else set()
     return status, departed
 
 

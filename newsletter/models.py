@@ -22,6 +22,7 @@ from sqlalchemy import (
     Text,
     TypeDecorator,
     UniqueConstraint,
+    text,
 )
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
@@ -191,6 +192,13 @@ class Delivery(Base):
         UniqueConstraint("send_id", "subscriber_id", name="uq_deliveries_send_subscriber"),
         _check_in("status", DELIVERY_STATUSES, "status"),
         Index("ix_deliveries_send_status", "send_id", "status"),
+        # Held rows are few at any time: a partial index finds them without scanning a send.
+        Index(
+            "ix_deliveries_claimed",
+            "claimed_by",
+            postgresql_where=text("claimed_by IS NOT NULL"),
+            sqlite_where=text("claimed_by IS NOT NULL"),
+        ),
     )
 
     id: Mapped[int] = mapped_column(Id, primary_key=True)

@@ -76,10 +76,8 @@ class SendControl:
     # --- journal -------------------------------------------------------------------
     # ``send_key`` names one send for good (its id and creation time), so the journal of a
     # send in another database sharing this Redis can never be taken for this one's.
-    @_translated
-    def journal_sent(self, send_key: str, delivery_id: int, message_id: str, code: int, reply: str) -> None:
-        entry = f"{time.time():.3f}\x1f{code}\x1f{message_id}\x1f{reply}"
-        self.redis.hset(f"{PREFIX}:journal:{send_key}", str(delivery_id), entry)
+    def journal_writer(self, send_key: str) -> JournalWriter:
+        return JournalWriter(self.redis, f"{PREFIX}:journal:{send_key}")
 
     @_translated
     def journaled(self, send_key: str, delivery_ids: list[int]) -> dict[int, JournalEntry]:
@@ -127,6 +125,61 @@ class SendControl:
     @_translated
     def try_lock(self, name: str, seconds: float) -> bool:
         return bool(self.redis.set(f"{PREFIX}:lock:{name}", "1", nx=True, px=int(seconds * 1000)))
+
+
+class JournalWriter:
+    """Writes journal entries without waiting a round trip for each.
+
+    Each HSET is written to Redis before the next message goes to the SMTP server (so a
+    crash still loses at most the message in flight), but its reply is read only before
+    the next HSET or at :meth:`drain`, overlapping Redis's round trip with the SMTP one.
+    """
+
+    def __init__(self, client: redis.Redis, key: str) -> None:
+        self._pool = client.connection_pool
+        self._key = key
+        self._conn: Any = None
+        self._unread = False
+
+    @_translated
+    def write(self, delivery_id: int, message_id: str, code: int, reply: str) -> None:
+        self.drain()
+        if self._conn is None:
+            self._conn = self._pool.get_connection()
+        entry = f"{time.time():.3f}\x1f{code}\x1f{message_id}\x1f{reply}"
+        try:
+            self._conn.send_command("HSET", self._key, str(delivery_id), entry)
+        except redis.RedisError:
+            self._discard()
+            raise
+        self._unread = True
+
+    @_translated
+    def drain(self) -> None:
+        """Read the outstanding reply: after this, every entry written is in Redis."""
+        if self._unread:
+            self._unread = False
+            try:
+                self._conn.read_response()
+            except redis.RedisError:
+                self._discard()
+                raise
+
+    def close(self) -> None:
+        try:
+            self.drain()
+        except ControlUnavailable:
+            pass
+        if self._conn is not None:
+            self._pool.release(self._conn)
+            self._conn = None
+
+    def _discard(self) -> None:
+        self._unread = False
+        if self._conn is not None:
+            self._conn.disconnect()
+            self._pool.release(self._conn)
+            self._conn = None
 
 
 class RateLimiter:

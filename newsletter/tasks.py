@@ -236,6 +236,19 @@ def _start_reconciler(**_: object) -> None:
     threading.Thread(target=_reconcile_forever, name="newsletter-reconcile", daemon=True).start()
 
 
+@signals.worker_process_init.connect
+def _warm_up(**_: object) -> None:
+    """Open the database, Redis and SMTP connections as each pool process starts, not on its first batch."""
+    s = state()
+    try:
+        with s.sessions() as session:
+            session.execute(select(1))
+        s.control.redis.ping()
+        s.transport.connect()
+    except Exception as exc:  # noqa: BLE001 - a cold start is only slower; the first batch reports real trouble
+        log.warning("warm-up incomplete (%s); the first batch will connect", exc)
+
+
 @signals.worker_process_shutdown.connect
 def _close_transport(**_: object) -> None:
     if _state is not None and "transport" in _state.__dict__:

@@ -6,6 +6,7 @@ import sys
 
 import typer
 from rich.text import Text
+from sqlalchemy.exc import OperationalError
 
 from newsletter.cli import database, dev, issues, lists, sends, subscribers, suppressions, web
 from newsletter.cli.runtime import err
@@ -39,4 +40,8 @@ def main() -> None:
         sys.exit(1)
     except NewsletterError as exc:
         err.print(Text.assemble(("error: ", "red"), str(exc)))
+        sys.exit(1)
+    except OperationalError as exc:
+        # The database went away or is locked beyond the busy timeout: one line, not a traceback.
+        err.print(Text.assemble(("database error: ", "red"), str(exc.orig).strip().splitlines()[0]))
         sys.exit(1)
