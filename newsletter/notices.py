@@ -16,20 +16,18 @@ same values as an issue's, for layouts that print them).
 
 from __future__ import annotations
 
-import logging
 import secrets
 from dataclasses import dataclass
-from functools import lru_cache
 from typing import Any
 
-from jinja2 import Environment, FileSystemLoader, StrictUndefined, TemplateError, select_autoescape
-from premailer import Premailer
+from jinja2 import Environment, TemplateError
 from sqlalchemy.orm import Session, sessionmaker
 
 from newsletter.delivery import Transport
 from newsletter.errors import RenderError
 from newsletter.issues import RenderSettings
 from newsletter.messages import CompiledMessage, MessageHeaders, Recipient
+from newsletter.rendering import inline_css, template_environment
 from subscribers.consent import PendingConfirmation, pending_confirmation
 from subscribers.tokens import TokenSigner
 
@@ -123,9 +121,9 @@ def confirmation_message(
         "link_lifetime": link_lifetime(confirm_days),
         "personal": personal,
     }
-    env = _environment(tuple(str(d) for d in render.template_dirs))
+    env = template_environment(tuple(str(d) for d in render.template_dirs))
     subject = " ".join(_render(env, f"{CONFIRM_TEMPLATE}.subject.txt", variables).split())
-    html = _inline_css(_render(env, f"{CONFIRM_TEMPLATE}.html", variables))
+    html = inline_css(_render(env, f"{CONFIRM_TEMPLATE}.html", variables))
     text = _render(env, f"{CONFIRM_TEMPLATE}.txt", variables)
     headers = MessageHeaders(
         subject=subject.translate(_MARKERS),
@@ -149,33 +147,8 @@ def confirmation_message(
     return message, recipient
 
 
-@lru_cache(maxsize=8)
-def _environment(dirs: tuple[str, ...]) -> Environment:
-    return Environment(
-        loader=FileSystemLoader(list(dirs)),
-        autoescape=select_autoescape(enabled_extensions=("html",), default_for_string=False, default=False),
-        undefined=StrictUndefined,
-        trim_blocks=True,
-        lstrip_blocks=True,
-        keep_trailing_newline=True,
-    )
-
-
 def _render(env: Environment, name: str, variables: dict[str, Any]) -> str:
     try:
         return env.get_template(name).render(variables)
     except TemplateError as exc:
         raise RenderError(f"template error: {exc.message or exc}", where=name) from None
-
-
-def _inline_css(html: str) -> str:
-    # The same premailer options as rendering uses for issues (kept in step by hand).
-    return Premailer(
-        html,
-        allow_network=False,
-        allow_loading_external_files=False,
-        disable_link_rewrites=True,
-        disable_validation=True,
-        strip_important=False,
-        cssutils_logging_level=logging.CRITICAL,
-    ).transform()

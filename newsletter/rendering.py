@@ -65,9 +65,11 @@ __all__ = [
     "RenderedIssue",
     "check_issue",
     "default_template_dir",
+    "inline_css",
     "personalise",
     "placeholder_parts",
     "render_issue",
+    "template_environment",
 ]
 
 PERSONAL_FIELDS = ("name", "email", "unsubscribe_url", "preferences_url", "view_online_url")
@@ -302,7 +304,8 @@ class _Personal:
 
 
 @lru_cache(maxsize=16)
-def _environment(dirs: tuple[str, ...]) -> Environment:
+def template_environment(dirs: tuple[str, ...]) -> Environment:
+    """The Jinja2 environment of the email templates: autoescaped HTML, strict undefined variables."""
     return Environment(
         loader=FileSystemLoader(list(dirs)),
         autoescape=select_autoescape(enabled_extensions=("html",), default_for_string=False, default=False),
@@ -323,7 +326,7 @@ def _render(
     body_html = Markup(md.renderer.render(tokens, md.options, {}))
     body_text = markdown_to_text(issue.body_markdown)
 
-    env = _environment(tuple(str(d) for d in template_dirs))
+    env = template_environment(tuple(str(d) for d in template_dirs))
     variables: dict[str, Any] = {
         "subject": issue.subject,
         "preheader": issue.preheader,
@@ -342,7 +345,7 @@ def _render(
         html = _render_template(env, f"{name}.html", {**variables, "personal": _Personal(html_slots)}, problems)
         text = _render_template(env, f"{name}.txt", {**variables, "personal": _Personal(text_slots)}, problems)
         subject = _render_template(env, f"{name}.subject.txt", variables, problems, optional=True)
-        html = _fill_slots(html_slots, _inline_css(html), f"{name}.html", problems) if html is not None else None
+        html = _fill_slots(html_slots, inline_css(html), f"{name}.html", problems) if html is not None else None
         text = _fill_slots(text_slots, text, f"{name}.txt", problems) if text is not None else None
     subject = issue.subject if subject is None else " ".join(subject.split())
     subject = subject.translate(_STRIP_MARKERS)
@@ -412,7 +415,7 @@ def _template_line(exc: BaseException, name: str) -> str:
     return name
 
 
-def _inline_css(html: str) -> str:
+def inline_css(html: str) -> str:
     """Inline the <style> rules into style attributes; media queries stay in a <style>."""
     return Premailer(
         html,
