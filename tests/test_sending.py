@@ -303,3 +303,16 @@ def test_leaving_while_ones_batch_is_being_sent_still_skips(newsroom):
     final = room.wait_status(send_id)
     assert (final["sent"], final["skipped"]) == (79, 1)
     assert leaver not in room.received()
+
+
+def test_send_rate_is_shared_by_all_worker_processes(newsroom):
+    room = newsroom
+    room.setup_list(60)
+    issue_id = room.create_issue()
+    room.start_worker(concurrency=2, NEWSLETTER_SEND_RATE="20")
+    room.start_worker(concurrency=2, NEWSLETTER_SEND_RATE="20")
+    send_id = room.send(issue_id)
+    assert room.wait_status(send_id)["sent"] == 60
+    times = sorted(m.received_at.timestamp() for m in room.capture.messages)
+    # A bucket of 20 tokens refilled at 20/s: the other 40 need at least 2 s, whatever the workers.
+    assert times[-1] - times[0] >= 1.9
