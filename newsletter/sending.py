@@ -64,15 +64,15 @@ def send_key(send: Send) -> str:
     return f"{send.id}.{int(send.created_at.timestamp()):x}"
 
 
-def message_headers(send: Send, mailing_list: MailingList) -> MessageHeaders:
+def message_headers(mailing_list: MailingList, *, subject: str, message_id_tag: str) -> MessageHeaders:
     return MessageHeaders(
-        subject=send.subject,
+        subject=subject,
         from_email=mailing_list.from_email,
         from_name=mailing_list.from_name or mailing_list.name,
         reply_to=mailing_list.reply_to,
         list_name=mailing_list.name,
         list_slug=mailing_list.slug,
-        message_id_tag=send_key(send),
+        message_id_tag=message_id_tag,
     )
 
 
@@ -80,7 +80,9 @@ def compile_message(session: Session, send: Send) -> CompiledMessage:
     """The send's frozen issue as a pre-encoded message. Raises InvalidInput for unsafe header values."""
     mailing_list = session.get(MailingList, send.list_id)
     assert mailing_list is not None
-    return CompiledMessage(message_headers(send, mailing_list), send.html, send.text)
+    return CompiledMessage(
+        message_headers(mailing_list, subject=send.subject, message_id_tag=send_key(send)), send.html, send.text
+    )
 
 
 class RecipientLinks:
@@ -91,15 +93,18 @@ class RecipientLinks:
         self.links = links
 
     def __call__(self, message: CompiledMessage, send: Send, row: Claimed) -> Recipient:
-        unsubscribe = self.signer.make(row.subscriber_id, send.list_id, "unsubscribe")
+        return self.recipient(message, send.list_id, send.issue_id, row)
+
+    def recipient(self, message: CompiledMessage, list_id: int, issue_id: int, row: Claimed) -> Recipient:
+        unsubscribe = self.signer.make(row.subscriber_id, list_id, "unsubscribe")
         return Recipient(
             delivery_id=row.delivery_id,
             email=row.email,
             name=row.name,
             unsubscribe_url=self.links.unsubscribe(unsubscribe),
-            preferences_url=self.links.preferences(self.signer.make(row.subscriber_id, send.list_id, "preferences")),
+            preferences_url=self.links.preferences(self.signer.make(row.subscriber_id, list_id, "preferences")),
             unsubscribe_mailto=f"mailto:unsubscribe+{unsubscribe}@{message.domain}?subject=unsubscribe",
-            view_online_url=self.links.view_online(message.headers.list_slug, send.issue_id),
+            view_online_url=self.links.view_online(message.headers.list_slug, issue_id),
         )
 
 
@@ -127,7 +132,7 @@ def start_send(
     )
     session.add(send)
     session.flush()
-    CompiledMessage(message_headers(send, mailing_list), send.html, send.text)  # refuses unsafe headers now
+    compile_message(session, send)  # refuses unsafe header values now, before anything is queued
     suppressed = exists().where(Suppression.email == Subscriber.email)
     recipients = (
         select(
@@ -273,12 +278,11 @@ def test_message(
     address = normalise_email(to)
     issue, mailing_list = get_issue(session, issue_id)
     rendered = settings.render(issue, mailing_list)
-    send = Send(id=0, issue_id=issue.id, list_id=mailing_list.id, status="sending", subject=f"[TEST] {rendered.subject}",
-                html=rendered.html, text=rendered.text, created_at=utcnow())
-    headers = message_headers(send, mailing_list)
-    headers = MessageHeaders(**{**headers.__dict__, "message_id_tag": f"test.{int(time.time() * 1000):x}"})
+    headers = message_headers(
+        mailing_list, subject=f"[TEST] {rendered.subject}", message_id_tag=f"test.{int(time.time() * 1000):x}"
+    )
     message = CompiledMessage(headers, rendered.html, rendered.text)
-    recipient = RecipientLinks(signer, settings.links)(message, send, Claimed(0, 0, address, "", 0))
+    recipient = RecipientLinks(signer, settings.links).recipient(message, mailing_list.id, issue.id, Claimed(0, 0, address, "", 0))
     return message, recipient
 
 
