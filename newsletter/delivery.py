@@ -136,14 +136,13 @@ def deliver_batch(
 
     Never raises for a recipient's delivery error: each one becomes an outcome in the log.
     """
-    me = worker_name()
-    claim = _Claim(send_id, first_id, last_id, me)
+    claim = _Claim(send_id, first_id, last_id, worker_name())
     result = BatchResult()
     with sessions() as session, session.begin():
         send = session.get(Send, send_id)
         if send is None or send.status != "sending":
             return result
-        _claim(session, send, first_id, last_id, me, policy)
+        _take(session, claim, policy)
         result.skipped = len(_skip_departed(session, send, claim))
         recipients = _claimed_rows(session, claim)
         message = message_for(session, send) if recipients else None
@@ -258,20 +257,21 @@ def deliver_batch(
 # --- claiming ----------------------------------------------------------------------
 
 
-def _claim(session: Session, send: Send, first_id: int, last_id: int, me: str, policy: DeliveryPolicy) -> int:
+def _take(session: Session, claim: _Claim, policy: DeliveryPolicy) -> None:
+    """Claim the batch's pending rows that are due and not held by a live claim."""
     now = utcnow()
-    return session.execute(
+    session.execute(
         update(Delivery)
         .where(
-            Delivery.send_id == send.id,
-            Delivery.id.between(first_id, last_id),
+            Delivery.send_id == claim.send_id,
+            Delivery.id.between(claim.first_id, claim.last_id),
             Delivery.status == "pending",
             or_(Delivery.claim_expires.is_(None), Delivery.claim_expires < now),
             or_(Delivery.next_attempt_at.is_(None), Delivery.next_attempt_at <= now),
         )
-        .values(claimed_by=me, claim_expires=now + timedelta(seconds=policy.claim_seconds))
+        .values(claimed_by=claim.me, claim_expires=now + timedelta(seconds=policy.claim_seconds))
         .execution_options(synchronize_session=False)
-    ).rowcount
+    )
 
 
 def _skip_departed(session: Session, send: Send, claim: _Claim) -> set[int]:
