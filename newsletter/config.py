@@ -7,6 +7,7 @@ message starts with the variable's name.
 
 from __future__ import annotations
 
+import re
 import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -60,6 +61,27 @@ DOCUMENTED: dict[str, tuple[str, str]] = {
         "0.2",
         "A send pauses itself when this share of its attempts failed (once 50 were made); 1 turns it off.",
     ),
+    "NEWSLETTER_DKIM_DOMAIN": ("(unset: no DKIM signature)", "Domain that signs every message (d=), e.g. example.com."),
+    "NEWSLETTER_DKIM_SELECTOR": ("(unset)", "DKIM selector (s=): the key is published at SELECTOR._domainkey.DOMAIN."),
+    "NEWSLETTER_DKIM_PRIVATE_KEY_FILE": (
+        "(unset)",
+        "PEM file of the RSA private key (`newsletter dkim keygen` writes one and prints the DNS record).",
+    ),
+    "NEWSLETTER_RETURN_PATH": (
+        "(unset: the list's From address)",
+        "Bounce address, e.g. bounces@example.com: each delivery's envelope sender becomes bounces+TOKEN@example.com "
+        "(VERP), so every bounce names its delivery. Route that domain's mail to `newsletter inbound`.",
+    ),
+    "NEWSLETTER_SOFT_BOUNCE_LIMIT": ("3", "Soft bounces within NEWSLETTER_SOFT_BOUNCE_DAYS after which an address is suppressed."),
+    "NEWSLETTER_SOFT_BOUNCE_DAYS": ("30", "The window, in days, in which soft bounces are counted."),
+    "NEWSLETTER_WEBHOOK_SECRET": (
+        "(unset: the generic bounce webhook is off)",
+        "Shared secret of the generic JSON bounce webhook (POST /webhooks/events, `Authorization: Bearer SECRET`).",
+    ),
+    "NEWSLETTER_SES_TOPIC_ARNS": (
+        "(unset: the SES webhook is off)",
+        "Comma-separated SNS topic ARNs whose signed SES bounce and complaint notifications are accepted at POST /webhooks/ses.",
+    ),
 }
 
 
@@ -72,6 +94,15 @@ class SmtpSettings:
     username: str | None = None
     password: str | None = field(default=None, repr=False)
     security: str = "none"
+
+
+@dataclass(frozen=True)
+class DkimSettings:
+    """How messages are signed: the domain (d=), selector (s=) and the PEM private key file."""
+
+    domain: str
+    selector: str
+    private_key_file: Path
 
 
 @dataclass(frozen=True)
@@ -92,6 +123,12 @@ class Settings:
     old_secret_keys: tuple[str, ...] = field(default=(), repr=False)
     confirm_days: float = 7.0
     subscribe_limit: int = 10
+    dkim: DkimSettings | None = None
+    return_path: str | None = None
+    soft_bounce_limit: int = 3
+    soft_bounce_days: float = 30.0
+    webhook_secret: str | None = field(default=None, repr=False)
+    ses_topic_arns: tuple[str, ...] = ()
 
     @classmethod
     def from_environ(cls, environ: Mapping[str, str]) -> Settings:
@@ -120,6 +157,12 @@ class Settings:
             old_secret_keys=tuple(k.strip() for k in environ.get("NEWSLETTER_SECRET_KEY_OLD", "").split(",") if k.strip()),
             confirm_days=_float("NEWSLETTER_CONFIRM_DAYS", environ.get("NEWSLETTER_CONFIRM_DAYS"), 7.0),
             subscribe_limit=_int("NEWSLETTER_SUBSCRIBE_LIMIT", environ.get("NEWSLETTER_SUBSCRIBE_LIMIT"), 10, minimum=0),
+            dkim=_dkim(environ),
+            return_path=_return_path(environ.get("NEWSLETTER_RETURN_PATH")),
+            soft_bounce_limit=_int("NEWSLETTER_SOFT_BOUNCE_LIMIT", environ.get("NEWSLETTER_SOFT_BOUNCE_LIMIT"), 3, minimum=1),
+            soft_bounce_days=_float("NEWSLETTER_SOFT_BOUNCE_DAYS", environ.get("NEWSLETTER_SOFT_BOUNCE_DAYS"), 30.0),
+            webhook_secret=_webhook_secret(environ.get("NEWSLETTER_WEBHOOK_SECRET")),
+            ses_topic_arns=tuple(a.strip() for a in environ.get("NEWSLETTER_SES_TOPIC_ARNS", "").split(",") if a.strip()),
         )
 
 
@@ -201,6 +244,43 @@ def _secret_key(value: str | None, var_dir: Path) -> str:
         return key
     except OSError as exc:
         raise ConfigError(f"NEWSLETTER_SECRET_KEY: unset, and no key could be kept in {path}: {exc.strerror}") from None
+
+
+def _dkim(environ: Mapping[str, str]) -> DkimSettings | None:
+    names = ("NEWSLETTER_DKIM_DOMAIN", "NEWSLETTER_DKIM_SELECTOR", "NEWSLETTER_DKIM_PRIVATE_KEY_FILE")
+    values = [environ.get(n, "").strip() for n in names]
+    if not any(values):
+        return None
+    for name, value in zip(names, values):
+        if not value:
+            others = ", ".join(n for n in names if n != name)
+            raise ConfigError(f"{name}: must be set too when {others} are (DKIM needs all three)")
+    domain, selector, key_file = values
+    if not re.fullmatch(r"(?=.{1,253}$)([A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)+[A-Za-z]{2,63}", domain):
+        raise ConfigError(f"NEWSLETTER_DKIM_DOMAIN: not a domain name: {domain!r}")
+    if not re.fullmatch(r"[A-Za-z0-9]([A-Za-z0-9._-]{0,62})", selector):
+        raise ConfigError(f"NEWSLETTER_DKIM_SELECTOR: not a selector (letters, digits, . _ -): {selector!r}")
+    path = Path(key_file)
+    if not path.is_file():
+        raise ConfigError(f"NEWSLETTER_DKIM_PRIVATE_KEY_FILE: no such file: {key_file!r}")
+    return DkimSettings(domain=domain.lower(), selector=selector, private_key_file=path)
+
+
+def _return_path(value: str | None) -> str | None:
+    if not value:
+        return None
+    value = value.strip()
+    if not re.fullmatch(r"[A-Za-z0-9._%-]+@[A-Za-z0-9.-]+\.[A-Za-z]{2,63}", value) or "+" in value:
+        raise ConfigError(f"NEWSLETTER_RETURN_PATH: expected a plain address like bounces@example.com (no '+'), got {value!r}")
+    return value.lower()
+
+
+def _webhook_secret(value: str | None) -> str | None:
+    if not value:
+        return None
+    if len(value) < 16:
+        raise ConfigError("NEWSLETTER_WEBHOOK_SECRET: too short; use at least 16 random characters")
+    return value
 
 
 def _template_dir(value: str | None) -> Path | None:

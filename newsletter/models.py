@@ -28,10 +28,13 @@ from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 SUBSCRIPTION_STATUSES = ("unconfirmed", "confirmed", "unsubscribed")
-SUPPRESSION_REASONS = ("hard_bounce", "complaint", "unsubscribed_all", "admin")
+SUPPRESSION_REASONS = ("hard_bounce", "soft_bounce", "complaint", "unsubscribed_all", "admin")
 ISSUE_STATUSES = ("draft", "ready", "sent")
 SEND_STATUSES = ("scheduled", "sending", "paused", "finished", "cancelled")
 DELIVERY_STATUSES = ("pending", "sent", "failed", "skipped", "bounced", "cancelled")
+ROLES = ("admin", "editor")
+IMPORT_STATUSES = ("queued", "running", "finished", "failed")
+BOUNCE_KINDS = ("hard", "soft", "complaint", "unsubscribe")
 
 # BigInteger ids on PostgreSQL; SQLite needs plain INTEGER for its rowid alias.
 Id = BigInteger().with_variant(Integer(), "sqlite")
@@ -89,6 +92,10 @@ class MailingList(Base):
     from_name: Mapped[str] = mapped_column(String(200), default="")
     reply_to: Mapped[str | None] = mapped_column(String(320))
     description: Mapped[str] = mapped_column(Text, default="")
+    # Weekly slot: an issue marked ready goes out at the list's next slot (all three set, or none).
+    slot_weekday: Mapped[int | None] = mapped_column(Integer)  # 0 = Monday ... 6 = Sunday
+    slot_time: Mapped[str | None] = mapped_column(String(5))  # "HH:MM", local to slot_timezone
+    slot_timezone: Mapped[str | None] = mapped_column(String(64))  # IANA name, e.g. "Europe/Paris"
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
 
@@ -216,4 +223,92 @@ class Delivery(Base):
     claimed_by: Mapped[str | None] = mapped_column(String(100))
     claim_expires: Mapped[datetime | None] = mapped_column(UTCDateTime)
     sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    bounced_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
+
+
+class BounceEvent(Base):
+    """A bounce, complaint or mailed unsubscribe received for an address (and a delivery when known)."""
+
+    __tablename__ = "bounce_events"
+    __table_args__ = (
+        _check_in("kind", BOUNCE_KINDS, "kind"),
+        Index("ix_bounce_events_email_kind", "email", "kind", "created_at"),
+    )
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True)
+    email: Mapped[str] = mapped_column(String(320))
+    delivery_id: Mapped[int | None] = mapped_column(ForeignKey("deliveries.id", ondelete="SET NULL"))
+    kind: Mapped[str] = mapped_column(String(16))
+    source: Mapped[str] = mapped_column(String(32))  # "smtp", "ses", "webhook"
+    detail: Mapped[str] = mapped_column(Text, default="")
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class AdminUser(Base):
+    """A person who logs in to the admin UI; the password is kept as a slow salted hash."""
+
+    __tablename__ = "admin_users"
+    __table_args__ = (_check_in("role", ROLES, "role"),)
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True)
+    username: Mapped[str] = mapped_column(String(100), unique=True)
+    password_hash: Mapped[str] = mapped_column(String(300))
+    role: Mapped[str] = mapped_column(String(16))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    last_login_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class AdminSession(Base):
+    """A logged-in admin UI session; the cookie holds the id, the table holds only its hash."""
+
+    __tablename__ = "admin_sessions"
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True)
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("admin_users.id", ondelete="CASCADE"))
+    csrf_token: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class ApiToken(Base):
+    """A bearer token for the JSON API; only its SHA-256 is stored."""
+
+    __tablename__ = "api_tokens"
+    __table_args__ = (_check_in("role", ROLES, "role"),)
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True)
+    name: Mapped[str] = mapped_column(String(100), unique=True)
+    role: Mapped[str] = mapped_column(String(16))
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    last_used_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class ImportJob(Base):
+    """A CSV import running in the background: its progress and the report of rejected rows."""
+
+    __tablename__ = "import_jobs"
+    __table_args__ = (_check_in("status", IMPORT_STATUSES, "status"),)
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True)
+    list_id: Mapped[int] = mapped_column(ForeignKey("mailing_lists.id", ondelete="CASCADE"))
+    filename: Mapped[str] = mapped_column(String(300))
+    path: Mapped[str] = mapped_column(String(1000))  # the uploaded file, under $NEWSLETTER_VAR_DIR/imports
+    confirmed: Mapped[bool] = mapped_column(default=False)
+    status: Mapped[str] = mapped_column(String(16), default="queued")
+    size_bytes: Mapped[int] = mapped_column(BigInteger().with_variant(Integer(), "sqlite"), default=0)
+    rows_read: Mapped[int] = mapped_column(Integer, default=0)
+    imported: Mapped[int] = mapped_column(Integer, default=0)
+    updated: Mapped[int] = mapped_column(Integer, default=0)
+    unchanged: Mapped[int] = mapped_column(Integer, default=0)
+    kept_unsubscribed: Mapped[int] = mapped_column(Integer, default=0)
+    rejected: Mapped[int] = mapped_column(Integer, default=0)
+    report_csv: Mapped[str] = mapped_column(Text, default="")  # "line,reason" rows for each rejected row
+    error: Mapped[str | None] = mapped_column(Text)
+    created_by: Mapped[str] = mapped_column(String(100), default="")
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    started_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)

@@ -8,7 +8,7 @@ import typer
 from rich.text import Text
 from sqlalchemy.exc import OperationalError
 
-from newsletter.cli import database, dev, issues, lists, sends, subscribers, suppressions, web
+from newsletter.cli import admin, database, dev, issues, lists, sends, subscribers, suppressions, web
 from newsletter.cli.runtime import err
 from newsletter.errors import ConfigError, NewsletterError
 
@@ -29,6 +29,7 @@ app.command("worker")(sends.worker)
 app.command("smtp-capture")(dev.smtp_capture)
 app.command("web")(web.web)
 app.add_typer(dev.broker_app, name="broker")
+app.add_typer(admin.app, name="admin")
 
 
 def main() -> None:

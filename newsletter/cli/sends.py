@@ -20,18 +20,12 @@ app = typer.Typer(help="Watch and steer sends: status, delivery log, pause, resu
 
 
 def _enqueue(send_id: int, batches: list[sending.Batch]) -> None:
-    from kombu.exceptions import OperationalError
-
-    from newsletter import tasks
+    from newsletter.send_queue import QueueUnavailable, queue_batches
 
     try:
-        tasks.configure(runtime.settings)
-        tasks.enqueue(send_id, batches)
-    except OperationalError as exc:
-        raise ConfigError(
-            f"NEWSLETTER_BROKER_URL: send {send_id} is stored but its batches could not be queued ({exc}); "
-            f"run `newsletter sends resume {send_id}` once the broker is reachable"
-        ) from None
+        queue_batches(runtime.settings, send_id, batches)
+    except QueueUnavailable as exc:
+        raise ConfigError(f"NEWSLETTER_BROKER_URL: {exc}") from None
 
 
 def start(
@@ -171,18 +165,14 @@ def pause(send_id: int = typer.Argument(..., help="The send's id.")) -> None:
 @app.command()
 def resume(send_id: int = typer.Argument(..., help="The send's id.")) -> None:
     """Resume a paused send where it stopped (also re-queues a sending one whose tasks were lost)."""
-    import redis
-
-    from newsletter import embedded_redis
-    from newsletter.send_control import SendControl
+    from newsletter.send_queue import reset_error_counts
 
     settings = runtime.settings
     with runtime.transaction() as session:
         send, batches = sending.resume_send(session, send_id, settings.batch_size)
     if batches:
         # A fresh start for the error-rate check, or a send paused for errors would pause again at once.
-        control = SendControl(redis.Redis.from_url(embedded_redis.client_url(settings.broker_url, settings.var_dir)))
-        control.reset_counts(sending.send_key(send))
+        reset_error_counts(settings, sending.send_key(send))
         _enqueue(send_id, batches)
     out.print(f"Send {send_id} {send.status}: {len(batches)} batch(es) queued.")
 

@@ -9,7 +9,7 @@ from fastapi import FastAPI
 from fastapi.staticfiles import StaticFiles
 from sqlalchemy.orm import Session, sessionmaker
 
-from newsletter import db, embedded_redis
+from newsletter import __version__, admin, api, db, embedded_redis
 from newsletter.config import Settings
 from newsletter.web import archive, confirm, errors, home, preferences, subscribe, unsubscribe
 from newsletter.web.context import STATIC_DIR, ConfirmationSender, Web, page_templates
@@ -36,10 +36,21 @@ def create_app(
         send_confirmation=send_confirmation or celery_confirmations(settings),
         root=root,
     )
-    app = FastAPI(docs_url=None, redoc_url=None, openapi_url=None, redirect_slashes=False)
+    app = FastAPI(
+        title="newsletter admin API",
+        version=__version__,
+        description="Lists, subscribers, imports, suppressions, issues and sends. "
+        "Authenticate with `Authorization: Bearer <token>` (`newsletter admin create-token`).",
+        docs_url=None,
+        redoc_url=None,
+        openapi_url=f"{root}/openapi.json",
+        redirect_slashes=False,
+    )
     app.state.web = state
     for module in (home, subscribe, confirm, unsubscribe, preferences, archive):
-        app.include_router(module.router, prefix=root)
+        app.include_router(module.router, prefix=root, include_in_schema=False)
+    app.include_router(api.router, prefix=root)
+    app.include_router(admin.router, prefix=root)
     app.mount(f"{root}/static", StaticFiles(directory=STATIC_DIR), name="static")
     errors.install(app)
     app.add_middleware(SecurityHeaders, static_prefix=f"{root}/static/")

@@ -1,8 +1,12 @@
-"""The one place where errors become HTTP status codes and error pages.
+"""The one place where errors become HTTP status codes, error pages and JSON errors.
 
+    Unauthenticated -> 401   Forbidden -> 403
     NotFound -> 404    InvalidInput -> 400 (LinkExpired offers the form again)
     Conflict -> 409    TooManyRequests -> 429 (with Retry-After)
-    Unavailable -> 503 anything else -> 500
+    Unavailable, QueueUnavailable -> 503    anything else -> 500
+
+Under /api/ every error is JSON: ``{"error": {"status": 404, "message": "...", "field": ...}}``.
+Under /admin/ a request that is not logged in is sent to the login page.
 
 Pages never show a NotFound's message (it may name other lists or CLI commands); the
 InvalidInput and Conflict messages of the consent functions are written for subscribers.
@@ -14,10 +18,12 @@ import logging
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import HTMLResponse
+from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from newsletter.accounts import Forbidden, Unauthenticated
 from newsletter.errors import Conflict, InvalidInput, NewsletterError, NotFound
+from newsletter.send_queue import QueueUnavailable
 from newsletter.web.context import web
 from newsletter.web.headers import SECURITY_HEADERS
 from newsletter.web.ratelimit import TooManyRequests, Unavailable
@@ -26,11 +32,14 @@ from subscribers.consent import LinkExpired
 log = logging.getLogger("newsletter.web")
 
 STATUS: tuple[tuple[type[Exception], int], ...] = (
+    (Unauthenticated, 401),
+    (Forbidden, 403),
     (NotFound, 404),
     (InvalidInput, 400),
     (Conflict, 409),
     (TooManyRequests, 429),
     (Unavailable, 503),
+    (QueueUnavailable, 503),
 )
 
 
@@ -48,10 +57,49 @@ def error_page(request: Request, status: int, *, message: str | None = None, sub
     )
 
 
+def is_api(request: Request) -> bool:
+    return request.url.path.startswith(f"{web(request).root}/api/")
+
+
+def is_admin(request: Request) -> bool:
+    path = request.url.path
+    return path == f"{web(request).root}/admin" or path.startswith(f"{web(request).root}/admin/")
+
+
+def json_error(status: int, message: str, *, field: str | None = None, headers: dict[str, str] | None = None) -> JSONResponse:
+    return JSONResponse({"error": {"status": status, "message": message, "field": field}}, status_code=status,
+                        headers=headers)
+
+
 def install(app: FastAPI) -> None:
-    """Register the handlers that turn errors into pages."""
+    """Register the handlers that turn errors into pages (or JSON under /api/)."""
+
+    @app.exception_handler(Unauthenticated)
+    async def unauthenticated(request: Request, exc: Unauthenticated) -> Response:
+        if is_api(request):
+            return json_error(401, str(exc), headers={"WWW-Authenticate": "Bearer"})
+        if is_admin(request):
+            return RedirectResponse(f"{web(request).root}/admin/login", status_code=303)
+        return error_page(request, 401)
+
+    @app.exception_handler(Forbidden)
+    async def forbidden(request: Request, exc: Forbidden) -> Response:
+        if is_api(request):
+            return json_error(403, str(exc))
+        return error_page(request, 403, message=str(exc))
 
     @app.exception_handler(NewsletterError)
+    async def domain_error_any(request: Request, exc: NewsletterError) -> Response:
+        if is_api(request):
+            status = status_for(exc)
+            if status == 500:
+                log.error("unexpected error on %s: %s", request.url.path, exc)
+                return json_error(500, "internal error; see the server log")
+            if isinstance(exc, InvalidInput):
+                return json_error(status, exc.message, field=exc.where)
+            return json_error(status, str(exc), headers={"Retry-After": "60"} if status == 503 else None)
+        return await domain_error(request, exc)
+
     async def domain_error(request: Request, exc: NewsletterError) -> HTMLResponse:
         status = status_for(exc)
         if status == 500:
@@ -65,24 +113,36 @@ def install(app: FastAPI) -> None:
         )
 
     @app.exception_handler(TooManyRequests)
-    async def too_many(request: Request, exc: TooManyRequests) -> HTMLResponse:
+    async def too_many(request: Request, exc: TooManyRequests) -> Response:
+        if is_api(request):
+            return json_error(429, "too many requests", headers={"Retry-After": str(exc.retry_after)})
         return error_page(request, 429, headers={"Retry-After": str(exc.retry_after)},
                           message=f"please wait about {max(1, round(exc.retry_after / 60))} minutes and try again")
 
     @app.exception_handler(Unavailable)
-    async def unavailable(request: Request, exc: Unavailable) -> HTMLResponse:
+    async def unavailable(request: Request, exc: Unavailable) -> Response:
         log.error("service unavailable on %s: %s", request.url.path, exc)
+        if is_api(request):
+            return json_error(503, str(exc), headers={"Retry-After": "60"})
         return error_page(request, 503, headers={"Retry-After": "60"})
 
     @app.exception_handler(RequestValidationError)
-    async def bad_request(request: Request, exc: RequestValidationError) -> HTMLResponse:
+    async def bad_request(request: Request, exc: RequestValidationError) -> Response:
+        if is_api(request):
+            first = exc.errors()[0] if exc.errors() else {}
+            field = ".".join(str(part) for part in first.get("loc", ()) if part != "body") or None
+            return json_error(422, str(first.get("msg", "invalid request")), field=field)
         return error_page(request, 400, message="this request is not one we understand")
 
     @app.exception_handler(StarletteHTTPException)
-    async def http_error(request: Request, exc: StarletteHTTPException) -> HTMLResponse:
+    async def http_error(request: Request, exc: StarletteHTTPException) -> Response:
+        if is_api(request):
+            return json_error(exc.status_code, str(exc.detail), headers=dict(exc.headers or {}))
         return error_page(request, exc.status_code, headers=dict(exc.headers or {}))
 
     @app.exception_handler(Exception)
-    async def crash(request: Request, exc: Exception) -> HTMLResponse:
+    async def crash(request: Request, exc: Exception) -> Response:
         log.exception("error on %s", request.url.path)
+        if is_api(request):
+            return json_error(500, "internal error; see the server log", headers=dict(SECURITY_HEADERS))
         return error_page(request, 500, headers=dict(SECURITY_HEADERS))

@@ -1,0 +1,43 @@
+"""Hand a send's batches to the Celery workers: the one place the CLI, API and admin UI enqueue."""
+
+from __future__ import annotations
+
+from newsletter.config import Settings
+from newsletter.errors import NewsletterError
+from newsletter.sending import Batch
+
+
+class QueueUnavailable(NewsletterError):
+    """The broker could not be reached; the send is stored and can be resumed later."""
+
+
+def queue_batches(settings: Settings, send_id: int, batches: list[Batch]) -> None:
+    """Queue one task per batch. Raises QueueUnavailable, naming the command that recovers."""
+    if not batches:
+        return
+    from kombu.exceptions import OperationalError
+
+    from newsletter import tasks
+
+    try:
+        tasks.configure(settings)
+        tasks.enqueue(send_id, batches)
+    except (OperationalError, OSError) as exc:
+        raise QueueUnavailable(
+            f"send {send_id} is stored but its batches could not be queued ({exc}); "
+            f"resume it (`newsletter sends resume {send_id}`) once the broker is reachable"
+        ) from None
+
+
+def reset_error_counts(settings: Settings, key: str) -> None:
+    """Forget a send's attempt and failure counts (before resuming one paused for errors)."""
+    import redis
+
+    from newsletter import embedded_redis
+    from newsletter.send_control import SendControl
+
+    client = redis.Redis.from_url(embedded_redis.client_url(settings.broker_url, settings.var_dir))
+    try:
+        SendControl(client).reset_counts(key)
+    finally:
+        client.close()
