@@ -11,7 +11,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from newsletter import __version__, admin, api, db, embedded_redis
 from newsletter.config import Settings
-from newsletter.web import archive, confirm, errors, home, preferences, subscribe, unsubscribe
+from newsletter.web import archive, confirm, errors, home, preferences, subscribe, unsubscribe, webhooks
 from newsletter.web.context import STATIC_DIR, ConfirmationSender, Web, page_templates
 from newsletter.web.headers import SecurityHeaders
 from newsletter.web.ratelimit import SubscribeLimiter, Unavailable
@@ -47,7 +47,7 @@ def create_app(
         redirect_slashes=False,
     )
     app.state.web = state
-    for module in (home, subscribe, confirm, unsubscribe, preferences, archive):
+    for module in (home, subscribe, confirm, unsubscribe, preferences, archive, webhooks):
         app.include_router(module.router, prefix=root, include_in_schema=False)
     app.include_router(api.router, prefix=root)
     app.include_router(admin.router, prefix=root)
