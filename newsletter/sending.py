@@ -13,8 +13,9 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
-from sqlalchemy import exists, func, insert, literal, not_, select, update
+from sqlalchemy import Select, exists, func, insert, literal, not_, select, update
 from sqlalchemy.orm import Session
 
 from newsletter.delivery import Claimed
@@ -133,13 +134,22 @@ def start_send(
     session.add(send)
     session.flush()
     compile_message(session, send)  # refuses unsafe header values now, before anything is queued
+    issue.status = "sent"
+    return send, snapshot_recipients(session, send, mailing_list.id, now, batch_size)
+
+
+def snapshot_recipients(session: Session, send: Send, list_id: int, now: datetime, batch_size: int) -> list[Batch]:
+    """Write a pending delivery for every confirmed, unsuppressed subscriber of the list; return the batches.
+
+    A send with no one to mail is finished at once (and says why).
+    """
     suppressed = exists().where(Suppression.email == Subscriber.email)
     recipients = (
         select(
             literal(send.id), Subscriber.id, Subscriber.email, literal("pending"), literal(0), literal(now, Delivery.updated_at.type)
         )
         .join(Subscription, Subscription.subscriber_id == Subscriber.id)
-        .where(Subscription.list_id == mailing_list.id, Subscription.status == "confirmed", not_(suppressed))
+        .where(Subscription.list_id == list_id, Subscription.status == "confirmed", not_(suppressed))
         .order_by(Subscriber.id)
     )
     session.execute(
@@ -150,12 +160,11 @@ def start_send(
     )
     # Counted, not taken from rowcount: drivers report -1 for INSERT ... SELECT on PostgreSQL.
     send.total = session.scalar(select(func.count()).select_from(Delivery).where(Delivery.send_id == send.id)) or 0
-    issue.status = "sent"
     if send.total == 0:
         send.status, send.finished_at = "finished", now
         send.status_reason = "no confirmed, unsuppressed subscribers on the list"
-        return send, []
-    return send, pending_batches(session, send.id, batch_size)
+        return []
+    return pending_batches(session, send.id, batch_size)
 
 
 def pending_batches(session: Session, send_id: int, batch_size: int, *, due_only: bool = False) -> list[Batch]:
@@ -267,6 +276,46 @@ def delivery_log(session: Session, send_id: int, *, status: str | None = None) -
         query = query.where(Delivery.status == status)
     for row in session.execute(query.execution_options(yield_per=2000)):
         yield LogRow(*row)
+
+
+def delivery_page(
+    session: Session, send_id: int, *, status: str | None = None, offset: int = 0, limit: int = 100
+) -> tuple[int, list[LogRow]]:
+    """How many deliveries match, and one page of them in id order. Raises NotFound, InvalidInput."""
+    conditions = _log_conditions(session, send_id, status)
+    total = session.scalar(select(func.count()).select_from(Delivery).where(*conditions)) or 0
+    rows = session.execute(_log_query(conditions).offset(offset).limit(limit))
+    return total, [LogRow(*row) for row in rows]
+
+
+def delivery_rows_after(
+    session: Session, send_id: int, after_id: int, *, status: str | None = None, limit: int = 5000
+) -> list[LogRow]:
+    """The next ``limit`` deliveries with an id above ``after_id``: an export in short transactions.
+
+    Raises NotFound, InvalidInput.
+    """
+    conditions = _log_conditions(session, send_id, status)
+    rows = session.execute(_log_query([*conditions, Delivery.id > after_id]).limit(limit))
+    return [LogRow(*row) for row in rows]
+
+
+def _log_conditions(session: Session, send_id: int, status: str | None) -> list[Any]:
+    if status is not None and status not in DELIVERY_STATUSES:
+        raise InvalidInput(f"unknown status {status!r}; use one of {', '.join(DELIVERY_STATUSES)}", where="status")
+    get_send(session, send_id)
+    return [Delivery.send_id == send_id] + ([Delivery.status == status] if status else [])
+
+
+def _log_query(conditions: list[Any]) -> Select[Any]:
+    return (
+        select(
+            Delivery.id, Delivery.email, Delivery.status, Delivery.attempts, Delivery.smtp_code,
+            Delivery.smtp_reply, Delivery.message_id, Delivery.sent_at, Delivery.updated_at,
+        )
+        .where(*conditions)
+        .order_by(Delivery.id)
+    )
 
 
 def test_message(

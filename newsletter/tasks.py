@@ -253,3 +253,6 @@ def _warm_up(**_: object) -> None:
 def _close_transport(**_: object) -> None:
     if _state is not None and "transport" in _state.__dict__:
         _state.transport.close()
+
+
+from newsletter import scheduler_tasks  # noqa: E402,F401 - registers the scheduler's tick task

@@ -127,3 +127,16 @@ def test_send(
     with SmtpTransport(settings.smtp) as transport:
         reply = transport.send(message.envelope_from, recipient.email, data)
     out.print(f"Test of issue {issue_id} sent to {recipient.email}: {reply.code} {reply.text} ({message_id})")
+
+
+@app.command()
+def ready(issue_id: int = typer.Argument(..., help="The issue's id.")) -> None:
+    """Mark an issue ready: the scheduler sends it in its list's next weekly slot (`newsletter lists slot`)."""
+    from newsletter import scheduling
+
+    with runtime.transaction() as session:
+        issue = scheduling.mark_ready(session, issue_id, render_settings())
+        _, mailing_list = issues.get_issue(session, issue.id)
+        slot = scheduling.slot_of(mailing_list)
+    assert slot is not None
+    out.print(f"Issue {issue_id} is ready; it goes out in {mailing_list.slug}'s next slot ({slot.describe()}).")

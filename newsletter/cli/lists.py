@@ -63,3 +63,35 @@ def show(slug: str = typer.Argument(..., help="The list's slug.")) -> None:
         table.add_row(status, str(count))
     table.add_row("total", str(row.total))
     out.print(table)
+
+
+@app.command()
+def slot(
+    slug: str = typer.Argument(..., help="The list."),
+    weekday: str | None = typer.Option(None, "--weekday", help="monday ... sunday."),
+    time: str | None = typer.Option(None, "--time", help="24-hour local time, e.g. 08:00."),
+    timezone: str | None = typer.Option(None, "--timezone", help="IANA time zone, e.g. Europe/Paris."),
+    clear: bool = typer.Option(False, "--clear", help="Remove the list's weekly slot."),
+) -> None:
+    """Set the list's weekly slot: an issue marked ready (`newsletter issues ready ID`) goes out at the next one."""
+    from newsletter import scheduling
+    from newsletter.errors import InvalidInput
+
+    if clear:
+        new_slot = None
+    elif weekday and time and timezone:
+        new_slot = scheduling.parse_slot(weekday, time, timezone)
+    else:
+        raise InvalidInput("give --weekday, --time and --timezone together, or --clear", where="slot")
+    with runtime.transaction() as session:
+        scheduling.set_weekly_slot(session, slug, new_slot)
+    if new_slot is None:
+        out.print(f"List {slug} has no weekly slot now.")
+    else:
+        out.print(f"List {slug} goes out {new_slot.describe()}; next slot {new_slot.next_after(_now()).isoformat(timespec='minutes')}.")
+
+
+def _now():  # type: ignore[no-untyped-def]
+    from newsletter.models import utcnow
+
+    return utcnow()

@@ -13,7 +13,7 @@ from rich.table import Table
 
 from newsletter import sending
 from newsletter.cli.runtime import err, out, print_last_line, render_settings, runtime
-from newsletter.errors import ConfigError
+from newsletter.errors import ConfigError, InvalidInput
 from newsletter.models import DELIVERY_STATUSES
 
 app = typer.Typer(help="Watch and steer sends: status, delivery log, pause, resume, cancel.", no_args_is_help=True)
@@ -32,12 +32,30 @@ def start(
     issue_id: int = typer.Argument(..., help="The issue to send."),
     list_slug: str | None = typer.Option(None, "--list", help="Send to this list instead of the issue's own."),
     wait: bool = typer.Option(False, "--wait", help="Show progress until the send finishes; exit 1 if any delivery failed."),
+    at: str | None = typer.Option(
+        None, "--at", help="Schedule it instead: an ISO 8601 time with its offset, e.g. 2026-12-07T08:00+01:00."
+    ),
 ) -> None:
     """Send an issue: render it once, snapshot the list's confirmed subscribers, queue the batches.
 
-    Workers (`newsletter worker`) deliver them. Prints the send id alone on the last line.
+    Workers (`newsletter worker`) deliver them. With --at the send is stored as scheduled and
+    `newsletter scheduler` starts it then. Prints the send id alone on the last line.
     """
     settings = runtime.settings
+    if at is not None:
+        from newsletter import scheduling
+
+        if wait:
+            raise InvalidInput("use --wait without --at (watch a scheduled send later with `newsletter sends watch ID`)",
+                               where="--wait")
+        when = scheduling.parse_time(at)
+        with runtime.transaction() as session:
+            send = scheduling.schedule_send(session, issue_id, when, render_settings(), list_slug=list_slug)
+            send_id, local = send.id, when.astimezone()
+        err.print(f"Send {send_id} scheduled for {local.isoformat(timespec='minutes')} "
+                  f"({when.isoformat(timespec='minutes')}); `newsletter scheduler` and a worker must be running then.")
+        print_last_line(send_id)
+        return
     with runtime.transaction() as session:
         send, batches = sending.start_send(
             session, issue_id, render_settings(), list_slug=list_slug, batch_size=settings.batch_size
@@ -154,6 +172,36 @@ def delivery_log(
     out.print(f"{count} deliver{'y' if count == 1 else 'ies'}.")
 
 
+@app.command("scheduled")
+def scheduled() -> None:
+    """List scheduled sends, soonest first."""
+    from newsletter import scheduling
+
+    with runtime.transaction() as session:
+        rows = scheduling.scheduled_sends(session)
+        if not rows:
+            out.print("No scheduled sends. Schedule one with: newsletter send ISSUE_ID --at 2026-12-07T08:00+01:00")
+            return
+        table = Table("id", "issue", "list", "at (UTC)", "subject")
+        for send, mailing_list in rows:
+            table.add_row(str(send.id), str(send.issue_id), mailing_list.slug, _time(send.scheduled_at), send.subject)
+    out.print(table)
+
+
+@app.command()
+def reschedule(
+    send_id: int = typer.Argument(..., help="The scheduled send's id."),
+    at: str = typer.Option(..., "--at", help="The new time, ISO 8601 with its offset."),
+) -> None:
+    """Move a scheduled send to another time (cancel it with `newsletter sends cancel ID`)."""
+    from newsletter import scheduling
+
+    when = scheduling.parse_time(at)
+    with runtime.transaction() as session:
+        scheduling.reschedule_send(session, send_id, when)
+    out.print(f"Send {send_id} rescheduled for {when.isoformat(timespec='minutes')}.")
+
+
 @app.command()
 def pause(send_id: int = typer.Argument(..., help="The send's id.")) -> None:
     """Pause a send; workers stop within a second and keep their place."""
@@ -189,6 +237,24 @@ def cancel(send_id: int = typer.Argument(..., help="The send's id.")) -> None:
 def watch_command(send_id: int = typer.Argument(..., help="The send's id.")) -> None:
     """Show a send's progress until it ends; exit 1 if any delivery failed."""
     raise typer.Exit(watch(send_id))
+
+
+def scheduler(
+    loglevel: str = typer.Option("INFO", "--loglevel", help="Celery log level."),
+) -> None:
+    """Run the scheduler (Celery beat): every second it has a worker start due sends and plan weekly slots.
+
+    Run one per deployment, or two for availability: a send still starts only once.
+    """
+    import os
+
+    from newsletter import scheduler_tasks, tasks
+
+    app_ = tasks.configure(runtime.settings)
+    app_.conf.beat_schedule = scheduler_tasks.beat_schedule()
+    err.print(f"Scheduler using broker {app_.conf.broker_url}; a worker (`newsletter worker`) runs what it schedules.")
+    app_.start(argv=["beat", f"--loglevel={loglevel}", "--scheduler", "celery.beat:Scheduler",
+                     "--pidfile=", f"--schedule={runtime.settings.var_dir}/beat-{os.getpid()}"])
 
 
 def worker(
