@@ -82,8 +82,12 @@ def import_csv(
     confirmed: bool = False,
     on_reject: Callable[[RejectedRow], None] = lambda _: None,
     batch_size: int = BATCH_SIZE,
+    on_progress: Callable[[int], None] | None = None,
 ) -> ImportSummary:
     """Import the CSV file at ``path`` into the list; report each rejected row through ``on_reject``.
+
+    ``on_progress``, when given, is called after each batch and at the end with the number
+    of data rows read so far (blank lines not counted).
 
     Raises NotFound for an unknown list and InvalidInput (naming the file and line) when the
     file cannot be read, is not UTF-8, or has no ``email`` column. The caller must then roll
@@ -95,7 +99,7 @@ def import_csv(
     except OSError as exc:
         raise InvalidInput(f"cannot read the file: {exc.strerror}", where=str(path)) from None
     with handle:
-        return _import_stream(session, mailing_list.id, handle, str(path), confirmed, on_reject, batch_size)
+        return _import_stream(session, mailing_list.id, handle, str(path), confirmed, on_reject, batch_size, on_progress)
 
 
 def _import_stream(
@@ -106,23 +110,35 @@ def _import_stream(
     confirmed: bool,
     on_reject: Callable[[RejectedRow], None],
     batch_size: int,
+    on_progress: Callable[[int], None] | None = None,
 ) -> ImportSummary:
     summary = ImportSummary()
+    read = 0
 
     def reject(line: int, reason: str) -> None:
         summary.rejected += 1
         on_reject(RejectedRow(line, reason))
 
+    def reject_read(line: int, reason: str) -> None:
+        nonlocal read
+        read += 1
+        reject(line, reason)
+
     seen = _seen_table(session)
     try:
         batch: list[_Row] = []
-        for row in _rows(handle, source, reject):
+        for row in _rows(handle, source, reject_read):
+            read += 1
             batch.append(row)
             if len(batch) >= batch_size:
                 _write_batch(session, list_id, batch, seen, confirmed, summary, reject)
                 batch = []
+                if on_progress is not None:
+                    on_progress(read)
         if batch:
             _write_batch(session, list_id, batch, seen, confirmed, summary, reject)
+        if on_progress is not None:
+            on_progress(read)
     finally:
         seen.drop(session.connection())
     return summary
