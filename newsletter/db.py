@@ -38,10 +38,15 @@ def make_engine(url: str, *, echo: bool = False) -> Engine:
         # import or snapshot is one real transaction (see SQLAlchemy's pysqlite notes).
         # IMMEDIATE takes the write lock up front: a deferred transaction that reads and then
         # writes fails at once with "database is locked" when another process wrote in
-        # between, whereas IMMEDIATE waits its turn (busy_timeout). WAL readers never block.
-        event.listen(engine, "begin", lambda conn: conn.exec_driver_sql("BEGIN IMMEDIATE"))
+        # between, whereas IMMEDIATE waits its turn (busy_timeout). WAL readers never block,
+        # so read-only work (see :func:`reading`) begins deferred and never waits for a writer.
+        event.listen(engine, "begin", _sqlite_begin)
         return engine
     return create_engine(url, echo=echo, pool_pre_ping=True)
+
+
+def _sqlite_begin(conn) -> None:  # type: ignore[no-untyped-def]
+    conn.exec_driver_sql("BEGIN" if conn.get_execution_options().get(READ_ONLY) else "BEGIN IMMEDIATE")
 
 
 def _sqlite_pragmas(dbapi_connection, _record) -> None:  # type: ignore[no-untyped-def]
@@ -54,6 +59,9 @@ def _sqlite_pragmas(dbapi_connection, _record) -> None:  # type: ignore[no-untyp
     cursor.close()
 
 
+READ_ONLY = "newsletter_read_only"
+
+
 def session_factory(engine: Engine) -> sessionmaker[Session]:
     return sessionmaker(bind=engine, expire_on_commit=False)
 
@@ -63,6 +71,20 @@ def transaction(factory: sessionmaker[Session]) -> Iterator[Session]:
     """One unit of work: commit when the block succeeds, roll back everything if it raises."""
     with factory() as session, session.begin():
         yield session
+
+
+@contextmanager
+def reading(factory: sessionmaker[Session]) -> Iterator[Session]:
+    """Read-only work: on SQLite it does not queue behind a writer (a long import, a send's flush).
+
+    Nothing written in the block is committed.
+    """
+    with factory() as session:
+        session.connection(execution_options={READ_ONLY: True})
+        try:
+            yield session
+        finally:
+            session.rollback()
 
 
 def _alembic_config(engine: Engine):  # type: ignore[no-untyped-def]
