@@ -61,6 +61,11 @@ DOCUMENTED: dict[str, tuple[str, str]] = {
         "0.2",
         "A send pauses itself when this share of its attempts failed (once 50 were made); 1 turns it off.",
     ),
+    "NEWSLETTER_LOG_FORMAT": (
+        "text",
+        "Log lines of the worker, scheduler, web and inbound processes: text, or json (one object per line, "
+        "with send_id and delivery_id fields where they apply).",
+    ),
     "NEWSLETTER_DKIM_DOMAIN": ("(unset: no DKIM signature)", "Domain that signs every message (d=), e.g. example.com."),
     "NEWSLETTER_DKIM_SELECTOR": ("(unset)", "DKIM selector (s=): the key is published at SELECTOR._domainkey.DOMAIN."),
     "NEWSLETTER_DKIM_PRIVATE_KEY_FILE": (
@@ -129,6 +134,7 @@ class Settings:
     soft_bounce_days: float = 30.0
     webhook_secret: str | None = field(default=None, repr=False)
     ses_topic_arns: tuple[str, ...] = ()
+    log_format: str = "text"
 
     @classmethod
     def from_environ(cls, environ: Mapping[str, str]) -> Settings:
@@ -162,6 +168,7 @@ class Settings:
             soft_bounce_limit=_int("NEWSLETTER_SOFT_BOUNCE_LIMIT", environ.get("NEWSLETTER_SOFT_BOUNCE_LIMIT"), 3, minimum=1),
             soft_bounce_days=_float("NEWSLETTER_SOFT_BOUNCE_DAYS", environ.get("NEWSLETTER_SOFT_BOUNCE_DAYS"), 30.0),
             webhook_secret=_webhook_secret(environ.get("NEWSLETTER_WEBHOOK_SECRET")),
+            log_format=_choice("NEWSLETTER_LOG_FORMAT", environ.get("NEWSLETTER_LOG_FORMAT"), ("text", "json")),
             ses_topic_arns=tuple(a.strip() for a in environ.get("NEWSLETTER_SES_TOPIC_ARNS", "").split(",") if a.strip()),
         )
 
@@ -220,6 +227,9 @@ def _broker_url(value: str | None) -> str | None:
 
 
 def _base_url(value: str) -> str:
+    if any(c.isspace() or ord(c) < 32 or ord(c) == 127 for c in value):
+        # urlsplit drops CR, LF and tabs silently; the value itself goes into every List-Unsubscribe header.
+        raise ConfigError("NEWSLETTER_BASE_URL: must not contain spaces, line breaks or control characters")
     parts = urlsplit(value)
     if parts.scheme not in ("http", "https") or not parts.netloc or parts.query or parts.fragment:
         raise ConfigError(f"NEWSLETTER_BASE_URL: expected an absolute http(s) URL like https://news.example.com, got {value!r}")
@@ -273,6 +283,14 @@ def _return_path(value: str | None) -> str | None:
     if not re.fullmatch(r"[A-Za-z0-9._%-]+@[A-Za-z0-9.-]+\.[A-Za-z]{2,63}", value) or "+" in value:
         raise ConfigError(f"NEWSLETTER_RETURN_PATH: expected a plain address like bounces@example.com (no '+'), got {value!r}")
     return value.lower()
+
+
+def _choice(name: str, value: str | None, choices: tuple[str, ...]) -> str:
+    if not value:
+        return choices[0]
+    if value.strip().lower() not in choices:
+        raise ConfigError(f"{name}: expected one of {', '.join(choices)}, got {value!r}")
+    return value.strip().lower()
 
 
 def _webhook_secret(value: str | None) -> str | None:

@@ -42,8 +42,8 @@ def test_every_confirmed_subscriber_gets_exactly_one_well_formed_message(newsroo
     assert len(log) == 119 and all(",sent,1,250," in line for line in log[1:])
 
 
-def test_smtp_errors_retry_fail_and_suppress(newsroom):
-    room = newsroom
+def test_smtp_errors_retry_fail_and_suppress(newsroom_any_db):
+    room = newsroom_any_db
     room.capture.replies.update({"busy@example.com": "451 4.3.0 Try again later", "gone@example.com": "550 5.1.1 User unknown"})
     addresses = room.setup_list(10)
     for address in ("busy@example.com", "gone@example.com"):
@@ -74,11 +74,11 @@ def test_wait_shows_progress_and_exits_non_zero_when_a_delivery_failed(newsroom)
     assert "sent 5, failed 1" in result.stderr
 
 
-def test_pause_stops_within_a_second_and_resume_finishes_exactly_once(newsroom):
-    room = newsroom
+def test_pause_stops_within_a_second_and_resume_finishes_exactly_once(newsroom_any_db):
+    room = newsroom_any_db
     addresses = room.setup_list(200)
     issue_id = room.create_issue()
-    room.start_worker(concurrency=2, NEWSLETTER_SEND_RATE="40")
+    room.start_worker(concurrency=2, NEWSLETTER_SEND_RATE="20")
     send_id = room.send(issue_id)
     room.wait_received(30)
     room.cli("sends", "pause", send_id)
@@ -116,8 +116,8 @@ def test_subscribers_who_leave_mid_send_are_skipped(newsroom):
     assert all(a in skipped for a in leavers)
 
 
-def test_cancel_leaves_the_rest_unsent_and_logged(newsroom):
-    room = newsroom
+def test_cancel_leaves_the_rest_unsent_and_logged(newsroom_any_db):
+    room = newsroom_any_db
     room.setup_list(100)
     issue_id = room.create_issue()
     room.start_worker(concurrency=1, NEWSLETTER_SEND_RATE="30")
@@ -316,3 +316,20 @@ def test_send_rate_is_shared_by_all_worker_processes(newsroom):
     times = sorted(m.received_at.timestamp() for m in room.capture.messages)
     # A bucket of 20 tokens refilled at 20/s: the other 40 need at least 2 s, whatever the workers.
     assert times[-1] - times[0] >= 1.9
+
+
+def test_three_worker_processes_on_one_redis_deliver_one_send_exactly_once(newsroom_any_db):
+    room = newsroom_any_db
+    addresses = room.setup_list(300)
+    issue_id = room.create_issue()
+    for _ in range(3):
+        room.start_worker(concurrency=2)
+    send_id = room.send(issue_id)
+    final = room.wait_status(send_id, timeout=120)
+    assert (final["sent"], final["failed"], final["pending"]) == (300, 0, 0)
+    room.wait_received(300)
+    time.sleep(1)
+    assert room.received() == {a: 1 for a in addresses}
+    # Every worker process took part: batches were spread across them, not all taken by one.
+    busy = [w for w in room.workers if "batch" in w.log.read_text()]
+    assert len(busy) >= 2

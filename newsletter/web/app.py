@@ -7,11 +7,12 @@ from urllib.parse import urlsplit
 import redis
 from fastapi import FastAPI
 from fastapi.staticfiles import StaticFiles
+from prometheus_client import CollectorRegistry
 from sqlalchemy.orm import Session, sessionmaker
 
 from newsletter import __version__, admin, api, db, embedded_redis
 from newsletter.config import Settings
-from newsletter.web import archive, confirm, errors, home, preferences, subscribe, unsubscribe, webhooks
+from newsletter.web import archive, confirm, errors, home, metrics, preferences, subscribe, unsubscribe, webhooks
 from newsletter.web.context import STATIC_DIR, ConfirmationSender, Web, page_templates
 from newsletter.web.headers import SecurityHeaders
 from newsletter.web.ratelimit import SubscribeLimiter, Unavailable
@@ -46,8 +47,9 @@ def create_app(
         openapi_url=f"{root}/openapi.json",
         redirect_slashes=False,
     )
+    state.metrics = metrics_registry(settings, state.sessions)
     app.state.web = state
-    for module in (home, subscribe, confirm, unsubscribe, preferences, archive, webhooks):
+    for module in (home, subscribe, confirm, unsubscribe, preferences, archive, webhooks, metrics):
         app.include_router(module.router, prefix=root, include_in_schema=False)
     app.include_router(api.router, prefix=root)
     app.include_router(admin.router, prefix=root)
@@ -55,6 +57,22 @@ def create_app(
     errors.install(app)
     app.add_middleware(SecurityHeaders, static_prefix=f"{root}/static/")
     return app
+
+
+def metrics_registry(settings: Settings, sessions: sessionmaker[Session]) -> CollectorRegistry:
+    from newsletter.metrics import NewsletterCollector
+    from newsletter.tasks import QUEUE
+
+    client: list[redis.Redis] = []
+
+    def queue_depth() -> int:
+        if not client:
+            client.append(_redis(settings))
+        return int(client[0].llen(QUEUE))
+
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(NewsletterCollector(sessions, queue_depth))
+    return registry
 
 
 def celery_confirmations(settings: Settings) -> ConfirmationSender:

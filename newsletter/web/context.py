@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from fastapi import Request
+from prometheus_client import CollectorRegistry
 from fastapi.responses import HTMLResponse
 from jinja2 import Environment, FileSystemLoader, StrictUndefined
 from sqlalchemy.orm import Session, sessionmaker
@@ -35,10 +36,17 @@ class Web:
     limiter: SubscribeLimiter
     send_confirmation: ConfirmationSender
     root: str  # the path of NEWSLETTER_BASE_URL ("" or e.g. "/news"): every route lives under it
+    metrics: CollectorRegistry | None = None  # what GET /metrics reports
 
     @contextmanager
     def transaction(self) -> Iterator[Session]:
         with db.transaction(self.sessions) as session:
+            yield session
+
+    @contextmanager
+    def reading(self) -> Iterator[Session]:
+        """Read-only work (page views, lookups): on SQLite it never waits behind a long import."""
+        with db.reading(self.sessions) as session:
             yield session
 
     @property
