@@ -1,0 +1,59 @@
+"""`newsletter inbound` (the SMTP server for bounces and unsubscribe mail) and `newsletter bounces ls`."""
+
+from __future__ import annotations
+
+import typer
+from rich.table import Table
+
+from newsletter.cli.runtime import out, runtime
+from newsletter.models import BOUNCE_KINDS
+
+bounces_app = typer.Typer(help="Bounces, complaints and unsubscribe requests received.", no_args_is_help=True)
+
+
+def inbound(
+    host: str = typer.Option("127.0.0.1", "--host", help="Address to listen on (0.0.0.0 for every interface)."),
+    port: int = typer.Option(2525, "--port", help="Port to listen on (0 picks a free one, printed at start-up)."),
+    max_size: int = typer.Option(10, "--max-size", min=1, help="Largest message accepted, in MB."),
+) -> None:
+    """Receive bounces, complaints (ARF) and List-Unsubscribe mail over SMTP, and act on them.
+
+    Route here the mail for NEWSLETTER_RETURN_PATH and its + forms, and for the
+    unsubscribe+TOKEN@ addresses of your lists' sender domains. Prints one line per
+    event; Ctrl-C or SIGTERM stops it.
+    """
+    from newsletter import logs
+    from newsletter.inbound import Receiver, mailboxes_for, main_loop
+
+    settings = runtime.settings
+    logs.configure(settings.log_format)
+    receiver = Receiver(
+        runtime.sessions,  # refuses a missing or outdated schema before listening
+        mailboxes_for(settings),
+        soft_limit=settings.soft_bounce_limit,
+        soft_days=settings.soft_bounce_days,
+    )
+    main_loop(
+        receiver, host=host, port=port, data_size_limit=max_size * 1024 * 1024, print_events=settings.log_format != "json"
+    )
+
+
+@bounces_app.command("ls")
+def list_events(
+    kind: str = typer.Option(None, "--kind", help=f"Only events of one kind: {', '.join(BOUNCE_KINDS)}."),
+    email: str = typer.Option(None, "--email", help="Only events for one address."),
+    limit: int = typer.Option(50, "--limit", help="How many of the newest events to show."),
+) -> None:
+    """The newest bounce, complaint and unsubscribe events, newest first."""
+    from subscribers.bounces import recent_events
+
+    with runtime.transaction() as session:
+        rows = recent_events(session, limit=limit, kind=kind, email=email)
+    table = Table("when", "email", "kind", "source", "delivery", "send", "detail")
+    for row in rows:
+        table.add_row(
+            row.created_at.isoformat(timespec="seconds"), row.email, row.kind, row.source,
+            str(row.delivery_id or ""), str(row.send_id or ""), row.detail,
+        )
+    out.print(table)
+    out.print(f"{len(rows)} event(s).")

@@ -1,0 +1,289 @@
+"""Bounces, complaints and mailed unsubscribes: what each does to a delivery, a subscription, a suppression.
+
+Every source (the inbound SMTP server, the Amazon SES webhook, the generic JSON webhook)
+ends in :func:`record_bounce`, so the rules are the same whoever reports the event:
+
+* **hard** bounce: the delivery (when known) is marked ``bounced`` and the address is
+  suppressed at once (``hard_bounce``).
+* **soft** bounce: the delivery is marked ``bounced``; the address is suppressed
+  (``soft_bounce``) once ``soft_limit`` soft bounces arrived within ``soft_days``.
+* **complaint** (someone pressed "this is spam"): the address leaves the delivery's list
+  (every list when the delivery is unknown) and is suppressed (``complaint``).
+* **unsubscribe** (mail to the List-Unsubscribe mailto address, or a provider's
+  unsubscribe event): the address leaves that list only; nothing is suppressed, so the
+  reader may subscribe again.
+
+An event is stored once: a repeat of the same kind for the same delivery changes and
+counts nothing (mail servers send a "delayed" warning more than once, SNS retries its
+POSTs). Without a known delivery, an event is a repeat when the same address, kind and
+detail arrived within the last 24 hours.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from newsletter.errors import InvalidInput, NotFound
+from newsletter.models import BOUNCE_KINDS, BounceEvent, Delivery, MailingList, Send, Subscriber, Subscription, utcnow
+from subscribers.addresses import normalise_email
+from subscribers.suppressions import suppress
+
+SOURCES = ("smtp", "ses", "webhook")
+REPEAT_WINDOW = timedelta(hours=24)
+DETAIL_MAX = 2000
+COMPLAINT_END_REASON = "complaint (marked as spam)"
+UNSUBSCRIBE_END_REASONS = {
+    "smtp": "unsubscribe email (List-Unsubscribe mailto)",
+    "ses": "unsubscribe reported by Amazon SES",
+    "webhook": "unsubscribe reported by the mail provider",
+}
+# A suppression for a soft bounce gives way to a stronger reason; any other reason stays.
+_UPGRADABLE = {"soft_bounce": ("hard_bounce", "complaint")}
+_MESSAGE_ID = re.compile(r"<?\s*(\d{1,19})\.[^<>\s@]+@[^<>\s]+\s*>?")
+
+
+@dataclass(frozen=True)
+class BounceOutcome:
+    """What one event did."""
+
+    email: str
+    kind: str
+    source: str
+    delivery_id: int | None
+    event_id: int | None  # None for a repeat, which stores nothing
+    repeated: bool = False
+    delivery_bounced: bool = False  # the delivery was marked bounced now
+    suppressed: str | None = None  # the suppression reason this event set (new or upgraded)
+    unsubscribed: tuple[str, ...] = ()  # slugs of the lists it ended
+    soft_count: int | None = None  # soft bounces within the window, this one included
+
+    def summary(self) -> str:
+        """One line for a log: ``hard bounce ann@example.com (delivery 12): delivery bounced, suppressed hard_bounce``."""
+        what = {"hard": "hard bounce", "soft": "soft bounce", "complaint": "complaint", "unsubscribe": "unsubscribe"}
+        where = f" (delivery {self.delivery_id})" if self.delivery_id is not None else ""
+        if self.repeated:
+            return f"{what[self.kind]} {self.email}{where}: repeat of an event already recorded, nothing changed"
+        done = []
+        if self.delivery_bounced:
+            done.append("delivery bounced")
+        if self.soft_count is not None:
+            done.append(f"{self.soft_count} soft bounce(s) in the window")
+        if self.unsubscribed:
+            done.append("left " + ", ".join(self.unsubscribed))
+        if self.suppressed:
+            done.append(f"suppressed {self.suppressed}")
+        return f"{what[self.kind]} {self.email}{where}: " + (", ".join(done) or "recorded")
+
+
+@dataclass(frozen=True)
+class EventRow:
+    """One stored event, as an admin sees it."""
+
+    id: int
+    created_at: datetime
+    email: str
+    kind: str
+    source: str
+    delivery_id: int | None
+    send_id: int | None
+    detail: str
+
+
+def record_bounce(
+    session: Session,
+    *,
+    email: str | None,
+    delivery_id: int | None = None,
+    kind: str,
+    source: str,
+    detail: str = "",
+    soft_limit: int,
+    soft_days: float,
+    list_id: int | None = None,
+    now: datetime | None = None,
+) -> BounceOutcome:
+    """Store a bounce, complaint or unsubscribe event and act on it (see the module docstring).
+
+    With a ``delivery_id`` the event is about the address that delivery went to (``email``
+    may then be None); ``list_id`` names the list of an unsubscribe or complaint when no
+    delivery is known. Raises InvalidInput (unknown kind or source, bad address, neither
+    address nor delivery), NotFound (no such delivery or list).
+    """
+    if kind not in BOUNCE_KINDS:
+        raise InvalidInput(f"unknown kind {kind!r}; use one of {', '.join(BOUNCE_KINDS)}", where="kind")
+    if source not in SOURCES:
+        raise InvalidInput(f"unknown source {source!r}; use one of {', '.join(SOURCES)}", where="source")
+    now = now or utcnow()
+    detail = _clean(detail)
+    delivery = None
+    if delivery_id is not None:
+        delivery = session.get(Delivery, delivery_id)
+        if delivery is None:
+            raise NotFound(f"no delivery {delivery_id}")
+        address = delivery.email
+    elif email:
+        address = normalise_email(email)
+    else:
+        raise InvalidInput("an event needs an address or a delivery", where="email")
+    if list_id is not None and session.get(MailingList, list_id) is None:
+        raise NotFound(f"no list {list_id}")
+
+    if _is_repeat(session, address, kind, delivery, detail, now):
+        return BounceOutcome(address, kind, source, delivery_id, None, repeated=True)
+    event = BounceEvent(email=address, delivery_id=delivery_id, kind=kind, source=source, detail=detail, created_at=now)
+    session.add(event)
+    session.flush()
+
+    delivery_bounced = False
+    if kind in ("hard", "soft") and delivery is not None and delivery.status == "sent":
+        # The SMTP reply stays: it records what the server said when it took the message.
+        delivery.status, delivery.bounced_at, delivery.updated_at = "bounced", now, now
+        delivery_bounced = True
+    suppressed: str | None = None
+    soft_count: int | None = None
+    unsubscribed: tuple[str, ...] = ()
+    if kind == "hard":
+        suppressed = _suppress(session, address, "hard_bounce", detail)
+    elif kind == "soft":
+        soft_count = session.scalar(
+            select(func.count()).select_from(BounceEvent).where(
+                BounceEvent.email == address,
+                BounceEvent.kind == "soft",
+                BounceEvent.created_at > now - timedelta(days=soft_days),
+                BounceEvent.created_at <= now,
+            )
+        ) or 0
+        if soft_count >= soft_limit:
+            note = f"{soft_count} soft bounces within {soft_days:g} days; the last: {detail}"
+            suppressed = _suppress(session, address, "soft_bounce", note)
+    elif kind == "complaint":
+        unsubscribed = _end_subscriptions(session, address, _lists_of(session, delivery, list_id), COMPLAINT_END_REASON, now)
+        suppressed = _suppress(session, address, "complaint", detail)
+    else:  # unsubscribe
+        unsubscribed = _end_subscriptions(
+            session, address, _lists_of(session, delivery, list_id), UNSUBSCRIBE_END_REASONS[source], now
+        )
+    return BounceOutcome(
+        address, kind, source, delivery_id, event.id, delivery_bounced=delivery_bounced, suppressed=suppressed,
+        unsubscribed=unsubscribed, soft_count=soft_count,
+    )
+
+
+def find_delivery(session: Session, message_id: str | None, email: str | None = None) -> int | None:
+    """The delivery a Message-ID of ours names, or None.
+
+    Message-IDs start with the delivery id (``<1234.5.k3j4@example.org>``); the id is
+    taken only if that delivery's stored Message-ID is the same one and, when ``email`` is
+    given, it went to that address (Message-IDs can be guessed from one another, so an
+    ID alone never names someone else's delivery). Raises nothing.
+    """
+    if not message_id:
+        return None
+    match = _MESSAGE_ID.fullmatch(message_id.strip())
+    if match is None:
+        return None
+    delivery = session.get(Delivery, int(match.group(1)))
+    if delivery is None or delivery.message_id is None:
+        return None
+    wanted = "<" + message_id.strip().strip("<>").strip() + ">"
+    if delivery.message_id.strip() != wanted:
+        return None
+    if email is not None:
+        try:
+            if normalise_email(email) != delivery.email:
+                return None
+        except InvalidInput:
+            return None
+    return delivery.id
+
+
+def recent_events(
+    session: Session, *, limit: int = 50, kind: str | None = None, email: str | None = None
+) -> list[EventRow]:
+    """The newest events first, optionally of one kind or one address. Raises InvalidInput."""
+    if kind is not None and kind not in BOUNCE_KINDS:
+        raise InvalidInput(f"unknown kind {kind!r}; use one of {', '.join(BOUNCE_KINDS)}", where="--kind")
+    if limit < 1:
+        raise InvalidInput("must be at least 1", where="--limit")
+    query = (
+        select(
+            BounceEvent.id, BounceEvent.created_at, BounceEvent.email, BounceEvent.kind, BounceEvent.source,
+            BounceEvent.delivery_id, Delivery.send_id, BounceEvent.detail,
+        )
+        .outerjoin(Delivery, Delivery.id == BounceEvent.delivery_id)
+        .order_by(BounceEvent.created_at.desc(), BounceEvent.id.desc())
+        .limit(limit)
+    )
+    if kind is not None:
+        query = query.where(BounceEvent.kind == kind)
+    if email is not None:
+        query = query.where(BounceEvent.email == normalise_email(email))
+    return [EventRow(*row) for row in session.execute(query)]
+
+
+# --- helpers ---------------------------------------------------------------------------
+
+
+def _clean(detail: str) -> str:
+    """One line, control characters replaced, clipped: details come from strangers' mail servers."""
+    text = "".join(c if c >= " " and c != "\x7f" else " " for c in detail)
+    return " ".join(text.split())[:DETAIL_MAX]
+
+
+def _is_repeat(session: Session, address: str, kind: str, delivery: Delivery | None, detail: str, now: datetime) -> bool:
+    query = select(BounceEvent.id).where(BounceEvent.kind == kind)
+    if delivery is not None:
+        query = query.where(BounceEvent.delivery_id == delivery.id)
+    else:
+        query = query.where(
+            BounceEvent.email == address,
+            BounceEvent.delivery_id.is_(None),
+            BounceEvent.detail == detail,
+            BounceEvent.created_at > now - REPEAT_WINDOW,
+        )
+    return session.scalar(query.limit(1)) is not None
+
+
+def _suppress(session: Session, address: str, reason: str, note: str) -> str | None:
+    """Suppress ``address``; the reason set now, or None if it was suppressed before (and stays so)."""
+    row, created = suppress(session, address, reason=reason, note=note[:500])
+    if created:
+        return reason
+    if reason in _UPGRADABLE.get(row.reason, ()):
+        row.reason, row.note = reason, note[:500]
+        return reason
+    return None
+
+
+def _lists_of(session: Session, delivery: Delivery | None, list_id: int | None) -> list[int] | None:
+    """The list an event is about: the delivery's send's, or the one given; None means every list."""
+    if delivery is not None:
+        return [session.scalar(select(Send.list_id).where(Send.id == delivery.send_id))]  # type: ignore[list-item]
+    if list_id is not None:
+        return [list_id]
+    return None
+
+
+def _end_subscriptions(
+    session: Session, address: str, list_ids: list[int] | None, reason: str, now: datetime
+) -> tuple[str, ...]:
+    """End the address's subscriptions to those lists (None: all); returns the slugs of those ended now."""
+    query = (
+        select(Subscription, MailingList.slug)
+        .join(Subscriber, Subscriber.id == Subscription.subscriber_id)
+        .join(MailingList, MailingList.id == Subscription.list_id)
+        .where(Subscriber.email == address, Subscription.status != "unsubscribed")
+        .order_by(MailingList.slug)
+    )
+    if list_ids is not None:
+        query = query.where(Subscription.list_id.in_(list_ids))
+    ended = []
+    for subscription, slug in session.execute(query).all():
+        subscription.status, subscription.ended_at, subscription.end_reason = "unsubscribed", now, reason
+        ended.append(slug)
+    return tuple(ended)
