@@ -26,6 +26,7 @@ bench: install
 	$(BIN)/python bench/bench_import.py
 	$(BIN)/python bench/bench_transport.py
 	$(BIN)/python bench/bench_send.py
+	$(BIN)/python bench/bench_dkim.py
 
 clean:
 	rm -rf $(VENV) var .pytest_cache *.egg-info

@@ -17,7 +17,9 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
+import re
 import time
+import unicodedata
 from dataclasses import dataclass
 from email.header import Header
 from email.utils import formataddr, formatdate
@@ -53,12 +55,22 @@ class MessageHeaders:
     list_name: str
     list_slug: str
     message_id_tag: str  # unique per send, e.g. "42.k3j4h5": Message-IDs are <delivery.TAG@domain>
+    # Gmail's Feedback-ID without its last field (the sender domain is added), e.g. "42:weekly:newsletter";
+    # the same for every copy of a send, so Gmail's Postmaster Tools can report spam rates per send and list.
+    feedback_id: str | None = None
+
+
+_FEEDBACK_ID = re.compile(r"[A-Za-z0-9._-]+(:[A-Za-z0-9._-]+)*")
 
 
 def check_header_value(field: str, value: str) -> str:
-    """Raises InvalidInput if ``value`` holds CR, LF or another control character (header injection)."""
-    if any(ord(c) < 32 or ord(c) == 127 for c in value):
-        raise InvalidInput(f"{field} contains a line break or control character", where=field)
+    """Raises InvalidInput if ``value`` holds CR, LF or another control character (header injection).
+
+    Refused: C0 and C1 controls, DEL, and the Unicode line and paragraph separators.
+    """
+    for char in value:
+        if unicodedata.category(char) in ("Cc", "Zl", "Zp"):
+            raise InvalidInput(f"{field} contains a line break or control character ({char!r})", where=field)
     return value
 
 
@@ -83,15 +95,22 @@ class CompiledMessage:
         for field, value in (
             ("subject", headers.subject),
             ("from name", headers.from_name),
+            ("from address", headers.from_email),
+            ("reply-to", headers.reply_to or ""),
             ("list name", headers.list_name),
+            ("list slug", headers.list_slug),
+            ("Feedback-ID", headers.feedback_id or ""),
         ):
             check_header_value(field, value)
+        if headers.feedback_id is not None and not _FEEDBACK_ID.fullmatch(headers.feedback_id):
+            raise InvalidInput(f"not a Feedback-ID (colon-separated letters, digits, '.', '_', '-'): {headers.feedback_id!r}",
+                               where="Feedback-ID")
         self.headers = headers
         self.domain = sender_domain(headers.from_email)
         self.envelope_from = ascii_address(headers.from_email)
         boundary = "nl-" + hashlib.sha256(f"{headers.message_id_tag}{html}".encode()).hexdigest()[:24]
         shared = [
-            _header("From", formataddr((headers.from_name, headers.from_email), charset="utf-8")),
+            _header("From", formataddr((headers.from_name, self.envelope_from), charset="utf-8")),
             _header("Subject", _encode_text_header(headers.subject, "Subject")),
             b"MIME-Version: 1.0",
             _header("Content-Type", f'multipart/alternative; boundary="{boundary}"'),
@@ -99,7 +118,9 @@ class CompiledMessage:
             b"List-Unsubscribe-Post: List-Unsubscribe=One-Click",
         ]
         if headers.reply_to:
-            shared.append(_header("Reply-To", headers.reply_to))
+            shared.append(_header("Reply-To", ascii_address(headers.reply_to)))
+        if headers.feedback_id:
+            shared.append(_header("Feedback-ID", f"{headers.feedback_id}:{self.domain}"))
         self._shared_headers = CRLF.join(shared) + CRLF
         text_head = (
             f"--{boundary}\r\nContent-Type: text/plain; charset=\"utf-8\"\r\n"
@@ -206,11 +227,16 @@ _SPECIALS = frozenset('()<>[]:;@\\,."')
 
 
 def _to_header(name: str, address: str) -> bytes:
-    """``To: name <address>``: encoded words (at most 75 characters each, folded) for a non-ASCII name."""
+    """``To: name <address>``: encoded words (at most 75 characters each, folded) for a non-ASCII name.
+
+    Also for a name with a control character, which input never lets in (names are checked where
+    they are typed or imported); should one be stored anyway, it stays inside an encoded word
+    instead of breaking the header.
+    """
     address = ascii_address(address)
     if not name:
         return f"To: {address}".encode("utf-8")  # UTF-8 only for a non-ASCII local part (SMTPUTF8)
-    if name.isascii():
+    if name.isascii() and name.isprintable():
         phrase = name if not _SPECIALS.intersection(name) else '"' + name.replace("\\", "\\\\").replace('"', '\\"') + '"'
     else:
         phrase = _encoded_words(name)

@@ -27,6 +27,7 @@ from newsletter.delivery import Transport
 from newsletter.errors import RenderError
 from newsletter.issues import RenderSettings
 from newsletter.messages import CompiledMessage, MessageHeaders, Recipient
+from newsletter.outbound import PLAIN, Outbound
 from newsletter.rendering import inline_css, template_environment
 from subscribers.consent import PendingConfirmation, pending_confirmation
 from subscribers.tokens import TokenSigner
@@ -72,8 +73,11 @@ def send_confirmation(
     requested_at: int,
     *,
     confirm_days: float,
+    outbound: Outbound = PLAIN,
 ) -> str | None:
     """Email the confirmation link of a subscription request, unless it no longer applies.
+
+    The message goes out through ``outbound`` (DKIM signature, envelope sender).
 
     Returns the Message-ID, or None when nothing was sent (already confirmed, left since,
     suppressed, gone). Raises TemporaryDeliveryError or PermanentDeliveryError from the
@@ -85,7 +89,7 @@ def send_confirmation(
         return None
     message, recipient = confirmation_message(pending, render, signer, confirm_days=confirm_days)
     message_id, data = message.build(recipient)
-    transport.send(message.envelope_from, recipient.email, data)
+    transport.send(outbound.envelope_from(message), recipient.email, outbound.seal(data))
     return message_id
 
 
@@ -133,6 +137,7 @@ def confirmation_message(
         list_name=mailing_list.name,
         list_slug=mailing_list.slug,
         message_id_tag=f"confirm.{secrets.token_hex(6)}",
+        feedback_id=f"confirm:{mailing_list.slug}:confirmation",
     )
     message = CompiledMessage(headers, html.translate(_MARKERS), text.translate(_MARKERS))
     recipient = Recipient(

@@ -24,13 +24,14 @@ from celery import Celery, signals
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
-from newsletter import db, delivery, embedded_redis, notices, sending
+from newsletter import db, delivery, embedded_redis, logs, notices, sending
 from newsletter.config import Settings
 from newsletter.delivery import DeliveryPolicy
 from newsletter.errors import PermanentDeliveryError, RenderError, TemporaryDeliveryError
 from newsletter.issues import RenderSettings
 from newsletter.messages import CompiledMessage
 from newsletter.models import Send
+from newsletter.outbound import Outbound
 from newsletter.send_control import RateLimiter, SendControl
 from subscribers.tokens import TokenSigner
 
@@ -108,6 +109,11 @@ class WorkerState:
         return sending.RecipientLinks(self.signer, self.render_settings.links)
 
     @cached_property
+    def outbound(self) -> Outbound:
+        """The DKIM signer (its key read once per process) and the envelope sender of every message."""
+        return Outbound.from_settings(self.settings)
+
+    @cached_property
     def messages(self) -> dict[int, CompiledMessage]:
         return {}
 
@@ -136,13 +142,16 @@ def deliver_batch(self, send_id: int, first_id: int, last_id: int) -> None:  # t
     result = delivery.deliver_batch(
         s.sessions, s.control, s.transport, send_id, first_id, last_id,
         message_for=s.message_for, recipient_for=s.recipients, policy=policy_from(s.settings), limiter=s.limiter,
+        outbound=s.outbound,
     )
-    log.info("send %s batch %s-%s: %s", send_id, first_id, last_id, result)
+    log.info("send %s batch %s-%s: %s", send_id, first_id, last_id, result,
+             extra={"send_id": send_id, "batch": [first_id, last_id]})
     if result.run_again_in is not None:
         try:
             self.apply_async((send_id, first_id, last_id), countdown=result.run_again_in)
         except Exception:  # noqa: BLE001 - broker down: the reconciler re-queues these rows when it is back
-            log.warning("send %s batch %s-%s: could not re-queue; the reconciler will", send_id, first_id, last_id)
+            log.warning("send %s batch %s-%s: could not re-queue; the reconciler will", send_id, first_id, last_id,
+                        extra={"send_id": send_id, "batch": [first_id, last_id]})
 
 
 @app.task(name="newsletter.send_confirmation", bind=True, max_retries=None)
@@ -152,7 +161,7 @@ def send_confirmation(self, subscription_id: int, requested_at: int) -> None:  #
     try:
         message_id = notices.send_confirmation(
             s.sessions, s.transport, s.render_settings, s.signer, subscription_id, requested_at,
-            confirm_days=s.settings.confirm_days,
+            confirm_days=s.settings.confirm_days, outbound=s.outbound,
         )
     except TemporaryDeliveryError as exc:
         attempt = self.request.retries + 1
@@ -199,7 +208,8 @@ def reconcile_once(s: WorkerState) -> int:
         with s.sessions() as session:
             batches = sending.pending_batches(session, send_id, s.settings.batch_size, due_only=True)
         if batches:
-            log.warning("send %s: re-queueing %d batch(es) with no task left", send_id, len(batches))
+            log.warning("send %s: re-queueing %d batch(es) with no task left", send_id, len(batches),
+                        extra={"send_id": send_id})
             enqueue(send_id, batches)
             queued += len(batches)
     return queued
@@ -231,6 +241,12 @@ def _reconcile_forever() -> None:
             log.exception("reconcile failed; trying again in %s s", RECONCILE_SECONDS)
 
 
+@signals.setup_logging.connect
+def _setup_logging(loglevel: str | int | None = None, **_: object) -> None:
+    """Worker and scheduler log in NEWSLETTER_LOG_FORMAT (text or JSON lines), not Celery's own format."""
+    logs.configure(state().settings.log_format, loglevel or "INFO")
+
+
 @signals.worker_ready.connect
 def _start_reconciler(**_: object) -> None:
     threading.Thread(target=_reconcile_forever, name="newsletter-reconcile", daemon=True).start()
@@ -244,6 +260,7 @@ def _warm_up(**_: object) -> None:
         with s.sessions() as session:
             session.execute(select(1))
         s.control.redis.ping()
+        s.outbound  # noqa: B018 - reads the DKIM key now, not on the first message
         s.transport.connect()
     except Exception as exc:  # noqa: BLE001 - a cold start is only slower; the first batch reports real trouble
         log.warning("warm-up incomplete (%s); the first batch will connect", exc)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import unicodedata
+
 from email_validator import EmailNotValidError, validate_email
 
 from newsletter.errors import InvalidInput
@@ -27,8 +29,11 @@ def normalise_email(raw: str) -> str:
 
 
 def check_display_name(name: str) -> str:
-    """Return the trimmed name; raises InvalidInput if it holds control characters (header injection)."""
-    if any(ord(c) < 32 or ord(c) == 127 for c in name):
+    """Return the trimmed name; raises InvalidInput if it holds control characters (header injection).
+
+    Refused: C0 and C1 controls (CR, LF, tab, ...), DEL, and the Unicode line and paragraph separators.
+    """
+    if any(unicodedata.category(c) in ("Cc", "Zl", "Zp") for c in name):
         raise InvalidInput("name contains a control character (line break or similar)")
     name = name.strip()
     if len(name) > 200:
