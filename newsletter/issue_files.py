@@ -168,6 +168,8 @@ def _load_yaml(front: str, source: str) -> dict[Any, Any]:
         if "mapping values are not allowed" in problem:
             problem += " (put a value that contains ': ' in quotes)"
         raise InvalidInput(f"front matter is not valid YAML: {problem}", where=f"{source}:{line}") from exc
+    except RecursionError:
+        raise InvalidInput("front matter nests too deeply; use plain 'key: value' lines", where=f"{source}:2") from None
     if data is None:
         return {}
     if not isinstance(data, dict):

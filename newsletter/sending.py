@@ -65,7 +65,9 @@ def send_key(send: Send) -> str:
     return f"{send.id}.{int(send.created_at.timestamp()):x}"
 
 
-def message_headers(mailing_list: MailingList, *, subject: str, message_id_tag: str) -> MessageHeaders:
+def message_headers(
+    mailing_list: MailingList, *, subject: str, message_id_tag: str, feedback_id: str | None = None
+) -> MessageHeaders:
     return MessageHeaders(
         subject=subject,
         from_email=mailing_list.from_email,
@@ -74,6 +76,7 @@ def message_headers(mailing_list: MailingList, *, subject: str, message_id_tag: 
         list_name=mailing_list.name,
         list_slug=mailing_list.slug,
         message_id_tag=message_id_tag,
+        feedback_id=feedback_id,
     )
 
 
@@ -82,7 +85,11 @@ def compile_message(session: Session, send: Send) -> CompiledMessage:
     mailing_list = session.get(MailingList, send.list_id)
     assert mailing_list is not None
     return CompiledMessage(
-        message_headers(mailing_list, subject=send.subject, message_id_tag=send_key(send)), send.html, send.text
+        message_headers(
+            mailing_list, subject=send.subject, message_id_tag=send_key(send),
+            feedback_id=f"{send.id}:{mailing_list.slug}:newsletter",
+        ),
+        send.html, send.text,
     )
 
 
@@ -328,7 +335,8 @@ def test_message(
     issue, mailing_list = get_issue(session, issue_id)
     rendered = settings.render(issue, mailing_list)
     headers = message_headers(
-        mailing_list, subject=f"[TEST] {rendered.subject}", message_id_tag=f"test.{int(time.time() * 1000):x}"
+        mailing_list, subject=f"[TEST] {rendered.subject}", message_id_tag=f"test.{int(time.time() * 1000):x}",
+        feedback_id=f"test:{mailing_list.slug}:newsletter",
     )
     message = CompiledMessage(headers, rendered.html, rendered.text)
     recipient = RecipientLinks(signer, settings.links).recipient(message, mailing_list.id, issue.id, Claimed(0, 0, address, "", 0))

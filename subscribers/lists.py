@@ -9,7 +9,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from newsletter.errors import Conflict, InvalidInput, NotFound
-from newsletter.models import SUBSCRIPTION_STATUSES, MailingList, Subscription
+from newsletter.models import SUBSCRIPTION_STATUSES, Issue, MailingList, Send, Subscription
 from subscribers.addresses import check_display_name, normalise_email
 
 SLUG_RE = re.compile(r"^[a-z0-9][a-z0-9-]{0,63}$")
@@ -55,6 +55,53 @@ def create_list(
     session.add(mailing_list)
     session.flush()
     return mailing_list
+
+
+def update_list(
+    session: Session,
+    slug: str,
+    *,
+    name: str | None = None,
+    from_email: str | None = None,
+    from_name: str | None = None,
+    reply_to: str | None = None,
+    description: str | None = None,
+) -> MailingList:
+    """Change a list's settings (None leaves a field as it is; an empty ``reply_to`` removes it).
+
+    Raises NotFound, InvalidInput (where the field's name); nothing changes when a field is refused.
+    """
+    mailing_list = get_list(session, slug)
+    changes: dict[str, str | None] = {}
+    if name is not None:
+        changes["name"] = _field("name", name)
+        if not changes["name"]:
+            raise InvalidInput("a list needs a name", where="name")
+    if from_email is not None:
+        changes["from_email"] = _address("from_email", from_email)
+    if from_name is not None:
+        changes["from_name"] = _field("from_name", from_name)
+    if reply_to is not None:
+        changes["reply_to"] = _address("reply_to", reply_to) if reply_to.strip() else None
+    if description is not None:
+        changes["description"] = description
+    for key, value in changes.items():
+        setattr(mailing_list, key, value)
+    session.flush()
+    return mailing_list
+
+
+def delete_list(session: Session, slug: str) -> None:
+    """Delete a list with its subscriptions (the subscribers stay). Raises NotFound, Conflict when it has issues."""
+    mailing_list = get_list(session, slug)
+    issues = session.scalar(select(func.count()).select_from(Issue).where(Issue.list_id == mailing_list.id)) or 0
+    sends = session.scalar(select(func.count()).select_from(Send).where(Send.list_id == mailing_list.id)) or 0
+    if issues or sends:
+        raise Conflict(
+            f"list {slug!r} has {issues} issue(s) and {sends} send(s); their history keeps it, so it cannot be deleted"
+        )
+    session.delete(mailing_list)
+    session.flush()
 
 
 def get_list(session: Session, slug: str) -> MailingList:

@@ -1,7 +1,49 @@
-"""The JSON admin API under /api/, described by the app's OpenAPI schema at /openapi.json."""
+"""The JSON admin API under /api/, described by the app's OpenAPI schema at /openapi.json.
+
+One module per resource (lists, subscribers, imports, suppressions, issues, sends), each a
+thin layer over the domain functions; ``auth`` checks the API token and its role,
+``schemas`` holds what goes in and out. Errors become JSON in ``newsletter.web.errors``.
+"""
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+from collections.abc import Callable
+
+from fastapi import APIRouter, HTTPException
+from fastapi.routing import APIRoute
+
+from newsletter.api import imports, issues, lists, sends, subscribers, suppressions
+
+METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
+
+def _method_not_allowed(allow: str) -> Callable[[], None]:
+    def method_not_allowed() -> None:
+        raise HTTPException(405, f"this resource answers {allow} only", headers={"Allow": allow})
+
+    return method_not_allowed
+
+
+def _answer_other_methods(resource: APIRouter) -> None:
+    """Answer any other method with 405 and an ``Allow`` header naming every method of the path.
+
+    Starlette would name only the methods of the first route matching the path, and FastAPI
+    makes one route per operation, so ``OPTIONS /api/lists`` would say ``Allow: GET``. HEAD is
+    not answered (FastAPI's routes do not add it), so it gets a 405 too.
+    """
+    by_path: dict[str, set[str]] = {}
+    for route in resource.routes:
+        if isinstance(route, APIRoute):
+            by_path.setdefault(route.path, set()).update(route.methods)
+    for path, methods in by_path.items():
+        allow = ", ".join(m for m in METHODS if m in methods)
+        others = [m for m in METHODS if m not in methods]
+        resource.add_api_route(
+            path.removeprefix(resource.prefix), _method_not_allowed(allow), methods=others, include_in_schema=False,
+            status_code=405,
+        )
+
 
 router = APIRouter(prefix="/api")
+for _module in (lists, subscribers, imports, suppressions, issues, sends):
+    _answer_other_methods(_module.router)
+    router.include_router(_module.router)

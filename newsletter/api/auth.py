@@ -1,0 +1,74 @@
+"""Who is calling the API: an API token sent as ``Authorization: Bearer ...``, and its role.
+
+Only API tokens open the API (the admin UI has its own logins). A missing, unknown or
+revoked token is a 401 with ``WWW-Authenticate: Bearer``; a role that may not do
+something (see ``newsletter.accounts.PERMISSIONS``) is a 403.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Annotated
+
+from fastapi import BackgroundTasks, Depends, Request, Security
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+
+from newsletter.accounts import Caller, Unauthenticated, caller_for_token
+from newsletter.web.context import Web, web
+
+bearer = HTTPBearer(
+    auto_error=False,
+    scheme_name="apiToken",
+    description="An API token from `newsletter admin create-token --name NAME --role admin|editor`.",
+)
+
+
+def api_caller(
+    request: Request,
+    background: BackgroundTasks,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Security(bearer)],
+) -> Caller:
+    """The token's caller. Raises Unauthenticated (401).
+
+    The token is looked up in a read-only transaction, so on SQLite no request waits behind a
+    long import holding the write lock; when its ``last_used_at`` is due for an update (once
+    a minute), that write is made after the response.
+    """
+    if credentials is None or not credentials.credentials:
+        raise Unauthenticated("send an API token: 'Authorization: Bearer <token>' (newsletter admin create-token)")
+    state = web(request)
+    secret = credentials.credentials
+    with state.reading() as session:
+        caller = caller_for_token(session, secret)
+        used = bool(session.dirty)  # last_used_at was due; reading() discards the change
+    if used:
+        background.add_task(_record_use, state, secret)
+    return caller
+
+
+def _record_use(state: Web, secret: str) -> None:
+    try:
+        with state.transaction() as session:
+            caller_for_token(session, secret)
+    except Unauthenticated:
+        pass  # revoked meanwhile
+
+
+def allowed(action: str) -> Callable[[Caller], Caller]:
+    """A dependency: the caller, once their role may do ``action``. Raises Forbidden (403)."""
+
+    def check(caller: Annotated[Caller, Depends(api_caller)]) -> Caller:
+        caller.require(action)
+        return caller
+
+    check.__name__ = f"allowed_{action.replace(':', '_')}"
+    return check
+
+
+ListReader = Annotated[Caller, Depends(allowed("lists:read"))]
+ListWriter = Annotated[Caller, Depends(allowed("lists:write"))]
+SubscriberAdmin = Annotated[Caller, Depends(allowed("subscribers"))]
+ImportAdmin = Annotated[Caller, Depends(allowed("imports"))]
+SuppressionAdmin = Annotated[Caller, Depends(allowed("suppressions"))]
+IssueEditor = Annotated[Caller, Depends(allowed("issues"))]
+SendEditor = Annotated[Caller, Depends(allowed("sends"))]

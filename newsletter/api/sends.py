@@ -1,0 +1,198 @@
+"""/api/sends: start or schedule sends, steer them, read their delivery log (editors and admins)."""
+
+from __future__ import annotations
+
+import csv
+import io
+from collections.abc import Iterator
+from datetime import datetime
+from typing import Annotated, Literal
+
+from fastapi import APIRouter, Query, Request
+from fastapi.responses import StreamingResponse
+
+from newsletter import scheduling, sending
+from newsletter.api.auth import SendEditor
+from newsletter.api.common import errors, path_id, render_settings
+from newsletter.api.schemas import DeliveryOut, DeliveryPage, SendCreate, SendOut, SendReschedule, SendsOut
+from newsletter.models import DELIVERY_STATUSES
+from newsletter.send_queue import queue_batches, reset_error_counts
+from newsletter.web.context import web
+
+router = APIRouter(prefix="/sends", tags=["sends"])
+
+SendId = Annotated[int, path_id("send")]
+StatusFilter = Annotated[
+    Literal[DELIVERY_STATUSES] | None, Query(description="Only deliveries in this status.")  # type: ignore[valid-type]
+]
+CSV_COLUMNS = ["delivery_id", "email", "status", "attempts", "smtp_code", "smtp_reply", "message_id", "sent_at", "updated_at"]
+EXPORT_CHUNK = 5000
+
+
+def send_out(counts: sending.SendCounts) -> SendOut:
+    s = counts.send
+    return SendOut.model_validate(
+        {
+            "id": s.id, "issue_id": s.issue_id, "list": counts.list_slug, "status": s.status,
+            "status_reason": s.status_reason, "subject": s.subject, "total": counts.total,
+            **{status: counts.counts.get(status, 0) for status in DELIVERY_STATUSES},
+            "scheduled_at": s.scheduled_at, "created_at": s.created_at, "started_at": s.started_at,
+            "finished_at": s.finished_at,
+        }
+    )
+
+
+def _status(request: Request, send_id: int) -> SendOut:
+    with web(request).reading() as session:
+        return send_out(sending.send_counts(session, send_id))
+
+
+@router.post(
+    "", status_code=201, response_model=SendOut, responses=errors(400, 404, 409, 503),
+    summary="Send an issue now, or schedule it",
+)
+def start_send(request: Request, body: SendCreate, caller: SendEditor) -> SendOut:
+    """Without ``at``: render the issue once, snapshot the list's confirmed, unsuppressed subscribers
+    and queue the batches for the workers (status "sending"). With ``at`` (ISO 8601 with a UTC
+    offset, in the future): store a "scheduled" send that the scheduler starts then; the recipients
+    are taken when it starts. 503 when the broker is unreachable: the send is stored, resume it later."""
+    state = web(request)
+    settings = render_settings(request)
+    with state.transaction() as session:
+        if body.at is not None:
+            send = scheduling.schedule_send(session, body.issue_id, body.at, settings, list_slug=body.list)
+            batches: list[sending.Batch] = []
+        else:
+            send, batches = sending.start_send(
+                session, body.issue_id, settings, list_slug=body.list, batch_size=state.settings.batch_size
+            )
+    queue_batches(state.settings, send.id, batches)
+    return _status(request, send.id)
+
+
+@router.get("", response_model=SendsOut, responses=errors(), summary="Recent sends, newest first")
+def all_sends(
+    request: Request, caller: SendEditor, limit: Annotated[int, Query(ge=1, le=500, description="How many.")] = 50
+) -> SendsOut:
+    with web(request).reading() as session:
+        return SendsOut(items=[send_out(row) for row in sending.all_sends(session, limit)])
+
+
+@router.get("/{send_id}", response_model=SendOut, responses=errors(404), summary="A send's status and counts")
+def get_send(request: Request, send_id: SendId, caller: SendEditor) -> SendOut:
+    return _status(request, send_id)
+
+
+@router.patch(
+    "/{send_id}", response_model=SendOut, responses=errors(400, 404, 409), summary="Reschedule a scheduled send"
+)
+def reschedule_send(request: Request, send_id: SendId, body: SendReschedule, caller: SendEditor) -> SendOut:
+    with web(request).transaction() as session:
+        scheduling.reschedule_send(session, send_id, body.at)
+    return _status(request, send_id)
+
+
+@router.post("/{send_id}/pause", response_model=SendOut, responses=errors(404, 409), summary="Pause a sending send")
+def pause_send(request: Request, send_id: SendId, caller: SendEditor) -> SendOut:
+    """Workers stop within a second and keep their place."""
+    with web(request).transaction() as session:
+        sending.pause_send(session, send_id)
+    return _status(request, send_id)
+
+
+@router.post(
+    "/{send_id}/resume", response_model=SendOut, responses=errors(404, 409, 503), summary="Resume a paused send"
+)
+def resume_send(request: Request, send_id: SendId, caller: SendEditor) -> SendOut:
+    """Continues with what is pending (also re-queues a sending send whose tasks were lost)."""
+    state = web(request)
+    with state.transaction() as session:
+        send, batches = sending.resume_send(session, send_id, state.settings.batch_size)
+        key = sending.send_key(send)
+    if batches:
+        # A fresh start for the error-rate check, or a send paused for errors would pause again at once.
+        reset_error_counts(state.settings, key)
+        queue_batches(state.settings, send_id, batches)
+    return _status(request, send_id)
+
+
+@router.post("/{send_id}/cancel", response_model=SendOut, responses=errors(404, 409), summary="Cancel a send")
+def cancel_send(request: Request, send_id: SendId, caller: SendEditor) -> SendOut:
+    """Nothing more goes out; what was pending is logged as cancelled. Also cancels a scheduled send."""
+    with web(request).transaction() as session:
+        sending.cancel_send(session, send_id)
+    return _status(request, send_id)
+
+
+@router.get(
+    "/{send_id}/deliveries", response_model=DeliveryPage, responses=errors(404), summary="A page of the delivery log"
+)
+def deliveries(
+    request: Request,
+    send_id: SendId,
+    caller: SendEditor,
+    status: StatusFilter = None,
+    offset: Annotated[int, Query(ge=0, le=2**31 - 1)] = 0,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+) -> DeliveryPage:
+    """Each recipient's delivery in id order: status, attempts, the SMTP server's last reply, Message-ID, times."""
+    with web(request).reading() as session:
+        total, rows = sending.delivery_page(session, send_id, status=status, offset=offset, limit=limit)
+    return DeliveryPage(
+        total=total, offset=offset, limit=limit,
+        items=[
+            DeliveryOut(
+                id=r.delivery_id, email=r.email, status=r.status, attempts=r.attempts, smtp_code=r.smtp_code,
+                smtp_reply=r.smtp_reply, message_id=r.message_id, sent_at=r.sent_at, updated_at=r.updated_at,
+            )
+            for r in rows
+        ],
+    )
+
+
+@router.get(
+    "/{send_id}/deliveries.csv",
+    response_class=StreamingResponse,
+    responses={
+        200: {
+            "description": "The delivery log as CSV: " + ", ".join(CSV_COLUMNS) + ".",
+            "content": {"text/csv": {"schema": {"type": "string"}}},
+        },
+        **errors(404),
+    },
+    summary="Export the delivery log as CSV",
+)
+def deliveries_csv(request: Request, send_id: SendId, caller: SendEditor, status: StatusFilter = None) -> StreamingResponse:
+    """Streamed in chunks, each read in its own short transaction, so a big export holds no lock."""
+    state = web(request)
+    with state.reading() as session:
+        sending.get_send(session, send_id)  # 404 before the first byte
+
+    def chunks() -> Iterator[str]:
+        buffer = io.StringIO()
+        writer = csv.writer(buffer, lineterminator="\n")
+        writer.writerow(CSV_COLUMNS)
+        after = 0
+        while True:
+            with state.reading() as session:
+                rows = sending.delivery_rows_after(session, send_id, after, status=status, limit=EXPORT_CHUNK)
+            for r in rows:
+                writer.writerow([
+                    r.delivery_id, r.email, r.status, r.attempts, r.smtp_code or "", r.smtp_reply or "",
+                    r.message_id or "", _iso(r.sent_at), _iso(r.updated_at),
+                ])
+            yield buffer.getvalue()
+            buffer.seek(0)
+            buffer.truncate()
+            if len(rows) < EXPORT_CHUNK:
+                return
+            after = rows[-1].delivery_id
+
+    return StreamingResponse(
+        chunks(), media_type="text/csv; charset=utf-8",
+        headers={"Content-Disposition": f'attachment; filename="send-{send_id}-deliveries.csv"'},
+    )
+
+
+def _iso(value: datetime | None) -> str:
+    return value.isoformat(timespec="seconds") if value else ""
