@@ -15,7 +15,7 @@ from newsletter.config import Settings
 from newsletter.web import archive, confirm, errors, home, metrics, preferences, subscribe, unsubscribe, webhooks
 from newsletter.web.context import STATIC_DIR, ConfirmationSender, Web, page_templates
 from newsletter.web.headers import SecurityHeaders
-from newsletter.web.ratelimit import SubscribeLimiter, Unavailable
+from newsletter.web.ratelimit import LoginLimiter, SubscribeLimiter, Unavailable
 from subscribers.consent import ConfirmationRequest
 from subscribers.tokens import TokenSigner
 
@@ -34,6 +34,7 @@ def create_app(
         signer=TokenSigner(settings.secret_key, settings.old_secret_keys),
         templates=page_templates(root, settings.postal_address),
         limiter=SubscribeLimiter(lambda: _redis(settings), per_ip=settings.subscribe_limit),
+        login_limiter=LoginLimiter(lambda: _redis(settings)),
         send_confirmation=send_confirmation or celery_confirmations(settings),
         root=root,
     )

@@ -17,7 +17,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from newsletter import db
 from newsletter.config import Settings
-from newsletter.web.ratelimit import SubscribeLimiter
+from newsletter.web.ratelimit import LoginLimiter, SubscribeLimiter
 from subscribers.consent import ConfirmationRequest
 from subscribers.tokens import TokenSigner
 
@@ -37,6 +37,7 @@ class Web:
     send_confirmation: ConfirmationSender
     root: str  # the path of NEWSLETTER_BASE_URL ("" or e.g. "/news"): every route lives under it
     metrics: CollectorRegistry | None = None  # what GET /metrics reports
+    login_limiter: LoginLimiter | None = None  # failed admin logins per IP and per username
 
     @contextmanager
     def transaction(self) -> Iterator[Session]:

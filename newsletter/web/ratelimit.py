@@ -99,3 +99,51 @@ def ip_key(ip: str | None) -> str:
             return str(address.ipv4_mapped)
         return str(ipaddress.ip_network(f"{address}/64", strict=False))
     return str(address)
+
+
+LOGIN_WINDOW = 900
+FAILED_LOGINS_PER_IP = 30
+FAILED_LOGINS_PER_USER = 10
+
+
+class LoginLimiter:
+    """Failed admin logins, counted per client IP and per username over 15 minutes.
+
+    Past either limit every login from that IP, or for that username, is refused with 429
+    until the window ends, right password or not: a password cannot be guessed online.
+    """
+
+    def __init__(self, connect: Callable[[], redis.Redis], *, per_ip: int = FAILED_LOGINS_PER_IP,
+                 per_user: int = FAILED_LOGINS_PER_USER, window: int = LOGIN_WINDOW) -> None:
+        self._connect = connect
+        self.per_ip, self.per_user, self.window = per_ip, per_user, window
+
+    @cached_property
+    def _client(self) -> redis.Redis:
+        return self._connect()
+
+    def _keys(self, ip: str | None, username: str) -> tuple[str, str]:
+        user = hashlib.sha256(username.strip().lower().encode()).hexdigest()[:32]
+        return f"{PREFIX}:login-ip:{ip_key(ip)}", f"{PREFIX}:login-user:{user}"
+
+    def check(self, ip: str | None, username: str) -> None:
+        """Raises TooManyRequests when this IP or username failed too often lately; Unavailable without Redis."""
+        ip_counter, user_counter = self._keys(ip, username)
+        try:
+            pipe = self._client.pipeline()
+            pipe.get(ip_counter).ttl(ip_counter).get(user_counter).ttl(user_counter)
+            ip_count, ip_ttl, user_count, user_ttl = pipe.execute()
+        except redis.RedisError as exc:
+            raise Unavailable(f"Redis unavailable: {exc}") from None
+        if int(ip_count or 0) >= self.per_ip:
+            raise TooManyRequests(max(int(ip_ttl), 1))
+        if int(user_count or 0) >= self.per_user:
+            raise TooManyRequests(max(int(user_ttl), 1))
+
+    def failed(self, ip: str | None, username: str) -> None:
+        try:
+            script = self._client.register_script(_COUNT)
+            for key in self._keys(ip, username):
+                script(keys=[key], args=[self.window])
+        except redis.RedisError as exc:
+            raise Unavailable(f"Redis unavailable: {exc}") from None

@@ -1,0 +1,24 @@
+"""`/admin`: the lists with their subscriber counts, and the recent sends."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Request
+from fastapi.responses import HTMLResponse
+
+from newsletter import sending
+from newsletter.accounts import Caller
+from newsletter.admin.auth import LoggedIn
+from newsletter.admin.pages import page
+from newsletter.web.context import web
+from subscribers.lists import all_lists_with_counts
+
+router = APIRouter()
+
+
+@router.get("/")
+def dashboard(request: Request, caller: Caller = LoggedIn) -> HTMLResponse:
+    caller.require("lists:read")
+    with web(request).transaction() as session:
+        lists = all_lists_with_counts(session)
+        sends = sending.all_sends(session, 10) if caller.may("sends") else []
+    return page(request, caller, "dashboard.html", lists=lists, sends=sends)

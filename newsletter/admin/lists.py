@@ -1,0 +1,67 @@
+"""`/admin/lists`: every list with its counts; an admin creates lists here."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Depends, Form, Request
+from fastapi.responses import HTMLResponse, Response
+
+from newsletter import issues
+from newsletter.accounts import Caller
+from newsletter.admin.auth import LoggedIn, user
+from newsletter.admin.pages import page, redirect
+from newsletter.errors import Conflict, InvalidInput
+from newsletter.web.context import web
+from subscribers.lists import all_lists_with_counts, create_list, list_with_counts
+
+router = APIRouter()
+
+#: create_list names its fields as CLI options; the form's fields have plain names.
+_FIELDS = {"SLUG": "slug", "--name": "name", "--from-email": "from_email", "--from-name": "from_name",
+           "--reply-to": "reply_to"}
+
+
+@router.get("/lists")
+def all_lists(request: Request, caller: Caller = LoggedIn) -> HTMLResponse:
+    caller.require("lists:read")
+    return _lists_page(request, caller)
+
+
+def _lists_page(request: Request, caller: Caller, *, status: int = 200, error: InvalidInput | Conflict | None = None,
+                form: dict[str, str] | None = None) -> HTMLResponse:
+    with web(request).transaction() as session:
+        lists = all_lists_with_counts(session)
+    field = _FIELDS.get(error.where or "", "") if isinstance(error, InvalidInput) else ("slug" if error else "")
+    message = (error.message if isinstance(error, InvalidInput) else str(error)) if error else None
+    return page(request, caller, "lists.html", status=status, lists=lists, error=message, error_field=field,
+                form=form or {})
+
+
+@router.post("/lists")
+def new_list(
+    request: Request,
+    caller: Caller = Depends(user("lists:write")),
+    slug: str = Form(""),
+    name: str = Form(""),
+    from_email: str = Form(""),
+    from_name: str = Form(""),
+    reply_to: str = Form(""),
+    description: str = Form(""),
+) -> Response:
+    form = {"slug": slug, "name": name, "from_email": from_email, "from_name": from_name, "reply_to": reply_to,
+            "description": description}
+    try:
+        with web(request).transaction() as session:
+            create_list(session, slug.strip(), name=name.strip(), from_email=from_email, from_name=from_name.strip(),
+                        reply_to=reply_to.strip() or None, description=description.strip())
+    except (InvalidInput, Conflict) as exc:
+        return _lists_page(request, caller, status=400 if isinstance(exc, InvalidInput) else 409, error=exc, form=form)
+    return redirect(request, f"/lists/{slug.strip()}", "created")
+
+
+@router.get("/lists/{slug}")
+def one_list(request: Request, slug: str, caller: Caller = LoggedIn) -> HTMLResponse:
+    caller.require("lists:read")
+    with web(request).transaction() as session:
+        counts = list_with_counts(session, slug)
+        list_issues = [i for i, _ in issues.all_issues(session, slug)][:20] if caller.may("issues") else []
+    return page(request, caller, "list.html", counts=counts, mailing_list=counts.mailing_list, issues=list_issues)
