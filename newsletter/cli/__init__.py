@@ -9,6 +9,9 @@ from rich.text import Text
 from sqlalchemy.exc import OperationalError
 
 from newsletter.cli import admin, database, dev, issues, lists, sends, subscribers, suppressions, web
+from newsletter.cli import dkim as dkim_cli
+from newsletter.cli import doctor as doctor_cli
+from newsletter.cli import inbound as inbound_cli
 from newsletter.cli.runtime import err
 from newsletter.errors import ConfigError, NewsletterError
 
@@ -31,6 +34,10 @@ app.command("smtp-capture")(dev.smtp_capture)
 app.command("web")(web.web)
 app.add_typer(dev.broker_app, name="broker")
 app.add_typer(admin.app, name="admin")
+app.add_typer(dkim_cli.app, name="dkim")
+app.command("doctor")(doctor_cli.doctor)
+app.command("inbound")(inbound_cli.inbound)
+app.add_typer(inbound_cli.bounces_app, name="bounces")
 
 
 def main() -> None:

@@ -265,9 +265,13 @@ def worker(
     import os
 
     from newsletter import tasks
+    from newsletter.outbound import Outbound
 
+    outbound = Outbound.from_settings(runtime.settings)  # an unusable DKIM key stops the worker now, not every batch
     app_ = tasks.configure(runtime.settings)
     err.print(f"Worker using broker {app_.conf.broker_url} and SMTP {runtime.settings.smtp.host}:{runtime.settings.smtp.port}")
+    if outbound.signer is not None:
+        err.print(f"Signing with DKIM: d={outbound.signer.domain} s={outbound.signer.selector} ({outbound.signer.key_bits}-bit RSA)")
     app_.worker_main(
         argv=[
             "worker", f"--concurrency={concurrency}", f"--loglevel={loglevel}", "-Q", tasks.QUEUE,

@@ -1,4 +1,4 @@
-"""`newsletter web`: the subscriber web app (subscribe, confirm, unsubscribe, preferences, archive)."""
+"""`newsletter web`: the web app (subscriber pages, admin UI and API, metrics)."""
 
 from __future__ import annotations
 
@@ -11,16 +11,24 @@ def web(
     host: str = typer.Option("127.0.0.1", "--host", help="Address to listen on (0.0.0.0 for every interface)."),
     port: int = typer.Option(8000, "--port", help="Port to listen on."),
 ) -> None:
-    """Serve the subscriber pages with uvicorn (Ctrl-C to stop).
+    """Serve the subscriber pages, the admin UI (/admin/), the admin API (/api/) and /metrics (Ctrl-C to stop).
 
     Put it behind a TLS-terminating reverse proxy at NEWSLETTER_BASE_URL; X-Forwarded-For
     is trusted from the proxies uvicorn trusts (FORWARDED_ALLOW_IPS, default 127.0.0.1).
     """
     import uvicorn
 
+    from newsletter import logs
     from newsletter.web.app import create_app
+
+    from subscribers.import_jobs import fail_interrupted_jobs
 
     settings = runtime.settings
     app = create_app(settings, sessions=runtime.sessions)  # refuses a missing or outdated schema first
+    with runtime.transaction() as session:
+        interrupted = fail_interrupted_jobs(session)  # imports this process ran before it stopped
+    if interrupted:
+        err.print(f"{interrupted} CSV import(s) were interrupted by the last stop; they are marked failed.")
     err.print(f"Serving {settings.base_url} on http://{host}:{port}")
-    uvicorn.run(app, host=host, port=port, proxy_headers=True, server_header=False, log_level="info")
+    logs.configure(settings.log_format)
+    uvicorn.run(app, host=host, port=port, proxy_headers=True, server_header=False, log_level="info", log_config=None)
