@@ -11,6 +11,7 @@ slow hash, since people choose passwords).
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import hmac
 import re
@@ -149,7 +150,9 @@ def verify_password(password: str, stored: str) -> bool:
     return hmac.compare_digest(actual.hex(), key)
 
 
-_DUMMY_HASH = hash_password(secrets.token_urlsafe(16))
+@functools.cache
+def _dummy_hash() -> str:
+    return hash_password(secrets.token_urlsafe(16))
 
 
 def create_user(session: Session, username: str, password: str, role: str) -> AdminUser:
@@ -185,7 +188,7 @@ def log_in(session: Session, username: str, password: str) -> tuple[str, Caller]
     """Check a password; returns a new session id (for the cookie) and the caller. Raises Unauthenticated."""
     user = session.scalar(select(AdminUser).where(AdminUser.username == username.strip()))
     # Hash even for an unknown user, so the time taken does not tell which usernames exist.
-    ok = verify_password(password, user.password_hash if user else _DUMMY_HASH)
+    ok = verify_password(password, user.password_hash if user else _dummy_hash())
     if user is None or not ok:
         raise Unauthenticated("wrong username or password")
     now = utcnow()

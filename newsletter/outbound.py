@@ -16,11 +16,14 @@ its message with :class:`~newsletter.messages.CompiledMessage`, then hands it th
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from newsletter.config import Settings
-from newsletter.dkim_signing import DkimSigner
 from newsletter.messages import CompiledMessage
 from newsletter.return_path import make_return_path
+
+if TYPE_CHECKING:  # dkimpy and cryptography load only where DKIM is configured
+    from newsletter.dkim_signing import DkimSigner
 
 
 @dataclass(frozen=True)
@@ -32,7 +35,11 @@ class Outbound:
     @classmethod
     def from_settings(cls, settings: Settings) -> Outbound:
         """Reads the DKIM key once. Raises ConfigError naming the setting when the key cannot be used."""
-        signer = DkimSigner.from_settings(settings.dkim) if settings.dkim is not None else None
+        if settings.dkim is None:
+            return cls(return_path=settings.return_path, return_path_key=settings.secret_key)
+        from newsletter.dkim_signing import DkimSigner
+
+        signer = DkimSigner.from_settings(settings.dkim)
         return cls(signer=signer, return_path=settings.return_path, return_path_key=settings.secret_key)
 
     def envelope_from(self, message: CompiledMessage, delivery_id: int | None = None) -> str:

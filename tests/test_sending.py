@@ -98,7 +98,7 @@ def test_subscribers_who_leave_mid_send_are_skipped(newsroom):
     room = newsroom
     addresses = room.setup_list(60)
     issue_id = room.create_issue()
-    room.start_worker(concurrency=1, NEWSLETTER_SEND_RATE="20")
+    room.start_worker(concurrency=1, NEWSLETTER_SEND_RATE="4")  # slow: the pause must land mid-send
     send_id = room.send(issue_id)
     room.wait_received(5)
     room.cli("sends", "pause", send_id)
@@ -120,7 +120,7 @@ def test_cancel_leaves_the_rest_unsent_and_logged(newsroom_any_db):
     room = newsroom_any_db
     room.setup_list(100)
     issue_id = room.create_issue()
-    room.start_worker(concurrency=1, NEWSLETTER_SEND_RATE="30")
+    room.start_worker(concurrency=1, NEWSLETTER_SEND_RATE="8")  # slow: the cancel must land mid-send
     send_id = room.send(issue_id)
     room.wait_received(10)
     room.cli("sends", "cancel", send_id)
@@ -295,7 +295,7 @@ def test_leaving_while_ones_batch_is_being_sent_still_skips(newsroom):
     room.cli.env["NEWSLETTER_BATCH_SIZE"] = "500"  # one batch: the leaver's rows are already claimed
     addresses = room.setup_list(80)
     issue_id = room.create_issue()
-    room.start_worker(concurrency=1, NEWSLETTER_SEND_RATE="20")
+    room.start_worker(concurrency=1, NEWSLETTER_SEND_RATE="6")  # slow: the leaver leaves mid-send
     send_id = room.send(issue_id)
     room.wait_received(5)
     leaver = addresses[-1]

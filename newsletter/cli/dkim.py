@@ -7,7 +7,6 @@ from pathlib import Path
 
 import typer
 
-from newsletter import dkim_keys
 from newsletter.cli.runtime import err, out
 
 app = typer.Typer(help="DKIM: the key that signs every message.", no_args_is_help=True)
@@ -20,9 +19,11 @@ def keygen(
     out_file: Path | None = typer.Option(
         None, "--out", help="Where to write the private key (default: $NEWSLETTER_VAR_DIR/dkim/SELECTOR._domainkey.DOMAIN.pem)."
     ),
-    bits: int = typer.Option(dkim_keys.RECOMMENDED_BITS, "--bits", help="RSA key size: 2048 (recommended) to 4096; 1024 at least."),
+    bits: int = typer.Option(2048, "--bits", help="RSA key size: 2048 (recommended) to 4096; 1024 at least."),
 ) -> None:
     """Write a new RSA private key (mode 0600, never over an existing file) and print the DNS TXT record to publish."""
+    from newsletter import dkim_keys  # cryptography loads only for this command
+
     # Reads no other setting: the DKIM settings may already name this key, which does not exist yet.
     domain = dkim_keys.check_domain(domain)
     selector = dkim_keys.check_selector(selector)

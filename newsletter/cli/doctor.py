@@ -7,7 +7,6 @@ import os
 import typer
 from sqlalchemy import select
 
-from newsletter import doctor as checks
 from newsletter.cli.runtime import out, runtime
 from newsletter.errors import ConfigError
 
@@ -24,6 +23,8 @@ def doctor(
 
     No DNS lookups: the DKIM, SPF and DMARC records to publish are printed.
     """
+    from newsletter import doctor as checks
+
     settings = runtime.settings
     lists, problem = _lists()
     report = checks.run_checks(
@@ -52,6 +53,7 @@ def doctor(
 
 
 def _lists() -> tuple[list[checks.ListSender] | None, str | None]:
+    from newsletter import doctor as checks
     from newsletter.models import MailingList
 
     try:
