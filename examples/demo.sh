@@ -53,4 +53,9 @@ Delivered: $received messages captured by the local SMTP server.
   Plain-text preview:            $NEWSLETTER_VAR_DIR/preview/issue-$issue.txt
   Delivery log:                  NEWSLETTER_VAR_DIR=$NEWSLETTER_VAR_DIR .venv/bin/newsletter sends log $send
 Worker, capture server and embedded Redis are stopped now; the database stays in $NEWSLETTER_VAR_DIR.
+
+To look around in the admin UI (issues, sends and their logs, subscribers):
+  export NEWSLETTER_VAR_DIR=$NEWSLETTER_VAR_DIR
+  .venv/bin/newsletter admin create-user --username you --role admin
+  .venv/bin/newsletter web          # then open http://localhost:8000/admin/
 DONE
