@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from email import message_from_bytes, policy
 from pathlib import Path
+from urllib.parse import quote
 
 import pytest
 from sqlalchemy import select
@@ -35,8 +36,8 @@ from newsletter.models import (
     Suppression,
 )
 from newsletter.smtp_capture import CaptureServer
-from subscribers.subscriptions import add_subscriber
 from subscribers.lists import create_list
+from subscribers.subscriptions import add_subscriber
 from subscribers.suppressions import suppress
 from tests.conftest import ROOT
 
@@ -163,9 +164,12 @@ def wait_for(predicate, what: str, timeout: float = 30):  # type: ignore[no-unty
 
 def test_logged_out_requests_go_to_the_login_page(admin):
     client = admin.client()
-    for path in ("/admin", "/admin/", "/admin/issues", "/admin/sends/1", "/admin/subscribers", "/admin/sends/1/progress"):
+    for path in ("/admin", "/admin/"):
         answer = client.get(path)
         assert (answer.status_code, answer.headers["location"]) == (303, "/admin/login"), path
+    for path in ("/admin/issues", "/admin/sends/1", "/admin/subscribers", "/admin/sends/1/progress"):
+        answer = client.get(path)
+        assert (answer.status_code, answer.headers["location"]) == (303, "/admin/login?next=" + quote(path, safe="")), path
     posted = client.post("/admin/suppressions", data={"email": "x@example.com", "csrf_token": "anything"})
     assert posted.status_code == 303 and posted.headers["location"] == "/admin/login"
     assert admin.one(select(Suppression.id).where(Suppression.email == "x@example.com")) is None
@@ -240,6 +244,21 @@ def test_after_login_only_admin_paths_are_followed(admin):
         answer = client.post("/admin/login", data={"username": "ann", "password": PASSWORD, "next": wanted,
                                                    "csrf_token": csrf_of(form.text)})
         assert answer.headers["location"] == landed, wanted
+
+
+def test_login_returns_to_the_page_asked_for(admin):
+    client = admin.client()
+    asked = client.get("/admin/subscribers?q=ann&page=2")
+    assert asked.status_code == 303
+    assert asked.headers["location"] == "/admin/login?next=%2Fadmin%2Fsubscribers%3Fq%3Dann%26page%3D2"
+    form = client.get(asked.headers["location"])
+    assert 'value="/admin/subscribers?q=ann&amp;page=2"' in form.text
+    answer = client.post("/admin/login", data={"username": "ann", "password": PASSWORD, "csrf_token": csrf_of(form.text),
+                                               "next": "/admin/subscribers?q=ann&page=2"})
+    assert answer.headers["location"] == "/admin/subscribers?q=ann&page=2"
+    # The dashboard itself, and anything that is not a GET, go to the plain login page.
+    assert admin.client().get("/admin").headers["location"] == "/admin/login"
+    assert admin.client().post("/admin/logout").headers["location"] == "/admin/login"
 
 
 def test_cookies_are_not_marked_secure_for_a_plain_http_base_url(admin):

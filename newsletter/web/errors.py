@@ -15,6 +15,7 @@ InvalidInput and Conflict messages of the consent functions are written for subs
 from __future__ import annotations
 
 import logging
+from urllib.parse import urlencode
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -66,6 +67,15 @@ def is_admin(request: Request) -> bool:
     return path == f"{web(request).root}/admin" or path.startswith(f"{web(request).root}/admin/")
 
 
+def _login_url(request: Request) -> str:
+    """The login page; after a GET it brings the reader back to the page asked for (the form re-checks ``next``)."""
+    login = f"{web(request).root}/admin/login"
+    wanted = request.url.path + (f"?{request.url.query}" if request.url.query else "")
+    if request.method != "GET" or wanted in (login, f"{web(request).root}/admin", f"{web(request).root}/admin/"):
+        return login
+    return f"{login}?{urlencode({'next': wanted})}"
+
+
 def json_error(status: int, message: str, *, field: str | None = None, headers: dict[str, str] | None = None) -> JSONResponse:
     return JSONResponse({"error": {"status": status, "message": message, "field": field}}, status_code=status,
                         headers=headers)
@@ -79,7 +89,7 @@ def install(app: FastAPI) -> None:
         if is_api(request):
             return json_error(401, str(exc), headers={"WWW-Authenticate": "Bearer"})
         if is_admin(request):
-            return RedirectResponse(f"{web(request).root}/admin/login", status_code=303)
+            return RedirectResponse(_login_url(request), status_code=303)
         return error_page(request, 401)
 
     @app.exception_handler(Forbidden)
