@@ -18,6 +18,7 @@ from typing import Any
 from sqlalchemy import Select, exists, func, insert, literal, not_, select, update
 from sqlalchemy.orm import Session
 
+from newsletter.config import Settings
 from newsletter.delivery import Claimed
 from newsletter.errors import Conflict, InvalidInput, NotFound
 from newsletter.issues import Links, RenderSettings, get_issue
@@ -341,6 +342,27 @@ def test_message(
     message = CompiledMessage(headers, rendered.html, rendered.text)
     recipient = RecipientLinks(signer, settings.links).recipient(message, mailing_list.id, issue.id, Claimed(0, 0, address, "", 0))
     return message, recipient
+
+
+@dataclass(frozen=True)
+class SentTestCopy:
+    to: str
+    message_id: str
+    smtp_code: int
+    smtp_reply: str
+
+
+def send_test_copy(message: CompiledMessage, recipient: Recipient, settings: Settings, *, timeout: float = 30.0) -> SentTestCopy:
+    """Hand a test copy (see :func:`test_message`) to the SMTP server now, signed and with the envelope
+    sender other mail than a delivery gets. Raises DeliveryError, and ConfigError for an unusable DKIM key."""
+    from newsletter.outbound import Outbound
+    from newsletter.transport import SmtpTransport
+
+    outbound = Outbound.from_settings(settings)
+    message_id, data = message.build(recipient)
+    with SmtpTransport(settings.smtp, timeout=timeout) as transport:
+        reply = transport.send(outbound.envelope_from(message), recipient.email, outbound.seal(data))
+    return SentTestCopy(recipient.email, message_id, reply.code, reply.text)
 
 
 def _iso(value: datetime | None) -> str | None:

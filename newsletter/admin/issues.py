@@ -29,11 +29,9 @@ from newsletter.errors import Conflict, DeliveryError, InvalidInput, NotFound, R
 from newsletter.issue_files import DEFAULT_TEMPLATE, parse_issue_text
 from newsletter.issues import RenderSettings
 from newsletter.models import Issue, MailingList, Send, Subscriber, Subscription, Suppression
-from newsletter.outbound import Outbound
 from newsletter.rendering import check_issue, personalise
 from newsletter.scheduling import schedule_send
 from newsletter.send_queue import QueueUnavailable, queue_batches
-from newsletter.transport import SmtpTransport
 from newsletter.web.context import web
 from subscribers.lists import all_lists_with_counts, get_list
 
@@ -267,14 +265,10 @@ def _preview_problem(request: Request, problems: tuple[DraftProblem, ...]) -> HT
 def test_send(request: Request, issue_id: int, caller: Caller = Writer, to: str = Form("")) -> Response:
     """One copy of the saved issue to ``to`` now, "[TEST]" in the subject; not logged as a delivery."""
     w = web(request)
-    settings = w.settings
-    outbound = Outbound.from_settings(settings)  # signed like a send, when DKIM is configured
     try:
         with w.transaction() as session:
-            message, recipient = sending.test_message(session, issue_id, to, render_settings(settings), w.signer)
-        _, data = message.build(recipient)
-        with SmtpTransport(settings.smtp, timeout=15) as transport:
-            transport.send(outbound.envelope_from(message), recipient.email, outbound.seal(data))
+            message, recipient = sending.test_message(session, issue_id, to, render_settings(w.settings), w.signer)
+        sending.send_test_copy(message, recipient, w.settings, timeout=15)
     except (InvalidInput, DeliveryError) as exc:
         with w.transaction() as session:
             issue, _ = issues.get_issue(session, issue_id)

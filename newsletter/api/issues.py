@@ -174,21 +174,16 @@ def preview_issue(
 )
 def test_send(request: Request, issue_id: IssueId, body: TestSendIn, caller: IssueEditor) -> TestSendOut:
     """One copy to ``to``, "[TEST]" in the subject, handed to the SMTP server now; not logged as a delivery."""
-    from newsletter.outbound import Outbound
-    from newsletter.sending import test_message
-    from newsletter.transport import SmtpTransport
+    from newsletter.sending import send_test_copy, test_message
 
     state = web(request)
-    outbound = Outbound.from_settings(state.settings)  # signed like a send, when DKIM is configured
     with state.reading() as session, field_names({"": "to"}):
         message, recipient = test_message(session, issue_id, body.to, render_settings(request), state.signer)
-    message_id, data = message.build(recipient)
     try:
-        with SmtpTransport(state.settings.smtp, timeout=15) as transport:
-            reply = transport.send(outbound.envelope_from(message), recipient.email, outbound.seal(data))
+        sent = send_test_copy(message, recipient, state.settings, timeout=15)
     except DeliveryError as exc:
         raise HTTPException(502, f"the SMTP server did not take the test message: {exc}") from None
-    return TestSendOut(to=recipient.email, message_id=message_id, smtp_code=reply.code, smtp_reply=reply.text)
+    return TestSendOut(to=sent.to, message_id=sent.message_id, smtp_code=sent.smtp_code, smtp_reply=sent.smtp_reply)
 
 
 @router.post(

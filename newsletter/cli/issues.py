@@ -116,19 +116,14 @@ def test_send(
     to: str = typer.Option(..., "--to", help="Where the test goes (usually yourself)."),
 ) -> None:
     """Send one copy of an issue now, marked [TEST] in the subject; it is not logged as a delivery."""
-    from newsletter.outbound import Outbound
-    from newsletter.sending import test_message
-    from newsletter.transport import SmtpTransport
+    from newsletter.sending import send_test_copy, test_message
     from subscribers.tokens import TokenSigner
 
     settings = runtime.settings
-    outbound = Outbound.from_settings(settings)  # signed like a send, when DKIM is configured
     with runtime.transaction() as session:
         message, recipient = test_message(session, issue_id, to, render_settings(), TokenSigner(settings.secret_key, settings.old_secret_keys))
-    message_id, data = message.build(recipient)
-    with SmtpTransport(settings.smtp) as transport:
-        reply = transport.send(outbound.envelope_from(message), recipient.email, outbound.seal(data))
-    out.print(f"Test of issue {issue_id} sent to {recipient.email}: {reply.code} {reply.text} ({message_id})")
+    sent = send_test_copy(message, recipient, settings)
+    out.print(f"Test of issue {issue_id} sent to {sent.to}: {sent.smtp_code} {sent.smtp_reply} ({sent.message_id})")
 
 
 @app.command()
