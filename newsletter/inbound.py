@@ -20,17 +20,16 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import signal
 import socket
 import sys
-import threading
 from collections.abc import Callable, Sequence
 from datetime import datetime
 from types import TracebackType
 from typing import Any
 
 from aiosmtpd.controller import Controller
-from aiosmtpd.smtp import SMTP, Envelope, Session as SmtpSession
+from aiosmtpd.smtp import SMTP, Envelope
+from aiosmtpd.smtp import Session as SmtpSession
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -39,6 +38,7 @@ from newsletter.bounce_parsing import Mailboxes, Report, classify
 from newsletter.config import Settings
 from newsletter.errors import InvalidInput, NotFound
 from newsletter.models import Delivery, MailingList, Subscriber
+from newsletter.until_stopped import wait_until_stopped
 from subscribers.bounces import find_delivery, record_bounce
 from subscribers.tokens import TokenSigner
 
@@ -253,7 +253,6 @@ def main_loop(
         receiver.log_line = lambda line: print(f"{datetime.now():%H:%M:%S} {line}", flush=True)
     else:
         receiver.log_line = log.info
-    stop = threading.Event()
     server = InboundServer(receiver, host, port, data_size_limit=data_size_limit)
     server.start()
     mailboxes = receiver.mailboxes
@@ -263,16 +262,5 @@ def main_loop(
         f"Receiving mail on {where}:{server.port} for {taking}unsubscribe+TOKEN@ addresses. Ctrl-C to stop.",
         file=sys.stderr, flush=True,
     )
-    previous: Any = None
-    in_main_thread = threading.current_thread() is threading.main_thread()
-    if in_main_thread:
-        previous = signal.signal(signal.SIGTERM, lambda signum, frame: stop.set())
-    try:
-        stop.wait()
-    except KeyboardInterrupt:
-        pass
-    finally:
-        server.stop()
-        if in_main_thread:
-            signal.signal(signal.SIGTERM, previous)
+    wait_until_stopped(server.stop)
     print("Stopped.", file=sys.stderr, flush=True)

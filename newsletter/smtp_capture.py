@@ -21,7 +21,6 @@ import email.policy
 import logging
 import os
 import re
-import signal
 import socket
 import ssl
 import sys
@@ -35,6 +34,8 @@ from typing import Any
 
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session
+
+from newsletter.until_stopped import wait_until_stopped
 
 log = logging.getLogger(__name__)
 
@@ -400,22 +401,10 @@ def main_loop(host: str = "127.0.0.1", port: int = 1025, maildir: Path | None = 
     A start-up line goes to stderr. Raises OSError when host:port cannot be listened on.
     """
     logging.getLogger("mail.log").setLevel(logging.WARNING)  # aiosmtpd logs every command at INFO
-    stop = threading.Event()
     server = CaptureServer(host, port, maildir, on_message=lambda message: print(message.summary(), flush=True))
     server.start()
     where = f"[{host}]" if ":" in host else (host or "*")
     saving = f", saving each message under {maildir / 'new'}" if maildir is not None else ""
     print(f"Capturing mail on {where}:{server.port}{saving}. Ctrl-C to stop.", file=sys.stderr, flush=True)
-    previous: Any = None
-    in_main_thread = threading.current_thread() is threading.main_thread()
-    if in_main_thread:
-        previous = signal.signal(signal.SIGTERM, lambda signum, frame: stop.set())
-    try:
-        stop.wait()
-    except KeyboardInterrupt:
-        pass
-    finally:
-        server.stop()
-        if in_main_thread:
-            signal.signal(signal.SIGTERM, previous)
+    wait_until_stopped(server.stop)
     print(f"Stopped; {len(server.messages)} message(s) captured.", file=sys.stderr, flush=True)
