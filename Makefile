@@ -18,8 +18,11 @@ $(STAMP): pyproject.toml
 demo: install
 	@bash examples/demo.sh
 
+# The suite runs in one process per core (at most 4): most tests wait on workers and SMTP.
+# TEST_JOBS=0 runs it in this one process.
+TEST_JOBS ?= auto
 test: install
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -n $(TEST_JOBS) --maxprocesses 4 $(PYTEST_ARGS)
 
 bench: install
 	$(BIN)/python bench/bench_rendering.py

@@ -130,7 +130,17 @@ def cli_any_db(tmp_path: Path, database_url: str) -> Cli:
     return Cli(env=env, cwd=tmp_path)
 
 
-SYSTEM_REDIS = os.environ.get("NEWSLETTER_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
+def _system_redis() -> str:
+    """Database 15 of the machine's Redis; under pytest-xdist each worker process has its own (13, 12, ...).
+
+    14 is left to the benchmarks."""
+    if "NEWSLETTER_TEST_REDIS_URL" in os.environ:
+        return os.environ["NEWSLETTER_TEST_REDIS_URL"]
+    worker = int(os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw") or 0)
+    return f"redis://127.0.0.1:6379/{15 if worker == 0 else 13 - (worker - 1)}"
+
+
+SYSTEM_REDIS = _system_redis()
 
 
 @pytest.fixture

@@ -41,7 +41,6 @@ from subscribers.subscriptions import add_subscriber
 from subscribers.suppressions import suppress
 from tests.conftest import ROOT
 
-pytestmark = pytest.mark.filterwarnings("ignore:Using `httpx` with `starlette.testclient`")
 
 BASE = "https://news.example.org"
 PASSWORD = "correct horse battery"

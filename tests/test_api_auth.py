@@ -9,7 +9,6 @@ from tests.apikit import assert_error
 from tests.apikit import api  # noqa: F401  (fixture)
 from tests.conftest import Cli, clean_environ
 
-pytestmark = pytest.mark.filterwarnings("ignore:Using `httpx` with `starlette.testclient`")
 
 # One operation of each resource, with a body that would pass validation.
 EVERY_RESOURCE = [

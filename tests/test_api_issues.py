@@ -4,12 +4,10 @@ from __future__ import annotations
 
 from email import message_from_bytes, policy
 
-import pytest
 
 from tests.apikit import assert_error
 from tests.apikit import api  # noqa: F401  (fixture)
 
-pytestmark = pytest.mark.filterwarnings("ignore:Using `httpx` with `starlette.testclient`")
 
 
 def test_create_an_issue_from_fields_and_from_an_issue_file(api):  # noqa: F811

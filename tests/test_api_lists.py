@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import pytest
 
 from tests.apikit import api  # noqa: F401  (fixture)
 from tests.apikit import assert_error
 
-pytestmark = pytest.mark.filterwarnings("ignore:Using `httpx` with `starlette.testclient`")
 
 
 def test_create_read_update_delete_a_list(api):  # noqa: F811

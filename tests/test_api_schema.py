@@ -23,7 +23,7 @@ from tests.apikit import api_with_broker  # noqa: F401  (fixture)
 pytestmark = [
     pytest.mark.redis,
     pytest.mark.slow,
-    pytest.mark.filterwarnings("ignore:Using `httpx` with `starlette.testclient`", "ignore::DeprecationWarning"),
+    pytest.mark.filterwarnings("ignore::DeprecationWarning"),
 ]
 
 EXAMPLES_PER_OPERATION = 12

@@ -15,7 +15,7 @@ from tests.apikit import api_with_broker  # noqa: F401  (fixture)
 from tests.conftest import Cli, clean_environ
 from tests.sendkit import Newsroom
 
-pytestmark = [pytest.mark.redis, pytest.mark.filterwarnings("ignore:Using `httpx` with `starlette.testclient`")]
+pytestmark = pytest.mark.redis
 
 
 @pytest.fixture

@@ -5,14 +5,12 @@ from __future__ import annotations
 import csv
 import io
 
-import pytest
 from sqlalchemy import select
 
 from newsletter.models import Subscriber, Subscription
 from tests.apikit import api  # noqa: F401  (fixture)
 from tests.apikit import assert_error
 
-pytestmark = pytest.mark.filterwarnings("ignore:Using `httpx` with `starlette.testclient`")
 
 
 def test_add_search_and_page_through_subscribers(api):  # noqa: F811

@@ -256,7 +256,6 @@ def test_every_message_of_a_real_send_verifies_and_carries_its_own_return_path(s
     assert mail_dkim_results([m.data for m in room.capture.messages], record, room.tmp) == ["pass"] * 60
 
 
-@pytest.mark.filterwarnings("ignore:Using `httpx` with `starlette.testclient`")
 def test_test_sends_and_confirmation_emails_are_signed_too(signed_room):
     room, record = signed_room
     room.setup_list(1)

@@ -26,7 +26,6 @@ from subscribers.subscriptions import add_subscriber
 from tests.test_messages import HEADERS, RENDERED, recipient
 from tests.test_web import Site, add, site  # noqa: F401 - the web app fixture
 
-pytestmark = pytest.mark.filterwarnings("ignore:Using `httpx` with `starlette.testclient`")
 
 #: Each would end a header line, start a new one, or hide in one: CR LF, a lone LF or CR, NUL, tab,
 #: ESC, DEL, NEL (C1), and the Unicode line and paragraph separators.

@@ -33,7 +33,6 @@ from subscribers.suppressions import suppress
 from subscribers.tokens import TokenSigner
 
 # Starlette prefers the httpx2 package for its TestClient; httpx is what this project installs.
-pytestmark = pytest.mark.filterwarnings("ignore:Using `httpx` with `starlette.testclient`")
 
 KEY = "test-secret-key-0123456789"
 OLD_KEY = "old-secret-key-0123456789"

@@ -28,7 +28,6 @@ from newsletter.provider_events import CertificateCache
 from newsletter.return_path import make_return_path
 from tests.bouncekit import KEY, RETURN_PATH, delivery, events, sent_issue, subscription_status, suppression
 
-pytestmark = pytest.mark.filterwarnings("ignore:Using `httpx` with `starlette.testclient`")
 
 TOPIC = "arn:aws:sns:eu-west-1:123456789012:ses-bounces"
 CERT_URL = "https://sns.eu-west-1.amazonaws.com/SimpleNotificationService-9c6465fa7f48f5cacd23014631ec1136.pem"
