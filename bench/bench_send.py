@@ -78,10 +78,15 @@ def free_port() -> int:
 class Sink:
     """smtp-sink on a free port; its ``-c`` counters ("sess=1 quit=0 mesg=N\\r") go to a file."""
 
-    def __init__(self, binary: str, folder: Path) -> None:
+    def __init__(self, binary: str, folder: Path, dump: Path | None = None) -> None:
+        """With ``dump``, every message received is also written there, one file each (``-d``)."""
         self.port = free_port()
         self.counters = folder / "smtp-sink.out"
         command = [binary, "-c", f"127.0.0.1:{self.port}", "2000"]
+        if dump is not None:  # a folder whose parent anyone may enter (smtp-sink writes as nobody, below)
+            dump.mkdir(exist_ok=True)
+            dump.chmod(0o777)
+            command[1:1] = ["-d", f"{dump}/m."]
         if os.geteuid() == 0:
             command[1:1] = ["-u", "nobody"]  # smtp-sink refuses to run as root without -u
         self.proc = subprocess.Popen(command, stdout=open(self.counters, "wb"), stderr=subprocess.STDOUT)

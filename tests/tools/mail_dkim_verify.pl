@@ -7,6 +7,7 @@
 # Its DNS lookup is answered with RECORD (the TXT value `newsletter dkim keygen` printed) at
 # NAME (selector._domainkey.domain), and with nothing anywhere else. Prints one line per FILE:
 # "FILE RESULT DETAIL", RESULT being Mail::DKIM's (pass, fail, invalid, temperror, none).
+# A file may hold the message with CRLF or LF line ends (as Postfix's smtp-sink -d dumps it).
 use strict;
 use warnings;
 use Mail::DKIM::Verifier;
@@ -35,8 +36,10 @@ $name =~ s/\.$//;
 for my $file (@files) {
     open(my $fh, '<:raw', $file) or die "$file: $!\n";
     my $dkim = Mail::DKIM::Verifier->new();
-    local $/ = \65536;
-    while (my $chunk = <$fh>) { $dkim->PRINT($chunk) }
+    while (my $line = <$fh>) {
+        $line =~ s/\r?\n\z/\r\n/;    # CRLF as on the wire (a file may hold the message with LF line ends)
+        $dkim->PRINT($line);
+    }
     close $fh;
     $dkim->CLOSE();
     my $detail = $dkim->result_detail;
