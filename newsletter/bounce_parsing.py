@@ -11,16 +11,40 @@ What is understood, in this order:
 * **RFC 3464 delivery status notifications** (``multipart/report;
   report-type=delivery-status``): per recipient, ``Action: failed`` with a 5.x.x
   ``Status`` is a hard bounce (except 5.2.2, mailbox full, which is soft, as every large
-  sender treats it), ``failed`` with 4.x.x and ``delayed`` are soft; ``delivered``,
-  ``relayed`` and ``expanded`` reports are not bounces.
+  sender treats it); ``failed`` with 4.x.x is soft (the reporting server gave up after a
+  temporary error); ``delayed`` is a delay warning (kind ``delayed``: the server is
+  still trying, and the message may yet arrive); ``delivered``, ``relayed`` and
+  ``expanded`` reports are not bounces.
 * **RFC 5965 feedback reports (ARF)** (``report-type=feedback-report``): a complaint for
   the ``Original-Rcpt-To`` address, or the original message's ``To``; the report's
   ``Original-Mail-From`` may be our VERP address. ``Feedback-Type: not-spam`` is no
   complaint.
-* **Non-standard bounces** (Exim, qmail, old Postfix, Exchange, ...) through flufl.bounce,
-  whose detectors tell temporary failures (soft) from permanent ones (hard).
+* **Non-standard bounces** (Exim, qmail, old Postfix, Exchange, ...) through flufl.bounce:
+  its permanent failures are hard bounces, its temporary ones delay warnings (see below).
 * **Auto-replies** (vacation notices, RFC 3834 ``Auto-Submitted``): ignored.
 * Mail to ``unsubscribe+TOKEN@...`` is an unsubscribe request for the token's list.
+
+**What flufl.bounce's "temporary" means.** ``all_failures`` runs its detectors in turn
+and stops at the first that names an address. Only two of them ever report a temporary
+failure: its DSN detector, for ``Action: delayed`` blocks (DSNs are read here first, so
+it only sees the odd DSN this module could not read), and SimpleWarning, whose patterns
+are all warnings that the message has *not yet* been delivered and will be retried
+(Gmail's "Delivery to the following recipient has been delayed ... Message will be
+retried", Exchange's "advisory-only ... has been postponed", "... not yet been delivered
+... No action is required on your part", "Delivery attempts will continue to be made").
+Every other detector (Exim, qmail, Postfix, the SimpleMatch patterns, ...) reports
+permanent failures only; a "could not be delivered" report that ends a server's retries
+is one of those. So "temporary" means "delay warning", and is recorded as ``delayed``,
+never as a soft bounce.
+
+The reverse does not hold: a plain-text delay warning can reach a permanent-only
+detector first. Exim's warning ("Warning: message ... delayed 24 hours") quotes the
+server's ``RCPT TO:<address>`` reply under "This message was created automatically by
+mail delivery software", which SimpleMatch takes for a failure, and flufl.bounce's
+Postfix detector calls every address in a pre-DSN Postfix "Delayed Mail (still being
+retried)" notice permanent. A non-standard bounce whose own Subject is a delay warning's
+(:data:`_WARNING_SUBJECT`, anchored at the start, so a quoted original subject does not
+count) is therefore recorded as ``delayed`` whatever the detectors said.
 """
 
 from __future__ import annotations
@@ -52,13 +76,22 @@ _AUTO_REPLY_SUBJECT = re.compile(
     re.IGNORECASE,
 )
 _COMPLAINT_TYPES = ("abuse", "fraud", "virus", "other")
+# The Subject of a delay warning, as MTAs write it: Exim, Postfix before DSNs, Sendmail, Gmail, Exchange.
+_WARNING_SUBJECT = re.compile(
+    r"^\s*(warning: message \S+ delayed\b|delayed mail \(still being retried\)|"
+    r"warning: could not send message for past\b|delivery status notification \(delay\)|"
+    r"(mail )?delivery (has been )?delayed\b)",
+    re.IGNORECASE,
+)
+# Worst first: with a VERP address the one delivery gets the worst news a DSN has about it.
+_SEVERITY = {"hard": 0, "soft": 1, "delayed": 2}
 
 
 @dataclass(frozen=True)
 class Report:
     """One event an inbound message reports."""
 
-    kind: str  # "hard", "soft", "complaint" or "unsubscribe"
+    kind: str  # "hard", "soft", "delayed", "complaint" or "unsubscribe"
     email: str | None  # the address reported (normalised); None when only the delivery is known
     delivery_id: int | None = None  # from a VERP address of ours
     message_id: str | None = None  # the Message-ID of the message that bounced or was reported
@@ -202,7 +235,7 @@ def _delivery_status(
                 permanent = status.startswith("5") or not status
                 kind = "soft" if not permanent or status == "5.2.2" else "hard"
             elif action.startswith("delayed"):
-                kind = "soft"
+                kind = "delayed"  # a warning: the server is still trying
             elif action:
                 successes += 1
                 continue
@@ -219,8 +252,8 @@ def _delivery_status(
     original_id = _original_message_id(parts, data)
     reference = _reference(message)
     if delivery_id is not None:
-        # The VERP address names the delivery; the worst news about it is what counts.
-        kind, address, detail = min(recipients, key=lambda r: r[0] != "hard")
+        # The VERP address names the delivery; the worst news about it is what counts (hard, soft, delayed).
+        kind, address, detail = min(recipients, key=lambda r: _SEVERITY[r[0]])
         return Classification("dsn", (Report(kind, address, delivery_id, original_id, detail + reference),))
     reports = tuple(
         Report(kind, address, None, original_id, detail + reference) for kind, address, detail in recipients if address
@@ -249,25 +282,27 @@ def _non_standard(
     message: email.message.Message, data: bytes, delivery_id: int | None, temporary: frozenset[bytes], permanent: frozenset[bytes]
 ) -> Classification:
     original_id = _original_message_id(list(message.walk()), data)
-    subject = _subject(message)[:120]
+    full_subject = _subject(message)
+    subject = full_subject[:120]
     reference = _reference(message)
+    if permanent and _WARNING_SUBJECT.match(full_subject):
+        # A warning that a permanent-only detector misread (see the module docstring).
+        temporary, permanent = temporary | permanent, frozenset()
     found: dict[str, str] = {}
-    for kind, addresses in (("soft", temporary), ("hard", permanent)):  # hard wins when both name an address
+    for kind, addresses in (("delayed", temporary), ("hard", permanent)):  # hard wins when both name an address
         for raw in addresses:
             try:
                 found[normalise_email(raw.decode("ascii", "replace"))] = kind
             except InvalidInput:
                 continue
+    what = {"hard": "permanent failure", "delayed": "delay warning"}
     if delivery_id is not None:
-        kind = "hard" if permanent else "soft"
-        detail = f"{'permanent' if permanent else 'temporary'} failure (non-standard bounce: {subject!r})"
+        kind = "hard" if permanent else "delayed"
         only = next(iter(found)) if len(found) == 1 else None
+        detail = f"{what[kind]} (non-standard bounce: {subject!r})"
         return Classification("non-standard bounce", (Report(kind, only, delivery_id, original_id, detail + reference),))
     reports = tuple(
-        Report(
-            kind, address, None, original_id,
-            f"{'permanent' if kind == 'hard' else 'temporary'} failure (non-standard bounce: {subject!r})" + reference,
-        )
+        Report(kind, address, None, original_id, f"{what[kind]} (non-standard bounce: {subject!r})" + reference)
         for address, kind in sorted(found.items())
     )
     if not reports:

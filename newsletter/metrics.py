@@ -16,7 +16,7 @@ from prometheus_client.registry import Collector
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
-from newsletter.models import BounceEvent, Delivery, MailingList, Send, Subscription
+from newsletter.models import BOUNCE_KINDS, BounceEvent, Delivery, MailingList, Send, Subscription
 
 DURATION_BUCKETS = (10.0, 30.0, 60.0, 300.0, 900.0, 1800.0, 3600.0, 7200.0, 21600.0, 86400.0)
 CACHE_SECONDS = 5.0
@@ -99,8 +99,10 @@ class NewsletterCollector(Collector):
             subscribers.add_metric([slug, status], count)
         yield subscribers
 
-        bounces = CounterMetricFamily("newsletter_bounce_events", "Bounces, complaints and mailed unsubscribes received.", labels=["kind"])
-        for kind in ("hard", "soft", "complaint", "unsubscribe"):
+        bounces = CounterMetricFamily(
+            "newsletter_bounce_events", "Bounces, delay warnings, complaints and mailed unsubscribes received.", labels=["kind"]
+        )
+        for kind in BOUNCE_KINDS:
             bounces.add_metric([kind], dict(f["bounces"]).get(kind, 0))  # type: ignore[call-overload]
         yield bounces
 

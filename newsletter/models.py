@@ -34,7 +34,7 @@ SEND_STATUSES = ("scheduled", "sending", "paused", "finished", "cancelled")
 DELIVERY_STATUSES = ("pending", "sent", "failed", "skipped", "bounced", "cancelled")
 ROLES = ("admin", "editor")
 IMPORT_STATUSES = ("queued", "running", "finished", "failed")
-BOUNCE_KINDS = ("hard", "soft", "complaint", "unsubscribe")
+BOUNCE_KINDS = ("hard", "soft", "delayed", "complaint", "unsubscribe")
 
 # BigInteger ids on PostgreSQL; SQLite needs plain INTEGER for its rowid alias.
 Id = BigInteger().with_variant(Integer(), "sqlite")
@@ -228,7 +228,7 @@ class Delivery(Base):
 
 
 class BounceEvent(Base):
-    """A bounce, complaint or mailed unsubscribe received for an address (and a delivery when known)."""
+    """A bounce, delay warning, complaint or mailed unsubscribe received for an address (and a delivery when known)."""
 
     __tablename__ = "bounce_events"
     __table_args__ = (

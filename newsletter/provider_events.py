@@ -1,4 +1,4 @@
-"""Bounce and complaint events reported by mail providers over HTTP: Amazon SES (through SNS) and a generic JSON form.
+"""Bounce, delay and complaint events reported by mail providers over HTTP: Amazon SES (through SNS) and a generic JSON form.
 
 **Amazon SES through SNS.** SNS POSTs a JSON envelope. Before anything is believed:
 
@@ -10,18 +10,23 @@
 Anything else raises :class:`SnsRejected` (HTTP 403). A ``SubscriptionConfirmation`` is
 then confirmed by fetching its ``SubscribeURL`` (which must be on the same SNS host
 pattern); a ``Notification`` carries an SES message: ``Bounce`` (``Permanent`` is hard,
-``Transient`` and ``Undetermined`` soft) or ``Complaint`` (unless its feedback type is
-``not-spam``). Certificates are fetched by an injectable function and cached by URL.
+``Transient`` and ``Undetermined`` soft: SES sends a bounce only once it has given up, so
+a transient one is a real soft bounce), ``DeliveryDelay`` (a delay warning, kind
+``delayed``: SES is still trying; SES publishes it only through a configuration set's
+event destination) or ``Complaint`` (unless its feedback type is ``not-spam``). Other
+event types (Send, Delivery, Open, ...) are ignored. Certificates are fetched by an
+injectable function and cached by URL.
 
 **Generic JSON** (``POST /webhooks/events``, ``Authorization: Bearer SECRET``)::
 
     {"events": [{"type": "bounce", "email": "ann@example.com", "bounce_type": "hard",
                  "message_id": "<...>", "detail": "550 5.1.1 user unknown"}]}
 
-``type`` is ``bounce`` (with ``bounce_type`` ``hard`` or ``soft``), ``complaint`` or
-``unsubscribe``; ``message_id`` (the Message-ID of our message) and ``return_path`` (its
-envelope sender, our VERP address) name the delivery when given; ``detail`` is free text.
-The whole batch is checked before anything is stored.
+``type`` is ``bounce`` (with ``bounce_type`` ``hard`` or ``soft``), ``delayed`` (a delay
+warning: the provider is still trying; it is recorded and changes nothing),
+``complaint`` or ``unsubscribe``; ``message_id`` (the Message-ID of our message) and
+``return_path`` (its envelope sender, our VERP address) name the delivery when given;
+``detail`` is free text. The whole batch is checked before anything is stored.
 """
 
 from __future__ import annotations
@@ -73,7 +78,7 @@ class SnsRejected(Forbidden):
 class ProviderEvent:
     """One event a provider reported, before it is matched to a delivery."""
 
-    kind: str  # "hard", "soft", "complaint", "unsubscribe"
+    kind: str  # "hard", "soft", "delayed", "complaint", "unsubscribe"
     email: str  # normalised
     message_id: str | None = None
     return_path: str | None = None  # the envelope sender of our message: a VERP address names its delivery
@@ -181,7 +186,7 @@ def confirm_subscription(message: SnsMessage, opener: UrlOpener) -> None:
 
 
 def ses_events(message: SnsMessage) -> list[ProviderEvent]:
-    """The bounce and complaint events of a verified SNS Notification from SES (others: none). Raises InvalidInput."""
+    """The bounce, delay and complaint events of a verified SNS Notification from SES (others: none). Raises InvalidInput."""
     try:
         ses = json.loads(message.message)
     except ValueError:
@@ -203,6 +208,22 @@ def ses_events(message: SnsMessage) -> list[ProviderEvent]:
             parts += [str(recipient[k]) for k in ("status", "diagnosticCode") if recipient.get(k)]
             detail = " ".join(parts) + f" (feedback {bounce.get('feedbackId', '?')})"
             events.append(ProviderEvent(severity, address, message_id, source, detail))
+    elif kind == "DeliveryDelay":
+        delay = ses.get("deliveryDelay")
+        if not isinstance(delay, dict):
+            raise InvalidInput("a DeliveryDelay notification needs a deliveryDelay object", where="deliveryDelay")
+        delay_type = str(delay.get("delayType") or "unspecified")
+        until = f", retried until {delay['expirationTime']}" if delay.get("expirationTime") else ""
+        recipients = delay.get("delayedRecipients") or []
+        if not isinstance(recipients, list):
+            raise InvalidInput("expected a list", where="deliveryDelay.delayedRecipients")
+        for index, recipient in enumerate(recipients):
+            where = f"deliveryDelay.delayedRecipients[{index}]"
+            if not isinstance(recipient, dict):
+                raise InvalidInput("expected an object", where=where)
+            address = _address(recipient.get("emailAddress"), f"{where}.emailAddress")
+            parts = [f"SES delay/{delay_type}"] + [str(recipient[k]) for k in ("status", "diagnosticCode") if recipient.get(k)]
+            events.append(ProviderEvent("delayed", address, message_id, source, " ".join(parts) + until))
     elif kind == "Complaint":
         complaint = ses.get("complaint") or {}
         feedback_type = str(complaint.get("complaintFeedbackType") or "unspecified")
@@ -245,9 +266,12 @@ def generic_events(body: bytes) -> list[ProviderEvent]:
         if kind == "bounce":
             kind = item.get("bounce_type")
             if kind not in ("hard", "soft"):
-                raise InvalidInput("a bounce needs bounce_type \"hard\" or \"soft\"", where=f"{where}.bounce_type")
-        elif kind not in ("complaint", "unsubscribe"):
-            raise InvalidInput("expected \"bounce\", \"complaint\" or \"unsubscribe\"", where=f"{where}.type")
+                raise InvalidInput(
+                    "a bounce needs bounce_type \"hard\" or \"soft\" (a delay warning is type \"delayed\")",
+                    where=f"{where}.bounce_type",
+                )
+        elif kind not in ("delayed", "complaint", "unsubscribe"):
+            raise InvalidInput("expected \"bounce\", \"delayed\", \"complaint\" or \"unsubscribe\"", where=f"{where}.type")
         email = _address(item.get("email"), f"{where}.email")
         optional = {}
         for field in ("message_id", "return_path", "detail"):

@@ -1,4 +1,4 @@
-"""Bounces, complaints and mailed unsubscribes: what each does to a delivery, a subscription, a suppression.
+"""Bounces, delay warnings, complaints and mailed unsubscribes: what each does to a delivery, a subscription, a suppression.
 
 Every source (the inbound SMTP server, the Amazon SES webhook, the generic JSON webhook)
 ends in :func:`record_bounce`, so the rules are the same whoever reports the event:
@@ -7,6 +7,10 @@ ends in :func:`record_bounce`, so the rules are the same whoever reports the eve
   suppressed at once (``hard_bounce``).
 * **soft** bounce: the delivery is marked ``bounced``; the address is suppressed
   (``soft_bounce``) once ``soft_limit`` soft bounces arrived within ``soft_days``.
+* **delayed** (a delay warning: the sending server has not delivered the message yet
+  and is still trying): stored, so an admin can see it, and nothing else. The delivery
+  stays ``sent``, it does not count toward ``soft_limit``, nothing is suppressed or
+  ended. If the server gives up in the end, its failure report is the bounce.
 * **complaint** (someone pressed "this is spam"): the address leaves the delivery's list
   (every list when the delivery is unknown) and is suppressed (``complaint``).
 * **unsubscribe** (mail to the List-Unsubscribe mailto address, or a provider's
@@ -14,7 +18,7 @@ ends in :func:`record_bounce`, so the rules are the same whoever reports the eve
   reader may subscribe again.
 
 An event is stored once: a repeat of the same kind for the same delivery changes and
-counts nothing (mail servers send a "delayed" warning more than once, SNS retries its
+counts nothing (mail servers send a delay warning more than once, SNS retries its
 POSTs). Without a known delivery, an event is a repeat when the same address, kind and
 detail arrived within the last 24 hours.
 """
@@ -64,7 +68,10 @@ class BounceOutcome:
 
     def summary(self) -> str:
         """One line for a log: ``hard bounce ann@example.com (delivery 12): delivery bounced, suppressed hard_bounce``."""
-        what = {"hard": "hard bounce", "soft": "soft bounce", "complaint": "complaint", "unsubscribe": "unsubscribe"}
+        what = {
+            "hard": "hard bounce", "soft": "soft bounce", "delayed": "delay warning", "complaint": "complaint",
+            "unsubscribe": "unsubscribe",
+        }
         where = f" (delivery {self.delivery_id})" if self.delivery_id is not None else ""
         if self.repeated:
             return f"{what[self.kind]} {self.email}{where}: repeat of an event already recorded, nothing changed"
@@ -77,6 +84,8 @@ class BounceOutcome:
             done.append("left " + ", ".join(self.unsubscribed))
         if self.suppressed:
             done.append(f"suppressed {self.suppressed}")
+        if self.kind == "delayed":
+            done.append("recorded only (the sending server is still trying)")
         return f"{what[self.kind]} {self.email}{where}: " + (", ".join(done) or "recorded")
 
 
@@ -107,7 +116,7 @@ def record_bounce(
     list_id: int | None = None,
     now: datetime | None = None,
 ) -> BounceOutcome:
-    """Store a bounce, complaint or unsubscribe event and act on it (see the module docstring).
+    """Store a bounce, delay warning, complaint or unsubscribe event and act on it (see the module docstring).
 
     With a ``delivery_id`` the event is about the address that delivery went to (``email``
     may then be None); ``list_id`` names the list of an unsubscribe or complaint when no
@@ -164,6 +173,8 @@ def record_bounce(
     elif kind == "complaint":
         unsubscribed = _end_subscriptions(session, address, _lists_of(session, delivery, list_id), COMPLAINT_END_REASON, now)
         suppressed = _suppress(session, address, "complaint", detail)
+    elif kind == "delayed":
+        pass  # a warning: the message may still arrive, so it is only kept for the record
     else:  # unsubscribe
         unsubscribed = _end_subscriptions(
             session, address, _lists_of(session, delivery, list_id), UNSUBSCRIBE_END_REASONS[source], now

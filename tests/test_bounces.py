@@ -51,7 +51,7 @@ def test_soft_bounces_suppress_only_at_the_limit_within_the_window(sessions):
     assert old.soft_count == 1 and old.suppressed is None
     first = record(sessions, email=None, delivery_id=sends[1].delivery_id, kind="soft", now=now - timedelta(days=10))
     assert first.soft_count == 1 and first.suppressed is None
-    # A second "delayed" warning about the same delivery is a repeat, not a new bounce.
+    # The same failure reported again for the same delivery is a repeat, not a new bounce.
     repeat = record(sessions, email=None, delivery_id=sends[1].delivery_id, kind="soft", now=now - timedelta(days=9))
     assert repeat.repeated
     second = record(sessions, email=None, delivery_id=sends[2].delivery_id, kind="soft", now=now - timedelta(days=1))
@@ -60,6 +60,44 @@ def test_soft_bounces_suppress_only_at_the_limit_within_the_window(sessions):
     assert third.soft_count == 3 and third.suppressed == "soft_bounce"
     assert suppression(sessions, "carol@example.com") == "soft_bounce"
     assert all(delivery(sessions, s.delivery_id).status == "bounced" for s in sends)
+
+
+def test_delay_warnings_are_kept_but_bounce_nothing_count_nothing_and_suppress_nothing(sessions):
+    sends = [sent_issue(sessions, ["pat@example.com"])["pat@example.com"] for _ in range(4)]
+    now = utcnow()
+    for number, sent in enumerate(sends):  # more warnings than the soft limit, each about another message
+        outcome = record(sessions, email=None, delivery_id=sent.delivery_id, kind="delayed", detail="delayed 4.2.2",
+                         now=now - timedelta(hours=4 - number))
+        assert (outcome.kind, outcome.repeated, outcome.delivery_bounced, outcome.suppressed, outcome.soft_count) == (
+            "delayed", False, False, None, None,
+        )
+        assert outcome.event_id is not None
+        assert outcome.summary() == (
+            f"delay warning pat@example.com (delivery {sent.delivery_id}): recorded only (the sending server is still trying)"
+        )
+    again = record(sessions, email=None, delivery_id=sends[0].delivery_id, kind="delayed", detail="delayed again", now=now)
+    assert again.repeated and again.event_id is None
+    assert all(delivery(sessions, s.delivery_id).status == "sent" for s in sends)
+    assert delivery(sessions, sends[0].delivery_id).bounced_at is None
+    assert suppression(sessions, "pat@example.com") is None
+    assert subscription_status(sessions, "pat@example.com")[0] == "confirmed"
+    # Without a delivery, the same warning within a day is a repeat too.
+    assert not record(sessions, email="quin@example.com", kind="delayed", detail="retrying (report <a@x>)").repeated
+    assert record(sessions, email="quin@example.com", kind="delayed", detail="retrying (report <a@x>)").repeated
+
+    # When the server gives up, its failure is the bounce, and only failures are counted.
+    first = record(sessions, email=None, delivery_id=sends[0].delivery_id, kind="soft", detail="failed 4.2.2", now=now)
+    assert (first.delivery_bounced, first.soft_count, first.suppressed) == (True, 1, None)
+    assert delivery(sessions, sends[0].delivery_id).status == "bounced"
+    # A warning that arrives after a bounce (mail servers are not in a hurry) leaves the delivery bounced.
+    fresh = sent_issue(sessions, ["pat@example.com"])["pat@example.com"]
+    assert record(sessions, email=None, delivery_id=fresh.delivery_id, kind="soft", now=now).soft_count == 2
+    late = record(sessions, email=None, delivery_id=fresh.delivery_id, kind="delayed", detail="late", now=now)
+    assert not late.repeated and not late.delivery_bounced
+    assert delivery(sessions, fresh.delivery_id).status == "bounced"
+    assert suppression(sessions, "pat@example.com") is None
+    with sessions() as s:
+        assert [r.kind for r in recent_events(s, kind="delayed", email="pat@example.com")] == ["delayed"] * 5
 
 
 def test_a_hard_bounce_after_a_soft_suppression_makes_it_hard(sessions):

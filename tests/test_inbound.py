@@ -1,9 +1,10 @@
 """`newsletter inbound`: sample bounces, complaints and unsubscribe mail delivered over real SMTP.
 
 The samples under tests/mail/ are written for these tests in the shapes real servers
-send: an RFC 3464 hard bounce and a delayed (4.x.x) DSN as Postfix writes them, an RFC
-5965 feedback report, Exim's, qmail's and old Postfix's non-standard bounces, Gmail's
-delay warning, and a vacation auto-reply. They go through smtplib to an aiosmtpd server
+send: an RFC 3464 hard bounce, a delay warning (Action: delayed, 4.x.x) and a final
+4.x.x failure as Postfix writes them, an RFC 5965 feedback report, Exim's, qmail's and
+old Postfix's non-standard bounces, Gmail's and Exim's plain-text delay warnings, and a
+vacation auto-reply. They go through smtplib to an aiosmtpd server
 (in a thread, or the real `newsletter inbound` process) backed by SQLite and PostgreSQL.
 """
 
@@ -58,11 +59,12 @@ def verp(delivery_id: int, key: str = KEY) -> str:
     ("name", "kind", "verdict"),
     [
         ("dsn-hard.eml", "hard", "dsn"),
-        ("dsn-delayed.eml", "soft", "dsn"),
+        ("dsn-delayed.eml", "delayed", "dsn"),
+        ("dsn-soft-failed.eml", "soft", "dsn"),
         ("exim-bounce.eml", "hard", "non-standard bounce"),
         ("qmail-bounce.eml", "hard", "non-standard bounce"),
         ("postfix-old-bounce.eml", "hard", "non-standard bounce"),
-        ("gmail-delay-warning.eml", "soft", "non-standard bounce"),
+        ("gmail-delay-warning.eml", "delayed", "non-standard bounce"),
         ("arf-complaint.eml", "complaint", "feedback report"),
     ],
 )
@@ -103,18 +105,47 @@ def test_dsn_edge_cases_mailbox_full_success_reports_and_several_recipients():
     assert [r.kind for r in classify(full, [RETURN_PATH], MAILBOXES).reports] == ["soft"]
     expired = dsn("Final-Recipient: rfc822; a@example.com\r\nAction: failed\r\nStatus: 4.4.7")
     assert [r.kind for r in classify(expired, [RETURN_PATH], MAILBOXES).reports] == ["soft"]
+    still_trying = dsn("Final-Recipient: rfc822; a@example.com\r\nAction: delayed\r\nStatus: 4.4.7")
+    assert [r.kind for r in classify(still_trying, [RETURN_PATH], MAILBOXES).reports] == ["delayed"]
+    assert [r.kind for r in classify(still_trying, [verp(5)], MAILBOXES).reports] == ["delayed"]
     relayed = dsn("Final-Recipient: rfc822; a@example.com\r\nAction: relayed\r\nStatus: 2.0.0")
     result = classify(relayed, [RETURN_PATH], MAILBOXES)
     assert result.verdict == "not a bounce" and result.reports == ()
-    two = dsn(
-        "Final-Recipient: rfc822; a@example.com\r\nAction: failed\r\nStatus: 5.1.1",
+    three = dsn(
         "Final-Recipient: rfc822; b@example.com\r\nAction: delayed\r\nStatus: 4.4.1",
+        "Final-Recipient: rfc822; c@example.com\r\nAction: failed\r\nStatus: 4.2.2",
+        "Final-Recipient: rfc822; a@example.com\r\nAction: failed\r\nStatus: 5.1.1",
     )
-    assert [(r.email, r.kind) for r in classify(two, [RETURN_PATH], MAILBOXES).reports] == [
-        ("a@example.com", "hard"), ("b@example.com", "soft"),
+    assert [(r.email, r.kind) for r in classify(three, [RETURN_PATH], MAILBOXES).reports] == [
+        ("b@example.com", "delayed"), ("c@example.com", "soft"), ("a@example.com", "hard"),
     ]
-    # With a VERP address the worst news about the one delivery counts.
-    assert [(r.delivery_id, r.kind) for r in classify(two, [verp(5)], MAILBOXES).reports] == [(5, "hard")]
+    # With a VERP address the worst news about the one delivery counts: hard, then soft, then delayed.
+    assert [(r.delivery_id, r.kind) for r in classify(three, [verp(5)], MAILBOXES).reports] == [(5, "hard")]
+    two = dsn(
+        "Final-Recipient: rfc822; b@example.com\r\nAction: delayed\r\nStatus: 4.4.1",
+        "Final-Recipient: rfc822; c@example.com\r\nAction: failed\r\nStatus: 4.2.2",
+    )
+    assert [(r.delivery_id, r.kind) for r in classify(two, [verp(5)], MAILBOXES).reports] == [(5, "soft")]
+
+
+def test_a_plain_text_exim_delay_warning_is_a_delay_warning_not_a_failure():
+    # flufl.bounce's SimpleMatch reads the quoted "RCPT TO:<...>" reply in it as a permanent failure.
+    to_verp = sample("exim-delay-warning.eml", recipient="reader7@example.com", message_id="<42.3.6b0a@example.org>",
+                     return_path=verp(42))
+    result = classify(to_verp, [verp(42)], MAILBOXES)
+    assert result.verdict == "non-standard bounce"
+    [report] = result.reports
+    assert (report.kind, report.email, report.delivery_id) == ("delayed", "reader7@example.com", 42)
+    assert report.detail.startswith("delay warning (non-standard bounce: 'Warning: message 1tGa7w-0003Qe-0b delayed 24 hours')")
+    bare = sample("exim-delay-warning.eml", recipient="reader7@example.com", message_id="<42.3.6b0a@example.org>",
+                  return_path=RETURN_PATH)
+    assert [(r.kind, r.email, r.delivery_id) for r in classify(bare, [RETURN_PATH], MAILBOXES).reports] == [
+        ("delayed", "reader7@example.com", None),
+    ]
+    # The same words under a failure's Subject stay a failure: only the report's own Subject tells a warning.
+    failure = bare.replace(b"Subject: Warning: message 1tGa7w-0003Qe-0b delayed 24 hours",
+                           b"Subject: Mail delivery failed: returning message to sender")
+    assert [r.kind for r in classify(failure, [RETURN_PATH], MAILBOXES).reports] == ["hard"]
 
 
 def test_a_not_spam_feedback_report_is_no_complaint():
@@ -215,18 +246,61 @@ def test_a_bounce_for_a_message_we_cannot_place_still_suppresses_the_address(inb
     assert events(inbound.sessions)[-1] == ("gone@example.com", "hard", None)
 
 
-def test_delayed_dsns_suppress_at_the_soft_limit_and_a_repeated_warning_is_not_counted(inbound):
-    sends = [sent_issue(inbound.sessions, ["eve@example.com"])["eve@example.com"] for _ in range(3)]
-    for number, sent in enumerate(sends):
+def test_delay_warnings_are_recorded_but_never_bounce_count_or_suppress_and_a_repeat_is_not_stored(inbound):
+    sends = [sent_issue(inbound.sessions, ["eve@example.com"])["eve@example.com"] for _ in range(4)]
+    for number, sent in enumerate(sends):  # four messages, more than the soft limit of 3, each delayed
         warning = sample("dsn-delayed.eml", recipient="eve@example.com", message_id=sent.message_id,
                          return_path=verp(sent.delivery_id), report_id=f"delay-{number}@mx1.example.net")
         inbound.deliver(warning, verp(sent.delivery_id))
-        if number == 0:  # the second warning about the first message is no new bounce
+        assert inbound.lines[-1] == (
+            f"dsn: delay warning eve@example.com (delivery {sent.delivery_id}): recorded only (the sending server "
+            f"is still trying) [delayed 4.2.2: smtp; 452 4.2.2 <eve@example.com>: Mailbox full "
+            f"(report <delay-{number}@mx1.example.net>)]"
+        )
+        if number == 0:  # the second warning about the first message is a repeat: not stored again
             inbound.deliver(warning.replace(b"delay-0@", b"delay-0b@"), verp(sent.delivery_id))
+            assert "repeat of an event already recorded" in inbound.lines[-1]
+    # Gmail's non-standard warning, found by Message-ID at the bare return path; then Exim's about the same message.
+    sends.append(sent_issue(inbound.sessions, ["eve@example.com"])["eve@example.com"])
+    gmail = sample("gmail-delay-warning.eml", recipient="eve@example.com", message_id=sends[-1].message_id,
+                   return_path="news@example.org")
+    inbound.deliver(gmail, RETURN_PATH)
+    assert inbound.lines[-1].startswith(
+        f"non-standard bounce: delay warning eve@example.com (delivery {sends[-1].delivery_id}): recorded only"
+    ), inbound.lines
+    exim = sample("exim-delay-warning.eml", recipient="eve@example.com", message_id=sends[-1].message_id,
+                  return_path=verp(sends[-1].delivery_id))
+    inbound.deliver(exim, verp(sends[-1].delivery_id))
+    assert "repeat of an event already recorded" in inbound.lines[-1]
+
+    assert events(inbound.sessions) == [("eve@example.com", "delayed", s.delivery_id) for s in sends]
+    assert suppression(inbound.sessions, "eve@example.com") is None
+    assert all(delivery(inbound.sessions, s.delivery_id).status == "sent" for s in sends)
+    assert subscription_status(inbound.sessions, "eve@example.com")[0] == "confirmed"
+
+
+def test_failed_dsns_with_a_4xx_status_are_soft_bounces_and_suppress_at_the_limit_delay_warnings_aside(inbound):
+    sends = [sent_issue(inbound.sessions, ["ned@example.com"])["ned@example.com"] for _ in range(3)]
+    for number, sent in enumerate(sends):
+        # The usual story: a server warns about a full mailbox, retries for days, and gives up.
+        warning = sample("dsn-delayed.eml", recipient="ned@example.com", message_id=sent.message_id,
+                         return_path=verp(sent.delivery_id), report_id=f"delay-{number}@mx1.example.net")
+        inbound.deliver(warning, verp(sent.delivery_id))
+        assert suppression(inbound.sessions, "ned@example.com") is None
+        assert delivery(inbound.sessions, sent.delivery_id).status == "sent"
+        failure = sample("dsn-soft-failed.eml", recipient="ned@example.com", message_id=sent.message_id,
+                         return_path=verp(sent.delivery_id), report_id=f"failed-{number}@mx1.example.net")
+        inbound.deliver(failure, verp(sent.delivery_id))
+        assert delivery(inbound.sessions, sent.delivery_id).status == "bounced"
+        assert f"soft bounce ned@example.com (delivery {sent.delivery_id}): delivery bounced, {number + 1} soft bounce(s)" in (
+            inbound.lines[-1]
+        ), inbound.lines
+        if number == 0:  # the same failure reported again is no new bounce
+            inbound.deliver(failure.replace(b"failed-0@", b"failed-0b@"), verp(sent.delivery_id))
             assert "repeat" in inbound.lines[-1]
         expected = "soft_bounce" if number == 2 else None
-        assert suppression(inbound.sessions, "eve@example.com") == expected, inbound.lines
-    assert [e[1] for e in events(inbound.sessions)] == ["soft", "soft", "soft"]
+        assert suppression(inbound.sessions, "ned@example.com") == expected, inbound.lines
+    assert [e[1] for e in events(inbound.sessions)] == ["delayed", "soft"] * 3
     assert "3 soft bounce(s) in the window, suppressed soft_bounce" in inbound.lines[-1]
 
 
@@ -385,9 +459,10 @@ def test_a_hard_bounce_received_by_newsletter_inbound_keeps_the_address_out_of_t
     newsroom.start_worker()
     first = newsroom.send(newsroom.create_issue())
     assert newsroom.wait_status(first)["sent"] == 6
-    bounced, leaving = addresses[2], addresses[4]
+    bounced, leaving, delayed = addresses[2], addresses[4], addresses[1]
     original = newsroom.parsed(bounced)
     envelope_from = next(m.mail_from for m in newsroom.capture.messages if bounced in m.rcpt_tos)
+    delayed_from = next(m.mail_from for m in newsroom.capture.messages if delayed in m.rcpt_tos)
     # The send path gives each delivery its own VERP envelope sender, where its bounce comes back.
     assert envelope_from.startswith("bounces+d") and envelope_from.endswith("@example.org"), envelope_from
     rcpt = envelope_from
@@ -402,21 +477,29 @@ def test_a_hard_bounce_received_by_newsletter_inbound_keeps_the_address_out_of_t
         letter["From"], letter["To"], letter["Subject"] = leaving, mailto, "unsubscribe"
         letter.set_content("")
         inbound.deliver(letter.as_bytes(), mailto, mail_from=leaving)
-        lines = inbound.wait_lines(2)
+        # A delay warning about another reader's copy is kept and changes nothing.
+        delay = sample("dsn-delayed.eml", recipient=delayed, message_id=str(newsroom.parsed(delayed)["Message-ID"]),
+                       return_path=delayed_from)
+        inbound.deliver(delay, delayed_from)
+        lines = inbound.wait_lines(3)
     finally:
         assert inbound.stop() == 0
     assert any(f"hard bounce {bounced}" in line and "delivery bounced, suppressed hard_bounce" in line for line in lines), lines
     assert any(f"unsubscribe {leaving}: left weekly" in line for line in lines), lines
+    assert any(f"delay warning {delayed}" in line and "recorded only" in line for line in lines), lines
 
     log = list(csv.DictReader(io.StringIO(newsroom.cli("sends", "log", first, "--csv").stdout)))
-    assert {row["email"]: row["status"] for row in log}[bounced] == "bounced"
+    statuses = {row["email"]: row["status"] for row in log}
+    assert statuses[bounced] == "bounced" and statuses[delayed] == "sent"
     assert sum(row["status"] == "bounced" for row in log) == 1
     shown = newsroom.cli("bounces", "ls").stdout
-    assert bounced in shown and leaving in shown and "2 event(s)." in shown
+    assert bounced in shown and leaving in shown and delayed in shown and "3 event(s)." in shown
+    delays = newsroom.cli("bounces", "ls", "--kind", "delayed").stdout
+    assert delayed in delays and bounced not in delays and "1 event(s)." in delays
 
     second = newsroom.send(newsroom.create_issue())
     assert newsroom.wait_status(second)["sent"] == 4
     newsroom.wait_received(10)
     received = newsroom.received()
     assert received[bounced] == 1 and received[leaving] == 1
-    assert all(received[a] == 2 for a in addresses if a not in (bounced, leaving))
+    assert all(received[a] == 2 for a in addresses if a not in (bounced, leaving))  # the delayed reader included

@@ -2,11 +2,22 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from alembic import command
 from alembic.autogenerate import compare_metadata
+from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
+from sqlalchemy import Engine, inspect, insert, select
+from sqlalchemy.exc import IntegrityError
 
 from newsletter import db
-from newsletter.models import Base
+from newsletter.models import Base, BounceEvent, utcnow
+from subscribers.bounces import record_bounce
+from tests.bouncekit import sent_issue
+from tests.conftest import throwaway_postgres_database
 
 
 def test_migrations_match_models_and_upgrade_is_repeatable(database_url):
@@ -17,3 +28,84 @@ def test_migrations_match_models_and_upgrade_is_repeatable(database_url):
         diff = compare_metadata(MigrationContext.configure(conn, opts={"compare_type": True}), Base.metadata)
     engine.dispose()
     assert diff == []
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def empty_database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """A database of its own with no schema yet, to walk the migrations up and down in."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'walk.db'}"
+        return
+    yield from throwaway_postgres_database("newsletter_migrate")
+
+
+def _downgrade(engine: Engine, revision: str) -> None:
+    config = Config()
+    config.set_main_option("script_location", str(db.MIGRATIONS_DIR))
+    config.attributes["engine"] = engine
+    command.downgrade(config, revision)
+
+
+def _stored(engine: Engine) -> list[tuple]:
+    """Every bounce event, oldest first: (kind, id, email, delivery_id, source, detail, created_at)."""
+    columns = (BounceEvent.kind, BounceEvent.id, BounceEvent.email, BounceEvent.delivery_id, BounceEvent.source,
+               BounceEvent.detail, BounceEvent.created_at)
+    with engine.connect() as conn:
+        return [tuple(row) for row in conn.execute(select(*columns).order_by(BounceEvent.id))]
+
+
+def _insert_kind(engine: Engine, kind: str) -> None:
+    with engine.begin() as conn:
+        conn.execute(insert(BounceEvent.__table__).values(
+            email="raw@example.com", kind=kind, source="smtp", detail="inserted by the test", created_at=utcnow(),
+        ))
+
+
+def test_0007_lets_delay_warnings_in_keeps_the_old_events_and_downgrades(empty_database_url):
+    engine = db.make_engine(empty_database_url)
+    try:
+        db.upgrade(engine, "0006")
+        sessions = db.session_factory(engine)
+        sent = sent_issue(sessions, ["ann@example.com", "bob@example.com"])
+        ann, bob = sent["ann@example.com"], sent["bob@example.com"]
+        with db.transaction(sessions) as s:
+            for kind, delivery_id, email in (
+                ("hard", ann.delivery_id, None), ("soft", bob.delivery_id, None), ("complaint", None, "cy@example.com"),
+                ("unsubscribe", bob.delivery_id, None),
+            ):
+                record_bounce(s, email=email, delivery_id=delivery_id, kind=kind, source="smtp",
+                              detail=f"an old {kind} event", soft_limit=3, soft_days=30)
+        old = _stored(engine)
+        assert [row[0] for row in old] == ["hard", "soft", "complaint", "unsubscribe"]
+        with pytest.raises(IntegrityError):  # what the old constraint says
+            _insert_kind(engine, "delayed")
+
+        db.upgrade(engine)
+        assert db.schema_is_current(engine)
+        assert _stored(engine) == old  # every old event as it was
+        with db.transaction(sessions) as s:
+            outcome = record_bounce(s, email=None, delivery_id=ann.delivery_id, kind="delayed", source="smtp",
+                                    detail="delayed 4.4.1", soft_limit=3, soft_days=30)
+        assert not outcome.repeated
+        _insert_kind(engine, "delayed")
+        with pytest.raises(IntegrityError):  # the constraint was widened, not dropped
+            _insert_kind(engine, "bounced")
+        schema = inspect(engine)
+        [check] = [c for c in schema.get_check_constraints("bounce_events") if c["name"] == "ck_bounce_events_kind"]
+        assert "'delayed'" in check["sqltext"]
+        assert [i["name"] for i in schema.get_indexes("bounce_events")] == ["ix_bounce_events_email_kind"]
+        [foreign_key] = schema.get_foreign_keys("bounce_events")
+        assert foreign_key["referred_table"] == "deliveries" and foreign_key["options"].get("ondelete") == "SET NULL"
+        with engine.connect() as conn:
+            diff = compare_metadata(MigrationContext.configure(conn, opts={"compare_type": True}), Base.metadata)
+        assert diff == []
+
+        _downgrade(engine, "0006")
+        assert db.current_revision(engine) == "0006"
+        assert _stored(engine) == old  # the delay warnings are gone, nothing else
+        with pytest.raises(IntegrityError):
+            _insert_kind(engine, "delayed")
+        db.upgrade(engine)  # and up again
+        assert db.schema_is_current(engine) and _stored(engine) == old
+    finally:
+        engine.dispose()

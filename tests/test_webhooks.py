@@ -26,6 +26,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from newsletter.config import Settings
 from newsletter.provider_events import CertificateCache
 from newsletter.return_path import make_return_path
+from subscribers.bounces import recent_events
 from tests.bouncekit import KEY, RETURN_PATH, delivery, events, sent_issue, subscription_status, suppression
 
 
@@ -93,6 +94,24 @@ def ses_bounce(email: str, bounce_type: str, *, source: str = "news@example.org"
             "timestamp": "2026-11-27T10:15:06.477Z", "feedbackId": f"0102018c-{uuid.uuid4()}",
         },
         "mail": mail,
+    })
+
+
+def ses_delivery_delay(email: str, *, source: str = "news@example.org", message_id: str | None = None) -> str:
+    """An SES event-publishing DeliveryDelay record (what a configuration set's SNS destination gets)."""
+    return json.dumps({
+        "eventType": "DeliveryDelay",
+        "mail": {
+            "timestamp": "2026-11-27T10:15:04.000Z", "source": source, "messageId": "0102018c-ses-id-000002",
+            "destination": [email], "headersTruncated": False,
+            "headers": [{"name": "Message-ID", "value": message_id}] if message_id else [],
+        },
+        "deliveryDelay": {
+            "timestamp": "2026-11-27T10:25:40.641Z", "delayType": "MailboxFull",
+            "expirationTime": "2026-11-27T23:15:04.914Z", "reportingMTA": "dsn; a8-70.smtp-out.amazonses.com",
+            "delayedRecipients": [{"emailAddress": email, "status": "4.2.2",
+                                   "diagnosticCode": "smtp; 452 4.2.2 mailbox full"}],
+        },
     })
 
 
@@ -178,6 +197,50 @@ def test_signature_version_1_and_a_transient_bounce_found_by_message_id(hooks, s
     assert response.json()["events"][0]["kind"] == "soft"
     assert events(hooks.sessions) == [("cat@example.com", "soft", cat.delivery_id)]
     assert suppression(hooks.sessions, "cat@example.com") is None
+
+
+def test_an_ses_delivery_delay_is_recorded_and_changes_nothing_and_a_retry_counts_once(hooks, signing):
+    gil = sent_issue(hooks.sessions, ["gil@example.com"])["gil@example.com"]
+    source = make_return_path(RETURN_PATH, gil.delivery_id, KEY)
+    client = hooks.client()
+    body = sns(signing[0], "Notification", ses_delivery_delay("gil@example.com", source=source))
+    response = client.post("/webhooks/ses", json=body)
+    assert response.status_code == 200, response.text
+    assert response.json() == {"received": 1, "events": [{
+        "email": "gil@example.com", "kind": "delayed", "delivery_id": gil.delivery_id, "repeated": False,
+        "suppressed": None, "unsubscribed": [],
+    }]}
+    assert client.post("/webhooks/ses", json=body).json()["events"][0]["repeated"] is True
+    # Another message of the same delay, found by its Message-ID: a repeat too (one delay per delivery).
+    by_id = sns(signing[0], "Notification", ses_delivery_delay("gil@example.com", message_id=gil.message_id))
+    assert client.post("/webhooks/ses", json=by_id).json()["events"][0]["repeated"] is True
+    assert events(hooks.sessions) == [("gil@example.com", "delayed", gil.delivery_id)]
+    assert delivery(hooks.sessions, gil.delivery_id).status == "sent"
+    assert suppression(hooks.sessions, "gil@example.com") is None
+    assert subscription_status(hooks.sessions, "gil@example.com")[0] == "confirmed"
+    with hooks.sessions() as s:
+        [row] = recent_events(s, kind="delayed")
+    assert row.source == "ses"
+    assert row.detail == (
+        "SES delay/MailboxFull 4.2.2 smtp; 452 4.2.2 mailbox full, retried until 2026-11-27T23:15:04.914Z"
+    )
+
+    # When SES gives up, it sends a Transient bounce: a soft bounce, which does bounce the delivery.
+    bounce = sns(signing[0], "Notification", ses_bounce("gil@example.com", "Transient", source=source))
+    assert client.post("/webhooks/ses", json=bounce).json()["events"][0]["kind"] == "soft"
+    assert delivery(hooks.sessions, gil.delivery_id).status == "bounced"
+
+
+def test_a_malformed_ses_delivery_delay_is_refused_naming_the_field(hooks, signing):
+    record = json.loads(ses_delivery_delay("gil@example.com"))
+    record["deliveryDelay"]["delayedRecipients"].append({"emailAddress": "not an address"})
+    response = hooks.client().post("/webhooks/ses", json=sns(signing[0], "Notification", json.dumps(record)))
+    assert response.status_code == 400
+    assert response.json()["error"]["field"] == "deliveryDelay.delayedRecipients[1].emailAddress"
+    record["deliveryDelay"] = "soon"
+    response = hooks.client().post("/webhooks/ses", json=sns(signing[0], "Notification", json.dumps(record)))
+    assert response.status_code == 400 and response.json()["error"]["field"] == "deliveryDelay"
+    assert events(hooks.sessions) == []
 
 
 def test_a_complaint_unsubscribes_and_suppresses_and_not_spam_does_nothing(hooks, signing):
@@ -295,6 +358,7 @@ def test_generic_events_bounce_complain_and_unsubscribe(hooks):
     response = hooks.client().post("/webhooks/events", json=batch, headers={"Authorization": f"Bearer {SECRET}"})
     assert response.status_code == 200, response.text
     assert response.json()["received"] == 4
+    assert [e["kind"] for e in response.json()["events"]] == ["hard", "soft", "complaint", "unsubscribe"]
     assert delivery(hooks.sessions, sent["hal@example.com"].delivery_id).status == "bounced"
     assert suppression(hooks.sessions, "hal@example.com") == "hard_bounce"
     assert suppression(hooks.sessions, "ida@example.com") == "complaint"
@@ -306,10 +370,39 @@ def test_generic_events_bounce_complain_and_unsubscribe(hooks):
     assert suppression(hooks.sessions, "jay@example.com") is None
 
 
+def test_a_generic_delayed_event_is_recorded_and_changes_nothing(hooks):
+    sent = sent_issue(hooks.sessions, ["kit@example.com", "lou@example.com"])
+    kit = sent["kit@example.com"]
+    batch = {"events": [
+        {"type": "delayed", "email": "kit@example.com", "return_path": make_return_path(RETURN_PATH, kit.delivery_id, KEY),
+         "detail": "deferred: 421 4.7.0 try again later"},
+        {"type": "delayed", "email": "lou@example.com", "message_id": sent["lou@example.com"].message_id},
+        {"type": "delayed", "email": "kit@example.com", "message_id": kit.message_id},  # the same delivery again
+        {"type": "delayed", "email": "max@example.com"},  # no delivery of ours: kept for the address
+    ]}
+    client = hooks.client()
+    response = client.post("/webhooks/events", json=batch, headers={"Authorization": f"Bearer {SECRET}"})
+    assert response.status_code == 200, response.text
+    assert [(e["email"], e["kind"], e["delivery_id"], e["repeated"], e["suppressed"], e["unsubscribed"])
+            for e in response.json()["events"]] == [
+        ("kit@example.com", "delayed", kit.delivery_id, False, None, []),
+        ("lou@example.com", "delayed", sent["lou@example.com"].delivery_id, False, None, []),
+        ("kit@example.com", "delayed", kit.delivery_id, True, None, []),
+        ("max@example.com", "delayed", None, False, None, []),
+    ]
+    assert [e[1] for e in events(hooks.sessions)] == ["delayed"] * 3
+    for s in sent.values():
+        assert delivery(hooks.sessions, s.delivery_id).status == "sent"
+        assert suppression(hooks.sessions, s.email) is None
+        assert subscription_status(hooks.sessions, s.email)[0] == "confirmed"
+
+
 @pytest.mark.parametrize(
     ("event", "field"),
     [
         ({"type": "bounce", "email": "not-an-address", "bounce_type": "hard"}, "events[1].email"),
+        ({"type": "bounce", "email": "kai@example.com", "bounce_type": "delayed"}, "events[1].bounce_type"),
+        ({"type": "delayed", "email": "kai@example.com", "detail": ["4.4.1"]}, "events[1].detail"),
         ({"type": "bounce", "email": "kai@example.com"}, "events[1].bounce_type"),
         ({"type": "delivered", "email": "kai@example.com"}, "events[1].type"),
         ({"type": "complaint", "email": "kai@example.com", "bounceType": "hard"}, "events[1].bounceType"),
