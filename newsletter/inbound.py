@@ -25,9 +25,7 @@ import sys
 from collections.abc import Callable, Sequence
 from datetime import datetime
 from types import TracebackType
-from typing import Any
 
-from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import SMTP, Envelope
 from aiosmtpd.smtp import Session as SmtpSession
 from sqlalchemy.exc import SQLAlchemyError
@@ -38,6 +36,7 @@ from newsletter.bounce_parsing import Mailboxes, Report, classify
 from newsletter.config import Settings
 from newsletter.errors import InvalidInput, NotFound
 from newsletter.models import Delivery, MailingList, Subscriber
+from newsletter.smtp_listener import BoundController, listen
 from newsletter.until_stopped import wait_until_stopped
 from subscribers.bounces import find_delivery, record_bounce
 from subscribers.tokens import TokenSigner
@@ -147,25 +146,20 @@ class InboundServer:
         self.host = host
         self.port = port
         self.data_size_limit = data_size_limit
-        self._controller: _Controller | None = None
+        self._controller: BoundController | None = None
 
     def start(self) -> None:
         """Listen and serve in a background thread. Raises OSError (address in use), RuntimeError (already started)."""
         if self._controller is not None:
             raise RuntimeError("the inbound server is already running")
-        sock = _listen(self.host, self.port)
+        sock = listen(self.host, self.port)
         self.port = sock.getsockname()[1]
-        controller = _Controller(
+        controller = BoundController(
             sock, _Handler(self.receiver), hostname=self.host or None, port=self.port,
             server_hostname=socket.gethostname(), data_size_limit=self.data_size_limit,
             enable_SMTPUTF8=True, ident="newsletter inbound",
         )
-        try:
-            controller.start()
-        except BaseException:
-            sock.close()
-            controller.stop(no_assert=True)
-            raise
+        controller.start()
         self._controller = controller
 
     def stop(self) -> None:
@@ -214,24 +208,6 @@ class _Handler:
         except Exception:  # noqa: BLE001 - never bounce a bounce: accept, and say so in the log
             log.exception("error handling a message from <%s>", mail_from)
         return "250 2.0.0 OK"
-
-
-class _Controller(Controller):
-    """aiosmtpd's Controller serving on a socket bound beforehand (so port 0 works and a busy port fails at once)."""
-
-    def __init__(self, sock: socket.socket, handler: _Handler, **kwargs: Any) -> None:
-        super().__init__(handler, **kwargs)
-        self._sock = sock
-
-    def _create_server(self) -> Any:
-        return self.loop.create_server(self._factory_invoker, sock=self._sock)
-
-
-def _listen(host: str, port: int) -> socket.socket:
-    try:
-        return socket.create_server((host, port), backlog=128)
-    except OSError as exc:
-        raise OSError(exc.errno, f"cannot listen on {host or '*'}:{port}: {exc.strerror or exc}") from None
 
 
 def main_loop(

@@ -32,9 +32,9 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session
 
+from newsletter.smtp_listener import BoundController, listen
 from newsletter.until_stopped import wait_until_stopped
 
 log = logging.getLogger(__name__)
@@ -162,7 +162,7 @@ class CaptureServer:
         if self.maildir is not None:
             for sub in ("tmp", "new", "cur"):
                 (self.maildir / sub).mkdir(parents=True, exist_ok=True)
-        sock = _listen(self.host, self.port)
+        sock = listen(self.host, self.port)
         self.port = sock.getsockname()[1]
         kwargs: dict[str, Any] = {
             "data_size_limit": self.data_size_limit,
@@ -180,12 +180,7 @@ class CaptureServer:
             server_hostname=socket.gethostname(),  # else aiosmtpd calls getfqdn() on every connection
             **kwargs,
         )
-        try:
-            controller.start()
-        except BaseException:
-            sock.close()
-            controller.stop(no_assert=True)
-            raise
+        controller.start()
         self._controller = controller
         self._connections = 0  # forget aiosmtpd's own readiness probe
 
@@ -326,51 +321,16 @@ async def _hang_up(server: SMTP) -> None:
     await asyncio.sleep(3600)
 
 
-class _Controller(Controller):
-    """aiosmtpd's Controller, serving on a socket bound beforehand and counting connections.
-
-    Binding first makes a busy port fail at once (Controller would wait out its
-    ready_timeout) and makes port 0 work (Controller probes the port it was given).
-    """
+class _Controller(BoundController):
+    """The capture server's controller: it counts connections."""
 
     def __init__(self, capture: CaptureServer, sock: socket.socket, handler: _Handler, **kwargs: Any) -> None:
-        super().__init__(handler, **kwargs)
+        super().__init__(sock, handler, **kwargs)
         self._capture = capture
-        self._sock = sock
 
     def factory(self) -> SMTP:
         self._capture._connection_made()
         return SMTP(self.handler, **self.SMTP_kwargs)
-
-    def _create_server(self) -> Any:
-        return self.loop.create_server(self._factory_invoker, sock=self._sock, ssl=self.ssl_context)
-
-
-def _listen(host: str, port: int) -> socket.socket:
-    """A listening TCP socket on host:port ("" means every address). Raises OSError."""
-    sock: socket.socket | None = None
-    try:
-        dualstack = not host and socket.has_dualstack_ipv6()
-        if dualstack:
-            family, address = socket.AF_INET6, ("::", port)
-        else:
-            family, _, _, _, address = socket.getaddrinfo(
-                host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
-            )[0]
-        # proto=IPPROTO_TCP, not socket.create_server()'s 0: asyncio only sets TCP_NODELAY on
-        # accepted sockets whose proto says TCP, and without it Nagle holds back the 2nd and
-        # 3rd reply to a pipelined MAIL/RCPT/DATA until the client's delayed ACK (~40 ms).
-        sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        if dualstack:
-            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
-        sock.bind(address)
-        sock.listen(128)
-        return sock
-    except OSError as exc:
-        if sock is not None:
-            sock.close()
-        raise OSError(exc.errno, f"cannot listen on {host or '*'}:{port}: {exc.strerror or exc}") from None
 
 
 def _check_replies(name: str, replies: Mapping[str, str] | None) -> dict[str, str]:
