@@ -13,11 +13,11 @@ from typing import Any
 
 from fastapi import Request
 from fastapi.responses import HTMLResponse, RedirectResponse
-from jinja2 import Environment, FileSystemLoader, StrictUndefined
+from jinja2 import Environment
 
 from newsletter import __version__
 from newsletter.accounts import Caller
-from newsletter.web.context import web
+from newsletter.web.context import html_templates, web
 
 TEMPLATE_DIR = Path(__file__).resolve().parent.parent.parent / "templates" / "admin"
 
@@ -71,14 +71,7 @@ NOTICES = {
 
 @lru_cache(maxsize=8)
 def templates(root: str) -> Environment:
-    env = Environment(
-        loader=FileSystemLoader(str(TEMPLATE_DIR)),
-        autoescape=True,
-        undefined=StrictUndefined,
-        trim_blocks=True,
-        lstrip_blocks=True,
-    )
-    env.globals.update(root=root, admin=f"{root}/admin", static=f"{root}/static/admin", version=__version__)
+    env = html_templates(TEMPLATE_DIR, root=root, admin=f"{root}/admin", static=f"{root}/static/admin", version=__version__)
     env.filters["when"] = when
     env.filters["iso"] = lambda value: value.isoformat(timespec="seconds") if value else ""
     env.filters["number"] = lambda value: f"{value:,}"

@@ -62,16 +62,22 @@ class Web:
         return f"{self.root}/preferences/{self.signer.make(subscriber_id, list_id, 'preferences')}"
 
 
-def page_templates(root: str, postal_address: str) -> Environment:
-    """Page templates: autoescaped everywhere, so subscriber data is always data."""
+def html_templates(folder: Path, **globals: Any) -> Environment:
+    """HTML page templates from ``folder``: autoescaped everywhere, so subscriber data is always data."""
     env = Environment(
-        loader=FileSystemLoader(str(TEMPLATE_DIR)),
+        loader=FileSystemLoader(str(folder)),
         autoescape=True,
         undefined=StrictUndefined,
         trim_blocks=True,
         lstrip_blocks=True,
     )
-    env.globals.update(root=root, postal_address=postal_address)
+    env.globals.update(globals)
+    return env
+
+
+def page_templates(root: str, postal_address: str) -> Environment:
+    """The subscriber pages' templates."""
+    env = html_templates(TEMPLATE_DIR, root=root, postal_address=postal_address)
     env.filters["day"] = _day
     env.filters["sentence"] = _sentence
     return env
