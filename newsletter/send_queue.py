@@ -41,3 +41,12 @@ def reset_error_counts(settings: Settings, key: str) -> None:
         SendControl(client).reset_counts(key)
     finally:
         client.close()
+
+
+def queue_resumed(settings: Settings, send_id: int, send_key: str, batches: list[Batch]) -> None:
+    """Queue a resumed send's batches, after forgetting its error counts: a send paused for errors
+    would otherwise pause again at once. Raises QueueUnavailable, or redis.RedisError from the counts."""
+    if not batches:
+        return
+    reset_error_counts(settings, send_key)
+    queue_batches(settings, send_id, batches)

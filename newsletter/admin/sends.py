@@ -26,7 +26,7 @@ from newsletter.admin.pages import page, redirect
 from newsletter.errors import Conflict, InvalidInput
 from newsletter.models import DELIVERY_STATUSES, Delivery, Issue, utcnow
 from newsletter.scheduling import reschedule_send
-from newsletter.send_queue import QueueUnavailable, queue_batches, reset_error_counts
+from newsletter.send_queue import QueueUnavailable, queue_resumed
 from newsletter.web.context import web
 
 router = APIRouter()
@@ -108,13 +108,10 @@ def resume(request: Request, send_id: int, caller: Caller = Sender) -> Response:
             send, batches = sending.resume_send(session, send_id, settings.batch_size)
     except Conflict as exc:
         return _conflict(request, caller, send_id, str(exc))
-    if batches:
-        try:
-            # A fresh start for the error-rate check, or a send paused for errors would pause again at once.
-            reset_error_counts(settings, sending.send_key(send))
-            queue_batches(settings, send_id, batches)
-        except (QueueUnavailable, redis.RedisError):
-            return redirect(request, f"/sends/{send_id}", "not-queued")
+    try:
+        queue_resumed(settings, send_id, sending.send_key(send), batches)
+    except (QueueUnavailable, redis.RedisError):
+        return redirect(request, f"/sends/{send_id}", "not-queued")
     return redirect(request, f"/sends/{send_id}", "resumed")
 
 

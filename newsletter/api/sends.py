@@ -16,7 +16,7 @@ from newsletter.api.auth import SendEditor
 from newsletter.api.common import errors, path_id, render_settings
 from newsletter.api.schemas import DeliveryOut, DeliveryPage, SendCreate, SendOut, SendReschedule, SendsOut
 from newsletter.models import DELIVERY_STATUSES
-from newsletter.send_queue import queue_batches, reset_error_counts
+from newsletter.send_queue import queue_batches, queue_resumed
 from newsletter.web.context import web
 
 router = APIRouter(prefix="/sends", tags=["sends"])
@@ -109,10 +109,7 @@ def resume_send(request: Request, send_id: SendId, caller: SendEditor) -> SendOu
     with state.transaction() as session:
         send, batches = sending.resume_send(session, send_id, state.settings.batch_size)
         key = sending.send_key(send)
-    if batches:
-        # A fresh start for the error-rate check, or a send paused for errors would pause again at once.
-        reset_error_counts(state.settings, key)
-        queue_batches(state.settings, send_id, batches)
+    queue_resumed(state.settings, send_id, key, batches)
     return _status(request, send_id)
 
 

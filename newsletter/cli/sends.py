@@ -213,15 +213,15 @@ def pause(send_id: int = typer.Argument(..., help="The send's id.")) -> None:
 @app.command()
 def resume(send_id: int = typer.Argument(..., help="The send's id.")) -> None:
     """Resume a paused send where it stopped (also re-queues a sending one whose tasks were lost)."""
-    from newsletter.send_queue import reset_error_counts
+    from newsletter.send_queue import QueueUnavailable, queue_resumed
 
     settings = runtime.settings
     with runtime.transaction() as session:
         send, batches = sending.resume_send(session, send_id, settings.batch_size)
-    if batches:
-        # A fresh start for the error-rate check, or a send paused for errors would pause again at once.
-        reset_error_counts(settings, sending.send_key(send))
-        _enqueue(send_id, batches)
+    try:
+        queue_resumed(settings, send_id, sending.send_key(send), batches)
+    except QueueUnavailable as exc:
+        raise ConfigError(f"NEWSLETTER_BROKER_URL: {exc}") from None
     out.print(f"Send {send_id} {send.status}: {len(batches)} batch(es) queued.")
 
 
