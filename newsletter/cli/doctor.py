@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import os
+from typing import TYPE_CHECKING
 
 import typer
 from sqlalchemy import select
 
 from newsletter.cli.runtime import out, runtime
 from newsletter.errors import ConfigError
+
+if TYPE_CHECKING:  # the doctor's checks load only when the command runs
+    from newsletter import doctor as checks
 
 
 def doctor(
