@@ -146,18 +146,33 @@ def start_send(
     return send, snapshot_recipients(session, send, mailing_list.id, now, batch_size)
 
 
+def _mailed(list_id: int) -> tuple[Any, ...]:
+    """Who a send to the list mails (conditions on Subscriber joined to Subscription): its confirmed
+    subscribers whose address is not suppressed."""
+    suppressed = exists().where(Suppression.email == Subscriber.email)
+    return Subscription.list_id == list_id, Subscription.status == "confirmed", not_(suppressed)
+
+
+def recipient_count(session: Session, list_id: int) -> int:
+    """How many a send to the list would mail now."""
+    return session.scalar(
+        select(func.count()).select_from(Subscription)
+        .join(Subscriber, Subscriber.id == Subscription.subscriber_id)
+        .where(*_mailed(list_id))
+    ) or 0
+
+
 def snapshot_recipients(session: Session, send: Send, list_id: int, now: datetime, batch_size: int) -> list[Batch]:
     """Write a pending delivery for every confirmed, unsuppressed subscriber of the list; return the batches.
 
     A send with no one to mail is finished at once (and says why).
     """
-    suppressed = exists().where(Suppression.email == Subscriber.email)
     recipients = (
         select(
             literal(send.id), Subscriber.id, Subscriber.email, literal("pending"), literal(0), literal(now, Delivery.updated_at.type)
         )
         .join(Subscription, Subscription.subscriber_id == Subscriber.id)
-        .where(Subscription.list_id == list_id, Subscription.status == "confirmed", not_(suppressed))
+        .where(*_mailed(list_id))
         .order_by(Subscriber.id)
     )
     session.execute(

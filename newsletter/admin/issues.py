@@ -17,7 +17,7 @@ from datetime import UTC, datetime, timedelta, timezone
 import yaml
 from fastapi import APIRouter, Depends, Form, Request
 from fastapi.responses import HTMLResponse, JSONResponse, Response
-from sqlalchemy import exists, func, not_, select
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from newsletter import issues, sending
@@ -28,7 +28,7 @@ from newsletter.config import Settings
 from newsletter.errors import Conflict, DeliveryError, InvalidInput, NotFound, RenderError
 from newsletter.issue_files import DEFAULT_TEMPLATE, parse_issue_text
 from newsletter.issues import RenderSettings
-from newsletter.models import Issue, MailingList, Send, Subscriber, Subscription, Suppression
+from newsletter.models import Issue, MailingList, Send
 from newsletter.rendering import check_issue, personalise
 from newsletter.scheduling import schedule_send
 from newsletter.send_queue import QueueUnavailable, queue_batches
@@ -121,17 +121,6 @@ def issue_text(issue: Issue) -> str:
     dumped = yaml.safe_dump(front, allow_unicode=True, sort_keys=False, width=10**9, default_style='"')
     dumped = re.sub(r'^"(\w+)":', r"\1:", dumped, flags=re.M)  # quoted values, plain keys
     return f"---\n{dumped}---\n{issue.body_markdown}"
-
-
-def recipient_count(session: Session, list_id: int) -> int:
-    """Who a send to the list would mail now: its confirmed subscribers whose address is not suppressed."""
-    suppressed = exists().where(Suppression.email == Subscriber.email)
-    return session.scalar(
-        select(func.count())
-        .select_from(Subscription)
-        .join(Subscriber, Subscriber.id == Subscription.subscriber_id)
-        .where(Subscription.list_id == list_id, Subscription.status == "confirmed", not_(suppressed))
-    ) or 0
 
 
 # --- pages -----------------------------------------------------------------------------------
@@ -291,7 +280,7 @@ def _send_page(request: Request, caller: Caller, issue_id: int, list_slug: str |
     with web(request).transaction() as session:
         issue, issue_list = issues.get_issue(session, issue_id)
         target = get_list(session, list_slug) if list_slug else issue_list
-        count = recipient_count(session, target.id)
+        count = sending.recipient_count(session, target.id)
         lists = session.scalars(select(MailingList).order_by(MailingList.slug)).all()
     return page(request, caller, "issue_send.html", status=status, issue=issue, target=target, count=count,
                 lists=lists, error=error, at=at)
