@@ -64,7 +64,8 @@ def _insert_kind(engine: Engine, kind: str) -> None:
 def test_0007_lets_delay_warnings_in_keeps_the_old_events_and_downgrades(empty_database_url):
     engine = db.make_engine(empty_database_url)
     try:
-        db.upgrade(engine, "0006")
+        # The events are written by today's code, then the schema is taken back to 0006 under them.
+        db.upgrade(engine)
         sessions = db.session_factory(engine)
         sent = sent_issue(sessions, ["ann@example.com", "bob@example.com"])
         ann, bob = sent["ann@example.com"], sent["bob@example.com"]
@@ -75,6 +76,7 @@ def test_0007_lets_delay_warnings_in_keeps_the_old_events_and_downgrades(empty_d
             ):
                 record_bounce(s, email=email, delivery_id=delivery_id, kind=kind, source="smtp",
                               detail=f"an old {kind} event", soft_limit=3, soft_days=30)
+        _downgrade(engine, "0006")
         old = _stored(engine)
         assert [row[0] for row in old] == ["hard", "soft", "complaint", "unsubscribe"]
         with pytest.raises(IntegrityError):  # what the old constraint says
@@ -107,5 +109,40 @@ def test_0007_lets_delay_warnings_in_keeps_the_old_events_and_downgrades(empty_d
             _insert_kind(engine, "delayed")
         db.upgrade(engine)  # and up again
         assert db.schema_is_current(engine) and _stored(engine) == old
+    finally:
+        engine.dispose()
+
+
+def test_0008_adds_send_audience_and_private_lists_keeping_every_send_and_delivery(empty_database_url):
+    from sqlalchemy import func, text
+
+    from newsletter.models import Delivery, MailingList, Send
+
+    engine = db.make_engine(empty_database_url)
+    try:
+        db.upgrade(engine)
+        sessions = db.session_factory(engine)
+        sent_issue(sessions, ["ann@example.com", "bob@example.com"])
+
+        def counts() -> tuple[int, int, int]:
+            with engine.connect() as conn:
+                return tuple(conn.scalar(select(func.count()).select_from(t)) for t in (MailingList, Send, Delivery))
+
+        before = counts()
+        assert before == (1, 1, 2)
+        # Down and up again: SQLite copies the tables, and nothing that references them may go with them.
+        _downgrade(engine, "0007")
+        assert "audience" not in {c["name"] for c in inspect(engine).get_columns("sends")}
+        assert counts() == before
+        db.upgrade(engine)
+        assert counts() == before
+        with engine.connect() as conn:
+            assert conn.execute(text("SELECT audience FROM sends")).scalars().all() == ["all"]
+            assert conn.execute(text("SELECT private FROM mailing_lists")).scalars().all() in ([0], [False])
+            if engine.dialect.name == "sqlite":
+                assert conn.exec_driver_sql("PRAGMA foreign_keys").scalar() == 1  # back on after the migration
+        with pytest.raises(IntegrityError):
+            with engine.begin() as conn:
+                conn.execute(text("UPDATE sends SET audience = 'some'"))
     finally:
         engine.dispose()
