@@ -37,6 +37,9 @@ SEND_AUDIENCES = ("all", "new")  # every confirmed subscriber, or only those who
 DELIVERY_STATUSES = ("pending", "sent", "failed", "skipped", "bounced", "cancelled")
 ROLES = ("admin", "editor")
 IMPORT_STATUSES = ("queued", "running", "finished", "failed")
+CONFIRMATION_RUN_STATUSES = ("sending", "finished")
+# "sending": handed to the SMTP server right now; a row left so by a dead worker is never retried (it may have gone out).
+CONFIRMATION_MAIL_STATUSES = ("pending", "sending", "sent", "failed", "skipped")
 BOUNCE_KINDS = ("hard", "soft", "delayed", "complaint", "unsubscribe")
 
 # BigInteger ids on PostgreSQL; SQLite needs plain INTEGER for its rowid alias.
@@ -122,6 +125,7 @@ class Subscription(Base):
     """A subscriber on a list, with its consent record."""
 
     __tablename__ = "subscriptions"
+    __mapper_args__ = {"eager_defaults": False}  # server defaults are read when first used, not RETURNed
     __table_args__ = (
         UniqueConstraint("list_id", "subscriber_id", name="uq_subscriptions_list_subscriber"),
         _check_in("status", SUBSCRIPTION_STATUSES, "status"),
@@ -141,6 +145,10 @@ class Subscription(Base):
     confirmed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     ended_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     end_reason: Mapped[str | None] = mapped_column(String(200))
+    # When a confirmation email last went out to this subscription (the form's, or a request to confirm
+    # sent to an imported or added address): nobody is asked twice within a week unless an editor insists.
+    # (A server default, so rows written by code that predates the column still insert.)
+    confirmation_requested_at: Mapped[datetime | None] = mapped_column(UTCDateTime, server_default=text("NULL"))
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
 
 
@@ -235,6 +243,57 @@ class Delivery(Base):
     claim_expires: Mapped[datetime | None] = mapped_column(UTCDateTime)
     sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     bounced_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
+
+
+class ConfirmationRun(Base):
+    """One request to confirm, mailed to a list's unconfirmed subscriptions (`newsletter lists request-confirmation`)."""
+
+    __tablename__ = "confirmation_runs"
+    __table_args__ = (
+        _check_in("status", CONFIRMATION_RUN_STATUSES, "status"),
+        Index("ix_confirmation_runs_list", "list_id", "id"),
+    )
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True)
+    list_id: Mapped[int] = mapped_column(ForeignKey("mailing_lists.id", ondelete="CASCADE"))
+    status: Mapped[str] = mapped_column(String(16), default="sending")
+    again: Mapped[bool] = mapped_column(Boolean, default=False)  # asked those asked in the last week too
+    total: Mapped[int] = mapped_column(Integer, default=0)  # rows queued
+    # Who was left out when the run started, and why.
+    asked_recently: Mapped[int] = mapped_column(Integer, default=0)
+    suppressed: Mapped[int] = mapped_column(Integer, default=0)
+    already_queued: Mapped[int] = mapped_column(Integer, default=0)
+    created_by: Mapped[str] = mapped_column(String(100), default="")
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class ConfirmationMail(Base):
+    """One recipient's row in a confirmation run's log (the run's counterpart of a Delivery)."""
+
+    __tablename__ = "confirmation_mails"
+    __table_args__ = (
+        UniqueConstraint("run_id", "subscription_id", name="uq_confirmation_mails_run_subscription"),
+        _check_in("status", CONFIRMATION_MAIL_STATUSES, "status"),
+        Index("ix_confirmation_mails_run_status", "run_id", "status"),
+        Index("ix_confirmation_mails_subscription", "subscription_id", "status"),
+    )
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True)
+    run_id: Mapped[int] = mapped_column(ForeignKey("confirmation_runs.id", ondelete="CASCADE"))
+    # Erasing a subscriber (or the subscription) takes its rows with it.
+    subscription_id: Mapped[int] = mapped_column(ForeignKey("subscriptions.id", ondelete="CASCADE"))
+    email: Mapped[str] = mapped_column(String(320))  # the address it went to, kept for the log
+    status: Mapped[str] = mapped_column(String(16), default="pending")
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    smtp_code: Mapped[int | None] = mapped_column(Integer)
+    smtp_reply: Mapped[str | None] = mapped_column(Text)
+    message_id: Mapped[str | None] = mapped_column(String(998))
+    next_attempt_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    claimed_by: Mapped[str | None] = mapped_column(String(100))
+    claim_expires: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
 
 
