@@ -46,8 +46,12 @@ def run_tick(s: WorkerState, now: datetime | None = None) -> int:
             )
             send = session.get(Send, send_id) if result else None
             reason = send.status_reason if send else None
+            cancelled = send is not None and send.status == "cancelled"
         if result is None:
             continue  # another scheduler's tick started it
+        if cancelled:
+            log.warning("send %s was due but is not sent: %s", send_id, reason, extra={"send_id": send_id})
+            continue
         started += 1
         if result.batches:
             enqueue(send_id, result.batches)

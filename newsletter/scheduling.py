@@ -21,6 +21,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from newsletter.audience import Audience, Repeat, check_send, empty_refusal, list_counts, recipient_count
 from newsletter.errors import Conflict, InvalidInput, NewsletterError
 from newsletter.issues import RenderSettings, get_issue
 from newsletter.models import Issue, MailingList, Send, utcnow
@@ -69,8 +70,17 @@ def schedule_send(
     *,
     list_slug: str | None = None,
     now: datetime | None = None,
+    repeat: Repeat = Repeat.NO,
+    require_recipients: bool = True,
 ) -> Send:
-    """Store a send of the issue that starts at ``at``. Raises NotFound, InvalidInput, RenderError, Conflict."""
+    """Store a send of the issue that starts at ``at``.
+
+    Refused like a send that starts now (see :func:`newsletter.audience.check_send`): a list
+    that already has a send of the issue (a scheduled one included) needs ``repeat``, and a
+    send that would reach no one now is refused unless ``require_recipients`` is False. Raises
+    NotFound, InvalidInput, RenderError, SendRefused, Conflict (the same issue already
+    scheduled for the list).
+    """
     now = now or utcnow()
     at = _check_future(at, now, "at")
     issue, issue_list = get_issue(session, issue_id)
@@ -82,9 +92,10 @@ def schedule_send(
         raise Conflict(
             f"issue {issue.id} is already scheduled for {mailing_list.slug} (send {already}); reschedule or cancel that one"
         )
+    audience = check_send(session, issue.id, mailing_list, repeat, require_recipients=require_recipients)
     rendered = settings.render(issue, mailing_list)
     send = Send(
-        issue_id=issue.id, list_id=mailing_list.id, status="scheduled", subject=rendered.subject,
+        issue_id=issue.id, list_id=mailing_list.id, status="scheduled", audience=audience.value, subject=rendered.subject,
         html=rendered.html, text=rendered.text, scheduled_at=at, created_at=now,
     )
     session.add(send)
@@ -125,7 +136,8 @@ def start_scheduled(
 
     Returns None when the send is not (or no longer) scheduled and due, e.g. because another
     scheduler started it first. An issue that no longer renders cancels the send, saying
-    why: no email leaves for a send that cannot be rendered.
+    why: no email leaves for a send that cannot be rendered. So does a send that would reach
+    no one now, saying why from the list's counts.
     """
     now = now or utcnow()
     send = session.scalar(
@@ -144,6 +156,13 @@ def start_scheduled(
     except NewsletterError as exc:
         send.status, send.finished_at = "cancelled", now
         send.status_reason = f"not started: the issue no longer renders: {exc}"
+        return Started(send.id, [], None)
+    audience = Audience(send.audience or Audience.ALL)
+    if not recipient_count(session, mailing_list.id, issue.id, audience):
+        # Not sent, and cancelled so that it blocks no later send: nothing was mailed.
+        refusal = empty_refusal(mailing_list.slug, issue.id, list_counts(session, mailing_list.id), audience)
+        send.status, send.finished_at = "cancelled", now
+        send.status_reason = f"not sent: {refusal}"
         return Started(send.id, [], None)
     assert send.scheduled_at is not None
     late = now - send.scheduled_at
@@ -253,7 +272,7 @@ def plan_ready_issues(session: Session, settings: RenderSettings, *, now: dateti
         at = slot.next_after(max(now, taken) if taken else now)
         try:
             with session.begin_nested():
-                plan.scheduled.append(schedule_send(session, issue.id, at, settings, now=now))
+                plan.scheduled.append(schedule_send(session, issue.id, at, settings, now=now, require_recipients=False))
         except NewsletterError as exc:
             issue.status = "draft"  # back to the editor
             plan.problems.append(f"issue {issue.id} was ready but cannot be scheduled, back to draft: {exc}")

@@ -15,15 +15,16 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Select, exists, func, insert, literal, not_, select, update
+from sqlalchemy import Select, func, insert, literal, select, update
 from sqlalchemy.orm import Session
 
+from newsletter.audience import Audience, Repeat, check_send, empty_refusal, list_counts, mailed
 from newsletter.config import Settings
 from newsletter.delivery import Claimed
 from newsletter.errors import Conflict, InvalidInput, NotFound
 from newsletter.issues import Links, RenderSettings, get_issue
 from newsletter.messages import CompiledMessage, MessageHeaders, Recipient
-from newsletter.models import DELIVERY_STATUSES, Delivery, MailingList, Send, Subscriber, Subscription, Suppression, utcnow
+from newsletter.models import DELIVERY_STATUSES, Delivery, MailingList, Send, Subscriber, Subscription, utcnow
 from subscribers.lists import get_list
 from subscribers.tokens import TokenSigner
 
@@ -52,6 +53,7 @@ class SendCounts:
             "list": self.list_slug,
             "status": s.status,
             "status_reason": s.status_reason,
+            "audience": s.audience,
             "subject": s.subject,
             "total": self.total,
             **{status: self.counts.get(status, 0) for status in DELIVERY_STATUSES},
@@ -76,6 +78,7 @@ def message_headers(
         reply_to=mailing_list.reply_to,
         list_name=mailing_list.name,
         list_slug=mailing_list.slug,
+        private=bool(mailing_list.private),
         message_id_tag=message_id_tag,
         feedback_id=feedback_id,
     )
@@ -113,26 +116,35 @@ class RecipientLinks:
             unsubscribe_url=self.links.unsubscribe(unsubscribe),
             preferences_url=self.links.preferences(self.signer.make(row.subscriber_id, list_id, "preferences")),
             unsubscribe_mailto=f"mailto:unsubscribe+{unsubscribe}@{message.domain}?subject=unsubscribe",
-            view_online_url=self.links.view_online(message.headers.list_slug, issue_id),
+            view_online_url=self.links.view_online(
+                message.headers.list_slug, issue_id,
+                self.signer.archive_key(list_id, issue_id) if message.headers.private else None,
+            ),
         )
 
 
 def start_send(
-    session: Session, issue_id: int, settings: RenderSettings, *, list_slug: str | None = None, batch_size: int
+    session: Session, issue_id: int, settings: RenderSettings, *, list_slug: str | None = None, batch_size: int,
+    repeat: Repeat = Repeat.NO,
 ) -> tuple[Send, list[Batch]]:
     """Create a send of the issue to its list (or ``list_slug``) and snapshot its recipients.
 
-    Raises NotFound, RenderError (the issue cannot be rendered), InvalidInput (unsafe header
-    values). Returns the send and the delivery-id ranges to enqueue once committed.
+    ``repeat`` says what to do when the list already has a send of the issue (see
+    :mod:`newsletter.audience`). Raises NotFound, SendRefused (a second send not asked for,
+    or no one to mail: nothing is stored), RenderError (the issue cannot be rendered),
+    InvalidInput (unsafe header values). Returns the send and the delivery-id ranges to
+    enqueue once committed.
     """
     issue, issue_list = get_issue(session, issue_id)
     mailing_list = get_list(session, list_slug) if list_slug else issue_list
+    audience = check_send(session, issue.id, mailing_list, repeat)
     rendered = settings.render(issue, mailing_list)
     now = utcnow()
     send = Send(
         issue_id=issue.id,
         list_id=mailing_list.id,
         status="sending",
+        audience=audience.value,
         subject=rendered.subject,
         html=rendered.html,
         text=rendered.text,
@@ -146,33 +158,20 @@ def start_send(
     return send, snapshot_recipients(session, send, mailing_list.id, now, batch_size)
 
 
-def _mailed(list_id: int) -> tuple[Any, ...]:
-    """Who a send to the list mails (conditions on Subscriber joined to Subscription): its confirmed
-    subscribers whose address is not suppressed."""
-    suppressed = exists().where(Suppression.email == Subscriber.email)
-    return Subscription.list_id == list_id, Subscription.status == "confirmed", not_(suppressed)
-
-
-def recipient_count(session: Session, list_id: int) -> int:
-    """How many a send to the list would mail now."""
-    return session.scalar(
-        select(func.count()).select_from(Subscription)
-        .join(Subscriber, Subscriber.id == Subscription.subscriber_id)
-        .where(*_mailed(list_id))
-    ) or 0
-
-
 def snapshot_recipients(session: Session, send: Send, list_id: int, now: datetime, batch_size: int) -> list[Batch]:
-    """Write a pending delivery for every confirmed, unsuppressed subscriber of the list; return the batches.
+    """Write a pending delivery for everyone the send mails (see :func:`newsletter.audience.mailed`);
+    return the batches.
 
-    A send with no one to mail is finished at once (and says why).
+    A send with no one to mail (everyone left between the check and now) is finished at once,
+    saying why.
     """
+    audience = Audience(send.audience or Audience.ALL)
     recipients = (
         select(
             literal(send.id), Subscriber.id, Subscriber.email, literal("pending"), literal(0), literal(now, Delivery.updated_at.type)
         )
         .join(Subscription, Subscription.subscriber_id == Subscriber.id)
-        .where(*_mailed(list_id))
+        .where(*mailed(list_id, send.issue_id, audience))
         .order_by(Subscriber.id)
     )
     session.execute(
@@ -185,7 +184,8 @@ def snapshot_recipients(session: Session, send: Send, list_id: int, now: datetim
     send.total = session.scalar(select(func.count()).select_from(Delivery).where(Delivery.send_id == send.id)) or 0
     if send.total == 0:
         send.status, send.finished_at = "finished", now
-        send.status_reason = "no confirmed, unsuppressed subscribers on the list"
+        send.status_reason = "no one to mail: " + empty_refusal(
+            _slug(session, list_id), send.issue_id, list_counts(session, list_id), audience).summary
         return []
     return pending_batches(session, send.id, batch_size)
 
@@ -378,6 +378,10 @@ def send_test_copy(message: CompiledMessage, recipient: Recipient, settings: Set
     with SmtpTransport(settings.smtp, timeout=timeout) as transport:
         reply = transport.send(outbound.envelope_from(message), recipient.email, outbound.seal(data))
     return SentTestCopy(recipient.email, message_id, reply.code, reply.text)
+
+
+def _slug(session: Session, list_id: int) -> str:
+    return session.scalar(select(MailingList.slug).where(MailingList.id == list_id)) or "?"
 
 
 def _iso(value: datetime | None) -> str | None:

@@ -158,6 +158,6 @@ def test_send_errors(api_with_broker):  # noqa: F811
     assert_error(api.get("/api/sends/1/deliveries", params={"limit": 1001}), 422, field="query.limit")
     assert_error(api.get("/api/sends", params={"limit": "many"}), 422, field="query.limit")
 
-    # A list with nobody confirmed: the send finishes at once, saying why.
-    empty = api.post("/api/sends", json={"issue_id": issue["id"]}, expect=201).json()
-    assert empty["status"] == "finished" and empty["total"] == 0 and "no confirmed" in empty["status_reason"]
+    # A list with nobody confirmed: the send is refused, saying why, and nothing is stored.
+    assert_error(api.post("/api/sends", json={"issue_id": issue["id"]}), 409, says="has 0 confirmed subscribers")
+    assert api.get("/api/sends", expect=200).json()["items"] == []

@@ -20,10 +20,11 @@ from fastapi.responses import HTMLResponse, JSONResponse, Response
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from newsletter import issues, sending
+from newsletter import audience, issues, sending
 from newsletter.accounts import Caller
 from newsletter.admin.auth import user
 from newsletter.admin.pages import PREVIEW_HEADERS, page, redirect
+from newsletter.audience import Repeat, SendRefused
 from newsletter.config import Settings
 from newsletter.errors import Conflict, DeliveryError, InvalidInput, NotFound, RenderError
 from newsletter.issue_files import DEFAULT_TEMPLATE, parse_issue_text
@@ -197,6 +198,48 @@ def save(request: Request, issue_id: int, caller: Caller = Writer, source: str =
     return redirect(request, f"/issues/{issue_id}", "saved")
 
 
+# --- duplicate and delete --------------------------------------------------------------------
+
+
+@router.post("/issues/{issue_id:int}/duplicate")
+def duplicate(request: Request, issue_id: int, caller: Caller = Writer) -> Response:
+    """A new draft from the saved issue, for the same list; the editor opens on the copy."""
+    w = web(request)
+    try:
+        with w.transaction() as session:
+            copy, _ = issues.duplicate_issue(session, issue_id, render_settings(w.settings))
+    except RenderError as exc:
+        with w.transaction() as session:
+            issue, _ = issues.get_issue(session, issue_id)
+        return _editor(request, caller, issue_id, issue_text(issue), list_slug="", status=400, problems=_save_problems(exc))
+    return redirect(request, f"/issues/{copy.id}", "duplicated")
+
+
+@router.get("/issues/{issue_id:int}/delete")
+def confirm_delete(request: Request, issue_id: int, caller: Caller = Writer) -> HTMLResponse:
+    """The confirm step: what would be deleted, or why it cannot be (its sends)."""
+    return _delete_page(request, caller, issue_id)
+
+
+def _delete_page(request: Request, caller: Caller, issue_id: int, *, status: int = 200,
+                 error: str | None = None) -> HTMLResponse:
+    with web(request).reading() as session:
+        issue, mailing_list = issues.get_issue(session, issue_id)
+        sends = _sends_of(session, issue_id)
+    return page(request, caller, "issue_delete.html", status=status, issue=issue, mailing_list=mailing_list,
+                sends=sends, error=error)
+
+
+@router.post("/issues/{issue_id:int}/delete")
+def delete(request: Request, issue_id: int, caller: Caller = Writer) -> Response:
+    try:
+        with web(request).transaction() as session:
+            issues.delete_issue(session, issue_id)
+    except Conflict as exc:
+        return _delete_page(request, caller, issue_id, status=409, error=str(exc))
+    return redirect(request, "/issues", "issue-deleted")
+
+
 @router.post("/issues/check")
 def check(request: Request, caller: Caller = Writer, list: str = Form(""), source: str = Form(""),  # noqa: A002
           issue_id: int = Form(0)) -> JSONResponse:
@@ -252,19 +295,30 @@ def _preview_problem(request: Request, problems: tuple[DraftProblem, ...]) -> HT
 
 @router.post("/issues/{issue_id:int}/test")
 def test_send(request: Request, issue_id: int, caller: Caller = Writer, to: str = Form("")) -> Response:
-    """One copy of the saved issue to ``to`` now, "[TEST]" in the subject; not logged as a delivery."""
+    """A copy of the saved issue to each address of ``to`` (separated by commas or spaces, at most
+    10) now, "[TEST]" in the subject; not logged as a delivery. A bad address sends nothing."""
+    from newsletter.test_copies import compile_test_copies, not_sent, send_test_copies, split_addresses
+
     w = web(request)
     try:
         with w.transaction() as session:
-            message, recipient = sending.test_message(session, issue_id, to, render_settings(w.settings), w.signer)
-        sending.send_test_copy(message, recipient, w.settings, timeout=15)
+            message, recipients = compile_test_copies(session, issue_id, split_addresses(to),
+                                                      render_settings(w.settings), w.signer)
+        copies = send_test_copies(message, recipients, w.settings, timeout=15)
     except (InvalidInput, DeliveryError) as exc:
-        with w.transaction() as session:
-            issue, _ = issues.get_issue(session, issue_id)
         reason = exc.message if isinstance(exc, InvalidInput) else f"the mail server refused it or could not be reached: {exc}"
-        return _editor(request, caller, issue_id, issue_text(issue), list_slug="", status=400, test_to=to,
-                       test_error=reason)
-    return redirect(request, f"/issues/{issue_id}", "test-sent", test_to=recipient.email)
+        return _test_failed(request, caller, issue_id, to, reason)
+    sent = ", ".join(copy.to for copy in copies if copy.sent)
+    if failed := not_sent(copies):
+        reason = f"Not sent to {failed}." + (f" Sent to {sent}." if sent else "")
+        return _test_failed(request, caller, issue_id, to, reason)
+    return redirect(request, f"/issues/{issue_id}", "test-sent", test_to=sent)
+
+
+def _test_failed(request: Request, caller: Caller, issue_id: int, to: str, reason: str) -> HTMLResponse:
+    with web(request).transaction() as session:
+        issue, _ = issues.get_issue(session, issue_id)
+    return _editor(request, caller, issue_id, issue_text(issue), list_slug="", status=400, test_to=to, test_error=reason)
 
 
 # --- send or schedule ------------------------------------------------------------------------
@@ -276,14 +330,21 @@ def confirm_send(request: Request, issue_id: int, caller: Caller = Sender, list:
 
 
 def _send_page(request: Request, caller: Caller, issue_id: int, list_slug: str | None, *, status: int = 200,
-               error: str | None = None, at: str = "") -> HTMLResponse:
-    with web(request).transaction() as session:
+               error: str | None = None, at: str = "", repeat: str = "") -> HTMLResponse:
+    """The send form: who it reaches, and, when the list already has a send of the issue, the
+    earlier sends and an explicit choice (only the new ones, or everyone again) with both counts.
+    A send that would reach no one says why instead of offering a button."""
+    with web(request).reading() as session:
         issue, issue_list = issues.get_issue(session, issue_id)
         target = get_list(session, list_slug) if list_slug else issue_list
-        count = sending.recipient_count(session, target.id)
+        earlier = audience.earlier_sends(session, issue.id, target.id)
+        count = audience.recipient_count(session, target.id)
+        new_count = audience.recipient_count(session, target.id, issue.id, audience.Audience.NEW) if earlier else count
+        empty = None if count else audience.empty_refusal(
+            target.slug, issue.id, audience.list_counts(session, target.id), audience.Audience.ALL)
         lists = session.scalars(select(MailingList).order_by(MailingList.slug)).all()
     return page(request, caller, "issue_send.html", status=status, issue=issue, target=target, count=count,
-                lists=lists, error=error, at=at)
+                new_count=new_count, earlier=earlier, empty=empty, lists=lists, error=error, at=at, repeat=repeat)
 
 
 def parse_local_time(value: str, offset_minutes: str) -> datetime:
@@ -313,21 +374,33 @@ def send(
     at: str = Form(""),
     tz_offset: str = Form(""),
     when: str = Form("now"),
+    repeat: str = Form(""),
 ) -> Response:
-    """Send now (snapshot the recipients, queue the batches), or schedule for ``at``."""
+    """Send now (snapshot the recipients, queue the batches), or schedule for ``at``.
+
+    ``repeat`` is the editor's choice for an issue the list already has a send of ("only_new"
+    or "again"); without it such a send is refused and the page asks."""
     w = web(request)
     settings = w.settings
+    chosen = Repeat(repeat) if repeat in (Repeat.AGAIN, Repeat.ONLY_NEW) else Repeat.NO
     try:
         with w.transaction() as session:
             if when == "later":
                 scheduled = schedule_send(session, issue_id, parse_local_time(at, tz_offset), render_settings(settings),
-                                          list_slug=list or None)
+                                          list_slug=list or None, repeat=chosen)
                 send_id, batches = scheduled.id, []
             else:
                 started, batches = sending.start_send(
-                    session, issue_id, render_settings(settings), list_slug=list or None, batch_size=settings.batch_size
+                    session, issue_id, render_settings(settings), list_slug=list or None, batch_size=settings.batch_size,
+                    repeat=chosen,
                 )
                 send_id = started.id
+    except SendRefused as exc:
+        hint = "choose below who gets it this time" if exc.reason == "already_sent" else (
+            "nothing was sent" if not exc.counts or not exc.counts.unconfirmed
+            else "nothing was sent; ask the unconfirmed to confirm from the list's page")
+        return _send_page(request, caller, issue_id, list or None, status=409, error=f"{exc.summary}: {hint}.",
+                          at=at, repeat=chosen.value if chosen is not Repeat.NO else "")
     except (InvalidInput, Conflict) as exc:
         message = exc.message if isinstance(exc, InvalidInput) else str(exc)
         return _send_page(request, caller, issue_id, list or None, status=400 if isinstance(exc, InvalidInput) else 409,

@@ -11,7 +11,16 @@ import re
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import (
+    AfterValidator,
+    AwareDatetime,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    WithJsonSchema,
+)
 
 from newsletter.models import SUPPRESSION_REASONS
 
@@ -91,6 +100,12 @@ class WeeklySlotOut(BaseModel):
     next_at: datetime
 
 
+PRIVATE = (
+    "A private list is not on the public home page, and its subscribe form and archive answer 404; "
+    "admins and the API still add people to it."
+)
+
+
 class ListCreate(Strict):
     slug: Slug
     name: text(200, min_length=1)  # type: ignore[valid-type]
@@ -98,6 +113,7 @@ class ListCreate(Strict):
     from_name: text(200) = ""  # type: ignore[valid-type]
     reply_to: Email | None = None  # type: ignore[valid-type]
     description: text(5000) = ""  # type: ignore[valid-type]
+    private: bool = Field(False, description=PRIVATE)
 
 
 class ListUpdate(Strict):
@@ -108,6 +124,7 @@ class ListUpdate(Strict):
     from_name: text(200) | None = None  # type: ignore[valid-type]
     reply_to: text(320) | None = None  # type: ignore[valid-type]
     description: text(5000) | None = None  # type: ignore[valid-type]
+    private: bool | None = Field(None, description=PRIVATE + " null or absent: unchanged.")
     slot: WeeklySlotIn | None = None
 
 
@@ -124,6 +141,7 @@ class ListOut(BaseModel):
     from_name: str
     reply_to: str | None
     description: str
+    private: bool = Field(description=PRIVATE)
     slot: WeeklySlotOut | None
     counts: SubscriptionCounts
     total: int
@@ -301,15 +319,37 @@ class IssueOut(IssueSummary):
     problems: list[ProblemOut] = Field(description="What the checks find: errors stop a send, warnings do not.")
 
 
+def _listed(value: object) -> object:
+    return [value] if isinstance(value, str) else value
+
+
 class TestSendIn(Strict):
-    to: Email  # type: ignore[valid-type]
+    # One address or a list: read as a list, so that every error names "to" (or "to.N") plainly.
+    to: Annotated[
+        list[Email],  # type: ignore[valid-type]
+        BeforeValidator(_listed),
+        Field(min_length=1, max_length=10),
+        WithJsonSchema({
+            "anyOf": [
+                {"type": "string", "format": "email", "minLength": 1, "maxLength": 320},
+                {"type": "array", "items": {"type": "string", "format": "email", "minLength": 1, "maxLength": 320},
+                 "minItems": 1, "maxItems": 10},
+            ],
+            "description": "An address, or a list of 1 to 10; one that is not an address is refused (400, nothing sent).",
+        }),
+    ]
+
+
+class TestCopyOut(BaseModel):
+    to: str
+    sent: bool = Field(description="Whether the SMTP server took this copy.")
+    message_id: str
+    smtp_code: int | None = Field(description="The server's reply code (none when it could not be reached).")
+    smtp_reply: str = Field(description="The server's reply, or why this copy was not sent.")
 
 
 class TestSendOut(BaseModel):
-    to: str
-    message_id: str
-    smtp_code: int
-    smtp_reply: str
+    copies: list[TestCopyOut] = Field(description="One per address, in the order given (repeats once).")
 
 
 # --- sends --------------------------------------------------------------------------------
@@ -319,6 +359,14 @@ class SendCreate(Strict):
     issue_id: Id
     list: Slug | None = Field(None, description="Send to this list instead of the issue's own.")
     at: Moment | None = Field(None, description="Start at this time (ISO 8601 with a UTC offset) instead of now.")
+    repeat: Literal["again", "only_new"] | None = Field(
+        None,
+        description=(
+            "When the list already has a send of this issue (anything but cancelled), the request is refused "
+            "with 409 unless this says what to do: \"again\" sends to every confirmed subscriber again, "
+            "\"only_new\" only to those who got no copy of the issue in any earlier send."
+        ),
+    )
 
 
 class SendReschedule(Strict):
@@ -331,6 +379,9 @@ class SendOut(BaseModel):
     list: str
     status: Literal["scheduled", "sending", "paused", "finished", "cancelled"]
     status_reason: str | None
+    audience: Literal["all", "new"] = Field(
+        description="Who it mails: every confirmed subscriber (all) or only those with no copy of the issue yet (new)."
+    )
     subject: str
     total: int
     pending: int

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import io
 from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import datetime
 from typing import Annotated, Literal
 
@@ -15,6 +16,8 @@ from newsletter import scheduling, sending
 from newsletter.api.auth import SendEditor
 from newsletter.api.common import errors, path_id, render_settings
 from newsletter.api.schemas import DeliveryOut, DeliveryPage, SendCreate, SendOut, SendReschedule, SendsOut
+from newsletter.audience import Repeat, SendRefused
+from newsletter.errors import Conflict
 from newsletter.models import DELIVERY_STATUSES
 from newsletter.send_queue import queue_batches, queue_resumed
 from newsletter.web.context import web
@@ -34,7 +37,7 @@ def send_out(counts: sending.SendCounts) -> SendOut:
     return SendOut.model_validate(
         {
             "id": s.id, "issue_id": s.issue_id, "list": counts.list_slug, "status": s.status,
-            "status_reason": s.status_reason, "subject": s.subject, "total": counts.total,
+            "status_reason": s.status_reason, "audience": s.audience, "subject": s.subject, "total": counts.total,
             **{status: counts.counts.get(status, 0) for status in DELIVERY_STATUSES},
             "scheduled_at": s.scheduled_at, "created_at": s.created_at, "started_at": s.started_at,
             "finished_at": s.finished_at,
@@ -55,19 +58,40 @@ def start_send(request: Request, body: SendCreate, caller: SendEditor) -> SendOu
     """Without ``at``: render the issue once, snapshot the list's confirmed, unsuppressed subscribers
     and queue the batches for the workers (status "sending"). With ``at`` (ISO 8601 with a UTC
     offset, in the future): store a "scheduled" send that the scheduler starts then; the recipients
-    are taken when it starts. 503 when the broker is unreachable: the send is stored, resume it later."""
+    are taken when it starts. 409 when the list already has a send of the issue and ``repeat`` is
+    not given, or when the send would reach no one (the message says why and what to do).
+    503 when the broker is unreachable: the send is stored, resume it later."""
     state = web(request)
     settings = render_settings(request)
-    with state.transaction() as session:
+    repeat = Repeat(body.repeat) if body.repeat else Repeat.NO
+    with state.transaction() as session, _refusals_for_the_api():
         if body.at is not None:
-            send = scheduling.schedule_send(session, body.issue_id, body.at, settings, list_slug=body.list)
+            send = scheduling.schedule_send(session, body.issue_id, body.at, settings, list_slug=body.list,
+                                            repeat=repeat)
             batches: list[sending.Batch] = []
         else:
             send, batches = sending.start_send(
-                session, body.issue_id, settings, list_slug=body.list, batch_size=state.settings.batch_size
+                session, body.issue_id, settings, list_slug=body.list, batch_size=state.settings.batch_size,
+                repeat=repeat,
             )
     queue_batches(state.settings, send.id, batches)
     return _status(request, send.id)
+
+
+@contextmanager
+def _refusals_for_the_api() -> Iterator[None]:
+    """A refused send (see newsletter.audience) says how to go on in the API's own terms."""
+    try:
+        yield
+    except SendRefused as exc:
+        if exc.reason == "already_sent":
+            hint = ('to send it anyway, repeat the request with "repeat": "again" (everyone again) or '
+                    '"repeat": "only_new" (only the confirmed subscribers who got no copy yet)')
+        elif exc.counts is not None and exc.counts.unconfirmed and not exc.counts.confirmed:
+            hint = f"ask the unconfirmed to confirm with POST /api/lists/{exc.list_slug}/confirmation-requests"
+        else:
+            hint = ""
+        raise Conflict(f"{exc.summary}: {hint}" if hint else exc.summary) from None
 
 
 @router.get("", response_model=SendsOut, responses=errors(), summary="Recent sends, newest first")

@@ -35,12 +35,28 @@ def start(
     at: str | None = typer.Option(
         None, "--at", help="Schedule it instead: an ISO 8601 time with its offset, e.g. 2026-12-07T08:00+01:00."
     ),
+    again: bool = typer.Option(
+        False, "--again", help="The list already has a send of this issue: send it to every confirmed subscriber again."
+    ),
+    only_new: bool = typer.Option(
+        False, "--only-new",
+        help="Send only to confirmed subscribers who got no copy of this issue in any earlier send.",
+    ),
 ) -> None:
     """Send an issue: render it once, snapshot the list's confirmed subscribers, queue the batches.
 
     Workers (`newsletter worker`) deliver them. With --at the send is stored as scheduled and
     `newsletter scheduler` starts it then. Prints the send id alone on the last line.
+
+    A list that already has a send of the issue (anything but cancelled) is refused unless
+    --again or --only-new says what to do; a send that would reach no one is refused, saying why.
     """
+    from newsletter.audience import Repeat
+
+    if again and only_new:
+        raise InvalidInput("choose one of --again (everyone again) and --only-new (only those who got no copy)",
+                           where="--only-new")
+    repeat = Repeat.AGAIN if again else Repeat.ONLY_NEW if only_new else Repeat.NO
     settings = runtime.settings
     if at is not None:
         from newsletter import scheduling
@@ -50,7 +66,8 @@ def start(
                                where="--wait")
         when = scheduling.parse_time(at)
         with runtime.transaction() as session:
-            send = scheduling.schedule_send(session, issue_id, when, render_settings(), list_slug=list_slug)
+            send = scheduling.schedule_send(session, issue_id, when, render_settings(), list_slug=list_slug,
+                                            repeat=repeat)
             send_id, local = send.id, when.astimezone()
         err.print(f"Send {send_id} scheduled for {local.isoformat(timespec='minutes')} "
                   f"({when.isoformat(timespec='minutes')}); `newsletter scheduler` and a worker must be running then.")
@@ -58,11 +75,12 @@ def start(
         return
     with runtime.transaction() as session:
         send, batches = sending.start_send(
-            session, issue_id, render_settings(), list_slug=list_slug, batch_size=settings.batch_size
+            session, issue_id, render_settings(), list_slug=list_slug, batch_size=settings.batch_size, repeat=repeat
         )
     if batches:
         _enqueue(send.id, batches)
-    err.print(f"Send {send.id}: {send.total} recipient(s) in {len(batches)} batch(es) queued.")
+    who = " who got no copy yet" if repeat is Repeat.ONLY_NEW else ""
+    err.print(f"Send {send.id}: {send.total} recipient(s){who} in {len(batches)} batch(es) queued.")
     code = watch(send.id) if wait else 0
     print_last_line(send.id)
     raise typer.Exit(code)
