@@ -7,10 +7,10 @@ import os
 import sys
 
 import typer
-from rich.table import Table
 
 from newsletter import accounts
 from newsletter.cli.runtime import err, out, print_last_line, runtime
+from newsletter.cli.tables import Col, listing
 from newsletter.errors import InvalidInput
 from newsletter.models import ROLES
 
@@ -31,17 +31,15 @@ def create_token(
 
 
 @app.command("tokens")
-def tokens() -> None:
+def tokens(as_json: bool = typer.Option(False, "--json", help="A JSON array of objects instead of a table."),) -> None:
     """List API tokens (names and roles; the secrets are not kept)."""
     with runtime.transaction() as session:
         rows = accounts.all_tokens(session)
-    if not rows:
-        out.print("No API tokens. Create one with: newsletter admin create-token --name NAME --role editor")
-        return
-    table = Table("name", "role", "created", "last used", "revoked")
-    for row in rows:
-        table.add_row(row.name, row.role, _time(row.created_at), _time(row.last_used_at), _time(row.revoked_at))
-    out.print(table)
+    columns = [Col("name", keep=True), Col("role"), Col("created_at", "created"), Col("last_used_at", "last used"),
+               Col("revoked_at", "revoked")]
+    listing(out, columns, ({"name": r.name, "role": r.role, "created_at": r.created_at, "last_used_at": r.last_used_at,
+                            "revoked_at": r.revoked_at} for r in rows), as_json=as_json,
+            empty="No API tokens. Create one with: newsletter admin create-token --name NAME --role editor")
 
 
 @app.command("revoke-token")
@@ -89,21 +87,14 @@ def set_password(
 
 
 @app.command("users")
-def users() -> None:
+def users(as_json: bool = typer.Option(False, "--json", help="A JSON array of objects instead of a table."),) -> None:
     """List admin UI users."""
     with runtime.transaction() as session:
         rows = accounts.all_users(session)
-    if not rows:
-        out.print("No users. Create one with: newsletter admin create-user --username NAME --role admin")
-        return
-    table = Table("username", "role", "created", "last login")
-    for row in rows:
-        table.add_row(row.username, row.role, _time(row.created_at), _time(row.last_login_at))
-    out.print(table)
-
-
-def _time(value) -> str:  # type: ignore[no-untyped-def]
-    return value.strftime("%Y-%m-%d %H:%M") if value else ""
+    columns = [Col("username", keep=True), Col("role"), Col("created_at", "created"), Col("last_login_at", "last login")]
+    listing(out, columns, ({"username": r.username, "role": r.role, "created_at": r.created_at,
+                            "last_login_at": r.last_login_at} for r in rows), as_json=as_json,
+            empty="No users. Create one with: newsletter admin create-user --username NAME --role admin")
 
 
 assert set(ROLES) == set(accounts.PERMISSIONS)

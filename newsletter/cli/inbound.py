@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import typer
-from rich.table import Table
 
 from newsletter.cli.runtime import out, runtime
+from newsletter.cli.tables import Col, listing
 from newsletter.models import BOUNCE_KINDS
 
 bounces_app = typer.Typer(help="Bounces, complaints and unsubscribe requests received.", no_args_is_help=True)
@@ -43,17 +43,17 @@ def list_events(
     kind: str = typer.Option(None, "--kind", help=f"Only events of one kind: {', '.join(BOUNCE_KINDS)}."),
     email: str = typer.Option(None, "--email", help="Only events for one address."),
     limit: int = typer.Option(50, "--limit", help="How many of the newest events to show."),
+    as_json: bool = typer.Option(False, "--json", help="A JSON array of objects instead of a table."),
 ) -> None:
     """The newest bounce, complaint and unsubscribe events, newest first."""
     from subscribers.bounces import recent_events
 
     with runtime.transaction() as session:
         rows = recent_events(session, limit=limit, kind=kind, email=email)
-    table = Table("when", "email", "kind", "source", "delivery", "send", "detail")
-    for row in rows:
-        table.add_row(
-            row.created_at.isoformat(timespec="seconds"), row.email, row.kind, row.source,
-            str(row.delivery_id or ""), str(row.send_id or ""), row.detail,
-        )
-    out.print(table)
-    out.print(f"{len(rows)} event(s).")
+    columns = [Col("created_at", "when"), Col("email", keep=True), Col("kind"), Col("source"),
+               Col("delivery_id", "delivery", keep=True), Col("send_id", "send", keep=True), Col("detail")]
+    listing(out, columns, ({"created_at": r.created_at, "email": r.email, "kind": r.kind, "source": r.source,
+                            "delivery_id": r.delivery_id, "send_id": r.send_id, "detail": r.detail} for r in rows),
+            as_json=as_json)
+    if not as_json:
+        out.print(f"{len(rows)} event(s).")

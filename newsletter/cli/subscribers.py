@@ -7,9 +7,9 @@ import time
 from pathlib import Path
 
 import typer
-from rich.table import Table
 
 from newsletter.cli.runtime import err, out, runtime
+from newsletter.cli.tables import Col, listing
 from subscribers import exporting, importing, subscriptions
 
 app = typer.Typer(help="Add, remove, list, import and export a list's subscribers.", no_args_is_help=True)
@@ -45,16 +45,19 @@ def remove(
 def list_subscribers(
     slug: str = typer.Argument(..., help="The list's slug."),
     status: str | None = typer.Option(None, "--status", help="Only unconfirmed, confirmed or unsubscribed."),
+    as_json: bool = typer.Option(False, "--json", help="A JSON array of objects instead of a table."),
 ) -> None:
     """List a list's subscribers, ordered by address."""
+    columns = [Col("email", keep=True), Col("name"), Col("status"), Col("source"), Col("since")]
     with runtime.transaction() as session:
-        table = Table("email", "name", "status", "source", "since")
-        count = 0
-        for row in subscriptions.iter_subscribers(session, slug, status=status):
-            table.add_row(row.email, row.name, row.status, row.source, row.requested_at.date().isoformat())
-            count += 1
-    out.print(table)
-    out.print(f"{count} subscriber(s).")
+        rows = (
+            {"email": r.email, "name": r.name, "status": r.status, "source": r.source,
+             "since": r.requested_at.date().isoformat()}
+            for r in subscriptions.iter_subscribers(session, slug, status=status)
+        )
+        count = listing(out, columns, rows, as_json=as_json)
+    if not as_json:
+        out.print(f"{count} subscriber(s).")
 
 
 @app.command("import")

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import typer
-from rich.table import Table
 
 from newsletter.cli.runtime import out, runtime
+from newsletter.cli.tables import Col, listing
 from newsletter.models import SUPPRESSION_REASONS
 from subscribers import suppressions
 
@@ -25,15 +25,15 @@ def add(
 
 
 @app.command("ls")
-def list_all() -> None:
+def list_all(as_json: bool = typer.Option(False, "--json", help="A JSON array of objects instead of a table."),) -> None:
     """List suppressed addresses."""
     with runtime.transaction() as session:
         rows = suppressions.all_suppressions(session)
-    table = Table("email", "reason", "since", "note")
-    for row in rows:
-        table.add_row(row.email, row.reason, row.created_at.isoformat(timespec="seconds"), row.note)
-    out.print(table)
-    out.print(f"{len(rows)} suppressed address(es).")
+    columns = [Col("email", keep=True), Col("reason"), Col("since"), Col("note")]
+    listing(out, columns, ({"email": r.email, "reason": r.reason, "since": r.created_at, "note": r.note} for r in rows),
+            as_json=as_json)
+    if not as_json:
+        out.print(f"{len(rows)} suppressed address(es).")
 
 
 @app.command()
