@@ -457,6 +457,31 @@ def test_a_test_send_arrives_marked_test_and_a_bad_address_is_shown(admin):
     assert len(admin.capture.messages) == 1
 
 
+def test_a_test_send_goes_to_several_addresses_and_a_bad_one_sends_nothing(admin):
+    issue_id = make_issue(admin)
+    client = admin.logged_in("eddie")
+    csrf = token(client)
+    url = f"/admin/issues/{issue_id}/test"
+    answer = client.post(url, data={"csrf_token": csrf, "to": "Me@Example.org, you@example.net\nthem@example.com"})
+    assert answer.status_code == 303, answer.text
+    assert "Test sent to me@example.org, you@example.net, them@example.com." in client.get(answer.headers["location"]).text
+    assert [m.rcpt_tos for m in admin.capture.messages] == [("me@example.org",), ("you@example.net",), ("them@example.com",)]
+
+    bad = client.post(url, data={"csrf_token": csrf, "to": "ok@example.org not-an-address"})
+    assert bad.status_code == 400 and "'not-an-address'" in html.unescape(bad.text) and "nothing was sent" in bad.text
+    assert 'value="ok@example.org not-an-address"' in bad.text  # kept for fixing
+    many = client.post(url, data={"csrf_token": csrf, "to": " ".join(f"t{i}@example.org" for i in range(11))})
+    assert many.status_code == 400 and "at most 10" in many.text
+    assert len(admin.capture.messages) == 3
+
+    admin.capture.replies["refused@example.org"] = "550 5.1.1 No such user"
+    partly = client.post(url, data={"csrf_token": csrf, "to": "refused@example.org, me@example.org"})
+    assert partly.status_code == 400
+    error = html.unescape(re.search(r'<p class="error" role="alert" id="test-error">(.*?)</p>', partly.text, re.S).group(1))  # type: ignore[union-attr]
+    assert error.startswith("Not sent to refused@example.org: 550 5.1.1 No such user") and error.endswith("Sent to me@example.org.")
+    assert len(admin.capture.messages) == 4
+
+
 # --- sends ---------------------------------------------------------------------------------------------
 
 

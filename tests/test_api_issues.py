@@ -96,8 +96,9 @@ def test_preview_returns_each_part_for_a_sample_reader(api):  # noqa: F811
 def test_test_send_mails_one_marked_copy(api):  # noqa: F811
     api.make_list()
     issue = api.make_issue()
-    sent = api.post(f"/api/issues/{issue['id']}/test-send", json={"to": "Me@Example.org"}, role="editor", expect=200).json()
-    assert sent["to"] == "me@example.org" and sent["smtp_code"] == 250 and sent["message_id"]
+    answer = api.post(f"/api/issues/{issue['id']}/test-send", json={"to": "Me@Example.org"}, role="editor", expect=200)
+    [sent] = answer.json()["copies"]
+    assert sent["to"] == "me@example.org" and sent["sent"] and sent["smtp_code"] == 250 and sent["message_id"]
     [captured] = api.capture.messages
     assert list(captured.rcpt_tos) == ["me@example.org"]
     mail = message_from_bytes(captured.data, policy=policy.default)
@@ -112,6 +113,32 @@ def test_test_send_mails_one_marked_copy(api):  # noqa: F811
     refused = api.post(f"/api/issues/{issue['id']}/test-send", json={"to": "refused@example.org"})
     assert_error(refused, 502, says="550")
     assert len(api.capture.messages) == 1
+
+
+def test_test_send_takes_a_list_of_addresses_and_reports_each(api):  # noqa: F811
+    api.make_list()
+    issue = api.make_issue()
+    url = f"/api/issues/{issue['id']}/test-send"
+    api.capture.replies["refused@example.org"] = "550 5.1.1 No such user"
+    before = api.capture.connections
+    answer = api.post(url, json={"to": ["a@example.org", "Refused@example.org", "b@example.org", "A@example.org"]},
+                      role="editor", expect=200).json()
+    assert [(c["to"], c["sent"], c["smtp_code"]) for c in answer["copies"]] == [
+        ("a@example.org", True, 250), ("refused@example.org", False, 550), ("b@example.org", True, 250)]
+    assert "No such user" in answer["copies"][1]["smtp_reply"]
+    assert [m.rcpt_tos for m in api.capture.messages] == [("a@example.org",), ("b@example.org",)]
+    assert api.capture.connections - before == 1  # one SMTP connection for all of them
+
+    # A bad address anywhere in the list: 400 naming it, and nothing is sent.
+    bad = assert_error(api.post(url, json={"to": ["c@example.org", "nobody"]}), 400, field="to", says="'nobody'")
+    assert "nothing was sent" in bad["message"]
+    assert_error(api.post(url, json={"to": [f"t{i}@example.org" for i in range(11)]}), 422, field="to", says="at most 10")
+    assert_error(api.post(url, json={"to": []}), 422, field="to")
+    assert_error(api.post(url, json={"to": ["c@example.org", 7]}), 422, field="to.1")
+    assert len(api.capture.messages) == 2
+    # Every address refused: 502 naming each.
+    api.capture.replies["gone@example.org"] = "550 5.1.1 Gone away"
+    assert_error(api.post(url, json={"to": ["refused@example.org", "gone@example.org"]}), 502, says="gone@example.org: ")
 
 
 def test_test_send_is_signed_and_bounces_to_the_return_path_when_configured(api, tmp_path):  # noqa: F811

@@ -233,6 +233,31 @@ def test_test_send_goes_to_one_address_marked_and_unlogged(newsroom):
     assert "No sends yet" in room.cli("sends", "ls").stdout
 
 
+def test_test_send_goes_to_each_address_over_one_connection_and_reports_each(newsroom_any_db):
+    room = newsroom_any_db
+    room.setup_list(1)
+    issue_id = room.create_issue()
+    room.capture.replies["refused@example.org"] = "550 5.1.1 No such user"
+    before = room.capture.connections
+    result = room.cli("issues", "test-send", issue_id, "--to", "Ann@Example.org", "--to", "refused@example.org",
+                      "--to", "bob@example.net", "--to", "ann@example.org", check=False)
+    assert result.returncode == 1
+    assert "sent to ann@example.org: 250" in result.stdout and "sent to bob@example.net: 250" in result.stdout
+    assert "NOT sent to refused@example.org: 550 5.1.1 No such user" in result.stderr
+    assert "1 of 3 test copies were not sent" in result.stderr
+    assert [m.rcpt_tos for m in room.capture.messages] == [("ann@example.org",), ("bob@example.net",)]
+    assert room.capture.connections - before == 1
+    ids = {room.parsed(a)["Message-ID"] for a in ("ann@example.org", "bob@example.net")}
+    assert len(ids) == 2  # each copy has a Message-ID of its own
+
+    # One bad address: an error naming it, and nothing is sent to the good ones either.
+    bad = room.cli("issues", "test-send", issue_id, "--to", "carol@example.org", "--to", "not-an-address", check=False)
+    assert bad.returncode == 1 and "'not-an-address'" in bad.stderr and "nothing was sent" in bad.stderr
+    too_many = room.cli("issues", "test-send", issue_id, *[f"--to=t{i}@example.org" for i in range(11)], check=False)
+    assert too_many.returncode == 1 and "at most 10" in too_many.stderr
+    assert len(room.capture.messages) == 2
+
+
 def test_send_refuses_an_issue_that_no_longer_renders(newsroom, tmp_path):
     room = newsroom
     room.setup_list(3)

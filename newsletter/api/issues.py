@@ -18,6 +18,7 @@ from newsletter.api.schemas import (
     IssueText,
     IssueTextCreate,
     SLUG_PATTERN,
+    TestCopyOut,
     TestSendIn,
     TestSendOut,
 )
@@ -173,17 +174,22 @@ def preview_issue(
     summary="Send one test copy now",
 )
 def test_send(request: Request, issue_id: IssueId, body: TestSendIn, caller: IssueEditor) -> TestSendOut:
-    """One copy to ``to``, "[TEST]" in the subject, handed to the SMTP server now; not logged as a delivery."""
-    from newsletter.sending import send_test_copy, test_message
+    """A copy to each address of ``to``, "[TEST]" in the subject, handed to the SMTP server now over one
+    connection; not logged as a delivery. Every address is checked first: one that is not an address is a
+    400 naming it, and nothing is sent. ``copies`` says what became of each (a refused address does not stop
+    the others); when the server took none of them the answer is 502 with its reply."""
+    from newsletter.test_copies import compile_test_copies, not_sent, send_test_copies
 
     state = web(request)
     with state.reading() as session, field_names({"": "to"}):
-        message, recipient = test_message(session, issue_id, body.to, render_settings(request), state.signer)
+        message, recipients = compile_test_copies(session, issue_id, body.to, render_settings(request), state.signer)
     try:
-        sent = send_test_copy(message, recipient, state.settings, timeout=15)
+        copies = send_test_copies(message, recipients, state.settings, timeout=15)
     except DeliveryError as exc:
         raise HTTPException(502, f"the SMTP server did not take the test message: {exc}") from None
-    return TestSendOut(to=sent.to, message_id=sent.message_id, smtp_code=sent.smtp_code, smtp_reply=sent.smtp_reply)
+    if not any(copy.sent for copy in copies):
+        raise HTTPException(502, f"the SMTP server did not take the test message: {not_sent(copies)}")
+    return TestSendOut(copies=[TestCopyOut.model_validate(copy, from_attributes=True) for copy in copies])
 
 
 @router.post(

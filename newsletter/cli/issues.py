@@ -113,17 +113,33 @@ def preview(
 @app.command("test-send")
 def test_send(
     issue_id: int = typer.Argument(..., help="The issue's id."),
-    to: str = typer.Option(..., "--to", help="Where the test goes (usually yourself)."),
+    to: list[str] = typer.Option(
+        ..., "--to", help="Where the test goes (usually yourself); give it again for more addresses (at most 10)."
+    ),
 ) -> None:
-    """Send one copy of an issue now, marked [TEST] in the subject; it is not logged as a delivery."""
-    from newsletter.sending import send_test_copy, test_message
+    """Send a copy of an issue now to each --to address, marked [TEST] in the subject; not logged as a delivery.
+
+    Every address is checked first: one that is not an address stops the command before
+    anything is sent. The copies go out over one SMTP connection; each address's result is
+    printed, and the exit status is 1 when any address got no copy.
+    """
+    from newsletter.test_copies import compile_test_copies, not_sent, send_test_copies
     from subscribers.tokens import TokenSigner
 
     settings = runtime.settings
+    signer = TokenSigner(settings.secret_key, settings.old_secret_keys)
     with runtime.transaction() as session:
-        message, recipient = test_message(session, issue_id, to, render_settings(), TokenSigner(settings.secret_key, settings.old_secret_keys))
-    sent = send_test_copy(message, recipient, settings)
-    out.print(f"Test of issue {issue_id} sent to {sent.to}: {sent.smtp_code} {sent.smtp_reply} ({sent.message_id})")
+        message, recipients = compile_test_copies(session, issue_id, to, render_settings(), signer)
+    results = send_test_copies(message, recipients, settings)
+    for result in results:
+        if result.sent:
+            out.print(f"Test of issue {issue_id} sent to {result.to}: {result.smtp_code} {result.smtp_reply} ({result.message_id})")
+        else:
+            err.print(f"Test of issue {issue_id} NOT sent to {result.to}: {result.smtp_reply}")
+    if failed := not_sent(results):
+        err.print(f"error: {sum(not r.sent for r in results)} of {len(results)} test copies were not sent ({failed}); "
+                  "check those addresses or the mail server and try again")
+        raise typer.Exit(1)
 
 
 @app.command()
