@@ -9,7 +9,6 @@ the returned batches after the commit.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime
@@ -19,7 +18,6 @@ from sqlalchemy import Select, func, insert, literal, select, update
 from sqlalchemy.orm import Session
 
 from newsletter.audience import Audience, Repeat, check_send, empty_refusal, list_counts, mailed
-from newsletter.config import Settings
 from newsletter.delivery import Claimed
 from newsletter.errors import Conflict, InvalidInput, NotFound
 from newsletter.issues import Links, RenderSettings, get_issue
@@ -339,49 +337,6 @@ def _log_query(conditions: list[Any]) -> Select[Any]:
         .where(*conditions)
         .order_by(Delivery.id)
     )
-
-
-def test_message(
-    session: Session, issue_id: int, to: str, settings: RenderSettings, signer: TokenSigner
-) -> tuple[CompiledMessage, Recipient]:
-    """One copy of the issue for ``to``, with "[TEST]" in the subject; nothing is logged. Raises NotFound, RenderError."""
-    from subscribers.addresses import normalise_email
-
-    address = normalise_email(to)
-    issue, mailing_list = get_issue(session, issue_id)
-    rendered = settings.render(issue, mailing_list)
-    headers = message_headers(
-        mailing_list, subject=f"[TEST] {rendered.subject}", message_id_tag=f"test.{int(time.time() * 1000):x}",
-        feedback_id=f"test:{mailing_list.slug}:newsletter",
-    )
-    message = CompiledMessage(headers, rendered.html, rendered.text)
-    recipient = RecipientLinks(signer, settings.links).recipient(message, mailing_list.id, issue.id, Claimed(0, 0, address, "", 0))
-    return message, recipient
-
-
-@dataclass(frozen=True)
-class SentTestCopy:
-    to: str
-    message_id: str
-    smtp_code: int
-    smtp_reply: str
-
-
-def send_test_copy(message: CompiledMessage, recipient: Recipient, settings: Settings, *, timeout: float = 30.0) -> SentTestCopy:
-    """Hand a test copy (see :func:`test_message`) to the SMTP server now, signed and with the envelope
-    sender other mail than a delivery gets. Raises DeliveryError, and ConfigError for an unusable DKIM key."""
-    from newsletter.outbound import Outbound
-    from newsletter.transport import SmtpTransport
-
-    outbound = Outbound.from_settings(settings)
-    message_id, data = message.build(recipient)
-    with SmtpTransport(settings.smtp, timeout=timeout) as transport:
-        reply = transport.send(outbound.envelope_from(message), recipient.email, outbound.seal(data))
-    return SentTestCopy(recipient.email, message_id, reply.code, reply.text)
-
-
-def _slug(session: Session, list_id: int) -> str:
-    return session.scalar(select(MailingList.slug).where(MailingList.id == list_id)) or "?"
 
 
 def _iso(value: datetime | None) -> str | None:
