@@ -44,7 +44,12 @@ class Unauthenticated(Exception):
 
 
 class Forbidden(Exception):
-    """Known caller whose role may not do this (HTTP 403)."""
+    """Known caller whose role may not do this (HTTP 403). ``action`` is what the role lacks, when
+    the refusal is about a role (and not, say, a form's expired CSRF token)."""
+
+    def __init__(self, message: str, *, action: str | None = None) -> None:
+        self.action = action
+        super().__init__(message)
 
 
 @dataclass(frozen=True)
@@ -62,11 +67,16 @@ class Caller:
 
     def require(self, action: str) -> None:
         if not self.may(action):
-            raise Forbidden(f"the {self.role} role may not do this (needs {action!r}); ask an admin")
+            raise Forbidden(f"the {self.role} role may not do this (needs {action!r}); ask an admin", action=action)
 
 
 def allowed(role: str, action: str) -> bool:
     return action in PERMISSIONS.get(role, frozenset())
+
+
+def roles_allowed(action: str) -> list[str]:
+    """The roles that may do ``action``, in the order of ROLES."""
+    return [role for role in ROLES if allowed(role, action)]
 
 
 def _digest(secret: str) -> str:

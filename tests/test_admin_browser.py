@@ -64,3 +64,27 @@ def test_the_text_preview_shows_the_text_part_line_for_line(chromium, newsroom, 
         assert len(boxes) > 20 and set(boxes) == {1}, f"lines wrapped again at {viewport['width']} px: {boxes}"
         assert problems == []
         page.context.close()
+
+
+def test_an_editor_refused_a_page_sees_the_admin_403_page_and_gets_back(chromium, newsroom, web):
+    page = chromium.new_context(viewport=DESKTOP).new_page()
+    problems = watch_console(page)
+    log_in(page, web, "edna")
+    page.goto(f"{web}/admin/issues?list=weekly")
+    # An admin-only page, reached from a link on this page (as from a bookmark list or a colleague's message).
+    page.evaluate("""() => { const a = document.createElement("a"); a.href = "/admin/subscribers"; a.id = "probe";
+                             a.textContent = "subscribers"; document.querySelector("main").append(a); }""")
+    with page.expect_navigation() as navigation:
+        page.click("#probe")
+    assert navigation.value.status == 403
+    assert page.title() == "Not allowed · Newsletter admin"
+    assert "it needs the admin role" in page.inner_text("#forbidden-reason")
+    assert page.get_by_role("link", name="Issues").is_visible()  # the admin's navigation, in the admin's style
+    assert page.evaluate("getComputedStyle(document.querySelector('header.top')).display") != "inline"  # admin.css applied
+    page.get_by_role("link", name="Back to the page you came from").click()
+    page.wait_for_url(f"{web}/admin/issues?list=weekly")
+    page.goto(f"{web}/admin/suppressions")  # typed in: no page to go back to, the dashboard is there
+    assert page.get_by_role("link", name="Back to the page you came from").count() == 0
+    page.get_by_role("link", name="Go to the dashboard").click()
+    page.wait_for_url(f"{web}/admin")
+    assert [p for p in problems if "status of 403" not in p] == []  # the refused pages themselves are logged as 403s

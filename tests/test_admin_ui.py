@@ -378,6 +378,34 @@ def test_editors_see_no_admin_navigation_and_get_403_on_admin_pages(admin):
     assert client.get("/admin/issues").status_code == 200 and client.get("/admin/issues/new").status_code == 200
 
 
+def test_a_refused_page_is_the_admins_own_403_page_with_the_role_needed_and_a_way_back(admin):
+    client = admin.logged_in("eddie")
+    refused = client.get("/admin/suppressions", headers={"Referer": "https://testserver/admin/issues?list=weekly"})
+    assert refused.status_code == 403
+    assert refused.headers["content-security-policy"].startswith("default-src 'none'; script-src 'self'")  # the admin CSP
+    assert refused.headers["referrer-policy"] == "same-origin"
+    page = html.unescape(refused.text)
+    assert '<link rel="stylesheet" href="/static/admin/admin.css' in page and 'href="/admin/issues"' in page  # admin look, nav
+    assert "<h1>Not allowed</h1>" in page
+    assert "The editor role may not do this: it needs the admin role." in page and "logged in as <strong>eddie</strong>" in page
+    assert '<a href="/admin/issues?list=weekly" id="back-link">' in page and '<a href="/admin" id="dashboard-link">' in page
+    # The app's base URL is our origin too; any other site, or the refused page itself, gets no back link.
+    assert 'href="/admin/lists" id="back-link"' in client.get("/admin/imports", headers={"Referer": f"{BASE}/admin/lists"}).text
+    for referer in ("https://elsewhere.example/admin/lists", "https://testserver//elsewhere.example/admin", "/admin/lists",
+                    "https://testserver/admin/suppressions", "https://testserver/unsubscribe/x", "http://[::1/admin", ""):
+        answer = client.get("/admin/suppressions", headers={"Referer": referer})
+        assert answer.status_code == 403 and 'id="back-link"' not in answer.text and 'id="dashboard-link"' in answer.text, referer
+    # A form without its CSRF token: the same page, saying why.
+    expired = client.post("/admin/lists", data={"slug": "x"}, headers={"Referer": "https://testserver/admin/lists"})
+    assert expired.status_code == 403 and "This form has expired or did not come from this site" in expired.text
+    assert 'href="/admin/lists" id="back-link"' in expired.text
+    # Not logged in: a forged login form gets the page without navigation, pointing at the login page.
+    forged = admin.client().post("/admin/login", data={"username": "eddie", "password": PASSWORD, "csrf_token": "x"})
+    assert forged.status_code == 403 and 'id="login-link"' in forged.text and 'href="/admin/issues"' not in forged.text
+    # Elsewhere the subscriber pages' error page is unchanged, and the API answers JSON.
+    assert client.get("/api/lists").json()["error"]["status"] == 401
+
+
 # --- issues ------------------------------------------------------------------------------------------
 
 

@@ -72,6 +72,7 @@ def user(action: str | None = None) -> Callable[[Request], Awaitable[Caller]]:
 
     async def dependency(request: Request) -> Caller:
         caller = await run_in_threadpool(authenticate, request)
+        request.state.caller = caller  # for the 403 page's navigation (newsletter.admin.pages.forbidden_page)
         if request.method not in ("GET", "HEAD") and not accounts.csrf_ok(caller, await _submitted_csrf(request)):
             raise Forbidden(BAD_CSRF)
         if action is not None:

@@ -16,7 +16,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse
 from jinja2 import Environment
 
 from newsletter import __version__
-from newsletter.accounts import Caller
+from newsletter.accounts import Caller, Forbidden, roles_allowed
 from newsletter.web.context import html_templates, web
 
 TEMPLATE_DIR = Path(__file__).resolve().parent.parent.parent / "templates" / "admin"
@@ -32,7 +32,9 @@ PREVIEW_CSP = (
     "default-src 'none'; style-src 'unsafe-inline'; img-src https: http: data:; font-src https:; "
     "form-action 'none'; base-uri 'none'; frame-ancestors 'self'; sandbox allow-popups allow-popups-to-escape-sandbox"
 )
-PAGE_HEADERS = {"Content-Security-Policy": CSP}
+#: Admin URLs hold no secrets, and a 403 page offers a way back to the page that linked it (its
+#: Referer): sent within the app only, never to other sites.
+PAGE_HEADERS = {"Content-Security-Policy": CSP, "Referrer-Policy": "same-origin"}
 PREVIEW_HEADERS = {"Content-Security-Policy": PREVIEW_CSP, "X-Frame-Options": "SAMEORIGIN"}
 
 #: The navigation: (path under /admin, label, action needed to see it).
@@ -113,6 +115,39 @@ def page(
         **values,
     )
     return HTMLResponse(html, status_code=status, headers={**PAGE_HEADERS, **(headers or {})})
+
+
+def forbidden_page(request: Request, exc: Forbidden) -> HTMLResponse:
+    """The admin's own 403 page: what was refused and which role it needs, a link back to the page
+    the reader came from (when that is an admin page of this app) and one to the dashboard."""
+    caller: Caller | None = getattr(request.state, "caller", None)
+    needed = roles_allowed(exc.action) if exc.action else []
+    message = str(exc).strip()  # a lower-case clause: shown as a sentence
+    message = message[:1].upper() + message[1:] + ("" if message.endswith(".") else ".")
+    return page(request, caller, "forbidden.html", status=403, message=message, needed=needed,
+                back=_back_link(request))
+
+
+def _back_link(request: Request) -> str | None:
+    """The Referer as a path, when it is another admin page of this app (else None: never a link
+    to another site, nor back to the refused page itself)."""
+    from urllib.parse import urlsplit
+
+    referer = request.headers.get("referer", "")
+    try:
+        parts = urlsplit(referer)
+    except ValueError:
+        return None
+    ours = {(request.url.scheme, request.url.netloc), urlsplit(web(request).settings.base_url)[:2]}
+    home = admin_path(request)
+    path = parts.path
+    if (parts.scheme, parts.netloc) not in ours or not (path == home or path.startswith(home + "/")):
+        return None
+    if "//" in path or "\\" in path or path == f"{home}/login":
+        return None
+    if request.method == "GET" and path == request.url.path:  # reloading the refused page (a form's page is fine)
+        return None
+    return path + (f"?{parts.query}" if parts.query else "")
 
 
 def redirect(request: Request, path: str, done: str | None = None, **query: str) -> RedirectResponse:

@@ -55,7 +55,7 @@ def create_app(
     app.include_router(api.router, prefix=root)
     app.include_router(admin.router, prefix=root)
     app.mount(f"{root}/static", StaticFiles(directory=STATIC_DIR), name="static")
-    errors.install(app)
+    errors.install(app, admin_forbidden=admin.pages.forbidden_page)
     app.add_middleware(SecurityHeaders, static_prefix=f"{root}/static/")
     return app
 

@@ -6,7 +6,8 @@
     Unavailable, QueueUnavailable -> 503    anything else -> 500
 
 Under /api/ every error is JSON: ``{"error": {"status": 404, "message": "...", "field": ...}}``.
-Under /admin/ a request that is not logged in is sent to the login page.
+Under /admin/ a request that is not logged in is sent to the login page, and a refused one
+gets the admin UI's own 403 page (see newsletter.admin.pages.forbidden_page).
 
 Pages never show a NotFound's message (it may name other lists or CLI commands); the
 InvalidInput and Conflict messages of the consent functions are written for subscribers.
@@ -15,6 +16,7 @@ InvalidInput and Conflict messages of the consent functions are written for subs
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from urllib.parse import urlencode
 
 from fastapi import FastAPI, Request
@@ -81,8 +83,12 @@ def json_error(status: int, message: str, *, field: str | None = None, headers: 
                         headers=headers)
 
 
-def install(app: FastAPI) -> None:
-    """Register the handlers that turn errors into pages (or JSON under /api/)."""
+def install(app: FastAPI, *, admin_forbidden: Callable[[Request, Forbidden], Response] | None = None) -> None:
+    """Register the handlers that turn errors into pages (or JSON under /api/).
+
+    ``admin_forbidden`` makes the 403 page under /admin/ (the admin UI's own page, with its
+    navigation and a way back); without it the subscriber pages' error page is shown.
+    """
 
     @app.exception_handler(Unauthenticated)
     async def unauthenticated(request: Request, exc: Unauthenticated) -> Response:
@@ -96,6 +102,8 @@ def install(app: FastAPI) -> None:
     async def forbidden(request: Request, exc: Forbidden) -> Response:
         if is_api(request):
             return json_error(403, str(exc))
+        if admin_forbidden is not None and is_admin(request):
+            return admin_forbidden(request, exc)
         return error_page(request, 403, message=str(exc))
 
     @app.exception_handler(NewsletterError)
