@@ -6,17 +6,28 @@ headings, ``  * `` bullets with hanging indents, ``> `` quotes, ``text [1]``
 links with the targets listed at the end, ``[image: alt]`` for images and
 aligned columns for tables. Paragraphs are wrapped at 78 columns; only words
 longer than a line (URLs) stay unbroken.
+
+The dialect has one addition to CommonMark: merge tags, ``*|NAME|*`` or
+``*|NAME:fallback|*``, in the text of the body (not in code, not in link
+addresses; ``\\*|`` writes a literal ``*|``). The parser only recognises them,
+as ``merge_tag`` tokens with ``meta["name"]`` as written and ``meta["fallback"]``
+(None without a colon); which names exist and what they become is the
+renderer's business (:func:`fill_merge_tags`).
 """
 
 from __future__ import annotations
 
+import re
 import textwrap
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from markdown_it import MarkdownIt
+from markdown_it.rules_inline import StateInline
+from markdown_it.token import Token
 from markdown_it.tree import SyntaxTreeNode
 
-__all__ = ["WIDTH", "markdown_parser", "markdown_to_text"]
+__all__ = ["MERGE_TAG", "WIDTH", "fill_merge_tags", "markdown_parser", "markdown_to_text"]
 
 WIDTH = 78
 
@@ -31,7 +42,40 @@ def markdown_parser() -> MarkdownIt:
     Raw HTML is disabled because an editor's content is data: ``<script>`` in an
     issue is shown as text, never passed through.
     """
-    return MarkdownIt("commonmark", {"html": False}).enable("table")
+    md = MarkdownIt("commonmark", {"html": False}).enable("table")
+    # Before emphasis, which would otherwise read the tag's asterisks as <em>.
+    md.inline.ruler.before("emphasis", "merge_tag", _merge_tag)
+    return md
+
+
+# A merge tag: "*|" NAME [":" FALLBACK] "|*" on one line, no "|" inside.
+MERGE_TAG = re.compile(r"\*\|([^|\n]{1,200})\|\*")
+
+
+def _merge_tag(state: StateInline, silent: bool) -> bool:
+    if not state.src.startswith("*|", state.pos):
+        return False
+    match = MERGE_TAG.match(state.src, state.pos, state.posMax)
+    if match is None:
+        return False
+    if not silent:
+        name, colon, fallback = match.group(1).partition(":")
+        token = state.push("merge_tag", "", 0)
+        token.content = match.group(0)
+        token.meta = {"name": name.strip(), "fallback": fallback.strip() if colon else None}
+    state.pos = match.end()
+    return True
+
+
+def fill_merge_tags(tokens: Sequence[Token], value: Callable[[str, str | None], str] | None) -> None:
+    """Turn every merge tag token into a text token holding ``value(name, fallback)``, or the tag as written."""
+    for token in tokens:
+        if token.type == "merge_tag":
+            token.type = "text"
+            if value is not None:
+                token.content = value(token.meta["name"], token.meta["fallback"])
+        if token.children:
+            fill_merge_tags(token.children, value)
 
 
 @dataclass
@@ -46,13 +90,19 @@ class _Links:
         return self.urls.index(url) + 1
 
 
-def markdown_to_text(markdown: str, *, width: int = WIDTH) -> str:
+def markdown_to_text(
+    markdown: str, *, width: int = WIDTH, merge_tag: Callable[[str, str | None], str] | None = None
+) -> str:
     """Render Markdown as plain text wrapped at ``width`` columns.
 
-    Links become ``text [n]`` with a numbered list of targets at the end. Never
-    raises for any input string (Markdown has no syntax errors).
+    Links become ``text [n]`` with a numbered list of targets at the end. Each
+    merge tag becomes ``merge_tag(name, fallback)``, or stays as written without
+    ``merge_tag``; lines are wrapped around what it returned. Never raises for
+    any input string (Markdown has no syntax errors).
     """
-    root = SyntaxTreeNode(markdown_parser().parse(markdown))
+    tokens = markdown_parser().parse(markdown)
+    fill_merge_tags(tokens, merge_tag)
+    root = SyntaxTreeNode(tokens)
     links = _Links()
     lines = _blocks(root.children, width, links)
     if links.urls:

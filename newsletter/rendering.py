@@ -23,6 +23,13 @@ a same-named file) are ``TEMPLATE.html``, ``TEMPLATE.txt`` and optionally
 ``personal.view_online_url`` and ``personal.name_or("fallback")``. A personal
 field is known only per recipient, so it can be printed but not tested
 (``{% if personal.name %}`` is an error) or transformed (``|upper`` is an error).
+
+The templates add no greeting: the editor writes it in the Markdown body with a
+merge tag, ``*|NAME|*`` or ``*|NAME:fallback|*`` (see :data:`MERGE_TAGS`). A
+merge tag becomes the same placeholder a template's ``personal.name_or()``
+makes, so it costs nothing per recipient, and its value is data like any
+other: HTML-escaped in the html, as is in the text, never evaluated. The body
+is never template code: ``{{ 7*7 }}`` in it is printed as written.
 """
 
 from __future__ import annotations
@@ -31,13 +38,13 @@ import logging
 import re
 import secrets
 import traceback
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from html import escape as html_escape
 from pathlib import Path
 from typing import Any, Literal
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 from jinja2 import (
     Environment,
@@ -54,10 +61,11 @@ from premailer import Premailer
 
 from newsletter.errors import RenderError
 from newsletter.issue_files import IssueSource, check_header_text, valid_template_name
-from newsletter.markdown_text import markdown_parser, markdown_to_text
+from newsletter.markdown_text import MERGE_TAG, fill_merge_tags, markdown_parser, markdown_to_text
 
 __all__ = [
     "GMAIL_CLIP_BYTES",
+    "MERGE_TAGS",
     "PERSONAL_FIELDS",
     "PersonalFields",
     "Problem",
@@ -73,6 +81,10 @@ __all__ = [
 ]
 
 PERSONAL_FIELDS = ("name", "email", "unsubscribe_url", "preferences_url", "view_online_url")
+# The merge tags an editor can write in the body (in any case), and the personal field each prints.
+# ``*|NAME:there|*`` prints "there" for a subscriber without a name.
+MERGE_TAGS = {"NAME": "name", "EMAIL": "email"}
+_MERGE_TAG_HELP = "the merge tags are *|NAME|* (with a fallback for people without a name: *|NAME:there|*) and *|EMAIL|*"
 # Gmail hides everything past about 102 KB of HTML behind "View entire message",
 # the footer with the unsubscribe link included.
 GMAIL_CLIP_BYTES = 102_000
@@ -323,8 +335,10 @@ def _render(
     md = markdown_parser()
     tokens = md.parse(issue.body_markdown)
     problems += _check_body(tokens, issue)
+    html_slots, text_slots = _Slots(html=True), _Slots(html=False)
+    fill_merge_tags(tokens, _merge_tag_value(html_slots))
     body_html = Markup(md.renderer.render(tokens, md.options, {}))
-    body_text = markdown_to_text(issue.body_markdown)
+    body_text = markdown_to_text(issue.body_markdown, merge_tag=_merge_tag_value(text_slots))
 
     env = template_environment(tuple(str(d) for d in template_dirs))
     variables: dict[str, Any] = {
@@ -341,7 +355,6 @@ def _render(
     name = issue.template if valid_template_name(issue.template) else None
     html = text = subject = None
     if name is not None:
-        html_slots, text_slots = _Slots(html=True), _Slots(html=False)
         html = _render_template(env, f"{name}.html", {**variables, "personal": _Personal(html_slots)}, problems)
         text = _render_template(env, f"{name}.txt", {**variables, "personal": _Personal(text_slots)}, problems)
         subject = _render_template(env, f"{name}.subject.txt", variables, problems, optional=True)
@@ -372,6 +385,19 @@ def _render(
         warnings=tuple(str(p) for p in problems if p.level == "warning"),
     )
     return rendered, problems
+
+
+def _merge_tag_value(slots: _Slots) -> Callable[[str, str | None], str]:
+    """What a merge tag of the body becomes: a slot for its field, or the tag as written if unknown
+    (an unknown tag is an error of :func:`_check_body`, so such a render is never used)."""
+
+    def value(name: str, fallback: str | None) -> str:
+        field = MERGE_TAGS.get(name.upper())
+        if field is None:
+            return f"*|{name}|*"
+        return slots.token(field, fallback)
+
+    return value
 
 
 def _render_template(
@@ -436,6 +462,11 @@ def _check_fields(issue: IssueSource, context: RenderContext) -> list[Problem]:
         reason = check_header_text(field, value)
         if reason:
             problems.append(Problem("error", reason, issue.source))
+        elif tag := MERGE_TAG.search(value):
+            problems.append(
+                Problem("error", f"merge tag {tag.group(0)} in the {field}: merge tags work in the body only, "
+                        f"the {field} is the same for every reader", issue.source)
+            )
     if not valid_template_name(issue.template):
         problems.append(Problem("error", f"template {issue.template!r} is not a template name", issue.source))
     if not issue.body_markdown.strip():
@@ -447,19 +478,32 @@ def _check_fields(issue: IssueSource, context: RenderContext) -> list[Problem]:
 
 
 def _check_body(tokens: list[Any], issue: IssueSource) -> list[Problem]:
-    """Relative link and image URLs (errors) and images without alt text (warnings)."""
+    """Relative link and image URLs, unknown merge tags (errors); images without alt text,
+    a name tag without fallback, template code that is printed as written (warnings)."""
     problems = []
     for token in tokens:
         if token.type != "inline" or not token.children:
             continue
         line = issue.body_line + (token.map[0] if token.map else 0)
-        for child in token.children:
+        for child in _inline_tokens(token.children):
             where = f"{issue.source}:{line}"
             if child.type in ("softbreak", "hardbreak"):
                 line += 1
+            elif child.type == "merge_tag":
+                problems += _check_merge_tag(child.content, child.meta["name"], child.meta["fallback"], where)
+            elif child.type == "text" and (code := _TEMPLATE_CODE.search(child.content)):
+                problems.append(
+                    Problem("warning", f"{code.group(0)!r} is printed as written: the body is not a template; "
+                            f"{_MERGE_TAG_HELP}", where)
+                )
             elif child.type == "link_open":
                 href = str(child.attrGet("href") or "")
-                if not _is_absolute(href):
+                if MERGE_TAG.search(unquote(href)):
+                    problems.append(
+                        Problem("error", f"merge tag in the link address {unquote(href)!r}: merge tags work in "
+                                "the text only", where)
+                    )
+                elif not _is_absolute(href):
                     problems.append(
                         Problem(
                             "error",
@@ -478,6 +522,30 @@ def _check_body(tokens: list[Any], issue: IssueSource) -> list[Problem]:
                         Problem("warning", f"image {src!r} has no alt text; readers who block images see nothing", where)
                     )
     return problems
+
+
+_TEMPLATE_CODE = re.compile(r"\{\{.*?\}\}|\{%.*?%\}")
+
+
+def _inline_tokens(children: list[Any]) -> list[Any]:
+    """Inline tokens in order, with an image's alt text (its children) right after the image."""
+    out = []
+    for child in children:
+        out.append(child)
+        if child.type == "image" and child.children:
+            out += _inline_tokens(child.children)
+    return out
+
+
+def _check_merge_tag(tag: str, name: str, fallback: str | None, where: str) -> list[Problem]:
+    field = MERGE_TAGS.get(name.upper())
+    if field is None:
+        return [Problem("error", f"unknown merge tag {tag}: {_MERGE_TAG_HELP}; "
+                        "write \\*| for a *| that is not a merge tag", where)]
+    if field == "name" and fallback is None:
+        return [Problem("warning", f"{tag} has no fallback, so readers without a name get nothing there; "
+                        f"write e.g. *|{name}:there|*", where)]
+    return []
 
 
 def _is_absolute(url: str, *, schemes: tuple[str, ...] | None = None) -> bool:

@@ -26,7 +26,7 @@ ISSUE_MD = """---
 subject: "This Week: the API"
 preheader: Everything the CLI does, over HTTP.
 ---
-# Hello {{ personal.name_or("there") }}
+# Hello *|NAME:there|*
 
 A [link](https://example.org/a) and a paragraph.
 """

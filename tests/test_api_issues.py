@@ -23,7 +23,7 @@ def test_create_an_issue_from_fields_and_from_an_issue_file(api):  # noqa: F811
     from_file = api.make_issue()
     assert from_file["subject"] == "This Week: the API"
     assert from_file["preheader"] == "Everything the CLI does, over HTTP."
-    assert from_file["body_markdown"].startswith("# Hello {{ personal.name_or")
+    assert from_file["body_markdown"].startswith("# Hello *|NAME:there|*")
 
     listed = api.get("/api/issues", role="editor", expect=200).json()["items"]
     assert [i["id"] for i in listed] == [from_file["id"], fields["id"]]  # newest first

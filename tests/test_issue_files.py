@@ -48,7 +48,8 @@ def test_sample_issue_file() -> None:
     assert issue.subject == "This Week in Info War: Qualified Support in Moscow for Korean Summit"
     assert issue.preheader
     assert issue.template == "issue"
-    assert issue.body_markdown.lstrip().startswith("# Qualified Support in Moscow for Korean Summit")
+    # The greeting is the editor's, written with the name's merge tag (the templates add none).
+    assert issue.body_markdown.lstrip().startswith("Hello *|NAME:there|*,\n\n# Qualified Support in Moscow for Korean Summit")
     assert issue.source == str(SAMPLE)
 
 

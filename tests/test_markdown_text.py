@@ -130,3 +130,10 @@ def test_hard_break_starts_a_new_line() -> None:
 def test_code_blocks_keep_their_lines() -> None:
     text = markdown_to_text("```\nx = 1\n    y = 2\n```\n")
     assert text == "    x = 1\n        y = 2\n"
+
+
+def test_merge_tags_are_filled_by_the_caller_or_kept_as_written() -> None:
+    source = "Hello *|NAME:there|*, *so* `*|NAME|*`\n"
+    assert markdown_to_text(source) == "Hello *|NAME:there|*, so *|NAME|*\n"
+    filled = markdown_to_text(source, merge_tag=lambda name, fallback: f"<{name}/{fallback}>")
+    assert filled == "Hello <NAME/there>, so *|NAME|*\n"  # not in code

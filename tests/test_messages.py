@@ -56,6 +56,8 @@ def test_every_copy_decodes_to_exactly_the_personalised_issue(name):
     )
     assert parsed.get_body(("plain",)).get_content().replace("\r\n", "\n") == text
     assert parsed.get_body(("html",)).get_content().replace("\r\n", "\n") == html
+    # The sample's greeting, "Hello *|NAME:there|*,", as written for this recipient.
+    assert f"\nHello {name or 'there'},\n" in text
     assert parsed["Message-ID"] == message_id == "<1.7.abc@example.org>"
     # RFC 2047 decoding (the legacy decoder: the modern parser puts spaces between split words).
     raw_to = data.split(b"\r\nTo: ", 1)[1].split(b"\r\nDate:", 1)[0].decode()

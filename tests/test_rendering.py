@@ -185,7 +185,10 @@ def test_preheader_is_hidden_text_at_the_top() -> None:
     rendered = render_issue(_issue(preheader="Moscow wants a seat"), CONTEXT, template_dirs=TEMPLATES)
     div = lxml.html.fromstring(rendered.html).find_class("preheader")[0]
     assert div.text_content().startswith("Moscow wants a seat")
-    assert "display:none" in div.get("style").replace(" ", "")
+    style = div.get("style").replace(" ", "")
+    assert "display:none" in style and "max-height:0" in style and "mso-hide:all" in style
+    # Not hidden by the tricks spam filters score (tests/test_spam_score.py): no tiny font, no colour.
+    assert "font-size" not in style and "color" not in style
     assert rendered.preheader == "Moscow wants a seat"
 
 
@@ -219,16 +222,93 @@ def test_jinja_syntax_in_content_is_not_evaluated() -> None:
     assert rendered.subject == "{{ 7*7 }}"
 
 
+# --- merge tags ----------------------------------------------------------------
+
+
+def test_the_templates_add_no_greeting_of_their_own() -> None:
+    rendered = render_issue(_issue("Body only.\n"), CONTEXT, template_dirs=TEMPLATES)
+    html, text = personalise(rendered.html, rendered.text, _fields(name="Ann"))
+    assert "Hello" not in text and "Ann" not in text
+    assert _greeting(html) == "Body only."
+
+
+def test_merge_tags_print_the_name_or_fallback_and_the_email_anywhere_in_the_text() -> None:
+    body = "# Hi *|name:friend|*\n\nWe write to *|EMAIL|* as **\u201c*|Name:you & <yours>|*\u201d**.\n\n![A card for *|NAME:you|*](https://example.org/c.png)\n"
+    rendered = render_issue(_issue(body), CONTEXT, template_dirs=TEMPLATES)
+    assert rendered.warnings == ()
+    html, text = personalise(rendered.html, rendered.text, _fields(name="Ann & <Bo>"))
+    assert "Hi Ann & <Bo>\n" in text and "We write to ann@example.net as \u201cAnn & <Bo>\u201d." in text
+    assert "[image: A card for Ann & <Bo>]" in text
+    content = lxml.html.fromstring(html).find_class("content")[0]
+    assert content.find(".//h1").text_content() == "Hi Ann & <Bo>"
+    assert content.find(".//strong").text_content() == "\u201cAnn & <Bo>\u201d"
+    assert content.find(".//img").get("alt") == "A card for Ann & <Bo>"
+    assert "Ann &amp; &lt;Bo&gt;" in html and "<Bo>" not in html
+    # No name: each tag's own fallback, escaped in the HTML like a value.
+    html, text = personalise(rendered.html, rendered.text, _fields(name=""))
+    assert "Hi friend\n" in text and "as \u201cyou & <yours>\u201d." in text
+    assert lxml.html.fromstring(html).find_class("content")[0].find(".//strong").text_content() == "\u201cyou & <yours>\u201d"
+    assert "you &amp; &lt;yours&gt;" in html
+
+
+def test_merge_tags_in_code_or_escaped_are_printed_as_written() -> None:
+    body = "Write `*|NAME|*` or \\*|NAME|* for the name.\n\n```\n*|NAME|*\n```\n"
+    rendered = render_issue(_issue(body), CONTEXT, template_dirs=TEMPLATES)
+    html, text = personalise(rendered.html, rendered.text, _fields(name="Ann"))
+    assert "Write *|NAME|* or *|NAME|* for the name." in text and "    *|NAME|*" in text
+    assert "Ann" not in text.split("\n-- \n")[0]
+    assert lxml.html.fromstring(html).find_class("content")[0].text_content().count("*|NAME|*") == 3
+
+
+def test_an_unknown_merge_tag_is_an_error_naming_its_line() -> None:
+    issue = _issue("Intro.\n\nHello\n*|FIRSTNAME:there|*, and *|NAME:x|*.\n")
+    assert _errors(issue) == [
+        "test.md:8: unknown merge tag *|FIRSTNAME:there|*: the merge tags are *|NAME|* (with a fallback for "
+        "people without a name: *|NAME:there|*) and *|EMAIL|*; write \\*| for a *| that is not a merge tag"
+    ]
+    with pytest.raises(RenderError, match=r"FIRSTNAME") as info:
+        render_issue(issue, CONTEXT, template_dirs=TEMPLATES)
+    assert info.value.where == "test.md:8"
+
+
+def test_merge_tags_outside_the_body_text_are_errors() -> None:
+    assert _errors(_issue("[you](https://example.org/?who=*|EMAIL|*)")) == [
+        "test.md:5: merge tag in the link address 'https://example.org/?who=*|EMAIL|*': merge tags work in the text only"
+    ]
+    for field in ("subject", "preheader"):
+        assert _errors(_issue(**{field: "For *|NAME:you|*"})) == [
+            f"test.md: merge tag *|NAME:you|* in the {field}: merge tags work in the body only, "
+            f"the {field} is the same for every reader"
+        ]
+
+
+def test_a_name_without_fallback_and_template_code_are_warnings() -> None:
+    assert _warnings(_issue("Hello *|NAME|*,\n")) == [
+        "test.md:5: *|NAME|* has no fallback, so readers without a name get nothing there; write e.g. *|NAME:there|*"
+    ]
+    warned = _warnings(_issue("Intro.\n\nHello {{ personal.name }}, `{{ code }}` is fine.\n"))
+    assert warned == [
+        "test.md:7: '{{ personal.name }}' is printed as written: the body is not a template; the merge tags are "
+        "*|NAME|* (with a fallback for people without a name: *|NAME:there|*) and *|EMAIL|*"
+    ]
+
+
 # --- personalisation ---------------------------------------------------------
 
 
+GREETING = "Hello *|NAME:there|*,\n\nHello **world**.\n"
+
+
+def _greeting(html: str) -> str:
+    return lxml.html.fromstring(html).find_class("content")[0].find(".//p").text_content()
+
+
 def test_personal_fields_are_escaped_in_html_and_raw_in_text() -> None:
-    rendered = render_issue(_issue(), CONTEXT, template_dirs=TEMPLATES)
-    for name in ("{{ 7*7 }}", "<script>alert(1)</script>", "Tom & Jerry", 'Ann "the Quill" O\'Neil'):
+    rendered = render_issue(_issue(GREETING), CONTEXT, template_dirs=TEMPLATES)
+    for name in ("{{ 7*7 }}", "<script>alert(1)</script>", "Tom & Jerry", 'Ann "the Quill" O\'Neil', "*|EMAIL|*"):
         html, text = personalise(rendered.html, rendered.text, _fields(name=name))
         assert f"Hello {name}," in text
-        greeting = lxml.html.fromstring(html).find_class("greeting")[0]
-        assert greeting.text_content() == f"Hello {name},"
+        assert _greeting(html) == f"Hello {name},"
         assert not lxml.html.fromstring(html).findall(".//script")
     html, _ = personalise(rendered.html, rendered.text, _fields(name="<script>&"))
     assert "Hello &lt;script&gt;&amp;," in html
@@ -244,11 +324,11 @@ def test_urls_with_quotes_cannot_break_out_of_the_attribute() -> None:
     assert evil in [a.get("href") for a in page.iter("a")]
 
 
-def test_empty_name_still_reads_well() -> None:
-    rendered = render_issue(_issue(), CONTEXT, template_dirs=TEMPLATES)
+def test_empty_name_gets_the_fallback() -> None:
+    rendered = render_issue(_issue(GREETING), CONTEXT, template_dirs=TEMPLATES)
     html, text = personalise(rendered.html, rendered.text, _fields(name=""))
     assert "Hello there," in text
-    assert lxml.html.fromstring(html).find_class("greeting")[0].text_content() == "Hello there,"
+    assert _greeting(html) == "Hello there,"
     html, text = personalise(rendered.html, rendered.text, _fields(name="Ann"))
     assert "Hello Ann," in text and "there" not in text.split("\n\n")[1]
 
@@ -275,7 +355,7 @@ def test_placeholders_survive_storage_as_plain_text() -> None:
 def test_content_cannot_fake_a_placeholder() -> None:
     fake = "\ue000unsubscribe_url\ue001"
     rendered = render_issue(
-        _issue(f"Click {fake} now", preheader=f"pre{fake}"),
+        _issue(f"Hello *|NAME|*,\n\nClick {fake} now", preheader=f"pre{fake}"),
         RenderContext(**{**CONTEXT.__dict__, "list_name": f"List{fake}"}),
         template_dirs=TEMPLATES,
     )

@@ -591,7 +591,7 @@ def test_links_signed_with_an_old_key_keep_working_during_a_rotation(site):
 
 def _sent_issue(site: Site, subject: str, slug: str = "weekly") -> int:
     render = RenderSettings.create(base_url=BASE, postal_address="1 Example Street", user_template_dir=None)
-    source = IssueSource(subject=subject, preheader="", template="issue", body_markdown=f"# {subject}\n\nBody of *{subject}*.")
+    source = IssueSource(subject=subject, preheader="", template="issue", body_markdown=f"Hello *|NAME:there|*,\n\n# {subject}\n\nBody of *{subject}*.")
     with db.transaction(site.sessions) as s:
         issue, _ = create_issue(s, slug, source, render)
         send, _ = sending.start_send(s, issue.id, render, batch_size=100)
