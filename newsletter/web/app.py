@@ -12,7 +12,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from newsletter import __version__, admin, api, db, embedded_redis
 from newsletter.config import Settings
-from newsletter.web import archive, confirm, errors, home, metrics, preferences, subscribe, unsubscribe, webhooks
+from newsletter.web import archive, confirm, docs, errors, home, metrics, preferences, subscribe, unsubscribe, webhooks
 from newsletter.web.context import STATIC_DIR, ConfirmationSender, Web, page_templates
 from newsletter.web.headers import SecurityHeaders
 from newsletter.web.ratelimit import LoginLimiter, SubscribeLimiter, Unavailable
@@ -50,10 +50,11 @@ def create_app(
     )
     state.metrics = metrics_registry(settings, state.sessions)
     app.state.web = state
-    for module in (home, subscribe, confirm, unsubscribe, preferences, archive, webhooks, metrics):
+    for module in (home, subscribe, confirm, unsubscribe, preferences, archive, webhooks, metrics, docs):
         app.include_router(module.router, prefix=root, include_in_schema=False)
     app.include_router(api.router, prefix=root)
     app.include_router(admin.router, prefix=root)
+    app.mount(f"{root}/static/swagger-ui", StaticFiles(directory=docs.SWAGGER_UI_DIR), name="swagger-ui")
     app.mount(f"{root}/static", StaticFiles(directory=STATIC_DIR), name="static")
     errors.install(app, admin_forbidden=admin.pages.forbidden_page)
     app.add_middleware(SecurityHeaders, static_prefix=f"{root}/static/")
