@@ -10,11 +10,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from newsletter.errors import NotFound
+from newsletter.errors import Conflict, NotFound
 from newsletter.issue_files import IssueSource
-from newsletter.models import Issue, MailingList, utcnow
+from newsletter.models import Issue, MailingList, Send, utcnow
 from newsletter.rendering import (
     PersonalFields,
     Problem,
@@ -34,8 +35,9 @@ class Links:
 
     base_url: str
 
-    def view_online(self, list_slug: str, issue_id: int) -> str:
-        return f"{self.base_url}/archive/{list_slug}/{issue_id}"
+    def view_online(self, list_slug: str, issue_id: int, key: str | None = None) -> str:
+        """The issue's archived copy; a private list's copies open only with their ``key``."""
+        return f"{self.base_url}/archive/{list_slug}/{issue_id}" + (f"?key={key}" if key else "")
 
     def unsubscribe(self, token: str) -> str:
         return f"{self.base_url}/unsubscribe/{token}"
@@ -119,6 +121,46 @@ def update_issue(
     issue.template, issue.body_markdown = source.template, source.body_markdown
     issue.updated_at = utcnow()
     return issue, rendered
+
+
+def duplicate_issue(session: Session, issue_id: int, settings: RenderSettings) -> tuple[Issue, RenderedIssue]:
+    """A new draft for the same list with the issue's subject, preheader, template and body.
+
+    Raises NotFound, RenderError (the issue no longer renders, e.g. its template was removed).
+    """
+    issue, mailing_list = get_issue(session, issue_id)
+    return create_issue(session, mailing_list.slug, source_of(issue), settings)
+
+
+def delete_issue(session: Session, issue_id: int) -> None:
+    """Delete an issue that has never had a send.
+
+    Raises NotFound, Conflict naming the issue's sends once any exists: a send's log and the
+    archive need their issue, so even a scheduled or a cancelled send keeps it.
+    """
+    issue, _ = get_issue(session, issue_id)
+    sends = session.execute(
+        select(Send.id, Send.status, MailingList.slug)
+        .join(MailingList, MailingList.id == Send.list_id)
+        .where(Send.issue_id == issue_id)
+        .order_by(Send.id)
+    ).all()
+    if sends:
+        raise Conflict(_kept_by_sends(issue_id, [f"send {i} to {slug} ({status})" for i, status, slug in sends]))
+    session.delete(issue)
+    try:
+        session.flush()
+    except IntegrityError:  # a send of it was started at this very moment
+        raise Conflict(_kept_by_sends(issue_id, ["a send started just now"])) from None
+
+
+def _kept_by_sends(issue_id: int, sends: list[str]) -> str:
+    shown = ", ".join(sends[:5]) + (f" and {len(sends) - 5} more" if len(sends) > 5 else "")
+    return (
+        f"issue {issue_id} cannot be deleted because it has {len(sends)} send(s): {shown}; "
+        f"a send's log needs its issue, even when the send was cancelled. "
+        f"To start again from it, make a new draft with `newsletter issues duplicate {issue_id}`"
+    )
 
 
 def get_issue(session: Session, issue_id: int) -> tuple[Issue, MailingList]:

@@ -58,6 +58,7 @@ class MessageHeaders:
     # Gmail's Feedback-ID without its last field (the sender domain is added), e.g. "42:weekly:newsletter";
     # the same for every copy of a send, so Gmail's Postmaster Tools can report spam rates per send and list.
     feedback_id: str | None = None
+    private: bool = False  # a private list: the view-in-browser link carries the archive key
 
 
 _FEEDBACK_ID = re.compile(r"[A-Za-z0-9._-]+(:[A-Za-z0-9._-]+)*")

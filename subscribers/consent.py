@@ -44,7 +44,7 @@ from sqlalchemy.orm import Session
 from newsletter.errors import Conflict, InvalidInput, NotFound
 from newsletter.models import MailingList, Subscriber, Subscription, Suppression, utcnow
 from subscribers.addresses import check_display_name, normalise_email
-from subscribers.lists import get_list
+from subscribers.lists import get_public_list
 from subscribers.suppressions import suppress
 from subscribers.tokens import TokenClaims, TokenSigner
 
@@ -140,10 +140,10 @@ def request_subscription(
     """Record a request from the public form; returns what to confirm, or None to mail nothing.
 
     Callers must answer the same whatever this returns, so the form never tells whether
-    an address is known. Raises NotFound (list), InvalidInput (address or name, with
-    ``where`` "email" or "name").
+    an address is known. Raises NotFound (an unknown or a private list: the public form
+    cannot join a private one), InvalidInput (address or name, with ``where`` "email" or "name").
     """
-    mailing_list = get_list(session, list_slug)
+    mailing_list = get_public_list(session, list_slug)
     try:
         address = normalise_email(email)
     except InvalidInput:

@@ -1,4 +1,4 @@
-"""Mailing lists: create, look up, and count their subscriptions by status."""
+"""Mailing lists: create, change, delete, look up (all, or only the public ones), and count their subscriptions by status."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from newsletter.models import SUBSCRIPTION_STATUSES, Issue, MailingList, Send, S
 from subscribers.addresses import check_display_name, normalise_email
 
 SLUG_RE = re.compile(r"^[a-z0-9][a-z0-9-]{0,63}$")
+DESCRIPTION_MAX = 5000
 
 
 @dataclass(frozen=True)
@@ -34,8 +35,12 @@ def create_list(
     from_name: str = "",
     reply_to: str | None = None,
     description: str = "",
+    private: bool = False,
 ) -> MailingList:
-    """Create a list. Raises InvalidInput for a bad slug, name or address; Conflict if the slug is taken."""
+    """Create a list (``private``: see `update_list`).
+
+    Raises InvalidInput for a bad slug, name or address; Conflict if the slug is taken.
+    """
     if not SLUG_RE.match(slug):
         raise InvalidInput(
             f"list slug {slug!r} must be 1-64 lower-case letters, digits or dashes, starting with a letter or digit",
@@ -47,10 +52,12 @@ def create_list(
     from_email = _address("--from-email", from_email)
     reply_to = _address("--reply-to", reply_to) if reply_to else None
     from_name = _field("--from-name", from_name)
+    description = _description(description)
     if session.scalar(select(MailingList.id).where(MailingList.slug == slug)) is not None:
         raise Conflict(f"a list with slug {slug!r} already exists")
     mailing_list = MailingList(
-        slug=slug, name=name, from_email=from_email, from_name=from_name, reply_to=reply_to, description=description
+        slug=slug, name=name, from_email=from_email, from_name=from_name, reply_to=reply_to, description=description,
+        private=private,
     )
     session.add(mailing_list)
     session.flush()
@@ -66,25 +73,31 @@ def update_list(
     from_name: str | None = None,
     reply_to: str | None = None,
     description: str | None = None,
+    private: bool | None = None,
 ) -> MailingList:
     """Change a list's settings (None leaves a field as it is; an empty ``reply_to`` removes it).
 
-    Raises NotFound, InvalidInput (where the field's name); nothing changes when a field is refused.
+    Checked as `create_list` checks them. A private list is not on the public home page,
+    and its form and archive answer as if it did not exist; admins and the API still add
+    people to it. Raises NotFound, InvalidInput (``where`` names the field as a CLI option,
+    like `create_list`); nothing changes when a field is refused.
     """
     mailing_list = get_list(session, slug)
-    changes: dict[str, str | None] = {}
+    changes: dict[str, str | bool | None] = {}
     if name is not None:
-        changes["name"] = _field("name", name)
+        changes["name"] = _field("--name", name)
         if not changes["name"]:
-            raise InvalidInput("a list needs a name", where="name")
+            raise InvalidInput("a list needs a name", where="--name")
     if from_email is not None:
-        changes["from_email"] = _address("from_email", from_email)
+        changes["from_email"] = _address("--from-email", from_email)
     if from_name is not None:
-        changes["from_name"] = _field("from_name", from_name)
+        changes["from_name"] = _field("--from-name", from_name)
     if reply_to is not None:
-        changes["reply_to"] = _address("reply_to", reply_to) if reply_to.strip() else None
+        changes["reply_to"] = _address("--reply-to", reply_to) if reply_to.strip() else None
     if description is not None:
-        changes["description"] = description
+        changes["description"] = _description(description)
+    if private is not None:
+        changes["private"] = private
     for key, value in changes.items():
         setattr(mailing_list, key, value)
     session.flush()
@@ -111,6 +124,16 @@ def get_list(session: Session, slug: str) -> MailingList:
         known = session.scalars(select(MailingList.slug).order_by(MailingList.slug).limit(10)).all()
         hint = f" (lists: {', '.join(known)})" if known else " (no lists yet: create one with `newsletter lists create`)"
         raise NotFound(f"no list {slug!r}{hint}")
+    return mailing_list
+
+
+def get_public_list(session: Session, slug: str) -> MailingList:
+    """The list as the public pages may show it. Raises NotFound for an unknown list and for a
+    private one alike, with a message that names no other list: a page must not tell that a
+    private list exists."""
+    mailing_list = session.scalar(select(MailingList).where(MailingList.slug == slug))
+    if mailing_list is None or mailing_list.private:
+        raise NotFound(f"no public list {slug!r}")
     return mailing_list
 
 
@@ -142,6 +165,15 @@ def _field(where: str, value: str) -> str:
         return check_display_name(value)
     except InvalidInput as exc:
         raise InvalidInput(exc.message, where=where) from None
+
+
+def _description(value: str) -> str:
+    value = value.strip()
+    if "\x00" in value:
+        raise InvalidInput("the description contains a NUL character", where="--description")
+    if len(value) > DESCRIPTION_MAX:
+        raise InvalidInput(f"the description is longer than {DESCRIPTION_MAX} characters", where="--description")
+    return value
 
 
 def _address(where: str, value: str) -> str:

@@ -6,6 +6,9 @@ key rotation (pass them in ``old_keys``). Tokens contain only numbers, so they f
 paths and mail addresses as they are::
 
     v1.<subscriber_id>.<list_id>.<issued_at, unix seconds>.<signature, base64url>
+
+A private list's archived issues open with a key of their own (``archive_key``): the HMAC
+of the list's and the issue's ids, the same for every reader, so it tracks no one.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from dataclasses import dataclass
 from newsletter.errors import InvalidInput
 
 PURPOSES = ("unsubscribe", "preferences", "confirm")
+ARCHIVE_PURPOSE = "archive"  # signs "<list_id>.<issue_id>", never a token: tokens start "v1."
 
 
 @dataclass(frozen=True)
@@ -47,7 +51,7 @@ class TokenSigner:
     def verify(self, token: str, purpose: str, *, max_age: float | None = None) -> TokenClaims:
         """Check ``token`` for ``purpose``; raises InvalidInput if it is malformed, forged, for another purpose, or too old."""
         parts = token.split(".")
-        if len(parts) != 5 or parts[0] != "v1" or not all(p.isdigit() for p in parts[1:4]):
+        if not token.isascii() or len(parts) != 5 or parts[0] != "v1" or not all(p.isdigit() for p in parts[1:4]):
             raise InvalidInput("this link is malformed; copy the whole link from the email")
         body, signature = token.rsplit(".", 1)
         if not any(hmac.compare_digest(_signature(key, purpose, body), signature) for key in self._all):
@@ -56,6 +60,19 @@ class TokenSigner:
         if max_age is not None and time.time() - claims.issued_at > max_age:
             raise InvalidInput("this link has expired; ask for a new one")
         return claims
+
+
+    def archive_key(self, list_id: int, issue_id: int) -> str:
+        """The key a private list's view-in-browser links carry: one per issue and list, the
+        same for every reader (so it tracks no one), made with the current secret key."""
+        return _signature(self._current, ARCHIVE_PURPOSE, f"{list_id}.{issue_id}")
+
+    def check_archive_key(self, list_id: int, issue_id: int, key: str) -> bool:
+        """Whether ``key`` opens the issue's archived copy (old secret keys still do during a rotation)."""
+        if not key.isascii():
+            return False
+        body = f"{list_id}.{issue_id}"
+        return any(hmac.compare_digest(_signature(k, ARCHIVE_PURPOSE, body), key) for k in self._all)
 
 
 def _signature(key: bytes, purpose: str, body: str) -> str:

@@ -22,6 +22,7 @@ def test_round_trip_and_binding_to_purpose():
     lambda t: t.replace(".3.", ".4.", 1),  # another list
     lambda t: t[:-2] + ("AA" if not t.endswith("AA") else "BB"),  # forged signature
     lambda t: t + "x",
+    lambda t: t[:-1] + "é",  # a non-ASCII signature is refused, not a crash (hmac.compare_digest)
     lambda t: "garbage",
     lambda t: "",
 ])
@@ -48,3 +49,15 @@ def test_expiry():
     with pytest.raises(InvalidInput, match="expired"):
         signer.verify(token, "confirm", max_age=7 * 86400)
     assert signer.verify(signer.make(1, 1, "confirm"), "confirm", max_age=60).list_id == 1
+
+
+def test_archive_keys_open_one_issue_of_one_list_and_survive_a_rotation():
+    signer = TokenSigner("k" * 32)
+    key = signer.archive_key(3, 12)
+    assert key == signer.archive_key(3, 12)  # the same for every reader: it tracks no one
+    assert signer.check_archive_key(3, 12, key)
+    for list_id, issue_id, other in ((3, 13, key), (4, 12, key), (3, 12, key[:-1] + "A"), (3, 12, "é"), (3, 12, "")):
+        assert not signer.check_archive_key(list_id, issue_id, other)
+    assert not signer.check_archive_key(3, 12, signer.make(3, 12, "unsubscribe"))
+    rotated = TokenSigner("n" * 32, old_keys=["k" * 32])
+    assert rotated.check_archive_key(3, 12, key) and rotated.archive_key(3, 12) != key

@@ -146,6 +146,31 @@ def update_issue_from_markdown(request: Request, issue_id: IssueId, body: IssueT
     return _update(request, issue_id, _from_text(body))
 
 
+@router.delete(
+    "/{issue_id}", status_code=204, response_class=Response, responses=errors(404, 409),
+    summary="Delete an issue that was never sent",
+)
+def delete_issue(request: Request, issue_id: IssueId, caller: IssueEditor) -> Response:
+    """Refused (409, naming the sends) once the issue has a send, even a scheduled or cancelled
+    one: a send's log needs its issue. Duplicate it to start again from it."""
+    with web(request).transaction() as session:
+        issues.delete_issue(session, issue_id)
+    return Response(status_code=204)
+
+
+@router.post(
+    "/{issue_id}/duplicate", status_code=201, response_model=IssueOut, responses=errors(400, 404),
+    summary="Make a new draft from an issue",
+)
+def duplicate_issue(request: Request, issue_id: IssueId, caller: IssueEditor) -> IssueOut:
+    """A new draft for the same list with the issue's subject, preheader, template and body
+    (400 when the issue no longer renders, e.g. its template is gone)."""
+    with web(request).transaction() as session:
+        issue, rendered = issues.duplicate_issue(session, issue_id, render_settings(request))
+        _, mailing_list = issues.get_issue(session, issue.id)
+        return issue_out(issue, mailing_list, _warnings(rendered))
+
+
 @router.get(
     "/{issue_id}/preview",
     response_class=Response,

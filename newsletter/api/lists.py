@@ -20,6 +20,7 @@ router = APIRouter(prefix="/lists", tags=["lists"])
 SlugPath = Annotated[str, Path(pattern=SLUG_PATTERN, max_length=64, description="The list's slug.")]
 _CLI_NAMES = {
     "SLUG": "slug", "--name": "name", "--from-email": "from_email", "--from-name": "from_name", "--reply-to": "reply_to",
+    "--description": "description",
 }
 
 
@@ -34,6 +35,7 @@ def list_out(row: ListCounts) -> ListOut:
             "from_name": m.from_name,
             "reply_to": m.reply_to,
             "description": m.description,
+            "private": bool(m.private),
             "slot": None if slot is None else {
                 "weekday": scheduling.WEEKDAYS[slot.weekday],
                 "time": slot.time,
@@ -59,7 +61,7 @@ def create_list(request: Request, body: ListCreate, caller: ListWriter) -> ListO
     with web(request).transaction() as session, field_names(_CLI_NAMES):
         lists.create_list(
             session, body.slug, name=body.name, from_email=body.from_email, from_name=body.from_name,
-            reply_to=body.reply_to or None, description=body.description,
+            reply_to=body.reply_to or None, description=body.description, private=body.private,
         )
         return list_out(lists.list_with_counts(session, body.slug))
 
@@ -72,13 +74,15 @@ def get_list(request: Request, slug: SlugPath, caller: ListReader) -> ListOut:
 
 @router.patch("/{slug}", response_model=ListOut, responses=errors(400, 404), summary="Change a list's settings")
 def update_list(request: Request, slug: SlugPath, body: ListUpdate, caller: ListWriter) -> ListOut:
-    """Only the fields given change. ``reply_to: ""`` removes the reply-to; ``slot`` sets the weekly
+    """Only the fields given change. ``reply_to: ""`` removes the reply-to; ``private`` hides the list
+    from the public home page, form and archive (``false`` shows it again); ``slot`` sets the weekly
     slot (weekday, time, timezone) at which issues marked ready go out, ``slot: null`` removes it."""
     with web(request).transaction() as session:
-        lists.update_list(
-            session, slug, name=body.name, from_email=body.from_email, from_name=body.from_name,
-            reply_to=body.reply_to, description=body.description,
-        )
+        with field_names(_CLI_NAMES):
+            lists.update_list(
+                session, slug, name=body.name, from_email=body.from_email, from_name=body.from_name,
+                reply_to=body.reply_to, description=body.description, private=body.private,
+            )
         if "slot" in body.model_fields_set:
             with field_names({"weekday": "slot.weekday", "time": "slot.time", "timezone": "slot.timezone"}):
                 slot = body.slot and scheduling.parse_slot(body.slot.weekday, body.slot.time, body.slot.timezone)

@@ -50,6 +50,28 @@ def update(
     out.print(f"Updated issue {issue.id}: {issue.subject}")
 
 
+@app.command()
+def duplicate(issue_id: int = typer.Argument(..., help="The issue to copy (a draft or one already sent).")) -> None:
+    """Make a new draft from an issue, for the same list; prints the new id alone on the last line.
+
+    Subject, preheader, template and body are copied as they are; edit the copy with `newsletter issues update`.
+    """
+    with runtime.transaction() as session:
+        issue, rendered = issues.duplicate_issue(session, issue_id, render_settings())
+        _, mailing_list = issues.get_issue(session, issue.id)
+    _warn(rendered.warnings)
+    out.print(f"Created draft issue {issue.id} for {mailing_list.slug} from issue {issue_id}: {issue.subject}")
+    print_last_line(issue.id)
+
+
+@app.command()
+def delete(issue_id: int = typer.Argument(..., help="The issue's id.")) -> None:
+    """Delete an issue that was never sent: refused once it has a send, even a scheduled or cancelled one."""
+    with runtime.transaction() as session:
+        issues.delete_issue(session, issue_id)
+    out.print(f"Deleted issue {issue_id}.")
+
+
 @app.command("ls")
 def list_all(slug: str | None = typer.Argument(None, help="Only this list's issues.")) -> None:
     """List issues, newest first."""

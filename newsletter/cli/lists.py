@@ -19,14 +19,58 @@ def create(
     from_name: str = typer.Option("", "--from-name", help="Sender name shown in mail clients."),
     reply_to: str | None = typer.Option(None, "--reply-to", help="Where replies go, if not the sender."),
     description: str = typer.Option("", "--description", help="What the list is about (shown on its pages)."),
+    private: bool = typer.Option(
+        False, "--private", help="Not on the public home page; no public form or archive (add people yourself)."
+    ),
 ) -> None:
     """Create a mailing list."""
     with runtime.transaction() as session:
         created = lists.create_list(
-            session, slug, name=name, from_email=from_email, from_name=from_name, reply_to=reply_to, description=description
+            session, slug, name=name, from_email=from_email, from_name=from_name, reply_to=reply_to, description=description,
+            private=private,
         )
         sender = f"{created.from_name} <{created.from_email}>" if created.from_name else created.from_email
-        out.print(f"Created list {created.slug} ({created.name}), sending as {sender}.")
+        out.print(f"Created {'private ' if private else ''}list {created.slug} ({created.name}), sending as {sender}.")
+
+
+@app.command()
+def update(
+    slug: str = typer.Argument(..., help="The list's slug (it cannot change: links in sent mail use it)."),
+    name: str | None = typer.Option(None, "--name", help="The list's name as readers see it."),
+    description: str | None = typer.Option(None, "--description", help="What the list is about."),
+    from_name: str | None = typer.Option(None, "--from-name", help="Sender name shown in mail clients."),
+    from_email: str | None = typer.Option(None, "--from-email", help="Sender address of the list's emails."),
+    reply_to: str | None = typer.Option(None, "--reply-to", help="Where replies go, if not the sender."),
+    no_reply_to: bool = typer.Option(False, "--no-reply-to", help="Remove the reply-to: replies go to the sender."),
+    private: bool | None = typer.Option(
+        None, "--private/--public",
+        help="--private: off the public home page, no public form or archive (admins and the API still add people); "
+        "--public: back on them.",
+    ),
+) -> None:
+    """Change a list's settings; only the options given change. Sends already made keep their copy."""
+    from newsletter.errors import InvalidInput
+
+    if no_reply_to and reply_to is not None:
+        raise InvalidInput("give --reply-to ADDRESS or --no-reply-to, not both", where="--no-reply-to")
+    if no_reply_to:
+        reply_to = ""
+    if all(v is None for v in (name, description, from_name, from_email, reply_to, private)):
+        raise InvalidInput(
+            "nothing to change: give at least one of --name, --description, --from-name, --from-email, --reply-to, "
+            "--no-reply-to, --private or --public"
+        )
+    with runtime.transaction() as session:
+        changed = lists.update_list(
+            session, slug, name=name, from_email=from_email, from_name=from_name, reply_to=reply_to,
+            description=description, private=private,
+        )
+        sender = f"{changed.from_name} <{changed.from_email}>" if changed.from_name else changed.from_email
+        visibility = "private" if changed.private else "public"
+        out.print(
+            f"Updated list {changed.slug} ({changed.name}): sending as {sender}, "
+            f"replies to {changed.reply_to or 'the sender'}, {visibility}."
+        )
 
 
 @app.command("ls")
@@ -58,6 +102,9 @@ def show(slug: str = typer.Argument(..., help="The list's slug.")) -> None:
     table.add_row("name", m.name)
     table.add_row("from", f"{m.from_name} <{m.from_email}>" if m.from_name else m.from_email)
     table.add_row("reply-to", m.reply_to or "(the sender)")
+    table.add_row("visibility", "private (no public form or archive)" if m.private else "public")
+    if m.description:
+        table.add_row("description", m.description)
     table.add_row("created", m.created_at.isoformat(timespec="seconds"))
     for status, count in row.counts.items():
         table.add_row(status, str(count))

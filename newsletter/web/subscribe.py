@@ -1,4 +1,7 @@
-"""`/subscribe/{list}`: the public form, and the start of the double opt-in."""
+"""`/subscribe/{list}`: the public form, and the start of the double opt-in.
+
+A private list has no form: it answers 404, the same page as a list that does not exist.
+"""
 
 from __future__ import annotations
 
@@ -11,7 +14,7 @@ from newsletter.web.context import client_ip, user_agent, web
 from newsletter.web.errors import status_for
 from subscribers import consent
 from subscribers.consent import ConfirmationRequest
-from subscribers.lists import get_list
+from subscribers.lists import get_public_list
 
 router = APIRouter()
 
@@ -23,7 +26,7 @@ HONEYPOT = "website"
 def form(request: Request, slug: str) -> HTMLResponse:
     w = web(request)
     with w.transaction() as session:
-        mailing_list = get_list(session, slug)
+        mailing_list = get_public_list(session, slug)
     return w.page("subscribe.html", mailing_list=mailing_list, values={"email": "", "name": ""}, error=None)
 
 
@@ -43,7 +46,7 @@ def submit(
     w = web(request)
     w.limiter.check_ip(client_ip(request))
     with w.transaction() as session:
-        mailing_list = get_list(session, slug)
+        mailing_list = get_public_list(session, slug)
     if website.strip():
         return w.page("subscribe_sent.html", mailing_list=mailing_list)
     try:
