@@ -108,7 +108,8 @@ def confirmation_message(
         email=pending.email,
         unsubscribe_url=links.unsubscribe(unsubscribe),
         preferences_url=links.preferences(signer.make(pending.subscriber_id, mailing_list.id, "preferences")),
-        view_online_url=f"{render.base_url}/archive/{mailing_list.slug}",
+        # A private list has no public archive: its readers' link goes to the home page instead.
+        view_online_url=f"{render.base_url}/" if mailing_list.private else f"{render.base_url}/archive/{mailing_list.slug}",
     )
     context = render.context(mailing_list)
     variables: dict[str, Any] = {

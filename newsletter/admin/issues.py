@@ -223,7 +223,7 @@ def confirm_delete(request: Request, issue_id: int, caller: Caller = Writer) -> 
 
 def _delete_page(request: Request, caller: Caller, issue_id: int, *, status: int = 200,
                  error: str | None = None) -> HTMLResponse:
-    with web(request).reading() as session:
+    with web(request).transaction() as session:
         issue, mailing_list = issues.get_issue(session, issue_id)
         sends = _sends_of(session, issue_id)
     return page(request, caller, "issue_delete.html", status=status, issue=issue, mailing_list=mailing_list,

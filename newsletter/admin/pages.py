@@ -53,6 +53,8 @@ NOTICES = {
     "created": "Created.",
     "saved": "Saved.",
     "test-sent": "Test sent.",
+    "duplicated": "This is a new draft, copied from the issue you were on; that one is unchanged.",
+    "issue-deleted": "The issue is deleted.",
     "paused": "Paused. Workers stop within a second and keep their place.",
     "resumed": "Resumed.",
     "cancelled": "Cancelled. Nothing more goes out; the rest is logged as cancelled.",

@@ -113,7 +113,7 @@ class ListCreate(Strict):
     from_name: text(200) = ""  # type: ignore[valid-type]
     reply_to: Email | None = None  # type: ignore[valid-type]
     description: text(5000) = ""  # type: ignore[valid-type]
-    private: bool = Field(False, description=PRIVATE)
+    private: bool = Field(False, strict=True, description=PRIVATE)
 
 
 class ListUpdate(Strict):
@@ -124,7 +124,7 @@ class ListUpdate(Strict):
     from_name: text(200) | None = None  # type: ignore[valid-type]
     reply_to: text(320) | None = None  # type: ignore[valid-type]
     description: text(5000) | None = None  # type: ignore[valid-type]
-    private: bool | None = Field(None, description=PRIVATE + " null or absent: unchanged.")
+    private: bool | None = Field(None, strict=True, description=PRIVATE + " null or absent: unchanged.")
     slot: WeeklySlotIn | None = None
 
 
