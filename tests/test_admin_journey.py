@@ -76,7 +76,7 @@ def test_an_editor_writes_previews_tests_and_sends_the_weekly_issue(chromium, ne
         source.fill(good.replace("(https://twitter.com/intent/tweet?", "(/intent/tweet?"))
         error = page.locator("#problems li.error")
         error.wait_for()
-        assert "relative link URL '/intent/tweet" in error.inner_text() and error.inner_text().startswith("Line 10")
+        assert "relative link URL '/intent/tweet" in error.inner_text() and error.inner_text().startswith("Line 12")
         error.get_by_role("link").click()
         assert page.evaluate("document.activeElement.id") == "source"
         assert page.evaluate("s => s.value.substring(s.selectionStart, s.selectionEnd)", source.element_handle()).startswith(
