@@ -424,6 +424,10 @@ def test_the_editor_checks_previews_and_saves_a_draft(admin):
     bad_front = client.post("/admin/issues/check", data={"csrf_token": csrf, "list": "weekly",
                                                          "source": "---\nsubjet: typo\n---\nBody\n"}).json()
     assert bad_front["problems"][0]["line"] == 2 and "unknown front matter key 'subjet'" in bad_front["problems"][0]["message"]
+    tagged = client.post("/admin/issues/check", data={"csrf_token": csrf, "list": "weekly",
+                                                      "source": "---\nsubject: Hi\n---\nHi *|FNAME|*,\n\nHello *|NAME|*.\n"}).json()
+    assert not tagged["ok"] and [(p["level"], p["line"]) for p in tagged["problems"]] == [("error", 4), ("warning", 6)]
+    assert tagged["problems"][0]["message"].startswith("unknown merge tag *|FNAME|*: the merge tags are *|NAME|*")
 
     preview = client.post("/admin/issues/preview", data={"csrf_token": csrf, "list": "weekly", "source": SAMPLE_ISSUE})
     assert preview.status_code == 200 and "Qualified Support in Moscow" in preview.text and "Hello Ann Example" in preview.text
