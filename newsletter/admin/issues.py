@@ -47,9 +47,12 @@ NEW_ISSUE = """---
 subject: "Your subject"
 preheader: "The line mail clients show after the subject."
 ---
+Hello *|NAME:there|*,
+
 # A headline
 
 Write in Markdown: *emphasis*, [links](https://example.org), lists, quotes and images.
+`*|NAME:there|*` is each reader's name, or "there" for someone without one (see the greeting).
 """
 
 
