@@ -147,8 +147,11 @@ class Subscription(Base):
     end_reason: Mapped[str | None] = mapped_column(String(200))
     # When a confirmation email last went out to this subscription (the form's, or a request to confirm
     # sent to an imported or added address): nobody is asked twice within a week unless an editor insists.
-    # (A server default, so rows written by code that predates the column still insert.)
-    confirmation_requested_at: Mapped[datetime | None] = mapped_column(UTCDateTime, server_default=text("NULL"))
+    # A server default, and deferred (loaded only when read): loading and adding subscriptions works on a
+    # database of the revision before it too, as in the migration tests.
+    confirmation_requested_at: Mapped[datetime | None] = mapped_column(
+        UTCDateTime, server_default=text("NULL"), deferred=True
+    )
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
 
 

@@ -1,5 +1,11 @@
 """Notices: one-off emails to one subscriber; so far the double opt-in confirmation.
 
+The same confirmation email goes out in two ways: to someone who asked through the public
+form (:func:`send_confirmation`), and to an imported or added subscription that an editor
+asks to confirm (a run of :mod:`subscribers.confirmation_requests`, mailed by
+:mod:`newsletter.confirmation_mailing`), then with ``asked_by_list`` true so the wording says
+why it came.
+
 An issue is rendered once for thousands of recipients and personalised by a join; a
 notice has one recipient, so it is rendered for that recipient from its templates in
 ``templates/email/`` (``confirm.html``, ``confirm.txt``, ``confirm.subject.txt``; a
@@ -10,7 +16,8 @@ and the message is compiled and sent like a test send: one
 
 The confirmation templates extend the issue layouts and see ``subject``, ``preheader``,
 ``list_name``, ``list_slug``, ``from_name``, ``postal_address``, ``base_url``, ``name``,
-``email``, ``confirm_url``, ``link_lifetime`` (e.g. "7 days") and ``personal`` (the
+``email``, ``confirm_url``, ``link_lifetime`` (e.g. "7 days"), ``asked_by_list`` (true when
+the list asks an address it holds, not someone who used the form) and ``personal`` (the
 same values as an issue's, for layouts that print them).
 """
 
@@ -29,6 +36,7 @@ from newsletter.issues import RenderSettings
 from newsletter.messages import CompiledMessage, MessageHeaders, Recipient
 from newsletter.outbound import PLAIN, Outbound
 from newsletter.rendering import inline_css, template_environment
+from subscribers.confirmation_requests import record_asked
 from subscribers.consent import PendingConfirmation, pending_confirmation
 from subscribers.tokens import TokenSigner
 
@@ -90,13 +98,27 @@ def send_confirmation(
     message, recipient = confirmation_message(pending, render, signer, confirm_days=confirm_days)
     message_id, data = message.build(recipient)
     transport.send(outbound.envelope_from(message), recipient.email, outbound.seal(data))
+    with sessions() as session, session.begin():
+        record_asked(session, subscription_id)  # so a request to confirm does not ask again within the week
     return message_id
 
 
 def confirmation_message(
-    pending: PendingConfirmation, render: RenderSettings, signer: TokenSigner, *, confirm_days: float
+    pending: PendingConfirmation,
+    render: RenderSettings,
+    signer: TokenSigner,
+    *,
+    confirm_days: float,
+    asked_by_list: bool = False,
+    message_tag: str | None = None,
+    log_id: int | None = None,
 ) -> tuple[CompiledMessage, Recipient]:
-    """The confirmation email for one request. Raises RenderError."""
+    """The confirmation email for one request. Raises RenderError.
+
+    ``asked_by_list``: the list asks an address it holds (wording). ``message_tag`` and
+    ``log_id`` make the Message-ID, ``<log_id.message_tag@domain>`` (by default the
+    subscription's id and a random tag).
+    """
     mailing_list = pending.mailing_list
     links = render.links
     # The link's time is the request's, so "left after this request?" can be told later.
@@ -124,6 +146,7 @@ def confirmation_message(
         "email": pending.email,
         "confirm_url": confirm_url(render.base_url, token),
         "link_lifetime": link_lifetime(confirm_days),
+        "asked_by_list": asked_by_list,
         "personal": personal,
     }
     env = template_environment(tuple(str(d) for d in render.template_dirs))
@@ -137,12 +160,12 @@ def confirmation_message(
         reply_to=mailing_list.reply_to,
         list_name=mailing_list.name,
         list_slug=mailing_list.slug,
-        message_id_tag=f"confirm.{secrets.token_hex(6)}",
+        message_id_tag=message_tag or f"confirm.{secrets.token_hex(6)}",
         feedback_id=f"confirm:{mailing_list.slug}:confirmation",
     )
     message = CompiledMessage(headers, html.translate(_MARKERS), text.translate(_MARKERS))
     recipient = Recipient(
-        delivery_id=pending.subscription_id,
+        delivery_id=pending.subscription_id if log_id is None else log_id,
         email=pending.email,
         name=pending.name,
         unsubscribe_url=personal.unsubscribe_url,

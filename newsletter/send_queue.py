@@ -50,3 +50,22 @@ def queue_resumed(settings: Settings, send_id: int, send_key: str, batches: list
         return
     reset_error_counts(settings, send_key)
     queue_batches(settings, send_id, batches)
+
+
+def queue_confirmation_run(settings: Settings, run_id: int, batches: list[Batch]) -> None:
+    """Queue a request to confirm's batches. Raises QueueUnavailable: the run is stored, and a worker's
+    reconciler queues it by itself once the broker is reachable again."""
+    if not batches:
+        return
+    from kombu.exceptions import OperationalError
+
+    from newsletter import tasks
+
+    try:
+        tasks.configure(settings)
+        tasks.enqueue_confirmation_run(run_id, batches)
+    except (OperationalError, OSError) as exc:
+        raise QueueUnavailable(
+            f"the request to confirm is stored (run {run_id}) but could not be queued ({exc}); "
+            "a running worker queues it by itself once the broker is reachable"
+        ) from None

@@ -24,7 +24,7 @@ from celery import Celery, signals
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
-from newsletter import db, delivery, embedded_redis, logs, notices, sending
+from newsletter import confirmation_mailing, db, delivery, embedded_redis, logs, notices, sending
 from newsletter.config import Settings
 from newsletter.delivery import DeliveryPolicy
 from newsletter.errors import PermanentDeliveryError, RenderError, TemporaryDeliveryError
@@ -179,6 +179,31 @@ def enqueue_confirmation(subscription_id: int, requested_at: int) -> None:
     send_confirmation.apply_async((subscription_id, requested_at))
 
 
+@app.task(name="newsletter.request_confirmations", bind=True)
+def request_confirmations(self, run_id: int, first_id: int, last_id: int) -> None:  # type: ignore[no-untyped-def]
+    """Mail one batch of a request to confirm (`newsletter lists request-confirmation`)."""
+    s = state()
+    result = confirmation_mailing.deliver_batch(
+        s.sessions, s.transport, s.render_settings, s.signer, run_id, first_id, last_id,
+        confirm_days=s.settings.confirm_days, policy=policy_from(s.settings), limiter=s.limiter, outbound=s.outbound,
+    )
+    log.info("confirmation run %s batch %s-%s: %s", run_id, first_id, last_id, result,
+             extra={"confirmation_run": run_id, "batch": [first_id, last_id]})
+    if result.run_again_in is not None:
+        try:
+            self.apply_async((run_id, first_id, last_id), countdown=result.run_again_in)
+        except Exception:  # noqa: BLE001 - broker down: the reconciler re-queues these rows when it is back
+            log.warning("confirmation run %s batch %s-%s: could not re-queue; the reconciler will", run_id, first_id,
+                        last_id, extra={"confirmation_run": run_id, "batch": [first_id, last_id]})
+
+
+def enqueue_confirmation_run(run_id: int, batches: list[tuple[int, int]]) -> None:
+    """Queue one task per batch of a request to confirm."""
+    with app.producer_or_acquire() as producer:
+        for first_id, last_id in batches:
+            request_confirmations.apply_async((run_id, first_id, last_id), producer=producer)
+
+
 def enqueue(send_id: int, batches: list[sending.Batch]) -> None:
     """Queue one task per batch (small messages: three ids each)."""
     with app.producer_or_acquire() as producer:
@@ -211,6 +236,26 @@ def reconcile_once(s: WorkerState) -> int:
             log.warning("send %s: re-queueing %d batch(es) with no task left", send_id, len(batches),
                         extra={"send_id": send_id})
             enqueue(send_id, batches)
+            queued += len(batches)
+    return queued + _reconcile_confirmation_runs(s)
+
+
+def _reconcile_confirmation_runs(s: WorkerState) -> int:
+    """The same for requests to confirm: finish runs with nothing left, re-queue due rows whose tasks were lost."""
+    from subscribers import confirmation_requests
+
+    with s.sessions() as session:
+        run_ids = confirmation_requests.unfinished_runs(session)
+    queued = 0
+    for run_id in run_ids:
+        if confirmation_mailing.finish_if_done(s.sessions, run_id) or s.control.redis.llen(QUEUE) > 0:
+            continue
+        with s.sessions() as session:
+            batches = confirmation_requests.pending_batches(session, run_id, s.settings.batch_size, due_only=True)
+        if batches:
+            log.warning("confirmation run %s: re-queueing %d batch(es) with no task left", run_id, len(batches),
+                        extra={"confirmation_run": run_id})
+            enqueue_confirmation_run(run_id, batches)
             queued += len(batches)
     return queued
 

@@ -146,3 +146,63 @@ def test_0008_adds_send_audience_and_private_lists_keeping_every_send_and_delive
                 conn.execute(text("UPDATE sends SET audience = 'some'"))
     finally:
         engine.dispose()
+
+
+def test_0009_adds_requests_to_confirm_and_walks_down_and_up_with_data(empty_database_url):
+    from sqlalchemy import func, text, update
+
+    from newsletter.models import ConfirmationMail, ConfirmationRun, Delivery, Subscription
+    from subscribers import confirmation_requests
+    from subscribers.subscriptions import add_subscriber
+
+    engine = db.make_engine(empty_database_url)
+    try:
+        db.upgrade(engine)
+        sessions = db.session_factory(engine)
+        sent_issue(sessions, ["ann@example.com", "bob@example.com"])
+        with db.transaction(sessions) as s:
+            for email in ("cy@example.com", "dee@example.com"):
+                add_subscriber(s, "weekly", email, confirmed=False, source="import")
+            started = confirmation_requests.start_run(s, "weekly", batch_size=10, created_by="test")
+            s.execute(update(ConfirmationMail).where(ConfirmationMail.email == "cy@example.com")
+                      .values(status="sent", attempts=1, smtp_code=250, smtp_reply="2.0.0 OK", sent_at=utcnow()))
+            subscription_id = s.scalar(select(ConfirmationMail.subscription_id).where(ConfirmationMail.email == "cy@example.com"))
+            confirmation_requests.record_asked(s, subscription_id)
+        assert started.queued == 2
+
+        def kept() -> list[tuple]:
+            """Everything 0008 already had: the subscriptions (without the new column) and the deliveries."""
+            with engine.connect() as conn:
+                subs = conn.execute(text("SELECT id, list_id, subscriber_id, status, source, requested_at FROM subscriptions "
+                                         "ORDER BY id")).all()
+                return [tuple(r) for r in subs] + [(conn.scalar(select(func.count()).select_from(Delivery)),)]
+
+        before = kept()
+        _downgrade(engine, "0008")
+        schema = inspect(engine)
+        assert "confirmation_runs" not in schema.get_table_names() and "confirmation_mails" not in schema.get_table_names()
+        assert "confirmation_requested_at" not in {c["name"] for c in schema.get_columns("subscriptions")}
+        assert kept() == before
+        with db.transaction(sessions) as s:  # today's models still add a subscription to a 0008 database
+            add_subscriber(s, "weekly", "eve@example.com", confirmed=False, source="import")
+
+        db.upgrade(engine)
+        assert db.schema_is_current(engine)
+        with engine.connect() as conn:
+            assert conn.scalar(select(func.count()).select_from(ConfirmationRun)) == 0
+            assert conn.execute(text("SELECT confirmation_requested_at FROM subscriptions")).scalars().all() == [None] * 5
+            diff = compare_metadata(MigrationContext.configure(conn, opts={"compare_type": True}), Base.metadata)
+            if engine.dialect.name == "sqlite":
+                assert conn.exec_driver_sql("PRAGMA foreign_keys").scalar() == 1
+        assert diff == []
+        with db.transaction(sessions) as s:  # the run's log went with 0009: nobody counts as asked or queued now
+            again = confirmation_requests.start_run(s, "weekly", batch_size=10)
+            assert again.queued == 3 and (again.asked_recently, again.already_queued) == (0, 0)
+            assert s.scalars(select(ConfirmationMail.email).order_by(ConfirmationMail.id)).all() == [
+                "cy@example.com", "dee@example.com", "eve@example.com"]
+            assert s.scalar(select(func.count()).select_from(Subscription)) == 5
+        with pytest.raises(IntegrityError):  # the new status constraint holds
+            with engine.begin() as conn:
+                conn.execute(text("UPDATE confirmation_mails SET status = 'lost'"))
+    finally:
+        engine.dispose()

@@ -13,6 +13,7 @@ router = APIRouter(prefix="/admin", include_in_schema=False)
 
 from newsletter.admin import (  # noqa: E402 - the areas add their routes to the router above
     auth,
+    confirmations,
     dashboard,
     imports,
     issues,
@@ -22,7 +23,7 @@ from newsletter.admin import (  # noqa: E402 - the areas add their routes to the
     suppressions,
 )
 
-for _area in (auth, dashboard, issues, sends, lists, subscribers, imports, suppressions):
+for _area in (auth, dashboard, issues, sends, lists, confirmations, subscribers, imports, suppressions):
     router.include_router(_area.router)
 # "/admin" itself (a router included without a prefix cannot have an empty path).
 router.add_api_route("", dashboard.dashboard, methods=["GET"])

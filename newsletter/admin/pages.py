@@ -62,6 +62,8 @@ NOTICES = {
     "started": "The send has started: workers are delivering it.",
     "scheduled": "Scheduled.",
     "not-queued": "The send is stored, but the broker could not be reached to queue it; press Resume once it is back.",
+    "confirmations-not-queued": "The request to confirm is stored, but the broker could not be reached to queue it; "
+                                "a running worker queues it by itself once the broker is back.",
     "subscribed": "Subscribed to the list.",
     "unsubscribed": "Unsubscribed from the list.",
     "deleted": "Deleted; the consent history is kept.",

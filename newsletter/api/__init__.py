@@ -12,7 +12,7 @@ from collections.abc import Callable
 from fastapi import APIRouter, HTTPException
 from fastapi.routing import APIRoute
 
-from newsletter.api import imports, issues, lists, sends, subscribers, suppressions
+from newsletter.api import confirmation_requests, imports, issues, lists, sends, subscribers, suppressions
 
 METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
 
@@ -44,6 +44,6 @@ def _answer_other_methods(resource: APIRouter) -> None:
 
 
 router = APIRouter(prefix="/api")
-for _module in (lists, subscribers, imports, suppressions, issues, sends):
+for _module in (lists, confirmation_requests, subscribers, imports, suppressions, issues, sends):
     _answer_other_methods(_module.router)
     router.include_router(_module.router)

@@ -9,6 +9,7 @@ from rich.text import Text
 from sqlalchemy.exc import OperationalError
 
 from newsletter.cli import admin, database, dev, issues, lists, sends, subscribers, suppressions, web
+from newsletter.cli import confirmations
 from newsletter.cli import dkim as dkim_cli
 from newsletter.cli import doctor as doctor_cli
 from newsletter.cli import inbound as inbound_cli
@@ -23,6 +24,10 @@ app = typer.Typer(
 )
 app.add_typer(database.app, name="db")
 app.add_typer(lists.app, name="lists")
+# Asking a list's unconfirmed subscribers to confirm lives in its own module, under `newsletter lists`.
+lists.app.command("request-confirmation")(confirmations.request_confirmation)
+lists.app.command("confirmation-log")(confirmations.confirmation_log)
+lists.app.command("confirmation-runs")(confirmations.confirmation_runs)
 app.add_typer(subscribers.app, name="subscribers")
 app.add_typer(suppressions.app, name="suppressions")
 app.add_typer(issues.app, name="issues")
