@@ -26,7 +26,7 @@ from sqlalchemy import and_, bindparam, case, exists, func, not_, or_, select, u
 from sqlalchemy.orm import Session, sessionmaker
 
 from newsletter.db import insert_on_conflict_ignore
-from newsletter.errors import PermanentDeliveryError, TemporaryDeliveryError
+from newsletter.errors import PermanentDeliveryError, SmtpUnreachable, TemporaryDeliveryError
 from newsletter.messages import CompiledMessage, Recipient, ascii_address
 from newsletter.models import Delivery, Send, Subscriber, Subscription, Suppression, utcnow
 from newsletter.outbound import PLAIN, Outbound
@@ -46,6 +46,7 @@ class DeliveryPolicy:
     max_attempts: int = 5
     retry_delay: float = 60.0  # first retry after this many seconds, then doubling
     max_retry_delay: float = 3600.0
+    max_connect_retry_delay: float = 300.0  # an unreachable server is tried again at least this often
     claim_seconds: float = 30.0
     flush_every: int = 200
     flush_seconds: float = 1.0
@@ -56,6 +57,10 @@ class DeliveryPolicy:
 
     def backoff(self, attempts: int) -> float:
         return min(self.max_retry_delay, self.retry_delay * 2 ** max(0, attempts - 1))
+
+    def connect_backoff(self, attempts: int) -> float:
+        """The wait before trying an unreachable SMTP server again: short enough to notice its return soon."""
+        return min(self.max_connect_retry_delay, self.backoff(attempts))
 
 
 @dataclass(frozen=True)
@@ -114,6 +119,8 @@ class _Claim:
 
 MessageFactory = Callable[[Session, Send], CompiledMessage]
 RecipientFactory = Callable[[CompiledMessage, Send, Claimed], Recipient]
+# Told (send key, the error, seconds until the next try) when the SMTP server cannot be reached.
+SmtpTroubleHook = Callable[[str, str, float], None]
 
 
 def worker_name() -> str:
@@ -133,11 +140,14 @@ def deliver_batch(
     policy: DeliveryPolicy,
     limiter: RateLimiter | None = None,
     outbound: Outbound = PLAIN,
+    on_smtp_trouble: SmtpTroubleHook | None = None,
 ) -> BatchResult:
     """Deliver the due, pending deliveries of ``send_id`` with ids in [first_id, last_id].
 
     Each message goes out through ``outbound`` (its DKIM signature and envelope sender).
     Never raises for a recipient's delivery error: each one becomes an outcome in the log.
+    When the SMTP server cannot be reached, the batch waits for the next try and
+    ``on_smtp_trouble`` hears why and when (it must not raise).
     """
     claim = _Claim(send_id, first_id, last_id, worker_name())
     result = BatchResult()
@@ -212,6 +222,23 @@ def deliver_batch(
                          extra={"send_id": send_id, "delivery_id": row.delivery_id, "smtp_code": exc.code})
                 if _is_unknown_user(exc):
                     outcomes.suppress.append((row.email, str(exc)))
+            except SmtpUnreachable as exc:
+                # No session with the server (connect, TLS or login failed): not this recipient's doing,
+                # and the rest of the batch would fail the same way. It counts against neither the
+                # recipients' attempts nor the send's error rate: the whole batch waits for the next
+                # try, and the send carries on by itself once the server answers again.
+                outcomes.attempted -= 1
+                outcomes.rows.append(_temporary_row(row, exc, message_id, policy))
+                retry_in = policy.connect_backoff(row.attempts + 1)
+                log.info("send %s: %s; next try in %.0f s", send_id, exc, retry_in, extra={"send_id": send_id})
+                result.retrying += 1
+                result.stopped = f"SMTP server unreachable: {exc}"
+                _flush(sessions, control, journal_writer, send_id, outcomes, policy)
+                _defer(sessions, claim, retry_in)
+                if on_smtp_trouble is not None:
+                    on_smtp_trouble(send_key, str(exc), retry_in)
+                result.run_again_in = retry_in
+                return result
             except TemporaryDeliveryError as exc:
                 outcomes.errors += 1
                 outcomes.last_error = str(exc)
@@ -223,8 +250,8 @@ def deliver_batch(
                 else:
                     result.retrying += 1
                 if exc.code is None:
-                    # The server cannot be reached: the rest of the batch would fail the same way.
-                    result.stopped = f"SMTP server unreachable: {exc}"
+                    # The connection broke mid-message: the rest of the batch would likely fail the same way.
+                    result.stopped = f"SMTP connection lost: {exc}"
                     _flush(sessions, control, journal_writer, send_id, outcomes, policy)
                     _release(sessions, claim)
                     result.run_again_in = policy.backoff(row.attempts + 1)
@@ -351,6 +378,17 @@ def _renew_claims(sessions: sessionmaker[Session], claim: _Claim, policy: Delive
         )
 
 
+def _defer(sessions: sessionmaker[Session], claim: _Claim, seconds: float) -> None:
+    """Release the batch's held rows, due again only in ``seconds`` (the SMTP server's next try)."""
+    with sessions() as session, session.begin():
+        session.execute(
+            update(Delivery)
+            .where(*claim.held(), Delivery.status == "pending")
+            .values(claimed_by=None, claim_expires=None, next_attempt_at=utcnow() + timedelta(seconds=seconds))
+            .execution_options(synchronize_session=False)
+        )
+
+
 def _release(sessions: sessionmaker[Session], claim: _Claim) -> None:
     with sessions() as session, session.begin():
         session.execute(
@@ -380,11 +418,13 @@ def _failed_row(row: Claimed, exc: PermanentDeliveryError, message_id: str) -> d
 
 def _temporary_row(row: Claimed, exc: TemporaryDeliveryError, message_id: str, policy: DeliveryPolicy) -> dict[str, Any]:
     attempts = row.attempts + 1
-    final = attempts >= policy.max_attempts
+    unreachable = isinstance(exc, SmtpUnreachable)  # the server's trouble, not the recipient's: never gives up
+    final = attempts >= policy.max_attempts and not unreachable
     reply = str(exc) if not final else f"gave up after {attempts} attempts: {exc}"
+    delay = policy.connect_backoff(attempts) if unreachable else policy.backoff(attempts)
     return {
         "b_id": row.delivery_id, "b_status": "failed" if final else "pending", "b_code": exc.code, "b_reply": reply, "b_message_id": message_id, "b_sent_at": None,
-        "b_next": None if final else utcnow() + timedelta(seconds=policy.backoff(attempts)),
+        "b_next": None if final else utcnow() + timedelta(seconds=delay),
     }
 
 

@@ -10,6 +10,7 @@
     ├── Conflict                 the change clashes with what is stored (duplicate slug, wrong state)
     └── DeliveryError            one message could not be handed to the SMTP server
         ├── TemporaryDeliveryError   4xx reply or connection trouble: try again later
+        │   └── SmtpUnreachable      no session with the server at all (connect, TLS, login)
         └── PermanentDeliveryError   5xx reply: this recipient fails for good
 
 The domain raises these; each edge (CLI, web, worker) decides once how to show them
@@ -58,6 +59,11 @@ class DeliveryError(NewsletterError):
 
 class TemporaryDeliveryError(DeliveryError):
     """A 4xx reply or a connection problem: retry later."""
+
+
+class SmtpUnreachable(TemporaryDeliveryError):
+    """The SMTP server could not be reached or refused the session (connect, TLS, login): not
+    about any recipient. The message names host:port and the reason; ``code`` is None."""
 
 
 class PermanentDeliveryError(DeliveryError):

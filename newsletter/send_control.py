@@ -8,7 +8,10 @@ The database is the send log; Redis holds what must be fast and shared:
   rows over records them as sent instead of sending them again. So a killed worker
   duplicates at most the one message that was in flight.
 * the **rate limit**: one token bucket for all workers together.
-* **error counts** per send, for pausing a send whose error rate says something is wrong.
+* **error counts** per send, for pausing a send whose error rate says something is wrong,
+  with the time outcomes were last counted (``send_health`` reads it as the send's last progress).
+* the **SMTP trouble** a worker last saw for a send (written by ``send_health``), cleared by
+  the first flush that counts a message the server accepted.
 """
 
 from __future__ import annotations
@@ -25,6 +28,16 @@ from newsletter.errors import NewsletterError
 
 PREFIX = "newsletter"
 F = TypeVar("F", bound=Callable[..., Any])
+
+
+def stats_key(send_key: str) -> str:
+    """The hash of a send's attempt and error counts and the time they were last counted."""
+    return f"{PREFIX}:stats:{send_key}"
+
+
+def trouble_key(send_key: str) -> str:
+    """The hash of the SMTP trouble a worker last saw while sending (see ``send_health``)."""
+    return f"{PREFIX}:smtp-trouble:{send_key}"
 
 
 class ControlUnavailable(NewsletterError):
@@ -108,18 +121,26 @@ class SendControl:
     # --- error counts --------------------------------------------------------------
     @_translated
     def count_attempts(self, send_key: str, attempted: int, errors: int) -> tuple[int, int]:
-        """Add to the send's counts; returns the totals (attempted, errors)."""
-        key = f"{PREFIX}:stats:{send_key}"
+        """Add to the send's counts and note the time; returns the totals (attempted, errors).
+
+        Some attempt succeeded when ``errors < attempted``: the send's SMTP trouble, if any, is over.
+        """
+        key = stats_key(send_key)
         pipe = self.redis.pipeline()
         pipe.hincrby(key, "attempted", attempted)
         pipe.hincrby(key, "errors", errors)
+        pipe.hset(key, "at", f"{time.time():.3f}")
         pipe.expire(key, 7 * 86400)
-        total_attempted, total_errors, _ = pipe.execute()
+        if errors < attempted:
+            pipe.delete(trouble_key(send_key))
+        total_attempted, total_errors = pipe.execute()[:2]
         return int(total_attempted), int(total_errors)
 
     @_translated
     def reset_counts(self, send_key: str) -> None:
-        self.redis.delete(f"{PREFIX}:stats:{send_key}")
+        """Forget the send's counts, noting now as its last progress (it is being resumed)."""
+        key = stats_key(send_key)
+        self.redis.pipeline().delete(key).hset(key, "at", f"{time.time():.3f}").expire(key, 7 * 86400).execute()
 
     # --- coordination --------------------------------------------------------------
     @_translated

@@ -35,7 +35,7 @@ from types import TracebackType
 from typing import NoReturn
 
 from newsletter.config import SmtpSettings
-from newsletter.errors import InvalidInput, PermanentDeliveryError, TemporaryDeliveryError
+from newsletter.errors import InvalidInput, PermanentDeliveryError, SmtpUnreachable, TemporaryDeliveryError
 
 log = logging.getLogger(__name__)
 
@@ -372,10 +372,10 @@ class SmtpTransport:
                 reason = str(exc)
             raise self._connect_error(f"login as {username} failed: {reason}") from None
 
-    def _connect_error(self, reason: str) -> TemporaryDeliveryError:
+    def _connect_error(self, reason: str) -> SmtpUnreachable:
         # Connection-level trouble (even a 535 from AUTH) is never the recipient's fault:
-        # temporary, so the send retries and, past its error threshold, pauses.
-        return TemporaryDeliveryError(f"cannot connect to SMTP server {self._where}: {reason}")
+        # temporary, so the send waits and tries again until the server (or its settings) is fixed.
+        return SmtpUnreachable(f"cannot connect to SMTP server {self._where}: {reason}")
 
     def _drop(self) -> None:
         """Forget the connection without QUIT: it is broken or the server is closing it."""
