@@ -55,11 +55,20 @@ DOCUMENTED: dict[str, tuple[str, str]] = {
     ),
     "NEWSLETTER_BATCH_SIZE": ("500", "Recipients per Celery task."),
     "NEWSLETTER_SEND_RATE": ("0", "Messages per second across all workers together; 0 means no limit."),
-    "NEWSLETTER_MAX_ATTEMPTS": ("5", "Attempts per recipient on temporary (4xx, connection) errors before giving up."),
+    "NEWSLETTER_MAX_ATTEMPTS": (
+        "5",
+        "Attempts per recipient on temporary errors (4xx, a connection lost mid-message) before giving up; "
+        "an SMTP server that cannot be reached uses up none (the send waits for it).",
+    ),
     "NEWSLETTER_RETRY_DELAY": ("60", "Seconds before the first retry of a temporary error; each further retry waits twice as long."),
     "NEWSLETTER_PAUSE_ERROR_RATE": (
         "0.2",
         "A send pauses itself when this share of its attempts failed (once 50 were made); 1 turns it off.",
+    ),
+    "NEWSLETTER_STALL_SECONDS": (
+        "30",
+        "Seconds a sending send's due work may wait untaken before its status names the problem "
+        "(no worker, workers busy or stuck).",
     ),
     "NEWSLETTER_LOG_FORMAT": (
         "text",
@@ -135,6 +144,7 @@ class Settings:
     webhook_secret: str | None = field(default=None, repr=False)
     ses_topic_arns: tuple[str, ...] = ()
     log_format: str = "text"
+    stall_seconds: float = 30.0
 
     @classmethod
     def from_environ(cls, environ: Mapping[str, str]) -> Settings:
@@ -169,6 +179,7 @@ class Settings:
             soft_bounce_days=_float("NEWSLETTER_SOFT_BOUNCE_DAYS", environ.get("NEWSLETTER_SOFT_BOUNCE_DAYS"), 30.0),
             webhook_secret=_webhook_secret(environ.get("NEWSLETTER_WEBHOOK_SECRET")),
             log_format=_choice("NEWSLETTER_LOG_FORMAT", environ.get("NEWSLETTER_LOG_FORMAT"), ("text", "json")),
+            stall_seconds=_float("NEWSLETTER_STALL_SECONDS", environ.get("NEWSLETTER_STALL_SECONDS"), 30.0),
             ses_topic_arns=tuple(a.strip() for a in environ.get("NEWSLETTER_SES_TOPIC_ARNS", "").split(",") if a.strip()),
         )
 

@@ -24,7 +24,7 @@ from celery import Celery, signals
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
-from newsletter import confirmation_mailing, db, delivery, embedded_redis, logs, notices, sending
+from newsletter import confirmation_mailing, db, delivery, embedded_redis, logs, notices, send_health, sending
 from newsletter.config import Settings
 from newsletter.delivery import DeliveryPolicy
 from newsletter.errors import PermanentDeliveryError, RenderError, TemporaryDeliveryError
@@ -96,6 +96,11 @@ class WorkerState:
         return RateLimiter(self.control, self.settings.send_rate) if self.settings.send_rate > 0 else None
 
     @cached_property
+    def smtp_trouble(self) -> send_health.TroubleReporter:
+        """Tells readers (`sends status`, the admin UI) why the SMTP server could not be reached."""
+        return send_health.TroubleReporter(self.control.redis, f"{self.settings.smtp.host}:{self.settings.smtp.port}")
+
+    @cached_property
     def render_settings(self) -> RenderSettings:
         s = self.settings
         return RenderSettings.create(base_url=s.base_url, postal_address=s.postal_address, user_template_dir=s.template_dir)
@@ -142,7 +147,7 @@ def deliver_batch(self, send_id: int, first_id: int, last_id: int) -> None:  # t
     result = delivery.deliver_batch(
         s.sessions, s.control, s.transport, send_id, first_id, last_id,
         message_for=s.message_for, recipient_for=s.recipients, policy=policy_from(s.settings), limiter=s.limiter,
-        outbound=s.outbound,
+        outbound=s.outbound, on_smtp_trouble=s.smtp_trouble,
     )
     log.info("send %s batch %s-%s: %s", send_id, first_id, last_id, result,
              extra={"send_id": send_id, "batch": [first_id, last_id]})
@@ -294,7 +299,39 @@ def _setup_logging(loglevel: str | int | None = None, **_: object) -> None:
 
 @signals.worker_ready.connect
 def _start_reconciler(**_: object) -> None:
+    _beat_once()  # at once: `sends status` knows a worker runs as soon as it is ready
+    threading.Thread(target=_beat_forever, name="newsletter-heartbeat", daemon=True).start()
     threading.Thread(target=_reconcile_forever, name="newsletter-reconcile", daemon=True).start()
+
+
+_STARTED = time.time()
+
+
+def _beat_once() -> None:
+    """Publish the main process's heartbeat (see send_health): readers tell "no worker" from "slow"."""
+    s = state()
+    beat = send_health.WorkerBeat(
+        name=f"{socket.gethostname()}:{os.getpid()}", host=socket.gethostname(), pid=os.getpid(),
+        smtp=f"{s.settings.smtp.host}:{s.settings.smtp.port}", started=_STARTED, at=time.time(),
+    )
+    try:
+        send_health.publish_heartbeat(s.control.redis, beat)
+    except redis.RedisError as exc:
+        log.warning("heartbeat not published (%s); trying again in %s s", exc, send_health.HEARTBEAT_SECONDS)
+
+
+def _beat_forever() -> None:
+    while True:
+        time.sleep(send_health.HEARTBEAT_SECONDS)
+        _beat_once()
+
+
+@signals.worker_shutdown.connect
+def _withdraw_heartbeat(**_: object) -> None:
+    try:
+        send_health.withdraw_heartbeat(state().control.redis, f"{socket.gethostname()}:{os.getpid()}")
+    except redis.RedisError:
+        pass  # the heartbeat lapses on its own
 
 
 @signals.worker_process_init.connect

@@ -9,6 +9,7 @@ from newsletter import sending
 from newsletter.accounts import Caller
 from newsletter.admin.auth import LoggedIn
 from newsletter.admin.pages import page
+from newsletter.send_health import SendHealth
 from newsletter.web.context import web
 from subscribers.lists import all_lists_with_counts
 
@@ -18,7 +19,8 @@ router = APIRouter()
 @router.get("/")
 def dashboard(request: Request, caller: Caller = LoggedIn) -> HTMLResponse:
     caller.require("lists:read")
-    with web(request).transaction() as session:
+    with web(request).transaction() as session, SendHealth(web(request).settings) as health:
         lists = all_lists_with_counts(session)
         sends = sending.all_sends(session, 10) if caller.may("sends") else []
-    return page(request, caller, "dashboard.html", lists=lists, sends=sends)
+        problems = {row.send.id: health.problem(session, row.send) for row in sends}  # why a send is stuck
+    return page(request, caller, "dashboard.html", lists=lists, sends=sends, problems=problems)

@@ -26,6 +26,7 @@ from newsletter.admin.pages import page, redirect
 from newsletter.errors import Conflict, InvalidInput
 from newsletter.models import DELIVERY_STATUSES, Delivery, Issue, utcnow
 from newsletter.scheduling import reschedule_send
+from newsletter.send_health import SendHealth
 from newsletter.send_queue import QueueUnavailable, queue_resumed
 from newsletter.web.context import web
 
@@ -47,8 +48,9 @@ def recent_failures(session: Session, send_id: int, limit: int = 5) -> list[dict
     return [{"email": r.email, "code": r.smtp_code, "reply": r.smtp_reply or "", "at": _iso(r.updated_at)} for r in rows]
 
 
-def progress(session: Session, send_id: int) -> dict[str, object]:
-    """What the progress view shows: the counts, elapsed time, average rate, latest errors. Raises NotFound."""
+def progress(session: Session, send_id: int, health: SendHealth) -> dict[str, object]:
+    """What the progress view shows: the counts, elapsed time, average rate, latest errors, and
+    why the send is stuck (``problem``, None while it moves). Raises NotFound."""
     counts = sending.send_counts(session, send_id)
     data = counts.as_json()
     send = counts.send
@@ -65,29 +67,31 @@ def progress(session: Session, send_id: int) -> dict[str, object]:
         can_resume=send.status == "paused",
         can_cancel=send.status in ("scheduled", "sending", "paused"),
         live=send.status in ("scheduled", "sending", "paused"),
+        problem=health.problem(session, send),
     )
     return data
 
 
 @router.get("/sends")
 def all_sends(request: Request, caller: Caller = Sender) -> HTMLResponse:
-    with web(request).transaction() as session:
+    with web(request).transaction() as session, SendHealth(web(request).settings) as health:
         rows = sending.all_sends(session, 50)
-    return page(request, caller, "sends.html", rows=rows)
+        problems = {row.send.id: health.problem(session, row.send) for row in rows}
+    return page(request, caller, "sends.html", rows=rows, problems=problems)
 
 
 @router.get("/sends/{send_id:int}")
 def one_send(request: Request, send_id: int, caller: Caller = Sender) -> HTMLResponse:
-    with web(request).transaction() as session:
-        data = progress(session, send_id)
+    with web(request).transaction() as session, SendHealth(web(request).settings) as health:
+        data = progress(session, send_id, health)
         issue = session.get(Issue, data["issue_id"])
     return page(request, caller, "send.html", send=data, issue=issue, statuses=DELIVERY_STATUSES)
 
 
 @router.get("/sends/{send_id:int}/progress")
 def progress_json(request: Request, send_id: int, caller: Caller = Sender) -> JSONResponse:
-    with web(request).transaction() as session:
-        return JSONResponse(progress(session, send_id))
+    with web(request).transaction() as session, SendHealth(web(request).settings) as health:
+        return JSONResponse(progress(session, send_id, health))
 
 
 @router.post("/sends/{send_id:int}/pause")
@@ -138,8 +142,8 @@ def _steer(request: Request, caller: Caller, send_id: int, done: str,
 
 
 def _conflict(request: Request, caller: Caller, send_id: int, message: str) -> HTMLResponse:
-    with web(request).transaction() as session:
-        data = progress(session, send_id)
+    with web(request).transaction() as session, SendHealth(web(request).settings) as health:
+        data = progress(session, send_id, health)
         issue = session.get(Issue, data["issue_id"])
     return page(request, caller, "send.html", status=409, send=data, issue=issue, statuses=DELIVERY_STATUSES,
                 error=message)

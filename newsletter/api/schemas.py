@@ -394,6 +394,12 @@ class SendOut(BaseModel):
     created_at: datetime
     started_at: datetime | None
     finished_at: datetime | None
+    problem: str | None = Field(
+        default=None,
+        description="Null while the send moves (or is done); otherwise one sentence saying why it is stuck and "
+        "what to do: no worker running, workers busy or stuck, the SMTP server unreachable (host:port, the error, "
+        "the next try), paused for too many errors (the last SMTP replies), the broker unreachable.",
+    )
 
 
 class SendsOut(BaseModel):

@@ -19,6 +19,7 @@ from newsletter.api.schemas import DeliveryOut, DeliveryPage, SendCreate, SendOu
 from newsletter.audience import Repeat, SendRefused
 from newsletter.errors import Conflict
 from newsletter.models import DELIVERY_STATUSES
+from newsletter.send_health import SendHealth
 from newsletter.send_queue import queue_batches, queue_resumed
 from newsletter.web.context import web
 
@@ -32,7 +33,7 @@ CSV_COLUMNS = ["delivery_id", "email", "status", "attempts", "smtp_code", "smtp_
 EXPORT_CHUNK = 5000
 
 
-def send_out(counts: sending.SendCounts) -> SendOut:
+def send_out(counts: sending.SendCounts, problem: str | None = None) -> SendOut:
     s = counts.send
     return SendOut.model_validate(
         {
@@ -40,14 +41,16 @@ def send_out(counts: sending.SendCounts) -> SendOut:
             "status_reason": s.status_reason, "audience": s.audience, "subject": s.subject, "total": counts.total,
             **{status: counts.counts.get(status, 0) for status in DELIVERY_STATUSES},
             "scheduled_at": s.scheduled_at, "created_at": s.created_at, "started_at": s.started_at,
-            "finished_at": s.finished_at,
+            "finished_at": s.finished_at, "problem": problem,
         }
     )
 
 
 def _status(request: Request, send_id: int) -> SendOut:
-    with web(request).reading() as session:
-        return send_out(sending.send_counts(session, send_id))
+    state = web(request)
+    with state.reading() as session, SendHealth(state.settings) as health:
+        counts = sending.send_counts(session, send_id)
+        return send_out(counts, health.problem(session, counts.send))
 
 
 @router.post(
@@ -98,8 +101,9 @@ def _refusals_for_the_api() -> Iterator[None]:
 def all_sends(
     request: Request, caller: SendEditor, limit: Annotated[int, Query(ge=1, le=500, description="How many.")] = 50
 ) -> SendsOut:
-    with web(request).reading() as session:
-        return SendsOut(items=[send_out(row) for row in sending.all_sends(session, limit)])
+    state = web(request)
+    with state.reading() as session, SendHealth(state.settings) as health:
+        return SendsOut(items=[send_out(row, health.problem(session, row.send)) for row in sending.all_sends(session, limit)])
 
 
 @router.get("/{send_id}", response_model=SendOut, responses=errors(404), summary="A send's status and counts")

@@ -175,6 +175,16 @@
       text("p-elapsed", Math.floor(s.elapsed));
       text("p-reason", s.status_reason || "");
       show("p-reason", !!s.status_reason);
+      // Why the send is stuck, in plain words (null while it moves); `commands` shown as code.
+      var problem = document.getElementById("p-problem-text");
+      if (problem) {
+        problem.textContent = "";
+        (s.problem || "").split("`").forEach(function (part, i) {
+          if (i % 2) { var code = document.createElement("code"); code.textContent = part; problem.appendChild(code); }
+          else problem.appendChild(document.createTextNode(part));
+        });
+      }
+      show("p-problem", !!s.problem);
       show("p-scheduled", s.status === "scheduled");
       var bar = document.getElementById("p-bar");
       bar.max = s.total || 1;
