@@ -17,6 +17,7 @@ from newsletter.errors import ConfigError, InvalidInput
 from newsletter.models import DELIVERY_STATUSES
 
 app = typer.Typer(help="Watch and steer sends: status, delivery log, pause, resume, cancel.", no_args_is_help=True)
+WAIT_TIMEOUT_EXIT = 124  # --wait-timeout ran out, as timeout(1) exits when its time is up
 
 
 def _enqueue(send_id: int, batches: list[sending.Batch]) -> None:
@@ -42,6 +43,10 @@ def start(
         False, "--only-new",
         help="Send only to confirmed subscribers who got no copy of this issue in any earlier send.",
     ),
+    wait_timeout: float | None = typer.Option(
+        None, "--wait-timeout", min=0.1, metavar="SECONDS",
+        help=f"With --wait (implied): give up waiting after this many seconds, exit {WAIT_TIMEOUT_EXIT}; the send goes on.",
+    ),
 ) -> None:
     """Send an issue: render it once, snapshot the list's confirmed subscribers, queue the batches.
 
@@ -61,9 +66,9 @@ def start(
     if at is not None:
         from newsletter import scheduling
 
-        if wait:
+        if wait or wait_timeout is not None:
             raise InvalidInput("use --wait without --at (watch a scheduled send later with `newsletter sends watch ID`)",
-                               where="--wait")
+                               where="--wait-timeout" if wait_timeout is not None else "--wait")
         when = scheduling.parse_time(at)
         with runtime.transaction() as session:
             send = scheduling.schedule_send(session, issue_id, when, render_settings(), list_slug=list_slug,
@@ -81,15 +86,23 @@ def start(
         _enqueue(send.id, batches)
     who = " who got no copy yet" if repeat is Repeat.ONLY_NEW else ""
     err.print(f"Send {send.id}: {send.total} recipient(s){who} in {len(batches)} batch(es) queued.")
-    code = watch(send.id) if wait else 0
+    code = watch(send.id, timeout=wait_timeout) if wait or wait_timeout is not None else 0
     print_last_line(send.id)
     raise typer.Exit(code)
 
 
-def watch(send_id: int) -> int:
-    """Show a progress bar on stderr until the send ends; return the exit status (1 if any failed)."""
+def watch(send_id: int, *, timeout: float | None = None) -> int:
+    """Show a progress bar on stderr until the send ends, and the send's problem as soon as it has
+    one (and when it clears). Returns the exit status: 1 if any delivery failed or the send paused,
+    WAIT_TIMEOUT_EXIT if ``timeout`` seconds passed first (the send goes on)."""
+    import re
+
+    from newsletter.send_health import SendHealth
+
     started = time.monotonic()
-    with Progress(
+    problem: str | None = None
+    timed_out = False
+    with SendHealth(runtime.settings) as health, Progress(
         TextColumn(f"send {send_id}"),
         BarColumn(),
         TaskProgressColumn(),
@@ -102,6 +115,7 @@ def watch(send_id: int) -> int:
         while True:
             with runtime.transaction() as session:
                 counts = sending.send_counts(session, send_id)
+                found = health.problem(session, counts.send)
             c = counts.counts
             done = counts.total - counts.pending
             elapsed = max(time.monotonic() - started, 1e-6)
@@ -113,9 +127,26 @@ def watch(send_id: int) -> int:
                 detail=f"sent {c.get('sent', 0)}  failed {c.get('failed', 0)}  pending {counts.pending}  {rate:,.0f}/s",
             )
             status = counts.send.status
+            # A new kind of problem is printed once; its changing numbers (seconds, times) are not news.
+            if re.sub(r"\d+", "#", found or "") != re.sub(r"\d+", "#", problem or ""):
+                if found:
+                    progress.console.print(f"Problem: {found}")
+                elif status == "sending":
+                    progress.console.print(f"Problem cleared: send {send_id} is moving again.")
+                problem = found
             if status in ("finished", "cancelled", "paused"):
                 break
+            if timeout is not None and time.monotonic() - started >= timeout:
+                timed_out = True
+                break
             time.sleep(0.3)
+    if timed_out:
+        err.print(
+            f"Gave up waiting after {timeout:g} s: send {send_id} is still {status} ({done} of {counts.total} done)"
+            + (f"; problem: {problem}" if problem else ".")
+            + f" The send goes on by itself; watch it with: newsletter sends watch {send_id}"
+        )
+        return WAIT_TIMEOUT_EXIT
     reason = f" ({counts.send.status_reason})" if counts.send.status_reason else ""
     err.print(
         f"Send {send_id} {status}{reason}: sent {c.get('sent', 0)}, failed {c.get('failed', 0)}, "
@@ -147,12 +178,18 @@ def list_all(limit: int = typer.Option(20, "--limit", help="How many recent send
 @app.command()
 def status(
     send_id: int = typer.Argument(..., help="The send's id."),
-    as_json: bool = typer.Option(False, "--json", help="One JSON object: id, status, total, sent, failed, pending, ..."),
+    as_json: bool = typer.Option(
+        False, "--json", help="One JSON object: id, status, total, sent, failed, pending, ..., problem."
+    ),
 ) -> None:
-    """Show a send's status and counts."""
-    with runtime.transaction() as session:
+    """Show a send's status and counts, and its problem when it is stuck: null while it moves,
+    otherwise one sentence saying why and what to do."""
+    from newsletter.send_health import SendHealth
+
+    with runtime.transaction() as session, SendHealth(runtime.settings) as health:
         counts = sending.send_counts(session, send_id)
-    data = counts.as_json()
+        problem = health.problem(session, counts.send)
+    data = {**counts.as_json(), "problem": problem}
     if as_json:
         print(json.dumps(data))
         return
@@ -252,9 +289,16 @@ def cancel(send_id: int = typer.Argument(..., help="The send's id.")) -> None:
 
 
 @app.command("watch")
-def watch_command(send_id: int = typer.Argument(..., help="The send's id.")) -> None:
-    """Show a send's progress until it ends; exit 1 if any delivery failed."""
-    raise typer.Exit(watch(send_id))
+def watch_command(
+    send_id: int = typer.Argument(..., help="The send's id."),
+    wait_timeout: float | None = typer.Option(
+        None, "--wait-timeout", min=0.1, metavar="SECONDS",
+        help=f"Give up watching after this many seconds, exit {WAIT_TIMEOUT_EXIT}; the send goes on.",
+    ),
+) -> None:
+    """Show a send's progress until it ends, and its problem when it has one; exit 1 if any delivery
+    failed or it paused."""
+    raise typer.Exit(watch(send_id, timeout=wait_timeout))
 
 
 def scheduler(
