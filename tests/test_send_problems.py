@@ -268,7 +268,7 @@ def test_wait_timeout_gives_up_naming_the_problem(newsroom):
     watched = room.cli("sends", "watch", send_id, "--wait-timeout", "1.5", check=False)
     assert watched.returncode == 124 and "Problem: No worker has taken" in watched.stderr
     refused = room.cli("send", issue_id, "--at", "2099-01-01T08:00+00:00", "--wait-timeout", "5", "--again", check=False)
-    assert refused.returncode == 1 and "--wait-timeout" in refused.stderr
+    assert refused.returncode == 1 and "--wait-timeout: use --wait-timeout without --at" in refused.stderr
 
 
 def test_watch_says_when_the_problem_clears(newsroom):

@@ -67,8 +67,9 @@ def start(
         from newsletter import scheduling
 
         if wait or wait_timeout is not None:
-            raise InvalidInput("use --wait without --at (watch a scheduled send later with `newsletter sends watch ID`)",
-                               where="--wait-timeout" if wait_timeout is not None else "--wait")
+            flag = "--wait-timeout" if wait_timeout is not None else "--wait"
+            raise InvalidInput(f"use {flag} without --at (watch a scheduled send later with `newsletter sends watch ID`)",
+                               where=flag)
         when = scheduling.parse_time(at)
         with runtime.transaction() as session:
             send = scheduling.schedule_send(session, issue_id, when, render_settings(), list_slug=list_slug,
