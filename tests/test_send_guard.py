@@ -209,19 +209,22 @@ def test_the_admin_send_page_shows_the_earlier_send_and_asks_for_an_explicit_cho
         earlier = page.locator("#earlier-sends")
         expect(earlier).to_contain_text(f"Send {first}")
         expect(earlier).to_contain_text("4 of 4 got it")
-        now_form = page.locator("form:has(#send-now)")
-        expect(now_form).to_contain_text("Only the 2 confirmed subscribers who got no copy yet")
-        expect(now_form).to_contain_text("Everyone again: all 6 confirmed subscribers")
-        assert not page.locator("#now-only-new").is_checked() and not page.locator("#now-again").is_checked()
+        choice = page.locator("#repeat-choice")
+        expect(choice).to_contain_text("Only the 2 confirmed subscribers who got no copy yet")
+        expect(choice).to_contain_text("Everyone again: all 6 confirmed subscribers")
+        assert not page.locator("#repeat-only-new").is_checked() and not page.locator("#repeat-again").is_checked()
+        assert page.locator("#send-now").count() == 0  # no send button before a choice
 
-        # No choice, no send: the browser asks for one and nothing leaves.
-        page.get_by_role("button", name="Send now").click()
+        # No choice, no way on: the browser asks for one.
+        page.get_by_role("button", name="Continue").click()
         assert page.url == f"{base}/admin/issues/{issue}/send"
-        assert page.evaluate("document.querySelector('#now-only-new').validationMessage") != ""
+        assert page.evaluate("document.querySelector('#repeat-only-new').validationMessage") != ""
         assert _sends(room) == [first]
 
         page.get_by_label("Only the 2 confirmed subscribers who got no copy yet").check()
-        page.get_by_role("button", name="Send now").click()
+        page.get_by_role("button", name="Continue").click()
+        expect(page.locator("#recipients")).to_contain_text("2 recipients")
+        page.get_by_role("button", name="Send now to 2 recipients").click()
         page.wait_for_url(re.compile(rf"{re.escape(base)}/admin/sends/\d+\?done=started"))
         expect(page.locator("#p-status")).to_have_text("finished", timeout=120_000)
         assert page.inner_text("#p-sent") == "2"
@@ -248,6 +251,7 @@ def test_the_admin_send_form_refuses_a_second_send_without_a_choice_and_an_empty
     # The unconfirmed "pending@example.com" alone on a list: nothing to send, and the page says why.
     with admin.sessions() as s, s.begin():
         add_subscriber(s, "daily", "pending@example.com")
+    before = admin.snapshot()
     empty = client.get(f"/admin/issues/{issue}/send?list=daily")
     assert "daily has 0 confirmed subscribers (1 unconfirmed, 0 suppressed)" in html.unescape(empty.text)
     assert 'id="send-now"' not in empty.text

@@ -328,8 +328,9 @@ def _test_failed(request: Request, caller: Caller, issue_id: int, to: str, reaso
 
 
 @router.get("/issues/{issue_id:int}/send")
-def confirm_send(request: Request, issue_id: int, caller: Caller = Sender, list: str | None = None) -> HTMLResponse:  # noqa: A002
-    return _send_page(request, caller, issue_id, list)
+def confirm_send(request: Request, issue_id: int, caller: Caller = Sender, list: str | None = None,  # noqa: A002
+                 repeat: str = "") -> HTMLResponse:
+    return _send_page(request, caller, issue_id, list, repeat=repeat)
 
 
 def _send_page(request: Request, caller: Caller, issue_id: int, list_slug: str | None, *, status: int = 200,
@@ -337,7 +338,7 @@ def _send_page(request: Request, caller: Caller, issue_id: int, list_slug: str |
     """The send form: who it reaches, and, when the list already has a send of the issue, the
     earlier sends and an explicit choice (only the new ones, or everyone again) with both counts.
     A send that would reach no one says why instead of offering a button."""
-    with web(request).reading() as session:
+    with web(request).transaction() as session:  # not reading(): its rollback would expire what the page shows
         issue, issue_list = issues.get_issue(session, issue_id)
         target = get_list(session, list_slug) if list_slug else issue_list
         earlier = audience.earlier_sends(session, issue.id, target.id)
@@ -346,8 +347,12 @@ def _send_page(request: Request, caller: Caller, issue_id: int, list_slug: str |
         empty = None if count else audience.empty_refusal(
             target.slug, issue.id, audience.list_counts(session, target.id), audience.Audience.ALL)
         lists = session.scalars(select(MailingList).order_by(MailingList.slug)).all()
+    if repeat not in (Repeat.AGAIN, Repeat.ONLY_NEW) or not earlier:
+        repeat = ""
+    chosen = new_count if repeat == Repeat.ONLY_NEW else count
     return page(request, caller, "issue_send.html", status=status, issue=issue, target=target, count=count,
-                new_count=new_count, earlier=earlier, empty=empty, lists=lists, error=error, at=at, repeat=repeat)
+                new_count=new_count, chosen=chosen, earlier=earlier, empty=empty, lists=lists, error=error, at=at,
+                repeat=repeat)
 
 
 def parse_local_time(value: str, offset_minutes: str) -> datetime:
@@ -402,8 +407,7 @@ def send(
         hint = "choose below who gets it this time" if exc.reason == "already_sent" else (
             "nothing was sent" if not exc.counts or not exc.counts.unconfirmed
             else "nothing was sent; ask the unconfirmed to confirm from the list's page")
-        return _send_page(request, caller, issue_id, list or None, status=409, error=f"{exc.summary}: {hint}.",
-                          at=at, repeat=chosen.value if chosen is not Repeat.NO else "")
+        return _send_page(request, caller, issue_id, list or None, status=409, error=f"{exc.summary}: {hint}.", at=at)
     except (InvalidInput, Conflict) as exc:
         message = exc.message if isinstance(exc, InvalidInput) else str(exc)
         return _send_page(request, caller, issue_id, list or None, status=400 if isinstance(exc, InvalidInput) else 409,
