@@ -9,6 +9,7 @@ from rich.table import Table
 
 from newsletter import issues
 from newsletter.cli.runtime import err, out, print_last_line, render_settings, runtime
+from newsletter.cli.tables import Col, listing
 from newsletter.issue_files import read_issue_file
 
 app = typer.Typer(help="Write, check and preview issues (Markdown with front matter).", no_args_is_help=True)
@@ -73,17 +74,20 @@ def delete(issue_id: int = typer.Argument(..., help="The issue's id.")) -> None:
 
 
 @app.command("ls")
-def list_all(slug: str | None = typer.Argument(None, help="Only this list's issues.")) -> None:
+def list_all(
+    slug: str | None = typer.Argument(None, help="Only this list's issues."),
+    as_json: bool = typer.Option(False, "--json", help="A JSON array of objects instead of a table."),
+) -> None:
     """List issues, newest first."""
     with runtime.transaction() as session:
-        rows = issues.all_issues(session, slug)
-    if not rows:
-        out.print("No issues yet. Create one with: newsletter issues create SLUG FILE.md")
-        return
-    table = Table("id", "list", "status", "subject", "updated")
-    for issue, mailing_list in rows:
-        table.add_row(str(issue.id), mailing_list.slug, issue.status, issue.subject, issue.updated_at.strftime("%Y-%m-%d %H:%M"))
-    out.print(table)
+        rows = [
+            {"id": issue.id, "list": mailing_list.slug, "status": issue.status, "subject": issue.subject,
+             "updated_at": issue.updated_at}
+            for issue, mailing_list in issues.all_issues(session, slug)
+        ]
+    columns = [Col("id", keep=True, right=True), Col("list", keep=True), Col("status"), Col("subject"),
+               Col("updated_at", "updated")]
+    listing(out, columns, rows, as_json=as_json, empty="No issues yet. Create one with: newsletter issues create SLUG FILE.md")
 
 
 @app.command()

@@ -6,6 +6,7 @@ import typer
 from rich.table import Table
 
 from newsletter.cli.runtime import out, runtime
+from newsletter.cli.tables import Col, listing
 from subscribers import lists
 
 app = typer.Typer(help="Create and inspect mailing lists.", no_args_is_help=True)
@@ -74,21 +75,18 @@ def update(
 
 
 @app.command("ls")
-def list_all() -> None:
-    """List every mailing list with its subscriber counts."""
+def list_all(as_json: bool = typer.Option(False, "--json", help="A JSON array of objects instead of a table."),) -> None:
+    """List every mailing list with its subscriber counts and visibility."""
     with runtime.transaction() as session:
-        rows = lists.all_lists_with_counts(session)
-    if not rows:
-        out.print("No lists yet. Create one with: newsletter lists create SLUG --name NAME --from-email ADDR")
-        return
-    table = Table("slug", "name", "from", "confirmed", "unconfirmed", "unsubscribed")
-    for row in rows:
-        m = row.mailing_list
-        table.add_row(
-            m.slug, m.name, m.from_email,
-            str(row.counts["confirmed"]), str(row.counts["unconfirmed"]), str(row.counts["unsubscribed"]),
-        )
-    out.print(table)
+        rows = [
+            {"slug": r.mailing_list.slug, "name": r.mailing_list.name, "from_email": r.mailing_list.from_email,
+             "visibility": "private" if r.mailing_list.private else "public", **r.counts}
+            for r in lists.all_lists_with_counts(session)
+        ]
+    columns = [Col("slug", keep=True), Col("name"), Col("from_email", "from", keep=True), Col("visibility"),
+               Col("confirmed", right=True), Col("unconfirmed", right=True), Col("unsubscribed", right=True)]
+    listing(out, columns, rows, as_json=as_json,
+            empty="No lists yet. Create one with: newsletter lists create SLUG --name NAME --from-email ADDR")
 
 
 @app.command()

@@ -13,6 +13,7 @@ from rich.table import Table
 
 from newsletter import sending
 from newsletter.cli.runtime import err, out, print_last_line, render_settings, runtime
+from newsletter.cli.tables import Col, listing
 from newsletter.errors import ConfigError, InvalidInput
 from newsletter.models import DELIVERY_STATUSES
 
@@ -159,21 +160,18 @@ def watch(send_id: int, *, timeout: float | None = None) -> int:
 
 
 @app.command("ls")
-def list_all(limit: int = typer.Option(20, "--limit", help="How many recent sends.")) -> None:
-    """List recent sends with their counts."""
+def list_all(
+    limit: int = typer.Option(20, "--limit", help="How many recent sends."),
+    as_json: bool = typer.Option(False, "--json", help="A JSON array of objects instead of a table."),
+) -> None:
+    """List recent sends with their counts (newest first)."""
     with runtime.transaction() as session:
-        rows = sending.all_sends(session, limit)
-    if not rows:
-        out.print("No sends yet. Start one with: newsletter send ISSUE_ID")
-        return
-    table = Table("id", "issue", "list", "status", "total", "sent", "failed", "pending", "started", "finished")
-    for row in rows:
-        s, c = row.send, row.counts
-        table.add_row(
-            str(s.id), str(s.issue_id), row.list_slug, s.status, str(row.total), str(c.get("sent", 0)),
-            str(c.get("failed", 0)), str(row.pending), _time(s.started_at), _time(s.finished_at),
-        )
-    out.print(table)
+        rows = [row.as_json() for row in sending.all_sends(session, limit)]
+    columns = [Col("id", keep=True, right=True), Col("issue_id", "issue", keep=True, right=True),
+               Col("list", keep=True), Col("status"), Col("total", right=True), Col("sent", right=True),
+               Col("failed", right=True), Col("pending", right=True), Col("started_at", "started"),
+               Col("finished_at", "finished")]
+    listing(out, columns, rows, as_json=as_json, empty="No sends yet. Start one with: newsletter send ISSUE_ID")
 
 
 @app.command()
@@ -206,6 +204,7 @@ def delivery_log(
     send_id: int = typer.Argument(..., help="The send's id."),
     status_filter: str | None = typer.Option(None, "--status", help=f"Only one of: {', '.join(DELIVERY_STATUSES)}."),
     as_csv: bool = typer.Option(False, "--csv", help="CSV on stdout instead of a table."),
+    as_json: bool = typer.Option(False, "--json", help="A JSON array of objects instead of a table."),
 ) -> None:
     """Each recipient's delivery: status, attempts, the SMTP server's last reply, Message-ID, time."""
     columns = ["delivery_id", "email", "status", "attempts", "smtp_code", "smtp_reply", "message_id", "sent_at", "updated_at"]
@@ -218,30 +217,29 @@ def delivery_log(
                 writer.writerow([r.delivery_id, r.email, r.status, r.attempts, r.smtp_code or "", r.smtp_reply or "",
                                  r.message_id or "", _time(r.sent_at), _time(r.updated_at)])
             return
-        table = Table("id", "email", "status", "tries", "reply", "message-id", "sent")
-        count = 0
-        for r in rows:
-            table.add_row(str(r.delivery_id), r.email, r.status, str(r.attempts), (r.smtp_reply or "")[:60],
-                          r.message_id or "", _time(r.sent_at))
-            count += 1
-    out.print(table)
-    out.print(f"{count} deliver{'y' if count == 1 else 'ies'}.")
+        table_columns = [Col("delivery_id", "id", keep=True, right=True), Col("email", keep=True), Col("status"),
+                         Col("attempts", "tries", right=True), Col("smtp_reply", "reply"), Col("message_id", "message-id"),
+                         Col("sent_at", "sent")]
+        count = listing(out, table_columns, ({c: getattr(r, c) for c in columns} for r in rows), as_json=as_json)
+    if not as_json:
+        out.print(f"{count} deliver{'y' if count == 1 else 'ies'}.")
 
 
 @app.command("scheduled")
-def scheduled() -> None:
+def scheduled(as_json: bool = typer.Option(False, "--json", help="A JSON array of objects instead of a table."),) -> None:
     """List scheduled sends, soonest first."""
     from newsletter import scheduling
 
     with runtime.transaction() as session:
-        rows = scheduling.scheduled_sends(session)
-        if not rows:
-            out.print("No scheduled sends. Schedule one with: newsletter send ISSUE_ID --at 2026-12-07T08:00+01:00")
-            return
-        table = Table("id", "issue", "list", "at (UTC)", "subject")
-        for send, mailing_list in rows:
-            table.add_row(str(send.id), str(send.issue_id), mailing_list.slug, _time(send.scheduled_at), send.subject)
-    out.print(table)
+        rows = [
+            {"id": send.id, "issue_id": send.issue_id, "list": mailing_list.slug, "audience": send.audience,
+             "scheduled_at": send.scheduled_at, "subject": send.subject}
+            for send, mailing_list in scheduling.scheduled_sends(session)
+        ]
+    columns = [Col("id", keep=True, right=True), Col("issue_id", "issue", keep=True, right=True), Col("list", keep=True),
+               Col("scheduled_at", "at (UTC)"), Col("subject")]
+    listing(out, columns, rows, as_json=as_json,
+            empty="No scheduled sends. Schedule one with: newsletter send ISSUE_ID --at 2026-12-07T08:00+01:00")
 
 
 @app.command()

@@ -55,6 +55,8 @@ def show(console: Console, columns: list[Col], rows: Iterable[Mapping[str, Any]]
     if needed > console.width:
         _blocks(console, columns, texts)
         return len(rows)
+    # Where the terminal has room, the other columns keep at least their header whole.
+    headers_fit = sum(kept) + sum(len(c.title) for c in columns if not c.keep) + 3 * len(columns) + 1 <= console.width
     table = Table()
     for i, c in enumerate(columns):
         if c.keep:
@@ -62,7 +64,8 @@ def show(console: Console, columns: list[Col], rows: Iterable[Mapping[str, Any]]
             table.add_column(c.title, no_wrap=True, overflow="ignore", min_width=width,
                              justify="right" if c.right else "left")
         else:
-            table.add_column(c.title, overflow="ellipsis", justify="right" if c.right else "left")
+            table.add_column(c.title, overflow="ellipsis", justify="right" if c.right else "left",
+                             min_width=len(c.title) if headers_fit else None)
     for t in texts:
         table.add_row(*t)
     console.print(table)
@@ -80,13 +83,14 @@ def _blocks(console: Console, columns: list[Col], texts: list[list[str]]) -> Non
 
 
 def write_json(columns: list[Col], rows: Iterable[Mapping[str, Any]]) -> int:
-    """Write the rows as one JSON array on stdout, a row at a time; returns how many."""
+    """Write the rows (all their keys) as one JSON array on stdout, a row at a time; returns how many."""
     out = sys.stdout
     out.write("[")
     count = 0
     for row in rows:
         out.write(",\n" if count else "\n")
-        out.write(json.dumps({c.key: _json(row.get(c.key)) for c in columns}, ensure_ascii=False))
+        # Every key of the row: a listing may carry more in JSON than its table shows.
+        out.write(json.dumps({key: _json(value) for key, value in row.items()}, ensure_ascii=False))
         count += 1
     out.write("\n]\n" if count else "]\n")
     out.flush()
