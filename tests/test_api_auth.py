@@ -148,7 +148,7 @@ def test_other_methods_get_405_naming_every_method_of_the_path(api):  # noqa: F8
         ("OPTIONS", "/api/lists", "GET, POST"),
         ("PUT", "/api/lists", "GET, POST"),
         ("HEAD", "/api/lists/weekly", "GET, PATCH, DELETE"),
-        ("POST", "/api/issues/1", "GET, PUT"),
+        ("POST", "/api/issues/1", "GET, PUT, DELETE"),
         ("GET", "/api/sends/1/pause", "POST"),
         ("DELETE", "/api/subscribers/1/lists/weekly", None),  # answered: that one exists
     ]:

@@ -161,6 +161,7 @@ def test_a_scheduled_send_goes_out_on_time_exactly_once_with_two_schedulers(news
 
 def test_cli_schedule_list_reschedule_cancel(cli, tmp_path: Path):
     cli("lists", "create", "weekly", "--name", "Weekly", "--from-email", "news@example.org")
+    cli("subscribers", "add", "weekly", "ann@example.com", "--confirmed")  # a send to no one is refused
     issue_id = cli("issues", "create", "weekly", str(SAMPLE_ISSUE)).stdout.strip().splitlines()[-1]
     bad = cli("send", issue_id, "--at", "2026-13-01T08:00Z", check=False)
     assert bad.returncode == 1 and "--at: not an ISO 8601 time" in bad.stderr
