@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from types import ModuleType
+
 from newsletter.config import Settings
 from newsletter.errors import NewsletterError
 from newsletter.sending import Batch
@@ -13,6 +16,15 @@ class QueueUnavailable(NewsletterError):
 
 def queue_batches(settings: Settings, send_id: int, batches: list[Batch]) -> None:
     """Queue one task per batch. Raises QueueUnavailable, naming the command that recovers."""
+    _queue(settings, lambda tasks: tasks.enqueue(send_id, batches), batches,
+           f"send {send_id} is stored but its batches could not be queued",
+           f"resume it (`newsletter sends resume {send_id}`) once the broker is reachable")
+
+
+def _queue(settings: Settings, enqueue: Callable[[ModuleType], None], batches: list[Batch], stored: str,
+           recovery: str) -> None:
+    """Hand batches to the broker with ``enqueue(tasks)``. A broker that cannot be reached raises
+    QueueUnavailable: what is ``stored``, the broker's error, and the ``recovery``."""
     if not batches:
         return
     from kombu.exceptions import OperationalError
@@ -21,12 +33,9 @@ def queue_batches(settings: Settings, send_id: int, batches: list[Batch]) -> Non
 
     try:
         tasks.configure(settings)
-        tasks.enqueue(send_id, batches)
+        enqueue(tasks)
     except (OperationalError, OSError) as exc:
-        raise QueueUnavailable(
-            f"send {send_id} is stored but its batches could not be queued ({exc}); "
-            f"resume it (`newsletter sends resume {send_id}`) once the broker is reachable"
-        ) from None
+        raise QueueUnavailable(f"{stored} ({exc}); {recovery}") from None
 
 
 def reset_error_counts(settings: Settings, key: str) -> None:
@@ -55,17 +64,6 @@ def queue_resumed(settings: Settings, send_id: int, send_key: str, batches: list
 def queue_confirmation_run(settings: Settings, run_id: int, batches: list[Batch]) -> None:
     """Queue a request to confirm's batches. Raises QueueUnavailable: the run is stored, and a worker's
     reconciler queues it by itself once the broker is reachable again."""
-    if not batches:
-        return
-    from kombu.exceptions import OperationalError
-
-    from newsletter import tasks
-
-    try:
-        tasks.configure(settings)
-        tasks.enqueue_confirmation_run(run_id, batches)
-    except (OperationalError, OSError) as exc:
-        raise QueueUnavailable(
-            f"the request to confirm is stored (run {run_id}) but could not be queued ({exc}); "
-            "a running worker queues it by itself once the broker is reachable"
-        ) from None
+    _queue(settings, lambda tasks: tasks.enqueue_confirmation_run(run_id, batches), batches,
+           f"the request to confirm is stored (run {run_id}) but could not be queued",
+           "a running worker queues it by itself once the broker is reachable")
