@@ -80,12 +80,19 @@ def recipient_count(session: Session, list_id: int, issue_id: int | None = None,
 
 @dataclass(frozen=True)
 class ListCounts:
-    """A list's subscriptions as a send sees them."""
+    """A list's subscriptions as a send sees them (``unconfirmed`` and ``unsubscribed`` count as
+    `newsletter lists show` does; confirmed ones are split by whether the address is suppressed)."""
 
     confirmed: int  # confirmed and not suppressed: who a send mails
+    confirmed_suppressed: int  # confirmed, but the address must never be mailed
     unconfirmed: int
-    suppressed: int  # confirmed or unconfirmed, but the address is suppressed
+    unconfirmed_suppressed: int  # of the unconfirmed: never asked to confirm either
     unsubscribed: int
+
+    @property
+    def askable(self) -> int:
+        """The unconfirmed who may be asked to confirm."""
+        return self.unconfirmed - self.unconfirmed_suppressed
 
 
 def list_counts(session: Session, list_id: int) -> ListCounts:
@@ -96,10 +103,14 @@ def list_counts(session: Session, list_id: int) -> ListCounts:
         .where(Subscription.list_id == list_id)
         .group_by(Subscription.status, suppressed)
     ).all()
-    counts = {"confirmed": 0, "unconfirmed": 0, "suppressed": 0, "unsubscribed": 0}
+    counts = dict.fromkeys(("confirmed", "confirmed_suppressed", "unconfirmed", "unconfirmed_suppressed", "unsubscribed"), 0)
     for status, is_suppressed, count in rows:
-        key = "unsubscribed" if status == "unsubscribed" else "suppressed" if is_suppressed else status
-        counts[key] += count
+        if status == "confirmed":
+            counts["confirmed_suppressed" if is_suppressed else "confirmed"] += count
+        else:
+            counts[status] += count
+            if status == "unconfirmed" and is_suppressed:
+                counts["unconfirmed_suppressed"] += count
     return ListCounts(**counts)
 
 
@@ -109,6 +120,7 @@ class EarlierSend:
 
     id: int
     status: str
+    audience: str
     got_it: int  # deliveries sent (or bounced after being sent)
     total: int
     created_at: datetime
@@ -122,10 +134,12 @@ class EarlierSend:
             return f"scheduled for {_when(self.scheduled_at)}"
         if self.status == "finished":
             return f"finished {_when(self.finished_at)}: {self.got_it} of {self.total} got it"
+        if self.status == "cancelled":
+            return f"cancelled {_when(self.finished_at)}: {self.got_it} of {self.total} got it before that"
         return f"{self.status} since {_when(self.started_at or self.created_at)}: {self.got_it} of {self.total} got it so far"
 
     def describe(self) -> str:
-        return f"send {self.id} {'' if self.status == 'finished' else 'is '}{self.state()}"
+        return f"send {self.id} {'' if self.status in ('finished', 'cancelled') else 'is '}{self.state()}"
 
     def as_json(self) -> dict[str, object]:
         return {
@@ -154,18 +168,24 @@ class SendRefused(Conflict):
 
 
 def earlier_sends(session: Session, issue_id: int, list_id: int) -> tuple[EarlierSend, ...]:
-    """The sends of the issue to the list that are not cancelled, oldest first."""
+    """The sends of the issue to the list, oldest first: all but those cancelled before anyone got a copy
+    (a send cancelled halfway did reach people)."""
     got_it = (
         select(func.count()).where(Delivery.send_id == Send.id, Delivery.status.in_(("sent", "bounced")))
         .correlate(Send).scalar_subquery()
     )
     rows = session.execute(
-        select(Send.id, Send.status, got_it, Send.total, Send.created_at, Send.started_at, Send.finished_at,
-               Send.scheduled_at)
-        .where(Send.issue_id == issue_id, Send.list_id == list_id, Send.status != "cancelled")
+        select(Send.id, Send.status, Send.audience, got_it, Send.total, Send.created_at, Send.started_at,
+               Send.finished_at, Send.scheduled_at)
+        .where(Send.issue_id == issue_id, Send.list_id == list_id)
         .order_by(Send.id)
     ).all()
-    return tuple(EarlierSend(*row) for row in rows)
+    return tuple(e for e in (EarlierSend(*row) for row in rows) if e.status != "cancelled" or e.got_it)
+
+
+def scheduled_for_everyone(earlier: tuple[EarlierSend, ...]) -> EarlierSend | None:
+    """A scheduled send among ``earlier`` that will mail every confirmed subscriber when it starts."""
+    return next((e for e in earlier if e.status == "scheduled" and e.audience == Audience.ALL), None)
 
 
 def check_send(
@@ -189,6 +209,15 @@ def check_send(
             f"subscribers who got no copy yet with `--only-new`",
             earlier=earlier, list_slug=slug,
         )
+    scheduled = scheduled_for_everyone(earlier)
+    if scheduled is not None and repeat is Repeat.ONLY_NEW:
+        # It takes its recipients when it starts, the new ones included: they would get two copies.
+        raise SendRefused(
+            "already_sent",
+            f"{scheduled.describe()} and will mail every confirmed subscriber of {slug} then, the new ones included",
+            f"to send now instead, cancel it (`newsletter sends cancel {scheduled.id}`) and send again",
+            earlier=earlier, list_slug=slug,
+        )
     audience = repeat.audience
     if not require_recipients or recipient_count(session, mailing_list.id, issue_id, audience):
         return audience
@@ -201,13 +230,15 @@ def empty_refusal(slug: str, issue_id: int, counts: ListCounts, audience: Audien
     """Why a send of the issue to the list reaches no one, from the list's counts."""
     if audience is Audience.NEW and counts.confirmed:
         summary = (f"all {counts.confirmed} confirmed subscriber{_s(counts.confirmed)} of {slug} already got "
-                   f"issue {issue_id}: no one is new since the last send")
+                   f"issue {issue_id} or are queued for it: no one is new since the last send")
         return SendRefused("empty", summary, "", earlier=earlier, list_slug=slug, counts=counts)
-    others = [f"{counts.unconfirmed} unconfirmed", f"{counts.suppressed} suppressed"]
+    others = [f"{counts.unconfirmed} unconfirmed"]
+    if counts.confirmed_suppressed:
+        others.append(f"{counts.confirmed_suppressed} confirmed but suppressed")
     if counts.unsubscribed:
         others.append(f"{counts.unsubscribed} unsubscribed")
-    summary = f"{slug} has 0 confirmed subscribers ({', '.join(others)})"
-    if counts.unconfirmed:
+    summary = f"{slug} has 0 confirmed subscribers who can be mailed ({', '.join(others)})"
+    if counts.askable:
         hint = f"ask the unconfirmed with `newsletter lists request-confirmation {slug}`"
     else:
         hint = f"add subscribers with `newsletter subscribers add {slug} EMAIL` or `newsletter subscribers import {slug} FILE.csv`"

@@ -524,7 +524,7 @@ def test_sending_shows_the_recipient_count_then_progress_pause_resume_cancel_and
     # 4 confirmed readers; not the unconfirmed one, not the suppressed one.
     assert re.search(r"<strong>4</strong> recipients", confirm.text) and "Send now to 4 recipients" in confirm.text
     empty = html.unescape(client.get(f"/admin/issues/{issue_id}/send?list=daily").text)
-    assert "daily has 0 confirmed subscribers (0 unconfirmed, 0 suppressed)" in empty and 'id="send-now"' not in empty
+    assert "daily has 0 confirmed subscribers who can be mailed (0 unconfirmed)" in empty and 'id="send-now"' not in empty
     assert admin.one(select(Send.id)) is None  # the confirmation page sends nothing
 
     send_id = start_send(client, issue_id)

@@ -22,6 +22,7 @@ from newsletter.models import Issue, Send, Suppression, utcnow
 from subscribers.lists import create_list
 from subscribers.subscriptions import add_subscriber
 from tests.apikit import Api, api_with_broker, assert_error  # noqa: F401
+from tests.conftest import need_service
 from tests.sendkit import SAMPLE_ISSUE
 from tests.test_admin_journey import DESKTOP, create_user, log_in, watch_console
 from tests.test_admin_ui import admin, make_issue, start_send, token  # noqa: F401
@@ -92,7 +93,8 @@ def test_a_send_to_no_one_is_refused_saying_why_from_the_list_counts(cli_any_db,
 
     refused = cli("send", issue, check=False)
     assert refused.returncode == 1
-    assert ("weekly has 0 confirmed subscribers (4 unconfirmed, 1 suppressed): ask the unconfirmed with "
+    assert ("weekly has 0 confirmed subscribers who can be mailed (4 unconfirmed, 1 confirmed but suppressed): "
+            "ask the unconfirmed with "
             "`newsletter lists request-confirmation weekly`") in " ".join(refused.stderr.split())
     assert "No sends yet" in cli("sends", "ls").stdout  # nothing stored
     later = cli("send", issue, "--at", (utcnow() + timedelta(days=1)).isoformat(), check=False)
@@ -102,7 +104,7 @@ def test_a_send_to_no_one_is_refused_saying_why_from_the_list_counts(cli_any_db,
     cli("lists", "create", "empty", "--name", "Empty", "--from-email", "news@example.org")
     none = cli("send", issue, "--list", "empty", check=False)
     assert none.returncode == 1
-    assert "empty has 0 confirmed subscribers (0 unconfirmed, 0 suppressed): add subscribers" in " ".join(none.stderr.split())
+    assert "empty has 0 confirmed subscribers who can be mailed (0 unconfirmed): add subscribers" in " ".join(none.stderr.split())
 
 
 def test_a_scheduled_send_that_comes_due_empty_is_not_sent_and_says_why(sessions):
@@ -122,7 +124,8 @@ def test_a_scheduled_send_that_comes_due_empty_is_not_sent_and_says_why(sessions
     with sessions() as session:
         send = session.get(Send, send_id)
         assert send.status == "cancelled" and send.total == 0
-        assert send.status_reason == ("not sent: weekly has 0 confirmed subscribers (1 unconfirmed, 1 suppressed): "
+        assert send.status_reason == ("not sent: weekly has 0 confirmed subscribers who can be mailed "
+                                      "(1 unconfirmed, 1 confirmed but suppressed): "
                                       "ask the unconfirmed with `newsletter lists request-confirmation weekly`")
         assert session.get(Issue, issue_id).status != "sent"
     # Nothing went out, so nothing blocks a send once someone can get it.
@@ -156,6 +159,44 @@ def test_a_scheduled_only_new_send_takes_only_the_new_ones_when_it_starts(sessio
         assert session.get(Send, later_id).audience == "new"
 
 
+def test_a_send_cancelled_after_some_got_it_counts_and_a_scheduled_send_for_everyone_blocks_only_new(sessions):
+    from sqlalchemy import update
+
+    from newsletter.models import Delivery
+
+    now = utcnow()
+    with sessions() as session, session.begin():
+        create_list(session, "weekly", name="Weekly", from_email="news@example.org")
+        for name in ("ann", "bob"):
+            add_subscriber(session, "weekly", f"{name}@example.com", confirmed=True)
+        issue, _ = create_issue(session, "weekly", read_issue_file(SAMPLE_ISSUE), RENDER)
+        issue_id = issue.id
+        # Cancelled before anyone got it: it blocks nothing.
+        untouched, _ = sending.start_send(session, issue_id, RENDER, batch_size=10)
+        sending.cancel_send(session, untouched.id)
+        # Cancelled halfway, after ann got her copy: that counts.
+        halfway, _ = sending.start_send(session, issue_id, RENDER, batch_size=10)
+        session.execute(update(Delivery).where(Delivery.send_id == halfway.id, Delivery.email == "ann@example.com")
+                        .values(status="sent", sent_at=now))
+        sending.cancel_send(session, halfway.id)
+    with sessions() as session, session.begin():
+        with pytest.raises(SendRefused, match=rf"send {halfway.id} cancelled .*: 1 of 2 got it before that") as refused:
+            sending.start_send(session, issue_id, RENDER, batch_size=10)
+        assert [e.id for e in refused.value.earlier] == [halfway.id]
+        only_new, _ = sending.start_send(session, issue_id, RENDER, batch_size=10, repeat=Repeat.ONLY_NEW)
+        assert only_new.total == 1  # bob, who got no copy
+        sending.cancel_send(session, only_new.id)
+
+    # A send scheduled for everyone takes the new ones too when it starts: no "only new" before it.
+    with sessions() as session, session.begin():
+        scheduled = scheduling.schedule_send(session, issue_id, now + timedelta(hours=1), RENDER, now=now,
+                                             repeat=Repeat.AGAIN)
+        add_subscriber(session, "weekly", "cy@example.com", confirmed=True)
+    with sessions() as session, session.begin():
+        with pytest.raises(SendRefused, match=rf"send {scheduled.id} is scheduled for .* and will mail every confirmed"):
+            sending.start_send(session, issue_id, RENDER, batch_size=10, repeat=Repeat.ONLY_NEW)
+
+
 def test_the_api_answers_409_with_the_same_explanation_and_takes_repeat(api_with_broker):  # noqa: F811
     api: Api = api_with_broker
     api.make_list()
@@ -181,7 +222,7 @@ def test_the_api_answers_409_with_the_same_explanation_and_takes_repeat(api_with
     api.make_list("quiet")
     api.make_subscriber("dan@example.com", "quiet", confirmed=False)
     error = assert_error(api.post("/api/sends", json={"issue_id": issue["id"], "list": "quiet"}), 409,
-                         says="quiet has 0 confirmed subscribers (1 unconfirmed, 0 suppressed)")
+                         says="quiet has 0 confirmed subscribers who can be mailed (1 unconfirmed)")
     assert "POST /api/lists/quiet/confirmation-requests" in error["message"]
 
 
@@ -253,8 +294,47 @@ def test_the_admin_send_form_refuses_a_second_send_without_a_choice_and_an_empty
         add_subscriber(s, "daily", "pending@example.com")
     before = admin.snapshot()
     empty = client.get(f"/admin/issues/{issue}/send?list=daily")
-    assert "daily has 0 confirmed subscribers (1 unconfirmed, 0 suppressed)" in html.unescape(empty.text)
+    assert "daily has 0 confirmed subscribers who can be mailed (1 unconfirmed)" in html.unescape(empty.text)
     assert 'id="send-now"' not in empty.text
     refused = client.post(f"/admin/issues/{issue}/send", data={"csrf_token": token(client), "list": "daily", "when": "now"})
     assert refused.status_code == 409 and "ask the unconfirmed to confirm" in refused.text
     assert admin.snapshot() == before
+
+
+def test_a_send_started_while_the_broker_is_down_says_so_and_goes_out_once_it_is_back(newsroom, tmp_path):
+    """The broker (a Redis of the test's own) is down when the editor sends: one error line, no
+    "configuration error", the send stored; once Redis and a worker are up, each reader gets one copy."""
+    import shutil
+    import subprocess
+    import time
+
+    from tests.test_web_journey import free_port
+
+    redis_server = shutil.which("redis-server")
+    if redis_server is None:
+        need_service("redis-server is not installed (Debian's redis-server package)")
+    room = newsroom
+    readers = room.setup_list(6)
+    issue = room.create_issue()
+    port = free_port()
+    room.cli.env["NEWSLETTER_BROKER_URL"] = f"redis://127.0.0.1:{port}/0"
+    down = room.cli("send", issue, check=False)
+    assert down.returncode == 1 and "configuration error" not in down.stderr
+    message = " ".join(down.stderr.split())
+    assert message.startswith("error: send 1 is stored but its batches could not be queued (")
+    assert "a running worker queues them by itself once the broker is reachable again" in message
+    server = subprocess.Popen([redis_server, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        for _ in range(50):
+            if subprocess.run(["redis-cli", "-p", str(port), "ping"], capture_output=True, text=True).stdout.strip() == "PONG":
+                break
+            time.sleep(0.1)
+        room.start_worker()
+        assert room.wait_status("1")["sent"] == 6
+        room.wait_received(6)
+        assert room.received() == Counter({a: 1 for a in readers})
+    finally:
+        room.stop_all()
+        server.terminate()
+        server.wait(10)

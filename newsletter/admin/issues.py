@@ -238,6 +238,8 @@ def delete(request: Request, issue_id: int, caller: Caller = Writer) -> Response
     try:
         with web(request).transaction() as session:
             issues.delete_issue(session, issue_id)
+    except issues.IssueKept as exc:  # the page offers the copy itself
+        return _delete_page(request, caller, issue_id, status=409, error=f"{exc.summary}.")
     except Conflict as exc:
         return _delete_page(request, caller, issue_id, status=409, error=str(exc))
     return redirect(request, "/issues", "issue-deleted")
@@ -344,6 +346,10 @@ def _send_page(request: Request, caller: Caller, issue_id: int, list_slug: str |
         earlier = audience.earlier_sends(session, issue.id, target.id)
         count = audience.recipient_count(session, target.id)
         new_count = audience.recipient_count(session, target.id, issue.id, audience.Audience.NEW) if earlier else count
+        # A scheduled send for everyone would mail the new ones again when it starts: no "only new" now.
+        scheduled_all = audience.scheduled_for_everyone(earlier)
+        if scheduled_all is not None:
+            new_count = 0
         empty = None if count else audience.empty_refusal(
             target.slug, issue.id, audience.list_counts(session, target.id), audience.Audience.ALL)
         lists = session.scalars(select(MailingList).order_by(MailingList.slug)).all()
@@ -351,8 +357,8 @@ def _send_page(request: Request, caller: Caller, issue_id: int, list_slug: str |
         repeat = ""
     chosen = new_count if repeat == Repeat.ONLY_NEW else count
     return page(request, caller, "issue_send.html", status=status, issue=issue, target=target, count=count,
-                new_count=new_count, chosen=chosen, earlier=earlier, empty=empty, lists=lists, error=error, at=at,
-                repeat=repeat)
+                new_count=new_count, chosen=chosen, scheduled_all=scheduled_all, earlier=earlier, empty=empty,
+                lists=lists, error=error, at=at, repeat=repeat)
 
 
 def parse_local_time(value: str, offset_minutes: str) -> datetime:
@@ -405,7 +411,7 @@ def send(
                 send_id = started.id
     except SendRefused as exc:
         hint = "choose below who gets it this time" if exc.reason == "already_sent" else (
-            "nothing was sent" if not exc.counts or not exc.counts.unconfirmed
+            "nothing was sent" if not exc.counts or not exc.counts.askable
             else "nothing was sent; ask the unconfirmed to confirm from the list's page")
         return _send_page(request, caller, issue_id, list or None, status=409, error=f"{exc.summary}: {hint}.", at=at)
     except (InvalidInput, Conflict) as exc:

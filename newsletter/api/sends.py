@@ -90,10 +90,13 @@ def _refusals_for_the_api() -> Iterator[None]:
         if exc.reason == "already_sent":
             hint = ('to send it anyway, repeat the request with "repeat": "again" (everyone again) or '
                     '"repeat": "only_new" (only the confirmed subscribers who got no copy yet)')
-        elif exc.counts is not None and exc.counts.unconfirmed and not exc.counts.confirmed:
+        elif exc.counts is not None and exc.counts.confirmed:
+            hint = ""  # everyone confirmed already got it: the summary says so
+        elif exc.counts is not None and exc.counts.askable:
             hint = f"ask the unconfirmed to confirm with POST /api/lists/{exc.list_slug}/confirmation-requests"
         else:
-            hint = ""
+            hint = (f'add subscribers with POST /api/subscribers ("list": "{exc.list_slug}") '
+                    "or import a CSV file with POST /api/imports")
         raise Conflict(f"{exc.summary}: {hint}" if hint else exc.summary) from None
 
 
