@@ -18,7 +18,8 @@ def queue_batches(settings: Settings, send_id: int, batches: list[Batch]) -> Non
     """Queue one task per batch. Raises QueueUnavailable, naming the command that recovers."""
     _queue(settings, lambda tasks: tasks.enqueue(send_id, batches), batches,
            f"send {send_id} is stored but its batches could not be queued",
-           f"resume it (`newsletter sends resume {send_id}`) once the broker is reachable")
+           f"a running worker queues them by itself once the broker is reachable again "
+           f"(`newsletter sends status {send_id}` says what it waits for)")
 
 
 def _queue(settings: Settings, enqueue: Callable[[ModuleType], None], batches: list[Batch], stored: str,
@@ -54,10 +55,19 @@ def reset_error_counts(settings: Settings, key: str) -> None:
 
 def queue_resumed(settings: Settings, send_id: int, send_key: str, batches: list[Batch]) -> None:
     """Queue a resumed send's batches, after forgetting its error counts: a send paused for errors
-    would otherwise pause again at once. Raises QueueUnavailable, or redis.RedisError from the counts."""
+    would otherwise pause again at once. Raises QueueUnavailable (the broker, which also keeps the counts,
+    cannot be reached)."""
     if not batches:
         return
-    reset_error_counts(settings, send_key)
+    import redis
+
+    try:
+        reset_error_counts(settings, send_key)
+    except redis.RedisError as exc:
+        raise QueueUnavailable(
+            f"send {send_id} is resumed but could not be queued ({exc}); a running worker queues it by itself "
+            f"once the broker is reachable again (`newsletter sends status {send_id}` says what it waits for)"
+        ) from None
     queue_batches(settings, send_id, batches)
 
 

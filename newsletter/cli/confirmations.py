@@ -9,7 +9,6 @@ import typer
 
 from newsletter.cli.runtime import out, runtime
 from newsletter.cli.tables import Col, show
-from newsletter.errors import ConfigError
 from newsletter.models import CONFIRMATION_MAIL_STATUSES
 from subscribers import confirmation_requests
 
@@ -25,20 +24,19 @@ def request_confirmation(
     recipient's outcome is logged (`newsletter lists confirmation-log SLUG`). Whoever confirms
     gets the list's next send.
     """
-    from newsletter.send_queue import QueueUnavailable, queue_confirmation_run
+    from newsletter.send_queue import queue_confirmation_run
 
     settings = runtime.settings
     with runtime.transaction() as session:
         started = confirmation_requests.start_run(
             session, slug, batch_size=settings.batch_size, again=again, created_by="cli"
         )
+    if started.run_id is not None:
+        # Raises QueueUnavailable (an error line naming the stored run) before anything says "queued".
+        queue_confirmation_run(settings, started.run_id, started.batches)
     out.print(started.describe())
     if started.run_id is None:
         return
-    try:
-        queue_confirmation_run(settings, started.run_id, started.batches)
-    except QueueUnavailable as exc:
-        raise ConfigError(f"NEWSLETTER_BROKER_URL: {exc}") from None
     out.print(f"Workers (`newsletter worker`) mail them; see each outcome with: newsletter lists confirmation-log {slug}")
 
 

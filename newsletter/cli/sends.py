@@ -14,7 +14,7 @@ from rich.table import Table
 from newsletter import sending
 from newsletter.cli.runtime import err, out, print_last_line, render_settings, runtime
 from newsletter.cli.tables import Col, listing
-from newsletter.errors import ConfigError, InvalidInput
+from newsletter.errors import InvalidInput
 from newsletter.models import DELIVERY_STATUSES
 
 app = typer.Typer(help="Watch and steer sends: status, delivery log, pause, resume, cancel.", no_args_is_help=True)
@@ -22,12 +22,9 @@ WAIT_TIMEOUT_EXIT = 124  # --wait-timeout ran out, as timeout(1) exits when its 
 
 
 def _enqueue(send_id: int, batches: list[sending.Batch]) -> None:
-    from newsletter.send_queue import QueueUnavailable, queue_batches
+    from newsletter.send_queue import queue_batches
 
-    try:
-        queue_batches(runtime.settings, send_id, batches)
-    except QueueUnavailable as exc:
-        raise ConfigError(f"NEWSLETTER_BROKER_URL: {exc}") from None
+    queue_batches(runtime.settings, send_id, batches)  # QueueUnavailable: one error line saying what to do
 
 
 def start(
@@ -267,15 +264,12 @@ def pause(send_id: int = typer.Argument(..., help="The send's id.")) -> None:
 @app.command()
 def resume(send_id: int = typer.Argument(..., help="The send's id.")) -> None:
     """Resume a paused send where it stopped (also re-queues a sending one whose tasks were lost)."""
-    from newsletter.send_queue import QueueUnavailable, queue_resumed
+    from newsletter.send_queue import queue_resumed
 
     settings = runtime.settings
     with runtime.transaction() as session:
         send, batches = sending.resume_send(session, send_id, settings.batch_size)
-    try:
-        queue_resumed(settings, send_id, sending.send_key(send), batches)
-    except QueueUnavailable as exc:
-        raise ConfigError(f"NEWSLETTER_BROKER_URL: {exc}") from None
+    queue_resumed(settings, send_id, sending.send_key(send), batches)  # QueueUnavailable: one error line
     out.print(f"Send {send_id} {send.status}: {len(batches)} batch(es) queued.")
 
 
@@ -283,8 +277,14 @@ def resume(send_id: int = typer.Argument(..., help="The send's id.")) -> None:
 def cancel(send_id: int = typer.Argument(..., help="The send's id.")) -> None:
     """Cancel a send: nothing more goes out; the rest is logged as cancelled."""
     with runtime.transaction() as session:
+        was = sending.get_send(session, send_id).status
         count = sending.cancel_send(session, send_id)
-    out.print(f"Send {send_id} cancelled; {count} pending deliver{'y' if count == 1 else 'ies'} will not be sent.")
+    if was == "scheduled":
+        out.print(f"Send {send_id} cancelled; it will not start.")
+        return
+    # Messages a worker had already handed to the SMTP server still count as sent in the log.
+    out.print(f"Send {send_id} cancelled; {count} deliver{'y' if count == 1 else 'ies'} not yet handed to the SMTP "
+              f"server will not be sent (a message in flight may still go out; `newsletter sends log {send_id}` tells).")
 
 
 @app.command("watch")
