@@ -146,21 +146,27 @@ def delete_issue(session: Session, issue_id: int) -> None:
         .order_by(Send.id)
     ).all()
     if sends:
-        raise Conflict(_kept_by_sends(issue_id, [f"send {i} to {slug} ({status})" for i, status, slug in sends]))
+        raise IssueKept(issue_id, [f"send {i} to {slug} ({status})" for i, status, slug in sends],
+                        any_cancelled=any(status == "cancelled" for _, status, _ in sends))
     session.delete(issue)
     try:
         session.flush()
     except IntegrityError:  # a send of it was started at this very moment
-        raise Conflict(_kept_by_sends(issue_id, ["a send started just now"])) from None
+        raise IssueKept(issue_id, ["a send started just now"]) from None
 
 
-def _kept_by_sends(issue_id: int, sends: list[str]) -> str:
-    shown = ", ".join(sends[:5]) + (f" and {len(sends) - 5} more" if len(sends) > 5 else "")
-    return (
-        f"issue {issue_id} cannot be deleted because it has {len(sends)} send(s): {shown}; "
-        f"a send's log needs its issue, even when the send was cancelled. "
-        f"To start again from it, make a new draft with `newsletter issues duplicate {issue_id}`"
-    )
+class IssueKept(Conflict):
+    """An issue with sends cannot be deleted. ``summary`` says why; ``str()`` adds the CLI's way on."""
+
+    def __init__(self, issue_id: int, sends: list[str], *, any_cancelled: bool = False) -> None:
+        shown = ", ".join(sends[:5]) + (f" and {len(sends) - 5} more" if len(sends) > 5 else "")
+        self.issue_id = issue_id
+        self.summary = (
+            f"issue {issue_id} cannot be deleted because it has {len(sends)} send(s): {shown}; "
+            f"a send's log needs its issue{', even when the send was cancelled' if any_cancelled else ''}"
+        )
+        super().__init__(f"{self.summary}. To start again from it, make a new draft with "
+                         f"`newsletter issues duplicate {issue_id}`")
 
 
 def get_issue(session: Session, issue_id: int) -> tuple[Issue, MailingList]:

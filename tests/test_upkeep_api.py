@@ -43,6 +43,7 @@ def test_an_issue_with_a_scheduled_or_cancelled_send_is_kept_with_the_reason(api
     api.post(f"/api/sends/{send['id']}/cancel", expect=200)
     error = assert_error(api.delete(f"/api/issues/{issue['id']}"), 409)
     assert f"send {send['id']} to weekly (cancelled)" in error["message"]
+    assert f"POST /api/issues/{issue['id']}/duplicate" in error["message"] and "newsletter " not in error["message"]
     assert api.get(f"/api/issues/{issue['id']}", expect=200).json()["subject"] == issue["subject"]
 
 

@@ -95,6 +95,9 @@ def test_lists_update_changes_what_is_given_and_refuses_bad_fields(cli_any_db):
     assert re.search(r"visibility\s+private", cli("lists", "show", "weekly").stdout)
     assert "public." in cli("lists", "update", "weekly", "--public").stdout
     assert re.search(r"visibility\s+public", cli("lists", "show", "weekly").stdout)
+    both = cli("lists", "update", "weekly", "--public", "--private", check=False)  # a typo must not pick one
+    assert both.returncode == 1 and "give --private or --public, not both" in both.stderr
+    assert re.search(r"visibility\s+public", cli("lists", "show", "weekly").stdout)
 
     cli("lists", "create", "staff", "--name", "Staff", "--from-email", "hr@example.org", "--private")
     assert re.search(r"visibility\s+private", cli("lists", "show", "staff").stdout)

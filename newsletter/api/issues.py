@@ -22,7 +22,7 @@ from newsletter.api.schemas import (
     TestSendIn,
     TestSendOut,
 )
-from newsletter.errors import DeliveryError, InvalidInput
+from newsletter.errors import Conflict, DeliveryError, InvalidInput
 from newsletter.issue_files import IssueSource, check_header_text, parse_issue_text
 from newsletter.models import Issue, MailingList
 from newsletter.rendering import Problem, RenderedIssue
@@ -153,8 +153,12 @@ def update_issue_from_markdown(request: Request, issue_id: IssueId, body: IssueT
 def delete_issue(request: Request, issue_id: IssueId, caller: IssueEditor) -> Response:
     """Refused (409, naming the sends) once the issue has a send, even a scheduled or cancelled
     one: a send's log needs its issue. Duplicate it to start again from it."""
-    with web(request).transaction() as session:
-        issues.delete_issue(session, issue_id)
+    try:
+        with web(request).transaction() as session:
+            issues.delete_issue(session, issue_id)
+    except issues.IssueKept as exc:
+        raise Conflict(f"{exc.summary}. To start again from it, make a new draft with "
+                       f"POST /api/issues/{issue_id}/duplicate") from None
     return Response(status_code=204)
 
 

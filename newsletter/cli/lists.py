@@ -43,17 +43,20 @@ def update(
     from_email: str | None = typer.Option(None, "--from-email", help="Sender address of the list's emails."),
     reply_to: str | None = typer.Option(None, "--reply-to", help="Where replies go, if not the sender."),
     no_reply_to: bool = typer.Option(False, "--no-reply-to", help="Remove the reply-to: replies go to the sender."),
-    private: bool | None = typer.Option(
-        None, "--private/--public",
-        help="--private: off the public home page, no public form or archive (admins and the API still add people); "
-        "--public: back on them.",
+    make_private: bool = typer.Option(
+        False, "--private",
+        help="Off the public home page, no public form or archive (admins and the API still add people).",
     ),
+    make_public: bool = typer.Option(False, "--public", help="Back on the home page, with its form and archive."),
 ) -> None:
     """Change a list's settings; only the options given change. Sends already made keep their copy."""
     from newsletter.errors import InvalidInput
 
     if no_reply_to and reply_to is not None:
         raise InvalidInput("give --reply-to ADDRESS or --no-reply-to, not both", where="--no-reply-to")
+    if make_private and make_public:
+        raise InvalidInput("give --private or --public, not both", where="--public")
+    private = True if make_private else False if make_public else None
     if no_reply_to:
         reply_to = ""
     if all(v is None for v in (name, description, from_name, from_email, reply_to, private)):
