@@ -49,6 +49,9 @@ TROUBLE_TTL = 7 * 86400
 #: How long a worker's claim on rows lasts (``DeliveryPolicy.claim_seconds``).
 CLAIM_SECONDS = 30.0
 AUTO_PAUSE = "paused automatically"
+#: A worker that sends records its progress every second or so; this long without any, while it
+#: holds rows, is a hang, whatever a (short, test) NEWSLETTER_STALL_SECONDS says.
+HELD_QUIET_SECONDS = 5.0
 
 
 # --- heartbeats ----------------------------------------------------------------------
@@ -250,10 +253,12 @@ def read_health(client: redis.Redis, send_key: str | None, *, broker: str) -> He
 # --- the sentence --------------------------------------------------------------------
 
 
-def send_problem(send: SendState, health: Health | None, *, now: float, stall_seconds: float) -> str | None:
+def send_problem(send: SendState, health: Health | None, *, now: float, stall_seconds: float,
+                 smtp: str = "the SMTP server") -> str | None:
     """Why the send is not moving, as one sentence saying what to do; None while it moves (or is done).
 
-    ``health`` may be None for a send that needs no Redis facts (paused, finished, cancelled).
+    ``health`` may be None for a send that needs no Redis facts (paused, finished, cancelled);
+    ``smtp`` names the server the workers send to (host:port).
     """
     if send.status == "paused":
         return _paused_for_errors(send) if (send.status_reason or "").startswith(AUTO_PAUSE) else None
@@ -276,6 +281,13 @@ def send_problem(send: SendState, health: Health | None, *, now: float, stall_se
     trouble = health.trouble
     if trouble is not None and (trouble.next_try is None or now < trouble.next_try + stall_seconds):
         return _smtp_down(trouble, now)
+    quiet = held_without_progress(send, health, now)
+    if quiet is not None and quiet >= max(stall_seconds, HELD_QUIET_SECONDS):
+        return (
+            f"A worker holds this send's next messages but none has gone out for {_duration(quiet)}: {smtp} may not "
+            "be answering (the worker gives up after its timeout and tries again), or NEWSLETTER_SEND_RATE is very "
+            "low; check the worker's log."
+        )
     if stalled is not None and health.workers:
         # A worker that has just started gets its chance before it is said to leave the work alone.
         stalled = min(stalled, now - min(beat.started for beat in health.workers))
@@ -294,6 +306,17 @@ def send_problem(send: SendState, health: Health | None, *, now: float, stall_se
         f"{_duration(stalled)} ({busy}): they may be busy with other sends or stuck; check their logs, "
         "or start another with `newsletter worker`."
     )
+
+
+def held_without_progress(send: SendState, health: Health, now: float) -> float | None:
+    """Seconds a live worker has held (claimed) the send's rows with no message out; None when none holds them.
+
+    A worker that hangs on a silent SMTP server keeps its claim until it times out: that is
+    not progress, and not a send nobody took either."""
+    if not health.workers or send.held_until is None or send.held_until < now:
+        return None
+    moments = [send.started_at, health.last_progress, min(beat.started for beat in health.workers)]
+    return max(0.0, now - max(m for m in moments if m is not None))
 
 
 def stalled_for(send: SendState, health: Health, now: float) -> float | None:
@@ -362,7 +385,8 @@ class SendHealth:
         """The send's problem now, or None."""
         now = datetime.now(UTC)
         state = send_state(session, send, now=now)
-        return send_problem(state, self._health(send), now=now.timestamp(), stall_seconds=self.stall_seconds)
+        smtp = f"the SMTP server {self.settings.smtp.host}:{self.settings.smtp.port}"
+        return send_problem(state, self._health(send), now=now.timestamp(), stall_seconds=self.stall_seconds, smtp=smtp)
 
     def _health(self, send: Send) -> Health | None:
         if send.status == "sending":

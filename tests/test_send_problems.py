@@ -76,6 +76,19 @@ def test_no_worker_and_idle_workers_are_told_apart():
     assert send_problem(retry, Health("redis://r", last_progress=NOW - 3000), now=NOW, stall_seconds=60) is None
 
 
+def test_a_worker_holding_the_work_with_nothing_going_out_is_not_called_moving():
+    # A worker claimed the rows (its claim is live) but the SMTP server does not answer: no progress for 45 s.
+    hung = SendState(7, "sending", started_at=NOW - 100, waiting=True, held_until=NOW + 20)
+    problem = send_problem(hung, Health("redis://r", workers=(BEAT,), last_progress=NOW - 45), now=NOW,
+                           stall_seconds=30, smtp="the SMTP server 127.0.0.1:2527")
+    assert problem is not None and problem.startswith(
+        "A worker holds this send's next messages but none has gone out for 45 s: the SMTP server 127.0.0.1:2527 "
+        "may not be answering")
+    # The same claim with a message out 5 s ago: moving.
+    assert send_problem(hung, Health("redis://r", workers=(BEAT,), last_progress=NOW - 5), now=NOW,
+                        stall_seconds=30) is None
+
+
 def test_smtp_trouble_names_the_server_the_error_and_the_next_try():
     trouble = SmtpTrouble("mail.example.org:587", "cannot connect to SMTP server mail.example.org:587: Connection refused",
                           at=NOW - 20, next_try=NOW + 40)
