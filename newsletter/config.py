@@ -179,7 +179,8 @@ class Settings:
             soft_bounce_days=_float("NEWSLETTER_SOFT_BOUNCE_DAYS", environ.get("NEWSLETTER_SOFT_BOUNCE_DAYS"), 30.0),
             webhook_secret=_webhook_secret(environ.get("NEWSLETTER_WEBHOOK_SECRET")),
             log_format=_choice("NEWSLETTER_LOG_FORMAT", environ.get("NEWSLETTER_LOG_FORMAT"), ("text", "json")),
-            stall_seconds=_float("NEWSLETTER_STALL_SECONDS", environ.get("NEWSLETTER_STALL_SECONDS"), 30.0),
+            stall_seconds=_positive(_float("NEWSLETTER_STALL_SECONDS", environ.get("NEWSLETTER_STALL_SECONDS"), 30.0),
+                                    "NEWSLETTER_STALL_SECONDS"),
             ses_topic_arns=tuple(a.strip() for a in environ.get("NEWSLETTER_SES_TOPIC_ARNS", "").split(",") if a.strip()),
         )
 
@@ -336,6 +337,12 @@ def _int(name: str, value: str | None, default: int, *, minimum: int) -> int:
         raise ConfigError(f"{name}: expected a whole number, got {value!r}") from None
     if number < minimum:
         raise ConfigError(f"{name}: must be at least {minimum}, got {number}")
+    return number
+
+
+def _positive(number: float, name: str) -> float:
+    if number <= 0:
+        raise ConfigError(f"{name}: must be more than 0 (seconds), got {number:g}")
     return number
 
 

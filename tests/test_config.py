@@ -55,6 +55,7 @@ def test_smtp_url_variants(url, expected):
         ("NEWSLETTER_BATCH_SIZE", "0", "at least 1"),
         ("NEWSLETTER_BATCH_SIZE", "many", "whole number"),
         ("NEWSLETTER_SEND_RATE", "-1", "must not be negative"),
+        ("NEWSLETTER_STALL_SECONDS", "0", "must be more than 0"),
         ("NEWSLETTER_POSTAL_ADDRESS", "1 Street\nCity", "one line"),
         ("NEWSLETTER_TEMPLATE_DIR", "/no/such/folder", "not a folder"),
         ("NEWSLETTER_SMPT_URL", "smtp://x", "unknown setting"),

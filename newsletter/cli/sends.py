@@ -98,6 +98,8 @@ def watch(send_id: int, *, timeout: float | None = None) -> int:
 
     from newsletter.send_health import SendHealth
 
+    with runtime.transaction() as session:
+        sending.get_send(session, send_id)  # an unknown send is one error line, before any progress bar
     started = time.monotonic()
     problem: str | None = None
     timed_out = False
@@ -161,9 +163,12 @@ def list_all(
     limit: int = typer.Option(20, "--limit", help="How many recent sends."),
     as_json: bool = typer.Option(False, "--json", help="A JSON array of objects instead of a table."),
 ) -> None:
-    """List recent sends with their counts (newest first)."""
-    with runtime.transaction() as session:
-        rows = [row.as_json() for row in sending.all_sends(session, limit)]
+    """List recent sends with their counts (newest first); --json carries each one's problem too."""
+    from newsletter.send_health import SendHealth
+
+    with runtime.transaction() as session, SendHealth(runtime.settings) as health:
+        rows = [{**row.as_json(), "problem": health.problem(session, row.send)}
+                for row in sending.all_sends(session, limit)]
     columns = [Col("id", keep=True, right=True), Col("issue_id", "issue", keep=True, right=True),
                Col("list", keep=True), Col("status"), Col("total", right=True), Col("sent", right=True),
                Col("failed", right=True), Col("pending", right=True), Col("started_at", "started"),
