@@ -358,7 +358,7 @@ from tests.test_web_journey import chromium, start_web  # noqa: E402,F401  (chro
 
 @pytest.mark.redis
 def test_the_admin_progress_json_send_page_and_dashboard_say_why(admin):  # noqa: F811
-    client = admin.client(NEWSLETTER_STALL_SECONDS="0")
+    client = admin.client(NEWSLETTER_STALL_SECONDS="0.001")
     login(client, "eddie")
     send_id = start_send(client, make_issue(admin))
     progress = client.get(f"/admin/sends/{send_id}/progress").json()

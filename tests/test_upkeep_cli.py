@@ -1,6 +1,9 @@
-"""Looking after issues and lists from the CLI, on SQLite and PostgreSQL: `issues duplicate`,
-`issues delete` (refused once the issue has any send), and `lists update` (including
---private / --public)."""
+"""Looking after issues and lists from the CLI: `issues duplicate`, `issues delete` (refused once
+the issue has any send), and `lists update` (including --private / --public).
+
+On SQLite: the domain functions under these commands are tried on PostgreSQL too, through the
+API (tests/test_upkeep_api.py); what is the CLI's own (options, messages, exit codes) does not
+depend on the database, and each CLI call starts a Python process."""
 
 from __future__ import annotations
 
@@ -15,8 +18,7 @@ def last_line(output: str) -> str:
     return output.strip().splitlines()[-1]
 
 
-def test_duplicate_makes_a_draft_and_delete_refuses_once_any_send_exists(cli_any_db):
-    cli = cli_any_db
+def test_duplicate_makes_a_draft_and_delete_refuses_once_any_send_exists(cli):
     cli("db", "upgrade")
     cli("lists", "create", "weekly", "--name", "Info War Weekly", "--from-email", "news@example.org")
     cli("subscribers", "add", "weekly", "ann@example.com", "--confirmed")
@@ -56,8 +58,7 @@ def test_duplicate_makes_a_draft_and_delete_refuses_once_any_send_exists(cli_any
         assert unknown.returncode == 1 and "no issue 9999" in unknown.stderr
 
 
-def test_lists_update_changes_what_is_given_and_refuses_bad_fields(cli_any_db):
-    cli = cli_any_db
+def test_lists_update_changes_what_is_given_and_refuses_bad_fields(cli):
     cli("db", "upgrade")
     cli("lists", "create", "weekly", "--name", "Info War Weekly", "--from-email", "news@example.org",
         "--reply-to", "desk@example.org")

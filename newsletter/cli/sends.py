@@ -167,8 +167,9 @@ def list_all(
     from newsletter.send_health import SendHealth
 
     with runtime.transaction() as session, SendHealth(runtime.settings) as health:
-        rows = [{**row.as_json(), "problem": health.problem(session, row.send)}
-                for row in sending.all_sends(session, limit)]
+        rows = [{**row.as_json(), "started_at": row.send.started_at, "finished_at": row.send.finished_at,
+                 "problem": health.problem(session, row.send)}
+                for row in sending.all_sends(session, limit)]  # times as in every other listing
     columns = [Col("id", keep=True, right=True), Col("issue_id", "issue", keep=True, right=True),
                Col("list", keep=True), Col("status"), Col("total", right=True), Col("sent", right=True),
                Col("failed", right=True), Col("pending", right=True), Col("started_at", "started"),
