@@ -259,7 +259,8 @@ class Newsletter:
         peak = 0.0
         started = time.perf_counter()
         with open(out, "w") as stdout, open(errors, "w") as stderr:
-            proc = subprocess.Popen([sys.executable, "-m", "newsletter", "send", issue_id], env=self.env,
+            # --again: each run sends the same issue to the same list once more, on purpose.
+            proc = subprocess.Popen([sys.executable, "-m", "newsletter", "send", issue_id, "--again"], env=self.env,
                                     cwd=self.folder, stdout=stdout, stderr=stderr)
             while proc.poll() is None:
                 # VmHWM, not wait4's ru_maxrss: that one starts from this (large) process's RSS at fork.
