@@ -26,7 +26,8 @@ from "pending" to "sending", and a row in "sending" is never mailed again.
   tasks were lost (see ``newsletter.tasks``).
 
 4xx replies and connection errors retry with backoff (``NEWSLETTER_RETRY_DELAY``, up to
-``NEWSLETTER_MAX_ATTEMPTS``); 5xx replies fail that person for good (an unknown mailbox is
+``NEWSLETTER_MAX_ATTEMPTS``); an SMTP server that cannot be reached at all (connect, TLS,
+login) gives up on nobody: the batch waits for its next try, as a send's does; 5xx replies fail that person for good (an unknown mailbox is
 also suppressed, as for a send). Someone who confirmed, left, or was suppressed since the
 run started is skipped and logged so.
 
@@ -37,12 +38,12 @@ from __future__ import annotations
 
 import logging
 import time
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from sqlalchemy.orm import Session, sessionmaker
 
 from newsletter.delivery import BatchResult, DeliveryPolicy, Transport, worker_name
-from newsletter.errors import PermanentDeliveryError, RenderError, TemporaryDeliveryError
+from newsletter.errors import PermanentDeliveryError, RenderError, SmtpUnreachable, TemporaryDeliveryError
 from newsletter.issues import RenderSettings
 from newsletter.messages import ascii_address
 from newsletter.models import ConfirmationRun, MailingList, utcnow
@@ -130,21 +131,26 @@ def deliver_batch(
                      extra={"confirmation_run": run_id, "smtp_code": exc.code})
         except TemporaryDeliveryError as exc:
             attempts = row.attempts + 1
-            if attempts >= policy.max_attempts:
+            # No session with the server (connect, TLS, login): not this person's doing, so it never
+            # gives up on them, and the whole batch waits for the server's next try (as a send does).
+            unreachable = isinstance(exc, SmtpUnreachable)
+            delay = policy.connect_backoff(attempts) if unreachable else policy.backoff(attempts)
+            if attempts >= policy.max_attempts and not unreachable:
                 result.failed += 1
                 _record(sessions, row, status="failed", code=exc.code, message_id=message_id,
                         reply=f"gave up after {attempts} attempts: {exc}")
             else:
                 result.retrying += 1
                 _record(sessions, row, status="pending", code=exc.code, reply=str(exc), message_id=message_id,
-                        next_attempt_at=utcnow() + timedelta(seconds=policy.backoff(attempts)))
+                        next_attempt_at=utcnow() + timedelta(seconds=delay))
             log.info("confirmation run %s row %s: temporary error, attempt %d: %s", run_id, row.row_id, attempts, exc,
                      extra={"confirmation_run": run_id, "smtp_code": exc.code})
             if exc.code is None:
-                # The server cannot be reached: the rest of the batch would fail the same way.
+                # The connection failed: the rest of the batch would fail the same way.
                 result.stopped = f"SMTP server unreachable: {exc}"
-                _release(sessions, run_id, first_id, last_id, me)
-                result.run_again_in = policy.backoff(attempts)
+                _release(sessions, run_id, first_id, last_id, me,
+                         due_at=utcnow() + timedelta(seconds=delay) if unreachable else None)
+                result.run_again_in = delay
                 return result
         else:
             result.sent += 1
@@ -169,9 +175,10 @@ def _record(sessions: sessionmaker[Session], row: store.Claimed, **outcome: obje
         store.record_outcome(session, row, **outcome)  # type: ignore[arg-type]
 
 
-def _release(sessions: sessionmaker[Session], run_id: int, first_id: int, last_id: int, me: str) -> None:
+def _release(sessions: sessionmaker[Session], run_id: int, first_id: int, last_id: int, me: str,
+             due_at: datetime | None = None) -> None:
     with sessions() as session, session.begin():
-        store.release(session, run_id, first_id, last_id, me)
+        store.release(session, run_id, first_id, last_id, me, due_at=due_at)
 
 
 def _is_unknown_user(exc: PermanentDeliveryError) -> bool:

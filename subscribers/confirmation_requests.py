@@ -477,13 +477,18 @@ def renew(session: Session, run_id: int, first_id: int, last_id: int, me: str, s
     )
 
 
-def release(session: Session, run_id: int, first_id: int, last_id: int, me: str) -> None:
-    """Give back the pending rows this worker holds (it stops early; another may take them)."""
+def release(session: Session, run_id: int, first_id: int, last_id: int, me: str, *,
+            due_at: datetime | None = None) -> None:
+    """Give back the pending rows this worker holds (it stops early; another may take them), due again
+    only at ``due_at`` if given (the SMTP server's next try)."""
+    values: dict[str, Any] = {"claimed_by": None, "claim_expires": None}
+    if due_at is not None:
+        values["next_attempt_at"] = due_at
     session.execute(
         update(ConfirmationMail)
         .where(ConfirmationMail.run_id == run_id, ConfirmationMail.id.between(first_id, last_id),
                ConfirmationMail.claimed_by == me, ConfirmationMail.status == "pending")
-        .values(claimed_by=None, claim_expires=None)
+        .values(**values)
         .execution_options(synchronize_session=False)
     )
 

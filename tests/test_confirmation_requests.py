@@ -253,6 +253,32 @@ def test_someone_who_confirmed_or_was_suppressed_meanwhile_is_skipped(sessions, 
     }
 
 
+def test_an_unreachable_smtp_server_gives_up_on_nobody_and_the_batch_waits_for_its_next_try(sessions, capture):
+    with db.transaction(sessions) as s:
+        create_list(s, "weekly", name="Info War Weekly", from_email="news@example.org")
+        for address in ("ann@example.com", "bob@example.com"):
+            add_subscriber(s, "weekly", address, confirmed=False, source="import")
+        started = confirmation_requests.start_run(s, "weekly", batch_size=100)
+    capture.stop()  # nothing listens on its port now
+    render = RenderSettings.create(base_url="https://news.example.org", postal_address="1 Example Street",
+                                   user_template_dir=None)
+    with SmtpTransport(SmtpSettings("127.0.0.1", capture.port), timeout=5) as transport:
+        result = deliver_batch(sessions, transport, render, TokenSigner("test-secret-key-0123456789"),
+                               started.run_id, *started.batches[0], confirm_days=7,  # type: ignore[arg-type]
+                               policy=DeliveryPolicy(max_attempts=1, retry_delay=60, max_connect_retry_delay=120))
+    assert (result.sent, result.failed, result.retrying) == (0, 0, 1)
+    assert result.stopped is not None and result.run_again_in == 60
+    with sessions() as s:
+        rows = s.scalars(select(ConfirmationMail).where(ConfirmationMail.run_id == started.run_id)
+                         .order_by(ConfirmationMail.id)).all()
+    # One attempt was the most allowed, yet nobody failed: the server's trouble is not theirs. Both rows
+    # wait for the next try, the one not tried as well (no worker takes it meanwhile only to fail the same way).
+    assert [(r.email, r.status, r.claimed_by) for r in rows] == [
+        ("ann@example.com", "pending", None), ("bob@example.com", "pending", None)]
+    assert all(r.next_attempt_at is not None and r.next_attempt_at > utcnow() + timedelta(seconds=30) for r in rows)
+    assert rows[0].attempts == 1 and rows[1].attempts == 0
+
+
 # --- the API --------------------------------------------------------------------------------------
 
 
