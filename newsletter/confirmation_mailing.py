@@ -50,6 +50,7 @@ from newsletter.models import ConfirmationRun, MailingList, utcnow
 from newsletter.notices import confirmation_message
 from newsletter.outbound import PLAIN, Outbound
 from newsletter.send_control import ControlUnavailable, RateLimiter
+from newsletter.transport import is_unknown_user
 from subscribers import confirmation_requests as store
 from subscribers.consent import PendingConfirmation
 from subscribers.tokens import TokenSigner
@@ -126,7 +127,7 @@ def deliver_batch(
         except PermanentDeliveryError as exc:
             result.failed += 1
             _record(sessions, row, status="failed", code=exc.code, reply=str(exc), message_id=message_id,
-                    suppress_as_hard_bounce=_is_unknown_user(exc))
+                    suppress_as_hard_bounce=is_unknown_user(exc))
             log.info("confirmation run %s row %s failed: %s", run_id, row.row_id, exc,
                      extra={"confirmation_run": run_id, "smtp_code": exc.code})
         except TemporaryDeliveryError as exc:
@@ -179,9 +180,3 @@ def _release(sessions: sessionmaker[Session], run_id: int, first_id: int, last_i
              due_at: datetime | None = None) -> None:
     with sessions() as session, session.begin():
         store.release(session, run_id, first_id, last_id, me, due_at=due_at)
-
-
-def _is_unknown_user(exc: PermanentDeliveryError) -> bool:
-    from newsletter.transport import is_unknown_user
-
-    return is_unknown_user(exc)
