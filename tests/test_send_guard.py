@@ -9,7 +9,7 @@ from __future__ import annotations
 import html
 import re
 from collections import Counter
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from playwright.sync_api import expect
@@ -218,6 +218,11 @@ def test_the_api_answers_409_with_the_same_explanation_and_takes_repeat(api_with
     assert only_new["audience"] == "new" and only_new["total"] == 1
     again = api.post("/api/sends", json={"issue_id": issue["id"], "repeat": "again"}, expect=201).json()
     assert again["audience"] == "all" and again["total"] == 2
+    later = (datetime.now(UTC) + timedelta(days=1)).isoformat(timespec="seconds")
+    planned = api.post("/api/sends", json={"issue_id": issue["id"], "repeat": "again", "at": later}, expect=201).json()
+    error = assert_error(api.post("/api/sends", json={"issue_id": issue["id"], "repeat": "only_new"}), 409,
+                         says=f"send {planned['id']} is scheduled for")
+    assert f"POST /api/sends/{planned['id']}/cancel" in error["message"] and '"repeat"' not in error["message"]
 
     api.make_list("quiet")
     api.make_subscriber("dan@example.com", "quiet", confirmed=False)

@@ -16,7 +16,7 @@ from newsletter import scheduling, sending
 from newsletter.api.auth import SendEditor
 from newsletter.api.common import errors, path_id, render_settings
 from newsletter.api.schemas import DeliveryOut, DeliveryPage, SendCreate, SendOut, SendReschedule, SendsOut
-from newsletter.audience import Repeat, SendRefused
+from newsletter.audience import Repeat, SendRefused, scheduled_for_everyone
 from newsletter.errors import Conflict
 from newsletter.models import DELIVERY_STATUSES
 from newsletter.send_health import SendHealth
@@ -67,7 +67,7 @@ def start_send(request: Request, body: SendCreate, caller: SendEditor) -> SendOu
     state = web(request)
     settings = render_settings(request)
     repeat = Repeat(body.repeat) if body.repeat else Repeat.NO
-    with state.transaction() as session, _refusals_for_the_api():
+    with state.transaction() as session, _refusals_for_the_api(repeat):
         if body.at is not None:
             send = scheduling.schedule_send(session, body.issue_id, body.at, settings, list_slug=body.list,
                                             repeat=repeat)
@@ -82,14 +82,18 @@ def start_send(request: Request, body: SendCreate, caller: SendEditor) -> SendOu
 
 
 @contextmanager
-def _refusals_for_the_api() -> Iterator[None]:
+def _refusals_for_the_api(repeat: Repeat) -> Iterator[None]:
     """A refused send (see newsletter.audience) says how to go on in the API's own terms."""
     try:
         yield
     except SendRefused as exc:
-        if exc.reason == "already_sent":
+        scheduled = scheduled_for_everyone(exc.earlier)
+        if exc.reason == "already_sent" and repeat is Repeat.NO:
             hint = ('to send it anyway, repeat the request with "repeat": "again" (everyone again) or '
                     '"repeat": "only_new" (only the confirmed subscribers who got no copy yet)')
+        elif exc.reason == "already_sent" and scheduled is not None:
+            # "only_new" beside a send scheduled for everyone: repeating the request cannot help.
+            hint = f"to send now instead, cancel it with POST /api/sends/{scheduled.id}/cancel and send again"
         elif exc.counts is not None and exc.counts.confirmed:
             hint = ""  # everyone confirmed already got it: the summary says so
         elif exc.counts is not None and exc.counts.askable:
