@@ -36,6 +36,7 @@ from sqlalchemy import func, or_, select
 from sqlalchemy.orm import Session
 
 from newsletter.config import Settings
+from newsletter.delivery import DeliveryPolicy
 from newsletter.errors import NewsletterError
 from newsletter.models import Delivery, Send
 from newsletter.send_control import PREFIX, stats_key, trouble_key
@@ -46,8 +47,8 @@ HEARTBEAT_SECONDS = 5.0
 HEARTBEAT_TTL = 15  # three missed beats: the worker is gone
 WORKERS_KEY = f"{PREFIX}:workers"
 TROUBLE_TTL = 7 * 86400
-#: How long a worker's claim on rows lasts (``DeliveryPolicy.claim_seconds``).
-CLAIM_SECONDS = 30.0
+#: How long a worker's claim on rows lasts.
+CLAIM_SECONDS = DeliveryPolicy.claim_seconds
 AUTO_PAUSE = "paused automatically"
 #: A worker that sends records its progress every second or so; this long without any, while it
 #: holds rows, is a hang, whatever a (short, test) NEWSLETTER_STALL_SECONDS says.
