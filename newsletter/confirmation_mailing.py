@@ -85,9 +85,7 @@ def deliver_batch(
             return result
         mailing_list = session.get(MailingList, run.list_id)
         assert mailing_list is not None
-        # The link's time is the run's: it lives its whole lifetime from this request, not from the import.
-        issued_at = int(run.created_at.timestamp())
-        tag = f"confirm-run.{run.id}.{issued_at:x}"
+        tag = f"confirm-run.{run.id}.{int(run.created_at.timestamp()):x}"
         rows = store.claim(session, run_id, first_id, last_id, me, policy.claim_seconds)
     if not rows:
         return _after(sessions, result, run_id, first_id, last_id)
@@ -98,7 +96,10 @@ def deliver_batch(
             last_renew = time.monotonic()
             with sessions() as session, session.begin():
                 store.renew(session, run_id, first_id, last_id, me, policy.claim_seconds)
-        pending = PendingConfirmation(row.subscription_id, row.subscriber_id, row.email, row.name, mailing_list, issued_at)
+        # The link's time is its email's, not the import's nor the run's start: it lives the whole lifetime
+        # the email promises, however long a rate-limited run (or an SMTP outage) takes to reach this person.
+        pending = PendingConfirmation(row.subscription_id, row.subscriber_id, row.email, row.name, mailing_list,
+                                      int(time.time()))
         try:
             message, recipient = confirmation_message(
                 pending, render, signer, confirm_days=confirm_days, asked_by_list=True, message_tag=tag, log_id=row.row_id,

@@ -22,8 +22,8 @@ too, as small functions over a Session; the loop that mails them is
 kept from mailing anyone twice.
 
 Confirming through such an email is the ordinary ``/confirm/{token}`` flow: the token is
-issued at the run's start (not at the subscription's import), so the link lives its full
-lifetime, and an unconfirmed subscription always accepts it.
+issued when its email is made (not at the subscription's import, nor at the run's start), so
+the link lives its full lifetime, and an unconfirmed subscription always accepts it.
 """
 
 from __future__ import annotations

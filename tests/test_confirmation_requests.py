@@ -280,6 +280,21 @@ def test_an_unreachable_smtp_server_gives_up_on_nobody_and_the_batch_waits_for_i
     assert rows[0].attempts == 1 and rows[1].attempts == 0
 
 
+def test_a_link_mailed_days_after_the_request_started_lives_its_whole_lifetime(sessions, capture):
+    with db.transaction(sessions) as s:
+        create_list(s, "weekly", name="Info War Weekly", from_email="news@example.org")
+        add_subscriber(s, "weekly", "ann@example.com", confirmed=False, source="import")
+        started = confirmation_requests.start_run(s, "weekly", batch_size=100)
+        # A slow, rate-limited run (or one that waited out an SMTP outage) reaches ann 8 days after it started.
+        s.execute(update(ConfirmationRun).where(ConfirmationRun.id == started.run_id)
+                  .values(created_at=utcnow() - timedelta(days=8)))
+    before = int(time.time())
+    assert _batch(sessions, capture, started.run_id, *started.batches[0]).sent == 1  # type: ignore[arg-type]
+    (mail,) = [message_from_bytes(m.data, policy=policy.default) for m in capture.messages]
+    claims = TokenSigner("test-secret-key-0123456789").verify(confirm_token(mail), "confirm", max_age=7 * 86400)
+    assert claims.issued_at >= before  # "valid for 7 days" holds from the email, not from the run's start
+
+
 # --- the API --------------------------------------------------------------------------------------
 
 
