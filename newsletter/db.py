@@ -11,7 +11,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from sqlalchemy import Engine, create_engine, event, inspect
+from sqlalchemy import Engine, create_engine, event, func, inspect, select
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -131,3 +131,19 @@ def insert_on_conflict_ignore(session: Session, table, *, index_elements: list[s
     else:
         from sqlalchemy.dialects.sqlite import insert
     return insert(table).on_conflict_do_nothing(index_elements=index_elements)
+
+
+def id_ranges(session: Session, id_column, conditions, batch_size: int) -> list[tuple[int, int]]:  # type: ignore[no-untyped-def]
+    """The ids of the rows matching ``conditions``, in order, as inclusive ranges of ``batch_size`` rows
+    each (a range may span ids of rows that do not match), computed in the database."""
+    numbered = (
+        select(id_column.label("row_id"), func.row_number().over(order_by=id_column).label("n"))
+        .where(*conditions)
+        .subquery()
+    )
+    row_id = numbered.c.row_id
+    starts = list(session.scalars(select(row_id).where((numbered.c.n - 1) % batch_size == 0).order_by(row_id)))
+    if not starts:
+        return []
+    last = session.scalar(select(func.max(row_id)))
+    return [(start, (starts[i + 1] - 1) if i + 1 < len(starts) else last) for i, start in enumerate(starts)]

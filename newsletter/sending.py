@@ -18,6 +18,7 @@ from sqlalchemy import Select, func, insert, literal, select, update
 from sqlalchemy.orm import Session
 
 from newsletter.audience import Audience, Repeat, check_send, empty_refusal, list_counts, mailed
+from newsletter.db import id_ranges
 from newsletter.delivery import Claimed
 from newsletter.errors import Conflict, InvalidInput, NotFound
 from newsletter.issues import Links, RenderSettings, get_issue
@@ -197,12 +198,7 @@ def pending_batches(session: Session, send_id: int, batch_size: int, *, due_only
             (Delivery.claim_expires.is_(None)) | (Delivery.claim_expires < now),
             (Delivery.next_attempt_at.is_(None)) | (Delivery.next_attempt_at <= now),
         ]
-    numbered = select(Delivery.id, func.row_number().over(order_by=Delivery.id).label("n")).where(*conditions).subquery()
-    starts = list(session.scalars(select(numbered.c.id).where((numbered.c.n - 1) % batch_size == 0).order_by(numbered.c.id)))
-    if not starts:
-        return []
-    last = session.scalar(select(func.max(numbered.c.id)))
-    return [(start, (starts[i + 1] - 1) if i + 1 < len(starts) else last) for i, start in enumerate(starts)]
+    return id_ranges(session, Delivery.id, conditions, batch_size)
 
 
 def get_send(session: Session, send_id: int) -> Send:

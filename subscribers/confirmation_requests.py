@@ -36,7 +36,7 @@ from typing import Any
 from sqlalchemy import and_, case, exists, func, insert, literal, not_, or_, select, update
 from sqlalchemy.orm import Session
 
-from newsletter.db import insert_on_conflict_ignore
+from newsletter.db import id_ranges, insert_on_conflict_ignore
 from newsletter.errors import InvalidInput, NotFound
 from newsletter.models import (
     CONFIRMATION_MAIL_STATUSES,
@@ -186,16 +186,7 @@ def pending_batches(session: Session, run_id: int, batch_size: int, *, due_only:
             or_(ConfirmationMail.claim_expires.is_(None), ConfirmationMail.claim_expires < now),
             or_(ConfirmationMail.next_attempt_at.is_(None), ConfirmationMail.next_attempt_at <= now),
         ]
-    numbered = (
-        select(ConfirmationMail.id, func.row_number().over(order_by=ConfirmationMail.id).label("n"))
-        .where(*conditions)
-        .subquery()
-    )
-    starts = list(session.scalars(select(numbered.c.id).where((numbered.c.n - 1) % batch_size == 0).order_by(numbered.c.id)))
-    if not starts:
-        return []
-    last = session.scalar(select(func.max(numbered.c.id)))
-    return [(start, (starts[i + 1] - 1) if i + 1 < len(starts) else last) for i, start in enumerate(starts)]
+    return id_ranges(session, ConfirmationMail.id, conditions, batch_size)
 
 
 def unfinished_runs(session: Session) -> list[int]:
