@@ -128,6 +128,11 @@ class EarlierSend:
     finished_at: datetime | None
     scheduled_at: datetime | None
 
+    @property
+    def reached_no_one(self) -> bool:
+        """Cancelled before anyone got a copy, or finished with no one to mail: it blocks no later send."""
+        return (self.status == "cancelled" and not self.got_it) or (self.status == "finished" and not self.total)
+
     def state(self) -> str:
         """E.g. "finished 2026-12-04 08:00 UTC: 194 of 194 got it", "scheduled for ..."."""
         if self.status == "scheduled":
@@ -168,8 +173,8 @@ class SendRefused(Conflict):
 
 
 def earlier_sends(session: Session, issue_id: int, list_id: int) -> tuple[EarlierSend, ...]:
-    """The sends of the issue to the list, oldest first: all but those cancelled before anyone got a copy
-    (a send cancelled halfway did reach people)."""
+    """The sends of the issue to the list, oldest first: all but those that reached no one (a send
+    cancelled halfway did reach people)."""
     got_it = (
         select(func.count()).where(Delivery.send_id == Send.id, Delivery.status.in_(("sent", "bounced")))
         .correlate(Send).scalar_subquery()
@@ -180,7 +185,7 @@ def earlier_sends(session: Session, issue_id: int, list_id: int) -> tuple[Earlie
         .where(Send.issue_id == issue_id, Send.list_id == list_id)
         .order_by(Send.id)
     ).all()
-    return tuple(e for e in (EarlierSend(*row) for row in rows) if e.status != "cancelled" or e.got_it)
+    return tuple(e for e in (EarlierSend(*row) for row in rows) if not e.reached_no_one)
 
 
 def scheduled_for_everyone(earlier: tuple[EarlierSend, ...]) -> EarlierSend | None:

@@ -171,9 +171,12 @@ def test_a_send_cancelled_after_some_got_it_counts_and_a_scheduled_send_for_ever
             add_subscriber(session, "weekly", f"{name}@example.com", confirmed=True)
         issue, _ = create_issue(session, "weekly", read_issue_file(SAMPLE_ISSUE), RENDER)
         issue_id = issue.id
-        # Cancelled before anyone got it: it blocks nothing.
+        # Cancelled before anyone got it: it blocks nothing. Nor does one that found no one to mail.
         untouched, _ = sending.start_send(session, issue_id, RENDER, batch_size=10)
         sending.cancel_send(session, untouched.id)
+        nobody = Send(issue_id=issue_id, list_id=untouched.list_id, status="finished", subject="s", html="h", text="t",
+                      total=0, created_at=now, started_at=now, finished_at=now)
+        session.add(nobody)
         # Cancelled halfway, after ann got her copy: that counts.
         halfway, _ = sending.start_send(session, issue_id, RENDER, batch_size=10)
         session.execute(update(Delivery).where(Delivery.send_id == halfway.id, Delivery.email == "ann@example.com")
