@@ -372,13 +372,16 @@ class SendHealth:
     """Finds sends' problems for one edge (a CLI command, a web request), from the settings it is given.
 
     Redis is asked only for sends that are sending (or overdue scheduled ones); close() when done.
+    ``shared`` holds a client (its connection pool) kept across edge calls, e.g. the web app's for
+    every request and every progress poll; without it each SendHealth connects anew.
     """
 
-    def __init__(self, settings: Settings, *, timeout: float = 2.0) -> None:
+    def __init__(self, settings: Settings, *, timeout: float = 2.0, shared: list[redis.Redis] | None = None) -> None:
         self.settings = settings
         self.stall_seconds = settings.stall_seconds
         self.timeout = timeout
-        self._client: redis.Redis | None = None
+        self._shared = shared
+        self._client: redis.Redis | None = shared[0] if shared else None
         self._broker = broker_name(settings)
         self._unreachable: str | None = None
 
@@ -418,10 +421,12 @@ class SendHealth:
                 self._unreachable = str(exc).removeprefix("NEWSLETTER_BROKER_URL: ")
                 return None
             self._client = redis.Redis.from_url(url, socket_timeout=self.timeout, socket_connect_timeout=self.timeout)
+            if self._shared is not None:
+                self._shared.append(self._client)
         return self._client
 
     def close(self) -> None:
-        if self._client is not None:
+        if self._client is not None and self._shared is None:
             self._client.close()
             self._client = None
 

@@ -369,6 +369,11 @@ def test_the_admin_progress_json_send_page_and_dashboard_say_why(admin):  # noqa
     for path in ("/admin", "/admin/sends"):
         listing = client.get(path).text
         assert f'id="problem-{send_id}"' in listing and f"Send #{send_id} is stuck:" in listing, path
+    # Every page and poll above asked Redis through one client the app keeps, not one of its own each.
+    [shared] = client.app.state.web.health_client
+    for _ in range(3):
+        client.get(f"/admin/sends/{send_id}/progress")
+    assert client.app.state.web.health_client == [shared]
 
     paused = client.post(f"/admin/sends/{send_id}/pause", data={"csrf_token": csrf(client)})
     assert paused.status_code == 303

@@ -9,7 +9,6 @@ from newsletter import sending
 from newsletter.accounts import Caller
 from newsletter.admin.auth import LoggedIn
 from newsletter.admin.pages import page
-from newsletter.send_health import SendHealth
 from newsletter.web.context import web
 from subscribers.lists import all_lists_with_counts
 
@@ -19,7 +18,7 @@ router = APIRouter()
 @router.get("/")
 def dashboard(request: Request, caller: Caller = LoggedIn) -> HTMLResponse:
     caller.require("lists:read")
-    with web(request).transaction() as session, SendHealth(web(request).settings) as health:
+    with web(request).transaction() as session, web(request).send_health() as health:
         lists = all_lists_with_counts(session)
         sends = sending.all_sends(session, 10) if caller.may("sends") else []
         problems = {row.send.id: health.problem(session, row.send) for row in sends}  # why a send is stuck

@@ -74,7 +74,7 @@ def progress(session: Session, send_id: int, health: SendHealth) -> dict[str, ob
 
 @router.get("/sends")
 def all_sends(request: Request, caller: Caller = Sender) -> HTMLResponse:
-    with web(request).transaction() as session, SendHealth(web(request).settings) as health:
+    with web(request).transaction() as session, web(request).send_health() as health:
         rows = sending.all_sends(session, 50)
         problems = {row.send.id: health.problem(session, row.send) for row in rows}
     return page(request, caller, "sends.html", rows=rows, problems=problems)
@@ -82,7 +82,7 @@ def all_sends(request: Request, caller: Caller = Sender) -> HTMLResponse:
 
 @router.get("/sends/{send_id:int}")
 def one_send(request: Request, send_id: int, caller: Caller = Sender) -> HTMLResponse:
-    with web(request).transaction() as session, SendHealth(web(request).settings) as health:
+    with web(request).transaction() as session, web(request).send_health() as health:
         data = progress(session, send_id, health)
         issue = session.get(Issue, data["issue_id"])
     return page(request, caller, "send.html", send=data, issue=issue, statuses=DELIVERY_STATUSES)
@@ -90,7 +90,7 @@ def one_send(request: Request, send_id: int, caller: Caller = Sender) -> HTMLRes
 
 @router.get("/sends/{send_id:int}/progress")
 def progress_json(request: Request, send_id: int, caller: Caller = Sender) -> JSONResponse:
-    with web(request).transaction() as session, SendHealth(web(request).settings) as health:
+    with web(request).transaction() as session, web(request).send_health() as health:
         return JSONResponse(progress(session, send_id, health))
 
 
@@ -142,7 +142,7 @@ def _steer(request: Request, caller: Caller, send_id: int, done: str,
 
 
 def _conflict(request: Request, caller: Caller, send_id: int, message: str) -> HTMLResponse:
-    with web(request).transaction() as session, SendHealth(web(request).settings) as health:
+    with web(request).transaction() as session, web(request).send_health() as health:
         data = progress(session, send_id, health)
         issue = session.get(Issue, data["issue_id"])
     return page(request, caller, "send.html", status=409, send=data, issue=issue, statuses=DELIVERY_STATUSES,

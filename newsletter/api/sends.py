@@ -19,7 +19,6 @@ from newsletter.api.schemas import DeliveryOut, DeliveryPage, SendCreate, SendOu
 from newsletter.audience import Repeat, SendRefused, scheduled_for_everyone
 from newsletter.errors import Conflict
 from newsletter.models import DELIVERY_STATUSES
-from newsletter.send_health import SendHealth
 from newsletter.send_queue import queue_batches, queue_resumed
 from newsletter.web.context import web
 
@@ -48,7 +47,7 @@ def send_out(counts: sending.SendCounts, problem: str | None = None) -> SendOut:
 
 def _status(request: Request, send_id: int) -> SendOut:
     state = web(request)
-    with state.reading() as session, SendHealth(state.settings) as health:
+    with state.reading() as session, state.send_health() as health:
         counts = sending.send_counts(session, send_id)
         return send_out(counts, health.problem(session, counts.send))
 
@@ -109,7 +108,7 @@ def all_sends(
     request: Request, caller: SendEditor, limit: Annotated[int, Query(ge=1, le=500, description="How many.")] = 50
 ) -> SendsOut:
     state = web(request)
-    with state.reading() as session, SendHealth(state.settings) as health:
+    with state.reading() as session, state.send_health() as health:
         return SendsOut(items=[send_out(row, health.problem(session, row.send)) for row in sending.all_sends(session, limit)])
 
 

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from fastapi import Request
 from prometheus_client import CollectorRegistry
@@ -20,6 +20,9 @@ from newsletter.config import Settings
 from newsletter.web.ratelimit import LoginLimiter, SubscribeLimiter
 from subscribers.consent import ConfirmationRequest
 from subscribers.tokens import TokenSigner
+
+if TYPE_CHECKING:
+    from newsletter.send_health import SendHealth
 
 TEMPLATE_DIR = Path(__file__).resolve().parent.parent.parent / "templates" / "web"
 STATIC_DIR = TEMPLATE_DIR / "static"
@@ -38,6 +41,13 @@ class Web:
     root: str  # the path of NEWSLETTER_BASE_URL ("" or e.g. "/news"): every route lives under it
     metrics: CollectorRegistry | None = None  # what GET /metrics reports
     login_limiter: LoginLimiter | None = None  # failed admin logins per IP and per username
+    health_client: list[Any] = field(default_factory=list)  # SendHealth's Redis client, made on first use, kept
+
+    def send_health(self) -> SendHealth:
+        """Why sends are stuck, for this request: one Redis client for all requests and progress polls."""
+        from newsletter.send_health import SendHealth
+
+        return SendHealth(self.settings, shared=self.health_client)
 
     @contextmanager
     def transaction(self) -> Iterator[Session]:
