@@ -25,6 +25,7 @@ from sqlalchemy import (
     UniqueConstraint,
     false,
     text,
+    true,
 )
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
@@ -316,6 +317,8 @@ class BounceEvent(Base):
     source: Mapped[str] = mapped_column(String(32))  # "smtp", "ses", "webhook"
     detail: Mapped[str] = mapped_column(Text, default="")
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    # False: the report carried no proof that we mailed the address; kept for review, it changed nothing.
+    proven: Mapped[bool] = mapped_column(Boolean, server_default=true())
 
 
 class AdminUser(Base):

@@ -17,15 +17,33 @@ ends in :func:`record_bounce`, so the rules are the same whoever reports the eve
   unsubscribe event): the address leaves that list only; nothing is suppressed, so the
   reader may subscribe again.
 
+**Only a proven event acts.** Anyone can mail the bounce address or write a report
+naming any address, so an event changes something only when it proves that we mailed
+that address the message it is about. The proof is one of (see :func:`find_proof`):
+
+* a delivery: our signed VERP return path names it, or the original message's
+  Message-ID is the one that delivery carried and it went to that very address
+  (:func:`find_delivery`);
+* the Message-ID of a confirmation email (a request to confirm) to that address;
+* a signed unsubscribe link of ours (the original's List-Unsubscribe header or footer)
+  made for the subscriber with that address: every message we send carries one,
+  confirmation emails included;
+* for a mailed unsubscribe, the signed token of the List-Unsubscribe mailto address.
+
+An event without proof is stored with ``proven`` false, for an admin to review
+(``newsletter bounces ls --unproven``, the admin's Bounces page), and changes nothing:
+no delivery is marked, nothing is suppressed or ended, and it counts toward no limit.
+
 An event is stored once: a repeat of the same kind for the same delivery changes and
 counts nothing (mail servers send a delay warning more than once, SNS retries its
 POSTs). Without a known delivery, an event is a repeat when the same address, kind and
-detail arrived within the last 24 hours.
+detail arrived within the last 24 hours (a proven one only repeats a proven one).
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -33,9 +51,21 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from newsletter.errors import InvalidInput, NotFound
-from newsletter.models import BOUNCE_KINDS, BounceEvent, Delivery, MailingList, Send, Subscriber, Subscription, utcnow
+from newsletter.models import (
+    BOUNCE_KINDS,
+    BounceEvent,
+    ConfirmationMail,
+    ConfirmationRun,
+    Delivery,
+    MailingList,
+    Send,
+    Subscriber,
+    Subscription,
+    utcnow,
+)
 from subscribers.addresses import normalise_email
 from subscribers.suppressions import suppress
+from subscribers.tokens import TokenSigner
 
 SOURCES = ("smtp", "ses", "webhook")
 REPEAT_WINDOW = timedelta(hours=24)
@@ -49,6 +79,12 @@ UNSUBSCRIBE_END_REASONS = {
 # A suppression for a soft bounce gives way to a stronger reason; any other reason stays.
 _UPGRADABLE = {"soft_bounce": ("hard_bounce", "complaint")}
 _MESSAGE_ID = re.compile(r"<?\s*(\d{1,19})\.[^<>\s@]+@[^<>\s]+\s*>?")
+# A signed unsubscribe token where our mail puts one: the List-Unsubscribe mailto (unsubscribe+TOKEN@)
+# and the unsubscribe link (/unsubscribe/TOKEN). See subscribers.tokens for the format.
+_UNSUBSCRIBE_TOKEN = re.compile(rb"unsubscribe(?:\+|/)(v1\.\d{1,19}\.\d{1,19}\.\d{1,19}\.[A-Za-z0-9_-]{24})(?![A-Za-z0-9_-])")
+_MAX_ID = 2**63 - 1  # a BIGINT: a larger number in a stranger's Message-ID names no row (and must not reach the database)
+MAX_TOKENS = 20  # distinct tokens checked per report: a real one quotes one or two
+UNPROVEN_NOTE = "no VERP address, Message-ID or signed link of ours for this address"
 
 
 @dataclass(frozen=True)
@@ -65,6 +101,7 @@ class BounceOutcome:
     suppressed: str | None = None  # the suppression reason this event set (new or upgraded)
     unsubscribed: tuple[str, ...] = ()  # slugs of the lists it ended
     soft_count: int | None = None  # soft bounces within the window, this one included
+    proven: bool = True  # False: stored for review only, nothing changed
 
     def summary(self) -> str:
         """One line for a log: ``hard bounce ann@example.com (delivery 12): delivery bounced, suppressed hard_bounce``."""
@@ -75,6 +112,8 @@ class BounceOutcome:
         where = f" (delivery {self.delivery_id})" if self.delivery_id is not None else ""
         if self.repeated:
             return f"{what[self.kind]} {self.email}{where}: repeat of an event already recorded, nothing changed"
+        if not self.proven:
+            return f"{what[self.kind]} {self.email}: unproven ({UNPROVEN_NOTE}), kept for review, nothing changed"
         done = []
         if self.delivery_bounced:
             done.append("delivery bounced")
@@ -101,6 +140,16 @@ class EventRow:
     delivery_id: int | None
     send_id: int | None
     detail: str
+    proven: bool
+
+
+@dataclass(frozen=True)
+class Proof:
+    """What shows that we mailed an address the message a report is about."""
+
+    how: str  # for the log: "the Message-ID of a delivery to that address", ...
+    delivery_id: int | None = None
+    list_id: int | None = None  # the list of the mail, when no delivery is known
 
 
 def record_bounce(
@@ -114,14 +163,19 @@ def record_bounce(
     soft_limit: int,
     soft_days: float,
     list_id: int | None = None,
+    proof: str | None = None,
     now: datetime | None = None,
 ) -> BounceOutcome:
-    """Store a bounce, delay warning, complaint or unsubscribe event and act on it (see the module docstring).
+    """Store a bounce, delay warning, complaint or unsubscribe event and act on it if it is proven (see the module docstring).
 
     With a ``delivery_id`` the event is about the address that delivery went to (``email``
-    may then be None); ``list_id`` names the list of an unsubscribe or complaint when no
-    delivery is known. Raises InvalidInput (unknown kind or source, bad address, neither
-    address nor delivery), NotFound (no such delivery or list).
+    may then be None), and proven: pass one only when the report named it (a signed VERP
+    address, or :func:`find_delivery`). Without one, the event is proven only when
+    ``proof`` says what proved it (:func:`find_proof`, a verified unsubscribe token);
+    otherwise it is stored unproven and changes nothing. ``list_id`` names the list of an
+    unsubscribe or complaint when no delivery is known. Raises InvalidInput (unknown kind
+    or source, bad address, neither address nor delivery), NotFound (no such delivery or
+    list).
     """
     if kind not in BOUNCE_KINDS:
         raise InvalidInput(f"unknown kind {kind!r}; use one of {', '.join(BOUNCE_KINDS)}", where="kind")
@@ -142,11 +196,16 @@ def record_bounce(
     if list_id is not None and session.get(MailingList, list_id) is None:
         raise NotFound(f"no list {list_id}")
 
-    if _is_repeat(session, address, kind, delivery, detail, now):
-        return BounceOutcome(address, kind, source, delivery_id, None, repeated=True)
-    event = BounceEvent(email=address, delivery_id=delivery_id, kind=kind, source=source, detail=detail, created_at=now)
+    proven = delivery is not None or proof is not None
+    if _is_repeat(session, address, kind, delivery, detail, now, proven):
+        return BounceOutcome(address, kind, source, delivery_id, None, repeated=True, proven=proven)
+    event = BounceEvent(
+        email=address, delivery_id=delivery_id, kind=kind, source=source, detail=detail, created_at=now, proven=proven
+    )
     session.add(event)
     session.flush()
+    if not proven:
+        return BounceOutcome(address, kind, source, None, event.id, proven=False)
 
     delivery_bounced = False
     if kind in ("hard", "soft") and delivery is not None and delivery.status == "sent":
@@ -163,6 +222,7 @@ def record_bounce(
             select(func.count()).select_from(BounceEvent).where(
                 BounceEvent.email == address,
                 BounceEvent.kind == "soft",
+                BounceEvent.proven.is_(True),
                 BounceEvent.created_at > now - timedelta(days=soft_days),
                 BounceEvent.created_at <= now,
             )
@@ -196,7 +256,7 @@ def find_delivery(session: Session, message_id: str | None, email: str | None = 
     if not message_id:
         return None
     match = _MESSAGE_ID.fullmatch(message_id.strip())
-    if match is None:
+    if match is None or int(match.group(1)) > _MAX_ID:
         return None
     delivery = session.get(Delivery, int(match.group(1)))
     if delivery is None or delivery.message_id is None:
@@ -213,10 +273,65 @@ def find_delivery(session: Session, message_id: str | None, email: str | None = 
     return delivery.id
 
 
+def signed_links(data: bytes | str, signer: TokenSigner) -> tuple[tuple[int, int], ...]:
+    """(subscriber id, list id) of each signed unsubscribe link of ours in ``data`` (a report, a header), forged ones left out.
+
+    Our mail carries such a link in its List-Unsubscribe header and its footer; a bounce or
+    complaint that quotes the original quotes it too. Raises nothing.
+    """
+    if isinstance(data, str):
+        data = data.encode("utf-8", "replace")
+    found: list[tuple[int, int]] = []
+    tokens = dict.fromkeys(m.group(1).decode("ascii") for m in _UNSUBSCRIBE_TOKEN.finditer(data))
+    for token in list(tokens)[:MAX_TOKENS]:
+        try:
+            claims = signer.verify(token, "unsubscribe")
+        except InvalidInput:
+            continue
+        if (claims.subscriber_id, claims.list_id) not in found:
+            found.append((claims.subscriber_id, claims.list_id))
+    return tuple(found)
+
+
+def find_proof(
+    session: Session, *, email: str | None, message_id: str | None = None, signed: Iterable[tuple[int, int]] = ()
+) -> Proof | None:
+    """What in a report proves that we mailed ``email`` the message it is about, or None.
+
+    In this order: the original ``message_id`` is a delivery's to that address
+    (:func:`find_delivery`), or a confirmation email's to that address; one of the
+    ``signed`` links (:func:`signed_links`) was made for the subscriber with that address.
+    A VERP return path is proof too, checked by the callers (it names the delivery).
+    Raises nothing.
+    """
+    if not email:
+        return None
+    try:
+        address = normalise_email(email)
+    except InvalidInput:
+        return None
+    delivery_id = find_delivery(session, message_id, address)
+    if delivery_id is not None:
+        return Proof("the Message-ID of a delivery to that address", delivery_id=delivery_id)
+    confirmation_list = _confirmation_mail_list(session, message_id, address)
+    if confirmation_list is not None:
+        return Proof("the Message-ID of a confirmation email to that address", list_id=confirmation_list)
+    for subscriber_id, list_id in signed:
+        mine = session.scalar(select(Subscriber.email).where(Subscriber.id == subscriber_id)) == address
+        if mine and session.get(MailingList, list_id) is not None:
+            return Proof("a signed unsubscribe link of ours made for that address", list_id=list_id)
+    return None
+
+
 def recent_events(
-    session: Session, *, limit: int = 50, kind: str | None = None, email: str | None = None
+    session: Session,
+    *,
+    limit: int = 50,
+    kind: str | None = None,
+    email: str | None = None,
+    proven: bool | None = None,
 ) -> list[EventRow]:
-    """The newest events first, optionally of one kind or one address. Raises InvalidInput."""
+    """The newest events first, optionally of one kind, one address, proven or unproven only. Raises InvalidInput."""
     if kind is not None and kind not in BOUNCE_KINDS:
         raise InvalidInput(f"unknown kind {kind!r}; use one of {', '.join(BOUNCE_KINDS)}", where="--kind")
     if limit < 1:
@@ -224,7 +339,7 @@ def recent_events(
     query = (
         select(
             BounceEvent.id, BounceEvent.created_at, BounceEvent.email, BounceEvent.kind, BounceEvent.source,
-            BounceEvent.delivery_id, Delivery.send_id, BounceEvent.detail,
+            BounceEvent.delivery_id, Delivery.send_id, BounceEvent.detail, BounceEvent.proven,
         )
         .outerjoin(Delivery, Delivery.id == BounceEvent.delivery_id)
         .order_by(BounceEvent.created_at.desc(), BounceEvent.id.desc())
@@ -234,7 +349,9 @@ def recent_events(
         query = query.where(BounceEvent.kind == kind)
     if email is not None:
         query = query.where(BounceEvent.email == normalise_email(email))
-    return [EventRow(*row) for row in session.execute(query)]
+    if proven is not None:
+        query = query.where(BounceEvent.proven.is_(proven))
+    return [EventRow(*row[:-1], proven=bool(row[-1])) for row in session.execute(query)]
 
 
 # --- helpers ---------------------------------------------------------------------------
@@ -246,8 +363,12 @@ def _clean(detail: str) -> str:
     return " ".join(text.split())[:DETAIL_MAX]
 
 
-def _is_repeat(session: Session, address: str, kind: str, delivery: Delivery | None, detail: str, now: datetime) -> bool:
+def _is_repeat(
+    session: Session, address: str, kind: str, delivery: Delivery | None, detail: str, now: datetime, proven: bool
+) -> bool:
     query = select(BounceEvent.id).where(BounceEvent.kind == kind)
+    if proven:  # an unproven report first, then the proof: the proven one is news
+        query = query.where(BounceEvent.proven.is_(True))
     if delivery is not None:
         query = query.where(BounceEvent.delivery_id == delivery.id)
     else:
@@ -258,6 +379,28 @@ def _is_repeat(session: Session, address: str, kind: str, delivery: Delivery | N
             BounceEvent.created_at > now - REPEAT_WINDOW,
         )
     return session.scalar(query.limit(1)) is not None
+
+
+def _confirmation_mail_list(session: Session, message_id: str | None, address: str) -> int | None:
+    """The list of the confirmation email (a request to confirm's) that carried ``message_id`` to ``address``, or None.
+
+    Its Message-ID starts with its row's id (``<12.confirm-run.3.6744@example.org>``), and
+    counts only if that row stored the very same one and went to that address.
+    """
+    if not message_id:
+        return None
+    match = _MESSAGE_ID.fullmatch(message_id.strip())
+    if match is None or int(match.group(1)) > _MAX_ID:
+        return None
+    wanted = "<" + message_id.strip().strip("<>").strip() + ">"
+    row = session.execute(
+        select(ConfirmationMail.message_id, ConfirmationMail.email, ConfirmationRun.list_id)
+        .join(ConfirmationRun, ConfirmationRun.id == ConfirmationMail.run_id)
+        .where(ConfirmationMail.id == int(match.group(1)))
+    ).first()
+    if row is None or row.message_id is None or row.message_id.strip() != wanted or row.email != address:
+        return None
+    return int(row.list_id)
 
 
 def _suppress(session: Session, address: str, reason: str, note: str) -> str | None:

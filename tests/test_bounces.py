@@ -15,6 +15,8 @@ from subscribers.suppressions import suppress
 from tests.bouncekit import delivery, events, sent_issue, subscription_status, suppression
 
 LIMITS = {"soft_limit": 3, "soft_days": 30}
+# What a caller found in a report without a delivery (subscribers.bounces.find_proof); a delivery is proof itself.
+SIGNED = "a signed unsubscribe link of ours made for that address"
 
 
 def record(sessions, **kwargs):  # type: ignore[no-untyped-def]
@@ -110,7 +112,7 @@ def test_a_hard_bounce_after_a_soft_suppression_makes_it_hard(sessions):
     # An admin's suppression is never replaced.
     with db.transaction(sessions) as s:
         suppress(s, "erin@example.com", reason="admin")
-    assert record(sessions, email="erin@example.com", kind="hard").suppressed is None
+    assert record(sessions, email="erin@example.com", kind="hard", proof=SIGNED).suppressed is None
     assert suppression(sessions, "erin@example.com") == "admin"
 
 
@@ -125,10 +127,10 @@ def test_a_complaint_leaves_the_deliverys_list_only_and_suppresses(sessions):
     assert delivery(sessions, weekly.delivery_id).status == "sent"  # it was delivered: a complaint is no bounce
 
 
-def test_a_complaint_without_a_delivery_leaves_every_list(sessions):
+def test_a_proven_complaint_without_a_delivery_or_list_leaves_every_list(sessions):
     sent_issue(sessions, ["gus@example.com"], slug="weekly")
     sent_issue(sessions, ["gus@example.com"], slug="daily")
-    outcome = record(sessions, email="Gus@Example.com", kind="complaint", source="webhook", detail="abuse")
+    outcome = record(sessions, email="Gus@Example.com", kind="complaint", source="webhook", detail="abuse", proof=SIGNED)
     assert outcome.unsubscribed == ("daily", "weekly")
     assert subscription_status(sessions, "gus@example.com", "daily")[0] == "unsubscribed"
     assert suppression(sessions, "gus@example.com") == "complaint"
@@ -137,7 +139,8 @@ def test_a_complaint_without_a_delivery_leaves_every_list(sessions):
 def test_an_unsubscribe_event_ends_that_list_only_and_suppresses_nothing(sessions):
     weekly = sent_issue(sessions, ["hal@example.com"], slug="weekly")["hal@example.com"]
     sent_issue(sessions, ["hal@example.com"], slug="daily")
-    outcome = record(sessions, email="hal@example.com", kind="unsubscribe", list_id=weekly.list_id, detail="mailto")
+    mailto = "its List-Unsubscribe mailto token"
+    outcome = record(sessions, email="hal@example.com", kind="unsubscribe", list_id=weekly.list_id, detail="mailto", proof=mailto)
     assert outcome.unsubscribed == ("weekly",) and outcome.suppressed is None
     assert subscription_status(sessions, "hal@example.com", "weekly") == (
         "unsubscribed", "unsubscribe email (List-Unsubscribe mailto)",
@@ -145,15 +148,19 @@ def test_an_unsubscribe_event_ends_that_list_only_and_suppresses_nothing(session
     assert subscription_status(sessions, "hal@example.com", "daily")[0] == "confirmed"
     assert suppression(sessions, "hal@example.com") is None
     # The same request mailed twice the same day is stored once.
-    assert record(sessions, email="hal@example.com", kind="unsubscribe", list_id=weekly.list_id, detail="mailto").repeated
+    assert record(sessions, email="hal@example.com", kind="unsubscribe", list_id=weekly.list_id, detail="mailto",
+                  proof=mailto).repeated
 
 
 def test_events_without_a_delivery_are_repeats_only_with_the_same_detail_within_a_day(sessions):
     now = utcnow()
-    record(sessions, email="ivy@example.com", kind="soft", detail="mailbox full (report <a@x>)", now=now - timedelta(days=3))
-    assert record(sessions, email="ivy@example.com", kind="soft", detail="mailbox full (report <b@x>)", now=now).soft_count == 2
-    assert record(sessions, email="ivy@example.com", kind="soft", detail="mailbox full (report <b@x>)", now=now).repeated
-    later = record(sessions, email="ivy@example.com", kind="soft", detail="mailbox full (report <a@x>)", now=now)
+    record(sessions, email="ivy@example.com", kind="soft", detail="mailbox full (report <a@x>)", now=now - timedelta(days=3),
+           proof=SIGNED)
+    assert record(sessions, email="ivy@example.com", kind="soft", detail="mailbox full (report <b@x>)", now=now,
+                  proof=SIGNED).soft_count == 2
+    assert record(sessions, email="ivy@example.com", kind="soft", detail="mailbox full (report <b@x>)", now=now,
+                  proof=SIGNED).repeated
+    later = record(sessions, email="ivy@example.com", kind="soft", detail="mailbox full (report <a@x>)", now=now, proof=SIGNED)
     assert later.soft_count == 3 and later.suppressed == "soft_bounce"
 
 
