@@ -3,8 +3,11 @@
 :func:`classify` takes one message as received (its bytes and envelope recipients) and
 returns the events it reports, with everything known about each: the address, the
 delivery (from a VERP envelope recipient, the most reliable clue), the original
-message's Message-ID (to find the delivery when the VERP address is missing) and a
-one-line detail. It touches no database; :mod:`newsletter.inbound` acts on the result.
+message's Message-ID (to find the delivery when the VERP address is missing), the signed
+unsubscribe links of ours the report quotes, and a one-line detail. It touches no
+database; :mod:`newsletter.inbound` acts on the result, and only on what is proven (see
+:mod:`subscribers.bounces`): a report to the bare return path that names an address but
+quotes nothing of our mail to it is kept for review and changes nothing.
 
 What is understood, in this order:
 
@@ -56,7 +59,7 @@ import email.parser
 import email.policy
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from email.utils import getaddresses, parseaddr
 
 from flufl.bounce import all_failures
@@ -64,6 +67,7 @@ from flufl.bounce import all_failures
 from newsletter.errors import InvalidInput
 from newsletter.return_path import delivery_of
 from subscribers.addresses import normalise_email
+from subscribers.bounces import signed_links
 from subscribers.tokens import TokenSigner
 
 UNSUBSCRIBE_LOCAL = "unsubscribe"
@@ -97,6 +101,9 @@ class Report:
     message_id: str | None = None  # the Message-ID of the message that bounced or was reported
     detail: str = ""
     token: str | None = None  # an unsubscribe request's token
+    # (subscriber id, list id) of each signed unsubscribe link of ours the report quotes (the original's
+    # List-Unsubscribe header or footer): proof that we mailed that subscriber, see subscribers.bounces.find_proof.
+    signed: tuple[tuple[int, int], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -164,6 +171,10 @@ def classify(data: bytes, rcpt_tos: Sequence[str], mailboxes: Mailboxes) -> Clas
         # One VERP address per delivery: two at once (never seen in practice) name no one.
         delivery_id = verp_ids[0] if len(verp_ids) == 1 else None
         result = _classify_bounce(message, data, delivery_id, mailboxes)
+        if result.reports:
+            signed = signed_links(data, mailboxes.signer)
+            if signed:
+                result = replace(result, reports=tuple(replace(r, signed=signed) for r in result.reports))
     if tokens:
         if result.reports or _is_report(message) or is_auto_reply(message):
             # A bounce or an auto-reply that happens to reach the unsubscribe address

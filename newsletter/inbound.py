@@ -11,7 +11,10 @@ It answers only for our own addresses, refusing every other recipient at RCPT wi
 
 Each accepted message is classified (:mod:`newsletter.bounce_parsing`) and its events are
 applied in one transaction (:func:`subscribers.bounces.record_bounce`), one log line per
-event. A message it cannot classify is accepted and logged, never refused: refusing a
+event. An event acts only on proof that we mailed the address (a VERP address, the
+original's Message-ID, a signed link of ours it quotes, the unsubscribe token); the bare
+return path takes anyone's mail, so a report there without proof is stored as unproven
+for review and changes nothing. A message it cannot classify is accepted and logged, never refused: refusing a
 bounce only makes another bounce. When the database cannot be reached the answer is
 451, so the sending server tries again later.
 """
@@ -38,7 +41,7 @@ from newsletter.errors import InvalidInput, NotFound
 from newsletter.models import Delivery, MailingList, Subscriber
 from newsletter.smtp_listener import BoundController, listen
 from newsletter.until_stopped import wait_until_stopped
-from subscribers.bounces import find_delivery, record_bounce
+from subscribers.bounces import find_proof, record_bounce
 from subscribers.tokens import TokenSigner
 
 log = logging.getLogger(__name__)
@@ -119,17 +122,21 @@ class Receiver:
                     outcome = record_bounce(
                         session, email=subscriber.email, kind="unsubscribe", source="smtp", list_id=mailing_list.id,
                         detail=f"{report.detail} for {mailing_list.slug}", soft_limit=self.soft_limit,
-                        soft_days=self.soft_days,
+                        soft_days=self.soft_days, proof="its signed List-Unsubscribe mailto token",
                     )
                     return outcome.summary()
-                delivery_id = report.delivery_id
+                delivery_id = report.delivery_id  # from our signed VERP address: proof in itself
+                list_id = proof = None
                 if delivery_id is not None and session.get(Delivery, delivery_id) is None:
                     delivery_id = None  # a signed address of a delivery since deleted: go by the report
                 if delivery_id is None:
-                    delivery_id = find_delivery(session, report.message_id, report.email)
+                    found = find_proof(session, email=report.email, message_id=report.message_id, signed=report.signed)
+                    if found is not None:
+                        delivery_id, list_id, proof = found.delivery_id, found.list_id, found.how
                 outcome = record_bounce(
                     session, email=report.email, delivery_id=delivery_id, kind=report.kind, source="smtp",
-                    detail=report.detail, soft_limit=self.soft_limit, soft_days=self.soft_days,
+                    detail=report.detail, soft_limit=self.soft_limit, soft_days=self.soft_days, list_id=list_id,
+                    proof=proof,
                 )
                 return outcome.summary() + (f" [{report.detail}]" if report.detail else "")
         except (InvalidInput, NotFound) as exc:

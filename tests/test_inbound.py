@@ -235,15 +235,17 @@ def test_bounces_to_the_bare_return_path_find_the_delivery_by_message_id(inbound
     assert delivery(inbound.sessions, sent["dan@example.com"].delivery_id).status == "sent"
 
 
-def test_a_bounce_for_a_message_we_cannot_place_still_suppresses_the_address(inbound):
+def test_a_bounce_for_a_message_we_cannot_place_is_kept_unproven_and_suppresses_nothing(inbound):
     bounce = sample("exim-bounce.eml", recipient="old@example.com", message_id="<x@elsewhere.example>", return_path=RETURN_PATH)
     inbound.deliver(bounce, RETURN_PATH)
     assert events(inbound.sessions) == [("old@example.com", "hard", None)]
-    assert suppression(inbound.sessions, "old@example.com") == "hard_bounce"
-    # A correctly signed VERP address of a delivery that no longer exists: the report's address counts.
+    assert suppression(inbound.sessions, "old@example.com") is None
+    assert "hard bounce old@example.com: unproven" in inbound.lines[-1] and "nothing changed" in inbound.lines[-1]
+    # A correctly signed VERP address of a delivery that no longer exists: the report alone proves nothing.
     gone = sample("dsn-hard.eml", recipient="gone@example.com", message_id="<x@elsewhere.example>", return_path=verp(999999))
     inbound.deliver(gone, verp(999999))
     assert events(inbound.sessions)[-1] == ("gone@example.com", "hard", None)
+    assert suppression(inbound.sessions, "gone@example.com") is None
 
 
 def test_delay_warnings_are_recorded_but_never_bounce_count_or_suppress_and_a_repeat_is_not_stored(inbound):
