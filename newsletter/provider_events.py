@@ -7,7 +7,9 @@
 3. its ``Signature`` must verify, with that certificate's public key, over the canonical
    string of its type (SignatureVersion 1: SHA1withRSA, 2: SHA256withRSA).
 
-Anything else raises :class:`SnsRejected` (HTTP 403). A ``SubscriptionConfirmation`` is
+Anything else raises :class:`SnsRejected` (HTTP 403). So does a ``Notification`` whose
+signed ``Timestamp`` is older than NEWSLETTER_SES_MAX_AGE (:class:`SnsTooOld`): a
+notification captured once must not be replayed later. A ``SubscriptionConfirmation`` is
 then confirmed by fetching its ``SubscribeURL`` (which must be on the same SNS host
 pattern); a ``Notification`` carries an SES message: ``Bounce`` (``Permanent`` is hard,
 ``Transient`` and ``Undetermined`` soft: SES sends a bounce only once it has given up, so
@@ -27,6 +29,15 @@ warning: the provider is still trying; it is recorded and changes nothing),
 ``complaint`` or ``unsubscribe``; ``message_id`` (the Message-ID of our message) and
 ``return_path`` (its envelope sender, our VERP address) name the delivery when given;
 ``detail`` is free text. The whole batch is checked before anything is stored.
+
+**Proof.** An event acts only when it proves that we mailed the address (see
+:mod:`subscribers.bounces`): the ``return_path`` (SES: ``mail.source``, the envelope
+sender) is our signed VERP address of a delivery to that address, or the Message-ID of our
+message (SES: the ``Message-ID`` among ``mail.headers`` or ``mail.commonHeaders.messageId``,
+never SES's own ``mail.messageId``) is a delivery's or confirmation email's to that
+address, or (SES, with original headers included) the message's List-Unsubscribe header
+carries our signed link for that address. An event with only an address is stored as
+unproven for review and changes nothing.
 """
 
 from __future__ import annotations
@@ -53,7 +64,8 @@ from newsletter.accounts import Forbidden, Unauthenticated
 from newsletter.errors import InvalidInput
 from newsletter.return_path import delivery_of
 from subscribers.addresses import normalise_email
-from subscribers.bounces import BounceOutcome, find_delivery, record_bounce
+from subscribers.bounces import BounceOutcome, find_proof, record_bounce, signed_links
+from subscribers.tokens import TokenSigner
 
 CertificateFetcher = Callable[[str], bytes]  # URL -> PEM bytes; raises on failure
 UrlOpener = Callable[[str], None]  # GETs a URL (the SubscribeURL); raises on failure
@@ -74,6 +86,10 @@ class SnsRejected(Forbidden):
     """An SNS message that is not from an allowed topic or not signed by SNS (HTTP 403)."""
 
 
+class SnsTooOld(SnsRejected):
+    """A signed SNS notification older than NEWSLETTER_SES_MAX_AGE: refused as a replay (HTTP 403)."""
+
+
 @dataclass(frozen=True)
 class ProviderEvent:
     """One event a provider reported, before it is matched to a delivery."""
@@ -83,6 +99,8 @@ class ProviderEvent:
     message_id: str | None = None
     return_path: str | None = None  # the envelope sender of our message: a VERP address names its delivery
     detail: str = ""
+    # The original's List-Unsubscribe header(s), where SES includes the original headers: our signed link.
+    list_unsubscribe: str = ""
 
 
 @dataclass(frozen=True)
@@ -93,6 +111,7 @@ class SnsMessage:
     topic_arn: str
     message: str
     subscribe_url: str | None
+    timestamp: datetime | None = None  # the signed Timestamp: when SNS published it
 
 
 class CertificateCache:
@@ -146,8 +165,19 @@ def open_url(url: str) -> None:
 # --- Amazon SES through SNS ------------------------------------------------------------
 
 
-def verify_sns(body: bytes, *, topics: Sequence[str], certificates: CertificateCache) -> SnsMessage:
-    """Parse and verify an SNS POST body. Raises InvalidInput (not an SNS message), SnsRejected."""
+def verify_sns(
+    body: bytes,
+    *,
+    topics: Sequence[str],
+    certificates: CertificateCache,
+    max_age: float | None = None,
+    now: datetime | None = None,
+) -> SnsMessage:
+    """Parse and verify an SNS POST body. Raises InvalidInput (not an SNS message), SnsRejected.
+
+    With ``max_age`` (seconds), a Notification whose signed Timestamp is older raises
+    SnsTooOld (a replay of a message captured once).
+    """
     document = _json_object(body)
     kind = _string(document, "Type")
     if kind not in _SIGNED_FIELDS:
@@ -174,7 +204,20 @@ def verify_sns(body: bytes, *, topics: Sequence[str], certificates: CertificateC
     except InvalidSignature:
         raise SnsRejected("the SNS signature does not verify") from None
     subscribe_url = document.get("SubscribeURL") if kind != "Notification" else None
-    return SnsMessage(kind, topic, _string(document, "Message"), subscribe_url if isinstance(subscribe_url, str) else None)
+    timestamp = _timestamp(document.get("Timestamp"))
+    if kind == "Notification" and max_age is not None:
+        if timestamp is None:
+            raise InvalidInput("missing or not an ISO 8601 time, e.g. 2026-11-27T10:15:06.000Z", where="Timestamp")
+        age = ((now or datetime.now(UTC)) - timestamp).total_seconds()
+        if age > max_age:
+            raise SnsTooOld(
+                f"the SNS notification {document.get('MessageId')!r} of topic {topic} was published at "
+                f"{document['Timestamp']}, {_duration(age)} ago, more than NEWSLETTER_SES_MAX_AGE ({_duration(max_age)}): "
+                "refused as a replay"
+            )
+    return SnsMessage(
+        kind, topic, _string(document, "Message"), subscribe_url if isinstance(subscribe_url, str) else None, timestamp
+    )
 
 
 def confirm_subscription(message: SnsMessage, opener: UrlOpener) -> None:
@@ -197,6 +240,7 @@ def ses_events(message: SnsMessage) -> list[ProviderEvent]:
     mail = ses.get("mail") if isinstance(ses.get("mail"), dict) else {}
     message_id = _ses_message_id(mail)
     source = mail.get("source") if isinstance(mail.get("source"), str) else None
+    links = _ses_list_unsubscribe(mail)
     events: list[ProviderEvent] = []
     if kind == "Bounce":
         bounce = ses.get("bounce") or {}
@@ -207,7 +251,7 @@ def ses_events(message: SnsMessage) -> list[ProviderEvent]:
             parts = [f"SES {bounce_type or 'bounce'}/{bounce.get('bounceSubType', '')}"]
             parts += [str(recipient[k]) for k in ("status", "diagnosticCode") if recipient.get(k)]
             detail = " ".join(parts) + f" (feedback {bounce.get('feedbackId', '?')})"
-            events.append(ProviderEvent(severity, address, message_id, source, detail))
+            events.append(ProviderEvent(severity, address, message_id, source, detail, links))
     elif kind == "DeliveryDelay":
         delay = ses.get("deliveryDelay")
         if not isinstance(delay, dict):
@@ -223,7 +267,7 @@ def ses_events(message: SnsMessage) -> list[ProviderEvent]:
                 raise InvalidInput("expected an object", where=where)
             address = _address(recipient.get("emailAddress"), f"{where}.emailAddress")
             parts = [f"SES delay/{delay_type}"] + [str(recipient[k]) for k in ("status", "diagnosticCode") if recipient.get(k)]
-            events.append(ProviderEvent("delayed", address, message_id, source, " ".join(parts) + until))
+            events.append(ProviderEvent("delayed", address, message_id, source, " ".join(parts) + until, links))
     elif kind == "Complaint":
         complaint = ses.get("complaint") or {}
         feedback_type = str(complaint.get("complaintFeedbackType") or "unspecified")
@@ -232,7 +276,7 @@ def ses_events(message: SnsMessage) -> list[ProviderEvent]:
         for recipient in complaint.get("complainedRecipients") or []:
             address = _address(recipient.get("emailAddress"), "complaint.complainedRecipients.emailAddress")
             detail = f"SES complaint: {feedback_type} (feedback {complaint.get('feedbackId', '?')})"
-            events.append(ProviderEvent("complaint", address, message_id, source, detail))
+            events.append(ProviderEvent("complaint", address, message_id, source, detail, links))
     return events
 
 
@@ -296,19 +340,25 @@ def apply_events(
     soft_limit: int,
     soft_days: float,
 ) -> list[BounceOutcome]:
-    """Match each event to its delivery (VERP return path, then Message-ID, both only for the same address) and record it.
+    """Match each event to its proof (VERP return path, then Message-ID, then a signed link, all only for the same address) and record it.
 
-    Raises InvalidInput, NotFound (from record_bounce).
+    An event without proof is stored unproven and changes nothing. Raises InvalidInput,
+    NotFound (from record_bounce).
     """
+    signer = TokenSigner(keys[0], keys[1:]) if keys else None
     outcomes = []
     for event in events:
+        list_id = proof = None
         delivery_id = _verp_delivery(session, event, return_path, keys)
         if delivery_id is None:
-            delivery_id = find_delivery(session, event.message_id, event.email)
+            signed = signed_links(event.list_unsubscribe, signer) if event.list_unsubscribe and signer else ()
+            found = find_proof(session, email=event.email, message_id=event.message_id, signed=signed)
+            if found is not None:
+                delivery_id, list_id, proof = found.delivery_id, found.list_id, found.how
         outcomes.append(
             record_bounce(
                 session, email=event.email, delivery_id=delivery_id, kind=event.kind, source=source,
-                detail=event.detail, soft_limit=soft_limit, soft_days=soft_days,
+                detail=event.detail, soft_limit=soft_limit, soft_days=soft_days, list_id=list_id, proof=proof,
             )
         )
     return outcomes
@@ -320,6 +370,7 @@ def outcome_json(outcome: BounceOutcome) -> dict[str, Any]:
         "kind": outcome.kind,
         "delivery_id": outcome.delivery_id,
         "repeated": outcome.repeated,
+        "proven": outcome.proven,
         "suppressed": outcome.suppressed,
         "unsubscribed": list(outcome.unsubscribed),
     }
@@ -362,6 +413,37 @@ def _ses_message_id(mail: dict[str, Any]) -> str | None:
     if isinstance(common, dict) and isinstance(common.get("messageId"), str):
         return common["messageId"].strip() or None
     return None
+
+
+def _ses_list_unsubscribe(mail: dict[str, Any]) -> str:
+    """The List-Unsubscribe header(s) of our message, where SES includes the original headers; else ""."""
+    values = [
+        str(header.get("value", ""))
+        for header in mail.get("headers") or []
+        if isinstance(header, dict) and str(header.get("name", "")).lower() == "list-unsubscribe"
+    ]
+    return "\n".join(values)
+
+
+def _timestamp(value: object) -> datetime | None:
+    """An SNS Timestamp (``2026-11-27T10:15:06.000Z``) as an aware datetime, or None."""
+    if not isinstance(value, str):
+        return None
+    try:
+        parsed = datetime.fromisoformat(value.strip())
+    except ValueError:
+        return None
+    return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 120:
+        return f"{seconds:.0f} seconds"
+    if seconds < 2 * 3600:
+        return f"{seconds / 60:.0f} minutes"
+    if seconds < 2 * 86400:
+        return f"{seconds / 3600:.0f} hours"
+    return f"{seconds / 86400:.0f} days"
 
 
 def _json_object(body: bytes) -> dict[str, Any]:

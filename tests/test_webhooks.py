@@ -61,11 +61,14 @@ def sns(
     version: str = "2",
     cert_url: str = CERT_URL,
     subscribe_url: str = "https://sns.eu-west-1.amazonaws.com/?Action=ConfirmSubscription&TopicArn=x&Token=2336",
+    published: datetime | None = None,
 ) -> dict[str, str]:
-    """An SNS POST body signed as SNS signs it (canonical string of the type's fields)."""
+    """An SNS POST body signed as SNS signs it (canonical string of the type's fields), published now unless told."""
+    when = (published or datetime.now(UTC)).astimezone(UTC)
     doc = {
         "Type": kind, "MessageId": str(uuid.uuid4()), "TopicArn": topic, "Message": message,
-        "Timestamp": "2026-11-27T10:15:06.000Z", "SignatureVersion": version, "SigningCertURL": cert_url,
+        "Timestamp": when.strftime("%Y-%m-%dT%H:%M:%S.") + f"{when.microsecond // 1000:03d}Z",
+        "SignatureVersion": version, "SigningCertURL": cert_url,
     }
     if kind == "Notification":
         fields = ["Message", "MessageId", "Subject", "Timestamp", "TopicArn", "Type"]
@@ -176,7 +179,7 @@ def test_a_signed_permanent_bounce_suppresses_and_an_sns_retry_counts_once(hooks
     response = client.post("/webhooks/ses", content=json.dumps(body), headers={"content-type": "text/plain; charset=UTF-8"})
     assert response.status_code == 200, response.text
     assert response.json()["events"] == [{
-        "email": "ann@example.com", "kind": "hard", "delivery_id": ann.delivery_id, "repeated": False,
+        "email": "ann@example.com", "kind": "hard", "delivery_id": ann.delivery_id, "repeated": False, "proven": True,
         "suppressed": "hard_bounce", "unsubscribed": [],
     }]
     assert delivery(hooks.sessions, ann.delivery_id).status == "bounced"
@@ -207,7 +210,7 @@ def test_an_ses_delivery_delay_is_recorded_and_changes_nothing_and_a_retry_count
     response = client.post("/webhooks/ses", json=body)
     assert response.status_code == 200, response.text
     assert response.json() == {"received": 1, "events": [{
-        "email": "gil@example.com", "kind": "delayed", "delivery_id": gil.delivery_id, "repeated": False,
+        "email": "gil@example.com", "kind": "delayed", "delivery_id": gil.delivery_id, "repeated": False, "proven": True,
         "suppressed": None, "unsubscribed": [],
     }]}
     assert client.post("/webhooks/ses", json=body).json()["events"][0]["repeated"] is True
@@ -264,7 +267,9 @@ def test_a_verp_source_for_someone_elses_address_does_not_name_that_delivery(hoo
     source = make_return_path(RETURN_PATH, sent["eve@example.com"].delivery_id, KEY)
     response = hooks.client().post("/webhooks/ses", json=sns(signing[0], "Notification", ses_bounce("fox@example.com", "Permanent", source=source)))
     assert response.json()["events"][0]["delivery_id"] is None
+    assert response.json()["events"][0]["proven"] is False
     assert delivery(hooks.sessions, sent["eve@example.com"].delivery_id).status == "sent"
+    assert suppression(hooks.sessions, "fox@example.com") is None and suppression(hooks.sessions, "eve@example.com") is None
 
 
 @pytest.mark.parametrize(
@@ -331,8 +336,9 @@ def test_the_ses_webhook_is_off_without_topics_and_rejects_non_sns_bodies(hooks)
 
 
 def test_the_generic_webhook_needs_the_bearer_secret(hooks):
+    gus = sent_issue(hooks.sessions, ["gus@example.com"])["gus@example.com"]
     client = hooks.client()
-    batch = {"events": [{"type": "bounce", "email": "gus@example.com", "bounce_type": "hard"}]}
+    batch = {"events": [{"type": "bounce", "email": "gus@example.com", "bounce_type": "hard", "message_id": gus.message_id}]}
     missing = client.post("/webhooks/events", json=batch)
     assert missing.status_code == 401 and missing.headers["www-authenticate"] == "Bearer"
     wrong = client.post("/webhooks/events", json=batch, headers={"Authorization": f"Bearer {SECRET}x"})
@@ -351,8 +357,9 @@ def test_generic_events_bounce_complain_and_unsubscribe(hooks):
     batch = {"events": [
         {"type": "bounce", "email": "hal@example.com", "bounce_type": "hard", "message_id": sent["hal@example.com"].message_id,
          "detail": "550 5.1.1 user unknown"},
-        {"type": "bounce", "email": "ida@example.com", "bounce_type": "soft", "detail": "mailbox full"},
-        {"type": "complaint", "email": "ida@example.com"},
+        {"type": "bounce", "email": "ida@example.com", "bounce_type": "soft", "detail": "mailbox full",
+         "return_path": make_return_path(RETURN_PATH, sent["ida@example.com"].delivery_id, KEY)},
+        {"type": "complaint", "email": "ida@example.com", "message_id": sent["ida@example.com"].message_id},
         {"type": "unsubscribe", "email": "jay@example.com", "message_id": sent["jay@example.com"].message_id},
     ]}
     response = hooks.client().post("/webhooks/events", json=batch, headers={"Authorization": f"Bearer {SECRET}"})
@@ -378,7 +385,7 @@ def test_a_generic_delayed_event_is_recorded_and_changes_nothing(hooks):
          "detail": "deferred: 421 4.7.0 try again later"},
         {"type": "delayed", "email": "lou@example.com", "message_id": sent["lou@example.com"].message_id},
         {"type": "delayed", "email": "kit@example.com", "message_id": kit.message_id},  # the same delivery again
-        {"type": "delayed", "email": "max@example.com"},  # no delivery of ours: kept for the address
+        {"type": "delayed", "email": "max@example.com"},  # no proof of a message of ours: kept for review
     ]}
     client = hooks.client()
     response = client.post("/webhooks/events", json=batch, headers={"Authorization": f"Bearer {SECRET}"})
