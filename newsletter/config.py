@@ -48,6 +48,11 @@ DOCUMENTED: dict[str, tuple[str, str]] = {
         "10",
         "Subscribe form posts allowed per IP address (IPv6: per /64) per hour, shared in Redis; 0 turns the limit off.",
     ),
+    "NEWSLETTER_TRUSTED_PROXIES": (
+        "(empty: no proxy is believed)",
+        "Comma-separated addresses or networks (CIDR) of your reverse proxies: X-Forwarded-For and X-Forwarded-Proto "
+        "are believed only from them; from anyone else the connection's address is the client.",
+    ),
     "NEWSLETTER_POSTAL_ADDRESS": ("(empty)", "Your postal address, printed in every email's footer (CAN-SPAM)."),
     "NEWSLETTER_TEMPLATE_DIR": (
         "(unset: templates/email in this repo)",
@@ -145,6 +150,7 @@ class Settings:
     ses_topic_arns: tuple[str, ...] = ()
     log_format: str = "text"
     stall_seconds: float = 30.0
+    trusted_proxies: tuple[str, ...] = ()  # networks, e.g. "127.0.0.1/32": whose X-Forwarded-* headers are believed
 
     @classmethod
     def from_environ(cls, environ: Mapping[str, str]) -> Settings:
@@ -182,6 +188,7 @@ class Settings:
             stall_seconds=_positive(_float("NEWSLETTER_STALL_SECONDS", environ.get("NEWSLETTER_STALL_SECONDS"), 30.0),
                                     "NEWSLETTER_STALL_SECONDS"),
             ses_topic_arns=tuple(a.strip() for a in environ.get("NEWSLETTER_SES_TOPIC_ARNS", "").split(",") if a.strip()),
+            trusted_proxies=_networks("NEWSLETTER_TRUSTED_PROXIES", environ.get("NEWSLETTER_TRUSTED_PROXIES", "")),
         )
 
 
@@ -311,6 +318,24 @@ def _webhook_secret(value: str | None) -> str | None:
     if len(value) < 16:
         raise ConfigError("NEWSLETTER_WEBHOOK_SECRET: too short; use at least 16 random characters")
     return value
+
+
+def _networks(name: str, value: str) -> tuple[str, ...]:
+    """Comma-separated addresses or CIDR networks, each as a network ("10.0.0.5" becomes "10.0.0.5/32")."""
+    import ipaddress
+
+    networks = []
+    for item in (i.strip() for i in value.split(",")):
+        if not item:
+            continue
+        if item == "*":
+            raise ConfigError(f"{name}: '*' would believe X-Forwarded-For from anyone; list your proxies' addresses "
+                              "or networks (e.g. 127.0.0.1 or 10.0.0.0/8)")
+        try:
+            networks.append(str(ipaddress.ip_network(item)))
+        except ValueError as exc:
+            raise ConfigError(f"{name}: {item!r} is not an IP address or network like 10.0.0.5 or 10.0.0.0/8 ({exc})") from None
+    return tuple(networks)
 
 
 def _template_dir(value: str | None) -> Path | None:

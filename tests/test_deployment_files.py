@@ -12,6 +12,7 @@ non-editable) and run; the compose health checks run against real `newsletter we
 from __future__ import annotations
 
 import fnmatch
+import ipaddress
 import json
 import os
 import re
@@ -122,6 +123,7 @@ def test_compose_environment_is_accepted_by_the_app(tmp_path: Path) -> None:
         assert settings.secret_key == REQUIRED["NEWSLETTER_SECRET_KEY"]
         assert settings.log_format == "json"
         assert settings.dkim is None and settings.return_path is None
+        assert settings.trusted_proxies == ("172.30.57.1/32",)  # the stack network's gateway: the host's proxy
         assert services[name]["image"] == "newsletter:latest"
     assert services["flower"]["environment"]["CELERY_BROKER_URL"] == "redis://redis:6379/0"
 
@@ -174,6 +176,28 @@ def test_the_services_run_the_right_commands() -> None:
     assert services["flower"]["image"].startswith("mher/flower:")
     env = services["web"]["environment"]
     assert env["NEWSLETTER_SMTP_URL"] == "${NEWSLETTER_SMTP_URL:-smtp://mailpit:1025}"
+
+
+def test_only_the_stacks_proxy_is_believed() -> None:
+    """X-Forwarded-For is believed only from the gateway of the stack's own network, where a TLS proxy
+    on the host reaches the web port published on 127.0.0.1 (never from everyone, as uvicorn's
+    FORWARDED_ALLOW_IPS=* did; the app alone judges, see NEWSLETTER_TRUSTED_PROXIES)."""
+    document = compose()
+    (network,) = document["networks"]["default"]["ipam"]["config"]
+    subnet, gateway = ipaddress.ip_network(network["subnet"]), ipaddress.ip_address(network["gateway"])
+    assert subnet.is_private and gateway in subnet
+    trusted = document["x-newsletter-environment"]["NEWSLETTER_TRUSTED_PROXIES"]
+    assert trusted == "${NEWSLETTER_TRUSTED_PROXIES:-" + str(gateway) + "}"
+    example = dict(line.split("=", 1) for line in ENV_EXAMPLE.read_text().splitlines() if line and not line.startswith("#"))
+    assert example["NEWSLETTER_TRUSTED_PROXIES"] == str(gateway)
+    settings = Settings.from_environ({"NEWSLETTER_TRUSTED_PROXIES": str(gateway), "NEWSLETTER_SECRET_KEY": "x" * 48})
+    assert settings.trusted_proxies == (f"{gateway}/32",)
+    # Only this host reaches the web port, so only its processes connect from the gateway.
+    web = document["services"]["web"]
+    assert web["ports"] == ["${WEB_PUBLISH:-127.0.0.1:8000}:8000"] and example["WEB_PUBLISH"].startswith("127.0.0.1:")
+    assert "networks" not in web  # on the default network, whose gateway that is
+    for path in (COMPOSE_FILE, ENV_EXAMPLE):
+        assert "FORWARDED_ALLOW_IPS" not in path.read_text(), path.name  # uvicorn's own trust is off (proxy_headers=False)
 
 
 def test_workers_scale() -> None:

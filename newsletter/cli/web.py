@@ -13,8 +13,8 @@ def web(
 ) -> None:
     """Serve the subscriber pages, the admin UI (/admin/), the admin API (/api/) and /metrics (Ctrl-C to stop).
 
-    Put it behind a TLS-terminating reverse proxy at NEWSLETTER_BASE_URL; X-Forwarded-For
-    is trusted from the proxies uvicorn trusts (FORWARDED_ALLOW_IPS, default 127.0.0.1).
+    Put it behind a TLS-terminating reverse proxy at NEWSLETTER_BASE_URL; X-Forwarded-For and
+    X-Forwarded-Proto are believed only from the proxies in NEWSLETTER_TRUSTED_PROXIES (none by default).
     """
     import uvicorn
 
@@ -31,4 +31,6 @@ def web(
         err.print(f"{interrupted} CSV import(s) were interrupted by the last stop; they are marked failed.")
     err.print(f"Serving {settings.base_url} on http://{host}:{port}")
     logs.configure(settings.log_format)
-    uvicorn.run(app, host=host, port=port, proxy_headers=True, server_header=False, log_level="info", log_config=None)
+    # proxy_headers=False: the app alone judges X-Forwarded-* (NEWSLETTER_TRUSTED_PROXIES); uvicorn's own
+    # FORWARDED_ALLOW_IPS (127.0.0.1 by default) would believe any local process.
+    uvicorn.run(app, host=host, port=port, proxy_headers=False, server_header=False, log_level="info", log_config=None)

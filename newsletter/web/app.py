@@ -9,11 +9,12 @@ from fastapi import FastAPI
 from fastapi.staticfiles import StaticFiles
 from prometheus_client import CollectorRegistry
 from sqlalchemy.orm import Session, sessionmaker
+from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
 from newsletter import __version__, admin, api, db, embedded_redis
 from newsletter.config import Settings
 from newsletter.web import archive, confirm, docs, errors, home, metrics, preferences, subscribe, unsubscribe, webhooks
-from newsletter.web.context import STATIC_DIR, ConfirmationSender, Web, page_templates
+from newsletter.web.context import STATIC_DIR, ConfirmationSender, Web, page_templates, trusted_proxy_networks
 from newsletter.web.headers import SecurityHeaders
 from newsletter.web.ratelimit import LoginLimiter, SubscribeLimiter, Unavailable
 from subscribers.consent import ConfirmationRequest
@@ -58,6 +59,8 @@ def create_app(
     app.mount(f"{root}/static", StaticFiles(directory=STATIC_DIR), name="static")
     errors.install(app, admin_forbidden=admin.pages.forbidden_page)
     app.add_middleware(SecurityHeaders, static_prefix=f"{root}/static/")
+    # The one judge of X-Forwarded-For / -Proto (newsletter web runs uvicorn with proxy_headers=False).
+    app.add_middleware(ProxyHeadersMiddleware, trusted_hosts=trusted_proxy_networks(settings))
     return app
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -98,8 +99,20 @@ def web(request: Request) -> Web:
 
 
 def client_ip(request: Request) -> str | None:
-    """The client's address; uvicorn has already applied X-Forwarded-For from trusted proxies."""
+    """The client's address: the TCP peer, or, when the peer is one of NEWSLETTER_TRUSTED_PROXIES, the
+    right-most address of X-Forwarded-For that is not a trusted proxy (the app's ProxyHeadersMiddleware,
+    see create_app, has put it in the request's scope). Rate limits and consent records use it."""
     return request.client.host if request.client else None
+
+
+def trusted_proxy_networks(settings: Settings) -> list[str]:
+    """NEWSLETTER_TRUSTED_PROXIES for uvicorn's ProxyHeadersMiddleware: each IPv4 network also as the
+    IPv4-mapped IPv6 network (::ffff:a.b.c.d), the form its peers take when the app listens on ``::``."""
+    networks = list(settings.trusted_proxies)
+    for network in map(ipaddress.ip_network, settings.trusted_proxies):
+        if isinstance(network, ipaddress.IPv4Network):
+            networks.append(f"::ffff:{network.network_address}/{96 + network.prefixlen}")
+    return networks
 
 
 def user_agent(request: Request) -> str | None:
