@@ -195,7 +195,7 @@ def signed_sends(binary: str, recipients: int, concurrencies: list[int], bits: i
                 plain = {"NEWSLETTER_VAR_DIR": str(var_dir), "NEWSLETTER_DATABASE_URL": database_url,
                          "NEWSLETTER_BASE_URL": "https://news.example.org",
                          "NEWSLETTER_POSTAL_ADDRESS": "1 Example Street, Example City",
-                         "NEWSLETTER_SECRET_KEY": "bench-secret-key-0123456789"}
+                         "NEWSLETTER_SECRET_KEY": "bench-secret-key-0123456789abcdefgh"}
                 if broker:
                     plain["NEWSLETTER_BROKER_URL"] = broker
                 signed = {**plain, "NEWSLETTER_DKIM_DOMAIN": DOMAIN, "NEWSLETTER_DKIM_SELECTOR": SELECTOR,

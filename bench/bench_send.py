@@ -474,7 +474,7 @@ def main() -> int:
                 env = {"NEWSLETTER_VAR_DIR": str(var_dir), "NEWSLETTER_DATABASE_URL": database_url,
                        "NEWSLETTER_BASE_URL": "https://news.example.org",
                        "NEWSLETTER_POSTAL_ADDRESS": "1 Example Street, Example City",
-                       "NEWSLETTER_SECRET_KEY": "bench-secret-key-0123456789"}
+                       "NEWSLETTER_SECRET_KEY": "bench-secret-key-0123456789abcdefgh"}
                 if broker:
                     env["NEWSLETTER_BROKER_URL"] = broker
                 nl = Newsletter(tmp, env)

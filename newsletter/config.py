@@ -7,6 +7,7 @@ message starts with the variable's name.
 
 from __future__ import annotations
 
+import os
 import re
 import secrets
 from collections.abc import Mapping
@@ -37,13 +38,19 @@ DOCUMENTED: dict[str, tuple[str, str]] = {
     "NEWSLETTER_BASE_URL": ("http://localhost:8000", "Public URL of the web app, used in every link in an email."),
     "NEWSLETTER_SECRET_KEY": (
         "(unset: a random key kept in $NEWSLETTER_VAR_DIR/secret_key)",
-        "Key that signs unsubscribe, confirmation and preference links. Set it in production, the same on every machine.",
+        "Key that signs unsubscribe, confirmation and preference links: at least 32 random bytes, the same on every "
+        "machine. Set it in production; an empty, blank or shorter value stops every command but `doctor`.",
     ),
     "NEWSLETTER_SECRET_KEY_OLD": (
         "(empty)",
-        "Previous secret keys, comma-separated: links signed with them still work during a key rotation.",
+        "Previous secret keys, comma-separated: links signed with them still work during a key rotation "
+        "(each at least 16 bytes; `doctor` warns under 32).",
     ),
     "NEWSLETTER_CONFIRM_DAYS": ("7", "Days a double opt-in confirmation link stays valid."),
+    "NEWSLETTER_PREFERENCES_DAYS": (
+        "90",
+        "Days a preferences link stays valid; an expired one offers to mail a fresh link. Unsubscribe links never expire.",
+    ),
     "NEWSLETTER_SUBSCRIBE_LIMIT": (
         "10",
         "Subscribe form posts allowed per IP address (IPv6: per /64) per hour, shared in Redis; 0 turns the limit off.",
@@ -141,6 +148,7 @@ class Settings:
     pause_error_rate: float = 0.2
     old_secret_keys: tuple[str, ...] = field(default=(), repr=False)
     confirm_days: float = 7.0
+    preferences_days: float = 90.0
     subscribe_limit: int = 10
     dkim: DkimSettings | None = None
     return_path: str | None = None
@@ -153,10 +161,12 @@ class Settings:
     trusted_proxies: tuple[str, ...] = ()  # networks, e.g. "127.0.0.1/32": whose X-Forwarded-* headers are believed
 
     @classmethod
-    def from_environ(cls, environ: Mapping[str, str]) -> Settings:
+    def from_environ(cls, environ: Mapping[str, str], *, check_secret_key: bool = True) -> Settings:
         """Build settings from an environment mapping.
 
-        Raises ConfigError naming the first variable that is malformed or unknown.
+        Raises ConfigError naming the first variable that is malformed or unknown. With
+        ``check_secret_key`` false a weak secret key is kept as it is (for `newsletter doctor`,
+        which reports it instead of stopping; see :func:`secret_key_problem`).
         """
         unknown = sorted(k for k in environ if k.startswith(PREFIX) and k not in DOCUMENTED)
         if unknown:
@@ -168,7 +178,7 @@ class Settings:
             broker_url=_broker_url(environ.get("NEWSLETTER_BROKER_URL")),
             smtp=parse_smtp_url(environ.get("NEWSLETTER_SMTP_URL") or "smtp://127.0.0.1:1025"),
             base_url=_base_url(environ.get("NEWSLETTER_BASE_URL") or "http://localhost:8000"),
-            secret_key=_secret_key(environ.get("NEWSLETTER_SECRET_KEY"), var_dir),
+            secret_key=_secret_key(environ.get("NEWSLETTER_SECRET_KEY"), var_dir, check=check_secret_key),
             postal_address=_one_line("NEWSLETTER_POSTAL_ADDRESS", environ.get("NEWSLETTER_POSTAL_ADDRESS", "")),
             template_dir=_template_dir(environ.get("NEWSLETTER_TEMPLATE_DIR")),
             batch_size=_int("NEWSLETTER_BATCH_SIZE", environ.get("NEWSLETTER_BATCH_SIZE"), 500, minimum=1),
@@ -176,8 +186,9 @@ class Settings:
             max_attempts=_int("NEWSLETTER_MAX_ATTEMPTS", environ.get("NEWSLETTER_MAX_ATTEMPTS"), 5, minimum=1),
             retry_delay=_float("NEWSLETTER_RETRY_DELAY", environ.get("NEWSLETTER_RETRY_DELAY"), 60.0),
             pause_error_rate=_float("NEWSLETTER_PAUSE_ERROR_RATE", environ.get("NEWSLETTER_PAUSE_ERROR_RATE"), 0.2),
-            old_secret_keys=tuple(k.strip() for k in environ.get("NEWSLETTER_SECRET_KEY_OLD", "").split(",") if k.strip()),
+            old_secret_keys=_old_secret_keys(environ.get("NEWSLETTER_SECRET_KEY_OLD", ""), check=check_secret_key),
             confirm_days=_float("NEWSLETTER_CONFIRM_DAYS", environ.get("NEWSLETTER_CONFIRM_DAYS"), 7.0),
+            preferences_days=_positive_days("NEWSLETTER_PREFERENCES_DAYS", environ.get("NEWSLETTER_PREFERENCES_DAYS"), 90.0),
             subscribe_limit=_int("NEWSLETTER_SUBSCRIBE_LIMIT", environ.get("NEWSLETTER_SUBSCRIBE_LIMIT"), 10, minimum=0),
             dkim=_dkim(environ),
             return_path=_return_path(environ.get("NEWSLETTER_RETURN_PATH")),
@@ -255,24 +266,77 @@ def _base_url(value: str) -> str:
     return value.rstrip("/")
 
 
-def _secret_key(value: str | None, var_dir: Path) -> str:
-    if value:
-        if len(value) < 16:
-            raise ConfigError("NEWSLETTER_SECRET_KEY: too short; use at least 16 random characters")
+#: The shortest secret key that signs links: 32 bytes (256 bits), HMAC-SHA256's own size.
+MIN_SECRET_BYTES = 32
+#: An old key shorter than this was never accepted as a key, so it is refused outright.
+MIN_OLD_SECRET_BYTES = 16
+#: How to make a key, for the messages that ask for one.
+MAKE_SECRET = """python3 -c 'import secrets; print(secrets.token_urlsafe(48))'"""
+
+
+def secret_key_problem(value: str) -> str | None:
+    """Why a NEWSLETTER_SECRET_KEY that is set cannot sign links (empty, blank, under 32 bytes), or None."""
+    if not value:
+        return f"set but empty; make a key with {MAKE_SECRET} (or unset the variable to use a development key)"
+    if not value.strip():
+        return f"only whitespace; make a key with {MAKE_SECRET}"
+    size = len(value.strip().encode())
+    if size < MIN_SECRET_BYTES:
+        return f"too short ({size} bytes); use at least {MIN_SECRET_BYTES} random bytes: make a key with {MAKE_SECRET}"
+    return None
+
+
+def _secret_key(value: str | None, var_dir: Path, *, check: bool = True) -> str:
+    if value is not None:
+        problem = secret_key_problem(value)
+        if problem and check:
+            raise ConfigError(f"NEWSLETTER_SECRET_KEY: {problem}")
         return value
     # Development default: a random key kept beside the local database, so links stay valid
     # across restarts on this machine. Production sets the variable on every machine.
     path = var_dir / "secret_key"
     try:
-        if path.exists():
-            return path.read_text().strip()
-        var_dir.mkdir(parents=True, exist_ok=True)
-        key = secrets.token_urlsafe(32)
-        path.write_text(key + "\n")
-        path.chmod(0o600)
-        return key
+        if not path.exists():
+            _make_key_file(path)
+        key = path.read_text().strip()
     except OSError as exc:
         raise ConfigError(f"NEWSLETTER_SECRET_KEY: unset, and no key could be kept in {path}: {exc.strerror}") from None
+    if check and len(key.encode()) < MIN_SECRET_BYTES:
+        raise ConfigError(
+            f"NEWSLETTER_SECRET_KEY: unset, and the development key in {path} is {len(key.encode())} bytes, under "
+            f"{MIN_SECRET_BYTES}; delete that file to have a new one made, or set NEWSLETTER_SECRET_KEY"
+        )
+    return key
+
+
+def _make_key_file(path: Path) -> None:
+    """Write a new random key (43 characters, 256 bits) readable by its owner only, atomically:
+    processes starting at once on a fresh folder all end up with the first one's key."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    spare = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}")
+    fd = os.open(spare, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(secrets.token_urlsafe(MIN_SECRET_BYTES) + "\n")
+        try:
+            os.link(spare, path)  # never replaces a key another process kept first
+        except FileExistsError:
+            pass
+        except OSError:  # a filesystem without hard links: a rename, which a rare race may repeat
+            os.replace(spare, path)
+    finally:
+        spare.unlink(missing_ok=True)
+
+
+def _old_secret_keys(value: str, *, check: bool = True) -> tuple[str, ...]:
+    keys = tuple(k.strip() for k in value.split(",") if k.strip())
+    for number, key in enumerate(keys, 1):
+        if check and len(key.encode()) < MIN_OLD_SECRET_BYTES:
+            raise ConfigError(
+                f"NEWSLETTER_SECRET_KEY_OLD: key {number} of {len(keys)} is {len(key.encode())} bytes; an old key "
+                f"shorter than {MIN_OLD_SECRET_BYTES} bytes was never a valid key (remove it)"
+            )
+    return keys
 
 
 def _dkim(environ: Mapping[str, str]) -> DkimSettings | None:
@@ -362,6 +426,13 @@ def _int(name: str, value: str | None, default: int, *, minimum: int) -> int:
         raise ConfigError(f"{name}: expected a whole number, got {value!r}") from None
     if number < minimum:
         raise ConfigError(f"{name}: must be at least {minimum}, got {number}")
+    return number
+
+
+def _positive_days(name: str, value: str | None, default: float) -> float:
+    number = _float(name, value, default)
+    if number <= 0:
+        raise ConfigError(f"{name}: must be more than 0 (days), got {number:g}")
     return number
 
 

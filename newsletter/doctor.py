@@ -5,9 +5,10 @@ signatures with a key of 1024 bits or more (2048 recommended), DMARC alignment o
 From domain with the DKIM domain (or with the SPF-checked envelope domain), SPF and a
 DMARC record published, one-click unsubscribe (RFC 8058: List-Unsubscribe with an https
 URL, List-Unsubscribe-Post) answered by the web app, and, for CAN-SPAM, a postal address
-in every message. On top of those this service needs its own: a secret key set explicitly
-(it signs every unsubscribe link, so it must be the same on every machine and survive a
-reinstall) and a return path, so bounces come back to `newsletter inbound`.
+in every message. On top of those this service needs its own: a secret key set explicitly, of
+32 bytes or more (it signs every unsubscribe link, so it must be the same on every machine
+and survive a reinstall; every command but this one, `web`, `worker`, `send` and `inbound`
+among them, refuses a blank or short one) and a return path, so bounces come back to `newsletter inbound`.
 
 :func:`run_checks` looks at the settings and the lists' From addresses and returns one
 :class:`Check` per rule; a ``missing`` check is a gap (the CLI exits 1), a ``warn`` is
@@ -28,7 +29,7 @@ from dataclasses import dataclass, field
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from newsletter import dkim_keys
-from newsletter.config import Settings
+from newsletter.config import MAKE_SECRET, MIN_OLD_SECRET_BYTES, MIN_SECRET_BYTES, Settings, secret_key_problem
 from newsletter.errors import InvalidInput
 from newsletter.messages import sender_domain
 
@@ -99,16 +100,38 @@ def run_checks(
         report.add("Base URL", MISSING, f"NEWSLETTER_BASE_URL is {settings.base_url}, not https",
                    "serve the web app behind TLS and set NEWSLETTER_BASE_URL=https://...; one-click "
                    "unsubscribe (RFC 8058) needs an https URL, and every link in every email uses it")
-    if secret_key_set:
-        report.add("Secret key", OK, "NEWSLETTER_SECRET_KEY is set")
-    else:
-        report.add("Secret key", MISSING,
-                   f"NEWSLETTER_SECRET_KEY is unset: links are signed with the development key in {settings.var_dir}/secret_key",
-                   "set NEWSLETTER_SECRET_KEY to at least 16 random characters, the same on every machine "
-                   "(unsubscribe links in sent emails must keep working)")
+    _check_secret_keys(report, settings, secret_key_set)
     _check_unsubscribe(report, settings, https, web_check)
     _records(report, settings, key, from_domains)
     return report
+
+
+def _check_secret_keys(report: Report, settings: Settings, secret_key_set: bool) -> None:
+    """The key that signs every link: set, not blank, 32 bytes or more; and the old keys still accepted."""
+    make = f"make one with: {MAKE_SECRET}"
+    if not secret_key_set:
+        report.add("Secret key", MISSING,
+                   f"NEWSLETTER_SECRET_KEY is unset: links are signed with the development key in {settings.var_dir}/secret_key",
+                   f"set NEWSLETTER_SECRET_KEY to at least {MIN_SECRET_BYTES} random bytes, the same on every machine "
+                   f"(unsubscribe links in sent emails must keep working); {make}")
+    elif (problem := secret_key_problem(settings.secret_key)) is not None:
+        report.add("Secret key", MISSING,
+                   f"NEWSLETTER_SECRET_KEY is {problem.split(';')[0]}: web, worker, send, inbound and every other "
+                   "command but doctor refuse to start",
+                   f"{make}, set it on every machine, and put the old value in NEWSLETTER_SECRET_KEY_OLD "
+                   "so links already mailed keep working")
+    else:
+        report.add("Secret key", OK, f"NEWSLETTER_SECRET_KEY is set ({len(settings.secret_key.strip().encode())} bytes)")
+    for number, key in enumerate(settings.old_secret_keys, 1):
+        size = len(key.encode())
+        name = f"NEWSLETTER_SECRET_KEY_OLD: key {number} of {len(settings.old_secret_keys)}"
+        if size < MIN_OLD_SECRET_BYTES:
+            report.add("Old secret key", MISSING, f"{name} is {size} bytes: every command but doctor refuses it",
+                       "remove it (no key this short was ever accepted)")
+        elif size < MIN_SECRET_BYTES:
+            report.add("Old secret key", WARN,
+                       f"{name} is {size} bytes, under {MIN_SECRET_BYTES}: links signed with it are still accepted, "
+                       "and a short key is easier to guess", "remove it once the links signed with it have aged out")
 
 
 def _check_dkim(report: Report, settings: Settings, dns_record: str | None) -> rsa.RSAPrivateKey | None:

@@ -21,7 +21,7 @@ from newsletter.config import Settings
 from newsletter.smtp_capture import CaptureServer
 
 BASE = "https://news.example.org"
-KEY = "api-test-secret-key-0123456789"
+KEY = "api-test-secret-key-0123456789abcdef"
 ISSUE_MD = """---
 subject: "This Week: the API"
 preheader: Everything the CLI does, over HTTP.

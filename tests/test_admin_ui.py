@@ -95,7 +95,7 @@ def admin(tmp_path: Path, database_url: str, redis_url: str) -> Iterator[Admin]:
         "NEWSLETTER_BROKER_URL": redis_url,
         "NEWSLETTER_SMTP_URL": f"smtp://127.0.0.1:{capture.port}",
         "NEWSLETTER_BASE_URL": BASE,
-        "NEWSLETTER_SECRET_KEY": "test-secret-key-0123456789",
+        "NEWSLETTER_SECRET_KEY": "test-secret-key-0123456789abcdef",
         "NEWSLETTER_POSTAL_ADDRESS": "1 Example Street, Example City",
     }
     engine = db.make_engine(database_url)

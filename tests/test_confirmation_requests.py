@@ -185,7 +185,7 @@ def _batch(sessions: sessionmaker[Session], capture: CaptureServer, run_id: int,
     render = RenderSettings.create(base_url="https://news.example.org", postal_address="1 Example Street",
                                    user_template_dir=None)
     with SmtpTransport(SmtpSettings("127.0.0.1", capture.port)) as transport:
-        return deliver_batch(sessions, transport, render, TokenSigner("test-secret-key-0123456789"), run_id, first, last,
+        return deliver_batch(sessions, transport, render, TokenSigner("test-secret-key-0123456789abcdef"), run_id, first, last,
                              confirm_days=7, policy=DeliveryPolicy(claim_seconds=30))
 
 
@@ -264,7 +264,7 @@ def test_an_unreachable_smtp_server_gives_up_on_nobody_and_the_batch_waits_for_i
                                    user_template_dir=None)
     before = utcnow()
     with SmtpTransport(SmtpSettings("127.0.0.1", capture.port), timeout=5) as transport:
-        result = deliver_batch(sessions, transport, render, TokenSigner("test-secret-key-0123456789"),
+        result = deliver_batch(sessions, transport, render, TokenSigner("test-secret-key-0123456789abcdef"),
                                started.run_id, *started.batches[0], confirm_days=7,  # type: ignore[arg-type]
                                policy=DeliveryPolicy(max_attempts=1, retry_delay=60, max_connect_retry_delay=120))
     assert (result.sent, result.failed, result.retrying) == (0, 0, 1)
@@ -291,7 +291,7 @@ def test_a_link_mailed_days_after_the_request_started_lives_its_whole_lifetime(s
     before = int(time.time())
     assert _batch(sessions, capture, started.run_id, *started.batches[0]).sent == 1  # type: ignore[arg-type]
     (mail,) = [message_from_bytes(m.data, policy=policy.default) for m in capture.messages]
-    claims = TokenSigner("test-secret-key-0123456789").verify(confirm_token(mail), "confirm", max_age=7 * 86400)
+    claims = TokenSigner("test-secret-key-0123456789abcdef").verify(confirm_token(mail), "confirm", max_age=7 * 86400)
     assert claims.issued_at >= before  # "valid for 7 days" holds from the email, not from the run's start
 
 
@@ -353,7 +353,7 @@ def admin_app(tmp_path: Path, database_url: str, redis_url: str) -> Iterator[Any
     environ = {
         "NEWSLETTER_VAR_DIR": str(tmp_path / "var"), "NEWSLETTER_DATABASE_URL": database_url,
         "NEWSLETTER_BROKER_URL": redis_url, "NEWSLETTER_BASE_URL": "https://news.example.org",
-        "NEWSLETTER_SECRET_KEY": "test-secret-key-0123456789",
+        "NEWSLETTER_SECRET_KEY": "test-secret-key-0123456789abcdef",
     }
     engine = db.make_engine(database_url)
     sessions = db.session_factory(engine)

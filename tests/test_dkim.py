@@ -29,7 +29,7 @@ from newsletter.return_path import delivery_of, make_return_path
 from tests.conftest import need_service
 from tests.test_messages import HEADERS, RENDERED, recipient
 
-KEY = "dkim-test-secret-key-0123456789"
+KEY = "dkim-test-secret-key-0123456789abcdef"
 SELECTOR, DOMAIN = "nl1", "example.org"
 RECORD_NAME = f"{SELECTOR}._domainkey.{DOMAIN}."
 

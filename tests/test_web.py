@@ -34,7 +34,7 @@ from subscribers.tokens import TokenSigner
 
 # Starlette prefers the httpx2 package for its TestClient; httpx is what this project installs.
 
-KEY = "test-secret-key-0123456789"
+KEY = "test-secret-key-0123456789abcdef"
 OLD_KEY = "old-secret-key-0123456789"
 BASE = "https://news.example.org"
 SECURITY_HEADERS = ("content-security-policy", "x-frame-options", "referrer-policy", "x-content-type-options")

@@ -22,11 +22,18 @@ err = Console(stderr=True, highlight=False, soft_wrap=True, markup=False)
 
 
 class Runtime:
-    """Lazily built settings and database handles for one CLI invocation."""
+    """Lazily built settings and database handles for one CLI invocation.
+
+    Every command refuses an empty, blank or short NEWSLETTER_SECRET_KEY (ConfigError, exit 1)
+    before it does anything, `web`, `worker`, `send` and `inbound` among them; only `doctor`
+    sets ``check_secret_key`` false first, to report the key instead of stopping at it.
+    """
+
+    check_secret_key = True
 
     @cached_property
     def settings(self) -> Settings:
-        return Settings.from_environ(os.environ)
+        return Settings.from_environ(os.environ, check_secret_key=self.check_secret_key)
 
     @cached_property
     def engine(self) -> Engine:
