@@ -13,16 +13,19 @@ worker, Redis and an SMTP capture server.
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
 import sys
 from pathlib import Path
 
+import httpx
 import pytest
 
+from subscribers.tokens import TokenSigner
 from tests.conftest import Cli
-from tests.test_web_journey import free_port
+from tests.test_web_journey import free_port, start_web
 
 GOOD_KEY = "a-good-secret-key-of-forty-bytes-0123456"
 BAD_KEYS = {"empty": "", "blank": "   ", "short": "short", "31 bytes": "k" * 31}
@@ -94,3 +97,43 @@ def test_the_development_key_is_long_enough_and_a_damaged_one_is_refused(cli):
     assert result.returncode == 1
     assert result.stderr.startswith("configuration error: NEWSLETTER_SECRET_KEY: unset, and the development key in")
     assert str(key_file) in result.stderr and "delete that file" in result.stderr
+
+
+# --- tokens in the access log ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("log_format", ["text", "json"])
+def test_the_access_log_of_a_real_web_process_holds_no_token(cli, log_format):
+    env = {**cli.env, "NEWSLETTER_SECRET_KEY": GOOD_KEY, "NEWSLETTER_LOG_FORMAT": log_format}
+    run = Cli(env, cli.cwd)
+    run("lists", "create", "weekly", "--name", "The Weekly", "--from-email", "news@example.org")
+    run("subscribers", "add", "weekly", "ann@example.com", "--confirmed")
+    signer = TokenSigner(GOOD_KEY)
+    tokens = {purpose: signer.make(1, 1, purpose) for purpose in ("unsubscribe", "confirm", "preferences")}
+    archive_key, api_token = signer.archive_key(1, 1), "nl_secret-api-token-in-a-query-0123456789"
+    port = free_port()
+    web = start_web(env, cli.cwd, port)
+    try:
+        requests = [
+            ("GET", f"/unsubscribe/{tokens['unsubscribe']}"), ("GET", f"/confirm/{tokens['confirm']}"),
+            ("GET", f"/preferences/{tokens['preferences']}"), ("POST", f"/preferences/{tokens['preferences']}/name"),
+            ("GET", f"/archive/weekly/1?key={archive_key}"), ("GET", f"/api/lists?token={api_token}&limit=5"),
+            ("GET", "/unsubscribe/v1.9.9.9.forged-token-value"),
+        ]
+        answers = [httpx.request(method, f"{web.base}{path}", data={"name": "Ann"} if method == "POST" else None,
+                                 timeout=30).status_code for method, path in requests]
+        assert answers[:4] == [200, 200, 200, 200], answers
+    finally:
+        web.stop()
+    log = web.log.read_text()
+    for secret in [*tokens.values(), archive_key, api_token, "forged-token-value"]:
+        assert secret not in log, f"{secret} is in the access log:\n{log}"
+    if log_format == "json":
+        lines = [json.loads(line)["message"] for line in log.splitlines() if line.startswith("{")]
+    else:
+        lines = log.splitlines()
+    expected = ['"GET /unsubscribe/… HTTP/1.1" 200', '"GET /confirm/… HTTP/1.1" 200', '"GET /preferences/… HTTP/1.1" 200',
+                '"POST /preferences/…/name HTTP/1.1" 200', '"GET /archive/weekly/1?key=… HTTP/1.1"',
+                '"GET /api/lists?token=…&limit=5 HTTP/1.1" 401', '"GET /unsubscribe/… HTTP/1.1" 400']
+    for line in expected:
+        assert any(line in entry for entry in lines), f"no access log line with {line}:\n{log}"
