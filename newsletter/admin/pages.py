@@ -46,6 +46,7 @@ NAV: tuple[tuple[str, str, str], ...] = (
     ("/subscribers", "Subscribers", "subscribers"),
     ("/imports", "Imports", "imports"),
     ("/suppressions", "Suppressions", "suppressions"),
+    ("/bounces", "Bounces", "suppressions"),
 )
 
 #: What a redirect after a form says on the next page (``?done=KEY``): fixed sentences only.

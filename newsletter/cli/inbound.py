@@ -42,18 +42,33 @@ def inbound(
 def list_events(
     kind: str = typer.Option(None, "--kind", help=f"Only events of one kind: {', '.join(BOUNCE_KINDS)}."),
     email: str = typer.Option(None, "--email", help="Only events for one address."),
+    unproven: bool = typer.Option(
+        False, "--unproven", help="Only reports that proved nothing (kept for review; they changed nothing)."
+    ),
+    proven: bool = typer.Option(False, "--proven", help="Only proven events (the ones acted on)."),
     limit: int = typer.Option(50, "--limit", help="How many of the newest events to show."),
     as_json: bool = typer.Option(False, "--json", help="A JSON array of objects instead of a table."),
 ) -> None:
-    """The newest bounce, complaint and unsubscribe events, newest first."""
+    """The newest bounce, complaint and unsubscribe events, newest first.
+
+    An event is acted on only when it proved that we mailed the address (a VERP return
+    path, the Message-ID of our message, a signed link of ours); the others are listed
+    with proven "no" and changed nothing.
+    """
+    from newsletter.errors import InvalidInput
     from subscribers.bounces import recent_events
 
+    if unproven and proven:
+        raise InvalidInput("use --proven or --unproven, not both", where="--unproven")
     with runtime.transaction() as session:
-        rows = recent_events(session, limit=limit, kind=kind, email=email)
-    columns = [Col("created_at", "when"), Col("email", keep=True), Col("kind"), Col("source"),
+        rows = recent_events(session, limit=limit, kind=kind, email=email,
+                             proven=False if unproven else True if proven else None)
+    columns = [Col("created_at", "when"), Col("email", keep=True), Col("kind"), Col("proven"), Col("source"),
                Col("delivery_id", "delivery", keep=True), Col("send_id", "send", keep=True), Col("detail")]
-    listing(out, columns, ({"created_at": r.created_at, "email": r.email, "kind": r.kind, "source": r.source,
+    listing(out, columns, ({"created_at": r.created_at, "email": r.email, "kind": r.kind,
+                            "proven": r.proven if as_json else ("yes" if r.proven else "no"), "source": r.source,
                             "delivery_id": r.delivery_id, "send_id": r.send_id, "detail": r.detail} for r in rows),
             as_json=as_json)
     if not as_json:
-        out.print(f"{len(rows)} event(s).")
+        shown = sum(not r.proven for r in rows)
+        out.print(f"{len(rows)} event(s)." + (f" {shown} unproven: kept for review, they changed nothing." if shown else ""))
