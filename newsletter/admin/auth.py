@@ -125,15 +125,16 @@ def login(
         raise Forbidden(BAD_CSRF)
     w = web(request)
     limiter = w.login_limiter
-    if limiter is not None:
-        limiter.check(client_ip(request), username)  # 429 after too many failures from this IP or for this user
+    # Counted as a failure before the password is checked, atomically with the limits (429 past them):
+    # parallel guesses get no more checks than the limit. See newsletter.web.ratelimit.
+    attempt = limiter.reserve(client_ip(request), username) if limiter is not None else None
     try:
         with w.transaction() as session:
             session_id, _ = accounts.log_in(session, username, password)
     except Unauthenticated:
-        if limiter is not None:
-            limiter.failed(client_ip(request), username)
         return _login_page(request, next=next, status=401, error="Wrong username or password.", username=username)
+    if limiter is not None and attempt is not None:
+        limiter.succeeded(attempt)  # not a failure; this address is now known to the account
     response = RedirectResponse(_safe_next(request, next), status_code=303)
     response.set_cookie(SESSION_COOKIE, session_id, max_age=accounts.SESSION_DAYS * 86400,
                         **_cookie_options(request))  # type: ignore[arg-type]
