@@ -1,8 +1,11 @@
-"""CSV export of a list's subscribers, streamed straight from the database."""
+"""CSV export of a list's subscribers, streamed straight from the database.
+
+Every cell goes through :mod:`subscribers.csv_cells`: none starts a spreadsheet formula, and
+``subscribers import`` reads the export back to the same values.
+"""
 
 from __future__ import annotations
 
-import csv
 from datetime import datetime
 from typing import TextIO
 
@@ -10,6 +13,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from newsletter.models import Subscriber, Subscription
+from subscribers import csv_cells
 from subscribers.lists import get_list
 
 FIXED_COLUMNS = ["email", "name", "status", "source", "subscribed_at", "confirmed_at", "unsubscribed_at"]
@@ -47,7 +51,7 @@ def export_csv(session: Session, list_slug: str, out: TextIO, *, status: str | N
     ):
         keys.update(attributes or {})
     attribute_columns = sorted(keys - set(FIXED_COLUMNS))
-    writer = csv.writer(out, lineterminator="\n")
+    writer = csv_cells.writer(out)
     writer.writerow(FIXED_COLUMNS + attribute_columns)
     count = 0
     for email, name, attributes, status_, source, requested, confirmed, ended in session.execute(

@@ -28,7 +28,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from newsletter.db import transaction
 from newsletter.errors import InvalidInput, NotFound
 from newsletter.models import ImportJob, MailingList, utcnow
-from subscribers import importing
+from subscribers import csv_cells, importing
 from subscribers.lists import get_list
 
 log = logging.getLogger(__name__)
@@ -277,11 +277,12 @@ def _first_bad_utf8(path: Path, source: str) -> str | None:
 
 
 class _Report:
-    """The rejected rows as CSV ("line,reason"), at most REPORT_LIMIT of them, then a count of the rest."""
+    """The rejected rows as CSV ("line,reason"), at most REPORT_LIMIT of them, then a count of the rest.
+    A reason quotes the row's own text: its cells are made safe to open (subscribers.csv_cells)."""
 
     def __init__(self) -> None:
         self.buffer = io.StringIO()
-        self.writer = csv.writer(self.buffer, lineterminator="\n")
+        self.writer = csv_cells.writer(self.buffer)
         self.writer.writerow(["line", "reason"])
         self.listed = 0
         self.more = 0

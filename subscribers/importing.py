@@ -4,6 +4,10 @@ The file is read row by row and written in batches with a handful of set-based
 statements per batch, so memory stays flat however long the file is. Addresses already
 seen earlier in the same file are remembered in a temporary table, not in Python.
 The caller owns the transaction: when this raises, roll back and nothing is imported.
+
+Every cell (header included) is read through :func:`subscribers.csv_cells.read_cell`: the
+``'`` an export puts before a leading ``=``, ``+``, ``-``, ``@``, tab or CR is taken off again,
+so an export imports back to the same values.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ from newsletter.db import insert_on_conflict_ignore
 from newsletter.errors import InvalidInput
 from newsletter.models import Subscriber, Subscription, utcnow
 from subscribers.addresses import check_display_name, normalise_email
+from subscribers.csv_cells import read_cell
 from subscribers.lists import get_list
 
 #: Columns written by ``subscribers export`` that describe the subscription, not the
@@ -57,7 +62,7 @@ class _Row:
 
 class _Columns:
     def __init__(self, header: list[str], source: str) -> None:
-        names = [h.strip() for h in header]
+        names = [read_cell(h.strip()) for h in header]
         lowered = [n.lower() for n in names]
         if "email" not in lowered:
             found = ", ".join(repr(n) for n in names) or "nothing"
@@ -163,12 +168,12 @@ def _rows(handle: TextIO, source: str, reject: Callable[[int, str], None]) -> It
                 reject(line, f"has {len(fields)} fields, the header has {columns.width}")
                 continue
             try:
-                email = normalise_email(fields[columns.email])
-                name = check_display_name(fields[columns.name]) if columns.name is not None else ""
+                email = normalise_email(read_cell(fields[columns.email]))
+                name = check_display_name(read_cell(fields[columns.name])) if columns.name is not None else ""
             except InvalidInput as exc:
                 reject(line, exc.message)
                 continue
-            attributes = {key: fields[i].strip() for i, key in columns.attributes if fields[i].strip()}
+            attributes = {key: read_cell(fields[i].strip()) for i, key in columns.attributes if fields[i].strip()}
             yield _Row(line, email, name, attributes)
     except UnicodeDecodeError as exc:
         raise InvalidInput(f"not valid UTF-8 ({exc.reason} at byte {exc.start} of a read block)", where=f"{source}:{line}") from None

@@ -6,7 +6,6 @@ is scheduled, sending or paused; the buttons are plain forms, so they work witho
 
 from __future__ import annotations
 
-import csv
 import io
 import itertools
 from collections.abc import Callable, Iterator
@@ -29,6 +28,7 @@ from newsletter.scheduling import reschedule_send
 from newsletter.send_health import SendHealth
 from newsletter.send_queue import QueueUnavailable, queue_resumed
 from newsletter.web.context import web
+from subscribers import csv_cells
 
 router = APIRouter()
 Sender = Depends(user("sends"))
@@ -181,7 +181,7 @@ def log_csv(request: Request, send_id: int, caller: Caller = Sender, status: str
 
     def rows() -> Iterator[str]:
         buffer = io.StringIO()
-        writer = csv.writer(buffer, lineterminator="\r\n")
+        writer = csv_cells.writer(buffer, lineterminator="\r\n")
         writer.writerow(LOG_COLUMNS)
         with db.transaction(w.sessions) as session:
             for n, r in enumerate(sending.delivery_log(session, send_id, status=chosen), 1):

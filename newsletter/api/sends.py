@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import csv
 import io
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -21,6 +20,7 @@ from newsletter.errors import Conflict
 from newsletter.models import DELIVERY_STATUSES
 from newsletter.send_queue import queue_batches, queue_resumed
 from newsletter.web.context import web
+from subscribers import csv_cells
 
 router = APIRouter(prefix="/sends", tags=["sends"])
 
@@ -201,7 +201,7 @@ def deliveries_csv(request: Request, send_id: SendId, caller: SendEditor, status
 
     def chunks() -> Iterator[str]:
         buffer = io.StringIO()
-        writer = csv.writer(buffer, lineterminator="\n")
+        writer = csv_cells.writer(buffer)
         writer.writerow(CSV_COLUMNS)
         after = 0
         while True:

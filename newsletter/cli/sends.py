@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import csv
 import json
 import sys
 import time
@@ -214,7 +213,9 @@ def delivery_log(
     with runtime.transaction() as session:
         rows = sending.delivery_log(session, send_id, status=status_filter)
         if as_csv:
-            writer = csv.writer(sys.stdout, lineterminator="\n")
+            from subscribers import csv_cells  # no cell starts a spreadsheet formula
+
+            writer = csv_cells.writer(sys.stdout)
             writer.writerow(columns)
             for r in rows:
                 writer.writerow([r.delivery_id, r.email, r.status, r.attempts, r.smtp_code or "", r.smtp_reply or "",
