@@ -184,6 +184,33 @@ def enqueue_confirmation(subscription_id: int, requested_at: int) -> None:
     send_confirmation.apply_async((subscription_id, requested_at))
 
 
+@app.task(name="newsletter.send_preferences_link", bind=True, max_retries=None)
+def send_preferences_link(self, subscriber_id: int, list_id: int) -> None:  # type: ignore[no-untyped-def]
+    """Email a fresh preferences link (asked for from an expired one); retried like a confirmation."""
+    from newsletter import preferences_mail
+
+    s = state()
+    try:
+        message_id = preferences_mail.send_preferences_link(
+            s.sessions, s.transport, s.render_settings, s.signer, subscriber_id, list_id,
+            preferences_days=s.settings.preferences_days, outbound=s.outbound,
+        )
+    except TemporaryDeliveryError as exc:
+        attempt = self.request.retries + 1
+        if attempt >= s.settings.max_attempts:
+            log.warning("preferences link for subscriber %s: gave up after %d attempts: %s", subscriber_id, attempt, exc)
+            return
+        raise self.retry(countdown=policy_from(s.settings).backoff(attempt)) from None
+    except (PermanentDeliveryError, RenderError) as exc:
+        log.warning("preferences link for subscriber %s not sent: %s", subscriber_id, exc)
+        return
+    log.info("preferences link for subscriber %s: %s", subscriber_id, message_id or "not sent (gone or suppressed)")
+
+
+def enqueue_preferences_link(subscriber_id: int, list_id: int) -> None:
+    send_preferences_link.apply_async((subscriber_id, list_id))
+
+
 @app.task(name="newsletter.request_confirmations", bind=True)
 def request_confirmations(self, run_id: int, first_id: int, last_id: int) -> None:  # type: ignore[no-untyped-def]
     """Mail one batch of a request to confirm (`newsletter lists request-confirmation`)."""

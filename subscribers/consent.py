@@ -28,8 +28,12 @@ The rules, in the order a subscriber meets them:
   record. Workers re-check every claimed delivery, so leaving takes effect for sends
   already in progress. Leaving everything also suppresses the address (``unsubscribed_all``).
 * **Preferences** (the link in every issue) show the subscriber's lists; from there they
-  can rename themselves, leave a list, leave everything, or join again a list they are on
-  the books of (the link proves they own the mailbox, so no second email is needed).
+  can rename themselves, leave a list, leave everything, or ask to join again a list they
+  are on the books of. A preferences link lives ``max_age`` (NEWSLETTER_PREFERENCES_DAYS,
+  then :class:`~subscribers.tokens.TokenExpired`, and :func:`fresh_link_for` names whom a
+  fresh link goes to), and may have been forwarded, so joining again never subscribes at
+  once: like the form it is a request, confirmed from the email it sends (double opt-in);
+  until then an ended subscription stays ended.
 """
 
 from __future__ import annotations
@@ -268,14 +272,14 @@ def unsubscribe(session: Session, signer: TokenSigner, token: str, *, how: str) 
 # --- preferences ---------------------------------------------------------------------
 
 
-def preferences(session: Session, signer: TokenSigner, token: str) -> Preferences:
-    """The subscriber's lists and their states. Raises InvalidInput, NotFound."""
-    return _preferences(session, _subscriber(session, signer, token))
+def preferences(session: Session, signer: TokenSigner, token: str, *, max_age: float | None = None) -> Preferences:
+    """The subscriber's lists and their states. Raises InvalidInput (TokenExpired past ``max_age``), NotFound."""
+    return _preferences(session, _subscriber(session, signer, token, max_age))
 
 
-def rename(session: Session, signer: TokenSigner, token: str, name: str) -> Preferences:
+def rename(session: Session, signer: TokenSigner, token: str, name: str, *, max_age: float | None = None) -> Preferences:
     """Change the subscriber's name ("" clears it). Raises InvalidInput (bad link or name), NotFound."""
-    subscriber = _subscriber(session, signer, token)
+    subscriber = _subscriber(session, signer, token, max_age)
     try:
         subscriber.name = check_display_name(name)
     except InvalidInput as exc:
@@ -283,16 +287,16 @@ def rename(session: Session, signer: TokenSigner, token: str, name: str) -> Pref
     return _preferences(session, subscriber)
 
 
-def leave(session: Session, signer: TokenSigner, token: str, list_slug: str) -> Preferences:
+def leave(session: Session, signer: TokenSigner, token: str, list_slug: str, *, max_age: float | None = None) -> Preferences:
     """Leave one of the subscriber's lists. Raises InvalidInput, NotFound."""
-    subscriber = _subscriber(session, signer, token)
+    subscriber = _subscriber(session, signer, token, max_age)
     _end(_own_subscription(session, subscriber, list_slug), HOW_PREFERENCES)
     return _preferences(session, subscriber)
 
 
-def leave_everything(session: Session, signer: TokenSigner, token: str) -> Preferences:
+def leave_everything(session: Session, signer: TokenSigner, token: str, *, max_age: float | None = None) -> Preferences:
     """Leave every list and suppress the address (``unsubscribed_all``). Raises InvalidInput, NotFound."""
-    subscriber = _subscriber(session, signer, token)
+    subscriber = _subscriber(session, signer, token, max_age)
     for subscription in session.scalars(select(Subscription).where(Subscription.subscriber_id == subscriber.id)):
         _end(subscription, HOW_EVERYTHING)
     suppress(session, subscriber.email, reason=SELF_SUPPRESSION, note="left everything on the preferences page")
@@ -307,26 +311,44 @@ def rejoin(
     *,
     ip: str | None = None,
     user_agent: str | None = None,
-) -> Preferences:
-    """Join again (or confirm) one of the subscriber's lists, with a new consent record.
+    max_age: float | None = None,
+) -> tuple[Preferences, ConfirmationRequest | None]:
+    """Ask to join again (or to confirm) one of the subscriber's lists: returns the request whose
+    confirmation email to send, or None when the subscription is confirmed already.
 
-    The link proves the subscriber owns the mailbox, so no confirmation email is needed.
-    Lifts an ``unsubscribed_all`` suppression. Raises InvalidInput, NotFound, Conflict (the
-    address is suppressed for a bounce, a complaint or by an admin).
+    Nothing is subscribed here: a preferences link may be old or forwarded, so like the form
+    this is a request, and the subscription (an ended one keeps its record) changes only when
+    the link of the confirmation email is followed, which also lifts an ``unsubscribed_all``
+    suppression. Raises InvalidInput, NotFound, Conflict (the address is suppressed for a
+    bounce, a complaint or by an admin).
     """
-    subscriber = _subscriber(session, signer, token)
+    subscriber = _subscriber(session, signer, token, max_age)
     subscription = _own_subscription(session, subscriber, list_slug)
     reason = _suppression(session, subscriber.email)
     if reason is not None and reason != SELF_SUPPRESSION:
         raise Conflict("we can't send email to this address any more; please write to us to change that")
-    if subscription.status != "confirmed":
-        now = utcnow()
-        subscription.status, subscription.source = "confirmed", PREFERENCES_SOURCE
-        subscription.requested_at = subscription.confirmed_at = now
+    if subscription.status == "confirmed":
+        return _preferences(session, subscriber), None
+    now = utcnow()
+    requested = int(now.timestamp())
+    if subscription.status == "unconfirmed":
+        subscription.source, subscription.requested_at = PREFERENCES_SOURCE, now
         subscription.ip, subscription.user_agent = _clip(ip, _IP_MAX), _clip(user_agent, _USER_AGENT_MAX)
-        subscription.ended_at = subscription.end_reason = None
-    _lift_self_suppression(session, subscriber.email)
-    return _preferences(session, subscriber)
+    elif subscription.ended_at is not None:
+        # Asked after leaving, even within the same second: the request counts as after it.
+        requested = max(requested, int(subscription.ended_at.timestamp()) + 1)
+    return _preferences(session, subscriber), ConfirmationRequest(subscription.id, subscriber.email, requested)
+
+
+def fresh_link_for(session: Session, signer: TokenSigner, token: str) -> tuple[int, int, str] | None:
+    """Whom a fresh preferences link goes to, for a well-signed preferences link of any age:
+    (subscriber id, list id, address), or None when the address is suppressed (nothing is sent
+    to it). Raises InvalidInput (a malformed or forged link), NotFound.
+    """
+    subscription, subscriber, mailing_list = _load(session, signer.verify(token, "preferences"))
+    if _suppression(session, subscriber.email) is not None:
+        return None
+    return subscriber.id, mailing_list.id, subscriber.email
 
 
 # --- helpers ---------------------------------------------------------------------------
@@ -379,9 +401,9 @@ def _end(subscription: Subscription, how: str) -> bool:
     return True
 
 
-def _subscriber(session: Session, signer: TokenSigner, token: str) -> Subscriber:
+def _subscriber(session: Session, signer: TokenSigner, token: str, max_age: float | None = None) -> Subscriber:
     """The subscriber a preferences link names; its subscription to the link's list must exist."""
-    return _load(session, signer.verify(token, "preferences"))[1]
+    return _load(session, signer.verify(token, "preferences", max_age=max_age))[1]
 
 
 def _own_subscription(session: Session, subscriber: Subscriber, list_slug: str) -> Subscription:

@@ -7,6 +7,10 @@ paths and mail addresses as they are::
 
     v1.<subscriber_id>.<list_id>.<issued_at, unix seconds>.<signature, base64url>
 
+How long a token lives is the caller's choice (``max_age``): confirmation links
+NEWSLETTER_CONFIRM_DAYS, preferences links NEWSLETTER_PREFERENCES_DAYS; unsubscribe links
+never expire (RFC 8058 one-click must keep working from any old email).
+
 A private list's archived issues open with a key of their own (``archive_key``): the HMAC
 of the list's and the issue's ids, the same for every reader, so it tracks no one.
 """
@@ -34,6 +38,14 @@ class TokenClaims:
     issued_at: int
 
 
+class TokenExpired(InvalidInput):
+    """A well-signed token past its ``max_age``; ``claims`` says whom it names (to offer a fresh link)."""
+
+    def __init__(self, message: str, claims: TokenClaims) -> None:
+        super().__init__(message)
+        self.claims = claims
+
+
 class TokenSigner:
     """Makes and checks tokens with one current key and any number of old ones."""
 
@@ -49,7 +61,8 @@ class TokenSigner:
         return f"{body}.{_signature(self._current, purpose, body)}"
 
     def verify(self, token: str, purpose: str, *, max_age: float | None = None) -> TokenClaims:
-        """Check ``token`` for ``purpose``; raises InvalidInput if it is malformed, forged, for another purpose, or too old."""
+        """Check ``token`` for ``purpose``; raises InvalidInput if it is malformed, forged or for another purpose,
+        and TokenExpired (an InvalidInput) if it is well signed but older than ``max_age`` seconds."""
         parts = token.split(".")
         if not token.isascii() or len(parts) != 5 or parts[0] != "v1" or not all(p.isdigit() for p in parts[1:4]):
             raise InvalidInput("this link is malformed; copy the whole link from the email")
@@ -58,7 +71,7 @@ class TokenSigner:
             raise InvalidInput("this link is not valid; copy the whole link from the email")
         claims = TokenClaims(int(parts[1]), int(parts[2]), purpose, int(parts[3]))
         if max_age is not None and time.time() - claims.issued_at > max_age:
-            raise InvalidInput("this link has expired; ask for a new one")
+            raise TokenExpired("this link has expired; ask for a new one", claims)
         return claims
 
 

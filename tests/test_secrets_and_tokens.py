@@ -15,17 +15,25 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import httpx
 import pytest
+from sqlalchemy import select
 
+from newsletter import db
+from newsletter.config import Settings
+from newsletter.models import Suppression
+from subscribers.suppressions import suppress
 from subscribers.tokens import TokenSigner
 from tests.conftest import Cli
-from tests.test_web_journey import free_port, start_web
+from tests.test_web import BASE, add, site  # noqa: F401 - site is a fixture
+from tests.test_web_journey import free_port, start_web, text_of, wait_for_mail
 
 GOOD_KEY = "a-good-secret-key-of-forty-bytes-0123456"
 BAD_KEYS = {"empty": "", "blank": "   ", "short": "short", "31 bytes": "k" * 31}
@@ -137,3 +145,133 @@ def test_the_access_log_of_a_real_web_process_holds_no_token(cli, log_format):
                 '"GET /api/lists?token=…&limit=5 HTTP/1.1" 401', '"GET /unsubscribe/… HTTP/1.1" 400']
     for line in expected:
         assert any(line in entry for entry in lines), f"no access log line with {line}:\n{log}"
+
+
+# --- preferences links: expiry, a fresh link, no re-subscription without a confirmation ------------------------
+
+DAY = 86400
+
+
+def test_an_expired_preferences_link_offers_a_fresh_one_that_a_worker_mails(newsroom):
+    room = newsroom
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    room.cli.env.update(NEWSLETTER_BASE_URL=base, NEWSLETTER_SECRET_KEY=GOOD_KEY)
+    room.cli("lists", "create", "weekly", "--name", "The Weekly", "--from-email", "news@example.org")
+    room.cli("subscribers", "add", "weekly", "ann@example.com", "--name", "Ann", "--confirmed")
+    signer = TokenSigner(GOOD_KEY)
+    now = int(time.time())
+    expired = signer.make(1, 1, "preferences", issued_at=now - 91 * DAY)
+    room.start_worker(concurrency=1)
+    web = start_web(room.cli.env, room.tmp, port)
+    try:
+        # Still valid on day 89 of 90; past them, a page that names no one and offers a fresh link.
+        assert httpx.get(f"{base}/preferences/{signer.make(1, 1, 'preferences', issued_at=now - 89 * DAY)}").status_code == 200
+        page = httpx.get(f"{base}/preferences/{expired}")
+        assert page.status_code == 410 and "This link has expired" in page.text
+        assert f'action="/preferences/{expired}/renew"' in page.text and "Email me a fresh link" in page.text
+        assert "ann@example.com" not in page.text and "Ann" not in page.text
+        # An expired link changes nothing.
+        for action, data in (("leave", {"list": "weekly"}), ("leave-all", {}), ("name", {"name": "Eve"})):
+            assert httpx.post(f"{base}/preferences/{expired}/{action}", data=data).status_code == 410
+        assert "ann@example.com" in room.cli("subscribers", "ls", "weekly", "--status", "confirmed").stdout
+        assert "Eve" not in room.cli("subscribers", "ls", "weekly").stdout
+        # A tampered link stays refused, for the fresh link too; a foreign key's link as well.
+        body, signature = expired.rsplit(".", 1)
+        tampered = f"{body}.{'A' * len(signature)}"
+        assert httpx.get(f"{base}/preferences/{tampered}").status_code == 400
+        assert httpx.post(f"{base}/preferences/{tampered}/renew").status_code == 400
+        foreign = TokenSigner("another-install-key-0123456789-abcdef").make(1, 1, "preferences", issued_at=now - 91 * DAY)
+        assert httpx.post(f"{base}/preferences/{foreign}/renew").status_code == 400
+
+        asked = httpx.post(f"{base}/preferences/{expired}/renew")
+        assert asked.status_code == 200 and "Check your inbox" in asked.text and "ann@example.com" not in asked.text
+        mail = wait_for_mail(room, "ann@example.com", 1)[-1]
+        assert mail["Subject"] == "Your preferences for The Weekly"
+        assert mail["List-Unsubscribe"].startswith(f"<{base}/unsubscribe/v1.")
+        fresh = re.search(rf"{re.escape(base)}/preferences/(\S+)", text_of(mail)).group(1)  # type: ignore[union-attr]
+        assert fresh != expired and "works for 90 days" in text_of(mail)
+        opened = httpx.get(f"{base}/preferences/{fresh}")
+        assert opened.status_code == 200 and "Your preferences" in opened.text and "ann@example.com" in opened.text
+        # Unsubscribe links never expire: a year-old one still works in one click (RFC 8058).
+        old_unsubscribe = signer.make(1, 1, "unsubscribe", issued_at=now - 400 * DAY)
+        one_click = httpx.post(f"{base}/unsubscribe/{old_unsubscribe}", content=b"List-Unsubscribe=One-Click",
+                               headers={"Content-Type": "application/x-www-form-urlencoded"})
+        assert one_click.status_code == 200
+        assert "ann@example.com" in room.cli("subscribers", "ls", "weekly", "--status", "unsubscribed").stdout
+    finally:
+        web.stop()
+
+
+def test_fresh_links_are_limited_per_address_and_follow_the_setting(site):
+    from fastapi.testclient import TestClient
+
+    from newsletter.web.app import create_app
+
+    add(site, "ann@example.com")
+    add(site, "bob@example.com")
+    queued: list[tuple[int, int]] = []
+    settings = Settings.from_environ({**site.environ, "NEWSLETTER_PREFERENCES_DAYS": "2"})
+    app = create_app(settings, sessions=site.sessions, send_confirmation=site.send_confirmation,
+                     send_preferences_link=lambda subscriber_id, list_id: queued.append((subscriber_id, list_id)))
+    client = TestClient(app, client=("203.0.113.9", 50000), raise_server_exceptions=False)
+    now = int(time.time())
+    ann = site.token("ann@example.com", "preferences", issued_at=now - 3 * DAY)
+    assert client.get(f"/preferences/{site.token('ann@example.com', 'preferences', issued_at=now - DAY)}").status_code == 200
+    page = client.get(f"/preferences/{ann}")
+    assert page.status_code == 410 and "works for 2 days" in page.text
+    # The same page for each request; the address gets at most 3 such emails a day, whoever asks.
+    for _ in range(5):
+        assert client.post(f"/preferences/{ann}/renew").status_code == 200
+    assert queued == [site.ids("ann@example.com")] * 3
+    client.post(f"/preferences/{site.token('bob@example.com', 'preferences', issued_at=now - 3 * DAY)}/renew")
+    assert queued[-1] == site.ids("bob@example.com")
+    # A suppressed address gets nothing.
+    with db.transaction(site.sessions) as s:
+        suppress(s, "bob@example.com", reason="hard_bounce", note="test")
+    client.post(f"/preferences/{site.token('bob@example.com', 'preferences', issued_at=now - 3 * DAY)}/renew")
+    assert len(queued) == 4
+
+
+def test_a_preferences_link_never_resubscribes_without_a_new_confirmation(site):
+    add(site, "ann@example.com", "weekly")
+    add(site, "ann@example.com", "daily")
+    client = site.client()
+    one_click = client.post(f"/unsubscribe/{site.token('ann@example.com', 'unsubscribe')}",
+                            data={"List-Unsubscribe": "One-Click"})
+    assert one_click.status_code == 200 and site.subscription("ann@example.com").status == "unsubscribed"
+    preferences = f"/preferences/{site.token('ann@example.com', 'preferences')}"
+    assert len(site.mails("ann@example.com")) == 0
+
+    joined = client.post(f"{preferences}/join", data={"list": "weekly"})
+    assert joined.status_code == 200 and "Until then you stay off the list" in joined.text
+    weekly = site.subscription("ann@example.com")
+    assert (weekly.status, weekly.end_reason) == ("unsubscribed", "one-click (RFC 8058)")  # the record stays
+    [mail] = site.mails("ann@example.com")
+    assert mail["Subject"] == "Confirm your subscription to The Weekly"
+    assert client.post(site.confirm_link("ann@example.com").removeprefix(BASE)).status_code == 200
+    weekly = site.subscription("ann@example.com")
+    assert (weekly.status, weekly.source, weekly.ended_at) == ("confirmed", "form", None)
+
+    # After leaving everything the address is suppressed; joining from preferences lifts nothing by itself.
+    assert client.post(f"{preferences}/leave-all").status_code == 200
+    joined = client.post(f"{preferences}/join", data={"list": "daily"})
+    assert joined.status_code == 200
+    assert site.subscription("ann@example.com", "daily").status == "unsubscribed"
+    with site.sessions() as s:
+        assert s.scalar(select(Suppression.reason).where(Suppression.email == "ann@example.com")) == "unsubscribed_all"
+    assert site.mails("ann@example.com")[-1]["Subject"] == "Confirm your subscription to The Daily"
+    assert client.post(site.confirm_link("ann@example.com").removeprefix(BASE)).status_code == 200
+    assert site.subscription("ann@example.com", "daily").status == "confirmed"
+    assert site.subscription("ann@example.com", "weekly").status == "unsubscribed"  # only the list asked for
+    with site.sessions() as s:
+        assert s.scalar(select(Suppression.reason).where(Suppression.email == "ann@example.com")) is None
+
+    # An expired preferences link asks for nothing and mails nothing.
+    assert client.post("/unsubscribe/" + site.token("ann@example.com", "unsubscribe", "daily"),
+                       data={"List-Unsubscribe": "One-Click"}).status_code == 200
+    sent = len(site.mails("ann@example.com"))
+    old = site.token("ann@example.com", "preferences", issued_at=int(time.time()) - 91 * DAY)
+    assert client.post(f"/preferences/{old}/join", data={"list": "daily"}).status_code == 410
+    assert len(site.mails("ann@example.com")) == sent
+    assert site.subscription("ann@example.com", "daily").status == "unsubscribed"

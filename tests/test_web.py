@@ -494,9 +494,11 @@ def test_preferences_show_lists_rename_leave_rejoin_and_leave_everything(site):
     assert client.post(f"{base}/leave", data={"list": "nope"}).status_code == 404
 
     joined = client.post(f"{base}/join", data={"list": "daily"})
-    assert joined.status_code == 200
+    assert joined.status_code == 200 and "Until then you stay off the list" in joined.text
+    assert site.subscription("ann@example.com", "daily").status == "unsubscribed"  # double opt-in: not yet
+    assert client.post(site.confirm_link("ann@example.com").removeprefix(BASE)).status_code == 200
     daily = site.subscription("ann@example.com", "daily")
-    assert (daily.status, daily.source, daily.ended_at) == ("confirmed", "preferences", None)
+    assert (daily.status, daily.source, daily.ended_at) == ("confirmed", "form", None)
 
     everything = client.post(f"{base}/leave-all")
     assert everything.status_code == 200 and "You left every list" in everything.text

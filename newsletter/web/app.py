@@ -26,8 +26,9 @@ def create_app(
     *,
     sessions: sessionmaker[Session] | None = None,
     send_confirmation: ConfirmationSender | None = None,
+    send_preferences_link: preferences.LinkSender | None = None,
 ) -> FastAPI:
-    """The app for ``settings``; ``send_confirmation`` defaults to queueing a Celery task."""
+    """The app for ``settings``; ``send_confirmation`` and ``send_preferences_link`` default to queueing a Celery task."""
     root = urlsplit(settings.base_url).path.rstrip("/")
     state = Web(
         settings=settings,
@@ -51,6 +52,7 @@ def create_app(
     )
     state.metrics = metrics_registry(settings, state.sessions)
     app.state.web = state
+    app.state.send_preferences_link = send_preferences_link or celery_preferences_links(settings)
     for module in (home, subscribe, confirm, unsubscribe, preferences, archive, webhooks, metrics, docs):
         app.include_router(module.router, prefix=root, include_in_schema=False)
     app.include_router(api.router, prefix=root)
@@ -95,6 +97,25 @@ def celery_confirmations(settings: Settings) -> ConfirmationSender:
             tasks.enqueue_confirmation(request.subscription_id, request.requested_at)
         except Exception as exc:  # noqa: BLE001 - kombu raises several kinds; all mean "broker unreachable"
             raise Unavailable(f"could not queue the confirmation email: {exc}") from None
+
+    return send
+
+
+def celery_preferences_links(settings: Settings) -> preferences.LinkSender:
+    """Queue each fresh preferences link for the workers (``newsletter.send_preferences_link``)."""
+    configured = False
+
+    def send(subscriber_id: int, list_id: int) -> None:
+        nonlocal configured
+        from newsletter import tasks
+
+        try:
+            if not configured:
+                tasks.configure(settings)
+                configured = True
+            tasks.enqueue_preferences_link(subscriber_id, list_id)
+        except Exception as exc:  # noqa: BLE001 - kombu raises several kinds; all mean "broker unreachable"
+            raise Unavailable(f"could not queue the preferences link: {exc}") from None
 
     return send
 
