@@ -25,8 +25,6 @@ from newsletter.models import Subscriber, Subscription
 from tests.conftest import Cli, clean_environ
 from tests.test_web_journey import WebProcess, free_port, start_web
 
-pytestmark = [pytest.mark.redis, pytest.mark.slow]
-
 SUBSCRIBE_LIMIT = 10  # NEWSLETTER_SUBSCRIBE_LIMIT's default: form posts per client address per hour
 
 
@@ -97,6 +95,8 @@ def subscribe_together(site: Site, address: str, count: int, forwarded_for: Call
         return list(pool.map(one, range(count)))
 
 
+@pytest.mark.redis
+@pytest.mark.slow
 def test_without_trusted_proxies_a_local_process_cannot_choose_its_address(site):
     """By default no proxy is trusted, 127.0.0.1 included (uvicorn's FORWARDED_ALLOW_IPS default was)."""
     site.start()
@@ -109,6 +109,8 @@ def test_without_trusted_proxies_a_local_process_cannot_choose_its_address(site)
     assert all(site.consent_ip(f"reader{i}@example.com") is None for i, status in enumerate(statuses) if status == 429)
 
 
+@pytest.mark.redis
+@pytest.mark.slow
 def test_x_forwarded_for_is_believed_only_from_the_configured_proxy(site):
     site.start(NEWSLETTER_TRUSTED_PROXIES="127.0.0.2")
 
@@ -139,3 +141,19 @@ def test_x_forwarded_for_is_believed_only_from_the_configured_proxy(site):
     # ... and one forwarded client is limited like any other.
     statuses = subscribe_together(site, "127.0.0.2", 15, lambda i: "192.0.2.200", lambda i: f"same{i}@example.com")
     assert Counter(statuses) == {200: SUBSCRIBE_LIMIT, 429: 15 - SUBSCRIBE_LIMIT}
+
+
+@pytest.mark.parametrize(("value", "problem"), [
+    ("*", "would believe X-Forwarded-For from anyone"),
+    ("10.0.0.5/8", "'10.0.0.5/8' is not an IP address or network"),
+    ("127.0.0.1, proxy.internal", "'proxy.internal' is not an IP address or network"),
+])
+def test_a_trusted_proxy_setting_that_is_not_addresses_is_refused_naming_it(value, problem):
+    from newsletter.config import Settings
+    from newsletter.errors import ConfigError
+
+    with pytest.raises(ConfigError) as refused:
+        Settings.from_environ({"NEWSLETTER_TRUSTED_PROXIES": value, "NEWSLETTER_SECRET_KEY": "k" * 48})
+    assert str(refused.value).startswith("NEWSLETTER_TRUSTED_PROXIES: ") and problem in str(refused.value)
+    accepted = Settings.from_environ({"NEWSLETTER_TRUSTED_PROXIES": " 127.0.0.1, 10.0.0.0/8,::1 ", "NEWSLETTER_SECRET_KEY": "k" * 48})
+    assert accepted.trusted_proxies == ("127.0.0.1/32", "10.0.0.0/8", "::1/128")
