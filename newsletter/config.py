@@ -108,6 +108,11 @@ DOCUMENTED: dict[str, tuple[str, str]] = {
         "(unset: the SES webhook is off)",
         "Comma-separated SNS topic ARNs whose signed SES bounce and complaint notifications are accepted at POST /webhooks/ses.",
     ),
+    "NEWSLETTER_SES_MAX_AGE": (
+        "3600",
+        "Seconds after its signed Timestamp that an SES notification is still taken at POST /webhooks/ses; "
+        "an older one is refused (403) as a replay.",
+    ),
 }
 
 
@@ -156,6 +161,7 @@ class Settings:
     soft_bounce_days: float = 30.0
     webhook_secret: str | None = field(default=None, repr=False)
     ses_topic_arns: tuple[str, ...] = ()
+    ses_max_age: float = 3600.0  # seconds: an older SES notification is refused as a replay
     log_format: str = "text"
     stall_seconds: float = 30.0
     trusted_proxies: tuple[str, ...] = ()  # networks, e.g. "127.0.0.1/32": whose X-Forwarded-* headers are believed
@@ -199,6 +205,8 @@ class Settings:
             stall_seconds=_positive(_float("NEWSLETTER_STALL_SECONDS", environ.get("NEWSLETTER_STALL_SECONDS"), 30.0),
                                     "NEWSLETTER_STALL_SECONDS"),
             ses_topic_arns=tuple(a.strip() for a in environ.get("NEWSLETTER_SES_TOPIC_ARNS", "").split(",") if a.strip()),
+            ses_max_age=_positive(_float("NEWSLETTER_SES_MAX_AGE", environ.get("NEWSLETTER_SES_MAX_AGE"), 3600.0),
+                                  "NEWSLETTER_SES_MAX_AGE"),
             trusted_proxies=_networks("NEWSLETTER_TRUSTED_PROXIES", environ.get("NEWSLETTER_TRUSTED_PROXIES", "")),
         )
 

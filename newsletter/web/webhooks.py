@@ -47,7 +47,8 @@ async def ses(request: Request) -> Response:
     body = await request.body()
     try:
         message = await run_in_threadpool(
-            verify_sns, body, topics=state.settings.ses_topic_arns, certificates=_certificates(request)
+            verify_sns, body, topics=state.settings.ses_topic_arns, certificates=_certificates(request),
+            max_age=state.settings.ses_max_age,
         )
         if message.type == "SubscriptionConfirmation":
             try:
