@@ -6,6 +6,10 @@
     Unavailable, QueueUnavailable -> 503    anything else -> 500
 
 Under /api/ every error is JSON: ``{"error": {"status": 404, "message": "...", "field": ...}}``.
+A 422 (the request does not match the schema) names the part at fault as the client sent it:
+a body field by its path (``subject``, ``slot.weekday``, ``to[1]``, ``attributes["my key"]``),
+``body`` for the body as a whole, and a parameter by where it goes (``query.limit``,
+``path.issue_id``); see :func:`validation_error`.
 Under /admin/ a request that is not logged in is sent to the login page, and a refused one
 gets the admin UI's own 403 page (see newsletter.admin.pages.forbidden_page).
 
@@ -15,8 +19,11 @@ InvalidInput and Conflict messages of the consent functions are written for subs
 
 from __future__ import annotations
 
+import json
 import logging
-from collections.abc import Callable
+import re
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 from urllib.parse import urlencode
 
 from fastapi import FastAPI, Request
@@ -62,6 +69,72 @@ def error_page(request: Request, status: int, *, message: str | None = None, sub
 
 def is_api(request: Request) -> bool:
     return request.url.path.startswith(f"{web(request).root}/api/")
+
+
+def validation_error(exc: RequestValidationError) -> tuple[str | None, str]:
+    """The field at fault, named as the client sent it, and what is wrong with it (the first error).
+
+    Pydantic's ``loc`` also holds the names of union members and validators (``str``,
+    ``function-after[...]``) and ``[key]`` for a dictionary key; only the steps that are
+    really in what the client sent are kept, by walking the body along them.
+    """
+    errors = exc.errors()
+    if not errors:
+        return "body", "the request does not match the schema"
+    first = errors[0]
+    loc = tuple(first.get("loc", ()))
+    kind = str(first.get("type", ""))
+    message = re.sub(r"^(Value|Assertion) error, ", "", str(first.get("msg", "invalid request")))
+    if kind == "json_invalid":
+        return "body", _json_problem(first, exc.body)
+    if not loc:
+        return "body", message
+    if loc[0] != "body":
+        return _path(str(loc[0]), loc[1:]), message
+    steps: list[str | int] = []
+    value: Any = exc.body
+    key_error = False
+    for i, step in enumerate(loc[1:]):
+        if isinstance(value, Mapping) and isinstance(step, str) and step in value:
+            steps.append(step)
+            value = value[step]
+        elif isinstance(value, Sequence) and not isinstance(value, (str, bytes)) and isinstance(step, int) \
+                and 0 <= step < len(value):
+            steps.append(step)
+            value = value[step]
+        elif step == "[key]":
+            key_error = True
+        elif kind == "missing" and i == len(loc) - 2 and isinstance(step, str):
+            steps.append(step)  # a required field the client left out
+        # else: a union member's or validator's name, not a place in the body
+    if not steps:
+        return "body", message if kind != "missing" else "the request needs a body"
+    if key_error:
+        message = f"the key: {message}"
+    return _path(None, steps), message
+
+
+def _path(where: str | None, steps: Sequence[Any]) -> str:
+    text = where or ""
+    for step in steps:
+        if isinstance(step, int):
+            text += f"[{step}]"
+        elif re.fullmatch(r"[A-Za-z_][A-Za-z0-9_-]*", str(step)):
+            text += f".{step}" if text else str(step)
+        else:
+            text += f"[{json.dumps(str(step), ensure_ascii=False)}]"
+    return text
+
+
+def _json_problem(error: Mapping[str, Any], body: Any) -> str:
+    problem = str((error.get("ctx") or {}).get("error") or "not valid JSON")
+    position = error.get("loc", ("body", None))[-1]
+    if isinstance(body, (str, bytes)) and isinstance(position, int):
+        text = body.decode("utf-8", "replace") if isinstance(body, bytes) else body
+        line = text.count("\n", 0, position) + 1
+        column = position - (text.rfind("\n", 0, position) + 1) + 1
+        return f"the body is not valid JSON: {problem} at line {line}, column {column}"
+    return f"the body is not valid JSON: {problem}"
 
 
 def is_admin(request: Request) -> bool:
@@ -147,9 +220,8 @@ def install(app: FastAPI, *, admin_forbidden: Callable[[Request, Forbidden], Res
     @app.exception_handler(RequestValidationError)
     async def bad_request(request: Request, exc: RequestValidationError) -> Response:
         if is_api(request):
-            first = exc.errors()[0] if exc.errors() else {}
-            field = ".".join(str(part) for part in first.get("loc", ()) if part != "body") or None
-            return json_error(422, str(first.get("msg", "invalid request")), field=field)
+            field, message = validation_error(exc)
+            return json_error(422, message, field=field)
         return error_page(request, 400, message="this request is not one we understand")
 
     @app.exception_handler(StarletteHTTPException)
