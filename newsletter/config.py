@@ -51,6 +51,10 @@ DOCUMENTED: dict[str, tuple[str, str]] = {
         "90",
         "Days a preferences link stays valid; an expired one offers to mail a fresh link. Unsubscribe links never expire.",
     ),
+    "NEWSLETTER_IMPORT_MAX_MB": (
+        "200",
+        "Largest CSV import upload, in MB (admin UI and POST /api/imports); it is written to disk as it arrives.",
+    ),
     "NEWSLETTER_SUBSCRIBE_LIMIT": (
         "10",
         "Subscribe form posts allowed per IP address (IPv6: per /64) per hour, shared in Redis; 0 turns the limit off.",
@@ -155,6 +159,7 @@ class Settings:
     confirm_days: float = 7.0
     preferences_days: float = 90.0
     subscribe_limit: int = 10
+    import_max_mb: int = 200  # the largest CSV import upload (newsletter.web.body_limits)
     dkim: DkimSettings | None = None
     return_path: str | None = None
     soft_bounce_limit: int = 3
@@ -196,6 +201,7 @@ class Settings:
             confirm_days=_float("NEWSLETTER_CONFIRM_DAYS", environ.get("NEWSLETTER_CONFIRM_DAYS"), 7.0),
             preferences_days=_positive_days("NEWSLETTER_PREFERENCES_DAYS", environ.get("NEWSLETTER_PREFERENCES_DAYS"), 90.0),
             subscribe_limit=_int("NEWSLETTER_SUBSCRIBE_LIMIT", environ.get("NEWSLETTER_SUBSCRIBE_LIMIT"), 10, minimum=0),
+            import_max_mb=_int("NEWSLETTER_IMPORT_MAX_MB", environ.get("NEWSLETTER_IMPORT_MAX_MB"), 200, minimum=1),
             dkim=_dkim(environ),
             return_path=_return_path(environ.get("NEWSLETTER_RETURN_PATH")),
             soft_bounce_limit=_int("NEWSLETTER_SOFT_BOUNCE_LIMIT", environ.get("NEWSLETTER_SOFT_BOUNCE_LIMIT"), 3, minimum=1),

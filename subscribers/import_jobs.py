@@ -1,7 +1,8 @@
 """CSV imports that run in the background, with live progress and a report of rejected rows.
 
-An upload is streamed to ``$NEWSLETTER_VAR_DIR/imports/<random>.csv`` and its header row
-checked at once (``create_job``); the import itself (``run_job``, typically in a
+An upload is streamed to ``$NEWSLETTER_VAR_DIR/imports/<random>.csv`` as it arrives (by the
+web app, newsletter.web.uploads; or ``create_job`` from a file object) and its header row
+checked at once (``queue_upload``); the import itself (``run_job``, typically in a
 background thread) is ``subscribers.importing.import_csv`` in one transaction: all rows
 or nothing. The uploaded file is deleted when the job ends.
 
@@ -99,11 +100,8 @@ def create_job(
     larger than ``max_bytes``, and ``filename:1`` when it is empty, not UTF-8 in its header
     row, or has no ``email`` column. The saved file is removed on any error.
     """
-    mailing_list = get_list(session, list_slug)
-    filename = _clean_filename(filename)
-    folder = Path(var_dir) / "imports"
-    folder.mkdir(parents=True, exist_ok=True)
-    path = folder / f"{secrets.token_hex(16)}.csv"
+    get_list(session, list_slug)  # an unknown list is refused before anything is written
+    path = new_upload_path(var_dir)
     try:
         size = 0
         with open(path, "xb") as out:
@@ -111,9 +109,33 @@ def create_job(
                 size += len(chunk)
                 if size > max_bytes:
                     raise InvalidInput(
-                        f"the file is larger than the {_megabytes(max_bytes)} limit for an import", where=filename
+                        f"the file is larger than the {_megabytes(max_bytes)} limit for an import",
+                        where=_clean_filename(filename),
                     )
                 out.write(chunk)
+    except BaseException:
+        path.unlink(missing_ok=True)
+        raise
+    return queue_upload(session, list_slug, filename, path, confirmed=confirmed, created_by=created_by)
+
+
+def new_upload_path(var_dir: Path) -> Path:
+    """A fresh file name under ``var_dir/imports`` for an upload (the web app streams one there as it arrives)."""
+    folder = Path(var_dir) / "imports"
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder / f"{secrets.token_hex(16)}.csv"
+
+
+def queue_upload(
+    session: Session, list_slug: str, filename: str, path: Path, *, confirmed: bool = False, created_by: str = ""
+) -> ImportJob:
+    """Queue the import of an upload already saved at ``path`` (see new_upload_path); its header is checked now.
+
+    Raises like create_job; the file is removed on any error, and belongs to the job otherwise.
+    """
+    try:
+        mailing_list = get_list(session, list_slug)
+        filename = _clean_filename(filename)
         check_header(path, filename)
         job = ImportJob(
             list_id=mailing_list.id,
@@ -121,7 +143,7 @@ def create_job(
             path=str(path),
             confirmed=bool(confirmed),
             status="queued",
-            size_bytes=size,
+            size_bytes=path.stat().st_size,
             created_by=(created_by or "")[:100],
             created_at=utcnow(),
         )

@@ -29,6 +29,8 @@ router = APIRouter()
 SESSION_COOKIE = "newsletter_admin"
 LOGIN_COOKIE = "newsletter_admin_login"
 CSRF_FIELD = "csrf_token"
+#: Where newsletter.web.body_limits keeps the session's caller, found before a POST's form is read.
+CALLER_STATE = "admin_caller"
 CSRF_HEADER = "x-csrf-token"
 BAD_CSRF = "this form has expired or did not come from this site; nothing was changed. Reload the page and try again"
 
@@ -45,6 +47,9 @@ def _cookie_options(request: Request) -> dict[str, object]:
 
 def authenticate(request: Request) -> Caller:
     """The logged-in user of this request. Raises Unauthenticated (the login page follows)."""
+    known: Caller | None = getattr(request.state, CALLER_STATE, None)  # a POST's, checked before its body
+    if known is not None:
+        return known
     session_id = request.cookies.get(SESSION_COOKIE)
     if not session_id:
         raise Unauthenticated("not logged in")

@@ -3,6 +3,10 @@
 Only API tokens open the API (the admin UI has its own logins). A missing, unknown or
 revoked token is a 401 with ``WWW-Authenticate: Bearer``; a role that may not do
 something (see ``newsletter.accounts.PERMISSIONS``) is a 403.
+
+The token is checked before the request's body is read (``newsletter.web.body_limits`` calls
+:func:`token_caller` and keeps the caller in the request's state), so a client without one
+gets its 401 at once, whatever it sends; ``api_caller`` then takes the caller from there.
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ from typing import Annotated
 
 from fastapi import BackgroundTasks, Depends, Request, Security
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from fastapi.security.utils import get_authorization_scheme_param
 
 from newsletter.accounts import Caller, Unauthenticated, caller_for_token
 from newsletter.web.context import Web, web
@@ -23,26 +28,43 @@ bearer = HTTPBearer(
 )
 
 
+#: Where body_limits keeps the caller it found for this request: ``request.state.api_caller``.
+CALLER_STATE = "api_caller"
+NO_TOKEN = "send an API token: 'Authorization: Bearer <token>' (newsletter admin create-token)"
+
+
+def token_caller(state: Web, authorization: str | None) -> tuple[Caller, bool]:
+    """The caller of an ``Authorization: Bearer ...`` header, and whether its use is due to be recorded.
+
+    Raises Unauthenticated (401). The token is looked up in a read-only transaction, so on
+    SQLite no request waits behind a long import holding the write lock; when its
+    ``last_used_at`` is due for an update (once a minute), :func:`api_caller` makes that
+    write after the response.
+    """
+    scheme, secret = get_authorization_scheme_param(authorization)
+    if not authorization or scheme.lower() != "bearer" or not secret:
+        raise Unauthenticated(NO_TOKEN)
+    with state.reading() as session:
+        caller = caller_for_token(session, secret)
+        used = bool(session.dirty)  # last_used_at was due; reading() discards the change
+    return caller, used
+
+
 def api_caller(
     request: Request,
     background: BackgroundTasks,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Security(bearer)],
 ) -> Caller:
-    """The token's caller. Raises Unauthenticated (401).
-
-    The token is looked up in a read-only transaction, so on SQLite no request waits behind a
-    long import holding the write lock; when its ``last_used_at`` is due for an update (once
-    a minute), that write is made after the response.
-    """
-    if credentials is None or not credentials.credentials:
-        raise Unauthenticated("send an API token: 'Authorization: Bearer <token>' (newsletter admin create-token)")
+    """The token's caller, as found before the body was read (else looked up now). Raises Unauthenticated (401)."""
     state = web(request)
-    secret = credentials.credentials
-    with state.reading() as session:
-        caller = caller_for_token(session, secret)
-        used = bool(session.dirty)  # last_used_at was due; reading() discards the change
-    if used:
-        background.add_task(_record_use, state, secret)
+    found: tuple[Caller, bool] | None = getattr(request.state, CALLER_STATE, None)
+    if found is None:
+        if credentials is None or not credentials.credentials:
+            raise Unauthenticated(NO_TOKEN)
+        found = token_caller(state, f"Bearer {credentials.credentials}")
+    caller, used = found
+    if used and credentials is not None:
+        background.add_task(_record_use, state, credentials.credentials)
     return caller
 
 

@@ -1,16 +1,27 @@
-"""/api/imports: CSV imports that run in the background, their progress and reports (admins)."""
+"""/api/imports: CSV imports that run in the background, their progress and reports (admins).
+
+The upload is received by newsletter.web.uploads, not by FastAPI's ``File()``/``Form()``: the
+file goes to disk under ``$NEWSLETTER_VAR_DIR/imports`` as it arrives (at most
+NEWSLETTER_IMPORT_MAX_MB, counted by newsletter.web.body_limits), after the token and its role
+were checked. Its form is described in the OpenAPI schema by ``UPLOAD_SCHEMA`` and checked
+here, field by field, with the same 422s FastAPI would give.
+"""
 
 from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, BackgroundTasks, File, Form, Query, Request, Response, UploadFile
+from fastapi import APIRouter, BackgroundTasks, Query, Request, Response
+from fastapi.exceptions import RequestValidationError
+from pydantic import BaseModel, Field, ValidationError
+from starlette.concurrency import run_in_threadpool
 
 from newsletter.api.auth import ImportAdmin
 from newsletter.api.common import errors, path_id
-from newsletter.api.schemas import SLUG_PATTERN, ImportJobOut, ImportJobsOut
+from newsletter.api.schemas import SLUG_PATTERN, ErrorResponse, ImportJobOut, ImportJobsOut
 from newsletter.models import ImportJob
 from newsletter.web.context import web
+from newsletter.web.uploads import Upload, receive_upload
 from subscribers import import_jobs
 
 router = APIRouter(prefix="/imports", tags=["imports"])
@@ -24,30 +35,75 @@ def job_out(request: Request, job: ImportJob) -> ImportJobOut:
     )
 
 
+class ImportForm(BaseModel):
+    list: str = Field(pattern=SLUG_PATTERN, max_length=64, description="The list's slug.")
+    confirmed: bool = Field(False, description="The addresses have confirmed already (consent on record).")
+
+
+UPLOAD_SCHEMA = {
+    "type": "object",
+    "required": ["file", "list"],
+    "properties": {
+        "file": {
+            "type": "string", "contentMediaType": "application/octet-stream",
+            "description": "UTF-8 CSV with a header row holding an 'email' column (at most NEWSLETTER_IMPORT_MAX_MB).",
+        },
+        **{name: {k: v for k, v in prop.items() if k != "title"}
+           for name, prop in ImportForm.model_json_schema()["properties"].items()},
+    },
+}
+
+
 @router.post(
-    "", status_code=202, response_model=ImportJobOut, responses=errors(400, 404),
+    "", status_code=202, response_model=ImportJobOut,
+    responses={**errors(400, 404), 413: {"model": ErrorResponse, "description": "The upload is larger than "
+                                         "NEWSLETTER_IMPORT_MAX_MB (the message names the limit)."}},
     summary="Upload a CSV file to import into a list",
+    openapi_extra={"requestBody": {"required": True, "content": {"multipart/form-data": {"schema": UPLOAD_SCHEMA}}}},
 )
-def start_import(
-    request: Request,
-    background: BackgroundTasks,
-    caller: ImportAdmin,
-    file: Annotated[UploadFile, File(description="UTF-8 CSV with a header row holding an 'email' column.")],
-    list: Annotated[str, Form(pattern=SLUG_PATTERN, max_length=64, description="The list's slug.")],
-    confirmed: Annotated[bool, Form(description="The addresses have confirmed already (consent on record).")] = False,
-) -> ImportJobOut:
-    """The header row is checked at once (400 naming ``FILE:1``); the rows are imported in the
-    background, all or nothing, like `newsletter subscribers import`. Poll ``GET /api/imports/{id}``
-    for progress; rejected rows are listed in its ``report_url``."""
+async def start_import(request: Request, background: BackgroundTasks, caller: ImportAdmin) -> ImportJobOut:
+    """Multipart fields ``file``, ``list`` and ``confirmed``. The header row is checked at once
+    (400 naming ``FILE:1``); the rows are imported in the background, all or nothing, like
+    `newsletter subscribers import`. Poll ``GET /api/imports/{id}`` for progress; rejected rows
+    are listed in its ``report_url``."""
     state = web(request)
-    with state.transaction() as session:
-        job = import_jobs.create_job(
-            session, list, file.filename or "upload.csv", file.file, var_dir=state.settings.var_dir,
-            confirmed=confirmed, created_by=f"token {caller.name}",
-        )
-        out = job_out(request, job)
-    background.add_task(import_jobs.run_job, state.sessions, job.id)
+    upload = await receive_upload(
+        request, new_path=lambda: import_jobs.new_upload_path(state.settings.var_dir),
+        max_bytes=state.settings.import_max_mb * 1024 * 1024,
+    )
+    try:
+        form = _checked(upload)
+        assert upload.path is not None  # _checked refuses a form without its file
+        job_id, out = await run_in_threadpool(_queue, request, upload, form, f"token {caller.name}")
+    except BaseException:
+        upload.discard()
+        raise
+    background.add_task(import_jobs.run_job, state.sessions, job_id)
     return out
+
+
+def _checked(upload: Upload) -> ImportForm:
+    """The form's fields, or RequestValidationError (422) naming the first one at fault."""
+    problems: list[dict[str, object]] = []
+    if upload.path is None:
+        problems.append({"type": "missing", "loc": ("body", "file"), "msg": "Field required", "input": None})
+    values = {name: upload.fields[name] for name in ImportForm.model_fields if name in upload.fields}
+    form = None
+    try:
+        form = ImportForm.model_validate(values)
+    except ValidationError as exc:
+        problems += [{**e, "loc": ("body", *e["loc"])} for e in exc.errors(include_url=False, include_context=False)]
+    if problems or form is None:
+        raise RequestValidationError(problems, body=upload.fields)
+    return form
+
+
+def _queue(request: Request, upload: Upload, form: ImportForm, created_by: str) -> tuple[int, ImportJobOut]:
+    assert upload.path is not None
+    with web(request).transaction() as session:
+        job = import_jobs.queue_upload(session, form.list, upload.filename or "upload.csv", upload.path,
+                                       confirmed=form.confirmed, created_by=created_by)
+        return job.id, job_out(request, job)
 
 
 @router.get("", response_model=ImportJobsOut, responses=errors(), summary="Recent imports, newest first")

@@ -14,6 +14,7 @@ from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 from newsletter import __version__, admin, api, db, embedded_redis
 from newsletter.config import Settings
 from newsletter.web import archive, confirm, docs, errors, home, metrics, preferences, subscribe, unsubscribe, webhooks
+from newsletter.web.body_limits import BodyLimits
 from newsletter.web.context import STATIC_DIR, ConfirmationSender, Web, page_templates, trusted_proxy_networks
 from newsletter.web.headers import SecurityHeaders
 from newsletter.web.ratelimit import LoginLimiter, SubscribeLimiter, Unavailable
@@ -60,6 +61,8 @@ def create_app(
     app.mount(f"{root}/static/swagger-ui", StaticFiles(directory=docs.SWAGGER_UI_DIR), name="swagger-ui")
     app.mount(f"{root}/static", StaticFiles(directory=STATIC_DIR), name="static")
     errors.install(app, admin_forbidden=admin.pages.forbidden_page)
+    # Inside SecurityHeaders (so its 401/413 carry them): the sender, then the body's size, before the app reads it.
+    app.add_middleware(BodyLimits, web=state)
     app.add_middleware(SecurityHeaders, static_prefix=f"{root}/static/")
     # The one judge of X-Forwarded-For / -Proto (newsletter web runs uvicorn with proxy_headers=False).
     app.add_middleware(ProxyHeadersMiddleware, trusted_hosts=trusted_proxy_networks(settings))

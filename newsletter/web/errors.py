@@ -3,13 +3,13 @@
     Unauthenticated -> 401   Forbidden -> 403
     NotFound -> 404    InvalidInput -> 400 (LinkExpired offers the form again)
     Conflict -> 409    TooManyRequests -> 429 (with Retry-After)
-    Unavailable, QueueUnavailable -> 503    anything else -> 500
+    Unavailable, QueueUnavailable -> 503    BodyTooLarge -> 413    anything else -> 500
 
 Under /api/ every error is JSON: ``{"error": {"status": 404, "message": "...", "field": ...}}``.
 A 422 (the request does not match the schema) names the part at fault as the client sent it:
 a body field by its path (``subject``, ``slot.weekday``, ``to[1]``, ``attributes["my key"]``),
 ``body`` for the body as a whole, and a parameter by where it goes (``query.limit``,
-``path.issue_id``); see :func:`validation_error`.
+``path.issue_id``); see :func:`validation_error`. A 413 is JSON under /webhooks/ too.
 Under /admin/ a request that is not logged in is sent to the login page, and a refused one
 gets the admin UI's own 403 page (see newsletter.admin.pages.forbidden_page).
 
@@ -35,7 +35,7 @@ from newsletter.accounts import Forbidden, Unauthenticated
 from newsletter.errors import Conflict, InvalidInput, NewsletterError, NotFound
 from newsletter.send_queue import QueueUnavailable
 from newsletter.web.context import web
-from newsletter.web.headers import SECURITY_HEADERS
+from newsletter.web.headers import response_headers
 from newsletter.web.ratelimit import TooManyRequests, Unavailable
 from subscribers.consent import LinkExpired
 
@@ -51,6 +51,23 @@ STATUS: tuple[tuple[type[Exception], int], ...] = (
     (Unavailable, 503),
     (QueueUnavailable, 503),
 )
+
+
+class BodyTooLarge(Exception):
+    """A request body past its limit (413); raised by newsletter.web.body_limits before the app reads more."""
+
+    def __init__(self, limit: int, what: str) -> None:
+        self.limit = limit
+        self.what = what
+        super().__init__(f"the request body is larger than {size_text(limit)}, the limit for {what}")
+
+
+def size_text(count: int) -> str:
+    """``2 MB``, ``64 KB``, ``1500 bytes``."""
+    for unit, name in ((1024 * 1024, "MB"), (1024, "KB")):
+        if count >= unit and count % unit == 0:
+            return f"{count // unit} {name}"
+    return f"{count} bytes"
 
 
 def status_for(exc: Exception) -> int:
@@ -69,6 +86,17 @@ def error_page(request: Request, status: int, *, message: str | None = None, sub
 
 def is_api(request: Request) -> bool:
     return request.url.path.startswith(f"{web(request).root}/api/")
+
+
+def is_webhook(request: Request) -> bool:
+    return request.url.path.startswith(f"{web(request).root}/webhooks/")
+
+
+def too_large(request: Request, exc: BodyTooLarge) -> Response:
+    """413 naming the limit: JSON for the API and the webhooks, the error page for the rest."""
+    if is_api(request) or is_webhook(request):
+        return json_error(413, str(exc))
+    return error_page(request, 413, message=str(exc))
 
 
 def validation_error(exc: RequestValidationError) -> tuple[str | None, str]:
@@ -224,6 +252,10 @@ def install(app: FastAPI, *, admin_forbidden: Callable[[Request, Forbidden], Res
             return json_error(422, message, field=field)
         return error_page(request, 400, message="this request is not one we understand")
 
+    @app.exception_handler(BodyTooLarge)
+    async def body_too_large(request: Request, exc: BodyTooLarge) -> Response:
+        return too_large(request, exc)
+
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> Response:
         if is_api(request):
@@ -234,5 +266,5 @@ def install(app: FastAPI, *, admin_forbidden: Callable[[Request, Forbidden], Res
     async def crash(request: Request, exc: Exception) -> Response:
         log.exception("error on %s", request.url.path)
         if is_api(request):
-            return json_error(500, "internal error; see the server log", headers=dict(SECURITY_HEADERS))
-        return error_page(request, 500, headers=dict(SECURITY_HEADERS))
+            return json_error(500, "internal error; see the server log", headers=response_headers(request))
+        return error_page(request, 500, headers=response_headers(request))

@@ -5,6 +5,11 @@ is off (404) until its setting is there: NEWSLETTER_SES_TOPIC_ARNS for ``/webhoo
 NEWSLETTER_WEBHOOK_SECRET for ``/webhooks/events``. The SNS certificate fetcher and the
 URL opener that confirms subscriptions live on ``app.state`` (``sns_certificates``,
 ``sns_open_url``), so a test can put its own there.
+
+A body is at most 1 MB (``provider_events.MAX_BODY``): newsletter.web.body_limits refuses a
+longer one with 413 (by its Content-Length, or by counting a chunked one as it comes) and
+checks /webhooks/events's bearer secret before anything is read; the handlers read the body
+through :func:`~newsletter.web.uploads.read_body`, which stops at that limit too.
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ from starlette.concurrency import run_in_threadpool
 from newsletter.accounts import Forbidden, Unauthenticated
 from newsletter.errors import InvalidInput, NewsletterError
 from newsletter.provider_events import (
+    MAX_BODY,
     CertificateCache,
     ProviderEvent,
     UrlOpener,
@@ -34,6 +40,7 @@ from newsletter.provider_events import (
 )
 from newsletter.web.context import Web, web
 from newsletter.web.errors import json_error, status_for
+from newsletter.web.uploads import read_body
 
 router = APIRouter(prefix="/webhooks", include_in_schema=False)
 log = logging.getLogger("newsletter.webhooks")
@@ -44,7 +51,7 @@ async def ses(request: Request) -> Response:
     state = web(request)
     if not state.settings.ses_topic_arns:
         return json_error(404, "not found")
-    body = await request.body()
+    body = await read_body(request, MAX_BODY, "a webhook")
     try:
         message = await run_in_threadpool(
             verify_sns, body, topics=state.settings.ses_topic_arns, certificates=_certificates(request),
@@ -77,7 +84,7 @@ async def events(request: Request) -> Response:
         return json_error(404, "not found")
     try:
         check_bearer(request.headers.get("authorization"), secret)
-        parsed = generic_events(await request.body())
+        parsed = generic_events(await read_body(request, MAX_BODY, "a webhook"))
         outcomes = await run_in_threadpool(_apply, state, parsed, "webhook")
     except (NewsletterError, Forbidden, Unauthenticated) as exc:
         return _error(exc)
