@@ -63,7 +63,7 @@ def create_app(
     errors.install(app, admin_forbidden=admin.pages.forbidden_page)
     # Inside SecurityHeaders (so its 401/413 carry them): the sender, then the body's size, before the app reads it.
     app.add_middleware(BodyLimits, web=state)
-    app.add_middleware(SecurityHeaders, static_prefix=f"{root}/static/")
+    app.add_middleware(SecurityHeaders, static_prefix=f"{root}/static/", base_url=settings.base_url)
     # The one judge of X-Forwarded-For / -Proto (newsletter web runs uvicorn with proxy_headers=False).
     app.add_middleware(ProxyHeadersMiddleware, trusted_hosts=trusted_proxy_networks(settings))
     return app
