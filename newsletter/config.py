@@ -117,6 +117,11 @@ DOCUMENTED: dict[str, tuple[str, str]] = {
         "Seconds after its signed Timestamp that an SES notification is still taken at POST /webhooks/ses; "
         "an older one is refused (403) as a replay.",
     ),
+    "NEWSLETTER_METRICS_TOKEN": (
+        "(unset: GET /metrics answers 404)",
+        "Bearer token that opens GET /metrics (`Authorization: Bearer TOKEN`, as Prometheus sends it): at least 32 "
+        "characters of letters, digits and - . _ ~ + / =.",
+    ),
 }
 
 
@@ -165,6 +170,7 @@ class Settings:
     soft_bounce_limit: int = 3
     soft_bounce_days: float = 30.0
     webhook_secret: str | None = field(default=None, repr=False)
+    metrics_token: str | None = field(default=None, repr=False)  # None: /metrics is not served
     ses_topic_arns: tuple[str, ...] = ()
     ses_max_age: float = 3600.0  # seconds: an older SES notification is refused as a replay
     log_format: str = "text"
@@ -207,6 +213,7 @@ class Settings:
             soft_bounce_limit=_int("NEWSLETTER_SOFT_BOUNCE_LIMIT", environ.get("NEWSLETTER_SOFT_BOUNCE_LIMIT"), 3, minimum=1),
             soft_bounce_days=_float("NEWSLETTER_SOFT_BOUNCE_DAYS", environ.get("NEWSLETTER_SOFT_BOUNCE_DAYS"), 30.0),
             webhook_secret=_webhook_secret(environ.get("NEWSLETTER_WEBHOOK_SECRET")),
+            metrics_token=_metrics_token(environ.get("NEWSLETTER_METRICS_TOKEN")),
             log_format=_choice("NEWSLETTER_LOG_FORMAT", environ.get("NEWSLETTER_LOG_FORMAT"), ("text", "json")),
             stall_seconds=_positive(_float("NEWSLETTER_STALL_SECONDS", environ.get("NEWSLETTER_STALL_SECONDS"), 30.0),
                                     "NEWSLETTER_STALL_SECONDS"),
@@ -414,6 +421,26 @@ def _networks(name: str, value: str) -> tuple[str, ...]:
         except ValueError as exc:
             raise ConfigError(f"{name}: {item!r} is not an IP address or network like 10.0.0.5 or 10.0.0.0/8 ({exc})") from None
     return tuple(networks)
+
+
+MIN_METRICS_TOKEN = 32
+
+
+def _metrics_token(value: str | None) -> str | None:
+    """The /metrics bearer token, or None (unset or empty: /metrics is not served)."""
+    if not value:
+        return None
+    make = "make one with: python3 -c 'import secrets; print(secrets.token_urlsafe(32))'"
+    token = value.strip()
+    if not token:
+        raise ConfigError(f"NEWSLETTER_METRICS_TOKEN: only whitespace; {make} (or leave it empty to turn /metrics off)")
+    if not re.fullmatch(r"[A-Za-z0-9._~+/=-]+", token):
+        raise ConfigError(f"NEWSLETTER_METRICS_TOKEN: use only letters, digits and - . _ ~ + / = (it is sent in an HTTP "
+                          f"header); {make}")
+    if len(token) < MIN_METRICS_TOKEN:
+        raise ConfigError(f"NEWSLETTER_METRICS_TOKEN: too short ({len(token)} characters); use at least "
+                          f"{MIN_METRICS_TOKEN} random characters: {make}")
+    return token
 
 
 def _template_dir(value: str | None) -> Path | None:

@@ -41,7 +41,8 @@ SCHEMA = ROOT / "tests" / "data" / "compose-spec.json"
 
 #: Services running the app image, and the ones that must keep running (each with a real check).
 APP_SERVICES = {"migrate", "web", "worker", "scheduler", "inbound"}
-LONG_RUNNING = {"postgres", "redis", "web", "worker", "scheduler", "inbound", "mailpit", "flower"}
+LONG_RUNNING = {"postgres", "redis", "web", "worker", "scheduler", "inbound", "mailpit", "flower", "prometheus"}
+PROMETHEUS_CONFIG = ROOT / "prometheus.yml"
 #: Settings the stack sets itself rather than reading from .env.
 NOT_FROM_ENV_FILE = {
     "NEWSLETTER_VAR_DIR",  # the image's volume, /var/lib/newsletter
@@ -76,7 +77,8 @@ def filled_env_file(tmp_path: Path, **values: str) -> Path:
     return path
 
 
-REQUIRED = {"NEWSLETTER_SECRET_KEY": "test-secret-key-0123456789abcdef", "POSTGRES_PASSWORD": "pw0123456789"}
+REQUIRED = {"NEWSLETTER_SECRET_KEY": "test-secret-key-0123456789abcdef", "POSTGRES_PASSWORD": "pw0123456789",
+            "NEWSLETTER_METRICS_TOKEN": "test-metrics-token-0123456789abcdef"}
 
 
 def docker_compose(env_file: Path, *args: str) -> subprocess.CompletedProcess[str]:
@@ -121,11 +123,15 @@ def test_compose_environment_is_accepted_by_the_app(tmp_path: Path) -> None:
         assert settings.broker_url == "redis://redis:6379/0"
         assert (settings.smtp.host, settings.smtp.port) == ("mailpit", 1025)
         assert settings.secret_key == REQUIRED["NEWSLETTER_SECRET_KEY"]
+        assert settings.metrics_token == REQUIRED["NEWSLETTER_METRICS_TOKEN"]
         assert settings.log_format == "json"
         assert settings.dkim is None and settings.return_path is None
         assert settings.trusted_proxies == ("172.30.57.1/32",)  # the stack network's gateway: the host's proxy
         assert services[name]["image"] == "newsletter:latest"
     assert services["flower"]["environment"]["CELERY_BROKER_URL"] == "redis://redis:6379/0"
+    prometheus = services["prometheus"]["environment"]
+    assert prometheus["NEWSLETTER_METRICS_TOKEN"] == REQUIRED["NEWSLETTER_METRICS_TOKEN"]
+    assert prometheus["NEWSLETTER_BASE_URL"] == services["web"]["environment"]["NEWSLETTER_BASE_URL"]
 
 
 def test_compose_file_matches_the_compose_specification() -> None:
@@ -496,3 +502,78 @@ def test_web_health_check_of_the_image_is_the_compose_one() -> None:
     assert exec_form[:2] == ["python", "-c"]
     assert exec_form[2].replace("timeout=8", "") == health_check_code("web").replace("timeout=8", "")
     assert [a for op, a in final_stage(dockerfile_instructions()) if op == "CMD"] == ['["web", "--host", "0.0.0.0", "--port", "8000"]']
+
+
+# --- Prometheus: the stack's scraper and the web app's /metrics token --------------------------------
+
+
+def prometheus_start_script(tmp_path: Path) -> tuple[str, Path]:
+    """The prometheus service's start script as its shell runs it (compose's $$ is one $), with
+    /tmp, its config mount and the prometheus binary pointed into ``tmp_path``; and the fake binary."""
+    service = compose()["services"]["prometheus"]
+    assert service["entrypoint"] == ["/bin/sh", "-c"] and len(service["command"]) == 1
+    assert "./prometheus.yml:/etc/prometheus/newsletter.yml:ro" in service["volumes"]
+    assert service["tmpfs"] == ["/tmp"]  # the token file is on a tmpfs, never on a volume
+    fake = tmp_path / "prometheus"
+    fake.write_text('#!/bin/sh\nprintf "%s\\n" "$@" > "$(dirname "$0")/prometheus.args"\n')
+    fake.chmod(0o755)
+    script = service["command"][0].replace("$$", "$")
+    for old, new in (("/tmp/", f"{tmp_path}/tmp/"), ("/etc/prometheus/newsletter.yml", str(PROMETHEUS_CONFIG)),
+                     ("/bin/prometheus", str(fake))):
+        assert old in script, old
+        script = script.replace(old, new)
+    (tmp_path / "tmp").mkdir()
+    return script, fake
+
+
+@pytest.mark.parametrize(("base_url", "path"), [("http://localhost:8000", "/metrics"), ("https://news.example.org/news/", "/news/metrics")])
+def test_the_prometheus_service_writes_its_token_file_and_scrape_path_at_start(tmp_path: Path, base_url: str, path: str) -> None:
+    script, _ = prometheus_start_script(tmp_path)
+    token = REQUIRED["NEWSLETTER_METRICS_TOKEN"]
+    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "NEWSLETTER_METRICS_TOKEN": token, "NEWSLETTER_BASE_URL": base_url}
+    result = subprocess.run(["/bin/sh", "-c", script], env=env, capture_output=True, text=True, timeout=30)
+    assert result.returncode == 0, result.stderr
+    assert (tmp_path / "prometheus.args").read_text().split() == [f"--config.file={tmp_path}/tmp/prometheus.yml",
+                                                                   "--storage.tsdb.path=/prometheus"]
+    (job,) = yaml.safe_load((tmp_path / "tmp" / "prometheus.yml").read_text())["scrape_configs"]
+    assert job["metrics_path"] == path and job["scheme"] == "http"
+    assert job["static_configs"] == [{"targets": ["web:8000"]}]  # the web service and the port it listens on
+    assert compose()["services"]["web"]["command"][-1] == "8000"
+    assert job["authorization"] == {"type": "Bearer", "credentials_file": "/tmp/metrics-token"}
+    token_file = tmp_path / "tmp" / "metrics-token"
+    assert token_file.read_text() == token and token_file.stat().st_mode & 0o077 == 0  # no newline; owner only
+    assert token not in PROMETHEUS_CONFIG.read_text()
+
+
+@pytest.mark.redis
+@pytest.mark.slow
+def test_prometheus_scrape_config_opens_metrics_of_a_real_web_process(tmp_path: Path, stack_env: dict[str, str]) -> None:
+    """What the stack's Prometheus sends (its scrape path and the token from its credentials file) gets
+    the figures from `newsletter web`; without the token, 401; with the token unset, no /metrics at all."""
+    script, _ = prometheus_start_script(tmp_path)
+    token = REQUIRED["NEWSLETTER_METRICS_TOKEN"]
+    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "NEWSLETTER_METRICS_TOKEN": token,
+           "NEWSLETTER_BASE_URL": stack_env["NEWSLETTER_BASE_URL"]}
+    assert subprocess.run(["/bin/sh", "-c", script], env=env, timeout=30).returncode == 0
+    (job,) = yaml.safe_load((tmp_path / "tmp" / "prometheus.yml").read_text())["scrape_configs"]
+    credentials = (tmp_path / job["authorization"]["credentials_file"].lstrip("/")).read_text()
+
+    for token_setting, expect in ((token, 200), (None, 404)):
+        port = free_port()
+        web_env = {**stack_env, **({"NEWSLETTER_METRICS_TOKEN": token_setting} if token_setting else {})}
+        web = Process(["web", "--host", "127.0.0.1", "--port", str(port)], web_env, tmp_path, f"web-{expect}")
+        try:
+            web.wait_until(lambda: answers_http(f"http://127.0.0.1:{port}/news/"), "newsletter web")
+            url = f"http://127.0.0.1:{port}{job['metrics_path']}"
+            scraped = httpx.get(url, headers={"Authorization": f"Bearer {credentials}"}, timeout=10)
+            assert scraped.status_code == expect, scraped.text[:300]
+            if expect == 200:
+                assert "newsletter_broker_up 1.0" in scraped.text
+                refused = httpx.get(url, timeout=10)
+                assert refused.status_code == 401 and refused.headers["www-authenticate"].startswith("Bearer")
+                assert "newsletter_" not in refused.text
+                assert httpx.get(url, headers={"Authorization": "Bearer " + "x" * 40}, timeout=10).status_code == 401
+            else:
+                assert httpx.get(url, timeout=10).status_code == 404
+        finally:
+            web.stop()

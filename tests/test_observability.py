@@ -32,9 +32,10 @@ def test_metrics_and_json_logs_after_a_real_send(newsroom_any_db):
     send_id = room.send(issue_id)
     room.wait_status(send_id)
 
-    app = create_app(Settings.from_environ(room.cli.env))
+    token = "metrics-token-for-the-test-0123456789"
+    app = create_app(Settings.from_environ({**room.cli.env, "NEWSLETTER_METRICS_TOKEN": token}))
     with TestClient(app) as client:
-        response = client.get("/metrics")
+        response = client.get("/metrics", headers={"Authorization": f"Bearer {token}"})
     assert response.status_code == 200 and response.headers["content-type"].startswith("text/plain")
     samples = _samples(response.text)
     assert samples[("newsletter_messages_sent_total", (("list", "weekly"),))] == 30
