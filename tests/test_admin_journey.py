@@ -1,4 +1,4 @@
-"""An editor's weekly send and an admin's list cleaning, in the browser, as new users would do them.
+"""An editor's weekly send (its delivery log read by an admin) and an admin's list cleaning, in the browser.
 
 Real processes end to end: a `newsletter web` process, a `newsletter worker`, Redis, the
 capture SMTP server, the CLI to set up, and Debian's Chromium driven by Playwright.
@@ -48,6 +48,7 @@ def test_an_editor_writes_previews_tests_and_sends_the_weekly_issue(chromium, ne
     room.cli.env["NEWSLETTER_BASE_URL"] = base
     readers = room.setup_list(50)
     create_user(room, "edna", "editor")
+    create_user(room, "ada", "admin")
     web = start_web(room.cli.env, room.tmp, port)
     try:
         context = chromium.new_context(viewport=DESKTOP)
@@ -117,7 +118,19 @@ def test_an_editor_writes_previews_tests_and_sends_the_weekly_issue(chromium, ne
         assert page.inner_text("#p-failed") == "0"
         assert page.locator("#f-pause").is_hidden() and page.locator("#f-cancel").is_hidden()
 
-        # The log, filtered and exported.
+        # The log names every recipient: the editor sees the counts only, and who can open it.
+        assert page.get_by_role("link", name="Delivery log").count() == 0
+        assert "only admins can open it" in page.inner_text("#log-admins-only")
+        send_page = page.url
+        assert problems == [], problems
+        context.close()
+
+        # An admin opens the log, filters and exports it.
+        context = chromium.new_context(viewport=DESKTOP)
+        page = context.new_page()
+        problems = watch_console(page)
+        log_in(page, base, "ada")
+        page.goto(send_page)
         page.get_by_role("link", name="Delivery log").click()
         page.get_by_label("Status").select_option("sent")
         page.wait_for_url(re.compile(r"status=sent"))

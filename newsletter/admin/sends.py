@@ -2,6 +2,9 @@
 
 The progress page polls ``/admin/sends/{id}/progress`` (JSON) every second while the send
 is scheduled, sending or paused; the buttons are plain forms, so they work without script.
+
+Everything that names a recipient (the delivery log, its CSV export, the latest errors with their
+addresses) is for admins ("sends:log"): editors steer sends and see their counts only.
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from newsletter import db, sending
-from newsletter.accounts import Caller
+from newsletter.accounts import DELIVERY_LOG, Caller, Forbidden
 from newsletter.admin.auth import user
 from newsletter.admin.issues import parse_local_time
 from newsletter.admin.pages import page, redirect
@@ -48,9 +51,10 @@ def recent_failures(session: Session, send_id: int, limit: int = 5) -> list[dict
     return [{"email": r.email, "code": r.smtp_code, "reply": r.smtp_reply or "", "at": _iso(r.updated_at)} for r in rows]
 
 
-def progress(session: Session, send_id: int, health: SendHealth) -> dict[str, object]:
+def progress(session: Session, send_id: int, health: SendHealth, *, recipients: bool = False) -> dict[str, object]:
     """What the progress view shows: the counts, elapsed time, average rate, latest errors, and
-    why the send is stuck (``problem``, None while it moves). Raises NotFound."""
+    why the send is stuck (``problem``, None while it moves). The latest errors name their
+    recipients: they are listed only with ``recipients`` (for an admin). Raises NotFound."""
     counts = sending.send_counts(session, send_id)
     data = counts.as_json()
     send = counts.send
@@ -62,7 +66,8 @@ def progress(session: Session, send_id: int, health: SendHealth) -> dict[str, ob
         elapsed=round(elapsed, 1),
         rate=round(int(data["sent"]) / elapsed, 1) if elapsed > 0 else 0.0,  # type: ignore[call-overload]
         scheduled_at=_iso(send.scheduled_at),
-        errors=recent_failures(session, send_id) if data["failed"] else [],
+        errors=recent_failures(session, send_id) if data["failed"] and recipients else [],
+        log_allowed=recipients,
         can_pause=send.status == "sending",
         can_resume=send.status == "paused",
         can_cancel=send.status in ("scheduled", "sending", "paused"),
@@ -83,7 +88,7 @@ def all_sends(request: Request, caller: Caller = Sender) -> HTMLResponse:
 @router.get("/sends/{send_id:int}")
 def one_send(request: Request, send_id: int, caller: Caller = Sender) -> HTMLResponse:
     with web(request).transaction() as session, web(request).send_health() as health:
-        data = progress(session, send_id, health)
+        data = progress(session, send_id, health, recipients=caller.may(DELIVERY_LOG))
         issue = session.get(Issue, data["issue_id"])
     return page(request, caller, "send.html", send=data, issue=issue, statuses=DELIVERY_STATUSES)
 
@@ -91,7 +96,7 @@ def one_send(request: Request, send_id: int, caller: Caller = Sender) -> HTMLRes
 @router.get("/sends/{send_id:int}/progress")
 def progress_json(request: Request, send_id: int, caller: Caller = Sender) -> JSONResponse:
     with web(request).transaction() as session, web(request).send_health() as health:
-        return JSONResponse(progress(session, send_id, health))
+        return JSONResponse(progress(session, send_id, health, recipients=caller.may(DELIVERY_LOG)))
 
 
 @router.post("/sends/{send_id:int}/pause")
@@ -143,7 +148,7 @@ def _steer(request: Request, caller: Caller, send_id: int, done: str,
 
 def _conflict(request: Request, caller: Caller, send_id: int, message: str) -> HTMLResponse:
     with web(request).transaction() as session, web(request).send_health() as health:
-        data = progress(session, send_id, health)
+        data = progress(session, send_id, health, recipients=caller.may(DELIVERY_LOG))
         issue = session.get(Issue, data["issue_id"])
     return page(request, caller, "send.html", status=409, send=data, issue=issue, statuses=DELIVERY_STATUSES,
                 error=message)
@@ -156,9 +161,21 @@ def _status_filter(status: str | None) -> str | None:
     return status if status in DELIVERY_STATUSES else None
 
 
+def _log_reader(caller: Caller) -> None:
+    """Only admins read the log: it lists every recipient's address. Raises Forbidden (the 403 page
+    shows this message, which says what an editor can do instead)."""
+    if not caller.may(DELIVERY_LOG):
+        raise Forbidden(
+            f"a send's delivery log lists every recipient's address, so only admins may open it or export it "
+            f"(you are logged in as {caller.name}, an {caller.role}). The send's own page shows its counts; "
+            "ask an admin if you need the log"
+        )
+
+
 @router.get("/sends/{send_id:int}/log")
 def log(request: Request, send_id: int, caller: Caller = Sender, status: str | None = None,
         page_number: int = Query(1, alias="page")) -> HTMLResponse:
+    _log_reader(caller)
     chosen = _status_filter(status)
     page_number = max(1, page_number)
     with web(request).transaction() as session:
@@ -173,7 +190,9 @@ def log(request: Request, send_id: int, caller: Caller = Sender, status: str | N
 
 @router.get("/sends/{send_id:int}/log.csv")
 def log_csv(request: Request, send_id: int, caller: Caller = Sender, status: str | None = None) -> StreamingResponse:
-    """The delivery log as CSV, streamed (the same columns as `newsletter sends log --csv`)."""
+    """The delivery log as CSV, streamed (the same columns as `newsletter sends log --csv`); no cell
+    starts a spreadsheet formula (subscribers.csv_cells)."""
+    _log_reader(caller)
     chosen = _status_filter(status)
     w = web(request)
     with w.transaction() as session:

@@ -1,4 +1,8 @@
-"""/api/sends: start or schedule sends, steer them, read their delivery log (editors and admins)."""
+"""/api/sends: start or schedule sends and steer them (editors and admins); read their delivery log (admins).
+
+The delivery log names every recipient's address, so it needs the "sends:log" permission, which
+only admins have; an editor sees a send's counts (GET /api/sends/{id}) and gets a 403 saying so.
+"""
 
 from __future__ import annotations
 
@@ -8,11 +12,12 @@ from contextlib import contextmanager
 from datetime import datetime
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import StreamingResponse
 
 from newsletter import scheduling, sending
-from newsletter.api.auth import SendEditor
+from newsletter.accounts import DELIVERY_LOG, Caller, Forbidden
+from newsletter.api.auth import SendEditor, api_caller
 from newsletter.api.common import errors, path_id, render_settings
 from newsletter.api.schemas import DeliveryOut, DeliveryPage, SendCreate, SendOut, SendReschedule, SendsOut
 from newsletter.audience import Repeat, SendRefused, scheduled_for_everyone
@@ -30,6 +35,21 @@ StatusFilter = Annotated[
 ]
 CSV_COLUMNS = ["delivery_id", "email", "status", "attempts", "smtp_code", "smtp_reply", "message_id", "sent_at", "updated_at"]
 EXPORT_CHUNK = 5000
+
+
+def delivery_log_reader(caller: Annotated[Caller, Depends(api_caller)], send_id: SendId) -> Caller:
+    """The caller, when their role may read a send's per-recipient log (admins). Raises Forbidden (403)."""
+    if not caller.may(DELIVERY_LOG):
+        raise Forbidden(
+            f"the {caller.role} role may not read a send's delivery log (needs {DELIVERY_LOG!r}): it lists every "
+            f"recipient's address, so it is for admins. GET /api/sends/{send_id} gives the send's counts; "
+            "ask an admin for the log or for an admin token",
+            action=DELIVERY_LOG,
+        )
+    return caller
+
+
+DeliveryLogReader = Annotated[Caller, Depends(delivery_log_reader)]
 
 
 def send_out(counts: sending.SendCounts, problem: str | None = None) -> SendOut:
@@ -156,17 +176,19 @@ def cancel_send(request: Request, send_id: SendId, caller: SendEditor) -> SendOu
 
 
 @router.get(
-    "/{send_id}/deliveries", response_model=DeliveryPage, responses=errors(404), summary="A page of the delivery log"
+    "/{send_id}/deliveries", response_model=DeliveryPage, responses=errors(404),
+    summary="A page of the delivery log (admins)",
 )
 def deliveries(
     request: Request,
     send_id: SendId,
-    caller: SendEditor,
+    caller: DeliveryLogReader,
     status: StatusFilter = None,
     offset: Annotated[int, Query(ge=0, le=2**31 - 1)] = 0,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> DeliveryPage:
-    """Each recipient's delivery in id order: status, attempts, the SMTP server's last reply, Message-ID, times."""
+    """Each recipient's delivery in id order: status, attempts, the SMTP server's last reply, Message-ID, times.
+    Admins only (it lists every recipient's address): an editor's token gets 403."""
     with web(request).reading() as session:
         total, rows = sending.delivery_page(session, send_id, status=status, offset=offset, limit=limit)
     return DeliveryPage(
@@ -191,10 +213,14 @@ def deliveries(
         },
         **errors(404),
     },
-    summary="Export the delivery log as CSV",
+    summary="Export the delivery log as CSV (admins)",
 )
-def deliveries_csv(request: Request, send_id: SendId, caller: SendEditor, status: StatusFilter = None) -> StreamingResponse:
-    """Streamed in chunks, each read in its own short transaction, so a big export holds no lock."""
+def deliveries_csv(
+    request: Request, send_id: SendId, caller: DeliveryLogReader, status: StatusFilter = None
+) -> StreamingResponse:
+    """Streamed in chunks, each read in its own short transaction, so a big export holds no lock. Admins only
+    (an editor's token gets 403). A cell that would start with ``=``, ``+``, ``-``, ``@``, tab or CR starts with
+    ``'`` instead, so a spreadsheet shows it as text and runs nothing."""
     state = web(request)
     with state.reading() as session:
         sending.get_send(session, send_id)  # 404 before the first byte
