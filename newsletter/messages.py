@@ -17,6 +17,7 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
+import hmac
 import re
 import time
 import unicodedata
@@ -92,7 +93,10 @@ def sender_domain(address: str) -> str:
 class CompiledMessage:
     """A send's message, pre-encoded; :meth:`build` makes one recipient's copy in microseconds."""
 
-    def __init__(self, headers: MessageHeaders, html: str, text: str) -> None:
+    def __init__(self, headers: MessageHeaders, html: str, text: str, *, message_id_key: bytes | None = None) -> None:
+        """``message_id_key`` (``TokenSigner.derived_key("message-id")``) makes every Message-ID carry a MAC of its
+        delivery id, so nobody can work out another recipient's Message-ID from their own: a
+        bounce that quotes one proves we mailed that address."""
         for field, value in (
             ("subject", headers.subject),
             ("from name", headers.from_name),
@@ -107,6 +111,7 @@ class CompiledMessage:
             raise InvalidInput(f"not a Feedback-ID (colon-separated letters, digits, '.', '_', '-'): {headers.feedback_id!r}",
                                where="Feedback-ID")
         self.headers = headers
+        self._id_key = message_id_key
         self.domain = sender_domain(headers.from_email)
         self.envelope_from = ascii_address(headers.from_email)
         boundary = "nl-" + hashlib.sha256(f"{headers.message_id_tag}{html}".encode()).hexdigest()[:24]
@@ -139,7 +144,11 @@ class CompiledMessage:
         self._date = b""
 
     def message_id(self, delivery_id: int) -> str:
-        return f"<{delivery_id}.{self.headers.message_id_tag}@{self.domain}>"
+        tag = self.headers.message_id_tag
+        if self._id_key is None:
+            return f"<{delivery_id}.{tag}@{self.domain}>"
+        mac = hmac.new(self._id_key, f"{delivery_id}.{tag}".encode(), hashlib.sha256).hexdigest()[:20]
+        return f"<{delivery_id}.{tag}.{mac}@{self.domain}>"
 
     def build(self, recipient: Recipient, *, subject_prefix: str = "") -> tuple[str, bytes]:
         """Return (Message-ID, wire bytes) of ``recipient``'s copy."""

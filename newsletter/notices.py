@@ -163,7 +163,9 @@ def confirmation_message(
         message_id_tag=message_tag or f"confirm.{secrets.token_hex(6)}",
         feedback_id=f"confirm:{mailing_list.slug}:confirmation",
     )
-    message = CompiledMessage(headers, html.translate(_MARKERS), text.translate(_MARKERS))
+    message = CompiledMessage(
+        headers, html.translate(_MARKERS), text.translate(_MARKERS), message_id_key=signer.derived_key("message-id")
+    )
     recipient = Recipient(
         delivery_id=pending.subscription_id if log_id is None else log_id,
         email=pending.email,

@@ -83,8 +83,12 @@ def message_headers(
     )
 
 
-def compile_message(session: Session, send: Send) -> CompiledMessage:
-    """The send's frozen issue as a pre-encoded message. Raises InvalidInput for unsafe header values."""
+def compile_message(session: Session, send: Send, *, message_id_key: bytes | None = None) -> CompiledMessage:
+    """The send's frozen issue as a pre-encoded message. Raises InvalidInput for unsafe header values.
+
+    Workers pass ``message_id_key`` (``TokenSigner.derived_key("message-id")``), so no
+    recipient can derive another's Message-ID from their own.
+    """
     mailing_list = session.get(MailingList, send.list_id)
     assert mailing_list is not None
     return CompiledMessage(
@@ -92,7 +96,7 @@ def compile_message(session: Session, send: Send) -> CompiledMessage:
             mailing_list, subject=send.subject, message_id_tag=send_key(send),
             feedback_id=f"{send.id}:{mailing_list.slug}:newsletter",
         ),
-        send.html, send.text,
+        send.html, send.text, message_id_key=message_id_key,
     )
 
 

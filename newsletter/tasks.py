@@ -127,7 +127,9 @@ class WorkerState:
         if message is None:
             if len(self.messages) >= 8:
                 self.messages.clear()
-            message = self.messages[send.id] = sending.compile_message(session, send)
+            message = self.messages[send.id] = sending.compile_message(
+                session, send, message_id_key=self.signer.derived_key("message-id")
+            )
         return message
 
 

@@ -75,6 +75,10 @@ class TokenSigner:
         return claims
 
 
+    def derived_key(self, purpose: str) -> bytes:
+        """A key for ``purpose`` (e.g. "message-id"), derived from the current secret key."""
+        return hashlib.sha256(b"newsletter " + purpose.encode() + b"\0" + self._current).digest()
+
     def archive_key(self, list_id: int, issue_id: int) -> str:
         """The key a private list's view-in-browser links carry: one per issue and list, the
         same for every reader (so it tracks no one), made with the current secret key."""

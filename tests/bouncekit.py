@@ -15,6 +15,7 @@ from newsletter.issues import RenderSettings, create_issue
 from newsletter.models import BounceEvent, Delivery, MailingList, Subscriber, Subscription, Suppression, utcnow
 from subscribers.lists import create_list
 from subscribers.subscriptions import add_subscriber
+from subscribers.tokens import TokenSigner
 from tests.sendkit import SAMPLE_ISSUE
 
 MAIL_DIR = Path(__file__).resolve().parent / "mail"
@@ -42,7 +43,8 @@ def sent_issue(sessions: sessionmaker[Session], emails: list[str], *, slug: str 
             add_subscriber(s, slug, email, confirmed=True, source="admin")
         issue, _ = create_issue(s, slug, read_issue_file(SAMPLE_ISSUE), RENDER)
         send, _ = sending.start_send(s, issue.id, RENDER, batch_size=1000)
-        message = sending.compile_message(s, send)
+        # As the workers make it: each Message-ID carries a MAC of its delivery id.
+        message = sending.compile_message(s, send, message_id_key=TokenSigner(KEY).derived_key("message-id"))
         rows = s.execute(select(Delivery.id, Delivery.email).where(Delivery.send_id == send.id)).all()
         now = utcnow()
         sent = {}

@@ -138,7 +138,7 @@ def test_forged_dsn_and_arf_to_the_bare_return_path_change_nothing_and_proven_on
 def test_a_guessed_message_id_proves_nothing_and_the_real_one_does(inbound):
     sent = sent_issue(inbound.sessions, ["kay@example.com", "lee@example.com"])
     kay = sent["kay@example.com"]
-    # Message-IDs are <delivery.send.time@domain>: a neighbour's can be guessed, but must be the stored one
+    # Message-IDs are <delivery.send.time.mac@domain>: a guessed one must be the stored one
     # and the delivery must have gone to the address the report names.
     guessed = kay.message_id.replace(f"<{kay.delivery_id}.", f"<{kay.delivery_id}.9")
     for message_id, name in ((guessed, "exim-bounce.eml"), (sent["lee@example.com"].message_id, "qmail-bounce.eml")):
@@ -148,6 +148,15 @@ def test_a_guessed_message_id_proves_nothing_and_the_real_one_does(inbound):
     assert suppression(inbound.sessions, "kay@example.com") is None
     assert delivery(inbound.sessions, kay.delivery_id).status == "sent"
     assert unproven(inbound.sessions) == [("kay@example.com", "hard")] * 2
+
+    # Nor can a recipient work out a neighbour's Message-ID from their own: each carries a MAC of its delivery id.
+    lee = sent["lee@example.com"]
+    derived = lee.message_id.replace(f"<{lee.delivery_id}.", f"<{kay.delivery_id}.")
+    assert derived != kay.message_id
+    forged = sample("dsn-hard.eml", recipient="kay@example.com", message_id=derived, return_path=RETURN_PATH)
+    inbound.deliver(forged, RETURN_PATH)
+    assert "hard bounce kay@example.com: unproven" in inbound.lines[-1], inbound.lines
+    assert suppression(inbound.sessions, "kay@example.com") is None
 
     real = sample("qmail-bounce.eml", recipient="kay@example.com", message_id=kay.message_id, return_path=RETURN_PATH)
     inbound.deliver(real, RETURN_PATH)

@@ -103,3 +103,15 @@ def test_internationalised_domains_go_out_in_ascii():
     message = CompiledMessage(HEADERS, RENDERED.html, RENDERED.text)
     _, data = message.build(recipient("Ann", "ann@bücher.de"))
     assert b"To: Ann <ann@xn--bcher-kva.de>" in data
+
+
+def test_a_keyed_message_id_cannot_be_derived_from_a_neighbours():
+    keyed = CompiledMessage(HEADERS, RENDERED.html, RENDERED.text, message_id_key=b"k" * 32)
+    again = CompiledMessage(HEADERS, RENDERED.html, RENDERED.text, message_id_key=b"k" * 32)
+    other_key = CompiledMessage(HEADERS, RENDERED.html, RENDERED.text, message_id_key=b"j" * 32)
+    one, two = keyed.message_id(1), keyed.message_id(2)
+    assert one.startswith("<1.7.abc.") and one.endswith("@example.org>")
+    assert one == again.message_id(1) != other_key.message_id(1)  # the same on every worker, for one key
+    assert two != one.replace("<1.", "<2.", 1)
+    message_id, data = keyed.build(recipient(n=1))
+    assert message_id == one and parse(data)["Message-ID"] == one
