@@ -320,7 +320,9 @@ def test_the_api_queues_a_request_with_its_counts_for_editors_and_admins(api_wit
     assert repeat["queued"] == 0 and repeat["run"] is None and repeat["left_out"]["already_queued"] == 2
     assert "2 people still queued by an earlier request" in repeat["message"]
 
-    page = api.get(f"{path}/1/recipients", role="editor", expect=200).json()
+    # The recipients' addresses are for admins, like a send's delivery log; an editor is told where the counts are.
+    assert_error(api.get(f"{path}/1/recipients", role="editor"), 403, says="GET /api/lists/weekly/confirmation-requests/1")
+    page = api.get(f"{path}/1/recipients", role="admin", expect=200).json()
     assert page["total"] == 2 and [r["email"] for r in page["items"]] == ["ann@example.com", "bob@example.com"]
     assert {r["status"] for r in page["items"]} == {"pending"}
     assert api.get(f"{path}/1/recipients?status=sent", expect=200).json()["total"] == 0
@@ -400,6 +402,18 @@ def test_the_list_page_button_asks_the_unconfirmed_and_shows_the_log(admin_app):
     assert log.status_code == 200
     text = html.unescape(log.text)
     assert "Queued 1 confirmation request for weekly (run 1). Left out: 1 suppressed address (never mailed)." in text
+    # The editor sees the counts; the per-recipient log names addresses, so it is for admins.
+    assert 'id="log-admins-only"' in log.text and "ann@example.com" not in log.text
+    with db.transaction(sessions) as s:
+        accounts.create_user(s, "ada", PASSWORD, "admin")
+    from fastapi.testclient import TestClient
+
+    admin_client = TestClient(client.app, base_url="https://testserver", follow_redirects=False)
+    form = admin_client.get("/admin/login")
+    assert admin_client.post("/admin/login", data={
+        "username": "ada", "password": PASSWORD, "csrf_token": html.unescape(CSRF_INPUT.search(form.text).group(1)),  # type: ignore[union-attr]
+    }).status_code == 303
+    log = admin_client.get(asked.headers["location"])
     table = re.search(r'<table class="log" id="confirmation-log">.*?</table>', log.text, re.S)
     assert table and "ann@example.com" in table.group(0) and "trap@example.com" not in table.group(0)
     assert "pending" in table.group(0)

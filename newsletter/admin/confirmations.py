@@ -9,7 +9,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Depends, Form, Query, Request
 from fastapi.responses import HTMLResponse, Response
 
-from newsletter.accounts import Caller
+from newsletter.accounts import DELIVERY_LOG, Caller
 from newsletter.admin.auth import user
 from newsletter.admin.pages import page, redirect
 from newsletter.errors import NotFound
@@ -66,7 +66,8 @@ def log(
                 raise
             summary = None
         total, rows = (0, [])
-        if summary is not None:
+        may_read_log = caller.may(DELIVERY_LOG)  # the log names every address asked: admins only
+        if summary is not None and may_read_log:
             total, rows = confirmation_requests.run_log(
                 session, summary.run.id, status=chosen, offset=(page_number - 1) * PAGE_SIZE, limit=PAGE_SIZE
             )
@@ -80,5 +81,5 @@ def log(
         request, caller, "confirmations.html", mailing_list=counts.mailing_list, counts=counts, runs=runs,
         summary=summary, rows=rows, total=total, chosen=chosen or "", statuses=CONFIRMATION_MAIL_STATUSES,
         page_number=page_number, pages=pages, first=(page_number - 1) * PAGE_SIZE + 1, notice=notice,
-        offer_again=bool(recent) and again != "1",
+        offer_again=bool(recent) and again != "1", may_read_log=may_read_log,
     )

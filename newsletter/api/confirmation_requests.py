@@ -3,7 +3,9 @@
 The same rules as `newsletter lists request-confirmation` (see
 ``subscribers.confirmation_requests``). The role that may send may ask: the "sends"
 permission, so an editor told that a send would reach nobody can act on it. A request to
-confirm changes no one's consent; only the subscriber's own click does.
+confirm changes no one's consent; only the subscriber's own click does. The per-recipient
+log names every address asked, so, like a send's delivery log, it is for admins
+("sends:log"); editors see a run's counts.
 """
 
 from __future__ import annotations
@@ -11,10 +13,11 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, Path, Query, Request, Response
+from fastapi import APIRouter, Depends, Path, Query, Request, Response
 from pydantic import BaseModel, Field
 
-from newsletter.api.auth import SendEditor
+from newsletter.accounts import DELIVERY_LOG, Caller, Forbidden
+from newsletter.api.auth import SendEditor, api_caller
 from newsletter.api.common import errors, path_id
 from newsletter.api.schemas import SLUG_PATTERN, Strict
 from newsletter.models import CONFIRMATION_MAIL_STATUSES
@@ -28,6 +31,18 @@ router = APIRouter(prefix="/lists", tags=["lists"])
 SlugPath = Annotated[str, Path(pattern=SLUG_PATTERN, max_length=64, description="The list's slug.")]
 RunId = Annotated[int, path_id("request to confirm")]
 AGAIN_HINT = 'send "again": true'
+
+
+def log_reader(caller: Annotated[Caller, Depends(api_caller)], slug: SlugPath, run_id: RunId) -> Caller:
+    """The caller, when their role may read a per-recipient log (admins). Raises Forbidden (403)."""
+    if not caller.may(DELIVERY_LOG):
+        raise Forbidden(
+            f"the {caller.role} role may not read a request to confirm's recipients (needs {DELIVERY_LOG!r}): they are "
+            f"subscribers' addresses, so the log is for admins. GET /api/lists/{slug}/confirmation-requests/{run_id} "
+            "gives the run's counts; ask an admin for the log or for an admin token",
+            action=DELIVERY_LOG,
+        )
+    return caller
 
 
 class ConfirmationRequestIn(Strict):
@@ -159,7 +174,7 @@ def recipients(
     request: Request,
     slug: SlugPath,
     run_id: RunId,
-    caller: SendEditor,
+    caller: Annotated[Caller, Depends(log_reader)],
     status: Annotated[
         Literal[CONFIRMATION_MAIL_STATUSES] | None, Query(description="Only recipients in this status.")  # type: ignore[valid-type]
     ] = None,
