@@ -275,3 +275,22 @@ def test_a_preferences_link_never_resubscribes_without_a_new_confirmation(site):
     assert client.post(f"/preferences/{old}/join", data={"list": "daily"}).status_code == 410
     assert len(site.mails("ann@example.com")) == sent
     assert site.subscription("ann@example.com", "daily").status == "unsubscribed"
+
+
+def test_the_unsubscribe_page_offers_the_preferences_link_of_its_own_email_which_expires_with_it(site):
+    """Unsubscribe links never expire; the preferences link their pages offer must not outlive the email's own."""
+    add(site, "ann@example.com", "weekly")
+    client = site.client()
+    now = int(time.time())
+    for issued_at, works in ((now - 10 * DAY, True), (now - 91 * DAY, False)):
+        token = site.token("ann@example.com", "unsubscribe", issued_at=issued_at)
+        page = client.get(f"/unsubscribe/{token}")
+        assert page.status_code == 200  # the unsubscribe link itself still works
+        [link] = re.findall(r'href="(/preferences/[^"]+)"', page.text)
+        assert client.get(link).status_code == (200 if works else 410)
+    # After unsubscribing, the same: an old email's link leads to the offer of a fresh link, not to the page.
+    gone = client.post(f"/unsubscribe/{site.token('ann@example.com', 'unsubscribe', issued_at=now - 91 * DAY)}")
+    assert gone.status_code == 200 and site.subscription("ann@example.com").status == "unsubscribed"
+    [link] = re.findall(r'href="(/preferences/[^"]+)"', gone.text)
+    expired = client.get(link)
+    assert expired.status_code == 410 and "ann@example.com" not in expired.text

@@ -69,8 +69,10 @@ class Web:
         html = self.templates.get_template(template).render(**values)
         return HTMLResponse(html, status_code=status, headers=headers)
 
-    def preferences_path(self, subscriber_id: int, list_id: int) -> str:
-        return f"{self.root}/preferences/{self.signer.make(subscriber_id, list_id, 'preferences')}"
+    def preferences_path(self, subscriber_id: int, list_id: int, *, issued_at: int | None = None) -> str:
+        """A preferences link; ``issued_at`` (default now) starts its NEWSLETTER_PREFERENCES_DAYS."""
+        token = self.signer.make(subscriber_id, list_id, "preferences", issued_at=issued_at)
+        return f"{self.root}/preferences/{token}"
 
 
 def html_templates(folder: Path, **globals: Any) -> Environment:
