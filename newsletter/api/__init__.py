@@ -12,6 +12,7 @@ from collections.abc import Callable
 from fastapi import APIRouter, HTTPException
 from fastapi.routing import APIRoute
 
+from newsletter.api.common import errors
 from newsletter.api import confirmation_requests, imports, issues, lists, sends, subscribers, suppressions
 
 METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
@@ -43,7 +44,15 @@ def _answer_other_methods(resource: APIRouter) -> None:
         )
 
 
+def _document_body_limit(resource: APIRouter) -> None:
+    """Every operation that takes a body may answer 413 (newsletter.web.body_limits caps it before it is read)."""
+    for route in resource.routes:
+        if isinstance(route, APIRoute) and route.methods & {"POST", "PUT", "PATCH"}:
+            route.responses.setdefault(413, errors(413)[413])
+
+
 router = APIRouter(prefix="/api")
 for _module in (lists, confirmation_requests, subscribers, imports, suppressions, issues, sends):
+    _document_body_limit(_module.router)
     _answer_other_methods(_module.router)
     router.include_router(_module.router)
