@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import secrets
 import socket
 import time
@@ -33,6 +34,18 @@ from newsletter.outbound import PLAIN, Outbound
 from newsletter.send_control import ControlUnavailable, JournalWriter, RateLimiter, SendControl
 
 log = logging.getLogger("newsletter.delivery")
+
+#: An address in an SMTP reply or error ("550 5.1.1 <ann@example.com>: ...", "recipient 'ann@example.com': ...").
+_ADDRESS = re.compile(r"[^\s<>\"'(),;:@\[\]]+@([A-Za-z0-9.-]+)")
+
+
+def hide_addresses(text: str) -> str:
+    """``text`` with each address's local part replaced by ``…`` (``<…@example.com>``).
+
+    A send's reason and problem quote SMTP replies, which often name the recipient; editors
+    see them but may not see recipients (the delivery log is for admins), so only the domain stays.
+    """
+    return _ADDRESS.sub("\u2026@\\1", text)
 
 
 class Transport(Protocol):
@@ -485,7 +498,7 @@ def _flush(
     if outcomes.errors and attempted >= policy.pause_min_attempts and errors / attempted >= policy.pause_error_rate:
         reason = (
             f"paused automatically: {errors} of {attempted} attempts failed "
-            f"(threshold {policy.pause_error_rate:.0%}); last error: {outcomes.last_error}"
+            f"(threshold {policy.pause_error_rate:.0%}); last error: {hide_addresses(outcomes.last_error)}"
         )
         _pause_for_errors(sessions, send_id, reason)
         return True

@@ -36,7 +36,7 @@ from sqlalchemy import func, or_, select
 from sqlalchemy.orm import Session
 
 from newsletter.config import Settings
-from newsletter.delivery import DeliveryPolicy
+from newsletter.delivery import DeliveryPolicy, hide_addresses
 from newsletter.errors import NewsletterError
 from newsletter.models import Delivery, Send
 from newsletter.send_control import PREFIX, stats_key, trouble_key
@@ -226,7 +226,7 @@ def last_replies(session: Session, send_id: int, limit: int = 3) -> tuple[str, .
     for reply in rows:
         if reply.startswith("gave up after "):
             reply = reply.split(": ", 1)[-1]
-        reply = _one_line(reply)
+        reply = _one_line(hide_addresses(reply))  # editors see it; the delivery log (admins) names the recipient
         if reply and reply not in found:
             found.append(reply)
             if len(found) == limit:

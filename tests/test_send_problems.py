@@ -252,6 +252,23 @@ def test_a_send_paused_for_errors_shows_the_last_smtp_replies(newsroom):
     assert f"`newsletter sends resume {send_id}`" in problem
 
 
+def test_a_send_paused_for_errors_names_no_recipient(newsroom):
+    """The reason and the problem are shown to editors, who may not see recipients (issue 16, item 7):
+    an SMTP reply that quotes the recipient's address keeps only its domain."""
+    room = newsroom
+    addresses = room.setup_list(60)
+    room.capture.replies.update({a: f"550 5.1.1 <{a}>: Recipient address rejected: User unknown" for a in addresses[::2]})
+    issue_id = room.create_issue()
+    room.start_worker(concurrency=1)
+    send_id = room.send(issue_id)
+    paused = room.wait_status(send_id, ("paused", "finished"))
+    assert paused["status"] == "paused"
+    shown = paused["status_reason"] + paused["problem"]
+    assert not [a for a in addresses if a in shown], shown
+    domain = addresses[0].split("@")[1]
+    assert f'"550 5.1.1 <…@{domain}>: Recipient address rejected: User unknown (in reply to RCPT TO command)"' in shown
+
+
 def test_an_unreachable_broker_is_named(newsroom_any_db):
     room = newsroom_any_db
     room.setup_list(5)
