@@ -16,6 +16,7 @@ from __future__ import annotations
 import logging
 import re
 import sys
+from urllib.parse import unquote
 
 from pythonjsonlogger.json import JsonFormatter
 
@@ -35,8 +36,24 @@ _SECRET_QUERY = re.compile(
 _LINK_TOKEN = re.compile(r"\bv1\.\d+\.\d+\.\d+\.[A-Za-z0-9_-]+=*")
 
 
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
 def redact(text: str) -> str:
-    """``text`` with every link token and secret query value replaced by ``…``."""
+    """``text`` with every link token and secret query value replaced by ``…``.
+
+    A client may percent-encode its link (``/unsubscribe%2Fv1...``, ``?k%65y=``) and still be
+    served: when the decoded text holds something to redact, the decoded text is logged,
+    redacted, with control characters escaped (no line breaks smuggled into a log).
+    """
+    if "%" in text:
+        decoded = unquote(text)
+        if decoded != text and (redacted := _redact(decoded)) != decoded:
+            return _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", redacted)
+    return _redact(text)
+
+
+def _redact(text: str) -> str:
     if "/" not in text and "=" not in text and "v1." not in text:
         return text
     text = _TOKEN_PATH.sub(rf"\1{REDACTED}", text)

@@ -294,3 +294,14 @@ def test_the_unsubscribe_page_offers_the_preferences_link_of_its_own_email_which
     [link] = re.findall(r'href="(/preferences/[^"]+)"', gone.text)
     expired = client.get(link)
     assert expired.status_code == 410 and "ann@example.com" not in expired.text
+
+
+def test_a_percent_encoded_token_is_redacted_too_and_smuggles_no_line_break_into_the_log():
+    from newsletter.logs import redact
+
+    token = "v1.12.3.1700000000.AbC-_9"
+    assert redact(f'GET /unsubscribe%2F{token} HTTP/1.1') == "GET /unsubscribe/… HTTP/1.1"
+    assert redact(f"/unsubscribe/{token.replace('.', '%2E')}") == "/unsubscribe/…"
+    assert redact("/archive/weekly/1?k%65y=SECRET&page=2") == "/archive/weekly/1?key=…&page=2"
+    assert redact("/archive/x?key=a%0AFAKE LINE") == "/archive/x?key=…\\x0aFAKE LINE"
+    assert redact("/archive/x?q=caf%C3%A9") == "/archive/x?q=caf%C3%A9"  # nothing secret: logged as received
