@@ -36,6 +36,11 @@ def test_each_422_names_the_field_the_client_sent(api):  # noqa: F811
         ("PATCH", "/api/lists/weekly", {"json": {"slot": {"weekday": "monday", "time": "08:00", "timezone": "UTC",
                                                           "hour": 8}}}, "slot.hour", "Extra inputs"),
         ("POST", "/api/sends", {"json": {"issue_id": issue["id"], "repeat": "thrice"}}, "repeat", "'again' or 'only_new'"),
+        # Wrong JSON types are refused, not coerced ("1" or true is no issue id).
+        ("POST", "/api/sends", {"json": {"issue_id": str(issue["id"])}}, "issue_id", "integer"),
+        ("POST", "/api/sends", {"json": {"issue_id": True}}, "issue_id", "integer"),
+        ("POST", "/api/subscribers", {"json": {"list": "weekly", "email": "b@example.com", "confirmed": "yes"}},
+         "confirmed", "boolean"),
         ("GET", "/api/subscribers", {"params": {"limit": "many"}}, "query.limit", "integer"),
         ("GET", "/api/sends/abc", {}, "path.send_id", "integer"),
         ("POST", "/api/imports", {"data": {"list": "weekly", "confirmed": "maybe"},

@@ -46,7 +46,7 @@ def log_reader(caller: Annotated[Caller, Depends(api_caller)], slug: SlugPath, r
 
 
 class ConfirmationRequestIn(Strict):
-    again: bool = Field(False, description="Also ask those asked in the last 7 days.")
+    again: bool = Field(False, strict=True, description="Also ask those asked in the last 7 days.")
 
 
 class LeftOut(BaseModel):

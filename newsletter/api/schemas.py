@@ -61,10 +61,21 @@ Email = text(
     320, min_length=1, format="email", description="An email address; validated and normalised (lower-cased, IDNA domain)."
 )
 Moment = Annotated[AwareDatetime, AfterValidator(_utc)]
-Id = Annotated[int, Field(ge=1, le=MAX_ID)]
+
+
+def _json_integer(value: Any) -> Any:
+    """A JSON number only: "1" or true is no id (1.0 is, as JSON Schema says)."""
+    if isinstance(value, (str, bool)):
+        raise ValueError(f"Input should be a valid integer, not a {'boolean' if isinstance(value, bool) else 'string'}")
+    return value
+
+
+Id = Annotated[int, Field(ge=1, le=MAX_ID), BeforeValidator(_json_integer)]
 
 
 class Strict(BaseModel):
+    """A request body: unknown fields are refused; ids and flags take no string or other type in their place."""
+
     model_config = ConfigDict(extra="forbid")
 
 
@@ -201,7 +212,7 @@ class SubscriberCreate(Strict):
     list: Slug
     email: Email  # type: ignore[valid-type]
     name: text(200) = ""  # type: ignore[valid-type]
-    confirmed: bool = Field(False, description="Record consent as already confirmed (only when you hold it).")
+    confirmed: bool = Field(False, strict=True, description="Record consent as already confirmed (only when you hold it).")
 
 
 class SubscriberPage(BaseModel):
