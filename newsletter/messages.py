@@ -111,7 +111,8 @@ class CompiledMessage:
             raise InvalidInput(f"not a Feedback-ID (colon-separated letters, digits, '.', '_', '-'): {headers.feedback_id!r}",
                                where="Feedback-ID")
         self.headers = headers
-        self._id_key = message_id_key
+        # Keyed once; each Message-ID copies it (cheaper than a new HMAC per copy).
+        self._id_mac = hmac.new(message_id_key, digestmod=hashlib.sha256) if message_id_key is not None else None
         self.domain = sender_domain(headers.from_email)
         self.envelope_from = ascii_address(headers.from_email)
         boundary = "nl-" + hashlib.sha256(f"{headers.message_id_tag}{html}".encode()).hexdigest()[:24]
@@ -145,9 +146,11 @@ class CompiledMessage:
 
     def message_id(self, delivery_id: int) -> str:
         tag = self.headers.message_id_tag
-        if self._id_key is None:
+        if self._id_mac is None:
             return f"<{delivery_id}.{tag}@{self.domain}>"
-        mac = hmac.new(self._id_key, f"{delivery_id}.{tag}".encode(), hashlib.sha256).hexdigest()[:20]
+        keyed = self._id_mac.copy()
+        keyed.update(f"{delivery_id}.{tag}".encode())
+        mac = keyed.hexdigest()[:20]
         return f"<{delivery_id}.{tag}.{mac}@{self.domain}>"
 
     def build(self, recipient: Recipient, *, subject_prefix: str = "") -> tuple[str, bytes]:
