@@ -31,8 +31,8 @@ RUN touch README.md \
     && /opt/newsletter/bin/pip install . \
     && rm -rf build *.egg-info
 
-# Then the project itself. templates/ (email, web and admin) installs beside the packages, where
-# the code looks for it (pyproject.toml's [tool.setuptools.package-data]).
+# Then the project itself. templates/ (email, web and admin) travels inside the newsletter package
+# (newsletter/templates links to it; pyproject.toml's [tool.setuptools.package-data]).
 COPY README.md ./
 COPY newsletter ./newsletter
 COPY subscribers ./subscribers

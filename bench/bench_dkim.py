@@ -4,7 +4,7 @@
 
 1. Signing cost, in this one process, on copies of the sample issue (examples/issues/) as a
    worker builds them, with a freshly generated RSA key of ``--bits``: stock dkimpy's
-   ``dkim.sign()`` (its RSA step in pure Python) against :class:`newsletter.dkim_signing.DkimSigner`
+   ``dkim.sign()`` (its RSA step in pure Python) against :class:`newsletter.mail.dkim_signing.DkimSigner`
    (dkimpy's canonicalisation and layout, the RSA step in OpenSSL), and OpenSSL's RSA step
    alone for scale. Every signature of ours is checked with stock ``dkim.verify()`` (its DNS
    lookup answered with the key's record) and with Perl's Mail::DKIM, which shares no code
@@ -46,8 +46,8 @@ sys.path.insert(0, str(ROOT / "bench"))
 import bench_send  # noqa: E402 - the send machinery: sink, worker, CLI runner, timed send
 import dkim  # noqa: E402
 
-from newsletter.dkim_keys import generate_private_key, private_key_pem, record_value, write_private_key  # noqa: E402
-from newsletter.dkim_signing import SIGNED_HEADERS, DkimSigner  # noqa: E402
+from newsletter.mail.dkim_keys import generate_private_key, private_key_pem, record_value, write_private_key  # noqa: E402
+from newsletter.mail.dkim_signing import SIGNED_HEADERS, DkimSigner  # noqa: E402
 
 SELECTOR, DOMAIN = "bench", "example.org"
 
@@ -57,9 +57,9 @@ SELECTOR, DOMAIN = "bench", "example.org"
 
 def sample_messages(count: int) -> list[bytes]:
     """``count`` personalised copies of the sample issue, built as a worker builds them."""
-    from newsletter.issue_files import read_issue_file
-    from newsletter.messages import CompiledMessage, MessageHeaders, Recipient
-    from newsletter.rendering import RenderContext, default_template_dir, render_issue
+    from newsletter.content.issue_files import read_issue_file
+    from newsletter.mail.messages import CompiledMessage, MessageHeaders, Recipient
+    from newsletter.content.rendering import RenderContext, default_template_dir, render_issue
 
     rendered = render_issue(
         read_issue_file(bench_send.SAMPLE_ISSUE),
@@ -212,7 +212,7 @@ def signed_sends(binary: str, recipients: int, concurrencies: list[int], bits: i
             if broker:
                 bench_send.system_redis()  # flush db 14 again
             else:
-                from newsletter import embedded_redis
+                from newsletter.devtools import embedded_redis
 
                 embedded_redis.stop(var_dir)
 

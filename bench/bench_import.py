@@ -59,8 +59,8 @@ def naive_orm_import(file: Path, rows: int) -> float:
     """Row-at-a-time ORM import of the first ``rows`` rows: the approach the issue rules out."""
     from sqlalchemy import select
 
-    from newsletter import db
-    from newsletter.models import MailingList, Subscriber, Subscription
+    from newsletter.store import db
+    from newsletter.store.models import MailingList, Subscriber, Subscription
     from subscribers.addresses import normalise_email
 
     with tempfile.TemporaryDirectory() as tmp:

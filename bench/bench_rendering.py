@@ -18,8 +18,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from newsletter.issue_files import read_issue_file  # noqa: E402
-from newsletter.rendering import (  # noqa: E402
+from newsletter.content.issue_files import read_issue_file  # noqa: E402
+from newsletter.content.rendering import (  # noqa: E402
     PersonalFields,
     RenderContext,
     default_template_dir,

@@ -217,7 +217,7 @@ class Newsletter:
     """Runs `newsletter ...` commands with one environment; reads the send table directly."""
 
     def __init__(self, folder: Path, env: dict[str, str]) -> None:
-        from newsletter import db
+        from newsletter.store import db
         from newsletter.config import Settings
 
         self.folder = folder
@@ -278,7 +278,7 @@ class Newsletter:
 
     def send_row(self, send_id: str):  # type: ignore[no-untyped-def]
         """The send's (status, started_at, finished_at), at full precision."""
-        from newsletter.models import Send
+        from newsletter.store.models import Send
 
         with self.sessions() as session:
             send = session.get(Send, int(send_id))
@@ -300,10 +300,10 @@ def build_messages(nl: Newsletter, send_id: str) -> None:
     """Every recipient's copy of the stored send, built by the worker's own code."""
     from sqlalchemy import select
 
-    from newsletter.delivery import Claimed
-    from newsletter.messages import ascii_address
-    from newsletter.models import Delivery, Send, Subscriber
-    from newsletter.tasks import WorkerState
+    from newsletter.delivery.batch_loop import Claimed
+    from newsletter.mail.messages import ascii_address
+    from newsletter.store.models import Delivery, Send, Subscriber
+    from newsletter.worker.tasks import WorkerState
 
     global _SENDER
     worker = WorkerState(nl.settings, os.getpid())
@@ -489,7 +489,7 @@ def main() -> int:
             if broker:
                 system_redis()  # flush db 14 again
             else:
-                from newsletter import embedded_redis
+                from newsletter.devtools import embedded_redis
 
                 embedded_redis.stop(var_dir)
     return 0

@@ -26,8 +26,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from newsletter.config import SmtpSettings  # noqa: E402
-from newsletter.smtp_capture import CaptureServer  # noqa: E402
-from newsletter.transport import SmtpTransport  # noqa: E402
+from newsletter.devtools.smtp_capture import CaptureServer  # noqa: E402
+from newsletter.mail.transport import SmtpTransport  # noqa: E402
 
 RUNS = 3
 SENDER = "news@example.org"

@@ -164,7 +164,7 @@ class Settings:
     confirm_days: float = 7.0
     preferences_days: float = 90.0
     subscribe_limit: int = 10
-    import_max_mb: int = 200  # the largest CSV import upload (newsletter.web.body_limits)
+    import_max_mb: int = 200  # the largest CSV import upload (newsletter.http.body_limits)
     dkim: DkimSettings | None = None
     return_path: str | None = None
     soft_bounce_limit: int = 3

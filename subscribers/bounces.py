@@ -51,7 +51,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from newsletter.errors import InvalidInput, NotFound
-from newsletter.models import (
+from newsletter.store.models import (
     BOUNCE_KINDS,
     BounceEvent,
     ConfirmationMail,

@@ -1,6 +1,6 @@
 """Requests to confirm: asking a list's unconfirmed subscriptions (imported or added) to confirm.
 
-A *run* (:class:`~newsletter.models.ConfirmationRun`) is one such request, started by
+A *run* (:class:`~newsletter.store.models.ConfirmationRun`) is one such request, started by
 `newsletter lists request-confirmation SLUG`, the API or the admin list page. Starting it
 (:func:`start_run`) is one transaction that picks, with set-based statements, every
 unconfirmed subscription of the list except:
@@ -11,14 +11,14 @@ unconfirmed subscription of the list except:
   editor asks ``again``;
 * one still queued in an unfinished run (asking twice at once helps nobody, even ``again``).
 
-and writes one :class:`~newsletter.models.ConfirmationMail` row per recipient: the run's log,
+and writes one :class:`~newsletter.store.models.ConfirmationMail` row per recipient: the run's log,
 like a send's deliveries. Runs for one list start one at a time (the list's row is locked on
 PostgreSQL; SQLite writes one at a time anyway), so two runs started at once never pick the
 same people. A run with nobody to ask is not stored.
 
 The worker's side (claiming a batch of rows, handing one over, recording outcomes) is here
 too, as small functions over a Session; the loop that mails them is
-:mod:`newsletter.confirmation_mailing`, which explains how a crash or a redelivered task is
+:mod:`newsletter.delivery.confirmation_mailing`, which explains how a crash or a redelivered task is
 kept from mailing anyone twice.
 
 Confirming through such an email is the ordinary ``/confirm/{token}`` flow: the token is
@@ -36,9 +36,9 @@ from typing import Any
 from sqlalchemy import and_, case, exists, func, insert, literal, not_, or_, select, update
 from sqlalchemy.orm import Session
 
-from newsletter.db import id_ranges, insert_on_conflict_ignore
+from newsletter.store.db import id_ranges, insert_on_conflict_ignore
 from newsletter.errors import InvalidInput, NotFound
-from newsletter.models import (
+from newsletter.store.models import (
     CONFIRMATION_MAIL_STATUSES,
     ConfirmationMail,
     ConfirmationRun,

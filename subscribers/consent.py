@@ -46,7 +46,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from newsletter.errors import Conflict, InvalidInput, NotFound
-from newsletter.models import MailingList, Subscriber, Subscription, Suppression, utcnow
+from newsletter.store.models import MailingList, Subscriber, Subscription, Suppression, utcnow
 from subscribers.addresses import check_display_name, normalise_email
 from subscribers.lists import get_public_list
 from subscribers.suppressions import suppress

@@ -25,7 +25,7 @@ from sqlalchemy import delete, exists, func, or_, select, update
 from sqlalchemy.orm import Session
 
 from newsletter.errors import Conflict, InvalidInput, NotFound
-from newsletter.models import (
+from newsletter.store.models import (
     SUBSCRIPTION_STATUSES,
     BounceEvent,
     Delivery,

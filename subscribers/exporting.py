@@ -12,7 +12,7 @@ from typing import TextIO
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from newsletter.models import Subscriber, Subscription
+from newsletter.store.models import Subscriber, Subscription
 from subscribers import csv_cells
 from subscribers.lists import get_list
 

@@ -1,7 +1,7 @@
 """CSV imports that run in the background, with live progress and a report of rejected rows.
 
 An upload is streamed to ``$NEWSLETTER_VAR_DIR/imports/<random>.csv`` as it arrives (by the
-web app, newsletter.web.uploads; or ``create_job`` from a file object) and its header row
+web app, newsletter.http.uploads; or ``create_job`` from a file object) and its header row
 checked at once (``queue_upload``); the import itself (``run_job``, typically in a
 background thread) is ``subscribers.importing.import_csv`` in one transaction: all rows
 or nothing. The uploaded file is deleted when the job ends.
@@ -26,9 +26,9 @@ from typing import Any, BinaryIO
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session, sessionmaker
 
-from newsletter.db import transaction
+from newsletter.store.db import transaction
 from newsletter.errors import InvalidInput, NotFound
-from newsletter.models import ImportJob, MailingList, utcnow
+from newsletter.store.models import ImportJob, MailingList, utcnow
 from subscribers import csv_cells, importing
 from subscribers.lists import get_list
 

@@ -22,9 +22,9 @@ from typing import Any, TextIO
 from sqlalchemy import Column, Integer, MetaData, String, Table, bindparam, select, update
 from sqlalchemy.orm import Session
 
-from newsletter.db import insert_on_conflict_ignore
+from newsletter.store.db import insert_on_conflict_ignore
 from newsletter.errors import InvalidInput
-from newsletter.models import Subscriber, Subscription, utcnow
+from newsletter.store.models import Subscriber, Subscription, utcnow
 from subscribers.addresses import check_display_name, normalise_email
 from subscribers.csv_cells import read_cell
 from subscribers.lists import get_list

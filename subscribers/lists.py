@@ -9,7 +9,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from newsletter.errors import Conflict, InvalidInput, NotFound
-from newsletter.models import SUBSCRIPTION_STATUSES, Issue, MailingList, Send, Subscription
+from newsletter.store.models import SUBSCRIPTION_STATUSES, Issue, MailingList, Send, Subscription
 from subscribers.addresses import check_display_name, normalise_email
 
 SLUG_RE = re.compile(r"^[a-z0-9][a-z0-9-]{0,63}$")

@@ -14,7 +14,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from newsletter.errors import InvalidInput, NotFound
-from newsletter.models import SUBSCRIPTION_STATUSES, Subscriber, Subscription, utcnow
+from newsletter.store.models import SUBSCRIPTION_STATUSES, Subscriber, Subscription, utcnow
 from subscribers.addresses import check_display_name, normalise_email
 from subscribers.lists import get_list
 

@@ -8,7 +8,7 @@ from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
 from newsletter.errors import InvalidInput, NotFound
-from newsletter.models import SUPPRESSION_REASONS, Suppression
+from newsletter.store.models import SUPPRESSION_REASONS, Suppression
 from subscribers.addresses import normalise_email
 
 

@@ -2,7 +2,7 @@
 
 ``Api`` holds the app built from real Settings (SQLite or PostgreSQL through the
 ``database_url`` fixture), a capture SMTP server for test sends, and one admin and one
-editor API token made by ``newsletter.accounts``. Import the fixtures into a test module
+editor API token made by ``newsletter.access.accounts``. Import the fixtures into a test module
 with ``from tests.apikit import api, api_with_broker  # noqa: F401``.
 """
 
@@ -16,9 +16,11 @@ from typing import Any
 import pytest
 from sqlalchemy.orm import Session, sessionmaker
 
-from newsletter import accounts, db
+from newsletter.access import accounts
+
+from newsletter.store import db
 from newsletter.config import Settings
-from newsletter.smtp_capture import CaptureServer
+from newsletter.devtools.smtp_capture import CaptureServer
 
 BASE = "https://news.example.org"
 KEY = "api-test-secret-key-0123456789abcdef"
@@ -46,7 +48,7 @@ class Api:
         if self._client is None:
             from fastapi.testclient import TestClient
 
-            from newsletter.web.app import create_app
+            from newsletter.http.app import create_app
 
             app = create_app(self.settings, sessions=self.sessions, send_confirmation=lambda request: None)
             self._client = TestClient(app, follow_redirects=False)

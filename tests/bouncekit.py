@@ -9,10 +9,12 @@ from string import Template
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session, sessionmaker
 
-from newsletter import db, sending
-from newsletter.issue_files import read_issue_file
-from newsletter.issues import RenderSettings, create_issue
-from newsletter.models import BounceEvent, Delivery, MailingList, Subscriber, Subscription, Suppression, utcnow
+from newsletter.store import db
+
+from newsletter.delivery import sending
+from newsletter.content.issue_files import read_issue_file
+from newsletter.content.issues import RenderSettings, create_issue
+from newsletter.store.models import BounceEvent, Delivery, MailingList, Subscriber, Subscription, Suppression, utcnow
 from subscribers.lists import create_list
 from subscribers.subscriptions import add_subscriber
 from subscribers.tokens import TokenSigner

@@ -19,8 +19,8 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.orm import Session, sessionmaker
 
-from newsletter import db
-from newsletter.models import Base
+from newsletter.store import db
+from newsletter.store.models import Base
 
 ROOT = Path(__file__).resolve().parent.parent
 PG_ADMIN_URL = os.environ.get("NEWSLETTER_TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
@@ -175,7 +175,7 @@ def newsroom_any_db(tmp_path: Path, redis_url: str, database_url: str):  # type:
 
 
 def _newsroom(tmp_path: Path, redis_url: str, database_url: str):  # type: ignore[no-untyped-def]
-    from newsletter.smtp_capture import CaptureServer
+    from newsletter.devtools.smtp_capture import CaptureServer
     from tests.sendkit import Newsroom
 
     capture = CaptureServer(port=0)

@@ -14,7 +14,7 @@ from email import message_from_bytes, policy
 from email.message import EmailMessage
 from pathlib import Path
 
-from newsletter.smtp_capture import CaptureServer
+from newsletter.devtools.smtp_capture import CaptureServer
 from tests.conftest import ROOT, Cli
 
 SAMPLE_ISSUE = ROOT / "examples" / "issues" / "this-week-in-info-war.md"

@@ -21,11 +21,13 @@ import pytest
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
-from newsletter import accounts, db
+from newsletter.access import accounts
+
+from newsletter.store import db
 from newsletter.config import Settings
-from newsletter.issue_files import parse_issue_text
-from newsletter.issues import RenderSettings, create_issue
-from newsletter.models import (
+from newsletter.content.issue_files import parse_issue_text
+from newsletter.content.issues import RenderSettings, create_issue
+from newsletter.store.models import (
     AdminSession,
     ImportJob,
     Issue,
@@ -35,7 +37,7 @@ from newsletter.models import (
     Subscription,
     Suppression,
 )
-from newsletter.smtp_capture import CaptureServer
+from newsletter.devtools.smtp_capture import CaptureServer
 from subscribers.lists import create_list
 from subscribers.subscriptions import add_subscriber
 from subscribers.suppressions import suppress
@@ -58,7 +60,7 @@ class Admin:
     def client(self, **settings_overrides: str):  # type: ignore[no-untyped-def]
         from fastapi.testclient import TestClient
 
-        from newsletter.web.app import create_app
+        from newsletter.http.app import create_app
 
         settings = Settings.from_environ({**self.environ, **settings_overrides}) if settings_overrides else self.settings
         base = "https://testserver" if settings.base_url.startswith("https") else "http://testserver"

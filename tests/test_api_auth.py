@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from newsletter import accounts, db
+from newsletter.access import accounts
+
+from newsletter.store import db
 from tests.apikit import assert_error
 from tests.apikit import api  # noqa: F401  (fixture)
 from tests.conftest import Cli, clean_environ

@@ -17,7 +17,7 @@ from fastapi.testclient import TestClient
 from playwright.sync_api import expect
 
 from newsletter.config import Settings
-from newsletter.web.app import create_app
+from newsletter.http.app import create_app
 from tests.test_web_journey import chromium, free_port, start_web  # noqa: F401
 
 

@@ -145,9 +145,9 @@ def test_test_send_is_signed_and_bounces_to_the_return_path_when_configured(api,
     import dkim
     from fastapi.testclient import TestClient
 
-    from newsletter import dkim_keys
+    from newsletter.mail import dkim_keys
     from newsletter.config import Settings
-    from newsletter.web.app import create_app
+    from newsletter.http.app import create_app
 
     key = dkim_keys.generate_private_key()
     key_file = tmp_path / "dkim.pem"

@@ -7,7 +7,7 @@ import io
 
 from sqlalchemy import select
 
-from newsletter.models import Subscriber, Subscription
+from newsletter.store.models import Subscriber, Subscription
 from tests.apikit import api  # noqa: F401  (fixture)
 from tests.apikit import assert_error
 

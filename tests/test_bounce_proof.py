@@ -22,11 +22,11 @@ from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy import inspect, select, text
 
-from newsletter import db
+from newsletter.store import db
 from newsletter.config import ConfigError, Settings
-from newsletter.models import Base, BounceEvent, ConfirmationMail, MailingList, Subscriber, Subscription
-from newsletter.notices import confirmation_message
-from newsletter.return_path import make_return_path
+from newsletter.store.models import Base, BounceEvent, ConfirmationMail, MailingList, Subscriber, Subscription
+from newsletter.delivery.notices import confirmation_message
+from newsletter.mail.return_path import make_return_path
 from subscribers import confirmation_requests
 from subscribers.bounces import recent_events, record_bounce
 from subscribers.consent import PendingConfirmation

@@ -7,9 +7,9 @@ from datetime import timedelta
 import pytest
 from sqlalchemy import select
 
-from newsletter import db
+from newsletter.store import db
 from newsletter.errors import InvalidInput, NotFound
-from newsletter.models import Delivery, utcnow
+from newsletter.store.models import Delivery, utcnow
 from subscribers.bounces import find_delivery, recent_events, record_bounce
 from subscribers.suppressions import suppress
 from tests.bouncekit import delivery, events, sent_issue, subscription_status, suppression

@@ -26,14 +26,16 @@ import pytest
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session, sessionmaker
 
-from newsletter import accounts, db
-from newsletter.confirmation_mailing import deliver_batch
+from newsletter.access import accounts
+
+from newsletter.store import db
+from newsletter.delivery.confirmation_mailing import deliver_batch
 from newsletter.config import Settings, SmtpSettings
-from newsletter.delivery import DeliveryPolicy
-from newsletter.issues import RenderSettings
-from newsletter.models import ConfirmationMail, ConfirmationRun, Subscriber, Subscription, Suppression, utcnow
-from newsletter.smtp_capture import CaptureServer
-from newsletter.transport import SmtpTransport
+from newsletter.delivery.batch_loop import DeliveryPolicy
+from newsletter.content.issues import RenderSettings
+from newsletter.store.models import ConfirmationMail, ConfirmationRun, Subscriber, Subscription, Suppression, utcnow
+from newsletter.devtools.smtp_capture import CaptureServer
+from newsletter.mail.transport import SmtpTransport
 from subscribers import confirmation_requests
 from subscribers.lists import create_list
 from subscribers.subscriptions import add_subscriber
@@ -149,7 +151,7 @@ def test_imported_people_are_asked_once_and_whoever_confirms_gets_the_next_send(
         # Following the link of the latest email confirms; the next send reaches that address.
         from fastapi.testclient import TestClient
 
-        from newsletter.web.app import create_app
+        from newsletter.http.app import create_app
 
         ann = readers[0]
         token = confirm_token(confirmation_mails(room, ann)[-1])
@@ -368,7 +370,7 @@ def admin_app(tmp_path: Path, database_url: str, redis_url: str) -> Iterator[Any
         suppress(s, "trap@example.com", reason="admin")
     from fastapi.testclient import TestClient
 
-    from newsletter.web.app import create_app
+    from newsletter.http.app import create_app
 
     client = TestClient(create_app(Settings.from_environ(environ), sessions=sessions), base_url="https://testserver",
                         follow_redirects=False)

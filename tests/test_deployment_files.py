@@ -341,9 +341,11 @@ def test_the_image_install_finds_its_templates(tmp_path: Path) -> None:
     (wheel,) = wheels.glob("newsletter-*.whl")
     installed = subprocess.run([*pip, "install", "--no-deps", "--target", str(target), str(wheel)], capture_output=True, text=True, timeout=600)
     assert installed.returncode == 0, installed.stderr[-3000:]
-    source_templates = {p.relative_to(context).as_posix() for p in (context / "templates").rglob("*") if p.is_file()}
-    installed_templates = {p.relative_to(target).as_posix() for p in (target / "templates").rglob("*") if p.is_file()}
+    source_templates = {p.relative_to(context / "templates").as_posix() for p in (context / "templates").rglob("*") if p.is_file()}
+    shipped = target / "newsletter" / "templates"
+    installed_templates = {p.relative_to(shipped).as_posix() for p in shipped.rglob("*") if p.is_file()}
     assert source_templates and source_templates <= installed_templates
+    assert not (target / "templates").exists()  # inside the package, never a top-level "templates"
 
     env = clean_environ(PYTHONPATH=str(target), NEWSLETTER_VAR_DIR=str(run / "var"),
                         NEWSLETTER_BROKER_URL="redis://127.0.0.1:1/0", NEWSLETTER_BASE_URL="https://news.example.org")
@@ -364,9 +366,9 @@ def test_the_image_install_finds_its_templates(tmp_path: Path) -> None:
 import sys
 from pathlib import Path
 import newsletter, subscribers
-from newsletter import rendering
-from newsletter.admin.pages import TEMPLATE_DIR as ADMIN
-from newsletter.web.context import TEMPLATE_DIR as WEB, STATIC_DIR
+from newsletter.content import rendering
+from newsletter.http.admin.pages import TEMPLATE_DIR as ADMIN
+from newsletter.http.context import TEMPLATE_DIR as WEB, STATIC_DIR
 site = Path(sys.argv[1])
 for path in (Path(newsletter.__file__), Path(subscribers.__file__), rendering.default_template_dir(), WEB, STATIC_DIR, ADMIN):
     assert path.resolve().is_relative_to(site), path
@@ -374,7 +376,7 @@ for path in (Path(newsletter.__file__), Path(subscribers.__file__), rendering.de
 import os
 from fastapi.testclient import TestClient
 from newsletter.config import Settings
-from newsletter.web.app import create_app
+from newsletter.http.app import create_app
 client = TestClient(create_app(Settings.from_environ(os.environ)))
 for url, text in (("/", "The Weekly"), ("/static/site.css", "{"), ("/admin/login", "<form")):
     response = client.get(url)

@@ -8,9 +8,9 @@ import pytest
 from sqlalchemy import event, func, select
 from sqlalchemy.orm import Session, sessionmaker
 
-from newsletter.db import transaction
+from newsletter.store.db import transaction
 from newsletter.errors import Conflict, InvalidInput, NotFound
-from newsletter.models import BounceEvent, Delivery, Issue, Send, Subscriber, Subscription
+from newsletter.store.models import BounceEvent, Delivery, Issue, Send, Subscriber, Subscription
 from subscribers import directory, lists, subscriptions, suppressions
 
 

@@ -22,10 +22,10 @@ from pathlib import Path
 import dkim
 import pytest
 
-from newsletter.dkim_keys import generate_private_key, private_key_pem, record_value
-from newsletter.dkim_signing import SIGNED_HEADERS, DkimSigner
-from newsletter.messages import CompiledMessage
-from newsletter.return_path import delivery_of, make_return_path
+from newsletter.mail.dkim_keys import generate_private_key, private_key_pem, record_value
+from newsletter.mail.dkim_signing import SIGNED_HEADERS, DkimSigner
+from newsletter.mail.messages import CompiledMessage
+from newsletter.mail.return_path import delivery_of, make_return_path
 from tests.conftest import need_service
 from tests.test_messages import HEADERS, RENDERED, recipient
 
@@ -269,7 +269,7 @@ def test_test_sends_and_confirmation_emails_are_signed_too(signed_room):
     from fastapi.testclient import TestClient
 
     from newsletter.config import Settings
-    from newsletter.web.app import create_app
+    from newsletter.http.app import create_app
 
     room.start_worker(concurrency=1)
     settings = Settings.from_environ(room.cli.env)

@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from newsletter import doctor
+from newsletter.mail import doctor
 from newsletter.config import Settings
-from newsletter.dkim_keys import generate_private_key, write_private_key, zone_line
-from newsletter.doctor import ListSender, aligned, organisational_domain, run_checks
+from newsletter.mail.dkim_keys import generate_private_key, write_private_key, zone_line
+from newsletter.mail.doctor import ListSender, aligned, organisational_domain, run_checks
 from tests.conftest import Cli, clean_environ
 from tests.test_web_journey import free_port, start_web
 

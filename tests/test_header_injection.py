@@ -12,13 +12,13 @@ from pathlib import Path
 import pytest
 from sqlalchemy import func, select, update
 
-from newsletter import db
+from newsletter.store import db
 from newsletter.config import Settings
 from newsletter.errors import ConfigError, InvalidInput, RenderError
-from newsletter.issue_files import IssueSource, parse_issue_text
-from newsletter.issues import RenderSettings, create_issue
-from newsletter.messages import CompiledMessage, MessageHeaders
-from newsletter.models import Issue, MailingList, Send, Subscriber
+from newsletter.content.issue_files import IssueSource, parse_issue_text
+from newsletter.content.issues import RenderSettings, create_issue
+from newsletter.mail.messages import CompiledMessage, MessageHeaders
+from newsletter.store.models import Issue, MailingList, Send, Subscriber
 from subscribers import consent
 from subscribers.importing import import_csv
 from subscribers.lists import create_list

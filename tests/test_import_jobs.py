@@ -11,9 +11,9 @@ import pytest
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
-from newsletter.db import transaction
+from newsletter.store.db import transaction
 from newsletter.errors import InvalidInput, NotFound
-from newsletter.models import ImportJob, Subscriber, Subscription
+from newsletter.store.models import ImportJob, Subscriber, Subscription
 from subscribers import import_jobs, importing, lists, subscriptions
 
 

@@ -8,9 +8,9 @@ import pytest
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
-from newsletter.db import transaction
+from newsletter.store.db import transaction
 from newsletter.errors import InvalidInput, NotFound
-from newsletter.models import Subscriber, Subscription
+from newsletter.store.models import Subscriber, Subscription
 from subscribers import importing, lists, subscriptions
 from subscribers.importing import ImportSummary, RejectedRow
 

@@ -25,11 +25,11 @@ import pytest
 from sqlalchemy import create_engine, select
 from sqlalchemy.orm import Session, sessionmaker
 
-from newsletter import db
-from newsletter.bounce_parsing import Mailboxes, classify
-from newsletter.inbound import InboundServer, Receiver
-from newsletter.models import Subscriber
-from newsletter.return_path import make_return_path
+from newsletter.store import db
+from newsletter.feedback.bounce_parsing import Mailboxes, classify
+from newsletter.feedback.inbound import InboundServer, Receiver
+from newsletter.store.models import Subscriber
+from newsletter.mail.return_path import make_return_path
 from subscribers.tokens import TokenSigner
 from tests.bouncekit import (
     KEY,

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from newsletter.errors import InvalidInput
-from newsletter.issue_files import IssueSource, parse_issue_text, read_issue_file
+from newsletter.content.issue_files import IssueSource, parse_issue_text, read_issue_file
 
 SAMPLE = Path(__file__).resolve().parent.parent / "examples" / "issues" / "this-week-in-info-war.md"
 

@@ -7,7 +7,7 @@ import io
 
 import pytest
 
-from newsletter.db import transaction
+from newsletter.store.db import transaction
 from newsletter.errors import Conflict, InvalidInput, NotFound
 from subscribers import exporting, importing, lists, subscriptions, suppressions
 

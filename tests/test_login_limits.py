@@ -19,7 +19,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from newsletter.web.ratelimit import FAILED_LOGINS_PER_IP, FAILED_LOGINS_PER_KNOWN_ADDRESS, FAILED_LOGINS_PER_USER
+from newsletter.http.ratelimit import FAILED_LOGINS_PER_IP, FAILED_LOGINS_PER_KNOWN_ADDRESS, FAILED_LOGINS_PER_USER
 from tests.conftest import Cli, clean_environ
 from tests.test_admin_ui import csrf_of
 from tests.test_web_journey import WebProcess, free_port, start_web

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from newsletter.markdown_text import markdown_to_text
+from newsletter.content.markdown_text import markdown_to_text
 
 LONG = (
     "Moscow does not want U.S. diplomacy to fail, but does not want it to succeed "

@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 
 from newsletter.errors import InvalidInput
-from newsletter.issue_files import read_issue_file
-from newsletter.messages import CompiledMessage, MessageHeaders, Recipient, ascii_address
-from newsletter.rendering import PersonalFields, RenderContext, default_template_dir, personalise, render_issue
+from newsletter.content.issue_files import read_issue_file
+from newsletter.mail.messages import CompiledMessage, MessageHeaders, Recipient, ascii_address
+from newsletter.content.rendering import PersonalFields, RenderContext, default_template_dir, personalise, render_issue
 
 ROOT = Path(__file__).resolve().parent.parent
 RENDERED = render_issue(

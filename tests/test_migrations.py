@@ -13,8 +13,8 @@ from alembic.runtime.migration import MigrationContext
 from sqlalchemy import Engine, inspect, insert, select
 from sqlalchemy.exc import IntegrityError
 
-from newsletter import db
-from newsletter.models import Base, BounceEvent, utcnow
+from newsletter.store import db
+from newsletter.store.models import Base, BounceEvent, utcnow
 from subscribers.bounces import record_bounce
 from tests.bouncekit import sent_issue
 from tests.conftest import throwaway_postgres_database
@@ -117,7 +117,7 @@ def test_0007_lets_delay_warnings_in_keeps_the_old_events_and_downgrades(empty_d
 def test_0008_adds_send_audience_and_private_lists_keeping_every_send_and_delivery(empty_database_url):
     from sqlalchemy import func, text
 
-    from newsletter.models import Delivery, MailingList, Send
+    from newsletter.store.models import Delivery, MailingList, Send
 
     engine = db.make_engine(empty_database_url)
     try:
@@ -152,7 +152,7 @@ def test_0008_adds_send_audience_and_private_lists_keeping_every_send_and_delive
 def test_0009_adds_requests_to_confirm_and_walks_down_and_up_with_data(empty_database_url):
     from sqlalchemy import func, text, update
 
-    from newsletter.models import ConfirmationMail, ConfirmationRun, Delivery, Subscription
+    from newsletter.store.models import ConfirmationMail, ConfirmationRun, Delivery, Subscription
     from subscribers import confirmation_requests
     from subscribers.subscriptions import add_subscriber
 

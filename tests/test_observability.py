@@ -9,7 +9,7 @@ from fastapi.testclient import TestClient
 from prometheus_client.parser import text_string_to_metric_families
 
 from newsletter.config import Settings
-from newsletter.web.app import create_app
+from newsletter.http.app import create_app
 
 pytestmark = [pytest.mark.redis, pytest.mark.slow]
 

@@ -19,11 +19,11 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import update
 
-from newsletter import db
+from newsletter.store import db
 from newsletter.config import Settings
 from newsletter.errors import ConfigError
-from newsletter.models import Delivery
-from newsletter.web.app import create_app
+from newsletter.store.models import Delivery
+from newsletter.http.app import create_app
 from tests.apikit import Api, assert_error
 from tests.apikit import api_with_broker  # noqa: F401  (fixture)
 from tests.test_admin_ui import Admin, make_issue, start_send

@@ -10,8 +10,8 @@ import lxml.html
 import pytest
 
 from newsletter.errors import InvalidInput, RenderError
-from newsletter.issue_files import IssueSource, read_issue_file
-from newsletter.rendering import (
+from newsletter.content.issue_files import IssueSource, read_issue_file
+from newsletter.content.rendering import (
     PersonalFields,
     RenderContext,
     check_issue,

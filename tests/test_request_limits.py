@@ -19,7 +19,9 @@ from pathlib import Path
 import httpx
 import pytest
 
-from newsletter import accounts, db
+from newsletter.access import accounts
+
+from newsletter.store import db
 from tests.conftest import SYSTEM_REDIS, Cli, clean_environ
 from tests.test_web_journey import WebProcess, free_port, start_web
 

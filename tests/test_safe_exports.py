@@ -25,11 +25,13 @@ from hypothesis import strategies as st
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
-from newsletter import accounts, db
+from newsletter.access import accounts
+
+from newsletter.store import db
 from newsletter.config import Settings
-from newsletter.db import transaction
-from newsletter.models import MailingList, Subscriber, Subscription
-from newsletter.web.app import create_app
+from newsletter.store.db import transaction
+from newsletter.store.models import MailingList, Subscriber, Subscription
+from newsletter.http.app import create_app
 from subscribers import csv_cells, exporting, import_jobs, importing, lists
 from subscribers.csv_cells import read_cell, safe_cell
 from subscribers.directory import update_subscriber

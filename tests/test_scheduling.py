@@ -10,11 +10,11 @@ from pathlib import Path
 
 import pytest
 
-from newsletter import scheduling
+from newsletter.delivery import scheduling
 from newsletter.errors import Conflict, InvalidInput
-from newsletter.issue_files import read_issue_file
-from newsletter.issues import RenderSettings, create_issue
-from newsletter.models import Delivery, Send, utcnow
+from newsletter.content.issue_files import read_issue_file
+from newsletter.content.issues import RenderSettings, create_issue
+from newsletter.store.models import Delivery, Send, utcnow
 from subscribers.lists import create_list
 from subscribers.subscriptions import add_subscriber
 from tests.sendkit import SAMPLE_ISSUE, Newsroom

@@ -26,9 +26,9 @@ import httpx
 import pytest
 from sqlalchemy import select
 
-from newsletter import db
+from newsletter.store import db
 from newsletter.config import Settings
-from newsletter.models import Suppression
+from newsletter.store.models import Suppression
 from subscribers.suppressions import suppress
 from subscribers.tokens import TokenSigner
 from tests.conftest import Cli
@@ -206,7 +206,7 @@ def test_an_expired_preferences_link_offers_a_fresh_one_that_a_worker_mails(news
 def test_fresh_links_are_limited_per_address_and_follow_the_setting(site):
     from fastapi.testclient import TestClient
 
-    from newsletter.web.app import create_app
+    from newsletter.http.app import create_app
 
     add(site, "ann@example.com")
     add(site, "bob@example.com")

@@ -1,6 +1,6 @@
 """Sends an editor can trust: no accidental second send and no silent empty send (issue 15, items 1 and 2).
 
-One rule (newsletter.audience) behind three edges: the CLI, the API and the admin UI, each
+One rule (newsletter.delivery.audience) behind three edges: the CLI, the API and the admin UI, each
 tried here against a real worker, Redis, SMTP capture and both databases.
 """
 
@@ -14,11 +14,11 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from playwright.sync_api import expect
 
-from newsletter import scheduling, sending
-from newsletter.audience import Repeat, SendRefused
-from newsletter.issue_files import read_issue_file
-from newsletter.issues import RenderSettings, create_issue
-from newsletter.models import Issue, Send, Suppression, utcnow
+from newsletter.delivery import scheduling, sending
+from newsletter.delivery.audience import Repeat, SendRefused
+from newsletter.content.issue_files import read_issue_file
+from newsletter.content.issues import RenderSettings, create_issue
+from newsletter.store.models import Issue, Send, Suppression, utcnow
 from subscribers.lists import create_list
 from subscribers.subscriptions import add_subscriber
 from tests.apikit import Api, api_with_broker, assert_error  # noqa: F401
@@ -162,7 +162,7 @@ def test_a_scheduled_only_new_send_takes_only_the_new_ones_when_it_starts(sessio
 def test_a_send_cancelled_after_some_got_it_counts_and_a_scheduled_send_for_everyone_blocks_only_new(sessions):
     from sqlalchemy import update
 
-    from newsletter.models import Delivery
+    from newsletter.store.models import Delivery
 
     now = utcnow()
     with sessions() as session, session.begin():

@@ -18,8 +18,8 @@ from collections.abc import Callable
 
 import pytest
 
-from newsletter.send_health import Health, SendState, SmtpTrouble, WorkerBeat, send_problem
-from newsletter.smtp_capture import CaptureServer
+from newsletter.delivery.send_health import Health, SendState, SmtpTrouble, WorkerBeat, send_problem
+from newsletter.devtools.smtp_capture import CaptureServer
 from tests.conftest import Cli
 
 NOW = 1_800_000_000.0
@@ -130,7 +130,8 @@ def test_the_broker_and_an_overdue_scheduled_send():
 
 
 def test_the_worker_queue_name_matches():
-    from newsletter import send_health, tasks
+    from newsletter.delivery import send_health
+    from newsletter.worker import tasks
 
     assert send_health.QUEUE == tasks.QUEUE
 
@@ -142,8 +143,8 @@ def test_the_worker_queue_name_matches():
 def test_smtp_trouble_keeps_its_first_moment_and_the_next_accepted_message_clears_it(redis_url):
     import redis
 
-    from newsletter.send_control import SendControl
-    from newsletter.send_health import record_smtp_trouble, smtp_trouble
+    from newsletter.delivery.send_control import SendControl
+    from newsletter.delivery.send_health import record_smtp_trouble, smtp_trouble
 
     client = redis.Redis.from_url(redis_url)
     assert smtp_trouble(client, "5.abc") is None
@@ -162,7 +163,7 @@ def test_smtp_trouble_keeps_its_first_moment_and_the_next_accepted_message_clear
 def test_heartbeats_come_and_go(redis_url):
     import redis
 
-    from newsletter.send_health import live_workers, publish_heartbeat, withdraw_heartbeat
+    from newsletter.delivery.send_health import live_workers, publish_heartbeat, withdraw_heartbeat
 
     client = redis.Redis.from_url(redis_url)
     assert live_workers(client) == []

@@ -16,8 +16,8 @@ import pytest
 
 from newsletter.config import SmtpSettings
 from newsletter.errors import InvalidInput, PermanentDeliveryError, TemporaryDeliveryError
-from newsletter.smtp_capture import DISCONNECT, CaptureServer
-from newsletter.transport import SmtpReply, SmtpTransport, enhanced_status, is_unknown_user
+from newsletter.devtools.smtp_capture import DISCONNECT, CaptureServer
+from newsletter.mail.transport import SmtpReply, SmtpTransport, enhanced_status, is_unknown_user
 
 SENDER = "news@example.org"
 

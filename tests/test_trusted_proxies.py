@@ -20,8 +20,8 @@ import httpx
 import pytest
 from sqlalchemy import select
 
-from newsletter import db
-from newsletter.models import Subscriber, Subscription
+from newsletter.store import db
+from newsletter.store.models import Subscriber, Subscription
 from tests.conftest import Cli, clean_environ
 from tests.test_web_journey import WebProcess, free_port, start_web
 

@@ -8,7 +8,7 @@ import re
 
 from sqlalchemy import func, select
 
-from newsletter.models import Issue, MailingList
+from newsletter.store.models import Issue, MailingList
 from tests.test_admin_ui import admin, make_issue, start_send, token  # noqa: F401  (admin is a fixture)
 
 

@@ -19,14 +19,16 @@ import pytest
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session, sessionmaker
 
-from newsletter import db, delivery, notices, sending
+from newsletter.store import db
+
+from newsletter.delivery import batch_loop, notices, sending
 from newsletter.config import Settings
-from newsletter.issue_files import IssueSource
-from newsletter.issues import RenderSettings, create_issue
-from newsletter.models import Delivery, MailingList, Subscriber, Subscription, Suppression
-from newsletter.send_control import SendControl
-from newsletter.smtp_capture import CaptureServer
-from newsletter.transport import SmtpTransport
+from newsletter.content.issue_files import IssueSource
+from newsletter.content.issues import RenderSettings, create_issue
+from newsletter.store.models import Delivery, MailingList, Subscriber, Subscription, Suppression
+from newsletter.delivery.send_control import SendControl
+from newsletter.devtools.smtp_capture import CaptureServer
+from newsletter.mail.transport import SmtpTransport
 from subscribers.lists import create_list
 from subscribers.subscriptions import add_subscriber
 from subscribers.suppressions import suppress
@@ -50,7 +52,7 @@ class Site:
     def client(self, ip: str = "203.0.113.7", *, send_confirmation=None, **settings_overrides: str):  # type: ignore[no-untyped-def]
         from fastapi.testclient import TestClient
 
-        from newsletter.web.app import create_app
+        from newsletter.http.app import create_app
 
         settings = self.settings
         if settings_overrides:
@@ -452,10 +454,10 @@ def test_unsubscribing_takes_effect_for_a_send_in_progress(site, redis_url):
         f"/unsubscribe/{site.token('reader1@example.com', 'unsubscribe')}", data={"List-Unsubscribe": "One-Click"}
     ).status_code == 200
     with SmtpTransport(site.settings.smtp) as transport:
-        result = delivery.deliver_batch(
+        result = batch_loop.deliver_batch(
             site.sessions, SendControl(redis.Redis.from_url(redis_url)), transport, send.id, *batches[0],
             message_for=sending.compile_message, recipient_for=sending.RecipientLinks(site.signer, render.links),
-            policy=delivery.DeliveryPolicy(),
+            policy=batch_loop.DeliveryPolicy(),
         )
     assert (result.sent, result.skipped) == (2, 1)
     assert {r for m in site.capture.messages for r in m.rcpt_tos} == {"reader0@example.com", "reader2@example.com"}

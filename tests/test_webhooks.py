@@ -24,8 +24,8 @@ from cryptography.x509.oid import NameOID
 from sqlalchemy.orm import Session, sessionmaker
 
 from newsletter.config import Settings
-from newsletter.provider_events import CertificateCache
-from newsletter.return_path import make_return_path
+from newsletter.feedback.provider_events import CertificateCache
+from newsletter.mail.return_path import make_return_path
 from subscribers.bounces import recent_events
 from tests.bouncekit import KEY, RETURN_PATH, delivery, events, sent_issue, subscription_status, suppression
 
@@ -138,7 +138,7 @@ class Hooks:
     def client(self, **overrides: str):  # type: ignore[no-untyped-def]
         from fastapi.testclient import TestClient
 
-        from newsletter.web.app import create_app
+        from newsletter.http.app import create_app
 
         environ = {k: v for k, v in {**self.environ, **overrides}.items() if v is not None}
         app = create_app(Settings.from_environ(environ), sessions=self.sessions, send_confirmation=lambda request: None)

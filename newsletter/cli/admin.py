@@ -8,11 +8,11 @@ import sys
 
 import typer
 
-from newsletter import accounts
+from newsletter.access import accounts
 from newsletter.cli.runtime import err, out, print_last_line, runtime
 from newsletter.cli.tables import Col, listing
 from newsletter.errors import InvalidInput
-from newsletter.models import ROLES
+from newsletter.store.models import ROLES
 
 app = typer.Typer(help="API tokens and admin UI users (roles: admin, editor).", no_args_is_help=True)
 ROLE_HELP = "admin (everything) or editor (issues and sends; reads lists)."

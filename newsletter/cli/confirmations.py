@@ -9,7 +9,7 @@ import typer
 
 from newsletter.cli.runtime import out, runtime
 from newsletter.cli.tables import Col, show
-from newsletter.models import CONFIRMATION_MAIL_STATUSES
+from newsletter.store.models import CONFIRMATION_MAIL_STATUSES
 from subscribers import confirmation_requests
 
 
@@ -24,7 +24,7 @@ def request_confirmation(
     recipient's outcome is logged (`newsletter lists confirmation-log SLUG`). Whoever confirms
     gets the list's next send.
     """
-    from newsletter.send_queue import queue_confirmation_run
+    from newsletter.delivery.send_queue import queue_confirmation_run
 
     settings = runtime.settings
     with runtime.transaction() as session:

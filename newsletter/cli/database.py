@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from newsletter import db
+from newsletter.store import db
 from newsletter.cli.runtime import out, runtime
 
 app = typer.Typer(help="Create or migrate the database schema.", no_args_is_help=True)

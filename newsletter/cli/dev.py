@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from newsletter import embedded_redis
+from newsletter.devtools import embedded_redis
 from newsletter.cli.runtime import out, runtime
 
 broker_app = typer.Typer(help="The embedded Redis used when NEWSLETTER_BROKER_URL is unset.", no_args_is_help=True)
@@ -18,7 +18,7 @@ def smtp_capture(
     host: str = typer.Option("127.0.0.1", "--host", help="Address to listen on."),
 ) -> None:
     """Run a development SMTP server that keeps every message and prints a line for each."""
-    from newsletter.smtp_capture import main_loop
+    from newsletter.devtools.smtp_capture import main_loop
 
     main_loop(host=host, port=port, maildir=maildir)
 

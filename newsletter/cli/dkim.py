@@ -22,7 +22,7 @@ def keygen(
     bits: int = typer.Option(2048, "--bits", help="RSA key size: 2048 (recommended) to 4096; 1024 at least."),
 ) -> None:
     """Write a new RSA private key (mode 0600, never over an existing file) and print the DNS TXT record to publish."""
-    from newsletter import dkim_keys  # cryptography loads only for this command
+    from newsletter.mail import dkim_keys  # cryptography loads only for this command
 
     # Reads no other setting: the DKIM settings may already name this key, which does not exist yet.
     domain = dkim_keys.check_domain(domain)

@@ -12,7 +12,7 @@ from newsletter.cli.runtime import out, runtime
 from newsletter.errors import ConfigError
 
 if TYPE_CHECKING:  # the doctor's checks load only when the command runs
-    from newsletter import doctor as checks
+    from newsletter.mail import doctor as checks
 
 
 def doctor(
@@ -27,7 +27,7 @@ def doctor(
 
     No DNS lookups: the DKIM, SPF and DMARC records to publish are printed.
     """
-    from newsletter import doctor as checks
+    from newsletter.mail import doctor as checks
 
     runtime.check_secret_key = False  # a weak key is reported below, not a reason to stop here
     settings = runtime.settings
@@ -58,8 +58,8 @@ def doctor(
 
 
 def _lists() -> tuple[list[checks.ListSender] | None, str | None]:
-    from newsletter import doctor as checks
-    from newsletter.models import MailingList
+    from newsletter.mail import doctor as checks
+    from newsletter.store.models import MailingList
 
     try:
         with runtime.transaction() as session:

@@ -6,7 +6,7 @@ import typer
 
 from newsletter.cli.runtime import out, runtime
 from newsletter.cli.tables import Col, listing
-from newsletter.models import BOUNCE_KINDS
+from newsletter.store.models import BOUNCE_KINDS
 
 bounces_app = typer.Typer(help="Bounces, complaints and unsubscribe requests received.", no_args_is_help=True)
 
@@ -23,7 +23,7 @@ def inbound(
     event; Ctrl-C or SIGTERM stops it.
     """
     from newsletter import logs
-    from newsletter.inbound import Receiver, mailboxes_for, main_loop
+    from newsletter.feedback.inbound import Receiver, mailboxes_for, main_loop
 
     settings = runtime.settings
     logs.configure(settings.log_format)

@@ -7,10 +7,10 @@ from pathlib import Path
 import typer
 from rich.table import Table
 
-from newsletter import issues
+from newsletter.content import issues
 from newsletter.cli.runtime import err, out, print_last_line, render_settings, runtime
 from newsletter.cli.tables import Col, listing
-from newsletter.issue_files import read_issue_file
+from newsletter.content.issue_files import read_issue_file
 
 app = typer.Typer(help="Write, check and preview issues (Markdown with front matter).", no_args_is_help=True)
 
@@ -149,7 +149,7 @@ def test_send(
     anything is sent. The copies go out over one SMTP connection; each address's result is
     printed, and the exit status is 1 when any address got no copy.
     """
-    from newsletter.test_copies import compile_test_copies, not_sent, send_test_copies
+    from newsletter.delivery.test_copies import compile_test_copies, not_sent, send_test_copies
     from subscribers.tokens import TokenSigner
 
     settings = runtime.settings
@@ -171,7 +171,7 @@ def test_send(
 @app.command()
 def ready(issue_id: int = typer.Argument(..., help="The issue's id.")) -> None:
     """Mark an issue ready: the scheduler sends it in its list's next weekly slot (`newsletter lists slot`)."""
-    from newsletter import scheduling
+    from newsletter.delivery import scheduling
 
     with runtime.transaction() as session:
         issue = scheduling.mark_ready(session, issue_id, render_settings())

@@ -122,7 +122,7 @@ def slot(
     clear: bool = typer.Option(False, "--clear", help="Remove the list's weekly slot."),
 ) -> None:
     """Set the list's weekly slot: an issue marked ready (`newsletter issues ready ID`) goes out at the next one."""
-    from newsletter import scheduling
+    from newsletter.delivery import scheduling
     from newsletter.errors import InvalidInput
 
     if clear:
@@ -140,6 +140,6 @@ def slot(
 
 
 def _now():  # type: ignore[no-untyped-def]
-    from newsletter.models import utcnow
+    from newsletter.store.models import utcnow
 
     return utcnow()

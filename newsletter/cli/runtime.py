@@ -13,7 +13,7 @@ from sqlalchemy import Engine
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
-from newsletter import db
+from newsletter.store import db
 from newsletter.config import Settings
 from newsletter.errors import ConfigError
 
@@ -67,7 +67,7 @@ def print_last_line(value: object) -> None:
 
 
 def render_settings():  # type: ignore[no-untyped-def]
-    from newsletter.issues import RenderSettings
+    from newsletter.content.issues import RenderSettings
 
     s = runtime.settings
     return RenderSettings.create(base_url=s.base_url, postal_address=s.postal_address, user_template_dir=s.template_dir)

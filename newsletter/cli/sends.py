@@ -10,18 +10,18 @@ import typer
 from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from newsletter import sending
+from newsletter.delivery import sending
 from newsletter.cli.runtime import err, out, print_last_line, render_settings, runtime
 from newsletter.cli.tables import Col, listing
 from newsletter.errors import InvalidInput
-from newsletter.models import DELIVERY_STATUSES
+from newsletter.store.models import DELIVERY_STATUSES
 
 app = typer.Typer(help="Watch and steer sends: status, delivery log, pause, resume, cancel.", no_args_is_help=True)
 WAIT_TIMEOUT_EXIT = 124  # --wait-timeout ran out, as timeout(1) exits when its time is up
 
 
 def _enqueue(send_id: int, batches: list[sending.Batch]) -> None:
-    from newsletter.send_queue import queue_batches
+    from newsletter.delivery.send_queue import queue_batches
 
     queue_batches(runtime.settings, send_id, batches)  # QueueUnavailable: one error line saying what to do
 
@@ -53,7 +53,7 @@ def start(
     A list that already has a send of the issue (anything but cancelled) is refused unless
     --again or --only-new says what to do; a send that would reach no one is refused, saying why.
     """
-    from newsletter.audience import Repeat
+    from newsletter.delivery.audience import Repeat
 
     if again and only_new:
         raise InvalidInput("choose one of --again (everyone again) and --only-new (only those who got no copy)",
@@ -61,7 +61,7 @@ def start(
     repeat = Repeat.AGAIN if again else Repeat.ONLY_NEW if only_new else Repeat.NO
     settings = runtime.settings
     if at is not None:
-        from newsletter import scheduling
+        from newsletter.delivery import scheduling
 
         if wait or wait_timeout is not None:
             flag = "--wait-timeout" if wait_timeout is not None else "--wait"
@@ -95,7 +95,7 @@ def watch(send_id: int, *, timeout: float | None = None) -> int:
     WAIT_TIMEOUT_EXIT if ``timeout`` seconds passed first (the send goes on)."""
     import re
 
-    from newsletter.send_health import SendHealth
+    from newsletter.delivery.send_health import SendHealth
 
     with runtime.transaction() as session:
         sending.get_send(session, send_id)  # an unknown send is one error line, before any progress bar
@@ -163,7 +163,7 @@ def list_all(
     as_json: bool = typer.Option(False, "--json", help="A JSON array of objects instead of a table."),
 ) -> None:
     """List recent sends with their counts (newest first); --json carries each one's problem too."""
-    from newsletter.send_health import SendHealth
+    from newsletter.delivery.send_health import SendHealth
 
     with runtime.transaction() as session, SendHealth(runtime.settings) as health:
         rows = [{**row.as_json(), "started_at": row.send.started_at, "finished_at": row.send.finished_at,
@@ -185,7 +185,7 @@ def status(
 ) -> None:
     """Show a send's status and counts, and its problem when it is stuck: null while it moves,
     otherwise one sentence saying why and what to do."""
-    from newsletter.send_health import SendHealth
+    from newsletter.delivery.send_health import SendHealth
 
     with runtime.transaction() as session, SendHealth(runtime.settings) as health:
         counts = sending.send_counts(session, send_id)
@@ -232,7 +232,7 @@ def delivery_log(
 @app.command("scheduled")
 def scheduled(as_json: bool = typer.Option(False, "--json", help="A JSON array of objects instead of a table."),) -> None:
     """List scheduled sends, soonest first."""
-    from newsletter import scheduling
+    from newsletter.delivery import scheduling
 
     with runtime.transaction() as session:
         rows = [
@@ -252,7 +252,7 @@ def reschedule(
     at: str = typer.Option(..., "--at", help="The new time, ISO 8601 with its offset."),
 ) -> None:
     """Move a scheduled send to another time (cancel it with `newsletter sends cancel ID`)."""
-    from newsletter import scheduling
+    from newsletter.delivery import scheduling
 
     when = scheduling.parse_time(at)
     with runtime.transaction() as session:
@@ -271,7 +271,7 @@ def pause(send_id: int = typer.Argument(..., help="The send's id.")) -> None:
 @app.command()
 def resume(send_id: int = typer.Argument(..., help="The send's id.")) -> None:
     """Resume a paused send where it stopped (also re-queues a sending one whose tasks were lost)."""
-    from newsletter.send_queue import queue_resumed
+    from newsletter.delivery.send_queue import queue_resumed
 
     settings = runtime.settings
     with runtime.transaction() as session:
@@ -316,7 +316,7 @@ def scheduler(
     """
     import os
 
-    from newsletter import scheduler_tasks, tasks
+    from newsletter.worker import scheduler_tasks, tasks
 
     app_ = tasks.configure(runtime.settings)
     app_.conf.beat_schedule = scheduler_tasks.beat_schedule()
@@ -332,8 +332,8 @@ def worker(
     """Run a Celery worker that delivers queued batches (Ctrl-C to stop)."""
     import os
 
-    from newsletter import tasks
-    from newsletter.outbound import Outbound
+    from newsletter.worker import tasks
+    from newsletter.mail.outbound import Outbound
 
     outbound = Outbound.from_settings(runtime.settings)  # an unusable DKIM key stops the worker now, not every batch
     app_ = tasks.configure(runtime.settings)

@@ -6,7 +6,7 @@ import typer
 
 from newsletter.cli.runtime import out, runtime
 from newsletter.cli.tables import Col, listing
-from newsletter.models import SUPPRESSION_REASONS
+from newsletter.store.models import SUPPRESSION_REASONS
 from subscribers import suppressions
 
 app = typer.Typer(help="Addresses that are never mailed, on any list.", no_args_is_help=True)

@@ -19,7 +19,7 @@ def web(
     import uvicorn
 
     from newsletter import logs
-    from newsletter.web.app import create_app
+    from newsletter.http.app import create_app
 
     from subscribers.import_jobs import fail_interrupted_jobs
 

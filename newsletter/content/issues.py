@@ -1,0 +1,212 @@
+"""Issues: editions of a newsletter stored as drafts, checked, and previewed.
+
+An issue is stored only when it renders: a template error, an undefined variable or a
+relative link is refused with the file and line; warnings are reported and kept.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from newsletter.errors import Conflict, NotFound
+from newsletter.content.issue_files import IssueSource
+from newsletter.store.models import Issue, MailingList, Send, utcnow
+from newsletter.content.rendering import (
+    PersonalFields,
+    Problem,
+    RenderContext,
+    RenderedIssue,
+    check_issue,
+    default_template_dir,
+    personalise,
+    render_issue,
+)
+from subscribers.lists import get_list
+
+
+@dataclass(frozen=True)
+class Links:
+    """Where an email's links point; built from the public base URL."""
+
+    base_url: str
+
+    def view_online(self, list_slug: str, issue_id: int, key: str | None = None) -> str:
+        """The issue's archived copy; a private list's copies open only with their ``key``."""
+        return f"{self.base_url}/archive/{list_slug}/{issue_id}" + (f"?key={key}" if key else "")
+
+    def unsubscribe(self, token: str) -> str:
+        return f"{self.base_url}/unsubscribe/{token}"
+
+    def preferences(self, token: str) -> str:
+        return f"{self.base_url}/preferences/{token}"
+
+
+@dataclass(frozen=True)
+class RenderSettings:
+    """The settings rendering needs, taken once from the service's Settings."""
+
+    base_url: str
+    postal_address: str
+    template_dirs: tuple[Path, ...]
+
+    @classmethod
+    def create(cls, *, base_url: str, postal_address: str, user_template_dir: Path | None) -> RenderSettings:
+        """The user's template folder comes first (its files override), then the built-in one."""
+        dirs = (user_template_dir, default_template_dir()) if user_template_dir else (default_template_dir(),)
+        return cls(base_url=base_url, postal_address=postal_address, template_dirs=dirs)
+
+    @property
+    def links(self) -> Links:
+        return Links(self.base_url)
+
+    def context(self, mailing_list: MailingList) -> RenderContext:
+        return RenderContext(
+            list_name=mailing_list.name,
+            list_slug=mailing_list.slug,
+            from_name=mailing_list.from_name or mailing_list.name,
+            postal_address=self.postal_address,
+            base_url=self.base_url,
+        )
+
+    def render(self, issue: Issue | IssueSource, mailing_list: MailingList) -> RenderedIssue:
+        """Raises RenderError."""
+        source = source_of(issue) if isinstance(issue, Issue) else issue
+        return render_issue(source, self.context(mailing_list), template_dirs=self.template_dirs)
+
+
+def source_of(issue: Issue) -> IssueSource:
+    return IssueSource(
+        subject=issue.subject,
+        preheader=issue.preheader,
+        template=issue.template,
+        body_markdown=issue.body_markdown,
+        source=f"issue {issue.id}",
+    )
+
+
+def create_issue(
+    session: Session, list_slug: str, source: IssueSource, settings: RenderSettings
+) -> tuple[Issue, RenderedIssue]:
+    """Store ``source`` as a draft issue of the list once it renders.
+
+    Raises NotFound (list), RenderError (naming file and line) when it cannot be rendered.
+    """
+    mailing_list = get_list(session, list_slug)
+    rendered = settings.render(source, mailing_list)
+    issue = Issue(
+        list_id=mailing_list.id,
+        subject=source.subject,
+        preheader=source.preheader,
+        template=source.template,
+        body_markdown=source.body_markdown,
+        status="draft",
+    )
+    session.add(issue)
+    session.flush()
+    return issue, rendered
+
+
+def update_issue(
+    session: Session, issue_id: int, source: IssueSource, settings: RenderSettings
+) -> tuple[Issue, RenderedIssue]:
+    """Replace an issue's content. Raises NotFound, RenderError; the stored issue is unchanged on error."""
+    issue, mailing_list = get_issue(session, issue_id)
+    rendered = settings.render(source, mailing_list)
+    issue.subject, issue.preheader = source.subject, source.preheader
+    issue.template, issue.body_markdown = source.template, source.body_markdown
+    issue.updated_at = utcnow()
+    return issue, rendered
+
+
+def duplicate_issue(session: Session, issue_id: int, settings: RenderSettings) -> tuple[Issue, RenderedIssue]:
+    """A new draft for the same list with the issue's subject, preheader, template and body.
+
+    Raises NotFound, RenderError (the issue no longer renders, e.g. its template was removed).
+    """
+    issue, mailing_list = get_issue(session, issue_id)
+    return create_issue(session, mailing_list.slug, source_of(issue), settings)
+
+
+def delete_issue(session: Session, issue_id: int) -> None:
+    """Delete an issue that has never had a send.
+
+    Raises NotFound, Conflict naming the issue's sends once any exists: a send's log and the
+    archive need their issue, so even a scheduled or a cancelled send keeps it.
+    """
+    issue, _ = get_issue(session, issue_id)
+    sends = session.execute(
+        select(Send.id, Send.status, MailingList.slug)
+        .join(MailingList, MailingList.id == Send.list_id)
+        .where(Send.issue_id == issue_id)
+        .order_by(Send.id)
+    ).all()
+    if sends:
+        raise IssueKept(issue_id, [f"send {i} to {slug} ({status})" for i, status, slug in sends],
+                        any_cancelled=any(status == "cancelled" for _, status, _ in sends))
+    session.delete(issue)
+    try:
+        session.flush()
+    except IntegrityError:  # a send of it was started at this very moment
+        raise IssueKept(issue_id, ["a send started just now"]) from None
+
+
+class IssueKept(Conflict):
+    """An issue with sends cannot be deleted. ``summary`` says why; ``str()`` adds the CLI's way on."""
+
+    def __init__(self, issue_id: int, sends: list[str], *, any_cancelled: bool = False) -> None:
+        shown = ", ".join(sends[:5]) + (f" and {len(sends) - 5} more" if len(sends) > 5 else "")
+        self.issue_id = issue_id
+        self.summary = (
+            f"issue {issue_id} cannot be deleted because it has {len(sends)} send(s): {shown}; "
+            f"a send's log needs its issue{', even when the send was cancelled' if any_cancelled else ''}"
+        )
+        super().__init__(f"{self.summary}. To start again from it, make a new draft with "
+                         f"`newsletter issues duplicate {issue_id}`")
+
+
+def get_issue(session: Session, issue_id: int) -> tuple[Issue, MailingList]:
+    """Raises NotFound."""
+    row = session.execute(
+        select(Issue, MailingList).join(MailingList, MailingList.id == Issue.list_id).where(Issue.id == issue_id)
+    ).first()
+    if row is None:
+        raise NotFound(f"no issue {issue_id} (see `newsletter issues ls`)")
+    return row[0], row[1]
+
+
+def all_issues(session: Session, list_slug: str | None = None) -> list[tuple[Issue, MailingList]]:
+    """Issues newest first, optionally of one list. Raises NotFound for an unknown list."""
+    query = select(Issue, MailingList).join(MailingList, MailingList.id == Issue.list_id).order_by(Issue.id.desc())
+    if list_slug is not None:
+        query = query.where(Issue.list_id == get_list(session, list_slug).id)
+    return [(i, m) for i, m in session.execute(query)]
+
+
+def check_stored_issue(session: Session, issue_id: int, settings: RenderSettings) -> list[Problem]:
+    """Every error and warning of a stored issue. Raises NotFound."""
+    issue, mailing_list = get_issue(session, issue_id)
+    return check_issue(source_of(issue), settings.context(mailing_list), template_dirs=settings.template_dirs)
+
+
+def sample_personal_fields(links: Links, mailing_list: MailingList, issue_id: int) -> PersonalFields:
+    """A made-up recipient for previews and test sends."""
+    return PersonalFields(
+        name="Ann Example",
+        email="ann@example.com",
+        unsubscribe_url=links.unsubscribe("preview"),
+        preferences_url=links.preferences("preview"),
+        view_online_url=links.view_online(mailing_list.slug, issue_id),
+    )
+
+
+def preview_issue(session: Session, issue_id: int, settings: RenderSettings) -> tuple[str, str, RenderedIssue]:
+    """The issue's HTML and text as a sample recipient would get them. Raises NotFound, RenderError."""
+    issue, mailing_list = get_issue(session, issue_id)
+    rendered = settings.render(issue, mailing_list)
+    html, text = personalise(rendered.html, rendered.text, sample_personal_fields(settings.links, mailing_list, issue.id))
+    return html, text, rendered

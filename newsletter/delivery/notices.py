@@ -1,0 +1,185 @@
+"""Notices: one-off emails to one subscriber; so far the double opt-in confirmation.
+
+The same confirmation email goes out in two ways: to someone who asked through the public
+form (:func:`send_confirmation`), and to an imported or added subscription that an editor
+asks to confirm (a run of :mod:`subscribers.confirmation_requests`, mailed by
+:mod:`newsletter.delivery.confirmation_mailing`), then with ``asked_by_list`` true so the wording says
+why it came.
+
+An issue is rendered once for thousands of recipients and personalised by a join; a
+notice has one recipient, so it is rendered for that recipient from its templates in
+``templates/email/`` (``confirm.html``, ``confirm.txt``, ``confirm.subject.txt``; a
+file of the same name in ``NEWSLETTER_TEMPLATE_DIR`` overrides each), with the
+recipient's values as plain, autoescaped variables. The CSS is inlined as for an issue,
+and the message is compiled and sent like a test send: one
+:class:`~newsletter.mail.messages.CompiledMessage`, one recipient, the worker's SMTP connection.
+
+The confirmation templates extend the issue layouts and see ``subject``, ``preheader``,
+``list_name``, ``list_slug``, ``from_name``, ``postal_address``, ``base_url``, ``name``,
+``email``, ``confirm_url``, ``link_lifetime`` (e.g. "7 days"), ``asked_by_list`` (true when
+the list asks an address it holds, not someone who used the form) and ``personal`` (the
+same values as an issue's, for layouts that print them).
+"""
+
+from __future__ import annotations
+
+import secrets
+from dataclasses import dataclass
+from typing import Any
+
+from jinja2 import Environment, TemplateError
+from sqlalchemy.orm import Session, sessionmaker
+
+from newsletter.delivery.batch_loop import Transport
+from newsletter.errors import RenderError
+from newsletter.content.issues import RenderSettings
+from newsletter.mail.messages import CompiledMessage, MessageHeaders, Recipient
+from newsletter.mail.outbound import PLAIN, Outbound
+from newsletter.content.rendering import inline_css, template_environment
+from subscribers.confirmation_requests import record_asked
+from subscribers.consent import PendingConfirmation, pending_confirmation
+from subscribers.tokens import TokenSigner
+
+CONFIRM_TEMPLATE = "confirm"
+# The private-use characters rendering uses as placeholder markers: a name holding them
+# must not be taken for a placeholder by CompiledMessage.
+_MARKERS = str.maketrans("", "", "\ue000\ue001\ue002")
+
+
+@dataclass(frozen=True)
+class PlainPersonal:
+    """``personal`` for a notice's templates: the values themselves, not placeholders."""
+
+    name: str
+    email: str
+    unsubscribe_url: str
+    preferences_url: str
+    view_online_url: str
+
+    def name_or(self, fallback: str) -> str:
+        return self.name or fallback
+
+
+def confirm_url(base_url: str, token: str) -> str:
+    return f"{base_url}/confirm/{token}"
+
+
+def link_lifetime(days: float) -> str:
+    """ "7 days", "1 day", "12 hours": how long a confirmation link works, for people."""
+    if days >= 1 and days == int(days):
+        return f"{int(days)} day{'s' if days != 1 else ''}"
+    hours = max(1, round(days * 24))
+    return f"{hours} hour{'s' if hours != 1 else ''}"
+
+
+def send_confirmation(
+    sessions: sessionmaker[Session],
+    transport: Transport,
+    render: RenderSettings,
+    signer: TokenSigner,
+    subscription_id: int,
+    requested_at: int,
+    *,
+    confirm_days: float,
+    outbound: Outbound = PLAIN,
+) -> str | None:
+    """Email the confirmation link of a subscription request, unless it no longer applies.
+
+    The message goes out through ``outbound`` (DKIM signature, envelope sender).
+
+    Returns the Message-ID, or None when nothing was sent (already confirmed, left since,
+    suppressed, gone). Raises TemporaryDeliveryError or PermanentDeliveryError from the
+    transport, RenderError when a template fails.
+    """
+    with sessions() as session, session.begin():
+        pending = pending_confirmation(session, subscription_id, requested_at)
+    if pending is None:
+        return None
+    message, recipient = confirmation_message(pending, render, signer, confirm_days=confirm_days)
+    message_id, data = message.build(recipient)
+    transport.send(outbound.envelope_from(message), recipient.email, outbound.seal(data))
+    with sessions() as session, session.begin():
+        record_asked(session, subscription_id)  # so a request to confirm does not ask again within the week
+    return message_id
+
+
+def confirmation_message(
+    pending: PendingConfirmation,
+    render: RenderSettings,
+    signer: TokenSigner,
+    *,
+    confirm_days: float,
+    asked_by_list: bool = False,
+    message_tag: str | None = None,
+    log_id: int | None = None,
+) -> tuple[CompiledMessage, Recipient]:
+    """The confirmation email for one request. Raises RenderError.
+
+    ``asked_by_list``: the list asks an address it holds (wording). ``message_tag`` and
+    ``log_id`` make the Message-ID, ``<log_id.message_tag@domain>`` (by default the
+    subscription's id and a random tag).
+    """
+    mailing_list = pending.mailing_list
+    links = render.links
+    # The link's time is the request's, so "left after this request?" can be told later.
+    token = signer.make(pending.subscriber_id, mailing_list.id, "confirm", issued_at=pending.requested_at)
+    # The List-Unsubscribe header every message carries: here it means "I did not ask for this".
+    unsubscribe = signer.make(pending.subscriber_id, mailing_list.id, "unsubscribe")
+    personal = PlainPersonal(
+        name=pending.name,
+        email=pending.email,
+        unsubscribe_url=links.unsubscribe(unsubscribe),
+        preferences_url=links.preferences(signer.make(pending.subscriber_id, mailing_list.id, "preferences")),
+        # A private list has no public archive: its readers' link goes to the home page instead.
+        view_online_url=f"{render.base_url}/" if mailing_list.private else f"{render.base_url}/archive/{mailing_list.slug}",
+    )
+    context = render.context(mailing_list)
+    variables: dict[str, Any] = {
+        "subject": f"Confirm your subscription to {mailing_list.name}",
+        "preheader": f"One click and you're on the list of {mailing_list.name}.",
+        "list_name": context.list_name,
+        "list_slug": context.list_slug,
+        "from_name": context.from_name,
+        "postal_address": context.postal_address,
+        "base_url": context.base_url,
+        "name": pending.name,
+        "email": pending.email,
+        "confirm_url": confirm_url(render.base_url, token),
+        "link_lifetime": link_lifetime(confirm_days),
+        "asked_by_list": asked_by_list,
+        "personal": personal,
+    }
+    env = template_environment(tuple(str(d) for d in render.template_dirs))
+    subject = " ".join(_render(env, f"{CONFIRM_TEMPLATE}.subject.txt", variables).split())
+    html = inline_css(_render(env, f"{CONFIRM_TEMPLATE}.html", variables))
+    text = _render(env, f"{CONFIRM_TEMPLATE}.txt", variables)
+    headers = MessageHeaders(
+        subject=subject.translate(_MARKERS),
+        from_email=mailing_list.from_email,
+        from_name=context.from_name,
+        reply_to=mailing_list.reply_to,
+        list_name=mailing_list.name,
+        list_slug=mailing_list.slug,
+        message_id_tag=message_tag or f"confirm.{secrets.token_hex(6)}",
+        feedback_id=f"confirm:{mailing_list.slug}:confirmation",
+    )
+    message = CompiledMessage(
+        headers, html.translate(_MARKERS), text.translate(_MARKERS), message_id_key=signer.derived_key("message-id")
+    )
+    recipient = Recipient(
+        delivery_id=pending.subscription_id if log_id is None else log_id,
+        email=pending.email,
+        name=pending.name,
+        unsubscribe_url=personal.unsubscribe_url,
+        preferences_url=personal.preferences_url,
+        unsubscribe_mailto=f"mailto:unsubscribe+{unsubscribe}@{message.domain}?subject=unsubscribe",
+        view_online_url=personal.view_online_url,
+    )
+    return message, recipient
+
+
+def _render(env: Environment, name: str, variables: dict[str, Any]) -> str:
+    try:
+        return env.get_template(name).render(variables)
+    except TemplateError as exc:
+        raise RenderError(f"template error: {exc.message or exc}", where=name) from None

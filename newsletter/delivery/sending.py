@@ -1,0 +1,344 @@
+"""Sends: start one (render once, freeze, snapshot the recipients), steer it, read its log.
+
+Starting a send is one transaction: the issue is rendered and its message compiled (so a
+send that cannot be rendered, or whose headers are unsafe, stores nothing and mails no
+one), the rendered HTML and text are frozen on the send, and one set-based statement
+writes a delivery row for every confirmed, unsuppressed subscriber. The caller enqueues
+the returned batches after the commit.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Select, func, insert, literal, select, update
+from sqlalchemy.orm import Session
+
+from newsletter.delivery.audience import Audience, Repeat, check_send, empty_refusal, list_counts, mailed
+from newsletter.store.db import id_ranges
+from newsletter.delivery.batch_loop import Claimed
+from newsletter.errors import Conflict, InvalidInput, NotFound
+from newsletter.content.issues import Links, RenderSettings, get_issue
+from newsletter.mail.messages import CompiledMessage, MessageHeaders, Recipient
+from newsletter.store.models import DELIVERY_STATUSES, Delivery, MailingList, Send, Subscriber, Subscription, utcnow
+from subscribers.lists import get_list
+from subscribers.tokens import TokenSigner
+
+Batch = tuple[int, int]  # first and last delivery id, inclusive
+
+
+@dataclass(frozen=True)
+class SendCounts:
+    send: Send
+    list_slug: str
+    counts: dict[str, int]
+
+    @property
+    def total(self) -> int:
+        return sum(self.counts.values())
+
+    @property
+    def pending(self) -> int:
+        return self.counts.get("pending", 0)
+
+    def as_json(self) -> dict[str, object]:
+        s = self.send
+        return {
+            "id": s.id,
+            "issue_id": s.issue_id,
+            "list": self.list_slug,
+            "status": s.status,
+            "status_reason": s.status_reason,
+            "audience": s.audience,
+            "subject": s.subject,
+            "total": self.total,
+            **{status: self.counts.get(status, 0) for status in DELIVERY_STATUSES},
+            "created_at": _iso(s.created_at),
+            "started_at": _iso(s.started_at),
+            "finished_at": _iso(s.finished_at),
+        }
+
+
+def send_key(send: Send) -> str:
+    """Names a send for good, across databases: its id and its creation time."""
+    return f"{send.id}.{int(send.created_at.timestamp()):x}"
+
+
+def message_headers(
+    mailing_list: MailingList, *, subject: str, message_id_tag: str, feedback_id: str | None = None
+) -> MessageHeaders:
+    return MessageHeaders(
+        subject=subject,
+        from_email=mailing_list.from_email,
+        from_name=mailing_list.from_name or mailing_list.name,
+        reply_to=mailing_list.reply_to,
+        list_name=mailing_list.name,
+        list_slug=mailing_list.slug,
+        private=bool(mailing_list.private),
+        message_id_tag=message_id_tag,
+        feedback_id=feedback_id,
+    )
+
+
+def compile_message(session: Session, send: Send, *, message_id_key: bytes | None = None) -> CompiledMessage:
+    """The send's frozen issue as a pre-encoded message. Raises InvalidInput for unsafe header values.
+
+    Workers pass ``message_id_key`` (``TokenSigner.derived_key("message-id")``), so no
+    recipient can derive another's Message-ID from their own.
+    """
+    mailing_list = session.get(MailingList, send.list_id)
+    assert mailing_list is not None
+    return CompiledMessage(
+        message_headers(
+            mailing_list, subject=send.subject, message_id_tag=send_key(send),
+            feedback_id=f"{send.id}:{mailing_list.slug}:newsletter",
+        ),
+        send.html, send.text, message_id_key=message_id_key,
+    )
+
+
+class RecipientLinks:
+    """Builds each recipient's signed links: a few HMACs and string joins."""
+
+    def __init__(self, signer: TokenSigner, links: Links) -> None:
+        self.signer = signer
+        self.links = links
+
+    def __call__(self, message: CompiledMessage, send: Send, row: Claimed) -> Recipient:
+        return self.recipient(message, send.list_id, send.issue_id, row)
+
+    def recipient(self, message: CompiledMessage, list_id: int, issue_id: int, row: Claimed) -> Recipient:
+        unsubscribe = self.signer.make(row.subscriber_id, list_id, "unsubscribe")
+        return Recipient(
+            delivery_id=row.delivery_id,
+            email=row.email,
+            name=row.name,
+            unsubscribe_url=self.links.unsubscribe(unsubscribe),
+            preferences_url=self.links.preferences(self.signer.make(row.subscriber_id, list_id, "preferences")),
+            unsubscribe_mailto=f"mailto:unsubscribe+{unsubscribe}@{message.domain}?subject=unsubscribe",
+            view_online_url=self.links.view_online(
+                message.headers.list_slug, issue_id,
+                self.signer.archive_key(list_id, issue_id) if message.headers.private else None,
+            ),
+        )
+
+
+def start_send(
+    session: Session, issue_id: int, settings: RenderSettings, *, list_slug: str | None = None, batch_size: int,
+    repeat: Repeat = Repeat.NO,
+) -> tuple[Send, list[Batch]]:
+    """Create a send of the issue to its list (or ``list_slug``) and snapshot its recipients.
+
+    ``repeat`` says what to do when the list already has a send of the issue (see
+    :mod:`newsletter.delivery.audience`). Raises NotFound, SendRefused (a second send not asked for,
+    or no one to mail: nothing is stored), RenderError (the issue cannot be rendered),
+    InvalidInput (unsafe header values). Returns the send and the delivery-id ranges to
+    enqueue once committed.
+    """
+    issue, issue_list = get_issue(session, issue_id)
+    mailing_list = get_list(session, list_slug) if list_slug else issue_list
+    audience = check_send(session, issue.id, mailing_list, repeat)
+    rendered = settings.render(issue, mailing_list)
+    now = utcnow()
+    send = Send(
+        issue_id=issue.id,
+        list_id=mailing_list.id,
+        status="sending",
+        audience=audience.value,
+        subject=rendered.subject,
+        html=rendered.html,
+        text=rendered.text,
+        started_at=now,
+        created_at=now,
+    )
+    session.add(send)
+    session.flush()
+    compile_message(session, send)  # refuses unsafe header values now, before anything is queued
+    issue.status = "sent"
+    return send, snapshot_recipients(session, send, mailing_list.id, now, batch_size)
+
+
+def snapshot_recipients(session: Session, send: Send, list_id: int, now: datetime, batch_size: int) -> list[Batch]:
+    """Write a pending delivery for everyone the send mails (see :func:`newsletter.delivery.audience.mailed`);
+    return the batches.
+
+    A send with no one to mail (everyone left between the check and now) is finished at once,
+    saying why.
+    """
+    audience = Audience(send.audience or Audience.ALL)
+    recipients = (
+        select(
+            literal(send.id), Subscriber.id, Subscriber.email, literal("pending"), literal(0), literal(now, Delivery.updated_at.type)
+        )
+        .join(Subscription, Subscription.subscriber_id == Subscriber.id)
+        .where(*mailed(list_id, send.issue_id, audience))
+        .order_by(Subscriber.id)
+    )
+    session.execute(
+        insert(Delivery).from_select(
+            ["send_id", "subscriber_id", "email", "status", "attempts", "updated_at"], recipients
+        ),
+        execution_options={"synchronize_session": False},
+    )
+    # Counted, not taken from rowcount: drivers report -1 for INSERT ... SELECT on PostgreSQL.
+    send.total = session.scalar(select(func.count()).select_from(Delivery).where(Delivery.send_id == send.id)) or 0
+    if send.total == 0:
+        send.status, send.finished_at = "finished", now
+        send.status_reason = "no one to mail: " + empty_refusal(
+            _slug(session, list_id), send.issue_id, list_counts(session, list_id), audience).summary
+        return []
+    return pending_batches(session, send.id, batch_size)
+
+
+def pending_batches(session: Session, send_id: int, batch_size: int, *, due_only: bool = False) -> list[Batch]:
+    """Split the send's pending deliveries into id ranges of ``batch_size`` rows, computed in the database."""
+    conditions = [Delivery.send_id == send_id, Delivery.status == "pending"]
+    if due_only:
+        now = utcnow()
+        conditions += [
+            (Delivery.claim_expires.is_(None)) | (Delivery.claim_expires < now),
+            (Delivery.next_attempt_at.is_(None)) | (Delivery.next_attempt_at <= now),
+        ]
+    return id_ranges(session, Delivery.id, conditions, batch_size)
+
+
+def get_send(session: Session, send_id: int) -> Send:
+    send = session.get(Send, send_id)
+    if send is None:
+        raise NotFound(f"no send {send_id} (see `newsletter sends ls`)")
+    return send
+
+
+def send_counts(session: Session, send_id: int) -> SendCounts:
+    """Raises NotFound."""
+    send = get_send(session, send_id)
+    rows = session.execute(
+        select(Delivery.status, func.count()).where(Delivery.send_id == send_id).group_by(Delivery.status)
+    ).all()
+    slug = session.scalar(select(MailingList.slug).where(MailingList.id == send.list_id))
+    return SendCounts(send, slug or "?", {status: count for status, count in rows})
+
+
+def all_sends(session: Session, limit: int = 50) -> list[SendCounts]:
+    ids = session.scalars(select(Send.id).order_by(Send.id.desc()).limit(limit)).all()
+    return [send_counts(session, i) for i in ids]
+
+
+def pause_send(session: Session, send_id: int, *, reason: str = "paused by an editor") -> Send:
+    """Raises NotFound, Conflict (not sending)."""
+    send = get_send(session, send_id)
+    if send.status != "sending":
+        raise Conflict(f"send {send_id} is {send.status}; only a sending send can be paused")
+    send.status, send.status_reason = "paused", reason
+    return send
+
+
+def resume_send(session: Session, send_id: int, batch_size: int) -> tuple[Send, list[Batch]]:
+    """Continue a paused send (or re-queue a sending one whose tasks were lost); returns batches to enqueue.
+
+    Raises NotFound, Conflict (finished or cancelled).
+    """
+    send = get_send(session, send_id)
+    if send.status not in ("paused", "sending"):
+        raise Conflict(f"send {send_id} is {send.status}; only a paused send can be resumed")
+    send.status, send.status_reason = "sending", None
+    batches = pending_batches(session, send_id, batch_size)
+    if not batches:
+        send.status, send.finished_at = "finished", utcnow()
+    return send, batches
+
+
+def cancel_send(session: Session, send_id: int) -> int:
+    """Cancel a send; its pending deliveries are logged as cancelled. Returns how many. Raises NotFound, Conflict."""
+    send = get_send(session, send_id)
+    if send.status in ("finished", "cancelled"):
+        raise Conflict(f"send {send_id} is already {send.status}")
+    now = utcnow()
+    send.status, send.status_reason, send.finished_at = "cancelled", "cancelled by an editor", now
+    return session.execute(
+        update(Delivery)
+        .where(Delivery.send_id == send_id, Delivery.status == "pending")
+        .values(status="cancelled", smtp_reply="send cancelled before this delivery", claimed_by=None,
+                claim_expires=None, updated_at=now)
+        .execution_options(synchronize_session=False)
+    ).rowcount
+
+
+@dataclass(frozen=True)
+class LogRow:
+    delivery_id: int
+    email: str
+    status: str
+    attempts: int
+    smtp_code: int | None
+    smtp_reply: str | None
+    message_id: str | None
+    sent_at: datetime | None
+    updated_at: datetime
+
+
+def delivery_log(session: Session, send_id: int, *, status: str | None = None) -> Iterator[LogRow]:
+    """Stream the send's deliveries in id order. Raises NotFound, InvalidInput (unknown status)."""
+    if status is not None and status not in DELIVERY_STATUSES:
+        raise InvalidInput(f"unknown status {status!r}; use one of {', '.join(DELIVERY_STATUSES)}", where="--status")
+    get_send(session, send_id)
+    query = (
+        select(
+            Delivery.id, Delivery.email, Delivery.status, Delivery.attempts, Delivery.smtp_code,
+            Delivery.smtp_reply, Delivery.message_id, Delivery.sent_at, Delivery.updated_at,
+        )
+        .where(Delivery.send_id == send_id)
+        .order_by(Delivery.id)
+    )
+    if status:
+        query = query.where(Delivery.status == status)
+    for row in session.execute(query.execution_options(yield_per=2000)):
+        yield LogRow(*row)
+
+
+def delivery_page(
+    session: Session, send_id: int, *, status: str | None = None, offset: int = 0, limit: int = 100
+) -> tuple[int, list[LogRow]]:
+    """How many deliveries match, and one page of them in id order. Raises NotFound, InvalidInput."""
+    conditions = _log_conditions(session, send_id, status)
+    total = session.scalar(select(func.count()).select_from(Delivery).where(*conditions)) or 0
+    rows = session.execute(_log_query(conditions).offset(offset).limit(limit))
+    return total, [LogRow(*row) for row in rows]
+
+
+def delivery_rows_after(
+    session: Session, send_id: int, after_id: int, *, status: str | None = None, limit: int = 5000
+) -> list[LogRow]:
+    """The next ``limit`` deliveries with an id above ``after_id``: an export in short transactions.
+
+    Raises NotFound, InvalidInput.
+    """
+    conditions = _log_conditions(session, send_id, status)
+    rows = session.execute(_log_query([*conditions, Delivery.id > after_id]).limit(limit))
+    return [LogRow(*row) for row in rows]
+
+
+def _log_conditions(session: Session, send_id: int, status: str | None) -> list[Any]:
+    if status is not None and status not in DELIVERY_STATUSES:
+        raise InvalidInput(f"unknown status {status!r}; use one of {', '.join(DELIVERY_STATUSES)}", where="status")
+    get_send(session, send_id)
+    return [Delivery.send_id == send_id] + ([Delivery.status == status] if status else [])
+
+
+def _log_query(conditions: list[Any]) -> Select[Any]:
+    return (
+        select(
+            Delivery.id, Delivery.email, Delivery.status, Delivery.attempts, Delivery.smtp_code,
+            Delivery.smtp_reply, Delivery.message_id, Delivery.sent_at, Delivery.updated_at,
+        )
+        .where(*conditions)
+        .order_by(Delivery.id)
+    )
+
+
+def _iso(value: datetime | None) -> str | None:
+    return value.isoformat(timespec="seconds") if value else None
+

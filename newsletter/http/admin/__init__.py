@@ -1,0 +1,30 @@
+"""The admin UI under /admin/: server-rendered pages for editors and admins.
+
+One module per area (dashboard, issues, sends, lists, subscribers, imports, suppressions, bounces);
+auth.py logs people in and checks every request (session cookie, CSRF token, role);
+pages.py renders the templates of templates/admin/ with the admin CSP.
+"""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+
+router = APIRouter(prefix="/admin", include_in_schema=False)
+
+from newsletter.http.admin import (  # noqa: E402 - the areas add their routes to the router above
+    auth,
+    bounces,
+    confirmations,
+    dashboard,
+    imports,
+    issues,
+    lists,
+    sends,
+    subscribers,
+    suppressions,
+)
+
+for _area in (auth, dashboard, issues, sends, lists, confirmations, subscribers, imports, suppressions, bounces):
+    router.include_router(_area.router)
+# "/admin" itself (a router included without a prefix cannot have an empty path).
+router.add_api_route("", dashboard.dashboard, methods=["GET"])

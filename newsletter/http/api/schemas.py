@@ -1,0 +1,436 @@
+"""What the admin API accepts and returns: pydantic models, strict and bounded.
+
+Every request model forbids unknown fields, and every string has a length limit and
+refuses NUL characters and unpaired surrogates (PostgreSQL cannot store the one, UTF-8
+cannot encode the other), so odd input is a 422 naming the field, never a 500.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import UTC, datetime
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    AfterValidator,
+    AwareDatetime,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    WithJsonSchema,
+)
+
+from newsletter.store.models import SUPPRESSION_REASONS
+
+MAX_ID = 2**53 - 1  # ids stay far below; 2**53 - 1 is also the largest integer a JSON client reads exactly
+SLUG_PATTERN = r"^[a-z0-9][a-z0-9-]{0,63}$"
+NO_NUL = r"^[^\x00]*$"
+_UNSAFE = re.compile("[\x00\ud800-\udfff]")
+
+
+def _safe(value: str) -> str:
+    if _UNSAFE.search(value):
+        raise ValueError("must not contain NUL characters or unpaired surrogates")
+    return value
+
+
+def text(max_length: int, *, min_length: int = 0, description: str | None = None, format: str | None = None) -> Any:
+    """A string of at most ``max_length`` characters, with no NUL and no unpaired surrogate."""
+    extra = {"pattern": NO_NUL} if format is None else {"format": format}
+    return Annotated[
+        str,
+        StringConstraints(min_length=min_length, max_length=max_length),
+        AfterValidator(_safe),
+        Field(description=description, json_schema_extra=extra),
+    ]
+
+
+def _utc(value: datetime) -> datetime:
+    try:
+        return value.astimezone(UTC)
+    except OverflowError:
+        raise ValueError("the time is out of range once converted to UTC") from None
+
+
+Slug = Annotated[
+    str, Field(pattern=SLUG_PATTERN, min_length=1, max_length=64, description="1-64 lower-case letters, digits or dashes")
+]
+Email = text(
+    320, min_length=1, format="email", description="An email address; validated and normalised (lower-cased, IDNA domain)."
+)
+Moment = Annotated[AwareDatetime, AfterValidator(_utc)]
+
+
+def _json_integer(value: Any) -> Any:
+    """A JSON number only: "1" or true is no id (1.0 is, as JSON Schema says)."""
+    if isinstance(value, (str, bool)):
+        raise ValueError(f"Input should be a valid integer, not a {'boolean' if isinstance(value, bool) else 'string'}")
+    return value
+
+
+Id = Annotated[int, Field(ge=1, le=MAX_ID), BeforeValidator(_json_integer)]
+
+
+class Strict(BaseModel):
+    """A request body: unknown fields are refused; ids and flags take no string or other type in their place."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+# --- errors -------------------------------------------------------------------------------
+
+
+class ErrorDetail(BaseModel):
+    status: int = Field(description="The HTTP status code, again.")
+    message: str = Field(description="What is wrong, for a person to read.")
+    field: str | None = Field(description="The field, parameter or FILE:LINE at fault, when there is one.")
+
+
+class ErrorResponse(BaseModel):
+    """Every error the API returns: ``{"error": {"status", "message", "field"}}``."""
+
+    error: ErrorDetail
+
+
+# --- lists --------------------------------------------------------------------------------
+
+
+class WeeklySlotIn(Strict):
+    weekday: text(9, min_length=2, description="monday ... sunday (a unique prefix will do)")  # type: ignore[valid-type]
+    time: text(5, min_length=4, description="24-hour local time, e.g. 08:00")  # type: ignore[valid-type]
+    timezone: text(64, min_length=1, description="IANA time zone, e.g. Europe/Paris")  # type: ignore[valid-type]
+
+
+class WeeklySlotOut(BaseModel):
+    weekday: str
+    time: str
+    timezone: str
+    description: str
+    next_at: datetime
+
+
+PRIVATE = (
+    "A private list is not on the public home page, and its subscribe form and archive answer 404; "
+    "admins and the API still add people to it."
+)
+
+
+class ListCreate(Strict):
+    slug: Slug
+    name: text(200, min_length=1)  # type: ignore[valid-type]
+    from_email: Email  # type: ignore[valid-type]
+    from_name: text(200) = ""  # type: ignore[valid-type]
+    reply_to: Email | None = None  # type: ignore[valid-type]
+    description: text(5000) = ""  # type: ignore[valid-type]
+    private: bool = Field(False, strict=True, description=PRIVATE)
+
+
+class ListUpdate(Strict):
+    """Only the fields given change; ``reply_to: ""`` removes the reply-to, ``slot: null`` the weekly slot."""
+
+    name: text(200, min_length=1) | None = None  # type: ignore[valid-type]
+    from_email: Email | None = None  # type: ignore[valid-type]
+    from_name: text(200) | None = None  # type: ignore[valid-type]
+    reply_to: text(320) | None = None  # type: ignore[valid-type]
+    description: text(5000) | None = None  # type: ignore[valid-type]
+    private: bool | None = Field(None, strict=True, description=PRIVATE + " null or absent: unchanged.")
+    slot: WeeklySlotIn | None = None
+
+
+class SubscriptionCounts(BaseModel):
+    unconfirmed: int
+    confirmed: int
+    unsubscribed: int
+
+
+class ListOut(BaseModel):
+    slug: str
+    name: str
+    from_email: str
+    from_name: str
+    reply_to: str | None
+    description: str
+    private: bool = Field(description=PRIVATE)
+    slot: WeeklySlotOut | None
+    counts: SubscriptionCounts
+    total: int
+    created_at: datetime
+
+
+class ListsOut(BaseModel):
+    items: list[ListOut]
+
+
+# --- subscribers --------------------------------------------------------------------------
+
+
+AttributeValue = Annotated[str, StringConstraints(max_length=2000), AfterValidator(_safe)] | int | float | bool
+AttributeName = Annotated[str, StringConstraints(min_length=1, max_length=100), AfterValidator(_safe)]
+
+
+class SubscriberUpdate(Strict):
+    """Only the fields given change; ``attributes`` replaces them all."""
+
+    email: Email | None = None  # type: ignore[valid-type]
+    name: text(200) | None = None  # type: ignore[valid-type]
+    attributes: Annotated[dict[AttributeName, AttributeValue], Field(max_length=100)] | None = None
+
+
+class SubscriptionIn(Strict):
+    status: Literal["confirmed", "unsubscribed"] = Field(
+        "confirmed", description="confirmed: add to the list (a new consent record, source api); unsubscribed: remove."
+    )
+
+
+class SubscriptionOut(BaseModel):
+    list: str
+    list_name: str
+    status: str
+    source: str
+    ip: str | None
+    user_agent: str | None
+    requested_at: datetime
+    confirmed_at: datetime | None
+    ended_at: datetime | None
+    end_reason: str | None
+
+
+class SubscriberOut(BaseModel):
+    id: int
+    email: str
+    name: str
+    attributes: dict[str, Any]
+    created_at: datetime
+    updated_at: datetime
+    subscriptions: list[SubscriptionOut]
+    suppressed: str | None = Field(description="The suppression reason, when the address is suppressed.")
+
+
+class SubscriberCreate(Strict):
+    list: Slug
+    email: Email  # type: ignore[valid-type]
+    name: text(200) = ""  # type: ignore[valid-type]
+    confirmed: bool = Field(False, strict=True, description="Record consent as already confirmed (only when you hold it).")
+
+
+class SubscriberPage(BaseModel):
+    total: int
+    offset: int
+    limit: int
+    items: list[SubscriberOut]
+
+
+# --- imports ------------------------------------------------------------------------------
+
+
+class ImportJobOut(BaseModel):
+    id: int
+    list: str
+    filename: str
+    confirmed: bool
+    status: Literal["queued", "running", "finished", "failed"]
+    size_bytes: int
+    rows_read: int
+    imported: int
+    updated: int
+    unchanged: int
+    kept_unsubscribed: int
+    rejected: int
+    error: str | None = Field(description="Why the import failed (naming FILE:LINE); nothing was imported then.")
+    created_by: str
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+    has_report: bool = Field(description="Whether rows were rejected: GET report_url for them (line, reason).")
+    report_url: str
+
+
+class ImportJobsOut(BaseModel):
+    items: list[ImportJobOut]
+
+
+# --- suppressions -------------------------------------------------------------------------
+
+
+class SuppressionIn(Strict):
+    email: Email  # type: ignore[valid-type]
+    reason: Literal[SUPPRESSION_REASONS] = "admin"  # type: ignore[valid-type]
+    note: text(2000) = ""  # type: ignore[valid-type]
+
+
+class SuppressionOut(BaseModel):
+    email: str
+    reason: str
+    note: str
+    created_at: datetime
+
+
+class SuppressionsOut(BaseModel):
+    total: int
+    offset: int
+    limit: int
+    items: list[SuppressionOut]
+
+
+# --- issues -------------------------------------------------------------------------------
+
+Subject = text(998, min_length=1, description="One line, no control characters.")
+Preheader = text(500, description="The line mail clients show after the subject.")
+TemplateName = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_-]{0,99}$", description="A template set name.")]
+Markdown = text(200_000, description="The body, in Markdown.")
+
+
+class IssueFields(Strict):
+    subject: Subject  # type: ignore[valid-type]
+    preheader: Preheader = ""  # type: ignore[valid-type]
+    template: TemplateName = "issue"
+    body_markdown: Markdown  # type: ignore[valid-type]
+
+
+class IssueCreate(IssueFields):
+    list: Slug
+
+
+class IssueText(Strict):
+    markdown: text(  # type: ignore[valid-type]
+        200_000, min_length=1,
+        description="An issue file: YAML front matter (subject, preheader, template) between '---' lines, then the body.",
+    )
+
+
+class IssueTextCreate(IssueText):
+    list: Slug
+
+
+class ProblemOut(BaseModel):
+    level: Literal["error", "warning"]
+    message: str
+    where: str | None
+
+
+class IssueSummary(BaseModel):
+    id: int
+    list: str
+    status: str
+    subject: str
+    created_at: datetime
+    updated_at: datetime
+
+
+class IssuesOut(BaseModel):
+    items: list[IssueSummary]
+
+
+class IssueOut(IssueSummary):
+    preheader: str
+    template: str
+    body_markdown: str
+    problems: list[ProblemOut] = Field(description="What the checks find: errors stop a send, warnings do not.")
+
+
+def _listed(value: object) -> object:
+    return [value] if isinstance(value, str) else value
+
+
+class TestSendIn(Strict):
+    # One address or a list: read as a list, so that every error names "to" (or "to.N") plainly.
+    to: Annotated[
+        list[Email],  # type: ignore[valid-type]
+        BeforeValidator(_listed),
+        Field(min_length=1, max_length=10),
+        WithJsonSchema({
+            "anyOf": [
+                {"type": "string", "format": "email", "minLength": 1, "maxLength": 320},
+                {"type": "array", "items": {"type": "string", "format": "email", "minLength": 1, "maxLength": 320},
+                 "minItems": 1, "maxItems": 10},
+            ],
+            "description": "An address, or a list of 1 to 10; one that is not an address is refused (400, nothing sent).",
+        }),
+    ]
+
+
+class TestCopyOut(BaseModel):
+    to: str
+    sent: bool = Field(description="Whether the SMTP server took this copy.")
+    message_id: str
+    smtp_code: int | None = Field(description="The server's reply code (none when it could not be reached).")
+    smtp_reply: str = Field(description="The server's reply, or why this copy was not sent.")
+
+
+class TestSendOut(BaseModel):
+    copies: list[TestCopyOut] = Field(description="One per address, in the order given (repeats once).")
+
+
+# --- sends --------------------------------------------------------------------------------
+
+
+class SendCreate(Strict):
+    issue_id: Id
+    list: Slug | None = Field(None, description="Send to this list instead of the issue's own.")
+    at: Moment | None = Field(None, description="Start at this time (ISO 8601 with a UTC offset) instead of now.")
+    repeat: Literal["again", "only_new"] | None = Field(
+        None,
+        description=(
+            "When the list already has a send of this issue (anything but cancelled), the request is refused "
+            "with 409 unless this says what to do: \"again\" sends to every confirmed subscriber again, "
+            "\"only_new\" only to those who got no copy of the issue in any earlier send."
+        ),
+    )
+
+
+class SendReschedule(Strict):
+    at: Moment
+
+
+class SendOut(BaseModel):
+    id: int
+    issue_id: int
+    list: str
+    status: Literal["scheduled", "sending", "paused", "finished", "cancelled"]
+    status_reason: str | None
+    audience: Literal["all", "new"] = Field(
+        description="Who it mails: every confirmed subscriber (all) or only those with no copy of the issue yet (new)."
+    )
+    subject: str
+    total: int
+    pending: int
+    sent: int
+    failed: int
+    skipped: int
+    bounced: int
+    cancelled: int
+    scheduled_at: datetime | None
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+    problem: str | None = Field(
+        default=None,
+        description="Null while the send moves (or is done); otherwise one sentence saying why it is stuck and "
+        "what to do: no worker running, workers busy or stuck, the SMTP server unreachable (host:port, the error, "
+        "the next try), paused for too many errors (the last SMTP replies), the broker unreachable.",
+    )
+
+
+class SendsOut(BaseModel):
+    items: list[SendOut]
+
+
+class DeliveryOut(BaseModel):
+    id: int
+    email: str
+    status: str
+    attempts: int
+    smtp_code: int | None
+    smtp_reply: str | None
+    message_id: str | None
+    sent_at: datetime | None
+    updated_at: datetime
+
+
+class DeliveryPage(BaseModel):
+    total: int
+    offset: int
+    limit: int
+    items: list[DeliveryOut]

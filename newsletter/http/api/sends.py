@@ -1,0 +1,255 @@
+"""/api/sends: start or schedule sends and steer them (editors and admins); read their delivery log (admins).
+
+The delivery log names every recipient's address, so it needs the "sends:log" permission, which
+only admins have; an editor sees a send's counts (GET /api/sends/{id}) and gets a 403 saying so.
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import datetime
+from typing import Annotated, Literal
+
+from fastapi import APIRouter, Depends, Query, Request
+from fastapi.responses import StreamingResponse
+
+from newsletter.delivery import scheduling, sending
+from newsletter.access.accounts import DELIVERY_LOG, Caller, Forbidden
+from newsletter.http.api.auth import SendEditor, api_caller
+from newsletter.http.api.common import errors, path_id, render_settings
+from newsletter.http.api.schemas import DeliveryOut, DeliveryPage, SendCreate, SendOut, SendReschedule, SendsOut
+from newsletter.delivery.audience import Repeat, SendRefused, scheduled_for_everyone
+from newsletter.errors import Conflict
+from newsletter.store.models import DELIVERY_STATUSES
+from newsletter.delivery.send_queue import queue_batches, queue_resumed
+from newsletter.http.context import web
+from subscribers import csv_cells
+
+router = APIRouter(prefix="/sends", tags=["sends"])
+
+SendId = Annotated[int, path_id("send")]
+StatusFilter = Annotated[
+    Literal[DELIVERY_STATUSES] | None, Query(description="Only deliveries in this status.")  # type: ignore[valid-type]
+]
+CSV_COLUMNS = ["delivery_id", "email", "status", "attempts", "smtp_code", "smtp_reply", "message_id", "sent_at", "updated_at"]
+EXPORT_CHUNK = 5000
+
+
+def delivery_log_reader(caller: Annotated[Caller, Depends(api_caller)], send_id: SendId) -> Caller:
+    """The caller, when their role may read a send's per-recipient log (admins). Raises Forbidden (403)."""
+    if not caller.may(DELIVERY_LOG):
+        raise Forbidden(
+            f"the {caller.role} role may not read a send's delivery log (needs {DELIVERY_LOG!r}): it lists every "
+            f"recipient's address, so it is for admins. GET /api/sends/{send_id} gives the send's counts; "
+            "ask an admin for the log or for an admin token",
+            action=DELIVERY_LOG,
+        )
+    return caller
+
+
+DeliveryLogReader = Annotated[Caller, Depends(delivery_log_reader)]
+
+
+def send_out(counts: sending.SendCounts, problem: str | None = None) -> SendOut:
+    s = counts.send
+    return SendOut.model_validate(
+        {
+            "id": s.id, "issue_id": s.issue_id, "list": counts.list_slug, "status": s.status,
+            "status_reason": s.status_reason, "audience": s.audience, "subject": s.subject, "total": counts.total,
+            **{status: counts.counts.get(status, 0) for status in DELIVERY_STATUSES},
+            "scheduled_at": s.scheduled_at, "created_at": s.created_at, "started_at": s.started_at,
+            "finished_at": s.finished_at, "problem": problem,
+        }
+    )
+
+
+def _status(request: Request, send_id: int) -> SendOut:
+    state = web(request)
+    with state.reading() as session, state.send_health() as health:
+        counts = sending.send_counts(session, send_id)
+        return send_out(counts, health.problem(session, counts.send))
+
+
+@router.post(
+    "", status_code=201, response_model=SendOut, responses=errors(400, 404, 409, 503),
+    summary="Send an issue now, or schedule it",
+)
+def start_send(request: Request, body: SendCreate, caller: SendEditor) -> SendOut:
+    """Without ``at``: render the issue once, snapshot the list's confirmed, unsuppressed subscribers
+    and queue the batches for the workers (status "sending"). With ``at`` (ISO 8601 with a UTC
+    offset, in the future): store a "scheduled" send that the scheduler starts then; the recipients
+    are taken when it starts. 409 when the list already has a send of the issue and ``repeat`` is
+    not given, or when the send would reach no one (the message says why and what to do).
+    503 when the broker is unreachable: the send is stored, resume it later."""
+    state = web(request)
+    settings = render_settings(request)
+    repeat = Repeat(body.repeat) if body.repeat else Repeat.NO
+    with state.transaction() as session, _refusals_for_the_api(repeat):
+        if body.at is not None:
+            send = scheduling.schedule_send(session, body.issue_id, body.at, settings, list_slug=body.list,
+                                            repeat=repeat)
+            batches: list[sending.Batch] = []
+        else:
+            send, batches = sending.start_send(
+                session, body.issue_id, settings, list_slug=body.list, batch_size=state.settings.batch_size,
+                repeat=repeat,
+            )
+    queue_batches(state.settings, send.id, batches)
+    return _status(request, send.id)
+
+
+@contextmanager
+def _refusals_for_the_api(repeat: Repeat) -> Iterator[None]:
+    """A refused send (see newsletter.delivery.audience) says how to go on in the API's own terms."""
+    try:
+        yield
+    except SendRefused as exc:
+        scheduled = scheduled_for_everyone(exc.earlier)
+        if exc.reason == "already_sent" and repeat is Repeat.NO:
+            hint = ('to send it anyway, repeat the request with "repeat": "again" (everyone again) or '
+                    '"repeat": "only_new" (only the confirmed subscribers who got no copy yet)')
+        elif exc.reason == "already_sent" and scheduled is not None:
+            # "only_new" beside a send scheduled for everyone: repeating the request cannot help.
+            hint = f"to send now instead, cancel it with POST /api/sends/{scheduled.id}/cancel and send again"
+        elif exc.counts is not None and exc.counts.confirmed:
+            hint = ""  # everyone confirmed already got it: the summary says so
+        elif exc.counts is not None and exc.counts.askable:
+            hint = f"ask the unconfirmed to confirm with POST /api/lists/{exc.list_slug}/confirmation-requests"
+        else:
+            hint = (f'add subscribers with POST /api/subscribers ("list": "{exc.list_slug}") '
+                    "or import a CSV file with POST /api/imports")
+        raise Conflict(f"{exc.summary}: {hint}" if hint else exc.summary) from None
+
+
+@router.get("", response_model=SendsOut, responses=errors(), summary="Recent sends, newest first")
+def all_sends(
+    request: Request, caller: SendEditor, limit: Annotated[int, Query(ge=1, le=500, description="How many.")] = 50
+) -> SendsOut:
+    state = web(request)
+    with state.reading() as session, state.send_health() as health:
+        return SendsOut(items=[send_out(row, health.problem(session, row.send)) for row in sending.all_sends(session, limit)])
+
+
+@router.get("/{send_id}", response_model=SendOut, responses=errors(404), summary="A send's status and counts")
+def get_send(request: Request, send_id: SendId, caller: SendEditor) -> SendOut:
+    return _status(request, send_id)
+
+
+@router.patch(
+    "/{send_id}", response_model=SendOut, responses=errors(400, 404, 409), summary="Reschedule a scheduled send"
+)
+def reschedule_send(request: Request, send_id: SendId, body: SendReschedule, caller: SendEditor) -> SendOut:
+    with web(request).transaction() as session:
+        scheduling.reschedule_send(session, send_id, body.at)
+    return _status(request, send_id)
+
+
+@router.post("/{send_id}/pause", response_model=SendOut, responses=errors(404, 409), summary="Pause a sending send")
+def pause_send(request: Request, send_id: SendId, caller: SendEditor) -> SendOut:
+    """Workers stop within a second and keep their place."""
+    with web(request).transaction() as session:
+        sending.pause_send(session, send_id)
+    return _status(request, send_id)
+
+
+@router.post(
+    "/{send_id}/resume", response_model=SendOut, responses=errors(404, 409, 503), summary="Resume a paused send"
+)
+def resume_send(request: Request, send_id: SendId, caller: SendEditor) -> SendOut:
+    """Continues with what is pending (also re-queues a sending send whose tasks were lost)."""
+    state = web(request)
+    with state.transaction() as session:
+        send, batches = sending.resume_send(session, send_id, state.settings.batch_size)
+        key = sending.send_key(send)
+    queue_resumed(state.settings, send_id, key, batches)
+    return _status(request, send_id)
+
+
+@router.post("/{send_id}/cancel", response_model=SendOut, responses=errors(404, 409), summary="Cancel a send")
+def cancel_send(request: Request, send_id: SendId, caller: SendEditor) -> SendOut:
+    """Nothing more goes out; what was pending is logged as cancelled. Also cancels a scheduled send."""
+    with web(request).transaction() as session:
+        sending.cancel_send(session, send_id)
+    return _status(request, send_id)
+
+
+@router.get(
+    "/{send_id}/deliveries", response_model=DeliveryPage, responses=errors(404),
+    summary="A page of the delivery log (admins)",
+)
+def deliveries(
+    request: Request,
+    send_id: SendId,
+    caller: DeliveryLogReader,
+    status: StatusFilter = None,
+    offset: Annotated[int, Query(ge=0, le=2**31 - 1)] = 0,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+) -> DeliveryPage:
+    """Each recipient's delivery in id order: status, attempts, the SMTP server's last reply, Message-ID, times.
+    Admins only (it lists every recipient's address): an editor's token gets 403."""
+    with web(request).reading() as session:
+        total, rows = sending.delivery_page(session, send_id, status=status, offset=offset, limit=limit)
+    return DeliveryPage(
+        total=total, offset=offset, limit=limit,
+        items=[
+            DeliveryOut(
+                id=r.delivery_id, email=r.email, status=r.status, attempts=r.attempts, smtp_code=r.smtp_code,
+                smtp_reply=r.smtp_reply, message_id=r.message_id, sent_at=r.sent_at, updated_at=r.updated_at,
+            )
+            for r in rows
+        ],
+    )
+
+
+@router.get(
+    "/{send_id}/deliveries.csv",
+    response_class=StreamingResponse,
+    responses={
+        200: {
+            "description": "The delivery log as CSV: " + ", ".join(CSV_COLUMNS) + ".",
+            "content": {"text/csv": {"schema": {"type": "string"}}},
+        },
+        **errors(404),
+    },
+    summary="Export the delivery log as CSV (admins)",
+)
+def deliveries_csv(
+    request: Request, send_id: SendId, caller: DeliveryLogReader, status: StatusFilter = None
+) -> StreamingResponse:
+    """Streamed in chunks, each read in its own short transaction, so a big export holds no lock. Admins only
+    (an editor's token gets 403). A cell that would start with ``=``, ``+``, ``-``, ``@``, tab or CR starts with
+    ``'`` instead, so a spreadsheet shows it as text and runs nothing."""
+    state = web(request)
+    with state.reading() as session:
+        sending.get_send(session, send_id)  # 404 before the first byte
+
+    def chunks() -> Iterator[str]:
+        buffer = io.StringIO()
+        writer = csv_cells.writer(buffer)
+        writer.writerow(CSV_COLUMNS)
+        after = 0
+        while True:
+            with state.reading() as session:
+                rows = sending.delivery_rows_after(session, send_id, after, status=status, limit=EXPORT_CHUNK)
+            for r in rows:
+                writer.writerow([
+                    r.delivery_id, r.email, r.status, r.attempts, r.smtp_code or "", r.smtp_reply or "",
+                    r.message_id or "", _iso(r.sent_at), _iso(r.updated_at),
+                ])
+            yield buffer.getvalue()
+            buffer.seek(0)
+            buffer.truncate()
+            if len(rows) < EXPORT_CHUNK:
+                return
+            after = rows[-1].delivery_id
+
+    return StreamingResponse(
+        chunks(), media_type="text/csv; charset=utf-8",
+        headers={"Content-Disposition": f'attachment; filename="send-{send_id}-deliveries.csv"'},
+    )
+
+
+def _iso(value: datetime | None) -> str:
+    return value.isoformat(timespec="seconds") if value else ""

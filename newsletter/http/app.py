@@ -1,0 +1,135 @@
+"""Build the subscriber web app from Settings (no global settings: tests build their own)."""
+
+from __future__ import annotations
+
+from urllib.parse import urlsplit
+
+import redis
+from fastapi import FastAPI
+from fastapi.staticfiles import StaticFiles
+from prometheus_client import CollectorRegistry
+from sqlalchemy.orm import Session, sessionmaker
+from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
+
+from newsletter import __version__
+
+from newsletter.http import admin, api
+
+from newsletter.store import db
+
+from newsletter.devtools import embedded_redis
+from newsletter.config import Settings
+from newsletter.http.site import archive, confirm, docs, home, metrics, preferences, subscribe, unsubscribe, webhooks
+from newsletter.http import errors
+from newsletter.http.body_limits import BodyLimits
+from newsletter.http.context import STATIC_DIR, ConfirmationSender, Web, page_templates, trusted_proxy_networks
+from newsletter.http.headers import SecurityHeaders
+from newsletter.http.ratelimit import LoginLimiter, SubscribeLimiter, Unavailable
+from subscribers.consent import ConfirmationRequest
+from subscribers.tokens import TokenSigner
+
+
+def create_app(
+    settings: Settings,
+    *,
+    sessions: sessionmaker[Session] | None = None,
+    send_confirmation: ConfirmationSender | None = None,
+    send_preferences_link: preferences.LinkSender | None = None,
+) -> FastAPI:
+    """The app for ``settings``; ``send_confirmation`` and ``send_preferences_link`` default to queueing a Celery task."""
+    root = urlsplit(settings.base_url).path.rstrip("/")
+    state = Web(
+        settings=settings,
+        sessions=sessions or db.session_factory(db.make_engine(settings.database_url)),
+        signer=TokenSigner(settings.secret_key, settings.old_secret_keys),
+        templates=page_templates(root, settings.postal_address),
+        limiter=SubscribeLimiter(lambda: _redis(settings), per_ip=settings.subscribe_limit),
+        login_limiter=LoginLimiter(lambda: _redis(settings)),
+        send_confirmation=send_confirmation or celery_confirmations(settings),
+        root=root,
+    )
+    app = FastAPI(
+        title="newsletter admin API",
+        version=__version__,
+        description="Lists, subscribers, imports, suppressions, issues and sends. "
+        "Authenticate with `Authorization: Bearer <token>` (`newsletter admin create-token`).",
+        docs_url=None,
+        redoc_url=None,
+        openapi_url=f"{root}/openapi.json",
+        redirect_slashes=False,
+    )
+    state.metrics = metrics_registry(settings, state.sessions)
+    app.state.web = state
+    app.state.send_preferences_link = send_preferences_link or celery_preferences_links(settings)
+    for module in (home, subscribe, confirm, unsubscribe, preferences, archive, webhooks, metrics, docs):
+        app.include_router(module.router, prefix=root, include_in_schema=False)
+    app.include_router(api.router, prefix=root)
+    app.include_router(admin.router, prefix=root)
+    app.mount(f"{root}/static/swagger-ui", StaticFiles(directory=docs.SWAGGER_UI_DIR), name="swagger-ui")
+    app.mount(f"{root}/static", StaticFiles(directory=STATIC_DIR), name="static")
+    errors.install(app, admin_forbidden=admin.pages.forbidden_page)
+    # Inside SecurityHeaders (so its 401/413 carry them): the sender, then the body's size, before the app reads it.
+    app.add_middleware(BodyLimits, web=state)
+    app.add_middleware(SecurityHeaders, static_prefix=f"{root}/static/", base_url=settings.base_url)
+    # The one judge of X-Forwarded-For / -Proto (newsletter web runs uvicorn with proxy_headers=False).
+    app.add_middleware(ProxyHeadersMiddleware, trusted_hosts=trusted_proxy_networks(settings))
+    return app
+
+
+def metrics_registry(settings: Settings, sessions: sessionmaker[Session]) -> CollectorRegistry:
+    from newsletter.http.site.figures import NewsletterCollector
+    from newsletter.worker.tasks import QUEUE
+
+    client: list[redis.Redis] = []
+
+    def queue_depth() -> int:
+        if not client:
+            client.append(_redis(settings))
+        return int(client[0].llen(QUEUE))
+
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(NewsletterCollector(sessions, queue_depth))
+    return registry
+
+
+def celery_confirmations(settings: Settings) -> ConfirmationSender:
+    """Queue each confirmation email for the workers (``newsletter.send_confirmation``)."""
+    configured = False
+
+    def send(request: ConfirmationRequest) -> None:
+        nonlocal configured
+        from newsletter.worker import tasks
+
+        try:
+            if not configured:
+                tasks.configure(settings)
+                configured = True
+            tasks.enqueue_confirmation(request.subscription_id, request.requested_at)
+        except Exception as exc:  # noqa: BLE001 - kombu raises several kinds; all mean "broker unreachable"
+            raise Unavailable(f"could not queue the confirmation email: {exc}") from None
+
+    return send
+
+
+def celery_preferences_links(settings: Settings) -> preferences.LinkSender:
+    """Queue each fresh preferences link for the workers (``newsletter.send_preferences_link``)."""
+    configured = False
+
+    def send(subscriber_id: int, list_id: int) -> None:
+        nonlocal configured
+        from newsletter.worker import tasks
+
+        try:
+            if not configured:
+                tasks.configure(settings)
+                configured = True
+            tasks.enqueue_preferences_link(subscriber_id, list_id)
+        except Exception as exc:  # noqa: BLE001 - kombu raises several kinds; all mean "broker unreachable"
+            raise Unavailable(f"could not queue the preferences link: {exc}") from None
+
+    return send
+
+
+def _redis(settings: Settings) -> redis.Redis:
+    url = embedded_redis.client_url(settings.broker_url, settings.var_dir)
+    return redis.Redis.from_url(url, socket_timeout=5, socket_connect_timeout=5)

@@ -1,0 +1,135 @@
+"""What every handler shares: the settings, sessions, signer, page templates and limits."""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from fastapi import Request
+from prometheus_client import CollectorRegistry
+from fastapi.responses import HTMLResponse
+from jinja2 import Environment, FileSystemLoader, StrictUndefined
+from sqlalchemy.orm import Session, sessionmaker
+
+from newsletter.store import db
+from newsletter.config import Settings
+from newsletter.http.ratelimit import LoginLimiter, SubscribeLimiter
+from newsletter.resources import shipped
+from subscribers.consent import ConfirmationRequest
+from subscribers.tokens import TokenSigner
+
+if TYPE_CHECKING:
+    from newsletter.delivery.send_health import SendHealth
+
+TEMPLATE_DIR = shipped("web")
+STATIC_DIR = TEMPLATE_DIR / "static"
+
+ConfirmationSender = Callable[[ConfirmationRequest], None]
+
+
+@dataclass
+class Web:
+    settings: Settings
+    sessions: sessionmaker[Session]
+    signer: TokenSigner
+    templates: Environment
+    limiter: SubscribeLimiter
+    send_confirmation: ConfirmationSender
+    root: str  # the path of NEWSLETTER_BASE_URL ("" or e.g. "/news"): every route lives under it
+    metrics: CollectorRegistry | None = None  # what GET /metrics reports
+    login_limiter: LoginLimiter | None = None  # failed admin logins per IP and per username
+    health_client: list[Any] = field(default_factory=list)  # SendHealth's Redis client, made on first use, kept
+
+    def send_health(self) -> SendHealth:
+        """Why sends are stuck, for this request: one Redis client for all requests and progress polls."""
+        from newsletter.delivery.send_health import SendHealth
+
+        return SendHealth(self.settings, shared=self.health_client)
+
+    @contextmanager
+    def transaction(self) -> Iterator[Session]:
+        with db.transaction(self.sessions) as session:
+            yield session
+
+    @contextmanager
+    def reading(self) -> Iterator[Session]:
+        """Read-only work (page views, lookups): on SQLite it never waits behind a long import."""
+        with db.reading(self.sessions) as session:
+            yield session
+
+    @property
+    def confirm_max_age(self) -> float:
+        return self.settings.confirm_days * 86400
+
+    def page(self, template: str, *, status: int = 200, headers: dict[str, str] | None = None, **values: Any) -> HTMLResponse:
+        html = self.templates.get_template(template).render(**values)
+        return HTMLResponse(html, status_code=status, headers=headers)
+
+    def preferences_path(self, subscriber_id: int, list_id: int, *, issued_at: int | None = None) -> str:
+        """A preferences link; ``issued_at`` (default now) starts its NEWSLETTER_PREFERENCES_DAYS."""
+        token = self.signer.make(subscriber_id, list_id, "preferences", issued_at=issued_at)
+        return f"{self.root}/preferences/{token}"
+
+
+def html_templates(folder: Path, **globals: Any) -> Environment:
+    """HTML page templates from ``folder``: autoescaped everywhere, so subscriber data is always data."""
+    env = Environment(
+        loader=FileSystemLoader(str(folder)),
+        autoescape=True,
+        undefined=StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
+    env.globals.update(globals)
+    return env
+
+
+def page_templates(root: str, postal_address: str) -> Environment:
+    """The subscriber pages' templates."""
+    env = html_templates(TEMPLATE_DIR, root=root, postal_address=postal_address)
+    env.filters["day"] = _day
+    env.filters["sentence"] = _sentence
+    return env
+
+
+def web(request: Request) -> Web:
+    return request.app.state.web  # type: ignore[no-any-return]
+
+
+def client_ip(request: Request) -> str | None:
+    """The client's address: the TCP peer, or, when the peer is one of NEWSLETTER_TRUSTED_PROXIES, the
+    right-most address of X-Forwarded-For that is not a trusted proxy (the app's ProxyHeadersMiddleware,
+    see create_app, has put it in the request's scope). Rate limits and consent records use it."""
+    return request.client.host if request.client else None
+
+
+def trusted_proxy_networks(settings: Settings) -> list[str]:
+    """NEWSLETTER_TRUSTED_PROXIES for uvicorn's ProxyHeadersMiddleware: each IPv4 network also as the
+    IPv4-mapped IPv6 network (::ffff:a.b.c.d), the form its peers take when the app listens on ``::``."""
+    networks = list(settings.trusted_proxies)
+    for network in map(ipaddress.ip_network, settings.trusted_proxies):
+        if isinstance(network, ipaddress.IPv4Network):
+            networks.append(f"::ffff:{network.network_address}/{96 + network.prefixlen}")
+    return networks
+
+
+def user_agent(request: Request) -> str | None:
+    return request.headers.get("user-agent")
+
+
+def _day(value: datetime | None) -> str:
+    return f"{value.day} {value:%B %Y}" if value else ""
+
+
+def _sentence(value: str) -> str:
+    """Domain messages are lower-case clauses; a page shows them as a sentence."""
+    value = value.strip()
+    if not value:
+        return value
+    value = value[0].upper() + value[1:]
+    return value if value.endswith((".", "!", "?")) else value + "."

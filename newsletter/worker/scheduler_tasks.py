@@ -1,0 +1,70 @@
+"""Celery edge of scheduling: the tick that `newsletter scheduler` (Celery beat) sends every second.
+
+Each tick, run by a worker, plans ready issues into their lists' weekly slots and starts
+every scheduled send that is due. Several schedulers may run (for availability): their
+ticks take a short Redis lock so one runs at a time, and starting a send is guarded in
+the database (see newsletter.delivery.scheduling), so a send starts once whatever the lock does.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import datetime
+
+from newsletter.delivery import scheduling
+from newsletter.store.models import Send
+from newsletter.worker.tasks import WorkerState, app, enqueue, state
+
+TICK_SECONDS = 1.0
+log = logging.getLogger("newsletter.scheduler")
+
+
+@app.task(name="newsletter.scheduler_tick", ignore_result=True)
+def scheduler_tick() -> int:
+    return run_tick(state())
+
+
+def run_tick(s: WorkerState, now: datetime | None = None) -> int:
+    """Plan ready issues and start due sends; returns how many sends started."""
+    if not s.control.try_lock("scheduler-tick", TICK_SECONDS * 0.9):
+        return 0
+    with s.sessions() as session, session.begin():
+        plan = scheduling.plan_ready_issues(session, s.render_settings, now=now)
+        planned = [(send.id, send.issue_id, send.scheduled_at) for send in plan.scheduled]
+    for send_id, issue_id, at in planned:
+        log.info("issue %s planned into its list's weekly slot: send %s at %s", issue_id, send_id, at,
+                 extra={"send_id": send_id, "issue_id": issue_id})
+    for problem in plan.problems:
+        log.warning("%s", problem)
+    with s.sessions() as session:
+        due = scheduling.due_send_ids(session, now)
+    started = 0
+    for send_id in due:
+        with s.sessions() as session, session.begin():
+            result = scheduling.start_scheduled(
+                session, send_id, s.render_settings, batch_size=s.settings.batch_size, now=now
+            )
+            send = session.get(Send, send_id) if result else None
+            reason = send.status_reason if send else None
+            cancelled = send is not None and send.status == "cancelled"
+        if result is None:
+            continue  # another scheduler's tick started it
+        if cancelled:
+            log.warning("send %s was due but is not sent: %s", send_id, reason, extra={"send_id": send_id})
+            continue
+        started += 1
+        if result.batches:
+            enqueue(send_id, result.batches)
+        log.info("send %s started: %d batch(es) queued%s", send_id, len(result.batches), f" ({reason})" if reason else "",
+                 extra={"send_id": send_id, "late_seconds": result.late_by.total_seconds() if result.late_by else 0})
+    return started
+
+
+def beat_schedule() -> dict[str, dict[str, object]]:
+    return {
+        "scheduler-tick": {
+            "task": "newsletter.scheduler_tick",
+            "schedule": TICK_SECONDS,
+            "options": {"expires": 30},  # ticks queued while no worker runs are dropped, not replayed
+        }
+    }

@@ -1,0 +1,392 @@
+"""Celery edge: the app, its tasks, and the worker's housekeeping. Ids in, a domain call, nothing else.
+
+Each worker process builds its state once (settings, database, Redis, one SMTP
+connection) and reuses it for every batch (and every confirmation email, see
+``send_confirmation``). Tasks are acknowledged only after they ran
+(acks_late) and given back if their worker dies (reject_on_worker_lost); the claims and the
+journal in the domain make a re-run skip what was done. The worker's main process also
+runs a small reconciler every few seconds that re-queues batches whose tasks were lost
+(a killed worker's task, a Redis restart without persistence), so every send finishes.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import threading
+import time
+from dataclasses import dataclass
+from functools import cached_property
+
+import redis
+from celery import Celery, signals
+from sqlalchemy import select
+from sqlalchemy.orm import Session, sessionmaker
+
+from newsletter import logs
+
+from newsletter.delivery import batch_loop, confirmation_mailing, notices, send_health, sending
+
+from newsletter.store import db
+
+from newsletter.devtools import embedded_redis
+from newsletter.config import Settings
+from newsletter.delivery.batch_loop import DeliveryPolicy
+from newsletter.errors import PermanentDeliveryError, RenderError, TemporaryDeliveryError
+from newsletter.content.issues import RenderSettings
+from newsletter.mail.messages import CompiledMessage
+from newsletter.store.models import Send
+from newsletter.mail.outbound import Outbound
+from newsletter.delivery.send_control import RateLimiter, SendControl
+from subscribers.tokens import TokenSigner
+
+QUEUE = "newsletter"
+RECONCILE_SECONDS = 5.0
+log = logging.getLogger("newsletter.worker")
+
+app = Celery("newsletter")
+app.conf.update(
+    task_default_queue=QUEUE,
+    task_acks_late=True,
+    task_reject_on_worker_lost=True,
+    task_ignore_result=True,
+    worker_prefetch_multiplier=1,
+    broker_connection_retry_on_startup=True,
+    broker_transport_options={"visibility_timeout": 3600},
+    worker_hijack_root_logger=False,
+    task_serializer="json",
+    accept_content=["json"],
+)
+
+
+def configure(settings: Settings) -> Celery:
+    """Point the app at the configured broker, or at the embedded Redis (started if needed)."""
+    app.conf.broker_url = embedded_redis.broker_url(settings.broker_url, settings.var_dir)
+    return app
+
+
+def policy_from(settings: Settings) -> DeliveryPolicy:
+    return DeliveryPolicy(
+        max_attempts=settings.max_attempts,
+        retry_delay=settings.retry_delay,
+        send_rate=settings.send_rate,
+        pause_error_rate=settings.pause_error_rate,
+    )
+
+
+@dataclass
+class WorkerState:
+    """Everything one worker process keeps between tasks."""
+
+    settings: Settings
+    pid: int
+
+    @cached_property
+    def sessions(self) -> sessionmaker[Session]:
+        return db.session_factory(db.make_engine(self.settings.database_url))
+
+    @cached_property
+    def control(self) -> SendControl:
+        url = embedded_redis.client_url(self.settings.broker_url, self.settings.var_dir)
+        return SendControl(redis.Redis.from_url(url))
+
+    @cached_property
+    def transport(self):  # type: ignore[no-untyped-def]
+        from newsletter.mail.transport import SmtpTransport
+
+        return SmtpTransport(self.settings.smtp)
+
+    @cached_property
+    def limiter(self) -> RateLimiter | None:
+        return RateLimiter(self.control, self.settings.send_rate) if self.settings.send_rate > 0 else None
+
+    @cached_property
+    def smtp_trouble(self) -> send_health.TroubleReporter:
+        """Tells readers (`sends status`, the admin UI) why the SMTP server could not be reached."""
+        return send_health.TroubleReporter(self.control.redis, f"{self.settings.smtp.host}:{self.settings.smtp.port}")
+
+    @cached_property
+    def render_settings(self) -> RenderSettings:
+        s = self.settings
+        return RenderSettings.create(base_url=s.base_url, postal_address=s.postal_address, user_template_dir=s.template_dir)
+
+    @cached_property
+    def signer(self) -> TokenSigner:
+        return TokenSigner(self.settings.secret_key, self.settings.old_secret_keys)
+
+    @cached_property
+    def recipients(self) -> sending.RecipientLinks:
+        return sending.RecipientLinks(self.signer, self.render_settings.links)
+
+    @cached_property
+    def outbound(self) -> Outbound:
+        """The DKIM signer (its key read once per process) and the envelope sender of every message."""
+        return Outbound.from_settings(self.settings)
+
+    @cached_property
+    def messages(self) -> dict[int, CompiledMessage]:
+        return {}
+
+    def message_for(self, session: Session, send: Send) -> CompiledMessage:
+        message = self.messages.get(send.id)
+        if message is None:
+            if len(self.messages) >= 8:
+                self.messages.clear()
+            message = self.messages[send.id] = sending.compile_message(
+                session, send, message_id_key=self.signer.derived_key("message-id")
+            )
+        return message
+
+
+_state: WorkerState | None = None
+
+
+def state() -> WorkerState:
+    global _state
+    if _state is None or _state.pid != os.getpid():  # built anew in each forked process
+        _state = WorkerState(Settings.from_environ(os.environ), os.getpid())
+    return _state
+
+
+@app.task(name="newsletter.deliver_batch", bind=True)
+def deliver_batch(self, send_id: int, first_id: int, last_id: int) -> None:  # type: ignore[no-untyped-def]
+    s = state()
+    result = batch_loop.deliver_batch(
+        s.sessions, s.control, s.transport, send_id, first_id, last_id,
+        message_for=s.message_for, recipient_for=s.recipients, policy=policy_from(s.settings), limiter=s.limiter,
+        outbound=s.outbound, on_smtp_trouble=s.smtp_trouble,
+    )
+    log.info("send %s batch %s-%s: %s", send_id, first_id, last_id, result,
+             extra={"send_id": send_id, "batch": [first_id, last_id]})
+    if result.run_again_in is not None:
+        try:
+            self.apply_async((send_id, first_id, last_id), countdown=result.run_again_in)
+        except Exception:  # noqa: BLE001 - broker down: the reconciler re-queues these rows when it is back
+            log.warning("send %s batch %s-%s: could not re-queue; the reconciler will", send_id, first_id, last_id,
+                        extra={"send_id": send_id, "batch": [first_id, last_id]})
+
+
+@app.task(name="newsletter.send_confirmation", bind=True, max_retries=None)
+def send_confirmation(self, subscription_id: int, requested_at: int) -> None:  # type: ignore[no-untyped-def]
+    """Email a subscription request's confirmation link; temporary SMTP errors retry with backoff."""
+    s = state()
+    try:
+        message_id = notices.send_confirmation(
+            s.sessions, s.transport, s.render_settings, s.signer, subscription_id, requested_at,
+            confirm_days=s.settings.confirm_days, outbound=s.outbound,
+        )
+    except TemporaryDeliveryError as exc:
+        attempt = self.request.retries + 1
+        if attempt >= s.settings.max_attempts:
+            log.warning("confirmation for subscription %s: gave up after %d attempts: %s", subscription_id, attempt, exc)
+            return
+        raise self.retry(countdown=policy_from(s.settings).backoff(attempt)) from None
+    except (PermanentDeliveryError, RenderError) as exc:
+        log.warning("confirmation for subscription %s not sent: %s", subscription_id, exc)
+        return
+    log.info("confirmation for subscription %s: %s", subscription_id, message_id or "no longer needed, not sent")
+
+
+def enqueue_confirmation(subscription_id: int, requested_at: int) -> None:
+    send_confirmation.apply_async((subscription_id, requested_at))
+
+
+@app.task(name="newsletter.send_preferences_link", bind=True, max_retries=None)
+def send_preferences_link(self, subscriber_id: int, list_id: int) -> None:  # type: ignore[no-untyped-def]
+    """Email a fresh preferences link (asked for from an expired one); retried like a confirmation."""
+    from newsletter.delivery import preferences_mail
+
+    s = state()
+    try:
+        message_id = preferences_mail.send_preferences_link(
+            s.sessions, s.transport, s.render_settings, s.signer, subscriber_id, list_id,
+            preferences_days=s.settings.preferences_days, outbound=s.outbound,
+        )
+    except TemporaryDeliveryError as exc:
+        attempt = self.request.retries + 1
+        if attempt >= s.settings.max_attempts:
+            log.warning("preferences link for subscriber %s: gave up after %d attempts: %s", subscriber_id, attempt, exc)
+            return
+        raise self.retry(countdown=policy_from(s.settings).backoff(attempt)) from None
+    except (PermanentDeliveryError, RenderError) as exc:
+        log.warning("preferences link for subscriber %s not sent: %s", subscriber_id, exc)
+        return
+    log.info("preferences link for subscriber %s: %s", subscriber_id, message_id or "not sent (gone or suppressed)")
+
+
+def enqueue_preferences_link(subscriber_id: int, list_id: int) -> None:
+    send_preferences_link.apply_async((subscriber_id, list_id))
+
+
+@app.task(name="newsletter.request_confirmations", bind=True)
+def request_confirmations(self, run_id: int, first_id: int, last_id: int) -> None:  # type: ignore[no-untyped-def]
+    """Mail one batch of a request to confirm (`newsletter lists request-confirmation`)."""
+    s = state()
+    result = confirmation_mailing.deliver_batch(
+        s.sessions, s.transport, s.render_settings, s.signer, run_id, first_id, last_id,
+        confirm_days=s.settings.confirm_days, policy=policy_from(s.settings), limiter=s.limiter, outbound=s.outbound,
+    )
+    log.info("confirmation run %s batch %s-%s: %s", run_id, first_id, last_id, result,
+             extra={"confirmation_run": run_id, "batch": [first_id, last_id]})
+    if result.run_again_in is not None:
+        try:
+            self.apply_async((run_id, first_id, last_id), countdown=result.run_again_in)
+        except Exception:  # noqa: BLE001 - broker down: the reconciler re-queues these rows when it is back
+            log.warning("confirmation run %s batch %s-%s: could not re-queue; the reconciler will", run_id, first_id,
+                        last_id, extra={"confirmation_run": run_id, "batch": [first_id, last_id]})
+
+
+def enqueue_confirmation_run(run_id: int, batches: list[tuple[int, int]]) -> None:
+    """Queue one task per batch of a request to confirm."""
+    with app.producer_or_acquire() as producer:
+        for first_id, last_id in batches:
+            request_confirmations.apply_async((run_id, first_id, last_id), producer=producer)
+
+
+def enqueue(send_id: int, batches: list[sending.Batch]) -> None:
+    """Queue one task per batch (small messages: three ids each)."""
+    with app.producer_or_acquire() as producer:
+        for first_id, last_id in batches:
+            deliver_batch.apply_async((send_id, first_id, last_id), producer=producer)
+
+
+def reconcile_once(s: WorkerState) -> int:
+    """Re-queue due batches of sending sends when the queue is empty; finish sends with nothing pending.
+
+    Returns how many batches were queued.
+    """
+    if not s.control.try_lock("reconcile", RECONCILE_SECONDS * 0.8):
+        return 0
+    with s.sessions() as session:
+        send_ids = session.scalars(select(Send.id).where(Send.status == "sending")).all()
+    if send_ids:
+        released = batch_loop.release_dead_claims(s.sessions, socket.gethostname(), _process_alive)
+        if released:
+            log.warning("released %d deliveries claimed by worker processes that died", released)
+    queued = 0
+    for send_id in send_ids:
+        if batch_loop.finish_if_done(s.sessions, send_id):
+            continue
+        if s.control.redis.llen(QUEUE) > 0:
+            continue  # tasks are still flowing; they will reach these rows
+        with s.sessions() as session:
+            batches = sending.pending_batches(session, send_id, s.settings.batch_size, due_only=True)
+        if batches:
+            log.warning("send %s: re-queueing %d batch(es) with no task left", send_id, len(batches),
+                        extra={"send_id": send_id})
+            enqueue(send_id, batches)
+            queued += len(batches)
+    return queued + _reconcile_confirmation_runs(s)
+
+
+def _reconcile_confirmation_runs(s: WorkerState) -> int:
+    """The same for requests to confirm: finish runs with nothing left, re-queue due rows whose tasks were lost."""
+    from subscribers import confirmation_requests
+
+    with s.sessions() as session:
+        run_ids = confirmation_requests.unfinished_runs(session)
+    queued = 0
+    for run_id in run_ids:
+        if confirmation_mailing.finish_if_done(s.sessions, run_id) or s.control.redis.llen(QUEUE) > 0:
+            continue
+        with s.sessions() as session:
+            batches = confirmation_requests.pending_batches(session, run_id, s.settings.batch_size, due_only=True)
+        if batches:
+            log.warning("confirmation run %s: re-queueing %d batch(es) with no task left", run_id, len(batches),
+                        extra={"confirmation_run": run_id})
+            enqueue_confirmation_run(run_id, batches)
+            queued += len(batches)
+    return queued
+
+
+def _process_alive(pid: int) -> bool:
+    """Whether a process of this host still runs; a zombie (killed, not yet reaped) does not."""
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().rsplit(")", 1)[1].split()[0] not in ("Z", "X")
+    except FileNotFoundError:
+        return False
+    except OSError:  # no /proc: ask the kernel
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:
+            return True
+        return True
+
+
+def _reconcile_forever() -> None:
+    while True:
+        time.sleep(RECONCILE_SECONDS)
+        try:
+            reconcile_once(state())
+        except Exception:  # noqa: BLE001 - keep the reconciler alive through broker and database outages
+            log.exception("reconcile failed; trying again in %s s", RECONCILE_SECONDS)
+
+
+@signals.setup_logging.connect
+def _setup_logging(loglevel: str | int | None = None, **_: object) -> None:
+    """Worker and scheduler log in NEWSLETTER_LOG_FORMAT (text or JSON lines), not Celery's own format."""
+    logs.configure(state().settings.log_format, loglevel or "INFO")
+
+
+@signals.worker_ready.connect
+def _start_reconciler(**_: object) -> None:
+    _beat_once()  # at once: `sends status` knows a worker runs as soon as it is ready
+    threading.Thread(target=_beat_forever, name="newsletter-heartbeat", daemon=True).start()
+    threading.Thread(target=_reconcile_forever, name="newsletter-reconcile", daemon=True).start()
+
+
+_STARTED = time.time()
+
+
+def _beat_once() -> None:
+    """Publish the main process's heartbeat (see send_health): readers tell "no worker" from "slow"."""
+    s = state()
+    beat = send_health.WorkerBeat(
+        name=f"{socket.gethostname()}:{os.getpid()}", host=socket.gethostname(), pid=os.getpid(),
+        smtp=f"{s.settings.smtp.host}:{s.settings.smtp.port}", started=_STARTED, at=time.time(),
+    )
+    try:
+        send_health.publish_heartbeat(s.control.redis, beat)
+    except redis.RedisError as exc:
+        log.warning("heartbeat not published (%s); trying again in %s s", exc, send_health.HEARTBEAT_SECONDS)
+
+
+def _beat_forever() -> None:
+    while True:
+        time.sleep(send_health.HEARTBEAT_SECONDS)
+        _beat_once()
+
+
+@signals.worker_shutdown.connect
+def _withdraw_heartbeat(**_: object) -> None:
+    try:
+        send_health.withdraw_heartbeat(state().control.redis, f"{socket.gethostname()}:{os.getpid()}")
+    except redis.RedisError:
+        pass  # the heartbeat lapses on its own
+
+
+@signals.worker_process_init.connect
+def _warm_up(**_: object) -> None:
+    """Open the database, Redis and SMTP connections as each pool process starts, not on its first batch."""
+    s = state()
+    try:
+        with s.sessions() as session:
+            session.execute(select(1))
+        s.control.redis.ping()
+        s.outbound  # noqa: B018 - reads the DKIM key now, not on the first message
+        s.transport.connect()
+    except Exception as exc:  # noqa: BLE001 - a cold start is only slower; the first batch reports real trouble
+        log.warning("warm-up incomplete (%s); the first batch will connect", exc)
+
+
+@signals.worker_process_shutdown.connect
+def _close_transport(**_: object) -> None:
+    if _state is not None and "transport" in _state.__dict__:
+        _state.transport.close()
+
+
+from newsletter.worker import scheduler_tasks  # noqa: E402,F401 - registers the scheduler's tick task
