@@ -58,23 +58,32 @@ SELECTOR, DOMAIN = "bench", "example.org"
 def sample_messages(count: int) -> list[bytes]:
     """``count`` personalised copies of the sample issue, built as a worker builds them."""
     from newsletter.content.issue_files import read_issue_file
-    from newsletter.mail.messages import CompiledMessage, MessageHeaders, Recipient
     from newsletter.content.rendering import RenderContext, default_template_dir, render_issue
+    from newsletter.mail.messages import CompiledMessage, MessageHeaders, Recipient
 
     rendered = render_issue(
         read_issue_file(bench_send.SAMPLE_ISSUE),
         RenderContext("Info War Weekly", "weekly", "Info War", "1 Example Street", "https://news.example.org"),
         template_dirs=[default_template_dir()],
     )
-    headers = MessageHeaders(subject=rendered.subject, from_email="news@example.org", from_name="Info War",
-                             reply_to=None, list_name="Info War Weekly", list_slug="weekly", message_id_tag="1.bench",
-                             feedback_id="1:weekly:newsletter")
+    headers = MessageHeaders(
+        subject=rendered.subject,
+        from_email="news@example.org",
+        from_name="Info War",
+        reply_to=None,
+        list_name="Info War Weekly",
+        list_slug="weekly",
+        message_id_tag="1.bench",
+        feedback_id="1:weekly:newsletter",
+    )
     message = CompiledMessage(headers, rendered.html, rendered.text)
     copies = []
     for i in range(count):
         token = f"v1.{i}.1.{int(time.time())}.c2lnbmF0dXJlLW9mLXRoZS10b2tlbg"
         recipient = Recipient(
-            delivery_id=i + 1, email=f"reader{i:07d}@example{i % 50}.com", name=f"Reader Ünï {i}",
+            delivery_id=i + 1,
+            email=f"reader{i:07d}@example{i % 50}.com",
+            name=f"Reader Ünï {i}",
             unsubscribe_url=f"https://news.example.org/unsubscribe/{token}",
             preferences_url=f"https://news.example.org/preferences/{token}",
             unsubscribe_mailto=f"mailto:unsubscribe+{token}@example.org?subject=unsubscribe",
@@ -98,8 +107,11 @@ def signing_cost(bits: int, count: int) -> None:
     messages = sample_messages(count)
     stock_count = max(10, count // 10)
     size = statistics.mean(len(m) for m in messages) / 1000
-    print(f"1. signing one copy of the sample issue ({size:.1f} kB), {bits}-bit RSA key, relaxed/simple, "
-          f"h= {len(SIGNED_HEADERS)} fields; best of 3 runs", flush=True)
+    print(
+        f"1. signing one copy of the sample issue ({size:.1f} kB), {bits}-bit RSA key, relaxed/simple, "
+        f"h= {len(SIGNED_HEADERS)} fields; best of 3 runs",
+        flush=True,
+    )
 
     def best(run) -> float:  # type: ignore[no-untyped-def]
         timings = []
@@ -110,8 +122,15 @@ def signing_cost(bits: int, count: int) -> None:
         return min(timings)
 
     include = list(SIGNED_HEADERS)
-    stock = per_message(best(lambda: [dkim.sign(m, SELECTOR.encode(), DOMAIN.encode(), pem, include_headers=include)
-                                      for m in messages[:stock_count]]), stock_count)
+    stock = per_message(
+        best(
+            lambda: [
+                dkim.sign(m, SELECTOR.encode(), DOMAIN.encode(), pem, include_headers=include)
+                for m in messages[:stock_count]
+            ]
+        ),
+        stock_count,
+    )
     ours = per_message(best(lambda: [signer.signature(m) for m in messages]), count)
     digest = b"\x00" * 32
     pad, algorithm = padding.PKCS1v15(), utils.Prehashed(hashes.SHA256())
@@ -131,31 +150,52 @@ def signing_cost(bits: int, count: int) -> None:
     real_time = dkim.time.time
     dkim.time.time = lambda: float(now)
     try:
-        identical = all(dkim.sign(m, SELECTOR.encode(), DOMAIN.encode(), pem, include_headers=include)
-                        == signer.signature(m, now=now) for m in messages[:20])
+        identical = all(
+            dkim.sign(m, SELECTOR.encode(), DOMAIN.encode(), pem, include_headers=include)
+            == signer.signature(m, now=now)
+            for m in messages[:20]
+        )
     finally:
         dkim.time.time = real_time
     print(f"   stock dkimpy dkim.sign()              {stock:7.3f} ms  ({stock_count} messages)")
     print(f"   ours, DkimSigner.signature()          {ours:7.3f} ms  ({count} messages): {stock / ours:.1f}x faster")
-    print(f"     of which OpenSSL's RSA step         {rsa_only:7.3f} ms  (the rest, canonicalisation and hashing: "
-          f"{ours - rsa_only:.3f} ms)")
-    print(f"   stock dkim.verify() accepts ours: {verified} of {count}; byte-identical to stock dkim.sign() at equal t=: "
-          f"{'yes' if identical else 'NO'} (20 compared)")
+    print(
+        f"     of which OpenSSL's RSA step         {rsa_only:7.3f} ms  (the rest, canonicalisation and hashing: "
+        f"{ours - rsa_only:.3f} ms)"
+    )
+    print(
+        f"   stock dkim.verify() accepts ours: {verified} of {count}; byte-identical to stock dkim.sign() at equal t=: "
+        f"{'yes' if identical else 'NO'} (20 compared)"
+    )
     print(f"   Perl's Mail::DKIM (shares no code with dkimpy) accepts ours: {independent}")
-    print(f"   ceiling on this machine: {1000 / ours:,.0f} signatures/s per core, "
-          f"{(os.cpu_count() or 1) * 1000 / ours:,.0f}/s on all {os.cpu_count()} cores\n", flush=True)
+    print(
+        f"   ceiling on this machine: {1000 / ours:,.0f} signatures/s per core, "
+        f"{(os.cpu_count() or 1) * 1000 / ours:,.0f}/s on all {os.cpu_count()} cores\n",
+        flush=True,
+    )
 
 
 def mail_dkim_passes(files: list[Path], record: str) -> str:
     """'N of M' message files that Perl's Mail::DKIM (tests/tools/mail_dkim_verify.pl) passes, or why it did not run."""
-    if shutil.which("perl") is None or subprocess.run(["perl", "-MMail::DKIM::Verifier", "-e", "1"],
-                                                      capture_output=True).returncode:
+    if (
+        shutil.which("perl") is None
+        or subprocess.run(["perl", "-MMail::DKIM::Verifier", "-e", "1"], capture_output=True).returncode
+    ):
         return "not checked (apt-get install libmail-dkim-perl)"
     passed = 0
     for start in range(0, len(files), 2000):  # a command line of at most 2,000 file names
-        done = subprocess.run(["perl", str(ROOT / "tests" / "tools" / "mail_dkim_verify.pl"),
-                               f"{SELECTOR}._domainkey.{DOMAIN}.", record, *map(str, files[start:start + 2000])],
-                              capture_output=True, text=True, check=True)
+        done = subprocess.run(
+            [
+                "perl",
+                str(ROOT / "tests" / "tools" / "mail_dkim_verify.pl"),
+                f"{SELECTOR}._domainkey.{DOMAIN}.",
+                record,
+                *map(str, files[start : start + 2000]),
+            ],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
         passed += sum(line.split(" ", 2)[1] == "pass" for line in done.stdout.splitlines())
     return f"{passed:,} of {len(files):,}"
 
@@ -176,8 +216,11 @@ def cpu_seconds(pids: list[int]) -> float:
 
 
 def signed_sends(binary: str, recipients: int, concurrencies: list[int], bits: int, keep: bool) -> None:
-    folder = (contextlib.nullcontext(tempfile.mkdtemp(prefix="bench-dkim-")) if keep
-              else tempfile.TemporaryDirectory(prefix="bench-dkim-"))
+    folder = (
+        contextlib.nullcontext(tempfile.mkdtemp(prefix="bench-dkim-"))
+        if keep
+        else tempfile.TemporaryDirectory(prefix="bench-dkim-")
+    )
     with folder as name:
         tmp = Path(name)
         if keep:
@@ -188,19 +231,28 @@ def signed_sends(binary: str, recipients: int, concurrencies: list[int], bits: i
         write_private_key(key_file, key)
         broker = bench_send.system_redis()
         # Received messages go to memory (tmpfs) where there is one: the sink's writes cost less CPU there.
-        received = Path(tempfile.mkdtemp(prefix="bench-dkim-received-", dir="/dev/shm" if Path("/dev/shm").is_dir() else None))
+        received = Path(
+            tempfile.mkdtemp(prefix="bench-dkim-received-", dir="/dev/shm" if Path("/dev/shm").is_dir() else None)
+        )
         sink = bench_send.Sink(binary, tmp, dump=received)
         try:
             with bench_send.database("sqlite", var_dir) as database_url:
-                plain = {"NEWSLETTER_VAR_DIR": str(var_dir), "NEWSLETTER_DATABASE_URL": database_url,
-                         "NEWSLETTER_BASE_URL": "https://news.example.org",
-                         "NEWSLETTER_POSTAL_ADDRESS": "1 Example Street, Example City",
-                         "NEWSLETTER_SECRET_KEY": "bench-secret-key-0123456789abcdefgh"}
+                plain = {
+                    "NEWSLETTER_VAR_DIR": str(var_dir),
+                    "NEWSLETTER_DATABASE_URL": database_url,
+                    "NEWSLETTER_BASE_URL": "https://news.example.org",
+                    "NEWSLETTER_POSTAL_ADDRESS": "1 Example Street, Example City",
+                    "NEWSLETTER_SECRET_KEY": "bench-secret-key-0123456789abcdefgh",
+                }
                 if broker:
                     plain["NEWSLETTER_BROKER_URL"] = broker
-                signed = {**plain, "NEWSLETTER_DKIM_DOMAIN": DOMAIN, "NEWSLETTER_DKIM_SELECTOR": SELECTOR,
-                          "NEWSLETTER_DKIM_PRIVATE_KEY_FILE": str(key_file),
-                          "NEWSLETTER_RETURN_PATH": "bounces@example.org"}
+                signed = {
+                    **plain,
+                    "NEWSLETTER_DKIM_DOMAIN": DOMAIN,
+                    "NEWSLETTER_DKIM_SELECTOR": SELECTOR,
+                    "NEWSLETTER_DKIM_PRIVATE_KEY_FILE": str(key_file),
+                    "NEWSLETTER_RETURN_PATH": "bounces@example.org",
+                }
                 nl = bench_send.Newsletter(tmp, signed)
                 try:
                     run_sends(nl, sink, tmp, received, plain, recipients, concurrencies, bits, record_value(key))
@@ -224,21 +276,36 @@ def verify_received(folder: Path, record: str) -> str:
     def dns(name: bytes, timeout: int = 5) -> bytes | None:
         return record.encode("ascii") if name == f"{SELECTOR}._domainkey.{DOMAIN}.".encode() else None
 
-    stock = sum(dkim.verify(path.read_bytes().replace(b"\r\n", b"\n").replace(b"\n", b"\r\n"), dnsfunc=dns)
-                for path in files)
+    stock = sum(
+        dkim.verify(path.read_bytes().replace(b"\r\n", b"\n").replace(b"\n", b"\r\n"), dnsfunc=dns) for path in files
+    )
     independent = mail_dkim_passes(files, record)
-    return (f"verified, every message the sink received: stock dkim.verify() passes {stock:,} of {len(files):,}; "
-            f"Mail::DKIM passes {independent}")
+    return (
+        f"verified, every message the sink received: stock dkim.verify() passes {stock:,} of {len(files):,}; "
+        f"Mail::DKIM passes {independent}"
+    )
 
 
-def run_sends(nl, sink, tmp: Path, received_dir: Path, plain: dict[str, str], recipients: int, concurrencies: list[int], bits: int,  # type: ignore[no-untyped-def]
-              signed_record: str) -> None:
+def run_sends(
+    nl,
+    sink,
+    tmp: Path,
+    received_dir: Path,
+    plain: dict[str, str],
+    recipients: int,
+    concurrencies: list[int],
+    bits: int,  # type: ignore[no-untyped-def]
+    signed_record: str,
+) -> None:
     nl("db", "upgrade")
     seconds = nl.create_list("weekly", recipients)
     issue_id = nl("issues", "create", "weekly", str(bench_send.SAMPLE_ISSUE)).split()[-1]
-    print(f"2. a send of the sample issue to {recipients:,} recipients (import: {seconds:.1f} s), SQLite, broker "
-          f"{nl.settings.broker_url or 'embedded Redis'}, smtp-sink on 127.0.0.1:{sink.port}, batch size "
-          f"{bench_send.BATCH_SIZE}; signed: {bits}-bit key, VERP return path", flush=True)
+    print(
+        f"2. a send of the sample issue to {recipients:,} recipients (import: {seconds:.1f} s), SQLite, broker "
+        f"{nl.settings.broker_url or 'embedded Redis'}, smtp-sink on 127.0.0.1:{sink.port}, batch size "
+        f"{bench_send.BATCH_SIZE}; signed: {bits}-bit key, VERP return path",
+        flush=True,
+    )
     rows = []
     for n in concurrencies:
         figures = {}
@@ -246,8 +313,12 @@ def run_sends(nl, sink, tmp: Path, received_dir: Path, plain: dict[str, str], re
             if kind == "signed":
                 worker = nl.worker(n, sink.port)
             else:
-                env = {**{k: v for k, v in nl.env.items() if not k.startswith("NEWSLETTER_")}, **plain,
-                       "NEWSLETTER_SMTP_URL": f"smtp://127.0.0.1:{sink.port}", "NEWSLETTER_BATCH_SIZE": str(bench_send.BATCH_SIZE)}
+                env = {
+                    **{k: v for k, v in nl.env.items() if not k.startswith("NEWSLETTER_")},
+                    **plain,
+                    "NEWSLETTER_SMTP_URL": f"smtp://127.0.0.1:{sink.port}",
+                    "NEWSLETTER_BATCH_SIZE": str(bench_send.BATCH_SIZE),
+                }
                 worker = bench_send.Worker(env, tmp, n)
             try:
                 if kind == "signed":
@@ -262,8 +333,11 @@ def run_sends(nl, sink, tmp: Path, received_dir: Path, plain: dict[str, str], re
             finally:
                 problems = worker.stop()
             sent, total = result["sent"], result["total"]
-            print(f"   N={n} {kind:>8}: send {result['id']} {result['status']}: sent {sent:,} of {total:,} (failed "
-                  f"{result['failed']}); the sink got {received:,}", flush=True)
+            print(
+                f"   N={n} {kind:>8}: send {result['id']} {result['status']}: sent {sent:,} of {total:,} (failed "
+                f"{result['failed']}); the sink got {received:,}",
+                flush=True,
+            )
             if sent != total or received != total:
                 print("     !! MISMATCH: not every delivery is logged as sent, or the sink's count differs")
             if kind == "signed":
@@ -271,19 +345,30 @@ def run_sends(nl, sink, tmp: Path, received_dir: Path, plain: dict[str, str], re
             for path in received_dir.iterdir():
                 path.unlink()
             bench_send.print_problems(problems)
-            figures[kind] = (sent / result["wall"], max(worker.peaks.values(), default=float("nan")),
-                             worker_cpu / max(1, sent) * 1000, sink_cpu / max(1, sent) * 1000)
+            figures[kind] = (
+                sent / result["wall"],
+                max(worker.peaks.values(), default=float("nan")),
+                worker_cpu / max(1, sent) * 1000,
+                sink_cpu / max(1, sent) * 1000,
+            )
         rows.append((n, figures["unsigned"], figures["signed"]))
     cores = os.cpu_count() or 1
-    print(f"\n   {'N':>3} {'unsigned/s':>11} {'signed/s':>9} {'signed/unsigned':>16} {'worker MB':>10} "
-          f"{'worker CPU ms/msg':>18} {'sink CPU ms/msg':>16} {'CPU-bound ceiling':>18}")
+    print(
+        f"\n   {'N':>3} {'unsigned/s':>11} {'signed/s':>9} {'signed/unsigned':>16} {'worker MB':>10} "
+        f"{'worker CPU ms/msg':>18} {'sink CPU ms/msg':>16} {'CPU-bound ceiling':>18}"
+    )
     for n, (plain_rate, _, plain_cpu, plain_sink), (signed_rate, rss, signed_cpu, signed_sink) in rows:
-        print(f"   {n:>3} {plain_rate:>11,.0f} {signed_rate:>9,.0f} {signed_rate / plain_rate:>16.2f} {rss:>10.0f} "
-              f"{plain_cpu:>8.3f} -> {signed_cpu:.3f} {plain_sink:>8.3f} -> {signed_sink:.3f} "
-              f"{cores * 1000 / (signed_cpu + signed_sink):>12,.0f} msg/s")
-    print(f"   goal: signed >= 1,200 messages/s. The ceiling is what {cores} idle cores allow at the CPU the workers and "
-          "smtp-sink used per signed message\n   (Redis and SQLite not counted); CPU time measured on a busy machine "
-          "runs high, so the ceiling is on the low side then.", flush=True)
+        print(
+            f"   {n:>3} {plain_rate:>11,.0f} {signed_rate:>9,.0f} {signed_rate / plain_rate:>16.2f} {rss:>10.0f} "
+            f"{plain_cpu:>8.3f} -> {signed_cpu:.3f} {plain_sink:>8.3f} -> {signed_sink:.3f} "
+            f"{cores * 1000 / (signed_cpu + signed_sink):>12,.0f} msg/s"
+        )
+    print(
+        f"   goal: signed >= 1,200 messages/s. The ceiling is what {cores} idle cores allow at the CPU the workers and "
+        "smtp-sink used per signed message\n   (Redis and SQLite not counted); CPU time measured on a busy machine "
+        "runs high, so the ceiling is on the low side then.",
+        flush=True,
+    )
 
 
 def main() -> int:
@@ -292,11 +377,16 @@ def main() -> int:
     parser.add_argument("--workers", default="2,4", help="comma-separated worker concurrencies (default 2,4)")
     parser.add_argument("--bits", type=int, default=2048, help="RSA key size (default 2048)")
     parser.add_argument("--messages", type=int, default=300, help="messages signed by ours in part 1 (stock: a tenth)")
-    parser.add_argument("--keep", action="store_true", help="keep the temporary folder (worker logs) and print its path")
+    parser.add_argument(
+        "--keep", action="store_true", help="keep the temporary folder (worker logs) and print its path"
+    )
     args = parser.parse_args()
     revision = subprocess.run(["git", "describe", "--always", "--dirty"], cwd=ROOT, capture_output=True, text=True)
-    print(f"code {revision.stdout.strip() or 'unknown'}; {os.cpu_count()} CPUs, busy {bench_send.machine_busy():.0%} "
-          f"before the bench (load average {os.getloadavg()[0]:.2f}): the figures assume nothing else runs\n", flush=True)
+    print(
+        f"code {revision.stdout.strip() or 'unknown'}; {os.cpu_count()} CPUs, busy {bench_send.machine_busy():.0%} "
+        f"before the bench (load average {os.getloadavg()[0]:.2f}): the figures assume nothing else runs\n",
+        flush=True,
+    )
     signing_cost(args.bits, args.messages)
     binary = shutil.which("smtp-sink") or ("/usr/sbin/smtp-sink" if Path("/usr/sbin/smtp-sink").exists() else None)
     if binary is None:

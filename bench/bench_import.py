@@ -36,7 +36,9 @@ def import_in_child(env: dict[str, str], file: Path) -> tuple[float, float, str]
     started = time.perf_counter()
     proc = subprocess.Popen(
         [sys.executable, "-m", "newsletter", "subscribers", "import", "bench", str(file), "--confirmed"],
-        env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
     )
     stdout = proc.stdout.read().decode() if proc.stdout else ""
     stderr = proc.stderr.read().decode() if proc.stderr else ""
@@ -84,7 +86,9 @@ def naive_orm_import(file: Path, rows: int) -> float:
                         sub = Subscriber(email=address, name=name, attributes={"city": city, "plan": plan})
                         session.add(sub)
                         session.flush()
-                    session.add(Subscription(list_id=mailing_list.id, subscriber_id=sub.id, status="confirmed", source="import"))
+                    session.add(
+                        Subscription(list_id=mailing_list.id, subscriber_id=sub.id, status="confirmed", source="import")
+                    )
                     session.flush()
             elapsed = time.perf_counter() - started
         engine.dispose()
@@ -105,11 +109,16 @@ def main() -> None:
             var = Path(tmp) / f"var-{rows}"
             env = {**os.environ, "NEWSLETTER_VAR_DIR": str(var), "PYTHONPATH": str(ROOT)}
             env.pop("NEWSLETTER_DATABASE_URL", None)
-            for command in (["db", "upgrade"], ["lists", "create", "bench", "--name", "Bench", "--from-email", "b@example.com"]):
+            for command in (
+                ["db", "upgrade"],
+                ["lists", "create", "bench", "--name", "Bench", "--from-email", "b@example.com"],
+            ):
                 subprocess.run([sys.executable, "-m", "newsletter", *command], env=env, check=True, capture_output=True)
             elapsed, peak_mb, summary = import_in_child(env, file)
             bare = bare_csv_read(file)
-            print(f"{rows:>10} {elapsed:>9.1f} {rows / elapsed:>9.0f} {peak_mb:>12.0f} {bare:>11.2f} {elapsed / bare:>7.1f}  {summary}")
+            print(
+                f"{rows:>10} {elapsed:>9.1f} {rows / elapsed:>9.0f} {peak_mb:>12.0f} {bare:>11.2f} {elapsed / bare:>7.1f}  {summary}"
+            )
             if naive_rate is None:
                 naive_rows = min(rows, 10_000)
                 naive = naive_orm_import(file, naive_rows)

@@ -171,7 +171,11 @@ class Worker:
         self.peaks: dict[int, float] = {}
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "newsletter", "worker", "--concurrency", str(concurrency)],
-            env=env, cwd=folder, stdout=open(self.log, "w"), stderr=subprocess.STDOUT, start_new_session=True,
+            env=env,
+            cwd=folder,
+            stdout=open(self.log, "w"),
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
         )
         deadline = time.monotonic() + 60
         while "ready." not in self.log.read_text(errors="replace"):
@@ -217,8 +221,8 @@ class Newsletter:
     """Runs `newsletter ...` commands with one environment; reads the send table directly."""
 
     def __init__(self, folder: Path, env: dict[str, str]) -> None:
-        from newsletter.store import db
         from newsletter.config import Settings
+        from newsletter.store import db
 
         self.folder = folder
         self.env = {k: v for k, v in os.environ.items() if not k.startswith("NEWSLETTER_")}
@@ -228,16 +232,26 @@ class Newsletter:
         self.sessions = db.session_factory(self.engine)
 
     def __call__(self, *args: str) -> str:
-        proc = subprocess.run([sys.executable, "-m", "newsletter", *args], env=self.env, cwd=self.folder,
-                              capture_output=True, text=True)
+        proc = subprocess.run(
+            [sys.executable, "-m", "newsletter", *args], env=self.env, cwd=self.folder, capture_output=True, text=True
+        )
         if proc.returncode != 0:
             raise RuntimeError(f"`newsletter {' '.join(args)}` failed: {proc.stderr.strip().splitlines()[-1]}")
         return proc.stdout
 
     def create_list(self, slug: str, subscribers: int) -> float:
         """A list of confirmed subscribers imported from a generated CSV; returns the import's seconds."""
-        self("lists", "create", slug, "--name", "Info War Weekly", "--from-email", "news@example.org",
-             "--from-name", "Info War")
+        self(
+            "lists",
+            "create",
+            slug,
+            "--name",
+            "Info War Weekly",
+            "--from-email",
+            "news@example.org",
+            "--from-name",
+            "Info War",
+        )
         path = self.folder / f"{slug}.csv"
         with open(path, "w", encoding="utf-8") as handle:
             handle.write("email,name\n")
@@ -249,8 +263,11 @@ class Newsletter:
         return elapsed
 
     def worker(self, concurrency: int, smtp_port: int) -> Worker:
-        env = {**self.env, "NEWSLETTER_SMTP_URL": f"smtp://127.0.0.1:{smtp_port}",
-               "NEWSLETTER_BATCH_SIZE": str(BATCH_SIZE)}
+        env = {
+            **self.env,
+            "NEWSLETTER_SMTP_URL": f"smtp://127.0.0.1:{smtp_port}",
+            "NEWSLETTER_BATCH_SIZE": str(BATCH_SIZE),
+        }
         return Worker(env, self.folder, concurrency)
 
     def send(self, issue_id: str, while_running: Callable[[], None] = lambda: None) -> tuple[str, float, float]:
@@ -260,8 +277,13 @@ class Newsletter:
         started = time.perf_counter()
         with open(out, "w") as stdout, open(errors, "w") as stderr:
             # --again: each run sends the same issue to the same list once more, on purpose.
-            proc = subprocess.Popen([sys.executable, "-m", "newsletter", "send", issue_id, "--again"], env=self.env,
-                                    cwd=self.folder, stdout=stdout, stderr=stderr)
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "newsletter", "send", issue_id, "--again"],
+                env=self.env,
+                cwd=self.folder,
+                stdout=stdout,
+                stderr=stderr,
+            )
             while proc.poll() is None:
                 # VmHWM, not wait4's ru_maxrss: that one starts from this (large) process's RSS at fork.
                 with contextlib.suppress(OSError, StopIteration):
@@ -372,9 +394,11 @@ def throughput(nl: Newsletter, sink: Sink, concurrencies: list[int], recipients:
     nl("db", "upgrade")
     seconds = nl.create_list("weekly", recipients)
     issue_id = nl("issues", "create", "weekly", str(SAMPLE_ISSUE)).split()[-1]
-    print(f"{recipients:,} recipients (import: {seconds:.1f} s) on {database_kind}, broker "
-          f"{nl.settings.broker_url or 'embedded Redis'}, smtp-sink on 127.0.0.1:{sink.port}, batch size {BATCH_SIZE}",
-          flush=True)
+    print(
+        f"{recipients:,} recipients (import: {seconds:.1f} s) on {database_kind}, broker "
+        f"{nl.settings.broker_url or 'embedded Redis'}, smtp-sink on 127.0.0.1:{sink.port}, batch size {BATCH_SIZE}",
+        flush=True,
+    )
     rows = []
     for n in concurrencies:
         worker = nl.worker(n, sink.port)
@@ -390,9 +414,12 @@ def throughput(nl: Newsletter, sink: Sink, concurrencies: list[int], recipients:
         ceiling = smtplib_ceiling(sink.port, n)
         ceiling_received = sink.received() - before
         sent, total = result["sent"], result["total"]
-        print(f"  N={n}: send {result['id']} {result['status']}: sent {sent:,} of {total:,} (failed {result['failed']}, "
-              f"pending {result['pending']}, skipped {result['skipped']}); the sink got {received:,} from the service "
-              f"and {ceiling_received:,} from smtplib", flush=True)
+        print(
+            f"  N={n}: send {result['id']} {result['status']}: sent {sent:,} of {total:,} (failed {result['failed']}, "
+            f"pending {result['pending']}, skipped {result['skipped']}); the sink got {received:,} from the service "
+            f"and {ceiling_received:,} from smtplib",
+            flush=True,
+        )
         if sent != total or received != total or ceiling_received != len(_MESSAGES):
             print("    !! MISMATCH: not every delivery is logged as sent, or the sink's count differs")
         print_problems(problems)
@@ -415,8 +442,11 @@ def million(nl: Newsletter, sink: Sink, concurrency: int) -> None:
     worker = nl.worker(concurrency, sink.port)
     try:
         send_id, send_seconds, send_rss = nl.send(issue_id, while_running=worker.sample)
-        print(f"  newsletter send (render, snapshot, enqueue): {send_seconds:.1f} s (goal < 30 s); "
-              f"its peak RSS {send_rss:.0f} MB", flush=True)
+        print(
+            f"  newsletter send (render, snapshot, enqueue): {send_seconds:.1f} s (goal < 30 s); "
+            f"its peak RSS {send_rss:.0f} MB",
+            flush=True,
+        )
         first, started = nl.status(send_id), time.perf_counter()
         while time.perf_counter() - started < RSS_SECONDS:
             worker.sample()
@@ -432,8 +462,10 @@ def million(nl: Newsletter, sink: Sink, concurrency: int) -> None:
     finally:
         problems = worker.stop()
     delivered = last["sent"] - first["sent"]
-    print(f"  delivered while sampling: {delivered:,} in {window:.0f} s = {delivered / window:,.0f} msg/s "
-          f"({last['sent']:,} of {last['total']:,} sent before the cancel; status now {nl.status(send_id)['status']})")
+    print(
+        f"  delivered while sampling: {delivered:,} in {window:.0f} s = {delivered / window:,.0f} msg/s "
+        f"({last['sent']:,} of {last['total']:,} sent before the cancel; status now {nl.status(send_id)['status']})"
+    )
     peaks = worker.peaks
     each = ", ".join(f"{mb:.0f}" for _, mb in sorted(peaks.items()))
     print(f"  worker RSS, peak of each process (main first): {each} MB")
@@ -447,21 +479,31 @@ def main() -> int:
     parser.add_argument("--workers", default="2,4", help="comma-separated worker concurrencies (default 2,4)")
     parser.add_argument("--database", choices=("sqlite", "postgresql"), default="sqlite")
     parser.add_argument("--million", action="store_true", help="also measure a 1,000,000-recipient send (slow)")
-    parser.add_argument("--keep", action="store_true", help="keep the temporary folder (worker logs) and print its path")
+    parser.add_argument(
+        "--keep", action="store_true", help="keep the temporary folder (worker logs) and print its path"
+    )
     args = parser.parse_args()
     concurrencies = [int(n) for n in args.workers.split(",")]
 
     binary = shutil.which("smtp-sink") or ("/usr/sbin/smtp-sink" if Path("/usr/sbin/smtp-sink").exists() else None)
     if binary is None:
-        print("smtp-sink is not installed, so there is nothing to measure against; "
-              "install it with: apt-get install postfix")
+        print(
+            "smtp-sink is not installed, so there is nothing to measure against; "
+            "install it with: apt-get install postfix"
+        )
         return 0
     revision = subprocess.run(["git", "describe", "--always", "--dirty"], cwd=ROOT, capture_output=True, text=True)
-    print(f"code {revision.stdout.strip() or 'unknown'}; {os.cpu_count()} CPUs, busy {machine_busy():.0%} before the "
-          f"bench (load average {os.getloadavg()[0]:.2f}): the figures assume nothing else runs", flush=True)
+    print(
+        f"code {revision.stdout.strip() or 'unknown'}; {os.cpu_count()} CPUs, busy {machine_busy():.0%} before the "
+        f"bench (load average {os.getloadavg()[0]:.2f}): the figures assume nothing else runs",
+        flush=True,
+    )
 
-    folder = (contextlib.nullcontext(tempfile.mkdtemp(prefix="bench-send-")) if args.keep
-              else tempfile.TemporaryDirectory(prefix="bench-send-"))
+    folder = (
+        contextlib.nullcontext(tempfile.mkdtemp(prefix="bench-send-"))
+        if args.keep
+        else tempfile.TemporaryDirectory(prefix="bench-send-")
+    )
     with folder as name:
         tmp = Path(name)
         if args.keep:
@@ -471,10 +513,13 @@ def main() -> int:
         sink = Sink(binary, tmp)
         try:
             with database(args.database, var_dir) as database_url:
-                env = {"NEWSLETTER_VAR_DIR": str(var_dir), "NEWSLETTER_DATABASE_URL": database_url,
-                       "NEWSLETTER_BASE_URL": "https://news.example.org",
-                       "NEWSLETTER_POSTAL_ADDRESS": "1 Example Street, Example City",
-                       "NEWSLETTER_SECRET_KEY": "bench-secret-key-0123456789abcdefgh"}
+                env = {
+                    "NEWSLETTER_VAR_DIR": str(var_dir),
+                    "NEWSLETTER_DATABASE_URL": database_url,
+                    "NEWSLETTER_BASE_URL": "https://news.example.org",
+                    "NEWSLETTER_POSTAL_ADDRESS": "1 Example Street, Example City",
+                    "NEWSLETTER_SECRET_KEY": "bench-secret-key-0123456789abcdefgh",
+                }
                 if broker:
                     env["NEWSLETTER_BROKER_URL"] = broker
                 nl = Newsletter(tmp, env)

@@ -76,7 +76,10 @@ DOCUMENTED: dict[str, tuple[str, str]] = {
         "Attempts per recipient on temporary errors (4xx, a connection lost mid-message) before giving up; "
         "an SMTP server that cannot be reached uses up none (the send waits for it).",
     ),
-    "NEWSLETTER_RETRY_DELAY": ("60", "Seconds before the first retry of a temporary error; each further retry waits twice as long."),
+    "NEWSLETTER_RETRY_DELAY": (
+        "60",
+        "Seconds before the first retry of a temporary error; each further retry waits twice as long.",
+    ),
     "NEWSLETTER_PAUSE_ERROR_RATE": (
         "0.2",
         "A send pauses itself when this share of its attempts failed (once 50 were made); 1 turns it off.",
@@ -102,7 +105,10 @@ DOCUMENTED: dict[str, tuple[str, str]] = {
         "Bounce address, e.g. bounces@example.com: each delivery's envelope sender becomes bounces+TOKEN@example.com "
         "(VERP), so every bounce names its delivery. Route that domain's mail to `newsletter inbound`.",
     ),
-    "NEWSLETTER_SOFT_BOUNCE_LIMIT": ("3", "Soft bounces within NEWSLETTER_SOFT_BOUNCE_DAYS after which an address is suppressed."),
+    "NEWSLETTER_SOFT_BOUNCE_LIMIT": (
+        "3",
+        "Soft bounces within NEWSLETTER_SOFT_BOUNCE_DAYS after which an address is suppressed.",
+    ),
     "NEWSLETTER_SOFT_BOUNCE_DAYS": ("30", "The window, in days, in which soft bounces are counted."),
     "NEWSLETTER_WEBHOOK_SECRET": (
         "(unset: the generic bounce webhook is off)",
@@ -205,21 +211,33 @@ class Settings:
             pause_error_rate=_float("NEWSLETTER_PAUSE_ERROR_RATE", environ.get("NEWSLETTER_PAUSE_ERROR_RATE"), 0.2),
             old_secret_keys=_old_secret_keys(environ.get("NEWSLETTER_SECRET_KEY_OLD", ""), check=check_secret_key),
             confirm_days=_float("NEWSLETTER_CONFIRM_DAYS", environ.get("NEWSLETTER_CONFIRM_DAYS"), 7.0),
-            preferences_days=_positive_days("NEWSLETTER_PREFERENCES_DAYS", environ.get("NEWSLETTER_PREFERENCES_DAYS"), 90.0),
-            subscribe_limit=_int("NEWSLETTER_SUBSCRIBE_LIMIT", environ.get("NEWSLETTER_SUBSCRIBE_LIMIT"), 10, minimum=0),
+            preferences_days=_positive_days(
+                "NEWSLETTER_PREFERENCES_DAYS", environ.get("NEWSLETTER_PREFERENCES_DAYS"), 90.0
+            ),
+            subscribe_limit=_int(
+                "NEWSLETTER_SUBSCRIBE_LIMIT", environ.get("NEWSLETTER_SUBSCRIBE_LIMIT"), 10, minimum=0
+            ),
             import_max_mb=_int("NEWSLETTER_IMPORT_MAX_MB", environ.get("NEWSLETTER_IMPORT_MAX_MB"), 200, minimum=1),
             dkim=_dkim(environ),
             return_path=_return_path(environ.get("NEWSLETTER_RETURN_PATH")),
-            soft_bounce_limit=_int("NEWSLETTER_SOFT_BOUNCE_LIMIT", environ.get("NEWSLETTER_SOFT_BOUNCE_LIMIT"), 3, minimum=1),
+            soft_bounce_limit=_int(
+                "NEWSLETTER_SOFT_BOUNCE_LIMIT", environ.get("NEWSLETTER_SOFT_BOUNCE_LIMIT"), 3, minimum=1
+            ),
             soft_bounce_days=_float("NEWSLETTER_SOFT_BOUNCE_DAYS", environ.get("NEWSLETTER_SOFT_BOUNCE_DAYS"), 30.0),
             webhook_secret=_webhook_secret(environ.get("NEWSLETTER_WEBHOOK_SECRET")),
             metrics_token=_metrics_token(environ.get("NEWSLETTER_METRICS_TOKEN")),
             log_format=_choice("NEWSLETTER_LOG_FORMAT", environ.get("NEWSLETTER_LOG_FORMAT"), ("text", "json")),
-            stall_seconds=_positive(_float("NEWSLETTER_STALL_SECONDS", environ.get("NEWSLETTER_STALL_SECONDS"), 30.0),
-                                    "NEWSLETTER_STALL_SECONDS"),
-            ses_topic_arns=tuple(a.strip() for a in environ.get("NEWSLETTER_SES_TOPIC_ARNS", "").split(",") if a.strip()),
-            ses_max_age=_positive(_float("NEWSLETTER_SES_MAX_AGE", environ.get("NEWSLETTER_SES_MAX_AGE"), 3600.0),
-                                  "NEWSLETTER_SES_MAX_AGE"),
+            stall_seconds=_positive(
+                _float("NEWSLETTER_STALL_SECONDS", environ.get("NEWSLETTER_STALL_SECONDS"), 30.0),
+                "NEWSLETTER_STALL_SECONDS",
+            ),
+            ses_topic_arns=tuple(
+                a.strip() for a in environ.get("NEWSLETTER_SES_TOPIC_ARNS", "").split(",") if a.strip()
+            ),
+            ses_max_age=_positive(
+                _float("NEWSLETTER_SES_MAX_AGE", environ.get("NEWSLETTER_SES_MAX_AGE"), 3600.0),
+                "NEWSLETTER_SES_MAX_AGE",
+            ),
             trusted_proxies=_networks("NEWSLETTER_TRUSTED_PROXIES", environ.get("NEWSLETTER_TRUSTED_PROXIES", "")),
         )
 
@@ -283,7 +301,9 @@ def _base_url(value: str) -> str:
         raise ConfigError("NEWSLETTER_BASE_URL: must not contain spaces, line breaks or control characters")
     parts = urlsplit(value)
     if parts.scheme not in ("http", "https") or not parts.netloc or parts.query or parts.fragment:
-        raise ConfigError(f"NEWSLETTER_BASE_URL: expected an absolute http(s) URL like https://news.example.com, got {value!r}")
+        raise ConfigError(
+            f"NEWSLETTER_BASE_URL: expected an absolute http(s) URL like https://news.example.com, got {value!r}"
+        )
     return value.rstrip("/")
 
 
@@ -385,7 +405,9 @@ def _return_path(value: str | None) -> str | None:
         return None
     value = value.strip()
     if not re.fullmatch(r"[A-Za-z0-9._%-]+@[A-Za-z0-9.-]+\.[A-Za-z]{2,63}", value) or "+" in value:
-        raise ConfigError(f"NEWSLETTER_RETURN_PATH: expected a plain address like bounces@example.com (no '+'), got {value!r}")
+        raise ConfigError(
+            f"NEWSLETTER_RETURN_PATH: expected a plain address like bounces@example.com (no '+'), got {value!r}"
+        )
     return value.lower()
 
 
@@ -414,12 +436,16 @@ def _networks(name: str, value: str) -> tuple[str, ...]:
         if not item:
             continue
         if item == "*":
-            raise ConfigError(f"{name}: '*' would believe X-Forwarded-For from anyone; list your proxies' addresses "
-                              "or networks (e.g. 127.0.0.1 or 10.0.0.0/8)")
+            raise ConfigError(
+                f"{name}: '*' would believe X-Forwarded-For from anyone; list your proxies' addresses "
+                "or networks (e.g. 127.0.0.1 or 10.0.0.0/8)"
+            )
         try:
             networks.append(str(ipaddress.ip_network(item)))
         except ValueError as exc:
-            raise ConfigError(f"{name}: {item!r} is not an IP address or network like 10.0.0.5 or 10.0.0.0/8 ({exc})") from None
+            raise ConfigError(
+                f"{name}: {item!r} is not an IP address or network like 10.0.0.5 or 10.0.0.0/8 ({exc})"
+            ) from None
     return tuple(networks)
 
 
@@ -435,11 +461,15 @@ def _metrics_token(value: str | None) -> str | None:
     if not token:
         raise ConfigError(f"NEWSLETTER_METRICS_TOKEN: only whitespace; {make} (or leave it empty to turn /metrics off)")
     if not re.fullmatch(r"[A-Za-z0-9._~+/=-]+", token):
-        raise ConfigError(f"NEWSLETTER_METRICS_TOKEN: use only letters, digits and - . _ ~ + / = (it is sent in an HTTP "
-                          f"header); {make}")
+        raise ConfigError(
+            f"NEWSLETTER_METRICS_TOKEN: use only letters, digits and - . _ ~ + / = (it is sent in an HTTP "
+            f"header); {make}"
+        )
     if len(token) < MIN_METRICS_TOKEN:
-        raise ConfigError(f"NEWSLETTER_METRICS_TOKEN: too short ({len(token)} characters); use at least "
-                          f"{MIN_METRICS_TOKEN} random characters: {make}")
+        raise ConfigError(
+            f"NEWSLETTER_METRICS_TOKEN: too short ({len(token)} characters); use at least "
+            f"{MIN_METRICS_TOKEN} random characters: {make}"
+        )
     return token
 
 

@@ -81,7 +81,8 @@ class RedactTokens(logging.Filter):
 def formatter(fmt: str) -> logging.Formatter:
     if fmt == "json":
         return JsonFormatter(
-            JSON_FIELDS, rename_fields={"asctime": "time", "levelname": "level", "name": "logger", "process": "pid"},
+            JSON_FIELDS,
+            rename_fields={"asctime": "time", "levelname": "level", "name": "logger", "process": "pid"},
             datefmt="%Y-%m-%dT%H:%M:%S%z",
         )
     return logging.Formatter(TEXT_FORMAT)

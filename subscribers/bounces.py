@@ -81,8 +81,12 @@ _UPGRADABLE = {"soft_bounce": ("hard_bounce", "complaint")}
 _MESSAGE_ID = re.compile(r"<?\s*(\d{1,19})\.[^<>\s@]+@[^<>\s]+\s*>?")
 # A signed unsubscribe token where our mail puts one: the List-Unsubscribe mailto (unsubscribe+TOKEN@)
 # and the unsubscribe link (/unsubscribe/TOKEN). See subscribers.tokens for the format.
-_UNSUBSCRIBE_TOKEN = re.compile(rb"unsubscribe(?:\+|/)(v1\.\d{1,19}\.\d{1,19}\.\d{1,19}\.[A-Za-z0-9_-]{24})(?![A-Za-z0-9_-])")
-_MAX_ID = 2**63 - 1  # a BIGINT: a larger number in a stranger's Message-ID names no row (and must not reach the database)
+_UNSUBSCRIBE_TOKEN = re.compile(
+    rb"unsubscribe(?:\+|/)(v1\.\d{1,19}\.\d{1,19}\.\d{1,19}\.[A-Za-z0-9_-]{24})(?![A-Za-z0-9_-])"
+)
+_MAX_ID = (
+    2**63 - 1
+)  # a BIGINT: a larger number in a stranger's Message-ID names no row (and must not reach the database)
 MAX_TOKENS = 20  # distinct tokens checked per report: a real one quotes one or two
 UNPROVEN_NOTE = "no VERP address, Message-ID or signed link of ours for this address"
 
@@ -106,7 +110,10 @@ class BounceOutcome:
     def summary(self) -> str:
         """One line for a log: ``hard bounce ann@example.com (delivery 12): delivery bounced, suppressed hard_bounce``."""
         what = {
-            "hard": "hard bounce", "soft": "soft bounce", "delayed": "delay warning", "complaint": "complaint",
+            "hard": "hard bounce",
+            "soft": "soft bounce",
+            "delayed": "delay warning",
+            "complaint": "complaint",
             "unsubscribe": "unsubscribe",
         }
         where = f" (delivery {self.delivery_id})" if self.delivery_id is not None else ""
@@ -218,20 +225,27 @@ def record_bounce(
     if kind == "hard":
         suppressed = _suppress(session, address, "hard_bounce", detail)
     elif kind == "soft":
-        soft_count = session.scalar(
-            select(func.count()).select_from(BounceEvent).where(
-                BounceEvent.email == address,
-                BounceEvent.kind == "soft",
-                BounceEvent.proven.is_(True),
-                BounceEvent.created_at > now - timedelta(days=soft_days),
-                BounceEvent.created_at <= now,
+        soft_count = (
+            session.scalar(
+                select(func.count())
+                .select_from(BounceEvent)
+                .where(
+                    BounceEvent.email == address,
+                    BounceEvent.kind == "soft",
+                    BounceEvent.proven.is_(True),
+                    BounceEvent.created_at > now - timedelta(days=soft_days),
+                    BounceEvent.created_at <= now,
+                )
             )
-        ) or 0
+            or 0
+        )
         if soft_count >= soft_limit:
             note = f"{soft_count} soft bounces within {soft_days:g} days; the last: {detail}"
             suppressed = _suppress(session, address, "soft_bounce", note)
     elif kind == "complaint":
-        unsubscribed = _end_subscriptions(session, address, _lists_of(session, delivery, list_id), COMPLAINT_END_REASON, now)
+        unsubscribed = _end_subscriptions(
+            session, address, _lists_of(session, delivery, list_id), COMPLAINT_END_REASON, now
+        )
         suppressed = _suppress(session, address, "complaint", detail)
     elif kind == "delayed":
         pass  # a warning: the message may still arrive, so it is only kept for the record
@@ -240,8 +254,15 @@ def record_bounce(
             session, address, _lists_of(session, delivery, list_id), UNSUBSCRIBE_END_REASONS[source], now
         )
     return BounceOutcome(
-        address, kind, source, delivery_id, event.id, delivery_bounced=delivery_bounced, suppressed=suppressed,
-        unsubscribed=unsubscribed, soft_count=soft_count,
+        address,
+        kind,
+        source,
+        delivery_id,
+        event.id,
+        delivery_bounced=delivery_bounced,
+        suppressed=suppressed,
+        unsubscribed=unsubscribed,
+        soft_count=soft_count,
     )
 
 
@@ -338,8 +359,15 @@ def recent_events(
         raise InvalidInput("must be at least 1", where="--limit")
     query = (
         select(
-            BounceEvent.id, BounceEvent.created_at, BounceEvent.email, BounceEvent.kind, BounceEvent.source,
-            BounceEvent.delivery_id, Delivery.send_id, BounceEvent.detail, BounceEvent.proven,
+            BounceEvent.id,
+            BounceEvent.created_at,
+            BounceEvent.email,
+            BounceEvent.kind,
+            BounceEvent.source,
+            BounceEvent.delivery_id,
+            Delivery.send_id,
+            BounceEvent.detail,
+            BounceEvent.proven,
         )
         .outerjoin(Delivery, Delivery.id == BounceEvent.delivery_id)
         .order_by(BounceEvent.created_at.desc(), BounceEvent.id.desc())

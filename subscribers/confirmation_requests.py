@@ -36,8 +36,8 @@ from typing import Any
 from sqlalchemy import and_, case, exists, func, insert, literal, not_, or_, select, update
 from sqlalchemy.orm import Session
 
-from newsletter.store.db import id_ranges, insert_on_conflict_ignore
 from newsletter.errors import InvalidInput, NotFound
+from newsletter.store.db import id_ranges, insert_on_conflict_ignore
 from newsletter.store.models import (
     CONFIRMATION_MAIL_STATUSES,
     ConfirmationMail,
@@ -86,8 +86,10 @@ class RunStarted:
         """One phrase per reason anyone was left out; ``again_hint`` is the edge's way to ask anyway."""
         parts = []
         if self.asked_recently:
-            parts.append(f"{_people(self.asked_recently)} asked in the last {ASK_AGAIN_AFTER.days} days "
-                         f"({again_hint} to ask them anyway)")
+            parts.append(
+                f"{_people(self.asked_recently)} asked in the last {ASK_AGAIN_AFTER.days} days "
+                f"({again_hint} to ask them anyway)"
+            )
         if self.already_queued:
             parts.append(f"{_people(self.already_queued)} still queued by an earlier request")
         if self.suppressed:
@@ -98,9 +100,8 @@ class RunStarted:
         """The sentence the CLI prints (the API and admin UI say the same with their own hint)."""
         if self.unconfirmed == 0:
             return f"{self.list_slug} has no unconfirmed subscribers: nobody to ask."
-        head = (
-            f"Queued {self.queued} confirmation request{'s' if self.queued != 1 else ''} for {self.list_slug}"
-            + (f" (run {self.run_id})." if self.run_id is not None else ".")
+        head = f"Queued {self.queued} confirmation request{'s' if self.queued != 1 else ''} for {self.list_slug}" + (
+            f" (run {self.run_id})." if self.run_id is not None else "."
         )
         left = self.left_out(again_hint)
         return head + (f" Left out: {'; '.join(left)}." if left else "")
@@ -144,18 +145,31 @@ def start_run(
     total, n_suppressed, n_queued, n_recent = (int(v or 0) for v in counted)
     if again:
         n_recent = 0
-    eligible = [*unconfirmed, not_(suppressed), not_(queued)] + ([] if again else [or_(Subscription.confirmation_requested_at.is_(None), not_(recent))])
+    eligible = [*unconfirmed, not_(suppressed), not_(queued)] + (
+        [] if again else [or_(Subscription.confirmation_requested_at.is_(None), not_(recent))]
+    )
     if total - n_suppressed - n_queued - n_recent == 0:
         return RunStarted(mailing_list.slug, None, 0, n_recent, n_suppressed, n_queued, again, [])
     run = ConfirmationRun(
-        list_id=mailing_list.id, status="sending", again=again, total=0, asked_recently=n_recent,
-        suppressed=n_suppressed, already_queued=n_queued, created_by=created_by[:100], created_at=now,
+        list_id=mailing_list.id,
+        status="sending",
+        again=again,
+        total=0,
+        asked_recently=n_recent,
+        suppressed=n_suppressed,
+        already_queued=n_queued,
+        created_by=created_by[:100],
+        created_at=now,
     )
     session.add(run)
     session.flush()
     rows = (
         select(
-            literal(run.id), Subscription.id, Subscriber.email, literal("pending"), literal(0),
+            literal(run.id),
+            Subscription.id,
+            Subscriber.email,
+            literal("pending"),
+            literal(0),
             literal(now, ConfirmationMail.updated_at.type),
         )
         .join(Subscriber, Subscriber.id == Subscription.subscriber_id)
@@ -163,13 +177,23 @@ def start_run(
         .order_by(Subscription.id)
     )
     session.execute(
-        insert(ConfirmationMail).from_select(["run_id", "subscription_id", "email", "status", "attempts", "updated_at"], rows),
+        insert(ConfirmationMail).from_select(
+            ["run_id", "subscription_id", "email", "status", "attempts", "updated_at"], rows
+        ),
         execution_options={"synchronize_session": False},
     )
     # Counted, not taken from rowcount: drivers report -1 for INSERT ... SELECT on PostgreSQL.
-    run.total = session.scalar(select(func.count()).select_from(ConfirmationMail).where(ConfirmationMail.run_id == run.id)) or 0
+    run.total = (
+        session.scalar(select(func.count()).select_from(ConfirmationMail).where(ConfirmationMail.run_id == run.id)) or 0
+    )
     return RunStarted(
-        mailing_list.slug, run.id, run.total, n_recent, n_suppressed, n_queued, again,
+        mailing_list.slug,
+        run.id,
+        run.total,
+        n_recent,
+        n_suppressed,
+        n_queued,
+        again,
         pending_batches(session, run.id, batch_size),
     )
 
@@ -190,7 +214,11 @@ def pending_batches(session: Session, run_id: int, batch_size: int, *, due_only:
 
 
 def unfinished_runs(session: Session) -> list[int]:
-    return list(session.scalars(select(ConfirmationRun.id).where(ConfirmationRun.status == "sending").order_by(ConfirmationRun.id)))
+    return list(
+        session.scalars(
+            select(ConfirmationRun.id).where(ConfirmationRun.status == "sending").order_by(ConfirmationRun.id)
+        )
+    )
 
 
 def finish_if_done(session: Session, run_id: int) -> bool:
@@ -237,7 +265,11 @@ class RunSummary:
             "status": r.status,
             "again": r.again,
             "queued": r.total,
-            "left_out": {"asked_recently": r.asked_recently, "suppressed": r.suppressed, "already_queued": r.already_queued},
+            "left_out": {
+                "asked_recently": r.asked_recently,
+                "suppressed": r.suppressed,
+                "already_queued": r.already_queued,
+            },
             "sent": self.counts.get("sent", 0),
             "failed": self.counts.get("failed", 0),
             "skipped": self.counts.get("skipped", 0),
@@ -262,9 +294,15 @@ class LogRow:
 
     def as_json(self) -> dict[str, Any]:
         return {
-            "id": self.id, "email": self.email, "status": self.status, "attempts": self.attempts,
-            "smtp_code": self.smtp_code, "smtp_reply": self.smtp_reply, "message_id": self.message_id,
-            "sent_at": _iso(self.sent_at), "updated_at": _iso(self.updated_at),
+            "id": self.id,
+            "email": self.email,
+            "status": self.status,
+            "attempts": self.attempts,
+            "smtp_code": self.smtp_code,
+            "smtp_reply": self.smtp_reply,
+            "message_id": self.message_id,
+            "sent_at": _iso(self.sent_at),
+            "updated_at": _iso(self.updated_at),
         }
 
 
@@ -272,7 +310,10 @@ def runs_of_list(session: Session, list_slug: str, *, limit: int = 20) -> list[R
     """The list's runs, newest first. Raises NotFound."""
     mailing_list = get_list(session, list_slug)
     runs = session.scalars(
-        select(ConfirmationRun).where(ConfirmationRun.list_id == mailing_list.id).order_by(ConfirmationRun.id.desc()).limit(limit)
+        select(ConfirmationRun)
+        .where(ConfirmationRun.list_id == mailing_list.id)
+        .order_by(ConfirmationRun.id.desc())
+        .limit(limit)
     ).all()
     return [_summary(session, run, mailing_list.slug) for run in runs]
 
@@ -286,10 +327,14 @@ def get_run(session: Session, list_slug: str, run_id: int | None = None) -> RunS
     run = session.scalar(query.order_by(ConfirmationRun.id.desc()).limit(1))
     if run is None:
         if run_id is None:
-            raise NotFound(f"{list_slug} has had no request to confirm yet; "
-                           f"start one with `newsletter lists request-confirmation {list_slug}`")
-        raise NotFound(f"{list_slug} has no request to confirm with id {run_id} "
-                       f"(see `newsletter lists confirmation-runs {list_slug}`)")
+            raise NotFound(
+                f"{list_slug} has had no request to confirm yet; "
+                f"start one with `newsletter lists request-confirmation {list_slug}`"
+            )
+        raise NotFound(
+            f"{list_slug} has no request to confirm with id {run_id} "
+            f"(see `newsletter lists confirmation-runs {list_slug}`)"
+        )
     return _summary(session, run, mailing_list.slug)
 
 
@@ -301,16 +346,24 @@ def run_log(
     Raises InvalidInput (unknown status).
     """
     if status is not None and status not in CONFIRMATION_MAIL_STATUSES:
-        raise InvalidInput(f"unknown status {status!r}; use one of {', '.join(CONFIRMATION_MAIL_STATUSES)}", where="status")
+        raise InvalidInput(
+            f"unknown status {status!r}; use one of {', '.join(CONFIRMATION_MAIL_STATUSES)}", where="status"
+        )
     conditions: list[Any] = [ConfirmationMail.run_id == run_id]
     if status is not None:
         conditions.append(ConfirmationMail.status == status)
     total = session.scalar(select(func.count()).select_from(ConfirmationMail).where(*conditions)) or 0
     query = (
         select(
-            ConfirmationMail.id, ConfirmationMail.email, ConfirmationMail.status, ConfirmationMail.attempts,
-            ConfirmationMail.smtp_code, ConfirmationMail.smtp_reply, ConfirmationMail.message_id,
-            ConfirmationMail.sent_at, ConfirmationMail.updated_at,
+            ConfirmationMail.id,
+            ConfirmationMail.email,
+            ConfirmationMail.status,
+            ConfirmationMail.attempts,
+            ConfirmationMail.smtp_code,
+            ConfirmationMail.smtp_reply,
+            ConfirmationMail.message_id,
+            ConfirmationMail.sent_at,
+            ConfirmationMail.updated_at,
         )
         .where(*conditions)
         .order_by(ConfirmationMail.id)
@@ -323,7 +376,9 @@ def run_log(
 
 def _summary(session: Session, run: ConfirmationRun, slug: str) -> RunSummary:
     rows = session.execute(
-        select(ConfirmationMail.status, func.count()).where(ConfirmationMail.run_id == run.id).group_by(ConfirmationMail.status)
+        select(ConfirmationMail.status, func.count())
+        .where(ConfirmationMail.run_id == run.id)
+        .group_by(ConfirmationMail.status)
     ).all()
     return RunSummary(run, slug, {status: count for status, count in rows})
 
@@ -364,7 +419,9 @@ def claim(session: Session, run_id: int, first_id: int, last_id: int, me: str, s
     ).all()
     if orphaned:
         session.execute(
-            update(Subscription).where(Subscription.id.in_(orphaned)).values(confirmation_requested_at=now)
+            update(Subscription)
+            .where(Subscription.id.in_(orphaned))
+            .values(confirmation_requested_at=now)
             .execution_options(synchronize_session=False)
         )
     session.execute(
@@ -380,8 +437,12 @@ def claim(session: Session, run_id: int, first_id: int, last_id: int, me: str, s
     )
     rows = session.execute(
         select(
-            ConfirmationMail.id, ConfirmationMail.subscription_id, Subscription.subscriber_id, ConfirmationMail.email,
-            Subscriber.name, ConfirmationMail.attempts,
+            ConfirmationMail.id,
+            ConfirmationMail.subscription_id,
+            Subscription.subscriber_id,
+            ConfirmationMail.email,
+            Subscriber.name,
+            ConfirmationMail.attempts,
         )
         .join(Subscription, Subscription.id == ConfirmationMail.subscription_id)
         .join(Subscriber, Subscriber.id == Subscription.subscriber_id)
@@ -412,7 +473,8 @@ def hand_over(session: Session, row_id: int, me: str) -> Handoff:
     now = utcnow()
     values: dict[str, Any] = (
         {"status": "skipped", "smtp_reply": reason, "claimed_by": None, "claim_expires": None, "updated_at": now}
-        if reason else {"status": "sending", "updated_at": now}
+        if reason
+        else {"status": "sending", "updated_at": now}
     )
     changed = session.execute(
         update(ConfirmationMail)
@@ -443,9 +505,16 @@ def record_outcome(
         update(ConfirmationMail)
         .where(ConfirmationMail.id == row.row_id)
         .values(
-            status=status, attempts=ConfirmationMail.attempts + 1, smtp_code=code, smtp_reply=reply,
-            message_id=message_id, sent_at=now if status == "sent" else None, next_attempt_at=next_attempt_at,
-            claimed_by=None, claim_expires=None, updated_at=now,
+            status=status,
+            attempts=ConfirmationMail.attempts + 1,
+            smtp_code=code,
+            smtp_reply=reply,
+            message_id=message_id,
+            sent_at=now if status == "sent" else None,
+            next_attempt_at=next_attempt_at,
+            claimed_by=None,
+            claim_expires=None,
+            updated_at=now,
         )
         .execution_options(synchronize_session=False)
     )
@@ -461,15 +530,20 @@ def record_outcome(
 def renew(session: Session, run_id: int, first_id: int, last_id: int, me: str, seconds: float) -> None:
     session.execute(
         update(ConfirmationMail)
-        .where(ConfirmationMail.run_id == run_id, ConfirmationMail.id.between(first_id, last_id),
-               ConfirmationMail.claimed_by == me, ConfirmationMail.status.in_(_OPEN))
+        .where(
+            ConfirmationMail.run_id == run_id,
+            ConfirmationMail.id.between(first_id, last_id),
+            ConfirmationMail.claimed_by == me,
+            ConfirmationMail.status.in_(_OPEN),
+        )
         .values(claim_expires=utcnow() + timedelta(seconds=seconds))
         .execution_options(synchronize_session=False)
     )
 
 
-def release(session: Session, run_id: int, first_id: int, last_id: int, me: str, *,
-            due_at: datetime | None = None) -> None:
+def release(
+    session: Session, run_id: int, first_id: int, last_id: int, me: str, *, due_at: datetime | None = None
+) -> None:
     """Give back the pending rows this worker holds (it stops early; another may take them), due again
     only at ``due_at`` if given (the SMTP server's next try)."""
     values: dict[str, Any] = {"claimed_by": None, "claim_expires": None}
@@ -477,8 +551,12 @@ def release(session: Session, run_id: int, first_id: int, last_id: int, me: str,
         values["next_attempt_at"] = due_at
     session.execute(
         update(ConfirmationMail)
-        .where(ConfirmationMail.run_id == run_id, ConfirmationMail.id.between(first_id, last_id),
-               ConfirmationMail.claimed_by == me, ConfirmationMail.status == "pending")
+        .where(
+            ConfirmationMail.run_id == run_id,
+            ConfirmationMail.id.between(first_id, last_id),
+            ConfirmationMail.claimed_by == me,
+            ConfirmationMail.status == "pending",
+        )
         .values(**values)
         .execution_options(synchronize_session=False)
     )
@@ -487,9 +565,13 @@ def release(session: Session, run_id: int, first_id: int, last_id: int, me: str,
 def next_due(session: Session, run_id: int, first_id: int, last_id: int) -> float | None:
     """Seconds until an open row of the range can be taken (a retry, or a lapsed claim); None if none is open."""
     next_attempt, claim_expires, still_open = session.execute(
-        select(func.min(ConfirmationMail.next_attempt_at), func.min(ConfirmationMail.claim_expires), func.count())
-        .where(ConfirmationMail.run_id == run_id, ConfirmationMail.id.between(first_id, last_id),
-               ConfirmationMail.status.in_(_OPEN))
+        select(
+            func.min(ConfirmationMail.next_attempt_at), func.min(ConfirmationMail.claim_expires), func.count()
+        ).where(
+            ConfirmationMail.run_id == run_id,
+            ConfirmationMail.id.between(first_id, last_id),
+            ConfirmationMail.status.in_(_OPEN),
+        )
     ).one()
     if not still_open:
         return None
@@ -505,4 +587,3 @@ def _people(count: int) -> str:
 
 def _iso(value: datetime | None) -> str | None:
     return value.isoformat(timespec="seconds") if value else None
-

@@ -277,7 +277,9 @@ def preferences(session: Session, signer: TokenSigner, token: str, *, max_age: f
     return _preferences(session, _subscriber(session, signer, token, max_age))
 
 
-def rename(session: Session, signer: TokenSigner, token: str, name: str, *, max_age: float | None = None) -> Preferences:
+def rename(
+    session: Session, signer: TokenSigner, token: str, name: str, *, max_age: float | None = None
+) -> Preferences:
     """Change the subscriber's name ("" clears it). Raises InvalidInput (bad link or name), NotFound."""
     subscriber = _subscriber(session, signer, token, max_age)
     try:
@@ -287,7 +289,9 @@ def rename(session: Session, signer: TokenSigner, token: str, name: str, *, max_
     return _preferences(session, subscriber)
 
 
-def leave(session: Session, signer: TokenSigner, token: str, list_slug: str, *, max_age: float | None = None) -> Preferences:
+def leave(
+    session: Session, signer: TokenSigner, token: str, list_slug: str, *, max_age: float | None = None
+) -> Preferences:
     """Leave one of the subscriber's lists. Raises InvalidInput, NotFound."""
     subscriber = _subscriber(session, signer, token, max_age)
     _end(_own_subscription(session, subscriber, list_slug), HOW_PREFERENCES)
@@ -428,7 +432,9 @@ def _suppression(session: Session, address: str) -> str | None:
 
 
 def _lift_self_suppression(session: Session, address: str) -> None:
-    row = session.scalar(select(Suppression).where(Suppression.email == address, Suppression.reason == SELF_SUPPRESSION))
+    row = session.scalar(
+        select(Suppression).where(Suppression.email == address, Suppression.reason == SELF_SUPPRESSION)
+    )
     if row is not None:
         session.delete(row)
         session.flush()
@@ -437,7 +443,9 @@ def _lift_self_suppression(session: Session, address: str) -> None:
 def _preferences(session: Session, subscriber: Subscriber) -> Preferences:
     session.flush()
     rows = session.execute(
-        select(MailingList.slug, MailingList.name, Subscription.status, Subscription.confirmed_at, Subscription.ended_at)
+        select(
+            MailingList.slug, MailingList.name, Subscription.status, Subscription.confirmed_at, Subscription.ended_at
+        )
         .join(Subscription, Subscription.list_id == MailingList.id)
         .where(Subscription.subscriber_id == subscriber.id)
         .order_by(MailingList.name, MailingList.slug)

@@ -168,7 +168,9 @@ def search_subscribers(
         # Addresses are stored lower-cased. SQLite's LIKE ignores ASCII case by itself (and its
         # lower() knows no other letters); PostgreSQL's ILIKE folds every letter.
         sqlite = session.get_bind().dialect.name == "sqlite"
-        name_match = Subscriber.name.like(pattern, escape="\\") if sqlite else Subscriber.name.ilike(pattern, escape="\\")
+        name_match = (
+            Subscriber.name.like(pattern, escape="\\") if sqlite else Subscriber.name.ilike(pattern, escape="\\")
+        )
         text_match = or_(Subscriber.email.like(pattern, escape="\\"), name_match)
     on_list: list[Any] = []
     if list_slug is not None:
@@ -363,12 +365,18 @@ def set_subscription(
     if status == "confirmed":
         reason = session.scalar(select(Suppression.reason).where(Suppression.email == subscriber.email))
         if reason is not None:
-            raise Conflict(f"{subscriber.email} is suppressed ({reason}); lift the suppression before subscribing it again")
+            raise Conflict(
+                f"{subscriber.email} is suppressed ({reason}); lift the suppression before subscribing it again"
+            )
         if subscription is None:
             session.add(
                 Subscription(
-                    list_id=mailing_list.id, subscriber_id=subscriber.id, status="confirmed", source=source,
-                    requested_at=now, confirmed_at=now,
+                    list_id=mailing_list.id,
+                    subscriber_id=subscriber.id,
+                    status="confirmed",
+                    source=source,
+                    requested_at=now,
+                    confirmed_at=now,
                 )
             )
         elif subscription.status != "confirmed":
@@ -412,7 +420,9 @@ def delete_subscriber(session: Session, subscriber_id: int, *, erase: bool = Fal
     email = subscriber.email
     session.execute(delete(BounceEvent).where(BounceEvent.email == email).execution_options(synchronize_session=False))
     session.execute(
-        delete(Subscription).where(Subscription.subscriber_id == subscriber.id).execution_options(synchronize_session="fetch")
+        delete(Subscription)
+        .where(Subscription.subscriber_id == subscriber.id)
+        .execution_options(synchronize_session="fetch")
     )
     session.execute(
         update(Delivery)

@@ -26,8 +26,8 @@ from typing import Any, BinaryIO
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session, sessionmaker
 
-from newsletter.store.db import transaction
 from newsletter.errors import InvalidInput, NotFound
+from newsletter.store.db import transaction
 from newsletter.store.models import ImportJob, MailingList, utcnow
 from subscribers import csv_cells, importing
 from subscribers.lists import get_list
@@ -231,8 +231,13 @@ def run_job(sessions: sessionmaker[Session], job_id: int, *, batch_size: int = i
     try:
         with transaction(sessions) as session:
             summary = importing.import_csv(
-                session, slug or "", path, confirmed=confirmed, on_reject=report.add,
-                on_progress=lambda rows: _set_progress(job_id, rows), batch_size=batch_size,
+                session,
+                slug or "",
+                path,
+                confirmed=confirmed,
+                on_reject=report.add,
+                on_progress=lambda rows: _set_progress(job_id, rows),
+                batch_size=batch_size,
             )
     except (InvalidInput, NotFound) as exc:
         error = _first_bad_utf8(path, filename) if isinstance(exc, InvalidInput) and "UTF-8" in exc.message else None
@@ -399,7 +404,9 @@ def get_job(session: Session, job_id: int) -> ImportJob:
     if live is not None:
         return live
     row = session.execute(
-        select(ImportJob, MailingList.slug).join(MailingList, MailingList.id == ImportJob.list_id).where(ImportJob.id == job_id)
+        select(ImportJob, MailingList.slug)
+        .join(MailingList, MailingList.id == ImportJob.list_id)
+        .where(ImportJob.id == job_id)
     ).first()
     if row is None:
         raise NotFound(f"no import job {job_id}")

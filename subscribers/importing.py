@@ -22,8 +22,8 @@ from typing import Any, TextIO
 from sqlalchemy import Column, Integer, MetaData, String, Table, bindparam, select, update
 from sqlalchemy.orm import Session
 
-from newsletter.store.db import insert_on_conflict_ignore
 from newsletter.errors import InvalidInput
+from newsletter.store.db import insert_on_conflict_ignore
 from newsletter.store.models import Subscriber, Subscription, utcnow
 from subscribers.addresses import check_display_name, normalise_email
 from subscribers.csv_cells import read_cell
@@ -69,12 +69,15 @@ class _Columns:
             raise InvalidInput(f"no 'email' column in the header row (found: {found})", where=f"{source}:1")
         duplicates = sorted({n for n in lowered if n and lowered.count(n) > 1})
         if duplicates:
-            raise InvalidInput(f"column {duplicates[0]!r} appears more than once in the header row", where=f"{source}:1")
+            raise InvalidInput(
+                f"column {duplicates[0]!r} appears more than once in the header row", where=f"{source}:1"
+            )
         self.width = len(names)
         self.email = lowered.index("email")
         self.name = lowered.index("name") if "name" in lowered else None
         self.attributes = [
-            (i, n) for i, (n, low) in enumerate(zip(names, lowered))
+            (i, n)
+            for i, (n, low) in enumerate(zip(names, lowered))
             if n and low not in ("email", "name") and low not in EXPORT_ONLY_COLUMNS
         ]
 
@@ -104,7 +107,9 @@ def import_csv(
     except OSError as exc:
         raise InvalidInput(f"cannot read the file: {exc.strerror}", where=str(path)) from None
     with handle:
-        return _import_stream(session, mailing_list.id, handle, str(path), confirmed, on_reject, batch_size, on_progress)
+        return _import_stream(
+            session, mailing_list.id, handle, str(path), confirmed, on_reject, batch_size, on_progress
+        )
 
 
 def _import_stream(
@@ -176,7 +181,9 @@ def _rows(handle: TextIO, source: str, reject: Callable[[int, str], None]) -> It
             attributes = {key: read_cell(fields[i].strip()) for i, key in columns.attributes if fields[i].strip()}
             yield _Row(line, email, name, attributes)
     except UnicodeDecodeError as exc:
-        raise InvalidInput(f"not valid UTF-8 ({exc.reason} at byte {exc.start} of a read block)", where=f"{source}:{line}") from None
+        raise InvalidInput(
+            f"not valid UTF-8 ({exc.reason} at byte {exc.start} of a read block)", where=f"{source}:{line}"
+        ) from None
     except csv.Error as exc:
         raise InvalidInput(f"unreadable CSV: {exc}", where=f"{source}:{line}") from None
     except OSError as exc:
@@ -276,8 +283,13 @@ def _write_batch(
         if current is None:
             to_insert.append(
                 {
-                    "list_id": list_id, "subscriber_id": sid, "status": status, "source": "import",
-                    "requested_at": now, "confirmed_at": now if confirmed else None, "updated_at": now,
+                    "list_id": list_id,
+                    "subscriber_id": sid,
+                    "status": status,
+                    "source": "import",
+                    "requested_at": now,
+                    "confirmed_at": now if confirmed else None,
+                    "updated_at": now,
                 }
             )
             summary.imported += 1
@@ -291,11 +303,15 @@ def _write_batch(
         else:
             summary.unchanged += 1
     if to_insert:
-        session.execute(insert_on_conflict_ignore(session, subs, index_elements=["list_id", "subscriber_id"]), to_insert)
+        session.execute(
+            insert_on_conflict_ignore(session, subs, index_elements=["list_id", "subscriber_id"]), to_insert
+        )
     if to_confirm:
         session.execute(
             update(subs)
-            .where(subs.c.list_id == list_id, subs.c.subscriber_id == bindparam("b_sid"), subs.c.status == "unconfirmed")
+            .where(
+                subs.c.list_id == list_id, subs.c.subscriber_id == bindparam("b_sid"), subs.c.status == "unconfirmed"
+            )
             .values(status="confirmed", confirmed_at=bindparam("b_now"), updated_at=bindparam("b_now")),
             to_confirm,
         )

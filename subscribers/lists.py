@@ -56,7 +56,12 @@ def create_list(
     if session.scalar(select(MailingList.id).where(MailingList.slug == slug)) is not None:
         raise Conflict(f"a list with slug {slug!r} already exists")
     mailing_list = MailingList(
-        slug=slug, name=name, from_email=from_email, from_name=from_name, reply_to=reply_to, description=description,
+        slug=slug,
+        name=name,
+        from_email=from_email,
+        from_name=from_name,
+        reply_to=reply_to,
+        description=description,
         private=private,
     )
     session.add(mailing_list)
@@ -122,7 +127,9 @@ def get_list(session: Session, slug: str) -> MailingList:
     mailing_list = session.scalar(select(MailingList).where(MailingList.slug == slug))
     if mailing_list is None:
         known = session.scalars(select(MailingList.slug).order_by(MailingList.slug).limit(10)).all()
-        hint = f" (lists: {', '.join(known)})" if known else " (no lists yet: create one with `newsletter lists create`)"
+        hint = (
+            f" (lists: {', '.join(known)})" if known else " (no lists yet: create one with `newsletter lists create`)"
+        )
         raise NotFound(f"no list {slug!r}{hint}")
     return mailing_list
 
@@ -139,7 +146,9 @@ def get_public_list(session: Session, slug: str) -> MailingList:
 
 def all_lists_with_counts(session: Session) -> list[ListCounts]:
     rows = session.execute(
-        select(Subscription.list_id, Subscription.status, func.count()).group_by(Subscription.list_id, Subscription.status)
+        select(Subscription.list_id, Subscription.status, func.count()).group_by(
+            Subscription.list_id, Subscription.status
+        )
     ).all()
     by_list: dict[int, dict[str, int]] = {}
     for list_id, status, count in rows:

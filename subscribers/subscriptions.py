@@ -120,7 +120,9 @@ def unsubscribe(session: Session, list_slug: str, email: str, *, reason: str) ->
 def iter_subscribers(session: Session, list_slug: str, *, status: str | None = None) -> Iterator[SubscriberRow]:
     """Stream the list's subscribers, ordered by address. Raises NotFound, InvalidInput (bad status)."""
     if status is not None and status not in SUBSCRIPTION_STATUSES:
-        raise InvalidInput(f"unknown status {status!r}; use one of {', '.join(SUBSCRIPTION_STATUSES)}", where="--status")
+        raise InvalidInput(
+            f"unknown status {status!r}; use one of {', '.join(SUBSCRIPTION_STATUSES)}", where="--status"
+        )
     mailing_list = get_list(session, list_slug)
     query = (
         select(

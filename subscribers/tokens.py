@@ -74,7 +74,6 @@ class TokenSigner:
             raise TokenExpired("this link has expired; ask for a new one", claims)
         return claims
 
-
     def derived_key(self, purpose: str) -> bytes:
         """A key for ``purpose`` (e.g. "message-id"), derived from the current secret key."""
         return hashlib.sha256(b"newsletter " + purpose.encode() + b"\0" + self._current).digest()

@@ -17,10 +17,9 @@ import pytest
 from sqlalchemy.orm import Session, sessionmaker
 
 from newsletter.access import accounts
-
-from newsletter.store import db
 from newsletter.config import Settings
 from newsletter.devtools.smtp_capture import CaptureServer
+from newsletter.store import db
 
 BASE = "https://news.example.org"
 KEY = "api-test-secret-key-0123456789abcdef"
@@ -64,7 +63,9 @@ class Api:
         return {"Authorization": f"Bearer {self.token(role)}"}
 
     def call(self, method: str, path: str, *, role: str = "admin", expect: int | None = None, **kwargs: Any):  # type: ignore[no-untyped-def]
-        response = self.client.request(method, path, headers={**self.headers(role), **kwargs.pop("headers", {})}, **kwargs)
+        response = self.client.request(
+            method, path, headers={**self.headers(role), **kwargs.pop("headers", {})}, **kwargs
+        )
         if expect is not None:
             assert response.status_code == expect, f"{method} {path}: {response.status_code} {response.text}"
         return response
@@ -87,13 +88,21 @@ class Api:
     # --- fixtures through the API itself --------------------------------------------------
 
     def make_list(self, slug: str = "weekly", **fields: Any) -> dict[str, Any]:
-        body = {"slug": slug, "name": "The Weekly", "from_email": "news@example.org", "from_name": "Weekly Desk", **fields}
+        body = {
+            "slug": slug,
+            "name": "The Weekly",
+            "from_email": "news@example.org",
+            "from_name": "Weekly Desk",
+            **fields,
+        }
         return self.post("/api/lists", json=body, expect=201).json()  # type: ignore[no-any-return]
 
     def make_list_raw(self, body: dict[str, Any]):  # type: ignore[no-untyped-def]
         return self.post("/api/lists", json=body)
 
-    def make_subscriber(self, email: str, slug: str = "weekly", *, confirmed: bool = True, name: str = "") -> dict[str, Any]:
+    def make_subscriber(
+        self, email: str, slug: str = "weekly", *, confirmed: bool = True, name: str = ""
+    ) -> dict[str, Any]:
         body = {"list": slug, "email": email, "name": name, "confirmed": confirmed}
         return self.post("/api/subscribers", json=body, expect=201).json()  # type: ignore[no-any-return]
 

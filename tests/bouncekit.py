@@ -9,11 +9,10 @@ from string import Template
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session, sessionmaker
 
-from newsletter.store import db
-
-from newsletter.delivery import sending
 from newsletter.content.issue_files import read_issue_file
 from newsletter.content.issues import RenderSettings, create_issue
+from newsletter.delivery import sending
+from newsletter.store import db
 from newsletter.store.models import BounceEvent, Delivery, MailingList, Subscriber, Subscription, Suppression, utcnow
 from subscribers.lists import create_list
 from subscribers.subscriptions import add_subscriber
@@ -23,7 +22,9 @@ from tests.sendkit import SAMPLE_ISSUE
 MAIL_DIR = Path(__file__).resolve().parent / "mail"
 KEY = "bounce-test-secret-key-0123456789"
 RETURN_PATH = "bounces@example.org"
-RENDER = RenderSettings.create(base_url="https://news.example.org", postal_address="1 Example Street", user_template_dir=None)
+RENDER = RenderSettings.create(
+    base_url="https://news.example.org", postal_address="1 Example Street", user_template_dir=None
+)
 
 
 @dataclass(frozen=True)
@@ -53,8 +54,14 @@ def sent_issue(sessions: sessionmaker[Session], emails: list[str], *, slug: str 
         for delivery_id, email in rows:
             message_id = message.message_id(delivery_id)
             s.execute(
-                update(Delivery).where(Delivery.id == delivery_id).values(
-                    status="sent", attempts=1, smtp_code=250, smtp_reply="2.0.0 OK: queued as 4Yc3", message_id=message_id,
+                update(Delivery)
+                .where(Delivery.id == delivery_id)
+                .values(
+                    status="sent",
+                    attempts=1,
+                    smtp_code=250,
+                    smtp_reply="2.0.0 OK: queued as 4Yc3",
+                    message_id=message_id,
                     sent_at=now,
                 )
             )

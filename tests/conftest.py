@@ -104,7 +104,12 @@ class Cli:
     def __call__(self, *args: str, check: bool = True, input: str | None = None) -> CliResult:
         proc = subprocess.run(
             [sys.executable, "-m", "newsletter", *args],
-            env=self.env, cwd=self.cwd, capture_output=True, text=True, input=input, timeout=120,
+            env=self.env,
+            cwd=self.cwd,
+            capture_output=True,
+            text=True,
+            input=input,
+            timeout=120,
         )
         result = CliResult(proc.returncode, proc.stdout, proc.stderr)
         if check and proc.returncode != 0:

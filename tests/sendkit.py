@@ -60,11 +60,22 @@ class Newsroom:
     workers: list[Worker] = field(default_factory=list)
 
     def setup_list(self, count: int, *, slug: str = "weekly") -> list[str]:
-        self.cli("lists", "create", slug, "--name", "Info War Weekly", "--from-email", "news@example.org",
-                 "--from-name", "Info War")
+        self.cli(
+            "lists",
+            "create",
+            slug,
+            "--name",
+            "Info War Weekly",
+            "--from-email",
+            "news@example.org",
+            "--from-name",
+            "Info War",
+        )
         path = self.tmp / f"{slug}.csv"
         addresses = [f"reader{i:05d}@example.com" for i in range(count)]
-        path.write_text("email,name\n" + "".join(f"{a},Reader Ünï {i}\n" for i, a in enumerate(addresses)), encoding="utf-8")
+        path.write_text(
+            "email,name\n" + "".join(f"{a},Reader Ünï {i}\n" for i, a in enumerate(addresses)), encoding="utf-8"
+        )
         self.cli("subscribers", "import", slug, str(path), "--confirmed")
         return addresses
 
@@ -76,7 +87,10 @@ class Newsroom:
         handle = open(log, "w")
         proc = subprocess.Popen(
             [sys.executable, "-m", "newsletter", "worker", "--concurrency", str(concurrency)],
-            env={**self.cli.env, **env}, cwd=self.cli.cwd, stdout=handle, stderr=subprocess.STDOUT,
+            env={**self.cli.env, **env},
+            cwd=self.cli.cwd,
+            stdout=handle,
+            stderr=subprocess.STDOUT,
             start_new_session=True,
         )
         worker = Worker(proc, log)

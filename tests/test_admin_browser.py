@@ -80,7 +80,9 @@ def test_an_editor_refused_a_page_sees_the_admin_403_page_and_gets_back(chromium
     assert page.title() == "Not allowed · Newsletter admin"
     assert "it needs the admin role" in page.inner_text("#forbidden-reason")
     assert page.get_by_role("link", name="Issues").is_visible()  # the admin's navigation, in the admin's style
-    assert page.evaluate("getComputedStyle(document.querySelector('header.top')).display") != "inline"  # admin.css applied
+    assert (
+        page.evaluate("getComputedStyle(document.querySelector('header.top')).display") != "inline"
+    )  # admin.css applied
     page.get_by_role("link", name="Back to the page you came from").click()
     page.wait_for_url(f"{web}/admin/issues?list=weekly")
     page.goto(f"{web}/admin/suppressions")  # typed in: no page to go back to, the dashboard is there

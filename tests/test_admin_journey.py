@@ -66,7 +66,9 @@ def test_an_editor_writes_previews_tests_and_sends_the_weekly_issue(chromium, ne
         # The preview follows the text: desktop and phone frames, and the plain text.
         desktop = page.frame_locator("#preview-desktop")
         desktop.locator("h1", has_text="Qualified Support in Moscow for Korean Summit").wait_for()
-        page.frame_locator("#preview-phone").locator("text=Hello Ann Example,").wait_for(state="attached")  # a hidden tab
+        page.frame_locator("#preview-phone").locator("text=Hello Ann Example,").wait_for(
+            state="attached"
+        )  # a hidden tab
         page.get_by_text("Plain text", exact=True).click()
         expect(page.locator("#preview-text")).to_contain_text("Qualified Support in Moscow")
         page.get_by_text("Phone", exact=True).click()
@@ -80,8 +82,9 @@ def test_an_editor_writes_previews_tests_and_sends_the_weekly_issue(chromium, ne
         assert "relative link URL '/intent/tweet" in error.inner_text() and error.inner_text().startswith("Line 12")
         error.get_by_role("link").click()
         assert page.evaluate("document.activeElement.id") == "source"
-        assert page.evaluate("s => s.value.substring(s.selectionStart, s.selectionEnd)", source.element_handle()).startswith(
-            "- [Share on Twitter](/intent/tweet?")
+        assert page.evaluate(
+            "s => s.value.substring(s.selectionStart, s.selectionEnd)", source.element_handle()
+        ).startswith("- [Share on Twitter](/intent/tweet?")
         source.fill(good)
         expect(page.locator("#problems li")).to_have_count(0)
         page.get_by_role("button", name="Create draft").click()
@@ -153,8 +156,12 @@ def test_an_editor_writes_previews_tests_and_sends_the_weekly_issue(chromium, ne
         small = phone.new_page()
         problems = watch_console(small)
         log_in(small, base, "edna")
-        for path, name in (("", "admin-dashboard"), (f"/issues/{issue_id}", "admin-editor"),
-                           (f"/issues/{issue_id}/send", "admin-send"), ("/sends/1", "admin-send-finished")):
+        for path, name in (
+            ("", "admin-dashboard"),
+            (f"/issues/{issue_id}", "admin-editor"),
+            (f"/issues/{issue_id}/send", "admin-send"),
+            ("/sends/1", "admin-send-finished"),
+        ):
             small.goto(f"{base}/admin{path}")
             check_phone_layout(small, name, tmp_path)
         assert problems == [], problems
@@ -172,8 +179,11 @@ def test_an_admin_imports_finds_unsubscribes_erases_and_suppresses(chromium, new
     create_user(room, "ada", "admin")
     web = start_web(room.cli.env, room.tmp, port)
     people = tmp_path / "new-readers.csv"
-    people.write_text("email,name,city\nnora@example.com,Nora North,Oslo\nnot-an-address,Broken Row,Nowhere\n"
-                      "omar@example.com,Omar Ost,Rome\n", encoding="utf-8")
+    people.write_text(
+        "email,name,city\nnora@example.com,Nora North,Oslo\nnot-an-address,Broken Row,Nowhere\n"
+        "omar@example.com,Omar Ost,Rome\n",
+        encoding="utf-8",
+    )
     try:
         context = chromium.new_context(viewport=DESKTOP)
         page = context.new_page()

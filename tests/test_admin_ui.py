@@ -22,11 +22,11 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from newsletter.access import accounts
-
-from newsletter.store import db
 from newsletter.config import Settings
 from newsletter.content.issue_files import parse_issue_text
 from newsletter.content.issues import RenderSettings, create_issue
+from newsletter.devtools.smtp_capture import CaptureServer
+from newsletter.store import db
 from newsletter.store.models import (
     AdminSession,
     ImportJob,
@@ -37,12 +37,10 @@ from newsletter.store.models import (
     Subscription,
     Suppression,
 )
-from newsletter.devtools.smtp_capture import CaptureServer
 from subscribers.lists import create_list
 from subscribers.subscriptions import add_subscriber
 from subscribers.suppressions import suppress
 from tests.conftest import ROOT
-
 
 BASE = "https://news.example.org"
 PASSWORD = "correct horse battery"
@@ -62,10 +60,16 @@ class Admin:
 
         from newsletter.http.app import create_app
 
-        settings = Settings.from_environ({**self.environ, **settings_overrides}) if settings_overrides else self.settings
+        settings = (
+            Settings.from_environ({**self.environ, **settings_overrides}) if settings_overrides else self.settings
+        )
         base = "https://testserver" if settings.base_url.startswith("https") else "http://testserver"
-        return TestClient(create_app(settings, sessions=self.sessions), base_url=base, follow_redirects=False,
-                          raise_server_exceptions=False)
+        return TestClient(
+            create_app(settings, sessions=self.sessions),
+            base_url=base,
+            follow_redirects=False,
+            raise_server_exceptions=False,
+        )
 
     def logged_in(self, username: str = "ann"):  # type: ignore[no-untyped-def]
         client = self.client()
@@ -126,7 +130,9 @@ def csrf_of(page_html: str) -> str:
 def login(client, username: str = "ann", password: str = PASSWORD):  # type: ignore[no-untyped-def]
     form = client.get("/admin/login")
     assert form.status_code == 200
-    answer = client.post("/admin/login", data={"username": username, "password": password, "csrf_token": csrf_of(form.text)})
+    answer = client.post(
+        "/admin/login", data={"username": username, "password": password, "csrf_token": csrf_of(form.text)}
+    )
     assert answer.status_code == 303, answer.text
     return answer
 
@@ -143,7 +149,9 @@ def make_issue(admin: Admin, slug: str = "weekly") -> int:
 
 
 def start_send(client, issue_id: int, slug: str = "weekly") -> int:  # type: ignore[no-untyped-def]
-    answer = client.post(f"/admin/issues/{issue_id}/send", data={"csrf_token": token(client), "list": slug, "when": "now"})
+    answer = client.post(
+        f"/admin/issues/{issue_id}/send", data={"csrf_token": token(client), "list": slug, "when": "now"}
+    )
     assert answer.status_code == 303, answer.text
     match = re.match(r"/admin/sends/(\d+)\?done=started$", answer.headers["location"])
     assert match, answer.headers["location"]
@@ -170,7 +178,9 @@ def test_logged_out_requests_go_to_the_login_page(admin):
         assert (answer.status_code, answer.headers["location"]) == (303, "/admin/login"), path
     for path in ("/admin/issues", "/admin/sends/1", "/admin/subscribers", "/admin/sends/1/progress"):
         answer = client.get(path)
-        assert (answer.status_code, answer.headers["location"]) == (303, "/admin/login?next=" + quote(path, safe="")), path
+        assert (answer.status_code, answer.headers["location"]) == (303, "/admin/login?next=" + quote(path, safe="")), (
+            path
+        )
     posted = client.post("/admin/suppressions", data={"email": "x@example.com", "csrf_token": "anything"})
     assert posted.status_code == 303 and posted.headers["location"] == "/admin/login"
     assert admin.one(select(Suppression.id).where(Suppression.email == "x@example.com")) is None
@@ -184,7 +194,9 @@ def test_login_sets_a_strict_session_cookie_and_logout_ends_the_session(admin):
     for flag in ("HttpOnly", "Path=/admin", "SameSite=strict", "Secure"):
         assert flag in login_cookie
 
-    answer = client.post("/admin/login", data={"username": "ann", "password": PASSWORD, "csrf_token": csrf_of(form.text)})
+    answer = client.post(
+        "/admin/login", data={"username": "ann", "password": PASSWORD, "csrf_token": csrf_of(form.text)}
+    )
     assert (answer.status_code, answer.headers["location"]) == (303, "/admin")
     cookie = next(c for c in answer.headers.get_list("set-cookie") if c.startswith("newsletter_admin="))
     for flag in ("HttpOnly", "Path=/admin", "SameSite=strict", "Secure", "Max-Age=604800"):
@@ -198,7 +210,7 @@ def test_login_sets_a_strict_session_cookie_and_logout_ends_the_session(admin):
     assert client.get("/admin").status_code == 200
     out = client.post("/admin/logout", data={"csrf_token": token(client)})
     assert (out.status_code, out.headers["location"]) == (303, "/admin/login?done=logged-out")
-    assert "newsletter_admin=\"\"" in out.headers["set-cookie"] or "Max-Age=0" in out.headers["set-cookie"]
+    assert 'newsletter_admin=""' in out.headers["set-cookie"] or "Max-Age=0" in out.headers["set-cookie"]
     assert admin.one(select(AdminSession.id)) is None
     replay = admin.client()
     replay.cookies.set("newsletter_admin", session_id, path="/admin")  # the old cookie, sent again
@@ -210,8 +222,9 @@ def test_wrong_password_unknown_user_and_forged_login_form_are_refused(admin):
     client = admin.client()
     form = client.get("/admin/login")
     for username, password in (("ann", "wrong password!"), ("nobody", PASSWORD), ("", "")):
-        answer = client.post("/admin/login", data={"username": username, "password": password,
-                                                    "csrf_token": csrf_of(form.text)})
+        answer = client.post(
+            "/admin/login", data={"username": username, "password": password, "csrf_token": csrf_of(form.text)}
+        )
         assert answer.status_code == 401 and "Wrong username or password." in answer.text
         assert "newsletter_admin=" not in answer.headers.get("set-cookie", "").replace("newsletter_admin_login=", "")
         form = answer  # the page sets a fresh login token each time
@@ -227,23 +240,32 @@ def test_repeated_failed_logins_lock_the_username_out_for_a_while(admin):
     client = admin.client()
     form = client.get("/admin/login")
     for _ in range(10):
-        form = client.post("/admin/login", data={"username": "ann", "password": "guess guess guess",
-                                                  "csrf_token": csrf_of(form.text)})
+        form = client.post(
+            "/admin/login", data={"username": "ann", "password": "guess guess guess", "csrf_token": csrf_of(form.text)}
+        )
         assert form.status_code == 401
     # Now even the right password is refused until the window ends, with Retry-After.
-    locked = client.post("/admin/login", data={"username": "ann", "password": PASSWORD, "csrf_token": csrf_of(form.text)})
+    locked = client.post(
+        "/admin/login", data={"username": "ann", "password": PASSWORD, "csrf_token": csrf_of(form.text)}
+    )
     assert locked.status_code == 429 and 0 < int(locked.headers["retry-after"]) <= 900
     assert admin.one(select(AdminSession.id)) is None
     login(admin.client(), "eddie")  # another user is not locked out
 
 
 def test_after_login_only_admin_paths_are_followed(admin):
-    for wanted, landed in (("/admin/sends", "/admin/sends"), ("//evil.example.org/admin", "/admin"),
-                           ("https://evil.example.org/", "/admin"), ("/admin/..//evil", "/admin")):
+    for wanted, landed in (
+        ("/admin/sends", "/admin/sends"),
+        ("//evil.example.org/admin", "/admin"),
+        ("https://evil.example.org/", "/admin"),
+        ("/admin/..//evil", "/admin"),
+    ):
         client = admin.client()
         form = client.get(f"/admin/login?next={wanted}")
-        answer = client.post("/admin/login", data={"username": "ann", "password": PASSWORD, "next": wanted,
-                                                   "csrf_token": csrf_of(form.text)})
+        answer = client.post(
+            "/admin/login",
+            data={"username": "ann", "password": PASSWORD, "next": wanted, "csrf_token": csrf_of(form.text)},
+        )
         assert answer.headers["location"] == landed, wanted
 
 
@@ -254,8 +276,15 @@ def test_login_returns_to_the_page_asked_for(admin):
     assert asked.headers["location"] == "/admin/login?next=%2Fadmin%2Fsubscribers%3Fq%3Dann%26page%3D2"
     form = client.get(asked.headers["location"])
     assert 'value="/admin/subscribers?q=ann&amp;page=2"' in form.text
-    answer = client.post("/admin/login", data={"username": "ann", "password": PASSWORD, "csrf_token": csrf_of(form.text),
-                                               "next": "/admin/subscribers?q=ann&page=2"})
+    answer = client.post(
+        "/admin/login",
+        data={
+            "username": "ann",
+            "password": PASSWORD,
+            "csrf_token": csrf_of(form.text),
+            "next": "/admin/subscribers?q=ann&page=2",
+        },
+    )
     assert answer.headers["location"] == "/admin/subscribers?q=ann&page=2"
     # The dashboard itself, and anything that is not a GET, go to the plain login page.
     assert admin.client().get("/admin").headers["location"] == "/admin/login"
@@ -271,7 +300,9 @@ def test_the_admin_ui_lives_under_the_base_urls_path(admin):
     client = admin.client(NEWSLETTER_BASE_URL="https://example.org/news")
     form = client.get("/news/admin/login")
     assert "Path=/news/admin" in form.headers["set-cookie"] and 'action="/news/admin/login"' in form.text
-    answer = client.post("/news/admin/login", data={"username": "ann", "password": PASSWORD, "csrf_token": csrf_of(form.text)})
+    answer = client.post(
+        "/news/admin/login", data={"username": "ann", "password": PASSWORD, "csrf_token": csrf_of(form.text)}
+    )
     assert answer.headers["location"] == "/news/admin"
     page = client.get("/news/admin/issues")
     assert page.status_code == 200 and 'href="/news/static/admin/admin.css' in page.text
@@ -288,11 +319,27 @@ def test_every_page_renders_with_the_admin_csp_and_every_form_carries_the_csrf_t
     send_id = start_send(client, issue_id)
     subscriber_id = admin.one(select(Subscriber.id).where(Subscriber.email == "reader0@example.com"))
     pages = [
-        "/admin", "/admin/", "/admin/issues", "/admin/issues?list=weekly", "/admin/issues/new", "/admin/issues/new?list=daily",
-        f"/admin/issues/{issue_id}", f"/admin/issues/{issue_id}/send", f"/admin/issues/{issue_id}/send?list=daily",
-        "/admin/sends", f"/admin/sends/{send_id}", f"/admin/sends/{send_id}/log", f"/admin/sends/{send_id}/log?status=pending&page=2",
-        "/admin/lists", "/admin/lists/weekly", "/admin/subscribers", "/admin/subscribers?q=reader&list=weekly&status=confirmed",
-        f"/admin/subscribers/{subscriber_id}", "/admin/imports", "/admin/suppressions", "/admin/suppressions?q=bounced",
+        "/admin",
+        "/admin/",
+        "/admin/issues",
+        "/admin/issues?list=weekly",
+        "/admin/issues/new",
+        "/admin/issues/new?list=daily",
+        f"/admin/issues/{issue_id}",
+        f"/admin/issues/{issue_id}/send",
+        f"/admin/issues/{issue_id}/send?list=daily",
+        "/admin/sends",
+        f"/admin/sends/{send_id}",
+        f"/admin/sends/{send_id}/log",
+        f"/admin/sends/{send_id}/log?status=pending&page=2",
+        "/admin/lists",
+        "/admin/lists/weekly",
+        "/admin/subscribers",
+        "/admin/subscribers?q=reader&list=weekly&status=confirmed",
+        f"/admin/subscribers/{subscriber_id}",
+        "/admin/imports",
+        "/admin/suppressions",
+        "/admin/suppressions?q=bounced",
     ]
     for path in pages:
         answer = client.get(path)
@@ -342,8 +389,11 @@ def test_a_missing_or_wrong_csrf_token_is_403_and_changes_nothing(admin):
             assert "did not come from this site" in answer.text
         # The header the script uses is checked the same way.
         assert client.post(path, data=data, headers={"X-CSRF-Token": "wrong-token"}).status_code == 403
-    upload = client.post("/admin/imports", data={"list": "weekly", "csrf_token": "wrong"},
-                         files={"file": ("people.csv", b"email\nnew@example.com\n", "text/csv")})
+    upload = client.post(
+        "/admin/imports",
+        data={"list": "weekly", "csrf_token": "wrong"},
+        files={"file": ("people.csv", b"email\nnew@example.com\n", "text/csv")},
+    )
     assert upload.status_code == 403
     assert admin.snapshot() == before
     assert admin.capture.messages == []
@@ -364,18 +414,33 @@ def test_editors_see_no_admin_navigation_and_get_403_on_admin_pages(admin):
         assert f'href="{shown}"' in dashboard.text
     assert "New list" not in client.get("/admin/lists").text
     subscriber_id = admin.one(select(Subscriber.id).where(Subscriber.email == "reader0@example.com"))
-    for path in ("/admin/subscribers", f"/admin/subscribers/{subscriber_id}", "/admin/imports", "/admin/suppressions",
-                 "/admin/imports/1", "/admin/imports/1/report.csv"):
+    for path in (
+        "/admin/subscribers",
+        f"/admin/subscribers/{subscriber_id}",
+        "/admin/imports",
+        "/admin/suppressions",
+        "/admin/imports/1",
+        "/admin/imports/1/report.csv",
+    ):
         answer = client.get(path)
         assert answer.status_code == 403, path
         assert "Not allowed" in answer.text and "editor role may not do this" in answer.text
     before = admin.snapshot()
     csrf = token(client)
-    for path, data in (("/admin/suppressions", {"email": "x@example.com"}), ("/admin/lists", {"slug": "x", "name": "X", "from_email": "a@example.org"}),
-                       (f"/admin/subscribers/{subscriber_id}/delete", {"erase": "yes"})):
+    for path, data in (
+        ("/admin/suppressions", {"email": "x@example.com"}),
+        ("/admin/lists", {"slug": "x", "name": "X", "from_email": "a@example.org"}),
+        (f"/admin/subscribers/{subscriber_id}/delete", {"erase": "yes"}),
+    ):
         assert client.post(path, data=dict(data, csrf_token=csrf)).status_code == 403, path
-    assert client.post("/admin/imports", data={"list": "weekly", "csrf_token": csrf},
-                       files={"file": ("p.csv", b"email\nx@example.com\n", "text/csv")}).status_code == 403
+    assert (
+        client.post(
+            "/admin/imports",
+            data={"list": "weekly", "csrf_token": csrf},
+            files={"file": ("p.csv", b"email\nx@example.com\n", "text/csv")},
+        ).status_code
+        == 403
+    )
     assert admin.snapshot() == before
     assert client.get("/admin/issues").status_code == 200 and client.get("/admin/issues/new").status_code == 200
 
@@ -384,19 +449,41 @@ def test_a_refused_page_is_the_admins_own_403_page_with_the_role_needed_and_a_wa
     client = admin.logged_in("eddie")
     refused = client.get("/admin/suppressions", headers={"Referer": "https://testserver/admin/issues?list=weekly"})
     assert refused.status_code == 403
-    assert refused.headers["content-security-policy"].startswith("default-src 'none'; script-src 'self'")  # the admin CSP
+    assert refused.headers["content-security-policy"].startswith(
+        "default-src 'none'; script-src 'self'"
+    )  # the admin CSP
     assert refused.headers["referrer-policy"] == "same-origin"
     page = html.unescape(refused.text)
-    assert '<link rel="stylesheet" href="/static/admin/admin.css' in page and 'href="/admin/issues"' in page  # admin look, nav
+    assert (
+        '<link rel="stylesheet" href="/static/admin/admin.css' in page and 'href="/admin/issues"' in page
+    )  # admin look, nav
     assert "<h1>Not allowed</h1>" in page
-    assert "The editor role may not do this: it needs the admin role." in page and "logged in as <strong>eddie</strong>" in page
-    assert '<a href="/admin/issues?list=weekly" id="back-link">' in page and '<a href="/admin" id="dashboard-link">' in page
+    assert (
+        "The editor role may not do this: it needs the admin role." in page
+        and "logged in as <strong>eddie</strong>" in page
+    )
+    assert (
+        '<a href="/admin/issues?list=weekly" id="back-link">' in page
+        and '<a href="/admin" id="dashboard-link">' in page
+    )
     # The app's base URL is our origin too; any other site, or the refused page itself, gets no back link.
-    assert 'href="/admin/lists" id="back-link"' in client.get("/admin/imports", headers={"Referer": f"{BASE}/admin/lists"}).text
-    for referer in ("https://elsewhere.example/admin/lists", "https://testserver//elsewhere.example/admin", "/admin/lists",
-                    "https://testserver/admin/suppressions", "https://testserver/unsubscribe/x", "http://[::1/admin", ""):
+    assert (
+        'href="/admin/lists" id="back-link"'
+        in client.get("/admin/imports", headers={"Referer": f"{BASE}/admin/lists"}).text
+    )
+    for referer in (
+        "https://elsewhere.example/admin/lists",
+        "https://testserver//elsewhere.example/admin",
+        "/admin/lists",
+        "https://testserver/admin/suppressions",
+        "https://testserver/unsubscribe/x",
+        "http://[::1/admin",
+        "",
+    ):
         answer = client.get("/admin/suppressions", headers={"Referer": referer})
-        assert answer.status_code == 403 and 'id="back-link"' not in answer.text and 'id="dashboard-link"' in answer.text, referer
+        assert (
+            answer.status_code == 403 and 'id="back-link"' not in answer.text and 'id="dashboard-link"' in answer.text
+        ), referer
     # A form without its CSRF token: the same page, saying why.
     expired = client.post("/admin/lists", data={"slug": "x"}, headers={"Referer": "https://testserver/admin/lists"})
     assert expired.status_code == 403 and "This form has expired or did not come from this site" in expired.text
@@ -414,7 +501,9 @@ def test_a_refused_page_is_the_admins_own_403_page_with_the_role_needed_and_a_wa
 def test_the_editor_checks_previews_and_saves_a_draft(admin):
     client = admin.logged_in("eddie")
     csrf = token(client)
-    checked = client.post("/admin/issues/check", data={"csrf_token": csrf, "list": "weekly", "source": SAMPLE_ISSUE}).json()
+    checked = client.post(
+        "/admin/issues/check", data={"csrf_token": csrf, "list": "weekly", "source": SAMPLE_ISSUE}
+    ).json()
     assert checked["ok"] and checked["problems"] == [] and checked["subject"].startswith("This Week in Info War")
     assert "Hello Ann Example," in checked["text"] and "Qualified Support in Moscow" in checked["text"]
 
@@ -423,16 +512,30 @@ def test_the_editor_checks_previews_and_saves_a_draft(admin):
     assert not result["ok"]
     [error] = [p for p in result["problems"] if p["level"] == "error"]
     assert error["line"] == 6 and "relative link URL '/about'" in error["message"]
-    bad_front = client.post("/admin/issues/check", data={"csrf_token": csrf, "list": "weekly",
-                                                         "source": "---\nsubjet: typo\n---\nBody\n"}).json()
-    assert bad_front["problems"][0]["line"] == 2 and "unknown front matter key 'subjet'" in bad_front["problems"][0]["message"]
-    tagged = client.post("/admin/issues/check", data={"csrf_token": csrf, "list": "weekly",
-                                                      "source": "---\nsubject: Hi\n---\nHi *|FNAME|*,\n\nHello *|NAME|*.\n"}).json()
+    bad_front = client.post(
+        "/admin/issues/check", data={"csrf_token": csrf, "list": "weekly", "source": "---\nsubjet: typo\n---\nBody\n"}
+    ).json()
+    assert (
+        bad_front["problems"][0]["line"] == 2
+        and "unknown front matter key 'subjet'" in bad_front["problems"][0]["message"]
+    )
+    tagged = client.post(
+        "/admin/issues/check",
+        data={
+            "csrf_token": csrf,
+            "list": "weekly",
+            "source": "---\nsubject: Hi\n---\nHi *|FNAME|*,\n\nHello *|NAME|*.\n",
+        },
+    ).json()
     assert not tagged["ok"] and [(p["level"], p["line"]) for p in tagged["problems"]] == [("error", 4), ("warning", 6)]
     assert tagged["problems"][0]["message"].startswith("unknown merge tag *|FNAME|*: the merge tags are *|NAME|*")
 
     preview = client.post("/admin/issues/preview", data={"csrf_token": csrf, "list": "weekly", "source": SAMPLE_ISSUE})
-    assert preview.status_code == 200 and "Qualified Support in Moscow" in preview.text and "Hello Ann Example" in preview.text
+    assert (
+        preview.status_code == 200
+        and "Qualified Support in Moscow" in preview.text
+        and "Hello Ann Example" in preview.text
+    )
     csp = preview.headers["content-security-policy"]
     assert "style-src 'unsafe-inline'" in csp and "frame-ancestors 'self'" in csp and "script-src" not in csp
     assert "sandbox" in csp and preview.headers["x-frame-options"] == "SAMEORIGIN"
@@ -454,17 +557,32 @@ def test_the_editor_checks_previews_and_saves_a_draft(admin):
     original = parse_issue_text(SAMPLE_ISSUE)
     again = parse_issue_text(text)
     assert (again.subject, again.preheader, again.template, again.body_markdown) == (
-        original.subject, original.preheader, original.template, original.body_markdown)
+        original.subject,
+        original.preheader,
+        original.template,
+        original.body_markdown,
+    )
 
-    saved = client.post(f"/admin/issues/{issue_id}", data={"csrf_token": csrf, "source": text.replace("Qualified Support", "Guarded Support")})
+    saved = client.post(
+        f"/admin/issues/{issue_id}",
+        data={"csrf_token": csrf, "source": text.replace("Qualified Support", "Guarded Support")},
+    )
     assert saved.status_code == 303 and saved.headers["location"] == f"/admin/issues/{issue_id}?done=saved"
-    assert admin.one(select(Issue.subject).where(Issue.id == issue_id)).endswith("Guarded Support in Moscow for Korean Summit")
+    assert admin.one(select(Issue.subject).where(Issue.id == issue_id)).endswith(
+        "Guarded Support in Moscow for Korean Summit"
+    )
     stored = client.get(f"/admin/issues/{issue_id}/preview")
-    assert stored.status_code == 200 and "Guarded Support" in stored.text and "frame-ancestors 'self'" in stored.headers["content-security-policy"]
+    assert (
+        stored.status_code == 200
+        and "Guarded Support" in stored.text
+        and "frame-ancestors 'self'" in stored.headers["content-security-policy"]
+    )
     assert "Guarded Support" in client.get(f"/admin/issues/{issue_id}/preview?part=text").text
     unchanged = client.post(f"/admin/issues/{issue_id}", data={"csrf_token": csrf, "source": broken})
     assert unchanged.status_code == 400
-    assert admin.one(select(Issue.subject).where(Issue.id == issue_id)).endswith("Guarded Support in Moscow for Korean Summit")
+    assert admin.one(select(Issue.subject).where(Issue.id == issue_id)).endswith(
+        "Guarded Support in Moscow for Korean Summit"
+    )
     listing = client.get("/admin/issues")
     assert f'href="/admin/issues/{issue_id}"' in listing.text and "Guarded Support" in listing.text
 
@@ -474,7 +592,10 @@ def test_a_test_send_arrives_marked_test_and_a_bad_address_is_shown(admin):
     client = admin.logged_in("eddie")
     csrf = token(client)
     answer = client.post(f"/admin/issues/{issue_id}/test", data={"csrf_token": csrf, "to": "Me@Example.org"})
-    assert answer.status_code == 303 and answer.headers["location"] == f"/admin/issues/{issue_id}?done=test-sent&test_to=me%40example.org"
+    assert (
+        answer.status_code == 303
+        and answer.headers["location"] == f"/admin/issues/{issue_id}?done=test-sent&test_to=me%40example.org"
+    )
     assert "Test sent to me@example.org." in client.get(answer.headers["location"]).text
     [message] = admin.capture.messages
     assert list(message.rcpt_tos) == ["me@example.org"]
@@ -498,8 +619,14 @@ def test_a_test_send_goes_to_several_addresses_and_a_bad_one_sends_nothing(admin
     url = f"/admin/issues/{issue_id}/test"
     answer = client.post(url, data={"csrf_token": csrf, "to": "Me@Example.org, you@example.net\nthem@example.com"})
     assert answer.status_code == 303, answer.text
-    assert "Test sent to me@example.org, you@example.net, them@example.com." in client.get(answer.headers["location"]).text
-    assert [m.rcpt_tos for m in admin.capture.messages] == [("me@example.org",), ("you@example.net",), ("them@example.com",)]
+    assert (
+        "Test sent to me@example.org, you@example.net, them@example.com." in client.get(answer.headers["location"]).text
+    )
+    assert [m.rcpt_tos for m in admin.capture.messages] == [
+        ("me@example.org",),
+        ("you@example.net",),
+        ("them@example.com",),
+    ]
 
     bad = client.post(url, data={"csrf_token": csrf, "to": "ok@example.org not-an-address"})
     assert bad.status_code == 400 and "'not-an-address'" in html.unescape(bad.text) and "nothing was sent" in bad.text
@@ -511,8 +638,12 @@ def test_a_test_send_goes_to_several_addresses_and_a_bad_one_sends_nothing(admin
     admin.capture.replies["refused@example.org"] = "550 5.1.1 No such user"
     partly = client.post(url, data={"csrf_token": csrf, "to": "refused@example.org, me@example.org"})
     assert partly.status_code == 400
-    error = html.unescape(re.search(r'<p class="error" role="alert" id="test-error">(.*?)</p>', partly.text, re.S).group(1))  # type: ignore[union-attr]
-    assert error.startswith("Not sent to refused@example.org: 550 5.1.1 No such user") and error.endswith("Sent to me@example.org.")
+    error = html.unescape(
+        re.search(r'<p class="error" role="alert" id="test-error">(.*?)</p>', partly.text, re.S).group(1)
+    )  # type: ignore[union-attr]
+    assert error.startswith("Not sent to refused@example.org: 550 5.1.1 No such user") and error.endswith(
+        "Sent to me@example.org."
+    )
     assert len(admin.capture.messages) == 4
 
 
@@ -526,7 +657,9 @@ def test_sending_shows_the_recipient_count_then_progress_pause_resume_cancel_and
     # 4 confirmed readers; not the unconfirmed one, not the suppressed one.
     assert re.search(r"<strong>4</strong> recipients", confirm.text) and "Send now to 4 recipients" in confirm.text
     empty = html.unescape(client.get(f"/admin/issues/{issue_id}/send?list=daily").text)
-    assert "daily has 0 confirmed subscribers who can be mailed (0 unconfirmed)" in empty and 'id="send-now"' not in empty
+    assert (
+        "daily has 0 confirmed subscribers who can be mailed (0 unconfirmed)" in empty and 'id="send-now"' not in empty
+    )
     assert admin.one(select(Send.id)) is None  # the confirmation page sends nothing
 
     send_id = start_send(client, issue_id)
@@ -539,12 +672,19 @@ def test_sending_shows_the_recipient_count_then_progress_pause_resume_cancel_and
     assert progress["can_pause"] and progress["can_cancel"] and not progress["can_resume"] and progress["live"]
 
     csrf = token(client)
-    assert client.post(f"/admin/sends/{send_id}/pause", data={"csrf_token": csrf}).headers["location"] == f"/admin/sends/{send_id}?done=paused"
+    assert (
+        client.post(f"/admin/sends/{send_id}/pause", data={"csrf_token": csrf}).headers["location"]
+        == f"/admin/sends/{send_id}?done=paused"
+    )
     paused = client.get(f"/admin/sends/{send_id}/progress").json()
     assert paused["status"] == "paused" and paused["can_resume"] and not paused["can_pause"]
     twice = client.post(f"/admin/sends/{send_id}/pause", data={"csrf_token": csrf})
     assert twice.status_code == 409 and "only a sending send can be paused" in twice.text
-    assert client.post(f"/admin/sends/{send_id}/resume", data={"csrf_token": csrf}).headers["location"].endswith("done=resumed")
+    assert (
+        client.post(f"/admin/sends/{send_id}/resume", data={"csrf_token": csrf})
+        .headers["location"]
+        .endswith("done=resumed")
+    )
     assert client.get(f"/admin/sends/{send_id}/progress").json()["status"] == "sending"
 
     # The delivery log names every recipient: an admin's (an editor gets 403, tests/test_ops_endpoints.py).
@@ -556,7 +696,11 @@ def test_sending_shows_the_recipient_count_then_progress_pause_resume_cancel_and
     assert exported.headers["content-type"].startswith("text/csv")
     assert f'filename="send-{send_id}-log.csv"' in exported.headers["content-disposition"]
     lines = exported.text.strip().splitlines()
-    assert lines[0].startswith("delivery_id,email,status") and len(lines) == 5 and all(",pending," in line for line in lines[1:])
+    assert (
+        lines[0].startswith("delivery_id,email,status")
+        and len(lines) == 5
+        and all(",pending," in line for line in lines[1:])
+    )
     assert ann.get(f"/admin/sends/{send_id}/log.csv?status=failed").text.strip().count("\n") == 0
 
     cancelled = client.post(f"/admin/sends/{send_id}/cancel", data={"csrf_token": csrf})
@@ -589,9 +733,16 @@ def test_a_send_can_be_scheduled_rescheduled_and_refuses_a_past_time(admin):
     later = (datetime.now(UTC) + timedelta(days=2)).replace(second=0, microsecond=0)
     # A browser at UTC-1: its clock shows an hour less, and getTimezoneOffset() says 60 (UTC minus local).
     local = later.replace(tzinfo=None) - timedelta(hours=1)
-    answer = client.post(f"/admin/issues/{issue_id}/send", data={
-        "csrf_token": csrf, "list": "weekly", "when": "later", "at": local.strftime("%Y-%m-%dT%H:%M"), "tz_offset": "60",
-    })
+    answer = client.post(
+        f"/admin/issues/{issue_id}/send",
+        data={
+            "csrf_token": csrf,
+            "list": "weekly",
+            "when": "later",
+            "at": local.strftime("%Y-%m-%dT%H:%M"),
+            "tz_offset": "60",
+        },
+    )
     assert answer.status_code == 303 and answer.headers["location"].endswith("?done=scheduled")
     send_id = int(re.search(r"/sends/(\d+)", answer.headers["location"]).group(1))  # type: ignore[union-attr]
     with admin.sessions() as s:
@@ -600,19 +751,29 @@ def test_a_send_can_be_scheduled_rescheduled_and_refuses_a_past_time(admin):
         assert send.scheduled_at == later
     view = client.get(f"/admin/sends/{send_id}")
     assert "Reschedule" in view.text and 'data-live="yes"' in view.text
-    moved = client.post(f"/admin/sends/{send_id}/reschedule",
-                        data={"csrf_token": csrf, "at": (later + timedelta(days=1)).strftime("%Y-%m-%dT%H:%M")})
+    moved = client.post(
+        f"/admin/sends/{send_id}/reschedule",
+        data={"csrf_token": csrf, "at": (later + timedelta(days=1)).strftime("%Y-%m-%dT%H:%M")},
+    )
     assert moved.headers["location"].endswith("done=rescheduled")
     assert admin.one(select(Send.scheduled_at).where(Send.id == send_id)) == later + timedelta(days=1)
 
-    past = client.post(f"/admin/issues/{issue_id}/send", data={"csrf_token": csrf, "list": "daily", "when": "later",
-                                                                "at": "2020-01-01T08:00"})
+    past = client.post(
+        f"/admin/issues/{issue_id}/send",
+        data={"csrf_token": csrf, "list": "daily", "when": "later", "at": "2020-01-01T08:00"},
+    )
     assert past.status_code == 400 and "is in the past" in past.text
-    again = client.post(f"/admin/issues/{issue_id}/send", data={"csrf_token": csrf, "list": "weekly", "when": "later",
-                                                                 "at": later.strftime("%Y-%m-%dT%H:%M")})
+    again = client.post(
+        f"/admin/issues/{issue_id}/send",
+        data={"csrf_token": csrf, "list": "weekly", "when": "later", "at": later.strftime("%Y-%m-%dT%H:%M")},
+    )
     assert again.status_code == 409 and "already scheduled" in again.text
     assert admin.one(select(Send.id).where(Send.id != send_id)) is None
-    assert client.post(f"/admin/sends/{send_id}/cancel", data={"csrf_token": csrf}).headers["location"].endswith("cancelled")
+    assert (
+        client.post(f"/admin/sends/{send_id}/cancel", data={"csrf_token": csrf})
+        .headers["location"]
+        .endswith("cancelled")
+    )
 
 
 # --- lists, subscribers, imports, suppressions ----------------------------------------------------------
@@ -621,12 +782,18 @@ def test_a_send_can_be_scheduled_rescheduled_and_refuses_a_past_time(admin):
 def test_an_admin_creates_a_list_and_a_bad_field_is_shown(admin):
     client = admin.logged_in()
     csrf = token(client)
-    bad = client.post("/admin/lists", data={"csrf_token": csrf, "slug": "Bad Slug", "name": "X", "from_email": "a@example.org"})
+    bad = client.post(
+        "/admin/lists", data={"csrf_token": csrf, "slug": "Bad Slug", "name": "X", "from_email": "a@example.org"}
+    )
     assert bad.status_code == 400 and 'id="list-slug"' in bad.text and 'aria-invalid="true"' in bad.text
-    taken = client.post("/admin/lists", data={"csrf_token": csrf, "slug": "weekly", "name": "X", "from_email": "a@example.org"})
+    taken = client.post(
+        "/admin/lists", data={"csrf_token": csrf, "slug": "weekly", "name": "X", "from_email": "a@example.org"}
+    )
     assert taken.status_code == 409 and "already exists" in taken.text
-    made = client.post("/admin/lists", data={"csrf_token": csrf, "slug": "monthly", "name": "The Monthly",
-                                             "from_email": "News@Example.org"})
+    made = client.post(
+        "/admin/lists",
+        data={"csrf_token": csrf, "slug": "monthly", "name": "The Monthly", "from_email": "News@Example.org"},
+    )
     assert made.headers["location"] == "/admin/lists/monthly?done=created"
     assert "The Monthly" in client.get("/admin/lists/monthly").text
     assert admin.one(select(MailingList.from_email).where(MailingList.slug == "monthly")) == "news@example.org"
@@ -643,21 +810,35 @@ def test_an_admin_searches_edits_unsubscribes_deletes_and_erases_subscribers(adm
     page = client.get(f"/admin/subscribers/{sid}")
     assert "Reader 1" in page.text and "via admin" in page.text
 
-    edited = client.post(f"/admin/subscribers/{sid}", data={"csrf_token": csrf, "email": "Reader.One@Example.com", "name": "Reader One"})
+    edited = client.post(
+        f"/admin/subscribers/{sid}", data={"csrf_token": csrf, "email": "Reader.One@Example.com", "name": "Reader One"}
+    )
     assert edited.headers["location"] == f"/admin/subscribers/{sid}?done=saved"
-    taken = client.post(f"/admin/subscribers/{sid}", data={"csrf_token": csrf, "email": "reader2@example.com", "name": "x"})
+    taken = client.post(
+        f"/admin/subscribers/{sid}", data={"csrf_token": csrf, "email": "reader2@example.com", "name": "x"}
+    )
     assert taken.status_code == 409 and "already has the address" in taken.text
     invalid = client.post(f"/admin/subscribers/{sid}", data={"csrf_token": csrf, "email": "nope", "name": "x"})
-    assert invalid.status_code == 400 and 'id="s-email" name="email" type="email" required value="nope" aria-invalid="true"' in invalid.text
+    assert (
+        invalid.status_code == 400
+        and 'id="s-email" name="email" type="email" required value="nope" aria-invalid="true"' in invalid.text
+    )
     assert admin.one(select(Subscriber.name).where(Subscriber.id == sid)) == "Reader One"
 
-    left = client.post(f"/admin/subscribers/{sid}/subscription", data={"csrf_token": csrf, "list": "weekly", "status": "unsubscribed"})
+    left = client.post(
+        f"/admin/subscribers/{sid}/subscription", data={"csrf_token": csrf, "list": "weekly", "status": "unsubscribed"}
+    )
     assert left.headers["location"].endswith("done=unsubscribed")
     assert admin.one(select(Subscription.end_reason).where(Subscription.subscriber_id == sid)) == "removed by an admin"
-    joined = client.post(f"/admin/subscribers/{sid}/subscription", data={"csrf_token": csrf, "list": "daily", "status": "confirmed"})
+    joined = client.post(
+        f"/admin/subscribers/{sid}/subscription", data={"csrf_token": csrf, "list": "daily", "status": "confirmed"}
+    )
     assert joined.headers["location"].endswith("done=subscribed")
     suppressed = admin.one(select(Subscriber.id).where(Subscriber.email == "bounced@example.com"))
-    refused = client.post(f"/admin/subscribers/{suppressed}/subscription", data={"csrf_token": csrf, "list": "daily", "status": "confirmed"})
+    refused = client.post(
+        f"/admin/subscribers/{suppressed}/subscription",
+        data={"csrf_token": csrf, "list": "daily", "status": "confirmed"},
+    )
     assert refused.status_code == 409 and "is suppressed" in refused.text
 
     deleted = client.post(f"/admin/subscribers/{sid}/delete", data={"csrf_token": csrf})
@@ -675,15 +856,21 @@ def test_an_admin_searches_edits_unsubscribes_deletes_and_erases_subscribers(adm
 def test_an_import_runs_in_the_background_and_reports_its_rejected_rows(admin):
     client = admin.logged_in()
     csrf = token(client)
-    data = "email,name,city\nnew1@example.com,New One,Oslo\nnot-an-address,Bad,X\nreader0@example.com,Reader Zero,Rome\n"
-    answer = client.post("/admin/imports", data={"csrf_token": csrf, "list": "daily", "confirmed": "yes"},
-                         files={"file": ("people.csv", data.encode(), "text/csv")})
+    data = (
+        "email,name,city\nnew1@example.com,New One,Oslo\nnot-an-address,Bad,X\nreader0@example.com,Reader Zero,Rome\n"
+    )
+    answer = client.post(
+        "/admin/imports",
+        data={"csrf_token": csrf, "list": "daily", "confirmed": "yes"},
+        files={"file": ("people.csv", data.encode(), "text/csv")},
+    )
     assert answer.status_code == 303
     job_url = answer.headers["location"]
     job_id = int(re.match(r"/admin/imports/(\d+)$", job_url).group(1))  # type: ignore[union-attr]
     assert f'data-import-progress="/admin/imports/{job_id}/progress"' in client.get(job_url).text
-    done = wait_for(lambda: (p := client.get(f"{job_url}/progress").json())["status"] in ("finished", "failed") and p,
-                    "the import")
+    done = wait_for(
+        lambda: (p := client.get(f"{job_url}/progress").json())["status"] in ("finished", "failed") and p, "the import"
+    )
     assert (done["status"], done["imported"], done["rejected"], done["has_report"]) == ("finished", 2, 1, True)
     page = client.get(job_url)
     assert 'data-live="no"' in page.text and "report of rejected rows" in page.text
@@ -695,8 +882,11 @@ def test_an_import_runs_in_the_background_and_reports_its_rejected_rows(admin):
         city = s.scalar(select(Subscriber.attributes).where(Subscriber.email == "new1@example.com"))
     assert city == {"city": "Oslo"}
 
-    bad = client.post("/admin/imports", data={"csrf_token": csrf, "list": "daily"},
-                      files={"file": ("nope.csv", b"name\nAnn\n", "text/csv")})
+    bad = client.post(
+        "/admin/imports",
+        data={"csrf_token": csrf, "list": "daily"},
+        files={"file": ("nope.csv", b"name\nAnn\n", "text/csv")},
+    )
     assert bad.status_code == 400 and "nope.csv:1" in bad.text and "email" in bad.text
     assert admin.one(select(ImportJob.id).where(ImportJob.filename == "nope.csv")) is None
 
@@ -704,19 +894,33 @@ def test_an_import_runs_in_the_background_and_reports_its_rejected_rows(admin):
 def test_an_admin_adds_and_lifts_suppressions(admin):
     client = admin.logged_in()
     csrf = token(client)
-    added = client.post("/admin/suppressions", data={"csrf_token": csrf, "email": "Trap@Example.com", "reason": "admin",
-                                                     "note": "spam trap"})
+    added = client.post(
+        "/admin/suppressions",
+        data={"csrf_token": csrf, "email": "Trap@Example.com", "reason": "admin", "note": "spam trap"},
+    )
     assert added.headers["location"] == "/admin/suppressions?done=suppressed"
     listing = client.get("/admin/suppressions")
     assert "trap@example.com" in listing.text and "spam trap" in listing.text and "bounced@example.com" in listing.text
-    assert "already" in client.get(client.post("/admin/suppressions", data={"csrf_token": csrf, "email": "trap@example.com"}).headers["location"]).text
+    assert (
+        "already"
+        in client.get(
+            client.post("/admin/suppressions", data={"csrf_token": csrf, "email": "trap@example.com"}).headers[
+                "location"
+            ]
+        ).text
+    )
     bad = client.post("/admin/suppressions", data={"csrf_token": csrf, "email": "nope", "reason": "admin"})
     assert bad.status_code == 400 and 'value="nope"' in bad.text
-    bad_reason = client.post("/admin/suppressions", data={"csrf_token": csrf, "email": "a@example.com", "reason": "whim"})
+    bad_reason = client.post(
+        "/admin/suppressions", data={"csrf_token": csrf, "email": "a@example.com", "reason": "whim"}
+    )
     assert bad_reason.status_code == 400 and "unknown reason" in bad_reason.text
     lifted = client.post("/admin/suppressions/remove", data={"csrf_token": csrf, "email": "bounced@example.com"})
     assert lifted.headers["location"] == "/admin/suppressions?done=unsuppressed"
-    assert client.post("/admin/suppressions/remove", data={"csrf_token": csrf, "email": "bounced@example.com"}).status_code == 404
+    assert (
+        client.post("/admin/suppressions/remove", data={"csrf_token": csrf, "email": "bounced@example.com"}).status_code
+        == 404
+    )
     with admin.sessions() as s:
         assert s.scalars(select(Suppression.email)).all() == ["trap@example.com"]
     assert "trap@example.com" not in client.get("/admin/suppressions?q=bounced").text

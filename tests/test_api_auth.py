@@ -5,12 +5,12 @@ from __future__ import annotations
 import pytest
 
 from newsletter.access import accounts
-
 from newsletter.store import db
-from tests.apikit import assert_error
-from tests.apikit import api  # noqa: F401  (fixture)
+from tests.apikit import (
+    api,  # noqa: F401  (fixture)
+    assert_error,
+)
 from tests.conftest import Cli, clean_environ
-
 
 # One operation of each resource, with a body that would pass validation.
 EVERY_RESOURCE = [
@@ -66,7 +66,8 @@ def test_a_token_made_by_the_cli_opens_the_api(api, tmp_path):  # noqa: F811
     assert listed.status_code == 200 and listed.json() == {"items": []}
     # An editor token: lists are read-only for it.
     refused = api.client.post(
-        "/api/lists", headers={"Authorization": f"Bearer {token}"},
+        "/api/lists",
+        headers={"Authorization": f"Bearer {token}"},
         json={"slug": "weekly", "name": "W", "from_email": "news@example.org"},
     )
     assert_error(refused, 403, says="editor")
@@ -92,7 +93,9 @@ def test_editor_reads_lists_writes_issues_and_sends_but_nothing_else(api):  # no
         api.delete(f"/api/subscribers/{subscriber['id']}", **editor),
         api.post("/api/subscribers", json={"list": "weekly", "email": "bob@example.com"}, **editor),
         api.get("/api/imports", **editor),
-        api.post("/api/imports", data={"list": "weekly"}, files={"file": ("a.csv", b"email\nx@example.com\n")}, **editor),
+        api.post(
+            "/api/imports", data={"list": "weekly"}, files={"file": ("a.csv", b"email\nx@example.com\n")}, **editor
+        ),
         api.get("/api/suppressions", **editor),
         api.post("/api/suppressions", json={"email": "spam@example.com"}, **editor),
         api.delete("/api/suppressions/spam@example.com", **editor),
@@ -105,7 +108,9 @@ def test_editor_reads_lists_writes_issues_and_sends_but_nothing_else(api):  # no
     assert api.get("/api/suppressions", expect=200).json()["total"] == 0
 
     issue = api.post(
-        "/api/issues", **editor, expect=201,
+        "/api/issues",
+        **editor,
+        expect=201,
         json={"list": "weekly", "subject": "Hi", "body_markdown": "Hello."},
     ).json()
     api.get(f"/api/issues/{issue['id']}", **editor, expect=200)
@@ -130,7 +135,9 @@ def test_auth_comes_before_validation_and_existence(api):  # noqa: F811
 def test_every_operation_documents_its_errors_and_the_bearer_scheme(api):  # noqa: F811
     schema = api.client.get("/openapi.json").json()
     assert schema["components"]["securitySchemes"]["apiToken"] == {
-        "type": "http", "scheme": "bearer", "description": schema["components"]["securitySchemes"]["apiToken"]["description"],
+        "type": "http",
+        "scheme": "bearer",
+        "description": schema["components"]["securitySchemes"]["apiToken"]["description"],
     }
     error_ref = {"$ref": "#/components/schemas/ErrorResponse"}
     operations = [(path, method, op) for path, ops in schema["paths"].items() for method, op in ops.items()]

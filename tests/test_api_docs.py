@@ -40,10 +40,14 @@ def assets_of(html: str) -> list[str]:
 
 @pytest.mark.parametrize("base_url", ["https://news.example.org", "https://example.org/news"])
 def test_docs_name_only_the_apps_own_files_and_each_is_served(tmp_path: Path, base_url: str):
-    settings = Settings.from_environ({
-        "NEWSLETTER_VAR_DIR": str(tmp_path), "NEWSLETTER_DATABASE_URL": f"sqlite:///{tmp_path / 'n.db'}",
-        "NEWSLETTER_BASE_URL": base_url, "NEWSLETTER_SECRET_KEY": "test-secret-key-0123456789abcdef",
-    })
+    settings = Settings.from_environ(
+        {
+            "NEWSLETTER_VAR_DIR": str(tmp_path),
+            "NEWSLETTER_DATABASE_URL": f"sqlite:///{tmp_path / 'n.db'}",
+            "NEWSLETTER_BASE_URL": base_url,
+            "NEWSLETTER_SECRET_KEY": "test-secret-key-0123456789abcdef",
+        }
+    )
     root = urlsplit(base_url).path
     client = TestClient(create_app(settings), base_url="https://testserver")
     page = client.get(f"{root}/docs")

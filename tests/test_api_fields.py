@@ -8,8 +8,10 @@ validators, nor a character offset.
 
 from __future__ import annotations
 
-from tests.apikit import assert_error
-from tests.apikit import api  # noqa: F401  (fixture)
+from tests.apikit import (
+    api,  # noqa: F401  (fixture)
+    assert_error,
+)
 
 
 def test_each_422_names_the_field_the_client_sent(api):  # noqa: F811
@@ -19,34 +21,85 @@ def test_each_422_names_the_field_the_client_sent(api):  # noqa: F811
     json_type = {"Content-Type": "application/json"}
     cases = [
         # (method, path, request, field, words in the message)
-        ("POST", "/api/issues", {"content": '{"list": "weekly",\n "subject": }', "headers": json_type}, "body",
-         "not valid JSON: Expecting value at line 2, column 13"),
+        (
+            "POST",
+            "/api/issues",
+            {"content": '{"list": "weekly",\n "subject": }', "headers": json_type},
+            "body",
+            "not valid JSON: Expecting value at line 2, column 13",
+        ),
         ("POST", "/api/issues", {"json": [1, 2]}, "body", "valid dictionary"),
         ("POST", "/api/issues", {"headers": json_type}, "body", "needs a body"),
         ("POST", "/api/issues", {"json": {"list": "weekly", "subject": "S"}}, "body_markdown", "required"),
         ("POST", f"/api/issues/{issue['id']}/test-send", {"json": {"to": ["a@example.org", 7]}}, "to[1]", "string"),
-        ("PATCH", f"/api/subscribers/{ann['id']}", {"json": {"attributes": {"city": {"name": "Lyon"}}}},
-         "attributes.city", "valid string"),
-        ("PATCH", f"/api/subscribers/{ann['id']}", {"json": {"attributes": {"my key": "a\x00b"}}},
-         'attributes["my key"]', "must not contain NUL"),
-        ("PATCH", f"/api/subscribers/{ann['id']}", {"json": {"attributes": {"": "empty name"}}},
-         'attributes[""]', "the key"),
-        ("PATCH", "/api/lists/weekly", {"json": {"slot": {"weekday": "x", "time": "08:00", "timezone": "UTC"}}},
-         "slot.weekday", "at least 2"),
-        ("PATCH", "/api/lists/weekly", {"json": {"slot": {"weekday": "monday", "time": "08:00", "timezone": "UTC",
-                                                          "hour": 8}}}, "slot.hour", "Extra inputs"),
-        ("POST", "/api/sends", {"json": {"issue_id": issue["id"], "repeat": "thrice"}}, "repeat", "'again' or 'only_new'"),
+        (
+            "PATCH",
+            f"/api/subscribers/{ann['id']}",
+            {"json": {"attributes": {"city": {"name": "Lyon"}}}},
+            "attributes.city",
+            "valid string",
+        ),
+        (
+            "PATCH",
+            f"/api/subscribers/{ann['id']}",
+            {"json": {"attributes": {"my key": "a\x00b"}}},
+            'attributes["my key"]',
+            "must not contain NUL",
+        ),
+        (
+            "PATCH",
+            f"/api/subscribers/{ann['id']}",
+            {"json": {"attributes": {"": "empty name"}}},
+            'attributes[""]',
+            "the key",
+        ),
+        (
+            "PATCH",
+            "/api/lists/weekly",
+            {"json": {"slot": {"weekday": "x", "time": "08:00", "timezone": "UTC"}}},
+            "slot.weekday",
+            "at least 2",
+        ),
+        (
+            "PATCH",
+            "/api/lists/weekly",
+            {"json": {"slot": {"weekday": "monday", "time": "08:00", "timezone": "UTC", "hour": 8}}},
+            "slot.hour",
+            "Extra inputs",
+        ),
+        (
+            "POST",
+            "/api/sends",
+            {"json": {"issue_id": issue["id"], "repeat": "thrice"}},
+            "repeat",
+            "'again' or 'only_new'",
+        ),
         # Wrong JSON types are refused, not coerced ("1" or true is no issue id).
         ("POST", "/api/sends", {"json": {"issue_id": str(issue["id"])}}, "issue_id", "integer"),
         ("POST", "/api/sends", {"json": {"issue_id": True}}, "issue_id", "integer"),
-        ("POST", "/api/subscribers", {"json": {"list": "weekly", "email": "b@example.com", "confirmed": "yes"}},
-         "confirmed", "boolean"),
+        (
+            "POST",
+            "/api/subscribers",
+            {"json": {"list": "weekly", "email": "b@example.com", "confirmed": "yes"}},
+            "confirmed",
+            "boolean",
+        ),
         ("GET", "/api/subscribers", {"params": {"limit": "many"}}, "query.limit", "integer"),
         ("GET", "/api/sends/abc", {}, "path.send_id", "integer"),
-        ("POST", "/api/imports", {"data": {"list": "weekly", "confirmed": "maybe"},
-                                  "files": {"file": ("a.csv", b"email\n", "text/csv")}}, "confirmed", "boolean"),
-        ("POST", "/api/imports", {"data": {"list": "Weekly!"}, "files": {"file": ("a.csv", b"email\n", "text/csv")}},
-         "list", "pattern"),
+        (
+            "POST",
+            "/api/imports",
+            {"data": {"list": "weekly", "confirmed": "maybe"}, "files": {"file": ("a.csv", b"email\n", "text/csv")}},
+            "confirmed",
+            "boolean",
+        ),
+        (
+            "POST",
+            "/api/imports",
+            {"data": {"list": "Weekly!"}, "files": {"file": ("a.csv", b"email\n", "text/csv")}},
+            "list",
+            "pattern",
+        ),
         ("POST", "/api/imports", {"data": {"list": "weekly"}}, "file", "required"),
     ]
     for method, path, request, field, says in cases:

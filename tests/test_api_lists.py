@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-
-from tests.apikit import api  # noqa: F401  (fixture)
-from tests.apikit import assert_error
-
+from tests.apikit import (
+    api,  # noqa: F401  (fixture)
+    assert_error,
+)
 
 
 def test_create_read_update_delete_a_list(api):  # noqa: F811
@@ -33,17 +33,34 @@ def test_create_read_update_delete_a_list(api):  # noqa: F811
 def test_list_errors_name_the_field(api):  # noqa: F811
     api.make_list()
     assert_error(api.make_list_raw({"slug": "Weekly!", "name": "X", "from_email": "x@example.org"}), 422, field="slug")
-    assert_error(api.make_list_raw({"slug": "other", "name": "X", "from_email": "not an address"}), 400, field="from_email")
-    assert_error(api.make_list_raw({"slug": "other", "name": "X", "from_email": "x@example.org", "reply_to": "nope"}),
-                 400, field="reply_to")
-    assert_error(api.make_list_raw({"slug": "other", "name": "Line\nbreak", "from_email": "x@example.org"}), 400, field="name")
+    assert_error(
+        api.make_list_raw({"slug": "other", "name": "X", "from_email": "not an address"}), 400, field="from_email"
+    )
+    assert_error(
+        api.make_list_raw({"slug": "other", "name": "X", "from_email": "x@example.org", "reply_to": "nope"}),
+        400,
+        field="reply_to",
+    )
+    assert_error(
+        api.make_list_raw({"slug": "other", "name": "Line\nbreak", "from_email": "x@example.org"}), 400, field="name"
+    )
     assert_error(api.make_list_raw({"slug": "other", "name": "", "from_email": "x@example.org"}), 422, field="name")
-    assert_error(api.make_list_raw({"slug": "other", "name": "X", "from_email": "x@example.org", "colour": "red"}),
-                 422, field="colour")
-    assert_error(api.make_list_raw({"slug": "other", "name": "x" * 201, "from_email": "x@example.org"}), 422, field="name")
-    assert_error(api.make_list_raw({"slug": "other", "name": "Nul\x00", "from_email": "x@example.org"}), 422, field="name")
-    assert_error(api.make_list_raw({"slug": "weekly", "name": "Again", "from_email": "x@example.org"}), 409,
-                 says="already exists")
+    assert_error(
+        api.make_list_raw({"slug": "other", "name": "X", "from_email": "x@example.org", "colour": "red"}),
+        422,
+        field="colour",
+    )
+    assert_error(
+        api.make_list_raw({"slug": "other", "name": "x" * 201, "from_email": "x@example.org"}), 422, field="name"
+    )
+    assert_error(
+        api.make_list_raw({"slug": "other", "name": "Nul\x00", "from_email": "x@example.org"}), 422, field="name"
+    )
+    assert_error(
+        api.make_list_raw({"slug": "weekly", "name": "Again", "from_email": "x@example.org"}),
+        409,
+        says="already exists",
+    )
     assert_error(api.patch("/api/lists/weekly", json={"from_email": "@example.org"}), 400, field="from_email")
     assert_error(api.patch("/api/lists/weekly", json={"slug": "renamed"}), 422, field="slug")  # a slug is for good
     assert_error(api.get("/api/lists/NOT_A_SLUG"), 422, field="path.slug")
@@ -67,11 +84,13 @@ def test_weekly_slot_is_set_shown_and_cleared(api):  # noqa: F811
     assert "Fridays at 08:30" in slotted["description"] and slotted["next_at"]
     assert_error(
         api.patch("/api/lists/weekly", json={"slot": {"weekday": "fri", "time": "08:30", "timezone": "Mars/Olympus"}}),
-        400, field="slot.timezone",
+        400,
+        field="slot.timezone",
     )
     assert_error(
         api.patch("/api/lists/weekly", json={"slot": {"weekday": "fri", "time": "25:00", "timezone": "UTC"}}),
-        400, field="slot.time",
+        400,
+        field="slot.time",
     )
     assert api.get("/api/lists/weekly", expect=200).json()["slot"]["timezone"] == "Europe/Paris"  # unchanged
     assert api.patch("/api/lists/weekly", json={"slot": None}, expect=200).json()["slot"] is None
@@ -99,7 +118,9 @@ def test_suppressions_add_list_and_lift(api):  # noqa: F811
 
 def test_suppression_errors_name_the_field(api):  # noqa: F811
     assert_error(api.post("/api/suppressions", json={"email": "no-at-sign"}), 400, field="email")
-    assert_error(api.post("/api/suppressions", json={"email": "a@example.com", "reason": "dislike"}), 422, field="reason")
+    assert_error(
+        api.post("/api/suppressions", json={"email": "a@example.com", "reason": "dislike"}), 422, field="reason"
+    )
     assert_error(api.post("/api/suppressions", json={}), 422, field="email")
     assert_error(api.delete("/api/suppressions/no-at-sign"), 400, field="email")
     assert_error(api.get("/api/suppressions", params={"limit": 0}), 422, field="query.limit")

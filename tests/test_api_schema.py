@@ -17,8 +17,10 @@ import pytest
 import schemathesis
 from schemathesis.specs.openapi.checks import positive_data_acceptance
 
-from tests.apikit import Api
-from tests.apikit import api_with_broker  # noqa: F401  (fixture)
+from tests.apikit import (
+    Api,
+    api_with_broker,  # noqa: F401  (fixture)
+)
 
 pytestmark = [
     pytest.mark.redis,
@@ -30,7 +32,10 @@ EXAMPLES_PER_OPERATION = 12
 CONFIG = {
     # The token is sent with every request (below), so none is generated, nor left out as a negative case.
     "generation": {
-        "max-examples": EXAMPLES_PER_OPERATION, "mode": "all", "deterministic": True, "with-security-parameters": False,
+        "max-examples": EXAMPLES_PER_OPERATION,
+        "mode": "all",
+        "deterministic": True,
+        "with-security-parameters": False,
     },
     "phases": {"stateful": {"enabled": False}},
     "checks": {
@@ -52,7 +57,9 @@ def seeded(api_with_broker: Api) -> Iterator[Api]:  # noqa: F811
     api.post("/api/suppressions", json={"email": "trap@example.com"}, expect=201)
     issue = api.make_issue()
     api.post("/api/sends", json={"issue_id": issue["id"]}, expect=201)
-    api.post("/api/imports", data={"list": "weekly"}, files={"file": ("a.csv", b"email\nx@example.com\nbad\n")}, expect=202)
+    api.post(
+        "/api/imports", data={"list": "weekly"}, files={"file": ("a.csv", b"email\nx@example.com\nbad\n")}, expect=202
+    )
     yield api
 
 
@@ -86,7 +93,9 @@ def positive_data_accepted(ctx, response, case):  # type: ignore[no-untyped-def]
 
 @schema.parametrize()
 @hypothesis.settings(
-    max_examples=EXAMPLES_PER_OPERATION, deadline=None, derandomize=True,
+    max_examples=EXAMPLES_PER_OPERATION,
+    deadline=None,
+    derandomize=True,
     suppress_health_check=list(hypothesis.HealthCheck),
 )
 def test_the_api_keeps_its_schema(case, seeded):  # type: ignore[no-untyped-def]

@@ -10,8 +10,11 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from tests.apikit import Api, assert_error
-from tests.apikit import api_with_broker  # noqa: F401  (fixture)
+from tests.apikit import (
+    Api,
+    api_with_broker,  # noqa: F401  (fixture)
+    assert_error,
+)
 from tests.conftest import Cli, clean_environ
 from tests.sendkit import Newsroom
 
@@ -21,8 +24,11 @@ pytestmark = pytest.mark.redis
 @pytest.fixture
 def room(api_with_broker: Api, tmp_path):  # noqa: F811
     """Worker processes with the same settings as the app under test."""
-    newsroom = Newsroom(cli=Cli(env=clean_environ(**api_with_broker.environ), cwd=tmp_path),
-                        capture=api_with_broker.capture, tmp=tmp_path)
+    newsroom = Newsroom(
+        cli=Cli(env=clean_environ(**api_with_broker.environ), cwd=tmp_path),
+        capture=api_with_broker.capture,
+        tmp=tmp_path,
+    )
     yield newsroom
     newsroom.stop_all()
 
@@ -73,8 +79,12 @@ def test_a_send_started_through_the_api_is_delivered_by_a_worker(api_with_broker
     log = api.get(f"/api/sends/{started['id']}/deliveries", params={"limit": 10, "offset": 20}, expect=200).json()
     assert (log["total"], log["offset"], log["limit"]) == (23, 20, 10)
     assert [d["email"] for d in log["items"]] == addresses[20:]
-    assert all(d["status"] == "sent" and d["smtp_code"] == 250 and d["message_id"] and d["sent_at"] for d in log["items"])
-    assert api.get(f"/api/sends/{started['id']}/deliveries", params={"status": "failed"}, expect=200).json()["total"] == 0
+    assert all(
+        d["status"] == "sent" and d["smtp_code"] == 250 and d["message_id"] and d["sent_at"] for d in log["items"]
+    )
+    assert (
+        api.get(f"/api/sends/{started['id']}/deliveries", params={"status": "failed"}, expect=200).json()["total"] == 0
+    )
 
     export = api.get(f"/api/sends/{started['id']}/deliveries.csv", expect=200)
     assert export.headers["content-type"].startswith("text/csv")
@@ -83,9 +93,21 @@ def test_a_send_started_through_the_api_is_delivered_by_a_worker(api_with_broker
     assert [r["email"] for r in rows] == addresses and {r["status"] for r in rows} == {"sent"}
     assert all(r["message_id"] and r["smtp_code"] == "250" for r in rows)
     only_failed = api.get(f"/api/sends/{started['id']}/deliveries.csv", params={"status": "failed"}, expect=200)
-    assert only_failed.text.splitlines() == [",".join(
-        ["delivery_id", "email", "status", "attempts", "smtp_code", "smtp_reply", "message_id", "sent_at", "updated_at"]
-    )]
+    assert only_failed.text.splitlines() == [
+        ",".join(
+            [
+                "delivery_id",
+                "email",
+                "status",
+                "attempts",
+                "smtp_code",
+                "smtp_reply",
+                "message_id",
+                "sent_at",
+                "updated_at",
+            ]
+        )
+    ]
 
     assert_error(api.post(f"/api/sends/{started['id']}/pause"), 409, says="finished")
     assert_error(api.post(f"/api/sends/{started['id']}/cancel"), 409, says="already finished")

@@ -8,9 +8,10 @@ import io
 from sqlalchemy import select
 
 from newsletter.store.models import Subscriber, Subscription
-from tests.apikit import api  # noqa: F401  (fixture)
-from tests.apikit import assert_error
-
+from tests.apikit import (
+    api,  # noqa: F401  (fixture)
+    assert_error,
+)
 
 
 def test_add_search_and_page_through_subscribers(api):  # noqa: F811
@@ -34,7 +35,9 @@ def test_add_search_and_page_through_subscribers(api):  # noqa: F811
     assert [s["email"] for s in by_name["items"]] == ["ann@example.com"]
     by_address = api.get("/api/subscribers", params={"q": "reader3@"}, expect=200).json()
     assert [s["email"] for s in by_address["items"]] == ["reader3@example.com"]
-    unconfirmed_daily = api.get("/api/subscribers", params={"list": "daily", "status": "unconfirmed"}, expect=200).json()
+    unconfirmed_daily = api.get(
+        "/api/subscribers", params={"list": "daily", "status": "unconfirmed"}, expect=200
+    ).json()
     assert sorted(s["email"] for s in unconfirmed_daily["items"]) == ["reader1@example.com", "reader3@example.com"]
 
     page = api.get("/api/subscribers", params={"list": "daily", "offset": 2, "limit": 2}, expect=200).json()
@@ -62,7 +65,9 @@ def test_edit_a_subscriber(api):  # noqa: F811
     api.make_subscriber("bob@example.com")
     path = f"/api/subscribers/{ann['id']}"
 
-    edited = api.patch(path, json={"name": "Ann Lee", "attributes": {"city": "Lyon", "age": 41, "vip": True}}, expect=200).json()
+    edited = api.patch(
+        path, json={"name": "Ann Lee", "attributes": {"city": "Lyon", "age": 41, "vip": True}}, expect=200
+    ).json()
     assert edited["name"] == "Ann Lee" and edited["attributes"] == {"city": "Lyon", "age": 41, "vip": True}
     moved = api.patch(path, json={"email": "Ann.Lee@Example.com"}, expect=200).json()
     assert moved["email"] == "ann.lee@example.com" and moved["name"] == "Ann Lee"  # others untouched
@@ -89,7 +94,8 @@ def test_subscribe_and_unsubscribe_keeps_the_consent_record(api):  # noqa: F811
 
     joined = api.put(f"{lists_path}/daily", expect=200).json()
     assert {(s["list"], s["status"], s["source"]) for s in joined["subscriptions"]} == {
-        ("daily", "confirmed", "api"), ("weekly", "confirmed", "api"),
+        ("daily", "confirmed", "api"),
+        ("weekly", "confirmed", "api"),
     }
     left = api.delete(f"{lists_path}/weekly", expect=200).json()
     weekly = next(s for s in left["subscriptions"] if s["list"] == "weekly")
@@ -132,13 +138,13 @@ def test_an_import_runs_in_the_background_and_reports_rejected_rows(api):  # noq
     api.make_list()
     api.make_subscriber("old@example.com", confirmed=False)
     data = (
-        "email,name,city\n"
-        "ann@example.com,Ann,Lyon\n"
-        "not-an-address,Nobody,\n"
-        "old@example.com,Old Timer,\n"
-        "bob@example.com,Bob\n"
-        "ann@example.com,Ann again,\n"
-    ).encode()
+        b"email,name,city\n"
+        b"ann@example.com,Ann,Lyon\n"
+        b"not-an-address,Nobody,\n"
+        b"old@example.com,Old Timer,\n"
+        b"bob@example.com,Bob\n"
+        b"ann@example.com,Ann again,\n"
+    )
     started = upload(api, data, confirmed=True)
     assert started.status_code == 202, started.text
     job = started.json()

@@ -22,11 +22,11 @@ from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy import inspect, select, text
 
-from newsletter.store import db
 from newsletter.config import ConfigError, Settings
-from newsletter.store.models import Base, BounceEvent, ConfirmationMail, MailingList, Subscriber, Subscription
 from newsletter.delivery.notices import confirmation_message
 from newsletter.mail.return_path import make_return_path
+from newsletter.store import db
+from newsletter.store.models import Base, BounceEvent, ConfirmationMail, MailingList, Subscriber, Subscription
 from subscribers import confirmation_requests
 from subscribers.bounces import recent_events, record_bounce
 from subscribers.consent import PendingConfirmation
@@ -60,14 +60,18 @@ def unproven(sessions) -> list[tuple[str, str]]:  # type: ignore[no-untyped-def]
 def dsn_quoting(original_headers: bytes, recipient: str, *, report_id: str = "dsn-1@mx.example.net") -> bytes:
     """An RFC 3464 hard bounce for ``recipient`` that quotes the original's headers, as Postfix writes one."""
     return (
-        f"From: MAILER-DAEMON@mx.example.net\r\nTo: {RETURN_PATH}\r\nSubject: Undelivered Mail Returned to Sender\r\n"
-        f"Message-ID: <{report_id}>\r\nAuto-Submitted: auto-replied\r\nMIME-Version: 1.0\r\n"
-        'Content-Type: multipart/report; report-type=delivery-status; boundary="b"\r\n\r\n'
-        "--b\r\nContent-Type: text/plain\r\n\r\nYour message could not be delivered.\r\n"
-        "--b\r\nContent-Type: message/delivery-status\r\n\r\nReporting-MTA: dns; mx.example.net\r\n\r\n"
-        f"Final-Recipient: rfc822; {recipient}\r\nAction: failed\r\nStatus: 5.1.1\r\n\r\n"
-        "--b\r\nContent-Type: text/rfc822-headers\r\n\r\n"
-    ).encode() + original_headers + b"\r\n--b--\r\n"
+        (
+            f"From: MAILER-DAEMON@mx.example.net\r\nTo: {RETURN_PATH}\r\nSubject: Undelivered Mail Returned to Sender\r\n"
+            f"Message-ID: <{report_id}>\r\nAuto-Submitted: auto-replied\r\nMIME-Version: 1.0\r\n"
+            'Content-Type: multipart/report; report-type=delivery-status; boundary="b"\r\n\r\n'
+            "--b\r\nContent-Type: text/plain\r\n\r\nYour message could not be delivered.\r\n"
+            "--b\r\nContent-Type: message/delivery-status\r\n\r\nReporting-MTA: dns; mx.example.net\r\n\r\n"
+            f"Final-Recipient: rfc822; {recipient}\r\nAction: failed\r\nStatus: 5.1.1\r\n\r\n"
+            "--b\r\nContent-Type: text/rfc822-headers\r\n\r\n"
+        ).encode()
+        + original_headers
+        + b"\r\n--b--\r\n"
+    )
 
 
 # --- the real `newsletter inbound`, end to end ------------------------------------------------
@@ -86,28 +90,45 @@ def test_forged_dsn_and_arf_to_the_bare_return_path_change_nothing_and_proven_on
     inbound = InboundProcess(newsroom.cli.env, newsroom.cli.cwd)
     try:
         # A stranger's DSN naming a subscriber, quoting a real Message-ID of ours, but another reader's.
-        inbound.deliver(sample("dsn-hard.eml", recipient=dsn_victim, message_id=message_id[complained],
-                               return_path=RETURN_PATH), RETURN_PATH)
+        inbound.deliver(
+            sample("dsn-hard.eml", recipient=dsn_victim, message_id=message_id[complained], return_path=RETURN_PATH),
+            RETURN_PATH,
+        )
         # A stranger's "feedback loop" complaint about a subscriber, with a made-up Message-ID.
-        inbound.deliver(sample("arf-complaint.eml", recipient=arf_victim, message_id="<1.2.3@example.org>",
-                               return_path=RETURN_PATH), RETURN_PATH)
+        inbound.deliver(
+            sample(
+                "arf-complaint.eml", recipient=arf_victim, message_id="<1.2.3@example.org>", return_path=RETURN_PATH
+            ),
+            RETURN_PATH,
+        )
         # The genuine articles: a DSN to the delivery's own VERP address, a complaint quoting our Message-ID.
-        inbound.deliver(sample("dsn-hard.eml", recipient=bounced, message_id=message_id[bounced],
-                               return_path=envelope[bounced]), envelope[bounced])
-        inbound.deliver(sample("arf-complaint.eml", recipient=complained, message_id=message_id[complained],
-                               return_path=RETURN_PATH), RETURN_PATH)
+        inbound.deliver(
+            sample("dsn-hard.eml", recipient=bounced, message_id=message_id[bounced], return_path=envelope[bounced]),
+            envelope[bounced],
+        )
+        inbound.deliver(
+            sample(
+                "arf-complaint.eml", recipient=complained, message_id=message_id[complained], return_path=RETURN_PATH
+            ),
+            RETURN_PATH,
+        )
         lines = inbound.wait_lines(4)
     finally:
         assert inbound.stop() == 0
     assert any(f"hard bounce {dsn_victim}: unproven" in line and "nothing changed" in line for line in lines), lines
     assert any(f"complaint {arf_victim}: unproven" in line and "nothing changed" in line for line in lines), lines
     assert any(f"hard bounce {bounced} (delivery" in line and "suppressed hard_bounce" in line for line in lines), lines
-    assert any(f"complaint {complained} (delivery" in line and "left weekly, suppressed complaint" in line
-               for line in lines), lines
+    assert any(
+        f"complaint {complained} (delivery" in line and "left weekly, suppressed complaint" in line for line in lines
+    ), lines
 
-    suppressed = {row["email"]: row["reason"] for row in json.loads(newsroom.cli("suppressions", "ls", "--json").stdout)}
+    suppressed = {
+        row["email"]: row["reason"] for row in json.loads(newsroom.cli("suppressions", "ls", "--json").stdout)
+    }
     assert suppressed == {bounced: "hard_bounce", complained: "complaint"}
-    status = {row["email"]: row["status"] for row in json.loads(newsroom.cli("subscribers", "ls", "weekly", "--json").stdout)}
+    status = {
+        row["email"]: row["status"] for row in json.loads(newsroom.cli("subscribers", "ls", "weekly", "--json").stdout)
+    }
     assert status[dsn_victim] == status[arf_victim] == "confirmed" and status[complained] == "unsubscribed"
 
     # The unproven reports are kept for review: in the listing, with a column and a filter of their own.
@@ -115,9 +136,12 @@ def test_forged_dsn_and_arf_to_the_bare_return_path_change_nothing_and_proven_on
     assert dsn_victim in table and arf_victim in table and "proven" in table
     assert "4 event(s). 2 unproven: kept for review, they changed nothing." in table
     only = json.loads(newsroom.cli("bounces", "ls", "--unproven", "--json").stdout)
-    assert sorted((e["email"], e["kind"], e["proven"], e["delivery_id"]) for e in only) == sorted([
-        (dsn_victim, "hard", False, None), (arf_victim, "complaint", False, None),
-    ])
+    assert sorted((e["email"], e["kind"], e["proven"], e["delivery_id"]) for e in only) == sorted(
+        [
+            (dsn_victim, "hard", False, None),
+            (arf_victim, "complaint", False, None),
+        ]
+    )
     acted = json.loads(newsroom.cli("bounces", "ls", "--proven", "--json").stdout)
     assert sorted(e["email"] for e in acted) == sorted([bounced, complained]) and all(e["proven"] for e in acted)
     both = newsroom.cli("bounces", "ls", "--proven", "--unproven", check=False)
@@ -190,7 +214,10 @@ def test_a_bounce_of_a_form_confirmation_email_is_proven_by_the_signed_link_it_q
     assert forged != headers
     inbound.deliver(dsn_quoting(forged, "typo@example.com"), RETURN_PATH)
     assert unproven(inbound.sessions) == [("victim@example.com", "hard"), ("typo@example.com", "hard")]
-    assert suppression(inbound.sessions, "victim@example.com") is None and suppression(inbound.sessions, "typo@example.com") is None
+    assert (
+        suppression(inbound.sessions, "victim@example.com") is None
+        and suppression(inbound.sessions, "typo@example.com") is None
+    )
 
     # The real bounce (the same report id as the forged one: the proven report is news, not a repeat).
     inbound.deliver(dsn_quoting(headers, "typo@example.com"), RETURN_PATH)
@@ -217,9 +244,13 @@ def test_a_complaint_about_a_request_to_confirm_is_proven_by_its_message_id_and_
 
     report = sample("arf-complaint.eml", recipient="ola@example.com", message_id=message_id, return_path=RETURN_PATH)
     inbound.deliver(report, RETURN_PATH)
-    assert inbound.lines[-1].startswith("feedback report: complaint ola@example.com: left weekly, suppressed complaint ["), (
-        inbound.lines)
-    assert subscription_status(inbound.sessions, "ola@example.com", "weekly") == ("unsubscribed", "complaint (marked as spam)")
+    assert inbound.lines[-1].startswith(
+        "feedback report: complaint ola@example.com: left weekly, suppressed complaint ["
+    ), inbound.lines
+    assert subscription_status(inbound.sessions, "ola@example.com", "weekly") == (
+        "unsubscribed",
+        "complaint (marked as spam)",
+    )
     assert subscription_status(inbound.sessions, "ola@example.com", "daily")[0] == "confirmed"  # the other list stays
     assert suppression(inbound.sessions, "ola@example.com") == "complaint"
     assert unproven(inbound.sessions) == [("pia@example.com", "complaint")]
@@ -229,10 +260,13 @@ def test_unproven_soft_bounces_count_toward_nothing(sessions):
     sends = [sent_issue(sessions, ["quin@example.com"])["quin@example.com"] for _ in range(2)]
     with db.transaction(sessions) as s:
         for number in range(5):
-            outcome = record_bounce(s, email="quin@example.com", kind="soft", source="webhook",
-                                    detail=f"mailbox full #{number}", **LIMITS)
+            outcome = record_bounce(
+                s, email="quin@example.com", kind="soft", source="webhook", detail=f"mailbox full #{number}", **LIMITS
+            )
             assert not outcome.proven and outcome.soft_count is None and outcome.suppressed is None
-            assert outcome.event_id is not None and outcome.summary().startswith("soft bounce quin@example.com: unproven")
+            assert outcome.event_id is not None and outcome.summary().startswith(
+                "soft bounce quin@example.com: unproven"
+            )
         for sent in sends:
             outcome = record_bounce(s, email=None, delivery_id=sent.delivery_id, kind="soft", source="smtp", **LIMITS)
         assert outcome.proven and outcome.soft_count == 2 and outcome.suppressed is None
@@ -245,16 +279,25 @@ def test_unproven_soft_bounces_count_toward_nothing(sessions):
 
 def test_generic_webhook_events_with_only_an_address_are_kept_unproven(hooks):
     sent_issue(hooks.sessions, ["rae@example.com", "sid@example.com"])
-    batch = {"events": [
-        {"type": "bounce", "email": "rae@example.com", "bounce_type": "hard", "detail": "550 5.1.1 user unknown"},
-        {"type": "complaint", "email": "sid@example.com"},
-        {"type": "unsubscribe", "email": "sid@example.com"},
-        {"type": "bounce", "email": "rae@example.com", "bounce_type": "soft", "message_id": "<1.2.3@elsewhere.example>"},
-    ]}
+    batch = {
+        "events": [
+            {"type": "bounce", "email": "rae@example.com", "bounce_type": "hard", "detail": "550 5.1.1 user unknown"},
+            {"type": "complaint", "email": "sid@example.com"},
+            {"type": "unsubscribe", "email": "sid@example.com"},
+            {
+                "type": "bounce",
+                "email": "rae@example.com",
+                "bounce_type": "soft",
+                "message_id": "<1.2.3@elsewhere.example>",
+            },
+        ]
+    }
     response = hooks.client().post("/webhooks/events", json=batch, headers={"Authorization": f"Bearer {SECRET}"})
     assert response.status_code == 200, response.text
-    assert [(e["email"], e["kind"], e["proven"], e["delivery_id"], e["suppressed"], e["unsubscribed"])
-            for e in response.json()["events"]] == [
+    assert [
+        (e["email"], e["kind"], e["proven"], e["delivery_id"], e["suppressed"], e["unsubscribed"])
+        for e in response.json()["events"]
+    ] == [
         ("rae@example.com", "hard", False, None, None, []),
         ("sid@example.com", "complaint", False, None, None, []),
         ("sid@example.com", "unsubscribe", False, None, None, []),
@@ -278,12 +321,19 @@ def test_ses_events_act_only_on_our_message_id_verp_source_or_signed_header(hook
     # SES's own mail.messageId and a source that is not our VERP address prove nothing.
     assert post(ses_complaint("tam@example.com", "news@example.org"))["proven"] is False
     assert post(ses_bounce("uma@example.com", "Permanent", source=RETURN_PATH))["proven"] is False
-    assert suppression(hooks.sessions, "tam@example.com") is None and suppression(hooks.sessions, "uma@example.com") is None
+    assert (
+        suppression(hooks.sessions, "tam@example.com") is None
+        and suppression(hooks.sessions, "uma@example.com") is None
+    )
     assert subscription_status(hooks.sessions, "tam@example.com")[0] == "confirmed"
 
     # Our Message-ID among the original headers SES includes names the delivery.
     by_id = post(ses_bounce("uma@example.com", "Permanent", message_id=sent["uma@example.com"].message_id))
-    assert (by_id["proven"], by_id["delivery_id"], by_id["suppressed"]) == (True, sent["uma@example.com"].delivery_id, "hard_bounce")
+    assert (by_id["proven"], by_id["delivery_id"], by_id["suppressed"]) == (
+        True,
+        sent["uma@example.com"].delivery_id,
+        "hard_bounce",
+    )
     # commonHeaders.messageId is our Message-ID too (mail.messageId is SES's own).
     record = json.loads(ses_complaint("tam@example.com", "news@example.org"))
     record["mail"]["commonHeaders"] = {"messageId": sent["tam@example.com"].message_id}
@@ -291,15 +341,23 @@ def test_ses_events_act_only_on_our_message_id_verp_source_or_signed_header(hook
     # A confirmation email sent through SES: no delivery, but its List-Unsubscribe header carries our signed link.
     with hooks.sessions() as s:
         val_id = s.scalar(select(Subscriber.id).where(Subscriber.email == "val@example.com"))
-    link = f"<https://news.example.org/unsubscribe/{SIGNER.make(val_id, sent['val@example.com'].list_id, 'unsubscribe')}>"
+    link = (
+        f"<https://news.example.org/unsubscribe/{SIGNER.make(val_id, sent['val@example.com'].list_id, 'unsubscribe')}>"
+    )
     for address, proven in (("tam@example.com", False), ("val@example.com", True)):  # made for val, not for tam
         record = json.loads(ses_bounce(address, "Transient", source=RETURN_PATH))
-        record["mail"]["headers"] = [{"name": "Message-ID", "value": "<9.confirm.ab12@example.org>"},
-                                     {"name": "List-Unsubscribe", "value": link}]
+        record["mail"]["headers"] = [
+            {"name": "Message-ID", "value": "<9.confirm.ab12@example.org>"},
+            {"name": "List-Unsubscribe", "value": link},
+        ]
         assert post(json.dumps(record))["proven"] is proven
     with hooks.sessions() as s:
         assert [(r.email, r.kind) for r in recent_events(s, proven=True, kind="soft")] == [("val@example.com", "soft")]
-    assert unproven(hooks.sessions) == [("tam@example.com", "complaint"), ("uma@example.com", "hard"), ("tam@example.com", "soft")]
+    assert unproven(hooks.sessions) == [
+        ("tam@example.com", "complaint"),
+        ("uma@example.com", "hard"),
+        ("tam@example.com", "soft"),
+    ]
 
 
 def test_an_ses_notification_older_than_the_max_age_is_refused_as_a_replay(hooks, signing, caplog):
@@ -324,8 +382,13 @@ def test_an_ses_notification_older_than_the_max_age_is_refused_as_a_replay(hooks
     assert hooks.client().post("/webhooks/ses", json=recent).json()["events"][0]["suppressed"] == "hard_bounce"
     assert hooks.client(NEWSLETTER_SES_MAX_AGE="10800").post("/webhooks/ses", json=old).status_code == 200
     shorter = hooks.client(NEWSLETTER_SES_MAX_AGE="60")
-    assert shorter.post("/webhooks/ses", json=sns(signing[0], "Notification", message,
-                                                   published=datetime.now(UTC) - timedelta(minutes=2))).status_code == 403
+    assert (
+        shorter.post(
+            "/webhooks/ses",
+            json=sns(signing[0], "Notification", message, published=datetime.now(UTC) - timedelta(minutes=2)),
+        ).status_code
+        == 403
+    )
     # A subscription confirmation is no event: its age does not matter.
     confirm = sns(signing[0], "SubscriptionConfirmation", "subscribe", published=datetime.now(UTC) - timedelta(days=2))
     assert shorter.post("/webhooks/ses", json=confirm).status_code == 200
@@ -346,8 +409,15 @@ def test_ses_max_age_setting():
 def test_the_admin_bounces_page_lists_proven_and_unproven_events_for_admins_only(admin):
     with db.transaction(admin.sessions) as s:
         record_bounce(s, email="reader1@example.com", kind="hard", source="smtp", detail="forged 5.1.1 <x@y>", **LIMITS)
-        record_bounce(s, email="reader2@example.com", kind="complaint", source="ses", detail="abuse report",
-                      proof="a signed unsubscribe link of ours made for that address", **LIMITS)
+        record_bounce(
+            s,
+            email="reader2@example.com",
+            kind="complaint",
+            source="ses",
+            detail="abuse report",
+            proof="a signed unsubscribe link of ours made for that address",
+            **LIMITS,
+        )
     client = admin.logged_in()
     page = client.get("/admin/bounces")
     assert page.status_code == 200, page.text
@@ -364,7 +434,10 @@ def test_the_admin_bounces_page_lists_proven_and_unproven_events_for_admins_only
     assert client.get("/admin/bounces?kind=bounced").status_code == 400
     # Nothing was acted on by the unproven one.
     with admin.sessions() as s:
-        assert s.scalar(select(Subscription.status).join(Subscriber).where(Subscriber.email == "reader1@example.com")) == "confirmed"
+        assert (
+            s.scalar(select(Subscription.status).join(Subscriber).where(Subscriber.email == "reader1@example.com"))
+            == "confirmed"
+        )
 
     editor = admin.logged_in("eddie")
     assert 'href="/admin/bounces"' not in editor.get("/admin").text
@@ -390,21 +463,32 @@ def test_0010_old_events_count_as_proven_and_a_downgrade_drops_only_the_unproven
         sessions = db.session_factory(engine)
         ann = sent_issue(sessions, ["ann@example.com"])["ann@example.com"]
         with db.transaction(sessions) as s:
-            record_bounce(s, email=None, delivery_id=ann.delivery_id, kind="hard", source="smtp", detail="real", **LIMITS)
+            record_bounce(
+                s, email=None, delivery_id=ann.delivery_id, kind="hard", source="smtp", detail="real", **LIMITS
+            )
             record_bounce(s, email="eve@example.com", kind="complaint", source="smtp", detail="forged", **LIMITS)
 
         _downgrade(engine, "0009")
         assert "proven" not in {c["name"] for c in inspect(engine).get_columns("bounce_events")}
         with engine.begin() as conn:  # what the old code stored: every event acted on
-            assert [tuple(r) for r in conn.execute(text("SELECT email, detail FROM bounce_events"))] == [("ann@example.com", "real")]
-            conn.execute(text("INSERT INTO bounce_events (email, kind, source, detail, created_at) "
-                              "VALUES ('old@example.com', 'soft', 'ses', 'from before', CURRENT_TIMESTAMP)"))
+            assert [tuple(r) for r in conn.execute(text("SELECT email, detail FROM bounce_events"))] == [
+                ("ann@example.com", "real")
+            ]
+            conn.execute(
+                text(
+                    "INSERT INTO bounce_events (email, kind, source, detail, created_at) "
+                    "VALUES ('old@example.com', 'soft', 'ses', 'from before', CURRENT_TIMESTAMP)"
+                )
+            )
 
         db.upgrade(engine)
         assert db.schema_is_current(engine)
         with engine.connect() as conn:
             rows = conn.execute(select(BounceEvent.email, BounceEvent.proven).order_by(BounceEvent.id)).all()
-            assert [(email, bool(proven)) for email, proven in rows] == [("ann@example.com", True), ("old@example.com", True)]
+            assert [(email, bool(proven)) for email, proven in rows] == [
+                ("ann@example.com", True),
+                ("old@example.com", True),
+            ]
             diff = compare_metadata(MigrationContext.configure(conn, opts={"compare_type": True}), Base.metadata)
             if engine.dialect.name == "sqlite":
                 assert conn.exec_driver_sql("PRAGMA foreign_keys").scalar() == 1

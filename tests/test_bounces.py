@@ -7,8 +7,8 @@ from datetime import timedelta
 import pytest
 from sqlalchemy import select
 
-from newsletter.store import db
 from newsletter.errors import InvalidInput, NotFound
+from newsletter.store import db
 from newsletter.store.models import Delivery, utcnow
 from subscribers.bounces import find_delivery, recent_events, record_bounce
 from subscribers.suppressions import suppress
@@ -29,9 +29,14 @@ def record(sessions, **kwargs):  # type: ignore[no-untyped-def]
 def test_a_hard_bounce_marks_the_delivery_and_suppresses_at_once_and_a_repeat_changes_nothing(sessions):
     sent = sent_issue(sessions, ["ann@example.com", "bob@example.com"])
     ann = sent["ann@example.com"]
-    outcome = record(sessions, email=None, delivery_id=ann.delivery_id, kind="hard", detail="failed 5.1.1: user unknown")
+    outcome = record(
+        sessions, email=None, delivery_id=ann.delivery_id, kind="hard", detail="failed 5.1.1: user unknown"
+    )
     assert (outcome.email, outcome.delivery_bounced, outcome.suppressed, outcome.repeated) == (
-        "ann@example.com", True, "hard_bounce", False,
+        "ann@example.com",
+        True,
+        "hard_bounce",
+        False,
     )
     row = delivery(sessions, ann.delivery_id)
     assert row.status == "bounced" and row.bounced_at is not None
@@ -58,7 +63,9 @@ def test_soft_bounces_suppress_only_at_the_limit_within_the_window(sessions):
     assert repeat.repeated
     second = record(sessions, email=None, delivery_id=sends[2].delivery_id, kind="soft", now=now - timedelta(days=1))
     assert second.soft_count == 2 and suppression(sessions, "carol@example.com") is None
-    third = record(sessions, email=None, delivery_id=sends[3].delivery_id, kind="soft", detail="452 4.2.2 mailbox full", now=now)
+    third = record(
+        sessions, email=None, delivery_id=sends[3].delivery_id, kind="soft", detail="452 4.2.2 mailbox full", now=now
+    )
     assert third.soft_count == 3 and third.suppressed == "soft_bounce"
     assert suppression(sessions, "carol@example.com") == "soft_bounce"
     assert all(delivery(sessions, s.delivery_id).status == "bounced" for s in sends)
@@ -68,16 +75,28 @@ def test_delay_warnings_are_kept_but_bounce_nothing_count_nothing_and_suppress_n
     sends = [sent_issue(sessions, ["pat@example.com"])["pat@example.com"] for _ in range(4)]
     now = utcnow()
     for number, sent in enumerate(sends):  # more warnings than the soft limit, each about another message
-        outcome = record(sessions, email=None, delivery_id=sent.delivery_id, kind="delayed", detail="delayed 4.2.2",
-                         now=now - timedelta(hours=4 - number))
+        outcome = record(
+            sessions,
+            email=None,
+            delivery_id=sent.delivery_id,
+            kind="delayed",
+            detail="delayed 4.2.2",
+            now=now - timedelta(hours=4 - number),
+        )
         assert (outcome.kind, outcome.repeated, outcome.delivery_bounced, outcome.suppressed, outcome.soft_count) == (
-            "delayed", False, False, None, None,
+            "delayed",
+            False,
+            False,
+            None,
+            None,
         )
         assert outcome.event_id is not None
         assert outcome.summary() == (
             f"delay warning pat@example.com (delivery {sent.delivery_id}): recorded only (the sending server is still trying)"
         )
-    again = record(sessions, email=None, delivery_id=sends[0].delivery_id, kind="delayed", detail="delayed again", now=now)
+    again = record(
+        sessions, email=None, delivery_id=sends[0].delivery_id, kind="delayed", detail="delayed again", now=now
+    )
     assert again.repeated and again.event_id is None
     assert all(delivery(sessions, s.delivery_id).status == "sent" for s in sends)
     assert delivery(sessions, sends[0].delivery_id).bounced_at is None
@@ -130,7 +149,9 @@ def test_a_complaint_leaves_the_deliverys_list_only_and_suppresses(sessions):
 def test_a_proven_complaint_without_a_delivery_or_list_leaves_every_list(sessions):
     sent_issue(sessions, ["gus@example.com"], slug="weekly")
     sent_issue(sessions, ["gus@example.com"], slug="daily")
-    outcome = record(sessions, email="Gus@Example.com", kind="complaint", source="webhook", detail="abuse", proof=SIGNED)
+    outcome = record(
+        sessions, email="Gus@Example.com", kind="complaint", source="webhook", detail="abuse", proof=SIGNED
+    )
     assert outcome.unsubscribed == ("daily", "weekly")
     assert subscription_status(sessions, "gus@example.com", "daily")[0] == "unsubscribed"
     assert suppression(sessions, "gus@example.com") == "complaint"
@@ -140,27 +161,44 @@ def test_an_unsubscribe_event_ends_that_list_only_and_suppresses_nothing(session
     weekly = sent_issue(sessions, ["hal@example.com"], slug="weekly")["hal@example.com"]
     sent_issue(sessions, ["hal@example.com"], slug="daily")
     mailto = "its List-Unsubscribe mailto token"
-    outcome = record(sessions, email="hal@example.com", kind="unsubscribe", list_id=weekly.list_id, detail="mailto", proof=mailto)
+    outcome = record(
+        sessions, email="hal@example.com", kind="unsubscribe", list_id=weekly.list_id, detail="mailto", proof=mailto
+    )
     assert outcome.unsubscribed == ("weekly",) and outcome.suppressed is None
     assert subscription_status(sessions, "hal@example.com", "weekly") == (
-        "unsubscribed", "unsubscribe email (List-Unsubscribe mailto)",
+        "unsubscribed",
+        "unsubscribe email (List-Unsubscribe mailto)",
     )
     assert subscription_status(sessions, "hal@example.com", "daily")[0] == "confirmed"
     assert suppression(sessions, "hal@example.com") is None
     # The same request mailed twice the same day is stored once.
-    assert record(sessions, email="hal@example.com", kind="unsubscribe", list_id=weekly.list_id, detail="mailto",
-                  proof=mailto).repeated
+    assert record(
+        sessions, email="hal@example.com", kind="unsubscribe", list_id=weekly.list_id, detail="mailto", proof=mailto
+    ).repeated
 
 
 def test_events_without_a_delivery_are_repeats_only_with_the_same_detail_within_a_day(sessions):
     now = utcnow()
-    record(sessions, email="ivy@example.com", kind="soft", detail="mailbox full (report <a@x>)", now=now - timedelta(days=3),
-           proof=SIGNED)
-    assert record(sessions, email="ivy@example.com", kind="soft", detail="mailbox full (report <b@x>)", now=now,
-                  proof=SIGNED).soft_count == 2
-    assert record(sessions, email="ivy@example.com", kind="soft", detail="mailbox full (report <b@x>)", now=now,
-                  proof=SIGNED).repeated
-    later = record(sessions, email="ivy@example.com", kind="soft", detail="mailbox full (report <a@x>)", now=now, proof=SIGNED)
+    record(
+        sessions,
+        email="ivy@example.com",
+        kind="soft",
+        detail="mailbox full (report <a@x>)",
+        now=now - timedelta(days=3),
+        proof=SIGNED,
+    )
+    assert (
+        record(
+            sessions, email="ivy@example.com", kind="soft", detail="mailbox full (report <b@x>)", now=now, proof=SIGNED
+        ).soft_count
+        == 2
+    )
+    assert record(
+        sessions, email="ivy@example.com", kind="soft", detail="mailbox full (report <b@x>)", now=now, proof=SIGNED
+    ).repeated
+    later = record(
+        sessions, email="ivy@example.com", kind="soft", detail="mailbox full (report <a@x>)", now=now, proof=SIGNED
+    )
     assert later.soft_count == 3 and later.suppressed == "soft_bounce"
 
 

@@ -13,7 +13,9 @@ SAMPLE = ROOT / "examples" / "subscribers.csv"
 
 
 def create_list(cli) -> None:
-    cli("lists", "create", "weekly", "--name", "The Weekly", "--from-email", "news@example.org", "--from-name", "Weekly")
+    cli(
+        "lists", "create", "weekly", "--name", "The Weekly", "--from-email", "news@example.org", "--from-name", "Weekly"
+    )
 
 
 def test_help_explains_each_command(cli):

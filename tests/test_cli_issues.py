@@ -48,7 +48,10 @@ def test_bad_issue_files_are_refused_and_nothing_changes(cli, tmp_path):
     issue_id = cli("issues", "create", "weekly", str(SAMPLE_ISSUE)).stdout.strip().splitlines()[-1]
     cases = {
         "nosubject.md": ("---\npreheader: hi\n---\nBody\n", "subject"),
-        "relative.md": ("---\nsubject: Hi\n---\n\nSee [this](/local/page).\n", "relative.md:5: relative link URL '/local/page'"),
+        "relative.md": (
+            "---\nsubject: Hi\n---\n\nSee [this](/local/page).\n",
+            "relative.md:5: relative link URL '/local/page'",
+        ),
         "badyaml.md": ("---\nsubject: [unclosed\n---\nBody\n", "badyaml.md:"),
         "template.md": ("---\nsubject: Hi\ntemplate: nosuchtemplate\n---\nBody\n", "template 'nosuchtemplate.html'"),
     }

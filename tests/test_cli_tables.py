@@ -56,7 +56,10 @@ def test_every_listing_answers_json(cli, tmp_path):
         assert isinstance(rows, list), command
         if key:
             assert rows and all(key in row for row in rows), (command, rows)
-    assert {r["email"] for r in json.loads(cli("subscribers", "ls", "weekly", "--json").stdout)} == {LONG, "bo@example.com"}
+    assert {r["email"] for r in json.loads(cli("subscribers", "ls", "weekly", "--json").stdout)} == {
+        LONG,
+        "bo@example.com",
+    }
     watch = cli("sends", "watch", "999", check=False)  # an unknown send: one line, no progress bar first
     assert watch.returncode == 1 and watch.stderr.strip() == "error: no send 999 (see `newsletter sends ls`)"
 

@@ -27,22 +27,23 @@ from sqlalchemy import select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from newsletter.access import accounts
-
-from newsletter.store import db
-from newsletter.delivery.confirmation_mailing import deliver_batch
 from newsletter.config import Settings, SmtpSettings
-from newsletter.delivery.batch_loop import DeliveryPolicy
 from newsletter.content.issues import RenderSettings
-from newsletter.store.models import ConfirmationMail, ConfirmationRun, Subscriber, Subscription, Suppression, utcnow
+from newsletter.delivery.batch_loop import DeliveryPolicy
+from newsletter.delivery.confirmation_mailing import deliver_batch
 from newsletter.devtools.smtp_capture import CaptureServer
 from newsletter.mail.transport import SmtpTransport
+from newsletter.store import db
+from newsletter.store.models import ConfirmationMail, ConfirmationRun, Subscriber, Subscription, Suppression, utcnow
 from subscribers import confirmation_requests
 from subscribers.lists import create_list
 from subscribers.subscriptions import add_subscriber
 from subscribers.suppressions import suppress
 from subscribers.tokens import TokenSigner
-from tests.apikit import api_with_broker  # noqa: F401  (fixture)
-from tests.apikit import assert_error
+from tests.apikit import (
+    api_with_broker,  # noqa: F401  (fixture)
+    assert_error,
+)
 
 CONFIRM_SUBJECT = "Confirm your subscription to Info War Weekly"
 CONFIRM_LINK = re.compile(r"https://news\.example\.org/confirm/(v1\.\d+\.\d+\.\d+\.[A-Za-z0-9_-]+)")
@@ -80,6 +81,7 @@ def confirm_token(mail: EmailMessage) -> str:
 
 def finished_log(cli: Any, run_id: int) -> dict[str, Any]:
     """`confirmation-log --json` of the run once it has finished."""
+
     def read() -> dict[str, Any] | None:
         log = json.loads(cli("lists", "confirmation-log", "weekly", "--run", str(run_id), "--json").stdout)
         return log if log["run"]["status"] == "finished" else None
@@ -93,7 +95,9 @@ def test_imported_people_are_asked_once_and_whoever_confirms_gets_the_next_send(
     readers = [f"reader{i}@example.com" for i in range(4)]
     grey, unknown, trap, old = "grey@example.com", "nobody@example.com", "trap@example.com", "old@example.com"
     people = room.tmp / "people.csv"
-    people.write_text("email,name\n" + "".join(f"{a},Reader {i}\n" for i, a in enumerate([*readers, grey, unknown, trap])))
+    people.write_text(
+        "email,name\n" + "".join(f"{a},Reader {i}\n" for i, a in enumerate([*readers, grey, unknown, trap]))
+    )
     cli("subscribers", "import", "weekly", str(people))  # without --confirmed: all unconfirmed
     cli("subscribers", "add", "weekly", old, "--confirmed")
     cli("suppressions", "add", trap)
@@ -122,7 +126,9 @@ def test_imported_people_are_asked_once_and_whoever_confirms_gets_the_next_send(
         assert log["run"]["queued"] == 6 and log["run"]["sent"] == 5 and log["run"]["failed"] == 1
         assert log["run"]["left_out"] == {"asked_recently": 0, "suppressed": 1, "already_queued": 0}
         for address in [*readers, grey]:
-            assert rows[address]["status"] == "sent" and rows[address]["smtp_reply"] == "2.0.0 OK: captured", rows[address]
+            assert rows[address]["status"] == "sent" and rows[address]["smtp_reply"] == "2.0.0 OK: captured", rows[
+                address
+            ]
             assert rows[address]["smtp_code"] == 250 and rows[address]["sent_at"]
             [mail] = confirmation_mails(room, address)
             assert mail["Message-ID"] == rows[address]["message_id"]
@@ -184,11 +190,21 @@ def capture() -> Iterator[CaptureServer]:
 
 
 def _batch(sessions: sessionmaker[Session], capture: CaptureServer, run_id: int, first: int, last: int):  # type: ignore[no-untyped-def]
-    render = RenderSettings.create(base_url="https://news.example.org", postal_address="1 Example Street",
-                                   user_template_dir=None)
+    render = RenderSettings.create(
+        base_url="https://news.example.org", postal_address="1 Example Street", user_template_dir=None
+    )
     with SmtpTransport(SmtpSettings("127.0.0.1", capture.port)) as transport:
-        return deliver_batch(sessions, transport, render, TokenSigner("test-secret-key-0123456789abcdef"), run_id, first, last,
-                             confirm_days=7, policy=DeliveryPolicy(claim_seconds=30))
+        return deliver_batch(
+            sessions,
+            transport,
+            render,
+            TokenSigner("test-secret-key-0123456789abcdef"),
+            run_id,
+            first,
+            last,
+            confirm_days=7,
+            policy=DeliveryPolicy(claim_seconds=30),
+        )
 
 
 def test_a_redelivered_batch_mails_nobody_twice_and_an_interrupted_handoff_is_never_repeated(sessions, capture):
@@ -205,27 +221,45 @@ def test_a_redelivered_batch_mails_nobody_twice_and_an_interrupted_handoff_is_ne
     with db.transaction(sessions) as s:
         # What workers left: ann was being handed to the SMTP server when its worker died; bob was
         # claimed by that dead worker; cy is held by a worker that is still alive.
-        s.execute(update(ConfirmationMail).where(ConfirmationMail.id == ids["ann@example.com"])
-                  .values(status="sending", claimed_by="host:1:dead", claim_expires=past))
-        s.execute(update(ConfirmationMail).where(ConfirmationMail.id == ids["bob@example.com"])
-                  .values(claimed_by="host:1:dead", claim_expires=past))
-        s.execute(update(ConfirmationMail).where(ConfirmationMail.id == ids["cy@example.com"])
-                  .values(claimed_by="host:2:alive", claim_expires=future))
+        s.execute(
+            update(ConfirmationMail)
+            .where(ConfirmationMail.id == ids["ann@example.com"])
+            .values(status="sending", claimed_by="host:1:dead", claim_expires=past)
+        )
+        s.execute(
+            update(ConfirmationMail)
+            .where(ConfirmationMail.id == ids["bob@example.com"])
+            .values(claimed_by="host:1:dead", claim_expires=past)
+        )
+        s.execute(
+            update(ConfirmationMail)
+            .where(ConfirmationMail.id == ids["cy@example.com"])
+            .values(claimed_by="host:2:alive", claim_expires=future)
+        )
 
     result = _batch(sessions, capture, run_id, first, last)  # a redelivered task
-    assert result.sent == 2 and result.run_again_in is not None and result.run_again_in > 30  # cy: when its claim lapses
+    assert (
+        result.sent == 2 and result.run_again_in is not None and result.run_again_in > 30
+    )  # cy: when its claim lapses
     assert sorted(r for m in capture.messages for r in m.rcpt_tos) == ["bob@example.com", "dee@example.com"]
     with sessions() as s:
         rows = {r.email: r for r in s.scalars(select(ConfirmationMail).where(ConfirmationMail.run_id == run_id))}
-        asked = dict(s.execute(select(Subscriber.email, Subscription.confirmation_requested_at).join(Subscription)).all())
-    assert rows["ann@example.com"].status == "failed" and rows["ann@example.com"].smtp_reply == confirmation_requests.UNKNOWN_OUTCOME
+        asked = dict(
+            s.execute(select(Subscriber.email, Subscription.confirmation_requested_at).join(Subscription)).all()
+        )
+    assert (
+        rows["ann@example.com"].status == "failed"
+        and rows["ann@example.com"].smtp_reply == confirmation_requests.UNKNOWN_OUTCOME
+    )
     assert rows["cy@example.com"].status == "pending" and rows["cy@example.com"].claimed_by == "host:2:alive"
     assert asked["ann@example.com"] is not None and asked["cy@example.com"] is None  # ann may have been asked
 
     assert _batch(sessions, capture, run_id, first, last).sent == 0  # the same task once more: nobody again
     assert len(capture.messages) == 2
     with db.transaction(sessions) as s:  # cy's worker died too; its claim lapses
-        s.execute(update(ConfirmationMail).where(ConfirmationMail.id == ids["cy@example.com"]).values(claim_expires=past))
+        s.execute(
+            update(ConfirmationMail).where(ConfirmationMail.id == ids["cy@example.com"]).values(claim_expires=past)
+        )
     assert _batch(sessions, capture, run_id, first, last).sent == 1
     assert Counter(r for m in capture.messages for r in m.rcpt_tos) == Counter(
         {"bob@example.com": 1, "cy@example.com": 1, "dee@example.com": 1}
@@ -241,8 +275,14 @@ def test_someone_who_confirmed_or_was_suppressed_meanwhile_is_skipped(sessions, 
             add_subscriber(s, "weekly", address, confirmed=False, source="import")
         started = confirmation_requests.start_run(s, "weekly", batch_size=100)
     with db.transaction(sessions) as s:
-        s.execute(update(Subscription).where(Subscription.subscriber_id == select(Subscriber.id).where(
-            Subscriber.email == "ann@example.com").scalar_subquery()).values(status="confirmed", confirmed_at=utcnow()))
+        s.execute(
+            update(Subscription)
+            .where(
+                Subscription.subscriber_id
+                == select(Subscriber.id).where(Subscriber.email == "ann@example.com").scalar_subquery()
+            )
+            .values(status="confirmed", confirmed_at=utcnow())
+        )
         suppress(s, "bob@example.com", reason="complaint")
     result = _batch(sessions, capture, started.run_id, *started.batches[0])  # type: ignore[arg-type]
     assert (result.sent, result.skipped) == (1, 2)
@@ -262,22 +302,33 @@ def test_an_unreachable_smtp_server_gives_up_on_nobody_and_the_batch_waits_for_i
             add_subscriber(s, "weekly", address, confirmed=False, source="import")
         started = confirmation_requests.start_run(s, "weekly", batch_size=100)
     capture.stop()  # nothing listens on its port now
-    render = RenderSettings.create(base_url="https://news.example.org", postal_address="1 Example Street",
-                                   user_template_dir=None)
+    render = RenderSettings.create(
+        base_url="https://news.example.org", postal_address="1 Example Street", user_template_dir=None
+    )
     before = utcnow()
     with SmtpTransport(SmtpSettings("127.0.0.1", capture.port), timeout=5) as transport:
-        result = deliver_batch(sessions, transport, render, TokenSigner("test-secret-key-0123456789abcdef"),
-                               started.run_id, *started.batches[0], confirm_days=7,  # type: ignore[arg-type]
-                               policy=DeliveryPolicy(max_attempts=1, retry_delay=60, max_connect_retry_delay=120))
+        result = deliver_batch(
+            sessions,
+            transport,
+            render,
+            TokenSigner("test-secret-key-0123456789abcdef"),
+            started.run_id,
+            *started.batches[0],
+            confirm_days=7,  # type: ignore[arg-type]
+            policy=DeliveryPolicy(max_attempts=1, retry_delay=60, max_connect_retry_delay=120),
+        )
     assert (result.sent, result.failed, result.retrying) == (0, 0, 1)
     assert result.stopped is not None and result.run_again_in == 60
     with sessions() as s:
-        rows = s.scalars(select(ConfirmationMail).where(ConfirmationMail.run_id == started.run_id)
-                         .order_by(ConfirmationMail.id)).all()
+        rows = s.scalars(
+            select(ConfirmationMail).where(ConfirmationMail.run_id == started.run_id).order_by(ConfirmationMail.id)
+        ).all()
     # One attempt was the most allowed, yet nobody failed: the server's trouble is not theirs. Both rows
     # wait for the next try, the one not tried as well (no worker takes it meanwhile only to fail the same way).
     assert [(r.email, r.status, r.claimed_by) for r in rows] == [
-        ("ann@example.com", "pending", None), ("bob@example.com", "pending", None)]
+        ("ann@example.com", "pending", None),
+        ("bob@example.com", "pending", None),
+    ]
     assert all(r.next_attempt_at is not None and r.next_attempt_at >= before + timedelta(seconds=60) for r in rows)
     assert rows[0].attempts == 1 and rows[1].attempts == 0
 
@@ -288,8 +339,11 @@ def test_a_link_mailed_days_after_the_request_started_lives_its_whole_lifetime(s
         add_subscriber(s, "weekly", "ann@example.com", confirmed=False, source="import")
         started = confirmation_requests.start_run(s, "weekly", batch_size=100)
         # A slow, rate-limited run (or one that waited out an SMTP outage) reaches ann 8 days after it started.
-        s.execute(update(ConfirmationRun).where(ConfirmationRun.id == started.run_id)
-                  .values(created_at=utcnow() - timedelta(days=8)))
+        s.execute(
+            update(ConfirmationRun)
+            .where(ConfirmationRun.id == started.run_id)
+            .values(created_at=utcnow() - timedelta(days=8))
+        )
     before = int(time.time())
     assert _batch(sessions, capture, started.run_id, *started.batches[0]).sent == 1  # type: ignore[arg-type]
     (mail,) = [message_from_bytes(m.data, policy=policy.default) for m in capture.messages]
@@ -313,9 +367,14 @@ def test_the_api_queues_a_request_with_its_counts_for_editors_and_admins(api_wit
     answer = api.post(path, role="editor", expect=202).json()
     assert answer["queued"] == 2 and answer["list"] == "weekly"
     assert answer["left_out"] == {"asked_recently": 0, "suppressed": 1, "already_queued": 0}
-    assert answer["message"] == "Queued 2 confirmation requests for weekly (run 1). Left out: 1 suppressed address (never mailed)."
+    assert (
+        answer["message"]
+        == "Queued 2 confirmation requests for weekly (run 1). Left out: 1 suppressed address (never mailed)."
+    )
     run = answer["run"]
-    assert run["id"] == 1 and run["status"] == "sending" and run["pending"] == 2 and run["created_by"] == "api:test-editor"
+    assert (
+        run["id"] == 1 and run["status"] == "sending" and run["pending"] == 2 and run["created_by"] == "api:test-editor"
+    )
 
     # No worker runs here: both are still queued, so asking again (even with "again") queues nobody twice.
     repeat = api.post(path, role="admin", json={"again": True}, expect=200).json()
@@ -323,7 +382,9 @@ def test_the_api_queues_a_request_with_its_counts_for_editors_and_admins(api_wit
     assert "2 people still queued by an earlier request" in repeat["message"]
 
     # The recipients' addresses are for admins, like a send's delivery log; an editor is told where the counts are.
-    assert_error(api.get(f"{path}/1/recipients", role="editor"), 403, says="GET /api/lists/weekly/confirmation-requests/1")
+    assert_error(
+        api.get(f"{path}/1/recipients", role="editor"), 403, says="GET /api/lists/weekly/confirmation-requests/1"
+    )
     page = api.get(f"{path}/1/recipients", role="admin", expect=200).json()
     assert page["total"] == 2 and [r["email"] for r in page["items"]] == ["ann@example.com", "bob@example.com"]
     assert {r["status"] for r in page["items"]} == {"pending"}
@@ -355,8 +416,10 @@ CSRF_INPUT = re.compile(r'<input type="hidden" name="csrf_token" value="([^"]+)"
 @pytest.fixture
 def admin_app(tmp_path: Path, database_url: str, redis_url: str) -> Iterator[Any]:
     environ = {
-        "NEWSLETTER_VAR_DIR": str(tmp_path / "var"), "NEWSLETTER_DATABASE_URL": database_url,
-        "NEWSLETTER_BROKER_URL": redis_url, "NEWSLETTER_BASE_URL": "https://news.example.org",
+        "NEWSLETTER_VAR_DIR": str(tmp_path / "var"),
+        "NEWSLETTER_DATABASE_URL": database_url,
+        "NEWSLETTER_BROKER_URL": redis_url,
+        "NEWSLETTER_BASE_URL": "https://news.example.org",
         "NEWSLETTER_SECRET_KEY": "test-secret-key-0123456789abcdef",
     }
     engine = db.make_engine(database_url)
@@ -372,11 +435,20 @@ def admin_app(tmp_path: Path, database_url: str, redis_url: str) -> Iterator[Any
 
     from newsletter.http.app import create_app
 
-    client = TestClient(create_app(Settings.from_environ(environ), sessions=sessions), base_url="https://testserver",
-                        follow_redirects=False)
+    client = TestClient(
+        create_app(Settings.from_environ(environ), sessions=sessions),
+        base_url="https://testserver",
+        follow_redirects=False,
+    )
     form = client.get("/admin/login")
-    login = client.post("/admin/login", data={"username": "eddie", "password": PASSWORD,
-                                              "csrf_token": html.unescape(CSRF_INPUT.search(form.text).group(1))})  # type: ignore[union-attr]
+    login = client.post(
+        "/admin/login",
+        data={
+            "username": "eddie",
+            "password": PASSWORD,
+            "csrf_token": html.unescape(CSRF_INPUT.search(form.text).group(1)),
+        },
+    )  # type: ignore[union-attr]
     assert login.status_code == 303
     yield client, sessions
     client.close()
@@ -387,8 +459,11 @@ def test_the_list_page_button_asks_the_unconfirmed_and_shows_the_log(admin_app):
     client, sessions = admin_app
     shown = client.get("/admin/lists/weekly")
     assert shown.status_code == 200
-    form = re.search(r'<form method="post" action="/admin/lists/weekly/confirmations" id="f-request-confirmation".*?</form>',
-                     shown.text, re.S)
+    form = re.search(
+        r'<form method="post" action="/admin/lists/weekly/confirmations" id="f-request-confirmation".*?</form>',
+        shown.text,
+        re.S,
+    )
     assert form and "Ask the 2 unconfirmed to confirm" in form.group(0)
     csrf = html.unescape(CSRF_INPUT.search(form.group(0)).group(1))  # type: ignore[union-attr]
 
@@ -412,9 +487,17 @@ def test_the_list_page_button_asks_the_unconfirmed_and_shows_the_log(admin_app):
 
     admin_client = TestClient(client.app, base_url="https://testserver", follow_redirects=False)
     form = admin_client.get("/admin/login")
-    assert admin_client.post("/admin/login", data={
-        "username": "ada", "password": PASSWORD, "csrf_token": html.unescape(CSRF_INPUT.search(form.text).group(1)),  # type: ignore[union-attr]
-    }).status_code == 303
+    assert (
+        admin_client.post(
+            "/admin/login",
+            data={
+                "username": "ada",
+                "password": PASSWORD,
+                "csrf_token": html.unescape(CSRF_INPUT.search(form.text).group(1)),  # type: ignore[union-attr]
+            },
+        ).status_code
+        == 303
+    )
     log = admin_client.get(asked.headers["location"])
     table = re.search(r'<table class="log" id="confirmation-log">.*?</table>', log.text, re.S)
     assert table and "ann@example.com" in table.group(0) and "trap@example.com" not in table.group(0)
@@ -423,5 +506,7 @@ def test_the_list_page_button_asks_the_unconfirmed_and_shows_the_log(admin_app):
     second = client.post("/admin/lists/weekly/confirmations", data={"csrf_token": csrf})
     assert second.status_code == 303 and "run=" not in second.headers["location"]
     again_page = html.unescape(client.get(second.headers["location"]).text)
-    assert "Queued 0 confirmation requests for weekly. Left out: 1 person still queued by an earlier request" in again_page
+    assert (
+        "Queued 0 confirmation requests for weekly. Left out: 1 person still queued by an earlier request" in again_page
+    )
     assert client.get("/admin/lists/weekly/confirmations?run=99").status_code == 404

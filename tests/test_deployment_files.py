@@ -77,12 +77,17 @@ def filled_env_file(tmp_path: Path, **values: str) -> Path:
     return path
 
 
-REQUIRED = {"NEWSLETTER_SECRET_KEY": "test-secret-key-0123456789abcdef", "POSTGRES_PASSWORD": "pw0123456789",
-            "NEWSLETTER_METRICS_TOKEN": "test-metrics-token-0123456789abcdef"}
+REQUIRED = {
+    "NEWSLETTER_SECRET_KEY": "test-secret-key-0123456789abcdef",
+    "POSTGRES_PASSWORD": "pw0123456789",
+    "NEWSLETTER_METRICS_TOKEN": "test-metrics-token-0123456789abcdef",
+}
 
 
 def docker_compose(env_file: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    binary = shutil.which("docker-compose") or ("/usr/bin/docker-compose" if Path("/usr/bin/docker-compose").exists() else None)
+    binary = shutil.which("docker-compose") or (
+        "/usr/bin/docker-compose" if Path("/usr/bin/docker-compose").exists() else None
+    )
     if binary is None:
         need_service("docker-compose not installed (apt-get install docker-compose)")
     # Only PATH and HOME from outside: a NEWSLETTER_* or POSTGRES_* variable in the caller's
@@ -90,7 +95,11 @@ def docker_compose(env_file: Path, *args: str) -> subprocess.CompletedProcess[st
     env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": os.environ.get("HOME", "/tmp")}
     return subprocess.run(
         [binary, "--env-file", str(env_file), "-f", str(COMPOSE_FILE), *args],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=120,
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
 
 
@@ -194,7 +203,9 @@ def test_only_the_stacks_proxy_is_believed() -> None:
     assert subnet.is_private and gateway in subnet
     trusted = document["x-newsletter-environment"]["NEWSLETTER_TRUSTED_PROXIES"]
     assert trusted == "${NEWSLETTER_TRUSTED_PROXIES:-" + str(gateway) + "}"
-    example = dict(line.split("=", 1) for line in ENV_EXAMPLE.read_text().splitlines() if line and not line.startswith("#"))
+    example = dict(
+        line.split("=", 1) for line in ENV_EXAMPLE.read_text().splitlines() if line and not line.startswith("#")
+    )
     assert example["NEWSLETTER_TRUSTED_PROXIES"] == str(gateway)
     settings = Settings.from_environ({"NEWSLETTER_TRUSTED_PROXIES": str(gateway), "NEWSLETTER_SECRET_KEY": "x" * 48})
     assert settings.trusted_proxies == (f"{gateway}/32",)
@@ -203,7 +214,9 @@ def test_only_the_stacks_proxy_is_believed() -> None:
     assert web["ports"] == ["${WEB_PUBLISH:-127.0.0.1:8000}:8000"] and example["WEB_PUBLISH"].startswith("127.0.0.1:")
     assert "networks" not in web  # on the default network, whose gateway that is
     for path in (COMPOSE_FILE, ENV_EXAMPLE):
-        assert "FORWARDED_ALLOW_IPS" not in path.read_text(), path.name  # uvicorn's own trust is off (proxy_headers=False)
+        assert "FORWARDED_ALLOW_IPS" not in path.read_text(), (
+            path.name
+        )  # uvicorn's own trust is off (proxy_headers=False)
 
 
 def test_workers_scale() -> None:
@@ -229,9 +242,13 @@ def test_every_setting_can_be_set_from_the_env_file() -> None:
     assert len(names) == len(set(names)), "a name appears twice in .env.example"
     for name in names:
         if name.startswith("NEWSLETTER_"):
-            assert "${" + name + ":" in str(environment.get(name)), f"{name} in .env.example does not reach the containers"
+            assert "${" + name + ":" in str(environment.get(name)), (
+                f"{name} in .env.example does not reach the containers"
+            )
     missing = sorted(set(DOCUMENTED) - NOT_FROM_ENV_FILE - set(names))
-    assert missing == [], f"settings with no line in .env.example and docker-compose.yml's x-newsletter-environment: {missing}"
+    assert missing == [], (
+        f"settings with no line in .env.example and docker-compose.yml's x-newsletter-environment: {missing}"
+    )
     for name in sorted(NOT_FROM_ENV_FILE):
         assert name not in names, f"{name} in .env.example would be ignored: the stack sets it"
     # Every ${VARIABLE} the compose file reads is documented in .env.example.
@@ -265,7 +282,11 @@ def final_stage(instructions: list[tuple[str, str]]) -> list[tuple[str, str]]:
 def test_dockerfile_builds_a_slim_non_root_image_from_pyproject() -> None:
     instructions = dockerfile_instructions()
     args = {a.split("=", 1)[0]: a.split("=", 1)[1] for op, a in instructions if op == "ARG" and "=" in a}
-    bases = [a.split()[0].replace("${PYTHON_VERSION}", args.get("PYTHON_VERSION", "")) for op, a in instructions if op == "FROM"]
+    bases = [
+        a.split()[0].replace("${PYTHON_VERSION}", args.get("PYTHON_VERSION", ""))
+        for op, a in instructions
+        if op == "FROM"
+    ]
     assert len(bases) == 2
     for base in bases:
         assert re.fullmatch(r"python:3\.1[1-9]-slim", base), base
@@ -336,28 +357,42 @@ def test_the_image_install_finds_its_templates(tmp_path: Path) -> None:
     wheels, target, run = tmp_path / "wheels", tmp_path / "site", tmp_path / "run"
     run.mkdir()
     pip = [sys.executable, "-m", "pip", "--disable-pip-version-check", "-q"]
-    built = subprocess.run([*pip, "wheel", "--no-deps", "-w", str(wheels), str(context)], capture_output=True, text=True, timeout=600)
+    built = subprocess.run(
+        [*pip, "wheel", "--no-deps", "-w", str(wheels), str(context)], capture_output=True, text=True, timeout=600
+    )
     assert built.returncode == 0, built.stderr[-3000:]
     (wheel,) = wheels.glob("newsletter-*.whl")
-    installed = subprocess.run([*pip, "install", "--no-deps", "--target", str(target), str(wheel)], capture_output=True, text=True, timeout=600)
+    installed = subprocess.run(
+        [*pip, "install", "--no-deps", "--target", str(target), str(wheel)], capture_output=True, text=True, timeout=600
+    )
     assert installed.returncode == 0, installed.stderr[-3000:]
-    source_templates = {p.relative_to(context / "templates").as_posix() for p in (context / "templates").rglob("*") if p.is_file()}
+    source_templates = {
+        p.relative_to(context / "templates").as_posix() for p in (context / "templates").rglob("*") if p.is_file()
+    }
     shipped = target / "newsletter" / "templates"
     installed_templates = {p.relative_to(shipped).as_posix() for p in shipped.rglob("*") if p.is_file()}
     assert source_templates and source_templates <= installed_templates
     assert not (target / "templates").exists()  # inside the package, never a top-level "templates"
 
-    env = clean_environ(PYTHONPATH=str(target), NEWSLETTER_VAR_DIR=str(run / "var"),
-                        NEWSLETTER_BROKER_URL="redis://127.0.0.1:1/0", NEWSLETTER_BASE_URL="https://news.example.org")
+    env = clean_environ(
+        PYTHONPATH=str(target),
+        NEWSLETTER_VAR_DIR=str(run / "var"),
+        NEWSLETTER_BROKER_URL="redis://127.0.0.1:1/0",
+        NEWSLETTER_BASE_URL="https://news.example.org",
+    )
 
     def newsletter(*args: str) -> str:
-        result = subprocess.run([sys.executable, "-m", "newsletter", *args], env=env, cwd=run, capture_output=True, text=True, timeout=120)
+        result = subprocess.run(
+            [sys.executable, "-m", "newsletter", *args], env=env, cwd=run, capture_output=True, text=True, timeout=120
+        )
         assert result.returncode == 0, f"newsletter {' '.join(args)}: {result.stderr}"
         return result.stdout
 
     newsletter("db", "upgrade")
     newsletter("lists", "create", "weekly", "--name", "The Weekly", "--from-email", "news@example.org")
-    issue = newsletter("issues", "create", "weekly", str(ROOT / "examples" / "issues" / "this-week-in-info-war.md")).split()[-1]
+    issue = newsletter(
+        "issues", "create", "weekly", str(ROOT / "examples" / "issues" / "this-week-in-info-war.md")
+    ).split()[-1]
     newsletter("issues", "preview", issue, "--html", str(run / "issue.html"), "--text", str(run / "issue.txt"))
     assert "Qualified Support in Moscow" in (run / "issue.html").read_text()
     assert "https://news.example.org/unsubscribe/" in (run / "issue.txt").read_text()
@@ -383,7 +418,9 @@ for url, text in (("/", "The Weekly"), ("/static/site.css", "{"), ("/admin/login
     assert response.status_code == 200 and text in response.text, (url, response.status_code, response.text[:300])
 print("ok")
 """
-    result = subprocess.run([sys.executable, "-c", probe, str(target)], env=env, cwd=run, capture_output=True, text=True, timeout=120)
+    result = subprocess.run(
+        [sys.executable, "-c", probe, str(target)], env=env, cwd=run, capture_output=True, text=True, timeout=120
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     assert result.stdout.strip().endswith("ok")
 
@@ -415,8 +452,14 @@ def run_check(code: str, env: dict[str, str], cwd: Path) -> subprocess.Completed
 class Process:
     def __init__(self, args: list[str], env: dict[str, str], cwd: Path, name: str) -> None:
         self.log = cwd / f"{name}.log"
-        self.proc = subprocess.Popen([sys.executable, "-m", "newsletter", *args], env=env, cwd=cwd,
-                                     stdout=open(self.log, "w"), stderr=subprocess.STDOUT, start_new_session=True)
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "newsletter", *args],
+            env=env,
+            cwd=cwd,
+            stdout=open(self.log, "w"),
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
 
     def wait_until(self, ready, what: str, timeout: float = 60) -> None:  # type: ignore[no-untyped-def]
         deadline = time.monotonic() + timeout
@@ -462,13 +505,22 @@ def stack_env(tmp_path: Path, redis_url: str) -> Iterator[dict[str, str]]:
         NEWSLETTER_SMTP_URL="smtp://127.0.0.1:1",  # no mail is sent; workers only warn at start-up
         NEWSLETTER_BASE_URL="https://news.example.org/news",  # the check must find the app under /news
     )
-    subprocess.run([sys.executable, "-m", "newsletter", "db", "upgrade"], env=env, cwd=tmp_path, check=True, capture_output=True, timeout=120)
+    subprocess.run(
+        [sys.executable, "-m", "newsletter", "db", "upgrade"],
+        env=env,
+        cwd=tmp_path,
+        check=True,
+        capture_output=True,
+        timeout=120,
+    )
     yield env
 
 
 @pytest.mark.redis
 @pytest.mark.slow
-def test_app_health_checks_pass_while_the_services_run_and_fail_once_they_stop(tmp_path: Path, stack_env: dict[str, str]) -> None:
+def test_app_health_checks_pass_while_the_services_run_and_fail_once_they_stop(
+    tmp_path: Path, stack_env: dict[str, str]
+) -> None:
     web_port, inbound_port = free_port(), free_port()
     web_code = health_check_code("web", **{"127.0.0.1:8000": f"127.0.0.1:{web_port}"})
     inbound_code = health_check_code("inbound", **{"2525": str(inbound_port)})
@@ -482,7 +534,12 @@ def test_app_health_checks_pass_while_the_services_run_and_fail_once_they_stop(t
         web.wait_until(lambda: answers_http(f"http://127.0.0.1:{web_port}/news/"), "newsletter web")
         inbound.wait_until(lambda: accepts_tcp(inbound_port), "newsletter inbound")
         worker.wait_until(lambda: "ready." in worker.log.read_text(errors="replace"), "newsletter worker")
-        for name, code in (("web", web_code), ("inbound", inbound_code), ("worker", worker_code), ("scheduler", scheduler_code)):
+        for name, code in (
+            ("web", web_code),
+            ("inbound", inbound_code),
+            ("worker", worker_code),
+            ("scheduler", scheduler_code),
+        ):
             result = run_check(code, stack_env, tmp_path)
             assert result.returncode == 0, f"{name} health check failed: {result.stderr[-2000:]}"
     finally:
@@ -503,7 +560,9 @@ def test_web_health_check_of_the_image_is_the_compose_one() -> None:
     exec_form = json.loads(healthcheck.split("CMD", 1)[1].strip())
     assert exec_form[:2] == ["python", "-c"]
     assert exec_form[2].replace("timeout=8", "") == health_check_code("web").replace("timeout=8", "")
-    assert [a for op, a in final_stage(dockerfile_instructions()) if op == "CMD"] == ['["web", "--host", "0.0.0.0", "--port", "8000"]']
+    assert [a for op, a in final_stage(dockerfile_instructions()) if op == "CMD"] == [
+        '["web", "--host", "0.0.0.0", "--port", "8000"]'
+    ]
 
 
 # --- Prometheus: the stack's scraper and the web app's /metrics token --------------------------------
@@ -520,23 +579,36 @@ def prometheus_start_script(tmp_path: Path) -> tuple[str, Path]:
     fake.write_text('#!/bin/sh\nprintf "%s\\n" "$@" > "$(dirname "$0")/prometheus.args"\n')
     fake.chmod(0o755)
     script = service["command"][0].replace("$$", "$")
-    for old, new in (("/tmp/", f"{tmp_path}/tmp/"), ("/etc/prometheus/newsletter.yml", str(PROMETHEUS_CONFIG)),
-                     ("/bin/prometheus", str(fake))):
+    for old, new in (
+        ("/tmp/", f"{tmp_path}/tmp/"),
+        ("/etc/prometheus/newsletter.yml", str(PROMETHEUS_CONFIG)),
+        ("/bin/prometheus", str(fake)),
+    ):
         assert old in script, old
         script = script.replace(old, new)
     (tmp_path / "tmp").mkdir()
     return script, fake
 
 
-@pytest.mark.parametrize(("base_url", "path"), [("http://localhost:8000", "/metrics"), ("https://news.example.org/news/", "/news/metrics")])
-def test_the_prometheus_service_writes_its_token_file_and_scrape_path_at_start(tmp_path: Path, base_url: str, path: str) -> None:
+@pytest.mark.parametrize(
+    ("base_url", "path"), [("http://localhost:8000", "/metrics"), ("https://news.example.org/news/", "/news/metrics")]
+)
+def test_the_prometheus_service_writes_its_token_file_and_scrape_path_at_start(
+    tmp_path: Path, base_url: str, path: str
+) -> None:
     script, _ = prometheus_start_script(tmp_path)
     token = REQUIRED["NEWSLETTER_METRICS_TOKEN"]
-    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "NEWSLETTER_METRICS_TOKEN": token, "NEWSLETTER_BASE_URL": base_url}
+    env = {
+        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+        "NEWSLETTER_METRICS_TOKEN": token,
+        "NEWSLETTER_BASE_URL": base_url,
+    }
     result = subprocess.run(["/bin/sh", "-c", script], env=env, capture_output=True, text=True, timeout=30)
     assert result.returncode == 0, result.stderr
-    assert (tmp_path / "prometheus.args").read_text().split() == [f"--config.file={tmp_path}/tmp/prometheus.yml",
-                                                                   "--storage.tsdb.path=/prometheus"]
+    assert (tmp_path / "prometheus.args").read_text().split() == [
+        f"--config.file={tmp_path}/tmp/prometheus.yml",
+        "--storage.tsdb.path=/prometheus",
+    ]
     (job,) = yaml.safe_load((tmp_path / "tmp" / "prometheus.yml").read_text())["scrape_configs"]
     assert job["metrics_path"] == path and job["scheme"] == "http"
     assert job["static_configs"] == [{"targets": ["web:8000"]}]  # the web service and the port it listens on
@@ -549,13 +621,18 @@ def test_the_prometheus_service_writes_its_token_file_and_scrape_path_at_start(t
 
 @pytest.mark.redis
 @pytest.mark.slow
-def test_prometheus_scrape_config_opens_metrics_of_a_real_web_process(tmp_path: Path, stack_env: dict[str, str]) -> None:
+def test_prometheus_scrape_config_opens_metrics_of_a_real_web_process(
+    tmp_path: Path, stack_env: dict[str, str]
+) -> None:
     """What the stack's Prometheus sends (its scrape path and the token from its credentials file) gets
     the figures from `newsletter web`; without the token, 401; with the token unset, no /metrics at all."""
     script, _ = prometheus_start_script(tmp_path)
     token = REQUIRED["NEWSLETTER_METRICS_TOKEN"]
-    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "NEWSLETTER_METRICS_TOKEN": token,
-           "NEWSLETTER_BASE_URL": stack_env["NEWSLETTER_BASE_URL"]}
+    env = {
+        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+        "NEWSLETTER_METRICS_TOKEN": token,
+        "NEWSLETTER_BASE_URL": stack_env["NEWSLETTER_BASE_URL"],
+    }
     assert subprocess.run(["/bin/sh", "-c", script], env=env, timeout=30).returncode == 0
     (job,) = yaml.safe_load((tmp_path / "tmp" / "prometheus.yml").read_text())["scrape_configs"]
     credentials = (tmp_path / job["authorization"]["credentials_file"].lstrip("/")).read_text()

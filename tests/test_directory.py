@@ -8,8 +8,8 @@ import pytest
 from sqlalchemy import event, func, select
 from sqlalchemy.orm import Session, sessionmaker
 
-from newsletter.store.db import transaction
 from newsletter.errors import Conflict, InvalidInput, NotFound
+from newsletter.store.db import transaction
 from newsletter.store.models import BounceEvent, Delivery, Issue, Send, Subscriber, Subscription
 from subscribers import directory, lists, subscriptions, suppressions
 
@@ -58,14 +58,21 @@ def test_search_by_substring_of_email_or_name_any_case(sessions, people):
     assert emails(search(sessions, query="%")) == ["dan_100%@example.com"]
     assert search(sessions, query="nobody").total == 0
     assert emails(search(sessions, query="  ")) == [  # blank: everyone, by id
-        "ann@example.com", "bob@example.org", "cat@example.net", "dan_100%@example.com"
+        "ann@example.com",
+        "bob@example.org",
+        "cat@example.net",
+        "dan_100%@example.com",
     ]
 
 
 def test_filters_by_list_and_status(sessions, people):
     assert emails(search(sessions, list_slug="weekly")) == ["ann@example.com", "bob@example.org"]
     assert emails(search(sessions, list_slug="weekly", status="unconfirmed")) == ["bob@example.org"]
-    assert emails(search(sessions, status="confirmed")) == ["ann@example.com", "cat@example.net", "dan_100%@example.com"]
+    assert emails(search(sessions, status="confirmed")) == [
+        "ann@example.com",
+        "cat@example.net",
+        "dan_100%@example.com",
+    ]
     assert emails(search(sessions, list_slug="daily", query="ann")) == ["ann@example.com", "cat@example.net"]
     with pytest.raises(InvalidInput) as bad:
         search(sessions, status="gone")
@@ -80,7 +87,8 @@ def test_items_carry_subscriptions_and_suppression(sessions, people):
     page = search(sessions, query="example")
     ann = page.items[0]
     assert [(s.list_slug, s.list_name, s.status, s.source) for s in ann.subscriptions] == [
-        ("daily", "The Daily", "confirmed", "admin"), ("weekly", "The Weekly", "confirmed", "admin")
+        ("daily", "The Daily", "confirmed", "admin"),
+        ("weekly", "The Weekly", "confirmed", "admin"),
     ]
     assert ann.suppressed is None
     assert [i.suppressed for i in page.items if i.email == "cat@example.net"] == ["complaint"]
@@ -96,7 +104,11 @@ def test_paging_totals_and_limits(sessions):
     first = search(sessions, limit=10)
     third = search(sessions, limit=10, offset=20)
     assert (first.total, len(first.items), third.total, len(third.items)) == (23, 10, 23, 3)
-    assert emails(first)[0] == "p00@example.com" and emails(third) == ["p20@example.com", "p21@example.com", "p22@example.com"]
+    assert emails(first)[0] == "p00@example.com" and emails(third) == [
+        "p20@example.com",
+        "p21@example.com",
+        "p22@example.com",
+    ]
     assert search(sessions, offset=100).items == () and search(sessions, offset=100).total == 23
     for bad in (0, 501, -1):
         with pytest.raises(InvalidInput) as error:
@@ -134,7 +146,9 @@ def test_get_subscriber_and_not_found(sessions, people):
     with sessions() as session:
         found = directory.get_subscriber(session, people["bob"])
         assert (found.email, found.name, [s.status for s in found.subscriptions]) == (
-            "bob@example.org", "Bob Stone", ["unconfirmed"]
+            "bob@example.org",
+            "Bob Stone",
+            ["unconfirmed"],
         )
         with pytest.raises(NotFound):
             directory.get_subscriber(session, 999_999)
@@ -143,7 +157,10 @@ def test_get_subscriber_and_not_found(sessions, people):
 def test_update_fields_and_refusals(sessions, people):
     with transaction(sessions) as session:
         updated = directory.update_subscriber(
-            session, people["ann"], email=" Ann.Lee@EXAMPLE.com ", name=" Ann B. Lee ",
+            session,
+            people["ann"],
+            email=" Ann.Lee@EXAMPLE.com ",
+            name=" Ann B. Lee ",
             attributes={"city": "Zürich", "age": 41, "score": 2.5, "vip": True},
         )
     assert (updated.email, updated.name) == ("ann.lee@example.com", "Ann B. Lee")
@@ -213,11 +230,21 @@ def make_delivery(sessions: sessionmaker[Session], subscriber_id: int, email: st
         issue = Issue(list_id=list_id, subject="Hello", body_markdown="Hi")
         session.add(issue)
         session.flush()
-        send = Send(issue_id=issue.id, list_id=list_id, status="finished", subject="Hello", html="<p>Hi</p>", text="Hi", total=2)
+        send = Send(
+            issue_id=issue.id, list_id=list_id, status="finished", subject="Hello", html="<p>Hi</p>", text="Hi", total=2
+        )
         session.add(send)
         session.flush()
-        session.add(Delivery(send_id=send.id, subscriber_id=subscriber_id, email=email, status=status,
-                             smtp_code=550, smtp_reply=f"550 5.1.1 <{email}>: no such user"))
+        session.add(
+            Delivery(
+                send_id=send.id,
+                subscriber_id=subscriber_id,
+                email=email,
+                status=status,
+                smtp_code=550,
+                smtp_reply=f"550 5.1.1 <{email}>: no such user",
+            )
+        )
         return send.id
 
 
@@ -253,11 +280,22 @@ def test_erase_removes_everything_and_anonymises_the_delivery_log(sessions, peop
         assert session.get(Subscriber, people["dan"]) is None
         rows = [(s.email, s.name, s.attributes) for s in session.scalars(select(Subscriber))]
         assert not any("ann" in repr(row) or "Lee" in repr(row) for row in rows)
-        assert session.scalar(select(func.count()).select_from(Subscription).where(
-            Subscription.subscriber_id.in_([people["ann"], people["dan"]]))) == 0
+        assert (
+            session.scalar(
+                select(func.count())
+                .select_from(Subscription)
+                .where(Subscription.subscriber_id.in_([people["ann"], people["dan"]]))
+            )
+            == 0
+        )
         assert session.scalars(select(BounceEvent.email)).all() == ["bob@example.org"]
         delivery = session.scalars(select(Delivery).where(Delivery.send_id == send_id)).one()
-        assert (delivery.email, delivery.status, delivery.smtp_code, delivery.smtp_reply) == ("erased", "bounced", 550, None)
+        assert (delivery.email, delivery.status, delivery.smtp_code, delivery.smtp_reply) == (
+            "erased",
+            "bounced",
+            550,
+            None,
+        )
     everyone = search(sessions)
     assert (everyone.total, emails(everyone)) == (3, ["bob@example.org", "cat@example.net", "erased-fan@example.com"])
     assert emails(search(sessions, query="erased")) == ["erased-fan@example.com"]

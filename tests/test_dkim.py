@@ -59,8 +59,9 @@ def mail_dkim_results(messages: list[bytes], record: str, folder: Path) -> list[
     for n, data in enumerate(messages):
         files.append(folder / f"message-{n}.eml")
         files[-1].write_bytes(data)
-    done = subprocess.run([perl, str(MAIL_DKIM), RECORD_NAME, record, *map(str, files)],
-                          capture_output=True, text=True, check=True)
+    done = subprocess.run(
+        [perl, str(MAIL_DKIM), RECORD_NAME, record, *map(str, files)], capture_output=True, text=True, check=True
+    )
     results = dict(line.split(" ", 2)[:2] for line in done.stdout.splitlines())
     return [results[str(f)] for f in files]
 
@@ -85,24 +86,31 @@ def test_the_signature_is_byte_for_byte_what_stock_dkimpy_makes(key, signer, nam
     now = int(time.time())
     ours = signer.signature(data, now=now)
     monkeypatch.setattr(dkim.time, "time", lambda: float(now))  # the t= tag is the only input besides message and key
-    stock = dkim.sign(data, SELECTOR.encode(), DOMAIN.encode(), private_key_pem(key), include_headers=list(SIGNED_HEADERS))
+    stock = dkim.sign(
+        data, SELECTOR.encode(), DOMAIN.encode(), private_key_pem(key), include_headers=list(SIGNED_HEADERS)
+    )
     assert ours == stock
     monkeypatch.undo()
     assert verifies(ours + data, record_value(key))
 
 
-@pytest.mark.parametrize("head", [
-    # Folded with tabs and runs of spaces, an empty field, odd case: the relaxed forms must match dkimpy's.
-    b"From: Ann <ann@example.org>\r\nSUBJECT:   Hello\r\n\t  there  \r\nX-Empty:\r\nTo: bob@example.com\r\n",
-    # A bare LF inside the header: dkimpy's own parser takes over.
-    b"From: Ann <ann@example.org>\r\nSubject: one\n two\r\nTo: bob@example.com\r\n",
-])
+@pytest.mark.parametrize(
+    "head",
+    [
+        # Folded with tabs and runs of spaces, an empty field, odd case: the relaxed forms must match dkimpy's.
+        b"From: Ann <ann@example.org>\r\nSUBJECT:   Hello\r\n\t  there  \r\nX-Empty:\r\nTo: bob@example.com\r\n",
+        # A bare LF inside the header: dkimpy's own parser takes over.
+        b"From: Ann <ann@example.org>\r\nSubject: one\n two\r\nTo: bob@example.com\r\n",
+    ],
+)
 def test_unusual_headers_sign_exactly_as_stock(key, signer, head, monkeypatch):
     data = head + b"\r\nBody line  \r\n\r\n\r\n"
     now = int(time.time())
     ours = signer.signature(data, now=now)
     monkeypatch.setattr(dkim.time, "time", lambda: float(now))
-    assert ours == dkim.sign(data, SELECTOR.encode(), DOMAIN.encode(), private_key_pem(key), include_headers=list(SIGNED_HEADERS))
+    assert ours == dkim.sign(
+        data, SELECTOR.encode(), DOMAIN.encode(), private_key_pem(key), include_headers=list(SIGNED_HEADERS)
+    )
 
 
 def test_signed_fields_and_tags(key, signer):
@@ -114,8 +122,20 @@ def test_signed_fields_and_tags(key, signer):
     tags = dict(t.strip().split("=", 1) for t in re.sub(r"\r\n\s+", " ", field.split(":", 1)[1]).split(";"))
     assert tags["a"] == "rsa-sha256" and tags["c"] == "relaxed/simple" and tags["d"] == DOMAIN and tags["s"] == SELECTOR
     assert [h.strip() for h in tags["h"].split(":")] == [
-        "from", "to", "subject", "date", "message-id", "mime-version", "content-type", "list-id",
-        "list-unsubscribe", "list-unsubscribe-post", "feedback-id", "reply-to", "from", "subject",
+        "from",
+        "to",
+        "subject",
+        "date",
+        "message-id",
+        "mime-version",
+        "content-type",
+        "list-id",
+        "list-unsubscribe",
+        "list-unsubscribe-post",
+        "feedback-id",
+        "reply-to",
+        "from",
+        "subject",
     ]
     assert abs(int(tags["t"]) - time.time()) < 120
 
@@ -140,8 +160,10 @@ def test_tampering_breaks_the_signature(key, signer, tmp_path):
         assert tampered != signed, what
         assert not verifies(tampered, record), what
     # What relaxed/simple allows on the way: header fields re-folded, or an unsigned one added.
-    allowed = [signed.replace(b"List-Unsubscribe-Post: ", b"List-Unsubscribe-Post:\r\n  ", 1),
-               b"Received: from relay.example by mx.example\r\n" + signed]
+    allowed = [
+        signed.replace(b"List-Unsubscribe-Post: ", b"List-Unsubscribe-Post:\r\n  ", 1),
+        b"Received: from relay.example by mx.example\r\n" + signed,
+    ]
     assert all(verifies(message, record) for message in allowed)
     # Mail::DKIM, which shares no code with dkimpy, judges each the same way.
     assert mail_dkim_results([signed, *allowed, *changes.values()], record, tmp_path) == (
@@ -184,8 +206,11 @@ def test_keygen_writes_a_private_key_and_prints_the_record_and_settings(cli, tmp
     line, value = printed_record(result.stdout)
     assert line.startswith(f'{RECORD_NAME} IN TXT "v=DKIM1; k=rsa; p=MIIB')
     assert value in result.stdout  # also in one piece, for DNS providers' forms
-    for setting in (f"NEWSLETTER_DKIM_DOMAIN={DOMAIN}", f"NEWSLETTER_DKIM_SELECTOR={SELECTOR}",
-                    f"NEWSLETTER_DKIM_PRIVATE_KEY_FILE={out_file.resolve()}"):
+    for setting in (
+        f"NEWSLETTER_DKIM_DOMAIN={DOMAIN}",
+        f"NEWSLETTER_DKIM_SELECTOR={SELECTOR}",
+        f"NEWSLETTER_DKIM_PRIVATE_KEY_FILE={out_file.resolve()}",
+    ):
         assert setting in result.stdout.splitlines()
     # The key and the record go together: a message signed with the key verifies against the record.
     from newsletter.config import DkimSettings
@@ -205,7 +230,17 @@ def test_keygen_refuses_to_overwrite_and_bad_values(cli, tmp_path):
     assert out_file.read_bytes() == before
     small = keygen(cli, "--out", str(tmp_path / "small.pem"), "--bits", "512", check=False)
     assert small.returncode == 1 and "--bits" in small.stderr and not (tmp_path / "small.pem").exists()
-    bad = cli("dkim", "keygen", "--domain", "not a domain", "--selector", SELECTOR, "--out", str(tmp_path / "x.pem"), check=False)
+    bad = cli(
+        "dkim",
+        "keygen",
+        "--domain",
+        "not a domain",
+        "--selector",
+        SELECTOR,
+        "--out",
+        str(tmp_path / "x.pem"),
+        check=False,
+    )
     assert bad.returncode == 1 and "--domain: not a domain name" in bad.stderr
     # Default place: under NEWSLETTER_VAR_DIR, named after the record.
     default = keygen(cli)
@@ -223,8 +258,11 @@ def signed_room(newsroom, tmp_path):  # type: ignore[no-untyped-def]
     key_file = tmp_path / "dkim.pem"
     _, record = printed_record(keygen(room.cli, "--out", str(key_file)).stdout)
     room.cli.env.update(
-        NEWSLETTER_DKIM_DOMAIN=DOMAIN, NEWSLETTER_DKIM_SELECTOR=SELECTOR, NEWSLETTER_DKIM_PRIVATE_KEY_FILE=str(key_file),
-        NEWSLETTER_RETURN_PATH="bounces@example.org", NEWSLETTER_SECRET_KEY=KEY,
+        NEWSLETTER_DKIM_DOMAIN=DOMAIN,
+        NEWSLETTER_DKIM_SELECTOR=SELECTOR,
+        NEWSLETTER_DKIM_PRIVATE_KEY_FILE=str(key_file),
+        NEWSLETTER_RETURN_PATH="bounces@example.org",
+        NEWSLETTER_SECRET_KEY=KEY,
     )
     return room, record
 
@@ -288,8 +326,9 @@ def test_a_worker_with_an_unusable_key_stops_at_once_naming_the_setting(newsroom
     bad = tmp_path / "bad.pem"
     bad.write_text("not a key\n")
     os.chmod(bad, 0o600)
-    newsroom.cli.env.update(NEWSLETTER_DKIM_DOMAIN=DOMAIN, NEWSLETTER_DKIM_SELECTOR=SELECTOR,
-                            NEWSLETTER_DKIM_PRIVATE_KEY_FILE=str(bad))
+    newsroom.cli.env.update(
+        NEWSLETTER_DKIM_DOMAIN=DOMAIN, NEWSLETTER_DKIM_SELECTOR=SELECTOR, NEWSLETTER_DKIM_PRIVATE_KEY_FILE=str(bad)
+    )
     result = newsroom.cli("worker", check=False)
     assert result.returncode == 1
     assert f"configuration error: NEWSLETTER_DKIM_PRIVATE_KEY_FILE: {bad} is not a PEM private key" in result.stderr

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from newsletter.mail import doctor
 from newsletter.config import Settings
+from newsletter.mail import doctor
 from newsletter.mail.dkim_keys import generate_private_key, write_private_key, zone_line
 from newsletter.mail.doctor import ListSender, aligned, organisational_domain, run_checks
 from tests.conftest import Cli, clean_environ
@@ -43,10 +43,21 @@ def test_doctor_passes_on_a_correctly_configured_install(cli, tmp_path):
     result = configured("doctor", "--dns-record", record)
     lines = result.stdout.splitlines()
     assert result.returncode == 0 and lines[-1] == "Every required check passes."
-    statuses = {line.split(":", 1)[0].split(None, 1)[1]: line.split()[0] for line in lines if re.match(r"(ok|missing|warn|info) ", line)}
+    statuses = {
+        line.split(":", 1)[0].split(None, 1)[1]: line.split()[0]
+        for line in lines
+        if re.match(r"(ok|missing|warn|info) ", line)
+    }
     assert statuses == {
-        "DKIM signing": "ok", "DKIM key": "ok", "DKIM DNS record": "ok", "DMARC alignment": "ok", "Return path": "ok",
-        "Postal address": "ok", "Base URL": "ok", "Secret key": "ok", "One-click unsubscribe": "ok",
+        "DKIM signing": "ok",
+        "DKIM key": "ok",
+        "DKIM DNS record": "ok",
+        "DMARC alignment": "ok",
+        "Return path": "ok",
+        "Postal address": "ok",
+        "Base URL": "ok",
+        "Secret key": "ok",
+        "One-click unsubscribe": "ok",
         "Unsubscribe endpoint": "info",
     }
     assert "ok       DMARC alignment: From domain news.example.org (daily) aligns with d=example.org" in lines
@@ -55,7 +66,10 @@ def test_doctor_passes_on_a_correctly_configured_install(cli, tmp_path):
     assert "    " + record in lines
     assert any(re.fullmatch(r'    mail\.example\.org\. IN TXT "v=spf1 .* ~all"', line) for line in lines)
     for domain in ("example.org", "news.example.org"):
-        assert f'    _dmarc.{domain}. IN TXT "v=DMARC1; p=none; rua=mailto:dmarc-reports@{domain}; adkim=r; aspf=r"' in lines
+        assert (
+            f'    _dmarc.{domain}. IN TXT "v=DMARC1; p=none; rua=mailto:dmarc-reports@{domain}; adkim=r; aspf=r"'
+            in lines
+        )
     # The record given as its bare value works too.
     value = "".join(re.findall(r'"([^"]*)"', record))
     assert configured("doctor", "--dns-record", value).returncode == 0
@@ -95,8 +109,11 @@ def dkim_env(path: Path, bits: int = 2048, *, mode: int = 0o600) -> dict[str, st
     key = generate_private_key(bits)
     write_private_key(path, key)
     os.chmod(path, mode)
-    return {"NEWSLETTER_DKIM_DOMAIN": "example.org", "NEWSLETTER_DKIM_SELECTOR": "nl1",
-            "NEWSLETTER_DKIM_PRIVATE_KEY_FILE": str(path)}
+    return {
+        "NEWSLETTER_DKIM_DOMAIN": "example.org",
+        "NEWSLETTER_DKIM_SELECTOR": "nl1",
+        "NEWSLETTER_DKIM_PRIVATE_KEY_FILE": str(path),
+    }
 
 
 def statuses(report: doctor.Report) -> dict[str, list[str]]:
@@ -126,12 +143,16 @@ def test_misalignment_wrong_records_and_weak_or_unreadable_keys(tmp_path):
 
     weak = run_checks(settings_for(tmp_path, **dkim_env(tmp_path / "weak.pem", 1024)), secret_key_set=True, lists=LISTS)
     assert not weak.gaps and statuses(weak)["DKIM key"] == ["warn"] and "under 2048 bits" in weak.checks[1].detail
-    loose = run_checks(settings_for(tmp_path, **dkim_env(tmp_path / "loose.pem", mode=0o644)), secret_key_set=True, lists=LISTS)
+    loose = run_checks(
+        settings_for(tmp_path, **dkim_env(tmp_path / "loose.pem", mode=0o644)), secret_key_set=True, lists=LISTS
+    )
     assert not loose.gaps and "readable by other users" in loose.checks[1].detail and "chmod 600" in loose.checks[1].fix
 
     garbage = tmp_path / "garbage.pem"
     garbage.write_text("not a key\n")
-    broken = settings_for(tmp_path, **{**dkim_env(tmp_path / "unused.pem"), "NEWSLETTER_DKIM_PRIVATE_KEY_FILE": str(garbage)})
+    broken = settings_for(
+        tmp_path, **{**dkim_env(tmp_path / "unused.pem"), "NEWSLETTER_DKIM_PRIVATE_KEY_FILE": str(garbage)}
+    )
     (gap,) = run_checks(broken, secret_key_set=True, lists=LISTS).gaps
     assert gap.name == "DKIM key" and "not a PEM private key" in gap.detail
 
@@ -142,7 +163,10 @@ def test_misalignment_wrong_records_and_weak_or_unreadable_keys(tmp_path):
 def test_dmarc_relaxed_alignment():
     assert aligned("example.org", "example.org") and aligned("news.example.org", "example.org")
     assert aligned("news.example.org", "bounces.example.org")  # same organisational domain
-    assert aligned("news.example.co.uk", "mail.example.co.uk") and organisational_domain("a.b.example.co.uk") == "example.co.uk"
+    assert (
+        aligned("news.example.co.uk", "mail.example.co.uk")
+        and organisational_domain("a.b.example.co.uk") == "example.co.uk"
+    )
     assert not aligned("example.co.uk", "other.co.uk") and not aligned("example.org", "example.com")
     assert not aligned("example.org", "notexample.org")
 
@@ -155,14 +179,23 @@ def test_check_web_posts_a_one_click_unsubscribe_to_the_running_app(cli):
         result = Cli(env=env, cwd=cli.cwd)("doctor", "--check-web", check=False)
     finally:
         web.stop()
-    assert (f"ok       Unsubscribe endpoint: POST http://127.0.0.1:{port}/unsubscribe/doctor-check.invalid-token "
-            "answered 400") in result.stdout
+    assert (
+        f"ok       Unsubscribe endpoint: POST http://127.0.0.1:{port}/unsubscribe/doctor-check.invalid-token "
+        "answered 400"
+    ) in result.stdout
     down = doctor.check_one_click(f"http://127.0.0.1:{port}", timeout=5)
     assert down.gap and "no answer" in down.detail
 
 
-@pytest.mark.parametrize("host, mechanism", [("smtp.relay.example", "a:smtp.relay.example"), ("93.184.216.34", "ip4:93.184.216.34"),
-                                             ("127.0.0.1", "ip4:YOUR.SERVER.PUBLIC.IP"), ("localhost", "ip4:YOUR.SERVER.PUBLIC.IP")])
+@pytest.mark.parametrize(
+    "host, mechanism",
+    [
+        ("smtp.relay.example", "a:smtp.relay.example"),
+        ("93.184.216.34", "ip4:93.184.216.34"),
+        ("127.0.0.1", "ip4:YOUR.SERVER.PUBLIC.IP"),
+        ("localhost", "ip4:YOUR.SERVER.PUBLIC.IP"),
+    ],
+)
 def test_the_spf_hint_names_the_relay(tmp_path, host, mechanism):
     settings = settings_for(tmp_path, NEWSLETTER_SMTP_URL=f"smtp://{host}:25")
     records = dict(run_checks(settings, secret_key_set=True, lists=LISTS).records)

@@ -12,12 +12,12 @@ from pathlib import Path
 import pytest
 from sqlalchemy import func, select, update
 
-from newsletter.store import db
 from newsletter.config import Settings
-from newsletter.errors import ConfigError, InvalidInput, RenderError
 from newsletter.content.issue_files import IssueSource, parse_issue_text
 from newsletter.content.issues import RenderSettings, create_issue
+from newsletter.errors import ConfigError, InvalidInput, RenderError
 from newsletter.mail.messages import CompiledMessage, MessageHeaders
+from newsletter.store import db
 from newsletter.store.models import Issue, MailingList, Send, Subscriber
 from subscribers import consent
 from subscribers.importing import import_csv
@@ -26,11 +26,20 @@ from subscribers.subscriptions import add_subscriber
 from tests.test_messages import HEADERS, RENDERED, recipient
 from tests.test_web import Site, add, site  # noqa: F401 - the web app fixture
 
-
 #: Each would end a header line, start a new one, or hide in one: CR LF, a lone LF or CR, NUL, tab,
 #: ESC, DEL, NEL (C1), and the Unicode line and paragraph separators.
-BAD = ["\r\nBcc: victim@example.com", "\nBcc: victim@example.com", "\rX", "\x00", "\t", "\x1b[31m", "\x7f", "\x85",
-       "\u2028", "\u2029"]
+BAD = [
+    "\r\nBcc: victim@example.com",
+    "\nBcc: victim@example.com",
+    "\rX",
+    "\x00",
+    "\t",
+    "\x1b[31m",
+    "\x7f",
+    "\x85",
+    "\u2028",
+    "\u2029",
+]
 IDS = ["CRLF", "LF", "CR", "NUL", "TAB", "ESC", "DEL", "NEL", "LS", "PS"]
 
 
@@ -40,8 +49,15 @@ IDS = ["CRLF", "LF", "CR", "NUL", "TAB", "ESC", "DEL", "NEL", "LS", "PS"]
 @pytest.mark.parametrize("bad", BAD, ids=IDS)
 @pytest.mark.parametrize(
     "field, where",
-    [("subject", "subject"), ("from_name", "from name"), ("from_email", "from address"), ("reply_to", "reply-to"),
-     ("list_name", "list name"), ("list_slug", "list slug"), ("feedback_id", "Feedback-ID")],
+    [
+        ("subject", "subject"),
+        ("from_name", "from name"),
+        ("from_email", "from address"),
+        ("reply_to", "reply-to"),
+        ("list_name", "list name"),
+        ("list_slug", "list slug"),
+        ("feedback_id", "Feedback-ID"),
+    ],
 )
 def test_a_message_with_an_unsafe_header_value_is_never_built(field, where, bad):
     headers = MessageHeaders(**{**HEADERS.__dict__, field: f"Hello{bad}World"})
@@ -58,15 +74,24 @@ def test_a_stored_name_with_a_line_break_stays_inside_an_encoded_word():
     assert not any(line.lower().startswith("bcc:") for line in lines)
     fields = [line for line in lines if not line.startswith((" ", "\t"))]
     assert sum(f.startswith("To: ") for f in fields) == 1
-    to = "\r\n".join(lines[[n for n, line in enumerate(lines) if line.startswith("To: ")][0]:]).split("\r\nDate:")[0]
+    to = "\r\n".join(lines[[n for n, line in enumerate(lines) if line.startswith("To: ")][0] :]).split("\r\nDate:")[0]
     assert re.fullmatch(r"To: =\?utf-8\?b\?[A-Za-z0-9+/=]+\?= <ann@example\.com>", to)
     assert str(make_header(decode_header(to[4:].rsplit(" <", 1)[0]))) == "Eve\r\nBcc: victim@example.com"
 
 
 # --- an editor's issue --------------------------------------------------------------------------
 
-YAML_ESCAPES = {"CRLF": r"\r\nBcc: victim@example.com", "LF": r"\nBcc: x", "NUL": r"\0", "ESC": r"\e[31m",
-                "TAB": r"\t", "NEL": r"\N", "LS": r"\L", "PS": r"\P", "DEL": r"\x7f"}
+YAML_ESCAPES = {
+    "CRLF": r"\r\nBcc: victim@example.com",
+    "LF": r"\nBcc: x",
+    "NUL": r"\0",
+    "ESC": r"\e[31m",
+    "TAB": r"\t",
+    "NEL": r"\N",
+    "LS": r"\L",
+    "PS": r"\P",
+    "DEL": r"\x7f",
+}
 
 
 @pytest.mark.parametrize("key", ["subject", "preheader"])
@@ -88,8 +113,13 @@ def test_issues_made_without_a_file_are_refused_too(sessions, bad):
         create_list(s, "weekly", name="Weekly", from_email="news@example.org")
     for field in ("subject", "preheader"):
         values = {"subject": "Fine", "preheader": "", field: f"Hello{bad}World"}
-        source = IssueSource(subject=values["subject"], preheader=values["preheader"], template="issue",
-                             body_markdown="Body.", source="api")
+        source = IssueSource(
+            subject=values["subject"],
+            preheader=values["preheader"],
+            template="issue",
+            body_markdown="Body.",
+            source="api",
+        )
         with pytest.raises(RenderError, match=f"{field} must be a single line"):
             with db.transaction(sessions) as s:
                 create_issue(s, "weekly", source, settings)
@@ -125,7 +155,12 @@ def test_issue_create_update_and_a_rendered_subject_through_the_cli(cli, tmp_pat
 def test_list_settings_refuse_control_characters(sessions, bad):
     fields = {"name": "--name", "from_name": "--from-name", "from_email": "--from-email", "reply_to": "--reply-to"}
     for field, where in fields.items():
-        values = {"name": "Weekly", "from_email": "news@example.org", "from_name": "Desk", "reply_to": "desk@example.org"}
+        values = {
+            "name": "Weekly",
+            "from_email": "news@example.org",
+            "from_name": "Desk",
+            "reply_to": "desk@example.org",
+        }
         values[field] = f"news{bad}@example.org" if "email" in field or "reply" in field else f"Weekly{bad}Desk"
         with pytest.raises(InvalidInput) as caught:
             with db.transaction(sessions) as s:
@@ -137,8 +172,15 @@ def test_list_settings_refuse_control_characters(sessions, bad):
 
 def test_list_create_through_the_cli_names_the_option(cli):
     for option in ("--name", "--from-name", "--reply-to", "--from-email"):
-        args = {"--name": "Weekly", "--from-email": "news@example.org", "--from-name": "Desk", "--reply-to": "r@example.org"}
-        args[option] = "Weekly\r\nBcc: victim@example.com" if "name" in option else "news@example.org\r\nBcc: v@example.com"
+        args = {
+            "--name": "Weekly",
+            "--from-email": "news@example.org",
+            "--from-name": "Desk",
+            "--reply-to": "r@example.org",
+        }
+        args[option] = (
+            "Weekly\r\nBcc: victim@example.com" if "name" in option else "news@example.org\r\nBcc: v@example.com"
+        )
         result = cli("lists", "create", "weekly", *[x for pair in args.items() for x in pair], check=False)
         assert result.returncode == 1 and f"error: {option}: " in result.stderr, result.stderr
     assert "weekly" not in cli("lists", "ls").stdout
@@ -175,7 +217,9 @@ def test_subscriber_names_refuse_control_characters(sessions, tmp_path, bad):
             consent.request_subscription(s, "weekly", "bob@example.com", name=f"Bob{bad}Lee")
     assert caught.value.where == "name"
     path = tmp_path / "people.csv"
-    path.write_text('email,name\ncat@example.com,"Cat' + bad + 'Lee"\ndan@example.com,Dan\n', encoding="utf-8", newline="")
+    path.write_text(
+        'email,name\ncat@example.com,"Cat' + bad + 'Lee"\ndan@example.com,Dan\n', encoding="utf-8", newline=""
+    )
     rejected = []
     with db.transaction(sessions) as s:
         summary = import_csv(s, "weekly", path, on_reject=rejected.append)
@@ -187,7 +231,9 @@ def test_subscriber_names_refuse_control_characters(sessions, tmp_path, bad):
 
 def test_subscriber_add_and_import_through_the_cli(cli, tmp_path):
     cli("lists", "create", "weekly", "--name", "Weekly", "--from-email", "news@example.org")
-    added = cli("subscribers", "add", "weekly", "ann@example.com", "--name", "Ann\r\nBcc: victim@example.com", check=False)
+    added = cli(
+        "subscribers", "add", "weekly", "ann@example.com", "--name", "Ann\r\nBcc: victim@example.com", check=False
+    )
     assert added.returncode == 1 and "name contains a control character" in added.stderr
     path = tmp_path / "people.csv"
     path.write_text('email,name\nbob@example.com,"Bob\r\nBcc: victim@example.com"\ncat@example.com,Cat\n', newline="")
@@ -216,8 +262,14 @@ def test_the_web_form_and_preferences_refuse_such_names(site: Site):  # noqa: F8
 # --- settings ---------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("value", ["https://news.example.org\r\nBcc: victim@example.com", "https://news.example.org/\tx",
-                                   "https://news.example.org/a b"])
+@pytest.mark.parametrize(
+    "value",
+    [
+        "https://news.example.org\r\nBcc: victim@example.com",
+        "https://news.example.org/\tx",
+        "https://news.example.org/a b",
+    ],
+)
 def test_a_base_url_with_a_line_break_or_space_is_a_configuration_error(tmp_path: Path, value):
     with pytest.raises(ConfigError, match="^NEWSLETTER_BASE_URL: must not contain"):
         Settings.from_environ({"NEWSLETTER_VAR_DIR": str(tmp_path), "NEWSLETTER_BASE_URL": value})

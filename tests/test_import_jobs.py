@@ -11,8 +11,8 @@ import pytest
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
-from newsletter.store.db import transaction
 from newsletter.errors import InvalidInput, NotFound
+from newsletter.store.db import transaction
 from newsletter.store.models import ImportJob, Subscriber, Subscription
 from subscribers import import_jobs, importing, lists, subscriptions
 
@@ -49,18 +49,23 @@ def test_good_file_finishes_with_counts_and_a_report_naming_lines(sessions, tmp_
         subscriptions.add_subscriber(session, "weekly", "old@example.com", name="Old")
         subscriptions.unsubscribe(session, "weekly", "old@example.com", reason="left")
     content = (
-        "email,name,city\n"
-        "ann@example.com,Ann,Paris\n"
-        "not-an-address,Bob,Rome\n"
-        "cat@example.net,Cat\n"
-        "ANN@example.com,Ann again,Lyon\n"
-        "old@example.com,Old,\n"
-        'dan@example.org,"Dan, ""the man""",Oslo\n'
-    ).encode()
-    job_id = upload(sessions, tmp_path, content, filename="C:\\fakepath\\people.csv", confirmed=True, created_by="alice")
+        b"email,name,city\n"
+        b"ann@example.com,Ann,Paris\n"
+        b"not-an-address,Bob,Rome\n"
+        b"cat@example.net,Cat\n"
+        b"ANN@example.com,Ann again,Lyon\n"
+        b"old@example.com,Old,\n"
+        b'dan@example.org,"Dan, ""the man""",Oslo\n'
+    )
+    job_id = upload(
+        sessions, tmp_path, content, filename="C:\\fakepath\\people.csv", confirmed=True, created_by="alice"
+    )
     queued = view(sessions, job_id)
     assert (queued["status"], queued["list"], queued["filename"], queued["size_bytes"]) == (
-        "queued", "weekly", "people.csv", len(content)
+        "queued",
+        "weekly",
+        "people.csv",
+        len(content),
     )
     assert len(uploads(tmp_path)) == 1
 
@@ -68,19 +73,32 @@ def test_good_file_finishes_with_counts_and_a_report_naming_lines(sessions, tmp_
     assert job.status == "finished"
     done = view(sessions, job_id)
     assert {k: done[k] for k in ("imported", "updated", "unchanged", "kept_unsubscribed", "rejected", "rows_read")} == {
-        "imported": 2, "updated": 0, "unchanged": 0, "kept_unsubscribed": 1, "rejected": 3, "rows_read": 6
+        "imported": 2,
+        "updated": 0,
+        "unchanged": 0,
+        "kept_unsubscribed": 1,
+        "rejected": 3,
+        "rows_read": 6,
     }
     assert (done["error"], done["has_report"], done["created_by"]) == (None, True, "alice")
     assert done["started_at"] and done["finished_at"] and done["created_at"]
     with sessions() as session:
         report = list(csv.reader(io.StringIO(import_jobs.report_csv(session, job_id))))
-        statuses = dict(session.execute(
-            select(Subscriber.email, Subscription.status).join(Subscription, Subscription.subscriber_id == Subscriber.id)
-        ).all())
+        statuses = dict(
+            session.execute(
+                select(Subscriber.email, Subscription.status).join(
+                    Subscription, Subscription.subscriber_id == Subscriber.id
+                )
+            ).all()
+        )
     assert report[0] == ["line", "reason"]
     assert [row[0] for row in report[1:]] == ["3", "4", "5"]
     assert "not-an-address" in report[1][1] and "fields" in report[2][1] and "duplicate of line 2" in report[3][1]
-    assert statuses == {"ann@example.com": "confirmed", "dan@example.org": "confirmed", "old@example.com": "unsubscribed"}
+    assert statuses == {
+        "ann@example.com": "confirmed",
+        "dan@example.org": "confirmed",
+        "old@example.com": "unsubscribed",
+    }
     assert uploads(tmp_path) == []  # the upload is deleted once imported
     assert import_jobs.run_job(sessions, job_id).status == "finished"  # not run twice
 

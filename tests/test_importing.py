@@ -8,8 +8,8 @@ import pytest
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
-from newsletter.store.db import transaction
 from newsletter.errors import InvalidInput, NotFound
+from newsletter.store.db import transaction
 from newsletter.store.models import Subscriber, Subscription
 from subscribers import importing, lists, subscriptions
 from subscribers.importing import ImportSummary, RejectedRow
@@ -21,7 +21,12 @@ def make_list(sessions: sessionmaker[Session], slug: str = "weekly") -> None:
 
 
 def run_import(
-    sessions: sessionmaker[Session], path: Path, *, confirmed: bool = False, batch_size: int = 2000, slug: str = "weekly"
+    sessions: sessionmaker[Session],
+    path: Path,
+    *,
+    confirmed: bool = False,
+    batch_size: int = 2000,
+    slug: str = "weekly",
 ) -> tuple[ImportSummary, list[RejectedRow]]:
     rejected: list[RejectedRow] = []
     with transaction(sessions) as session:
@@ -118,7 +123,10 @@ def test_duplicates_within_the_file_keep_the_first_even_across_batches(sessions,
     rows.append("user2@EXAMPLE.com,Second Two")  # a later batch
     summary, rejected = run_import(sessions, write(tmp_path, "email,name\n" + "\n".join(rows) + "\n"), batch_size=4)
     assert summary.imported == 10
-    assert [(r.line, r.reason.split(" (")[0]) for r in rejected] == [(5, "duplicate of line 3"), (13, "duplicate of line 4")]
+    assert [(r.line, r.reason.split(" (")[0]) for r in rejected] == [
+        (5, "duplicate of line 3"),
+        (13, "duplicate of line 4"),
+    ]
     found = people(sessions)
     assert found["user1@example.com"][0] == "User 1"
     assert found["user2@example.com"][0] == "User 2"
@@ -138,7 +146,9 @@ def test_reimport_updates_changed_names_and_attributes_and_confirms(sessions, tm
     make_list(sessions)
     run_import(sessions, write(tmp_path, "email,name,plan\nann@example.com,Ann,free\nbob@example.com,Bob,free\n"))
     summary, _ = run_import(
-        sessions, write(tmp_path, "email,name,city\nann@example.com,Ann Lee,Oslo\nbob@example.com,,\n", "b.csv"), confirmed=True
+        sessions,
+        write(tmp_path, "email,name,city\nann@example.com,Ann Lee,Oslo\nbob@example.com,,\n", "b.csv"),
+        confirmed=True,
     )
     assert (summary.imported, summary.updated, summary.unchanged) == (0, 2, 0)
     found = people(sessions)

@@ -25,11 +25,11 @@ import pytest
 from sqlalchemy import create_engine, select
 from sqlalchemy.orm import Session, sessionmaker
 
-from newsletter.store import db
 from newsletter.feedback.bounce_parsing import Mailboxes, classify
 from newsletter.feedback.inbound import InboundServer, Receiver
-from newsletter.store.models import Subscriber
 from newsletter.mail.return_path import make_return_path
+from newsletter.store import db
+from newsletter.store.models import Subscriber
 from subscribers.tokens import TokenSigner
 from tests.bouncekit import (
     KEY,
@@ -77,15 +77,22 @@ def test_each_sample_is_classified_with_its_address_delivery_and_original_messag
     assert report.detail
 
     # To the bare return path, with the original's envelope sender not ours: the address and Message-ID remain.
-    bare = sample(name, recipient="Reader7@Example.com", message_id="<42.3.6b0a@example.org>", return_path="news@example.org")
+    bare = sample(
+        name, recipient="Reader7@Example.com", message_id="<42.3.6b0a@example.org>", return_path="news@example.org"
+    )
     [report] = classify(bare, [RETURN_PATH], MAILBOXES).reports
     assert (report.kind, report.email, report.delivery_id, report.message_id) == (
-        kind, "reader7@example.com", None, "<42.3.6b0a@example.org>",
+        kind,
+        "reader7@example.com",
+        None,
+        "<42.3.6b0a@example.org>",
     )
 
 
 def test_dsn_details_name_the_status_and_the_servers_words():
-    hard = sample("dsn-hard.eml", recipient="ann@example.com", message_id="<1.1.a@example.org>", return_path=RETURN_PATH)
+    hard = sample(
+        "dsn-hard.eml", recipient="ann@example.com", message_id="<1.1.a@example.org>", return_path=RETURN_PATH
+    )
     [report] = classify(hard, [RETURN_PATH], MAILBOXES).reports
     assert report.detail.startswith("failed 5.1.1: smtp; 550 5.1.1 <ann@example.com>: Recipient address rejected")
     assert "(report <20261127101503.4Yc3Kq1Zx9z9sW@mx1.example.net>)" in report.detail
@@ -117,7 +124,9 @@ def test_dsn_edge_cases_mailbox_full_success_reports_and_several_recipients():
         "Final-Recipient: rfc822; a@example.com\r\nAction: failed\r\nStatus: 5.1.1",
     )
     assert [(r.email, r.kind) for r in classify(three, [RETURN_PATH], MAILBOXES).reports] == [
-        ("b@example.com", "delayed"), ("c@example.com", "soft"), ("a@example.com", "hard"),
+        ("b@example.com", "delayed"),
+        ("c@example.com", "soft"),
+        ("a@example.com", "hard"),
     ]
     # With a VERP address the worst news about the one delivery counts: hard, then soft, then delayed.
     assert [(r.delivery_id, r.kind) for r in classify(three, [verp(5)], MAILBOXES).reports] == [(5, "hard")]
@@ -130,26 +139,40 @@ def test_dsn_edge_cases_mailbox_full_success_reports_and_several_recipients():
 
 def test_a_plain_text_exim_delay_warning_is_a_delay_warning_not_a_failure():
     # flufl.bounce's SimpleMatch reads the quoted "RCPT TO:<...>" reply in it as a permanent failure.
-    to_verp = sample("exim-delay-warning.eml", recipient="reader7@example.com", message_id="<42.3.6b0a@example.org>",
-                     return_path=verp(42))
+    to_verp = sample(
+        "exim-delay-warning.eml",
+        recipient="reader7@example.com",
+        message_id="<42.3.6b0a@example.org>",
+        return_path=verp(42),
+    )
     result = classify(to_verp, [verp(42)], MAILBOXES)
     assert result.verdict == "non-standard bounce"
     [report] = result.reports
     assert (report.kind, report.email, report.delivery_id) == ("delayed", "reader7@example.com", 42)
-    assert report.detail.startswith("delay warning (non-standard bounce: 'Warning: message 1tGa7w-0003Qe-0b delayed 24 hours')")
-    bare = sample("exim-delay-warning.eml", recipient="reader7@example.com", message_id="<42.3.6b0a@example.org>",
-                  return_path=RETURN_PATH)
+    assert report.detail.startswith(
+        "delay warning (non-standard bounce: 'Warning: message 1tGa7w-0003Qe-0b delayed 24 hours')"
+    )
+    bare = sample(
+        "exim-delay-warning.eml",
+        recipient="reader7@example.com",
+        message_id="<42.3.6b0a@example.org>",
+        return_path=RETURN_PATH,
+    )
     assert [(r.kind, r.email, r.delivery_id) for r in classify(bare, [RETURN_PATH], MAILBOXES).reports] == [
         ("delayed", "reader7@example.com", None),
     ]
     # The same words under a failure's Subject stay a failure: only the report's own Subject tells a warning.
-    failure = bare.replace(b"Subject: Warning: message 1tGa7w-0003Qe-0b delayed 24 hours",
-                           b"Subject: Mail delivery failed: returning message to sender")
+    failure = bare.replace(
+        b"Subject: Warning: message 1tGa7w-0003Qe-0b delayed 24 hours",
+        b"Subject: Mail delivery failed: returning message to sender",
+    )
     assert [r.kind for r in classify(failure, [RETURN_PATH], MAILBOXES).reports] == ["hard"]
 
 
 def test_a_not_spam_feedback_report_is_no_complaint():
-    report = sample("arf-complaint.eml", recipient="a@example.com", message_id="<1.1.a@example.org>", return_path=RETURN_PATH)
+    report = sample(
+        "arf-complaint.eml", recipient="a@example.com", message_id="<1.1.a@example.org>", return_path=RETURN_PATH
+    )
     result = classify(report.replace(b"Feedback-Type: abuse", b"Feedback-Type: not-spam"), [RETURN_PATH], MAILBOXES)
     assert result.verdict == "not a bounce" and result.reports == ()
 
@@ -211,13 +234,20 @@ def test_a_hard_bounce_to_the_verp_address_bounces_the_delivery_and_suppresses(i
     sent = sent_issue(inbound.sessions, ["ann@example.com", "bob@example.com"])
     ann = sent["ann@example.com"]
     # The DSN names a forwarding address; the VERP envelope recipient names the delivery for sure.
-    bounce = sample("dsn-hard.eml", recipient="ann.lee@forwarded.example", message_id=ann.message_id, return_path=verp(ann.delivery_id))
+    bounce = sample(
+        "dsn-hard.eml",
+        recipient="ann.lee@forwarded.example",
+        message_id=ann.message_id,
+        return_path=verp(ann.delivery_id),
+    )
     assert inbound.deliver(bounce, verp(ann.delivery_id)) == {}
     assert delivery(inbound.sessions, ann.delivery_id).status == "bounced"
     assert suppression(inbound.sessions, "ann@example.com") == "hard_bounce"
     assert suppression(inbound.sessions, "bob@example.com") is None
     assert events(inbound.sessions) == [("ann@example.com", "hard", ann.delivery_id)]
-    assert inbound.lines[-1].startswith(f"dsn: hard bounce ann@example.com (delivery {ann.delivery_id}): delivery bounced, suppressed hard_bounce")
+    assert inbound.lines[-1].startswith(
+        f"dsn: hard bounce ann@example.com (delivery {ann.delivery_id}): delivery bounced, suppressed hard_bounce"
+    )
     # The same DSN again (a retransmission) counts once.
     inbound.deliver(bounce, verp(ann.delivery_id))
     assert len(events(inbound.sessions)) == 1 and "repeat" in inbound.lines[-1]
@@ -236,13 +266,17 @@ def test_bounces_to_the_bare_return_path_find_the_delivery_by_message_id(inbound
 
 
 def test_a_bounce_for_a_message_we_cannot_place_is_kept_unproven_and_suppresses_nothing(inbound):
-    bounce = sample("exim-bounce.eml", recipient="old@example.com", message_id="<x@elsewhere.example>", return_path=RETURN_PATH)
+    bounce = sample(
+        "exim-bounce.eml", recipient="old@example.com", message_id="<x@elsewhere.example>", return_path=RETURN_PATH
+    )
     inbound.deliver(bounce, RETURN_PATH)
     assert events(inbound.sessions) == [("old@example.com", "hard", None)]
     assert suppression(inbound.sessions, "old@example.com") is None
     assert "hard bounce old@example.com: unproven" in inbound.lines[-1] and "nothing changed" in inbound.lines[-1]
     # A correctly signed VERP address of a delivery that no longer exists: the report alone proves nothing.
-    gone = sample("dsn-hard.eml", recipient="gone@example.com", message_id="<x@elsewhere.example>", return_path=verp(999999))
+    gone = sample(
+        "dsn-hard.eml", recipient="gone@example.com", message_id="<x@elsewhere.example>", return_path=verp(999999)
+    )
     inbound.deliver(gone, verp(999999))
     assert events(inbound.sessions)[-1] == ("gone@example.com", "hard", None)
     assert suppression(inbound.sessions, "gone@example.com") is None
@@ -251,8 +285,13 @@ def test_a_bounce_for_a_message_we_cannot_place_is_kept_unproven_and_suppresses_
 def test_delay_warnings_are_recorded_but_never_bounce_count_or_suppress_and_a_repeat_is_not_stored(inbound):
     sends = [sent_issue(inbound.sessions, ["eve@example.com"])["eve@example.com"] for _ in range(4)]
     for number, sent in enumerate(sends):  # four messages, more than the soft limit of 3, each delayed
-        warning = sample("dsn-delayed.eml", recipient="eve@example.com", message_id=sent.message_id,
-                         return_path=verp(sent.delivery_id), report_id=f"delay-{number}@mx1.example.net")
+        warning = sample(
+            "dsn-delayed.eml",
+            recipient="eve@example.com",
+            message_id=sent.message_id,
+            return_path=verp(sent.delivery_id),
+            report_id=f"delay-{number}@mx1.example.net",
+        )
         inbound.deliver(warning, verp(sent.delivery_id))
         assert inbound.lines[-1] == (
             f"dsn: delay warning eve@example.com (delivery {sent.delivery_id}): recorded only (the sending server "
@@ -264,14 +303,22 @@ def test_delay_warnings_are_recorded_but_never_bounce_count_or_suppress_and_a_re
             assert "repeat of an event already recorded" in inbound.lines[-1]
     # Gmail's non-standard warning, found by Message-ID at the bare return path; then Exim's about the same message.
     sends.append(sent_issue(inbound.sessions, ["eve@example.com"])["eve@example.com"])
-    gmail = sample("gmail-delay-warning.eml", recipient="eve@example.com", message_id=sends[-1].message_id,
-                   return_path="news@example.org")
+    gmail = sample(
+        "gmail-delay-warning.eml",
+        recipient="eve@example.com",
+        message_id=sends[-1].message_id,
+        return_path="news@example.org",
+    )
     inbound.deliver(gmail, RETURN_PATH)
     assert inbound.lines[-1].startswith(
         f"non-standard bounce: delay warning eve@example.com (delivery {sends[-1].delivery_id}): recorded only"
     ), inbound.lines
-    exim = sample("exim-delay-warning.eml", recipient="eve@example.com", message_id=sends[-1].message_id,
-                  return_path=verp(sends[-1].delivery_id))
+    exim = sample(
+        "exim-delay-warning.eml",
+        recipient="eve@example.com",
+        message_id=sends[-1].message_id,
+        return_path=verp(sends[-1].delivery_id),
+    )
     inbound.deliver(exim, verp(sends[-1].delivery_id))
     assert "repeat of an event already recorded" in inbound.lines[-1]
 
@@ -285,17 +332,28 @@ def test_failed_dsns_with_a_4xx_status_are_soft_bounces_and_suppress_at_the_limi
     sends = [sent_issue(inbound.sessions, ["ned@example.com"])["ned@example.com"] for _ in range(3)]
     for number, sent in enumerate(sends):
         # The usual story: a server warns about a full mailbox, retries for days, and gives up.
-        warning = sample("dsn-delayed.eml", recipient="ned@example.com", message_id=sent.message_id,
-                         return_path=verp(sent.delivery_id), report_id=f"delay-{number}@mx1.example.net")
+        warning = sample(
+            "dsn-delayed.eml",
+            recipient="ned@example.com",
+            message_id=sent.message_id,
+            return_path=verp(sent.delivery_id),
+            report_id=f"delay-{number}@mx1.example.net",
+        )
         inbound.deliver(warning, verp(sent.delivery_id))
         assert suppression(inbound.sessions, "ned@example.com") is None
         assert delivery(inbound.sessions, sent.delivery_id).status == "sent"
-        failure = sample("dsn-soft-failed.eml", recipient="ned@example.com", message_id=sent.message_id,
-                         return_path=verp(sent.delivery_id), report_id=f"failed-{number}@mx1.example.net")
+        failure = sample(
+            "dsn-soft-failed.eml",
+            recipient="ned@example.com",
+            message_id=sent.message_id,
+            return_path=verp(sent.delivery_id),
+            report_id=f"failed-{number}@mx1.example.net",
+        )
         inbound.deliver(failure, verp(sent.delivery_id))
         assert delivery(inbound.sessions, sent.delivery_id).status == "bounced"
-        assert f"soft bounce ned@example.com (delivery {sent.delivery_id}): delivery bounced, {number + 1} soft bounce(s)" in (
-            inbound.lines[-1]
+        assert (
+            f"soft bounce ned@example.com (delivery {sent.delivery_id}): delivery bounced, {number + 1} soft bounce(s)"
+            in (inbound.lines[-1])
         ), inbound.lines
         if number == 0:  # the same failure reported again is no new bounce
             inbound.deliver(failure.replace(b"failed-0@", b"failed-0b@"), verp(sent.delivery_id))
@@ -310,10 +368,17 @@ def test_a_feedback_report_unsubscribes_and_suppresses(inbound):
     weekly = sent_issue(inbound.sessions, ["fay@example.com"], slug="weekly")["fay@example.com"]
     sent_issue(inbound.sessions, ["fay@example.com"], slug="daily")
     # Feedback loops mail a fixed address; the report keeps our VERP envelope sender.
-    report = sample("arf-complaint.eml", recipient="fay@example.com", message_id=weekly.message_id,
-                    return_path=verp(weekly.delivery_id))
+    report = sample(
+        "arf-complaint.eml",
+        recipient="fay@example.com",
+        message_id=weekly.message_id,
+        return_path=verp(weekly.delivery_id),
+    )
     inbound.deliver(report, RETURN_PATH)
-    assert subscription_status(inbound.sessions, "fay@example.com", "weekly") == ("unsubscribed", "complaint (marked as spam)")
+    assert subscription_status(inbound.sessions, "fay@example.com", "weekly") == (
+        "unsubscribed",
+        "complaint (marked as spam)",
+    )
     assert subscription_status(inbound.sessions, "fay@example.com", "daily")[0] == "confirmed"
     assert suppression(inbound.sessions, "fay@example.com") == "complaint"
     assert events(inbound.sessions) == [("fay@example.com", "complaint", weekly.delivery_id)]
@@ -331,7 +396,8 @@ def test_mail_to_the_list_unsubscribe_address_unsubscribes_from_that_list(inboun
     letter.set_content("")
     inbound.deliver(letter.as_bytes(), address, mail_from="gil@example.com")
     assert subscription_status(inbound.sessions, "gil@example.com", "weekly") == (
-        "unsubscribed", "unsubscribe email (List-Unsubscribe mailto)",
+        "unsubscribed",
+        "unsubscribe email (List-Unsubscribe mailto)",
     )
     assert subscription_status(inbound.sessions, "gil@example.com", "daily")[0] == "confirmed"
     assert suppression(inbound.sessions, "gil@example.com") is None
@@ -389,7 +455,9 @@ def test_an_unreachable_database_answers_451_so_the_sender_retries(tmp_path):
     engine = create_engine(f"sqlite:///{tmp_path / 'no-such-folder' / 'newsletter.db'}")
     running = start_inbound(db.session_factory(engine))
     try:
-        bounce = sample("dsn-hard.eml", recipient="ann@example.com", message_id="<1.1.a@example.org>", return_path=RETURN_PATH)
+        bounce = sample(
+            "dsn-hard.eml", recipient="ann@example.com", message_id="<1.1.a@example.org>", return_path=RETURN_PATH
+        )
         with pytest.raises(smtplib.SMTPDataError) as exc:
             running.deliver(bounce, RETURN_PATH)
         assert exc.value.smtp_code == 451
@@ -417,7 +485,11 @@ class InboundProcess:
     def __init__(self, env: dict[str, str], cwd) -> None:  # type: ignore[no-untyped-def]
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "newsletter", "inbound", "--port", "0"],
-            env=env, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            env=env,
+            cwd=cwd,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
         )
         seen = []
         for line in self.proc.stderr:  # type: ignore[union-attr]  # log lines may come first
@@ -471,7 +543,9 @@ def test_a_hard_bounce_received_by_newsletter_inbound_keeps_the_address_out_of_t
 
     inbound = InboundProcess(newsroom.cli.env, newsroom.cli.cwd)
     try:
-        dsn = sample("dsn-hard.eml", recipient=bounced, message_id=str(original["Message-ID"]), return_path=envelope_from)
+        dsn = sample(
+            "dsn-hard.eml", recipient=bounced, message_id=str(original["Message-ID"]), return_path=envelope_from
+        )
         inbound.deliver(dsn, rcpt)
         # The reader who mails the List-Unsubscribe address leaves the list too.
         mailto = str(newsroom.parsed(leaving)["List-Unsubscribe"]).split("<mailto:")[1].split("?")[0]
@@ -480,13 +554,19 @@ def test_a_hard_bounce_received_by_newsletter_inbound_keeps_the_address_out_of_t
         letter.set_content("")
         inbound.deliver(letter.as_bytes(), mailto, mail_from=leaving)
         # A delay warning about another reader's copy is kept and changes nothing.
-        delay = sample("dsn-delayed.eml", recipient=delayed, message_id=str(newsroom.parsed(delayed)["Message-ID"]),
-                       return_path=delayed_from)
+        delay = sample(
+            "dsn-delayed.eml",
+            recipient=delayed,
+            message_id=str(newsroom.parsed(delayed)["Message-ID"]),
+            return_path=delayed_from,
+        )
         inbound.deliver(delay, delayed_from)
         lines = inbound.wait_lines(3)
     finally:
         assert inbound.stop() == 0
-    assert any(f"hard bounce {bounced}" in line and "delivery bounced, suppressed hard_bounce" in line for line in lines), lines
+    assert any(
+        f"hard bounce {bounced}" in line and "delivery bounced, suppressed hard_bounce" in line for line in lines
+    ), lines
     assert any(f"unsubscribe {leaving}: left weekly" in line for line in lines), lines
     assert any(f"delay warning {delayed}" in line and "recorded only" in line for line in lines), lines
 

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from newsletter.errors import InvalidInput
 from newsletter.content.issue_files import IssueSource, parse_issue_text, read_issue_file
+from newsletter.errors import InvalidInput
 
 SAMPLE = Path(__file__).resolve().parent.parent / "examples" / "issues" / "this-week-in-info-war.md"
 
@@ -49,7 +49,9 @@ def test_sample_issue_file() -> None:
     assert issue.preheader
     assert issue.template == "issue"
     # The greeting is the editor's, written with the name's merge tag (the templates add none).
-    assert issue.body_markdown.lstrip().startswith("Hello *|NAME:there|*,\n\n# Qualified Support in Moscow for Korean Summit")
+    assert issue.body_markdown.lstrip().startswith(
+        "Hello *|NAME:there|*,\n\n# Qualified Support in Moscow for Korean Summit"
+    )
     assert issue.source == str(SAMPLE)
 
 

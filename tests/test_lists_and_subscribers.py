@@ -7,14 +7,16 @@ import io
 
 import pytest
 
-from newsletter.store.db import transaction
 from newsletter.errors import Conflict, InvalidInput, NotFound
+from newsletter.store.db import transaction
 from subscribers import exporting, importing, lists, subscriptions, suppressions
 
 
 def test_create_list_validates_and_rejects_duplicates(sessions):
     with transaction(sessions) as session:
-        created = lists.create_list(session, "weekly", name="Weekly", from_email="News@Example.org", reply_to="ed@example.org")
+        created = lists.create_list(
+            session, "weekly", name="Weekly", from_email="News@Example.org", reply_to="ed@example.org"
+        )
         assert (created.from_email, created.reply_to) == ("news@example.org", "ed@example.org")
     with pytest.raises(Conflict, match="already exists"), transaction(sessions) as session:
         lists.create_list(session, "weekly", name="Again", from_email="news@example.org")
@@ -45,11 +47,15 @@ def test_add_remove_and_counts(sessions):
         assert counted.counts == {"unconfirmed": 1, "confirmed": 1, "unsubscribed": 1}
         rows = list(subscriptions.iter_subscribers(session, "weekly"))
         assert [(r.email, r.status) for r in rows] == [
-            ("ann@example.com", "confirmed"), ("bob@example.com", "unconfirmed"), ("cat@example.com", "unsubscribed"),
+            ("ann@example.com", "confirmed"),
+            ("bob@example.com", "unconfirmed"),
+            ("cat@example.com", "unsubscribed"),
         ]
         cat = rows[2]
         assert cat.ended_at is not None
-        assert [r.email for r in subscriptions.iter_subscribers(session, "weekly", status="confirmed")] == ["ann@example.com"]
+        assert [r.email for r in subscriptions.iter_subscribers(session, "weekly", status="confirmed")] == [
+            "ann@example.com"
+        ]
     with pytest.raises(NotFound), transaction(sessions) as session:
         subscriptions.unsubscribe(session, "weekly", "nobody@example.com", reason="x")
     with pytest.raises(InvalidInput, match="unknown status"), transaction(sessions) as session:
@@ -64,7 +70,11 @@ def test_explicit_resubscribe_writes_a_new_consent_record(sessions):
         again = subscriptions.add_subscriber(session, "weekly", "ann@example.com", source="form", ip="203.0.113.9")
         sub = again.subscription
         assert (sub.status, sub.source, sub.ip, sub.ended_at, sub.confirmed_at) == (
-            "unconfirmed", "form", "203.0.113.9", None, None,
+            "unconfirmed",
+            "form",
+            "203.0.113.9",
+            None,
+            None,
         )
 
 
@@ -98,7 +108,8 @@ def test_export_then_import_round_trips(sessions, tmp_path):
     rows = list(csv.DictReader(io.StringIO(out.getvalue())))
     assert list(rows[0])[:3] == ["email", "name", "status"]
     assert [(r["email"], r["name"], r["status"], r["city"]) for r in rows] == [
-        ("ann@example.com", "Lee, Ann", "confirmed", "Zürich"), ("bob@example.com", "Bob", "confirmed", ""),
+        ("ann@example.com", "Lee, Ann", "confirmed", "Zürich"),
+        ("bob@example.com", "Bob", "confirmed", ""),
     ]
     exported = tmp_path / "out.csv"
     exported.write_text(out.getvalue(), encoding="utf-8")

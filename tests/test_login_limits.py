@@ -37,8 +37,9 @@ class Site:
 
     def login_form(self, address: str) -> tuple[httpx.Client, str]:
         """A client at ``address`` (a loopback address: the TCP peer the server sees) holding a fresh login form."""
-        client = httpx.Client(base_url=f"http://127.0.0.1:{self.port}", timeout=120,
-                              transport=httpx.HTTPTransport(local_address=address))
+        client = httpx.Client(
+            base_url=f"http://127.0.0.1:{self.port}", timeout=120, transport=httpx.HTTPTransport(local_address=address)
+        )
         form = client.get("/admin/login")
         assert form.status_code == 200, form.text
         return client, csrf_of(form.text)

@@ -77,7 +77,9 @@ def test_horizontal_rule_is_a_line() -> None:
 
 
 def test_images_show_their_alt_text() -> None:
-    text = markdown_to_text("![Kim and Trump shaking hands](https://example.org/a.jpg) and ![](https://example.org/b.jpg)")
+    text = markdown_to_text(
+        "![Kim and Trump shaking hands](https://example.org/a.jpg) and ![](https://example.org/b.jpg)"
+    )
     assert text == "[image: Kim and Trump shaking hands] and [image]\n"
 
 

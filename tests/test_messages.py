@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from newsletter.errors import InvalidInput
 from newsletter.content.issue_files import read_issue_file
-from newsletter.mail.messages import CompiledMessage, MessageHeaders, Recipient, ascii_address
 from newsletter.content.rendering import PersonalFields, RenderContext, default_template_dir, personalise, render_issue
+from newsletter.errors import InvalidInput
+from newsletter.mail.messages import CompiledMessage, MessageHeaders, Recipient, ascii_address
 
 ROOT = Path(__file__).resolve().parent.parent
 RENDERED = render_issue(
@@ -21,14 +21,21 @@ RENDERED = render_issue(
     template_dirs=[default_template_dir()],
 )
 HEADERS = MessageHeaders(
-    subject=RENDERED.subject, from_email="news@example.org", from_name="Info Wär", reply_to="editor@example.org",
-    list_name="Info War Weekly", list_slug="weekly", message_id_tag="7.abc",
+    subject=RENDERED.subject,
+    from_email="news@example.org",
+    from_name="Info Wär",
+    reply_to="editor@example.org",
+    list_name="Info War Weekly",
+    list_slug="weekly",
+    message_id_tag="7.abc",
 )
 
 
 def recipient(name: str = "Ann Lee", address: str = "ann@example.com", n: int = 1) -> Recipient:
     return Recipient(
-        delivery_id=n, email=address, name=name,
+        delivery_id=n,
+        email=address,
+        name=name,
         unsubscribe_url=f"https://news.example.org/unsubscribe/v1.{n}.2.3.sig",
         preferences_url=f"https://news.example.org/preferences/v1.{n}.2.3.sig",
         unsubscribe_mailto=f"mailto:unsubscribe+v1.{n}.2.3.sig@example.org?subject=unsubscribe",
@@ -40,7 +47,9 @@ def parse(data: bytes) -> email.message.EmailMessage:
     return email.message_from_bytes(data, policy=email.policy.default)  # type: ignore[return-value]
 
 
-@pytest.mark.parametrize("name", ["Ann Lee", "", "{{ 7*7 }}", "<script>alert(1)</script> & Co", ("Zoë Weiß-Łukasz " * 8).strip(), ".dot"])
+@pytest.mark.parametrize(
+    "name", ["Ann Lee", "", "{{ 7*7 }}", "<script>alert(1)</script> & Co", ("Zoë Weiß-Łukasz " * 8).strip(), ".dot"]
+)
 def test_every_copy_decodes_to_exactly_the_personalised_issue(name):
     message = CompiledMessage(HEADERS, RENDERED.html, RENDERED.text)
     r = recipient(name)
@@ -51,7 +60,8 @@ def test_every_copy_decodes_to_exactly_the_personalised_issue(name):
     assert not any(line.startswith(b".") for line in lines)  # safe to send without dot-stuffing
     parsed = parse(data)
     html, text = personalise(
-        RENDERED.html, RENDERED.text,
+        RENDERED.html,
+        RENDERED.text,
         PersonalFields(r.name, r.email, r.unsubscribe_url, r.preferences_url, r.view_online_url),
     )
     assert parsed.get_body(("plain",)).get_content().replace("\r\n", "\n") == text

@@ -10,7 +10,7 @@ from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
-from sqlalchemy import Engine, inspect, insert, select
+from sqlalchemy import Engine, insert, inspect, select
 from sqlalchemy.exc import IntegrityError
 
 from newsletter.store import db
@@ -48,17 +48,30 @@ def _downgrade(engine: Engine, revision: str) -> None:
 
 def _stored(engine: Engine) -> list[tuple]:
     """Every bounce event, oldest first: (kind, id, email, delivery_id, source, detail, created_at)."""
-    columns = (BounceEvent.kind, BounceEvent.id, BounceEvent.email, BounceEvent.delivery_id, BounceEvent.source,
-               BounceEvent.detail, BounceEvent.created_at)
+    columns = (
+        BounceEvent.kind,
+        BounceEvent.id,
+        BounceEvent.email,
+        BounceEvent.delivery_id,
+        BounceEvent.source,
+        BounceEvent.detail,
+        BounceEvent.created_at,
+    )
     with engine.connect() as conn:
         return [tuple(row) for row in conn.execute(select(*columns).order_by(BounceEvent.id))]
 
 
 def _insert_kind(engine: Engine, kind: str) -> None:
     with engine.begin() as conn:
-        conn.execute(insert(BounceEvent.__table__).values(
-            email="raw@example.com", kind=kind, source="smtp", detail="inserted by the test", created_at=utcnow(),
-        ))
+        conn.execute(
+            insert(BounceEvent.__table__).values(
+                email="raw@example.com",
+                kind=kind,
+                source="smtp",
+                detail="inserted by the test",
+                created_at=utcnow(),
+            )
+        )
 
 
 def test_0007_lets_delay_warnings_in_keeps_the_old_events_and_downgrades(empty_database_url):
@@ -71,12 +84,22 @@ def test_0007_lets_delay_warnings_in_keeps_the_old_events_and_downgrades(empty_d
         ann, bob = sent["ann@example.com"], sent["bob@example.com"]
         with db.transaction(sessions) as s:
             for kind, delivery_id, email in (
-                ("hard", ann.delivery_id, None), ("soft", bob.delivery_id, None), ("complaint", None, "cy@example.com"),
+                ("hard", ann.delivery_id, None),
+                ("soft", bob.delivery_id, None),
+                ("complaint", None, "cy@example.com"),
                 ("unsubscribe", bob.delivery_id, None),
             ):
-                record_bounce(s, email=email, delivery_id=delivery_id, kind=kind, source="smtp",
-                              detail=f"an old {kind} event", soft_limit=3, soft_days=30,
-                              proof=None if delivery_id else "a signed link")  # 0010's downgrade drops unproven events
+                record_bounce(
+                    s,
+                    email=email,
+                    delivery_id=delivery_id,
+                    kind=kind,
+                    source="smtp",
+                    detail=f"an old {kind} event",
+                    soft_limit=3,
+                    soft_days=30,
+                    proof=None if delivery_id else "a signed link",
+                )  # 0010's downgrade drops unproven events
         _downgrade(engine, "0006")
         old = _stored(engine)
         assert [row[0] for row in old] == ["hard", "soft", "complaint", "unsubscribe"]
@@ -87,8 +110,16 @@ def test_0007_lets_delay_warnings_in_keeps_the_old_events_and_downgrades(empty_d
         assert db.schema_is_current(engine)
         assert _stored(engine) == old  # every old event as it was
         with db.transaction(sessions) as s:
-            outcome = record_bounce(s, email=None, delivery_id=ann.delivery_id, kind="delayed", source="smtp",
-                                    detail="delayed 4.4.1", soft_limit=3, soft_days=30)
+            outcome = record_bounce(
+                s,
+                email=None,
+                delivery_id=ann.delivery_id,
+                kind="delayed",
+                source="smtp",
+                detail="delayed 4.4.1",
+                soft_limit=3,
+                soft_days=30,
+            )
         assert not outcome.repeated
         _insert_kind(engine, "delayed")
         with pytest.raises(IntegrityError):  # the constraint was widened, not dropped
@@ -165,23 +196,33 @@ def test_0009_adds_requests_to_confirm_and_walks_down_and_up_with_data(empty_dat
             for email in ("cy@example.com", "dee@example.com"):
                 add_subscriber(s, "weekly", email, confirmed=False, source="import")
             started = confirmation_requests.start_run(s, "weekly", batch_size=10, created_by="test")
-            s.execute(update(ConfirmationMail).where(ConfirmationMail.email == "cy@example.com")
-                      .values(status="sent", attempts=1, smtp_code=250, smtp_reply="2.0.0 OK", sent_at=utcnow()))
-            subscription_id = s.scalar(select(ConfirmationMail.subscription_id).where(ConfirmationMail.email == "cy@example.com"))
+            s.execute(
+                update(ConfirmationMail)
+                .where(ConfirmationMail.email == "cy@example.com")
+                .values(status="sent", attempts=1, smtp_code=250, smtp_reply="2.0.0 OK", sent_at=utcnow())
+            )
+            subscription_id = s.scalar(
+                select(ConfirmationMail.subscription_id).where(ConfirmationMail.email == "cy@example.com")
+            )
             confirmation_requests.record_asked(s, subscription_id)
         assert started.queued == 2
 
         def kept() -> list[tuple]:
             """Everything 0008 already had: the subscriptions (without the new column) and the deliveries."""
             with engine.connect() as conn:
-                subs = conn.execute(text("SELECT id, list_id, subscriber_id, status, source, requested_at FROM subscriptions "
-                                         "ORDER BY id")).all()
+                subs = conn.execute(
+                    text(
+                        "SELECT id, list_id, subscriber_id, status, source, requested_at FROM subscriptions ORDER BY id"
+                    )
+                ).all()
                 return [tuple(r) for r in subs] + [(conn.scalar(select(func.count()).select_from(Delivery)),)]
 
         before = kept()
         _downgrade(engine, "0008")
         schema = inspect(engine)
-        assert "confirmation_runs" not in schema.get_table_names() and "confirmation_mails" not in schema.get_table_names()
+        assert (
+            "confirmation_runs" not in schema.get_table_names() and "confirmation_mails" not in schema.get_table_names()
+        )
         assert "confirmation_requested_at" not in {c["name"] for c in schema.get_columns("subscriptions")}
         assert kept() == before
         with db.transaction(sessions) as s:  # today's models still add a subscription to a 0008 database
@@ -191,7 +232,9 @@ def test_0009_adds_requests_to_confirm_and_walks_down_and_up_with_data(empty_dat
         assert db.schema_is_current(engine)
         with engine.connect() as conn:
             assert conn.scalar(select(func.count()).select_from(ConfirmationRun)) == 0
-            assert conn.execute(text("SELECT confirmation_requested_at FROM subscriptions")).scalars().all() == [None] * 5
+            assert (
+                conn.execute(text("SELECT confirmation_requested_at FROM subscriptions")).scalars().all() == [None] * 5
+            )
             diff = compare_metadata(MigrationContext.configure(conn, opts={"compare_type": True}), Base.metadata)
             if engine.dialect.name == "sqlite":
                 assert conn.exec_driver_sql("PRAGMA foreign_keys").scalar() == 1
@@ -200,7 +243,10 @@ def test_0009_adds_requests_to_confirm_and_walks_down_and_up_with_data(empty_dat
             again = confirmation_requests.start_run(s, "weekly", batch_size=10)
             assert again.queued == 3 and (again.asked_recently, again.already_queued) == (0, 0)
             assert s.scalars(select(ConfirmationMail.email).order_by(ConfirmationMail.id)).all() == [
-                "cy@example.com", "dee@example.com", "eve@example.com"]
+                "cy@example.com",
+                "dee@example.com",
+                "eve@example.com",
+            ]
             assert s.scalar(select(func.count()).select_from(Subscription)) == 5
         with pytest.raises(IntegrityError):  # the new status constraint holds
             with engine.begin() as conn:

@@ -19,15 +19,22 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import update
 
-from newsletter.store import db
 from newsletter.config import Settings
 from newsletter.errors import ConfigError
-from newsletter.store.models import Delivery
 from newsletter.http.app import create_app
-from tests.apikit import Api, assert_error
-from tests.apikit import api_with_broker  # noqa: F401  (fixture)
-from tests.test_admin_ui import Admin, make_issue, start_send
-from tests.test_admin_ui import admin  # noqa: F401  (fixture)
+from newsletter.store import db
+from newsletter.store.models import Delivery
+from tests.apikit import (
+    Api,
+    api_with_broker,  # noqa: F401  (fixture)
+    assert_error,
+)
+from tests.test_admin_ui import (
+    Admin,
+    admin,  # noqa: F401  (fixture)
+    make_issue,
+    start_send,
+)
 
 HSTS = "max-age=31536000"
 TOKEN = "metrics-token-0123456789-abcdefghijklmnop"
@@ -45,8 +52,9 @@ def app_client(tmp_path: Path, base_url: str, migrated: bool = True, **settings:
     if migrated:
         db.upgrade(db.make_engine(config.database_url))
     scheme = "https" if base_url.startswith("https") else "http"
-    return TestClient(create_app(config), base_url=f"{scheme}://testserver", follow_redirects=False,
-                      raise_server_exceptions=False)
+    return TestClient(
+        create_app(config), base_url=f"{scheme}://testserver", follow_redirects=False, raise_server_exceptions=False
+    )
 
 
 def responses(client: TestClient) -> dict[str, object]:
@@ -95,8 +103,13 @@ def test_metrics_is_not_served_without_a_token_setting(tmp_path):
 
 def test_metrics_needs_the_bearer_token(tmp_path):
     client = app_client(tmp_path, "https://news.example.org/news", NEWSLETTER_METRICS_TOKEN=TOKEN)
-    for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": f"Bearer {TOKEN}x"},
-                    {"Authorization": f"Basic {TOKEN}"}, {"Authorization": TOKEN}):
+    for headers in (
+        {},
+        {"Authorization": "Bearer wrong"},
+        {"Authorization": f"Bearer {TOKEN}x"},
+        {"Authorization": f"Basic {TOKEN}"},
+        {"Authorization": TOKEN},
+    ):
         refused = client.get("/news/metrics", headers=headers)
         assert refused.status_code == 401, headers
         assert refused.headers["www-authenticate"] == 'Bearer realm="metrics"'
@@ -123,8 +136,15 @@ def test_a_weak_metrics_token_is_refused_at_start(value, says):
 
 
 def test_an_empty_metrics_token_leaves_metrics_off():
-    assert Settings.from_environ({"NEWSLETTER_METRICS_TOKEN": "", "NEWSLETTER_SECRET_KEY": "k" * 40}).metrics_token is None
-    assert Settings.from_environ({"NEWSLETTER_METRICS_TOKEN": f" {TOKEN} ", "NEWSLETTER_SECRET_KEY": "k" * 40}).metrics_token == TOKEN
+    assert (
+        Settings.from_environ({"NEWSLETTER_METRICS_TOKEN": "", "NEWSLETTER_SECRET_KEY": "k" * 40}).metrics_token is None
+    )
+    assert (
+        Settings.from_environ(
+            {"NEWSLETTER_METRICS_TOKEN": f" {TOKEN} ", "NEWSLETTER_SECRET_KEY": "k" * 40}
+        ).metrics_token
+        == TOKEN
+    )
 
 
 # --- the delivery log: admins only --------------------------------------------------------------------
@@ -132,8 +152,11 @@ def test_an_empty_metrics_token_leaves_metrics_off():
 
 def fail_one(sessions, send_id: int, email: str) -> None:  # type: ignore[no-untyped-def]
     with db.transaction(sessions) as session:
-        session.execute(update(Delivery).where(Delivery.send_id == send_id, Delivery.email == email)
-                        .values(status="failed", smtp_code=550, smtp_reply=f"550 5.1.1 <{email}>: user unknown"))
+        session.execute(
+            update(Delivery)
+            .where(Delivery.send_id == send_id, Delivery.email == email)
+            .values(status="failed", smtp_code=550, smtp_reply=f"550 5.1.1 <{email}>: user unknown")
+        )
 
 
 @pytest.mark.redis
@@ -176,15 +199,21 @@ def test_the_admin_ui_gives_editors_counts_and_admins_the_log(admin: Admin):  # 
     assert f"/admin/sends/{send_id}/log" not in page.text and 'id="log-admins-only"' in page.text
     progress = editor.get(f"/admin/sends/{send_id}/progress").json()
     assert (progress["failed"], progress["errors"], progress["log_allowed"]) == (1, [], False)
-    for path in (f"/admin/sends/{send_id}/log", f"/admin/sends/{send_id}/log?status=failed", f"/admin/sends/{send_id}/log.csv"):
+    for path in (
+        f"/admin/sends/{send_id}/log",
+        f"/admin/sends/{send_id}/log?status=failed",
+        f"/admin/sends/{send_id}/log.csv",
+    ):
         refused = editor.get(path, headers={"Referer": f"https://testserver/admin/sends/{send_id}"})
         assert refused.status_code == 403, path
         text = html.unescape(refused.text)
         assert "@example.com" not in text
         reason = re.search(r'<p id="forbidden-reason">(.*?)</p>', text, re.S).group(1)  # type: ignore[union-attr]
-        assert reason == ("A send's delivery log lists every recipient's address, so only admins may open it or export it "
-                          "(you are logged in as eddie, an editor). The send's own page shows its counts; ask an admin "
-                          "if you need the log.")
+        assert reason == (
+            "A send's delivery log lists every recipient's address, so only admins may open it or export it "
+            "(you are logged in as eddie, an editor). The send's own page shows its counts; ask an admin "
+            "if you need the log."
+        )
         assert f'href="/admin/sends/{send_id}" id="back-link"' in text
 
     ann = admin.logged_in()

@@ -9,7 +9,6 @@ from pathlib import Path
 import lxml.html
 import pytest
 
-from newsletter.errors import InvalidInput, RenderError
 from newsletter.content.issue_files import IssueSource, read_issue_file
 from newsletter.content.rendering import (
     PersonalFields,
@@ -19,6 +18,7 @@ from newsletter.content.rendering import (
     personalise,
     render_issue,
 )
+from newsletter.errors import InvalidInput, RenderError
 
 ROOT = Path(__file__).resolve().parent.parent
 SAMPLE = ROOT / "examples" / "issues" / "this-week-in-info-war.md"
@@ -93,7 +93,24 @@ def test_every_body_element_carries_an_inline_style() -> None:
     rendered = render_issue(_issue(EVERY_ELEMENT), CONTEXT, template_dirs=TEMPLATES)
     html, _ = personalise(rendered.html, rendered.text, _fields())
     content = lxml.html.fromstring(html).find_class("content")[0]
-    tags = ["h1", "h2", "h3", "p", "a", "ul", "ol", "li", "blockquote", "img", "hr", "table", "th", "td", "em", "strong"]
+    tags = [
+        "h1",
+        "h2",
+        "h3",
+        "p",
+        "a",
+        "ul",
+        "ol",
+        "li",
+        "blockquote",
+        "img",
+        "hr",
+        "table",
+        "th",
+        "td",
+        "em",
+        "strong",
+    ]
     for tag in tags:
         elements = content.findall(f".//{tag}")
         assert elements, f"no <{tag}> in the rendered body"
@@ -216,7 +233,9 @@ def test_raw_html_in_markdown_is_escaped() -> None:
 
 
 def test_jinja_syntax_in_content_is_not_evaluated() -> None:
-    rendered = render_issue(_issue("Total: {{ 7*7 }} {% if x %}", subject="{{ 7*7 }}"), CONTEXT, template_dirs=TEMPLATES)
+    rendered = render_issue(
+        _issue("Total: {{ 7*7 }} {% if x %}", subject="{{ 7*7 }}"), CONTEXT, template_dirs=TEMPLATES
+    )
     assert "{{ 7*7 }} {% if x %}" in rendered.text
     assert "49" not in rendered.text
     assert rendered.subject == "{{ 7*7 }}"
@@ -247,7 +266,10 @@ def test_merge_tags_print_the_name_or_fallback_and_the_email_anywhere_in_the_tex
     # No name: each tag's own fallback, escaped in the HTML like a value.
     html, text = personalise(rendered.html, rendered.text, _fields(name=""))
     assert "Hi friend\n" in text and "as \u201cyou & <yours>\u201d." in text
-    assert lxml.html.fromstring(html).find_class("content")[0].find(".//strong").text_content() == "\u201cyou & <yours>\u201d"
+    assert (
+        lxml.html.fromstring(html).find_class("content")[0].find(".//strong").text_content()
+        == "\u201cyou & <yours>\u201d"
+    )
     assert "you &amp; &lt;yours&gt;" in html
 
 
@@ -479,7 +501,9 @@ def test_relative_base_url_is_an_error() -> None:
 def test_image_without_alt_text_is_a_warning() -> None:
     issue = _issue("![](https://example.org/chart.png)\n")
     assert _errors(issue) == []
-    assert _warnings(issue) == ["test.md:5: image 'https://example.org/chart.png' has no alt text; readers who block images see nothing"]
+    assert _warnings(issue) == [
+        "test.md:5: image 'https://example.org/chart.png' has no alt text; readers who block images see nothing"
+    ]
     rendered = render_issue(issue, CONTEXT, template_dirs=TEMPLATES)
     assert rendered.warnings == tuple(_warnings(issue))
 
@@ -495,9 +519,7 @@ def test_html_over_102_kb_is_a_warning() -> None:
 
 def test_check_reports_every_problem_at_once(tmp_path: Path) -> None:
     dirs = _write_templates(tmp_path, **{"issue.txt": "{{ nope }}"})
-    problems = check_issue(
-        _issue("[a](rel) ![](/x.png)", subject=""), CONTEXT, template_dirs=dirs
-    )
+    problems = check_issue(_issue("[a](rel) ![](/x.png)", subject=""), CONTEXT, template_dirs=dirs)
     errors = [p.message for p in problems if p.level == "error"]
     warnings = [p.message for p in problems if p.level == "warning"]
     assert len(errors) == 4  # subject, link, image, undefined variable

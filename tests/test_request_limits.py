@@ -20,7 +20,6 @@ import httpx
 import pytest
 
 from newsletter.access import accounts
-
 from newsletter.store import db
 from tests.conftest import SYSTEM_REDIS, Cli, clean_environ
 from tests.test_web_journey import WebProcess, free_port, start_web
@@ -71,9 +70,13 @@ class Server:
 def start_server(tmp: Path, **settings: str) -> tuple[Server, Cli]:
     port = free_port()
     env = clean_environ(
-        NEWSLETTER_VAR_DIR=str(tmp / "var"), NEWSLETTER_SECRET_KEY=KEY, NEWSLETTER_BROKER_URL=SYSTEM_REDIS,
-        NEWSLETTER_BASE_URL=f"http://127.0.0.1:{port}", NEWSLETTER_SES_TOPIC_ARNS=TOPIC,
-        NEWSLETTER_WEBHOOK_SECRET=WEBHOOK_SECRET, **settings,
+        NEWSLETTER_VAR_DIR=str(tmp / "var"),
+        NEWSLETTER_SECRET_KEY=KEY,
+        NEWSLETTER_BROKER_URL=SYSTEM_REDIS,
+        NEWSLETTER_BASE_URL=f"http://127.0.0.1:{port}",
+        NEWSLETTER_SES_TOPIC_ARNS=TOPIC,
+        NEWSLETTER_WEBHOOK_SECRET=WEBHOOK_SECRET,
+        **settings,
     )
     cli = Cli(env=env, cwd=tmp)
     cli("db", "upgrade")
@@ -167,7 +170,9 @@ def test_an_unauthenticated_gigabyte_to_the_api_gets_401_at_once_and_the_server_
         except (BrokenPipeError, ConnectionResetError):
             pass
         peak = max(peak, server.rss())
-        assert answered_after is not None, f"no answer after {sent // MB} MB of the body; the server grew by {(peak - before) // MB} MB"
+        assert answered_after is not None, (
+            f"no answer after {sent // MB} MB of the body; the server grew by {(peak - before) // MB} MB"
+        )
     assert answered_after < 64 * MB, f"the 401 came only after {answered_after // MB} MB of the body"
     assert status == 401 and headers["www-authenticate"] == "Bearer"
     assert "Authorization: Bearer" in str(error_of(body)["message"])
@@ -176,13 +181,19 @@ def test_an_unauthenticated_gigabyte_to_the_api_gets_401_at_once_and_the_server_
 
 def test_malformed_json_without_a_token_is_401_not_422(server):
     for headers in ({}, {"Authorization": "Bearer nl_not-a-token"}):
-        answer = httpx.post(f"{server.base}/api/issues", content=b'{"list": "weekly", "subj',
-                            headers={"Content-Type": "application/json", **headers})
+        answer = httpx.post(
+            f"{server.base}/api/issues",
+            content=b'{"list": "weekly", "subj',
+            headers={"Content-Type": "application/json", **headers},
+        )
         assert answer.status_code == 401, answer.text
         assert answer.headers["www-authenticate"] == "Bearer"
     # With a token the same body is a 422 naming the body and where the JSON breaks.
-    answer = httpx.post(f"{server.base}/api/issues", content=b'{"list": "weekly", "subj',
-                        headers={"Content-Type": "application/json", **server.auth()})
+    answer = httpx.post(
+        f"{server.base}/api/issues",
+        content=b'{"list": "weekly", "subj',
+        headers={"Content-Type": "application/json", **server.auth()},
+    )
     assert answer.status_code == 422 and answer.json()["error"]["field"] == "body", answer.text
     assert "not valid JSON" in answer.json()["error"]["message"]
 
@@ -195,14 +206,18 @@ def test_an_authenticated_body_over_2_mb_is_413_naming_the_limit(server):
     assert answer.json() == {"error": {"status": 413, "message": limit, "field": None}}
 
     # Declared: refused before a byte of it is sent.
-    with server.connect(f"POST /api/issues HTTP/1.1\r\nAuthorization: Bearer {server.token}\r\n"
-                        f"Content-Type: application/json\r\nContent-Length: {3 * MB}") as sock:
+    with server.connect(
+        f"POST /api/issues HTTP/1.1\r\nAuthorization: Bearer {server.token}\r\n"
+        f"Content-Type: application/json\r\nContent-Length: {3 * MB}"
+    ) as sock:
         status, _, body = read_response(sock)
     assert status == 413 and error_of(body)["message"] == limit
 
     # Chunked, with no length to trust: counted as it comes, refused once past 2 MB.
-    with server.connect(f"POST /api/issues HTTP/1.1\r\nAuthorization: Bearer {server.token}\r\n"
-                        f"Content-Type: application/json\r\nTransfer-Encoding: chunked") as sock:
+    with server.connect(
+        f"POST /api/issues HTTP/1.1\r\nAuthorization: Bearer {server.token}\r\n"
+        f"Content-Type: application/json\r\nTransfer-Encoding: chunked"
+    ) as sock:
         sent = stream_until_answered(sock, 64 * MB, b'{"body_markdown": "' + b"y" * (256 * 1024), chunked=True)
         status, _, body = read_response(sock)
     assert status == 413 and error_of(body)["message"] == limit
@@ -218,12 +233,16 @@ def test_an_authenticated_body_over_2_mb_is_413_naming_the_limit(server):
 
 def test_the_ses_webhook_refuses_an_over_limit_body_by_its_length_and_by_counting_a_chunked_one(server):
     limit = "the request body is larger than 1 MB, the limit for a webhook"
-    head = "POST /webhooks/ses HTTP/1.1\r\nContent-Type: text/plain; charset=UTF-8\r\nx-amz-sns-message-type: Notification"
+    head = (
+        "POST /webhooks/ses HTTP/1.1\r\nContent-Type: text/plain; charset=UTF-8\r\nx-amz-sns-message-type: Notification"
+    )
     with server.connect(f"{head}\r\nContent-Length: {100 * MB}") as sock:  # nothing of it sent
         status, _, body = read_response(sock)
     assert status == 413 and error_of(body)["message"] == limit
     with server.connect(f"{head}\r\nTransfer-Encoding: chunked") as sock:
-        sent = stream_until_answered(sock, 64 * MB, b'{"Type": "Notification", "Message": "' + b"z" * 65536, chunked=True)
+        sent = stream_until_answered(
+            sock, 64 * MB, b'{"Type": "Notification", "Message": "' + b"z" * 65536, chunked=True
+        )
         status, _, body = read_response(sock)
     assert status == 413 and error_of(body)["message"] == limit
     assert sent < 64 * MB
@@ -233,12 +252,17 @@ def test_the_ses_webhook_refuses_an_over_limit_body_by_its_length_and_by_countin
 
 
 def test_the_events_webhook_checks_its_secret_before_reading_and_caps_the_body_at_1_mb(server):
-    with server.connect(f"POST /webhooks/events HTTP/1.1\r\nContent-Type: application/json\r\nContent-Length: {GIGABYTE}") as sock:
+    with server.connect(
+        f"POST /webhooks/events HTTP/1.1\r\nContent-Type: application/json\r\nContent-Length: {GIGABYTE}"
+    ) as sock:
         status, headers, body = read_response(sock)
     assert status == 401 and headers["www-authenticate"] == "Bearer", body
-    events = {"events": [{"type": "bounce", "email": f"r{i}@example.com", "bounce_type": "hard"} for i in range(30_000)]}
-    too_many = httpx.post(f"{server.base}/webhooks/events", json=events,
-                          headers={"Authorization": f"Bearer {WEBHOOK_SECRET}"}, timeout=60)
+    events = {
+        "events": [{"type": "bounce", "email": f"r{i}@example.com", "bounce_type": "hard"} for i in range(30_000)]
+    }
+    too_many = httpx.post(
+        f"{server.base}/webhooks/events", json=events, headers={"Authorization": f"Bearer {WEBHOOK_SECRET}"}, timeout=60
+    )
     assert too_many.status_code == 413, too_many.text
     assert too_many.json()["error"]["message"] == "the request body is larger than 1 MB, the limit for a webhook"
 
@@ -255,18 +279,28 @@ def test_a_form_over_64_kb_is_413_naming_the_limit_and_admin_posts_need_a_sessio
         assert answer.headers["content-type"].startswith("text/html") and limit in answer.text, path
 
     # An admin form: without a session, sent to the login page before its body is read...
-    with server.connect(f"POST /admin/lists HTTP/1.1\r\nContent-Type: application/x-www-form-urlencoded\r\n"
-                        f"Content-Length: {GIGABYTE}") as sock:
+    with server.connect(
+        f"POST /admin/lists HTTP/1.1\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: {GIGABYTE}"
+    ) as sock:
         status, headers, _ = read_response(sock)
     assert status == 303 and headers["location"] == "/admin/login"
     # ...and with one, capped at 64 KB like the others.
-    answer = httpx.post(f"{server.base}/admin/lists", cookies=server.admin_cookies(),
-                        data={"csrf_token": server.csrf, "slug": "big", "name": "x" * (100 * 1024)})
+    answer = httpx.post(
+        f"{server.base}/admin/lists",
+        cookies=server.admin_cookies(),
+        data={"csrf_token": server.csrf, "slug": "big", "name": "x" * (100 * 1024)},
+    )
     assert answer.status_code == 413 and limit in answer.text
     # The issue editor posts the whole Markdown source: 2 MB there.
-    issue = httpx.post(f"{server.base}/admin/issues/new", cookies=server.admin_cookies(), data={
-        "csrf_token": server.csrf, "list": "weekly", "source": "---\nsubject: Long\n---\n" + "word " * 30_000,
-    })
+    issue = httpx.post(
+        f"{server.base}/admin/issues/new",
+        cookies=server.admin_cookies(),
+        data={
+            "csrf_token": server.csrf,
+            "list": "weekly",
+            "source": "---\nsubject: Long\n---\n" + "word " * 30_000,
+        },
+    )
     assert issue.status_code == 303, issue.text
 
 
@@ -277,14 +311,19 @@ BOUNDARY = "limitsboundary7MA4YWxkTrZu0gW"
 
 
 def multipart_head(fields: dict[str, str], filename: str) -> bytes:
-    parts = "".join(f'--{BOUNDARY}\r\nContent-Disposition: form-data; name="{k}"\r\n\r\n{v}\r\n' for k, v in fields.items())
-    return (parts + f'--{BOUNDARY}\r\nContent-Disposition: form-data; name="file"; filename="{filename}"\r\n'
-            "Content-Type: text/csv\r\n\r\n").encode()
+    parts = "".join(
+        f'--{BOUNDARY}\r\nContent-Disposition: form-data; name="{k}"\r\n\r\n{v}\r\n' for k, v in fields.items()
+    )
+    return (
+        parts + f'--{BOUNDARY}\r\nContent-Disposition: form-data; name="file"; filename="{filename}"\r\n'
+        "Content-Type: text/csv\r\n\r\n"
+    ).encode()
 
 
 def csv_rows(start: int, count: int) -> bytes:
-    return "".join(f"reader{i:07d}@example.com,Reader number {i:07d} of the big import\n"
-                   for i in range(start, start + count)).encode()
+    return "".join(
+        f"reader{i:07d}@example.com,Reader number {i:07d} of the big import\n" for i in range(start, start + count)
+    ).encode()
 
 
 def emails(start: int, count: int) -> bytes:
@@ -312,27 +351,40 @@ def test_a_csv_import_of_several_mb_is_written_to_disk_as_it_arrives_and_imports
     tail = f"\r\n--{BOUNDARY}--\r\n".encode()
     length = len(head) + len(first) + len(second) + len(tail)
     assert length > 5 * MB
-    with server.connect(f"POST /api/imports HTTP/1.1\r\nAuthorization: Bearer {server.token}\r\n"
-                        f"Content-Type: multipart/form-data; boundary={BOUNDARY}\r\nContent-Length: {length}") as sock:
+    with server.connect(
+        f"POST /api/imports HTTP/1.1\r\nAuthorization: Bearer {server.token}\r\n"
+        f"Content-Type: multipart/form-data; boundary={BOUNDARY}\r\nContent-Length: {length}"
+    ) as sock:
         sock.sendall(head + first)
         # Half the file is on its way: it is already in a file under var/imports, not in the server's memory.
-        saved = wait_for(lambda: [p for p in imports_on_disk(server) if p.stat().st_size >= len(first) - MB],
-                         "half the upload written under var/imports")
+        saved = wait_for(
+            lambda: [p for p in imports_on_disk(server) if p.stat().st_size >= len(first) - MB],
+            "half the upload written under var/imports",
+        )
         assert len(saved) == 1
         sock.sendall(second + tail)
         status, _, body = read_response(sock)
     assert status == 202, body
     job = json.loads(body)
     assert job["filename"] == "big.csv" and job["size_bytes"] == len(b"email,name\n") + len(first) + len(second)
-    done = wait_for(lambda: (j := httpx.get(f"{server.base}/api/imports/{job['id']}", headers=server.auth()).json())
-                    ["status"] in ("finished", "failed") and j, "the import")
+    done = wait_for(
+        lambda: (
+            (j := httpx.get(f"{server.base}/api/imports/{job['id']}", headers=server.auth()).json())["status"]
+            in ("finished", "failed")
+            and j
+        ),
+        "the import",
+    )
     assert (done["status"], done["imported"], done["rejected"]) == ("finished", rows, 0), done
     assert wait_for(lambda: imports_on_disk(server) == [] or None, "the upload removed once imported") is True
 
     # The admin UI's upload takes the same road (its CSRF field comes before the file).
-    answer = httpx.post(f"{server.base}/admin/imports", cookies=server.admin_cookies(),
-                        data={"csrf_token": server.csrf, "list": "weekly"},
-                        files={"file": ("more.csv", b"email\n" + emails(rows, 1000), "text/csv")})
+    answer = httpx.post(
+        f"{server.base}/admin/imports",
+        cookies=server.admin_cookies(),
+        data={"csrf_token": server.csrf, "list": "weekly"},
+        files={"file": ("more.csv", b"email\n" + emails(rows, 1000), "text/csv")},
+    )
     assert answer.status_code == 303, answer.text
 
 
@@ -341,13 +393,17 @@ def test_a_csv_import_over_its_own_limit_is_413_and_the_role_is_checked_before_t
     try:
         head = multipart_head({"list": "weekly"}, "huge.csv") + b"email\n"
         # An editor may not import: told so before the upload (declared, never sent) is read.
-        with small.connect(f"POST /api/imports HTTP/1.1\r\nAuthorization: Bearer {small.editor_token}\r\n"
-                           f"Content-Type: multipart/form-data; boundary={BOUNDARY}\r\nContent-Length: {2 * MB}") as sock:
+        with small.connect(
+            f"POST /api/imports HTTP/1.1\r\nAuthorization: Bearer {small.editor_token}\r\n"
+            f"Content-Type: multipart/form-data; boundary={BOUNDARY}\r\nContent-Length: {2 * MB}"
+        ) as sock:
             status, _, body = read_response(sock)
         assert status == 403 and "editor" in str(error_of(body)["message"])
         # More than NEWSLETTER_IMPORT_MAX_MB, chunked: refused as it passes the limit, and nothing is kept.
-        with small.connect(f"POST /api/imports HTTP/1.1\r\nAuthorization: Bearer {small.token}\r\n"
-                           f"Content-Type: multipart/form-data; boundary={BOUNDARY}\r\nTransfer-Encoding: chunked") as sock:
+        with small.connect(
+            f"POST /api/imports HTTP/1.1\r\nAuthorization: Bearer {small.token}\r\n"
+            f"Content-Type: multipart/form-data; boundary={BOUNDARY}\r\nTransfer-Encoding: chunked"
+        ) as sock:
             sock.sendall(f"{len(head):x}\r\n".encode() + head + b"\r\n")
             sent = stream_until_answered(sock, 64 * MB, csv_rows(0, 4000), chunked=True)
             status, _, body = read_response(sock)
@@ -357,8 +413,13 @@ def test_a_csv_import_over_its_own_limit_is_413_and_the_role_is_checked_before_t
         # A file over the API's 2 MB but within the import limit is fine.
         data = b"email\n" + emails(0, 100_000)  # 2.6 MB
         assert 2 * MB < len(data) < 3 * MB
-        answer = httpx.post(f"{small.base}/api/imports", headers=small.auth(), data={"list": "weekly"},
-                            files={"file": ("ok.csv", data, "text/csv")}, timeout=60)
+        answer = httpx.post(
+            f"{small.base}/api/imports",
+            headers=small.auth(),
+            data={"list": "weekly"},
+            files={"file": ("ok.csv", data, "text/csv")},
+            timeout=60,
+        )
         assert answer.status_code == 202, answer.text
     finally:
         small.web.stop()

@@ -26,12 +26,11 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from newsletter.access import accounts
-
-from newsletter.store import db
 from newsletter.config import Settings
+from newsletter.http.app import create_app
+from newsletter.store import db
 from newsletter.store.db import transaction
 from newsletter.store.models import MailingList, Subscriber, Subscription
-from newsletter.http.app import create_app
 from subscribers import csv_cells, exporting, import_jobs, importing, lists
 from subscribers.csv_cells import read_cell, safe_cell
 from subscribers.directory import update_subscriber
@@ -76,7 +75,9 @@ def stored(sessions: sessionmaker[Session]) -> dict[str, tuple[str, dict[str, ob
         return {s.email: (s.name, dict(s.attributes or {})) for s in session.scalars(select(Subscriber))}
 
 
-def add_hostile_subscribers(sessions: sessionmaker[Session], slug: str = "weekly") -> dict[str, tuple[str, dict[str, object]]]:
+def add_hostile_subscribers(
+    sessions: sessionmaker[Session], slug: str = "weekly"
+) -> dict[str, tuple[str, dict[str, object]]]:
     with transaction(sessions) as session:
         lists.create_list(session, slug, name="Weekly", from_email="news@example.org")
         for email, name, attributes in HOSTILE:
@@ -93,10 +94,26 @@ def add_hostile_subscribers(sessions: sessionmaker[Session], slug: str = "weekly
 @pytest.mark.parametrize(
     ("value", "cell"),
     [
-        ("=1+1", "'=1+1"), ("+1", "'+1"), ("-1", "'-1"), ("@SUM(A1)", "'@SUM(A1)"), ("\tx", "'\tx"), ("\rx", "'\rx"),
-        ("-", "'-"), ("==", "'=="), ("@", "'@"),  # made only of trigger characters: marked too
-        ("'=x", "''=x"), ("''-1", "'''-1"),  # already starting with the mark: one more, so it reads back
-        ("", ""), ("'", "'"), ("'x", "'x"), ("Ann", "Ann"), ("a=b", "a=b"), ("1-2", "1-2"), (" =1", " =1"), (None, ""), (7, "7"),
+        ("=1+1", "'=1+1"),
+        ("+1", "'+1"),
+        ("-1", "'-1"),
+        ("@SUM(A1)", "'@SUM(A1)"),
+        ("\tx", "'\tx"),
+        ("\rx", "'\rx"),
+        ("-", "'-"),
+        ("==", "'=="),
+        ("@", "'@"),  # made only of trigger characters: marked too
+        ("'=x", "''=x"),
+        ("''-1", "'''-1"),  # already starting with the mark: one more, so it reads back
+        ("", ""),
+        ("'", "'"),
+        ("'x", "'x"),
+        ("Ann", "Ann"),
+        ("a=b", "a=b"),
+        ("1-2", "1-2"),
+        (" =1", " =1"),
+        (None, ""),
+        (7, "7"),
     ],
 )
 def test_a_cell_that_starts_a_formula_gets_a_leading_quote_and_reads_back(value, cell):
@@ -193,8 +210,24 @@ def test_the_subscriber_export_of_the_cli_imports_back_with_the_cli(tmp_path):
 
 # --- the delivery log -------------------------------------------------------------------------------
 
-HOSTILE_RECIPIENTS = ["=1+2@example.com", "+tag@example.com", "-2+3@example.com", "'=quote@example.com", "plain@example.com"]
-LOG_COLUMNS = ["delivery_id", "email", "status", "attempts", "smtp_code", "smtp_reply", "message_id", "sent_at", "updated_at"]
+HOSTILE_RECIPIENTS = [
+    "=1+2@example.com",
+    "+tag@example.com",
+    "-2+3@example.com",
+    "'=quote@example.com",
+    "plain@example.com",
+]
+LOG_COLUMNS = [
+    "delivery_id",
+    "email",
+    "status",
+    "attempts",
+    "smtp_code",
+    "smtp_reply",
+    "message_id",
+    "sent_at",
+    "updated_at",
+]
 
 
 def log_rows(text: str) -> list[dict[str, str]]:
@@ -208,8 +241,12 @@ def as_cells(deliveries: list[dict]) -> list[dict[str, str]]:
     """The JSON delivery log (CLI --json or the API's page) as the CSV writes its values."""
     return [
         {
-            "delivery_id": str(d.get("delivery_id", d.get("id"))), "email": d["email"], "status": d["status"],
-            "attempts": str(d["attempts"]), "smtp_code": str(d["smtp_code"] or ""), "smtp_reply": d["smtp_reply"] or "",
+            "delivery_id": str(d.get("delivery_id", d.get("id"))),
+            "email": d["email"],
+            "status": d["status"],
+            "attempts": str(d["attempts"]),
+            "smtp_code": str(d["smtp_code"] or ""),
+            "smtp_reply": d["smtp_reply"] or "",
             "message_id": d["message_id"] or "",
         }
         for d in deliveries
@@ -254,7 +291,9 @@ def test_the_delivery_log_is_safe_to_open_from_the_cli_the_api_and_the_admin_ui(
     with transaction(sessions) as session:
         _, secret = accounts.create_token(session, "exporter", "admin")
         accounts.create_user(session, "ann", "correct horse battery", "admin")
-    with TestClient(create_app(settings, sessions=sessions), base_url="https://testserver", follow_redirects=False) as client:
+    with TestClient(
+        create_app(settings, sessions=sessions), base_url="https://testserver", follow_redirects=False
+    ) as client:
         bearer = {"Authorization": f"Bearer {secret}"}
         api_csv = client.get(f"/api/sends/{send_id}/deliveries.csv", headers=bearer)
         assert api_csv.status_code == 200, api_csv.text

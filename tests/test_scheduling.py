@@ -10,10 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from newsletter.delivery import scheduling
-from newsletter.errors import Conflict, InvalidInput
 from newsletter.content.issue_files import read_issue_file
 from newsletter.content.issues import RenderSettings, create_issue
+from newsletter.delivery import scheduling
+from newsletter.errors import Conflict, InvalidInput
 from newsletter.store.models import Delivery, Send, utcnow
 from subscribers.lists import create_list
 from subscribers.subscriptions import add_subscriber
@@ -54,7 +54,9 @@ def test_schedule_reschedule_and_start_once(sessions):
         scheduling.reschedule_send(session, send_id, now + timedelta(hours=3), now=now)
     with sessions() as session, session.begin():
         assert scheduling.due_send_ids(session, now + timedelta(hours=2)) == []
-        assert scheduling.start_scheduled(session, send_id, SETTINGS, batch_size=2, now=now + timedelta(hours=2)) is None
+        assert (
+            scheduling.start_scheduled(session, send_id, SETTINGS, batch_size=2, now=now + timedelta(hours=2)) is None
+        )
     at = now + timedelta(hours=3)
     with sessions() as session, session.begin():
         assert scheduling.due_send_ids(session, at) == [send_id]
@@ -85,9 +87,15 @@ def test_weekly_slot_next_time_follows_the_local_clock_across_dst():
     slot = scheduling.parse_slot("Mon", "08:00", "Europe/Paris")
     # Before the clocks change (CET, UTC+1) and after (CEST, UTC+2): always 08:00 in Paris.
     assert slot.next_after(datetime(2027, 3, 20, tzinfo=UTC)) == datetime(2027, 3, 22, 7, 0, tzinfo=UTC)
-    assert slot.next_after(datetime(2027, 3, 29, 6, 59, tzinfo=UTC)) == datetime(2027, 3, 29, 6, 0, tzinfo=UTC) + timedelta(days=7)
+    assert slot.next_after(datetime(2027, 3, 29, 6, 59, tzinfo=UTC)) == datetime(
+        2027, 3, 29, 6, 0, tzinfo=UTC
+    ) + timedelta(days=7)
     assert slot.next_after(datetime(2027, 3, 29, 5, 59, tzinfo=UTC)) == datetime(2027, 3, 29, 6, 0, tzinfo=UTC)
-    for bad, where in ((("Funday", "08:00", "UTC"), "weekday"), (("mon", "8am", "UTC"), "time"), (("mon", "08:00", "Mars/Olympus"), "timezone")):
+    for bad, where in (
+        (("Funday", "08:00", "UTC"), "weekday"),
+        (("mon", "8am", "UTC"), "time"),
+        (("mon", "08:00", "Mars/Olympus"), "timezone"),
+    ):
         with pytest.raises(InvalidInput) as caught:
             scheduling.parse_slot(*bad)
         assert caught.value.where == where
@@ -105,7 +113,8 @@ def test_ready_issues_fill_the_lists_next_free_slots(sessions):
         scheduling.mark_ready(session, second.id, SETTINGS)
         plan = scheduling.plan_ready_issues(session, SETTINGS, now=now)
         assert [s.scheduled_at for s in plan.scheduled] == [
-            datetime(2026, 11, 30, 7, 0, tzinfo=UTC), datetime(2026, 12, 7, 7, 0, tzinfo=UTC)
+            datetime(2026, 11, 30, 7, 0, tzinfo=UTC),
+            datetime(2026, 12, 7, 7, 0, tzinfo=UTC),
         ]
         assert plan.problems == []
         assert scheduling.plan_ready_issues(session, SETTINGS, now=now).scheduled == []  # planned once
@@ -114,8 +123,12 @@ def test_ready_issues_fill_the_lists_next_free_slots(sessions):
 def _scheduler(room: Newsroom, n: int) -> subprocess.Popen:
     log = open(room.tmp / f"scheduler-{n}.log", "w")
     return subprocess.Popen(
-        [sys.executable, "-m", "newsletter", "scheduler"], env=room.cli.env, cwd=room.cli.cwd,
-        stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+        [sys.executable, "-m", "newsletter", "scheduler"],
+        env=room.cli.env,
+        cwd=room.cli.cwd,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
     )
 
 

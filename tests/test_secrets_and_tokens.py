@@ -26,8 +26,8 @@ import httpx
 import pytest
 from sqlalchemy import select
 
-from newsletter.store import db
 from newsletter.config import Settings
+from newsletter.store import db
 from newsletter.store.models import Suppression
 from subscribers.suppressions import suppress
 from subscribers.tokens import TokenSigner
@@ -42,15 +42,22 @@ BAD_KEYS = {"empty": "", "blank": "   ", "short": "short", "31 bytes": "k" * 31}
 def run_briefly(cli: Cli, *args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
     """Run `newsletter ARGS`; a command that starts instead of refusing is stopped (and the test fails)."""
     proc = subprocess.Popen(
-        [sys.executable, "-m", "newsletter", *args], env=env, cwd=cli.cwd, text=True,
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True,
+        [sys.executable, "-m", "newsletter", *args],
+        env=env,
+        cwd=cli.cwd,
+        text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        start_new_session=True,
     )
     try:
         stdout, stderr = proc.communicate(timeout=60)
     except subprocess.TimeoutExpired:
         os.killpg(proc.pid, signal.SIGKILL)
         stdout, stderr = proc.communicate()
-        raise AssertionError(f"newsletter {' '.join(args)} started with a weak key instead of refusing:\n{stderr}") from None
+        raise AssertionError(
+            f"newsletter {' '.join(args)} started with a weak key instead of refusing:\n{stderr}"
+        ) from None
     return subprocess.CompletedProcess(proc.args, proc.returncode, stdout, stderr)
 
 
@@ -75,7 +82,11 @@ def test_a_blank_or_short_secret_key_stops_every_long_running_command_at_start(c
 
 
 def test_doctor_reports_a_weak_secret_key_and_says_how_to_make_one(cli):
-    for kind, detail in (("empty", "set but empty"), ("blank", "only whitespace"), ("31 bytes", "too short (31 bytes)")):
+    for kind, detail in (
+        ("empty", "set but empty"),
+        ("blank", "only whitespace"),
+        ("31 bytes", "too short (31 bytes)"),
+    ):
         result = Cli({**cli.env, "NEWSLETTER_SECRET_KEY": BAD_KEYS[kind]}, cli.cwd)("doctor", check=False)
         assert "configuration error" not in result.stderr, result.stderr
         line = next(line for line in result.stdout.splitlines() if "Secret key:" in line)
@@ -84,17 +95,21 @@ def test_doctor_reports_a_weak_secret_key_and_says_how_to_make_one(cli):
         assert "secrets.token_urlsafe(48)" in fix and "NEWSLETTER_SECRET_KEY_OLD" in fix, fix
         assert result.returncode == 1 and "Secret key" in result.stdout.splitlines()[-1]
     # A good key passes; a short old key (kept to verify links mailed before a rotation) is a warning.
-    result = Cli({**cli.env, "NEWSLETTER_SECRET_KEY": GOOD_KEY, "NEWSLETTER_SECRET_KEY_OLD": "old-key-of-20-bytes!"},
-                 cli.cwd)("doctor", check=False)
+    result = Cli(
+        {**cli.env, "NEWSLETTER_SECRET_KEY": GOOD_KEY, "NEWSLETTER_SECRET_KEY_OLD": "old-key-of-20-bytes!"}, cli.cwd
+    )("doctor", check=False)
     assert f"ok       Secret key: NEWSLETTER_SECRET_KEY is set ({len(GOOD_KEY)} bytes)" in result.stdout
     assert "warn     Old secret key: NEWSLETTER_SECRET_KEY_OLD: key 1 of 1 is 20 bytes, under 32" in result.stdout
     # An old key too short ever to have been a key stops the other commands, and the doctor names it.
     tiny = {**cli.env, "NEWSLETTER_SECRET_KEY": GOOD_KEY, "NEWSLETTER_SECRET_KEY_OLD": f"{'o' * 40},tiny"}
     refused = Cli(tiny, cli.cwd)("lists", "ls", check=False)
     assert refused.returncode == 1 and refused.stderr.startswith(
-        "configuration error: NEWSLETTER_SECRET_KEY_OLD: key 2 of 2 is 4 bytes"), refused.stderr
-    assert "missing  Old secret key: NEWSLETTER_SECRET_KEY_OLD: key 2 of 2 is 4 bytes" in Cli(tiny, cli.cwd)(
-        "doctor", check=False).stdout
+        "configuration error: NEWSLETTER_SECRET_KEY_OLD: key 2 of 2 is 4 bytes"
+    ), refused.stderr
+    assert (
+        "missing  Old secret key: NEWSLETTER_SECRET_KEY_OLD: key 2 of 2 is 4 bytes"
+        in Cli(tiny, cli.cwd)("doctor", check=False).stdout
+    )
 
 
 def test_the_development_key_is_long_enough_and_a_damaged_one_is_refused(cli):
@@ -123,13 +138,20 @@ def test_the_access_log_of_a_real_web_process_holds_no_token(cli, log_format):
     web = start_web(env, cli.cwd, port)
     try:
         requests = [
-            ("GET", f"/unsubscribe/{tokens['unsubscribe']}"), ("GET", f"/confirm/{tokens['confirm']}"),
-            ("GET", f"/preferences/{tokens['preferences']}"), ("POST", f"/preferences/{tokens['preferences']}/name"),
-            ("GET", f"/archive/weekly/1?key={archive_key}"), ("GET", f"/api/lists?token={api_token}&limit=5"),
+            ("GET", f"/unsubscribe/{tokens['unsubscribe']}"),
+            ("GET", f"/confirm/{tokens['confirm']}"),
+            ("GET", f"/preferences/{tokens['preferences']}"),
+            ("POST", f"/preferences/{tokens['preferences']}/name"),
+            ("GET", f"/archive/weekly/1?key={archive_key}"),
+            ("GET", f"/api/lists?token={api_token}&limit=5"),
             ("GET", "/unsubscribe/v1.9.9.9.forged-token-value"),
         ]
-        answers = [httpx.request(method, f"{web.base}{path}", data={"name": "Ann"} if method == "POST" else None,
-                                 timeout=30).status_code for method, path in requests]
+        answers = [
+            httpx.request(
+                method, f"{web.base}{path}", data={"name": "Ann"} if method == "POST" else None, timeout=30
+            ).status_code
+            for method, path in requests
+        ]
         assert answers[:4] == [200, 200, 200, 200], answers
     finally:
         web.stop()
@@ -140,9 +162,15 @@ def test_the_access_log_of_a_real_web_process_holds_no_token(cli, log_format):
         lines = [json.loads(line)["message"] for line in log.splitlines() if line.startswith("{")]
     else:
         lines = log.splitlines()
-    expected = ['"GET /unsubscribe/… HTTP/1.1" 200', '"GET /confirm/… HTTP/1.1" 200', '"GET /preferences/… HTTP/1.1" 200',
-                '"POST /preferences/…/name HTTP/1.1" 200', '"GET /archive/weekly/1?key=… HTTP/1.1"',
-                '"GET /api/lists?token=…&limit=5 HTTP/1.1" 401', '"GET /unsubscribe/… HTTP/1.1" 400']
+    expected = [
+        '"GET /unsubscribe/… HTTP/1.1" 200',
+        '"GET /confirm/… HTTP/1.1" 200',
+        '"GET /preferences/… HTTP/1.1" 200',
+        '"POST /preferences/…/name HTTP/1.1" 200',
+        '"GET /archive/weekly/1?key=… HTTP/1.1"',
+        '"GET /api/lists?token=…&limit=5 HTTP/1.1" 401',
+        '"GET /unsubscribe/… HTTP/1.1" 400',
+    ]
     for line in expected:
         assert any(line in entry for entry in lines), f"no access log line with {line}:\n{log}"
 
@@ -166,7 +194,10 @@ def test_an_expired_preferences_link_offers_a_fresh_one_that_a_worker_mails(news
     web = start_web(room.cli.env, room.tmp, port)
     try:
         # Still valid on day 89 of 90; past them, a page that names no one and offers a fresh link.
-        assert httpx.get(f"{base}/preferences/{signer.make(1, 1, 'preferences', issued_at=now - 89 * DAY)}").status_code == 200
+        assert (
+            httpx.get(f"{base}/preferences/{signer.make(1, 1, 'preferences', issued_at=now - 89 * DAY)}").status_code
+            == 200
+        )
         page = httpx.get(f"{base}/preferences/{expired}")
         assert page.status_code == 410 and "This link has expired" in page.text
         assert f'action="/preferences/{expired}/renew"' in page.text and "Email me a fresh link" in page.text
@@ -181,7 +212,9 @@ def test_an_expired_preferences_link_offers_a_fresh_one_that_a_worker_mails(news
         tampered = f"{body}.{'A' * len(signature)}"
         assert httpx.get(f"{base}/preferences/{tampered}").status_code == 400
         assert httpx.post(f"{base}/preferences/{tampered}/renew").status_code == 400
-        foreign = TokenSigner("another-install-key-0123456789-abcdef").make(1, 1, "preferences", issued_at=now - 91 * DAY)
+        foreign = TokenSigner("another-install-key-0123456789-abcdef").make(
+            1, 1, "preferences", issued_at=now - 91 * DAY
+        )
         assert httpx.post(f"{base}/preferences/{foreign}/renew").status_code == 400
 
         asked = httpx.post(f"{base}/preferences/{expired}/renew")
@@ -195,8 +228,11 @@ def test_an_expired_preferences_link_offers_a_fresh_one_that_a_worker_mails(news
         assert opened.status_code == 200 and "Your preferences" in opened.text and "ann@example.com" in opened.text
         # Unsubscribe links never expire: a year-old one still works in one click (RFC 8058).
         old_unsubscribe = signer.make(1, 1, "unsubscribe", issued_at=now - 400 * DAY)
-        one_click = httpx.post(f"{base}/unsubscribe/{old_unsubscribe}", content=b"List-Unsubscribe=One-Click",
-                               headers={"Content-Type": "application/x-www-form-urlencoded"})
+        one_click = httpx.post(
+            f"{base}/unsubscribe/{old_unsubscribe}",
+            content=b"List-Unsubscribe=One-Click",
+            headers={"Content-Type": "application/x-www-form-urlencoded"},
+        )
         assert one_click.status_code == 200
         assert "ann@example.com" in room.cli("subscribers", "ls", "weekly", "--status", "unsubscribed").stdout
     finally:
@@ -212,12 +248,19 @@ def test_fresh_links_are_limited_per_address_and_follow_the_setting(site):
     add(site, "bob@example.com")
     queued: list[tuple[int, int]] = []
     settings = Settings.from_environ({**site.environ, "NEWSLETTER_PREFERENCES_DAYS": "2"})
-    app = create_app(settings, sessions=site.sessions, send_confirmation=site.send_confirmation,
-                     send_preferences_link=lambda subscriber_id, list_id: queued.append((subscriber_id, list_id)))
+    app = create_app(
+        settings,
+        sessions=site.sessions,
+        send_confirmation=site.send_confirmation,
+        send_preferences_link=lambda subscriber_id, list_id: queued.append((subscriber_id, list_id)),
+    )
     client = TestClient(app, client=("203.0.113.9", 50000), raise_server_exceptions=False)
     now = int(time.time())
     ann = site.token("ann@example.com", "preferences", issued_at=now - 3 * DAY)
-    assert client.get(f"/preferences/{site.token('ann@example.com', 'preferences', issued_at=now - DAY)}").status_code == 200
+    assert (
+        client.get(f"/preferences/{site.token('ann@example.com', 'preferences', issued_at=now - DAY)}").status_code
+        == 200
+    )
     page = client.get(f"/preferences/{ann}")
     assert page.status_code == 410 and "works for 2 days" in page.text
     # The same page for each request; the address gets at most 3 such emails a day, whoever asks.
@@ -237,8 +280,9 @@ def test_a_preferences_link_never_resubscribes_without_a_new_confirmation(site):
     add(site, "ann@example.com", "weekly")
     add(site, "ann@example.com", "daily")
     client = site.client()
-    one_click = client.post(f"/unsubscribe/{site.token('ann@example.com', 'unsubscribe')}",
-                            data={"List-Unsubscribe": "One-Click"})
+    one_click = client.post(
+        f"/unsubscribe/{site.token('ann@example.com', 'unsubscribe')}", data={"List-Unsubscribe": "One-Click"}
+    )
     assert one_click.status_code == 200 and site.subscription("ann@example.com").status == "unsubscribed"
     preferences = f"/preferences/{site.token('ann@example.com', 'preferences')}"
     assert len(site.mails("ann@example.com")) == 0
@@ -268,8 +312,13 @@ def test_a_preferences_link_never_resubscribes_without_a_new_confirmation(site):
         assert s.scalar(select(Suppression.reason).where(Suppression.email == "ann@example.com")) is None
 
     # An expired preferences link asks for nothing and mails nothing.
-    assert client.post("/unsubscribe/" + site.token("ann@example.com", "unsubscribe", "daily"),
-                       data={"List-Unsubscribe": "One-Click"}).status_code == 200
+    assert (
+        client.post(
+            "/unsubscribe/" + site.token("ann@example.com", "unsubscribe", "daily"),
+            data={"List-Unsubscribe": "One-Click"},
+        ).status_code
+        == 200
+    )
     sent = len(site.mails("ann@example.com"))
     old = site.token("ann@example.com", "preferences", issued_at=int(time.time()) - 91 * DAY)
     assert client.post(f"/preferences/{old}/join", data={"list": "daily"}).status_code == 410
@@ -300,7 +349,7 @@ def test_a_percent_encoded_token_is_redacted_too_and_smuggles_no_line_break_into
     from newsletter.logs import redact
 
     token = "v1.12.3.1700000000.AbC-_9"
-    assert redact(f'GET /unsubscribe%2F{token} HTTP/1.1') == "GET /unsubscribe/… HTTP/1.1"
+    assert redact(f"GET /unsubscribe%2F{token} HTTP/1.1") == "GET /unsubscribe/… HTTP/1.1"
     assert redact(f"/unsubscribe/{token.replace('.', '%2E')}") == "/unsubscribe/…"
     assert redact("/archive/weekly/1?k%65y=SECRET&page=2") == "/archive/weekly/1?key=…&page=2"
     assert redact("/archive/x?key=a%0AFAKE LINE") == "/archive/x?key=…\\x0aFAKE LINE"

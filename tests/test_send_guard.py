@@ -14,10 +14,10 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from playwright.sync_api import expect
 
-from newsletter.delivery import scheduling, sending
-from newsletter.delivery.audience import Repeat, SendRefused
 from newsletter.content.issue_files import read_issue_file
 from newsletter.content.issues import RenderSettings, create_issue
+from newsletter.delivery import scheduling, sending
+from newsletter.delivery.audience import Repeat, SendRefused
 from newsletter.store.models import Issue, Send, Suppression, utcnow
 from subscribers.lists import create_list
 from subscribers.subscriptions import add_subscriber
@@ -93,9 +93,11 @@ def test_a_send_to_no_one_is_refused_saying_why_from_the_list_counts(cli_any_db,
 
     refused = cli("send", issue, check=False)
     assert refused.returncode == 1
-    assert ("weekly has 0 confirmed subscribers who can be mailed (4 unconfirmed, 1 confirmed but suppressed): "
-            "ask the unconfirmed with "
-            "`newsletter lists request-confirmation weekly`") in " ".join(refused.stderr.split())
+    assert (
+        "weekly has 0 confirmed subscribers who can be mailed (4 unconfirmed, 1 confirmed but suppressed): "
+        "ask the unconfirmed with "
+        "`newsletter lists request-confirmation weekly`"
+    ) in " ".join(refused.stderr.split())
     assert "No sends yet" in cli("sends", "ls").stdout  # nothing stored
     later = cli("send", issue, "--at", (utcnow() + timedelta(days=1)).isoformat(), check=False)
     assert later.returncode == 1 and "weekly has 0 confirmed subscribers" in later.stderr
@@ -104,7 +106,9 @@ def test_a_send_to_no_one_is_refused_saying_why_from_the_list_counts(cli_any_db,
     cli("lists", "create", "empty", "--name", "Empty", "--from-email", "news@example.org")
     none = cli("send", issue, "--list", "empty", check=False)
     assert none.returncode == 1
-    assert "empty has 0 confirmed subscribers who can be mailed (0 unconfirmed): add subscribers" in " ".join(none.stderr.split())
+    assert "empty has 0 confirmed subscribers who can be mailed (0 unconfirmed): add subscribers" in " ".join(
+        none.stderr.split()
+    )
 
 
 def test_a_scheduled_send_that_comes_due_empty_is_not_sent_and_says_why(sessions):
@@ -124,9 +128,11 @@ def test_a_scheduled_send_that_comes_due_empty_is_not_sent_and_says_why(sessions
     with sessions() as session:
         send = session.get(Send, send_id)
         assert send.status == "cancelled" and send.total == 0
-        assert send.status_reason == ("not sent: weekly has 0 confirmed subscribers who can be mailed "
-                                      "(1 unconfirmed, 1 confirmed but suppressed): "
-                                      "ask the unconfirmed with `newsletter lists request-confirmation weekly`")
+        assert send.status_reason == (
+            "not sent: weekly has 0 confirmed subscribers who can be mailed "
+            "(1 unconfirmed, 1 confirmed but suppressed): "
+            "ask the unconfirmed with `newsletter lists request-confirmation weekly`"
+        )
         assert session.get(Issue, issue_id).status != "sent"
     # Nothing went out, so nothing blocks a send once someone can get it.
     with sessions() as session, session.begin():
@@ -147,8 +153,9 @@ def test_a_scheduled_only_new_send_takes_only_the_new_ones_when_it_starts(sessio
         with pytest.raises(SendRefused, match=f"send {first.id} is sending since"):
             scheduling.schedule_send(session, issue_id, now + timedelta(hours=1), RENDER, now=now)
         add_subscriber(session, "weekly", "bob@example.com", confirmed=True)
-        later = scheduling.schedule_send(session, issue_id, now + timedelta(hours=1), RENDER, now=now,
-                                         repeat=Repeat.ONLY_NEW)
+        later = scheduling.schedule_send(
+            session, issue_id, now + timedelta(hours=1), RENDER, now=now, repeat=Repeat.ONLY_NEW
+        )
         later_id = later.id
     with sessions() as session, session.begin():
         add_subscriber(session, "weekly", "cy@example.com", confirmed=True)  # joins before it starts
@@ -174,13 +181,26 @@ def test_a_send_cancelled_after_some_got_it_counts_and_a_scheduled_send_for_ever
         # Cancelled before anyone got it: it blocks nothing. Nor does one that found no one to mail.
         untouched, _ = sending.start_send(session, issue_id, RENDER, batch_size=10)
         sending.cancel_send(session, untouched.id)
-        nobody = Send(issue_id=issue_id, list_id=untouched.list_id, status="finished", subject="s", html="h", text="t",
-                      total=0, created_at=now, started_at=now, finished_at=now)
+        nobody = Send(
+            issue_id=issue_id,
+            list_id=untouched.list_id,
+            status="finished",
+            subject="s",
+            html="h",
+            text="t",
+            total=0,
+            created_at=now,
+            started_at=now,
+            finished_at=now,
+        )
         session.add(nobody)
         # Cancelled halfway, after ann got her copy: that counts.
         halfway, _ = sending.start_send(session, issue_id, RENDER, batch_size=10)
-        session.execute(update(Delivery).where(Delivery.send_id == halfway.id, Delivery.email == "ann@example.com")
-                        .values(status="sent", sent_at=now))
+        session.execute(
+            update(Delivery)
+            .where(Delivery.send_id == halfway.id, Delivery.email == "ann@example.com")
+            .values(status="sent", sent_at=now)
+        )
         sending.cancel_send(session, halfway.id)
     with sessions() as session, session.begin():
         with pytest.raises(SendRefused, match=rf"send {halfway.id} cancelled .*: 1 of 2 got it before that") as refused:
@@ -192,11 +212,14 @@ def test_a_send_cancelled_after_some_got_it_counts_and_a_scheduled_send_for_ever
 
     # A send scheduled for everyone takes the new ones too when it starts: no "only new" before it.
     with sessions() as session, session.begin():
-        scheduled = scheduling.schedule_send(session, issue_id, now + timedelta(hours=1), RENDER, now=now,
-                                             repeat=Repeat.AGAIN)
+        scheduled = scheduling.schedule_send(
+            session, issue_id, now + timedelta(hours=1), RENDER, now=now, repeat=Repeat.AGAIN
+        )
         add_subscriber(session, "weekly", "cy@example.com", confirmed=True)
     with sessions() as session, session.begin():
-        with pytest.raises(SendRefused, match=rf"send {scheduled.id} is scheduled for .* and will mail every confirmed"):
+        with pytest.raises(
+            SendRefused, match=rf"send {scheduled.id} is scheduled for .* and will mail every confirmed"
+        ):
             sending.start_send(session, issue_id, RENDER, batch_size=10, repeat=Repeat.ONLY_NEW)
 
 
@@ -208,12 +231,16 @@ def test_the_api_answers_409_with_the_same_explanation_and_takes_repeat(api_with
     first = api.post("/api/sends", json={"issue_id": issue["id"]}, role="editor", expect=201).json()
     assert first["audience"] == "all" and first["total"] == 1
 
-    error = assert_error(api.post("/api/sends", json={"issue_id": issue["id"]}), 409,
-                         says=f"issue {issue['id']} already has a send to weekly: send {first['id']} is sending")
+    error = assert_error(
+        api.post("/api/sends", json={"issue_id": issue["id"]}),
+        409,
+        says=f"issue {issue['id']} already has a send to weekly: send {first['id']} is sending",
+    )
     assert '"repeat": "again"' in error["message"] and '"repeat": "only_new"' in error["message"]
     assert len(api.get("/api/sends", expect=200).json()["items"]) == 1  # nothing stored
-    assert_error(api.post("/api/sends", json={"issue_id": issue["id"], "repeat": "only_new"}), 409,
-                 says="already got issue")
+    assert_error(
+        api.post("/api/sends", json={"issue_id": issue["id"], "repeat": "only_new"}), 409, says="already got issue"
+    )
     assert_error(api.post("/api/sends", json={"issue_id": issue["id"], "repeat": "twice"}), 422, field="repeat")
 
     api.make_subscriber("bob@example.com")
@@ -223,14 +250,20 @@ def test_the_api_answers_409_with_the_same_explanation_and_takes_repeat(api_with
     assert again["audience"] == "all" and again["total"] == 2
     later = (datetime.now(UTC) + timedelta(days=1)).isoformat(timespec="seconds")
     planned = api.post("/api/sends", json={"issue_id": issue["id"], "repeat": "again", "at": later}, expect=201).json()
-    error = assert_error(api.post("/api/sends", json={"issue_id": issue["id"], "repeat": "only_new"}), 409,
-                         says=f"send {planned['id']} is scheduled for")
+    error = assert_error(
+        api.post("/api/sends", json={"issue_id": issue["id"], "repeat": "only_new"}),
+        409,
+        says=f"send {planned['id']} is scheduled for",
+    )
     assert f"POST /api/sends/{planned['id']}/cancel" in error["message"] and '"repeat"' not in error["message"]
 
     api.make_list("quiet")
     api.make_subscriber("dan@example.com", "quiet", confirmed=False)
-    error = assert_error(api.post("/api/sends", json={"issue_id": issue["id"], "list": "quiet"}), 409,
-                         says="quiet has 0 confirmed subscribers who can be mailed (1 unconfirmed)")
+    error = assert_error(
+        api.post("/api/sends", json={"issue_id": issue["id"], "list": "quiet"}),
+        409,
+        says="quiet has 0 confirmed subscribers who can be mailed (1 unconfirmed)",
+    )
     assert "POST /api/lists/quiet/confirmation-requests" in error["message"]
 
 
@@ -290,7 +323,9 @@ def test_the_admin_send_form_refuses_a_second_send_without_a_choice_and_an_empty
     issue = make_issue(admin)
     first = start_send(client, issue)
     before = admin.snapshot()
-    again = client.post(f"/admin/issues/{issue}/send", data={"csrf_token": token(client), "list": "weekly", "when": "now"})
+    again = client.post(
+        f"/admin/issues/{issue}/send", data={"csrf_token": token(client), "list": "weekly", "when": "now"}
+    )
     assert again.status_code == 409
     text = html.unescape(again.text)
     assert f"already has a send to weekly: send {first} is sending" in text and "choose below who gets it" in text
@@ -304,7 +339,9 @@ def test_the_admin_send_form_refuses_a_second_send_without_a_choice_and_an_empty
     empty = client.get(f"/admin/issues/{issue}/send?list=daily")
     assert "daily has 0 confirmed subscribers who can be mailed (1 unconfirmed)" in html.unescape(empty.text)
     assert 'id="send-now"' not in empty.text
-    refused = client.post(f"/admin/issues/{issue}/send", data={"csrf_token": token(client), "list": "daily", "when": "now"})
+    refused = client.post(
+        f"/admin/issues/{issue}/send", data={"csrf_token": token(client), "list": "daily", "when": "now"}
+    )
     assert refused.status_code == 409 and "ask the unconfirmed to confirm" in refused.text
     assert admin.snapshot() == before
 
@@ -331,11 +368,17 @@ def test_a_send_started_while_the_broker_is_down_says_so_and_goes_out_once_it_is
     message = " ".join(down.stderr.split())
     assert message.startswith("error: send 1 is stored but its batches could not be queued (")
     assert "a running worker queues them by itself once the broker is reachable again" in message
-    server = subprocess.Popen([redis_server, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    server = subprocess.Popen(
+        [redis_server, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
         for _ in range(50):
-            if subprocess.run(["redis-cli", "-p", str(port), "ping"], capture_output=True, text=True).stdout.strip() == "PONG":
+            if (
+                subprocess.run(["redis-cli", "-p", str(port), "ping"], capture_output=True, text=True).stdout.strip()
+                == "PONG"
+            ):
                 break
             time.sleep(0.1)
         room.start_worker()

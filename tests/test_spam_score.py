@@ -106,8 +106,9 @@ def spamassassin(data: bytes, home: Path, *, dns_server: str | None = None) -> V
         args.append("-L")
     else:
         args += ["--cf", f"dns_server {dns_server}", "--cf", "dns_available yes"]
-    done = subprocess.run(args, input=data, capture_output=True, check=True, timeout=120,
-                          env={**os.environ, "HOME": str(home)})
+    done = subprocess.run(
+        args, input=data, capture_output=True, check=True, timeout=120, env={**os.environ, "HOME": str(home)}
+    )
     output = done.stdout.decode("utf-8", errors="replace").replace("\r\n", "\n")
     head = re.sub(r"\n[ \t]+", " ", output.split("\n\n", 1)[0])
     scores = re.search(r"^X-Spam-Scores: *(.*)$", head, re.M)
@@ -133,17 +134,25 @@ def spamassassin(data: bytes, home: Path, *, dns_server: str | None = None) -> V
 def dns_serving(record: str) -> Iterator[str]:
     """A DNS server on 127.0.0.1 answering only the DKIM record; yields its HOST:PORT."""
     perl = shutil.which("perl")
-    if perl is None or subprocess.run([perl, "-MNet::DNS::Nameserver", "-MMail::DKIM", "-e", "1"],
-                                      capture_output=True).returncode:
+    if (
+        perl is None
+        or subprocess.run([perl, "-MNet::DNS::Nameserver", "-MMail::DKIM", "-e", "1"], capture_output=True).returncode
+    ):
         need_service("Perl's Net::DNS or Mail::DKIM is missing (apt-get install spamassassin libmail-dkim-perl)")
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    server = subprocess.Popen([perl, str(DNS_SERVER), str(port), RECORD_NAME, record],
-                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    server = subprocess.Popen(
+        [perl, str(DNS_SERVER), str(port), RECORD_NAME, record],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     try:
         ready = server.stdout.readline() if server.stdout else ""
-        assert ready.strip() == "ready", f"the test DNS server did not start: {ready}{server.stdout.read() if server.stdout else ''}"
+        assert ready.strip() == "ready", (
+            f"the test DNS server did not start: {ready}{server.stdout.read() if server.stdout else ''}"
+        )
         yield f"127.0.0.1:{port}"
     finally:
         server.kill()
@@ -155,17 +164,32 @@ def test_the_sample_issue_and_an_ordinary_issue_score_at_most_zero(newsroom, tmp
     key_file = tmp_path / "dkim.pem"
     _, record = printed_record(keygen(room.cli, "--out", str(key_file)).stdout)
     room.cli.env.update(
-        NEWSLETTER_DKIM_DOMAIN=DOMAIN, NEWSLETTER_DKIM_SELECTOR=SELECTOR, NEWSLETTER_DKIM_PRIVATE_KEY_FILE=str(key_file),
-        NEWSLETTER_RETURN_PATH="bounces@example.org", NEWSLETTER_SECRET_KEY=KEY,
+        NEWSLETTER_DKIM_DOMAIN=DOMAIN,
+        NEWSLETTER_DKIM_SELECTOR=SELECTOR,
+        NEWSLETTER_DKIM_PRIVATE_KEY_FILE=str(key_file),
+        NEWSLETTER_RETURN_PATH="bounces@example.org",
+        NEWSLETTER_SECRET_KEY=KEY,
     )
     assert room.cli.env["NEWSLETTER_BASE_URL"].startswith("https://")
-    room.cli("lists", "create", "weekly", "--name", "Info War Weekly", "--from-email", "news@example.org",
-             "--from-name", "Info War")
+    room.cli(
+        "lists",
+        "create",
+        "weekly",
+        "--name",
+        "Info War Weekly",
+        "--from-email",
+        "news@example.org",
+        "--from-name",
+        "Info War",
+    )
     room.cli("subscribers", "add", "weekly", "ann.lee@example.com", "--name", "Ann Lee", "--confirmed")
     room.cli("subscribers", "add", "weekly", "no.name@example.com", "--confirmed")
     ordinary = tmp_path / "week-12.md"
     ordinary.write_text(ORDINARY_ISSUE, encoding="utf-8")
-    issue_ids = [room.create_issue(), room.cli("issues", "create", "weekly", str(ordinary)).stdout.strip().splitlines()[-1]]
+    issue_ids = [
+        room.create_issue(),
+        room.cli("issues", "create", "weekly", str(ordinary)).stdout.strip().splitlines()[-1],
+    ]
     room.start_worker(concurrency=1)
     for issue_id in issue_ids:
         assert room.wait_status(room.send(issue_id))["sent"] == 2
@@ -175,26 +199,34 @@ def test_the_sample_issue_and_an_ordinary_issue_score_at_most_zero(newsroom, tmp
     for n, captured in enumerate(room.capture.messages):
         parsed = message_from_bytes(captured.data, policy=policy.default)
         (rcpt,) = captured.rcpt_tos
-        messages[f"{'sample' if 'Qualified Support' in parsed['Subject'] else 'ordinary'} issue to {rcpt}"] = captured.data
+        messages[f"{'sample' if 'Qualified Support' in parsed['Subject'] else 'ordinary'} issue to {rcpt}"] = (
+            captured.data
+        )
         assert captured.data.startswith(b"DKIM-Signature: ") and parsed["From"] == "Info War <news@example.org>"
         greeting = "Hello Ann Lee," if rcpt == "ann.lee@example.com" else "Hello there,"
         assert greeting in parsed.get_body(("plain",)).get_content()  # the issue's own, with the name's merge tag
         (tmp_path / f"message-{n}.eml").write_bytes(captured.data)  # kept for a look after a failure
     assert len(messages) == 4
 
-    local = {what: spamassassin(data, tmp_path / "sa" / str(n)) for n, (what, data) in enumerate(sorted(messages.items()))}
+    local = {
+        what: spamassassin(data, tmp_path / "sa" / str(n)) for n, (what, data) in enumerate(sorted(messages.items()))
+    }
     for what, verdict in local.items():
         print(f"spamassassin -L -t, {what}: {verdict}")
     everything = "\n".join(f"{what}: {verdict}" for what, verdict in local.items())
     assert {what: v.total for what, v in local.items() if v.total > 0 or v.reported > 0} == {}, everything
-    positive = {what: [h.rule for h in v.hits if h.score > 0 and h.rule not in INFORMATIONAL] for what, v in local.items()}
+    positive = {
+        what: [h.rule for h in v.hits if h.score > 0 and h.rule not in INFORMATIONAL] for what, v in local.items()
+    }
     assert positive == {what: [] for what in local}, everything
     assert all(not any(rule.startswith("DKIM_") for rule in v.rules()) for v in local.values())  # not run with -L
 
     # SpamAssassin's own DKIM check, its key lookup answered on this machine.
     with dns_serving(record) as dns:
-        checked = {what: spamassassin(data, tmp_path / "sa-dns" / str(n), dns_server=dns)
-                   for n, (what, data) in enumerate(sorted(messages.items()))}
+        checked = {
+            what: spamassassin(data, tmp_path / "sa-dns" / str(n), dns_server=dns)
+            for n, (what, data) in enumerate(sorted(messages.items()))
+        }
     for what, verdict in checked.items():
         print(f"spamassassin -t with the DKIM key on a local DNS server, {what}: {verdict}")
     everything = "\n".join(f"{what}: {verdict}" for what, verdict in checked.items())

@@ -17,15 +17,18 @@ def test_round_trip_and_binding_to_purpose():
         signer.verify(token, "preferences")
 
 
-@pytest.mark.parametrize("mutate", [
-    lambda t: t.replace("v1.12.", "v1.13."),  # another subscriber
-    lambda t: t.replace(".3.", ".4.", 1),  # another list
-    lambda t: t[:-2] + ("AA" if not t.endswith("AA") else "BB"),  # forged signature
-    lambda t: t + "x",
-    lambda t: t[:-1] + "é",  # a non-ASCII signature is refused, not a crash (hmac.compare_digest)
-    lambda t: "garbage",
-    lambda t: "",
-])
+@pytest.mark.parametrize(
+    "mutate",
+    [
+        lambda t: t.replace("v1.12.", "v1.13."),  # another subscriber
+        lambda t: t.replace(".3.", ".4.", 1),  # another list
+        lambda t: t[:-2] + ("AA" if not t.endswith("AA") else "BB"),  # forged signature
+        lambda t: t + "x",
+        lambda t: t[:-1] + "é",  # a non-ASCII signature is refused, not a crash (hmac.compare_digest)
+        lambda t: "garbage",
+        lambda t: "",
+    ],
+)
 def test_tampered_tokens_are_refused(mutate):
     signer = TokenSigner("k" * 32)
     with pytest.raises(InvalidInput):

@@ -15,8 +15,8 @@ from typing import Any
 import pytest
 
 from newsletter.config import SmtpSettings
-from newsletter.errors import InvalidInput, PermanentDeliveryError, TemporaryDeliveryError
 from newsletter.devtools.smtp_capture import DISCONNECT, CaptureServer
+from newsletter.errors import InvalidInput, PermanentDeliveryError, TemporaryDeliveryError
 from newsletter.mail.transport import SmtpReply, SmtpTransport, enhanced_status, is_unknown_user
 
 SENDER = "news@example.org"
@@ -94,9 +94,11 @@ def test_bytes_arrive_as_sent(start_server, connect, pipelining: bool) -> None:
 def test_rejected_recipients_raise_and_the_connection_stays_usable(start_server, connect, pipelining: bool) -> None:
     server = start_server(
         pipelining=pipelining,
-        replies={"Gone@Example.com": "550 5.1.1 <gone@example.com>: Recipient address rejected: User unknown",
-                 "busy@example.com": "451 4.3.0 Try again later",
-                 "blocked@example.com": "554 5.7.1 Policy rejection"},
+        replies={
+            "Gone@Example.com": "550 5.1.1 <gone@example.com>: Recipient address rejected: User unknown",
+            "busy@example.com": "451 4.3.0 Try again later",
+            "blocked@example.com": "554 5.7.1 Policy rejection",
+        },
     )
     transport = connect(server)
     with pytest.raises(PermanentDeliveryError) as gone:
@@ -250,10 +252,29 @@ def certificate(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     folder = tmp_path_factory.mktemp("tls")
     cert, key = folder / "cert.pem", folder / "key.pem"
     subprocess.run(
-        [openssl, "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
-         "-keyout", str(key), "-out", str(cert), "-days", "2", "-subj", "/CN=127.0.0.1",
-         "-addext", "subjectAltName=IP:127.0.0.1,DNS:localhost"],
-        check=True, capture_output=True, timeout=30,
+        [
+            openssl,
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+            "-keyout",
+            str(key),
+            "-out",
+            str(cert),
+            "-days",
+            "2",
+            "-subj",
+            "/CN=127.0.0.1",
+            "-addext",
+            "subjectAltName=IP:127.0.0.1,DNS:localhost",
+        ],
+        check=True,
+        capture_output=True,
+        timeout=30,
     )
     return cert, key
 
@@ -274,7 +295,9 @@ def test_starttls_and_implicit_tls(start_server, connect, certificate: tuple[Pat
 
     # smtp+starttls:// verifies the certificate: the system CAs do not know this one.
     with pytest.raises(TemporaryDeliveryError, match="certificate not trusted"):
-        connect(starttls, security="starttls", username="mailer", password="s3cret").send(SENDER, "ann@example.com", message())
+        connect(starttls, security="starttls", username="mailer", password="s3cret").send(
+            SENDER, "ann@example.com", message()
+        )
     # smtp:// encrypts opportunistically (RFC 7435): better than the plain text it allows.
     connect(starttls, username="mailer", password="s3cret").send(SENDER, "cat@example.com", message())
     assert starttls.messages[-1].tls and starttls.messages[-1].rcpt_tos == ("cat@example.com",)

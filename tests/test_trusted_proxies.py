@@ -44,15 +44,19 @@ class Site:
 
     def client(self, address: str) -> httpx.Client:
         """A client whose connections come from ``address`` (a loopback address: the TCP peer the server sees)."""
-        return httpx.Client(base_url=f"http://127.0.0.1:{self.port}", timeout=60,
-                            transport=httpx.HTTPTransport(local_address=address))
+        return httpx.Client(
+            base_url=f"http://127.0.0.1:{self.port}", timeout=60, transport=httpx.HTTPTransport(local_address=address)
+        )
 
     def consent_ip(self, email: str) -> str | None:
         engine = db.make_engine(self.env["NEWSLETTER_DATABASE_URL"])
         try:
             with db.session_factory(engine)() as session:
-                return session.scalar(select(Subscription.ip).join(Subscriber, Subscriber.id == Subscription.subscriber_id)
-                                      .where(Subscriber.email == email))
+                return session.scalar(
+                    select(Subscription.ip)
+                    .join(Subscriber, Subscriber.id == Subscription.subscriber_id)
+                    .where(Subscriber.email == email)
+                )
         finally:
             engine.dispose()
 
@@ -81,8 +85,9 @@ def subscribe(client: httpx.Client, email: str, forwarded_for: str | None) -> in
     return client.post("/subscribe/weekly", data={"email": email}, headers=headers).status_code
 
 
-def subscribe_together(site: Site, address: str, count: int, forwarded_for: Callable[[int], str],
-                       email: Callable[[int], str]) -> list[int]:
+def subscribe_together(
+    site: Site, address: str, count: int, forwarded_for: Callable[[int], str], email: Callable[[int], str]
+) -> list[int]:
     """``count`` form posts from ``address`` released at the same moment, each with its own X-Forwarded-For."""
     barrier = threading.Barrier(count, timeout=120)
 
@@ -100,7 +105,9 @@ def subscribe_together(site: Site, address: str, count: int, forwarded_for: Call
 def test_without_trusted_proxies_a_local_process_cannot_choose_its_address(site):
     """By default no proxy is trusted, 127.0.0.1 included (uvicorn's FORWARDED_ALLOW_IPS default was)."""
     site.start()
-    statuses = subscribe_together(site, "127.0.0.1", 25, lambda i: f"203.0.113.{i + 1}", lambda i: f"reader{i}@example.com")
+    statuses = subscribe_together(
+        site, "127.0.0.1", 25, lambda i: f"203.0.113.{i + 1}", lambda i: f"reader{i}@example.com"
+    )
     # One client however many addresses it claims: the limit counted the peer, each post exactly once.
     assert Counter(statuses) == {200: SUBSCRIBE_LIMIT, 429: 25 - SUBSCRIBE_LIMIT}
     stored = {i: site.consent_ip(f"reader{i}@example.com") for i, status in enumerate(statuses) if status == 200}
@@ -116,7 +123,9 @@ def test_x_forwarded_for_is_believed_only_from_the_configured_proxy(site):
 
     # An untrusted peer (127.0.0.3) is its own client, whatever it forwards: the limit counts it,
     # and the consent record stores it.
-    statuses = subscribe_together(site, "127.0.0.3", 15, lambda i: f"203.0.113.{i + 1}", lambda i: f"third{i}@example.com")
+    statuses = subscribe_together(
+        site, "127.0.0.3", 15, lambda i: f"203.0.113.{i + 1}", lambda i: f"third{i}@example.com"
+    )
     assert Counter(statuses) == {200: SUBSCRIBE_LIMIT, 429: 15 - SUBSCRIBE_LIMIT}
     assert {site.consent_ip(f"third{i}@example.com") for i, s in enumerate(statuses) if s == 200} == {"127.0.0.3"}
 
@@ -135,7 +144,9 @@ def test_x_forwarded_for_is_believed_only_from_the_configured_proxy(site):
 
     # Through the proxy, every forwarded client has its own limit: more posts than one client
     # may make all pass, each stored with its client's address ...
-    statuses = subscribe_together(site, "127.0.0.2", 15, lambda i: f"192.0.2.{i + 1}", lambda i: f"proxied{i}@example.com")
+    statuses = subscribe_together(
+        site, "127.0.0.2", 15, lambda i: f"192.0.2.{i + 1}", lambda i: f"proxied{i}@example.com"
+    )
     assert statuses == [200] * 15
     assert [site.consent_ip(f"proxied{i}@example.com") for i in range(15)] == [f"192.0.2.{i + 1}" for i in range(15)]
     # ... and one forwarded client is limited like any other.
@@ -143,11 +154,14 @@ def test_x_forwarded_for_is_believed_only_from_the_configured_proxy(site):
     assert Counter(statuses) == {200: SUBSCRIBE_LIMIT, 429: 15 - SUBSCRIBE_LIMIT}
 
 
-@pytest.mark.parametrize(("value", "problem"), [
-    ("*", "would believe X-Forwarded-For from anyone"),
-    ("10.0.0.5/8", "'10.0.0.5/8' is not an IP address or network"),
-    ("127.0.0.1, proxy.internal", "'proxy.internal' is not an IP address or network"),
-])
+@pytest.mark.parametrize(
+    ("value", "problem"),
+    [
+        ("*", "would believe X-Forwarded-For from anyone"),
+        ("10.0.0.5/8", "'10.0.0.5/8' is not an IP address or network"),
+        ("127.0.0.1, proxy.internal", "'proxy.internal' is not an IP address or network"),
+    ],
+)
 def test_a_trusted_proxy_setting_that_is_not_addresses_is_refused_naming_it(value, problem):
     from newsletter.config import Settings
     from newsletter.errors import ConfigError
@@ -155,5 +169,7 @@ def test_a_trusted_proxy_setting_that_is_not_addresses_is_refused_naming_it(valu
     with pytest.raises(ConfigError) as refused:
         Settings.from_environ({"NEWSLETTER_TRUSTED_PROXIES": value, "NEWSLETTER_SECRET_KEY": "k" * 48})
     assert str(refused.value).startswith("NEWSLETTER_TRUSTED_PROXIES: ") and problem in str(refused.value)
-    accepted = Settings.from_environ({"NEWSLETTER_TRUSTED_PROXIES": " 127.0.0.1, 10.0.0.0/8,::1 ", "NEWSLETTER_SECRET_KEY": "k" * 48})
+    accepted = Settings.from_environ(
+        {"NEWSLETTER_TRUSTED_PROXIES": " 127.0.0.1, 10.0.0.0/8,::1 ", "NEWSLETTER_SECRET_KEY": "k" * 48}
+    )
     assert accepted.trusted_proxies == ("127.0.0.1/32", "10.0.0.0/8", "::1/128")

@@ -34,7 +34,11 @@ def test_duplicate_opens_the_editor_on_a_new_draft(admin):  # noqa: F811
         first, copy = s.get(Issue, original), s.get(Issue, copy_id)
         assert copy is not None and first is not None
         assert (copy.subject, copy.body_markdown, copy.list_id, copy.status) == (
-            first.subject, first.body_markdown, first.list_id, "draft")
+            first.subject,
+            first.body_markdown,
+            first.list_id,
+            "draft",
+        )
     shown = client.get(answer.headers["location"])
     assert shown.status_code == 200 and "a new draft, copied from the issue you were on" in shown.text
     assert client.post("/admin/issues/999/duplicate", data={"csrf_token": token(client)}).status_code == 404
@@ -88,18 +92,33 @@ def test_an_admin_edits_a_list_and_makes_it_private(admin):  # noqa: F811
     assert 'id="edit-list"' in page.text and 'value="Weekly Desk"' in page.text
     assert re.search(r'id="edit-public" name="visibility" value="public" checked', page.text)
     csrf = token(client)
-    form = {"csrf_token": csrf, "name": "The Friday Weekly", "description": "Every Friday.", "from_name": "Friday Desk",
-            "from_email": "Friday@Example.ORG", "reply_to": "letters@example.org", "visibility": "private"}
+    form = {
+        "csrf_token": csrf,
+        "name": "The Friday Weekly",
+        "description": "Every Friday.",
+        "from_name": "Friday Desk",
+        "from_email": "Friday@Example.ORG",
+        "reply_to": "letters@example.org",
+        "visibility": "private",
+    }
 
     answer = client.post("/admin/lists/weekly", data=form)
     assert answer.status_code == 303 and answer.headers["location"] == "/admin/lists/weekly?done=saved"
     with admin.sessions() as s:
         weekly = s.scalar(select(MailingList).where(MailingList.slug == "weekly"))
         assert weekly is not None
-        assert (weekly.name, weekly.description, weekly.from_name, weekly.from_email, weekly.reply_to, weekly.private) == (
-            "The Friday Weekly", "Every Friday.", "Friday Desk", "friday@example.org", "letters@example.org", True)
+        assert (
+            weekly.name,
+            weekly.description,
+            weekly.from_name,
+            weekly.from_email,
+            weekly.reply_to,
+            weekly.private,
+        ) == ("The Friday Weekly", "Every Friday.", "Friday Desk", "friday@example.org", "letters@example.org", True)
     shown = client.get("/admin/lists/weekly")
-    assert 'id="private-badge"' in shown.text and re.search(r'id="edit-private" name="visibility" value="private" checked', shown.text)
+    assert 'id="private-badge"' in shown.text and re.search(
+        r'id="edit-private" name="visibility" value="private" checked', shown.text
+    )
 
     # The public side of the same app: off the home page, no form.
     public = admin.client()
@@ -114,8 +133,12 @@ def test_an_admin_edits_a_list_and_makes_it_private(admin):  # noqa: F811
 
     editor = admin.logged_in("eddie")
     before = admin.snapshot()
-    for field, value, message in (("from_email", "not an address", ""), ("name", "Line\nbreak", "control character"),
-                                  ("reply_to", "@example.org", ""), ("visibility", "secret", "public or private")):
+    for field, value, message in (
+        ("from_email", "not an address", ""),
+        ("name", "Line\nbreak", "control character"),
+        ("reply_to", "@example.org", ""),
+        ("visibility", "secret", "public or private"),
+    ):
         bad = client.post("/admin/lists/weekly", data=dict(form, **{field: value}))
         assert bad.status_code == 400, field
         assert 'id="edit-error"' in bad.text and message in bad.text, field

@@ -10,8 +10,7 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from tests.apikit import Api, assert_error
-from tests.apikit import api, api_with_broker  # noqa: F401  (fixtures)
+from tests.apikit import Api, api, api_with_broker, assert_error  # noqa: F401  (fixtures)
 from tests.conftest import Cli, clean_environ
 from tests.sendkit import Newsroom
 
@@ -50,12 +49,24 @@ def test_an_issue_with_a_scheduled_or_cancelled_send_is_kept_with_the_reason(api
 def test_patch_changes_sender_reply_to_description_and_visibility(api):  # noqa: F811
     created = api.make_list(reply_to="desk@example.org")
     assert created["private"] is False
-    changed = api.patch("/api/lists/weekly", json={
-        "name": "The Friday Weekly", "description": "Every Friday.", "from_name": "Friday Desk",
-        "from_email": "Friday@Example.ORG", "reply_to": "", "private": True,
-    }, expect=200).json()
+    changed = api.patch(
+        "/api/lists/weekly",
+        json={
+            "name": "The Friday Weekly",
+            "description": "Every Friday.",
+            "from_name": "Friday Desk",
+            "from_email": "Friday@Example.ORG",
+            "reply_to": "",
+            "private": True,
+        },
+        expect=200,
+    ).json()
     assert (changed["name"], changed["description"], changed["from_name"], changed["from_email"]) == (
-        "The Friday Weekly", "Every Friday.", "Friday Desk", "friday@example.org")
+        "The Friday Weekly",
+        "Every Friday.",
+        "Friday Desk",
+        "friday@example.org",
+    )
     assert changed["reply_to"] is None and changed["private"] is True
     assert api.get("/api/lists", expect=200).json()["items"][0]["private"] is True
     # Fields not given stay; private: null leaves the visibility as it is.
@@ -86,8 +97,11 @@ def test_patch_changes_sender_reply_to_description_and_visibility(api):  # noqa:
 
 @pytest.fixture
 def room(api_with_broker: Api, tmp_path):  # noqa: F811
-    newsroom = Newsroom(cli=Cli(env=clean_environ(**api_with_broker.environ), cwd=tmp_path),
-                        capture=api_with_broker.capture, tmp=tmp_path)
+    newsroom = Newsroom(
+        cli=Cli(env=clean_environ(**api_with_broker.environ), cwd=tmp_path),
+        capture=api_with_broker.capture,
+        tmp=tmp_path,
+    )
     yield newsroom
     newsroom.stop_all()
 
@@ -121,9 +135,13 @@ def test_a_private_list_is_off_the_public_pages_but_its_mail_and_the_api_still_w
     form = web.get("/subscribe/weekly")
     assert form.status_code == 404 and form.text == unknown.text
     posted = web.post("/subscribe/weekly", data={"email": "eve@example.com", "name": "Eve"})
-    assert posted.status_code == 404 and posted.text == web.post("/subscribe/nope", data={"email": "eve@example.com"}).text
+    assert (
+        posted.status_code == 404 and posted.text == web.post("/subscribe/nope", data={"email": "eve@example.com"}).text
+    )
     assert api.get("/api/subscribers", params={"q": "eve@example.com"}, expect=200).json()["total"] == 0
-    assert web.post("/subscribe/daily", data={"email": "eve@example.com"}).status_code == 200  # a public list still works
+    assert (
+        web.post("/subscribe/daily", data={"email": "eve@example.com"}).status_code == 200
+    )  # a public list still works
 
     # Admins and the API still add people.
     bob = api.make_subscriber("bob@example.com")
@@ -141,8 +159,10 @@ def test_a_private_list_is_off_the_public_pages_but_its_mail_and_the_api_still_w
 
     # The mail's view-in-browser link carries the issue's key, the same for every reader.
     links = {
-        address: re.search(r"https://news\.example\.org/archive/weekly/\d+\?key=[\w-]+", 
-                           room.parsed(address).get_body(("plain",)).get_content()).group(0)  # type: ignore[union-attr]
+        address: re.search(
+            r"https://news\.example\.org/archive/weekly/\d+\?key=[\w-]+",
+            room.parsed(address).get_body(("plain",)).get_content(),
+        ).group(0)  # type: ignore[union-attr]
         for address in ("ann@example.com", "bob@example.com")
     }
     assert links["ann@example.com"] == links["bob@example.com"]

@@ -60,11 +60,31 @@ def test_duplicate_makes_a_draft_and_delete_refuses_once_any_send_exists(cli):
 
 def test_lists_update_changes_what_is_given_and_refuses_bad_fields(cli):
     cli("db", "upgrade")
-    cli("lists", "create", "weekly", "--name", "Info War Weekly", "--from-email", "news@example.org",
-        "--reply-to", "desk@example.org")
+    cli(
+        "lists",
+        "create",
+        "weekly",
+        "--name",
+        "Info War Weekly",
+        "--from-email",
+        "news@example.org",
+        "--reply-to",
+        "desk@example.org",
+    )
 
-    changed = cli("lists", "update", "weekly", "--name", "The Weekly", "--description", "Every Friday.",
-                  "--from-name", "Weekly Desk", "--from-email", "Editor@Example.ORG").stdout
+    changed = cli(
+        "lists",
+        "update",
+        "weekly",
+        "--name",
+        "The Weekly",
+        "--description",
+        "Every Friday.",
+        "--from-name",
+        "Weekly Desk",
+        "--from-email",
+        "Editor@Example.ORG",
+    ).stdout
     assert "Updated list weekly (The Weekly)" in changed and "Weekly Desk <editor@example.org>" in changed
     shown = cli("lists", "show", "weekly").stdout
     assert "The Weekly" in shown and "Every Friday." in shown and "Weekly Desk <editor@example.org>" in shown

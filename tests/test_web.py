@@ -19,16 +19,15 @@ import pytest
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session, sessionmaker
 
-from newsletter.store import db
-
-from newsletter.delivery import batch_loop, notices, sending
 from newsletter.config import Settings
 from newsletter.content.issue_files import IssueSource
 from newsletter.content.issues import RenderSettings, create_issue
-from newsletter.store.models import Delivery, MailingList, Subscriber, Subscription, Suppression
+from newsletter.delivery import batch_loop, notices, sending
 from newsletter.delivery.send_control import SendControl
 from newsletter.devtools.smtp_capture import CaptureServer
 from newsletter.mail.transport import SmtpTransport
+from newsletter.store import db
+from newsletter.store.models import Delivery, MailingList, Subscriber, Subscription, Suppression
 from subscribers.lists import create_list
 from subscribers.subscriptions import add_subscriber
 from subscribers.suppressions import suppress
@@ -57,7 +56,9 @@ class Site:
         settings = self.settings
         if settings_overrides:
             settings = Settings.from_environ({**self.environ, **settings_overrides})
-        app = create_app(settings, sessions=self.sessions, send_confirmation=send_confirmation or self.send_confirmation)
+        app = create_app(
+            settings, sessions=self.sessions, send_confirmation=send_confirmation or self.send_confirmation
+        )
         return TestClient(app, client=(ip, 50000), follow_redirects=False, raise_server_exceptions=False)
 
     environ: dict[str, str] = None  # type: ignore[assignment]
@@ -69,7 +70,12 @@ class Site:
         )
         with SmtpTransport(self.settings.smtp) as transport:
             notices.send_confirmation(
-                self.sessions, transport, render, self.signer, request.subscription_id, request.requested_at,
+                self.sessions,
+                transport,
+                render,
+                self.signer,
+                request.subscription_id,
+                request.requested_at,
                 confirm_days=self.settings.confirm_days,
             )
 
@@ -130,8 +136,14 @@ def site(tmp_path: Path, database_url: str, redis_url: str) -> Iterator[Site]:
     engine = db.make_engine(database_url)
     sessions = db.session_factory(engine)
     with db.transaction(sessions) as s:
-        create_list(s, "weekly", name="The Weekly", from_email="news@example.org", from_name="Weekly Desk",
-                    description="Every Friday: what <b>mattered</b>.")
+        create_list(
+            s,
+            "weekly",
+            name="The Weekly",
+            from_email="news@example.org",
+            from_name="Weekly Desk",
+            description="Every Friday: what <b>mattered</b>.",
+        )
         create_list(s, "daily", name="The Daily", from_email="news@example.org")
     site = Site(settings, sessions, capture, TokenSigner(KEY, [OLD_KEY]))
     site.environ = environ
@@ -262,7 +274,13 @@ def test_the_answer_never_tells_whether_an_address_is_known(site):
     time.sleep(1.01)  # request times have one-second resolution: ask again after having left
 
     answers = {}
-    for email in ("new@example.com", "confirmed@example.com", "pending@example.com", "left@example.com", "bounced@example.com"):
+    for email in (
+        "new@example.com",
+        "confirmed@example.com",
+        "pending@example.com",
+        "left@example.com",
+        "bounced@example.com",
+    ):
         response = site.client(ip=f"198.51.100.{len(answers) + 1}").post(
             "/subscribe/weekly", data={"email": email, "name": "Mallory"}
         )
@@ -270,13 +288,20 @@ def test_the_answer_never_tells_whether_an_address_is_known(site):
     assert len(set(answers.values())) == 1, "the answer differs between known and unknown addresses"
 
     after = site.subscription("confirmed@example.com")
-    assert (after.status, after.source, after.ip, after.requested_at) == (before.status, before.source, before.ip, before.requested_at)
+    assert (after.status, after.source, after.ip, after.requested_at) == (
+        before.status,
+        before.source,
+        before.ip,
+        before.requested_at,
+    )
     with site.sessions() as s:
         assert s.scalar(select(Subscriber.name).where(Subscriber.email == "confirmed@example.com")) == "Kept Name"
     # Confirmation emails go to the new, the pending and the departed (who may come back);
     # none to a confirmed subscriber or a bounced address.
     assert site.capture.messages and {r for m in site.capture.messages for r in m.rcpt_tos} == {
-        "new@example.com", "pending@example.com", "left@example.com",
+        "new@example.com",
+        "pending@example.com",
+        "left@example.com",
     }
     assert site.subscription("left@example.com").status == "unsubscribed"  # until the new request is confirmed
     assert site.subscription("bounced@example.com") is None
@@ -286,7 +311,9 @@ def test_a_filled_in_honeypot_gets_the_same_answer_and_stores_nothing(site):
     client = site.client()
     human = client.post("/subscribe/weekly", data={"email": "human@example.com", "name": ""})
     before = site.snapshot()
-    bot = client.post("/subscribe/weekly", data={"email": "bot@example.com", "name": "", "website": "http://spam.example"})
+    bot = client.post(
+        "/subscribe/weekly", data={"email": "bot@example.com", "name": "", "website": "http://spam.example"}
+    )
     assert (bot.status_code, bot.text) == (human.status_code, human.text)
     assert site.snapshot() == before
     assert site.mails("bot@example.com") == []
@@ -337,7 +364,11 @@ def test_confirm_link_shows_a_button_and_only_the_post_confirms(site):
     assert site.subscription("ann@example.com").status == "unconfirmed"  # a mail scanner's GET confirms no one
 
     welcome = client.post(path)
-    assert welcome.status_code == 200 and "Welcome, Ann!" in welcome.text and "You're subscribed to The Weekly" in welcome.text
+    assert (
+        welcome.status_code == 200
+        and "Welcome, Ann!" in welcome.text
+        and "You're subscribed to The Weekly" in welcome.text
+    )
     assert_secure(welcome)
     sub = site.subscription("ann@example.com")
     assert sub.status == "confirmed" and sub.confirmed_at is not None and sub.ip == "203.0.113.7"
@@ -411,8 +442,9 @@ def test_one_click_unsubscribe_is_immediate_200_without_redirect_cookie_or_csrf(
     assert (sub.status, sub.end_reason) == ("unsubscribed", "one-click (RFC 8058)") and sub.ended_at is not None
 
     # RFC 8058's own example posts multipart/form-data.
-    response = client.post(f"/unsubscribe/{site.token('bob@example.com', 'unsubscribe')}",
-                           files={"List-Unsubscribe": (None, "One-Click")})
+    response = client.post(
+        f"/unsubscribe/{site.token('bob@example.com', 'unsubscribe')}", files={"List-Unsubscribe": (None, "One-Click")}
+    )
     assert response.status_code == 200
     assert site.subscription("bob@example.com").end_reason == "one-click (RFC 8058)"
 
@@ -450,13 +482,23 @@ def test_unsubscribing_takes_effect_for_a_send_in_progress(site, redis_url):
     with site.sessions() as s:
         assert len(s.scalars(select(Delivery.id).where(Delivery.send_id == send.id)).all()) == 3
     # The send has started; one reader leaves before a worker reaches their row.
-    assert site.client().post(
-        f"/unsubscribe/{site.token('reader1@example.com', 'unsubscribe')}", data={"List-Unsubscribe": "One-Click"}
-    ).status_code == 200
+    assert (
+        site.client()
+        .post(
+            f"/unsubscribe/{site.token('reader1@example.com', 'unsubscribe')}", data={"List-Unsubscribe": "One-Click"}
+        )
+        .status_code
+        == 200
+    )
     with SmtpTransport(site.settings.smtp) as transport:
         result = batch_loop.deliver_batch(
-            site.sessions, SendControl(redis.Redis.from_url(redis_url)), transport, send.id, *batches[0],
-            message_for=sending.compile_message, recipient_for=sending.RecipientLinks(site.signer, render.links),
+            site.sessions,
+            SendControl(redis.Redis.from_url(redis_url)),
+            transport,
+            send.id,
+            *batches[0],
+            message_for=sending.compile_message,
+            recipient_for=sending.RecipientLinks(site.signer, render.links),
             policy=batch_loop.DeliveryPolicy(),
         )
     assert (result.sent, result.skipped) == (2, 1)
@@ -486,12 +528,17 @@ def test_preferences_show_lists_rename_leave_rejoin_and_leave_everything(site):
     bad = client.post(f"{base}/name", data={"name": "two\nlines"})
     assert bad.status_code == 400 and "Please check your name" in bad.text
     with site.sessions() as s:
-        assert s.scalar(select(Subscriber.name).where(Subscriber.email == "ann@example.com")) == "<script>alert(1)</script> {{ 7*7 }}"
+        assert (
+            s.scalar(select(Subscriber.name).where(Subscriber.email == "ann@example.com"))
+            == "<script>alert(1)</script> {{ 7*7 }}"
+        )
 
     left = client.post(f"{base}/leave", data={"list": "daily"})
     assert left.status_code == 200 and "You left The Daily" in left.text and "Join again" in left.text
-    assert (site.subscription("ann@example.com", "daily").status, site.subscription("ann@example.com", "daily").end_reason) == (
-        "unsubscribed", "preferences")
+    assert (
+        site.subscription("ann@example.com", "daily").status,
+        site.subscription("ann@example.com", "daily").end_reason,
+    ) == ("unsubscribed", "preferences")
     assert site.subscription("ann@example.com", "weekly").status == "confirmed"
     assert client.post(f"{base}/leave", data={"list": "nope"}).status_code == 404
 
@@ -553,7 +600,9 @@ def test_tampered_foreign_or_misused_tokens_get_a_4xx_page_and_change_nothing(si
     for purpose in ("confirm", "unsubscribe", "preferences"):
         good = site.signer.make(ann, weekly, purpose)
         body, signature = good.rsplit(".", 1)
-        cases[f"{purpose}: signature altered"] = f"{body}.{signature[:-2]}{'AA' if not signature.endswith('AA') else 'BB'}"
+        cases[f"{purpose}: signature altered"] = (
+            f"{body}.{signature[:-2]}{'AA' if not signature.endswith('AA') else 'BB'}"
+        )
         cases[f"{purpose}: subscriber altered"] = good.replace(f"v1.{ann}.", f"v1.{bob}.", 1)
         cases[f"{purpose}: list altered"] = good.replace(f".{weekly}.", f".{daily}.", 1)
         cases[f"{purpose}: signed with a foreign key"] = foreign.make(ann, weekly, purpose)
@@ -595,7 +644,12 @@ def test_links_signed_with_an_old_key_keep_working_during_a_rotation(site):
 
 def _sent_issue(site: Site, subject: str, slug: str = "weekly") -> int:
     render = RenderSettings.create(base_url=BASE, postal_address="1 Example Street", user_template_dir=None)
-    source = IssueSource(subject=subject, preheader="", template="issue", body_markdown=f"Hello *|NAME:there|*,\n\n# {subject}\n\nBody of *{subject}*.")
+    source = IssueSource(
+        subject=subject,
+        preheader="",
+        template="issue",
+        body_markdown=f"Hello *|NAME:there|*,\n\n# {subject}\n\nBody of *{subject}*.",
+    )
     with db.transaction(site.sessions) as s:
         issue, _ = create_issue(s, slug, source, render)
         send, _ = sending.start_send(s, issue.id, render, batch_size=100)
@@ -610,7 +664,9 @@ def test_archive_lists_sent_issues_newest_first_and_shows_each_without_personal_
     second = _sent_issue(site, "Second edition")
     render = RenderSettings.create(base_url=BASE, postal_address="", user_template_dir=None)
     with db.transaction(site.sessions) as s:  # a draft: never sent, not in the archive
-        draft, _ = create_issue(s, "weekly", IssueSource(subject="Draft", preheader="", template="issue", body_markdown="x"), render)
+        draft, _ = create_issue(
+            s, "weekly", IssueSource(subject="Draft", preheader="", template="issue", body_markdown="x"), render
+        )
     client = site.client()
 
     listing = client.get("/archive/weekly")
@@ -629,8 +685,14 @@ def test_archive_lists_sent_issues_newest_first_and_shows_each_without_personal_
     assert "style-src 'unsafe-inline'" in csp and "default-src 'none'" in csp and "frame-ancestors 'none'" in csp
     assert_secure(copy)
 
-    for path in (f"/archive/weekly/{draft}", f"/archive/daily/{first}", "/archive/weekly/abc", "/archive/nope",
-                 f"/archive/weekly/{second}/", "/archive/weekly/"):
+    for path in (
+        f"/archive/weekly/{draft}",
+        f"/archive/daily/{first}",
+        "/archive/weekly/abc",
+        "/archive/nope",
+        f"/archive/weekly/{second}/",
+        "/archive/weekly/",
+    ):
         response = client.get(path)
         assert response.status_code == 404, path
         assert_secure(response)
@@ -639,8 +701,14 @@ def test_archive_lists_sent_issues_newest_first_and_shows_each_without_personal_
 
 def test_no_redirects_and_error_pages_carry_the_headers(site):
     client = site.client()
-    for method, path in (("GET", "/nowhere"), ("GET", "/%2F%2Fevil.example.org/"), ("DELETE", "/subscribe/weekly"),
-                         ("GET", "/subscribe/weekly/"), ("GET", "/unsubscribe/"), ("POST", "/archive/weekly")):
+    for method, path in (
+        ("GET", "/nowhere"),
+        ("GET", "/%2F%2Fevil.example.org/"),
+        ("DELETE", "/subscribe/weekly"),
+        ("GET", "/subscribe/weekly/"),
+        ("GET", "/unsubscribe/"),
+        ("POST", "/archive/weekly"),
+    ):
         response = client.request(method, path)
         assert 400 <= response.status_code < 500, (method, path)
         assert response.headers["content-type"].startswith("text/html")

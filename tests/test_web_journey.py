@@ -61,7 +61,11 @@ def start_web(env: dict[str, str], cwd: Path, port: int) -> WebProcess:
     log = cwd / "web.log"
     proc = subprocess.Popen(
         [sys.executable, "-m", "newsletter", "web", "--host", "127.0.0.1", "--port", str(port)],
-        env=env, cwd=cwd, stdout=open(log, "w"), stderr=subprocess.STDOUT, start_new_session=True,
+        env=env,
+        cwd=cwd,
+        stdout=open(log, "w"),
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
     )
     web = WebProcess(proc, log, f"http://127.0.0.1:{port}")
     deadline = time.monotonic() + 30
@@ -141,7 +145,10 @@ def test_subscribe_confirm_receive_manage_and_unsubscribe_in_one_click(chromium,
 
             # 2. The confirmation email, through the worker and a real SMTP server.
             mail = wait_for_mail(room, "zoe@example.com", count)[-1]
-            assert mail["Subject"] in ("Confirm your subscription to Info War Weekly", "Confirm your subscription to The Monthly")
+            assert mail["Subject"] in (
+                "Confirm your subscription to Info War Weekly",
+                "Confirm your subscription to The Monthly",
+            )
             link = re.search(rf"{re.escape(base)}/confirm/\S+", text_of(mail)).group(0)  # type: ignore[union-attr]
             if slug == "weekly":  # the email itself fits a phone too (in a page of its own: no site CSP)
                 mail_page = context.new_page()

@@ -29,7 +29,6 @@ from newsletter.mail.return_path import make_return_path
 from subscribers.bounces import recent_events
 from tests.bouncekit import KEY, RETURN_PATH, delivery, events, sent_issue, subscription_status, suppression
 
-
 TOPIC = "arn:aws:sns:eu-west-1:123456789012:ses-bounces"
 CERT_URL = "https://sns.eu-west-1.amazonaws.com/SimpleNotificationService-9c6465fa7f48f5cacd23014631ec1136.pem"
 SECRET = "generic-webhook-secret-0123456789"
@@ -39,9 +38,14 @@ def _certificate(key: rsa.RSAPrivateKey, name: str) -> bytes:
     subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
     now = datetime.now(UTC)
     cert = (
-        x509.CertificateBuilder().subject_name(subject).issuer_name(subject).public_key(key.public_key())
-        .serial_number(x509.random_serial_number()).not_valid_before(now - timedelta(days=1))
-        .not_valid_after(now + timedelta(days=30)).sign(key, hashes.SHA256())
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - timedelta(days=1))
+        .not_valid_after(now + timedelta(days=30))
+        .sign(key, hashes.SHA256())
     )
     return cert.public_bytes(serialization.Encoding.PEM)
 
@@ -66,9 +70,13 @@ def sns(
     """An SNS POST body signed as SNS signs it (canonical string of the type's fields), published now unless told."""
     when = (published or datetime.now(UTC)).astimezone(UTC)
     doc = {
-        "Type": kind, "MessageId": str(uuid.uuid4()), "TopicArn": topic, "Message": message,
+        "Type": kind,
+        "MessageId": str(uuid.uuid4()),
+        "TopicArn": topic,
+        "Message": message,
         "Timestamp": when.strftime("%Y-%m-%dT%H:%M:%S.") + f"{when.microsecond // 1000:03d}Z",
-        "SignatureVersion": version, "SigningCertURL": cert_url,
+        "SignatureVersion": version,
+        "SigningCertURL": cert_url,
     }
     if kind == "Notification":
         fields = ["Message", "MessageId", "Subject", "Timestamp", "TopicArn", "Type"]
@@ -84,47 +92,74 @@ def sns(
 
 def ses_bounce(email: str, bounce_type: str, *, source: str = "news@example.org", message_id: str | None = None) -> str:
     mail = {
-        "timestamp": "2026-11-27T10:15:04.000Z", "source": source, "messageId": "0102018c-ses-id-000000",
-        "destination": [email], "headersTruncated": False,
+        "timestamp": "2026-11-27T10:15:04.000Z",
+        "source": source,
+        "messageId": "0102018c-ses-id-000000",
+        "destination": [email],
+        "headersTruncated": False,
         "headers": [{"name": "Message-ID", "value": message_id}] if message_id else [],
     }
-    return json.dumps({
-        "notificationType": "Bounce",
-        "bounce": {
-            "bounceType": bounce_type, "bounceSubType": "General" if bounce_type == "Permanent" else "MailboxFull",
-            "bouncedRecipients": [{"emailAddress": email, "action": "failed", "status": "5.1.1",
-                                   "diagnosticCode": "smtp; 550 5.1.1 user unknown"}],
-            "timestamp": "2026-11-27T10:15:06.477Z", "feedbackId": f"0102018c-{uuid.uuid4()}",
-        },
-        "mail": mail,
-    })
+    return json.dumps(
+        {
+            "notificationType": "Bounce",
+            "bounce": {
+                "bounceType": bounce_type,
+                "bounceSubType": "General" if bounce_type == "Permanent" else "MailboxFull",
+                "bouncedRecipients": [
+                    {
+                        "emailAddress": email,
+                        "action": "failed",
+                        "status": "5.1.1",
+                        "diagnosticCode": "smtp; 550 5.1.1 user unknown",
+                    }
+                ],
+                "timestamp": "2026-11-27T10:15:06.477Z",
+                "feedbackId": f"0102018c-{uuid.uuid4()}",
+            },
+            "mail": mail,
+        }
+    )
 
 
 def ses_delivery_delay(email: str, *, source: str = "news@example.org", message_id: str | None = None) -> str:
     """An SES event-publishing DeliveryDelay record (what a configuration set's SNS destination gets)."""
-    return json.dumps({
-        "eventType": "DeliveryDelay",
-        "mail": {
-            "timestamp": "2026-11-27T10:15:04.000Z", "source": source, "messageId": "0102018c-ses-id-000002",
-            "destination": [email], "headersTruncated": False,
-            "headers": [{"name": "Message-ID", "value": message_id}] if message_id else [],
-        },
-        "deliveryDelay": {
-            "timestamp": "2026-11-27T10:25:40.641Z", "delayType": "MailboxFull",
-            "expirationTime": "2026-11-27T23:15:04.914Z", "reportingMTA": "dsn; a8-70.smtp-out.amazonses.com",
-            "delayedRecipients": [{"emailAddress": email, "status": "4.2.2",
-                                   "diagnosticCode": "smtp; 452 4.2.2 mailbox full"}],
-        },
-    })
+    return json.dumps(
+        {
+            "eventType": "DeliveryDelay",
+            "mail": {
+                "timestamp": "2026-11-27T10:15:04.000Z",
+                "source": source,
+                "messageId": "0102018c-ses-id-000002",
+                "destination": [email],
+                "headersTruncated": False,
+                "headers": [{"name": "Message-ID", "value": message_id}] if message_id else [],
+            },
+            "deliveryDelay": {
+                "timestamp": "2026-11-27T10:25:40.641Z",
+                "delayType": "MailboxFull",
+                "expirationTime": "2026-11-27T23:15:04.914Z",
+                "reportingMTA": "dsn; a8-70.smtp-out.amazonses.com",
+                "delayedRecipients": [
+                    {"emailAddress": email, "status": "4.2.2", "diagnosticCode": "smtp; 452 4.2.2 mailbox full"}
+                ],
+            },
+        }
+    )
 
 
 def ses_complaint(email: str, source: str, feedback_type: str = "abuse") -> str:
-    return json.dumps({
-        "notificationType": "Complaint",
-        "complaint": {"complainedRecipients": [{"emailAddress": email}], "complaintFeedbackType": feedback_type,
-                      "timestamp": "2026-11-27T18:02:40.000Z", "feedbackId": f"0102018c-{uuid.uuid4()}"},
-        "mail": {"source": source, "destination": [email], "messageId": "0102018c-ses-id-000001"},
-    })
+    return json.dumps(
+        {
+            "notificationType": "Complaint",
+            "complaint": {
+                "complainedRecipients": [{"emailAddress": email}],
+                "complaintFeedbackType": feedback_type,
+                "timestamp": "2026-11-27T18:02:40.000Z",
+                "feedbackId": f"0102018c-{uuid.uuid4()}",
+            },
+            "mail": {"source": source, "destination": [email], "messageId": "0102018c-ses-id-000001"},
+        }
+    )
 
 
 @dataclass
@@ -176,12 +211,21 @@ def test_a_signed_permanent_bounce_suppresses_and_an_sns_retry_counts_once(hooks
     source = make_return_path(RETURN_PATH, ann.delivery_id, KEY)
     body = sns(signing[0], "Notification", ses_bounce("ann@example.com", "Permanent", source=source))
     client = hooks.client()
-    response = client.post("/webhooks/ses", content=json.dumps(body), headers={"content-type": "text/plain; charset=UTF-8"})
+    response = client.post(
+        "/webhooks/ses", content=json.dumps(body), headers={"content-type": "text/plain; charset=UTF-8"}
+    )
     assert response.status_code == 200, response.text
-    assert response.json()["events"] == [{
-        "email": "ann@example.com", "kind": "hard", "delivery_id": ann.delivery_id, "repeated": False, "proven": True,
-        "suppressed": "hard_bounce", "unsubscribed": [],
-    }]
+    assert response.json()["events"] == [
+        {
+            "email": "ann@example.com",
+            "kind": "hard",
+            "delivery_id": ann.delivery_id,
+            "repeated": False,
+            "proven": True,
+            "suppressed": "hard_bounce",
+            "unsubscribed": [],
+        }
+    ]
     assert delivery(hooks.sessions, ann.delivery_id).status == "bounced"
     assert suppression(hooks.sessions, "ann@example.com") == "hard_bounce"
     assert suppression(hooks.sessions, "bob@example.com") is None
@@ -194,7 +238,9 @@ def test_a_signed_permanent_bounce_suppresses_and_an_sns_retry_counts_once(hooks
 
 def test_signature_version_1_and_a_transient_bounce_found_by_message_id(hooks, signing):
     cat = sent_issue(hooks.sessions, ["cat@example.com"])["cat@example.com"]
-    body = sns(signing[0], "Notification", ses_bounce("cat@example.com", "Transient", message_id=cat.message_id), version="1")
+    body = sns(
+        signing[0], "Notification", ses_bounce("cat@example.com", "Transient", message_id=cat.message_id), version="1"
+    )
     response = hooks.client().post("/webhooks/ses", json=body)
     assert response.status_code == 200, response.text
     assert response.json()["events"][0]["kind"] == "soft"
@@ -209,10 +255,20 @@ def test_an_ses_delivery_delay_is_recorded_and_changes_nothing_and_a_retry_count
     body = sns(signing[0], "Notification", ses_delivery_delay("gil@example.com", source=source))
     response = client.post("/webhooks/ses", json=body)
     assert response.status_code == 200, response.text
-    assert response.json() == {"received": 1, "events": [{
-        "email": "gil@example.com", "kind": "delayed", "delivery_id": gil.delivery_id, "repeated": False, "proven": True,
-        "suppressed": None, "unsubscribed": [],
-    }]}
+    assert response.json() == {
+        "received": 1,
+        "events": [
+            {
+                "email": "gil@example.com",
+                "kind": "delayed",
+                "delivery_id": gil.delivery_id,
+                "repeated": False,
+                "proven": True,
+                "suppressed": None,
+                "unsubscribed": [],
+            }
+        ],
+    }
     assert client.post("/webhooks/ses", json=body).json()["events"][0]["repeated"] is True
     # Another message of the same delay, found by its Message-ID: a repeat too (one delay per delivery).
     by_id = sns(signing[0], "Notification", ses_delivery_delay("gil@example.com", message_id=gil.message_id))
@@ -251,10 +307,15 @@ def test_a_complaint_unsubscribes_and_suppresses_and_not_spam_does_nothing(hooks
     sent_issue(hooks.sessions, ["dee@example.com"], slug="daily")
     client = hooks.client()
     source = make_return_path(RETURN_PATH, dee.delivery_id, KEY)
-    assert client.post("/webhooks/ses", json=sns(signing[0], "Notification", ses_complaint("dee@example.com", source, "not-spam"))).json() == {
-        "received": 0, "events": [],
+    assert client.post(
+        "/webhooks/ses", json=sns(signing[0], "Notification", ses_complaint("dee@example.com", source, "not-spam"))
+    ).json() == {
+        "received": 0,
+        "events": [],
     }
-    response = client.post("/webhooks/ses", json=sns(signing[0], "Notification", ses_complaint("dee@example.com", source)))
+    response = client.post(
+        "/webhooks/ses", json=sns(signing[0], "Notification", ses_complaint("dee@example.com", source))
+    )
     assert response.status_code == 200
     assert response.json()["events"][0]["unsubscribed"] == ["weekly"]
     assert subscription_status(hooks.sessions, "dee@example.com", "weekly")[0] == "unsubscribed"
@@ -265,11 +326,16 @@ def test_a_complaint_unsubscribes_and_suppresses_and_not_spam_does_nothing(hooks
 def test_a_verp_source_for_someone_elses_address_does_not_name_that_delivery(hooks, signing):
     sent = sent_issue(hooks.sessions, ["eve@example.com", "fox@example.com"])
     source = make_return_path(RETURN_PATH, sent["eve@example.com"].delivery_id, KEY)
-    response = hooks.client().post("/webhooks/ses", json=sns(signing[0], "Notification", ses_bounce("fox@example.com", "Permanent", source=source)))
+    response = hooks.client().post(
+        "/webhooks/ses", json=sns(signing[0], "Notification", ses_bounce("fox@example.com", "Permanent", source=source))
+    )
     assert response.json()["events"][0]["delivery_id"] is None
     assert response.json()["events"][0]["proven"] is False
     assert delivery(hooks.sessions, sent["eve@example.com"].delivery_id).status == "sent"
-    assert suppression(hooks.sessions, "fox@example.com") is None and suppression(hooks.sessions, "eve@example.com") is None
+    assert (
+        suppression(hooks.sessions, "fox@example.com") is None
+        and suppression(hooks.sessions, "eve@example.com") is None
+    )
 
 
 @pytest.mark.parametrize(
@@ -303,7 +369,10 @@ def test_forged_or_foreign_sns_messages_are_refused_with_403_and_change_nothing(
     assert response.headers["content-type"].startswith("application/json")
     assert response.json()["error"]["status"] == 403
     assert events(hooks.sessions) == []
-    assert suppression(hooks.sessions, "ann@example.com") is None and suppression(hooks.sessions, "bob@example.com") is None
+    assert (
+        suppression(hooks.sessions, "ann@example.com") is None
+        and suppression(hooks.sessions, "bob@example.com") is None
+    )
     if tamper in ("wrong topic", "http url", "foreign host", "lookalike host", "not a pem"):
         assert hooks.fetched == []  # refused before any certificate is fetched
 
@@ -338,7 +407,9 @@ def test_the_ses_webhook_is_off_without_topics_and_rejects_non_sns_bodies(hooks)
 def test_the_generic_webhook_needs_the_bearer_secret(hooks):
     gus = sent_issue(hooks.sessions, ["gus@example.com"])["gus@example.com"]
     client = hooks.client()
-    batch = {"events": [{"type": "bounce", "email": "gus@example.com", "bounce_type": "hard", "message_id": gus.message_id}]}
+    batch = {
+        "events": [{"type": "bounce", "email": "gus@example.com", "bounce_type": "hard", "message_id": gus.message_id}]
+    }
     missing = client.post("/webhooks/events", json=batch)
     assert missing.status_code == 401 and missing.headers["www-authenticate"] == "Bearer"
     wrong = client.post("/webhooks/events", json=batch, headers={"Authorization": f"Bearer {SECRET}x"})
@@ -354,14 +425,26 @@ def test_the_generic_webhook_needs_the_bearer_secret(hooks):
 def test_generic_events_bounce_complain_and_unsubscribe(hooks):
     sent = sent_issue(hooks.sessions, ["hal@example.com", "ida@example.com", "jay@example.com"], slug="weekly")
     sent_issue(hooks.sessions, ["jay@example.com"], slug="daily")
-    batch = {"events": [
-        {"type": "bounce", "email": "hal@example.com", "bounce_type": "hard", "message_id": sent["hal@example.com"].message_id,
-         "detail": "550 5.1.1 user unknown"},
-        {"type": "bounce", "email": "ida@example.com", "bounce_type": "soft", "detail": "mailbox full",
-         "return_path": make_return_path(RETURN_PATH, sent["ida@example.com"].delivery_id, KEY)},
-        {"type": "complaint", "email": "ida@example.com", "message_id": sent["ida@example.com"].message_id},
-        {"type": "unsubscribe", "email": "jay@example.com", "message_id": sent["jay@example.com"].message_id},
-    ]}
+    batch = {
+        "events": [
+            {
+                "type": "bounce",
+                "email": "hal@example.com",
+                "bounce_type": "hard",
+                "message_id": sent["hal@example.com"].message_id,
+                "detail": "550 5.1.1 user unknown",
+            },
+            {
+                "type": "bounce",
+                "email": "ida@example.com",
+                "bounce_type": "soft",
+                "detail": "mailbox full",
+                "return_path": make_return_path(RETURN_PATH, sent["ida@example.com"].delivery_id, KEY),
+            },
+            {"type": "complaint", "email": "ida@example.com", "message_id": sent["ida@example.com"].message_id},
+            {"type": "unsubscribe", "email": "jay@example.com", "message_id": sent["jay@example.com"].message_id},
+        ]
+    }
     response = hooks.client().post("/webhooks/events", json=batch, headers={"Authorization": f"Bearer {SECRET}"})
     assert response.status_code == 200, response.text
     assert response.json()["received"] == 4
@@ -371,7 +454,8 @@ def test_generic_events_bounce_complain_and_unsubscribe(hooks):
     assert suppression(hooks.sessions, "ida@example.com") == "complaint"
     assert subscription_status(hooks.sessions, "ida@example.com")[0] == "unsubscribed"
     assert subscription_status(hooks.sessions, "jay@example.com", "weekly") == (
-        "unsubscribed", "unsubscribe reported by the mail provider",
+        "unsubscribed",
+        "unsubscribe reported by the mail provider",
     )
     assert subscription_status(hooks.sessions, "jay@example.com", "daily")[0] == "confirmed"
     assert suppression(hooks.sessions, "jay@example.com") is None
@@ -380,18 +464,26 @@ def test_generic_events_bounce_complain_and_unsubscribe(hooks):
 def test_a_generic_delayed_event_is_recorded_and_changes_nothing(hooks):
     sent = sent_issue(hooks.sessions, ["kit@example.com", "lou@example.com"])
     kit = sent["kit@example.com"]
-    batch = {"events": [
-        {"type": "delayed", "email": "kit@example.com", "return_path": make_return_path(RETURN_PATH, kit.delivery_id, KEY),
-         "detail": "deferred: 421 4.7.0 try again later"},
-        {"type": "delayed", "email": "lou@example.com", "message_id": sent["lou@example.com"].message_id},
-        {"type": "delayed", "email": "kit@example.com", "message_id": kit.message_id},  # the same delivery again
-        {"type": "delayed", "email": "max@example.com"},  # no proof of a message of ours: kept for review
-    ]}
+    batch = {
+        "events": [
+            {
+                "type": "delayed",
+                "email": "kit@example.com",
+                "return_path": make_return_path(RETURN_PATH, kit.delivery_id, KEY),
+                "detail": "deferred: 421 4.7.0 try again later",
+            },
+            {"type": "delayed", "email": "lou@example.com", "message_id": sent["lou@example.com"].message_id},
+            {"type": "delayed", "email": "kit@example.com", "message_id": kit.message_id},  # the same delivery again
+            {"type": "delayed", "email": "max@example.com"},  # no proof of a message of ours: kept for review
+        ]
+    }
     client = hooks.client()
     response = client.post("/webhooks/events", json=batch, headers={"Authorization": f"Bearer {SECRET}"})
     assert response.status_code == 200, response.text
-    assert [(e["email"], e["kind"], e["delivery_id"], e["repeated"], e["suppressed"], e["unsubscribed"])
-            for e in response.json()["events"]] == [
+    assert [
+        (e["email"], e["kind"], e["delivery_id"], e["repeated"], e["suppressed"], e["unsubscribed"])
+        for e in response.json()["events"]
+    ] == [
         ("kit@example.com", "delayed", kit.delivery_id, False, None, []),
         ("lou@example.com", "delayed", sent["lou@example.com"].delivery_id, False, None, []),
         ("kit@example.com", "delayed", kit.delivery_id, True, None, []),

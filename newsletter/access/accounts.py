@@ -97,9 +97,7 @@ def _check_role(role: str) -> str:
 def _check_name(value: str, field: str) -> str:
     value = value.strip()
     if not _NAME.match(value):
-        raise InvalidInput(
-            "use 1 to 100 letters, digits or . _ @ -, starting with a letter or digit", where=field
-        )
+        raise InvalidInput("use 1 to 100 letters, digits or . _ @ -, starting with a letter or digit", where=field)
     return value
 
 
@@ -159,8 +157,13 @@ def verify_password(password: str, stored: str) -> bool:
     if scheme != "scrypt":
         return False
     actual = hashlib.scrypt(
-        password.encode(), salt=bytes.fromhex(salt), n=int(n), r=int(r), p=int(p),
-        maxmem=_SCRYPT["maxmem"], dklen=len(key) // 2,
+        password.encode(),
+        salt=bytes.fromhex(salt),
+        n=int(n),
+        r=int(r),
+        p=int(p),
+        maxmem=_SCRYPT["maxmem"],
+        dklen=len(key) // 2,
     )
     return hmac.compare_digest(actual.hex(), key)
 
@@ -210,7 +213,9 @@ def log_in(session: Session, username: str, password: str) -> tuple[str, Caller]
     session.execute(delete(AdminSession).where(AdminSession.expires_at < now))
     session_id = secrets.token_urlsafe(32)
     row = AdminSession(
-        token_hash=_digest(session_id), user_id=user.id, csrf_token=secrets.token_urlsafe(32),
+        token_hash=_digest(session_id),
+        user_id=user.id,
+        csrf_token=secrets.token_urlsafe(32),
         expires_at=now + timedelta(days=SESSION_DAYS),
     )
     session.add(row)
@@ -240,4 +245,3 @@ def log_out(session: Session, session_id: str) -> None:
 
 def csrf_ok(caller: Caller, submitted: str | None) -> bool:
     return bool(caller.csrf_token and submitted) and hmac.compare_digest(caller.csrf_token, submitted or "")
-

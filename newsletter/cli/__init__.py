@@ -8,8 +8,7 @@ import typer
 from rich.text import Text
 from sqlalchemy.exc import OperationalError
 
-from newsletter.cli import admin, database, dev, issues, lists, sends, subscribers, suppressions, web
-from newsletter.cli import confirmations
+from newsletter.cli import admin, confirmations, database, dev, issues, lists, sends, subscribers, suppressions, web
 from newsletter.cli import dkim as dkim_cli
 from newsletter.cli import doctor as doctor_cli
 from newsletter.cli import inbound as inbound_cli

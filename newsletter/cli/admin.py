@@ -26,20 +26,42 @@ def create_token(
     """Create an API token; it is printed once, alone on the last line of stdout, and stored only as a hash."""
     with runtime.transaction() as session:
         row, secret = accounts.create_token(session, name, role)
-    err.print(f"Created {row.role} token {row.name!r}. Send it as 'Authorization: Bearer <token>'; it is not shown again.")
+    err.print(
+        f"Created {row.role} token {row.name!r}. Send it as 'Authorization: Bearer <token>'; it is not shown again."
+    )
     print_last_line(secret)
 
 
 @app.command("tokens")
-def tokens(as_json: bool = typer.Option(False, "--json", help="A JSON array of objects instead of a table."),) -> None:
+def tokens(
+    as_json: bool = typer.Option(False, "--json", help="A JSON array of objects instead of a table."),
+) -> None:
     """List API tokens (names and roles; the secrets are not kept)."""
     with runtime.transaction() as session:
         rows = accounts.all_tokens(session)
-    columns = [Col("name", keep=True), Col("role"), Col("created_at", "created"), Col("last_used_at", "last used"),
-               Col("revoked_at", "revoked")]
-    listing(out, columns, ({"name": r.name, "role": r.role, "created_at": r.created_at, "last_used_at": r.last_used_at,
-                            "revoked_at": r.revoked_at} for r in rows), as_json=as_json,
-            empty="No API tokens. Create one with: newsletter admin create-token --name NAME --role editor")
+    columns = [
+        Col("name", keep=True),
+        Col("role"),
+        Col("created_at", "created"),
+        Col("last_used_at", "last used"),
+        Col("revoked_at", "revoked"),
+    ]
+    listing(
+        out,
+        columns,
+        (
+            {
+                "name": r.name,
+                "role": r.role,
+                "created_at": r.created_at,
+                "last_used_at": r.last_used_at,
+                "revoked_at": r.revoked_at,
+            }
+            for r in rows
+        ),
+        as_json=as_json,
+        empty="No API tokens. Create one with: newsletter admin create-token --name NAME --role editor",
+    )
 
 
 @app.command("revoke-token")
@@ -87,14 +109,28 @@ def set_password(
 
 
 @app.command("users")
-def users(as_json: bool = typer.Option(False, "--json", help="A JSON array of objects instead of a table."),) -> None:
+def users(
+    as_json: bool = typer.Option(False, "--json", help="A JSON array of objects instead of a table."),
+) -> None:
     """List admin UI users."""
     with runtime.transaction() as session:
         rows = accounts.all_users(session)
-    columns = [Col("username", keep=True), Col("role"), Col("created_at", "created"), Col("last_login_at", "last login")]
-    listing(out, columns, ({"username": r.username, "role": r.role, "created_at": r.created_at,
-                            "last_login_at": r.last_login_at} for r in rows), as_json=as_json,
-            empty="No users. Create one with: newsletter admin create-user --username NAME --role admin")
+    columns = [
+        Col("username", keep=True),
+        Col("role"),
+        Col("created_at", "created"),
+        Col("last_login_at", "last login"),
+    ]
+    listing(
+        out,
+        columns,
+        (
+            {"username": r.username, "role": r.role, "created_at": r.created_at, "last_login_at": r.last_login_at}
+            for r in rows
+        ),
+        as_json=as_json,
+        empty="No users. Create one with: newsletter admin create-user --username NAME --role admin",
+    )
 
 
 assert set(ROLES) == set(accounts.PERMISSIONS)

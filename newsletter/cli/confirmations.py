@@ -37,12 +37,16 @@ def request_confirmation(
     out.print(started.describe())
     if started.run_id is None:
         return
-    out.print(f"Workers (`newsletter worker`) mail them; see each outcome with: newsletter lists confirmation-log {slug}")
+    out.print(
+        f"Workers (`newsletter worker`) mail them; see each outcome with: newsletter lists confirmation-log {slug}"
+    )
 
 
 def confirmation_log(
     slug: str = typer.Argument(..., help="The list."),
-    run_id: int | None = typer.Option(None, "--run", help="Which request (default: the latest; see confirmation-runs)."),
+    run_id: int | None = typer.Option(
+        None, "--run", help="Which request (default: the latest; see confirmation-runs)."
+    ),
     status: str | None = typer.Option(None, "--status", help=f"Only one of: {', '.join(CONFIRMATION_MAIL_STATUSES)}."),
     as_json: bool = typer.Option(False, "--json", help='One JSON object: {"run": {...}, "recipients": [...]}.'),
 ) -> None:
@@ -54,8 +58,15 @@ def confirmation_log(
         print(json.dumps({"run": summary.as_json(), "recipients": [r.as_json() for r in rows]}, ensure_ascii=False))
         return
     out.print(_headline(summary))
-    columns = [Col("id", keep=True, right=True), Col("email", keep=True), Col("status"), Col("attempts", "tries", right=True),
-               Col("smtp_reply", "reply"), Col("message_id", "message-id", keep=True), Col("sent_at", "sent")]
+    columns = [
+        Col("id", keep=True, right=True),
+        Col("email", keep=True),
+        Col("status"),
+        Col("attempts", "tries", right=True),
+        Col("smtp_reply", "reply"),
+        Col("message_id", "message-id", keep=True),
+        Col("sent_at", "sent"),
+    ]
     if rows:
         show(out, columns, (r.as_json() | {"sent_at": r.sent_at} for r in rows))
     out.print(f"{len(rows)} recipient{'s' if len(rows) != 1 else ''}{f' with status {status}' if status else ''}.")
@@ -74,24 +85,42 @@ def confirmation_runs(
     if not runs:
         out.print(f"No requests to confirm yet. Ask the unconfirmed with: newsletter lists request-confirmation {slug}")
         return
-    columns = [Col("id", keep=True, right=True), Col("status"), Col("queued", right=True), Col("sent", right=True),
-               Col("failed", right=True), Col("skipped", right=True), Col("pending", right=True),
-               Col("left_out", "left out"), Col("created_by", "by"), Col("created_at", "started")]
+    columns = [
+        Col("id", keep=True, right=True),
+        Col("status"),
+        Col("queued", right=True),
+        Col("sent", right=True),
+        Col("failed", right=True),
+        Col("skipped", right=True),
+        Col("pending", right=True),
+        Col("left_out", "left out"),
+        Col("created_by", "by"),
+        Col("created_at", "started"),
+    ]
     show(out, columns, (r.as_json() | {"left_out": _left_out(r), "created_at": r.run.created_at} for r in runs))
 
 
 def _headline(summary: confirmation_requests.RunSummary) -> str:
     r, c = summary.run, summary.as_json()
     when = r.created_at.strftime("%Y-%m-%d %H:%M:%S UTC")
-    head = (f"Request to confirm {r.id} for {summary.list_slug}, started {when}{' with --again' if r.again else ''}: "
-            f"{r.status}; {r.total} queued: {c['sent']} sent, {c['failed']} failed, {c['skipped']} skipped, "
-            f"{c['pending']} pending.")
+    head = (
+        f"Request to confirm {r.id} for {summary.list_slug}, started {when}{' with --again' if r.again else ''}: "
+        f"{r.status}; {r.total} queued: {c['sent']} sent, {c['failed']} failed, {c['skipped']} skipped, "
+        f"{c['pending']} pending."
+    )
     left = _left_out(summary)
     return head + (f" Left out: {left}." if left else "")
 
 
 def _left_out(summary: confirmation_requests.RunSummary) -> str:
     r = summary.run
-    parts = [f"{n} {what}" for n, what in ((r.asked_recently, "asked recently"), (r.suppressed, "suppressed"),
-                                           (r.already_queued, "already queued")) if n]
+    parts = [
+        f"{n} {what}"
+        for n, what in (
+            (r.asked_recently, "asked recently"),
+            (r.suppressed, "suppressed"),
+            (r.already_queued, "already queued"),
+        )
+        if n
+    ]
     return ", ".join(parts)

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import typer
 
-from newsletter.store import db
 from newsletter.cli.runtime import out, runtime
+from newsletter.store import db
 
 app = typer.Typer(help="Create or migrate the database schema.", no_args_is_help=True)
 

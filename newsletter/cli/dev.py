@@ -6,8 +6,8 @@ from pathlib import Path
 
 import typer
 
-from newsletter.devtools import embedded_redis
 from newsletter.cli.runtime import out, runtime
+from newsletter.devtools import embedded_redis
 
 broker_app = typer.Typer(help="The embedded Redis used when NEWSLETTER_BROKER_URL is unset.", no_args_is_help=True)
 

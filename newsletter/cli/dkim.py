@@ -14,10 +14,14 @@ app = typer.Typer(help="DKIM: the key that signs every message.", no_args_is_hel
 
 @app.command()
 def keygen(
-    domain: str = typer.Option(..., "--domain", help="The signing domain (d=), e.g. example.com: your From addresses' domain."),
+    domain: str = typer.Option(
+        ..., "--domain", help="The signing domain (d=), e.g. example.com: your From addresses' domain."
+    ),
     selector: str = typer.Option(..., "--selector", help="The selector (s=), e.g. nl2026; a new one for each new key."),
     out_file: Path | None = typer.Option(
-        None, "--out", help="Where to write the private key (default: $NEWSLETTER_VAR_DIR/dkim/SELECTOR._domainkey.DOMAIN.pem)."
+        None,
+        "--out",
+        help="Where to write the private key (default: $NEWSLETTER_VAR_DIR/dkim/SELECTOR._domainkey.DOMAIN.pem).",
     ),
     bits: int = typer.Option(2048, "--bits", help="RSA key size: 2048 (recommended) to 4096; 1024 at least."),
 ) -> None:
@@ -37,7 +41,9 @@ def keygen(
         err.print(f"warning: a {bits}-bit key is accepted but weak; use {dkim_keys.RECOMMENDED_BITS} bits or more")
     out.print(f"Wrote the {bits}-bit private key to {path} (mode 0600: keep it secret, back it up).")
     out.print()
-    out.print("1. Publish this DNS TXT record (zone-file form, the value split into strings of at most 255 characters):")
+    out.print(
+        "1. Publish this DNS TXT record (zone-file form, the value split into strings of at most 255 characters):"
+    )
     out.print()
     out.print(dkim_keys.zone_line(selector, domain, key))
     out.print()

@@ -17,10 +17,14 @@ if TYPE_CHECKING:  # the doctor's checks load only when the command runs
 
 def doctor(
     dns_record: str | None = typer.Option(
-        None, "--dns-record", help="The DKIM TXT record as published (its value, or the zone-file line), to compare with the key."
+        None,
+        "--dns-record",
+        help="The DKIM TXT record as published (its value, or the zone-file line), to compare with the key.",
     ),
     check_web: bool = typer.Option(
-        False, "--check-web", help="POST a one-click unsubscribe with an invalid token to NEWSLETTER_BASE_URL: the app must answer."
+        False,
+        "--check-web",
+        help="POST a one-click unsubscribe with an invalid token to NEWSLETTER_BASE_URL: the app must answer.",
     ),
 ) -> None:
     """Check DKIM, alignment, return path, postal address, https, secret key and unsubscribe; exit 1 naming each gap.

@@ -34,7 +34,11 @@ def inbound(
         soft_days=settings.soft_bounce_days,
     )
     main_loop(
-        receiver, host=host, port=port, data_size_limit=max_size * 1024 * 1024, print_events=settings.log_format != "json"
+        receiver,
+        host=host,
+        port=port,
+        data_size_limit=max_size * 1024 * 1024,
+        print_events=settings.log_format != "json",
     )
 
 
@@ -61,14 +65,39 @@ def list_events(
     if unproven and proven:
         raise InvalidInput("use --proven or --unproven, not both", where="--unproven")
     with runtime.transaction() as session:
-        rows = recent_events(session, limit=limit, kind=kind, email=email,
-                             proven=False if unproven else True if proven else None)
-    columns = [Col("created_at", "when"), Col("email", keep=True), Col("kind"), Col("proven"), Col("source"),
-               Col("delivery_id", "delivery", keep=True), Col("send_id", "send", keep=True), Col("detail")]
-    listing(out, columns, ({"created_at": r.created_at, "email": r.email, "kind": r.kind,
-                            "proven": r.proven if as_json else ("yes" if r.proven else "no"), "source": r.source,
-                            "delivery_id": r.delivery_id, "send_id": r.send_id, "detail": r.detail} for r in rows),
-            as_json=as_json)
+        rows = recent_events(
+            session, limit=limit, kind=kind, email=email, proven=False if unproven else True if proven else None
+        )
+    columns = [
+        Col("created_at", "when"),
+        Col("email", keep=True),
+        Col("kind"),
+        Col("proven"),
+        Col("source"),
+        Col("delivery_id", "delivery", keep=True),
+        Col("send_id", "send", keep=True),
+        Col("detail"),
+    ]
+    listing(
+        out,
+        columns,
+        (
+            {
+                "created_at": r.created_at,
+                "email": r.email,
+                "kind": r.kind,
+                "proven": r.proven if as_json else ("yes" if r.proven else "no"),
+                "source": r.source,
+                "delivery_id": r.delivery_id,
+                "send_id": r.send_id,
+                "detail": r.detail,
+            }
+            for r in rows
+        ),
+        as_json=as_json,
+    )
     if not as_json:
         shown = sum(not r.proven for r in rows)
-        out.print(f"{len(rows)} event(s)." + (f" {shown} unproven: kept for review, they changed nothing." if shown else ""))
+        out.print(
+            f"{len(rows)} event(s)." + (f" {shown} unproven: kept for review, they changed nothing." if shown else "")
+        )

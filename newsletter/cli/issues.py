@@ -7,9 +7,9 @@ from pathlib import Path
 import typer
 from rich.table import Table
 
-from newsletter.content import issues
 from newsletter.cli.runtime import err, out, print_last_line, render_settings, runtime
 from newsletter.cli.tables import Col, listing
+from newsletter.content import issues
 from newsletter.content.issue_files import read_issue_file
 
 app = typer.Typer(help="Write, check and preview issues (Markdown with front matter).", no_args_is_help=True)
@@ -81,13 +81,29 @@ def list_all(
     """List issues, newest first."""
     with runtime.transaction() as session:
         rows = [
-            {"id": issue.id, "list": mailing_list.slug, "status": issue.status, "subject": issue.subject,
-             "updated_at": issue.updated_at}
+            {
+                "id": issue.id,
+                "list": mailing_list.slug,
+                "status": issue.status,
+                "subject": issue.subject,
+                "updated_at": issue.updated_at,
+            }
             for issue, mailing_list in issues.all_issues(session, slug)
         ]
-    columns = [Col("id", keep=True, right=True), Col("list", keep=True), Col("status"), Col("subject"),
-               Col("updated_at", "updated")]
-    listing(out, columns, rows, as_json=as_json, empty="No issues yet. Create one with: newsletter issues create SLUG FILE.md")
+    columns = [
+        Col("id", keep=True, right=True),
+        Col("list", keep=True),
+        Col("status"),
+        Col("subject"),
+        Col("updated_at", "updated"),
+    ]
+    listing(
+        out,
+        columns,
+        rows,
+        as_json=as_json,
+        empty="No issues yet. Create one with: newsletter issues create SLUG FILE.md",
+    )
 
 
 @app.command()
@@ -159,12 +175,16 @@ def test_send(
     results = send_test_copies(message, recipients, settings)
     for result in results:
         if result.sent:
-            out.print(f"Test of issue {issue_id} sent to {result.to}: {result.smtp_code} {result.smtp_reply} ({result.message_id})")
+            out.print(
+                f"Test of issue {issue_id} sent to {result.to}: {result.smtp_code} {result.smtp_reply} ({result.message_id})"
+            )
         else:
             err.print(f"Test of issue {issue_id} NOT sent to {result.to}: {result.smtp_reply}")
     if failed := not_sent(results):
-        err.print(f"error: {sum(not r.sent for r in results)} of {len(results)} test copies were not sent ({failed}); "
-                  "check those addresses or the mail server and try again")
+        err.print(
+            f"error: {sum(not r.sent for r in results)} of {len(results)} test copies were not sent ({failed}); "
+            "check those addresses or the mail server and try again"
+        )
         raise typer.Exit(1)
 
 

@@ -27,7 +27,13 @@ def create(
     """Create a mailing list."""
     with runtime.transaction() as session:
         created = lists.create_list(
-            session, slug, name=name, from_email=from_email, from_name=from_name, reply_to=reply_to, description=description,
+            session,
+            slug,
+            name=name,
+            from_email=from_email,
+            from_name=from_name,
+            reply_to=reply_to,
+            description=description,
             private=private,
         )
         sender = f"{created.from_name} <{created.from_email}>" if created.from_name else created.from_email
@@ -44,7 +50,8 @@ def update(
     reply_to: str | None = typer.Option(None, "--reply-to", help="Where replies go, if not the sender."),
     no_reply_to: bool = typer.Option(False, "--no-reply-to", help="Remove the reply-to: replies go to the sender."),
     make_private: bool = typer.Option(
-        False, "--private",
+        False,
+        "--private",
         help="Off the public home page, no public form or archive (admins and the API still add people).",
     ),
     make_public: bool = typer.Option(False, "--public", help="Back on the home page, with its form and archive."),
@@ -66,8 +73,14 @@ def update(
         )
     with runtime.transaction() as session:
         changed = lists.update_list(
-            session, slug, name=name, from_email=from_email, from_name=from_name, reply_to=reply_to,
-            description=description, private=private,
+            session,
+            slug,
+            name=name,
+            from_email=from_email,
+            from_name=from_name,
+            reply_to=reply_to,
+            description=description,
+            private=private,
         )
         sender = f"{changed.from_name} <{changed.from_email}>" if changed.from_name else changed.from_email
         visibility = "private" if changed.private else "public"
@@ -78,18 +91,37 @@ def update(
 
 
 @app.command("ls")
-def list_all(as_json: bool = typer.Option(False, "--json", help="A JSON array of objects instead of a table."),) -> None:
+def list_all(
+    as_json: bool = typer.Option(False, "--json", help="A JSON array of objects instead of a table."),
+) -> None:
     """List every mailing list with its subscriber counts and visibility."""
     with runtime.transaction() as session:
         rows = [
-            {"slug": r.mailing_list.slug, "name": r.mailing_list.name, "from_email": r.mailing_list.from_email,
-             "visibility": "private" if r.mailing_list.private else "public", **r.counts}
+            {
+                "slug": r.mailing_list.slug,
+                "name": r.mailing_list.name,
+                "from_email": r.mailing_list.from_email,
+                "visibility": "private" if r.mailing_list.private else "public",
+                **r.counts,
+            }
             for r in lists.all_lists_with_counts(session)
         ]
-    columns = [Col("slug", keep=True), Col("name"), Col("from_email", "from", keep=True), Col("visibility"),
-               Col("confirmed", right=True), Col("unconfirmed", right=True), Col("unsubscribed", right=True)]
-    listing(out, columns, rows, as_json=as_json,
-            empty="No lists yet. Create one with: newsletter lists create SLUG --name NAME --from-email ADDR")
+    columns = [
+        Col("slug", keep=True),
+        Col("name"),
+        Col("from_email", "from", keep=True),
+        Col("visibility"),
+        Col("confirmed", right=True),
+        Col("unconfirmed", right=True),
+        Col("unsubscribed", right=True),
+    ]
+    listing(
+        out,
+        columns,
+        rows,
+        as_json=as_json,
+        empty="No lists yet. Create one with: newsletter lists create SLUG --name NAME --from-email ADDR",
+    )
 
 
 @app.command()
@@ -136,7 +168,9 @@ def slot(
     if new_slot is None:
         out.print(f"List {slug} has no weekly slot now.")
     else:
-        out.print(f"List {slug} goes out {new_slot.describe()}; next slot {new_slot.next_after(_now()).isoformat(timespec='minutes')}.")
+        out.print(
+            f"List {slug} goes out {new_slot.describe()}; next slot {new_slot.next_after(_now()).isoformat(timespec='minutes')}."
+        )
 
 
 def _now():  # type: ignore[no-untyped-def]

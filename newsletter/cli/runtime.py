@@ -13,9 +13,9 @@ from sqlalchemy import Engine
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
-from newsletter.store import db
 from newsletter.config import Settings
 from newsletter.errors import ConfigError
+from newsletter.store import db
 
 out = Console(highlight=False, soft_wrap=True, markup=False)
 err = Console(stderr=True, highlight=False, soft_wrap=True, markup=False)

@@ -10,9 +10,9 @@ import typer
 from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from newsletter.delivery import sending
 from newsletter.cli.runtime import err, out, print_last_line, render_settings, runtime
 from newsletter.cli.tables import Col, listing
+from newsletter.delivery import sending
 from newsletter.errors import InvalidInput
 from newsletter.store.models import DELIVERY_STATUSES
 
@@ -29,7 +29,9 @@ def _enqueue(send_id: int, batches: list[sending.Batch]) -> None:
 def start(
     issue_id: int = typer.Argument(..., help="The issue to send."),
     list_slug: str | None = typer.Option(None, "--list", help="Send to this list instead of the issue's own."),
-    wait: bool = typer.Option(False, "--wait", help="Show progress until the send finishes; exit 1 if any delivery failed."),
+    wait: bool = typer.Option(
+        False, "--wait", help="Show progress until the send finishes; exit 1 if any delivery failed."
+    ),
     at: str | None = typer.Option(
         None, "--at", help="Schedule it instead: an ISO 8601 time with its offset, e.g. 2026-12-07T08:00+01:00."
     ),
@@ -37,11 +39,15 @@ def start(
         False, "--again", help="The list already has a send of this issue: send it to every confirmed subscriber again."
     ),
     only_new: bool = typer.Option(
-        False, "--only-new",
+        False,
+        "--only-new",
         help="Send only to confirmed subscribers who got no copy of this issue in any earlier send.",
     ),
     wait_timeout: float | None = typer.Option(
-        None, "--wait-timeout", min=0.1, metavar="SECONDS",
+        None,
+        "--wait-timeout",
+        min=0.1,
+        metavar="SECONDS",
         help=f"With --wait (implied): give up waiting after this many seconds, exit {WAIT_TIMEOUT_EXIT}; the send goes on.",
     ),
 ) -> None:
@@ -56,8 +62,9 @@ def start(
     from newsletter.delivery.audience import Repeat
 
     if again and only_new:
-        raise InvalidInput("choose one of --again (everyone again) and --only-new (only those who got no copy)",
-                           where="--only-new")
+        raise InvalidInput(
+            "choose one of --again (everyone again) and --only-new (only those who got no copy)", where="--only-new"
+        )
     repeat = Repeat.AGAIN if again else Repeat.ONLY_NEW if only_new else Repeat.NO
     settings = runtime.settings
     if at is not None:
@@ -65,15 +72,19 @@ def start(
 
         if wait or wait_timeout is not None:
             flag = "--wait-timeout" if wait_timeout is not None else "--wait"
-            raise InvalidInput(f"use {flag} without --at (watch a scheduled send later with `newsletter sends watch ID`)",
-                               where=flag)
+            raise InvalidInput(
+                f"use {flag} without --at (watch a scheduled send later with `newsletter sends watch ID`)", where=flag
+            )
         when = scheduling.parse_time(at)
         with runtime.transaction() as session:
-            send = scheduling.schedule_send(session, issue_id, when, render_settings(), list_slug=list_slug,
-                                            repeat=repeat)
+            send = scheduling.schedule_send(
+                session, issue_id, when, render_settings(), list_slug=list_slug, repeat=repeat
+            )
             send_id, local = send.id, when.astimezone()
-        err.print(f"Send {send_id} scheduled for {local.isoformat(timespec='minutes')} "
-                  f"({when.isoformat(timespec='minutes')}); `newsletter scheduler` and a worker must be running then.")
+        err.print(
+            f"Send {send_id} scheduled for {local.isoformat(timespec='minutes')} "
+            f"({when.isoformat(timespec='minutes')}); `newsletter scheduler` and a worker must be running then."
+        )
         print_last_line(send_id)
         return
     with runtime.transaction() as session:
@@ -102,15 +113,18 @@ def watch(send_id: int, *, timeout: float | None = None) -> int:
     started = time.monotonic()
     problem: str | None = None
     timed_out = False
-    with SendHealth(runtime.settings) as health, Progress(
-        TextColumn(f"send {send_id}"),
-        BarColumn(),
-        TaskProgressColumn(),
-        TextColumn("{task.fields[detail]}"),
-        TimeElapsedColumn(),
-        console=err,
-        transient=False,
-    ) as progress:
+    with (
+        SendHealth(runtime.settings) as health,
+        Progress(
+            TextColumn(f"send {send_id}"),
+            BarColumn(),
+            TaskProgressColumn(),
+            TextColumn("{task.fields[detail]}"),
+            TimeElapsedColumn(),
+            console=err,
+            transient=False,
+        ) as progress,
+    ):
         bar = progress.add_task("send", total=None, detail="")
         while True:
             with runtime.transaction() as session:
@@ -166,13 +180,27 @@ def list_all(
     from newsletter.delivery.send_health import SendHealth
 
     with runtime.transaction() as session, SendHealth(runtime.settings) as health:
-        rows = [{**row.as_json(), "started_at": row.send.started_at, "finished_at": row.send.finished_at,
-                 "problem": health.problem(session, row.send)}
-                for row in sending.all_sends(session, limit)]  # times as in every other listing
-    columns = [Col("id", keep=True, right=True), Col("issue_id", "issue", keep=True, right=True),
-               Col("list", keep=True), Col("status"), Col("total", right=True), Col("sent", right=True),
-               Col("failed", right=True), Col("pending", right=True), Col("started_at", "started"),
-               Col("finished_at", "finished")]
+        rows = [
+            {
+                **row.as_json(),
+                "started_at": row.send.started_at,
+                "finished_at": row.send.finished_at,
+                "problem": health.problem(session, row.send),
+            }
+            for row in sending.all_sends(session, limit)
+        ]  # times as in every other listing
+    columns = [
+        Col("id", keep=True, right=True),
+        Col("issue_id", "issue", keep=True, right=True),
+        Col("list", keep=True),
+        Col("status"),
+        Col("total", right=True),
+        Col("sent", right=True),
+        Col("failed", right=True),
+        Col("pending", right=True),
+        Col("started_at", "started"),
+        Col("finished_at", "finished"),
+    ]
     listing(out, columns, rows, as_json=as_json, empty="No sends yet. Start one with: newsletter send ISSUE_ID")
 
 
@@ -209,7 +237,17 @@ def delivery_log(
     as_json: bool = typer.Option(False, "--json", help="A JSON array of objects instead of a table."),
 ) -> None:
     """Each recipient's delivery: status, attempts, the SMTP server's last reply, Message-ID, time."""
-    columns = ["delivery_id", "email", "status", "attempts", "smtp_code", "smtp_reply", "message_id", "sent_at", "updated_at"]
+    columns = [
+        "delivery_id",
+        "email",
+        "status",
+        "attempts",
+        "smtp_code",
+        "smtp_reply",
+        "message_id",
+        "sent_at",
+        "updated_at",
+    ]
     with runtime.transaction() as session:
         rows = sending.delivery_log(session, send_id, status=status_filter)
         if as_csv:
@@ -218,32 +256,67 @@ def delivery_log(
             writer = csv_cells.writer(sys.stdout)
             writer.writerow(columns)
             for r in rows:
-                writer.writerow([r.delivery_id, r.email, r.status, r.attempts, r.smtp_code or "", r.smtp_reply or "",
-                                 r.message_id or "", _time(r.sent_at), _time(r.updated_at)])
+                writer.writerow(
+                    [
+                        r.delivery_id,
+                        r.email,
+                        r.status,
+                        r.attempts,
+                        r.smtp_code or "",
+                        r.smtp_reply or "",
+                        r.message_id or "",
+                        _time(r.sent_at),
+                        _time(r.updated_at),
+                    ]
+                )
             return
-        table_columns = [Col("delivery_id", "id", keep=True, right=True), Col("email", keep=True), Col("status"),
-                         Col("attempts", "tries", right=True), Col("smtp_reply", "reply"), Col("message_id", "message-id"),
-                         Col("sent_at", "sent")]
+        table_columns = [
+            Col("delivery_id", "id", keep=True, right=True),
+            Col("email", keep=True),
+            Col("status"),
+            Col("attempts", "tries", right=True),
+            Col("smtp_reply", "reply"),
+            Col("message_id", "message-id"),
+            Col("sent_at", "sent"),
+        ]
         count = listing(out, table_columns, ({c: getattr(r, c) for c in columns} for r in rows), as_json=as_json)
     if not as_json:
         out.print(f"{count} deliver{'y' if count == 1 else 'ies'}.")
 
 
 @app.command("scheduled")
-def scheduled(as_json: bool = typer.Option(False, "--json", help="A JSON array of objects instead of a table."),) -> None:
+def scheduled(
+    as_json: bool = typer.Option(False, "--json", help="A JSON array of objects instead of a table."),
+) -> None:
     """List scheduled sends, soonest first."""
     from newsletter.delivery import scheduling
 
     with runtime.transaction() as session:
         rows = [
-            {"id": send.id, "issue_id": send.issue_id, "list": mailing_list.slug, "audience": send.audience,
-             "scheduled_at": send.scheduled_at, "subject": send.subject}
+            {
+                "id": send.id,
+                "issue_id": send.issue_id,
+                "list": mailing_list.slug,
+                "audience": send.audience,
+                "scheduled_at": send.scheduled_at,
+                "subject": send.subject,
+            }
             for send, mailing_list in scheduling.scheduled_sends(session)
         ]
-    columns = [Col("id", keep=True, right=True), Col("issue_id", "issue", keep=True, right=True), Col("list", keep=True),
-               Col("scheduled_at", "at (UTC)"), Col("subject")]
-    listing(out, columns, rows, as_json=as_json,
-            empty="No scheduled sends. Schedule one with: newsletter send ISSUE_ID --at 2026-12-07T08:00+01:00")
+    columns = [
+        Col("id", keep=True, right=True),
+        Col("issue_id", "issue", keep=True, right=True),
+        Col("list", keep=True),
+        Col("scheduled_at", "at (UTC)"),
+        Col("subject"),
+    ]
+    listing(
+        out,
+        columns,
+        rows,
+        as_json=as_json,
+        empty="No scheduled sends. Schedule one with: newsletter send ISSUE_ID --at 2026-12-07T08:00+01:00",
+    )
 
 
 @app.command()
@@ -290,15 +363,20 @@ def cancel(send_id: int = typer.Argument(..., help="The send's id.")) -> None:
         out.print(f"Send {send_id} cancelled; it will not start.")
         return
     # Messages a worker had already handed to the SMTP server still count as sent in the log.
-    out.print(f"Send {send_id} cancelled; {count} deliver{'y' if count == 1 else 'ies'} not yet handed to the SMTP "
-              f"server will not be sent (a message in flight may still go out; `newsletter sends log {send_id}` tells).")
+    out.print(
+        f"Send {send_id} cancelled; {count} deliver{'y' if count == 1 else 'ies'} not yet handed to the SMTP "
+        f"server will not be sent (a message in flight may still go out; `newsletter sends log {send_id}` tells)."
+    )
 
 
 @app.command("watch")
 def watch_command(
     send_id: int = typer.Argument(..., help="The send's id."),
     wait_timeout: float | None = typer.Option(
-        None, "--wait-timeout", min=0.1, metavar="SECONDS",
+        None,
+        "--wait-timeout",
+        min=0.1,
+        metavar="SECONDS",
         help=f"Give up watching after this many seconds, exit {WAIT_TIMEOUT_EXIT}; the send goes on.",
     ),
 ) -> None:
@@ -321,29 +399,50 @@ def scheduler(
     app_ = tasks.configure(runtime.settings)
     app_.conf.beat_schedule = scheduler_tasks.beat_schedule()
     err.print(f"Scheduler using broker {app_.conf.broker_url}; a worker (`newsletter worker`) runs what it schedules.")
-    app_.start(argv=["beat", f"--loglevel={loglevel}", "--scheduler", "celery.beat:Scheduler",
-                     "--pidfile=", f"--schedule={runtime.settings.var_dir}/beat-{os.getpid()}"])
+    app_.start(
+        argv=[
+            "beat",
+            f"--loglevel={loglevel}",
+            "--scheduler",
+            "celery.beat:Scheduler",
+            "--pidfile=",
+            f"--schedule={runtime.settings.var_dir}/beat-{os.getpid()}",
+        ]
+    )
 
 
 def worker(
-    concurrency: int = typer.Option(2, "--concurrency", "-c", help="Worker processes, each with its own SMTP connection."),
+    concurrency: int = typer.Option(
+        2, "--concurrency", "-c", help="Worker processes, each with its own SMTP connection."
+    ),
     loglevel: str = typer.Option("INFO", "--loglevel", help="Celery log level."),
 ) -> None:
     """Run a Celery worker that delivers queued batches (Ctrl-C to stop)."""
     import os
 
-    from newsletter.worker import tasks
     from newsletter.mail.outbound import Outbound
+    from newsletter.worker import tasks
 
     outbound = Outbound.from_settings(runtime.settings)  # an unusable DKIM key stops the worker now, not every batch
     app_ = tasks.configure(runtime.settings)
-    err.print(f"Worker using broker {app_.conf.broker_url} and SMTP {runtime.settings.smtp.host}:{runtime.settings.smtp.port}")
+    err.print(
+        f"Worker using broker {app_.conf.broker_url} and SMTP {runtime.settings.smtp.host}:{runtime.settings.smtp.port}"
+    )
     if outbound.signer is not None:
-        err.print(f"Signing with DKIM: d={outbound.signer.domain} s={outbound.signer.selector} ({outbound.signer.key_bits}-bit RSA)")
+        err.print(
+            f"Signing with DKIM: d={outbound.signer.domain} s={outbound.signer.selector} ({outbound.signer.key_bits}-bit RSA)"
+        )
     app_.worker_main(
         argv=[
-            "worker", f"--concurrency={concurrency}", f"--loglevel={loglevel}", "-Q", tasks.QUEUE,
-            "-n", f"newsletter-{os.getpid()}@%h", "--without-gossip", "--without-mingle",
+            "worker",
+            f"--concurrency={concurrency}",
+            f"--loglevel={loglevel}",
+            "-Q",
+            tasks.QUEUE,
+            "-n",
+            f"newsletter-{os.getpid()}@%h",
+            "--without-gossip",
+            "--without-mingle",
         ]
     )
 

@@ -20,7 +20,9 @@ def add(
     slug: str = typer.Argument(..., help="The list's slug."),
     email: str = typer.Argument(..., help="The subscriber's address."),
     name: str = typer.Option("", "--name", help="The subscriber's name."),
-    confirmed: bool = typer.Option(False, "--confirmed", help="Record consent as already confirmed (skip double opt-in)."),
+    confirmed: bool = typer.Option(
+        False, "--confirmed", help="Record consent as already confirmed (skip double opt-in)."
+    ),
 ) -> None:
     """Put an address on a list (as unconfirmed unless --confirmed)."""
     with runtime.transaction() as session:
@@ -51,8 +53,13 @@ def list_subscribers(
     columns = [Col("email", keep=True), Col("name"), Col("status"), Col("source"), Col("since")]
     with runtime.transaction() as session:
         rows = (
-            {"email": r.email, "name": r.name, "status": r.status, "source": r.source,
-             "since": r.requested_at.date().isoformat()}
+            {
+                "email": r.email,
+                "name": r.name,
+                "status": r.status,
+                "source": r.source,
+                "since": r.requested_at.date().isoformat(),
+            }
             for r in subscriptions.iter_subscribers(session, slug, status=status)
         )
         count = listing(out, columns, rows, as_json=as_json)
@@ -64,7 +71,9 @@ def list_subscribers(
 def import_(
     slug: str = typer.Argument(..., help="The list's slug."),
     file: Path = typer.Argument(..., help="CSV file with a header row containing an 'email' column."),
-    confirmed: bool = typer.Option(False, "--confirmed", help="The addresses have already confirmed (consent on record)."),
+    confirmed: bool = typer.Option(
+        False, "--confirmed", help="The addresses have already confirmed (consent on record)."
+    ),
 ) -> None:
     """Import subscribers from a CSV file: all rows or nothing.
 

@@ -21,17 +21,25 @@ def add(
     """Suppress an address: it is never mailed again, on any list."""
     with runtime.transaction() as session:
         row, created = suppressions.suppress(session, email, reason=reason, note=note)
-    out.print(f"Suppressed {row.email} ({row.reason})." if created else f"{row.email} was already suppressed ({row.reason}).")
+    out.print(
+        f"Suppressed {row.email} ({row.reason})." if created else f"{row.email} was already suppressed ({row.reason})."
+    )
 
 
 @app.command("ls")
-def list_all(as_json: bool = typer.Option(False, "--json", help="A JSON array of objects instead of a table."),) -> None:
+def list_all(
+    as_json: bool = typer.Option(False, "--json", help="A JSON array of objects instead of a table."),
+) -> None:
     """List suppressed addresses."""
     with runtime.transaction() as session:
         rows = suppressions.all_suppressions(session)
     columns = [Col("email", keep=True), Col("reason"), Col("since"), Col("note")]
-    listing(out, columns, ({"email": r.email, "reason": r.reason, "since": r.created_at, "note": r.note} for r in rows),
-            as_json=as_json)
+    listing(
+        out,
+        columns,
+        ({"email": r.email, "reason": r.reason, "since": r.created_at, "note": r.note} for r in rows),
+        as_json=as_json,
+    )
     if not as_json:
         out.print(f"{len(rows)} suppressed address(es).")
 

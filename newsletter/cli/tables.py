@@ -61,11 +61,16 @@ def show(console: Console, columns: list[Col], rows: Iterable[Mapping[str, Any]]
     for i, c in enumerate(columns):
         if c.keep:
             width = max([len(c.title), *(len(t[i]) for t in texts)])
-            table.add_column(c.title, no_wrap=True, overflow="ignore", min_width=width,
-                             justify="right" if c.right else "left")
+            table.add_column(
+                c.title, no_wrap=True, overflow="ignore", min_width=width, justify="right" if c.right else "left"
+            )
         else:
-            table.add_column(c.title, overflow="ellipsis", justify="right" if c.right else "left",
-                             min_width=len(c.title) if headers_fit else None)
+            table.add_column(
+                c.title,
+                overflow="ellipsis",
+                justify="right" if c.right else "left",
+                min_width=len(c.title) if headers_fit else None,
+            )
     for t in texts:
         table.add_row(*t)
     console.print(table)
@@ -97,8 +102,9 @@ def write_json(columns: list[Col], rows: Iterable[Mapping[str, Any]]) -> int:
     return count
 
 
-def listing(console: Console, columns: list[Col], rows: Iterable[Mapping[str, Any]], *, as_json: bool,
-            empty: str = "") -> int:
+def listing(
+    console: Console, columns: list[Col], rows: Iterable[Mapping[str, Any]], *, as_json: bool, empty: str = ""
+) -> int:
     """The one way a listing prints: JSON when asked, else a table, or ``empty`` when there is nothing."""
     if as_json:
         return write_json(columns, rows)

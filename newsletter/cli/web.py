@@ -20,7 +20,6 @@ def web(
 
     from newsletter import logs
     from newsletter.http.app import create_app
-
     from subscribers.import_jobs import fail_interrupted_jobs
 
     settings = runtime.settings

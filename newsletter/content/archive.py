@@ -20,9 +20,9 @@ from datetime import datetime
 from sqlalchemy import exists, func, select
 from sqlalchemy.orm import Session
 
+from newsletter.content.rendering import PersonalFields, personalise
 from newsletter.errors import NotFound
 from newsletter.store.models import Delivery, MailingList, Send
-from newsletter.content.rendering import PersonalFields, personalise
 from subscribers.lists import get_list, get_public_list
 from subscribers.tokens import TokenSigner
 
@@ -85,7 +85,9 @@ def archived_issues(session: Session, list_slug: str) -> tuple[MailingList, list
         .join(newest, newest.c.send_id == Send.id)
         .order_by(func.coalesce(Send.started_at, Send.created_at).desc(), Send.id.desc())
     ).all()
-    return mailing_list, [ArchivedIssue(issue_id, subject, started or created) for issue_id, subject, started, created in rows]
+    return mailing_list, [
+        ArchivedIssue(issue_id, subject, started or created) for issue_id, subject, started, created in rows
+    ]
 
 
 def archived_copy(
@@ -126,7 +128,12 @@ def archived_copy(
         ),
     )
     return ArchivedCopy(
-        mailing_list.slug, mailing_list.name, issue_id, send.subject, send.started_at or send.created_at, html,
+        mailing_list.slug,
+        mailing_list.name,
+        issue_id,
+        send.subject,
+        send.started_at or send.created_at,
+        html,
         mailing_list.private,
     )
 

@@ -123,9 +123,7 @@ def parse_issue_text(text: str, *, source: str = "<issue>") -> IssueSource:
 
     for key in data:
         if key not in _KEYS:
-            raise InvalidInput(
-                f"unknown front matter key {key!r} (allowed: {', '.join(_KEYS)})", where=where(str(key))
-            )
+            raise InvalidInput(f"unknown front matter key {key!r} (allowed: {', '.join(_KEYS)})", where=where(str(key)))
     values: dict[str, str] = {}
     for key in _KEYS:
         value = data.get(key)
@@ -138,7 +136,9 @@ def parse_issue_text(text: str, *, source: str = "<issue>") -> IssueSource:
         values[key] = value.strip()
     subject = values.get("subject", "")
     if not subject:
-        raise InvalidInput("the front matter needs a non-empty 'subject'", where=where("subject" if "subject" in data else None))
+        raise InvalidInput(
+            "the front matter needs a non-empty 'subject'", where=where("subject" if "subject" in data else None)
+        )
     for key in ("subject", "preheader"):
         problem = check_header_text(key, values.get(key, ""))
         if problem:

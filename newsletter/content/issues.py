@@ -13,9 +13,7 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from newsletter.errors import Conflict, NotFound
 from newsletter.content.issue_files import IssueSource
-from newsletter.store.models import Issue, MailingList, Send, utcnow
 from newsletter.content.rendering import (
     PersonalFields,
     Problem,
@@ -26,6 +24,8 @@ from newsletter.content.rendering import (
     personalise,
     render_issue,
 )
+from newsletter.errors import Conflict, NotFound
+from newsletter.store.models import Issue, MailingList, Send, utcnow
 from subscribers.lists import get_list
 
 
@@ -146,8 +146,11 @@ def delete_issue(session: Session, issue_id: int) -> None:
         .order_by(Send.id)
     ).all()
     if sends:
-        raise IssueKept(issue_id, [f"send {i} to {slug} ({status})" for i, status, slug in sends],
-                        any_cancelled=any(status == "cancelled" for _, status, _ in sends))
+        raise IssueKept(
+            issue_id,
+            [f"send {i} to {slug} ({status})" for i, status, slug in sends],
+            any_cancelled=any(status == "cancelled" for _, status, _ in sends),
+        )
     session.delete(issue)
     try:
         session.flush()
@@ -165,8 +168,9 @@ class IssueKept(Conflict):
             f"issue {issue_id} cannot be deleted because it has {len(sends)} send(s): {shown}; "
             f"a send's log needs its issue{', even when the send was cancelled' if any_cancelled else ''}"
         )
-        super().__init__(f"{self.summary}. To start again from it, make a new draft with "
-                         f"`newsletter issues duplicate {issue_id}`")
+        super().__init__(
+            f"{self.summary}. To start again from it, make a new draft with `newsletter issues duplicate {issue_id}`"
+        )
 
 
 def get_issue(session: Session, issue_id: int) -> tuple[Issue, MailingList]:
@@ -208,5 +212,7 @@ def preview_issue(session: Session, issue_id: int, settings: RenderSettings) -> 
     """The issue's HTML and text as a sample recipient would get them. Raises NotFound, RenderError."""
     issue, mailing_list = get_issue(session, issue_id)
     rendered = settings.render(issue, mailing_list)
-    html, text = personalise(rendered.html, rendered.text, sample_personal_fields(settings.links, mailing_list, issue.id))
+    html, text = personalise(
+        rendered.html, rendered.text, sample_personal_fields(settings.links, mailing_list, issue.id)
+    )
     return html, text, rendered

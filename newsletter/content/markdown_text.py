@@ -249,7 +249,5 @@ def _inline(node: SyntaxTreeNode, links: _Links) -> str:
 def _wrap(text: str, width: int) -> list[str]:
     lines: list[str] = []
     for segment in text.split("\n"):
-        lines += textwrap.wrap(
-            segment, width=width, break_long_words=False, break_on_hyphens=False
-        ) or [""]
+        lines += textwrap.wrap(segment, width=width, break_long_words=False, break_on_hyphens=False) or [""]
     return lines

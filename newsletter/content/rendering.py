@@ -59,10 +59,10 @@ from jinja2 import (
 from markupsafe import Markup
 from premailer import Premailer
 
-from newsletter.errors import RenderError
-from newsletter.resources import shipped
 from newsletter.content.issue_files import IssueSource, check_header_text, valid_template_name
 from newsletter.content.markdown_text import MERGE_TAG, fill_merge_tags, markdown_parser, markdown_to_text
+from newsletter.errors import RenderError
+from newsletter.resources import shipped
 
 __all__ = [
     "GMAIL_CLIP_BYTES",
@@ -85,7 +85,9 @@ PERSONAL_FIELDS = ("name", "email", "unsubscribe_url", "preferences_url", "view_
 # The merge tags an editor can write in the body (in any case), and the personal field each prints.
 # ``*|NAME:there|*`` prints "there" for a subscriber without a name.
 MERGE_TAGS = {"NAME": "name", "EMAIL": "email"}
-_MERGE_TAG_HELP = "the merge tags are *|NAME|* (with a fallback for people without a name: *|NAME:there|*) and *|EMAIL|*"
+_MERGE_TAG_HELP = (
+    "the merge tags are *|NAME|* (with a fallback for people without a name: *|NAME:there|*) and *|EMAIL|*"
+)
 # Gmail hides everything past about 102 KB of HTML behind "View entire message",
 # the footer with the unsubscribe link included.
 GMAIL_CLIP_BYTES = 102_000
@@ -281,7 +283,9 @@ class _Slots:
         """
         out = self._pattern.sub(lambda m: self._placeholders[int(m.group(1))], rendered.translate(_STRIP_MARKERS))
         if self._nonce in out.lower():
-            raise RenderError("a filter or expression was applied to a personal field; print personal fields as they are")
+            raise RenderError(
+                "a filter or expression was applied to a personal field; print personal fields as they are"
+            )
         return out
 
 
@@ -465,8 +469,12 @@ def _check_fields(issue: IssueSource, context: RenderContext) -> list[Problem]:
             problems.append(Problem("error", reason, issue.source))
         elif tag := MERGE_TAG.search(value):
             problems.append(
-                Problem("error", f"merge tag {tag.group(0)} in the {field}: merge tags work in the body only, "
-                        f"the {field} is the same for every reader", issue.source)
+                Problem(
+                    "error",
+                    f"merge tag {tag.group(0)} in the {field}: merge tags work in the body only, "
+                    f"the {field} is the same for every reader",
+                    issue.source,
+                )
             )
     if not valid_template_name(issue.template):
         problems.append(Problem("error", f"template {issue.template!r} is not a template name", issue.source))
@@ -494,15 +502,21 @@ def _check_body(tokens: list[Any], issue: IssueSource) -> list[Problem]:
                 problems += _check_merge_tag(child.content, child.meta["name"], child.meta["fallback"], where)
             elif child.type == "text" and (code := _TEMPLATE_CODE.search(child.content)):
                 problems.append(
-                    Problem("warning", f"{code.group(0)!r} is printed as written: the body is not a template; "
-                            f"{_MERGE_TAG_HELP}", where)
+                    Problem(
+                        "warning",
+                        f"{code.group(0)!r} is printed as written: the body is not a template; {_MERGE_TAG_HELP}",
+                        where,
+                    )
                 )
             elif child.type == "link_open":
                 href = str(child.attrGet("href") or "")
                 if MERGE_TAG.search(unquote(href)):
                     problems.append(
-                        Problem("error", f"merge tag in the link address {unquote(href)!r}: merge tags work in "
-                                "the text only", where)
+                        Problem(
+                            "error",
+                            f"merge tag in the link address {unquote(href)!r}: merge tags work in the text only",
+                            where,
+                        )
                     )
                 elif not _is_absolute(href):
                     problems.append(
@@ -516,11 +530,17 @@ def _check_body(tokens: list[Any], issue: IssueSource) -> list[Problem]:
                 src = str(child.attrGet("src") or "")
                 if not _is_absolute(src, schemes=_IMAGE_SCHEMES):
                     problems.append(
-                        Problem("error", f"image URL {src!r} must be an absolute http(s) URL such as https://example.org/a.png", where)
+                        Problem(
+                            "error",
+                            f"image URL {src!r} must be an absolute http(s) URL such as https://example.org/a.png",
+                            where,
+                        )
                     )
                 if not child.content.strip():
                     problems.append(
-                        Problem("warning", f"image {src!r} has no alt text; readers who block images see nothing", where)
+                        Problem(
+                            "warning", f"image {src!r} has no alt text; readers who block images see nothing", where
+                        )
                     )
     return problems
 
@@ -541,11 +561,21 @@ def _inline_tokens(children: list[Any]) -> list[Any]:
 def _check_merge_tag(tag: str, name: str, fallback: str | None, where: str) -> list[Problem]:
     field = MERGE_TAGS.get(name.upper())
     if field is None:
-        return [Problem("error", f"unknown merge tag {tag}: {_MERGE_TAG_HELP}; "
-                        "write \\*| for a *| that is not a merge tag", where)]
+        return [
+            Problem(
+                "error",
+                f"unknown merge tag {tag}: {_MERGE_TAG_HELP}; write \\*| for a *| that is not a merge tag",
+                where,
+            )
+        ]
     if field == "name" and fallback is None:
-        return [Problem("warning", f"{tag} has no fallback, so readers without a name get nothing there; "
-                        f"write e.g. *|{name}:there|*", where)]
+        return [
+            Problem(
+                "warning",
+                f"{tag} has no fallback, so readers without a name get nothing there; write e.g. *|{name}:there|*",
+                where,
+            )
+        ]
     return []
 
 

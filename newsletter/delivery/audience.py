@@ -55,7 +55,11 @@ GOT_A_COPY = ("sent", "bounced", "pending")
 def mailed(list_id: int, issue_id: int | None = None, audience: Audience = Audience.ALL) -> tuple[Any, ...]:
     """Conditions on Subscriber joined to Subscription: who a send of the issue to the list mails now."""
     suppressed = exists().where(Suppression.email == Subscriber.email)
-    conditions: tuple[Any, ...] = (Subscription.list_id == list_id, Subscription.status == "confirmed", not_(suppressed))
+    conditions: tuple[Any, ...] = (
+        Subscription.list_id == list_id,
+        Subscription.status == "confirmed",
+        not_(suppressed),
+    )
     if audience is Audience.NEW:
         assert issue_id is not None
         earlier = aliased(Send)
@@ -69,13 +73,19 @@ def mailed(list_id: int, issue_id: int | None = None, audience: Audience = Audie
     return conditions
 
 
-def recipient_count(session: Session, list_id: int, issue_id: int | None = None, audience: Audience = Audience.ALL) -> int:
+def recipient_count(
+    session: Session, list_id: int, issue_id: int | None = None, audience: Audience = Audience.ALL
+) -> int:
     """How many a send to the list would mail now."""
-    return session.scalar(
-        select(func.count()).select_from(Subscription)
-        .join(Subscriber, Subscriber.id == Subscription.subscriber_id)
-        .where(*mailed(list_id, issue_id, audience))
-    ) or 0
+    return (
+        session.scalar(
+            select(func.count())
+            .select_from(Subscription)
+            .join(Subscriber, Subscriber.id == Subscription.subscriber_id)
+            .where(*mailed(list_id, issue_id, audience))
+        )
+        or 0
+    )
 
 
 @dataclass(frozen=True)
@@ -103,7 +113,9 @@ def list_counts(session: Session, list_id: int) -> ListCounts:
         .where(Subscription.list_id == list_id)
         .group_by(Subscription.status, suppressed)
     ).all()
-    counts = dict.fromkeys(("confirmed", "confirmed_suppressed", "unconfirmed", "unconfirmed_suppressed", "unsubscribed"), 0)
+    counts = dict.fromkeys(
+        ("confirmed", "confirmed_suppressed", "unconfirmed", "unconfirmed_suppressed", "unsubscribed"), 0
+    )
     for status, is_suppressed, count in rows:
         if status == "confirmed":
             counts["confirmed_suppressed" if is_suppressed else "confirmed"] += count
@@ -148,9 +160,14 @@ class EarlierSend:
 
     def as_json(self) -> dict[str, object]:
         return {
-            "id": self.id, "status": self.status, "got_it": self.got_it, "total": self.total,
-            "created_at": _iso(self.created_at), "started_at": _iso(self.started_at),
-            "finished_at": _iso(self.finished_at), "scheduled_at": _iso(self.scheduled_at),
+            "id": self.id,
+            "status": self.status,
+            "got_it": self.got_it,
+            "total": self.total,
+            "created_at": _iso(self.created_at),
+            "started_at": _iso(self.started_at),
+            "finished_at": _iso(self.finished_at),
+            "scheduled_at": _iso(self.scheduled_at),
         }
 
 
@@ -162,8 +179,16 @@ class SendRefused(Conflict):
     an empty one); ``str()`` adds the CLI's ways out.
     """
 
-    def __init__(self, reason: str, summary: str, cli_hint: str, *, earlier: tuple[EarlierSend, ...] = (),
-                 list_slug: str = "", counts: ListCounts | None = None) -> None:
+    def __init__(
+        self,
+        reason: str,
+        summary: str,
+        cli_hint: str,
+        *,
+        earlier: tuple[EarlierSend, ...] = (),
+        list_slug: str = "",
+        counts: ListCounts | None = None,
+    ) -> None:
         self.reason = reason
         self.counts = counts  # the list's counts, for an empty send
         self.summary = summary
@@ -176,12 +201,23 @@ def earlier_sends(session: Session, issue_id: int, list_id: int) -> tuple[Earlie
     """The sends of the issue to the list, oldest first: all but those that reached no one (a send
     cancelled halfway did reach people)."""
     got_it = (
-        select(func.count()).where(Delivery.send_id == Send.id, Delivery.status.in_(("sent", "bounced")))
-        .correlate(Send).scalar_subquery()
+        select(func.count())
+        .where(Delivery.send_id == Send.id, Delivery.status.in_(("sent", "bounced")))
+        .correlate(Send)
+        .scalar_subquery()
     )
     rows = session.execute(
-        select(Send.id, Send.status, Send.audience, got_it, Send.total, Send.created_at, Send.started_at,
-               Send.finished_at, Send.scheduled_at)
+        select(
+            Send.id,
+            Send.status,
+            Send.audience,
+            got_it,
+            Send.total,
+            Send.created_at,
+            Send.started_at,
+            Send.finished_at,
+            Send.scheduled_at,
+        )
         .where(Send.issue_id == issue_id, Send.list_id == list_id)
         .order_by(Send.id)
     ).all()
@@ -194,7 +230,11 @@ def scheduled_for_everyone(earlier: tuple[EarlierSend, ...]) -> EarlierSend | No
 
 
 def check_send(
-    session: Session, issue_id: int, mailing_list: MailingList, repeat: Repeat = Repeat.NO, *,
+    session: Session,
+    issue_id: int,
+    mailing_list: MailingList,
+    repeat: Repeat = Repeat.NO,
+    *,
     require_recipients: bool = True,
 ) -> Audience:
     """May the issue be sent to the list now? Returns who the send mails.
@@ -212,7 +252,8 @@ def check_send(
             f"issue {issue_id} already has a send to {slug}: " + "; ".join(e.describe() for e in earlier),
             f"to send it anyway use `newsletter send {issue_id} --list {slug} --again`, or only to the confirmed "
             f"subscribers who got no copy yet with `--only-new`",
-            earlier=earlier, list_slug=slug,
+            earlier=earlier,
+            list_slug=slug,
         )
     scheduled = scheduled_for_everyone(earlier)
     if scheduled is not None and repeat is Repeat.ONLY_NEW:
@@ -221,7 +262,8 @@ def check_send(
             "already_sent",
             f"{scheduled.describe()} and will mail every confirmed subscriber of {slug} then, the new ones included",
             f"to send now instead, cancel it (`newsletter sends cancel {scheduled.id}`) and send again",
-            earlier=earlier, list_slug=slug,
+            earlier=earlier,
+            list_slug=slug,
         )
     audience = repeat.audience
     if not require_recipients or recipient_count(session, mailing_list.id, issue_id, audience):
@@ -230,12 +272,15 @@ def check_send(
     raise empty_refusal(slug, issue_id, counts, audience, earlier)
 
 
-def empty_refusal(slug: str, issue_id: int, counts: ListCounts, audience: Audience,
-                  earlier: tuple[EarlierSend, ...] = ()) -> SendRefused:
+def empty_refusal(
+    slug: str, issue_id: int, counts: ListCounts, audience: Audience, earlier: tuple[EarlierSend, ...] = ()
+) -> SendRefused:
     """Why a send of the issue to the list reaches no one, from the list's counts."""
     if audience is Audience.NEW and counts.confirmed:
-        summary = (f"all {counts.confirmed} confirmed subscriber{_s(counts.confirmed)} of {slug} already got "
-                   f"issue {issue_id} or are queued for it: no one is new since the last send")
+        summary = (
+            f"all {counts.confirmed} confirmed subscriber{_s(counts.confirmed)} of {slug} already got "
+            f"issue {issue_id} or are queued for it: no one is new since the last send"
+        )
         return SendRefused("empty", summary, "", earlier=earlier, list_slug=slug, counts=counts)
     others = [f"{counts.unconfirmed} unconfirmed"]
     if counts.confirmed_suppressed:

@@ -26,12 +26,12 @@ from typing import Any, Protocol
 from sqlalchemy import and_, bindparam, case, exists, func, not_, or_, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
-from newsletter.store.db import insert_on_conflict_ignore
+from newsletter.delivery.send_control import ControlUnavailable, JournalWriter, RateLimiter, SendControl
 from newsletter.errors import PermanentDeliveryError, SmtpUnreachable, TemporaryDeliveryError
 from newsletter.mail.messages import CompiledMessage, Recipient, ascii_address
-from newsletter.store.models import Delivery, Send, Subscriber, Subscription, Suppression, utcnow
 from newsletter.mail.outbound import PLAIN, Outbound
-from newsletter.delivery.send_control import ControlUnavailable, JournalWriter, RateLimiter, SendControl
+from newsletter.store.db import insert_on_conflict_ignore
+from newsletter.store.models import Delivery, Send, Subscriber, Subscription, Suppression, utcnow
 
 log = logging.getLogger("newsletter.delivery")
 
@@ -108,6 +108,7 @@ class _Outcomes:
 
 
 ERRORS_PER_FLUSH = 20
+
 
 @dataclass(frozen=True)
 class _Claim:
@@ -231,8 +232,13 @@ def deliver_batch(
                 outcomes.last_error = str(exc)
                 result.failed += 1
                 outcomes.rows.append(_failed_row(row, exc, message_id))
-                log.info("send %s delivery %s failed: %s", send_id, row.delivery_id, exc,
-                         extra={"send_id": send_id, "delivery_id": row.delivery_id, "smtp_code": exc.code})
+                log.info(
+                    "send %s delivery %s failed: %s",
+                    send_id,
+                    row.delivery_id,
+                    exc,
+                    extra={"send_id": send_id, "delivery_id": row.delivery_id, "smtp_code": exc.code},
+                )
                 if _is_unknown_user(exc):
                     outcomes.suppress.append((row.email, str(exc)))
             except SmtpUnreachable as exc:
@@ -256,8 +262,14 @@ def deliver_batch(
                 outcomes.errors += 1
                 outcomes.last_error = str(exc)
                 outcomes.rows.append(_temporary_row(row, exc, message_id, policy))
-                log.info("send %s delivery %s: temporary error, attempt %d: %s", send_id, row.delivery_id,
-                         row.attempts + 1, exc, extra={"send_id": send_id, "delivery_id": row.delivery_id, "smtp_code": exc.code})
+                log.info(
+                    "send %s delivery %s: temporary error, attempt %d: %s",
+                    send_id,
+                    row.delivery_id,
+                    row.attempts + 1,
+                    exc,
+                    extra={"send_id": send_id, "delivery_id": row.delivery_id, "smtp_code": exc.code},
+                )
                 if row.attempts + 1 >= policy.max_attempts:
                     result.failed += 1
                 else:
@@ -363,8 +375,13 @@ def _skip_departed(session: Session, send: Send, claim: _Claim) -> set[int]:
             update(Delivery)
             .where(*claim.held(), Delivery.status == "pending")
             .where(or_(not_(still_subscribed), suppressed))
-            .values(status="skipped", smtp_reply="left the list or was suppressed after the send started",
-                    claimed_by=None, claim_expires=None, updated_at=utcnow())
+            .values(
+                status="skipped",
+                smtp_reply="left the list or was suppressed after the send started",
+                claimed_by=None,
+                claim_expires=None,
+                updated_at=utcnow(),
+            )
             .returning(Delivery.id)
             .execution_options(synchronize_session=False)
         )
@@ -417,26 +434,43 @@ def _release(sessions: sessionmaker[Session], claim: _Claim) -> None:
 
 def _sent_row(delivery_id: int, message_id: str, code: int, reply: str, when: datetime) -> dict[str, Any]:
     return {
-        "b_id": delivery_id, "b_status": "sent", "b_code": code, "b_reply": reply,
-        "b_message_id": message_id, "b_sent_at": when, "b_next": None,
+        "b_id": delivery_id,
+        "b_status": "sent",
+        "b_code": code,
+        "b_reply": reply,
+        "b_message_id": message_id,
+        "b_sent_at": when,
+        "b_next": None,
     }
 
 
 def _failed_row(row: Claimed, exc: PermanentDeliveryError, message_id: str) -> dict[str, Any]:
     return {
-        "b_id": row.delivery_id, "b_status": "failed", "b_code": exc.code,
-        "b_reply": str(exc), "b_message_id": message_id, "b_sent_at": None, "b_next": None,
+        "b_id": row.delivery_id,
+        "b_status": "failed",
+        "b_code": exc.code,
+        "b_reply": str(exc),
+        "b_message_id": message_id,
+        "b_sent_at": None,
+        "b_next": None,
     }
 
 
-def _temporary_row(row: Claimed, exc: TemporaryDeliveryError, message_id: str, policy: DeliveryPolicy) -> dict[str, Any]:
+def _temporary_row(
+    row: Claimed, exc: TemporaryDeliveryError, message_id: str, policy: DeliveryPolicy
+) -> dict[str, Any]:
     attempts = row.attempts + 1
     unreachable = isinstance(exc, SmtpUnreachable)  # the server's trouble, not the recipient's: never gives up
     final = attempts >= policy.max_attempts and not unreachable
     reply = str(exc) if not final else f"gave up after {attempts} attempts: {exc}"
     delay = policy.connect_backoff(attempts) if unreachable else policy.backoff(attempts)
     return {
-        "b_id": row.delivery_id, "b_status": "failed" if final else "pending", "b_code": exc.code, "b_reply": reply, "b_message_id": message_id, "b_sent_at": None,
+        "b_id": row.delivery_id,
+        "b_status": "failed" if final else "pending",
+        "b_code": exc.code,
+        "b_reply": reply,
+        "b_message_id": message_id,
+        "b_sent_at": None,
         "b_next": None if final else utcnow() + timedelta(seconds=delay),
     }
 
@@ -486,7 +520,10 @@ def _flush(
         if outcomes.suppress:
             session.execute(
                 insert_on_conflict_ignore(session, Suppression.__table__, index_elements=["email"]),
-                [{"email": e, "reason": "hard_bounce", "note": reply[:500], "created_at": now} for e, reply in outcomes.suppress],
+                [
+                    {"email": e, "reason": "hard_bounce", "note": reply[:500], "created_at": now}
+                    for e, reply in outcomes.suppress
+                ],
             )
     try:
         control.forget(outcomes.send_key, outcomes.journal_ids)
@@ -508,7 +545,9 @@ def _flush(
 def _pause_for_errors(sessions: sessionmaker[Session], send_id: int, reason: str) -> None:
     with sessions() as session, session.begin():
         changed = session.execute(
-            update(Send).where(Send.id == send_id, Send.status == "sending").values(status="paused", status_reason=reason)
+            update(Send)
+            .where(Send.id == send_id, Send.status == "sending")
+            .values(status="paused", status_reason=reason)
         ).rowcount
     if changed:
         log.warning("send %s %s", send_id, reason)
@@ -535,8 +574,9 @@ def _next_due(sessions: sessionmaker[Session], send_id: int, first_id: int, last
     """Seconds until a pending row of the range can be taken again (a retry, or another worker's claim)."""
     with sessions() as session:
         row = session.execute(
-            select(func.min(Delivery.next_attempt_at), func.min(Delivery.claim_expires), func.count())
-            .where(Delivery.send_id == send_id, Delivery.id.between(first_id, last_id), Delivery.status == "pending")
+            select(func.min(Delivery.next_attempt_at), func.min(Delivery.claim_expires), func.count()).where(
+                Delivery.send_id == send_id, Delivery.id.between(first_id, last_id), Delivery.status == "pending"
+            )
         ).one()
     next_attempt, claim_expires, pending = row
     if not pending:
@@ -573,7 +613,9 @@ def release_dead_claims(sessions: sessionmaker[Session], hostname: str, is_alive
     """
     with sessions() as session, session.begin():
         holders = session.scalars(
-            select(Delivery.claimed_by).where(Delivery.status == "pending", Delivery.claimed_by.like(f"{hostname}:%")).distinct()
+            select(Delivery.claimed_by)
+            .where(Delivery.status == "pending", Delivery.claimed_by.like(f"{hostname}:%"))
+            .distinct()
         ).all()
         dead = [h for h in holders if h and not is_alive(int(h.split(":")[1]))]
         if not dead:

@@ -42,15 +42,15 @@ from datetime import datetime, timedelta
 
 from sqlalchemy.orm import Session, sessionmaker
 
-from newsletter.delivery.batch_loop import BatchResult, DeliveryPolicy, Transport, worker_name
-from newsletter.errors import PermanentDeliveryError, RenderError, SmtpUnreachable, TemporaryDeliveryError
 from newsletter.content.issues import RenderSettings
-from newsletter.mail.messages import ascii_address
-from newsletter.store.models import ConfirmationRun, MailingList, utcnow
+from newsletter.delivery.batch_loop import BatchResult, DeliveryPolicy, Transport, worker_name
 from newsletter.delivery.notices import confirmation_message
-from newsletter.mail.outbound import PLAIN, Outbound
 from newsletter.delivery.send_control import ControlUnavailable, RateLimiter
+from newsletter.errors import PermanentDeliveryError, RenderError, SmtpUnreachable, TemporaryDeliveryError
+from newsletter.mail.messages import ascii_address
+from newsletter.mail.outbound import PLAIN, Outbound
 from newsletter.mail.transport import is_unknown_user
+from newsletter.store.models import ConfirmationRun, MailingList, utcnow
 from subscribers import confirmation_requests as store
 from subscribers.consent import PendingConfirmation
 from subscribers.tokens import TokenSigner
@@ -98,11 +98,18 @@ def deliver_batch(
                 store.renew(session, run_id, first_id, last_id, me, policy.claim_seconds)
         # The link's time is its email's, not the import's nor the run's start: it lives the whole lifetime
         # the email promises, however long a rate-limited run (or an SMTP outage) takes to reach this person.
-        pending = PendingConfirmation(row.subscription_id, row.subscriber_id, row.email, row.name, mailing_list,
-                                      int(time.time()))
+        pending = PendingConfirmation(
+            row.subscription_id, row.subscriber_id, row.email, row.name, mailing_list, int(time.time())
+        )
         try:
             message, recipient = confirmation_message(
-                pending, render, signer, confirm_days=confirm_days, asked_by_list=True, message_tag=tag, log_id=row.row_id,
+                pending,
+                render,
+                signer,
+                confirm_days=confirm_days,
+                asked_by_list=True,
+                message_tag=tag,
+                log_id=row.row_id,
             )
             message_id, data = message.build(recipient)
         except RenderError as exc:
@@ -127,10 +134,22 @@ def deliver_batch(
             reply = transport.send(outbound.envelope_from(message), ascii_address(row.email), outbound.seal(data))
         except PermanentDeliveryError as exc:
             result.failed += 1
-            _record(sessions, row, status="failed", code=exc.code, reply=str(exc), message_id=message_id,
-                    suppress_as_hard_bounce=is_unknown_user(exc))
-            log.info("confirmation run %s row %s failed: %s", run_id, row.row_id, exc,
-                     extra={"confirmation_run": run_id, "smtp_code": exc.code})
+            _record(
+                sessions,
+                row,
+                status="failed",
+                code=exc.code,
+                reply=str(exc),
+                message_id=message_id,
+                suppress_as_hard_bounce=is_unknown_user(exc),
+            )
+            log.info(
+                "confirmation run %s row %s failed: %s",
+                run_id,
+                row.row_id,
+                exc,
+                extra={"confirmation_run": run_id, "smtp_code": exc.code},
+            )
         except TemporaryDeliveryError as exc:
             attempts = row.attempts + 1
             # No session with the server (connect, TLS, login): not this person's doing, so it never
@@ -139,19 +158,44 @@ def deliver_batch(
             delay = policy.connect_backoff(attempts) if unreachable else policy.backoff(attempts)
             if attempts >= policy.max_attempts and not unreachable:
                 result.failed += 1
-                _record(sessions, row, status="failed", code=exc.code, message_id=message_id,
-                        reply=f"gave up after {attempts} attempts: {exc}")
+                _record(
+                    sessions,
+                    row,
+                    status="failed",
+                    code=exc.code,
+                    message_id=message_id,
+                    reply=f"gave up after {attempts} attempts: {exc}",
+                )
             else:
                 result.retrying += 1
-                _record(sessions, row, status="pending", code=exc.code, reply=str(exc), message_id=message_id,
-                        next_attempt_at=utcnow() + timedelta(seconds=delay))
-            log.info("confirmation run %s row %s: temporary error, attempt %d: %s", run_id, row.row_id, attempts, exc,
-                     extra={"confirmation_run": run_id, "smtp_code": exc.code})
+                _record(
+                    sessions,
+                    row,
+                    status="pending",
+                    code=exc.code,
+                    reply=str(exc),
+                    message_id=message_id,
+                    next_attempt_at=utcnow() + timedelta(seconds=delay),
+                )
+            log.info(
+                "confirmation run %s row %s: temporary error, attempt %d: %s",
+                run_id,
+                row.row_id,
+                attempts,
+                exc,
+                extra={"confirmation_run": run_id, "smtp_code": exc.code},
+            )
             if exc.code is None:
                 # The connection failed: the rest of the batch would fail the same way.
                 result.stopped = f"SMTP server unreachable: {exc}"
-                _release(sessions, run_id, first_id, last_id, me,
-                         due_at=utcnow() + timedelta(seconds=delay) if unreachable else None)
+                _release(
+                    sessions,
+                    run_id,
+                    first_id,
+                    last_id,
+                    me,
+                    due_at=utcnow() + timedelta(seconds=delay) if unreachable else None,
+                )
                 result.run_again_in = delay
                 return result
         else:
@@ -165,7 +209,9 @@ def finish_if_done(sessions: sessionmaker[Session], run_id: int) -> bool:
         return store.finish_if_done(session, run_id)
 
 
-def _after(sessions: sessionmaker[Session], result: BatchResult, run_id: int, first_id: int, last_id: int) -> BatchResult:
+def _after(
+    sessions: sessionmaker[Session], result: BatchResult, run_id: int, first_id: int, last_id: int
+) -> BatchResult:
     with sessions() as session, session.begin():
         result.run_again_in = store.next_due(session, run_id, first_id, last_id)
         store.finish_if_done(session, run_id)
@@ -177,7 +223,8 @@ def _record(sessions: sessionmaker[Session], row: store.Claimed, **outcome: obje
         store.record_outcome(session, row, **outcome)  # type: ignore[arg-type]
 
 
-def _release(sessions: sessionmaker[Session], run_id: int, first_id: int, last_id: int, me: str,
-             due_at: datetime | None = None) -> None:
+def _release(
+    sessions: sessionmaker[Session], run_id: int, first_id: int, last_id: int, me: str, due_at: datetime | None = None
+) -> None:
     with sessions() as session, session.begin():
         store.release(session, run_id, first_id, last_id, me, due_at=due_at)

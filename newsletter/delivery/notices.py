@@ -30,12 +30,12 @@ from typing import Any
 from jinja2 import Environment, TemplateError
 from sqlalchemy.orm import Session, sessionmaker
 
+from newsletter.content.issues import RenderSettings
+from newsletter.content.rendering import inline_css, template_environment
 from newsletter.delivery.batch_loop import Transport
 from newsletter.errors import RenderError
-from newsletter.content.issues import RenderSettings
 from newsletter.mail.messages import CompiledMessage, MessageHeaders, Recipient
 from newsletter.mail.outbound import PLAIN, Outbound
-from newsletter.content.rendering import inline_css, template_environment
 from subscribers.confirmation_requests import record_asked
 from subscribers.consent import PendingConfirmation, pending_confirmation
 from subscribers.tokens import TokenSigner
@@ -131,7 +131,9 @@ def confirmation_message(
         unsubscribe_url=links.unsubscribe(unsubscribe),
         preferences_url=links.preferences(signer.make(pending.subscriber_id, mailing_list.id, "preferences")),
         # A private list has no public archive: its readers' link goes to the home page instead.
-        view_online_url=f"{render.base_url}/" if mailing_list.private else f"{render.base_url}/archive/{mailing_list.slug}",
+        view_online_url=f"{render.base_url}/"
+        if mailing_list.private
+        else f"{render.base_url}/archive/{mailing_list.slug}",
     )
     context = render.context(mailing_list)
     variables: dict[str, Any] = {

@@ -21,14 +21,14 @@ from jinja2 import TemplateError
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
-from newsletter.delivery.batch_loop import Transport
-from newsletter.errors import RenderError
 from newsletter.content.issues import RenderSettings
-from newsletter.mail.messages import CompiledMessage, MessageHeaders, Recipient
-from newsletter.store.models import MailingList, Subscriber, Subscription, Suppression
-from newsletter.delivery.notices import PlainPersonal, link_lifetime
-from newsletter.mail.outbound import PLAIN, Outbound
 from newsletter.content.rendering import inline_css, template_environment
+from newsletter.delivery.batch_loop import Transport
+from newsletter.delivery.notices import PlainPersonal, link_lifetime
+from newsletter.errors import RenderError
+from newsletter.mail.messages import CompiledMessage, MessageHeaders, Recipient
+from newsletter.mail.outbound import PLAIN, Outbound
+from newsletter.store.models import MailingList, Subscriber, Subscription, Suppression
 from subscribers.tokens import TokenSigner
 
 TEMPLATE = "preferences_link"
@@ -95,7 +95,9 @@ def preferences_link_message(
         email=to.email,
         unsubscribe_url=links.unsubscribe(unsubscribe),
         preferences_url=links.preferences(signer.make(to.subscriber_id, mailing_list.id, "preferences")),
-        view_online_url=f"{render.base_url}/" if mailing_list.private else f"{render.base_url}/archive/{mailing_list.slug}",
+        view_online_url=f"{render.base_url}/"
+        if mailing_list.private
+        else f"{render.base_url}/archive/{mailing_list.slug}",
     )
     context = render.context(mailing_list)
     variables: dict[str, Any] = {

@@ -21,11 +21,11 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from newsletter.delivery.audience import Audience, Repeat, check_send, empty_refusal, list_counts, recipient_count
-from newsletter.errors import Conflict, InvalidInput, NewsletterError
 from newsletter.content.issues import RenderSettings, get_issue
-from newsletter.store.models import Issue, MailingList, Send, utcnow
+from newsletter.delivery.audience import Audience, Repeat, check_send, empty_refusal, list_counts, recipient_count
 from newsletter.delivery.sending import Batch, compile_message, get_send, snapshot_recipients
+from newsletter.errors import Conflict, InvalidInput, NewsletterError
+from newsletter.store.models import Issue, MailingList, Send, utcnow
 from subscribers.lists import get_list
 
 #: A send starting later than this after its time says so in its status reason.
@@ -95,8 +95,15 @@ def schedule_send(
     audience = check_send(session, issue.id, mailing_list, repeat, require_recipients=require_recipients)
     rendered = settings.render(issue, mailing_list)
     send = Send(
-        issue_id=issue.id, list_id=mailing_list.id, status="scheduled", audience=audience.value, subject=rendered.subject,
-        html=rendered.html, text=rendered.text, scheduled_at=at, created_at=now,
+        issue_id=issue.id,
+        list_id=mailing_list.id,
+        status="scheduled",
+        audience=audience.value,
+        subject=rendered.subject,
+        html=rendered.html,
+        text=rendered.text,
+        scheduled_at=at,
+        created_at=now,
     )
     session.add(send)
     session.flush()
@@ -116,17 +123,23 @@ def reschedule_send(session: Session, send_id: int, at: datetime, *, now: dateti
 
 def scheduled_sends(session: Session) -> list[tuple[Send, MailingList]]:
     rows = session.execute(
-        select(Send, MailingList).join(MailingList, MailingList.id == Send.list_id)
-        .where(Send.status == "scheduled").order_by(Send.scheduled_at, Send.id)
+        select(Send, MailingList)
+        .join(MailingList, MailingList.id == Send.list_id)
+        .where(Send.status == "scheduled")
+        .order_by(Send.scheduled_at, Send.id)
     ).all()
     return [(send, mailing_list) for send, mailing_list in rows]
 
 
 def due_send_ids(session: Session, now: datetime | None = None) -> list[int]:
     now = now or utcnow()
-    return list(session.scalars(
-        select(Send.id).where(Send.status == "scheduled", Send.scheduled_at <= now).order_by(Send.scheduled_at, Send.id)
-    ))
+    return list(
+        session.scalars(
+            select(Send.id)
+            .where(Send.status == "scheduled", Send.scheduled_at <= now)
+            .order_by(Send.scheduled_at, Send.id)
+        )
+    )
 
 
 def start_scheduled(
@@ -141,7 +154,8 @@ def start_scheduled(
     """
     now = now or utcnow()
     send = session.scalar(
-        select(Send).where(Send.id == send_id, Send.status == "scheduled", Send.scheduled_at <= now)
+        select(Send)
+        .where(Send.id == send_id, Send.status == "scheduled", Send.scheduled_at <= now)
         .with_for_update(skip_locked=True)
     )
     if send is None:
@@ -168,7 +182,9 @@ def start_scheduled(
     late = now - send.scheduled_at
     send.status, send.started_at = "sending", now
     if late > LATE_AFTER:
-        send.status_reason = f"started {_duration(late)} late (scheduled for {send.scheduled_at.isoformat(timespec='seconds')})"
+        send.status_reason = (
+            f"started {_duration(late)} late (scheduled for {send.scheduled_at.isoformat(timespec='seconds')})"
+        )
     issue.status = "sent"
     batches = snapshot_recipients(session, send, mailing_list.id, now, batch_size)
     return Started(send.id, batches, late if late > LATE_AFTER else None)
@@ -210,7 +226,9 @@ def parse_slot(weekday: str, time: str, timezone: str) -> WeeklySlot:
     try:
         ZoneInfo(timezone.strip())
     except (ZoneInfoNotFoundError, ValueError):
-        raise InvalidInput(f"unknown time zone {timezone!r}; use an IANA name like Europe/Paris", where="timezone") from None
+        raise InvalidInput(
+            f"unknown time zone {timezone!r}; use an IANA name like Europe/Paris", where="timezone"
+        ) from None
     return WeeklySlot(matches[0], time.strip(), timezone.strip())
 
 
@@ -257,8 +275,10 @@ def plan_ready_issues(session: Session, settings: RenderSettings, *, now: dateti
     now = now or utcnow()
     plan = Plan([], [])
     ready = session.execute(
-        select(Issue, MailingList).join(MailingList, MailingList.id == Issue.list_id)
-        .where(Issue.status == "ready", MailingList.slot_weekday.is_not(None)).order_by(Issue.updated_at, Issue.id)
+        select(Issue, MailingList)
+        .join(MailingList, MailingList.id == Issue.list_id)
+        .where(Issue.status == "ready", MailingList.slot_weekday.is_not(None))
+        .order_by(Issue.updated_at, Issue.id)
     ).all()
     for issue, mailing_list in ready:
         has_send = session.scalar(select(Send.id).where(Send.issue_id == issue.id, Send.status != "cancelled"))
@@ -266,8 +286,10 @@ def plan_ready_issues(session: Session, settings: RenderSettings, *, now: dateti
         if has_send is not None or slot is None:
             continue
         taken = session.scalar(
-            select(Send.scheduled_at).where(Send.list_id == mailing_list.id, Send.status == "scheduled")
-            .order_by(Send.scheduled_at.desc()).limit(1)
+            select(Send.scheduled_at)
+            .where(Send.list_id == mailing_list.id, Send.status == "scheduled")
+            .order_by(Send.scheduled_at.desc())
+            .limit(1)
         )
         at = slot.next_after(max(now, taken) if taken else now)
         try:

@@ -54,6 +54,7 @@ def _translated(method: F) -> F:
 
     return wrapper  # type: ignore[return-value]
 
+
 _TAKE_TOKENS = """
 local rate = tonumber(ARGV[1])
 local want = tonumber(ARGV[2])

@@ -37,9 +37,9 @@ from sqlalchemy.orm import Session
 
 from newsletter.config import Settings
 from newsletter.delivery.batch_loop import DeliveryPolicy, hide_addresses
+from newsletter.delivery.send_control import PREFIX, stats_key, trouble_key
 from newsletter.errors import NewsletterError
 from newsletter.store.models import Delivery, Send
-from newsletter.delivery.send_control import PREFIX, stats_key, trouble_key
 
 #: The Celery queue (``tasks.QUEUE``), named here so that readers need not import Celery.
 QUEUE = "newsletter"
@@ -125,8 +125,12 @@ def record_smtp_trouble(
 ) -> None:
     """Note that the SMTP server could not be reached for this send. Raises redis.RedisError."""
     now = time.time() if now is None else now
-    mapping = {"where": where, "error": error[:500], "at": f"{now:.3f}",
-               "next_try": f"{now + retry_in:.3f}" if retry_in is not None else ""}
+    mapping = {
+        "where": where,
+        "error": error[:500],
+        "at": f"{now:.3f}",
+        "next_try": f"{now + retry_in:.3f}" if retry_in is not None else "",
+    }
     key = trouble_key(send_key)
     client.pipeline().hset(key, mapping=mapping).hsetnx(key, "since", f"{now:.3f}").expire(key, TROUBLE_TTL).execute()
 
@@ -141,9 +145,13 @@ def _trouble(raw: dict[bytes, bytes]) -> SmtpTrouble | None:
         return None
     values = {k.decode(): v.decode() for k, v in raw.items()}
     try:
-        return SmtpTrouble(values.get("where", "?"), values.get("error", ""), float(values["at"]),
-                           float(values["next_try"]) if values.get("next_try") else None,
-                           float(values["since"]) if values.get("since") else None)
+        return SmtpTrouble(
+            values.get("where", "?"),
+            values.get("error", ""),
+            float(values["at"]),
+            float(values["next_try"]) if values.get("next_try") else None,
+            float(values["since"]) if values.get("since") else None,
+        )
     except (KeyError, ValueError):
         return None
 
@@ -218,7 +226,9 @@ def last_replies(session: Session, send_id: int, limit: int = 3) -> tuple[str, .
     """The SMTP server's latest distinct replies to the send's failed or retried deliveries."""
     rows = session.scalars(
         select(Delivery.smtp_reply)
-        .where(Delivery.send_id == send_id, Delivery.status.in_(("failed", "pending")), Delivery.smtp_reply.is_not(None))
+        .where(
+            Delivery.send_id == send_id, Delivery.status.in_(("failed", "pending")), Delivery.smtp_reply.is_not(None)
+        )
         .order_by(Delivery.updated_at.desc(), Delivery.id.desc())
         .limit(50)
     )
@@ -247,15 +257,17 @@ def read_health(client: redis.Redis, send_key: str | None, *, broker: str) -> He
         at, trouble, queued = pipe.execute()
     except redis.RedisError as exc:
         return Health(broker, broker_error=_redis_error(exc))
-    return Health(broker, workers=workers, last_progress=float(at) if at else None, trouble=_trouble(trouble),
-                  queued=int(queued))
+    return Health(
+        broker, workers=workers, last_progress=float(at) if at else None, trouble=_trouble(trouble), queued=int(queued)
+    )
 
 
 # --- the sentence --------------------------------------------------------------------
 
 
-def send_problem(send: SendState, health: Health | None, *, now: float, stall_seconds: float,
-                 smtp: str = "the SMTP server") -> str | None:
+def send_problem(
+    send: SendState, health: Health | None, *, now: float, stall_seconds: float, smtp: str = "the SMTP server"
+) -> str | None:
     """Why the send is not moving, as one sentence saying what to do; None while it moves (or is done).
 
     ``health`` may be None for a send that needs no Redis facts (paused, finished, cancelled);
@@ -268,11 +280,10 @@ def send_problem(send: SendState, health: Health | None, *, now: float, stall_se
             return None
         if health.broker_error:
             return _broker_down(health)
-        return (
-            f"It was due to start at {_clock(send.scheduled_at)} but has not started: "
-            + ("no worker is running; start `newsletter worker`, and `newsletter scheduler` if it is not running."
-               if not health.workers else
-               "check that `newsletter scheduler` is running (it starts due sends; a worker runs them).")
+        return f"It was due to start at {_clock(send.scheduled_at)} but has not started: " + (
+            "no worker is running; start `newsletter worker`, and `newsletter scheduler` if it is not running."
+            if not health.workers
+            else "check that `newsletter scheduler` is running (it starts due sends; a worker runs them)."
         )
     if send.status != "sending" or health is None:
         return None
@@ -485,7 +496,21 @@ def _redis_error(exc: redis.RedisError) -> str:
 
 
 __all__ = [
-    "Health", "SendHealth", "SendState", "SmtpTrouble", "TroubleReporter", "WorkerBeat", "broker_name",
-    "last_replies", "live_workers", "publish_heartbeat", "read_health", "record_smtp_trouble", "send_problem",
-    "send_state", "smtp_trouble", "stalled_for", "withdraw_heartbeat",
+    "Health",
+    "SendHealth",
+    "SendState",
+    "SmtpTrouble",
+    "TroubleReporter",
+    "WorkerBeat",
+    "broker_name",
+    "last_replies",
+    "live_workers",
+    "publish_heartbeat",
+    "read_health",
+    "record_smtp_trouble",
+    "send_problem",
+    "send_state",
+    "smtp_trouble",
+    "stalled_for",
+    "withdraw_heartbeat",
 ]

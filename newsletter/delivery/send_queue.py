@@ -6,8 +6,8 @@ from collections.abc import Callable
 from types import ModuleType
 
 from newsletter.config import Settings
-from newsletter.errors import NewsletterError
 from newsletter.delivery.sending import Batch
+from newsletter.errors import NewsletterError
 
 
 class QueueUnavailable(NewsletterError):
@@ -16,14 +16,19 @@ class QueueUnavailable(NewsletterError):
 
 def queue_batches(settings: Settings, send_id: int, batches: list[Batch]) -> None:
     """Queue one task per batch. Raises QueueUnavailable, naming the command that recovers."""
-    _queue(settings, lambda tasks: tasks.enqueue(send_id, batches), batches,
-           f"send {send_id} is stored but its batches could not be queued",
-           f"a running worker queues them by itself once the broker is reachable again "
-           f"(`newsletter sends status {send_id}` says what it waits for)")
+    _queue(
+        settings,
+        lambda tasks: tasks.enqueue(send_id, batches),
+        batches,
+        f"send {send_id} is stored but its batches could not be queued",
+        f"a running worker queues them by itself once the broker is reachable again "
+        f"(`newsletter sends status {send_id}` says what it waits for)",
+    )
 
 
-def _queue(settings: Settings, enqueue: Callable[[ModuleType], None], batches: list[Batch], stored: str,
-           recovery: str) -> None:
+def _queue(
+    settings: Settings, enqueue: Callable[[ModuleType], None], batches: list[Batch], stored: str, recovery: str
+) -> None:
     """Hand batches to the broker with ``enqueue(tasks)``. A broker that cannot be reached raises
     QueueUnavailable: what is ``stored``, the broker's error, and the ``recovery``."""
     if not batches:
@@ -43,8 +48,8 @@ def reset_error_counts(settings: Settings, key: str) -> None:
     """Forget a send's attempt and failure counts (before resuming one paused for errors)."""
     import redis
 
-    from newsletter.devtools import embedded_redis
     from newsletter.delivery.send_control import SendControl
+    from newsletter.devtools import embedded_redis
 
     client = redis.Redis.from_url(embedded_redis.client_url(settings.broker_url, settings.var_dir))
     try:
@@ -74,6 +79,10 @@ def queue_resumed(settings: Settings, send_id: int, send_key: str, batches: list
 def queue_confirmation_run(settings: Settings, run_id: int, batches: list[Batch]) -> None:
     """Queue a request to confirm's batches. Raises QueueUnavailable: the run is stored, and a worker's
     reconciler queues it by itself once the broker is reachable again."""
-    _queue(settings, lambda tasks: tasks.enqueue_confirmation_run(run_id, batches), batches,
-           f"the request to confirm is stored (run {run_id}) but could not be queued",
-           "a running worker queues it by itself once the broker is reachable")
+    _queue(
+        settings,
+        lambda tasks: tasks.enqueue_confirmation_run(run_id, batches),
+        batches,
+        f"the request to confirm is stored (run {run_id}) but could not be queued",
+        "a running worker queues it by itself once the broker is reachable",
+    )

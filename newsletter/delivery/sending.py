@@ -17,12 +17,12 @@ from typing import Any
 from sqlalchemy import Select, func, insert, literal, select, update
 from sqlalchemy.orm import Session
 
+from newsletter.content.issues import Links, RenderSettings, get_issue
 from newsletter.delivery.audience import Audience, Repeat, check_send, empty_refusal, list_counts, mailed
-from newsletter.store.db import id_ranges
 from newsletter.delivery.batch_loop import Claimed
 from newsletter.errors import Conflict, InvalidInput, NotFound
-from newsletter.content.issues import Links, RenderSettings, get_issue
 from newsletter.mail.messages import CompiledMessage, MessageHeaders, Recipient
+from newsletter.store.db import id_ranges
 from newsletter.store.models import DELIVERY_STATUSES, Delivery, MailingList, Send, Subscriber, Subscription, utcnow
 from subscribers.lists import get_list
 from subscribers.tokens import TokenSigner
@@ -93,10 +93,14 @@ def compile_message(session: Session, send: Send, *, message_id_key: bytes | Non
     assert mailing_list is not None
     return CompiledMessage(
         message_headers(
-            mailing_list, subject=send.subject, message_id_tag=send_key(send),
+            mailing_list,
+            subject=send.subject,
+            message_id_tag=send_key(send),
             feedback_id=f"{send.id}:{mailing_list.slug}:newsletter",
         ),
-        send.html, send.text, message_id_key=message_id_key,
+        send.html,
+        send.text,
+        message_id_key=message_id_key,
     )
 
 
@@ -120,14 +124,20 @@ class RecipientLinks:
             preferences_url=self.links.preferences(self.signer.make(row.subscriber_id, list_id, "preferences")),
             unsubscribe_mailto=f"mailto:unsubscribe+{unsubscribe}@{message.domain}?subject=unsubscribe",
             view_online_url=self.links.view_online(
-                message.headers.list_slug, issue_id,
+                message.headers.list_slug,
+                issue_id,
                 self.signer.archive_key(list_id, issue_id) if message.headers.private else None,
             ),
         )
 
 
 def start_send(
-    session: Session, issue_id: int, settings: RenderSettings, *, list_slug: str | None = None, batch_size: int,
+    session: Session,
+    issue_id: int,
+    settings: RenderSettings,
+    *,
+    list_slug: str | None = None,
+    batch_size: int,
     repeat: Repeat = Repeat.NO,
 ) -> tuple[Send, list[Batch]]:
     """Create a send of the issue to its list (or ``list_slug``) and snapshot its recipients.
@@ -171,7 +181,12 @@ def snapshot_recipients(session: Session, send: Send, list_id: int, now: datetim
     audience = Audience(send.audience or Audience.ALL)
     recipients = (
         select(
-            literal(send.id), Subscriber.id, Subscriber.email, literal("pending"), literal(0), literal(now, Delivery.updated_at.type)
+            literal(send.id),
+            Subscriber.id,
+            Subscriber.email,
+            literal("pending"),
+            literal(0),
+            literal(now, Delivery.updated_at.type),
         )
         .join(Subscription, Subscription.subscriber_id == Subscriber.id)
         .where(*mailed(list_id, send.issue_id, audience))
@@ -187,8 +202,10 @@ def snapshot_recipients(session: Session, send: Send, list_id: int, now: datetim
     send.total = session.scalar(select(func.count()).select_from(Delivery).where(Delivery.send_id == send.id)) or 0
     if send.total == 0:
         send.status, send.finished_at = "finished", now
-        send.status_reason = "no one to mail: " + empty_refusal(
-            _slug(session, list_id), send.issue_id, list_counts(session, list_id), audience).summary
+        send.status_reason = (
+            "no one to mail: "
+            + empty_refusal(_slug(session, list_id), send.issue_id, list_counts(session, list_id), audience).summary
+        )
         return []
     return pending_batches(session, send.id, batch_size)
 
@@ -261,8 +278,13 @@ def cancel_send(session: Session, send_id: int) -> int:
     return session.execute(
         update(Delivery)
         .where(Delivery.send_id == send_id, Delivery.status == "pending")
-        .values(status="cancelled", smtp_reply="send cancelled before this delivery", claimed_by=None,
-                claim_expires=None, updated_at=now)
+        .values(
+            status="cancelled",
+            smtp_reply="send cancelled before this delivery",
+            claimed_by=None,
+            claim_expires=None,
+            updated_at=now,
+        )
         .execution_options(synchronize_session=False)
     ).rowcount
 
@@ -287,8 +309,15 @@ def delivery_log(session: Session, send_id: int, *, status: str | None = None) -
     get_send(session, send_id)
     query = (
         select(
-            Delivery.id, Delivery.email, Delivery.status, Delivery.attempts, Delivery.smtp_code,
-            Delivery.smtp_reply, Delivery.message_id, Delivery.sent_at, Delivery.updated_at,
+            Delivery.id,
+            Delivery.email,
+            Delivery.status,
+            Delivery.attempts,
+            Delivery.smtp_code,
+            Delivery.smtp_reply,
+            Delivery.message_id,
+            Delivery.sent_at,
+            Delivery.updated_at,
         )
         .where(Delivery.send_id == send_id)
         .order_by(Delivery.id)
@@ -331,8 +360,15 @@ def _log_conditions(session: Session, send_id: int, status: str | None) -> list[
 def _log_query(conditions: list[Any]) -> Select[Any]:
     return (
         select(
-            Delivery.id, Delivery.email, Delivery.status, Delivery.attempts, Delivery.smtp_code,
-            Delivery.smtp_reply, Delivery.message_id, Delivery.sent_at, Delivery.updated_at,
+            Delivery.id,
+            Delivery.email,
+            Delivery.status,
+            Delivery.attempts,
+            Delivery.smtp_code,
+            Delivery.smtp_reply,
+            Delivery.message_id,
+            Delivery.sent_at,
+            Delivery.updated_at,
         )
         .where(*conditions)
         .order_by(Delivery.id)
@@ -341,4 +377,3 @@ def _log_query(conditions: list[Any]) -> Select[Any]:
 
 def _iso(value: datetime | None) -> str | None:
     return value.isoformat(timespec="seconds") if value else None
-

@@ -16,11 +16,11 @@ from dataclasses import dataclass
 from sqlalchemy.orm import Session
 
 from newsletter.config import Settings
-from newsletter.delivery.batch_loop import Claimed
-from newsletter.errors import DeliveryError, InvalidInput, TemporaryDeliveryError
 from newsletter.content.issues import RenderSettings, get_issue
-from newsletter.mail.messages import CompiledMessage, Recipient
+from newsletter.delivery.batch_loop import Claimed
 from newsletter.delivery.sending import RecipientLinks, message_headers
+from newsletter.errors import DeliveryError, InvalidInput, TemporaryDeliveryError
+from newsletter.mail.messages import CompiledMessage, Recipient
 from subscribers.addresses import normalise_email
 from subscribers.tokens import TokenSigner
 
@@ -71,7 +71,9 @@ def compile_test_copies(
     issue, mailing_list = get_issue(session, issue_id)
     rendered = settings.render(issue, mailing_list)
     headers = message_headers(
-        mailing_list, subject=f"[TEST] {rendered.subject}", message_id_tag=f"test.{int(time.time() * 1000):x}",
+        mailing_list,
+        subject=f"[TEST] {rendered.subject}",
+        message_id_tag=f"test.{int(time.time() * 1000):x}",
         feedback_id=f"test:{mailing_list.slug}:newsletter",
     )
     message = CompiledMessage(headers, rendered.html, rendered.text)

@@ -27,7 +27,7 @@ import sys
 import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -175,7 +175,11 @@ class CaptureServer:
             # AUTH is enforced in handle_MAIL: aiosmtpd's auth_required warns when TLS is optional.
             kwargs.update(auth_require_tls=False, authenticator=self._authenticate)
         controller = _Controller(
-            self, sock, _Handler(self), hostname=self.host or None, port=self.port,
+            self,
+            sock,
+            _Handler(self),
+            hostname=self.host or None,
+            port=self.port,
             ssl_context=self.tls_context if self.implicit_tls else None,
             server_hostname=socket.gethostname(),  # else aiosmtpd calls getfqdn() on every connection
             **kwargs,
@@ -218,7 +222,7 @@ class CaptureServer:
 
     def _keep(self, envelope: Envelope, *, tls: bool) -> CapturedMessage:
         data = envelope.original_content or b""
-        received_at = datetime.now(timezone.utc)
+        received_at = datetime.now(UTC)
         with self._lock:
             self._sequence += 1
             sequence = self._sequence
@@ -251,9 +255,7 @@ class CaptureServer:
         )
         # Trace lines as a delivering MTA adds them: the envelope is otherwise lost in a file.
         sender = "" if envelope.mail_from in (None, "<>") else envelope.mail_from
-        trace = f"Return-Path: <{sender}>\r\n" + "".join(
-            f"Delivered-To: {rcpt}\r\n" for rcpt in envelope.rcpt_tos
-        )
+        trace = f"Return-Path: <{sender}>\r\n" + "".join(f"Delivered-To: {rcpt}\r\n" for rcpt in envelope.rcpt_tos)
         tmp = self.maildir / "tmp" / name
         tmp.write_bytes(trace.encode("utf-8", "surrogateescape") + data)
         final = self.maildir / "new" / name
@@ -337,7 +339,9 @@ def _check_replies(name: str, replies: Mapping[str, str] | None) -> dict[str, st
     checked: dict[str, str] = {}
     for address, reply in (replies or {}).items():
         if reply != DISCONNECT and not _REPLY_LINE.match(reply):
-            raise ValueError(f"{name}[{address!r}]: expected an SMTP reply like '550 5.1.1 User unknown', got {reply!r}")
+            raise ValueError(
+                f"{name}[{address!r}]: expected an SMTP reply like '550 5.1.1 User unknown', got {reply!r}"
+            )
         checked[address.lower()] = reply
     return checked
 

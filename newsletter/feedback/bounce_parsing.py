@@ -208,7 +208,9 @@ def is_auto_reply(message: email.message.Message) -> bool:
 def _classify_bounce(
     message: email.message.Message, data: bytes, delivery_id: int | None, mailboxes: Mailboxes
 ) -> Classification:
-    report_type = (message.get_param("report-type") or "").lower() if message.get_content_type() == "multipart/report" else ""
+    report_type = (
+        (message.get_param("report-type") or "").lower() if message.get_content_type() == "multipart/report" else ""
+    )
     parts = list(message.walk())
     if report_type == "feedback-report" or any(p.get_content_type() == "message/feedback-report" for p in parts):
         return _feedback_report(message, parts, delivery_id, mailboxes)
@@ -218,7 +220,7 @@ def _classify_bounce(
             return dsn
     try:
         temporary, permanent = all_failures(message)
-    except Exception as exc:  # noqa: BLE001 - a heuristic over strangers' mail: never let it stop the server
+    except Exception as exc:
         return Classification("unclassified", note=f"the bounce detectors failed on it: {exc!r}")
     if temporary or permanent:
         return _non_standard(message, data, delivery_id, temporary, permanent)
@@ -290,7 +292,11 @@ def _dsn_address(block: email.message.Message) -> str | None:
 
 
 def _non_standard(
-    message: email.message.Message, data: bytes, delivery_id: int | None, temporary: frozenset[bytes], permanent: frozenset[bytes]
+    message: email.message.Message,
+    data: bytes,
+    delivery_id: int | None,
+    temporary: frozenset[bytes],
+    permanent: frozenset[bytes],
 ) -> Classification:
     original_id = _original_message_id(list(message.walk()), data)
     full_subject = _subject(message)
@@ -311,7 +317,9 @@ def _non_standard(
         kind = "hard" if permanent else "delayed"
         only = next(iter(found)) if len(found) == 1 else None
         detail = f"{what[kind]} (non-standard bounce: {subject!r})"
-        return Classification("non-standard bounce", (Report(kind, only, delivery_id, original_id, detail + reference),))
+        return Classification(
+            "non-standard bounce", (Report(kind, only, delivery_id, original_id, detail + reference),)
+        )
     reports = tuple(
         Report(kind, address, None, original_id, f"{what[kind]} (non-standard bounce: {subject!r})" + reference)
         for address, kind in sorted(found.items())
@@ -338,7 +346,9 @@ def _feedback_report(
             break
     feedback_type = (fields.get("Feedback-Type") or "").strip().lower()
     if feedback_type not in _COMPLAINT_TYPES:
-        return Classification("not a bounce", note=f"a feedback report of type {feedback_type or '(none)'!r}, not a complaint")
+        return Classification(
+            "not a bounce", note=f"a feedback report of type {feedback_type or '(none)'!r}, not a complaint"
+        )
     original = _original_headers(parts)
     address = None
     for value in fields.get_all("Original-Rcpt-To") or []:
@@ -412,5 +422,5 @@ def _subject(message: email.message.Message) -> str:
     raw = message.get("Subject") or ""
     try:
         return str(email.header.make_header(email.header.decode_header(raw)))
-    except Exception:  # noqa: BLE001 - a malformed encoded word: show it as it came
+    except Exception:
         return str(raw)

@@ -34,19 +34,19 @@ from aiosmtpd.smtp import Session as SmtpSession
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
-from newsletter.store import db
-from newsletter.feedback.bounce_parsing import Mailboxes, Report, classify
 from newsletter.config import Settings
 from newsletter.errors import InvalidInput, NotFound
-from newsletter.store.models import Delivery, MailingList, Subscriber
+from newsletter.feedback.bounce_parsing import Mailboxes, Report, classify
 from newsletter.mail.smtp_listener import BoundController, listen
+from newsletter.store import db
+from newsletter.store.models import Delivery, MailingList, Subscriber
 from newsletter.until_stopped import wait_until_stopped
 from subscribers.bounces import find_proof, record_bounce
 from subscribers.tokens import TokenSigner
 
 log = logging.getLogger(__name__)
 
-__all__ = ["InboundServer", "Receiver", "main_loop", "mailboxes_for"]
+__all__ = ["InboundServer", "Receiver", "mailboxes_for", "main_loop"]
 
 DEFAULT_SIZE_LIMIT = 10 * 1024 * 1024  # bounces quote the original; an issue is ~100 KB
 MAX_RECIPIENTS = 50
@@ -94,7 +94,7 @@ class Receiver:
         envelope = f"from <{mail_from}> to {', '.join(rcpt_tos)}"
         try:
             classification = classify(data, rcpt_tos, self.mailboxes)
-        except Exception as exc:  # noqa: BLE001 - strangers' mail must never stop the server
+        except Exception as exc:
             log.exception("could not read the message %s", envelope)
             lines = [f"unreadable message {envelope}: {exc!r}; kept no record"]
         else:
@@ -120,9 +120,15 @@ class Receiver:
                     if subscriber is None or mailing_list is None:
                         raise NotFound("the token names a subscriber or list that no longer exists")
                     outcome = record_bounce(
-                        session, email=subscriber.email, kind="unsubscribe", source="smtp", list_id=mailing_list.id,
-                        detail=f"{report.detail} for {mailing_list.slug}", soft_limit=self.soft_limit,
-                        soft_days=self.soft_days, proof="its signed List-Unsubscribe mailto token",
+                        session,
+                        email=subscriber.email,
+                        kind="unsubscribe",
+                        source="smtp",
+                        list_id=mailing_list.id,
+                        detail=f"{report.detail} for {mailing_list.slug}",
+                        soft_limit=self.soft_limit,
+                        soft_days=self.soft_days,
+                        proof="its signed List-Unsubscribe mailto token",
                     )
                     return outcome.summary()
                 delivery_id = report.delivery_id  # from our signed VERP address: proof in itself
@@ -134,8 +140,15 @@ class Receiver:
                     if found is not None:
                         delivery_id, list_id, proof = found.delivery_id, found.list_id, found.how
                 outcome = record_bounce(
-                    session, email=report.email, delivery_id=delivery_id, kind=report.kind, source="smtp",
-                    detail=report.detail, soft_limit=self.soft_limit, soft_days=self.soft_days, list_id=list_id,
+                    session,
+                    email=report.email,
+                    delivery_id=delivery_id,
+                    kind=report.kind,
+                    source="smtp",
+                    detail=report.detail,
+                    soft_limit=self.soft_limit,
+                    soft_days=self.soft_days,
+                    list_id=list_id,
                     proof=proof,
                 )
                 return outcome.summary() + (f" [{report.detail}]" if report.detail else "")
@@ -147,7 +160,12 @@ class InboundServer:
     """The receiving SMTP server in a background thread. ``port=0`` picks a free port (see :attr:`port`)."""
 
     def __init__(
-        self, receiver: Receiver, host: str = "127.0.0.1", port: int = 2525, *, data_size_limit: int = DEFAULT_SIZE_LIMIT
+        self,
+        receiver: Receiver,
+        host: str = "127.0.0.1",
+        port: int = 2525,
+        *,
+        data_size_limit: int = DEFAULT_SIZE_LIMIT,
     ) -> None:
         self.receiver = receiver
         self.host = host
@@ -162,9 +180,14 @@ class InboundServer:
         sock = listen(self.host, self.port)
         self.port = sock.getsockname()[1]
         controller = BoundController(
-            sock, _Handler(self.receiver), hostname=self.host or None, port=self.port,
-            server_hostname=socket.gethostname(), data_size_limit=self.data_size_limit,
-            enable_SMTPUTF8=True, ident="newsletter inbound",
+            sock,
+            _Handler(self.receiver),
+            hostname=self.host or None,
+            port=self.port,
+            server_hostname=socket.gethostname(),
+            data_size_limit=self.data_size_limit,
+            enable_SMTPUTF8=True,
+            ident="newsletter inbound",
         )
         controller.start()
         self._controller = controller
@@ -212,7 +235,7 @@ class _Handler:
         except SQLAlchemyError as exc:
             log.error("database error, answered 451: %s", str(exc).splitlines()[0])
             return TRY_LATER
-        except Exception:  # noqa: BLE001 - never bounce a bounce: accept, and say so in the log
+        except Exception:
             log.exception("error handling a message from <%s>", mail_from)
         return "250 2.0.0 OK"
 
@@ -243,7 +266,8 @@ def main_loop(
     taking = f"{mailboxes.return_path} and its VERP forms, and " if mailboxes.return_path else ""
     print(
         f"Receiving mail on {where}:{server.port} for {taking}unsubscribe+TOKEN@ addresses. Ctrl-C to stop.",
-        file=sys.stderr, flush=True,
+        file=sys.stderr,
+        flush=True,
     )
     wait_until_stopped(server.stop)
     print("Stopped.", file=sys.stderr, flush=True)

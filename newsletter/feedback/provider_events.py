@@ -131,7 +131,7 @@ class CertificateCache:
             return key
         try:
             certificate = x509.load_pem_x509_certificate(self.fetch(url))
-        except Exception as exc:  # noqa: BLE001 - network or format trouble: either way nothing is verified
+        except Exception as exc:
             raise SnsRejected(f"could not get the SNS signing certificate {url}: {exc}") from None
         now = datetime.now(UTC)
         if not certificate.not_valid_before_utc <= now <= certificate.not_valid_after_utc:
@@ -196,7 +196,9 @@ def verify_sns(
     except (binascii.Error, ValueError):
         raise SnsRejected("Signature is not base64") from None
     canonical = "".join(
-        f"{field}\n{document[field]}\n" for field in _SIGNED_FIELDS[kind] if field in document and document[field] is not None
+        f"{field}\n{document[field]}\n"
+        for field in _SIGNED_FIELDS[kind]
+        if field in document and document[field] is not None
     )
     key = certificates.public_key(cert_url)
     try:
@@ -266,7 +268,9 @@ def ses_events(message: SnsMessage) -> list[ProviderEvent]:
             if not isinstance(recipient, dict):
                 raise InvalidInput("expected an object", where=where)
             address = _address(recipient.get("emailAddress"), f"{where}.emailAddress")
-            parts = [f"SES delay/{delay_type}"] + [str(recipient[k]) for k in ("status", "diagnosticCode") if recipient.get(k)]
+            parts = [f"SES delay/{delay_type}"] + [
+                str(recipient[k]) for k in ("status", "diagnosticCode") if recipient.get(k)
+            ]
             events.append(ProviderEvent("delayed", address, message_id, source, " ".join(parts) + until, links))
     elif kind == "Complaint":
         complaint = ses.get("complaint") or {}
@@ -305,17 +309,19 @@ def generic_events(body: bytes) -> list[ProviderEvent]:
             raise InvalidInput("expected an object", where=where)
         unknown = sorted(set(item) - _EVENT_FIELDS)
         if unknown:
-            raise InvalidInput(f"unknown field (known: {', '.join(sorted(_EVENT_FIELDS))})", where=f"{where}.{unknown[0]}")
+            raise InvalidInput(
+                f"unknown field (known: {', '.join(sorted(_EVENT_FIELDS))})", where=f"{where}.{unknown[0]}"
+            )
         kind = item.get("type")
         if kind == "bounce":
             kind = item.get("bounce_type")
             if kind not in ("hard", "soft"):
                 raise InvalidInput(
-                    "a bounce needs bounce_type \"hard\" or \"soft\" (a delay warning is type \"delayed\")",
+                    'a bounce needs bounce_type "hard" or "soft" (a delay warning is type "delayed")',
                     where=f"{where}.bounce_type",
                 )
         elif kind not in ("delayed", "complaint", "unsubscribe"):
-            raise InvalidInput("expected \"bounce\", \"delayed\", \"complaint\" or \"unsubscribe\"", where=f"{where}.type")
+            raise InvalidInput('expected "bounce", "delayed", "complaint" or "unsubscribe"', where=f"{where}.type")
         email = _address(item.get("email"), f"{where}.email")
         optional = {}
         for field in ("message_id", "return_path", "detail"):
@@ -323,7 +329,9 @@ def generic_events(body: bytes) -> list[ProviderEvent]:
             if value is not None and not isinstance(value, str):
                 raise InvalidInput("expected a string", where=f"{where}.{field}")
             optional[field] = value
-        parsed.append(ProviderEvent(kind, email, optional["message_id"], optional["return_path"], optional["detail"] or ""))
+        parsed.append(
+            ProviderEvent(kind, email, optional["message_id"], optional["return_path"], optional["detail"] or "")
+        )
     return parsed
 
 
@@ -357,8 +365,16 @@ def apply_events(
                 delivery_id, list_id, proof = found.delivery_id, found.list_id, found.how
         outcomes.append(
             record_bounce(
-                session, email=event.email, delivery_id=delivery_id, kind=event.kind, source=source,
-                detail=event.detail, soft_limit=soft_limit, soft_days=soft_days, list_id=list_id, proof=proof,
+                session,
+                email=event.email,
+                delivery_id=delivery_id,
+                kind=event.kind,
+                source=source,
+                detail=event.detail,
+                soft_limit=soft_limit,
+                soft_days=soft_days,
+                list_id=list_id,
+                proof=proof,
             )
         )
     return outcomes
@@ -399,7 +415,9 @@ def _is_sns_url(url: str) -> bool:
     except ValueError:
         return False
     return (
-        parts.scheme == "https" and port in (None, 443) and parts.username is None
+        parts.scheme == "https"
+        and port in (None, 443)
+        and parts.username is None
         and _SNS_HOST.fullmatch(parts.hostname or "") is not None
     )
 
@@ -472,4 +490,3 @@ def _address(value: object, where: str) -> str:
         return normalise_email(value)
     except InvalidInput as exc:
         raise InvalidInput(exc.message, where=where) from None
-

@@ -12,19 +12,15 @@ from sqlalchemy.orm import Session, sessionmaker
 from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
 from newsletter import __version__
-
-from newsletter.http import admin, api
-
-from newsletter.store import db
-
-from newsletter.devtools import embedded_redis
 from newsletter.config import Settings
-from newsletter.http.site import archive, confirm, docs, home, metrics, preferences, subscribe, unsubscribe, webhooks
-from newsletter.http import errors
+from newsletter.devtools import embedded_redis
+from newsletter.http import admin, api, errors
 from newsletter.http.body_limits import BodyLimits
 from newsletter.http.context import STATIC_DIR, ConfirmationSender, Web, page_templates, trusted_proxy_networks
 from newsletter.http.headers import SecurityHeaders
 from newsletter.http.ratelimit import LoginLimiter, SubscribeLimiter, Unavailable
+from newsletter.http.site import archive, confirm, docs, home, metrics, preferences, subscribe, unsubscribe, webhooks
+from newsletter.store import db
 from subscribers.consent import ConfirmationRequest
 from subscribers.tokens import TokenSigner
 
@@ -105,7 +101,7 @@ def celery_confirmations(settings: Settings) -> ConfirmationSender:
                 tasks.configure(settings)
                 configured = True
             tasks.enqueue_confirmation(request.subscription_id, request.requested_at)
-        except Exception as exc:  # noqa: BLE001 - kombu raises several kinds; all mean "broker unreachable"
+        except Exception as exc:
             raise Unavailable(f"could not queue the confirmation email: {exc}") from None
 
     return send
@@ -124,7 +120,7 @@ def celery_preferences_links(settings: Settings) -> preferences.LinkSender:
                 tasks.configure(settings)
                 configured = True
             tasks.enqueue_preferences_link(subscriber_id, list_id)
-        except Exception as exc:  # noqa: BLE001 - kombu raises several kinds; all mean "broker unreachable"
+        except Exception as exc:
             raise Unavailable(f"could not queue the preferences link: {exc}") from None
 
     return send

@@ -34,11 +34,11 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from newsletter.access import accounts
 from newsletter.access.accounts import Unauthenticated
+from newsletter.feedback.provider_events import MAX_BODY as WEBHOOK_MAX_BODY
+from newsletter.feedback.provider_events import check_bearer
 from newsletter.http.admin.auth import CALLER_STATE as ADMIN_CALLER_STATE
 from newsletter.http.admin.auth import SESSION_COOKIE
 from newsletter.http.api.auth import CALLER_STATE, token_caller
-from newsletter.feedback.provider_events import MAX_BODY as WEBHOOK_MAX_BODY
-from newsletter.feedback.provider_events import check_bearer
 from newsletter.http.context import Web
 from newsletter.http.errors import BodyTooLarge, json_error, too_large
 
@@ -87,7 +87,7 @@ class BodyLimits:
             return
         root = self.web.root
         path: str = scope["path"]
-        inside = path[len(root):] if root and (path == root or path.startswith(root + "/")) else path
+        inside = path[len(root) :] if root and (path == root or path.startswith(root + "/")) else path
         method: str = scope["method"]
         limit = limit_for(inside, method, import_bytes=self.web.settings.import_max_mb * MB)
 

@@ -11,15 +11,15 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from fastapi import Request
-from prometheus_client import CollectorRegistry
 from fastapi.responses import HTMLResponse
 from jinja2 import Environment, FileSystemLoader, StrictUndefined
+from prometheus_client import CollectorRegistry
 from sqlalchemy.orm import Session, sessionmaker
 
-from newsletter.store import db
 from newsletter.config import Settings
 from newsletter.http.ratelimit import LoginLimiter, SubscribeLimiter
 from newsletter.resources import shipped
+from newsletter.store import db
 from subscribers.consent import ConfirmationRequest
 from subscribers.tokens import TokenSigner
 
@@ -66,7 +66,9 @@ class Web:
     def confirm_max_age(self) -> float:
         return self.settings.confirm_days * 86400
 
-    def page(self, template: str, *, status: int = 200, headers: dict[str, str] | None = None, **values: Any) -> HTMLResponse:
+    def page(
+        self, template: str, *, status: int = 200, headers: dict[str, str] | None = None, **values: Any
+    ) -> HTMLResponse:
         html = self.templates.get_template(template).render(**values)
         return HTMLResponse(html, status_code=status, headers=headers)
 

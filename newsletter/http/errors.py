@@ -32,8 +32,8 @@ from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Resp
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from newsletter.access.accounts import Forbidden, Unauthenticated
-from newsletter.errors import Conflict, InvalidInput, NewsletterError, NotFound
 from newsletter.delivery.send_queue import QueueUnavailable
+from newsletter.errors import Conflict, InvalidInput, NewsletterError, NotFound
 from newsletter.http.context import web
 from newsletter.http.headers import response_headers
 from newsletter.http.ratelimit import TooManyRequests, Unavailable
@@ -77,8 +77,14 @@ def status_for(exc: Exception) -> int:
     return 500
 
 
-def error_page(request: Request, status: int, *, message: str | None = None, subscribe_slug: str | None = None,
-               headers: dict[str, str] | None = None) -> HTMLResponse:
+def error_page(
+    request: Request,
+    status: int,
+    *,
+    message: str | None = None,
+    subscribe_slug: str | None = None,
+    headers: dict[str, str] | None = None,
+) -> HTMLResponse:
     return web(request).page(
         "error.html", status=status, headers=headers, status_code=status, message=message, subscribe_slug=subscribe_slug
     )
@@ -126,8 +132,12 @@ def validation_error(exc: RequestValidationError) -> tuple[str | None, str]:
         if isinstance(value, Mapping) and isinstance(step, str) and step in value:
             steps.append(step)
             value = value[step]
-        elif isinstance(value, Sequence) and not isinstance(value, (str, bytes)) and isinstance(step, int) \
-                and 0 <= step < len(value):
+        elif (
+            isinstance(value, Sequence)
+            and not isinstance(value, (str, bytes))
+            and isinstance(step, int)
+            and 0 <= step < len(value)
+        ):
             steps.append(step)
             value = value[step]
         elif step == "[key]":
@@ -179,9 +189,12 @@ def _login_url(request: Request) -> str:
     return f"{login}?{urlencode({'next': wanted})}"
 
 
-def json_error(status: int, message: str, *, field: str | None = None, headers: dict[str, str] | None = None) -> JSONResponse:
-    return JSONResponse({"error": {"status": status, "message": message, "field": field}}, status_code=status,
-                        headers=headers)
+def json_error(
+    status: int, message: str, *, field: str | None = None, headers: dict[str, str] | None = None
+) -> JSONResponse:
+    return JSONResponse(
+        {"error": {"status": status, "message": message, "field": field}}, status_code=status, headers=headers
+    )
 
 
 def install(app: FastAPI, *, admin_forbidden: Callable[[Request, Forbidden], Response] | None = None) -> None:
@@ -235,8 +248,12 @@ def install(app: FastAPI, *, admin_forbidden: Callable[[Request, Forbidden], Res
     async def too_many(request: Request, exc: TooManyRequests) -> Response:
         if is_api(request):
             return json_error(429, "too many requests", headers={"Retry-After": str(exc.retry_after)})
-        return error_page(request, 429, headers={"Retry-After": str(exc.retry_after)},
-                          message=f"please wait about {max(1, round(exc.retry_after / 60))} minutes and try again")
+        return error_page(
+            request,
+            429,
+            headers={"Retry-After": str(exc.retry_after)},
+            message=f"please wait about {max(1, round(exc.retry_after / 60))} minutes and try again",
+        )
 
     @app.exception_handler(Unavailable)
     async def unavailable(request: Request, exc: Unavailable) -> Response:

@@ -194,9 +194,16 @@ class LoginLimiter:
     cannot be guessed online, and an attacker cannot lock the admin out of their usual address.
     """
 
-    def __init__(self, connect: Callable[[], redis.Redis], *, per_ip: int = FAILED_LOGINS_PER_IP,
-                 per_user: int = FAILED_LOGINS_PER_USER, per_known_address: int = FAILED_LOGINS_PER_KNOWN_ADDRESS,
-                 window: int = LOGIN_WINDOW, known_days: float = KNOWN_ADDRESS_DAYS) -> None:
+    def __init__(
+        self,
+        connect: Callable[[], redis.Redis],
+        *,
+        per_ip: int = FAILED_LOGINS_PER_IP,
+        per_user: int = FAILED_LOGINS_PER_USER,
+        per_known_address: int = FAILED_LOGINS_PER_KNOWN_ADDRESS,
+        window: int = LOGIN_WINDOW,
+        known_days: float = KNOWN_ADDRESS_DAYS,
+    ) -> None:
         self._connect = connect
         self.per_ip, self.per_user, self.per_known_address = per_ip, per_user, per_known_address
         self.window, self.known_seconds = window, int(known_days * 86400)
@@ -217,8 +224,12 @@ class LoginLimiter:
     def _keys(ip: str | None, username: str) -> tuple[str, str, str, str]:
         user = hashlib.sha256(username.strip().lower().encode()).hexdigest()[:32]
         address = ip_key(ip)
-        return (f"{PREFIX}:login-ip:{address}", f"{PREFIX}:login-user:{user}",
-                f"{PREFIX}:login-known:{user}:{address}", f"{PREFIX}:login-user-ip:{user}:{address}")
+        return (
+            f"{PREFIX}:login-ip:{address}",
+            f"{PREFIX}:login-user:{user}",
+            f"{PREFIX}:login-known:{user}:{address}",
+            f"{PREFIX}:login-user-ip:{user}:{address}",
+        )
 
     def reserve(self, ip: str | None, username: str) -> LoginAttempt:
         """Count this attempt as a failure, atomically with checking the limits.
@@ -229,7 +240,8 @@ class LoginLimiter:
         keys = self._keys(ip, username)
         try:
             allowed, retry_after, known = self._reserve(
-                keys=list(keys), args=[self.window, self.per_ip, self.per_user, self.per_known_address])
+                keys=list(keys), args=[self.window, self.per_ip, self.per_user, self.per_known_address]
+            )
         except redis.RedisError as exc:
             raise Unavailable(f"Redis unavailable: {exc}") from None
         if not int(allowed):

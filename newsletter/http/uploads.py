@@ -103,8 +103,13 @@ async def receive_upload(
 class _Parts:
     """python-multipart's callbacks: fields into memory, the file onto disk (written by ``flush``, in a thread)."""
 
-    def __init__(self, file_field: str, new_path: Callable[[], Path], max_bytes: int,
-                 before_file: Callable[[dict[str, str]], None] | None) -> None:
+    def __init__(
+        self,
+        file_field: str,
+        new_path: Callable[[], Path],
+        max_bytes: int,
+        before_file: Callable[[dict[str, str]], None] | None,
+    ) -> None:
         self.file_field = file_field
         self.new_path = new_path
         self.max_bytes = max_bytes
@@ -123,9 +128,14 @@ class _Parts:
 
     def callbacks(self) -> dict[str, Callable[..., None]]:
         return {
-            "on_part_begin": self.on_part_begin, "on_part_data": self.on_part_data, "on_part_end": self.on_part_end,
-            "on_header_field": self.on_header_field, "on_header_value": self.on_header_value,
-            "on_header_end": self.on_header_end, "on_headers_finished": self.on_headers_finished, "on_end": self.on_end,
+            "on_part_begin": self.on_part_begin,
+            "on_part_data": self.on_part_data,
+            "on_part_end": self.on_part_end,
+            "on_header_field": self.on_header_field,
+            "on_header_value": self.on_header_value,
+            "on_header_end": self.on_header_end,
+            "on_headers_finished": self.on_headers_finished,
+            "on_end": self.on_end,
         }
 
     def on_part_begin(self) -> None:
@@ -150,7 +160,9 @@ class _Parts:
     def on_headers_finished(self) -> None:
         _, options = parse_options_header(self._disposition)
         if b"name" not in options:
-            raise InvalidInput("a part of the form has no name (Content-Disposition: form-data; name=...)", where="body")
+            raise InvalidInput(
+                "a part of the form has no name (Content-Disposition: form-data; name=...)", where="body"
+            )
         self._name = options[b"name"].decode("utf-8", "replace")
         if self._name != self.file_field:
             return
@@ -160,7 +172,7 @@ class _Parts:
             self.before_file(dict(self.upload.fields))
         self.upload.filename = options.get(b"filename", b"").decode("utf-8", "replace") or "upload.csv"
         self.upload.path = self.new_path()
-        self.out = open(self.upload.path, "xb")  # noqa: SIM115 - closed by close(), after the last flush
+        self.out = open(self.upload.path, "xb")
         self._in_file = True
 
     def on_part_data(self, data: bytes, start: int, end: int) -> None:

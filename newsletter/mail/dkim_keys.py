@@ -40,7 +40,9 @@ def check_domain(domain: str, where: str = "--domain") -> str:
 
 def check_selector(selector: str, where: str = "--selector") -> str:
     if not SELECTOR_RE.fullmatch(selector):
-        raise InvalidInput(f"not a DKIM selector (letters, digits, '.', '_', '-'; at most 63): {selector!r}", where=where)
+        raise InvalidInput(
+            f"not a DKIM selector (letters, digits, '.', '_', '-'; at most 63): {selector!r}", where=where
+        )
     return selector
 
 
@@ -63,8 +65,9 @@ def write_private_key(path: Path, key: rsa.RSAPrivateKey) -> None:
     try:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     except FileExistsError:
-        raise InvalidInput("already exists; not overwriting a key (choose another --out, or move the old key away)",
-                           where=str(path)) from None
+        raise InvalidInput(
+            "already exists; not overwriting a key (choose another --out, or move the old key away)", where=str(path)
+        ) from None
     except OSError as exc:
         raise InvalidInput(f"cannot create the key file: {exc.strerror}", where=str(path)) from None
     with os.fdopen(fd, "wb") as handle:
@@ -109,7 +112,7 @@ def record_name(selector: str, domain: str) -> str:
 def zone_line(selector: str, domain: str, key: rsa.RSAPrivateKey) -> str:
     """The record in zone-file syntax, its value split into strings of at most 255 characters."""
     value = record_value(key)
-    strings = " ".join(f'"{value[i:i + _TXT_STRING]}"' for i in range(0, len(value), _TXT_STRING))
+    strings = " ".join(f'"{value[i : i + _TXT_STRING]}"' for i in range(0, len(value), _TXT_STRING))
     return f"{record_name(selector, domain)}. IN TXT {strings}"
 
 

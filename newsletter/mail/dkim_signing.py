@@ -40,13 +40,24 @@ from cryptography.hazmat.primitives.asymmetric import padding, rsa, utils
 from dkim.canonicalization import CanonicalizationPolicy
 
 from newsletter.config import DkimSettings
-from newsletter.mail.dkim_keys import KeyProblem, load_private_key
 from newsletter.errors import ConfigError
+from newsletter.mail.dkim_keys import KeyProblem, load_private_key
 
 SIGNED_HEADERS = (
-    b"from", b"to", b"subject", b"date", b"message-id", b"mime-version", b"content-type",
-    b"list-id", b"list-unsubscribe", b"list-unsubscribe-post", b"feedback-id", b"reply-to",
-    b"from", b"subject",  # over-signed: a second one cannot be added
+    b"from",
+    b"to",
+    b"subject",
+    b"date",
+    b"message-id",
+    b"mime-version",
+    b"content-type",
+    b"list-id",
+    b"list-unsubscribe",
+    b"list-unsubscribe-post",
+    b"feedback-id",
+    b"reply-to",
+    b"from",
+    b"subject",  # over-signed: a second one cannot be added
 )
 CANONICALIZATION = CanonicalizationPolicy.from_c_value(b"relaxed/simple")
 _FIELD = b"DKIM-Signature"
@@ -113,9 +124,7 @@ class DkimSigner:
         value = dkim.fold(b"; ".join(b"=".join(f) for f in fields), namelen=len(_FIELD), linesep=_CRLF)
         value = dkim.RE_BTAG.sub(b"\\1", value)
         digest = hashlib.sha256()
-        dkim.hash_headers(
-            digest, CANONICALIZATION, headers, SIGNED_HEADERS, (_FIELD, b" " + value), None
-        )
+        dkim.hash_headers(digest, CANONICALIZATION, headers, SIGNED_HEADERS, (_FIELD, b" " + value), None)
         signature = self._key.sign(digest.digest(), self._padding, self._algorithm)
         fields[-1] = (b"b", base64.b64encode(signature))
         value = dkim.fold(b"; ".join(b"=".join(f) for f in fields) + _CRLF, namelen=len(_FIELD), linesep=_CRLF)

@@ -28,9 +28,9 @@ from dataclasses import dataclass, field
 
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from newsletter.mail import dkim_keys
 from newsletter.config import MAKE_SECRET, MIN_OLD_SECRET_BYTES, MIN_SECRET_BYTES, Settings, secret_key_problem
 from newsletter.errors import InvalidInput
+from newsletter.mail import dkim_keys
 from newsletter.mail.messages import sender_domain
 
 OK, MISSING, WARN, INFO = "ok", "missing", "warn", "info"
@@ -91,15 +91,23 @@ def run_checks(
     if settings.postal_address:
         report.add("Postal address", OK, f"printed in every footer: {settings.postal_address}")
     else:
-        report.add("Postal address", MISSING, "NEWSLETTER_POSTAL_ADDRESS is empty",
-                   "set it to your postal address; every email's footer prints it (CAN-SPAM)")
+        report.add(
+            "Postal address",
+            MISSING,
+            "NEWSLETTER_POSTAL_ADDRESS is empty",
+            "set it to your postal address; every email's footer prints it (CAN-SPAM)",
+        )
     https = settings.base_url.startswith("https://")
     if https:
         report.add("Base URL", OK, f"{settings.base_url} (https)")
     else:
-        report.add("Base URL", MISSING, f"NEWSLETTER_BASE_URL is {settings.base_url}, not https",
-                   "serve the web app behind TLS and set NEWSLETTER_BASE_URL=https://...; one-click "
-                   "unsubscribe (RFC 8058) needs an https URL, and every link in every email uses it")
+        report.add(
+            "Base URL",
+            MISSING,
+            f"NEWSLETTER_BASE_URL is {settings.base_url}, not https",
+            "serve the web app behind TLS and set NEWSLETTER_BASE_URL=https://...; one-click "
+            "unsubscribe (RFC 8058) needs an https URL, and every link in every email uses it",
+        )
     _check_secret_keys(report, settings, secret_key_set)
     _check_unsubscribe(report, settings, https, web_check)
     _records(report, settings, key, from_domains)
@@ -110,69 +118,107 @@ def _check_secret_keys(report: Report, settings: Settings, secret_key_set: bool)
     """The key that signs every link: set, not blank, 32 bytes or more; and the old keys still accepted."""
     make = f"make one with: {MAKE_SECRET}"
     if not secret_key_set:
-        report.add("Secret key", MISSING,
-                   f"NEWSLETTER_SECRET_KEY is unset: links are signed with the development key in {settings.var_dir}/secret_key",
-                   f"set NEWSLETTER_SECRET_KEY to at least {MIN_SECRET_BYTES} random bytes, the same on every machine "
-                   f"(unsubscribe links in sent emails must keep working); {make}")
+        report.add(
+            "Secret key",
+            MISSING,
+            f"NEWSLETTER_SECRET_KEY is unset: links are signed with the development key in {settings.var_dir}/secret_key",
+            f"set NEWSLETTER_SECRET_KEY to at least {MIN_SECRET_BYTES} random bytes, the same on every machine "
+            f"(unsubscribe links in sent emails must keep working); {make}",
+        )
     elif (problem := secret_key_problem(settings.secret_key)) is not None:
-        report.add("Secret key", MISSING,
-                   f"NEWSLETTER_SECRET_KEY is {problem.split(';')[0]}: web, worker, send, inbound and every other "
-                   "command but doctor refuse to start",
-                   f"{make}, set it on every machine, and put the old value in NEWSLETTER_SECRET_KEY_OLD "
-                   "so links already mailed keep working")
+        report.add(
+            "Secret key",
+            MISSING,
+            f"NEWSLETTER_SECRET_KEY is {problem.split(';')[0]}: web, worker, send, inbound and every other "
+            "command but doctor refuse to start",
+            f"{make}, set it on every machine, and put the old value in NEWSLETTER_SECRET_KEY_OLD "
+            "so links already mailed keep working",
+        )
     else:
-        report.add("Secret key", OK, f"NEWSLETTER_SECRET_KEY is set ({len(settings.secret_key.strip().encode())} bytes)")
+        report.add(
+            "Secret key", OK, f"NEWSLETTER_SECRET_KEY is set ({len(settings.secret_key.strip().encode())} bytes)"
+        )
     for number, key in enumerate(settings.old_secret_keys, 1):
         size = len(key.encode())
         name = f"NEWSLETTER_SECRET_KEY_OLD: key {number} of {len(settings.old_secret_keys)}"
         if size < MIN_OLD_SECRET_BYTES:
-            report.add("Old secret key", MISSING, f"{name} is {size} bytes: every command but doctor refuses it",
-                       "remove it (no key this short was ever accepted)")
+            report.add(
+                "Old secret key",
+                MISSING,
+                f"{name} is {size} bytes: every command but doctor refuses it",
+                "remove it (no key this short was ever accepted)",
+            )
         elif size < MIN_SECRET_BYTES:
-            report.add("Old secret key", WARN,
-                       f"{name} is {size} bytes, under {MIN_SECRET_BYTES}: links signed with it are still accepted, "
-                       "and a short key is easier to guess", "remove it once the links signed with it have aged out")
+            report.add(
+                "Old secret key",
+                WARN,
+                f"{name} is {size} bytes, under {MIN_SECRET_BYTES}: links signed with it are still accepted, "
+                "and a short key is easier to guess",
+                "remove it once the links signed with it have aged out",
+            )
 
 
 def _check_dkim(report: Report, settings: Settings, dns_record: str | None) -> rsa.RSAPrivateKey | None:
     dkim = settings.dkim
     if dkim is None:
-        report.add("DKIM signing", MISSING, "messages go out unsigned (NEWSLETTER_DKIM_* unset)",
-                   "run `newsletter dkim keygen --domain YOUR-FROM-DOMAIN --selector nl1`, publish the record it "
-                   "prints, and set the three settings it names")
+        report.add(
+            "DKIM signing",
+            MISSING,
+            "messages go out unsigned (NEWSLETTER_DKIM_* unset)",
+            "run `newsletter dkim keygen --domain YOUR-FROM-DOMAIN --selector nl1`, publish the record it "
+            "prints, and set the three settings it names",
+        )
         return None
     report.add("DKIM signing", OK, f"d={dkim.domain} s={dkim.selector}")
     try:
         key = dkim_keys.load_private_key(dkim.private_key_file)
     except dkim_keys.KeyProblem as exc:
-        report.add("DKIM key", MISSING, str(exc),
-                   "point NEWSLETTER_DKIM_PRIVATE_KEY_FILE at the PEM RSA key `newsletter dkim keygen` wrote")
+        report.add(
+            "DKIM key",
+            MISSING,
+            str(exc),
+            "point NEWSLETTER_DKIM_PRIVATE_KEY_FILE at the PEM RSA key `newsletter dkim keygen` wrote",
+        )
         return None
     mode = stat.S_IMODE(dkim.private_key_file.stat().st_mode)
     detail = f"{dkim.private_key_file}: {key.key_size}-bit RSA, mode {mode:04o}"
     if key.key_size < dkim_keys.RECOMMENDED_BITS:
-        report.add("DKIM key", WARN, detail + f"; under {dkim_keys.RECOMMENDED_BITS} bits",
-                   f"make a {dkim_keys.RECOMMENDED_BITS}-bit key under a new selector (`newsletter dkim keygen`), "
-                   "publish it, then switch")
+        report.add(
+            "DKIM key",
+            WARN,
+            detail + f"; under {dkim_keys.RECOMMENDED_BITS} bits",
+            f"make a {dkim_keys.RECOMMENDED_BITS}-bit key under a new selector (`newsletter dkim keygen`), "
+            "publish it, then switch",
+        )
     elif mode & 0o077:
         report.add("DKIM key", WARN, detail + "; readable by other users", f"chmod 600 {dkim.private_key_file}")
     else:
         report.add("DKIM key", OK, detail)
     name = dkim_keys.record_name(dkim.selector, dkim.domain)
     if dns_record is None:
-        report.add("DKIM DNS record", INFO, f"not compared (no DNS lookups): publish the record below at {name}",
-                   "give the published value with --dns-record to compare it with the key")
+        report.add(
+            "DKIM DNS record",
+            INFO,
+            f"not compared (no DNS lookups): publish the record below at {name}",
+            "give the published value with --dns-record to compare it with the key",
+        )
     else:
         try:
             matches = dkim_keys.record_matches(dns_record, key)
         except InvalidInput as exc:
-            report.add("DKIM DNS record", MISSING, f"--dns-record: {exc.message}", f"publish the record below at {name}")
+            report.add(
+                "DKIM DNS record", MISSING, f"--dns-record: {exc.message}", f"publish the record below at {name}"
+            )
         else:
             if matches:
                 report.add("DKIM DNS record", OK, f"the given record at {name} carries this key's public half")
             else:
-                report.add("DKIM DNS record", MISSING, "the given record does not match the private key",
-                           f"publish the record below at {name} (receivers would reject every signature)")
+                report.add(
+                    "DKIM DNS record",
+                    MISSING,
+                    "the given record does not match the private key",
+                    f"publish the record below at {name} (receivers would reject every signature)",
+                )
     return key
 
 
@@ -197,26 +243,41 @@ def _check_alignment(report: Report, settings: Settings, from_domains: dict[str,
         if aligned(domain, settings.dkim.domain):
             report.add("DMARC alignment", OK, f"{named} aligns with d={settings.dkim.domain}")
         else:
-            report.add("DMARC alignment", MISSING, f"{named} does not align with d={settings.dkim.domain}",
-                       f"sign with a key of {domain} (`newsletter dkim keygen --domain {domain} ...`), "
-                       "or send these lists from an address on the DKIM domain")
+            report.add(
+                "DMARC alignment",
+                MISSING,
+                f"{named} does not align with d={settings.dkim.domain}",
+                f"sign with a key of {domain} (`newsletter dkim keygen --domain {domain} ...`), "
+                "or send these lists from an address on the DKIM domain",
+            )
 
 
 def _check_return_path(report: Report, settings: Settings, from_domains: dict[str, list[str]]) -> None:
     if settings.return_path is None:
-        report.add("Return path", MISSING, "NEWSLETTER_RETURN_PATH is unset: bounces go to each list's From address "
-                   "and are not read", "set NEWSLETTER_RETURN_PATH=bounces@YOUR-FROM-DOMAIN and route that "
-                   "address's mail to `newsletter inbound`")
+        report.add(
+            "Return path",
+            MISSING,
+            "NEWSLETTER_RETURN_PATH is unset: bounces go to each list's From address and are not read",
+            "set NEWSLETTER_RETURN_PATH=bounces@YOUR-FROM-DOMAIN and route that address's mail to `newsletter inbound`",
+        )
         return
     domain = settings.return_path.rpartition("@")[2]
     apart = sorted(d for d in from_domains if not aligned(d, domain))
     if apart:
-        report.add("Return path", WARN, f"{settings.return_path}: envelope domain {domain} does not align with "
-                   f"{', '.join(apart)}, so SPF cannot pass DMARC for them (DKIM still can)",
-                   "use a bounce address on (a subdomain of) the From domain")
+        report.add(
+            "Return path",
+            WARN,
+            f"{settings.return_path}: envelope domain {domain} does not align with "
+            f"{', '.join(apart)}, so SPF cannot pass DMARC for them (DKIM still can)",
+            "use a bounce address on (a subdomain of) the From domain",
+        )
     else:
-        report.add("Return path", OK, f"VERP envelope senders {settings.return_path.replace('@', '+d<id>-<mac>@')}"
-                   + (f", aligned with {', '.join(sorted(from_domains))}" if from_domains else ""))
+        report.add(
+            "Return path",
+            OK,
+            f"VERP envelope senders {settings.return_path.replace('@', '+d<id>-<mac>@')}"
+            + (f", aligned with {', '.join(sorted(from_domains))}" if from_domains else ""),
+        )
 
 
 def _check_unsubscribe(report: Report, settings: Settings, https: bool, web_check: Check | None) -> None:
@@ -224,25 +285,33 @@ def _check_unsubscribe(report: Report, settings: Settings, https: bool, web_chec
     if https:
         report.add("One-click unsubscribe", OK, f"List-Unsubscribe <{link}> and List-Unsubscribe-Post on every message")
     else:
-        report.add("One-click unsubscribe", MISSING, f"List-Unsubscribe points at {link}: RFC 8058 needs https",
-                   "set NEWSLETTER_BASE_URL to the https URL of the web app")
+        report.add(
+            "One-click unsubscribe",
+            MISSING,
+            f"List-Unsubscribe points at {link}: RFC 8058 needs https",
+            "set NEWSLETTER_BASE_URL to the https URL of the web app",
+        )
     if web_check is not None:
         report.checks.append(web_check)
     else:
-        report.add("Unsubscribe endpoint", INFO, "not contacted", "run `newsletter doctor --check-web` with the web app up")
+        report.add(
+            "Unsubscribe endpoint", INFO, "not contacted", "run `newsletter doctor --check-web` with the web app up"
+        )
 
 
 def check_one_click(base_url: str, *, timeout: float = 10.0) -> Check:
     """POST a one-click unsubscribe with an invalid token to the live app: it must answer with its 400/404 page."""
     url = f"{base_url}/unsubscribe/doctor-check.invalid-token"
     request = urllib.request.Request(
-        url, data=b"List-Unsubscribe=One-Click", method="POST",
+        url,
+        data=b"List-Unsubscribe=One-Click",
+        method="POST",
         headers={"Content-Type": "application/x-www-form-urlencoded", "User-Agent": "newsletter-doctor"},
     )
     name = "Unsubscribe endpoint"
     fix = "start the web app (`newsletter web`) behind NEWSLETTER_BASE_URL, reachable from the internet"
     try:
-        with urllib.request.urlopen(request, timeout=timeout) as response:  # noqa: S310 - the configured base URL
+        with urllib.request.urlopen(request, timeout=timeout) as response:
             status = response.status
     except urllib.error.HTTPError as exc:
         status = exc.code
@@ -250,26 +319,36 @@ def check_one_click(base_url: str, *, timeout: float = 10.0) -> Check:
         reason = getattr(exc, "reason", exc)
         return Check(name, MISSING, f"POST {url}: no answer ({reason})", fix)
     if status in (400, 404):
-        return Check(name, OK, f"POST {url} answered {status}: the app rejects a bad token, so it receives one-click POSTs")
+        return Check(
+            name, OK, f"POST {url} answered {status}: the app rejects a bad token, so it receives one-click POSTs"
+        )
     return Check(name, MISSING, f"POST {url} answered {status}, not the app's 400 for a bad token", fix)
 
 
-def _records(report: Report, settings: Settings, key: rsa.RSAPrivateKey | None, from_domains: dict[str, list[str]]) -> None:
+def _records(
+    report: Report, settings: Settings, key: rsa.RSAPrivateKey | None, from_domains: dict[str, list[str]]
+) -> None:
     if settings.dkim is not None and key is not None:
-        report.records.append(("DKIM: the public key", dkim_keys.zone_line(settings.dkim.selector, settings.dkim.domain, key)))
+        report.records.append(
+            ("DKIM: the public key", dkim_keys.zone_line(settings.dkim.selector, settings.dkim.domain, key))
+        )
     envelope_domains = (
         [settings.return_path.rpartition("@")[2]] if settings.return_path else sorted(from_domains)
     ) or ["YOUR-DOMAIN"]
     for domain in envelope_domains:
-        report.records.append((
-            "SPF: the servers that may send with this envelope domain (add your relay's include: if it has one)",
-            f'{domain}. IN TXT "v=spf1 {_spf_mechanism(settings.smtp.host)} ~all"',
-        ))
+        report.records.append(
+            (
+                "SPF: the servers that may send with this envelope domain (add your relay's include: if it has one)",
+                f'{domain}. IN TXT "v=spf1 {_spf_mechanism(settings.smtp.host)} ~all"',
+            )
+        )
     for domain in sorted(from_domains) or ["YOUR-FROM-DOMAIN"]:
-        report.records.append((
-            "DMARC: start with p=none, read the reports, then move to p=quarantine or p=reject",
-            f'_dmarc.{domain}. IN TXT "v=DMARC1; p=none; rua=mailto:dmarc-reports@{domain}; adkim=r; aspf=r"',
-        ))
+        report.records.append(
+            (
+                "DMARC: start with p=none, read the reports, then move to p=quarantine or p=reject",
+                f'_dmarc.{domain}. IN TXT "v=DMARC1; p=none; rua=mailto:dmarc-reports@{domain}; adkim=r; aspf=r"',
+            )
+        )
 
 
 def _spf_mechanism(smtp_host: str) -> str:

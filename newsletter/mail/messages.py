@@ -26,8 +26,8 @@ from email.header import Header
 from email.utils import formataddr, formatdate
 from html import escape as html_escape
 
-from newsletter.errors import InvalidInput
 from newsletter.content.rendering import PERSONAL_FIELDS, placeholder_parts
+from newsletter.errors import InvalidInput
 
 CRLF = b"\r\n"
 
@@ -108,8 +108,10 @@ class CompiledMessage:
         ):
             check_header_value(field, value)
         if headers.feedback_id is not None and not _FEEDBACK_ID.fullmatch(headers.feedback_id):
-            raise InvalidInput(f"not a Feedback-ID (colon-separated letters, digits, '.', '_', '-'): {headers.feedback_id!r}",
-                               where="Feedback-ID")
+            raise InvalidInput(
+                f"not a Feedback-ID (colon-separated letters, digits, '.', '_', '-'): {headers.feedback_id!r}",
+                where="Feedback-ID",
+            )
         self.headers = headers
         # Keyed once; each Message-ID copies it (cheaper than a new HMAC per copy).
         self._id_mac = hmac.new(message_id_key, digestmod=hashlib.sha256) if message_id_key is not None else None
@@ -130,11 +132,11 @@ class CompiledMessage:
             shared.append(_header("Feedback-ID", f"{headers.feedback_id}:{self.domain}"))
         self._shared_headers = CRLF.join(shared) + CRLF
         text_head = (
-            f"--{boundary}\r\nContent-Type: text/plain; charset=\"utf-8\"\r\n"
+            f'--{boundary}\r\nContent-Type: text/plain; charset="utf-8"\r\n'
             "Content-Transfer-Encoding: quoted-printable\r\n\r\n"
         ).encode()
         html_head = (
-            f"\r\n--{boundary}\r\nContent-Type: text/html; charset=\"utf-8\"\r\n"
+            f'\r\n--{boundary}\r\nContent-Type: text/html; charset="utf-8"\r\n'
             "Content-Transfer-Encoding: quoted-printable\r\n\r\n"
         ).encode()
         self._text = _compile_part(text, escape=False)
@@ -169,11 +171,18 @@ class CompiledMessage:
         )
         head = [
             self._shared_headers,
-            _to_header(recipient.name, recipient.email), CRLF,
-            self._date, CRLF,
-            b"Message-ID: ", message_id.encode(), CRLF,
-            b"List-Unsubscribe: <", recipient.unsubscribe_url.encode(), b">,\r\n <",
-            recipient.unsubscribe_mailto.encode(), b">\r\n",
+            _to_header(recipient.name, recipient.email),
+            CRLF,
+            self._date,
+            CRLF,
+            b"Message-ID: ",
+            message_id.encode(),
+            CRLF,
+            b"List-Unsubscribe: <",
+            recipient.unsubscribe_url.encode(),
+            b">,\r\n <",
+            recipient.unsubscribe_mailto.encode(),
+            b">\r\n",
             CRLF,
             self._text_head,
         ]
@@ -207,7 +216,9 @@ def _compile_part(rendered: str, *, escape: bool) -> _Part:
     first = _qp_literal(head)
     if slots:
         first += b"=\r\n"
-        compiled = [(i, f, lit + (b"=\r\n" if n < len(compiled) - 1 else b"")) for n, (i, f, lit) in enumerate(compiled)]
+        compiled = [
+            (i, f, lit + (b"=\r\n" if n < len(compiled) - 1 else b"")) for n, (i, f, lit) in enumerate(compiled)
+        ]
     return first, tuple(compiled)
 
 
@@ -248,12 +259,14 @@ def _to_header(name: str, address: str) -> bytes:
     """
     address = ascii_address(address)
     if not name:
-        return f"To: {address}".encode("utf-8")  # UTF-8 only for a non-ASCII local part (SMTPUTF8)
+        return f"To: {address}".encode()  # UTF-8 only for a non-ASCII local part (SMTPUTF8)
     if name.isascii() and name.isprintable():
-        phrase = name if not _SPECIALS.intersection(name) else '"' + name.replace("\\", "\\\\").replace('"', '\\"') + '"'
+        phrase = (
+            name if not _SPECIALS.intersection(name) else '"' + name.replace("\\", "\\\\").replace('"', '\\"') + '"'
+        )
     else:
         phrase = _encoded_words(name)
-    return f"To: {phrase} <{address}>".encode("utf-8")
+    return f"To: {phrase} <{address}>".encode()
 
 
 _WORD_BYTES = 45  # 60 base64 characters: "=?utf-8?b?...?=" stays within RFC 2047's 75

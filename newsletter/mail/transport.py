@@ -281,8 +281,11 @@ class SmtpTransport:
             try:
                 if settings.security == "tls":
                     conn = smtplib.SMTP_SSL(
-                        settings.host, settings.port, local_hostname=self._local_hostname,
-                        timeout=self._timeout, context=context,
+                        settings.host,
+                        settings.port,
+                        local_hostname=self._local_hostname,
+                        timeout=self._timeout,
+                        context=context,
                     )
                 else:
                     conn = smtplib.SMTP(
@@ -345,7 +348,9 @@ class SmtpTransport:
         self.connections_opened += 1
         log.debug(
             "SMTP connection to %s open (%s, pipelining=%s)",
-            self._where, "TLS" if isinstance(conn.sock, ssl.SSLSocket) else "plain text", self._pipelining,
+            self._where,
+            "TLS" if isinstance(conn.sock, ssl.SSLSocket) else "plain text",
+            self._pipelining,
         )
         return conn
 

@@ -32,8 +32,13 @@ def run_tick(s: WorkerState, now: datetime | None = None) -> int:
         plan = scheduling.plan_ready_issues(session, s.render_settings, now=now)
         planned = [(send.id, send.issue_id, send.scheduled_at) for send in plan.scheduled]
     for send_id, issue_id, at in planned:
-        log.info("issue %s planned into its list's weekly slot: send %s at %s", issue_id, send_id, at,
-                 extra={"send_id": send_id, "issue_id": issue_id})
+        log.info(
+            "issue %s planned into its list's weekly slot: send %s at %s",
+            issue_id,
+            send_id,
+            at,
+            extra={"send_id": send_id, "issue_id": issue_id},
+        )
     for problem in plan.problems:
         log.warning("%s", problem)
     with s.sessions() as session:
@@ -55,8 +60,13 @@ def run_tick(s: WorkerState, now: datetime | None = None) -> int:
         started += 1
         if result.batches:
             enqueue(send_id, result.batches)
-        log.info("send %s started: %d batch(es) queued%s", send_id, len(result.batches), f" ({reason})" if reason else "",
-                 extra={"send_id": send_id, "late_seconds": result.late_by.total_seconds() if result.late_by else 0})
+        log.info(
+            "send %s started: %d batch(es) queued%s",
+            send_id,
+            len(result.batches),
+            f" ({reason})" if reason else "",
+            extra={"send_id": send_id, "late_seconds": result.late_by.total_seconds() if result.late_by else 0},
+        )
     return started
 
 

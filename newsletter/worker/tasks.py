@@ -25,20 +25,17 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from newsletter import logs
-
-from newsletter.delivery import batch_loop, confirmation_mailing, notices, send_health, sending
-
-from newsletter.store import db
-
-from newsletter.devtools import embedded_redis
 from newsletter.config import Settings
-from newsletter.delivery.batch_loop import DeliveryPolicy
-from newsletter.errors import PermanentDeliveryError, RenderError, TemporaryDeliveryError
 from newsletter.content.issues import RenderSettings
-from newsletter.mail.messages import CompiledMessage
-from newsletter.store.models import Send
-from newsletter.mail.outbound import Outbound
+from newsletter.delivery import batch_loop, confirmation_mailing, notices, send_health, sending
+from newsletter.delivery.batch_loop import DeliveryPolicy
 from newsletter.delivery.send_control import RateLimiter, SendControl
+from newsletter.devtools import embedded_redis
+from newsletter.errors import PermanentDeliveryError, RenderError, TemporaryDeliveryError
+from newsletter.mail.messages import CompiledMessage
+from newsletter.mail.outbound import Outbound
+from newsletter.store import db
+from newsletter.store.models import Send
 from subscribers.tokens import TokenSigner
 
 QUEUE = "newsletter"
@@ -109,7 +106,9 @@ class WorkerState:
     @cached_property
     def render_settings(self) -> RenderSettings:
         s = self.settings
-        return RenderSettings.create(base_url=s.base_url, postal_address=s.postal_address, user_template_dir=s.template_dir)
+        return RenderSettings.create(
+            base_url=s.base_url, postal_address=s.postal_address, user_template_dir=s.template_dir
+        )
 
     @cached_property
     def signer(self) -> TokenSigner:
@@ -153,18 +152,38 @@ def state() -> WorkerState:
 def deliver_batch(self, send_id: int, first_id: int, last_id: int) -> None:  # type: ignore[no-untyped-def]
     s = state()
     result = batch_loop.deliver_batch(
-        s.sessions, s.control, s.transport, send_id, first_id, last_id,
-        message_for=s.message_for, recipient_for=s.recipients, policy=policy_from(s.settings), limiter=s.limiter,
-        outbound=s.outbound, on_smtp_trouble=s.smtp_trouble,
+        s.sessions,
+        s.control,
+        s.transport,
+        send_id,
+        first_id,
+        last_id,
+        message_for=s.message_for,
+        recipient_for=s.recipients,
+        policy=policy_from(s.settings),
+        limiter=s.limiter,
+        outbound=s.outbound,
+        on_smtp_trouble=s.smtp_trouble,
     )
-    log.info("send %s batch %s-%s: %s", send_id, first_id, last_id, result,
-             extra={"send_id": send_id, "batch": [first_id, last_id]})
+    log.info(
+        "send %s batch %s-%s: %s",
+        send_id,
+        first_id,
+        last_id,
+        result,
+        extra={"send_id": send_id, "batch": [first_id, last_id]},
+    )
     if result.run_again_in is not None:
         try:
             self.apply_async((send_id, first_id, last_id), countdown=result.run_again_in)
-        except Exception:  # noqa: BLE001 - broker down: the reconciler re-queues these rows when it is back
-            log.warning("send %s batch %s-%s: could not re-queue; the reconciler will", send_id, first_id, last_id,
-                        extra={"send_id": send_id, "batch": [first_id, last_id]})
+        except Exception:
+            log.warning(
+                "send %s batch %s-%s: could not re-queue; the reconciler will",
+                send_id,
+                first_id,
+                last_id,
+                extra={"send_id": send_id, "batch": [first_id, last_id]},
+            )
 
 
 @app.task(name="newsletter.send_confirmation", bind=True, max_retries=None)
@@ -173,13 +192,21 @@ def send_confirmation(self, subscription_id: int, requested_at: int) -> None:  #
     s = state()
     try:
         message_id = notices.send_confirmation(
-            s.sessions, s.transport, s.render_settings, s.signer, subscription_id, requested_at,
-            confirm_days=s.settings.confirm_days, outbound=s.outbound,
+            s.sessions,
+            s.transport,
+            s.render_settings,
+            s.signer,
+            subscription_id,
+            requested_at,
+            confirm_days=s.settings.confirm_days,
+            outbound=s.outbound,
         )
     except TemporaryDeliveryError as exc:
         attempt = self.request.retries + 1
         if attempt >= s.settings.max_attempts:
-            log.warning("confirmation for subscription %s: gave up after %d attempts: %s", subscription_id, attempt, exc)
+            log.warning(
+                "confirmation for subscription %s: gave up after %d attempts: %s", subscription_id, attempt, exc
+            )
             return
         raise self.retry(countdown=policy_from(s.settings).backoff(attempt)) from None
     except (PermanentDeliveryError, RenderError) as exc:
@@ -200,13 +227,21 @@ def send_preferences_link(self, subscriber_id: int, list_id: int) -> None:  # ty
     s = state()
     try:
         message_id = preferences_mail.send_preferences_link(
-            s.sessions, s.transport, s.render_settings, s.signer, subscriber_id, list_id,
-            preferences_days=s.settings.preferences_days, outbound=s.outbound,
+            s.sessions,
+            s.transport,
+            s.render_settings,
+            s.signer,
+            subscriber_id,
+            list_id,
+            preferences_days=s.settings.preferences_days,
+            outbound=s.outbound,
         )
     except TemporaryDeliveryError as exc:
         attempt = self.request.retries + 1
         if attempt >= s.settings.max_attempts:
-            log.warning("preferences link for subscriber %s: gave up after %d attempts: %s", subscriber_id, attempt, exc)
+            log.warning(
+                "preferences link for subscriber %s: gave up after %d attempts: %s", subscriber_id, attempt, exc
+            )
             return
         raise self.retry(countdown=policy_from(s.settings).backoff(attempt)) from None
     except (PermanentDeliveryError, RenderError) as exc:
@@ -224,17 +259,37 @@ def request_confirmations(self, run_id: int, first_id: int, last_id: int) -> Non
     """Mail one batch of a request to confirm (`newsletter lists request-confirmation`)."""
     s = state()
     result = confirmation_mailing.deliver_batch(
-        s.sessions, s.transport, s.render_settings, s.signer, run_id, first_id, last_id,
-        confirm_days=s.settings.confirm_days, policy=policy_from(s.settings), limiter=s.limiter, outbound=s.outbound,
+        s.sessions,
+        s.transport,
+        s.render_settings,
+        s.signer,
+        run_id,
+        first_id,
+        last_id,
+        confirm_days=s.settings.confirm_days,
+        policy=policy_from(s.settings),
+        limiter=s.limiter,
+        outbound=s.outbound,
     )
-    log.info("confirmation run %s batch %s-%s: %s", run_id, first_id, last_id, result,
-             extra={"confirmation_run": run_id, "batch": [first_id, last_id]})
+    log.info(
+        "confirmation run %s batch %s-%s: %s",
+        run_id,
+        first_id,
+        last_id,
+        result,
+        extra={"confirmation_run": run_id, "batch": [first_id, last_id]},
+    )
     if result.run_again_in is not None:
         try:
             self.apply_async((run_id, first_id, last_id), countdown=result.run_again_in)
-        except Exception:  # noqa: BLE001 - broker down: the reconciler re-queues these rows when it is back
-            log.warning("confirmation run %s batch %s-%s: could not re-queue; the reconciler will", run_id, first_id,
-                        last_id, extra={"confirmation_run": run_id, "batch": [first_id, last_id]})
+        except Exception:
+            log.warning(
+                "confirmation run %s batch %s-%s: could not re-queue; the reconciler will",
+                run_id,
+                first_id,
+                last_id,
+                extra={"confirmation_run": run_id, "batch": [first_id, last_id]},
+            )
 
 
 def enqueue_confirmation_run(run_id: int, batches: list[tuple[int, int]]) -> None:
@@ -273,8 +328,9 @@ def reconcile_once(s: WorkerState) -> int:
         with s.sessions() as session:
             batches = sending.pending_batches(session, send_id, s.settings.batch_size, due_only=True)
         if batches:
-            log.warning("send %s: re-queueing %d batch(es) with no task left", send_id, len(batches),
-                        extra={"send_id": send_id})
+            log.warning(
+                "send %s: re-queueing %d batch(es) with no task left", send_id, len(batches), extra={"send_id": send_id}
+            )
             enqueue(send_id, batches)
             queued += len(batches)
     return queued + _reconcile_confirmation_runs(s)
@@ -293,8 +349,12 @@ def _reconcile_confirmation_runs(s: WorkerState) -> int:
         with s.sessions() as session:
             batches = confirmation_requests.pending_batches(session, run_id, s.settings.batch_size, due_only=True)
         if batches:
-            log.warning("confirmation run %s: re-queueing %d batch(es) with no task left", run_id, len(batches),
-                        extra={"confirmation_run": run_id})
+            log.warning(
+                "confirmation run %s: re-queueing %d batch(es) with no task left",
+                run_id,
+                len(batches),
+                extra={"confirmation_run": run_id},
+            )
             enqueue_confirmation_run(run_id, batches)
             queued += len(batches)
     return queued
@@ -322,7 +382,7 @@ def _reconcile_forever() -> None:
         time.sleep(RECONCILE_SECONDS)
         try:
             reconcile_once(state())
-        except Exception:  # noqa: BLE001 - keep the reconciler alive through broker and database outages
+        except Exception:
             log.exception("reconcile failed; trying again in %s s", RECONCILE_SECONDS)
 
 
@@ -346,8 +406,12 @@ def _beat_once() -> None:
     """Publish the main process's heartbeat (see send_health): readers tell "no worker" from "slow"."""
     s = state()
     beat = send_health.WorkerBeat(
-        name=f"{socket.gethostname()}:{os.getpid()}", host=socket.gethostname(), pid=os.getpid(),
-        smtp=f"{s.settings.smtp.host}:{s.settings.smtp.port}", started=_STARTED, at=time.time(),
+        name=f"{socket.gethostname()}:{os.getpid()}",
+        host=socket.gethostname(),
+        pid=os.getpid(),
+        smtp=f"{s.settings.smtp.host}:{s.settings.smtp.port}",
+        started=_STARTED,
+        at=time.time(),
     )
     try:
         send_health.publish_heartbeat(s.control.redis, beat)
@@ -379,7 +443,7 @@ def _warm_up(**_: object) -> None:
         s.control.redis.ping()
         s.outbound  # noqa: B018 - reads the DKIM key now, not on the first message
         s.transport.connect()
-    except Exception as exc:  # noqa: BLE001 - a cold start is only slower; the first batch reports real trouble
+    except Exception as exc:
         log.warning("warm-up incomplete (%s); the first batch will connect", exc)
 
 

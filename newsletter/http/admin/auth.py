@@ -99,7 +99,7 @@ def _safe_next(request: Request, value: str | None) -> str:
 
 
 @router.get("/login")
-def login_form(request: Request, next: str | None = None) -> Response:  # noqa: A002 - the query parameter's name
+def login_form(request: Request, next: str | None = None) -> Response:
     try:
         authenticate(request)
         return RedirectResponse(_safe_next(request, next), status_code=303)
@@ -108,11 +108,13 @@ def login_form(request: Request, next: str | None = None) -> Response:  # noqa: 
     return _login_page(request, next=next)
 
 
-def _login_page(request: Request, *, next: str | None, status: int = 200, error: str | None = None,  # noqa: A002
-                username: str = "") -> HTMLResponse:
+def _login_page(
+    request: Request, *, next: str | None, status: int = 200, error: str | None = None, username: str = ""
+) -> HTMLResponse:
     token = secrets.token_urlsafe(24)
-    response = page(request, None, "login.html", status=status, login_token=token, next=next or "", error=error,
-                    username=username)
+    response = page(
+        request, None, "login.html", status=status, login_token=token, next=next or "", error=error, username=username
+    )
     response.set_cookie(LOGIN_COOKIE, token, max_age=3600, **_cookie_options(request))  # type: ignore[arg-type]
     return response
 
@@ -123,7 +125,7 @@ def login(
     username: str = Form(""),
     password: str = Form(""),
     csrf_token: str = Form(""),
-    next: str = Form(""),  # noqa: A002
+    next: str = Form(""),
 ) -> Response:
     expected = request.cookies.get(LOGIN_COOKIE, "")
     if not expected or not csrf_token or not hmac.compare_digest(expected, csrf_token):
@@ -141,8 +143,7 @@ def login(
     if limiter is not None and attempt is not None:
         limiter.succeeded(attempt)  # not a failure; this address is now known to the account
     response = RedirectResponse(_safe_next(request, next), status_code=303)
-    response.set_cookie(SESSION_COOKIE, session_id, max_age=accounts.SESSION_DAYS * 86400,
-                        **_cookie_options(request))  # type: ignore[arg-type]
+    response.set_cookie(SESSION_COOKIE, session_id, max_age=accounts.SESSION_DAYS * 86400, **_cookie_options(request))  # type: ignore[arg-type]
     response.delete_cookie(LOGIN_COOKIE, **_cookie_options(request))  # type: ignore[arg-type]
     return response
 

@@ -11,11 +11,11 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import HTMLResponse
 
 from newsletter.access.accounts import Caller
+from newsletter.errors import InvalidInput
 from newsletter.http.admin.auth import user
 from newsletter.http.admin.pages import page
-from newsletter.errors import InvalidInput
-from newsletter.store.models import BOUNCE_KINDS
 from newsletter.http.context import web
+from newsletter.store.models import BOUNCE_KINDS
 from subscribers.bounces import recent_events
 
 router = APIRouter()
@@ -33,10 +33,24 @@ def bounces(request: Request, caller: Caller = Admin, kind: str = "", proof: str
             raise InvalidInput("choose proven, unproven or any", where="proof")
         with web(request).transaction() as session:
             rows = recent_events(
-                session, limit=SHOWN, kind=kind or None, email=email.strip() or None,
+                session,
+                limit=SHOWN,
+                kind=kind or None,
+                email=email.strip() or None,
                 proven=None if not proof else proof == "proven",
             )
     except InvalidInput as exc:
         error = exc.message
-    return page(request, caller, "bounces.html", status=400 if error else 200, rows=rows, kinds=BOUNCE_KINDS,
-                kind=kind, proof=proof, email=email, error=error, shown=SHOWN)
+    return page(
+        request,
+        caller,
+        "bounces.html",
+        status=400 if error else 200,
+        rows=rows,
+        kinds=BOUNCE_KINDS,
+        kind=kind,
+        proof=proof,
+        email=email,
+        error=error,
+        shown=SHOWN,
+    )

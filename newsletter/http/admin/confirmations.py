@@ -10,12 +10,12 @@ from fastapi import APIRouter, Depends, Form, Query, Request
 from fastapi.responses import HTMLResponse, Response
 
 from newsletter.access.accounts import DELIVERY_LOG, Caller
+from newsletter.delivery.send_queue import QueueUnavailable, queue_confirmation_run
+from newsletter.errors import NotFound
 from newsletter.http.admin.auth import user
 from newsletter.http.admin.pages import page, redirect
-from newsletter.errors import NotFound
-from newsletter.store.models import CONFIRMATION_MAIL_STATUSES
-from newsletter.delivery.send_queue import QueueUnavailable, queue_confirmation_run
 from newsletter.http.context import web
+from newsletter.store.models import CONFIRMATION_MAIL_STATUSES
 from subscribers import confirmation_requests
 from subscribers.confirmation_requests import RunStarted
 from subscribers.lists import list_with_counts
@@ -33,8 +33,13 @@ def ask(request: Request, slug: str, caller: Caller = Sender, again: str = Form(
         started = confirmation_requests.start_run(
             session, slug, batch_size=w.settings.batch_size, again=again == "1", created_by=f"admin:{caller.name}"
         )
-    counts = {"queued": str(started.queued), "recent": str(started.asked_recently), "suppressed": str(started.suppressed),
-              "already": str(started.already_queued), "again": "1" if started.again else ""}
+    counts = {
+        "queued": str(started.queued),
+        "recent": str(started.asked_recently),
+        "suppressed": str(started.suppressed),
+        "already": str(started.already_queued),
+        "again": "1" if started.again else "",
+    }
     if started.run_id is None:
         return redirect(request, f"/lists/{slug}/confirmations", None, **counts)
     try:
@@ -52,8 +57,11 @@ def log(
     run: int | None = Query(None, ge=1, le=2**53 - 1),
     status: str | None = None,
     page_number: int = Query(1, alias="page", ge=1, le=2**31 - 1),
-    queued: int | None = Query(None, ge=0), recent: int = Query(0, ge=0), suppressed: int = Query(0, ge=0),
-    already: int = Query(0, ge=0), again: str = "",
+    queued: int | None = Query(None, ge=0),
+    recent: int = Query(0, ge=0),
+    suppressed: int = Query(0, ge=0),
+    already: int = Query(0, ge=0),
+    again: str = "",
 ) -> HTMLResponse:
     chosen = status if status in CONFIRMATION_MAIL_STATUSES else None
     with web(request).transaction() as session:  # not reading(): its rollback would expire what the page shows
@@ -78,8 +86,21 @@ def log(
         notice = RunStarted(slug, run, queued, recent, suppressed, already, again == "1", []).describe(AGAIN_HINT)
     pages = max(1, -(-total // PAGE_SIZE))
     return page(
-        request, caller, "confirmations.html", mailing_list=counts.mailing_list, counts=counts, runs=runs,
-        summary=summary, rows=rows, total=total, chosen=chosen or "", statuses=CONFIRMATION_MAIL_STATUSES,
-        page_number=page_number, pages=pages, first=(page_number - 1) * PAGE_SIZE + 1, notice=notice,
-        offer_again=bool(recent) and again != "1", may_read_log=may_read_log,
+        request,
+        caller,
+        "confirmations.html",
+        mailing_list=counts.mailing_list,
+        counts=counts,
+        runs=runs,
+        summary=summary,
+        rows=rows,
+        total=total,
+        chosen=chosen or "",
+        statuses=CONFIRMATION_MAIL_STATUSES,
+        page_number=page_number,
+        pages=pages,
+        first=(page_number - 1) * PAGE_SIZE + 1,
+        notice=notice,
+        offer_again=bool(recent) and again != "1",
+        may_read_log=may_read_log,
     )

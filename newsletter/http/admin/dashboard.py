@@ -5,8 +5,8 @@ from __future__ import annotations
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse
 
-from newsletter.delivery import sending
 from newsletter.access.accounts import Caller
+from newsletter.delivery import sending
 from newsletter.http.admin.auth import LoggedIn
 from newsletter.http.admin.pages import page
 from newsletter.http.context import web

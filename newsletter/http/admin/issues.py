@@ -20,22 +20,21 @@ from fastapi.responses import HTMLResponse, JSONResponse, Response
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from newsletter.delivery import audience, sending
-
-from newsletter.content import issues
 from newsletter.access.accounts import Caller
-from newsletter.http.admin.auth import user
-from newsletter.http.admin.pages import PREVIEW_HEADERS, page, redirect
-from newsletter.delivery.audience import Repeat, SendRefused
 from newsletter.config import Settings
-from newsletter.errors import Conflict, DeliveryError, InvalidInput, NotFound, RenderError
+from newsletter.content import issues
 from newsletter.content.issue_files import DEFAULT_TEMPLATE, parse_issue_text
 from newsletter.content.issues import RenderSettings
-from newsletter.store.models import Issue, MailingList, Send
 from newsletter.content.rendering import check_issue, personalise
+from newsletter.delivery import audience, sending
+from newsletter.delivery.audience import Repeat, SendRefused
 from newsletter.delivery.scheduling import schedule_send
 from newsletter.delivery.send_queue import QueueUnavailable, queue_batches
+from newsletter.errors import Conflict, DeliveryError, InvalidInput, NotFound, RenderError
+from newsletter.http.admin.auth import user
+from newsletter.http.admin.pages import PREVIEW_HEADERS, page, redirect
 from newsletter.http.context import web
+from newsletter.store.models import Issue, MailingList, Send
 from subscribers.lists import all_lists_with_counts, get_list
 
 router = APIRouter()
@@ -110,8 +109,11 @@ def render_draft(session: Session, list_slug: str, text: str, settings: RenderSe
     warnings = []
     for warning in rendered.warnings:
         match = _WARNING.match(warning)
-        warnings.append(DraftProblem("warning", match.group(2), None, int(match.group(1))) if match
-                        else DraftProblem("warning", warning, None, None))
+        warnings.append(
+            DraftProblem("warning", match.group(2), None, int(match.group(1)))
+            if match
+            else DraftProblem("warning", warning, None, None)
+        )
     fields = issues.sample_personal_fields(settings.links, mailing_list, issue_id)
     html, plain = personalise(rendered.html, rendered.text, fields)
     return Draft(tuple(warnings), rendered.subject, html, plain)
@@ -133,20 +135,30 @@ def issue_text(issue: Issue) -> str:
 
 
 @router.get("/issues")
-def all_issues(request: Request, caller: Caller = Writer, list: str | None = None) -> HTMLResponse:  # noqa: A002
+def all_issues(request: Request, caller: Caller = Writer, list: str | None = None) -> HTMLResponse:
     with web(request).transaction() as session:
         rows = issues.all_issues(session, list or None)
     return page(request, caller, "issues.html", rows=rows, list_slug=list or "")
 
 
 @router.get("/issues/new")
-def new_issue(request: Request, caller: Caller = Writer, list: str | None = None) -> HTMLResponse:  # noqa: A002
+def new_issue(request: Request, caller: Caller = Writer, list: str | None = None) -> HTMLResponse:
     return _editor(request, caller, None, NEW_ISSUE, list_slug=list or "")
 
 
-def _editor(request: Request, caller: Caller, issue_id: int | None, text: str, *, list_slug: str,
-            status: int = 200, problems: tuple[DraftProblem, ...] = (), test_to: str = "",
-            test_error: str | None = None, notice: str | None = None) -> HTMLResponse:
+def _editor(
+    request: Request,
+    caller: Caller,
+    issue_id: int | None,
+    text: str,
+    *,
+    list_slug: str,
+    status: int = 200,
+    problems: tuple[DraftProblem, ...] = (),
+    test_to: str = "",
+    test_error: str | None = None,
+    notice: str | None = None,
+) -> HTMLResponse:
     with web(request).transaction() as session:
         lists = [c.mailing_list for c in all_lists_with_counts(session)]
         issue, mailing_list = issues.get_issue(session, issue_id) if issue_id is not None else (None, None)
@@ -155,9 +167,22 @@ def _editor(request: Request, caller: Caller, issue_id: int | None, text: str, *
         list_slug = mailing_list.slug
     elif not list_slug and lists:
         list_slug = lists[0].slug
-    return page(request, caller, "issue_edit.html", status=status, issue=issue, text=text, lists=lists,
-                list_slug=list_slug, problems=problems, test_to=test_to, test_error=test_error, sends=sends,
-                may_send=caller.may("sends"), notice=notice)
+    return page(
+        request,
+        caller,
+        "issue_edit.html",
+        status=status,
+        issue=issue,
+        text=text,
+        lists=lists,
+        list_slug=list_slug,
+        problems=problems,
+        test_to=test_to,
+        test_error=test_error,
+        sends=sends,
+        may_send=caller.may("sends"),
+        notice=notice,
+    )
 
 
 def _sends_of(session: Session, issue_id: int) -> list[sending.SendCounts]:
@@ -172,7 +197,7 @@ def _save_problems(exc: InvalidInput | NotFound | Conflict) -> tuple[DraftProble
 
 
 @router.post("/issues/new")
-def create(request: Request, caller: Caller = Writer, list: str = Form(""), source: str = Form("")) -> Response:  # noqa: A002
+def create(request: Request, caller: Caller = Writer, list: str = Form(""), source: str = Form("")) -> Response:
     w = web(request)
     try:
         parsed = parse_issue_text(source, source=DRAFT)
@@ -216,7 +241,9 @@ def duplicate(request: Request, issue_id: int, caller: Caller = Writer) -> Respo
     except RenderError as exc:
         with w.transaction() as session:
             issue, _ = issues.get_issue(session, issue_id)
-        return _editor(request, caller, issue_id, issue_text(issue), list_slug="", status=400, problems=_save_problems(exc))
+        return _editor(
+            request, caller, issue_id, issue_text(issue), list_slug="", status=400, problems=_save_problems(exc)
+        )
     return redirect(request, f"/issues/{copy.id}", "duplicated")
 
 
@@ -226,13 +253,22 @@ def confirm_delete(request: Request, issue_id: int, caller: Caller = Writer) -> 
     return _delete_page(request, caller, issue_id)
 
 
-def _delete_page(request: Request, caller: Caller, issue_id: int, *, status: int = 200,
-                 error: str | None = None) -> HTMLResponse:
+def _delete_page(
+    request: Request, caller: Caller, issue_id: int, *, status: int = 200, error: str | None = None
+) -> HTMLResponse:
     with web(request).transaction() as session:
         issue, mailing_list = issues.get_issue(session, issue_id)
         sends = _sends_of(session, issue_id)
-    return page(request, caller, "issue_delete.html", status=status, issue=issue, mailing_list=mailing_list,
-                sends=sends, error=error)
+    return page(
+        request,
+        caller,
+        "issue_delete.html",
+        status=status,
+        issue=issue,
+        mailing_list=mailing_list,
+        sends=sends,
+        error=error,
+    )
 
 
 @router.post("/issues/{issue_id:int}/delete")
@@ -248,19 +284,27 @@ def delete(request: Request, issue_id: int, caller: Caller = Writer) -> Response
 
 
 @router.post("/issues/check")
-def check(request: Request, caller: Caller = Writer, list: str = Form(""), source: str = Form(""),  # noqa: A002
-          issue_id: int = Form(0)) -> JSONResponse:
+def check(
+    request: Request, caller: Caller = Writer, list: str = Form(""), source: str = Form(""), issue_id: int = Form(0)
+) -> JSONResponse:
     """The draft's problems (with their lines) and its plain text, for the editor's script."""
     w = web(request)
     with w.transaction() as session:
         draft = render_draft(session, list, source, render_settings(w.settings), issue_id)
-    return JSONResponse({"ok": draft.ok, "subject": draft.subject, "text": draft.text,
-                         "problems": [p.as_json() for p in draft.problems]})
+    return JSONResponse(
+        {
+            "ok": draft.ok,
+            "subject": draft.subject,
+            "text": draft.text,
+            "problems": [p.as_json() for p in draft.problems],
+        }
+    )
 
 
 @router.post("/issues/preview")
-def preview_draft(request: Request, caller: Caller = Writer, list: str = Form(""), source: str = Form(""),  # noqa: A002
-                  issue_id: int = Form(0)) -> HTMLResponse:
+def preview_draft(
+    request: Request, caller: Caller = Writer, list: str = Form(""), source: str = Form(""), issue_id: int = Form(0)
+) -> HTMLResponse:
     """The draft's HTML for a preview frame (the script posts the editor's text here)."""
     w = web(request)
     with w.transaction() as session:
@@ -289,11 +333,14 @@ def _preview_problem(request: Request, problems: tuple[DraftProblem, ...]) -> HT
 
     items = "".join(
         f"<li>{'Line ' + str(p.line) + ': ' if p.line else ''}{escape(p.message)}</li>"
-        for p in problems if p.level == "error"
+        for p in problems
+        if p.level == "error"
     )
-    body = (f"<!doctype html><html lang=en><meta charset=utf-8><title>Cannot preview</title>"
-            f"<body style=\"font:16px/1.5 system-ui,sans-serif;margin:1.5rem;color:#24211c\">"
-            f"<p><strong>This draft cannot be rendered yet:</strong></p><ul>{items}</ul></body></html>")
+    body = (
+        f"<!doctype html><html lang=en><meta charset=utf-8><title>Cannot preview</title>"
+        f'<body style="font:16px/1.5 system-ui,sans-serif;margin:1.5rem;color:#24211c">'
+        f"<p><strong>This draft cannot be rendered yet:</strong></p><ul>{items}</ul></body></html>"
+    )
     return HTMLResponse(body, status_code=400, headers=PREVIEW_HEADERS)
 
 
@@ -309,11 +356,16 @@ def test_send(request: Request, issue_id: int, caller: Caller = Writer, to: str 
     w = web(request)
     try:
         with w.transaction() as session:
-            message, recipients = compile_test_copies(session, issue_id, split_addresses(to),
-                                                      render_settings(w.settings), w.signer)
+            message, recipients = compile_test_copies(
+                session, issue_id, split_addresses(to), render_settings(w.settings), w.signer
+            )
         copies = send_test_copies(message, recipients, w.settings, timeout=15)
     except (InvalidInput, DeliveryError) as exc:
-        reason = exc.message if isinstance(exc, InvalidInput) else f"the mail server refused it or could not be reached: {exc}"
+        reason = (
+            exc.message
+            if isinstance(exc, InvalidInput)
+            else f"the mail server refused it or could not be reached: {exc}"
+        )
         return _test_failed(request, caller, issue_id, to, reason)
     sent = ", ".join(copy.to for copy in copies if copy.sent)
     if failed := not_sent(copies):
@@ -325,20 +377,32 @@ def test_send(request: Request, issue_id: int, caller: Caller = Writer, to: str 
 def _test_failed(request: Request, caller: Caller, issue_id: int, to: str, reason: str) -> HTMLResponse:
     with web(request).transaction() as session:
         issue, _ = issues.get_issue(session, issue_id)
-    return _editor(request, caller, issue_id, issue_text(issue), list_slug="", status=400, test_to=to, test_error=reason)
+    return _editor(
+        request, caller, issue_id, issue_text(issue), list_slug="", status=400, test_to=to, test_error=reason
+    )
 
 
 # --- send or schedule ------------------------------------------------------------------------
 
 
 @router.get("/issues/{issue_id:int}/send")
-def confirm_send(request: Request, issue_id: int, caller: Caller = Sender, list: str | None = None,  # noqa: A002
-                 repeat: str = "") -> HTMLResponse:
+def confirm_send(
+    request: Request, issue_id: int, caller: Caller = Sender, list: str | None = None, repeat: str = ""
+) -> HTMLResponse:
     return _send_page(request, caller, issue_id, list, repeat=repeat)
 
 
-def _send_page(request: Request, caller: Caller, issue_id: int, list_slug: str | None, *, status: int = 200,
-               error: str | None = None, at: str = "", repeat: str = "") -> HTMLResponse:
+def _send_page(
+    request: Request,
+    caller: Caller,
+    issue_id: int,
+    list_slug: str | None,
+    *,
+    status: int = 200,
+    error: str | None = None,
+    at: str = "",
+    repeat: str = "",
+) -> HTMLResponse:
     """The send form: who it reaches, and, when the list already has a send of the issue, the
     earlier sends and an explicit choice (only the new ones, or everyone again) with both counts.
     A send that would reach no one says why instead of offering a button."""
@@ -352,15 +416,35 @@ def _send_page(request: Request, caller: Caller, issue_id: int, list_slug: str |
         scheduled_all = audience.scheduled_for_everyone(earlier)
         if scheduled_all is not None:
             new_count = 0
-        empty = None if count else audience.empty_refusal(
-            target.slug, issue.id, audience.list_counts(session, target.id), audience.Audience.ALL)
+        empty = (
+            None
+            if count
+            else audience.empty_refusal(
+                target.slug, issue.id, audience.list_counts(session, target.id), audience.Audience.ALL
+            )
+        )
         lists = session.scalars(select(MailingList).order_by(MailingList.slug)).all()
     if repeat not in (Repeat.AGAIN, Repeat.ONLY_NEW) or not earlier:
         repeat = ""
     chosen = new_count if repeat == Repeat.ONLY_NEW else count
-    return page(request, caller, "issue_send.html", status=status, issue=issue, target=target, count=count,
-                new_count=new_count, chosen=chosen, scheduled_all=scheduled_all, earlier=earlier, empty=empty,
-                lists=lists, error=error, at=at, repeat=repeat)
+    return page(
+        request,
+        caller,
+        "issue_send.html",
+        status=status,
+        issue=issue,
+        target=target,
+        count=count,
+        new_count=new_count,
+        chosen=chosen,
+        scheduled_all=scheduled_all,
+        earlier=earlier,
+        empty=empty,
+        lists=lists,
+        error=error,
+        at=at,
+        repeat=repeat,
+    )
 
 
 def parse_local_time(value: str, offset_minutes: str) -> datetime:
@@ -386,7 +470,7 @@ def send(
     request: Request,
     issue_id: int,
     caller: Caller = Sender,
-    list: str = Form(""),  # noqa: A002
+    list: str = Form(""),
     at: str = Form(""),
     tz_offset: str = Form(""),
     when: str = Form("now"),
@@ -402,24 +486,47 @@ def send(
     try:
         with w.transaction() as session:
             if when == "later":
-                scheduled = schedule_send(session, issue_id, parse_local_time(at, tz_offset), render_settings(settings),
-                                          list_slug=list or None, repeat=chosen)
+                scheduled = schedule_send(
+                    session,
+                    issue_id,
+                    parse_local_time(at, tz_offset),
+                    render_settings(settings),
+                    list_slug=list or None,
+                    repeat=chosen,
+                )
                 send_id, batches = scheduled.id, []
             else:
                 started, batches = sending.start_send(
-                    session, issue_id, render_settings(settings), list_slug=list or None, batch_size=settings.batch_size,
+                    session,
+                    issue_id,
+                    render_settings(settings),
+                    list_slug=list or None,
+                    batch_size=settings.batch_size,
                     repeat=chosen,
                 )
                 send_id = started.id
     except SendRefused as exc:
-        hint = "choose below who gets it this time" if exc.reason == "already_sent" else (
-            "nothing was sent" if not exc.counts or not exc.counts.askable
-            else "nothing was sent; ask the unconfirmed to confirm from the list's page")
+        hint = (
+            "choose below who gets it this time"
+            if exc.reason == "already_sent"
+            else (
+                "nothing was sent"
+                if not exc.counts or not exc.counts.askable
+                else "nothing was sent; ask the unconfirmed to confirm from the list's page"
+            )
+        )
         return _send_page(request, caller, issue_id, list or None, status=409, error=f"{exc.summary}: {hint}.", at=at)
     except (InvalidInput, Conflict) as exc:
         message = exc.message if isinstance(exc, InvalidInput) else str(exc)
-        return _send_page(request, caller, issue_id, list or None, status=400 if isinstance(exc, InvalidInput) else 409,
-                          error=message, at=at)
+        return _send_page(
+            request,
+            caller,
+            issue_id,
+            list or None,
+            status=400 if isinstance(exc, InvalidInput) else 409,
+            error=message,
+            at=at,
+        )
     try:
         queue_batches(settings, send_id, batches)
     except QueueUnavailable:

@@ -5,19 +5,26 @@ from __future__ import annotations
 from fastapi import APIRouter, Depends, Form, Request
 from fastapi.responses import HTMLResponse, Response
 
-from newsletter.content import issues
 from newsletter.access.accounts import Caller
+from newsletter.content import issues
+from newsletter.errors import Conflict, InvalidInput
 from newsletter.http.admin.auth import LoggedIn, user
 from newsletter.http.admin.pages import page, redirect
-from newsletter.errors import Conflict, InvalidInput
 from newsletter.http.context import web
 from subscribers.lists import all_lists_with_counts, create_list, list_with_counts, update_list
 
 router = APIRouter()
 
 #: create_list names its fields as CLI options; the form's fields have plain names.
-_FIELDS = {"SLUG": "slug", "--name": "name", "--from-email": "from_email", "--from-name": "from_name",
-           "--reply-to": "reply_to", "--description": "description", "visibility": "visibility"}
+_FIELDS = {
+    "SLUG": "slug",
+    "--name": "name",
+    "--from-email": "from_email",
+    "--from-name": "from_name",
+    "--reply-to": "reply_to",
+    "--description": "description",
+    "visibility": "visibility",
+}
 
 
 @router.get("/lists")
@@ -26,14 +33,21 @@ def all_lists(request: Request, caller: Caller = LoggedIn) -> HTMLResponse:
     return _lists_page(request, caller)
 
 
-def _lists_page(request: Request, caller: Caller, *, status: int = 200, error: InvalidInput | Conflict | None = None,
-                form: dict[str, str] | None = None) -> HTMLResponse:
+def _lists_page(
+    request: Request,
+    caller: Caller,
+    *,
+    status: int = 200,
+    error: InvalidInput | Conflict | None = None,
+    form: dict[str, str] | None = None,
+) -> HTMLResponse:
     with web(request).transaction() as session:
         lists = all_lists_with_counts(session)
     field = _FIELDS.get(error.where or "", "") if isinstance(error, InvalidInput) else ("slug" if error else "")
     message = (error.message if isinstance(error, InvalidInput) else str(error)) if error else None
-    return page(request, caller, "lists.html", status=status, lists=lists, error=message, error_field=field,
-                form=form or {})
+    return page(
+        request, caller, "lists.html", status=status, lists=lists, error=message, error_field=field, form=form or {}
+    )
 
 
 @router.post("/lists")
@@ -47,12 +61,25 @@ def new_list(
     reply_to: str = Form(""),
     description: str = Form(""),
 ) -> Response:
-    form = {"slug": slug, "name": name, "from_email": from_email, "from_name": from_name, "reply_to": reply_to,
-            "description": description}
+    form = {
+        "slug": slug,
+        "name": name,
+        "from_email": from_email,
+        "from_name": from_name,
+        "reply_to": reply_to,
+        "description": description,
+    }
     try:
         with web(request).transaction() as session:
-            create_list(session, slug.strip(), name=name.strip(), from_email=from_email, from_name=from_name.strip(),
-                        reply_to=reply_to.strip() or None, description=description.strip())
+            create_list(
+                session,
+                slug.strip(),
+                name=name.strip(),
+                from_email=from_email,
+                from_name=from_name.strip(),
+                reply_to=reply_to.strip() or None,
+                description=description.strip(),
+            )
     except (InvalidInput, Conflict) as exc:
         return _lists_page(request, caller, status=400 if isinstance(exc, InvalidInput) else 409, error=exc, form=form)
     return redirect(request, f"/lists/{slug.strip()}", "created")
@@ -64,17 +91,39 @@ def one_list(request: Request, slug: str, caller: Caller = LoggedIn) -> HTMLResp
     return _list_page(request, caller, slug)
 
 
-def _list_page(request: Request, caller: Caller, slug: str, *, status: int = 200, error: InvalidInput | None = None,
-               form: dict[str, str] | None = None) -> HTMLResponse:
+def _list_page(
+    request: Request,
+    caller: Caller,
+    slug: str,
+    *,
+    status: int = 200,
+    error: InvalidInput | None = None,
+    form: dict[str, str] | None = None,
+) -> HTMLResponse:
     with web(request).transaction() as session:
         counts = list_with_counts(session, slug)
         list_issues = [i for i, _ in issues.all_issues(session, slug)][:20] if caller.may("issues") else []
     m = counts.mailing_list
-    current = {"name": m.name, "description": m.description, "from_name": m.from_name, "from_email": m.from_email,
-               "reply_to": m.reply_to or "", "visibility": "private" if m.private else "public"}
-    return page(request, caller, "list.html", status=status, counts=counts, mailing_list=m, issues=list_issues,
-                edit=form or current, edit_error=error.message if error else None,
-                edit_error_field=_FIELDS.get(error.where or "", "") if error else "")
+    current = {
+        "name": m.name,
+        "description": m.description,
+        "from_name": m.from_name,
+        "from_email": m.from_email,
+        "reply_to": m.reply_to or "",
+        "visibility": "private" if m.private else "public",
+    }
+    return page(
+        request,
+        caller,
+        "list.html",
+        status=status,
+        counts=counts,
+        mailing_list=m,
+        issues=list_issues,
+        edit=form or current,
+        edit_error=error.message if error else None,
+        edit_error_field=_FIELDS.get(error.where or "", "") if error else "",
+    )
 
 
 @router.post("/lists/{slug}")
@@ -90,14 +139,28 @@ def update(
     visibility: str = Form(""),
 ) -> Response:
     """Change the list's settings from its page's form; an empty Reply-To removes it."""
-    form = {"name": name, "description": description, "from_name": from_name, "from_email": from_email,
-            "reply_to": reply_to, "visibility": visibility}
+    form = {
+        "name": name,
+        "description": description,
+        "from_name": from_name,
+        "from_email": from_email,
+        "reply_to": reply_to,
+        "visibility": visibility,
+    }
     try:
         if visibility not in ("public", "private"):
             raise InvalidInput("choose whether the list is public or private", where="visibility")
         with web(request).transaction() as session:
-            update_list(session, slug, name=name, description=description, from_name=from_name, from_email=from_email,
-                        reply_to=reply_to, private=visibility == "private")
+            update_list(
+                session,
+                slug,
+                name=name,
+                description=description,
+                from_name=from_name,
+                from_email=from_email,
+                reply_to=reply_to,
+                private=visibility == "private",
+            )
     except InvalidInput as exc:
         return _list_page(request, caller, slug, status=400, error=exc, form=form)
     return redirect(request, f"/lists/{slug}", "saved")

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 from datetime import datetime
 from functools import lru_cache
-from pathlib import Path
 from typing import Any
 
 from fastapi import Request
@@ -65,7 +64,7 @@ NOTICES = {
     "scheduled": "Scheduled.",
     "not-queued": "The send is stored, but the broker could not be reached to queue it; press Resume once it is back.",
     "confirmations-not-queued": "The request to confirm is stored, but the broker could not be reached to queue it; "
-                                "a running worker queues it by itself once the broker is back.",
+    "a running worker queues it by itself once the broker is back.",
     "subscribed": "Subscribed to the list.",
     "unsubscribed": "Unsubscribed from the list.",
     "deleted": "Deleted; the consent history is kept.",
@@ -79,7 +78,9 @@ NOTICES = {
 
 @lru_cache(maxsize=8)
 def templates(root: str) -> Environment:
-    env = html_templates(TEMPLATE_DIR, root=root, admin=f"{root}/admin", static=f"{root}/static/admin", version=__version__)
+    env = html_templates(
+        TEMPLATE_DIR, root=root, admin=f"{root}/admin", static=f"{root}/static/admin", version=__version__
+    )
     env.filters["when"] = when
     env.filters["iso"] = lambda value: value.isoformat(timespec="seconds") if value else ""
     env.filters["number"] = lambda value: f"{value:,}"
@@ -113,12 +114,16 @@ def page(
                 current = here == path if path == "" else here == path or here.startswith(path + "/")
                 nav.append({"href": f"{root}/admin{path}", "label": label, "current": current})
     notice = values.pop("notice", None) or NOTICES.get(request.query_params.get("done", ""))
-    html = templates(root).get_template(template).render(
-        caller=caller,
-        csrf_token=caller.csrf_token if caller else "",
-        nav=nav,
-        notice=notice,
-        **values,
+    html = (
+        templates(root)
+        .get_template(template)
+        .render(
+            caller=caller,
+            csrf_token=caller.csrf_token if caller else "",
+            nav=nav,
+            notice=notice,
+            **values,
+        )
     )
     return HTMLResponse(html, status_code=status, headers={**PAGE_HEADERS, **(headers or {})})
 
@@ -130,8 +135,7 @@ def forbidden_page(request: Request, exc: Forbidden) -> HTMLResponse:
     needed = roles_allowed(exc.action) if exc.action else []
     message = str(exc).strip()  # a lower-case clause: shown as a sentence
     message = message[:1].upper() + message[1:] + ("" if message.endswith(".") else ".")
-    return page(request, caller, "forbidden.html", status=403, message=message, needed=needed,
-                back=_back_link(request))
+    return page(request, caller, "forbidden.html", status=403, message=message, needed=needed, back=_back_link(request))
 
 
 def _back_link(request: Request) -> str | None:

@@ -20,26 +20,34 @@ from fastapi.responses import HTMLResponse, JSONResponse, Response, StreamingRes
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from newsletter.store import db
-
-from newsletter.delivery import sending
 from newsletter.access.accounts import DELIVERY_LOG, Caller, Forbidden
-from newsletter.http.admin.auth import user
-from newsletter.http.admin.issues import parse_local_time
-from newsletter.http.admin.pages import page, redirect
-from newsletter.errors import Conflict, InvalidInput
-from newsletter.store.models import DELIVERY_STATUSES, Delivery, Issue, utcnow
+from newsletter.delivery import sending
 from newsletter.delivery.scheduling import reschedule_send
 from newsletter.delivery.send_health import SendHealth
 from newsletter.delivery.send_queue import QueueUnavailable, queue_resumed
+from newsletter.errors import Conflict, InvalidInput
+from newsletter.http.admin.auth import user
+from newsletter.http.admin.issues import parse_local_time
+from newsletter.http.admin.pages import page, redirect
 from newsletter.http.context import web
+from newsletter.store import db
+from newsletter.store.models import DELIVERY_STATUSES, Delivery, Issue, utcnow
 from subscribers import csv_cells
 
 router = APIRouter()
 Sender = Depends(user("sends"))
 PAGE_SIZE = 50
-LOG_COLUMNS = ["delivery_id", "email", "status", "attempts", "smtp_code", "smtp_reply", "message_id", "sent_at",
-               "updated_at"]
+LOG_COLUMNS = [
+    "delivery_id",
+    "email",
+    "status",
+    "attempts",
+    "smtp_code",
+    "smtp_reply",
+    "message_id",
+    "sent_at",
+    "updated_at",
+]
 
 
 def recent_failures(session: Session, send_id: int, limit: int = 5) -> list[dict[str, object]]:
@@ -50,7 +58,9 @@ def recent_failures(session: Session, send_id: int, limit: int = 5) -> list[dict
         .order_by(Delivery.id.desc())
         .limit(limit)
     ).all()
-    return [{"email": r.email, "code": r.smtp_code, "reply": r.smtp_reply or "", "at": _iso(r.updated_at)} for r in rows]
+    return [
+        {"email": r.email, "code": r.smtp_code, "reply": r.smtp_reply or "", "at": _iso(r.updated_at)} for r in rows
+    ]
 
 
 def progress(session: Session, send_id: int, health: SendHealth, *, recipients: bool = False) -> dict[str, object]:
@@ -127,8 +137,9 @@ def resume(request: Request, send_id: int, caller: Caller = Sender) -> Response:
 
 
 @router.post("/sends/{send_id:int}/reschedule")
-def reschedule(request: Request, send_id: int, caller: Caller = Sender, at: str = Form(""),
-               tz_offset: str = Form("")) -> Response:
+def reschedule(
+    request: Request, send_id: int, caller: Caller = Sender, at: str = Form(""), tz_offset: str = Form("")
+) -> Response:
     try:
         when = parse_local_time(at, tz_offset)
         with web(request).transaction() as session:
@@ -138,8 +149,7 @@ def reschedule(request: Request, send_id: int, caller: Caller = Sender, at: str 
     return redirect(request, f"/sends/{send_id}", "rescheduled")
 
 
-def _steer(request: Request, caller: Caller, send_id: int, done: str,
-           action: Callable[[Session], object]) -> Response:
+def _steer(request: Request, caller: Caller, send_id: int, done: str, action: Callable[[Session], object]) -> Response:
     try:
         with web(request).transaction() as session:
             action(session)
@@ -152,8 +162,9 @@ def _conflict(request: Request, caller: Caller, send_id: int, message: str) -> H
     with web(request).transaction() as session, web(request).send_health() as health:
         data = progress(session, send_id, health, recipients=caller.may(DELIVERY_LOG))
         issue = session.get(Issue, data["issue_id"])
-    return page(request, caller, "send.html", status=409, send=data, issue=issue, statuses=DELIVERY_STATUSES,
-                error=message)
+    return page(
+        request, caller, "send.html", status=409, send=data, issue=issue, statuses=DELIVERY_STATUSES, error=message
+    )
 
 
 # --- the delivery log ------------------------------------------------------------------------
@@ -175,8 +186,13 @@ def _log_reader(caller: Caller) -> None:
 
 
 @router.get("/sends/{send_id:int}/log")
-def log(request: Request, send_id: int, caller: Caller = Sender, status: str | None = None,
-        page_number: int = Query(1, alias="page")) -> HTMLResponse:
+def log(
+    request: Request,
+    send_id: int,
+    caller: Caller = Sender,
+    status: str | None = None,
+    page_number: int = Query(1, alias="page"),
+) -> HTMLResponse:
     _log_reader(caller)
     chosen = _status_filter(status)
     page_number = max(1, page_number)
@@ -186,8 +202,19 @@ def log(request: Request, send_id: int, caller: Caller = Sender, status: str | N
         start = (page_number - 1) * PAGE_SIZE
         rows = list(itertools.islice(sending.delivery_log(session, send_id, status=chosen), start, start + PAGE_SIZE))
     pages = max(1, -(-total // PAGE_SIZE))
-    return page(request, caller, "send_log.html", counts=counts, rows=rows, chosen=chosen or "", statuses=DELIVERY_STATUSES,
-                page_number=page_number, pages=pages, total=total, first=start + 1)
+    return page(
+        request,
+        caller,
+        "send_log.html",
+        counts=counts,
+        rows=rows,
+        chosen=chosen or "",
+        statuses=DELIVERY_STATUSES,
+        page_number=page_number,
+        pages=pages,
+        total=total,
+        first=start + 1,
+    )
 
 
 @router.get("/sends/{send_id:int}/log.csv")
@@ -206,8 +233,19 @@ def log_csv(request: Request, send_id: int, caller: Caller = Sender, status: str
         writer.writerow(LOG_COLUMNS)
         with db.transaction(w.sessions) as session:
             for n, r in enumerate(sending.delivery_log(session, send_id, status=chosen), 1):
-                writer.writerow([r.delivery_id, r.email, r.status, r.attempts, r.smtp_code or "", r.smtp_reply or "",
-                                 r.message_id or "", _iso(r.sent_at) or "", _iso(r.updated_at) or ""])
+                writer.writerow(
+                    [
+                        r.delivery_id,
+                        r.email,
+                        r.status,
+                        r.attempts,
+                        r.smtp_code or "",
+                        r.smtp_reply or "",
+                        r.message_id or "",
+                        _iso(r.sent_at) or "",
+                        _iso(r.updated_at) or "",
+                    ]
+                )
                 if n % 1000 == 0:
                     yield buffer.getvalue()
                     buffer.seek(0)
@@ -215,8 +253,9 @@ def log_csv(request: Request, send_id: int, caller: Caller = Sender, status: str
         yield buffer.getvalue()
 
     name = f"send-{send_id}-log{'-' + chosen if chosen else ''}.csv"
-    return StreamingResponse(rows(), media_type="text/csv; charset=utf-8",
-                             headers={"Content-Disposition": f'attachment; filename="{name}"'})
+    return StreamingResponse(
+        rows(), media_type="text/csv; charset=utf-8", headers={"Content-Disposition": f'attachment; filename="{name}"'}
+    )
 
 
 def _iso(value: datetime | None) -> str | None:

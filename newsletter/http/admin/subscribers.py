@@ -7,11 +7,11 @@ from fastapi.responses import HTMLResponse, Response
 from sqlalchemy import select
 
 from newsletter.access.accounts import Caller
+from newsletter.errors import Conflict, InvalidInput
 from newsletter.http.admin.auth import user
 from newsletter.http.admin.pages import page, redirect
-from newsletter.errors import Conflict, InvalidInput
-from newsletter.store.models import SUBSCRIPTION_STATUSES, MailingList
 from newsletter.http.context import web
+from newsletter.store.models import SUBSCRIPTION_STATUSES, MailingList
 from subscribers import directory
 
 router = APIRouter()
@@ -34,12 +34,27 @@ def search(
         lists = session.scalars(select(MailingList).order_by(MailingList.slug)).all()
         known = {m.slug for m in lists}
         found = directory.search_subscribers(
-            session, query=q or None, list_slug=list_slug if list_slug in known else None, status=chosen_status,
-            offset=(page_number - 1) * PAGE_SIZE, limit=PAGE_SIZE,
+            session,
+            query=q or None,
+            list_slug=list_slug if list_slug in known else None,
+            status=chosen_status,
+            offset=(page_number - 1) * PAGE_SIZE,
+            limit=PAGE_SIZE,
         )
     pages = max(1, -(-found.total // PAGE_SIZE))
-    return page(request, caller, "subscribers.html", found=found, lists=lists, q=q, list_slug=list_slug,
-                chosen=chosen_status or "", statuses=SUBSCRIPTION_STATUSES, page_number=page_number, pages=pages)
+    return page(
+        request,
+        caller,
+        "subscribers.html",
+        found=found,
+        lists=lists,
+        q=q,
+        list_slug=list_slug,
+        chosen=chosen_status or "",
+        statuses=SUBSCRIPTION_STATUSES,
+        page_number=page_number,
+        pages=pages,
+    )
 
 
 @router.get("/subscribers/{subscriber_id:int}")
@@ -47,42 +62,74 @@ def show(request: Request, subscriber_id: int, caller: Caller = Admin) -> HTMLRe
     return _subscriber_page(request, caller, subscriber_id)
 
 
-def _subscriber_page(request: Request, caller: Caller, subscriber_id: int, *, status: int = 200,
-                     error: str | None = None, error_field: str = "", form: dict[str, str] | None = None) -> HTMLResponse:
+def _subscriber_page(
+    request: Request,
+    caller: Caller,
+    subscriber_id: int,
+    *,
+    status: int = 200,
+    error: str | None = None,
+    error_field: str = "",
+    form: dict[str, str] | None = None,
+) -> HTMLResponse:
     with web(request).transaction() as session:
         subscriber = directory.get_subscriber(session, subscriber_id)
         lists = session.scalars(select(MailingList).order_by(MailingList.slug)).all()
     on = {s.list_slug for s in subscriber.subscriptions if s.status != "unsubscribed"}
-    return page(request, caller, "subscriber.html", status=status, subscriber=subscriber,
-                other_lists=[m for m in lists if m.slug not in on], error=error, error_field=error_field,
-                form=form or {"email": subscriber.email, "name": subscriber.name})
+    return page(
+        request,
+        caller,
+        "subscriber.html",
+        status=status,
+        subscriber=subscriber,
+        other_lists=[m for m in lists if m.slug not in on],
+        error=error,
+        error_field=error_field,
+        form=form or {"email": subscriber.email, "name": subscriber.name},
+    )
 
 
 @router.post("/subscribers/{subscriber_id:int}")
-def edit(request: Request, subscriber_id: int, caller: Caller = Admin, email: str = Form(""),
-         name: str = Form("")) -> Response:
+def edit(
+    request: Request, subscriber_id: int, caller: Caller = Admin, email: str = Form(""), name: str = Form("")
+) -> Response:
     try:
         with web(request).transaction() as session:
             directory.update_subscriber(session, subscriber_id, email=email, name=name)
     except (InvalidInput, Conflict) as exc:
         invalid = isinstance(exc, InvalidInput)
-        return _subscriber_page(request, caller, subscriber_id, status=400 if invalid else 409,
-                                error=exc.message if isinstance(exc, InvalidInput) else str(exc),
-                                error_field=(exc.where or "") if isinstance(exc, InvalidInput) else "email",
-                                form={"email": email, "name": name})
+        return _subscriber_page(
+            request,
+            caller,
+            subscriber_id,
+            status=400 if invalid else 409,
+            error=exc.message if isinstance(exc, InvalidInput) else str(exc),
+            error_field=(exc.where or "") if isinstance(exc, InvalidInput) else "email",
+            form={"email": email, "name": name},
+        )
     return redirect(request, f"/subscribers/{subscriber_id}", "saved")
 
 
 @router.post("/subscribers/{subscriber_id:int}/subscription")
-def subscription(request: Request, subscriber_id: int, caller: Caller = Admin, list_slug: str = Form("", alias="list"),
-                 status: str = Form("")) -> Response:
+def subscription(
+    request: Request,
+    subscriber_id: int,
+    caller: Caller = Admin,
+    list_slug: str = Form("", alias="list"),
+    status: str = Form(""),
+) -> Response:
     """Put the subscriber on a list (``status=confirmed``) or take them off (``unsubscribed``)."""
     try:
         with web(request).transaction() as session:
             directory.set_subscription(session, subscriber_id, list_slug, status)
     except (InvalidInput, Conflict) as exc:
-        return _subscriber_page(request, caller, subscriber_id, status=400 if isinstance(exc, InvalidInput) else 409,
-                                error=exc.message if isinstance(exc, InvalidInput) else str(exc))
+        return _subscriber_page(
+            request,
+            caller,
+            subscriber_id,
+            status=400 if isinstance(exc, InvalidInput) else 409,
+            error=exc.message if isinstance(exc, InvalidInput) else str(exc),
+        )
     return redirect(request, f"/subscribers/{subscriber_id}", "subscribed" if status == "confirmed" else "unsubscribed")
 
 
@@ -95,4 +142,3 @@ def delete(request: Request, subscriber_id: int, caller: Caller = Admin, erase: 
     if erasing:
         return redirect(request, "/subscribers", "erased")
     return redirect(request, f"/subscribers/{subscriber_id}", "deleted")
-

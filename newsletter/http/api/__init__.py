@@ -12,10 +12,11 @@ from collections.abc import Callable
 from fastapi import APIRouter, HTTPException
 from fastapi.routing import APIRoute
 
-from newsletter.http.api.common import errors
 from newsletter.http.api import confirmation_requests, imports, issues, lists, sends, subscribers, suppressions
+from newsletter.http.api.common import errors
 
 METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
+
 
 def _method_not_allowed(allow: str) -> Callable[[], None]:
     def method_not_allowed() -> None:
@@ -39,7 +40,10 @@ def _answer_other_methods(resource: APIRouter) -> None:
         allow = ", ".join(m for m in METHODS if m in methods)
         others = [m for m in METHODS if m not in methods]
         resource.add_api_route(
-            path.removeprefix(resource.prefix), _method_not_allowed(allow), methods=others, include_in_schema=False,
+            path.removeprefix(resource.prefix),
+            _method_not_allowed(allow),
+            methods=others,
+            include_in_schema=False,
             status_code=405,
         )
 

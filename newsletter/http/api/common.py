@@ -8,9 +8,9 @@ from typing import Any
 
 from fastapi import Path, Request
 
-from newsletter.http.api.schemas import MAX_ID, ErrorResponse
-from newsletter.errors import InvalidInput
 from newsletter.content.issues import RenderSettings
+from newsletter.errors import InvalidInput
+from newsletter.http.api.schemas import MAX_ID, ErrorResponse
 from newsletter.http.context import web
 
 _MEANING = {
@@ -29,10 +29,7 @@ _MEANING = {
 
 def errors(*codes: int) -> dict[int | str, dict[str, Any]]:
     """OpenAPI ``responses`` for the error statuses an operation can answer (401, 403 and 422 always)."""
-    return {
-        code: {"model": ErrorResponse, "description": _MEANING[code]}
-        for code in sorted({401, 403, 422, *codes})
-    }
+    return {code: {"model": ErrorResponse, "description": _MEANING[code]} for code in sorted({401, 403, 422, *codes})}
 
 
 def path_id(what: str) -> Any:

@@ -17,12 +17,12 @@ from fastapi import APIRouter, Depends, Path, Query, Request, Response
 from pydantic import BaseModel, Field
 
 from newsletter.access.accounts import DELIVERY_LOG, Caller, Forbidden
+from newsletter.delivery.send_queue import queue_confirmation_run
 from newsletter.http.api.auth import SendEditor, api_caller
 from newsletter.http.api.common import errors, path_id
 from newsletter.http.api.schemas import SLUG_PATTERN, Strict
-from newsletter.store.models import CONFIRMATION_MAIL_STATUSES
-from newsletter.delivery.send_queue import queue_confirmation_run
 from newsletter.http.context import web
+from newsletter.store.models import CONFIRMATION_MAIL_STATUSES
 from subscribers import confirmation_requests
 from subscribers.confirmation_requests import RunStarted, RunSummary
 
@@ -107,14 +107,19 @@ def run_out(summary: RunSummary) -> ConfirmationRunOut:
 
 
 def _left_out(started: RunStarted) -> LeftOut:
-    return LeftOut(asked_recently=started.asked_recently, suppressed=started.suppressed,
-                   already_queued=started.already_queued)
+    return LeftOut(
+        asked_recently=started.asked_recently, suppressed=started.suppressed, already_queued=started.already_queued
+    )
 
 
 @router.post(
-    "/{slug}/confirmation-requests", status_code=202, response_model=ConfirmationRequestOut,
-    responses={200: {"model": ConfirmationRequestOut, "description": "Nobody to ask: nothing was queued."},
-               **errors(404, 503)},
+    "/{slug}/confirmation-requests",
+    status_code=202,
+    response_model=ConfirmationRequestOut,
+    responses={
+        200: {"model": ConfirmationRequestOut, "description": "Nobody to ask: nothing was queued."},
+        **errors(404, 503),
+    },
     summary="Ask the list's unconfirmed subscribers to confirm",
 )
 def request_confirmation(
@@ -140,25 +145,36 @@ def request_confirmation(
     else:
         response.status_code = 200
     return ConfirmationRequestOut(
-        list=started.list_slug, queued=started.queued, left_out=_left_out(started),
-        message=started.describe(AGAIN_HINT), run=run,
+        list=started.list_slug,
+        queued=started.queued,
+        left_out=_left_out(started),
+        message=started.describe(AGAIN_HINT),
+        run=run,
     )
 
 
 @router.get(
-    "/{slug}/confirmation-requests", response_model=ConfirmationRunsOut, responses=errors(404),
+    "/{slug}/confirmation-requests",
+    response_model=ConfirmationRunsOut,
+    responses=errors(404),
     summary="The list's requests to confirm, newest first",
 )
 def all_runs(
-    request: Request, slug: SlugPath, caller: SendEditor,
+    request: Request,
+    slug: SlugPath,
+    caller: SendEditor,
     limit: Annotated[int, Query(ge=1, le=500, description="How many.")] = 20,
 ) -> ConfirmationRunsOut:
     with web(request).reading() as session:
-        return ConfirmationRunsOut(items=[run_out(r) for r in confirmation_requests.runs_of_list(session, slug, limit=limit)])
+        return ConfirmationRunsOut(
+            items=[run_out(r) for r in confirmation_requests.runs_of_list(session, slug, limit=limit)]
+        )
 
 
 @router.get(
-    "/{slug}/confirmation-requests/{run_id}", response_model=ConfirmationRunOut, responses=errors(404),
+    "/{slug}/confirmation-requests/{run_id}",
+    response_model=ConfirmationRunOut,
+    responses=errors(404),
     summary="One request to confirm and its counts",
 )
 def one_run(request: Request, slug: SlugPath, run_id: RunId, caller: SendEditor) -> ConfirmationRunOut:
@@ -167,7 +183,9 @@ def one_run(request: Request, slug: SlugPath, run_id: RunId, caller: SendEditor)
 
 
 @router.get(
-    "/{slug}/confirmation-requests/{run_id}/recipients", response_model=ConfirmationMailPage, responses=errors(404),
+    "/{slug}/confirmation-requests/{run_id}/recipients",
+    response_model=ConfirmationMailPage,
+    responses=errors(404),
     summary="A page of a request to confirm's log",
 )
 def recipients(
@@ -186,6 +204,8 @@ def recipients(
         summary = confirmation_requests.get_run(session, slug, run_id)
         total, rows = confirmation_requests.run_log(session, summary.run.id, status=status, offset=offset, limit=limit)
     return ConfirmationMailPage(
-        total=total, offset=offset, limit=limit,
+        total=total,
+        offset=offset,
+        limit=limit,
         items=[ConfirmationMailOut.model_validate(r.as_json()) for r in rows],
     )

@@ -19,9 +19,9 @@ from starlette.concurrency import run_in_threadpool
 from newsletter.http.api.auth import ImportAdmin
 from newsletter.http.api.common import errors, path_id
 from newsletter.http.api.schemas import SLUG_PATTERN, ErrorResponse, ImportJobOut, ImportJobsOut
-from newsletter.store.models import ImportJob
 from newsletter.http.context import web
 from newsletter.http.uploads import Upload, receive_upload
+from newsletter.store.models import ImportJob
 from subscribers import import_jobs
 
 router = APIRouter(prefix="/imports", tags=["imports"])
@@ -45,19 +45,29 @@ UPLOAD_SCHEMA = {
     "required": ["file", "list"],
     "properties": {
         "file": {
-            "type": "string", "contentMediaType": "application/octet-stream",
+            "type": "string",
+            "contentMediaType": "application/octet-stream",
             "description": "UTF-8 CSV with a header row holding an 'email' column (at most NEWSLETTER_IMPORT_MAX_MB).",
         },
-        **{name: {k: v for k, v in prop.items() if k != "title"}
-           for name, prop in ImportForm.model_json_schema()["properties"].items()},
+        **{
+            name: {k: v for k, v in prop.items() if k != "title"}
+            for name, prop in ImportForm.model_json_schema()["properties"].items()
+        },
     },
 }
 
 
 @router.post(
-    "", status_code=202, response_model=ImportJobOut,
-    responses={**errors(400, 404), 413: {"model": ErrorResponse, "description": "The upload is larger than "
-                                         "NEWSLETTER_IMPORT_MAX_MB (the message names the limit)."}},
+    "",
+    status_code=202,
+    response_model=ImportJobOut,
+    responses={
+        **errors(400, 404),
+        413: {
+            "model": ErrorResponse,
+            "description": "The upload is larger than NEWSLETTER_IMPORT_MAX_MB (the message names the limit).",
+        },
+    },
     summary="Upload a CSV file to import into a list",
     openapi_extra={"requestBody": {"required": True, "content": {"multipart/form-data": {"schema": UPLOAD_SCHEMA}}}},
 )
@@ -68,7 +78,8 @@ async def start_import(request: Request, background: BackgroundTasks, caller: Im
     are listed in its ``report_url``."""
     state = web(request)
     upload = await receive_upload(
-        request, new_path=lambda: import_jobs.new_upload_path(state.settings.var_dir),
+        request,
+        new_path=lambda: import_jobs.new_upload_path(state.settings.var_dir),
         max_bytes=state.settings.import_max_mb * 1024 * 1024,
     )
     try:
@@ -101,8 +112,14 @@ def _checked(upload: Upload) -> ImportForm:
 def _queue(request: Request, upload: Upload, form: ImportForm, created_by: str) -> tuple[int, ImportJobOut]:
     assert upload.path is not None
     with web(request).transaction() as session:
-        job = import_jobs.queue_upload(session, form.list, upload.filename or "upload.csv", upload.path,
-                                       confirmed=form.confirmed, created_by=created_by)
+        job = import_jobs.queue_upload(
+            session,
+            form.list,
+            upload.filename or "upload.csv",
+            upload.path,
+            confirmed=form.confirmed,
+            created_by=created_by,
+        )
         return job.id, job_out(request, job)
 
 
@@ -124,7 +141,10 @@ def get_import(request: Request, job_id: JobId, caller: ImportAdmin) -> ImportJo
     "/{job_id}/report.csv",
     response_class=Response,
     responses={
-        200: {"description": "The rejected rows: line, reason.", "content": {"text/csv": {"schema": {"type": "string"}}}},
+        200: {
+            "description": "The rejected rows: line, reason.",
+            "content": {"text/csv": {"schema": {"type": "string"}}},
+        },
         **errors(404),
     },
     summary="The rejected rows of an import, as CSV",
@@ -133,6 +153,7 @@ def import_report(request: Request, job_id: JobId, caller: ImportAdmin) -> Respo
     with web(request).reading() as session:
         report = import_jobs.report_csv(session, job_id)
     return Response(
-        report or "line,reason\n", media_type="text/csv; charset=utf-8",
+        report or "line,reason\n",
+        media_type="text/csv; charset=utf-8",
         headers={"Content-Disposition": f'attachment; filename="import-{job_id}-rejected.csv"'},
     )

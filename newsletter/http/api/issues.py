@@ -7,11 +7,14 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, HTTPException, Query, Request, Response
 
 from newsletter.content import issues
-
+from newsletter.content.issue_files import IssueSource, check_header_text, parse_issue_text
+from newsletter.content.rendering import Problem, RenderedIssue
 from newsletter.delivery import scheduling
+from newsletter.errors import Conflict, DeliveryError, InvalidInput
 from newsletter.http.api.auth import IssueEditor
 from newsletter.http.api.common import errors, field_names, path_id, render_settings
 from newsletter.http.api.schemas import (
+    SLUG_PATTERN,
     IssueCreate,
     IssueFields,
     IssueOut,
@@ -19,16 +22,12 @@ from newsletter.http.api.schemas import (
     IssueSummary,
     IssueText,
     IssueTextCreate,
-    SLUG_PATTERN,
     TestCopyOut,
     TestSendIn,
     TestSendOut,
 )
-from newsletter.errors import Conflict, DeliveryError, InvalidInput
-from newsletter.content.issue_files import IssueSource, check_header_text, parse_issue_text
-from newsletter.store.models import Issue, MailingList
-from newsletter.content.rendering import Problem, RenderedIssue
 from newsletter.http.context import web
+from newsletter.store.models import Issue, MailingList
 
 router = APIRouter(prefix="/issues", tags=["issues"])
 
@@ -38,8 +37,12 @@ PREVIEW_TYPES = {"html": "text/html; charset=utf-8", "text": "text/plain; charse
 
 def summary(issue: Issue, mailing_list: MailingList) -> dict[str, object]:
     return {
-        "id": issue.id, "list": mailing_list.slug, "status": issue.status, "subject": issue.subject,
-        "created_at": issue.created_at, "updated_at": issue.updated_at,
+        "id": issue.id,
+        "list": mailing_list.slug,
+        "status": issue.status,
+        "subject": issue.subject,
+        "created_at": issue.created_at,
+        "updated_at": issue.updated_at,
     }
 
 
@@ -68,7 +71,10 @@ def _from_fields(body: IssueFields) -> IssueSource:
         if problem:
             raise InvalidInput(problem, where=field)
     return IssueSource(
-        subject=subject, preheader=preheader, template=body.template, body_markdown=body.body_markdown,
+        subject=subject,
+        preheader=preheader,
+        template=body.template,
+        body_markdown=body.body_markdown,
         source="body_markdown",
     )
 
@@ -95,7 +101,9 @@ def _update(request: Request, issue_id: int, source: IssueSource) -> IssueOut:
 def all_issues(
     request: Request,
     caller: IssueEditor,
-    list: Annotated[str | None, Query(pattern=SLUG_PATTERN, max_length=64, description="Only this list's issues.")] = None,
+    list: Annotated[
+        str | None, Query(pattern=SLUG_PATTERN, max_length=64, description="Only this list's issues.")
+    ] = None,
 ) -> IssuesOut:
     with web(request).reading() as session:
         rows = issues.all_issues(session, list)
@@ -110,7 +118,10 @@ def create_issue(request: Request, body: IssueCreate, caller: IssueEditor) -> Is
 
 
 @router.post(
-    "/markdown", status_code=201, response_model=IssueOut, responses=errors(400, 404),
+    "/markdown",
+    status_code=201,
+    response_model=IssueOut,
+    responses=errors(400, 404),
     summary="Create a draft issue from an issue file (Markdown with front matter)",
 )
 def create_issue_from_markdown(request: Request, body: IssueTextCreate, caller: IssueEditor) -> IssueOut:
@@ -128,7 +139,8 @@ def get_issue(request: Request, issue_id: IssueId, caller: IssueEditor) -> Issue
         prefix = f"{issues.source_of(issue).source}:"
         problems = [
             Problem(p.level, p.message, "body_markdown:" + p.where.removeprefix(prefix))
-            if p.where and p.where.startswith(prefix) else p
+            if p.where and p.where.startswith(prefix)
+            else p
             for p in problems
         ]
         return issue_out(issue, mailing_list, problems)
@@ -141,7 +153,9 @@ def update_issue(request: Request, issue_id: IssueId, body: IssueFields, caller:
 
 
 @router.put(
-    "/{issue_id}/markdown", response_model=IssueOut, responses=errors(400, 404),
+    "/{issue_id}/markdown",
+    response_model=IssueOut,
+    responses=errors(400, 404),
     summary="Replace an issue's content from an issue file (Markdown with front matter)",
 )
 def update_issue_from_markdown(request: Request, issue_id: IssueId, body: IssueText, caller: IssueEditor) -> IssueOut:
@@ -149,7 +163,10 @@ def update_issue_from_markdown(request: Request, issue_id: IssueId, body: IssueT
 
 
 @router.delete(
-    "/{issue_id}", status_code=204, response_class=Response, responses=errors(404, 409),
+    "/{issue_id}",
+    status_code=204,
+    response_class=Response,
+    responses=errors(404, 409),
     summary="Delete an issue that was never sent",
 )
 def delete_issue(request: Request, issue_id: IssueId, caller: IssueEditor) -> Response:
@@ -159,13 +176,17 @@ def delete_issue(request: Request, issue_id: IssueId, caller: IssueEditor) -> Re
         with web(request).transaction() as session:
             issues.delete_issue(session, issue_id)
     except issues.IssueKept as exc:
-        raise Conflict(f"{exc.summary}. To start again from it, make a new draft with "
-                       f"POST /api/issues/{issue_id}/duplicate") from None
+        raise Conflict(
+            f"{exc.summary}. To start again from it, make a new draft with POST /api/issues/{issue_id}/duplicate"
+        ) from None
     return Response(status_code=204)
 
 
 @router.post(
-    "/{issue_id}/duplicate", status_code=201, response_model=IssueOut, responses=errors(400, 404),
+    "/{issue_id}/duplicate",
+    status_code=201,
+    response_model=IssueOut,
+    responses=errors(400, 404),
     summary="Make a new draft from an issue",
 )
 def duplicate_issue(request: Request, issue_id: IssueId, caller: IssueEditor) -> IssueOut:
@@ -201,7 +222,9 @@ def preview_issue(
 
 
 @router.post(
-    "/{issue_id}/test-send", response_model=TestSendOut, responses=errors(400, 404, 502),
+    "/{issue_id}/test-send",
+    response_model=TestSendOut,
+    responses=errors(400, 404, 502),
     summary="Send one test copy now",
 )
 def test_send(request: Request, issue_id: IssueId, body: TestSendIn, caller: IssueEditor) -> TestSendOut:
@@ -224,7 +247,9 @@ def test_send(request: Request, issue_id: IssueId, body: TestSendIn, caller: Iss
 
 
 @router.post(
-    "/{issue_id}/ready", response_model=IssueOut, responses=errors(400, 404, 409),
+    "/{issue_id}/ready",
+    response_model=IssueOut,
+    responses=errors(400, 404, 409),
     summary="Mark an issue ready for its list's next weekly slot",
 )
 def mark_ready(request: Request, issue_id: IssueId, caller: IssueEditor) -> IssueOut:

@@ -10,8 +10,8 @@ from newsletter.delivery import scheduling
 from newsletter.http.api.auth import ListReader, ListWriter
 from newsletter.http.api.common import errors, field_names
 from newsletter.http.api.schemas import SLUG_PATTERN, ListCreate, ListOut, ListsOut, ListUpdate
-from newsletter.store.models import utcnow
 from newsletter.http.context import web
+from newsletter.store.models import utcnow
 from subscribers import lists
 from subscribers.lists import ListCounts
 
@@ -19,7 +19,11 @@ router = APIRouter(prefix="/lists", tags=["lists"])
 
 SlugPath = Annotated[str, Path(pattern=SLUG_PATTERN, max_length=64, description="The list's slug.")]
 _CLI_NAMES = {
-    "SLUG": "slug", "--name": "name", "--from-email": "from_email", "--from-name": "from_name", "--reply-to": "reply_to",
+    "SLUG": "slug",
+    "--name": "name",
+    "--from-email": "from_email",
+    "--from-name": "from_name",
+    "--reply-to": "reply_to",
     "--description": "description",
 }
 
@@ -36,7 +40,9 @@ def list_out(row: ListCounts) -> ListOut:
             "reply_to": m.reply_to,
             "description": m.description,
             "private": bool(m.private),
-            "slot": None if slot is None else {
+            "slot": None
+            if slot is None
+            else {
                 "weekday": scheduling.WEEKDAYS[slot.weekday],
                 "time": slot.time,
                 "timezone": slot.timezone,
@@ -60,8 +66,14 @@ def all_lists(request: Request, caller: ListReader) -> ListsOut:
 def create_list(request: Request, body: ListCreate, caller: ListWriter) -> ListOut:
     with web(request).transaction() as session, field_names(_CLI_NAMES):
         lists.create_list(
-            session, body.slug, name=body.name, from_email=body.from_email, from_name=body.from_name,
-            reply_to=body.reply_to or None, description=body.description, private=body.private,
+            session,
+            body.slug,
+            name=body.name,
+            from_email=body.from_email,
+            from_name=body.from_name,
+            reply_to=body.reply_to or None,
+            description=body.description,
+            private=body.private,
         )
         return list_out(lists.list_with_counts(session, body.slug))
 
@@ -80,8 +92,14 @@ def update_list(request: Request, slug: SlugPath, body: ListUpdate, caller: List
     with web(request).transaction() as session:
         with field_names(_CLI_NAMES):
             lists.update_list(
-                session, slug, name=body.name, from_email=body.from_email, from_name=body.from_name,
-                reply_to=body.reply_to, description=body.description, private=body.private,
+                session,
+                slug,
+                name=body.name,
+                from_email=body.from_email,
+                from_name=body.from_name,
+                reply_to=body.reply_to,
+                description=body.description,
+                private=body.private,
             )
         if "slot" in body.model_fields_set:
             with field_names({"weekday": "slot.weekday", "time": "slot.time", "timezone": "slot.timezone"}):
@@ -91,7 +109,10 @@ def update_list(request: Request, slug: SlugPath, body: ListUpdate, caller: List
 
 
 @router.delete(
-    "/{slug}", status_code=204, response_class=Response, responses=errors(404, 409),
+    "/{slug}",
+    status_code=204,
+    response_class=Response,
+    responses=errors(404, 409),
     summary="Delete a list and its subscriptions",
 )
 def delete_list(request: Request, slug: SlugPath, caller: ListWriter) -> Response:

@@ -55,10 +55,14 @@ def _utc(value: datetime) -> datetime:
 
 
 Slug = Annotated[
-    str, Field(pattern=SLUG_PATTERN, min_length=1, max_length=64, description="1-64 lower-case letters, digits or dashes")
+    str,
+    Field(pattern=SLUG_PATTERN, min_length=1, max_length=64, description="1-64 lower-case letters, digits or dashes"),
 ]
 Email = text(
-    320, min_length=1, format="email", description="An email address; validated and normalised (lower-cased, IDNA domain)."
+    320,
+    min_length=1,
+    format="email",
+    description="An email address; validated and normalised (lower-cased, IDNA domain).",
 )
 Moment = Annotated[AwareDatetime, AfterValidator(_utc)]
 
@@ -212,7 +216,9 @@ class SubscriberCreate(Strict):
     list: Slug
     email: Email  # type: ignore[valid-type]
     name: text(200) = ""  # type: ignore[valid-type]
-    confirmed: bool = Field(False, strict=True, description="Record consent as already confirmed (only when you hold it).")
+    confirmed: bool = Field(
+        False, strict=True, description="Record consent as already confirmed (only when you hold it)."
+    )
 
 
 class SubscriberPage(BaseModel):
@@ -295,7 +301,8 @@ class IssueCreate(IssueFields):
 
 class IssueText(Strict):
     markdown: text(  # type: ignore[valid-type]
-        200_000, min_length=1,
+        200_000,
+        min_length=1,
         description="An issue file: YAML front matter (subject, preheader, template) between '---' lines, then the body.",
     )
 
@@ -340,14 +347,20 @@ class TestSendIn(Strict):
         list[Email],  # type: ignore[valid-type]
         BeforeValidator(_listed),
         Field(min_length=1, max_length=10),
-        WithJsonSchema({
-            "anyOf": [
-                {"type": "string", "format": "email", "minLength": 1, "maxLength": 320},
-                {"type": "array", "items": {"type": "string", "format": "email", "minLength": 1, "maxLength": 320},
-                 "minItems": 1, "maxItems": 10},
-            ],
-            "description": "An address, or a list of 1 to 10; one that is not an address is refused (400, nothing sent).",
-        }),
+        WithJsonSchema(
+            {
+                "anyOf": [
+                    {"type": "string", "format": "email", "minLength": 1, "maxLength": 320},
+                    {
+                        "type": "array",
+                        "items": {"type": "string", "format": "email", "minLength": 1, "maxLength": 320},
+                        "minItems": 1,
+                        "maxItems": 10,
+                    },
+                ],
+                "description": "An address, or a list of 1 to 10; one that is not an address is refused (400, nothing sent).",
+            }
+        ),
     ]
 
 
@@ -374,8 +387,8 @@ class SendCreate(Strict):
         None,
         description=(
             "When the list already has a send of this issue (anything but cancelled), the request is refused "
-            "with 409 unless this says what to do: \"again\" sends to every confirmed subscriber again, "
-            "\"only_new\" only to those who got no copy of the issue in any earlier send."
+            'with 409 unless this says what to do: "again" sends to every confirmed subscriber again, '
+            '"only_new" only to those who got no copy of the issue in any earlier send.'
         ),
     )
 

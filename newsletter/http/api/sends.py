@@ -15,16 +15,16 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import StreamingResponse
 
-from newsletter.delivery import scheduling, sending
 from newsletter.access.accounts import DELIVERY_LOG, Caller, Forbidden
+from newsletter.delivery import scheduling, sending
+from newsletter.delivery.audience import Repeat, SendRefused, scheduled_for_everyone
+from newsletter.delivery.send_queue import queue_batches, queue_resumed
+from newsletter.errors import Conflict
 from newsletter.http.api.auth import SendEditor, api_caller
 from newsletter.http.api.common import errors, path_id, render_settings
 from newsletter.http.api.schemas import DeliveryOut, DeliveryPage, SendCreate, SendOut, SendReschedule, SendsOut
-from newsletter.delivery.audience import Repeat, SendRefused, scheduled_for_everyone
-from newsletter.errors import Conflict
-from newsletter.store.models import DELIVERY_STATUSES
-from newsletter.delivery.send_queue import queue_batches, queue_resumed
 from newsletter.http.context import web
+from newsletter.store.models import DELIVERY_STATUSES
 from subscribers import csv_cells
 
 router = APIRouter(prefix="/sends", tags=["sends"])
@@ -33,7 +33,17 @@ SendId = Annotated[int, path_id("send")]
 StatusFilter = Annotated[
     Literal[DELIVERY_STATUSES] | None, Query(description="Only deliveries in this status.")  # type: ignore[valid-type]
 ]
-CSV_COLUMNS = ["delivery_id", "email", "status", "attempts", "smtp_code", "smtp_reply", "message_id", "sent_at", "updated_at"]
+CSV_COLUMNS = [
+    "delivery_id",
+    "email",
+    "status",
+    "attempts",
+    "smtp_code",
+    "smtp_reply",
+    "message_id",
+    "sent_at",
+    "updated_at",
+]
 EXPORT_CHUNK = 5000
 
 
@@ -56,11 +66,20 @@ def send_out(counts: sending.SendCounts, problem: str | None = None) -> SendOut:
     s = counts.send
     return SendOut.model_validate(
         {
-            "id": s.id, "issue_id": s.issue_id, "list": counts.list_slug, "status": s.status,
-            "status_reason": s.status_reason, "audience": s.audience, "subject": s.subject, "total": counts.total,
+            "id": s.id,
+            "issue_id": s.issue_id,
+            "list": counts.list_slug,
+            "status": s.status,
+            "status_reason": s.status_reason,
+            "audience": s.audience,
+            "subject": s.subject,
+            "total": counts.total,
             **{status: counts.counts.get(status, 0) for status in DELIVERY_STATUSES},
-            "scheduled_at": s.scheduled_at, "created_at": s.created_at, "started_at": s.started_at,
-            "finished_at": s.finished_at, "problem": problem,
+            "scheduled_at": s.scheduled_at,
+            "created_at": s.created_at,
+            "started_at": s.started_at,
+            "finished_at": s.finished_at,
+            "problem": problem,
         }
     )
 
@@ -73,7 +92,10 @@ def _status(request: Request, send_id: int) -> SendOut:
 
 
 @router.post(
-    "", status_code=201, response_model=SendOut, responses=errors(400, 404, 409, 503),
+    "",
+    status_code=201,
+    response_model=SendOut,
+    responses=errors(400, 404, 409, 503),
     summary="Send an issue now, or schedule it",
 )
 def start_send(request: Request, body: SendCreate, caller: SendEditor) -> SendOut:
@@ -88,12 +110,17 @@ def start_send(request: Request, body: SendCreate, caller: SendEditor) -> SendOu
     repeat = Repeat(body.repeat) if body.repeat else Repeat.NO
     with state.transaction() as session, _refusals_for_the_api(repeat):
         if body.at is not None:
-            send = scheduling.schedule_send(session, body.issue_id, body.at, settings, list_slug=body.list,
-                                            repeat=repeat)
+            send = scheduling.schedule_send(
+                session, body.issue_id, body.at, settings, list_slug=body.list, repeat=repeat
+            )
             batches: list[sending.Batch] = []
         else:
             send, batches = sending.start_send(
-                session, body.issue_id, settings, list_slug=body.list, batch_size=state.settings.batch_size,
+                session,
+                body.issue_id,
+                settings,
+                list_slug=body.list,
+                batch_size=state.settings.batch_size,
                 repeat=repeat,
             )
     queue_batches(state.settings, send.id, batches)
@@ -108,8 +135,10 @@ def _refusals_for_the_api(repeat: Repeat) -> Iterator[None]:
     except SendRefused as exc:
         scheduled = scheduled_for_everyone(exc.earlier)
         if exc.reason == "already_sent" and repeat is Repeat.NO:
-            hint = ('to send it anyway, repeat the request with "repeat": "again" (everyone again) or '
-                    '"repeat": "only_new" (only the confirmed subscribers who got no copy yet)')
+            hint = (
+                'to send it anyway, repeat the request with "repeat": "again" (everyone again) or '
+                '"repeat": "only_new" (only the confirmed subscribers who got no copy yet)'
+            )
         elif exc.reason == "already_sent" and scheduled is not None:
             # "only_new" beside a send scheduled for everyone: repeating the request cannot help.
             hint = f"to send now instead, cancel it with POST /api/sends/{scheduled.id}/cancel and send again"
@@ -118,8 +147,10 @@ def _refusals_for_the_api(repeat: Repeat) -> Iterator[None]:
         elif exc.counts is not None and exc.counts.askable:
             hint = f"ask the unconfirmed to confirm with POST /api/lists/{exc.list_slug}/confirmation-requests"
         else:
-            hint = (f'add subscribers with POST /api/subscribers ("list": "{exc.list_slug}") '
-                    "or import a CSV file with POST /api/imports")
+            hint = (
+                f'add subscribers with POST /api/subscribers ("list": "{exc.list_slug}") '
+                "or import a CSV file with POST /api/imports"
+            )
         raise Conflict(f"{exc.summary}: {hint}" if hint else exc.summary) from None
 
 
@@ -129,7 +160,9 @@ def all_sends(
 ) -> SendsOut:
     state = web(request)
     with state.reading() as session, state.send_health() as health:
-        return SendsOut(items=[send_out(row, health.problem(session, row.send)) for row in sending.all_sends(session, limit)])
+        return SendsOut(
+            items=[send_out(row, health.problem(session, row.send)) for row in sending.all_sends(session, limit)]
+        )
 
 
 @router.get("/{send_id}", response_model=SendOut, responses=errors(404), summary="A send's status and counts")
@@ -176,7 +209,9 @@ def cancel_send(request: Request, send_id: SendId, caller: SendEditor) -> SendOu
 
 
 @router.get(
-    "/{send_id}/deliveries", response_model=DeliveryPage, responses=errors(404),
+    "/{send_id}/deliveries",
+    response_model=DeliveryPage,
+    responses=errors(404),
     summary="A page of the delivery log (admins)",
 )
 def deliveries(
@@ -192,11 +227,20 @@ def deliveries(
     with web(request).reading() as session:
         total, rows = sending.delivery_page(session, send_id, status=status, offset=offset, limit=limit)
     return DeliveryPage(
-        total=total, offset=offset, limit=limit,
+        total=total,
+        offset=offset,
+        limit=limit,
         items=[
             DeliveryOut(
-                id=r.delivery_id, email=r.email, status=r.status, attempts=r.attempts, smtp_code=r.smtp_code,
-                smtp_reply=r.smtp_reply, message_id=r.message_id, sent_at=r.sent_at, updated_at=r.updated_at,
+                id=r.delivery_id,
+                email=r.email,
+                status=r.status,
+                attempts=r.attempts,
+                smtp_code=r.smtp_code,
+                smtp_reply=r.smtp_reply,
+                message_id=r.message_id,
+                sent_at=r.sent_at,
+                updated_at=r.updated_at,
             )
             for r in rows
         ],
@@ -234,10 +278,19 @@ def deliveries_csv(
             with state.reading() as session:
                 rows = sending.delivery_rows_after(session, send_id, after, status=status, limit=EXPORT_CHUNK)
             for r in rows:
-                writer.writerow([
-                    r.delivery_id, r.email, r.status, r.attempts, r.smtp_code or "", r.smtp_reply or "",
-                    r.message_id or "", _iso(r.sent_at), _iso(r.updated_at),
-                ])
+                writer.writerow(
+                    [
+                        r.delivery_id,
+                        r.email,
+                        r.status,
+                        r.attempts,
+                        r.smtp_code or "",
+                        r.smtp_reply or "",
+                        r.message_id or "",
+                        _iso(r.sent_at),
+                        _iso(r.updated_at),
+                    ]
+                )
             yield buffer.getvalue()
             buffer.seek(0)
             buffer.truncate()
@@ -246,7 +299,8 @@ def deliveries_csv(
             after = rows[-1].delivery_id
 
     return StreamingResponse(
-        chunks(), media_type="text/csv; charset=utf-8",
+        chunks(),
+        media_type="text/csv; charset=utf-8",
         headers={"Content-Disposition": f'attachment; filename="send-{send_id}-deliveries.csv"'},
     )
 

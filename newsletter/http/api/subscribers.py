@@ -54,8 +54,13 @@ def search(
 
 
 @router.post(
-    "", status_code=201, response_model=SubscriberOut,
-    responses={200: {"model": SubscriberOut, "description": "The address was on the list already."}, **errors(400, 404)},
+    "",
+    status_code=201,
+    response_model=SubscriberOut,
+    responses={
+        200: {"model": SubscriberOut, "description": "The address was on the list already."},
+        **errors(400, 404),
+    },
     summary="Put an address on a list",
 )
 def add(request: Request, response: Response, body: SubscriberCreate, caller: SubscriberAdmin) -> SubscriberOut:
@@ -80,7 +85,9 @@ def get(request: Request, subscriber_id: SubscriberId, caller: SubscriberAdmin) 
 @router.patch(
     "/{subscriber_id}", response_model=SubscriberOut, responses=errors(400, 404, 409), summary="Edit a subscriber"
 )
-def update(request: Request, subscriber_id: SubscriberId, body: SubscriberUpdate, caller: SubscriberAdmin) -> SubscriberOut:
+def update(
+    request: Request, subscriber_id: SubscriberId, body: SubscriberUpdate, caller: SubscriberAdmin
+) -> SubscriberOut:
     """Only the fields given change; ``attributes`` replaces them all. 409 when another subscriber has the address."""
     with web(request).transaction() as session:
         return subscriber_out(
@@ -91,7 +98,9 @@ def update(request: Request, subscriber_id: SubscriberId, body: SubscriberUpdate
 
 
 @router.put(
-    "/{subscriber_id}/lists/{slug}", response_model=SubscriberOut, responses=errors(404, 409),
+    "/{subscriber_id}/lists/{slug}",
+    response_model=SubscriberOut,
+    responses=errors(404, 409),
     summary="Subscribe to a list (confirmed)",
 )
 def subscribe(request: Request, subscriber_id: SubscriberId, slug: SlugPath, caller: SubscriberAdmin) -> SubscriberOut:
@@ -102,10 +111,14 @@ def subscribe(request: Request, subscriber_id: SubscriberId, slug: SlugPath, cal
 
 
 @router.delete(
-    "/{subscriber_id}/lists/{slug}", response_model=SubscriberOut, responses=errors(404),
+    "/{subscriber_id}/lists/{slug}",
+    response_model=SubscriberOut,
+    responses=errors(404),
     summary="Unsubscribe from a list",
 )
-def unsubscribe(request: Request, subscriber_id: SubscriberId, slug: SlugPath, caller: SubscriberAdmin) -> SubscriberOut:
+def unsubscribe(
+    request: Request, subscriber_id: SubscriberId, slug: SlugPath, caller: SubscriberAdmin
+) -> SubscriberOut:
     """The subscription becomes unsubscribed; its consent record is kept, noting when and why it ended."""
     with web(request).transaction() as session:
         return subscriber_out(directory.set_subscription(session, subscriber_id, slug, "unsubscribed", source=SOURCE))
@@ -118,7 +131,9 @@ def delete(
     request: Request,
     subscriber_id: SubscriberId,
     caller: SubscriberAdmin,
-    erase: Annotated[bool, Query(description="Erase every trace (GDPR) instead of unsubscribing from every list.")] = False,
+    erase: Annotated[
+        bool, Query(description="Erase every trace (GDPR) instead of unsubscribing from every list.")
+    ] = False,
 ) -> Response:
     """Without ``erase``: unsubscribed from every list, the consent records kept as proof. With
     ``erase=true``: the subscriptions and bounce records go, the delivery log rows are anonymised, and

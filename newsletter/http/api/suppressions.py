@@ -9,8 +9,8 @@ from fastapi import APIRouter, Path, Query, Request, Response
 from newsletter.http.api.auth import SuppressionAdmin
 from newsletter.http.api.common import errors, field_names
 from newsletter.http.api.schemas import NO_NUL, SuppressionIn, SuppressionOut, SuppressionsOut
-from newsletter.store.models import Suppression
 from newsletter.http.context import web
+from newsletter.store.models import Suppression
 from subscribers import suppressions
 
 router = APIRouter(prefix="/suppressions", tags=["suppressions"])
@@ -30,17 +30,26 @@ def all_suppressions(
     with web(request).reading() as session:
         rows = suppressions.all_suppressions(session)
         return SuppressionsOut(
-            total=len(rows), offset=offset, limit=limit,
+            total=len(rows),
+            offset=offset,
+            limit=limit,
             items=[suppression_out(r) for r in rows[offset : offset + limit]],
         )
 
 
 @router.post(
-    "", status_code=201, response_model=SuppressionOut, responses={200: {"model": SuppressionOut,
-    "description": "The address was suppressed already; the stored suppression."}, **errors(400)},
+    "",
+    status_code=201,
+    response_model=SuppressionOut,
+    responses={
+        200: {"model": SuppressionOut, "description": "The address was suppressed already; the stored suppression."},
+        **errors(400),
+    },
     summary="Suppress an address",
 )
-def add_suppression(request: Request, response: Response, body: SuppressionIn, caller: SuppressionAdmin) -> SuppressionOut:
+def add_suppression(
+    request: Request, response: Response, body: SuppressionIn, caller: SuppressionAdmin
+) -> SuppressionOut:
     """201 with the new suppression, or 200 with the existing one when the address was suppressed already."""
     with web(request).transaction() as session, field_names({"--reason": "reason", "": "email"}):
         row, created = suppressions.suppress(session, body.email, reason=body.reason, note=body.note)

@@ -33,5 +33,6 @@ CSP = (
 def docs(request: Request) -> HTMLResponse:
     """The API reference: every operation of /openapi.json, with "Try it out" against this app."""
     w = web(request)
-    return w.page("docs.html", headers={"Content-Security-Policy": CSP}, title=request.app.title,
-                  version=request.app.version)
+    return w.page(
+        "docs.html", headers={"Content-Security-Policy": CSP}, title=request.app.title, version=request.app.version
+    )

@@ -36,6 +36,9 @@ def metrics(request: Request) -> Response:
     if not hmac.compare_digest(_token(request).encode(), expected.encode()):
         return PlainTextResponse(
             "/metrics needs the metrics token: send 'Authorization: Bearer <NEWSLETTER_METRICS_TOKEN>'\n",
-            status_code=401, headers={"WWW-Authenticate": 'Bearer realm="metrics"', "Cache-Control": "no-store"},
+            status_code=401,
+            headers={"WWW-Authenticate": 'Bearer realm="metrics"', "Cache-Control": "no-store"},
         )
-    return Response(generate_latest(state.metrics), media_type=CONTENT_TYPE_LATEST, headers={"Cache-Control": "no-store"})
+    return Response(
+        generate_latest(state.metrics), media_type=CONTENT_TYPE_LATEST, headers={"Cache-Control": "no-store"}
+    )

@@ -17,8 +17,8 @@ from collections.abc import Callable
 from fastapi import APIRouter, Form, Request
 from fastapi.responses import HTMLResponse
 
-from newsletter.errors import InvalidInput
 from newsletter.delivery.notices import link_lifetime
+from newsletter.errors import InvalidInput
 from newsletter.http.context import client_ip, user_agent, web
 from newsletter.http.errors import status_for
 from subscribers import consent
@@ -78,8 +78,15 @@ def join(request: Request, token: str, list_slug: str = Form("", alias="list")) 
     w = web(request)
     try:
         with w.transaction() as session:
-            prefs, asked = consent.rejoin(session, w.signer, token, list_slug, ip=client_ip(request),
-                                          user_agent=user_agent(request), max_age=_max_age(request))
+            prefs, asked = consent.rejoin(
+                session,
+                w.signer,
+                token,
+                list_slug,
+                ip=client_ip(request),
+                user_agent=user_agent(request),
+                max_age=_max_age(request),
+            )
     except TokenExpired:
         return _expired(request, token)
     joined = next((s.name for s in prefs.lists if s.slug == list_slug), list_slug)
@@ -87,11 +94,15 @@ def join(request: Request, token: str, list_slug: str = Form("", alias="list")) 
         notice = f"You're on {joined} already."
     elif w.limiter.allow_confirmation(asked.email):
         w.send_confirmation(asked)
-        notice = (f"To join {joined} again, follow the link in the email we've just sent to {asked.email}. "
-                  "Until then you stay off the list.")
+        notice = (
+            f"To join {joined} again, follow the link in the email we've just sent to {asked.email}. "
+            "Until then you stay off the list."
+        )
     else:
-        notice = (f"We've sent {asked.email} several emails today already: to join {joined} again, follow the link "
-                  "in the last confirmation email, or try again tomorrow.")
+        notice = (
+            f"We've sent {asked.email} several emails today already: to join {joined} again, follow the link "
+            "in the last confirmation email, or try again tomorrow."
+        )
     return _page(request, token, prefs, notice=notice)
 
 
@@ -131,8 +142,12 @@ def _max_age(request: Request) -> float:
 def _expired(request: Request, token: str) -> HTMLResponse:
     """The page of an expired link: it shows no address or list, and offers a fresh link."""
     w = web(request)
-    return w.page("preferences_expired.html", status=EXPIRED_STATUS, token=token,
-                  lifetime=link_lifetime(w.settings.preferences_days))
+    return w.page(
+        "preferences_expired.html",
+        status=EXPIRED_STATUS,
+        token=token,
+        lifetime=link_lifetime(w.settings.preferences_days),
+    )
 
 
 def _page(
@@ -146,6 +161,11 @@ def _page(
     name_value: str | None = None,
 ) -> HTMLResponse:
     return web(request).page(
-        "preferences.html", status=status, prefs=prefs, token=token, notice=notice, error=error,
+        "preferences.html",
+        status=status,
+        prefs=prefs,
+        token=token,
+        notice=notice,
+        error=error,
         name_value=prefs.name if name_value is None else name_value,
     )

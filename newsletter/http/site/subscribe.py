@@ -53,8 +53,11 @@ def submit(
         asked = _request(request, slug, email, name)
     except InvalidInput as exc:
         return w.page(
-            "subscribe.html", status=status_for(exc), mailing_list=mailing_list,
-            values={"email": email, "name": name}, error=exc,
+            "subscribe.html",
+            status=status_for(exc),
+            mailing_list=mailing_list,
+            values={"email": email, "name": name},
+            error=exc,
         )
     if asked is not None and w.limiter.allow_confirmation(asked.email):
         w.send_confirmation(asked)

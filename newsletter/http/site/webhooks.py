@@ -54,7 +54,10 @@ async def ses(request: Request) -> Response:
     body = await read_body(request, MAX_BODY, "a webhook")
     try:
         message = await run_in_threadpool(
-            verify_sns, body, topics=state.settings.ses_topic_arns, certificates=_certificates(request),
+            verify_sns,
+            body,
+            topics=state.settings.ses_topic_arns,
+            certificates=_certificates(request),
             max_age=state.settings.ses_max_age,
         )
         if message.type == "SubscriptionConfirmation":
@@ -62,7 +65,7 @@ async def ses(request: Request) -> Response:
                 await run_in_threadpool(confirm_subscription, message, _opener(request))
             except (NewsletterError, Forbidden):
                 raise
-            except Exception as exc:  # noqa: BLE001 - network trouble: answer 502 so SNS tries again
+            except Exception as exc:
                 log.error("could not confirm the SNS subscription to %s: %s", message.topic_arn, exc)
                 return json_error(502, f"could not confirm the subscription: {exc}")
             log.info("confirmed the SNS subscription to %s", message.topic_arn)
@@ -96,9 +99,13 @@ def _apply(state: Web, events: Sequence[ProviderEvent], source: str) -> list[dic
     settings = state.settings
     with state.transaction() as session:
         outcomes = apply_events(
-            session, events, source=source, return_path=settings.return_path,
+            session,
+            events,
+            source=source,
+            return_path=settings.return_path,
             keys=(settings.secret_key, *settings.old_secret_keys),
-            soft_limit=settings.soft_bounce_limit, soft_days=settings.soft_bounce_days,
+            soft_limit=settings.soft_bounce_limit,
+            soft_days=settings.soft_bounce_days,
         )
     for outcome in outcomes:
         log.info("%s: %s", source, outcome.summary())

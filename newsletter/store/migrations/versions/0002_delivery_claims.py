@@ -19,7 +19,9 @@ depends_on = None
 def upgrade() -> None:
     with op.batch_alter_table("deliveries", schema=None) as batch_op:
         batch_op.add_column(sa.Column("claimed_by", sa.String(length=100), nullable=True))
-        batch_op.add_column(sa.Column("claim_expires", newsletter.store.models.UTCDateTime(timezone=True), nullable=True))
+        batch_op.add_column(
+            sa.Column("claim_expires", newsletter.store.models.UTCDateTime(timezone=True), nullable=True)
+        )
 
 
 def downgrade() -> None:

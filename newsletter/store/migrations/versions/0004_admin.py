@@ -81,9 +81,7 @@ def upgrade() -> None:
         sa.Column("created_at", When, nullable=False),
         sa.Column("started_at", When, nullable=True),
         sa.Column("finished_at", When, nullable=True),
-        sa.CheckConstraint(
-            "status IN ('queued', 'running', 'finished', 'failed')", name=op.f("ck_import_jobs_status")
-        ),
+        sa.CheckConstraint("status IN ('queued', 'running', 'finished', 'failed')", name=op.f("ck_import_jobs_status")),
         sa.ForeignKeyConstraint(
             ["list_id"], ["mailing_lists.id"], name=op.f("fk_import_jobs_list_id_mailing_lists"), ondelete="CASCADE"
         ),

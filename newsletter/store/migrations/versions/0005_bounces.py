@@ -31,11 +31,12 @@ def upgrade() -> None:
         sa.Column("source", sa.String(length=32), nullable=False),
         sa.Column("detail", sa.Text(), nullable=False),
         sa.Column("created_at", When, nullable=False),
-        sa.CheckConstraint(
-            "kind IN ('hard', 'soft', 'complaint', 'unsubscribe')", name=op.f("ck_bounce_events_kind")
-        ),
+        sa.CheckConstraint("kind IN ('hard', 'soft', 'complaint', 'unsubscribe')", name=op.f("ck_bounce_events_kind")),
         sa.ForeignKeyConstraint(
-            ["delivery_id"], ["deliveries.id"], name=op.f("fk_bounce_events_delivery_id_deliveries"), ondelete="SET NULL"
+            ["delivery_id"],
+            ["deliveries.id"],
+            name=op.f("fk_bounce_events_delivery_id_deliveries"),
+            ondelete="SET NULL",
         ),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_bounce_events")),
     )

@@ -30,8 +30,12 @@ _ID = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
 def upgrade() -> None:
     with op.batch_alter_table("subscriptions", schema=None) as batch_op:
         batch_op.add_column(
-            sa.Column("confirmation_requested_at", newsletter.store.models.UTCDateTime(timezone=True), nullable=True,
-                      server_default=sa.text("NULL"))
+            sa.Column(
+                "confirmation_requested_at",
+                newsletter.store.models.UTCDateTime(timezone=True),
+                nullable=True,
+                server_default=sa.text("NULL"),
+            )
         )
     op.create_table(
         "confirmation_runs",
@@ -47,8 +51,12 @@ def upgrade() -> None:
         sa.Column("created_at", newsletter.store.models.UTCDateTime(timezone=True), nullable=False),
         sa.Column("finished_at", newsletter.store.models.UTCDateTime(timezone=True), nullable=True),
         sa.CheckConstraint("status IN ('sending', 'finished')", name=op.f("ck_confirmation_runs_status")),
-        sa.ForeignKeyConstraint(["list_id"], ["mailing_lists.id"], name=op.f("fk_confirmation_runs_list_id_mailing_lists"),
-                                ondelete="CASCADE"),
+        sa.ForeignKeyConstraint(
+            ["list_id"],
+            ["mailing_lists.id"],
+            name=op.f("fk_confirmation_runs_list_id_mailing_lists"),
+            ondelete="CASCADE",
+        ),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_confirmation_runs")),
     )
     with op.batch_alter_table("confirmation_runs", schema=None) as batch_op:
@@ -69,12 +77,21 @@ def upgrade() -> None:
         sa.Column("claim_expires", newsletter.store.models.UTCDateTime(timezone=True), nullable=True),
         sa.Column("sent_at", newsletter.store.models.UTCDateTime(timezone=True), nullable=True),
         sa.Column("updated_at", newsletter.store.models.UTCDateTime(timezone=True), nullable=False),
-        sa.CheckConstraint("status IN ('pending', 'sending', 'sent', 'failed', 'skipped')",
-                           name=op.f("ck_confirmation_mails_status")),
-        sa.ForeignKeyConstraint(["run_id"], ["confirmation_runs.id"], name=op.f("fk_confirmation_mails_run_id_confirmation_runs"),
-                                ondelete="CASCADE"),
-        sa.ForeignKeyConstraint(["subscription_id"], ["subscriptions.id"],
-                                name=op.f("fk_confirmation_mails_subscription_id_subscriptions"), ondelete="CASCADE"),
+        sa.CheckConstraint(
+            "status IN ('pending', 'sending', 'sent', 'failed', 'skipped')", name=op.f("ck_confirmation_mails_status")
+        ),
+        sa.ForeignKeyConstraint(
+            ["run_id"],
+            ["confirmation_runs.id"],
+            name=op.f("fk_confirmation_mails_run_id_confirmation_runs"),
+            ondelete="CASCADE",
+        ),
+        sa.ForeignKeyConstraint(
+            ["subscription_id"],
+            ["subscriptions.id"],
+            name=op.f("fk_confirmation_mails_subscription_id_subscriptions"),
+            ondelete="CASCADE",
+        ),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_confirmation_mails")),
         sa.UniqueConstraint("run_id", "subscription_id", name="uq_confirmation_mails_run_subscription"),
     )
