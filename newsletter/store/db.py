@@ -7,15 +7,22 @@ same models and migrations serve both.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import sqlite3
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING, Any, cast
 
-from sqlalchemy import Engine, create_engine, event, func, inspect, select
+from sqlalchemy import Connection, CursorResult, Engine, Result, create_engine, event, func, inspect, select
 from sqlalchemy.engine import make_url
-from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.orm import InstrumentedAttribute, Session, sessionmaker
+from sqlalchemy.sql import ColumnElement, TableClause
+from sqlalchemy.sql.dml import Insert
 
 from newsletter.errors import ConfigError
+
+if TYPE_CHECKING:
+    from alembic.config import Config
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
 
@@ -45,11 +52,11 @@ def make_engine(url: str, *, echo: bool = False) -> Engine:
     return create_engine(url, echo=echo, pool_pre_ping=True)
 
 
-def _sqlite_begin(conn) -> None:  # type: ignore[no-untyped-def]
+def _sqlite_begin(conn: Connection) -> None:
     conn.exec_driver_sql("BEGIN" if conn.get_execution_options().get(READ_ONLY) else "BEGIN IMMEDIATE")
 
 
-def _sqlite_pragmas(dbapi_connection, _record) -> None:  # type: ignore[no-untyped-def]
+def _sqlite_pragmas(dbapi_connection: sqlite3.Connection, _record: object) -> None:
     dbapi_connection.isolation_level = None
     cursor = dbapi_connection.cursor()
     cursor.execute("PRAGMA journal_mode=WAL")
@@ -87,7 +94,7 @@ def reading(factory: sessionmaker[Session]) -> Iterator[Session]:
             session.rollback()
 
 
-def _alembic_config(engine: Engine):  # type: ignore[no-untyped-def]
+def _alembic_config(engine: Engine | None) -> Config:
     from alembic.config import Config
 
     config = Config()
@@ -113,7 +120,7 @@ def current_revision(engine: Engine) -> str | None:
 def head_revision() -> str | None:
     from alembic.script import ScriptDirectory
 
-    return ScriptDirectory.from_config(_alembic_config(None)).get_current_head()  # type: ignore[arg-type]
+    return ScriptDirectory.from_config(_alembic_config(None)).get_current_head()
 
 
 def schema_is_current(engine: Engine) -> bool:
@@ -124,16 +131,26 @@ def table_names(engine: Engine) -> list[str]:
     return inspect(engine).get_table_names()
 
 
-def insert_on_conflict_ignore(session: Session, table, *, index_elements: list[str]):  # type: ignore[no-untyped-def]
+def insert_on_conflict_ignore(session: Session, table: TableClause, *, index_elements: list[str]) -> Insert:
     """An INSERT that skips rows clashing with a unique key, on SQLite and PostgreSQL alike."""
     if session.get_bind().dialect.name == "postgresql":
-        from sqlalchemy.dialects.postgresql import insert
-    else:
-        from sqlalchemy.dialects.sqlite import insert
-    return insert(table).on_conflict_do_nothing(index_elements=index_elements)
+        from sqlalchemy.dialects import postgresql
+
+        return postgresql.insert(table).on_conflict_do_nothing(index_elements=index_elements)
+    from sqlalchemy.dialects import sqlite
+
+    return sqlite.insert(table).on_conflict_do_nothing(index_elements=index_elements)
 
 
-def id_ranges(session: Session, id_column, conditions, batch_size: int) -> list[tuple[int, int]]:  # type: ignore[no-untyped-def]
+def rowcount(result: Result[Any]) -> int:
+    """The rows an UPDATE or DELETE matched (Session.execute types its result as a plain Result; for those
+    statements it is a CursorResult, which counts them)."""
+    return cast("CursorResult[Any]", result).rowcount
+
+
+def id_ranges(
+    session: Session, id_column: InstrumentedAttribute[int], conditions: Iterable[ColumnElement[bool]], batch_size: int
+) -> list[tuple[int, int]]:
     """The ids of the rows matching ``conditions``, in order, as inclusive ranges of ``batch_size`` rows
     each (a range may span ids of rows that do not match), computed in the database."""
     numbered = (

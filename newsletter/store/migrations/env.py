@@ -1,6 +1,7 @@
 """Alembic environment: runs on the engine handed over by newsletter.store.db.upgrade."""
 
 from alembic import context
+from sqlalchemy import Engine
 
 from newsletter.store.models import Base
 
@@ -8,11 +9,14 @@ config = context.config
 
 
 def run_migrations_online() -> None:
-    engine = config.attributes.get("engine")
+    engine: Engine | None = config.attributes.get("engine")
     if engine is None:
         from sqlalchemy import create_engine
 
-        engine = create_engine(config.get_main_option("sqlalchemy.url"))
+        url = config.get_main_option("sqlalchemy.url")
+        if url is None:
+            raise RuntimeError("no engine handed over and no sqlalchemy.url configured")
+        engine = create_engine(url)
     with engine.connect() as connection:
         sqlite = connection.dialect.name == "sqlite"
         if sqlite:
@@ -21,7 +25,9 @@ def run_migrations_online() -> None:
             # migration (a pragma, so outside any transaction), checked and back on after.
             # On the driver's connection: SQLAlchemy's would BEGIN first (newsletter.store.db), and
             # SQLite ignores this pragma inside a transaction.
-            connection.connection.driver_connection.execute("PRAGMA foreign_keys=OFF")
+            raw = connection.connection.driver_connection
+            assert raw is not None, "an open connection has its driver's"
+            raw.execute("PRAGMA foreign_keys=OFF")
         context.configure(
             connection=connection,
             target_metadata=Base.metadata,
@@ -33,6 +39,7 @@ def run_migrations_online() -> None:
         connection.commit()
         if sqlite:
             raw = connection.connection.driver_connection
+            assert raw is not None, "an open connection has its driver's"
             broken = raw.execute("PRAGMA foreign_key_check").fetchall()
             raw.execute("PRAGMA foreign_keys=ON")
             if broken:
