@@ -17,7 +17,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import exists, func, select
+from sqlalchemy import Exists, exists, func, select
 from sqlalchemy.orm import Session
 
 from newsletter.content.rendering import PersonalFields, personalise
@@ -138,5 +138,5 @@ def archived_copy(
     )
 
 
-def _went_out():  # type: ignore[no-untyped-def]
+def _went_out() -> Exists:
     return exists().where(Delivery.send_id == Send.id, Delivery.status == "sent")

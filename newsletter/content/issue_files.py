@@ -183,5 +183,6 @@ def _key_line(front: str, key: str) -> int:
     if isinstance(node, yaml.MappingNode):
         for key_node, _ in node.value:
             if str(key_node.value) == key:
-                return key_node.start_mark.line + 2
+                line: int = key_node.start_mark.line  # 0-based, in the text after the opening fence
+                return line + 2
     return 1

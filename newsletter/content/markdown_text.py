@@ -155,7 +155,7 @@ def _heading(node: SyntaxTreeNode, width: int, links: _Links) -> list[str]:
         return _wrap("#" * level + _GLUE + text, width)
     lines = _wrap(text, width)
     underline = "=" if level == 1 else "-"
-    return lines + [underline * max(len(line) for line in lines)]
+    return [*lines, underline * max(len(line) for line in lines)]
 
 
 def _list(node: SyntaxTreeNode, width: int, links: _Links) -> list[str]:
@@ -171,7 +171,7 @@ def _list(node: SyntaxTreeNode, width: int, links: _Links) -> list[str]:
     # A tight list (no blank lines in the source) has hidden paragraphs.
     tight = all(child.hidden for item in items for child in item.children if child.type == "paragraph")
     out: list[str] = []
-    for marker, item in zip(markers, items):
+    for marker, item in zip(markers, items, strict=True):
         body = _blocks(item.children, max(width - indent, 20), links, tight=tight) or [""]
         if out and not tight:
             out.append("")

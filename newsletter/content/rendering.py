@@ -448,7 +448,7 @@ def _template_line(exc: BaseException, name: str) -> str:
 
 def inline_css(html: str) -> str:
     """Inline the <style> rules into style attributes; media queries stay in a <style>."""
-    return Premailer(
+    inlined: str = Premailer(
         html,
         allow_network=False,
         allow_loading_external_files=False,
@@ -457,6 +457,7 @@ def inline_css(html: str) -> str:
         strip_important=False,  # media queries need !important to beat the inlined styles
         cssutils_logging_level=logging.CRITICAL,
     ).transform()
+    return inlined
 
 
 def _check_fields(issue: IssueSource, context: RenderContext) -> list[Problem]:
