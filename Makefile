@@ -1,10 +1,11 @@
 # Two commands for a fresh machine with Python 3.11+ and make: `make demo` and `make test`.
+# `make lint` runs the checkers CI runs before the tests (ruff, mypy, import-linter).
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install demo test bench clean
+.PHONY: install demo test lint bench clean
 
 install: $(STAMP)
 
@@ -12,7 +13,7 @@ $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "newsletter needs Python 3.11 or newer; found " + sys.version.split()[0] + " (set PYTHON=python3.x)")'
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[test]'
+	$(BIN)/python -m pip install --quiet -e '.[test,dev]'
 	@touch $(STAMP)
 
 demo: install
@@ -23,6 +24,15 @@ demo: install
 TEST_JOBS ?= auto
 test: install
 	$(BIN)/python -m pytest -n $(TEST_JOBS) --maxprocesses 4 $(PYTEST_ARGS)
+
+# The checkers, configured in pyproject.toml: ruff (lint and format), mypy (strict), import-linter's
+# contracts (the import graph points down only, docs/architecture.md). Each runs even if one before it
+# failed, so one run lists every problem; the target fails if any of them did.
+LINT_CHECKS := "ruff check ." "ruff format --check ." "mypy" "lint-imports"
+lint: install
+	@status=0; for check in $(LINT_CHECKS); do \
+		echo "$$ $$check"; $(BIN)/$$check || { status=1; echo "make lint: '$$check' failed" >&2; }; \
+	done; exit $$status
 
 bench: install
 	$(BIN)/python bench/bench_rendering.py
