@@ -385,7 +385,7 @@ def _dkim(environ: Mapping[str, str]) -> DkimSettings | None:
     values = [environ.get(n, "").strip() for n in names]
     if not any(values):
         return None
-    for name, value in zip(names, values):
+    for name, value in zip(names, values, strict=True):
         if not value:
             others = ", ".join(n for n in names if n != name)
             raise ConfigError(f"{name}: must be set too when {others} are (DKIM needs all three)")

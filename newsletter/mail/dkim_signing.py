@@ -121,7 +121,7 @@ class DkimSigner:
             (b"bh", base64.b64encode(body_hash.digest())),
             (b"b", b"0" * 60),  # placeholder, so the folding of the tags before b= stays put
         ]
-        value = dkim.fold(b"; ".join(b"=".join(f) for f in fields), namelen=len(_FIELD), linesep=_CRLF)
+        value: bytes = dkim.fold(b"; ".join(b"=".join(f) for f in fields), namelen=len(_FIELD), linesep=_CRLF)
         value = dkim.RE_BTAG.sub(b"\\1", value)
         digest = hashlib.sha256()
         dkim.hash_headers(digest, CANONICALIZATION, headers, SIGNED_HEADERS, (_FIELD, b" " + value), None)

@@ -15,6 +15,7 @@ from aiosmtpd.controller import Controller
 def listen(host: str, port: int) -> socket.socket:
     """A listening TCP socket on host:port ("" means every address). Raises OSError."""
     sock: socket.socket | None = None
+    address: tuple[Any, ...]  # (host, port), or IPv6's (host, port, flowinfo, scope_id)
     try:
         dualstack = not host and socket.has_dualstack_ipv6()
         if dualstack:
