@@ -1,1 +1,9 @@
-"""content"""
+"""Content: what an issue says and how it looks.
+
+``issues`` stores editions as drafts, checks and previews them; ``issue_files`` reads Markdown
+with a YAML front matter; ``rendering`` renders an issue once (Jinja2 layout from
+templates/email, Markdown body, CSS inlined) and personalises it per recipient for the cost of
+a join; ``markdown_text`` makes the text/plain part; ``archive`` is what readers see of the
+issues a list was sent. It may import subscribers (the list an issue is written for),
+newsletter.access, newsletter.store and the foundation; never mail, delivery, feedback or an edge.
+"""

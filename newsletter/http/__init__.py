@@ -1,1 +1,10 @@
-"""http"""
+"""The web edge: one FastAPI app serving the subscriber site, the admin API and the admin UI.
+
+``app`` builds the app from Settings and mounts the three siblings ``site`` (public pages and
+webhooks), ``api`` (JSON under /api/) and ``admin`` (pages under /admin/), which never import
+one another; what they share lives below them: ``body_limits`` (every body capped before it is
+read), ``uploads`` (a CSV written to disk as it arrives), ``errors`` (the one place errors
+become status codes), ``context`` (settings, sessions, signer, page templates), ``headers`` and
+``ratelimit``. An edge: it may import the runtime, the dev tools, the domain, the store and the
+foundation, never its siblings newsletter.cli and newsletter.worker.
+"""

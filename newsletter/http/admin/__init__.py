@@ -1,8 +1,11 @@
 """The admin UI under /admin/: server-rendered pages for editors and admins.
 
-One module per area (dashboard, issues, sends, lists, subscribers, imports, suppressions, bounces);
-auth.py logs people in and checks every request (session cookie, CSRF token, role);
-pages.py renders the templates of templates/admin/ with the admin CSP.
+One module per area (dashboard, issues, sends, lists, confirmations, subscribers, imports,
+suppressions, bounces); auth.py logs people in and checks every request (session cookie, CSRF
+token, role); pages.py renders the templates of templates/admin/ with the admin CSP. It may import
+what newsletter.http shares below it (context, errors, uploads, headers, ratelimit), the runtime,
+the domain, the store and the foundation; never its siblings newsletter.http.site and
+newsletter.http.api, nor newsletter.http.app, which mounts it.
 """
 
 from __future__ import annotations

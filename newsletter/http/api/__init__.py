@@ -1,8 +1,12 @@
 """The JSON admin API under /api/, described by the app's OpenAPI schema at /openapi.json.
 
-One module per resource (lists, subscribers, imports, suppressions, issues, sends), each a
-thin layer over the domain functions; ``auth`` checks the API token and its role,
-``schemas`` holds what goes in and out. Errors become JSON in ``newsletter.http.errors``.
+One module per resource (lists, subscribers, imports, suppressions, issues, sends,
+confirmation requests), each a thin layer over the domain functions; ``auth`` checks the API
+token and its role, ``schemas`` holds what goes in and out, ``common`` what the resources share.
+Errors become JSON in ``newsletter.http.errors``. It may import what newsletter.http shares below
+it (context, errors, uploads, headers, ratelimit), the runtime, the domain, the store and the
+foundation; never its siblings newsletter.http.site and newsletter.http.admin, nor
+newsletter.http.app, which mounts it.
 """
 
 from __future__ import annotations

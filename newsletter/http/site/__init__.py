@@ -1,7 +1,10 @@
-"""The subscriber web app: subscribe, confirm, unsubscribe, preferences, archive.
+"""The subscriber site: the public pages and the providers' webhooks.
 
-``app.create_app(settings)`` builds the FastAPI app; ``newsletter web`` serves it with
-uvicorn. One module per resource holds its thin handlers; ``context`` is what they share
-(settings, database sessions, the token signer, the page templates in ``templates/web/``)
-and ``errors`` is the one place where errors become HTTP status codes.
+One module per resource holds its thin handlers: ``home``, ``subscribe`` (the public form, the
+start of the double opt-in), ``confirm``, ``unsubscribe``, ``preferences``, ``archive``,
+``webhooks`` (provider bounce and complaint events), ``docs`` (the API reference, served
+locally), ``metrics`` and ``figures`` (Prometheus). It may import what newsletter.http shares
+below it (context, errors, headers, ratelimit, uploads), the runtime, the domain, the store and
+the foundation; never its siblings newsletter.http.api and newsletter.http.admin, nor
+newsletter.http.app, which mounts it.
 """
