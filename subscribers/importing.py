@@ -16,6 +16,7 @@ import csv
 import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -213,7 +214,24 @@ def _write_batch(
     summary: ImportSummary,
     reject: Callable[[int, str], None],
 ) -> None:
-    # 1. Duplicates: within this batch, then against earlier batches of the same file.
+    """Write one batch with the same handful of set-based statements whatever its size.
+
+    Rows repeating an address met earlier in the file are rejected; the subscribers of the
+    others are inserted or updated, then their subscriptions on the list.
+    """
+    rows = _first_in_file(session, batch, seen, reject)
+    if not rows:
+        return
+    now = utcnow()
+    ids, changed_subscribers = _write_subscribers(session, rows, now)
+    _write_subscriptions(session, list_id, rows, ids, changed_subscribers, confirmed, summary, now)
+
+
+def _first_in_file(
+    session: Session, batch: list[_Row], seen: Table, reject: Callable[[int, str], None]
+) -> dict[str, _Row]:
+    """The batch's rows by address, less the duplicates (within the batch, then against earlier
+    batches of the same file), which are rejected; the kept addresses are remembered in ``seen``."""
     rows: dict[str, _Row] = {}
     for row in batch:
         first = rows.get(row.email)
@@ -223,31 +241,60 @@ def _write_batch(
             reject(row.line, f"duplicate of line {first.line} ({row.email}); the first one is kept")
     for email, line in session.execute(select(seen.c.email, seen.c.line).where(seen.c.email.in_(list(rows)))):
         reject(rows.pop(email).line, f"duplicate of line {line} ({email}); the first one is kept")
-    if not rows:
-        return
-    session.execute(seen.insert(), [{"email": r.email, "line": r.line} for r in rows.values()])
+    if rows:
+        session.execute(seen.insert(), [{"email": r.email, "line": r.line} for r in rows.values()])
+    return rows
 
-    # 2. Subscribers: insert the new, update those whose name or attributes change.
+
+#: A stored subscriber as an import compares it: (id, name, attributes).
+_StoredSubscriber = tuple[int, str, dict[str, Any]]
+
+
+def _write_subscribers(session: Session, rows: dict[str, _Row], now: datetime) -> tuple[dict[str, int], set[int]]:
+    """Insert the new subscribers, update those whose name or attributes change.
+
+    Returns every row's subscriber id by address, and the ids of the subscribers updated.
+    """
+    existing = _stored_subscribers(session, list(rows))
+    ids = {email: sid for email, (sid, _, _) in existing.items()}
+    ids.update(_insert_subscribers(session, [r for r in rows.values() if r.email not in existing], now))
+    changed_subscribers = _update_subscribers(session, rows, existing, now)
+    return ids, changed_subscribers
+
+
+def _stored_subscribers(session: Session, emails: list[str]) -> dict[str, _StoredSubscriber]:
     table = Subscriber.__table__
-    existing = {
+    return {
         email: (sid, name, attributes or {})
         for sid, email, name, attributes in session.execute(
-            select(table.c.id, table.c.email, table.c.name, table.c.attributes).where(table.c.email.in_(list(rows)))
+            select(table.c.id, table.c.email, table.c.name, table.c.attributes).where(table.c.email.in_(emails))
         )
     }
-    now = utcnow()
-    new = [
-        {"email": r.email, "name": r.name, "attributes": r.attributes, "created_at": now, "updated_at": now}
-        for r in rows.values()
-        if r.email not in existing
-    ]
-    ids: dict[str, int] = {email: sid for email, (sid, _, _) in existing.items()}
-    if new:
-        session.execute(insert_on_conflict_ignore(session, table, index_elements=["email"]), new)
-        # Read the ids back rather than relying on RETURNING with ON CONFLICT: a row that a
-        # concurrent writer inserted first is then picked up too.
-        inserted = select(table.c.email, table.c.id).where(table.c.email.in_([n["email"] for n in new]))
-        ids.update((email, sid) for email, sid in session.execute(inserted))
+
+
+def _insert_subscribers(session: Session, new: list[_Row], now: datetime) -> dict[str, int]:
+    """Insert a subscriber for each row; return their ids by address."""
+    if not new:
+        return {}
+    table = Subscriber.__table__
+    session.execute(
+        insert_on_conflict_ignore(session, table, index_elements=["email"]),
+        [
+            {"email": r.email, "name": r.name, "attributes": r.attributes, "created_at": now, "updated_at": now}
+            for r in new
+        ],
+    )
+    # Read the ids back rather than relying on RETURNING with ON CONFLICT: a row that a
+    # concurrent writer inserted first is then picked up too.
+    inserted = select(table.c.email, table.c.id).where(table.c.email.in_([r.email for r in new]))
+    return {email: sid for email, sid in session.execute(inserted)}
+
+
+def _update_subscribers(
+    session: Session, rows: dict[str, _Row], existing: dict[str, _StoredSubscriber], now: datetime
+) -> set[int]:
+    """Give stored subscribers the row's name (when it has one) and attributes (merged over
+    theirs); return the ids of those that changed."""
     changed_subscribers: set[int] = set()
     updates: list[dict[str, Any]] = []
     for email, (sid, old_name, old_attributes) in existing.items():
@@ -258,60 +305,92 @@ def _write_batch(
             updates.append({"b_id": sid, "b_name": name, "b_attributes": attributes, "b_now": now})
             changed_subscribers.add(sid)
     if updates:
+        table = Subscriber.__table__
         session.execute(
             update(table)
             .where(table.c.id == bindparam("b_id"))
             .values(name=bindparam("b_name"), attributes=bindparam("b_attributes"), updated_at=bindparam("b_now")),
             updates,
         )
+    return changed_subscribers
 
-    # 3. Subscriptions on this list: add the missing, confirm if asked, never resubscribe.
-    subs = Subscription.__table__
-    status_by_subscriber = {
-        sid: status
-        for sid, status in session.execute(
-            select(subs.c.subscriber_id, subs.c.status).where(
-                subs.c.list_id == list_id, subs.c.subscriber_id.in_(list(ids.values()))
-            )
-        )
-    }
-    status = "confirmed" if confirmed else "unconfirmed"
-    to_insert, to_confirm = [], []
+
+def _write_subscriptions(
+    session: Session,
+    list_id: int,
+    rows: dict[str, _Row],
+    ids: dict[str, int],
+    changed_subscribers: set[int],
+    confirmed: bool,
+    summary: ImportSummary,
+    now: datetime,
+) -> None:
+    """Put each row's subscriber on the list: add the missing, confirm if asked, never
+    resubscribe one who left; count each row in ``summary``."""
+    status_by_subscriber = _subscription_statuses(session, list_id, list(ids.values()))
+    to_add: list[int] = []
+    to_confirm: list[int] = []
     for email in rows:
         sid = ids[email]
         current = status_by_subscriber.get(sid)
         if current is None:
-            to_insert.append(
-                {
-                    "list_id": list_id,
-                    "subscriber_id": sid,
-                    "status": status,
-                    "source": "import",
-                    "requested_at": now,
-                    "confirmed_at": now if confirmed else None,
-                    "updated_at": now,
-                }
-            )
+            to_add.append(sid)
             summary.imported += 1
         elif current == "unsubscribed":
             summary.kept_unsubscribed += 1
         elif confirmed and current == "unconfirmed":
-            to_confirm.append({"b_sid": sid, "b_now": now})
+            to_confirm.append(sid)
             summary.updated += 1
         elif sid in changed_subscribers:
             summary.updated += 1
         else:
             summary.unchanged += 1
-    if to_insert:
-        session.execute(
-            insert_on_conflict_ignore(session, subs, index_elements=["list_id", "subscriber_id"]), to_insert
-        )
-    if to_confirm:
-        session.execute(
-            update(subs)
-            .where(
-                subs.c.list_id == list_id, subs.c.subscriber_id == bindparam("b_sid"), subs.c.status == "unconfirmed"
+    _add_subscriptions(session, list_id, to_add, confirmed, now)
+    _confirm_subscriptions(session, list_id, to_confirm, now)
+
+
+def _subscription_statuses(session: Session, list_id: int, subscriber_ids: list[int]) -> dict[int, str]:
+    """The status on the list of each of these subscribers who has a subscription there."""
+    subs = Subscription.__table__
+    return {
+        sid: status
+        for sid, status in session.execute(
+            select(subs.c.subscriber_id, subs.c.status).where(
+                subs.c.list_id == list_id, subs.c.subscriber_id.in_(subscriber_ids)
             )
-            .values(status="confirmed", confirmed_at=bindparam("b_now"), updated_at=bindparam("b_now")),
-            to_confirm,
         )
+    }
+
+
+def _add_subscriptions(
+    session: Session, list_id: int, subscriber_ids: list[int], confirmed: bool, now: datetime
+) -> None:
+    if not subscriber_ids:
+        return
+    subs = Subscription.__table__
+    status = "confirmed" if confirmed else "unconfirmed"
+    values = {
+        "list_id": list_id,
+        "status": status,
+        "source": "import",
+        "requested_at": now,
+        "confirmed_at": now if confirmed else None,
+        "updated_at": now,
+    }
+    session.execute(
+        insert_on_conflict_ignore(session, subs, index_elements=["list_id", "subscriber_id"]),
+        [{**values, "subscriber_id": sid} for sid in subscriber_ids],
+    )
+
+
+def _confirm_subscriptions(session: Session, list_id: int, subscriber_ids: list[int], now: datetime) -> None:
+    """Confirm these subscribers' subscriptions on the list that are still unconfirmed."""
+    if not subscriber_ids:
+        return
+    subs = Subscription.__table__
+    session.execute(
+        update(subs)
+        .where(subs.c.list_id == list_id, subs.c.subscriber_id == bindparam("b_sid"), subs.c.status == "unconfirmed")
+        .values(status="confirmed", confirmed_at=bindparam("b_now"), updated_at=bindparam("b_now")),
+        [{"b_sid": sid, "b_now": now} for sid in subscriber_ids],
+    )
