@@ -145,7 +145,7 @@ def caller_for_token(session: Session, secret: str) -> Caller:
 
 def hash_password(password: str) -> str:
     salt = secrets.token_bytes(16)
-    key = hashlib.scrypt(password.encode(), salt=salt, **_SCRYPT)  # type: ignore[arg-type]
+    key = hashlib.scrypt(password.encode(), salt=salt, **_SCRYPT)
     return f"scrypt${_SCRYPT['n']}${_SCRYPT['r']}${_SCRYPT['p']}${salt.hex()}${key.hex()}"
 
 
@@ -244,4 +244,6 @@ def log_out(session: Session, session_id: str) -> None:
 
 
 def csrf_ok(caller: Caller, submitted: str | None) -> bool:
-    return bool(caller.csrf_token and submitted) and hmac.compare_digest(caller.csrf_token, submitted or "")
+    if not caller.csrf_token or not submitted:
+        return False
+    return hmac.compare_digest(caller.csrf_token, submitted)
