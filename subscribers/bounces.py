@@ -184,22 +184,10 @@ def record_bounce(
     or source, bad address, neither address nor delivery), NotFound (no such delivery or
     list).
     """
-    if kind not in BOUNCE_KINDS:
-        raise InvalidInput(f"unknown kind {kind!r}; use one of {', '.join(BOUNCE_KINDS)}", where="kind")
-    if source not in SOURCES:
-        raise InvalidInput(f"unknown source {source!r}; use one of {', '.join(SOURCES)}", where="source")
+    _check_kind_and_source(kind, source)
     now = now or utcnow()
     detail = _clean(detail)
-    delivery = None
-    if delivery_id is not None:
-        delivery = session.get(Delivery, delivery_id)
-        if delivery is None:
-            raise NotFound(f"no delivery {delivery_id}")
-        address = delivery.email
-    elif email:
-        address = normalise_email(email)
-    else:
-        raise InvalidInput("an event needs an address or a delivery", where="email")
+    address, delivery = _event_address(session, email, delivery_id)
     if list_id is not None and session.get(MailingList, list_id) is None:
         raise NotFound(f"no list {list_id}")
 
@@ -213,57 +201,7 @@ def record_bounce(
     session.flush()
     if not proven:
         return BounceOutcome(address, kind, source, None, event.id, proven=False)
-
-    delivery_bounced = False
-    if kind in ("hard", "soft") and delivery is not None and delivery.status == "sent":
-        # The SMTP reply stays: it records what the server said when it took the message.
-        delivery.status, delivery.bounced_at, delivery.updated_at = "bounced", now, now
-        delivery_bounced = True
-    suppressed: str | None = None
-    soft_count: int | None = None
-    unsubscribed: tuple[str, ...] = ()
-    if kind == "hard":
-        suppressed = _suppress(session, address, "hard_bounce", detail)
-    elif kind == "soft":
-        soft_count = (
-            session.scalar(
-                select(func.count())
-                .select_from(BounceEvent)
-                .where(
-                    BounceEvent.email == address,
-                    BounceEvent.kind == "soft",
-                    BounceEvent.proven.is_(True),
-                    BounceEvent.created_at > now - timedelta(days=soft_days),
-                    BounceEvent.created_at <= now,
-                )
-            )
-            or 0
-        )
-        if soft_count >= soft_limit:
-            note = f"{soft_count} soft bounces within {soft_days:g} days; the last: {detail}"
-            suppressed = _suppress(session, address, "soft_bounce", note)
-    elif kind == "complaint":
-        unsubscribed = _end_subscriptions(
-            session, address, _lists_of(session, delivery, list_id), COMPLAINT_END_REASON, now
-        )
-        suppressed = _suppress(session, address, "complaint", detail)
-    elif kind == "delayed":
-        pass  # a warning: the message may still arrive, so it is only kept for the record
-    else:  # unsubscribe
-        unsubscribed = _end_subscriptions(
-            session, address, _lists_of(session, delivery, list_id), UNSUBSCRIBE_END_REASONS[source], now
-        )
-    return BounceOutcome(
-        address,
-        kind,
-        source,
-        delivery_id,
-        event.id,
-        delivery_bounced=delivery_bounced,
-        suppressed=suppressed,
-        unsubscribed=unsubscribed,
-        soft_count=soft_count,
-    )
+    return _act_on_proven(session, event, delivery, list_id, soft_limit=soft_limit, soft_days=soft_days, now=now)
 
 
 def find_delivery(session: Session, message_id: str | None, email: str | None = None) -> int | None:
@@ -383,6 +321,99 @@ def recent_events(
 
 
 # --- helpers ---------------------------------------------------------------------------
+
+
+def _check_kind_and_source(kind: str, source: str) -> None:
+    if kind not in BOUNCE_KINDS:
+        raise InvalidInput(f"unknown kind {kind!r}; use one of {', '.join(BOUNCE_KINDS)}", where="kind")
+    if source not in SOURCES:
+        raise InvalidInput(f"unknown source {source!r}; use one of {', '.join(SOURCES)}", where="source")
+
+
+def _event_address(session: Session, email: str | None, delivery_id: int | None) -> tuple[str, Delivery | None]:
+    """The address an event is about (the named delivery's, else ``email``) and that delivery, if any."""
+    if delivery_id is not None:
+        delivery = session.get(Delivery, delivery_id)
+        if delivery is None:
+            raise NotFound(f"no delivery {delivery_id}")
+        return delivery.email, delivery
+    if email:
+        return normalise_email(email), None
+    raise InvalidInput("an event needs an address or a delivery", where="email")
+
+
+def _act_on_proven(
+    session: Session,
+    event: BounceEvent,
+    delivery: Delivery | None,
+    list_id: int | None,
+    *,
+    soft_limit: int,
+    soft_days: float,
+    now: datetime,
+) -> BounceOutcome:
+    """Do what a proven event of its kind does (see the module docstring); say what it did."""
+    address, kind, source, detail = event.email, event.kind, event.source, event.detail
+    delivery_bounced = kind in ("hard", "soft") and _mark_bounced(delivery, now)
+    suppressed: str | None = None
+    soft_count: int | None = None
+    unsubscribed: tuple[str, ...] = ()
+    if kind == "hard":
+        suppressed = _suppress(session, address, "hard_bounce", detail)
+    elif kind == "soft":
+        soft_count = _soft_bounces_within(session, address, soft_days, now)
+        if soft_count >= soft_limit:
+            note = f"{soft_count} soft bounces within {soft_days:g} days; the last: {detail}"
+            suppressed = _suppress(session, address, "soft_bounce", note)
+    elif kind == "complaint":
+        unsubscribed = _end_subscriptions(
+            session, address, _lists_of(session, delivery, list_id), COMPLAINT_END_REASON, now
+        )
+        suppressed = _suppress(session, address, "complaint", detail)
+    elif kind == "delayed":
+        pass  # a warning: the message may still arrive, so it is only kept for the record
+    else:  # unsubscribe
+        unsubscribed = _end_subscriptions(
+            session, address, _lists_of(session, delivery, list_id), UNSUBSCRIBE_END_REASONS[source], now
+        )
+    return BounceOutcome(
+        address,
+        kind,
+        source,
+        event.delivery_id,
+        event.id,
+        delivery_bounced=delivery_bounced,
+        suppressed=suppressed,
+        unsubscribed=unsubscribed,
+        soft_count=soft_count,
+    )
+
+
+def _mark_bounced(delivery: Delivery | None, now: datetime) -> bool:
+    """Mark the delivery bounced if it is still ``sent``; True if it was marked now."""
+    if delivery is None or delivery.status != "sent":
+        return False
+    # The SMTP reply stays: it records what the server said when it took the message.
+    delivery.status, delivery.bounced_at, delivery.updated_at = "bounced", now, now
+    return True
+
+
+def _soft_bounces_within(session: Session, address: str, soft_days: float, now: datetime) -> int:
+    """Proven soft bounces for the address within the last ``soft_days``, up to ``now`` included."""
+    return (
+        session.scalar(
+            select(func.count())
+            .select_from(BounceEvent)
+            .where(
+                BounceEvent.email == address,
+                BounceEvent.kind == "soft",
+                BounceEvent.proven.is_(True),
+                BounceEvent.created_at > now - timedelta(days=soft_days),
+                BounceEvent.created_at <= now,
+            )
+        )
+        or 0
+    )
 
 
 def _clean(detail: str) -> str:
