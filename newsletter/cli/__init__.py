@@ -1,60 +1,110 @@
-"""The `newsletter` command: a thin Typer edge over the domain modules."""
+"""The `newsletter` command: a thin Typer edge over the domain modules.
+
+Each command is imported only when it runs (:mod:`newsletter.cli.lazy`): ``newsletter --help``
+imports no command module, and a command imports what it uses, so none pays for Celery, the
+web app or the renderer unless it needs them. The table below lists the commands in the
+order ``newsletter --help`` shows them, with the first paragraph of each one's help.
+"""
 
 from __future__ import annotations
 
 import sys
+from typing import ClassVar
 
 import typer
-from rich.text import Text
-from sqlalchemy.exc import OperationalError
 
-from newsletter.cli import admin, confirmations, database, dev, issues, lists, sends, subscribers, suppressions, web
-from newsletter.cli import dkim as dkim_cli
-from newsletter.cli import doctor as doctor_cli
-from newsletter.cli import inbound as inbound_cli
-from newsletter.cli.runtime import err
-from newsletter.errors import ConfigError, NewsletterError
+from newsletter.cli.lazy import Entry, LazyGroup
+
+
+class Commands(LazyGroup):
+    entries: ClassVar[dict[str, Entry]] = {
+        # One command each
+        "send": Entry(
+            "sends",
+            "start",
+            "Send an issue: render it once, snapshot the list's confirmed subscribers, queue the batches.",
+        ),
+        "worker": Entry("sends", "worker", "Run a Celery worker that delivers queued batches (Ctrl-C to stop)."),
+        "scheduler": Entry(
+            "sends",
+            "scheduler",
+            "Run the scheduler (Celery beat): every second it has a worker start due sends and plan weekly slots.",
+        ),
+        "smtp-capture": Entry(
+            "dev", "smtp_capture", "Run a development SMTP server that keeps every message and prints a line for each."
+        ),
+        "web": Entry(
+            "web",
+            "web",
+            "Serve the subscriber pages, the admin UI (/admin/), the admin API (/api/) and /metrics (Ctrl-C to stop).",
+        ),
+        "doctor": Entry(
+            "doctor",
+            "doctor",
+            "Check DKIM, alignment, return path, postal address, https, secret key and unsubscribe; "
+            "exit 1 naming each gap.",
+        ),
+        "inbound": Entry(
+            "inbound",
+            "inbound",
+            "Receive bounces, complaints (ARF) and List-Unsubscribe mail over SMTP, and act on them.",
+        ),
+        # Groups of commands
+        "db": Entry("database", "app", "Create or migrate the database schema."),
+        "lists": Entry("lists", "app", "Create and inspect mailing lists."),
+        "subscribers": Entry("subscribers", "app", "Add, remove, list, import and export a list's subscribers."),
+        "suppressions": Entry("suppressions", "app", "Addresses that are never mailed, on any list."),
+        "issues": Entry("issues", "app", "Write, check and preview issues (Markdown with front matter)."),
+        "sends": Entry("sends", "app", "Watch and steer sends: status, delivery log, pause, resume, cancel."),
+        "broker": Entry("dev", "broker_app", "The embedded Redis used when NEWSLETTER_BROKER_URL is unset."),
+        "admin": Entry("admin", "app", "API tokens and admin UI users (roles: admin, editor)."),
+        "dkim": Entry("dkim", "app", "DKIM: the key that signs every message."),
+        "bounces": Entry("inbound", "bounces_app", "Bounces, complaints and unsubscribe requests received."),
+    }
+
 
 app = typer.Typer(
+    cls=Commands,
     help="Run an email newsletter: lists, subscribers, issues and sends.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     add_completion=False,
 )
-app.add_typer(database.app, name="db")
-app.add_typer(lists.app, name="lists")
-# Asking a list's unconfirmed subscribers to confirm lives in its own module, under `newsletter lists`.
-lists.app.command("request-confirmation")(confirmations.request_confirmation)
-lists.app.command("confirmation-log")(confirmations.confirmation_log)
-lists.app.command("confirmation-runs")(confirmations.confirmation_runs)
-app.add_typer(subscribers.app, name="subscribers")
-app.add_typer(suppressions.app, name="suppressions")
-app.add_typer(issues.app, name="issues")
-app.add_typer(sends.app, name="sends")
-app.command("send")(sends.start)
-app.command("worker")(sends.worker)
-app.command("scheduler")(sends.scheduler)
-app.command("smtp-capture")(dev.smtp_capture)
-app.command("web")(web.web)
-app.add_typer(dev.broker_app, name="broker")
-app.add_typer(admin.app, name="admin")
-app.add_typer(dkim_cli.app, name="dkim")
-app.command("doctor")(doctor_cli.doctor)
-app.command("inbound")(inbound_cli.inbound)
-app.add_typer(inbound_cli.bounces_app, name="bounces")
+
+
+@app.callback()
+def _group() -> None:
+    # Makes `app` a group although its commands are registered by Commands, not on it.
+    pass
 
 
 def main() -> None:
     """Entry point: domain errors become one clear line on stderr and exit status 1."""
     try:
         app()
-    except ConfigError as exc:
-        err.print(Text.assemble(("configuration error: ", "red"), str(exc)))
+    except Exception as exc:
+        line = _error_line(exc)
+        if line is None:
+            raise
+        from rich.text import Text
+
+        from newsletter.cli.runtime import err
+
+        err.print(Text.assemble((line[0], "red"), line[1]))
         sys.exit(1)
-    except NewsletterError as exc:
-        err.print(Text.assemble(("error: ", "red"), str(exc)))
-        sys.exit(1)
-    except OperationalError as exc:
-        # The database went away or is locked beyond the busy timeout: one line, not a traceback.
-        err.print(Text.assemble(("database error: ", "red"), str(exc.orig).strip().splitlines()[0]))
-        sys.exit(1)
+
+
+def _error_line(exc: Exception) -> tuple[str, str] | None:
+    """The prefix and text of the one line shown for an error the CLI expects, or None."""
+    from newsletter.errors import ConfigError, NewsletterError
+
+    if isinstance(exc, ConfigError):
+        return "configuration error: ", str(exc)
+    if isinstance(exc, NewsletterError):
+        return "error: ", str(exc)
+    # Only a command that imported SQLAlchemy can raise this (so --help need not import it):
+    # the database went away or is locked beyond the busy timeout.
+    sqlalchemy_exc = sys.modules.get("sqlalchemy.exc")
+    if sqlalchemy_exc is not None and isinstance(exc, sqlalchemy_exc.OperationalError):
+        return "database error: ", str(exc.orig).strip().splitlines()[0]
+    return None

@@ -5,6 +5,7 @@ from __future__ import annotations
 import typer
 from rich.table import Table
 
+from newsletter.cli import confirmations
 from newsletter.cli.runtime import out, runtime
 from newsletter.cli.tables import Col, listing
 from subscribers import lists
@@ -177,3 +178,9 @@ def _now():  # type: ignore[no-untyped-def]
     from newsletter.store.models import utcnow
 
     return utcnow()
+
+
+# Asking a list's unconfirmed subscribers to confirm lives in its own module, under `newsletter lists`.
+app.command("request-confirmation")(confirmations.request_confirmation)
+app.command("confirmation-log")(confirmations.confirmation_log)
+app.command("confirmation-runs")(confirmations.confirmation_runs)
