@@ -57,6 +57,7 @@ import email.header
 import email.message
 import email.parser
 import email.policy
+import email.utils
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
@@ -162,7 +163,7 @@ def classify(data: bytes, rcpt_tos: Sequence[str], mailboxes: Mailboxes) -> Clas
     """
     message = parse_message(data)
     roles = [r for r in (mailboxes.role(a) for a in rcpt_tos) if r is not None]
-    verp_ids = sorted({int(value) for role, value in roles if role == "verp"})  # type: ignore[arg-type]
+    verp_ids = sorted({value for role, value in roles if role == "verp" and isinstance(value, int)})
     tokens = [str(value) for role, value in roles if role == "unsubscribe"]
     to_return_path = any(role in ("verp", "return path") for role, _ in roles)
 
@@ -208,9 +209,7 @@ def is_auto_reply(message: email.message.Message) -> bool:
 def _classify_bounce(
     message: email.message.Message, data: bytes, delivery_id: int | None, mailboxes: Mailboxes
 ) -> Classification:
-    report_type = (
-        (message.get_param("report-type") or "").lower() if message.get_content_type() == "multipart/report" else ""
-    )
+    report_type = _report_type(message)
     parts = list(message.walk())
     if report_type == "feedback-report" or any(p.get_content_type() == "message/feedback-report" for p in parts):
         return _feedback_report(message, parts, delivery_id, mailboxes)
@@ -237,9 +236,11 @@ def _delivery_status(
     for part in parts:
         if part.get_content_type() != "message/delivery-status":
             continue
-        blocks = part.get_payload()
-        if isinstance(blocks, str):  # some parsers leave it as text: read the header blocks ourselves
-            blocks = [email.message_from_string(b) for b in re.split(r"\r?\n\r?\n", blocks) if b.strip()]
+        payload = part.get_payload()
+        if isinstance(payload, str):  # some parsers leave it as text: read the header blocks ourselves
+            blocks = [email.message_from_string(b) for b in re.split(r"\r?\n\r?\n", payload) if b.strip()]
+        else:
+            blocks = _messages(payload)
         for block in blocks[1:] if len(blocks) > 1 else blocks:  # the first block is about the message
             action = (block.get("Action") or "").strip().lower()
             status_match = _STATUS.search(block.get("Status") or "")
@@ -339,10 +340,10 @@ def _feedback_report(
     for part in parts:
         if part.get_content_type() == "message/feedback-report":
             payload = part.get_payload()
-            if isinstance(payload, list) and payload:
-                fields = payload[0]
-            elif isinstance(payload, str):
+            if isinstance(payload, str):
                 fields = email.message_from_string(payload.strip() + "\n\n")
+            elif blocks := _messages(payload):
+                fields = blocks[0]
             break
     feedback_type = (fields.get("Feedback-Type") or "").strip().lower()
     if feedback_type not in _COMPLAINT_TYPES:
@@ -350,7 +351,7 @@ def _feedback_report(
             "not a bounce", note=f"a feedback report of type {feedback_type or '(none)'!r}, not a complaint"
         )
     original = _original_headers(parts)
-    address = None
+    address: str | None = None
     for value in fields.get_all("Original-Rcpt-To") or []:
         address = _address_or_none(value)
         if address:
@@ -360,9 +361,9 @@ def _feedback_report(
         address = next((a for a in map(_address_or_none, tos) if a), None)
     if delivery_id is None and mailboxes.return_path is not None:
         # A feedback loop sends reports to a fixed address, but the report keeps the envelope sender.
-        for value in (fields.get("Original-Mail-From"), original.get("Return-Path") if original is not None else None):
-            if value:
-                delivery_id = delivery_of(parseaddr(value)[1] or value, mailboxes.return_path, mailboxes.keys)
+        for sender in (fields.get("Original-Mail-From"), original.get("Return-Path") if original is not None else None):
+            if sender:
+                delivery_id = delivery_of(parseaddr(sender)[1] or sender, mailboxes.return_path, mailboxes.keys)
                 if delivery_id is not None:
                     break
     message_id = (original.get("Message-ID", "").strip() or None) if original is not None else None
@@ -376,6 +377,19 @@ def _feedback_report(
 # --- helpers ---------------------------------------------------------------------------
 
 
+def _report_type(message: email.message.Message) -> str:
+    """A multipart/report's report-type, lower-cased ("" for any other message)."""
+    if message.get_content_type() != "multipart/report":
+        return ""
+    value = message.get_param("report-type")
+    return email.utils.collapse_rfc2231_value(value).lower() if value else ""
+
+
+def _messages(payload: object) -> list[email.message.Message]:
+    """The messages of a multipart payload (a list); none for anything else."""
+    return [m for m in payload if isinstance(m, email.message.Message)] if isinstance(payload, list) else []
+
+
 def _is_report(message: email.message.Message) -> bool:
     return message.get_content_type() == "multipart/report" or message.get("X-Failed-Recipients") is not None
 
@@ -385,12 +399,13 @@ def _original_headers(parts: list[email.message.Message]) -> email.message.Messa
     for part in parts:
         content_type = part.get_content_type()
         if content_type in ("message/rfc822", "message/global"):
-            payload = part.get_payload()
-            if isinstance(payload, list) and payload:
-                return payload[0]  # type: ignore[no-any-return]
+            if messages := _messages(part.get_payload()):
+                return messages[0]
         if content_type in ("text/rfc822-headers", "message/global-headers"):
-            raw = part.get_payload(decode=True) or b""
-            return email.parser.BytesHeaderParser(policy=email.policy.compat32).parsebytes(raw)
+            raw = part.get_payload(decode=True)
+            return email.parser.BytesHeaderParser(policy=email.policy.compat32).parsebytes(
+                raw if isinstance(raw, bytes) else b""
+            )
     return None
 
 

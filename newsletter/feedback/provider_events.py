@@ -136,14 +136,14 @@ class CertificateCache:
         now = datetime.now(UTC)
         if not certificate.not_valid_before_utc <= now <= certificate.not_valid_after_utc:
             raise SnsRejected(f"the SNS signing certificate {url} is not valid now")
-        key = certificate.public_key()
-        if not isinstance(key, rsa.RSAPublicKey):
+        public_key = certificate.public_key()
+        if not isinstance(public_key, rsa.RSAPublicKey):
             raise SnsRejected(f"the SNS signing certificate {url} has no RSA key")
         with self._lock:
             if len(self._keys) >= self.size:
                 self._keys.pop(next(iter(self._keys)))
-            self._keys[url] = key
-        return key
+            self._keys[url] = public_key
+        return public_key
 
 
 def fetch_certificate(url: str) -> bytes:
@@ -239,7 +239,9 @@ def ses_events(message: SnsMessage) -> list[ProviderEvent]:
     if not isinstance(ses, dict):
         raise InvalidInput("the SNS Message is not an SES notification", where="Message")
     kind = ses.get("notificationType") or ses.get("eventType")
-    mail = ses.get("mail") if isinstance(ses.get("mail"), dict) else {}
+    mail = ses.get("mail")
+    if not isinstance(mail, dict):
+        mail = {}
     message_id = _ses_message_id(mail)
     source = mail.get("source") if isinstance(mail.get("source"), str) else None
     links = _ses_list_unsubscribe(mail)
