@@ -39,7 +39,7 @@ def _answer_other_methods(resource: APIRouter) -> None:
     by_path: dict[str, set[str]] = {}
     for route in resource.routes:
         if isinstance(route, APIRoute):
-            by_path.setdefault(route.path, set()).update(route.methods)
+            by_path.setdefault(route.path, set()).update(route.methods or ())
     for path, methods in by_path.items():
         allow = ", ".join(m for m in METHODS if m in methods)
         others = [m for m in METHODS if m not in methods]
@@ -55,7 +55,7 @@ def _answer_other_methods(resource: APIRouter) -> None:
 def _document_body_limit(resource: APIRouter) -> None:
     """Every operation that takes a body may answer 413 (newsletter.http.body_limits caps it before it is read)."""
     for route in resource.routes:
-        if isinstance(route, APIRoute) and route.methods & {"POST", "PUT", "PATCH"}:
+        if isinstance(route, APIRoute) and route.methods and route.methods & {"POST", "PUT", "PATCH"}:
             route.responses.setdefault(413, errors(413)[413])
 
 

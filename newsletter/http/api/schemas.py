@@ -8,9 +8,12 @@ cannot encode the other), so odd input is a 422 naming the field, never a 500.
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
+from annotated_types import GroupedMetadata
 from pydantic import (
     AfterValidator,
     AwareDatetime,
@@ -36,15 +39,22 @@ def _safe(value: str) -> str:
     return value
 
 
-def text(max_length: int, *, min_length: int = 0, description: str | None = None, format: str | None = None) -> Any:
-    """A string of at most ``max_length`` characters, with no NUL and no unpaired surrogate."""
-    extra = {"pattern": NO_NUL} if format is None else {"format": format}
-    return Annotated[
-        str,
-        StringConstraints(min_length=min_length, max_length=max_length),
-        AfterValidator(_safe),
-        Field(description=description, json_schema_extra=extra),
-    ]
+@dataclass(frozen=True)
+class Text(GroupedMetadata):
+    """``Annotated[str, Text(n)]``: a string of at most ``n`` characters, with no NUL and no unpaired surrogate."""
+
+    max_length: int
+    min_length: int = 0
+    description: str | None = None
+    format: str | None = None
+
+    def __iter__(self) -> Iterator[object]:
+        yield StringConstraints(min_length=self.min_length, max_length=self.max_length)
+        yield AfterValidator(_safe)
+        yield Field(
+            description=self.description,
+            json_schema_extra={"pattern": NO_NUL} if self.format is None else {"format": self.format},
+        )
 
 
 def _utc(value: datetime) -> datetime:
@@ -58,12 +68,15 @@ Slug = Annotated[
     str,
     Field(pattern=SLUG_PATTERN, min_length=1, max_length=64, description="1-64 lower-case letters, digits or dashes"),
 ]
-Email = text(
-    320,
-    min_length=1,
-    format="email",
-    description="An email address; validated and normalised (lower-cased, IDNA domain).",
-)
+Email = Annotated[
+    str,
+    Text(
+        320,
+        min_length=1,
+        format="email",
+        description="An email address; validated and normalised (lower-cased, IDNA domain).",
+    ),
+]
 Moment = Annotated[AwareDatetime, AfterValidator(_utc)]
 
 
@@ -102,9 +115,9 @@ class ErrorResponse(BaseModel):
 
 
 class WeeklySlotIn(Strict):
-    weekday: text(9, min_length=2, description="monday ... sunday (a unique prefix will do)")  # type: ignore[valid-type]
-    time: text(5, min_length=4, description="24-hour local time, e.g. 08:00")  # type: ignore[valid-type]
-    timezone: text(64, min_length=1, description="IANA time zone, e.g. Europe/Paris")  # type: ignore[valid-type]
+    weekday: Annotated[str, Text(9, min_length=2, description="monday ... sunday (a unique prefix will do)")]
+    time: Annotated[str, Text(5, min_length=4, description="24-hour local time, e.g. 08:00")]
+    timezone: Annotated[str, Text(64, min_length=1, description="IANA time zone, e.g. Europe/Paris")]
 
 
 class WeeklySlotOut(BaseModel):
@@ -123,22 +136,22 @@ PRIVATE = (
 
 class ListCreate(Strict):
     slug: Slug
-    name: text(200, min_length=1)  # type: ignore[valid-type]
-    from_email: Email  # type: ignore[valid-type]
-    from_name: text(200) = ""  # type: ignore[valid-type]
-    reply_to: Email | None = None  # type: ignore[valid-type]
-    description: text(5000) = ""  # type: ignore[valid-type]
+    name: Annotated[str, Text(200, min_length=1)]
+    from_email: Email
+    from_name: Annotated[str, Text(200)] = ""
+    reply_to: Email | None = None
+    description: Annotated[str, Text(5000)] = ""
     private: bool = Field(False, strict=True, description=PRIVATE)
 
 
 class ListUpdate(Strict):
     """Only the fields given change; ``reply_to: ""`` removes the reply-to, ``slot: null`` the weekly slot."""
 
-    name: text(200, min_length=1) | None = None  # type: ignore[valid-type]
-    from_email: Email | None = None  # type: ignore[valid-type]
-    from_name: text(200) | None = None  # type: ignore[valid-type]
-    reply_to: text(320) | None = None  # type: ignore[valid-type]
-    description: text(5000) | None = None  # type: ignore[valid-type]
+    name: Annotated[str, Text(200, min_length=1)] | None = None
+    from_email: Email | None = None
+    from_name: Annotated[str, Text(200)] | None = None
+    reply_to: Annotated[str, Text(320)] | None = None
+    description: Annotated[str, Text(5000)] | None = None
     private: bool | None = Field(None, strict=True, description=PRIVATE + " null or absent: unchanged.")
     slot: WeeklySlotIn | None = None
 
@@ -177,8 +190,8 @@ AttributeName = Annotated[str, StringConstraints(min_length=1, max_length=100), 
 class SubscriberUpdate(Strict):
     """Only the fields given change; ``attributes`` replaces them all."""
 
-    email: Email | None = None  # type: ignore[valid-type]
-    name: text(200) | None = None  # type: ignore[valid-type]
+    email: Email | None = None
+    name: Annotated[str, Text(200)] | None = None
     attributes: Annotated[dict[AttributeName, AttributeValue], Field(max_length=100)] | None = None
 
 
@@ -214,8 +227,8 @@ class SubscriberOut(BaseModel):
 
 class SubscriberCreate(Strict):
     list: Slug
-    email: Email  # type: ignore[valid-type]
-    name: text(200) = ""  # type: ignore[valid-type]
+    email: Email
+    name: Annotated[str, Text(200)] = ""
     confirmed: bool = Field(
         False, strict=True, description="Record consent as already confirmed (only when you hold it)."
     )
@@ -261,9 +274,9 @@ class ImportJobsOut(BaseModel):
 
 
 class SuppressionIn(Strict):
-    email: Email  # type: ignore[valid-type]
+    email: Email
     reason: Literal[SUPPRESSION_REASONS] = "admin"  # type: ignore[valid-type]
-    note: text(2000) = ""  # type: ignore[valid-type]
+    note: Annotated[str, Text(2000)] = ""
 
 
 class SuppressionOut(BaseModel):
@@ -282,17 +295,17 @@ class SuppressionsOut(BaseModel):
 
 # --- issues -------------------------------------------------------------------------------
 
-Subject = text(998, min_length=1, description="One line, no control characters.")
-Preheader = text(500, description="The line mail clients show after the subject.")
+Subject = Annotated[str, Text(998, min_length=1, description="One line, no control characters.")]
+Preheader = Annotated[str, Text(500, description="The line mail clients show after the subject.")]
 TemplateName = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_-]{0,99}$", description="A template set name.")]
-Markdown = text(200_000, description="The body, in Markdown.")
+Markdown = Annotated[str, Text(200_000, description="The body, in Markdown.")]
 
 
 class IssueFields(Strict):
-    subject: Subject  # type: ignore[valid-type]
-    preheader: Preheader = ""  # type: ignore[valid-type]
+    subject: Subject
+    preheader: Preheader = ""
     template: TemplateName = "issue"
-    body_markdown: Markdown  # type: ignore[valid-type]
+    body_markdown: Markdown
 
 
 class IssueCreate(IssueFields):
@@ -300,11 +313,14 @@ class IssueCreate(IssueFields):
 
 
 class IssueText(Strict):
-    markdown: text(  # type: ignore[valid-type]
-        200_000,
-        min_length=1,
-        description="An issue file: YAML front matter (subject, preheader, template) between '---' lines, then the body.",
-    )
+    markdown: Annotated[
+        str,
+        Text(
+            200_000,
+            min_length=1,
+            description="An issue file: YAML front matter (subject, preheader, template) between '---' lines, then the body.",
+        ),
+    ]
 
 
 class IssueTextCreate(IssueText):
@@ -344,7 +360,7 @@ def _listed(value: object) -> object:
 class TestSendIn(Strict):
     # One address or a list: read as a list, so that every error names "to" (or "to.N") plainly.
     to: Annotated[
-        list[Email],  # type: ignore[valid-type]
+        list[Email],
         BeforeValidator(_listed),
         Field(min_length=1, max_length=10),
         WithJsonSchema(
