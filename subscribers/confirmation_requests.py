@@ -127,27 +127,10 @@ def start_run(
     # One run at a time per list: a second one waits here and then sees the first one's rows.
     session.execute(select(MailingList.id).where(MailingList.id == mailing_list.id).with_for_update())
     now = now or utcnow()
-    suppressed = exists().where(Suppression.email == Subscriber.email)
-    queued = exists().where(ConfirmationMail.subscription_id == Subscription.id, ConfirmationMail.status.in_(_OPEN))
-    recent = Subscription.confirmation_requested_at >= now - ASK_AGAIN_AFTER
-    unconfirmed = (Subscription.list_id == mailing_list.id, Subscription.status == "unconfirmed")
-    counted = session.execute(
-        select(
-            func.count(),
-            func.coalesce(func.sum(case((suppressed, 1), else_=0)), 0),
-            func.coalesce(func.sum(case((and_(not_(suppressed), queued), 1), else_=0)), 0),
-            func.coalesce(func.sum(case((and_(not_(suppressed), not_(queued), recent), 1), else_=0)), 0),
-        )
-        .select_from(Subscription)
-        .join(Subscriber, Subscriber.id == Subscription.subscriber_id)
-        .where(*unconfirmed)
-    ).one()
-    total, n_suppressed, n_queued, n_recent = (int(v or 0) for v in counted)
+    unconfirmed = _Unconfirmed(mailing_list.id, now)
+    total, n_suppressed, n_queued, n_recent = unconfirmed.count(session)
     if again:
         n_recent = 0
-    eligible = [*unconfirmed, not_(suppressed), not_(queued)] + (
-        [] if again else [or_(Subscription.confirmation_requested_at.is_(None), not_(recent))]
-    )
     if total - n_suppressed - n_queued - n_recent == 0:
         return RunStarted(mailing_list.slug, None, 0, n_recent, n_suppressed, n_queued, again, [])
     run = ConfirmationRun(
@@ -163,29 +146,7 @@ def start_run(
     )
     session.add(run)
     session.flush()
-    rows = (
-        select(
-            literal(run.id),
-            Subscription.id,
-            Subscriber.email,
-            literal("pending"),
-            literal(0),
-            literal(now, ConfirmationMail.updated_at.type),
-        )
-        .join(Subscriber, Subscriber.id == Subscription.subscriber_id)
-        .where(*eligible)
-        .order_by(Subscription.id)
-    )
-    session.execute(
-        insert(ConfirmationMail).from_select(
-            ["run_id", "subscription_id", "email", "status", "attempts", "updated_at"], rows
-        ),
-        execution_options={"synchronize_session": False},
-    )
-    # Counted, not taken from rowcount: drivers report -1 for INSERT ... SELECT on PostgreSQL.
-    run.total = (
-        session.scalar(select(func.count()).select_from(ConfirmationMail).where(ConfirmationMail.run_id == run.id)) or 0
-    )
+    run.total = _queue_mails(session, run.id, unconfirmed.to_ask(again), now)
     return RunStarted(
         mailing_list.slug,
         run.id,
@@ -195,6 +156,68 @@ def start_run(
         n_queued,
         again,
         pending_batches(session, run.id, batch_size),
+    )
+
+
+class _Unconfirmed:
+    """A list's unconfirmed subscriptions (joined to their subscriber) and what leaves one out of a run."""
+
+    def __init__(self, list_id: int, now: datetime) -> None:
+        self.on_list = (Subscription.list_id == list_id, Subscription.status == "unconfirmed")
+        self.suppressed = exists().where(Suppression.email == Subscriber.email)
+        self.queued = exists().where(
+            ConfirmationMail.subscription_id == Subscription.id, ConfirmationMail.status.in_(_OPEN)
+        )
+        self.recent = Subscription.confirmation_requested_at >= now - ASK_AGAIN_AFTER
+
+    def count(self, session: Session) -> tuple[int, int, int, int]:
+        """How many in all, suppressed, queued (not suppressed), asked recently (neither): one statement."""
+        suppressed, queued, recent = self.suppressed, self.queued, self.recent
+        counted = session.execute(
+            select(
+                func.count(),
+                func.coalesce(func.sum(case((suppressed, 1), else_=0)), 0),
+                func.coalesce(func.sum(case((and_(not_(suppressed), queued), 1), else_=0)), 0),
+                func.coalesce(func.sum(case((and_(not_(suppressed), not_(queued), recent), 1), else_=0)), 0),
+            )
+            .select_from(Subscription)
+            .join(Subscriber, Subscriber.id == Subscription.subscriber_id)
+            .where(*self.on_list)
+        ).one()
+        total, n_suppressed, n_queued, n_recent = (int(v or 0) for v in counted)
+        return total, n_suppressed, n_queued, n_recent
+
+    def to_ask(self, again: bool) -> list[Any]:
+        """The conditions of those a run asks: not suppressed, not queued, not asked recently unless ``again``."""
+        return [*self.on_list, not_(self.suppressed), not_(self.queued)] + (
+            [] if again else [or_(Subscription.confirmation_requested_at.is_(None), not_(self.recent))]
+        )
+
+
+def _queue_mails(session: Session, run_id: int, to_ask: list[Any], now: datetime) -> int:
+    """Write the run's rows, one ``pending`` per subscription to ask, with one INSERT ... SELECT; return their number."""
+    rows = (
+        select(
+            literal(run_id),
+            Subscription.id,
+            Subscriber.email,
+            literal("pending"),
+            literal(0),
+            literal(now, ConfirmationMail.updated_at.type),
+        )
+        .join(Subscriber, Subscriber.id == Subscription.subscriber_id)
+        .where(*to_ask)
+        .order_by(Subscription.id)
+    )
+    session.execute(
+        insert(ConfirmationMail).from_select(
+            ["run_id", "subscription_id", "email", "status", "attempts", "updated_at"], rows
+        ),
+        execution_options={"synchronize_session": False},
+    )
+    # Counted, not taken from rowcount: drivers report -1 for INSERT ... SELECT on PostgreSQL.
+    return (
+        session.scalar(select(func.count()).select_from(ConfirmationMail).where(ConfirmationMail.run_id == run_id)) or 0
     )
 
 
