@@ -154,6 +154,20 @@ def search_subscribers(
     and ``status`` keep subscribers with a subscription on that list and/or in that status.
     Raises InvalidInput (where "status", "limit" or "offset"), NotFound for an unknown list.
     """
+    _check_search(status, limit, offset)
+    text_match = _text_match(session, (query or "").strip().lower())
+    on_list: list[Any] = []
+    if list_slug is not None:
+        on_list.append(Subscription.list_id == get_list(session, list_slug).id)
+    if status is not None:
+        on_list.append(Subscription.status == status)
+    conditions, total = _conditions_and_total(session, text_match, on_list, one_list=list_slug is not None)
+    if total == 0 or offset >= total:
+        return Page(total=total, offset=offset, limit=limit, items=())
+    return Page(total=total, offset=offset, limit=limit, items=_page_items(session, conditions, offset, limit))
+
+
+def _check_search(status: str | None, limit: int, offset: int) -> None:
     if status is not None and status not in SUBSCRIPTION_STATUSES:
         raise InvalidInput(f"unknown status {status!r}; use one of {', '.join(SUBSCRIPTION_STATUSES)}", where="status")
     if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= MAX_PAGE:
@@ -161,31 +175,33 @@ def search_subscribers(
     if isinstance(offset, bool) or not isinstance(offset, int) or offset < 0:
         raise InvalidInput("offset must be a whole number, 0 or more", where="offset")
 
-    text = (query or "").strip().lower()
-    text_match = None
-    if text:
-        pattern = _like_pattern(text)
-        # Addresses are stored lower-cased. SQLite's LIKE ignores ASCII case by itself (and its
-        # lower() knows no other letters); PostgreSQL's ILIKE folds every letter.
-        sqlite = session.get_bind().dialect.name == "sqlite"
-        name_match = (
-            Subscriber.name.like(pattern, escape="\\") if sqlite else Subscriber.name.ilike(pattern, escape="\\")
-        )
-        text_match = or_(Subscriber.email.like(pattern, escape="\\"), name_match)
-    on_list: list[Any] = []
-    if list_slug is not None:
-        on_list.append(Subscription.list_id == get_list(session, list_slug).id)
-    if status is not None:
-        on_list.append(Subscription.status == status)
 
-    # Counting is the costly part on a big table, so each case counts the cheapest way:
-    # from the subscriptions index alone when there is no text to match. Erased tombstones
-    # have no subscriptions, so only listings without a list/status filter leave them out.
+def _text_match(session: Session, text: str) -> Any:
+    """The condition that the address or the name holds ``text`` (lower-cased), ignoring case; None for no text."""
+    if not text:
+        return None
+    pattern = _like_pattern(text)
+    # Addresses are stored lower-cased. SQLite's LIKE ignores ASCII case by itself (and its
+    # lower() knows no other letters); PostgreSQL's ILIKE folds every letter.
+    sqlite = session.get_bind().dialect.name == "sqlite"
+    name_match = Subscriber.name.like(pattern, escape="\\") if sqlite else Subscriber.name.ilike(pattern, escape="\\")
+    return or_(Subscriber.email.like(pattern, escape="\\"), name_match)
+
+
+def _conditions_and_total(
+    session: Session, text_match: Any, on_list: list[Any], *, one_list: bool
+) -> tuple[list[Any], int]:
+    """The conditions on Subscriber that pick the listing's rows, and how many it has in all.
+
+    Counting is the costly part on a big table, so each case counts the cheapest way:
+    from the subscriptions index alone when there is no text to match. Erased tombstones
+    have no subscriptions, so only listings without a list/status filter leave them out.
+    """
     conditions: list[Any] = [text_match] if text_match is not None else []
     if on_list:
         if text_match is None:
             # One subscription per list and subscriber: count rows on one list, distinct subscribers across lists.
-            counted = func.count() if list_slug is not None else func.count(func.distinct(Subscription.subscriber_id))
+            counted = func.count() if one_list else func.count(func.distinct(Subscription.subscriber_id))
             total = session.scalar(select(counted).select_from(Subscription).where(*on_list)) or 0
         else:
             # A set (IN) for counting every match; EXISTS for the page, which stops after offset + limit rows.
@@ -199,8 +215,10 @@ def search_subscribers(
             total = session.scalar(select(everyone - _erased_count())) or 0
         else:
             total = session.scalar(select(func.count()).select_from(Subscriber).where(*conditions)) or 0
-    if total == 0 or offset >= total:
-        return Page(total=total, offset=offset, limit=limit, items=())
+    return conditions, total
+
+
+def _page_items(session: Session, conditions: list[Any], offset: int, limit: int) -> tuple[SubscriberSummary, ...]:
     rows = session.execute(
         select(Subscriber, Suppression.reason)
         .outerjoin(Suppression, Suppression.email == Subscriber.email)
@@ -210,8 +228,7 @@ def search_subscribers(
         .limit(limit)
     ).all()
     by_subscriber = _subscriptions_of(session, [subscriber.id for subscriber, _ in rows])
-    items = tuple(_summary(subscriber, reason, by_subscriber.get(subscriber.id, ())) for subscriber, reason in rows)
-    return Page(total=total, offset=offset, limit=limit, items=items)
+    return tuple(_summary(subscriber, reason, by_subscriber.get(subscriber.id, ())) for subscriber, reason in rows)
 
 
 def _subscriptions_of(session: Session, subscriber_ids: list[int]) -> dict[int, list[SubscriptionSummary]]:
