@@ -15,7 +15,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import BinaryIO
+from typing import TYPE_CHECKING, BinaryIO
 from urllib.parse import parse_qsl
 
 from python_multipart.exceptions import FormParserError
@@ -25,6 +25,9 @@ from starlette.requests import Request
 
 from newsletter.errors import InvalidInput
 from newsletter.http.errors import BodyTooLarge, size_text
+
+if TYPE_CHECKING:
+    from python_multipart.multipart import MultipartCallbacks
 
 FIELD_LIMIT = 64 * 1024  # each form field beside the file (list, confirmed, csrf_token)
 MAX_PARTS = 20
@@ -126,7 +129,7 @@ class _Parts:
         self._in_file = False
         self._data = bytearray()
 
-    def callbacks(self) -> dict[str, Callable[..., None]]:
+    def callbacks(self) -> MultipartCallbacks:
         return {
             "on_part_begin": self.on_part_begin,
             "on_part_data": self.on_part_data,

@@ -30,8 +30,8 @@ def _token(request: Request) -> str:
 @router.get("/metrics")
 def metrics(request: Request) -> Response:
     state = web(request)
-    expected = state.settings.metrics_token
-    if expected is None:
+    expected, registry = state.settings.metrics_token, state.metrics
+    if expected is None or registry is None:
         raise HTTPException(status_code=404)  # the app's own 404 page, as for any path it does not serve
     if not hmac.compare_digest(_token(request).encode(), expected.encode()):
         return PlainTextResponse(
@@ -39,6 +39,4 @@ def metrics(request: Request) -> Response:
             status_code=401,
             headers={"WWW-Authenticate": 'Bearer realm="metrics"', "Cache-Control": "no-store"},
         )
-    return Response(
-        generate_latest(state.metrics), media_type=CONTENT_TYPE_LATEST, headers={"Cache-Control": "no-store"}
-    )
+    return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST, headers={"Cache-Control": "no-store"})

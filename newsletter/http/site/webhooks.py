@@ -113,10 +113,10 @@ def _apply(state: Web, events: Sequence[ProviderEvent], source: str) -> list[dic
 
 
 def _certificates(request: Request) -> CertificateCache:
-    cache = getattr(request.app.state, "sns_certificates", None)
+    cache: CertificateCache | None = getattr(request.app.state, "sns_certificates", None)
     if cache is None:
         cache = request.app.state.sns_certificates = CertificateCache(fetch_certificate)
-    return cache  # type: ignore[no-any-return]
+    return cache
 
 
 def _opener(request: Request) -> UrlOpener:
