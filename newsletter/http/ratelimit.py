@@ -45,6 +45,7 @@ from dataclasses import dataclass
 from functools import cached_property
 
 import redis
+from redis.commands.core import Script
 
 IP_WINDOW = 3600
 CONFIRMATIONS_PER_ADDRESS = 3
@@ -90,7 +91,7 @@ class SubscribeLimiter:
         self.per_address, self.address_window = per_address, address_window
 
     @cached_property
-    def _script(self):  # type: ignore[no-untyped-def]
+    def _script(self) -> Script:
         return self._connect().register_script(_COUNT)
 
     def check_ip(self, ip: str | None) -> None:
@@ -213,11 +214,11 @@ class LoginLimiter:
         return self._connect()
 
     @cached_property
-    def _reserve(self):  # type: ignore[no-untyped-def]
+    def _reserve(self) -> Script:
         return self._client.register_script(_RESERVE_LOGIN)
 
     @cached_property
-    def _release(self):  # type: ignore[no-untyped-def]
+    def _release(self) -> Script:
         return self._client.register_script(_RELEASE_LOGIN)
 
     @staticmethod

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from datetime import datetime
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
@@ -22,33 +24,36 @@ DURATION_BUCKETS = (10.0, 30.0, 60.0, 300.0, 900.0, 1800.0, 3600.0, 7200.0, 2160
 CACHE_SECONDS = 5.0
 
 
-def _figures(session: Session) -> dict[str, object]:
+@dataclass(frozen=True)
+class _Figures:
+    deliveries: Sequence[tuple[str, str, int]]  # list, delivery status, count
+    sends: Sequence[tuple[str, int]]  # send status, count
+    durations: Sequence[tuple[str, datetime | None, datetime | None]]  # list, started, finished (both set)
+    subscribers: Sequence[tuple[str, str, int]]  # list, subscription status, count
+    bounces: Sequence[tuple[str, int]]  # bounce kind, count
+
+
+def _figures(session: Session) -> _Figures:
     deliveries = session.execute(
         select(MailingList.slug, Delivery.status, func.count())
         .select_from(Delivery)
         .join(Send, Send.id == Delivery.send_id)
         .join(MailingList, MailingList.id == Send.list_id)
         .group_by(MailingList.slug, Delivery.status)
-    ).all()
-    sends = session.execute(select(Send.status, func.count()).group_by(Send.status)).all()
+    ).tuples()
+    sends = session.execute(select(Send.status, func.count()).group_by(Send.status)).tuples()
     durations = session.execute(
         select(MailingList.slug, Send.started_at, Send.finished_at)
         .join(MailingList, MailingList.id == Send.list_id)
         .where(Send.status == "finished", Send.started_at.is_not(None), Send.finished_at.is_not(None))
-    ).all()
+    ).tuples()
     subscribers = session.execute(
         select(MailingList.slug, Subscription.status, func.count())
         .join(MailingList, MailingList.id == Subscription.list_id)
         .group_by(MailingList.slug, Subscription.status)
-    ).all()
-    bounces = session.execute(select(BounceEvent.kind, func.count()).group_by(BounceEvent.kind)).all()
-    return {
-        "deliveries": deliveries,
-        "sends": sends,
-        "durations": durations,
-        "subscribers": subscribers,
-        "bounces": bounces,
-    }
+    ).tuples()
+    bounces = session.execute(select(BounceEvent.kind, func.count()).group_by(BounceEvent.kind)).tuples()
+    return _Figures(deliveries.all(), sends.all(), durations.all(), subscribers.all(), bounces.all())
 
 
 class NewsletterCollector(Collector):
@@ -58,9 +63,9 @@ class NewsletterCollector(Collector):
         self.sessions = sessions
         self.queue_depth = queue_depth
         self._lock = threading.Lock()
-        self._cached: tuple[float, dict[str, object]] | None = None
+        self._cached: tuple[float, _Figures] | None = None
 
-    def _read(self) -> dict[str, object]:
+    def _read(self) -> _Figures:
         with self._lock:
             if self._cached and time.monotonic() - self._cached[0] < CACHE_SECONDS:
                 return self._cached[1]
@@ -82,7 +87,7 @@ class NewsletterCollector(Collector):
         )
         sent_by_list: dict[str, int] = {}
         failed_by_list: dict[str, int] = {}
-        for slug, status, count in f["deliveries"]:  # type: ignore[attr-defined]
+        for slug, status, count in f.deliveries:
             by_status.add_metric([slug, status], count)
             if status in ("sent", "bounced"):  # a bounced message was sent first
                 sent_by_list[slug] = sent_by_list.get(slug, 0) + count
@@ -97,16 +102,16 @@ class NewsletterCollector(Collector):
         yield by_status
 
         sends = GaugeMetricFamily("newsletter_sends", "Sends by status.", labels=["status"])
-        for status, count in f["sends"]:  # type: ignore[attr-defined]
+        for status, count in f.sends:
             sends.add_metric([status], count)
         yield sends
 
-        yield _duration_histogram(f["durations"])  # type: ignore[arg-type]
+        yield _duration_histogram(f.durations)
 
         subscribers = GaugeMetricFamily(
             "newsletter_subscriptions", "Subscriptions by list and status.", labels=["list", "status"]
         )
-        for slug, status, count in f["subscribers"]:  # type: ignore[attr-defined]
+        for slug, status, count in f.subscribers:
             subscribers.add_metric([slug, status], count)
         yield subscribers
 
@@ -116,7 +121,7 @@ class NewsletterCollector(Collector):
             labels=["kind"],
         )
         for kind in BOUNCE_KINDS:
-            bounces.add_metric([kind], dict(f["bounces"]).get(kind, 0))  # type: ignore[call-overload]
+            bounces.add_metric([kind], dict(f.bounces).get(kind, 0))
         yield bounces
 
         up = GaugeMetricFamily("newsletter_broker_up", "1 when the broker (Redis) answered this scrape.")
@@ -132,13 +137,14 @@ class NewsletterCollector(Collector):
         yield up
 
 
-def _duration_histogram(rows: list[tuple[str, object, object]]) -> HistogramMetricFamily:
+def _duration_histogram(rows: Sequence[tuple[str, datetime | None, datetime | None]]) -> HistogramMetricFamily:
     histogram = HistogramMetricFamily(
         "newsletter_send_duration_seconds", "Time from a send's start to its finish, by list.", labels=["list"]
     )
     per_list: dict[str, list[float]] = {}
     for slug, started, finished in rows:
-        per_list.setdefault(slug, []).append((finished - started).total_seconds())  # type: ignore[operator]
+        if started is not None and finished is not None:  # the query takes only sends with both
+            per_list.setdefault(slug, []).append((finished - started).total_seconds())
     for slug, values in sorted(per_list.items()):
         buckets = [(str(b), sum(1 for v in values if v <= b)) for b in DURATION_BUCKETS]
         buckets.append(("+Inf", len(values)))
