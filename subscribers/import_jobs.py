@@ -208,6 +208,21 @@ def run_job(sessions: sessionmaker[Session], job_id: int, *, batch_size: int = i
     nothing imported); nothing is raised for it, so this can run in a background thread.
     Raises NotFound only for an unknown job id. A job that is not queued is returned as it is.
     """
+    job, started, slug = _mark_running(sessions, job_id)
+    if not started:
+        return job
+    _start_progress(job)
+    report = _Report()
+    summary, error = _import_file(sessions, job, slug, report, batch_size)
+    rows_read = _live_progress(job_id) or 0
+    try:
+        return _record_outcome(sessions, job, summary, error, report, rows_read)
+    finally:
+        _clear_progress(job_id)
+
+
+def _mark_running(sessions: sessionmaker[Session], job_id: int) -> tuple[ImportJob, bool, str | None]:
+    """Mark the job running if it is queued: the job, whether this call started it, and its list's slug."""
     with transaction(sessions) as session:
         started = session.execute(
             update(ImportJob)
@@ -219,13 +234,18 @@ def run_job(sessions: sessionmaker[Session], job_id: int, *, batch_size: int = i
         if job is None:
             raise NotFound(f"no import job {job_id}")
         if not started:
-            return job
+            return job, False, None
         slug = session.scalar(select(MailingList.slug).where(MailingList.id == job.list_id))
         if slug is not None:
             _remember_slug(job.list_id, slug)
-        path, filename, confirmed = Path(job.path), job.filename, job.confirmed
-    _start_progress(job)
-    report = _Report()
+        return job, True, slug
+
+
+def _import_file(
+    sessions: sessionmaker[Session], job: ImportJob, slug: str | None, report: _Report, batch_size: int
+) -> tuple[importing.ImportSummary | None, str | None]:
+    """Import the job's file in one transaction, then delete the file: the summary, or the error to record."""
+    job_id, path, filename, confirmed = job.id, Path(job.path), job.filename, job.confirmed
     summary: importing.ImportSummary | None = None
     error: str | None = None
     try:
@@ -247,8 +267,19 @@ def run_job(sessions: sessionmaker[Session], job_id: int, *, batch_size: int = i
         error = f"the import failed unexpectedly: {type(exc).__name__}: {exc}"
     finally:
         path.unlink(missing_ok=True)
-    rows_read = _live_progress(job_id) or 0
+    return summary, error
 
+
+def _record_outcome(
+    sessions: sessionmaker[Session],
+    job: ImportJob,
+    summary: importing.ImportSummary | None,
+    error: str | None,
+    report: _Report,
+    rows_read: int,
+) -> ImportJob:
+    """Store how the job ended (finished with its counts and report, or failed with its error); return it."""
+    job_id = job.id
     try:
         with transaction(sessions) as session:
             stored = session.get(ImportJob, job_id)
@@ -271,8 +302,6 @@ def run_job(sessions: sessionmaker[Session], job_id: int, *, batch_size: int = i
                 job.error = error
     except Exception:  # the database went away: the job stays "running" until fail_interrupted_jobs
         log.exception("import job %s: could not record its outcome", job_id)
-    finally:
-        _clear_progress(job_id)
     return job
 
 
