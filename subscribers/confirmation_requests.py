@@ -37,7 +37,7 @@ from sqlalchemy import and_, case, exists, func, insert, literal, not_, or_, sel
 from sqlalchemy.orm import Session
 
 from newsletter.errors import InvalidInput, NotFound
-from newsletter.store.db import id_ranges, insert_on_conflict_ignore
+from newsletter.store.db import id_ranges, insert_on_conflict_ignore, rowcount
 from newsletter.store.models import (
     CONFIRMATION_MAIL_STATUSES,
     ConfirmationMail,
@@ -248,12 +248,14 @@ def finish_if_done(session: Session, run_id: int) -> bool:
     """Mark the run finished once no row is left to mail. Returns whether it did."""
     still_open = exists().where(ConfirmationMail.run_id == run_id, ConfirmationMail.status.in_(_OPEN))
     return bool(
-        session.execute(
-            update(ConfirmationRun)
-            .where(ConfirmationRun.id == run_id, ConfirmationRun.status == "sending", not_(still_open))
-            .values(finished_at=utcnow(), status="finished")
-            .execution_options(synchronize_session=False)
-        ).rowcount
+        rowcount(
+            session.execute(
+                update(ConfirmationRun)
+                .where(ConfirmationRun.id == run_id, ConfirmationRun.status == "sending", not_(still_open))
+                .values(finished_at=utcnow(), status="finished")
+                .execution_options(synchronize_session=False)
+            )
+        )
     )
 
 
@@ -499,12 +501,16 @@ def hand_over(session: Session, row_id: int, me: str) -> Handoff:
         if reason
         else {"status": "sending", "updated_at": now}
     )
-    changed = session.execute(
-        update(ConfirmationMail)
-        .where(ConfirmationMail.id == row_id, ConfirmationMail.claimed_by == me, ConfirmationMail.status == "pending")
-        .values(**values)
-        .execution_options(synchronize_session=False)
-    ).rowcount
+    changed = rowcount(
+        session.execute(
+            update(ConfirmationMail)
+            .where(
+                ConfirmationMail.id == row_id, ConfirmationMail.claimed_by == me, ConfirmationMail.status == "pending"
+            )
+            .values(**values)
+            .execution_options(synchronize_session=False)
+        )
+    )
     if not changed:
         return Handoff.LOST
     return Handoff.SKIPPED if reason else Handoff.GO

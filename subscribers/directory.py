@@ -21,10 +21,11 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import delete, exists, func, or_, select, update
+from sqlalchemy import ColumnElement, ScalarSelect, delete, exists, func, or_, select, update
 from sqlalchemy.orm import Session
 
 from newsletter.errors import Conflict, InvalidInput, NotFound
+from newsletter.store.db import rowcount
 from newsletter.store.models import (
     SUBSCRIPTION_STATUSES,
     BounceEvent,
@@ -120,11 +121,11 @@ class Page:
         }
 
 
-def _not_erased():  # type: ignore[no-untyped-def]
+def _not_erased() -> ColumnElement[bool]:
     return Subscriber.email.not_like(f"%@{ERASED_DOMAIN}")
 
 
-def _erased_count():  # type: ignore[no-untyped-def]
+def _erased_count() -> ScalarSelect[int]:
     # A range on the unique email index first: only addresses starting "erased-" are looked at.
     return (
         select(func.count())
@@ -447,12 +448,14 @@ def delete_subscriber(session: Session, subscriber_id: int, *, erase: bool = Fal
         .values(status="skipped", claimed_by=None, claim_expires=None, updated_at=now)
         .execution_options(synchronize_session=False)
     )
-    logged = session.execute(
-        update(Delivery)
-        .where(Delivery.subscriber_id == subscriber.id)
-        .values(email=ERASED_EMAIL, smtp_reply=None, updated_at=now)
-        .execution_options(synchronize_session=False)
-    ).rowcount
+    logged = rowcount(
+        session.execute(
+            update(Delivery)
+            .where(Delivery.subscriber_id == subscriber.id)
+            .values(email=ERASED_EMAIL, smtp_reply=None, updated_at=now)
+            .execution_options(synchronize_session=False)
+        )
+    )
     if logged:
         subscriber.email = f"erased-{subscriber.id}@{ERASED_DOMAIN}"
         subscriber.name = ""

@@ -20,6 +20,7 @@ import io
 import logging
 import secrets
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -27,7 +28,7 @@ from sqlalchemy import select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from newsletter.errors import InvalidInput, NotFound
-from newsletter.store.db import transaction
+from newsletter.store.db import rowcount, transaction
 from newsletter.store.models import ImportJob, MailingList, utcnow
 from subscribers import csv_cells, importing
 from subscribers.lists import get_list
@@ -180,7 +181,7 @@ def check_header(path: Path, source: str) -> list[str]:
         text = codecs.getincrementaldecoder("utf-8-sig")().decode(head[: exc.start], final=False)
     last_line = ""
 
-    def lines():  # type: ignore[no-untyped-def]
+    def lines() -> Iterator[str]:
         nonlocal last_line
         for line in io.StringIO(text, newline=""):
             last_line = line
@@ -191,7 +192,7 @@ def check_header(path: Path, source: str) -> list[str]:
     except csv.Error as exc:
         raise InvalidInput(f"unreadable CSV: {exc}", where=where) from None
     complete = header is not None and (last_line.endswith(("\n", "\r")) or (whole and bad is None))
-    if not complete:
+    if header is None or not complete:
         if bad is not None:
             raise InvalidInput(f"not valid UTF-8 ({bad.reason} at byte {bad.start})", where=where)
         if header is None and whole:
@@ -224,12 +225,14 @@ def run_job(sessions: sessionmaker[Session], job_id: int, *, batch_size: int = i
 def _mark_running(sessions: sessionmaker[Session], job_id: int) -> tuple[ImportJob, bool, str | None]:
     """Mark the job running if it is queued: the job, whether this call started it, and its list's slug."""
     with transaction(sessions) as session:
-        started = session.execute(
-            update(ImportJob)
-            .where(ImportJob.id == job_id, ImportJob.status == "queued")
-            .values(status="running", started_at=utcnow(), rows_read=0)
-            .execution_options(synchronize_session=False)
-        ).rowcount
+        started = rowcount(
+            session.execute(
+                update(ImportJob)
+                .where(ImportJob.id == job_id, ImportJob.status == "queued")
+                .values(status="running", started_at=utcnow(), rows_read=0)
+                .execution_options(synchronize_session=False)
+            )
+        )
         job = session.get(ImportJob, job_id)
         if job is None:
             raise NotFound(f"no import job {job_id}")

@@ -8,6 +8,7 @@ from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
 from newsletter.errors import InvalidInput, NotFound
+from newsletter.store.db import rowcount
 from newsletter.store.models import SUPPRESSION_REASONS, Suppression
 from subscribers.addresses import normalise_email
 
@@ -29,7 +30,7 @@ def suppress(session: Session, email: str, *, reason: str = "admin", note: str =
 def unsuppress(session: Session, email: str) -> None:
     """Lift a suppression. Raises NotFound when the address is not suppressed, InvalidInput for a bad address."""
     address = normalise_email(email)
-    if session.execute(delete(Suppression).where(Suppression.email == address)).rowcount == 0:
+    if rowcount(session.execute(delete(Suppression).where(Suppression.email == address))) == 0:
         raise NotFound(f"{address} is not suppressed")
 
 
