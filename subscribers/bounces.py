@@ -476,7 +476,8 @@ def _suppress(session: Session, address: str, reason: str, note: str) -> str | N
 def _lists_of(session: Session, delivery: Delivery | None, list_id: int | None) -> list[int] | None:
     """The list an event is about: the delivery's send's, or the one given; None means every list."""
     if delivery is not None:
-        return [session.scalar(select(Send.list_id).where(Send.id == delivery.send_id))]  # type: ignore[list-item]
+        send_list = session.scalar(select(Send.list_id).where(Send.id == delivery.send_id))
+        return [] if send_list is None else [send_list]  # a delivery's send always exists (foreign key)
     if list_id is not None:
         return [list_id]
     return None

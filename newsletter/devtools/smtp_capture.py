@@ -309,7 +309,7 @@ class _Handler:
         limit = self.capture.disconnect_after
         if limit is not None:
             count = getattr(session, "newsletter_captured", 0) + 1
-            session.newsletter_captured = count  # type: ignore[attr-defined]
+            session.newsletter_captured = count  # type: ignore[attr-defined]  # our counter, kept on aiosmtpd's Session
             if count >= limit and server.transport is not None:
                 # After the reply below is written: close() flushes it, then sends FIN.
                 asyncio.get_running_loop().call_soon(server.transport.close)
