@@ -22,7 +22,7 @@ from __future__ import annotations
 import json
 import logging
 import re
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any
 from urllib.parse import urlencode
 
@@ -203,16 +203,28 @@ def install(app: FastAPI, *, admin_forbidden: Callable[[Request, Forbidden], Res
     ``admin_forbidden`` makes the 403 page under /admin/ (the admin UI's own page, with its
     navigation and a way back); without it the subscriber pages' error page is shown.
     """
+    app.exception_handler(Unauthenticated)(_unauthenticated)
+    app.exception_handler(Forbidden)(_forbidden_handler(admin_forbidden))
+    app.exception_handler(NewsletterError)(_domain_error)
+    app.exception_handler(TooManyRequests)(_too_many)
+    app.exception_handler(Unavailable)(_unavailable)
+    app.exception_handler(RequestValidationError)(_bad_request)
+    app.exception_handler(BodyTooLarge)(_body_too_large)
+    app.exception_handler(StarletteHTTPException)(_http_error)
+    app.exception_handler(Exception)(_crash)
 
-    @app.exception_handler(Unauthenticated)
-    async def unauthenticated(request: Request, exc: Unauthenticated) -> Response:
-        if is_api(request):
-            return json_error(401, str(exc), headers={"WWW-Authenticate": "Bearer"})
-        if is_admin(request):
-            return RedirectResponse(_login_url(request), status_code=303)
-        return error_page(request, 401)
 
-    @app.exception_handler(Forbidden)
+async def _unauthenticated(request: Request, exc: Unauthenticated) -> Response:
+    if is_api(request):
+        return json_error(401, str(exc), headers={"WWW-Authenticate": "Bearer"})
+    if is_admin(request):
+        return RedirectResponse(_login_url(request), status_code=303)
+    return error_page(request, 401)
+
+
+def _forbidden_handler(
+    admin_forbidden: Callable[[Request, Forbidden], Response] | None,
+) -> Callable[[Request, Forbidden], Awaitable[Response]]:
     async def forbidden(request: Request, exc: Forbidden) -> Response:
         if is_api(request):
             return json_error(403, str(exc))
@@ -220,68 +232,71 @@ def install(app: FastAPI, *, admin_forbidden: Callable[[Request, Forbidden], Res
             return admin_forbidden(request, exc)
         return error_page(request, 403, message=str(exc))
 
-    @app.exception_handler(NewsletterError)
-    async def domain_error_any(request: Request, exc: NewsletterError) -> Response:
-        if is_api(request):
-            status = status_for(exc)
-            if status == 500:
-                log.error("unexpected error on %s: %s", request.url.path, exc)
-                return json_error(500, "internal error; see the server log")
-            if isinstance(exc, InvalidInput):
-                return json_error(status, exc.message, field=exc.where)
-            return json_error(status, str(exc), headers={"Retry-After": "60"} if status == 503 else None)
-        return await domain_error(request, exc)
+    return forbidden
 
-    async def domain_error(request: Request, exc: NewsletterError) -> HTMLResponse:
+
+async def _domain_error(request: Request, exc: NewsletterError) -> Response:
+    if is_api(request):
         status = status_for(exc)
         if status == 500:
             log.error("unexpected error on %s: %s", request.url.path, exc)
-        message = str(exc.message) if isinstance(exc, InvalidInput) else str(exc)
-        return error_page(
-            request,
-            status,
-            message=message if status in (400, 409) else None,
-            subscribe_slug=exc.list_slug if isinstance(exc, LinkExpired) else None,
-        )
+            return json_error(500, "internal error; see the server log")
+        if isinstance(exc, InvalidInput):
+            return json_error(status, exc.message, field=exc.where)
+        return json_error(status, str(exc), headers={"Retry-After": "60"} if status == 503 else None)
+    return _domain_error_page(request, exc)
 
-    @app.exception_handler(TooManyRequests)
-    async def too_many(request: Request, exc: TooManyRequests) -> Response:
-        if is_api(request):
-            return json_error(429, "too many requests", headers={"Retry-After": str(exc.retry_after)})
-        return error_page(
-            request,
-            429,
-            headers={"Retry-After": str(exc.retry_after)},
-            message=f"please wait about {max(1, round(exc.retry_after / 60))} minutes and try again",
-        )
 
-    @app.exception_handler(Unavailable)
-    async def unavailable(request: Request, exc: Unavailable) -> Response:
-        log.error("service unavailable on %s: %s", request.url.path, exc)
-        if is_api(request):
-            return json_error(503, str(exc), headers={"Retry-After": "60"})
-        return error_page(request, 503, headers={"Retry-After": "60"})
+def _domain_error_page(request: Request, exc: NewsletterError) -> HTMLResponse:
+    status = status_for(exc)
+    if status == 500:
+        log.error("unexpected error on %s: %s", request.url.path, exc)
+    message = str(exc.message) if isinstance(exc, InvalidInput) else str(exc)
+    return error_page(
+        request,
+        status,
+        message=message if status in (400, 409) else None,
+        subscribe_slug=exc.list_slug if isinstance(exc, LinkExpired) else None,
+    )
 
-    @app.exception_handler(RequestValidationError)
-    async def bad_request(request: Request, exc: RequestValidationError) -> Response:
-        if is_api(request):
-            field, message = validation_error(exc)
-            return json_error(422, message, field=field)
-        return error_page(request, 400, message="this request is not one we understand")
 
-    @app.exception_handler(BodyTooLarge)
-    async def body_too_large(request: Request, exc: BodyTooLarge) -> Response:
-        return too_large(request, exc)
+async def _too_many(request: Request, exc: TooManyRequests) -> Response:
+    if is_api(request):
+        return json_error(429, "too many requests", headers={"Retry-After": str(exc.retry_after)})
+    return error_page(
+        request,
+        429,
+        headers={"Retry-After": str(exc.retry_after)},
+        message=f"please wait about {max(1, round(exc.retry_after / 60))} minutes and try again",
+    )
 
-    @app.exception_handler(StarletteHTTPException)
-    async def http_error(request: Request, exc: StarletteHTTPException) -> Response:
-        if is_api(request):
-            return json_error(exc.status_code, str(exc.detail), headers=dict(exc.headers or {}))
-        return error_page(request, exc.status_code, headers=dict(exc.headers or {}))
 
-    @app.exception_handler(Exception)
-    async def crash(request: Request, exc: Exception) -> Response:
-        log.exception("error on %s", request.url.path)
-        if is_api(request):
-            return json_error(500, "internal error; see the server log", headers=response_headers(request))
-        return error_page(request, 500, headers=response_headers(request))
+async def _unavailable(request: Request, exc: Unavailable) -> Response:
+    log.error("service unavailable on %s: %s", request.url.path, exc)
+    if is_api(request):
+        return json_error(503, str(exc), headers={"Retry-After": "60"})
+    return error_page(request, 503, headers={"Retry-After": "60"})
+
+
+async def _bad_request(request: Request, exc: RequestValidationError) -> Response:
+    if is_api(request):
+        field, message = validation_error(exc)
+        return json_error(422, message, field=field)
+    return error_page(request, 400, message="this request is not one we understand")
+
+
+async def _body_too_large(request: Request, exc: BodyTooLarge) -> Response:
+    return too_large(request, exc)
+
+
+async def _http_error(request: Request, exc: StarletteHTTPException) -> Response:
+    if is_api(request):
+        return json_error(exc.status_code, str(exc.detail), headers=dict(exc.headers or {}))
+    return error_page(request, exc.status_code, headers=dict(exc.headers or {}))
+
+
+async def _crash(request: Request, exc: Exception) -> Response:
+    log.exception("error on %s", request.url.path)
+    if is_api(request):
+        return json_error(500, "internal error; see the server log", headers=response_headers(request))
+    return error_page(request, 500, headers=response_headers(request))
