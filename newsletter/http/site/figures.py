@@ -76,54 +76,15 @@ class NewsletterCollector(Collector):
 
     def collect(self) -> Iterator[Metric]:
         f = self._read()
-        sent = CounterMetricFamily(
-            "newsletter_messages_sent", "Messages the SMTP server accepted, by list.", labels=["list"]
-        )
-        failed = CounterMetricFamily(
-            "newsletter_messages_failed", "Deliveries that failed for good, by list.", labels=["list"]
-        )
-        by_status = GaugeMetricFamily(
-            "newsletter_deliveries", "Delivery log rows by list and status.", labels=["list", "status"]
-        )
-        sent_by_list: dict[str, int] = {}
-        failed_by_list: dict[str, int] = {}
-        for slug, status, count in f.deliveries:
-            by_status.add_metric([slug, status], count)
-            if status in ("sent", "bounced"):  # a bounced message was sent first
-                sent_by_list[slug] = sent_by_list.get(slug, 0) + count
-            elif status == "failed":
-                failed_by_list[slug] = failed_by_list.get(slug, 0) + count
-        for slug, count in sorted(sent_by_list.items()):
-            sent.add_metric([slug], count)
-        for slug, count in sorted(failed_by_list.items()):
-            failed.add_metric([slug], count)
-        yield sent
-        yield failed
-        yield by_status
-
-        sends = GaugeMetricFamily("newsletter_sends", "Sends by status.", labels=["status"])
-        for status, count in f.sends:
-            sends.add_metric([status], count)
-        yield sends
-
+        yield from _delivery_metrics(f.deliveries)
+        yield _sends_gauge(f.sends)
         yield _duration_histogram(f.durations)
+        yield _subscriptions_gauge(f.subscribers)
+        yield _bounces_counter(f.bounces)
+        yield from self._broker_metrics()
 
-        subscribers = GaugeMetricFamily(
-            "newsletter_subscriptions", "Subscriptions by list and status.", labels=["list", "status"]
-        )
-        for slug, status, count in f.subscribers:
-            subscribers.add_metric([slug, status], count)
-        yield subscribers
-
-        bounces = CounterMetricFamily(
-            "newsletter_bounce_events",
-            "Bounces, delay warnings, complaints and mailed unsubscribes received.",
-            labels=["kind"],
-        )
-        for kind in BOUNCE_KINDS:
-            bounces.add_metric([kind], dict(f.bounces).get(kind, 0))
-        yield bounces
-
+    def _broker_metrics(self) -> Iterator[Metric]:
+        """The queue's depth when the broker answers, and whether it did."""
         up = GaugeMetricFamily("newsletter_broker_up", "1 when the broker (Redis) answered this scrape.")
         try:
             depth = self.queue_depth()
@@ -135,6 +96,61 @@ class NewsletterCollector(Collector):
             queue.add_metric([], depth)
             yield queue
         yield up
+
+
+def _delivery_metrics(rows: Sequence[tuple[str, str, int]]) -> tuple[Metric, Metric, Metric]:
+    """Messages sent and failed for good by list (counters), and delivery log rows by list and status."""
+    sent = CounterMetricFamily(
+        "newsletter_messages_sent", "Messages the SMTP server accepted, by list.", labels=["list"]
+    )
+    failed = CounterMetricFamily(
+        "newsletter_messages_failed", "Deliveries that failed for good, by list.", labels=["list"]
+    )
+    by_status = GaugeMetricFamily(
+        "newsletter_deliveries", "Delivery log rows by list and status.", labels=["list", "status"]
+    )
+    sent_by_list: dict[str, int] = {}
+    failed_by_list: dict[str, int] = {}
+    for slug, status, count in rows:
+        by_status.add_metric([slug, status], count)
+        if status in ("sent", "bounced"):  # a bounced message was sent first
+            sent_by_list[slug] = sent_by_list.get(slug, 0) + count
+        elif status == "failed":
+            failed_by_list[slug] = failed_by_list.get(slug, 0) + count
+    for slug, count in sorted(sent_by_list.items()):
+        sent.add_metric([slug], count)
+    for slug, count in sorted(failed_by_list.items()):
+        failed.add_metric([slug], count)
+    return sent, failed, by_status
+
+
+def _sends_gauge(rows: Sequence[tuple[str, int]]) -> GaugeMetricFamily:
+    sends = GaugeMetricFamily("newsletter_sends", "Sends by status.", labels=["status"])
+    for status, count in rows:
+        sends.add_metric([status], count)
+    return sends
+
+
+def _subscriptions_gauge(rows: Sequence[tuple[str, str, int]]) -> GaugeMetricFamily:
+    subscribers = GaugeMetricFamily(
+        "newsletter_subscriptions", "Subscriptions by list and status.", labels=["list", "status"]
+    )
+    for slug, status, count in rows:
+        subscribers.add_metric([slug, status], count)
+    return subscribers
+
+
+def _bounces_counter(rows: Sequence[tuple[str, int]]) -> CounterMetricFamily:
+    """Every kind is listed, 0 for a kind never received."""
+    bounces = CounterMetricFamily(
+        "newsletter_bounce_events",
+        "Bounces, delay warnings, complaints and mailed unsubscribes received.",
+        labels=["kind"],
+    )
+    counts = dict(rows)
+    for kind in BOUNCE_KINDS:
+        bounces.add_metric([kind], counts.get(kind, 0))
+    return bounces
 
 
 def _duration_histogram(rows: Sequence[tuple[str, datetime | None, datetime | None]]) -> HistogramMetricFamily:
