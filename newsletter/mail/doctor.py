@@ -25,6 +25,7 @@ import urllib.error
 import urllib.request
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from cryptography.hazmat.primitives.asymmetric import rsa
 
@@ -170,8 +171,16 @@ def _check_dkim(report: Report, settings: Settings, dns_record: str | None) -> r
         )
         return None
     report.add("DKIM signing", OK, f"d={dkim.domain} s={dkim.selector}")
+    key = _check_dkim_key(report, dkim.private_key_file)
+    if key is not None:
+        _check_dkim_record(report, dkim_keys.record_name(dkim.selector, dkim.domain), dns_record, key)
+    return key
+
+
+def _check_dkim_key(report: Report, path: Path) -> rsa.RSAPrivateKey | None:
+    """The signing key, if it loads; its size and the file's mode are checked."""
     try:
-        key = dkim_keys.load_private_key(dkim.private_key_file)
+        key = dkim_keys.load_private_key(path)
     except dkim_keys.KeyProblem as exc:
         report.add(
             "DKIM key",
@@ -180,8 +189,8 @@ def _check_dkim(report: Report, settings: Settings, dns_record: str | None) -> r
             "point NEWSLETTER_DKIM_PRIVATE_KEY_FILE at the PEM RSA key `newsletter dkim keygen` wrote",
         )
         return None
-    mode = stat.S_IMODE(dkim.private_key_file.stat().st_mode)
-    detail = f"{dkim.private_key_file}: {key.key_size}-bit RSA, mode {mode:04o}"
+    mode = stat.S_IMODE(path.stat().st_mode)
+    detail = f"{path}: {key.key_size}-bit RSA, mode {mode:04o}"
     if key.key_size < dkim_keys.RECOMMENDED_BITS:
         report.add(
             "DKIM key",
@@ -191,10 +200,14 @@ def _check_dkim(report: Report, settings: Settings, dns_record: str | None) -> r
             "publish it, then switch",
         )
     elif mode & 0o077:
-        report.add("DKIM key", WARN, detail + "; readable by other users", f"chmod 600 {dkim.private_key_file}")
+        report.add("DKIM key", WARN, detail + "; readable by other users", f"chmod 600 {path}")
     else:
         report.add("DKIM key", OK, detail)
-    name = dkim_keys.record_name(dkim.selector, dkim.domain)
+    return key
+
+
+def _check_dkim_record(report: Report, name: str, dns_record: str | None, key: rsa.RSAPrivateKey) -> None:
+    """The published record at ``name``, when given, against the key (no DNS lookups are made)."""
     if dns_record is None:
         report.add(
             "DKIM DNS record",
@@ -202,24 +215,21 @@ def _check_dkim(report: Report, settings: Settings, dns_record: str | None) -> r
             f"not compared (no DNS lookups): publish the record below at {name}",
             "give the published value with --dns-record to compare it with the key",
         )
+        return
+    try:
+        matches = dkim_keys.record_matches(dns_record, key)
+    except InvalidInput as exc:
+        report.add("DKIM DNS record", MISSING, f"--dns-record: {exc.message}", f"publish the record below at {name}")
+        return
+    if matches:
+        report.add("DKIM DNS record", OK, f"the given record at {name} carries this key's public half")
     else:
-        try:
-            matches = dkim_keys.record_matches(dns_record, key)
-        except InvalidInput as exc:
-            report.add(
-                "DKIM DNS record", MISSING, f"--dns-record: {exc.message}", f"publish the record below at {name}"
-            )
-        else:
-            if matches:
-                report.add("DKIM DNS record", OK, f"the given record at {name} carries this key's public half")
-            else:
-                report.add(
-                    "DKIM DNS record",
-                    MISSING,
-                    "the given record does not match the private key",
-                    f"publish the record below at {name} (receivers would reject every signature)",
-                )
-    return key
+        report.add(
+            "DKIM DNS record",
+            MISSING,
+            "the given record does not match the private key",
+            f"publish the record below at {name} (receivers would reject every signature)",
+        )
 
 
 def _check_lists(report: Report, lists: Sequence[ListSender] | None, problem: str | None) -> dict[str, list[str]]:
