@@ -1,13 +1,16 @@
 """The data model (see shared DESIGN.md's words): tables for SQLite and PostgreSQL alike.
 
 Statuses are short strings with CHECK constraints rather than native enums, so a later
-migration can add a status on both databases with the same small change.
+migration can add a status on both databases with the same small change. In Python they are the
+StrEnums of ``store.states``: a state column reads back as its enum's member, and each CHECK
+constraint's value list is derived from the enum.
 """
 
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Any
+from enum import StrEnum
+from typing import Any, TypeVar
 
 from sqlalchemy import (
     JSON,
@@ -30,18 +33,32 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-SUBSCRIPTION_STATUSES = ("unconfirmed", "confirmed", "unsubscribed")
-SUPPRESSION_REASONS = ("hard_bounce", "soft_bounce", "complaint", "unsubscribed_all", "admin")
-ISSUE_STATUSES = ("draft", "ready", "sent")
-SEND_STATUSES = ("scheduled", "sending", "paused", "finished", "cancelled")
-SEND_AUDIENCES = ("all", "new")  # every confirmed subscriber, or only those who got no copy of the issue yet
-DELIVERY_STATUSES = ("pending", "sent", "failed", "skipped", "bounced", "cancelled")
-ROLES = ("admin", "editor")
-IMPORT_STATUSES = ("queued", "running", "finished", "failed")
-CONFIRMATION_RUN_STATUSES = ("sending", "finished")
-# "sending": handed to the SMTP server right now; a row left so by a dead worker is never retried (it may have gone out).
-CONFIRMATION_MAIL_STATUSES = ("pending", "sending", "sent", "failed", "skipped")
-BOUNCE_KINDS = ("hard", "soft", "delayed", "complaint", "unsubscribe")
+from newsletter.store.states import (
+    BounceKind,
+    ConfirmationMailStatus,
+    ConfirmationRunStatus,
+    DeliveryStatus,
+    ImportStatus,
+    IssueStatus,
+    Role,
+    SendAudience,
+    SendStatus,
+    SubscriptionStatus,
+    SuppressionReason,
+)
+
+# The value lists as tuples, for code not yet moved to the enums.
+SUBSCRIPTION_STATUSES = tuple(SubscriptionStatus)
+SUPPRESSION_REASONS = tuple(SuppressionReason)
+ISSUE_STATUSES = tuple(IssueStatus)
+SEND_STATUSES = tuple(SendStatus)
+SEND_AUDIENCES = tuple(SendAudience)
+DELIVERY_STATUSES = tuple(DeliveryStatus)
+ROLES = tuple(Role)
+IMPORT_STATUSES = tuple(ImportStatus)
+CONFIRMATION_RUN_STATUSES = tuple(ConfirmationRunStatus)
+CONFIRMATION_MAIL_STATUSES = tuple(ConfirmationMailStatus)
+BOUNCE_KINDS = tuple(BounceKind)
 
 # BigInteger ids on PostgreSQL; SQLite needs plain INTEGER for its rowid alias.
 Id = BigInteger().with_variant(Integer(), "sqlite")
@@ -72,7 +89,27 @@ class UTCDateTime(TypeDecorator[datetime]):
         return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
-def _check_in(column: str, values: tuple[str, ...], name: str) -> CheckConstraint:
+E = TypeVar("E", bound=StrEnum)
+
+
+class State(TypeDecorator[E]):
+    """A short string column holding one of ``enum``'s values; it reads back as the enum's member."""
+
+    impl = String
+    cache_ok = True
+
+    def __init__(self, enum: type[E], length: int = 16) -> None:
+        super().__init__(length)
+        self.enum = enum
+
+    def process_bind_param(self, value: E | str | None, dialect: Any) -> str | None:
+        return None if value is None else str(value)
+
+    def process_result_value(self, value: str | None, dialect: Any) -> E | None:
+        return None if value is None else self.enum(value)
+
+
+def _check_in(column: str, values: type[StrEnum], name: str) -> CheckConstraint:
     allowed = ", ".join(f"'{v}'" for v in values)
     return CheckConstraint(f"{column} IN ({allowed})", name=name)
 
@@ -129,7 +166,7 @@ class Subscription(Base):
     __mapper_args__ = {"eager_defaults": False}  # server defaults are read when first used, not RETURNed
     __table_args__ = (
         UniqueConstraint("list_id", "subscriber_id", name="uq_subscriptions_list_subscriber"),
-        _check_in("status", SUBSCRIPTION_STATUSES, "status"),
+        _check_in("status", SubscriptionStatus, "status"),
         Index("ix_subscriptions_list_status", "list_id", "status"),
         Index("ix_subscriptions_subscriber", "subscriber_id"),
     )
@@ -137,7 +174,7 @@ class Subscription(Base):
     id: Mapped[int] = mapped_column(Id, primary_key=True)
     list_id: Mapped[int] = mapped_column(ForeignKey("mailing_lists.id", ondelete="CASCADE"))
     subscriber_id: Mapped[int] = mapped_column(ForeignKey("subscribers.id", ondelete="CASCADE"))
-    status: Mapped[str] = mapped_column(String(16))
+    status: Mapped[SubscriptionStatus] = mapped_column(State(SubscriptionStatus))
     # Consent record: how and when the subscriber asked, confirmed, and left.
     source: Mapped[str] = mapped_column(String(32))  # "form", "import", "admin", "api"
     ip: Mapped[str | None] = mapped_column(String(64))
@@ -160,11 +197,11 @@ class Suppression(Base):
     """An address that must never be mailed, on any list."""
 
     __tablename__ = "suppressions"
-    __table_args__ = (_check_in("reason", SUPPRESSION_REASONS, "reason"),)
+    __table_args__ = (_check_in("reason", SuppressionReason, "reason"),)
 
     id: Mapped[int] = mapped_column(Id, primary_key=True)
     email: Mapped[str] = mapped_column(String(320), unique=True)
-    reason: Mapped[str] = mapped_column(String(32))
+    reason: Mapped[SuppressionReason] = mapped_column(State(SuppressionReason, 32))
     note: Mapped[str] = mapped_column(Text, default="")
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
@@ -173,7 +210,7 @@ class Issue(Base):
     """One edition of a newsletter, written for one list."""
 
     __tablename__ = "issues"
-    __table_args__ = (_check_in("status", ISSUE_STATUSES, "status"), Index("ix_issues_list", "list_id"))
+    __table_args__ = (_check_in("status", IssueStatus, "status"), Index("ix_issues_list", "list_id"))
 
     id: Mapped[int] = mapped_column(Id, primary_key=True)
     list_id: Mapped[int] = mapped_column(ForeignKey("mailing_lists.id", ondelete="RESTRICT"))
@@ -181,7 +218,7 @@ class Issue(Base):
     preheader: Mapped[str] = mapped_column(String(500), default="")
     body_markdown: Mapped[str] = mapped_column(Text)
     template: Mapped[str] = mapped_column(String(100), default="issue")
-    status: Mapped[str] = mapped_column(String(16), default="draft")
+    status: Mapped[IssueStatus] = mapped_column(State(IssueStatus), default=IssueStatus.DRAFT)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
 
@@ -192,17 +229,17 @@ class Send(Base):
     __tablename__ = "sends"
     __mapper_args__ = {"eager_defaults": False}  # server defaults are read when first used, not RETURNed
     __table_args__ = (
-        _check_in("status", SEND_STATUSES, "status"),
-        _check_in("audience", SEND_AUDIENCES, "audience"),
+        _check_in("status", SendStatus, "status"),
+        _check_in("audience", SendAudience, "audience"),
         Index("ix_sends_status_scheduled", "status", "scheduled_at"),
     )
 
     id: Mapped[int] = mapped_column(Id, primary_key=True)
     issue_id: Mapped[int] = mapped_column(ForeignKey("issues.id", ondelete="RESTRICT"))
     list_id: Mapped[int] = mapped_column(ForeignKey("mailing_lists.id", ondelete="RESTRICT"))
-    status: Mapped[str] = mapped_column(String(16))
+    status: Mapped[SendStatus] = mapped_column(State(SendStatus))
     # "all": every confirmed, unsuppressed subscriber; "new": only those who got no copy of the issue before.
-    audience: Mapped[str] = mapped_column(String(8), server_default="all")
+    audience: Mapped[SendAudience] = mapped_column(State(SendAudience, 8), server_default=SendAudience.ALL.value)
     subject: Mapped[str] = mapped_column(String(998))
     html: Mapped[str] = mapped_column(Text)  # rendered and CSS-inlined once, personal parts left open
     text: Mapped[str] = mapped_column(Text)
@@ -220,7 +257,7 @@ class Delivery(Base):
     __tablename__ = "deliveries"
     __table_args__ = (
         UniqueConstraint("send_id", "subscriber_id", name="uq_deliveries_send_subscriber"),
-        _check_in("status", DELIVERY_STATUSES, "status"),
+        _check_in("status", DeliveryStatus, "status"),
         Index("ix_deliveries_send_status", "send_id", "status"),
         # Held rows are few at any time: a partial index finds them without scanning a send.
         Index(
@@ -235,7 +272,7 @@ class Delivery(Base):
     send_id: Mapped[int] = mapped_column(ForeignKey("sends.id", ondelete="CASCADE"))
     subscriber_id: Mapped[int] = mapped_column(ForeignKey("subscribers.id", ondelete="CASCADE"))
     email: Mapped[str] = mapped_column(String(320))  # the address it went to, kept for the log
-    status: Mapped[str] = mapped_column(String(16), default="pending")
+    status: Mapped[DeliveryStatus] = mapped_column(State(DeliveryStatus), default=DeliveryStatus.PENDING)
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     smtp_code: Mapped[int | None] = mapped_column(Integer)
     smtp_reply: Mapped[str | None] = mapped_column(Text)
@@ -255,13 +292,15 @@ class ConfirmationRun(Base):
 
     __tablename__ = "confirmation_runs"
     __table_args__ = (
-        _check_in("status", CONFIRMATION_RUN_STATUSES, "status"),
+        _check_in("status", ConfirmationRunStatus, "status"),
         Index("ix_confirmation_runs_list", "list_id", "id"),
     )
 
     id: Mapped[int] = mapped_column(Id, primary_key=True)
     list_id: Mapped[int] = mapped_column(ForeignKey("mailing_lists.id", ondelete="CASCADE"))
-    status: Mapped[str] = mapped_column(String(16), default="sending")
+    status: Mapped[ConfirmationRunStatus] = mapped_column(
+        State(ConfirmationRunStatus), default=ConfirmationRunStatus.SENDING
+    )
     again: Mapped[bool] = mapped_column(Boolean, default=False)  # asked those asked in the last week too
     total: Mapped[int] = mapped_column(Integer, default=0)  # rows queued
     # Who was left out when the run started, and why.
@@ -279,7 +318,7 @@ class ConfirmationMail(Base):
     __tablename__ = "confirmation_mails"
     __table_args__ = (
         UniqueConstraint("run_id", "subscription_id", name="uq_confirmation_mails_run_subscription"),
-        _check_in("status", CONFIRMATION_MAIL_STATUSES, "status"),
+        _check_in("status", ConfirmationMailStatus, "status"),
         Index("ix_confirmation_mails_run_status", "run_id", "status"),
         Index("ix_confirmation_mails_subscription", "subscription_id", "status"),
     )
@@ -289,7 +328,9 @@ class ConfirmationMail(Base):
     # Erasing a subscriber (or the subscription) takes its rows with it.
     subscription_id: Mapped[int] = mapped_column(ForeignKey("subscriptions.id", ondelete="CASCADE"))
     email: Mapped[str] = mapped_column(String(320))  # the address it went to, kept for the log
-    status: Mapped[str] = mapped_column(String(16), default="pending")
+    status: Mapped[ConfirmationMailStatus] = mapped_column(
+        State(ConfirmationMailStatus), default=ConfirmationMailStatus.PENDING
+    )
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     smtp_code: Mapped[int | None] = mapped_column(Integer)
     smtp_reply: Mapped[str | None] = mapped_column(Text)
@@ -306,14 +347,14 @@ class BounceEvent(Base):
 
     __tablename__ = "bounce_events"
     __table_args__ = (
-        _check_in("kind", BOUNCE_KINDS, "kind"),
+        _check_in("kind", BounceKind, "kind"),
         Index("ix_bounce_events_email_kind", "email", "kind", "created_at"),
     )
 
     id: Mapped[int] = mapped_column(Id, primary_key=True)
     email: Mapped[str] = mapped_column(String(320))
     delivery_id: Mapped[int | None] = mapped_column(ForeignKey("deliveries.id", ondelete="SET NULL"))
-    kind: Mapped[str] = mapped_column(String(16))
+    kind: Mapped[BounceKind] = mapped_column(State(BounceKind))
     source: Mapped[str] = mapped_column(String(32))  # "smtp", "ses", "webhook"
     detail: Mapped[str] = mapped_column(Text, default="")
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
@@ -325,12 +366,12 @@ class AdminUser(Base):
     """A person who logs in to the admin UI; the password is kept as a slow salted hash."""
 
     __tablename__ = "admin_users"
-    __table_args__ = (_check_in("role", ROLES, "role"),)
+    __table_args__ = (_check_in("role", Role, "role"),)
 
     id: Mapped[int] = mapped_column(Id, primary_key=True)
     username: Mapped[str] = mapped_column(String(100), unique=True)
     password_hash: Mapped[str] = mapped_column(String(300))
-    role: Mapped[str] = mapped_column(String(16))
+    role: Mapped[Role] = mapped_column(State(Role))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     last_login_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
@@ -352,11 +393,11 @@ class ApiToken(Base):
     """A bearer token for the JSON API; only its SHA-256 is stored."""
 
     __tablename__ = "api_tokens"
-    __table_args__ = (_check_in("role", ROLES, "role"),)
+    __table_args__ = (_check_in("role", Role, "role"),)
 
     id: Mapped[int] = mapped_column(Id, primary_key=True)
     name: Mapped[str] = mapped_column(String(100), unique=True)
-    role: Mapped[str] = mapped_column(String(16))
+    role: Mapped[Role] = mapped_column(State(Role))
     token_hash: Mapped[str] = mapped_column(String(64), unique=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     last_used_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
@@ -367,14 +408,14 @@ class ImportJob(Base):
     """A CSV import running in the background: its progress and the report of rejected rows."""
 
     __tablename__ = "import_jobs"
-    __table_args__ = (_check_in("status", IMPORT_STATUSES, "status"),)
+    __table_args__ = (_check_in("status", ImportStatus, "status"),)
 
     id: Mapped[int] = mapped_column(Id, primary_key=True)
     list_id: Mapped[int] = mapped_column(ForeignKey("mailing_lists.id", ondelete="CASCADE"))
     filename: Mapped[str] = mapped_column(String(300))
     path: Mapped[str] = mapped_column(String(1000))  # the uploaded file, under $NEWSLETTER_VAR_DIR/imports
     confirmed: Mapped[bool] = mapped_column(default=False)
-    status: Mapped[str] = mapped_column(String(16), default="queued")
+    status: Mapped[ImportStatus] = mapped_column(State(ImportStatus), default=ImportStatus.QUEUED)
     size_bytes: Mapped[int] = mapped_column(BigInteger().with_variant(Integer(), "sqlite"), default=0)
     rows_read: Mapped[int] = mapped_column(Integer, default=0)
     imported: Mapped[int] = mapped_column(Integer, default=0)
