@@ -113,31 +113,42 @@ class Broker:
 
 
 class TaskQueue:
-    """Queues Celery tasks by their registered names ("newsletter.deliver_batch", ...) through a
-    client app of its own: whoever enqueues never imports newsletter.worker.
+    """Queues Celery tasks by their registered names ("newsletter.deliver_batch", ...): whoever enqueues
+    never imports newsletter.worker. It implements newsletter.delivery.send_queue.TaskQueue.
 
-    :meth:`send_tasks` raises kombu's OperationalError or OSError when the broker cannot be
-    reached, and ConfigError when the embedded Redis cannot be started.
+    ``app``: the Celery app to send with (the worker's own, so its connection pool is reused);
+    by default a client app of its own on the broker, made on first use.
     """
 
-    def __init__(self, broker: Broker) -> None:
+    def __init__(self, broker: Broker, app: Celery | None = None) -> None:
         self.broker = broker
+        if app is not None:
+            self.__dict__["app"] = app
 
     @cached_property
     def app(self) -> Celery:
         app = celery_app("newsletter-client")
-        app.conf.broker_url = self.broker.celery_url()
+        app.conf.update(broker_url=self.broker.celery_url())
         return app
 
     def send_tasks(self, task: str, calls: Iterable[Sequence[object]]) -> None:
-        """Queue one ``task`` per argument tuple in ``calls``, over one connection."""
+        """Queue one ``task`` per tuple of arguments in ``calls``, over one connection.
+
+        Raises OSError when the broker cannot be reached (kombu's OperationalError becomes a
+        ConnectionError with its message), ConfigError when the embedded Redis cannot be started.
+        """
+        from kombu.exceptions import OperationalError
+
         app = self.app
-        with app.producer_or_acquire() as producer:
-            for args in calls:
-                app.send_task(task, tuple(args), producer=producer, queue=QUEUE)
+        try:
+            with app.producer_or_acquire() as producer:
+                for args in calls:
+                    app.send_task(task, tuple(args), producer=producer, queue=QUEUE)
+        except OperationalError as exc:
+            raise ConnectionError(str(exc)) from exc
 
     def redis(self) -> redis.Redis:
-        """A Redis client on the broker (for the send counters kept beside the queue)."""
+        """A new Redis client on the broker (the send counters live beside the queue); close it when done."""
         return self.broker.redis()
 
 

@@ -33,7 +33,7 @@ def request_confirmation(
         )
     if started.run_id is not None:
         # Raises QueueUnavailable (an error line naming the stored run) before anything says "queued".
-        queue_confirmation_run(settings, started.run_id, started.batches)
+        queue_confirmation_run(runtime.tasks, started.run_id, started.batches)
     out.print(started.describe())
     if started.run_id is None:
         return

@@ -29,7 +29,7 @@ def inbound(
     logs.configure(settings.log_format)
     receiver = Receiver(
         runtime.sessions,  # refuses a missing or outdated schema before listening
-        mailboxes_for(settings),
+        mailboxes_for(settings, runtime.signer),
         soft_limit=settings.soft_bounce_limit,
         soft_days=settings.soft_bounce_days,
     )

@@ -23,7 +23,7 @@ WAIT_TIMEOUT_EXIT = 124  # --wait-timeout ran out, as timeout(1) exits when its 
 def _enqueue(send_id: int, batches: list[sending.Batch]) -> None:
     from newsletter.delivery.send_queue import queue_batches
 
-    queue_batches(runtime.settings, send_id, batches)  # QueueUnavailable: one error line saying what to do
+    queue_batches(runtime.tasks, send_id, batches)  # QueueUnavailable: one error line saying what to do
 
 
 def start(
@@ -114,7 +114,7 @@ def watch(send_id: int, *, timeout: float | None = None) -> int:
     problem: str | None = None
     timed_out = False
     with (
-        SendHealth(runtime.settings) as health,
+        SendHealth(runtime.settings, runtime.broker) as health,
         Progress(
             TextColumn(f"send {send_id}"),
             BarColumn(),
@@ -179,7 +179,7 @@ def list_all(
     """List recent sends with their counts (newest first); --json carries each one's problem too."""
     from newsletter.delivery.send_health import SendHealth
 
-    with runtime.transaction() as session, SendHealth(runtime.settings) as health:
+    with runtime.transaction() as session, SendHealth(runtime.settings, runtime.broker) as health:
         rows = [
             {
                 **row.as_json(),
@@ -215,7 +215,7 @@ def status(
     otherwise one sentence saying why and what to do."""
     from newsletter.delivery.send_health import SendHealth
 
-    with runtime.transaction() as session, SendHealth(runtime.settings) as health:
+    with runtime.transaction() as session, SendHealth(runtime.settings, runtime.broker) as health:
         counts = sending.send_counts(session, send_id)
         problem = health.problem(session, counts.send)
     data = {**counts.as_json(), "problem": problem}
@@ -349,7 +349,7 @@ def resume(send_id: int = typer.Argument(..., help="The send's id.")) -> None:
     settings = runtime.settings
     with runtime.transaction() as session:
         send, batches = sending.resume_send(session, send_id, settings.batch_size)
-    queue_resumed(settings, send_id, sending.send_key(send), batches)  # QueueUnavailable: one error line
+    queue_resumed(runtime.tasks, send_id, sending.send_key(send), batches)  # QueueUnavailable: one error line
     out.print(f"Send {send_id} {send.status}: {len(batches)} batch(es) queued.")
 
 

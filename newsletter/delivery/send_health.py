@@ -29,7 +29,7 @@ import re
 import time
 from dataclasses import asdict, dataclass, replace
 from datetime import UTC, datetime
-from urllib.parse import urlsplit
+from typing import Protocol
 
 import redis
 from sqlalchemy import func, or_, select
@@ -379,21 +379,37 @@ def _paused_for_errors(send: SendState) -> str:
 # --- for the edges -------------------------------------------------------------------
 
 
+class Broker(Protocol):
+    """How SendHealth reaches the broker (newsletter.runtime.Broker, built by the composition root)."""
+
+    @property
+    def name(self) -> str:
+        """The broker as a person would name it (no password)."""
+        ...
+
+    def redis(self, *, timeout: float | None = None) -> redis.Redis:
+        """A new client. Raises NewsletterError when the broker cannot be set up (the embedded Redis would not start)."""
+        ...
+
+
 class SendHealth:
-    """Finds sends' problems for one edge (a CLI command, a web request), from the settings it is given.
+    """Finds sends' problems for one edge (a CLI command, a web request), from the settings and broker it is given.
 
     Redis is asked only for sends that are sending (or overdue scheduled ones); close() when done.
     ``shared`` holds a client (its connection pool) kept across edge calls, e.g. the web app's for
     every request and every progress poll; without it each SendHealth connects anew.
     """
 
-    def __init__(self, settings: Settings, *, timeout: float = 2.0, shared: list[redis.Redis] | None = None) -> None:
+    def __init__(
+        self, settings: Settings, broker: Broker, *, timeout: float = 2.0, shared: list[redis.Redis] | None = None
+    ) -> None:
         self.settings = settings
         self.stall_seconds = settings.stall_seconds
         self.timeout = timeout
         self._shared = shared
         self._client: redis.Redis | None = shared[0] if shared else None
-        self._broker = broker_name(settings)
+        self._broker_link = broker
+        self._broker = broker.name
         self._unreachable: str | None = None
 
     def problem(self, session: Session, send: Send) -> str | None:
@@ -424,14 +440,11 @@ class SendHealth:
 
     def client(self) -> redis.Redis | None:
         if self._client is None and self._unreachable is None:
-            from newsletter.devtools import embedded_redis
-
             try:
-                url = embedded_redis.client_url(self.settings.broker_url, self.settings.var_dir)
+                self._client = self._broker_link.redis(timeout=self.timeout)
             except NewsletterError as exc:  # the embedded Redis would not start
                 self._unreachable = str(exc).removeprefix("NEWSLETTER_BROKER_URL: ")
                 return None
-            self._client = redis.Redis.from_url(url, socket_timeout=self.timeout, socket_connect_timeout=self.timeout)
             if self._shared is not None:
                 self._shared.append(self._client)
         return self._client
@@ -446,17 +459,6 @@ class SendHealth:
 
     def __exit__(self, *_: object) -> None:
         self.close()
-
-
-def broker_name(settings: Settings) -> str:
-    """The broker as a person would name it: its URL without a password, or the embedded Redis's folder."""
-    url = settings.broker_url
-    if not url:
-        return f"(the embedded Redis under {settings.var_dir / 'redis'})"
-    parts = urlsplit(url)
-    if parts.password:
-        url = url.replace(f":{parts.password}@", ":***@", 1)
-    return url
 
 
 # --- small helpers -------------------------------------------------------------------
@@ -502,7 +504,6 @@ __all__ = [
     "SmtpTrouble",
     "TroubleReporter",
     "WorkerBeat",
-    "broker_name",
     "last_replies",
     "live_workers",
     "publish_heartbeat",

@@ -54,12 +54,15 @@ REFUSED = "550 5.1.1 No such mailbox here: this server takes bounces and unsubsc
 TRY_LATER = "451 4.3.0 Temporary local problem, please try again later"
 
 
-def mailboxes_for(settings: Settings) -> Mailboxes:
-    """The addresses this installation answers for, with the keys that sign them."""
+def mailboxes_for(settings: Settings, signer: TokenSigner) -> Mailboxes:
+    """The addresses this installation answers for, with the keys that sign them.
+
+    ``signer`` is the runtime's (newsletter.runtime): the settings' current and old secret keys.
+    """
     return Mailboxes(
         return_path=settings.return_path,
         keys=(settings.secret_key, *settings.old_secret_keys),
-        signer=TokenSigner(settings.secret_key, settings.old_secret_keys),
+        signer=signer,
     )
 
 

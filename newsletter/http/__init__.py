@@ -2,9 +2,10 @@
 
 ``app`` builds the app from Settings and mounts the three siblings ``site`` (public pages and
 webhooks), ``api`` (JSON under /api/) and ``admin`` (pages under /admin/), which never import
-one another; what they share lives below them: ``body_limits`` (every body capped before it is
-read), ``uploads`` (a CSV written to disk as it arrives), ``errors`` (the one place errors
-become status codes), ``context`` (settings, sessions, signer, page templates), ``headers`` and
-``ratelimit``. An edge: it may import the runtime, the dev tools, the domain, the store and the
+one another. ``body_limits``, the middleware in front of them all, checks who is asking and
+caps every body before it is read. What the siblings share lives below them: ``callers`` (the
+API token and admin session checks), ``uploads`` (a CSV written to disk as it arrives),
+``errors`` (the one place errors become status codes), ``context`` (the runtime's settings,
+sessions and signer, page templates), ``headers`` and ``ratelimit``. An edge: it may import the runtime, the dev tools, the domain, the store and the
 foundation, never its siblings newsletter.cli and newsletter.worker.
 """

@@ -1,4 +1,8 @@
-"""Build the subscriber web app from Settings (no global settings: tests build their own)."""
+"""Build the subscriber web app from Settings (no global settings: tests build their own).
+
+Its parts (sessions, signer, the broker and its Redis, the Celery client that queues emails)
+come from one newsletter.runtime.Runtime, the composition root the CLI and the worker use too.
+"""
 
 from __future__ import annotations
 
@@ -13,16 +17,15 @@ from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
 from newsletter import __version__
 from newsletter.config import Settings
-from newsletter.devtools import embedded_redis
+from newsletter.delivery import send_queue
 from newsletter.http import admin, api, errors
 from newsletter.http.body_limits import BodyLimits
 from newsletter.http.context import STATIC_DIR, ConfirmationSender, Web, page_templates, trusted_proxy_networks
 from newsletter.http.headers import SecurityHeaders
 from newsletter.http.ratelimit import LoginLimiter, SubscribeLimiter, Unavailable
 from newsletter.http.site import archive, confirm, docs, home, metrics, preferences, subscribe, unsubscribe, webhooks
-from newsletter.store import db
+from newsletter.runtime import QUEUE, Broker, Runtime, TaskQueue
 from subscribers.consent import ConfirmationRequest
-from subscribers.tokens import TokenSigner
 
 
 def create_app(
@@ -34,14 +37,14 @@ def create_app(
 ) -> FastAPI:
     """The app for ``settings``; ``send_confirmation`` and ``send_preferences_link`` default to queueing a Celery task."""
     root = urlsplit(settings.base_url).path.rstrip("/")
+    runtime = Runtime(settings, sessions=sessions)
+    broker = runtime.broker
     state = Web(
-        settings=settings,
-        sessions=sessions or db.session_factory(db.make_engine(settings.database_url)),
-        signer=TokenSigner(settings.secret_key, settings.old_secret_keys),
+        runtime=runtime,
         templates=page_templates(root, settings.postal_address),
-        limiter=SubscribeLimiter(lambda: _redis(settings), per_ip=settings.subscribe_limit),
-        login_limiter=LoginLimiter(lambda: _redis(settings)),
-        send_confirmation=send_confirmation or celery_confirmations(settings),
+        limiter=SubscribeLimiter(lambda: _redis(broker), per_ip=settings.subscribe_limit),
+        login_limiter=LoginLimiter(lambda: _redis(broker)),
+        send_confirmation=send_confirmation or celery_confirmations(runtime.tasks),
         root=root,
     )
     app = FastAPI(
@@ -54,9 +57,9 @@ def create_app(
         openapi_url=f"{root}/openapi.json",
         redirect_slashes=False,
     )
-    state.metrics = metrics_registry(settings, state.sessions)
+    state.metrics = metrics_registry(broker, state.sessions)
     app.state.web = state
-    app.state.send_preferences_link = send_preferences_link or celery_preferences_links(settings)
+    app.state.send_preferences_link = send_preferences_link or celery_preferences_links(runtime.tasks)
     for module in (home, subscribe, confirm, unsubscribe, preferences, archive, webhooks, metrics, docs):
         app.include_router(module.router, prefix=root, include_in_schema=False)
     app.include_router(api.router, prefix=root)
@@ -72,15 +75,14 @@ def create_app(
     return app
 
 
-def metrics_registry(settings: Settings, sessions: sessionmaker[Session]) -> CollectorRegistry:
+def metrics_registry(broker: Broker, sessions: sessionmaker[Session]) -> CollectorRegistry:
     from newsletter.http.site.figures import NewsletterCollector
-    from newsletter.worker.tasks import QUEUE
 
     client: list[redis.Redis] = []
 
     def queue_depth() -> int:
         if not client:
-            client.append(_redis(settings))
+            client.append(_redis(broker))
         return int(client[0].llen(QUEUE))
 
     registry = CollectorRegistry(auto_describe=False)
@@ -88,44 +90,29 @@ def metrics_registry(settings: Settings, sessions: sessionmaker[Session]) -> Col
     return registry
 
 
-def celery_confirmations(settings: Settings) -> ConfirmationSender:
+def celery_confirmations(tasks: TaskQueue) -> ConfirmationSender:
     """Queue each confirmation email for the workers (``newsletter.send_confirmation``)."""
-    configured = False
 
     def send(request: ConfirmationRequest) -> None:
-        nonlocal configured
-        from newsletter.worker import tasks
-
         try:
-            if not configured:
-                tasks.configure(settings)
-                configured = True
-            tasks.enqueue_confirmation(request.subscription_id, request.requested_at)
+            send_queue.queue_confirmation_email(tasks, request.subscription_id, request.requested_at)
         except Exception as exc:
             raise Unavailable(f"could not queue the confirmation email: {exc}") from None
 
     return send
 
 
-def celery_preferences_links(settings: Settings) -> preferences.LinkSender:
+def celery_preferences_links(tasks: TaskQueue) -> preferences.LinkSender:
     """Queue each fresh preferences link for the workers (``newsletter.send_preferences_link``)."""
-    configured = False
 
     def send(subscriber_id: int, list_id: int) -> None:
-        nonlocal configured
-        from newsletter.worker import tasks
-
         try:
-            if not configured:
-                tasks.configure(settings)
-                configured = True
-            tasks.enqueue_preferences_link(subscriber_id, list_id)
+            send_queue.queue_preferences_link(tasks, subscriber_id, list_id)
         except Exception as exc:
             raise Unavailable(f"could not queue the preferences link: {exc}") from None
 
     return send
 
 
-def _redis(settings: Settings) -> redis.Redis:
-    url = embedded_redis.client_url(settings.broker_url, settings.var_dir)
-    return redis.Redis.from_url(url, socket_timeout=5, socket_connect_timeout=5)
+def _redis(broker: Broker) -> redis.Redis:
+    return broker.redis(timeout=5)

@@ -7,7 +7,7 @@ Starlette buffers forms and JSON whole. This ASGI middleware stands in front of 
    (checked in a thread; the caller is kept in ``request.state.api_caller`` for
    ``newsletter.http.api.auth``), an admin UI POST other than the login needs a valid session
    cookie (``request.state.admin_caller``; otherwise the usual redirect to the login page),
-   and ``/webhooks/events`` its bearer secret. A request that fails gets its 401 (or 303) at
+   both checked by newsletter.http.callers, as the API and the admin UI check them; and ``/webhooks/events`` its bearer secret. A request that fails gets its 401 (or 303) at
    once, whatever it sends and however large it says it is.
 2. **How large it says it is**: a ``Content-Length`` over the route's limit gets 413 at once.
 3. **How large it is**: the body is counted as the app receives it, chunk by chunk (a chunked
@@ -32,13 +32,10 @@ from starlette.requests import HTTPConnection, Request
 from starlette.responses import RedirectResponse, Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from newsletter.access import accounts
 from newsletter.access.accounts import Unauthenticated
 from newsletter.feedback.provider_events import MAX_BODY as WEBHOOK_MAX_BODY
 from newsletter.feedback.provider_events import check_bearer
-from newsletter.http.admin.auth import CALLER_STATE as ADMIN_CALLER_STATE
-from newsletter.http.admin.auth import SESSION_COOKIE
-from newsletter.http.api.auth import CALLER_STATE, token_caller
+from newsletter.http.callers import ADMIN_CALLER_STATE, API_CALLER_STATE, SESSION_COOKIE, session_caller, token_caller
 from newsletter.http.context import Web
 from newsletter.http.errors import BodyTooLarge, json_error, too_large
 
@@ -107,17 +104,16 @@ class BodyLimits:
         state = scope.setdefault("state", {})
         if path.startswith("/api/"):
             try:
-                state[CALLER_STATE] = await run_in_threadpool(
+                state[API_CALLER_STATE] = await run_in_threadpool(
                     token_caller, self.web, connection.headers.get("authorization")
                 )
             except Unauthenticated as exc:
                 return json_error(401, str(exc), headers={"WWW-Authenticate": "Bearer"})
         elif path.startswith("/admin/") and method not in ("GET", "HEAD") and path != "/admin/login":
-            session_id = connection.cookies.get(SESSION_COOKIE)
             try:
-                if not session_id:
-                    raise Unauthenticated("not logged in")
-                state[ADMIN_CALLER_STATE] = await run_in_threadpool(self._session_caller, session_id)
+                state[ADMIN_CALLER_STATE] = await run_in_threadpool(
+                    session_caller, self.web, connection.cookies.get(SESSION_COOKIE)
+                )
             except Unauthenticated:
                 return RedirectResponse(f"{self.web.root}/admin/login", status_code=303)  # as errors.unauthenticated
         elif path == "/webhooks/events" and self.web.settings.webhook_secret is not None:
@@ -126,10 +122,6 @@ class BodyLimits:
             except Unauthenticated as exc:
                 return json_error(401, str(exc), headers={"WWW-Authenticate": "Bearer"})
         return None
-
-    def _session_caller(self, session_id: str) -> accounts.Caller:
-        with self.web.reading() as session:
-            return accounts.caller_for_session(session, session_id)
 
     async def _counted(self, scope: Scope, receive: Receive, send: Send, limit: Limit) -> None:
         """Run the app, counting the body it receives; past the limit answer 413 at once."""

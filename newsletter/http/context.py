@@ -1,4 +1,8 @@
-"""What every handler shares: the settings, sessions, signer, page templates and limits."""
+"""What every handler shares: the runtime (settings, sessions, signer, broker), page templates and limits.
+
+Below site/, api/ and admin/ (which never import each other); built by newsletter.http.app
+from one newsletter.runtime.Runtime, the composition root.
+"""
 
 from __future__ import annotations
 
@@ -19,7 +23,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from newsletter.config import Settings
 from newsletter.http.ratelimit import LoginLimiter, SubscribeLimiter
 from newsletter.resources import shipped
-from newsletter.store import db
+from newsletter.runtime import Runtime, TaskQueue
 from subscribers.consent import ConfirmationRequest
 from subscribers.tokens import TokenSigner
 
@@ -34,9 +38,7 @@ ConfirmationSender = Callable[[ConfirmationRequest], None]
 
 @dataclass
 class Web:
-    settings: Settings
-    sessions: sessionmaker[Session]
-    signer: TokenSigner
+    runtime: Runtime  # settings, sessions, signer, broker: built once for the app
     templates: Environment
     limiter: SubscribeLimiter
     send_confirmation: ConfirmationSender
@@ -45,21 +47,38 @@ class Web:
     login_limiter: LoginLimiter | None = None  # failed admin logins per IP and per username
     health_client: list[Any] = field(default_factory=list)  # SendHealth's Redis client, made on first use, kept
 
+    @property
+    def settings(self) -> Settings:
+        return self.runtime.settings
+
+    @property
+    def sessions(self) -> sessionmaker[Session]:
+        return self.runtime.sessions
+
+    @property
+    def signer(self) -> TokenSigner:
+        return self.runtime.signer
+
+    @property
+    def tasks(self) -> TaskQueue:
+        """Queues work for the Celery workers (newsletter.delivery.send_queue)."""
+        return self.runtime.tasks
+
     def send_health(self) -> SendHealth:
         """Why sends are stuck, for this request: one Redis client for all requests and progress polls."""
         from newsletter.delivery.send_health import SendHealth
 
-        return SendHealth(self.settings, shared=self.health_client)
+        return SendHealth(self.settings, self.runtime.broker, shared=self.health_client)
 
     @contextmanager
     def transaction(self) -> Iterator[Session]:
-        with db.transaction(self.sessions) as session:
+        with self.runtime.transaction() as session:
             yield session
 
     @contextmanager
     def reading(self) -> Iterator[Session]:
         """Read-only work (page views, lookups): on SQLite it never waits behind a long import."""
-        with db.reading(self.sessions) as session:
+        with self.runtime.reading() as session:
             yield session
 
     @property

@@ -1,8 +1,9 @@
 """The worker edge: the Celery app and its tasks, kept thin.
 
-``tasks`` holds the Celery app, the tasks (ids in, one call to the domain, nothing else) and
-the worker's housekeeping; ``scheduler_tasks`` is the tick Celery beat sends for scheduled
-sends. The domain queues tasks by name (newsletter.delivery.send_queue) and never imports this
+``app`` holds the Celery app (configured by newsletter.runtime) and each worker process's
+state, one ``Runtime`` plus what only a worker keeps; ``tasks`` the tasks (ids in, one call to
+the domain, nothing else) and the worker's housekeeping; ``scheduler_tasks`` the tick Celery
+beat sends for scheduled sends. Both import ``app``, never each other's module. The domain queues tasks by name (newsletter.delivery.send_queue) and never imports this
 package. An edge: it may import the runtime (newsletter.runtime), the domain, the store and the
 foundation, never its siblings newsletter.cli and newsletter.http.
 """

@@ -4,6 +4,9 @@ Each tick, run by a worker, plans ready issues into their lists' weekly slots an
 every scheduled send that is due. Several schedulers may run (for availability): their
 ticks take a short Redis lock so one runs at a time, and starting a send is guarded in
 the database (see newsletter.delivery.scheduling), so a send starts once whatever the lock does.
+
+The worker registers this task by importing the module from newsletter.worker.tasks; it
+imports newsletter.worker.app, never the tasks module (no import cycle).
 """
 
 from __future__ import annotations
@@ -13,7 +16,7 @@ from datetime import datetime
 
 from newsletter.delivery import scheduling
 from newsletter.store.models import Send
-from newsletter.worker.tasks import WorkerState, app, enqueue, state
+from newsletter.worker.app import WorkerState, app, enqueue, state
 
 TICK_SECONDS = 1.0
 log = logging.getLogger("newsletter.scheduler")

@@ -1,7 +1,8 @@
-"""Celery edge: the app, its tasks, and the worker's housekeeping. Ids in, a domain call, nothing else.
+"""Celery edge: the tasks and the worker's housekeeping. Ids in, a domain call, nothing else.
 
-Each worker process builds its state once (settings, database, Redis, one SMTP
-connection) and reuses it for every batch (and every confirmation email, see
+The app and each process's state live in newsletter.worker.app. Each worker process builds
+its state once (from newsletter.runtime: settings, database, Redis, one SMTP connection) and
+reuses it for every batch (and every confirmation email, see
 ``send_confirmation``). Tasks are acknowledged only after they ran
 (acks_late) and given back if their worker dies (reject_on_worker_lost); the claims and the
 journal in the domain make a re-run skip what was done. The worker's main process also
@@ -16,139 +17,55 @@ import os
 import socket
 import threading
 import time
-from dataclasses import dataclass
-from functools import cached_property
 
 import redis
-from celery import Celery, signals
+from celery import signals
 from sqlalchemy import select
-from sqlalchemy.orm import Session, sessionmaker
 
 from newsletter import logs
-from newsletter.config import Settings
-from newsletter.content.issues import RenderSettings
 from newsletter.delivery import batch_loop, confirmation_mailing, notices, send_health, sending
-from newsletter.delivery.batch_loop import DeliveryPolicy
-from newsletter.delivery.send_control import RateLimiter, SendControl
-from newsletter.devtools import embedded_redis
+from newsletter.delivery.send_queue import (
+    DELIVER_BATCH,
+    REQUEST_CONFIRMATIONS,
+    SEND_CONFIRMATION,
+    SEND_PREFERENCES_LINK,
+)
 from newsletter.errors import PermanentDeliveryError, RenderError, TemporaryDeliveryError
-from newsletter.mail.messages import CompiledMessage
-from newsletter.mail.outbound import Outbound
-from newsletter.store import db
 from newsletter.store.models import Send
-from subscribers.tokens import TokenSigner
+from newsletter.worker import scheduler_tasks
+from newsletter.worker.app import (
+    QUEUE,
+    WorkerState,
+    app,
+    configure,
+    current_state,
+    enqueue,
+    enqueue_confirmation_run,
+    policy_from,
+    state,
+)
 
-QUEUE = "newsletter"
+__all__ = [
+    "QUEUE",
+    "WorkerState",
+    "app",
+    "configure",
+    "deliver_batch",
+    "enqueue",
+    "enqueue_confirmation_run",
+    "reconcile_once",
+    "request_confirmations",
+    "scheduler_tasks",  # imported for its task: the worker runs the scheduler's ticks too
+    "send_confirmation",
+    "send_preferences_link",
+    "state",
+]
+
 RECONCILE_SECONDS = 5.0
 log = logging.getLogger("newsletter.worker")
 
-app = Celery("newsletter")
-app.conf.update(
-    task_default_queue=QUEUE,
-    task_acks_late=True,
-    task_reject_on_worker_lost=True,
-    task_ignore_result=True,
-    worker_prefetch_multiplier=1,
-    broker_connection_retry_on_startup=True,
-    broker_transport_options={"visibility_timeout": 3600},
-    worker_hijack_root_logger=False,
-    task_serializer="json",
-    accept_content=["json"],
-)
 
-
-def configure(settings: Settings) -> Celery:
-    """Point the app at the configured broker, or at the embedded Redis (started if needed)."""
-    app.conf.broker_url = embedded_redis.broker_url(settings.broker_url, settings.var_dir)
-    return app
-
-
-def policy_from(settings: Settings) -> DeliveryPolicy:
-    return DeliveryPolicy(
-        max_attempts=settings.max_attempts,
-        retry_delay=settings.retry_delay,
-        send_rate=settings.send_rate,
-        pause_error_rate=settings.pause_error_rate,
-    )
-
-
-@dataclass
-class WorkerState:
-    """Everything one worker process keeps between tasks."""
-
-    settings: Settings
-    pid: int
-
-    @cached_property
-    def sessions(self) -> sessionmaker[Session]:
-        return db.session_factory(db.make_engine(self.settings.database_url))
-
-    @cached_property
-    def control(self) -> SendControl:
-        url = embedded_redis.client_url(self.settings.broker_url, self.settings.var_dir)
-        return SendControl(redis.Redis.from_url(url))
-
-    @cached_property
-    def transport(self):  # type: ignore[no-untyped-def]
-        from newsletter.mail.transport import SmtpTransport
-
-        return SmtpTransport(self.settings.smtp)
-
-    @cached_property
-    def limiter(self) -> RateLimiter | None:
-        return RateLimiter(self.control, self.settings.send_rate) if self.settings.send_rate > 0 else None
-
-    @cached_property
-    def smtp_trouble(self) -> send_health.TroubleReporter:
-        """Tells readers (`sends status`, the admin UI) why the SMTP server could not be reached."""
-        return send_health.TroubleReporter(self.control.redis, f"{self.settings.smtp.host}:{self.settings.smtp.port}")
-
-    @cached_property
-    def render_settings(self) -> RenderSettings:
-        s = self.settings
-        return RenderSettings.create(
-            base_url=s.base_url, postal_address=s.postal_address, user_template_dir=s.template_dir
-        )
-
-    @cached_property
-    def signer(self) -> TokenSigner:
-        return TokenSigner(self.settings.secret_key, self.settings.old_secret_keys)
-
-    @cached_property
-    def recipients(self) -> sending.RecipientLinks:
-        return sending.RecipientLinks(self.signer, self.render_settings.links)
-
-    @cached_property
-    def outbound(self) -> Outbound:
-        """The DKIM signer (its key read once per process) and the envelope sender of every message."""
-        return Outbound.from_settings(self.settings)
-
-    @cached_property
-    def messages(self) -> dict[int, CompiledMessage]:
-        return {}
-
-    def message_for(self, session: Session, send: Send) -> CompiledMessage:
-        message = self.messages.get(send.id)
-        if message is None:
-            if len(self.messages) >= 8:
-                self.messages.clear()
-            message = self.messages[send.id] = sending.compile_message(
-                session, send, message_id_key=self.signer.derived_key("message-id")
-            )
-        return message
-
-
-_state: WorkerState | None = None
-
-
-def state() -> WorkerState:
-    global _state
-    if _state is None or _state.pid != os.getpid():  # built anew in each forked process
-        _state = WorkerState(Settings.from_environ(os.environ), os.getpid())
-    return _state
-
-
-@app.task(name="newsletter.deliver_batch", bind=True)
+@app.task(name=DELIVER_BATCH, bind=True)
 def deliver_batch(self, send_id: int, first_id: int, last_id: int) -> None:  # type: ignore[no-untyped-def]
     s = state()
     result = batch_loop.deliver_batch(
@@ -186,7 +103,7 @@ def deliver_batch(self, send_id: int, first_id: int, last_id: int) -> None:  # t
             )
 
 
-@app.task(name="newsletter.send_confirmation", bind=True, max_retries=None)
+@app.task(name=SEND_CONFIRMATION, bind=True, max_retries=None)
 def send_confirmation(self, subscription_id: int, requested_at: int) -> None:  # type: ignore[no-untyped-def]
     """Email a subscription request's confirmation link; temporary SMTP errors retry with backoff."""
     s = state()
@@ -215,11 +132,7 @@ def send_confirmation(self, subscription_id: int, requested_at: int) -> None:  #
     log.info("confirmation for subscription %s: %s", subscription_id, message_id or "no longer needed, not sent")
 
 
-def enqueue_confirmation(subscription_id: int, requested_at: int) -> None:
-    send_confirmation.apply_async((subscription_id, requested_at))
-
-
-@app.task(name="newsletter.send_preferences_link", bind=True, max_retries=None)
+@app.task(name=SEND_PREFERENCES_LINK, bind=True, max_retries=None)
 def send_preferences_link(self, subscriber_id: int, list_id: int) -> None:  # type: ignore[no-untyped-def]
     """Email a fresh preferences link (asked for from an expired one); retried like a confirmation."""
     from newsletter.delivery import preferences_mail
@@ -250,11 +163,7 @@ def send_preferences_link(self, subscriber_id: int, list_id: int) -> None:  # ty
     log.info("preferences link for subscriber %s: %s", subscriber_id, message_id or "not sent (gone or suppressed)")
 
 
-def enqueue_preferences_link(subscriber_id: int, list_id: int) -> None:
-    send_preferences_link.apply_async((subscriber_id, list_id))
-
-
-@app.task(name="newsletter.request_confirmations", bind=True)
+@app.task(name=REQUEST_CONFIRMATIONS, bind=True)
 def request_confirmations(self, run_id: int, first_id: int, last_id: int) -> None:  # type: ignore[no-untyped-def]
     """Mail one batch of a request to confirm (`newsletter lists request-confirmation`)."""
     s = state()
@@ -290,20 +199,6 @@ def request_confirmations(self, run_id: int, first_id: int, last_id: int) -> Non
                 last_id,
                 extra={"confirmation_run": run_id, "batch": [first_id, last_id]},
             )
-
-
-def enqueue_confirmation_run(run_id: int, batches: list[tuple[int, int]]) -> None:
-    """Queue one task per batch of a request to confirm."""
-    with app.producer_or_acquire() as producer:
-        for first_id, last_id in batches:
-            request_confirmations.apply_async((run_id, first_id, last_id), producer=producer)
-
-
-def enqueue(send_id: int, batches: list[sending.Batch]) -> None:
-    """Queue one task per batch (small messages: three ids each)."""
-    with app.producer_or_acquire() as producer:
-        for first_id, last_id in batches:
-            deliver_batch.apply_async((send_id, first_id, last_id), producer=producer)
 
 
 def reconcile_once(s: WorkerState) -> int:
@@ -449,8 +344,6 @@ def _warm_up(**_: object) -> None:
 
 @signals.worker_process_shutdown.connect
 def _close_transport(**_: object) -> None:
-    if _state is not None and "transport" in _state.__dict__:
-        _state.transport.close()
-
-
-from newsletter.worker import scheduler_tasks  # noqa: E402,F401 - registers the scheduler's tick task
+    s = current_state()
+    if s is not None and "transport" in s.__dict__:
+        s.transport.close()

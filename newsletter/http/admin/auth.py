@@ -22,15 +22,14 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from newsletter.access import accounts
 from newsletter.access.accounts import Caller, Forbidden, Unauthenticated
 from newsletter.http.admin.pages import admin_path, page, redirect
+from newsletter.http.callers import ADMIN_CALLER_STATE as CALLER_STATE
+from newsletter.http.callers import SESSION_COOKIE, session_caller
 from newsletter.http.context import client_ip, web
 
 router = APIRouter()
 
-SESSION_COOKIE = "newsletter_admin"
 LOGIN_COOKIE = "newsletter_admin_login"
 CSRF_FIELD = "csrf_token"
-#: Where newsletter.http.body_limits keeps the session's caller, found before a POST's form is read.
-CALLER_STATE = "admin_caller"
 CSRF_HEADER = "x-csrf-token"
 BAD_CSRF = "this form has expired or did not come from this site; nothing was changed. Reload the page and try again"
 
@@ -50,11 +49,7 @@ def authenticate(request: Request) -> Caller:
     known: Caller | None = getattr(request.state, CALLER_STATE, None)  # a POST's, checked before its body
     if known is not None:
         return known
-    session_id = request.cookies.get(SESSION_COOKIE)
-    if not session_id:
-        raise Unauthenticated("not logged in")
-    with web(request).reading() as session:
-        return accounts.caller_for_session(session, session_id)
+    return session_caller(web(request), request.cookies.get(SESSION_COOKIE))
 
 
 async def _submitted_csrf(request: Request) -> str | None:

@@ -43,7 +43,7 @@ def ask(request: Request, slug: str, caller: Caller = Sender, again: str = Form(
     if started.run_id is None:
         return redirect(request, f"/lists/{slug}/confirmations", None, **counts)
     try:
-        queue_confirmation_run(w.settings, started.run_id, started.batches)
+        queue_confirmation_run(w.tasks, started.run_id, started.batches)
     except QueueUnavailable:
         return redirect(request, f"/lists/{slug}/confirmations", "confirmations-not-queued", run=str(started.run_id))
     return redirect(request, f"/lists/{slug}/confirmations", None, run=str(started.run_id), **counts)

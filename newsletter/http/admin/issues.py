@@ -528,7 +528,7 @@ def send(
             at=at,
         )
     try:
-        queue_batches(settings, send_id, batches)
+        queue_batches(web(request).tasks, send_id, batches)
     except QueueUnavailable:
         return redirect(request, f"/sends/{send_id}", "not-queued")
     return redirect(request, f"/sends/{send_id}", "scheduled" if when == "later" else "started")

@@ -130,7 +130,7 @@ def resume(request: Request, send_id: int, caller: Caller = Sender) -> Response:
     except Conflict as exc:
         return _conflict(request, caller, send_id, str(exc))
     try:
-        queue_resumed(settings, send_id, sending.send_key(send), batches)
+        queue_resumed(web(request).tasks, send_id, sending.send_key(send), batches)
     except (QueueUnavailable, redis.RedisError):
         return redirect(request, f"/sends/{send_id}", "not-queued")
     return redirect(request, f"/sends/{send_id}", "resumed")

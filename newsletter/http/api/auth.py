@@ -5,8 +5,9 @@ revoked token is a 401 with ``WWW-Authenticate: Bearer``; a role that may not do
 something (see ``newsletter.access.accounts.PERMISSIONS``) is a 403.
 
 The token is checked before the request's body is read (``newsletter.http.body_limits`` calls
-:func:`token_caller` and keeps the caller in the request's state), so a client without one
-gets its 401 at once, whatever it sends; ``api_caller`` then takes the caller from there.
+``newsletter.http.callers.token_caller`` and keeps the caller in the request's state), so a
+client without one gets its 401 at once, whatever it sends; ``api_caller`` then takes the
+caller from there.
 """
 
 from __future__ import annotations
@@ -16,38 +17,19 @@ from typing import Annotated
 
 from fastapi import BackgroundTasks, Depends, Request, Security
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
-from fastapi.security.utils import get_authorization_scheme_param
 
 from newsletter.access.accounts import Caller, Unauthenticated, caller_for_token
+from newsletter.http.callers import API_CALLER_STATE as CALLER_STATE
+from newsletter.http.callers import NO_TOKEN, token_caller
 from newsletter.http.context import Web, web
+
+__all__ = ["CALLER_STATE", "NO_TOKEN", "allowed", "api_caller", "bearer", "token_caller"]
 
 bearer = HTTPBearer(
     auto_error=False,
     scheme_name="apiToken",
     description="An API token from `newsletter admin create-token --name NAME --role admin|editor`.",
 )
-
-
-#: Where body_limits keeps the caller it found for this request: ``request.state.api_caller``.
-CALLER_STATE = "api_caller"
-NO_TOKEN = "send an API token: 'Authorization: Bearer <token>' (newsletter admin create-token)"
-
-
-def token_caller(state: Web, authorization: str | None) -> tuple[Caller, bool]:
-    """The caller of an ``Authorization: Bearer ...`` header, and whether its use is due to be recorded.
-
-    Raises Unauthenticated (401). The token is looked up in a read-only transaction, so on
-    SQLite no request waits behind a long import holding the write lock; when its
-    ``last_used_at`` is due for an update (once a minute), :func:`api_caller` makes that
-    write after the response.
-    """
-    scheme, secret = get_authorization_scheme_param(authorization)
-    if not authorization or scheme.lower() != "bearer" or not secret:
-        raise Unauthenticated(NO_TOKEN)
-    with state.reading() as session:
-        caller = caller_for_token(session, secret)
-        used = bool(session.dirty)  # last_used_at was due; reading() discards the change
-    return caller, used
 
 
 def api_caller(

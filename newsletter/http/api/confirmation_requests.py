@@ -137,7 +137,7 @@ def request_confirmation(
             session, slug, batch_size=state.settings.batch_size, again=again, created_by=f"api:{caller.name}"
         )
     if started.run_id is not None:
-        queue_confirmation_run(state.settings, started.run_id, started.batches)
+        queue_confirmation_run(state.tasks, started.run_id, started.batches)
     run = None
     if started.run_id is not None:
         with state.reading() as session:

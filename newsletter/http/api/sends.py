@@ -123,7 +123,7 @@ def start_send(request: Request, body: SendCreate, caller: SendEditor) -> SendOu
                 batch_size=state.settings.batch_size,
                 repeat=repeat,
             )
-    queue_batches(state.settings, send.id, batches)
+    queue_batches(state.tasks, send.id, batches)
     return _status(request, send.id)
 
 
@@ -196,7 +196,7 @@ def resume_send(request: Request, send_id: SendId, caller: SendEditor) -> SendOu
     with state.transaction() as session:
         send, batches = sending.resume_send(session, send_id, state.settings.batch_size)
         key = sending.send_key(send)
-    queue_resumed(state.settings, send_id, key, batches)
+    queue_resumed(state.tasks, send_id, key, batches)
     return _status(request, send_id)
 
 
