@@ -12,6 +12,7 @@
         ├── TemporaryDeliveryError   4xx reply or connection trouble: try again later
         │   └── SmtpUnreachable      no session with the server at all (connect, TLS, login)
         └── PermanentDeliveryError   5xx reply: this recipient fails for good
+            └── UnknownRecipient     the mailbox does not exist (a hard bounce: suppress the address)
 
 The domain raises these; each edge (CLI, web, worker) decides once how to show them
 (exit code, HTTP status, retry).
@@ -68,3 +69,8 @@ class SmtpUnreachable(TemporaryDeliveryError):
 
 class PermanentDeliveryError(DeliveryError):
     """A 5xx reply: do not retry this recipient."""
+
+
+class UnknownRecipient(PermanentDeliveryError):
+    """The server said the recipient's mailbox does not exist (a hard bounce): the address is
+    suppressed. The transport decides (see ``newsletter.mail.transport.is_unknown_user``)."""

@@ -38,18 +38,27 @@ from __future__ import annotations
 
 import logging
 import time
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from sqlalchemy.orm import Session, sessionmaker
 
 from newsletter.content.issues import RenderSettings
-from newsletter.delivery.batch_loop import BatchResult, DeliveryPolicy, Transport, worker_name
+from newsletter.delivery.batch_loop import BROKER_RETRY_SECONDS, BatchResult, DeliveryPolicy
 from newsletter.delivery.notices import confirmation_message
+from newsletter.delivery.ports import Transport
+from newsletter.delivery.recipient_store import worker_name
 from newsletter.delivery.send_control import ControlUnavailable, RateLimiter
-from newsletter.errors import PermanentDeliveryError, RenderError, SmtpUnreachable, TemporaryDeliveryError
-from newsletter.mail.messages import ascii_address
+from newsletter.delivery.stops import StopKind, StopReason
+from newsletter.errors import (
+    PermanentDeliveryError,
+    RenderError,
+    SmtpUnreachable,
+    TemporaryDeliveryError,
+    UnknownRecipient,
+)
+from newsletter.mail.messages import CompiledMessage, ascii_address
 from newsletter.mail.outbound import PLAIN, Outbound
-from newsletter.mail.transport import is_unknown_user
 from newsletter.store.models import ConfirmationRun, MailingList, utcnow
 from subscribers import confirmation_requests as store
 from subscribers.consent import PendingConfirmation
@@ -78,130 +87,42 @@ def deliver_batch(
     ``run_again_in`` says when rows of the range are due again (retries), if any are left.
     """
     me = worker_name()
-    result = BatchResult()
     with sessions() as session, session.begin():
         run = session.get(ConfirmationRun, run_id)
         if run is None or run.status != "sending":
-            return result
+            return BatchResult()
         mailing_list = session.get(MailingList, run.list_id)
         assert mailing_list is not None
         tag = f"confirm-run.{run.id}.{int(run.created_at.timestamp()):x}"
         rows = store.claim(session, run_id, first_id, last_id, me, policy.claim_seconds)
-    if not rows:
-        return _after(sessions, result, run_id, first_id, last_id)
-
-    last_renew = time.monotonic()
+    batch = _Batch(sessions, run_id, first_id, last_id, me, policy)
+    letters = _Letters(render, signer, mailing_list, confirm_days, tag)
     for row in rows:
-        if time.monotonic() - last_renew >= policy.claim_seconds / 3:
-            last_renew = time.monotonic()
-            with sessions() as session, session.begin():
-                store.renew(session, run_id, first_id, last_id, me, policy.claim_seconds)
-        # The link's time is its email's, not the import's nor the run's start: it lives the whole lifetime
-        # the email promises, however long a rate-limited run (or an SMTP outage) takes to reach this person.
-        pending = PendingConfirmation(
-            row.subscription_id, row.subscriber_id, row.email, row.name, mailing_list, int(time.time())
-        )
+        batch.renew_if_due()
         try:
-            message, recipient = confirmation_message(
-                pending,
-                render,
-                signer,
-                confirm_days=confirm_days,
-                asked_by_list=True,
-                message_tag=tag,
-                log_id=row.row_id,
-            )
-            message_id, data = message.build(recipient)
+            message, message_id, data = letters.letter(row)
         except RenderError as exc:
-            _record(sessions, row, status="failed", code=None, reply=f"not sent: {exc}", message_id=None)
-            result.failed += 1
+            batch.record(row, status="failed", code=None, reply=f"not sent: {exc}", message_id=None)
+            batch.result.failed += 1
             continue
         if limiter is not None:
             try:
                 limiter.wait()
             except ControlUnavailable as exc:
-                result.stopped = str(exc)
-                _release(sessions, run_id, first_id, last_id, me)
-                result.run_again_in = 5.0
-                return result
-        with sessions() as session, session.begin():
-            handoff = store.hand_over(session, row.row_id, me)
-        if handoff is store.Handoff.SKIPPED:
-            result.skipped += 1
-        if handoff is not store.Handoff.GO:
+                return batch.stop(exc.stop_reason, BROKER_RETRY_SECONDS)
+        if not batch.hand_over(row):
             continue
         try:
             reply = transport.send(outbound.envelope_from(message), ascii_address(row.email), outbound.seal(data))
         except PermanentDeliveryError as exc:
-            result.failed += 1
-            _record(
-                sessions,
-                row,
-                status="failed",
-                code=exc.code,
-                reply=str(exc),
-                message_id=message_id,
-                suppress_as_hard_bounce=is_unknown_user(exc),
-            )
-            log.info(
-                "confirmation run %s row %s failed: %s",
-                run_id,
-                row.row_id,
-                exc,
-                extra={"confirmation_run": run_id, "smtp_code": exc.code},
-            )
+            batch.failed(row, exc, message_id)
         except TemporaryDeliveryError as exc:
-            attempts = row.attempts + 1
-            # No session with the server (connect, TLS, login): not this person's doing, so it never
-            # gives up on them, and the whole batch waits for the server's next try (as a send does).
-            unreachable = isinstance(exc, SmtpUnreachable)
-            delay = policy.connect_backoff(attempts) if unreachable else policy.backoff(attempts)
-            if attempts >= policy.max_attempts and not unreachable:
-                result.failed += 1
-                _record(
-                    sessions,
-                    row,
-                    status="failed",
-                    code=exc.code,
-                    message_id=message_id,
-                    reply=f"gave up after {attempts} attempts: {exc}",
-                )
-            else:
-                result.retrying += 1
-                _record(
-                    sessions,
-                    row,
-                    status="pending",
-                    code=exc.code,
-                    reply=str(exc),
-                    message_id=message_id,
-                    next_attempt_at=utcnow() + timedelta(seconds=delay),
-                )
-            log.info(
-                "confirmation run %s row %s: temporary error, attempt %d: %s",
-                run_id,
-                row.row_id,
-                attempts,
-                exc,
-                extra={"confirmation_run": run_id, "smtp_code": exc.code},
-            )
-            if exc.code is None:
-                # The connection failed: the rest of the batch would fail the same way.
-                result.stopped = f"SMTP server unreachable: {exc}"
-                _release(
-                    sessions,
-                    run_id,
-                    first_id,
-                    last_id,
-                    me,
-                    due_at=utcnow() + timedelta(seconds=delay) if unreachable else None,
-                )
-                result.run_again_in = delay
-                return result
+            if batch.temporary(row, exc, message_id):
+                return batch.result
         else:
-            result.sent += 1
-            _record(sessions, row, status="sent", code=reply.code, reply=reply.text, message_id=message_id)
-    return _after(sessions, result, run_id, first_id, last_id)
+            batch.result.sent += 1
+            batch.record(row, status="sent", code=reply.code, reply=reply.text, message_id=message_id)
+    return batch.after()
 
 
 def finish_if_done(sessions: sessionmaker[Session], run_id: int) -> bool:
@@ -209,22 +130,152 @@ def finish_if_done(sessions: sessionmaker[Session], run_id: int) -> bool:
         return store.finish_if_done(session, run_id)
 
 
-def _after(
-    sessions: sessionmaker[Session], result: BatchResult, run_id: int, first_id: int, last_id: int
-) -> BatchResult:
-    with sessions() as session, session.begin():
-        result.run_again_in = store.next_due(session, run_id, first_id, last_id)
-        store.finish_if_done(session, run_id)
-    return result
+@dataclass(frozen=True)
+class _Letters:
+    """Renders the confirmation email for each person of a run, asking on the list's behalf."""
+
+    render: RenderSettings
+    signer: TokenSigner
+    mailing_list: MailingList
+    confirm_days: float
+    tag: str
+
+    def letter(self, row: store.Claimed) -> tuple[CompiledMessage, str, bytes]:
+        """(message, Message-ID, wire bytes) of ``row``'s email. Raises RenderError."""
+        # The link's time is its email's, not the import's nor the run's start: it lives the whole lifetime
+        # the email promises, however long a rate-limited run (or an SMTP outage) takes to reach this person.
+        pending = PendingConfirmation(
+            row.subscription_id, row.subscriber_id, row.email, row.name, self.mailing_list, int(time.time())
+        )
+        message, recipient = confirmation_message(
+            pending,
+            self.render,
+            self.signer,
+            confirm_days=self.confirm_days,
+            asked_by_list=True,
+            message_tag=self.tag,
+            log_id=row.row_id,
+        )
+        message_id, data = message.build(recipient)
+        return message, message_id, data
 
 
-def _record(sessions: sessionmaker[Session], row: store.Claimed, **outcome: object) -> None:
-    with sessions() as session, session.begin():
-        store.record_outcome(session, row, **outcome)  # type: ignore[arg-type]
+@dataclass
+class _Batch:
+    """The rows of one batch this worker holds, and what became of them."""
 
+    sessions: sessionmaker[Session]
+    run_id: int
+    first_id: int
+    last_id: int
+    me: str
+    policy: DeliveryPolicy
+    result: BatchResult = field(default_factory=BatchResult)
+    last_renew: float = field(default_factory=time.monotonic)
 
-def _release(
-    sessions: sessionmaker[Session], run_id: int, first_id: int, last_id: int, me: str, due_at: datetime | None = None
-) -> None:
-    with sessions() as session, session.begin():
-        store.release(session, run_id, first_id, last_id, me, due_at=due_at)
+    def renew_if_due(self) -> None:
+        if time.monotonic() - self.last_renew >= self.policy.claim_seconds / 3:
+            self.last_renew = time.monotonic()
+            with self.sessions() as session, session.begin():
+                store.renew(session, self.run_id, self.first_id, self.last_id, self.me, self.policy.claim_seconds)
+
+    def hand_over(self, row: store.Claimed) -> bool:
+        """Mark the row "sending" and commit, if it may still be mailed; returns whether to mail it now."""
+        with self.sessions() as session, session.begin():
+            handoff = store.hand_over(session, row.row_id, self.me)
+        if handoff is store.Handoff.SKIPPED:
+            self.result.skipped += 1
+        return handoff is store.Handoff.GO
+
+    def failed(self, row: store.Claimed, exc: PermanentDeliveryError, message_id: str) -> None:
+        self.result.failed += 1
+        self.record(
+            row,
+            status="failed",
+            code=exc.code,
+            reply=str(exc),
+            message_id=message_id,
+            suppress_as_hard_bounce=isinstance(exc, UnknownRecipient),
+        )
+        log.info(
+            "confirmation run %s row %s failed: %s",
+            self.run_id,
+            row.row_id,
+            exc,
+            extra={"confirmation_run": self.run_id, "smtp_code": exc.code},
+        )
+
+    def temporary(self, row: store.Claimed, exc: TemporaryDeliveryError, message_id: str) -> bool:
+        """Log a retry, or a failure past the last attempt; returns True when the batch stops here."""
+        attempts = row.attempts + 1
+        # No session with the server (connect, TLS, login): not this person's doing, so it never
+        # gives up on them, and the whole batch waits for the server's next try (as a send does).
+        unreachable = isinstance(exc, SmtpUnreachable)
+        delay = self.policy.connect_backoff(attempts) if unreachable else self.policy.backoff(attempts)
+        if attempts >= self.policy.max_attempts and not unreachable:
+            self.result.failed += 1
+            reply = f"gave up after {attempts} attempts: {exc}"
+            self.record(row, status="failed", code=exc.code, message_id=message_id, reply=reply)
+        else:
+            self.result.retrying += 1
+            due = utcnow() + timedelta(seconds=delay)
+            self.record(
+                row, status="pending", code=exc.code, reply=str(exc), message_id=message_id, next_attempt_at=due
+            )
+        log.info(
+            "confirmation run %s row %s: temporary error, attempt %d: %s",
+            self.run_id,
+            row.row_id,
+            attempts,
+            exc,
+            extra={"confirmation_run": self.run_id, "smtp_code": exc.code},
+        )
+        if exc.code is not None:
+            return False
+        # The connection failed: the rest of the batch would fail the same way (worded as it always was).
+        kind = StopKind.SMTP_UNREACHABLE if unreachable else StopKind.CONNECTION_LOST
+        self.stop(
+            StopReason(kind, f"SMTP server unreachable: {exc}"),
+            delay,
+            due_at=utcnow() + timedelta(seconds=delay) if unreachable else None,
+        )
+        return True
+
+    def stop(self, reason: StopReason, run_again_in: float, *, due_at: datetime | None = None) -> BatchResult:
+        """Give the held rows back (due again at ``due_at`` if given) and end the batch early."""
+        self.result.stopped = reason
+        with self.sessions() as session, session.begin():
+            store.release(session, self.run_id, self.first_id, self.last_id, self.me, due_at=due_at)
+        self.result.run_again_in = run_again_in
+        return self.result
+
+    def record(
+        self,
+        row: store.Claimed,
+        *,
+        status: str,
+        code: int | None,
+        reply: str,
+        message_id: str | None,
+        next_attempt_at: datetime | None = None,
+        suppress_as_hard_bounce: bool = False,
+    ) -> None:
+        """Log one attempt (see ``confirmation_requests.record_outcome``), committed at once."""
+        with self.sessions() as session, session.begin():
+            store.record_outcome(
+                session,
+                row,
+                status=status,
+                code=code,
+                reply=reply,
+                message_id=message_id,
+                next_attempt_at=next_attempt_at,
+                suppress_as_hard_bounce=suppress_as_hard_bounce,
+            )
+
+    def after(self) -> BatchResult:
+        """Say when rows of the range are due again; finish the run if nothing is left."""
+        with self.sessions() as session, session.begin():
+            self.result.run_again_in = store.next_due(session, self.run_id, self.first_id, self.last_id)
+            store.finish_if_done(session, self.run_id)
+        return self.result

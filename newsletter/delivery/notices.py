@@ -1,4 +1,4 @@
-"""Notices: one-off emails to one subscriber; so far the double opt-in confirmation.
+"""Notices: one-off emails to one subscriber: the double opt-in confirmation, the fresh preferences link.
 
 The same confirmation email goes out in two ways: to someone who asked through the public
 form (:func:`send_confirmation`), and to an imported or added subscription that an editor
@@ -19,11 +19,15 @@ The confirmation templates extend the issue layouts and see ``subject``, ``prehe
 ``email``, ``confirm_url``, ``link_lifetime`` (e.g. "7 days"), ``asked_by_list`` (true when
 the list asks an address it holds, not someone who used the form) and ``personal`` (the
 same values as an issue's, for layouts that print them).
+
+Every notice is made by :func:`notice_message` from its template's three files; the fresh
+preferences link (:mod:`newsletter.delivery.preferences_mail`) is the other one.
 """
 
 from __future__ import annotations
 
 import secrets
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -31,11 +35,12 @@ from jinja2 import Environment, TemplateError
 from sqlalchemy.orm import Session, sessionmaker
 
 from newsletter.content.issues import RenderSettings
-from newsletter.content.rendering import inline_css, template_environment
-from newsletter.delivery.batch_loop import Transport
+from newsletter.content.rendering import RenderContext, inline_css, template_environment
+from newsletter.delivery.ports import Transport
 from newsletter.errors import RenderError
 from newsletter.mail.messages import CompiledMessage, MessageHeaders, Recipient
 from newsletter.mail.outbound import PLAIN, Outbound
+from newsletter.store.models import MailingList
 from subscribers.confirmation_requests import record_asked
 from subscribers.consent import PendingConfirmation, pending_confirmation
 from subscribers.tokens import TokenSigner
@@ -58,6 +63,16 @@ class PlainPersonal:
 
     def name_or(self, fallback: str) -> str:
         return self.name or fallback
+
+
+@dataclass(frozen=True)
+class Addressee:
+    """Whom a notice goes to: one subscriber of one list."""
+
+    subscriber_id: int
+    email: str
+    name: str
+    mailing_list: MailingList
 
 
 def confirm_url(base_url: str, token: str) -> str:
@@ -120,64 +135,116 @@ def confirmation_message(
     subscription's id and a random tag).
     """
     mailing_list = pending.mailing_list
-    links = render.links
     # The link's time is the request's, so "left after this request?" can be told later.
     token = signer.make(pending.subscriber_id, mailing_list.id, "confirm", issued_at=pending.requested_at)
-    # The List-Unsubscribe header every message carries: here it means "I did not ask for this".
-    unsubscribe = signer.make(pending.subscriber_id, mailing_list.id, "unsubscribe")
-    personal = PlainPersonal(
-        name=pending.name,
-        email=pending.email,
-        unsubscribe_url=links.unsubscribe(unsubscribe),
-        preferences_url=links.preferences(signer.make(pending.subscriber_id, mailing_list.id, "preferences")),
-        # A private list has no public archive: its readers' link goes to the home page instead.
-        view_online_url=f"{render.base_url}/"
-        if mailing_list.private
-        else f"{render.base_url}/archive/{mailing_list.slug}",
+    return notice_message(
+        CONFIRM_TEMPLATE,
+        Addressee(pending.subscriber_id, pending.email, pending.name, mailing_list),
+        render,
+        signer,
+        subject=f"Confirm your subscription to {mailing_list.name}",
+        preheader=f"One click and you're on the list of {mailing_list.name}.",
+        variables=lambda personal: {
+            "confirm_url": confirm_url(render.base_url, token),
+            "link_lifetime": link_lifetime(confirm_days),
+            "asked_by_list": asked_by_list,
+        },
+        message_id_tag=message_tag or f"confirm.{secrets.token_hex(6)}",
+        feedback_id=f"confirm:{mailing_list.slug}:confirmation",
+        delivery_id=pending.subscription_id if log_id is None else log_id,
+        message_id_key=signer.derived_key("message-id"),
     )
+
+
+def notice_message(
+    template: str,
+    to: Addressee,
+    render: RenderSettings,
+    signer: TokenSigner,
+    *,
+    subject: str,
+    preheader: str,
+    variables: Callable[[PlainPersonal], dict[str, Any]],
+    message_id_tag: str,
+    feedback_id: str,
+    delivery_id: int,
+    message_id_key: bytes | None = None,
+) -> tuple[CompiledMessage, Recipient]:
+    """One notice to one subscriber, rendered from ``template`` (``.subject.txt``, ``.html``, ``.txt``).
+
+    The templates see ``subject``, ``preheader``, the list's values, ``name``, ``email``,
+    ``personal``, and the notice's own ``variables`` (given the recipient's ``personal``
+    links). ``message_id_tag`` and ``delivery_id`` make the Message-ID. Raises RenderError.
+    """
+    mailing_list = to.mailing_list
+    unsubscribe = signer.make(to.subscriber_id, mailing_list.id, "unsubscribe")
+    personal = _personal(to, render, signer, unsubscribe)
     context = render.context(mailing_list)
-    variables: dict[str, Any] = {
-        "subject": f"Confirm your subscription to {mailing_list.name}",
-        "preheader": f"One click and you're on the list of {mailing_list.name}.",
-        "list_name": context.list_name,
-        "list_slug": context.list_slug,
-        "from_name": context.from_name,
-        "postal_address": context.postal_address,
-        "base_url": context.base_url,
-        "name": pending.name,
-        "email": pending.email,
-        "confirm_url": confirm_url(render.base_url, token),
-        "link_lifetime": link_lifetime(confirm_days),
-        "asked_by_list": asked_by_list,
+    seen = {
+        "subject": subject,
+        "preheader": preheader,
+        **_seen(context, to),
+        **variables(personal),
         "personal": personal,
     }
-    env = template_environment(tuple(str(d) for d in render.template_dirs))
-    subject = " ".join(_render(env, f"{CONFIRM_TEMPLATE}.subject.txt", variables).split())
-    html = inline_css(_render(env, f"{CONFIRM_TEMPLATE}.html", variables))
-    text = _render(env, f"{CONFIRM_TEMPLATE}.txt", variables)
+    subject_line, html, text = _render_notice(template, render, seen)
     headers = MessageHeaders(
-        subject=subject.translate(_MARKERS),
+        subject=subject_line,
         from_email=mailing_list.from_email,
         from_name=context.from_name,
         reply_to=mailing_list.reply_to,
         list_name=mailing_list.name,
         list_slug=mailing_list.slug,
-        message_id_tag=message_tag or f"confirm.{secrets.token_hex(6)}",
-        feedback_id=f"confirm:{mailing_list.slug}:confirmation",
+        message_id_tag=message_id_tag,
+        feedback_id=feedback_id,
     )
-    message = CompiledMessage(
-        headers, html.translate(_MARKERS), text.translate(_MARKERS), message_id_key=signer.derived_key("message-id")
-    )
+    message = CompiledMessage(headers, html, text, message_id_key=message_id_key)
     recipient = Recipient(
-        delivery_id=pending.subscription_id if log_id is None else log_id,
-        email=pending.email,
-        name=pending.name,
+        delivery_id=delivery_id,
+        email=to.email,
+        name=to.name,
         unsubscribe_url=personal.unsubscribe_url,
         preferences_url=personal.preferences_url,
         unsubscribe_mailto=f"mailto:unsubscribe+{unsubscribe}@{message.domain}?subject=unsubscribe",
         view_online_url=personal.view_online_url,
     )
     return message, recipient
+
+
+def _seen(context: RenderContext, to: Addressee) -> dict[str, Any]:
+    """What every notice's templates see of its list and its recipient."""
+    return {
+        "list_name": context.list_name,
+        "list_slug": context.list_slug,
+        "from_name": context.from_name,
+        "postal_address": context.postal_address,
+        "base_url": context.base_url,
+        "name": to.name,
+        "email": to.email,
+    }
+
+
+def _personal(to: Addressee, render: RenderSettings, signer: TokenSigner, unsubscribe: str) -> PlainPersonal:
+    mailing_list, links = to.mailing_list, render.links
+    return PlainPersonal(
+        name=to.name,
+        email=to.email,
+        unsubscribe_url=links.unsubscribe(unsubscribe),
+        preferences_url=links.preferences(signer.make(to.subscriber_id, mailing_list.id, "preferences")),
+        # A private list has no public archive: its readers' link goes to the home page instead.
+        view_online_url=f"{render.base_url}/"
+        if mailing_list.private
+        else f"{render.base_url}/archive/{mailing_list.slug}",
+    )
+
+
+def _render_notice(template: str, render: RenderSettings, variables: dict[str, Any]) -> tuple[str, str, str]:
+    """(subject, HTML with its CSS inlined, text) of a notice, without rendering's placeholder markers."""
+    env = template_environment(tuple(str(d) for d in render.template_dirs))
+    subject = " ".join(_render(env, f"{template}.subject.txt", variables).split())
+    html = inline_css(_render(env, f"{template}.html", variables))
+    text = _render(env, f"{template}.txt", variables)
+    return subject.translate(_MARKERS), html.translate(_MARKERS), text.translate(_MARKERS)
 
 
 def _render(env: Environment, name: str, variables: dict[str, Any]) -> str:

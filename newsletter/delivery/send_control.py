@@ -24,6 +24,7 @@ from typing import Any, TypeVar
 
 import redis
 
+from newsletter.delivery.stops import StopKind, StopReason
 from newsletter.errors import NewsletterError
 
 PREFIX = "newsletter"
@@ -42,6 +43,11 @@ def trouble_key(send_key: str) -> str:
 
 class ControlUnavailable(NewsletterError):
     """Redis could not be reached; callers fall back to the database or try again later."""
+
+    @property
+    def stop_reason(self) -> StopReason:
+        """Why a batch stops on this error: the broker is down ("Redis unavailable: ...")."""
+        return StopReason(StopKind.BROKER_DOWN, str(self))
 
 
 def _translated(method: F) -> F:
@@ -99,7 +105,7 @@ class SendControl:
             return {}
         values = self.redis.hmget(f"{PREFIX}:journal:{send_key}", [str(i) for i in delivery_ids])
         found = {}
-        for delivery_id, value in zip(delivery_ids, values):
+        for delivery_id, value in zip(delivery_ids, values, strict=True):
             if value is not None:
                 sent_at, code, message_id, reply = value.decode().split("\x1f", 3)
                 found[delivery_id] = JournalEntry(message_id, int(code), reply, float(sent_at))

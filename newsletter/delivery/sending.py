@@ -19,7 +19,7 @@ from sqlalchemy.orm import Session
 
 from newsletter.content.issues import Links, RenderSettings, get_issue
 from newsletter.delivery.audience import Audience, Repeat, check_send, empty_refusal, list_counts, mailed
-from newsletter.delivery.batch_loop import Claimed
+from newsletter.delivery.ports import Claimed
 from newsletter.errors import Conflict, InvalidInput, NotFound
 from newsletter.mail.messages import CompiledMessage, MessageHeaders, Recipient
 from newsletter.store.db import id_ranges
@@ -373,6 +373,10 @@ def _log_query(conditions: list[Any]) -> Select[Any]:
         .where(*conditions)
         .order_by(Delivery.id)
     )
+
+
+def _slug(session: Session, list_id: int) -> str:
+    return session.scalar(select(MailingList.slug).where(MailingList.id == list_id)) or "?"
 
 
 def _iso(value: datetime | None) -> str | None:

@@ -17,7 +17,7 @@ from sqlalchemy.orm import Session
 
 from newsletter.config import Settings
 from newsletter.content.issues import RenderSettings, get_issue
-from newsletter.delivery.batch_loop import Claimed
+from newsletter.delivery.ports import Claimed
 from newsletter.delivery.sending import RecipientLinks, message_headers
 from newsletter.errors import DeliveryError, InvalidInput, TemporaryDeliveryError
 from newsletter.mail.messages import CompiledMessage, Recipient

@@ -14,7 +14,9 @@ runs the mail transaction itself, because the hot path must cost microseconds:
 
 Errors follow :mod:`newsletter.errors`: connection trouble and 4xx replies raise
 :class:`~newsletter.errors.TemporaryDeliveryError`, 5xx replies raise
-:class:`~newsletter.errors.PermanentDeliveryError`. A rejection's message is the
+:class:`~newsletter.errors.PermanentDeliveryError`, or its subclass
+:class:`~newsletter.errors.UnknownRecipient` when the mailbox does not exist
+(:func:`is_unknown_user`: the address is then suppressed). A rejection's message is the
 server's reply followed by the command it answered, as Postfix words its bounces::
 
     550 5.1.1 <gone@example.com>: Recipient address rejected: User unknown (in reply to RCPT TO command)
@@ -35,7 +37,13 @@ from types import TracebackType
 from typing import NoReturn
 
 from newsletter.config import SmtpSettings
-from newsletter.errors import InvalidInput, PermanentDeliveryError, SmtpUnreachable, TemporaryDeliveryError
+from newsletter.errors import (
+    InvalidInput,
+    PermanentDeliveryError,
+    SmtpUnreachable,
+    TemporaryDeliveryError,
+    UnknownRecipient,
+)
 
 log = logging.getLogger(__name__)
 
@@ -274,25 +282,11 @@ class SmtpTransport:
             return True
 
     def _open(self) -> smtplib.SMTP:
-        settings = self._settings
+        """Connect, say EHLO, start TLS and log in as the settings say. Raises SmtpUnreachable."""
         context = self._ssl_context or ssl.create_default_context()
         conn: smtplib.SMTP | None = None
         try:
-            try:
-                if settings.security == "tls":
-                    conn = smtplib.SMTP_SSL(
-                        settings.host,
-                        settings.port,
-                        local_hostname=self._local_hostname,
-                        timeout=self._timeout,
-                        context=context,
-                    )
-                else:
-                    conn = smtplib.SMTP(
-                        settings.host, settings.port, local_hostname=self._local_hostname, timeout=self._timeout
-                    )
-            except smtplib.SMTPConnectError as exc:
-                raise self._connect_error(f"greeted with {_reply_text(exc.smtp_code, exc.smtp_error)}") from None
+            conn = self._connect(context)
             # smtplib looks the name up (getfqdn(), possibly slow DNS) when none is given: once is enough.
             self._local_hostname = conn.local_hostname
             assert conn.sock is not None
@@ -301,27 +295,8 @@ class SmtpTransport:
             # saves a packet.
             conn.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             self._hello(conn)
-            if settings.security == "starttls" or (settings.security == "none" and conn.has_extn("starttls")):
-                if not conn.has_extn("starttls"):
-                    raise self._connect_error(
-                        "the server does not offer STARTTLS, which the settings require "
-                        "(smtp+starttls://); use smtp:// to allow plain text"
-                    )
-                if settings.security == "none" and self._ssl_context is None:
-                    # Opportunistic TLS (RFC 7435, Postfix's "may"): smtp:// allowed plain
-                    # text, so encrypting without checking the certificate is strictly
-                    # better than not encrypting; smtp+starttls:// verifies it.
-                    context = ssl.create_default_context()
-                    context.check_hostname = False
-                    context.verify_mode = ssl.CERT_NONE
-                try:
-                    conn.starttls(context=context)
-                except smtplib.SMTPResponseException as exc:
-                    raise self._connect_error(
-                        f"STARTTLS refused: {_reply_text(exc.smtp_code, exc.smtp_error)}"
-                    ) from None
-                self._hello(conn)
-            if settings.username:
+            self._starttls(conn, context)
+            if self._settings.username:
                 self._login(conn)
         except TemporaryDeliveryError:
             if conn is not None:
@@ -335,6 +310,52 @@ class SmtpTransport:
             if conn is not None:
                 conn.close()
             raise self._connect_error(_describe(exc)) from None
+        self._adopt(conn)
+        return conn
+
+    def _connect(self, context: ssl.SSLContext) -> smtplib.SMTP:
+        """A new connection, greeted; implicit TLS for smtps://."""
+        settings = self._settings
+        try:
+            if settings.security == "tls":
+                return smtplib.SMTP_SSL(
+                    settings.host,
+                    settings.port,
+                    local_hostname=self._local_hostname,
+                    timeout=self._timeout,
+                    context=context,
+                )
+            return smtplib.SMTP(
+                settings.host, settings.port, local_hostname=self._local_hostname, timeout=self._timeout
+            )
+        except smtplib.SMTPConnectError as exc:
+            raise self._connect_error(f"greeted with {_reply_text(exc.smtp_code, exc.smtp_error)}") from None
+
+    def _starttls(self, conn: smtplib.SMTP, context: ssl.SSLContext) -> None:
+        """STARTTLS when the settings require it (smtp+starttls://) or the server offers it (smtp://)."""
+        security = self._settings.security
+        if not (security == "starttls" or (security == "none" and conn.has_extn("starttls"))):
+            return
+        if not conn.has_extn("starttls"):
+            raise self._connect_error(
+                "the server does not offer STARTTLS, which the settings require "
+                "(smtp+starttls://); use smtp:// to allow plain text"
+            )
+        if security == "none" and self._ssl_context is None:
+            # Opportunistic TLS (RFC 7435, Postfix's "may"): smtp:// allowed plain
+            # text, so encrypting without checking the certificate is strictly
+            # better than not encrypting; smtp+starttls:// verifies it.
+            context = ssl.create_default_context()
+            context.check_hostname = False
+            context.verify_mode = ssl.CERT_NONE
+        try:
+            conn.starttls(context=context)
+        except smtplib.SMTPResponseException as exc:
+            raise self._connect_error(f"STARTTLS refused: {_reply_text(exc.smtp_code, exc.smtp_error)}") from None
+        self._hello(conn)
+
+    def _adopt(self, conn: smtplib.SMTP) -> None:
+        """Keep the new connection, with the features its EHLO reply offered."""
         assert conn.sock is not None
         self._conn = conn
         self._poller = select.poll()
@@ -352,7 +373,6 @@ class SmtpTransport:
             "TLS" if isinstance(conn.sock, ssl.SSLSocket) else "plain text",
             self._pipelining,
         )
-        return conn
 
     def _hello(self, conn: smtplib.SMTP) -> None:
         code, text = conn.ehlo()
@@ -511,6 +531,8 @@ class SmtpTransport:
                 error = TemporaryDeliveryError(_rejection(stage, code, text), code=code)
             else:
                 error = PermanentDeliveryError(_rejection(stage, code, text), code=code)
+                if is_unknown_user(error):
+                    error = UnknownRecipient(str(error), code=code)
             try:
                 self._write(conn, b"RSET\r\n")
                 rset_code, _ = self._read(conn)

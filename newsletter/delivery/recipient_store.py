@@ -1,0 +1,278 @@
+"""A send's recipients in SQL: the claim on one batch, and the bulk write of its outcomes.
+
+:class:`SqlRecipientStore` is the :class:`~newsletter.delivery.ports.RecipientStore` of one
+batch (a range of delivery ids). The worker *claims* the range's pending rows that are due
+(a claim expires unless renewed, so rows held by a dead worker come back), skips those who
+left or were suppressed since the send started, and later writes every outcome in one
+statement. Every query on held rows names the range, so it reads a batch's rows through
+the primary key instead of scanning all pending rows of a large send.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import socket
+from collections.abc import Callable, Sequence
+from datetime import timedelta
+from typing import Any, cast
+
+from sqlalchemy import Table, and_, bindparam, case, exists, func, not_, or_, select, update
+from sqlalchemy.orm import Session, sessionmaker
+
+from newsletter.delivery.ports import Checked, Claimed, Outcome, Taken
+from newsletter.store.db import insert_on_conflict_ignore, rowcount
+from newsletter.store.models import Delivery, Send, Subscriber, Subscription, Suppression, utcnow
+
+
+def worker_name() -> str:
+    """Who holds a claim: host, process id and a random part (``host:1234:a1b2c3``)."""
+    return f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
+
+
+class SqlRecipientStore:
+    """The deliveries of ``send_id`` with ids in [first_id, last_id], claimed as ``me`` (a new
+    :func:`worker_name` by default)."""
+
+    def __init__(
+        self, sessions: sessionmaker[Session], send_id: int, first_id: int, last_id: int, *, me: str | None = None
+    ) -> None:
+        self.sessions = sessions
+        self._send_id = send_id
+        self.first_id, self.last_id = first_id, last_id
+        self.me = me or worker_name()
+        self._list_id: int | None = None
+
+    @property
+    def send_id(self) -> int:
+        return self._send_id
+
+    def _in_range(self) -> tuple[Any, ...]:
+        return (Delivery.send_id == self._send_id, Delivery.id.between(self.first_id, self.last_id))
+
+    def _held(self) -> tuple[Any, ...]:
+        return (*self._in_range(), Delivery.claimed_by == self.me)
+
+    # --- claiming ------------------------------------------------------------------
+
+    def take(self, claim_seconds: float) -> Taken | None:
+        with self.sessions() as session, session.begin():
+            send = session.get(Send, self._send_id)
+            if send is None or send.status != "sending":
+                return None
+            self._list_id = send.list_id
+            self._claim_due(session, claim_seconds)
+            skipped = len(self._skip_departed(session))
+            return Taken(self._claimed_rows(session), skipped)
+
+    def _claim_due(self, session: Session, claim_seconds: float) -> None:
+        """Claim the batch's pending rows that are due and not held by a live claim."""
+        now = utcnow()
+        session.execute(
+            update(Delivery)
+            .where(
+                *self._in_range(),
+                Delivery.status == "pending",
+                or_(Delivery.claim_expires.is_(None), Delivery.claim_expires < now),
+                or_(Delivery.next_attempt_at.is_(None), Delivery.next_attempt_at <= now),
+            )
+            .values(claimed_by=self.me, claim_expires=now + timedelta(seconds=claim_seconds))
+            .execution_options(synchronize_session=False)
+        )
+
+    def _skip_departed(self, session: Session) -> set[int]:
+        """Mark skipped the held rows whose subscriber left the list or was suppressed since the send began.
+
+        Returns their ids.
+        """
+        still_subscribed = exists().where(
+            Subscription.list_id == self._list_id,
+            Subscription.subscriber_id == Delivery.subscriber_id,
+            Subscription.status == "confirmed",
+        )
+        suppressed = exists().where(Suppression.email == Delivery.email)
+        return set(
+            session.scalars(
+                update(Delivery)
+                .where(*self._held(), Delivery.status == "pending")
+                .where(or_(not_(still_subscribed), suppressed))
+                .values(
+                    status="skipped",
+                    smtp_reply="left the list or was suppressed after the send started",
+                    claimed_by=None,
+                    claim_expires=None,
+                    updated_at=utcnow(),
+                )
+                .returning(Delivery.id)
+                .execution_options(synchronize_session=False)
+            )
+        )
+
+    def _claimed_rows(self, session: Session) -> list[Claimed]:
+        rows = session.execute(
+            select(Delivery.id, Delivery.subscriber_id, Delivery.email, Subscriber.name, Delivery.attempts)
+            .join(Subscriber, Subscriber.id == Delivery.subscriber_id)
+            .where(*self._held(), Delivery.status == "pending")
+            .order_by(Delivery.id)
+        )
+        return [Claimed(i, s, e, n, a) for i, s, e, n, a in rows]
+
+    def check(self) -> Checked:
+        with self.sessions() as session, session.begin():
+            status = session.scalar(select(Send.status).where(Send.id == self._send_id))
+            departed = self._skip_departed(session) if status == "sending" else set()
+        return Checked(status, departed)
+
+    def renew(self, claim_seconds: float) -> None:
+        self._update_held(claim_expires=utcnow() + timedelta(seconds=claim_seconds))
+
+    def defer(self, seconds: float) -> None:
+        self._update_held(claimed_by=None, claim_expires=None, next_attempt_at=utcnow() + timedelta(seconds=seconds))
+
+    def _update_held(self, **values: Any) -> None:
+        """Change the held rows that are still pending."""
+        with self.sessions() as session, session.begin():
+            session.execute(
+                update(Delivery)
+                .where(*self._held(), Delivery.status == "pending")
+                .values(**values)
+                .execution_options(synchronize_session=False)
+            )
+
+    def release(self) -> None:
+        with self.sessions() as session, session.begin():
+            session.execute(
+                update(Delivery)
+                .where(*self._held())
+                .values(claimed_by=None, claim_expires=None)
+                .execution_options(synchronize_session=False)
+            )
+
+    # --- outcomes ------------------------------------------------------------------
+
+    def record(self, outcomes: Sequence[Outcome], hard_bounces: Sequence[tuple[str, str]]) -> None:
+        if not outcomes:
+            return
+        now = utcnow()
+        with self.sessions() as session, session.begin():
+            session.execute(_RECORD, [_bind(outcome, now) for outcome in outcomes])
+            if hard_bounces:
+                session.execute(
+                    insert_on_conflict_ignore(session, cast(Table, Suppression.__table__), index_elements=["email"]),
+                    [
+                        {"email": e, "reason": "hard_bounce", "note": reply[:500], "created_at": now}
+                        for e, reply in hard_bounces
+                    ],
+                )
+
+    def pause_for_errors(self, reason: str) -> bool:
+        with self.sessions() as session, session.begin():
+            return bool(
+                rowcount(
+                    session.execute(
+                        update(Send)
+                        .where(Send.id == self._send_id, Send.status == "sending")
+                        .values(status="paused", status_reason=reason)
+                    )
+                )
+            )
+
+    # --- progress ------------------------------------------------------------------
+
+    def next_due(self) -> float | None:
+        with self.sessions() as session:
+            row = session.execute(
+                select(func.min(Delivery.next_attempt_at), func.min(Delivery.claim_expires), func.count()).where(
+                    *self._in_range(), Delivery.status == "pending"
+                )
+            ).one()
+        next_attempt, claim_expires, pending = row
+        if not pending:
+            return None
+        now = utcnow()
+        moments = [m for m in (next_attempt, claim_expires) if m is not None]
+        if not moments:
+            return 0.0
+        return max(0.0, (min(moments) - now).total_seconds()) + 0.1
+
+    def finish_if_done(self) -> bool:
+        return finish_if_done(self.sessions, self._send_id)
+
+
+_table = cast(Table, Delivery.__table__)
+# Every outcome is one attempt, recovered journal entries included.
+_RECORD = (
+    update(_table)
+    .where(_table.c.id == bindparam("b_id"))
+    .values(
+        # A row cancelled while its message was in flight keeps the truth if it went
+        # out, and stays cancelled if it would only have been retried.
+        status=case(
+            (and_(bindparam("b_status") == "pending", _table.c.status == "cancelled"), "cancelled"),
+            else_=bindparam("b_status"),
+        ),
+        attempts=_table.c.attempts + 1,
+        smtp_code=bindparam("b_code"),
+        smtp_reply=bindparam("b_reply"),
+        message_id=bindparam("b_message_id"),
+        sent_at=bindparam("b_sent_at"),
+        next_attempt_at=bindparam("b_next"),
+        claimed_by=None,
+        claim_expires=None,
+        updated_at=bindparam("b_now"),
+    )
+)
+
+
+def _bind(outcome: Outcome, now: object) -> dict[str, Any]:
+    return {
+        "b_id": outcome.delivery_id,
+        "b_status": outcome.status,
+        "b_code": outcome.code,
+        "b_reply": outcome.reply,
+        "b_message_id": outcome.message_id,
+        "b_sent_at": outcome.sent_at,
+        "b_next": outcome.next_attempt_at,
+        "b_now": now,
+    }
+
+
+def finish_if_done(sessions: sessionmaker[Session], send_id: int) -> bool:
+    """Mark a sending send finished once nothing is pending. Returns whether it did."""
+    pending = exists().where(Delivery.send_id == send_id, Delivery.status == "pending")
+    with sessions() as session, session.begin():
+        return bool(
+            rowcount(
+                session.execute(
+                    update(Send)
+                    .where(Send.id == send_id, Send.status == "sending", not_(pending))
+                    .values(status="finished", finished_at=utcnow())
+                    .execution_options(synchronize_session=False)
+                )
+            )
+        )
+
+
+def release_dead_claims(sessions: sessionmaker[Session], hostname: str, is_alive: Callable[[int], bool]) -> int:
+    """Release claims held by processes of this host that no longer exist (a worker killed with -9).
+
+    Claims of other hosts expire on their own; this only makes local recovery immediate.
+    Returns how many rows were released.
+    """
+    with sessions() as session, session.begin():
+        holders = session.scalars(
+            select(Delivery.claimed_by)
+            .where(Delivery.status == "pending", Delivery.claimed_by.like(f"{hostname}:%"))
+            .distinct()
+        ).all()
+        dead = [h for h in holders if h and not is_alive(int(h.split(":")[1]))]
+        if not dead:
+            return 0
+        return rowcount(
+            session.execute(
+                update(Delivery)
+                .where(Delivery.status == "pending", Delivery.claimed_by.in_(dead))
+                .values(claimed_by=None, claim_expires=None)
+                .execution_options(synchronize_session=False)
+            )
+        )
