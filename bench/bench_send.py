@@ -322,13 +322,14 @@ def build_messages(nl: Newsletter, send_id: str) -> None:
     """Every recipient's copy of the stored send, built by the worker's own code."""
     from sqlalchemy import select
 
-    from newsletter.delivery.batch_loop import Claimed
+    from newsletter.delivery.ports import Claimed
     from newsletter.mail.messages import ascii_address
+    from newsletter.runtime import Runtime
     from newsletter.store.models import Delivery, Send, Subscriber
-    from newsletter.worker.tasks import WorkerState
+    from newsletter.worker.app import WorkerState
 
     global _SENDER
-    worker = WorkerState(nl.settings, os.getpid())
+    worker = WorkerState(Runtime(nl.settings), os.getpid())
     with nl.sessions() as session:
         send = session.get(Send, int(send_id))
         message = worker.message_for(session, send)

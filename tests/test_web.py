@@ -23,6 +23,8 @@ from newsletter.config import Settings
 from newsletter.content.issue_files import IssueSource
 from newsletter.content.issues import RenderSettings, create_issue
 from newsletter.delivery import batch_loop, notices, sending
+from newsletter.delivery.editions import SendEditions
+from newsletter.delivery.recipient_store import SqlRecipientStore
 from newsletter.delivery.send_control import SendControl
 from newsletter.devtools.smtp_capture import CaptureServer
 from newsletter.mail.transport import SmtpTransport
@@ -492,13 +494,10 @@ def test_unsubscribing_takes_effect_for_a_send_in_progress(site, redis_url):
     )
     with SmtpTransport(site.settings.smtp) as transport:
         result = batch_loop.deliver_batch(
-            site.sessions,
-            SendControl(redis.Redis.from_url(redis_url)),
+            SqlRecipientStore(site.sessions, send.id, *batches[0]),
+            SendEditions(site.sessions, site.signer, render.links),
             transport,
-            send.id,
-            *batches[0],
-            message_for=sending.compile_message,
-            recipient_for=sending.RecipientLinks(site.signer, render.links),
+            SendControl(redis.Redis.from_url(redis_url)),
             policy=batch_loop.DeliveryPolicy(),
         )
     assert (result.sent, result.skipped) == (2, 1)

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 from newsletter.config import Settings
 from newsletter.delivery import send_health, sending
 from newsletter.delivery.batch_loop import DeliveryPolicy
+from newsletter.delivery.editions import SendEditions
 from newsletter.delivery.send_control import RateLimiter, SendControl
 from newsletter.delivery.send_queue import DELIVER_BATCH, REQUEST_CONFIRMATIONS
 from newsletter.mail.messages import CompiledMessage
@@ -109,18 +110,13 @@ class WorkerState:
         return sending.RecipientLinks(self.signer, self.render_settings.links)
 
     @cached_property
-    def messages(self) -> dict[int, CompiledMessage]:
-        return {}
+    def editions(self) -> SendEditions:
+        """Each send's message, compiled once per process (the last few kept), and its recipients' copies."""
+        return SendEditions(self.sessions, self.signer, self.render_settings.links, self.outbound)
 
     def message_for(self, session: Session, send: Send) -> CompiledMessage:
-        message = self.messages.get(send.id)
-        if message is None:
-            if len(self.messages) >= 8:
-                self.messages.clear()
-            message = self.messages[send.id] = sending.compile_message(
-                session, send, message_id_key=self.signer.derived_key("message-id")
-            )
-        return message
+        """The send's compiled message, as the batches get it (bench/bench_send.py builds copies with it)."""
+        return self.editions.edition_of(session, send).message
 
 
 _state: WorkerState | None = None

@@ -23,7 +23,7 @@ from celery import signals
 from sqlalchemy import select
 
 from newsletter import logs
-from newsletter.delivery import batch_loop, confirmation_mailing, notices, send_health, sending
+from newsletter.delivery import batch_loop, confirmation_mailing, notices, recipient_store, send_health, sending
 from newsletter.delivery.send_queue import (
     DELIVER_BATCH,
     REQUEST_CONFIRMATIONS,
@@ -69,17 +69,12 @@ log = logging.getLogger("newsletter.worker")
 def deliver_batch(self, send_id: int, first_id: int, last_id: int) -> None:  # type: ignore[no-untyped-def]
     s = state()
     result = batch_loop.deliver_batch(
-        s.sessions,
-        s.control,
+        recipient_store.SqlRecipientStore(s.sessions, send_id, first_id, last_id),
+        s.editions,
         s.transport,
-        send_id,
-        first_id,
-        last_id,
-        message_for=s.message_for,
-        recipient_for=s.recipients,
+        s.control,
         policy=policy_from(s.settings),
         limiter=s.limiter,
-        outbound=s.outbound,
         on_smtp_trouble=s.smtp_trouble,
     )
     log.info(
@@ -211,12 +206,12 @@ def reconcile_once(s: WorkerState) -> int:
     with s.sessions() as session:
         send_ids = session.scalars(select(Send.id).where(Send.status == "sending")).all()
     if send_ids:
-        released = batch_loop.release_dead_claims(s.sessions, socket.gethostname(), _process_alive)
+        released = recipient_store.release_dead_claims(s.sessions, socket.gethostname(), _process_alive)
         if released:
             log.warning("released %d deliveries claimed by worker processes that died", released)
     queued = 0
     for send_id in send_ids:
-        if batch_loop.finish_if_done(s.sessions, send_id):
+        if recipient_store.finish_if_done(s.sessions, send_id):
             continue
         if s.control.redis.llen(QUEUE) > 0:
             continue  # tasks are still flowing; they will reach these rows
