@@ -45,7 +45,7 @@ def web(newsroom):  # type: ignore[no-untyped-def]
     process.stop()
 
 
-def test_the_text_preview_shows_the_text_part_line_for_line(chromium, newsroom, web):
+def test_the_text_preview_shows_the_text_part_line_for_line(chromium, newsroom, web):  # noqa: F811
     """The text part is wrapped at 78 columns once, by the renderer; the preview must not wrap it again."""
     issue_id = newsroom.create_issue()
     newsroom.cli("issues", "preview", issue_id, "--text", str(newsroom.tmp / "part.txt"))
@@ -66,7 +66,7 @@ def test_the_text_preview_shows_the_text_part_line_for_line(chromium, newsroom, 
         page.context.close()
 
 
-def test_an_editor_refused_a_page_sees_the_admin_403_page_and_gets_back(chromium, newsroom, web):
+def test_an_editor_refused_a_page_sees_the_admin_403_page_and_gets_back(chromium, newsroom, web):  # noqa: F811
     page = chromium.new_context(viewport=DESKTOP).new_page()
     problems = watch_console(page)
     log_in(page, web, "edna")

@@ -41,7 +41,7 @@ def watch_console(page) -> list[str]:  # type: ignore[no-untyped-def]
     return problems
 
 
-def test_an_editor_writes_previews_tests_and_sends_the_weekly_issue(chromium, newsroom, tmp_path):
+def test_an_editor_writes_previews_tests_and_sends_the_weekly_issue(chromium, newsroom, tmp_path):  # noqa: F811
     room = newsroom
     port = free_port()
     base = f"http://127.0.0.1:{port}"
@@ -170,7 +170,7 @@ def test_an_editor_writes_previews_tests_and_sends_the_weekly_issue(chromium, ne
         web.stop()
 
 
-def test_an_admin_imports_finds_unsubscribes_erases_and_suppresses(chromium, newsroom, tmp_path):
+def test_an_admin_imports_finds_unsubscribes_erases_and_suppresses(chromium, newsroom, tmp_path):  # noqa: F811
     room = newsroom
     port = free_port()
     base = f"http://127.0.0.1:{port}"

@@ -87,34 +87,34 @@ def test_forged_dsn_and_arf_to_the_bare_return_path_change_nothing_and_proven_on
     envelope = {a: next(m.mail_from for m in newsroom.capture.messages if a in m.rcpt_tos) for a in addresses}
     message_id = {a: str(newsroom.parsed(a)["Message-ID"]) for a in addresses}
 
-    inbound = InboundProcess(newsroom.cli.env, newsroom.cli.cwd)
+    process = InboundProcess(newsroom.cli.env, newsroom.cli.cwd)
     try:
         # A stranger's DSN naming a subscriber, quoting a real Message-ID of ours, but another reader's.
-        inbound.deliver(
+        process.deliver(
             sample("dsn-hard.eml", recipient=dsn_victim, message_id=message_id[complained], return_path=RETURN_PATH),
             RETURN_PATH,
         )
         # A stranger's "feedback loop" complaint about a subscriber, with a made-up Message-ID.
-        inbound.deliver(
+        process.deliver(
             sample(
                 "arf-complaint.eml", recipient=arf_victim, message_id="<1.2.3@example.org>", return_path=RETURN_PATH
             ),
             RETURN_PATH,
         )
         # The genuine articles: a DSN to the delivery's own VERP address, a complaint quoting our Message-ID.
-        inbound.deliver(
+        process.deliver(
             sample("dsn-hard.eml", recipient=bounced, message_id=message_id[bounced], return_path=envelope[bounced]),
             envelope[bounced],
         )
-        inbound.deliver(
+        process.deliver(
             sample(
                 "arf-complaint.eml", recipient=complained, message_id=message_id[complained], return_path=RETURN_PATH
             ),
             RETURN_PATH,
         )
-        lines = inbound.wait_lines(4)
+        lines = process.wait_lines(4)
     finally:
-        assert inbound.stop() == 0
+        assert process.stop() == 0
     assert any(f"hard bounce {dsn_victim}: unproven" in line and "nothing changed" in line for line in lines), lines
     assert any(f"complaint {arf_victim}: unproven" in line and "nothing changed" in line for line in lines), lines
     assert any(f"hard bounce {bounced} (delivery" in line and "suppressed hard_bounce" in line for line in lines), lines
@@ -159,7 +159,7 @@ def test_forged_dsn_and_arf_to_the_bare_return_path_change_nothing_and_proven_on
 # --- the server in a thread, on SQLite and PostgreSQL ------------------------------------------
 
 
-def test_a_guessed_message_id_proves_nothing_and_the_real_one_does(inbound):
+def test_a_guessed_message_id_proves_nothing_and_the_real_one_does(inbound):  # noqa: F811
     sent = sent_issue(inbound.sessions, ["kay@example.com", "lee@example.com"])
     kay = sent["kay@example.com"]
     # Message-IDs are <delivery.send.time.mac@domain>: a guessed one must be the stored one
@@ -189,7 +189,7 @@ def test_a_guessed_message_id_proves_nothing_and_the_real_one_does(inbound):
     assert events(inbound.sessions)[-1] == ("kay@example.com", "hard", kay.delivery_id)
 
 
-def test_a_bounce_of_a_form_confirmation_email_is_proven_by_the_signed_link_it_quotes(inbound):
+def test_a_bounce_of_a_form_confirmation_email_is_proven_by_the_signed_link_it_quotes(inbound):  # noqa: F811
     sent_issue(inbound.sessions, ["victim@example.com"])
     with db.transaction(inbound.sessions) as s:
         add_subscriber(s, "weekly", "typo@example.com", confirmed=False, source="form")
@@ -227,7 +227,7 @@ def test_a_bounce_of_a_form_confirmation_email_is_proven_by_the_signed_link_it_q
     assert subscription_status(inbound.sessions, "victim@example.com")[0] == "confirmed"
 
 
-def test_a_complaint_about_a_request_to_confirm_is_proven_by_its_message_id_and_leaves_that_list(inbound):
+def test_a_complaint_about_a_request_to_confirm_is_proven_by_its_message_id_and_leaves_that_list(inbound):  # noqa: F811
     sent_issue(inbound.sessions, ["ola@example.com"], slug="daily")
     sent_issue(inbound.sessions, ["pia@example.com"], slug="weekly")
     with db.transaction(inbound.sessions) as s:
@@ -277,7 +277,7 @@ def test_unproven_soft_bounces_count_toward_nothing(sessions):
 # --- webhooks ------------------------------------------------------------------------------------
 
 
-def test_generic_webhook_events_with_only_an_address_are_kept_unproven(hooks):
+def test_generic_webhook_events_with_only_an_address_are_kept_unproven(hooks):  # noqa: F811
     sent_issue(hooks.sessions, ["rae@example.com", "sid@example.com"])
     batch = {
         "events": [
@@ -309,7 +309,7 @@ def test_generic_webhook_events_with_only_an_address_are_kept_unproven(hooks):
     assert len(unproven(hooks.sessions)) == 4
 
 
-def test_ses_events_act_only_on_our_message_id_verp_source_or_signed_header(hooks, signing):
+def test_ses_events_act_only_on_our_message_id_verp_source_or_signed_header(hooks, signing):  # noqa: F811
     sent = sent_issue(hooks.sessions, ["tam@example.com", "uma@example.com", "val@example.com"])
     client = hooks.client()
 
@@ -360,7 +360,7 @@ def test_ses_events_act_only_on_our_message_id_verp_source_or_signed_header(hook
     ]
 
 
-def test_an_ses_notification_older_than_the_max_age_is_refused_as_a_replay(hooks, signing, caplog):
+def test_an_ses_notification_older_than_the_max_age_is_refused_as_a_replay(hooks, signing, caplog):  # noqa: F811
     wes = sent_issue(hooks.sessions, ["wes@example.com"])["wes@example.com"]
     source = make_return_path(RETURN_PATH, wes.delivery_id, KEY)
     message = ses_bounce("wes@example.com", "Permanent", source=source)
@@ -406,7 +406,7 @@ def test_ses_max_age_setting():
 # --- the admin's Bounces page ----------------------------------------------------------------------
 
 
-def test_the_admin_bounces_page_lists_proven_and_unproven_events_for_admins_only(admin):
+def test_the_admin_bounces_page_lists_proven_and_unproven_events_for_admins_only(admin):  # noqa: F811
     with db.transaction(admin.sessions) as s:
         record_bounce(s, email="reader1@example.com", kind="hard", source="smtp", detail="forged 5.1.1 <x@y>", **LIMITS)
         record_bounce(

@@ -216,7 +216,7 @@ def test_a_redelivered_batch_mails_nobody_twice_and_an_interrupted_handoff_is_ne
         started = confirmation_requests.start_run(s, "weekly", batch_size=100, created_by="test")
     assert started.queued == 4 and len(started.batches) == 1
     run_id, (first, last) = started.run_id, started.batches[0]
-    ids = dict(zip(addresses, range(first, last + 1)))
+    ids = dict(zip(addresses, range(first, last + 1), strict=True))
     past, future = utcnow() - timedelta(seconds=5), utcnow() + timedelta(seconds=60)
     with db.transaction(sessions) as s:
         # What workers left: ann was being handed to the SMTP server when its worker died; bob was

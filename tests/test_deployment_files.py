@@ -12,6 +12,7 @@ non-editable) and run; the compose health checks run against real `newsletter we
 from __future__ import annotations
 
 import fnmatch
+import functools
 import ipaddress
 import json
 import os
@@ -642,7 +643,7 @@ def test_prometheus_scrape_config_opens_metrics_of_a_real_web_process(
         web_env = {**stack_env, **({"NEWSLETTER_METRICS_TOKEN": token_setting} if token_setting else {})}
         web = Process(["web", "--host", "127.0.0.1", "--port", str(port)], web_env, tmp_path, f"web-{expect}")
         try:
-            web.wait_until(lambda: answers_http(f"http://127.0.0.1:{port}/news/"), "newsletter web")
+            web.wait_until(functools.partial(answers_http, f"http://127.0.0.1:{port}/news/"), "newsletter web")
             url = f"http://127.0.0.1:{port}{job['metrics_path']}"
             scraped = httpx.get(url, headers={"Authorization": f"Bearer {credentials}"}, timeout=10)
             assert scraped.status_code == expect, scraped.text[:300]

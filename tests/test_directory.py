@@ -193,17 +193,17 @@ def test_update_fields_and_refusals(sessions, people):
 def test_set_subscription_adds_removes_and_respects_suppression(sessions, people):
     with transaction(sessions) as session:
         bob = directory.set_subscription(session, people["bob"], "daily", "confirmed")
-    daily = [s for s in bob.subscriptions if s.list_slug == "daily"][0]
+    daily = next(s for s in bob.subscriptions if s.list_slug == "daily")
     assert (daily.status, daily.source, daily.confirmed_at is not None) == ("confirmed", "admin", True)
 
     with transaction(sessions) as session:
         bob = directory.set_subscription(session, people["bob"], "daily", "unsubscribed")
-    daily = [s for s in bob.subscriptions if s.list_slug == "daily"][0]
+    daily = next(s for s in bob.subscriptions if s.list_slug == "daily")
     assert (daily.status, daily.end_reason, daily.ended_at is not None) == ("unsubscribed", "removed by an admin", True)
 
     with transaction(sessions) as session:  # re-added by an admin: a new consent
         bob = directory.set_subscription(session, people["bob"], "daily", "confirmed", source="api")
-    daily = [s for s in bob.subscriptions if s.list_slug == "daily"][0]
+    daily = next(s for s in bob.subscriptions if s.list_slug == "daily")
     assert (daily.status, daily.source, daily.ended_at, daily.end_reason) == ("confirmed", "api", None, None)
 
     with transaction(sessions) as session:

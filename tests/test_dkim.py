@@ -192,7 +192,7 @@ def keygen(cli, *args: str, check: bool = True):  # type: ignore[no-untyped-def]
 
 def printed_record(stdout: str) -> tuple[str, str]:
     """The zone-file line keygen printed, and its value (the quoted strings joined)."""
-    line = next(l for l in stdout.splitlines() if " IN TXT " in l)
+    line = next(printed for printed in stdout.splitlines() if " IN TXT " in printed)
     strings = re.findall(r'"([^"]*)"', line)
     assert all(len(s) <= 255 for s in strings) and len(strings) >= 2  # a 2048-bit key's value needs two strings
     return line, "".join(strings)

@@ -74,7 +74,7 @@ def test_a_stored_name_with_a_line_break_stays_inside_an_encoded_word():
     assert not any(line.lower().startswith("bcc:") for line in lines)
     fields = [line for line in lines if not line.startswith((" ", "\t"))]
     assert sum(f.startswith("To: ") for f in fields) == 1
-    to = "\r\n".join(lines[[n for n, line in enumerate(lines) if line.startswith("To: ")][0] :]).split("\r\nDate:")[0]
+    to = "\r\n".join(lines[next(n for n, line in enumerate(lines) if line.startswith("To: ")) :]).split("\r\nDate:")[0]
     assert re.fullmatch(r"To: =\?utf-8\?b\?[A-Za-z0-9+/=]+\?= <ann@example\.com>", to)
     assert str(make_header(decode_header(to[4:].rsplit(" <", 1)[0]))) == "Eve\r\nBcc: victim@example.com"
 
@@ -271,5 +271,5 @@ def test_the_web_form_and_preferences_refuse_such_names(site: Site):  # noqa: F8
     ],
 )
 def test_a_base_url_with_a_line_break_or_space_is_a_configuration_error(tmp_path: Path, value):
-    with pytest.raises(ConfigError, match="^NEWSLETTER_BASE_URL: must not contain"):
+    with pytest.raises(ConfigError, match=r"^NEWSLETTER_BASE_URL: must not contain"):
         Settings.from_environ({"NEWSLETTER_VAR_DIR": str(tmp_path), "NEWSLETTER_BASE_URL": value})

@@ -100,7 +100,7 @@ def test_dsn_details_name_the_status_and_the_servers_words():
 
 def test_dsn_edge_cases_mailbox_full_success_reports_and_several_recipients():
     def dsn(*blocks: str) -> bytes:
-        body = "\r\n\r\n".join(("Reporting-MTA: dns; mx.example.net",) + blocks)
+        body = "\r\n\r\n".join(("Reporting-MTA: dns; mx.example.net", *blocks))
         return (
             "From: MAILER-DAEMON@mx.example.net\r\nTo: bounces@example.org\r\nSubject: report\r\nMIME-Version: 1.0\r\n"
             'Content-Type: multipart/report; report-type=delivery-status; boundary="b"\r\n\r\n'
@@ -407,7 +407,7 @@ def test_mail_to_the_list_unsubscribe_address_unsubscribes_from_that_list(inboun
     # A token for a list the address is on, but not valid (forged): refused at RCPT, nothing changes.
     with pytest.raises(smtplib.SMTPRecipientsRefused) as refused:
         inbound.deliver(letter.as_bytes(), address.replace("unsubscribe+v1", "unsubscribe+v2"))
-    assert list(refused.value.recipients.values())[0][0] == 550
+    assert next(iter(refused.value.recipients.values()))[0] == 550
 
 
 def test_foreign_and_forged_recipients_are_refused_and_nothing_is_recorded(inbound):
@@ -417,7 +417,7 @@ def test_foreign_and_forged_recipients_are_refused_and_nothing_is_recorded(inbou
     for rcpt in ("postmaster@example.org", "someone@elsewhere.example", forged):
         with pytest.raises(smtplib.SMTPRecipientsRefused) as refused:
             inbound.deliver(bounce, rcpt)
-        assert list(refused.value.recipients.values())[0][0] == 550
+        assert next(iter(refused.value.recipients.values()))[0] == 550
     assert events(inbound.sessions) == []
     assert suppression(inbound.sessions, "ann@example.com") is None
     assert delivery(inbound.sessions, ann.delivery_id).status == "sent"

@@ -118,4 +118,4 @@ def test_export_then_import_round_trips(sessions, tmp_path):
         assert (summary.imported, summary.rejected) == (2, 0)
         again = io.StringIO()
         exporting.export_csv(session, "copy", again)
-    assert list(csv.DictReader(io.StringIO(again.getvalue())))[0]["city"] == "Zürich"
+    assert next(csv.DictReader(io.StringIO(again.getvalue())))["city"] == "Zürich"

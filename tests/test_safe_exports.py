@@ -234,7 +234,7 @@ def log_rows(text: str) -> list[dict[str, str]]:
     """The CSV's rows, each cell read back as the import reads it."""
     rows = assert_safe(text)
     assert rows[0] == LOG_COLUMNS
-    return [dict(zip(LOG_COLUMNS, (read_cell(c) for c in row))) for row in rows[1:]]
+    return [dict(zip(LOG_COLUMNS, (read_cell(c) for c in row), strict=True)) for row in rows[1:]]
 
 
 def as_cells(deliveries: list[dict]) -> list[dict[str, str]]:

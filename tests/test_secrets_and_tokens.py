@@ -239,7 +239,7 @@ def test_an_expired_preferences_link_offers_a_fresh_one_that_a_worker_mails(news
         web.stop()
 
 
-def test_fresh_links_are_limited_per_address_and_follow_the_setting(site):
+def test_fresh_links_are_limited_per_address_and_follow_the_setting(site):  # noqa: F811
     from fastapi.testclient import TestClient
 
     from newsletter.http.app import create_app
@@ -276,7 +276,7 @@ def test_fresh_links_are_limited_per_address_and_follow_the_setting(site):
     assert len(queued) == 4
 
 
-def test_a_preferences_link_never_resubscribes_without_a_new_confirmation(site):
+def test_a_preferences_link_never_resubscribes_without_a_new_confirmation(site):  # noqa: F811
     add(site, "ann@example.com", "weekly")
     add(site, "ann@example.com", "daily")
     client = site.client()
@@ -326,7 +326,7 @@ def test_a_preferences_link_never_resubscribes_without_a_new_confirmation(site):
     assert site.subscription("ann@example.com", "daily").status == "unsubscribed"
 
 
-def test_the_unsubscribe_page_offers_the_preferences_link_of_its_own_email_which_expires_with_it(site):
+def test_the_unsubscribe_page_offers_the_preferences_link_of_its_own_email_which_expires_with_it(site):  # noqa: F811
     """Unsubscribe links never expire; the preferences link their pages offer must not outlive the email's own."""
     add(site, "ann@example.com", "weekly")
     client = site.client()

@@ -311,7 +311,7 @@ def test_the_admin_send_page_shows_the_earlier_send_and_asks_for_an_explicit_cho
         expect(page.locator("#p-status")).to_have_text("finished", timeout=120_000)
         assert page.inner_text("#p-sent") == "2"
         room.wait_received(6)
-        assert room.received() == Counter({a: 1 for a in readers + ["new1@example.com", "new2@example.com"]})
+        assert room.received() == Counter({a: 1 for a in [*readers, "new1@example.com", "new2@example.com"]})
         assert problems == []
     finally:
         web.stop()

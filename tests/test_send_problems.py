@@ -20,7 +20,12 @@ import pytest
 
 from newsletter.delivery.send_health import Health, SendState, SmtpTrouble, WorkerBeat, send_problem
 from newsletter.devtools.smtp_capture import CaptureServer
-from tests.conftest import Cli
+from tests.apikit import (
+    Api,
+    api_with_broker,  # noqa: F401  (fixture)
+)
+from tests.conftest import Cli, clean_environ
+from tests.sendkit import Newsroom
 
 NOW = 1_800_000_000.0
 BEAT = WorkerBeat(name="host:1", host="host", pid=1, smtp="127.0.0.1:25", started=NOW - 60, at=NOW - 1)
@@ -360,13 +365,6 @@ def test_watch_says_when_the_problem_clears(newsroom):
 
 
 # --- the API and the admin UI --------------------------------------------------------------------
-
-from tests.apikit import (
-    Api,
-    api_with_broker,  # noqa: F401  (fixture)
-)
-from tests.conftest import clean_environ  # noqa: E402
-from tests.sendkit import Newsroom  # noqa: E402
 
 
 @pytest.mark.redis

@@ -106,11 +106,11 @@ def room(api_with_broker: Api, tmp_path):  # noqa: F811
     newsroom.stop_all()
 
 
-def _send_and_wait(api: Api, issue_id: int) -> dict:
-    started = api.post("/api/sends", json={"issue_id": issue_id}, expect=201).json()
+def _send_and_wait(broker_api: Api, issue_id: int) -> dict:
+    started = broker_api.post("/api/sends", json={"issue_id": issue_id}, expect=201).json()
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
-        status = api.get(f"/api/sends/{started['id']}", expect=200).json()
+        status = broker_api.get(f"/api/sends/{started['id']}", expect=200).json()
         if status["status"] in ("finished", "paused", "cancelled"):
             return status  # type: ignore[no-any-return]
         time.sleep(0.3)
@@ -119,12 +119,12 @@ def _send_and_wait(api: Api, issue_id: int) -> dict:
 
 @pytest.mark.redis
 def test_a_private_list_is_off_the_public_pages_but_its_mail_and_the_api_still_work(api_with_broker, room):  # noqa: F811
-    api = api_with_broker
-    web = api.client
-    api.make_list()
-    api.make_list("daily")
-    api.make_subscriber("ann@example.com")
-    assert api.patch("/api/lists/weekly", json={"private": True}, expect=200).json()["private"] is True
+    broker_api = api_with_broker
+    web = broker_api.client
+    broker_api.make_list()
+    broker_api.make_list("daily")
+    broker_api.make_subscriber("ann@example.com")
+    assert broker_api.patch("/api/lists/weekly", json={"private": True}, expect=200).json()["private"] is True
 
     home = web.get("/")
     assert home.status_code == 200 and 'href="/subscribe/daily"' in home.text
@@ -138,23 +138,23 @@ def test_a_private_list_is_off_the_public_pages_but_its_mail_and_the_api_still_w
     assert (
         posted.status_code == 404 and posted.text == web.post("/subscribe/nope", data={"email": "eve@example.com"}).text
     )
-    assert api.get("/api/subscribers", params={"q": "eve@example.com"}, expect=200).json()["total"] == 0
+    assert broker_api.get("/api/subscribers", params={"q": "eve@example.com"}, expect=200).json()["total"] == 0
     assert (
         web.post("/subscribe/daily", data={"email": "eve@example.com"}).status_code == 200
     )  # a public list still works
 
     # Admins and the API still add people.
-    bob = api.make_subscriber("bob@example.com")
+    bob = broker_api.make_subscriber("bob@example.com")
     assert [s["list"] for s in bob["subscriptions"]] == ["weekly"] and bob["subscriptions"][0]["status"] == "confirmed"
 
-    issue = api.make_issue()
+    issue = broker_api.make_issue()
     room.start_worker()
-    done = _send_and_wait(api, issue["id"])
+    done = _send_and_wait(broker_api, issue["id"])
     assert done["status"] == "finished" and done["sent"] == 2
     room.wait_received(2)
 
     # An issue that went out is kept, naming its send.
-    error = assert_error(api.delete(f"/api/issues/{issue['id']}"), 409)
+    error = assert_error(broker_api.delete(f"/api/issues/{issue['id']}"), 409)
     assert f"send {done['id']} to weekly (finished)" in error["message"]
 
     # The mail's view-in-browser link carries the issue's key, the same for every reader.
@@ -179,6 +179,6 @@ def test_a_private_list_is_off_the_public_pages_but_its_mail_and_the_api_still_w
         assert response.status_code == 404 and response.text == not_found, path
 
     # Public again: the archive is open to everyone, key or not.
-    api.patch("/api/lists/weekly", json={"private": False}, expect=200)
+    broker_api.patch("/api/lists/weekly", json={"private": False}, expect=200)
     assert web.get("/archive/weekly").status_code == 200 and web.get(link.path).status_code == 200
     assert web.get("/subscribe/weekly").status_code == 200 and "/subscribe/weekly" in web.get("/").text
