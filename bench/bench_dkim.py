@@ -143,7 +143,7 @@ def signing_cost(bits: int, count: int) -> None:
     verified = sum(dkim.verify(m, dnsfunc=dns) for m in signed)
     with tempfile.TemporaryDirectory(prefix="bench-dkim-verify-") as folder:
         files = [Path(folder) / f"{n}.eml" for n in range(len(signed))]
-        for path, data in zip(files, signed):
+        for path, data in zip(files, signed, strict=True):
             path.write_bytes(data)
         independent = mail_dkim_passes(files, record.decode("ascii"))
     now = int(time.time())

@@ -98,7 +98,7 @@ class Sink:
             except OSError:
                 if self.proc.poll() is not None or time.monotonic() > deadline:
                     self.stop()
-                    raise SystemExit(f"smtp-sink did not start: {self.counters.read_text(errors='replace')}")
+                    raise SystemExit(f"smtp-sink did not start: {self.counters.read_text(errors='replace')}") from None
                 time.sleep(0.05)
 
     def received(self) -> int:

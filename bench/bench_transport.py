@@ -76,7 +76,9 @@ def sink() -> Iterator[tuple[str, int]]:
                 break
             except OSError:
                 if proc.poll() is not None or time.monotonic() > deadline:
-                    raise SystemExit(f"smtp-sink did not start: {proc.stderr.read().decode() if proc.stderr else ''}")
+                    raise SystemExit(
+                        f"smtp-sink did not start: {proc.stderr.read().decode() if proc.stderr else ''}"
+                    ) from None
                 time.sleep(0.05)
         yield "Postfix smtp-sink", port
     finally:
