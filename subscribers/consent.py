@@ -349,7 +349,7 @@ def fresh_link_for(session: Session, signer: TokenSigner, token: str) -> tuple[i
     (subscriber id, list id, address), or None when the address is suppressed (nothing is sent
     to it). Raises InvalidInput (a malformed or forged link), NotFound.
     """
-    subscription, subscriber, mailing_list = _load(session, signer.verify(token, "preferences"))
+    _, subscriber, mailing_list = _load(session, signer.verify(token, "preferences"))
     if _suppression(session, subscriber.email) is not None:
         return None
     return subscriber.id, mailing_list.id, subscriber.email

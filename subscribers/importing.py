@@ -78,7 +78,7 @@ class _Columns:
         self.name = lowered.index("name") if "name" in lowered else None
         self.attributes = [
             (i, n)
-            for i, (n, low) in enumerate(zip(names, lowered))
+            for i, (n, low) in enumerate(zip(names, lowered, strict=True))
             if n and low not in ("email", "name") and low not in EXPORT_ONLY_COLUMNS
         ]
 
