@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import datetime
+
 import typer
 from rich.table import Table
 
@@ -174,7 +176,7 @@ def slot(
         )
 
 
-def _now():  # type: ignore[no-untyped-def]
+def _now() -> datetime:
     from newsletter.store.models import utcnow
 
     return utcnow()

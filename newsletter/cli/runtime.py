@@ -3,13 +3,40 @@
 from __future__ import annotations
 
 import sys
-
-from rich.console import Console
+from functools import cached_property
+from typing import TYPE_CHECKING, Any
 
 from newsletter import runtime as composition
 
-out = Console(highlight=False, soft_wrap=True, markup=False)
-err = Console(stderr=True, highlight=False, soft_wrap=True, markup=False)
+if TYPE_CHECKING:
+    from rich.console import Console
+
+    from newsletter.content.issues import RenderSettings
+
+
+class LazyConsole:
+    """A rich Console made when a command first prints through it: one that prints JSON, or
+    nothing, never imports rich. ``rich`` is the Console itself (for a progress bar)."""
+
+    def __init__(self, **options: Any) -> None:
+        self._options = options
+
+    @cached_property
+    def rich(self) -> Console:
+        from rich.console import Console
+
+        return Console(**self._options)
+
+    @property
+    def width(self) -> int:
+        return self.rich.width
+
+    def print(self, *objects: Any, soft_wrap: bool | None = None) -> None:
+        self.rich.print(*objects, soft_wrap=soft_wrap)
+
+
+out = LazyConsole(highlight=False, soft_wrap=True, markup=False)
+err = LazyConsole(stderr=True, highlight=False, soft_wrap=True, markup=False)
 
 
 class Runtime(composition.Runtime):
@@ -34,5 +61,5 @@ def print_last_line(value: object) -> None:
     print(value, flush=True)
 
 
-def render_settings():  # type: ignore[no-untyped-def]
+def render_settings() -> RenderSettings:
     return runtime.render_settings

@@ -7,8 +7,6 @@ import sys
 import time
 
 import typer
-from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn
-from rich.table import Table
 
 from newsletter.cli.runtime import err, out, print_last_line, render_settings, runtime
 from newsletter.cli.tables import Col, listing
@@ -106,6 +104,8 @@ def watch(send_id: int, *, timeout: float | None = None) -> int:
     WAIT_TIMEOUT_EXIT if ``timeout`` seconds passed first (the send goes on)."""
     import re
 
+    from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn
+
     from newsletter.delivery.send_health import SendHealth
 
     with runtime.transaction() as session:
@@ -121,7 +121,7 @@ def watch(send_id: int, *, timeout: float | None = None) -> int:
             TaskProgressColumn(),
             TextColumn("{task.fields[detail]}"),
             TimeElapsedColumn(),
-            console=err,
+            console=err.rich,
             transient=False,
         ) as progress,
     ):
@@ -222,6 +222,8 @@ def status(
     if as_json:
         print(json.dumps(data))
         return
+    from rich.table import Table
+
     table = Table(show_header=False, box=None)
     for key, value in data.items():
         if value is not None:

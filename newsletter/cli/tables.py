@@ -15,13 +15,19 @@ import sys
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
-
-from rich.console import Console
-from rich.table import Table
+from typing import Any, Protocol
 
 #: What every column that gives way keeps at least, before the listing turns to blocks.
 MIN_OTHER = 6
+
+
+class Console(Protocol):
+    """Where a listing prints: a rich Console, or the CLI's (newsletter.cli.runtime.LazyConsole)."""
+
+    @property
+    def width(self) -> int: ...
+
+    def print(self, *objects: Any, soft_wrap: bool | None = None) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -57,6 +63,8 @@ def show(console: Console, columns: list[Col], rows: Iterable[Mapping[str, Any]]
         return len(rows)
     # Where the terminal has room, the other columns keep at least their header whole.
     headers_fit = sum(kept) + sum(len(c.title) for c in columns if not c.keep) + 3 * len(columns) + 1 <= console.width
+    from rich.table import Table  # here: a listing printed as JSON never imports it
+
     table = Table()
     for i, c in enumerate(columns):
         if c.keep:
@@ -82,7 +90,7 @@ def _blocks(console: Console, columns: list[Col], texts: list[list[str]]) -> Non
     for n, t in enumerate(texts):
         if n:
             console.print("")
-        for c, value in zip(columns, t):
+        for c, value in zip(columns, t, strict=True):
             # soft_wrap: a long value runs on rather than being cut; the terminal shows all of it.
             console.print(f"{c.title.rjust(label)}: {value}", soft_wrap=True)
 
