@@ -52,7 +52,6 @@ from sqlalchemy.orm import Session
 
 from newsletter.errors import InvalidInput, NotFound
 from newsletter.store.models import (
-    BOUNCE_KINDS,
     BounceEvent,
     ConfirmationMail,
     ConfirmationRun,
@@ -63,6 +62,7 @@ from newsletter.store.models import (
     Subscription,
     utcnow,
 )
+from newsletter.store.states import BounceKind, DeliveryStatus, SubscriptionStatus, SuppressionReason
 from subscribers.addresses import normalise_email
 from subscribers.suppressions import suppress
 from subscribers.tokens import TokenSigner
@@ -77,7 +77,7 @@ UNSUBSCRIBE_END_REASONS = {
     "webhook": "unsubscribe reported by the mail provider",
 }
 # A suppression for a soft bounce gives way to a stronger reason; any other reason stays.
-_UPGRADABLE = {"soft_bounce": ("hard_bounce", "complaint")}
+_UPGRADABLE = {SuppressionReason.SOFT_BOUNCE: (SuppressionReason.HARD_BOUNCE, SuppressionReason.COMPLAINT)}
 _MESSAGE_ID = re.compile(r"<?\s*(\d{1,19})\.[^<>\s@]+@[^<>\s]+\s*>?")
 # A signed unsubscribe token where our mail puts one: the List-Unsubscribe mailto (unsubscribe+TOKEN@)
 # and the unsubscribe link (/unsubscribe/TOKEN). See subscribers.tokens for the format.
@@ -110,11 +110,11 @@ class BounceOutcome:
     def summary(self) -> str:
         """One line for a log: ``hard bounce ann@example.com (delivery 12): delivery bounced, suppressed hard_bounce``."""
         what = {
-            "hard": "hard bounce",
-            "soft": "soft bounce",
-            "delayed": "delay warning",
-            "complaint": "complaint",
-            "unsubscribe": "unsubscribe",
+            BounceKind.HARD: "hard bounce",
+            BounceKind.SOFT: "soft bounce",
+            BounceKind.DELAYED: "delay warning",
+            BounceKind.COMPLAINT: "complaint",
+            BounceKind.UNSUBSCRIBE: "unsubscribe",
         }
         where = f" (delivery {self.delivery_id})" if self.delivery_id is not None else ""
         if self.repeated:
@@ -130,7 +130,7 @@ class BounceOutcome:
             done.append("left " + ", ".join(self.unsubscribed))
         if self.suppressed:
             done.append(f"suppressed {self.suppressed}")
-        if self.kind == "delayed":
+        if self.kind == BounceKind.DELAYED:
             done.append("recorded only (the sending server is still trying)")
         return f"{what[self.kind]} {self.email}{where}: " + (", ".join(done) or "recorded")
 
@@ -291,8 +291,8 @@ def recent_events(
     proven: bool | None = None,
 ) -> list[EventRow]:
     """The newest events first, optionally of one kind, one address, proven or unproven only. Raises InvalidInput."""
-    if kind is not None and kind not in BOUNCE_KINDS:
-        raise InvalidInput(f"unknown kind {kind!r}; use one of {', '.join(BOUNCE_KINDS)}", where="--kind")
+    if kind is not None and kind not in tuple(BounceKind):
+        raise InvalidInput(f"unknown kind {kind!r}; use one of {', '.join(BounceKind)}", where="--kind")
     if limit < 1:
         raise InvalidInput("must be at least 1", where="--limit")
     query = (
@@ -324,8 +324,8 @@ def recent_events(
 
 
 def _check_kind_and_source(kind: str, source: str) -> None:
-    if kind not in BOUNCE_KINDS:
-        raise InvalidInput(f"unknown kind {kind!r}; use one of {', '.join(BOUNCE_KINDS)}", where="kind")
+    if kind not in tuple(BounceKind):
+        raise InvalidInput(f"unknown kind {kind!r}; use one of {', '.join(BounceKind)}", where="kind")
     if source not in SOURCES:
         raise InvalidInput(f"unknown source {source!r}; use one of {', '.join(SOURCES)}", where="source")
 
@@ -354,23 +354,23 @@ def _act_on_proven(
 ) -> BounceOutcome:
     """Do what a proven event of its kind does (see the module docstring); say what it did."""
     address, kind, source, detail = event.email, event.kind, event.source, event.detail
-    delivery_bounced = kind in ("hard", "soft") and _mark_bounced(delivery, now)
+    delivery_bounced = kind in (BounceKind.HARD, BounceKind.SOFT) and _mark_bounced(delivery, now)
     suppressed: str | None = None
     soft_count: int | None = None
     unsubscribed: tuple[str, ...] = ()
-    if kind == "hard":
-        suppressed = _suppress(session, address, "hard_bounce", detail)
-    elif kind == "soft":
+    if kind == BounceKind.HARD:
+        suppressed = _suppress(session, address, SuppressionReason.HARD_BOUNCE, detail)
+    elif kind == BounceKind.SOFT:
         soft_count = _soft_bounces_within(session, address, soft_days, now)
         if soft_count >= soft_limit:
             note = f"{soft_count} soft bounces within {soft_days:g} days; the last: {detail}"
-            suppressed = _suppress(session, address, "soft_bounce", note)
-    elif kind == "complaint":
+            suppressed = _suppress(session, address, SuppressionReason.SOFT_BOUNCE, note)
+    elif kind == BounceKind.COMPLAINT:
         unsubscribed = _end_subscriptions(
             session, address, _lists_of(session, delivery, list_id), COMPLAINT_END_REASON, now
         )
-        suppressed = _suppress(session, address, "complaint", detail)
-    elif kind == "delayed":
+        suppressed = _suppress(session, address, SuppressionReason.COMPLAINT, detail)
+    elif kind == BounceKind.DELAYED:
         pass  # a warning: the message may still arrive, so it is only kept for the record
     else:  # unsubscribe
         unsubscribed = _end_subscriptions(
@@ -391,10 +391,10 @@ def _act_on_proven(
 
 def _mark_bounced(delivery: Delivery | None, now: datetime) -> bool:
     """Mark the delivery bounced if it is still ``sent``; True if it was marked now."""
-    if delivery is None or delivery.status != "sent":
+    if delivery is None or delivery.status != DeliveryStatus.SENT:
         return False
     # The SMTP reply stays: it records what the server said when it took the message.
-    delivery.status, delivery.bounced_at, delivery.updated_at = "bounced", now, now
+    delivery.status, delivery.bounced_at, delivery.updated_at = DeliveryStatus.BOUNCED, now, now
     return True
 
 
@@ -406,7 +406,7 @@ def _soft_bounces_within(session: Session, address: str, soft_days: float, now: 
             .select_from(BounceEvent)
             .where(
                 BounceEvent.email == address,
-                BounceEvent.kind == "soft",
+                BounceEvent.kind == BounceKind.SOFT,
                 BounceEvent.proven.is_(True),
                 BounceEvent.created_at > now - timedelta(days=soft_days),
                 BounceEvent.created_at <= now,
@@ -491,13 +491,17 @@ def _end_subscriptions(
         select(Subscription, MailingList.slug)
         .join(Subscriber, Subscriber.id == Subscription.subscriber_id)
         .join(MailingList, MailingList.id == Subscription.list_id)
-        .where(Subscriber.email == address, Subscription.status != "unsubscribed")
+        .where(Subscriber.email == address, Subscription.status != SubscriptionStatus.UNSUBSCRIBED)
         .order_by(MailingList.slug)
     )
     if list_ids is not None:
         query = query.where(Subscription.list_id.in_(list_ids))
     ended = []
     for subscription, slug in session.execute(query).all():
-        subscription.status, subscription.ended_at, subscription.end_reason = "unsubscribed", now, reason
+        subscription.status, subscription.ended_at, subscription.end_reason = (
+            SubscriptionStatus.UNSUBSCRIBED,
+            now,
+            reason,
+        )
         ended.append(slug)
     return tuple(ended)

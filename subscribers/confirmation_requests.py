@@ -39,7 +39,6 @@ from sqlalchemy.orm import Session
 from newsletter.errors import InvalidInput, NotFound
 from newsletter.store.db import id_ranges, insert_on_conflict_ignore, rowcount
 from newsletter.store.models import (
-    CONFIRMATION_MAIL_STATUSES,
     ConfirmationMail,
     ConfirmationRun,
     MailingList,
@@ -48,6 +47,7 @@ from newsletter.store.models import (
     Suppression,
     utcnow,
 )
+from newsletter.store.states import ConfirmationMailStatus, ConfirmationRunStatus, SubscriptionStatus, SuppressionReason
 from subscribers.lists import get_list
 
 #: Nobody is asked again within this time, unless the editor insists (``again``).
@@ -57,7 +57,7 @@ UNKNOWN_OUTCOME = (
     "not known whether it went out: the worker stopped while handing it to the SMTP server; "
     "it is not sent again (ask again later with --again if needed)"
 )
-_OPEN = ("pending", "sending")  # rows a run may still mail
+_OPEN = (ConfirmationMailStatus.PENDING, ConfirmationMailStatus.SENDING)  # rows a run may still mail
 
 Batch = tuple[int, int]  # first and last row id, inclusive
 
@@ -135,7 +135,7 @@ def start_run(
         return RunStarted(mailing_list.slug, None, 0, n_recent, n_suppressed, n_queued, again, [])
     run = ConfirmationRun(
         list_id=mailing_list.id,
-        status="sending",
+        status=ConfirmationRunStatus.SENDING,
         again=again,
         total=0,
         asked_recently=n_recent,
@@ -163,7 +163,7 @@ class _Unconfirmed:
     """A list's unconfirmed subscriptions (joined to their subscriber) and what leaves one out of a run."""
 
     def __init__(self, list_id: int, now: datetime) -> None:
-        self.on_list = (Subscription.list_id == list_id, Subscription.status == "unconfirmed")
+        self.on_list = (Subscription.list_id == list_id, Subscription.status == SubscriptionStatus.UNCONFIRMED)
         self.suppressed = exists().where(Suppression.email == Subscriber.email)
         self.queued = exists().where(
             ConfirmationMail.subscription_id == Subscription.id, ConfirmationMail.status.in_(_OPEN)
@@ -201,7 +201,7 @@ def _queue_mails(session: Session, run_id: int, to_ask: list[Any], now: datetime
             literal(run_id),
             Subscription.id,
             Subscriber.email,
-            literal("pending"),
+            literal(ConfirmationMailStatus.PENDING, ConfirmationMail.status.type),
             literal(0),
             literal(now, ConfirmationMail.updated_at.type),
         )
@@ -239,7 +239,9 @@ def pending_batches(session: Session, run_id: int, batch_size: int, *, due_only:
 def unfinished_runs(session: Session) -> list[int]:
     return list(
         session.scalars(
-            select(ConfirmationRun.id).where(ConfirmationRun.status == "sending").order_by(ConfirmationRun.id)
+            select(ConfirmationRun.id)
+            .where(ConfirmationRun.status == ConfirmationRunStatus.SENDING)
+            .order_by(ConfirmationRun.id)
         )
     )
 
@@ -251,8 +253,12 @@ def finish_if_done(session: Session, run_id: int) -> bool:
         rowcount(
             session.execute(
                 update(ConfirmationRun)
-                .where(ConfirmationRun.id == run_id, ConfirmationRun.status == "sending", not_(still_open))
-                .values(finished_at=utcnow(), status="finished")
+                .where(
+                    ConfirmationRun.id == run_id,
+                    ConfirmationRun.status == ConfirmationRunStatus.SENDING,
+                    not_(still_open),
+                )
+                .values(finished_at=utcnow(), status=ConfirmationRunStatus.FINISHED)
                 .execution_options(synchronize_session=False)
             )
         )
@@ -295,9 +301,9 @@ class RunSummary:
                 "suppressed": r.suppressed,
                 "already_queued": r.already_queued,
             },
-            "sent": self.counts.get("sent", 0),
-            "failed": self.counts.get("failed", 0),
-            "skipped": self.counts.get("skipped", 0),
+            "sent": self.counts.get(ConfirmationMailStatus.SENT, 0),
+            "failed": self.counts.get(ConfirmationMailStatus.FAILED, 0),
+            "skipped": self.counts.get(ConfirmationMailStatus.SKIPPED, 0),
             "pending": self.pending,
             "created_by": r.created_by,
             "created_at": _iso(r.created_at),
@@ -370,10 +376,8 @@ def run_log(
 
     Raises InvalidInput (unknown status).
     """
-    if status is not None and status not in CONFIRMATION_MAIL_STATUSES:
-        raise InvalidInput(
-            f"unknown status {status!r}; use one of {', '.join(CONFIRMATION_MAIL_STATUSES)}", where="status"
-        )
+    if status is not None and status not in tuple(ConfirmationMailStatus):
+        raise InvalidInput(f"unknown status {status!r}; use one of {', '.join(ConfirmationMailStatus)}", where="status")
     conditions: list[Any] = [ConfirmationMail.run_id == run_id]
     if status is not None:
         conditions.append(ConfirmationMail.status == status)
@@ -437,8 +441,16 @@ def claim(session: Session, run_id: int, first_id: int, last_id: int, me: str, s
     in_range = (ConfirmationMail.run_id == run_id, ConfirmationMail.id.between(first_id, last_id))
     orphaned = session.scalars(
         update(ConfirmationMail)
-        .where(*in_range, ConfirmationMail.status == "sending", ConfirmationMail.claim_expires < now)
-        .values(status="failed", smtp_reply=UNKNOWN_OUTCOME, claimed_by=None, claim_expires=None, updated_at=now)
+        .where(
+            *in_range, ConfirmationMail.status == ConfirmationMailStatus.SENDING, ConfirmationMail.claim_expires < now
+        )
+        .values(
+            status=ConfirmationMailStatus.FAILED,
+            smtp_reply=UNKNOWN_OUTCOME,
+            claimed_by=None,
+            claim_expires=None,
+            updated_at=now,
+        )
         .returning(ConfirmationMail.subscription_id)
         .execution_options(synchronize_session=False)
     ).all()
@@ -453,7 +465,7 @@ def claim(session: Session, run_id: int, first_id: int, last_id: int, me: str, s
         update(ConfirmationMail)
         .where(
             *in_range,
-            ConfirmationMail.status == "pending",
+            ConfirmationMail.status == ConfirmationMailStatus.PENDING,
             or_(ConfirmationMail.claim_expires.is_(None), ConfirmationMail.claim_expires < now),
             or_(ConfirmationMail.next_attempt_at.is_(None), ConfirmationMail.next_attempt_at <= now),
         )
@@ -471,7 +483,7 @@ def claim(session: Session, run_id: int, first_id: int, last_id: int, me: str, s
         )
         .join(Subscription, Subscription.id == ConfirmationMail.subscription_id)
         .join(Subscriber, Subscriber.id == Subscription.subscriber_id)
-        .where(*in_range, ConfirmationMail.claimed_by == me, ConfirmationMail.status == "pending")
+        .where(*in_range, ConfirmationMail.claimed_by == me, ConfirmationMail.status == ConfirmationMailStatus.PENDING)
         .order_by(ConfirmationMail.id)
     )
     return [Claimed(*row) for row in rows]
@@ -485,27 +497,35 @@ def hand_over(session: Session, row_id: int, me: str) -> Handoff:
         .outerjoin(Suppression, Suppression.email == ConfirmationMail.email)
         .where(ConfirmationMail.id == row_id)
     ).first()
-    if found is None or found[0] != "pending" or found[1] != me:
+    if found is None or found[0] != ConfirmationMailStatus.PENDING or found[1] != me:
         return Handoff.LOST
     _, _, subscription_status, suppression = found
     reason = None
-    if subscription_status == "confirmed":
+    if subscription_status == SubscriptionStatus.CONFIRMED:
         reason = "not sent: confirmed meanwhile"
-    elif subscription_status != "unconfirmed":
+    elif subscription_status != SubscriptionStatus.UNCONFIRMED:
         reason = "not sent: left the list meanwhile"
     elif suppression is not None:
         reason = f"not sent: suppressed meanwhile ({suppression})"
     now = utcnow()
     values: dict[str, Any] = (
-        {"status": "skipped", "smtp_reply": reason, "claimed_by": None, "claim_expires": None, "updated_at": now}
+        {
+            "status": ConfirmationMailStatus.SKIPPED,
+            "smtp_reply": reason,
+            "claimed_by": None,
+            "claim_expires": None,
+            "updated_at": now,
+        }
         if reason
-        else {"status": "sending", "updated_at": now}
+        else {"status": ConfirmationMailStatus.SENDING, "updated_at": now}
     )
     changed = rowcount(
         session.execute(
             update(ConfirmationMail)
             .where(
-                ConfirmationMail.id == row_id, ConfirmationMail.claimed_by == me, ConfirmationMail.status == "pending"
+                ConfirmationMail.id == row_id,
+                ConfirmationMail.claimed_by == me,
+                ConfirmationMail.status == ConfirmationMailStatus.PENDING,
             )
             .values(**values)
             .execution_options(synchronize_session=False)
@@ -539,7 +559,7 @@ def record_outcome(
             smtp_code=code,
             smtp_reply=reply,
             message_id=message_id,
-            sent_at=now if status == "sent" else None,
+            sent_at=now if status == ConfirmationMailStatus.SENT else None,
             next_attempt_at=next_attempt_at,
             claimed_by=None,
             claim_expires=None,
@@ -547,12 +567,12 @@ def record_outcome(
         )
         .execution_options(synchronize_session=False)
     )
-    if status == "sent":
+    if status == ConfirmationMailStatus.SENT:
         record_asked(session, row.subscription_id, now)
     if suppress_as_hard_bounce:
         session.execute(
             insert_on_conflict_ignore(session, Suppression.__table__, index_elements=["email"]),
-            [{"email": row.email, "reason": "hard_bounce", "note": reply[:500], "created_at": now}],
+            [{"email": row.email, "reason": SuppressionReason.HARD_BOUNCE, "note": reply[:500], "created_at": now}],
         )
 
 
@@ -584,7 +604,7 @@ def release(
             ConfirmationMail.run_id == run_id,
             ConfirmationMail.id.between(first_id, last_id),
             ConfirmationMail.claimed_by == me,
-            ConfirmationMail.status == "pending",
+            ConfirmationMail.status == ConfirmationMailStatus.PENDING,
         )
         .values(**values)
         .execution_options(synchronize_session=False)

@@ -47,6 +47,7 @@ from sqlalchemy.orm import Session
 
 from newsletter.errors import Conflict, InvalidInput, NotFound
 from newsletter.store.models import MailingList, Subscriber, Subscription, Suppression, utcnow
+from newsletter.store.states import SubscriptionStatus, SuppressionReason
 from subscribers.addresses import check_display_name, normalise_email
 from subscribers.lists import get_public_list
 from subscribers.suppressions import suppress
@@ -59,7 +60,7 @@ HOW_PAGE = "unsubscribe page"
 HOW_PREFERENCES = "preferences"
 HOW_EVERYTHING = "leave everything"
 #: The one suppression a subscriber can lift themselves, by subscribing again.
-SELF_SUPPRESSION = "unsubscribed_all"
+SELF_SUPPRESSION = SuppressionReason.UNSUBSCRIBED_ALL
 
 _IP_MAX = 64  # column sizes of the consent record
 _USER_AGENT_MAX = 512
@@ -170,7 +171,7 @@ def request_subscription(
         subscription = Subscription(
             list_id=mailing_list.id,
             subscriber_id=subscriber.id,
-            status="unconfirmed",
+            status=SubscriptionStatus.UNCONFIRMED,
             source=FORM_SOURCE,
             ip=_clip(ip, _IP_MAX),
             user_agent=_clip(user_agent, _USER_AGENT_MAX),
@@ -178,9 +179,9 @@ def request_subscription(
         )
         session.add(subscription)
         session.flush()
-    elif subscription.status == "confirmed":
+    elif subscription.status == SubscriptionStatus.CONFIRMED:
         return None
-    elif subscription.status == "unconfirmed":
+    elif subscription.status == SubscriptionStatus.UNCONFIRMED:
         subscription.source, subscription.requested_at = FORM_SOURCE, now
         subscription.ip, subscription.user_agent = _clip(ip, _IP_MAX), _clip(user_agent, _USER_AGENT_MAX)
     # An ended subscription keeps its record until this request is confirmed.
@@ -202,7 +203,7 @@ def pending_confirmation(session: Session, subscription_id: int, requested_at: i
     if row is None:
         return None
     subscription, subscriber, mailing_list = row
-    if subscription.status == "confirmed" or not _request_stands(subscription, requested_at):
+    if subscription.status == SubscriptionStatus.CONFIRMED or not _request_stands(subscription, requested_at):
         return None
     reason = _suppression(session, subscriber.email)
     if reason is not None and reason != SELF_SUPPRESSION:
@@ -218,7 +219,7 @@ def check_confirmation(session: Session, signer: TokenSigner, token: str, *, max
     Raises InvalidInput (bad link), LinkExpired, NotFound, Conflict (left after the link was sent).
     """
     _, subscription, subscriber, mailing_list = _confirmation(session, signer, token, max_age)
-    return _view(subscription, subscriber, mailing_list, already=subscription.status == "confirmed")
+    return _view(subscription, subscriber, mailing_list, already=subscription.status == SubscriptionStatus.CONFIRMED)
 
 
 def confirm(
@@ -236,16 +237,16 @@ def confirm(
     link), LinkExpired, NotFound, Conflict (left after the link was sent).
     """
     claims, subscription, subscriber, mailing_list = _confirmation(session, signer, token, max_age)
-    if subscription.status == "confirmed":
+    if subscription.status == SubscriptionStatus.CONFIRMED:
         return _view(subscription, subscriber, mailing_list, already=True)
     now = utcnow()
-    if subscription.status == "unsubscribed":
+    if subscription.status == SubscriptionStatus.UNSUBSCRIBED:
         # A new consent record for a re-subscription: the request is the link's time.
         subscription.source = FORM_SOURCE
         subscription.requested_at = datetime.fromtimestamp(claims.issued_at, UTC)
         subscription.ip, subscription.user_agent = _clip(ip, _IP_MAX), _clip(user_agent, _USER_AGENT_MAX)
         subscription.ended_at = subscription.end_reason = None
-    subscription.status, subscription.confirmed_at = "confirmed", now
+    subscription.status, subscription.confirmed_at = SubscriptionStatus.CONFIRMED, now
     _lift_self_suppression(session, subscriber.email)
     return _view(subscription, subscriber, mailing_list)
 
@@ -256,7 +257,7 @@ def confirm(
 def unsubscribe_view(session: Session, signer: TokenSigner, token: str) -> SubscriptionView:
     """The subscription an unsubscribe link names; changes nothing. Raises InvalidInput, NotFound."""
     subscription, subscriber, mailing_list = _load(session, signer.verify(token, "unsubscribe"))
-    return _view(subscription, subscriber, mailing_list, already=subscription.status == "unsubscribed")
+    return _view(subscription, subscriber, mailing_list, already=subscription.status == SubscriptionStatus.UNSUBSCRIBED)
 
 
 def unsubscribe(session: Session, signer: TokenSigner, token: str, *, how: str) -> SubscriptionView:
@@ -331,11 +332,11 @@ def rejoin(
     reason = _suppression(session, subscriber.email)
     if reason is not None and reason != SELF_SUPPRESSION:
         raise Conflict("we can't send email to this address any more; please write to us to change that")
-    if subscription.status == "confirmed":
+    if subscription.status == SubscriptionStatus.CONFIRMED:
         return _preferences(session, subscriber), None
     now = utcnow()
     requested = int(now.timestamp())
-    if subscription.status == "unconfirmed":
+    if subscription.status == SubscriptionStatus.UNCONFIRMED:
         subscription.source, subscription.requested_at = PREFERENCES_SOURCE, now
         subscription.ip, subscription.user_agent = _clip(ip, _IP_MAX), _clip(user_agent, _USER_AGENT_MAX)
     elif subscription.ended_at is not None:
@@ -391,7 +392,7 @@ def _request_stands(subscription: Subscription, requested_at: int) -> bool:
     Request times have one-second resolution; a request in the same second as leaving
     counts as before it, so a link can never bring back someone who just declined.
     """
-    if subscription.status != "unsubscribed":
+    if subscription.status != SubscriptionStatus.UNSUBSCRIBED:
         return True
     ended = subscription.ended_at
     return ended is not None and int(ended.timestamp()) < requested_at
@@ -399,9 +400,9 @@ def _request_stands(subscription: Subscription, requested_at: int) -> bool:
 
 def _end(subscription: Subscription, how: str) -> bool:
     """Mark the subscription ended; False if it had ended before (its first record is kept)."""
-    if subscription.status == "unsubscribed":
+    if subscription.status == SubscriptionStatus.UNSUBSCRIBED:
         return False
-    subscription.status, subscription.ended_at, subscription.end_reason = "unsubscribed", utcnow(), how
+    subscription.status, subscription.ended_at, subscription.end_reason = SubscriptionStatus.UNSUBSCRIBED, utcnow(), how
     return True
 
 

@@ -27,7 +27,6 @@ from sqlalchemy.orm import Session
 from newsletter.errors import Conflict, InvalidInput, NotFound
 from newsletter.store.db import rowcount
 from newsletter.store.models import (
-    SUBSCRIPTION_STATUSES,
     BounceEvent,
     Delivery,
     MailingList,
@@ -36,6 +35,7 @@ from newsletter.store.models import (
     Suppression,
     utcnow,
 )
+from newsletter.store.states import DeliveryStatus, SubscriptionStatus
 from subscribers.addresses import check_display_name, normalise_email
 from subscribers.lists import get_list
 
@@ -169,8 +169,8 @@ def search_subscribers(
 
 
 def _check_search(status: str | None, limit: int, offset: int) -> None:
-    if status is not None and status not in SUBSCRIPTION_STATUSES:
-        raise InvalidInput(f"unknown status {status!r}; use one of {', '.join(SUBSCRIPTION_STATUSES)}", where="status")
+    if status is not None and status not in tuple(SubscriptionStatus):
+        raise InvalidInput(f"unknown status {status!r}; use one of {', '.join(SubscriptionStatus)}", where="status")
     if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= MAX_PAGE:
         raise InvalidInput(f"limit must be a whole number from 1 to {MAX_PAGE}", where="limit")
     if isinstance(offset, bool) or not isinstance(offset, int) or offset < 0:
@@ -372,15 +372,18 @@ def set_subscription(
     Raises NotFound (subscriber, list, or not on the list when removing), InvalidInput
     (where "status"), Conflict when adding a suppressed address.
     """
-    if status not in ("confirmed", "unsubscribed"):
-        raise InvalidInput(f"status must be 'confirmed' or 'unsubscribed', not {status!r}", where="status")
+    if status not in (SubscriptionStatus.CONFIRMED, SubscriptionStatus.UNSUBSCRIBED):
+        raise InvalidInput(
+            f"status must be '{SubscriptionStatus.CONFIRMED}' or '{SubscriptionStatus.UNSUBSCRIBED}', not {status!r}",
+            where="status",
+        )
     subscriber = _load(session, subscriber_id)
     mailing_list = get_list(session, list_slug)
     subscription = session.scalar(
         select(Subscription).where(Subscription.list_id == mailing_list.id, Subscription.subscriber_id == subscriber.id)
     )
     now = utcnow()
-    if status == "confirmed":
+    if status == SubscriptionStatus.CONFIRMED:
         reason = session.scalar(select(Suppression.reason).where(Suppression.email == subscriber.email))
         if reason is not None:
             raise Conflict(
@@ -391,14 +394,14 @@ def set_subscription(
                 Subscription(
                     list_id=mailing_list.id,
                     subscriber_id=subscriber.id,
-                    status="confirmed",
+                    status=SubscriptionStatus.CONFIRMED,
                     source=source,
                     requested_at=now,
                     confirmed_at=now,
                 )
             )
-        elif subscription.status != "confirmed":
-            subscription.status = "confirmed"
+        elif subscription.status != SubscriptionStatus.CONFIRMED:
+            subscription.status = SubscriptionStatus.CONFIRMED
             subscription.source = source
             subscription.ip = subscription.user_agent = None
             subscription.requested_at = subscription.confirmed_at = now
@@ -406,8 +409,8 @@ def set_subscription(
     else:
         if subscription is None:
             raise NotFound(f"{subscriber.email} is not on list {list_slug!r}")
-        if subscription.status != "unsubscribed":
-            subscription.status = "unsubscribed"
+        if subscription.status != SubscriptionStatus.UNSUBSCRIBED:
+            subscription.status = SubscriptionStatus.UNSUBSCRIBED
             subscription.ended_at = now
             subscription.end_reason = ADMIN_REMOVED
     session.flush()
@@ -430,8 +433,8 @@ def delete_subscriber(session: Session, subscriber_id: int, *, erase: bool = Fal
     if not erase:
         session.execute(
             update(Subscription)
-            .where(Subscription.subscriber_id == subscriber.id, Subscription.status != "unsubscribed")
-            .values(status="unsubscribed", ended_at=now, end_reason=ADMIN_DELETED, updated_at=now)
+            .where(Subscription.subscriber_id == subscriber.id, Subscription.status != SubscriptionStatus.UNSUBSCRIBED)
+            .values(status=SubscriptionStatus.UNSUBSCRIBED, ended_at=now, end_reason=ADMIN_DELETED, updated_at=now)
             .execution_options(synchronize_session="fetch")
         )
         return
@@ -444,8 +447,8 @@ def delete_subscriber(session: Session, subscriber_id: int, *, erase: bool = Fal
     )
     session.execute(
         update(Delivery)
-        .where(Delivery.subscriber_id == subscriber.id, Delivery.status == "pending")
-        .values(status="skipped", claimed_by=None, claim_expires=None, updated_at=now)
+        .where(Delivery.subscriber_id == subscriber.id, Delivery.status == DeliveryStatus.PENDING)
+        .values(status=DeliveryStatus.SKIPPED, claimed_by=None, claim_expires=None, updated_at=now)
         .execution_options(synchronize_session=False)
     )
     logged = rowcount(

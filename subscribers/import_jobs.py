@@ -30,6 +30,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from newsletter.errors import InvalidInput, NotFound
 from newsletter.store.db import rowcount, transaction
 from newsletter.store.models import ImportJob, MailingList, utcnow
+from newsletter.store.states import ImportStatus
 from subscribers import csv_cells, importing
 from subscribers.lists import get_list
 
@@ -143,7 +144,7 @@ def queue_upload(
             filename=filename,
             path=str(path),
             confirmed=bool(confirmed),
-            status="queued",
+            status=ImportStatus.QUEUED,
             size_bytes=path.stat().st_size,
             created_by=(created_by or "")[:100],
             created_at=utcnow(),
@@ -228,8 +229,8 @@ def _mark_running(sessions: sessionmaker[Session], job_id: int) -> tuple[ImportJ
         started = rowcount(
             session.execute(
                 update(ImportJob)
-                .where(ImportJob.id == job_id, ImportJob.status == "queued")
-                .values(status="running", started_at=utcnow(), rows_read=0)
+                .where(ImportJob.id == job_id, ImportJob.status == ImportStatus.QUEUED)
+                .values(status=ImportStatus.RUNNING, started_at=utcnow(), rows_read=0)
                 .execution_options(synchronize_session=False)
             )
         )
@@ -287,19 +288,19 @@ def _record_outcome(
         with transaction(sessions) as session:
             stored = session.get(ImportJob, job_id)
             if stored is None:  # its list was deleted meanwhile, and the job with it
-                job.status, job.error = "failed", error or "the list was deleted during the import"
+                job.status, job.error = ImportStatus.FAILED, error or "the list was deleted during the import"
                 return job
             job = stored
             job.finished_at = utcnow()
             job.rows_read = rows_read
             if summary is not None:
-                job.status = "finished"
+                job.status = ImportStatus.FINISHED
                 job.imported, job.updated, job.unchanged = summary.imported, summary.updated, summary.unchanged
                 job.kept_unsubscribed, job.rejected = summary.kept_unsubscribed, summary.rejected
                 job.report_csv = report.text()
                 job.error = None
             else:
-                job.status = "failed"
+                job.status = ImportStatus.FAILED
                 job.imported = job.updated = job.unchanged = job.kept_unsubscribed = job.rejected = 0
                 job.report_csv = ""
                 job.error = error
@@ -368,7 +369,7 @@ def job_progress(job: ImportJob, *, list_slug: str | None = None) -> dict[str, A
     the job's session (the job must then still be attached to one).
     """
     rows_read = job.rows_read
-    if job.status == "running":
+    if job.status == ImportStatus.RUNNING:
         live = _live_progress(job.id)
         if live is not None:
             rows_read = live
@@ -476,14 +477,16 @@ def fail_interrupted_jobs(session: Session) -> int:
     Call it once at startup, before this process runs any job. With several web processes
     sharing a database, only call it when none of them is running an import.
     """
-    jobs = session.scalars(select(ImportJob).where(ImportJob.status.in_(("queued", "running")))).all()
+    jobs = session.scalars(
+        select(ImportJob).where(ImportJob.status.in_((ImportStatus.QUEUED, ImportStatus.RUNNING)))
+    ).all()
     now = utcnow()
     for job in jobs:
         if _live_progress(job.id) is not None:
             continue  # running in this very process
-        job.status = "failed"
+        job.status = ImportStatus.FAILED
         job.error = INTERRUPTED
         job.finished_at = now
         Path(job.path).unlink(missing_ok=True)
     session.flush()
-    return sum(1 for job in jobs if job.status == "failed")
+    return sum(1 for job in jobs if job.status == ImportStatus.FAILED)

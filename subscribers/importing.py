@@ -26,6 +26,7 @@ from sqlalchemy.orm import Session
 from newsletter.errors import InvalidInput
 from newsletter.store.db import insert_on_conflict_ignore
 from newsletter.store.models import Subscriber, Subscription, utcnow
+from newsletter.store.states import SubscriptionStatus
 from subscribers.addresses import check_display_name, normalise_email
 from subscribers.csv_cells import read_cell
 from subscribers.lists import get_list
@@ -336,9 +337,9 @@ def _write_subscriptions(
         if current is None:
             to_add.append(sid)
             summary.imported += 1
-        elif current == "unsubscribed":
+        elif current == SubscriptionStatus.UNSUBSCRIBED:
             summary.kept_unsubscribed += 1
-        elif confirmed and current == "unconfirmed":
+        elif confirmed and current == SubscriptionStatus.UNCONFIRMED:
             to_confirm.append(sid)
             summary.updated += 1
         elif sid in changed_subscribers:
@@ -368,7 +369,7 @@ def _add_subscriptions(
     if not subscriber_ids:
         return
     subs = Subscription.__table__
-    status = "confirmed" if confirmed else "unconfirmed"
+    status = SubscriptionStatus.CONFIRMED if confirmed else SubscriptionStatus.UNCONFIRMED
     values = {
         "list_id": list_id,
         "status": status,
@@ -390,7 +391,11 @@ def _confirm_subscriptions(session: Session, list_id: int, subscriber_ids: list[
     subs = Subscription.__table__
     session.execute(
         update(subs)
-        .where(subs.c.list_id == list_id, subs.c.subscriber_id == bindparam("b_sid"), subs.c.status == "unconfirmed")
-        .values(status="confirmed", confirmed_at=bindparam("b_now"), updated_at=bindparam("b_now")),
+        .where(
+            subs.c.list_id == list_id,
+            subs.c.subscriber_id == bindparam("b_sid"),
+            subs.c.status == SubscriptionStatus.UNCONFIRMED,
+        )
+        .values(status=SubscriptionStatus.CONFIRMED, confirmed_at=bindparam("b_now"), updated_at=bindparam("b_now")),
         [{"b_sid": sid, "b_now": now} for sid in subscriber_ids],
     )

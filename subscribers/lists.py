@@ -9,7 +9,8 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from newsletter.errors import Conflict, InvalidInput, NotFound
-from newsletter.store.models import SUBSCRIPTION_STATUSES, Issue, MailingList, Send, Subscription
+from newsletter.store.models import Issue, MailingList, Send, Subscription
+from newsletter.store.states import SubscriptionStatus
 from subscribers.addresses import check_display_name, normalise_email
 
 SLUG_RE = re.compile(r"^[a-z0-9][a-z0-9-]{0,63}$")
@@ -154,7 +155,7 @@ def all_lists_with_counts(session: Session) -> list[ListCounts]:
     for list_id, status, count in rows:
         by_list.setdefault(list_id, {})[status] = count
     lists = session.scalars(select(MailingList).order_by(MailingList.slug)).all()
-    return [ListCounts(m, {s: by_list.get(m.id, {}).get(s, 0) for s in SUBSCRIPTION_STATUSES}) for m in lists]
+    return [ListCounts(m, {s: by_list.get(m.id, {}).get(s, 0) for s in SubscriptionStatus}) for m in lists]
 
 
 def list_with_counts(session: Session, slug: str) -> ListCounts:
@@ -166,7 +167,7 @@ def list_with_counts(session: Session, slug: str) -> ListCounts:
         .group_by(Subscription.status)
     ).all()
     found = dict(rows)
-    return ListCounts(mailing_list, {s: found.get(s, 0) for s in SUBSCRIPTION_STATUSES})
+    return ListCounts(mailing_list, {s: found.get(s, 0) for s in SubscriptionStatus})
 
 
 def _field(where: str, value: str) -> str:

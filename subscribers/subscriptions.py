@@ -14,7 +14,8 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from newsletter.errors import InvalidInput, NotFound
-from newsletter.store.models import SUBSCRIPTION_STATUSES, Subscriber, Subscription, utcnow
+from newsletter.store.models import Subscriber, Subscription, utcnow
+from newsletter.store.states import SubscriptionStatus
 from subscribers.addresses import check_display_name, normalise_email
 from subscribers.lists import get_list
 
@@ -72,7 +73,7 @@ def add_subscriber(
     mailing_list = get_list(session, list_slug)
     subscriber = get_or_create_subscriber(session, email, name)
     now = utcnow()
-    status = "confirmed" if confirmed else "unconfirmed"
+    status = SubscriptionStatus.CONFIRMED if confirmed else SubscriptionStatus.UNCONFIRMED
     subscription = session.scalar(
         select(Subscription).where(Subscription.list_id == mailing_list.id, Subscription.subscriber_id == subscriber.id)
     )
@@ -90,7 +91,9 @@ def add_subscriber(
         session.add(subscription)
         session.flush()
         return AddResult(subscription, created=True)
-    if subscription.status == "unsubscribed" or (confirmed and subscription.status == "unconfirmed"):
+    if subscription.status == SubscriptionStatus.UNSUBSCRIBED or (
+        confirmed and subscription.status == SubscriptionStatus.UNCONFIRMED
+    ):
         subscription.status = status
         subscription.source, subscription.ip, subscription.user_agent = source, ip, user_agent
         subscription.requested_at = now
@@ -110,8 +113,8 @@ def unsubscribe(session: Session, list_slug: str, email: str, *, reason: str) ->
     )
     if subscription is None:
         raise NotFound(f"{address} is not on list {list_slug!r}")
-    if subscription.status != "unsubscribed":
-        subscription.status = "unsubscribed"
+    if subscription.status != SubscriptionStatus.UNSUBSCRIBED:
+        subscription.status = SubscriptionStatus.UNSUBSCRIBED
         subscription.ended_at = utcnow()
         subscription.end_reason = reason
     return subscription
@@ -119,10 +122,8 @@ def unsubscribe(session: Session, list_slug: str, email: str, *, reason: str) ->
 
 def iter_subscribers(session: Session, list_slug: str, *, status: str | None = None) -> Iterator[SubscriberRow]:
     """Stream the list's subscribers, ordered by address. Raises NotFound, InvalidInput (bad status)."""
-    if status is not None and status not in SUBSCRIPTION_STATUSES:
-        raise InvalidInput(
-            f"unknown status {status!r}; use one of {', '.join(SUBSCRIPTION_STATUSES)}", where="--status"
-        )
+    if status is not None and status not in tuple(SubscriptionStatus):
+        raise InvalidInput(f"unknown status {status!r}; use one of {', '.join(SubscriptionStatus)}", where="--status")
     mailing_list = get_list(session, list_slug)
     query = (
         select(

@@ -9,14 +9,17 @@ from sqlalchemy.orm import Session
 
 from newsletter.errors import InvalidInput, NotFound
 from newsletter.store.db import rowcount
-from newsletter.store.models import SUPPRESSION_REASONS, Suppression
+from newsletter.store.models import Suppression
+from newsletter.store.states import SuppressionReason
 from subscribers.addresses import normalise_email
 
 
-def suppress(session: Session, email: str, *, reason: str = "admin", note: str = "") -> tuple[Suppression, bool]:
+def suppress(
+    session: Session, email: str, *, reason: str = SuppressionReason.ADMIN, note: str = ""
+) -> tuple[Suppression, bool]:
     """Suppress ``email``; returns the row and whether it is new. Raises InvalidInput."""
-    if reason not in SUPPRESSION_REASONS:
-        raise InvalidInput(f"unknown reason {reason!r}; use one of {', '.join(SUPPRESSION_REASONS)}", where="--reason")
+    if reason not in tuple(SuppressionReason):
+        raise InvalidInput(f"unknown reason {reason!r}; use one of {', '.join(SuppressionReason)}", where="--reason")
     address = normalise_email(email)
     existing = session.scalar(select(Suppression).where(Suppression.email == address))
     if existing is not None:
