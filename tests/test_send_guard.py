@@ -141,6 +141,39 @@ def test_a_scheduled_send_that_comes_due_empty_is_not_sent_and_says_why(sessions
         assert send.total == 1 and len(batches) == 1
 
 
+def test_a_send_whose_readers_all_left_before_the_snapshot_finishes_at_once_saying_why(sessions):
+    # The check found a reader, but by the snapshot (INSERT ... SELECT) no one is left to mail:
+    # the send finishes with no batch, its reason naming the list and its counts.
+    now = utcnow()
+    with sessions() as session, session.begin():
+        weekly = create_list(session, "weekly", name="Weekly", from_email="news@example.org")
+        add_subscriber(session, "weekly", "ann@example.com", confirmed=True)
+        add_subscriber(session, "weekly", "bob@example.com")
+        issue, _ = create_issue(session, "weekly", read_issue_file(SAMPLE_ISSUE), RENDER)
+        session.add(Suppression(email="ann@example.com", reason="admin", note="", created_at=now))
+        send = Send(
+            issue_id=issue.id,
+            list_id=weekly.id,
+            status="sending",
+            subject="s",
+            html="h",
+            text="t",
+            created_at=now,
+            started_at=now,
+        )
+        session.add(send)
+        session.flush()
+        assert sending.snapshot_recipients(session, send, weekly.id, now, batch_size=10) == []
+        send_id = send.id
+    with sessions() as session:
+        send = session.get(Send, send_id)
+        assert send.status == "finished" and send.total == 0 and send.finished_at is not None
+        assert send.status_reason == (
+            "no one to mail: weekly has 0 confirmed subscribers who can be mailed "
+            "(1 unconfirmed, 1 confirmed but suppressed)"
+        )
+
+
 def test_a_scheduled_only_new_send_takes_only_the_new_ones_when_it_starts(sessions):
     now = utcnow()
     with sessions() as session, session.begin():
