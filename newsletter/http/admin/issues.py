@@ -33,7 +33,7 @@ from newsletter.delivery.send_queue import QueueUnavailable, queue_batches
 from newsletter.errors import Conflict, DeliveryError, InvalidInput, NotFound, RenderError
 from newsletter.http.admin.auth import user
 from newsletter.http.admin.pages import PREVIEW_HEADERS, page, redirect
-from newsletter.http.context import web
+from newsletter.http.context import Web, web
 from newsletter.store.models import Issue, MailingList, Send
 from subscribers.lists import all_lists_with_counts, get_list
 
@@ -480,42 +480,15 @@ def send(
 
     ``repeat`` is the editor's choice for an issue the list already has a send of ("only_new"
     or "again"); without it such a send is refused and the page asks."""
-    w = web(request)
-    settings = w.settings
     chosen = Repeat(repeat) if repeat in (Repeat.AGAIN, Repeat.ONLY_NEW) else Repeat.NO
     try:
-        with w.transaction() as session:
-            if when == "later":
-                scheduled = schedule_send(
-                    session,
-                    issue_id,
-                    parse_local_time(at, tz_offset),
-                    render_settings(settings),
-                    list_slug=list or None,
-                    repeat=chosen,
-                )
-                send_id, batches = scheduled.id, []
-            else:
-                started, batches = sending.start_send(
-                    session,
-                    issue_id,
-                    render_settings(settings),
-                    list_slug=list or None,
-                    batch_size=settings.batch_size,
-                    repeat=chosen,
-                )
-                send_id = started.id
+        if when == "later":
+            send_id, batches = _schedule(web(request), issue_id, list or None, chosen, at, tz_offset), []
+        else:
+            send_id, batches = _start(web(request), issue_id, list or None, chosen)
     except SendRefused as exc:
-        hint = (
-            "choose below who gets it this time"
-            if exc.reason == "already_sent"
-            else (
-                "nothing was sent"
-                if not exc.counts or not exc.counts.askable
-                else "nothing was sent; ask the unconfirmed to confirm from the list's page"
-            )
-        )
-        return _send_page(request, caller, issue_id, list or None, status=409, error=f"{exc.summary}: {hint}.", at=at)
+        error = f"{exc.summary}: {_refusal_hint(exc)}."
+        return _send_page(request, caller, issue_id, list or None, status=409, error=error, at=at)
     except (InvalidInput, Conflict) as exc:
         message = exc.message if isinstance(exc, InvalidInput) else str(exc)
         return _send_page(
@@ -532,3 +505,40 @@ def send(
     except QueueUnavailable:
         return redirect(request, f"/sends/{send_id}", "not-queued")
     return redirect(request, f"/sends/{send_id}", "scheduled" if when == "later" else "started")
+
+
+def _start(w: Web, issue_id: int, list_slug: str | None, repeat: Repeat) -> tuple[int, list[sending.Batch]]:
+    """Start the send now (one transaction): its id and the batches to queue after the commit."""
+    with w.transaction() as session:
+        started, batches = sending.start_send(
+            session,
+            issue_id,
+            render_settings(w.settings),
+            list_slug=list_slug,
+            batch_size=w.settings.batch_size,
+            repeat=repeat,
+        )
+        return started.id, batches
+
+
+def _schedule(w: Web, issue_id: int, list_slug: str | None, repeat: Repeat, at: str, tz_offset: str) -> int:
+    """Schedule the send for the form's local time ``at`` (one transaction); its id."""
+    with w.transaction() as session:
+        scheduled = schedule_send(
+            session,
+            issue_id,
+            parse_local_time(at, tz_offset),
+            render_settings(w.settings),
+            list_slug=list_slug,
+            repeat=repeat,
+        )
+        return scheduled.id
+
+
+def _refusal_hint(exc: SendRefused) -> str:
+    """What the send page tells the editor after a refused send."""
+    if exc.reason == "already_sent":
+        return "choose below who gets it this time"
+    if not exc.counts or not exc.counts.askable:
+        return "nothing was sent"
+    return "nothing was sent; ask the unconfirmed to confirm from the list's page"
