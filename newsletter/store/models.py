@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 from enum import StrEnum
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
 from sqlalchemy import (
     JSON,
@@ -23,6 +23,7 @@ from sqlalchemy import (
     Integer,
     MetaData,
     String,
+    Table,
     Text,
     TypeDecorator,
     UniqueConstraint,
@@ -124,11 +125,15 @@ class Base(DeclarativeBase):
             "pk": "pk_%(table_name)s",
         }
     )
+    if TYPE_CHECKING:
+        # Every model here maps one Table; SQLAlchemy types __table__ as any FromClause.
+        __table__: ClassVar[Table]
 
 
 class MailingList(Base):
     __tablename__ = "mailing_lists"
-    __mapper_args__ = {"eager_defaults": False}  # server defaults are read when first used, not RETURNed
+    # Server defaults are read when first used, not RETURNed. (No ClassVar: DeclarativeBase declares the name.)
+    __mapper_args__ = {"eager_defaults": False}  # noqa: RUF012
 
     id: Mapped[int] = mapped_column(Id, primary_key=True)
     slug: Mapped[str] = mapped_column(String(64), unique=True)
@@ -163,7 +168,8 @@ class Subscription(Base):
     """A subscriber on a list, with its consent record."""
 
     __tablename__ = "subscriptions"
-    __mapper_args__ = {"eager_defaults": False}  # server defaults are read when first used, not RETURNed
+    # Server defaults are read when first used, not RETURNed. (No ClassVar: DeclarativeBase declares the name.)
+    __mapper_args__ = {"eager_defaults": False}  # noqa: RUF012
     __table_args__ = (
         UniqueConstraint("list_id", "subscriber_id", name="uq_subscriptions_list_subscriber"),
         _check_in("status", SubscriptionStatus, "status"),
@@ -227,7 +233,8 @@ class Send(Base):
     """One delivery run of an issue to a list; the rendered issue is frozen on it."""
 
     __tablename__ = "sends"
-    __mapper_args__ = {"eager_defaults": False}  # server defaults are read when first used, not RETURNed
+    # Server defaults are read when first used, not RETURNed. (No ClassVar: DeclarativeBase declares the name.)
+    __mapper_args__ = {"eager_defaults": False}  # noqa: RUF012
     __table_args__ = (
         _check_in("status", SendStatus, "status"),
         _check_in("audience", SendAudience, "audience"),
