@@ -15,9 +15,9 @@ import secrets
 import socket
 from collections.abc import Callable, Sequence
 from datetime import timedelta
-from typing import Any, cast
+from typing import Any
 
-from sqlalchemy import Table, and_, bindparam, case, exists, func, not_, or_, select, update
+from sqlalchemy import and_, bindparam, case, exists, func, not_, or_, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from newsletter.delivery.ports import Checked, Claimed, Outcome, Taken
@@ -158,7 +158,7 @@ class SqlRecipientStore:
             session.execute(_RECORD, [_bind(outcome, now) for outcome in outcomes])
             if hard_bounces:
                 session.execute(
-                    insert_on_conflict_ignore(session, cast(Table, Suppression.__table__), index_elements=["email"]),
+                    insert_on_conflict_ignore(session, Suppression.__table__, index_elements=["email"]),
                     [
                         {"email": e, "reason": "hard_bounce", "note": reply[:500], "created_at": now}
                         for e, reply in hard_bounces
@@ -199,7 +199,7 @@ class SqlRecipientStore:
         return finish_if_done(self.sessions, self._send_id)
 
 
-_table = cast(Table, Delivery.__table__)
+_table = Delivery.__table__
 # Every outcome is one attempt, recovered journal entries included.
 _RECORD = (
     update(_table)
