@@ -1,5 +1,14 @@
 """The `newsletter` command: a thin Typer edge over the domain modules.
 
+One module per command group (``database``, ``lists``, ``subscribers``, ``suppressions``,
+``issues``, ``sends``, ``confirmations``, ``admin``, ``dkim``, ``doctor``, ``inbound``, ``web``,
+``dev``); ``runtime`` is what every command shares (the composition root's runtime, the
+consoles, the error edge), ``tables`` how listings print, ``lazy`` the group that imports a
+command's module only when it runs. The top of the import graph, the program's entry point:
+it may import every room below it, the web app (newsletter.http) and the worker
+(newsletter.worker) among them, since ``newsletter web``, ``worker`` and ``scheduler`` start
+them; nothing in the project imports it.
+
 Each command is imported only when it runs (:mod:`newsletter.cli.lazy`): ``newsletter --help``
 imports no command module, and a command imports what it uses, so none pays for Celery, the
 web app or the renderer unless it needs them. The table below lists the commands in the

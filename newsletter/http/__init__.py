@@ -6,6 +6,8 @@ one another. ``body_limits``, the middleware in front of them all, checks who is
 caps every body before it is read. What the siblings share lives below them: ``callers`` (the
 API token and admin session checks), ``uploads`` (a CSV written to disk as it arrives),
 ``errors`` (the one place errors become status codes), ``context`` (the runtime's settings,
-sessions and signer, page templates), ``headers`` and ``ratelimit``. An edge: it may import the runtime, the dev tools, the domain, the store and the
-foundation, never its siblings newsletter.cli and newsletter.worker.
+sessions and signer, page templates), ``headers`` and ``ratelimit``. An edge: it may import the
+runtime, the dev tools, the domain, the store and the foundation; never its sibling
+newsletter.worker (tasks are queued by name through the runtime), nor newsletter.cli, which
+starts it.
 """
