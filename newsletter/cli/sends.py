@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import sys
 import time
+from typing import TYPE_CHECKING
 
 import typer
 
@@ -14,8 +15,14 @@ from newsletter.delivery import sending
 from newsletter.errors import InvalidInput
 from newsletter.store.models import DELIVERY_STATUSES
 
+if TYPE_CHECKING:
+    from rich.progress import Progress, TaskID
+
+    from newsletter.delivery.audience import Repeat
+
 app = typer.Typer(help="Watch and steer sends: status, delivery log, pause, resume, cancel.", no_args_is_help=True)
 WAIT_TIMEOUT_EXIT = 124  # --wait-timeout ran out, as timeout(1) exits when its time is up
+ENDED = ("finished", "cancelled", "paused")  # a send in one of these moves no more by itself
 
 
 def _enqueue(send_id: int, batches: list[sending.Batch]) -> None:
@@ -59,35 +66,21 @@ def start(
     """
     from newsletter.delivery.audience import Repeat
 
-    if again and only_new:
-        raise InvalidInput(
-            "choose one of --again (everyone again) and --only-new (only those who got no copy)", where="--only-new"
-        )
-    repeat = Repeat.AGAIN if again else Repeat.ONLY_NEW if only_new else Repeat.NO
-    settings = runtime.settings
+    repeat = _repeat(again=again, only_new=only_new)
+    settings = runtime.settings  # a bad setting stops the command before anything else is said
     if at is not None:
-        from newsletter.delivery import scheduling
-
-        if wait or wait_timeout is not None:
-            flag = "--wait-timeout" if wait_timeout is not None else "--wait"
-            raise InvalidInput(
-                f"use {flag} without --at (watch a scheduled send later with `newsletter sends watch ID`)", where=flag
-            )
-        when = scheduling.parse_time(at)
-        with runtime.transaction() as session:
-            send = scheduling.schedule_send(
-                session, issue_id, when, render_settings(), list_slug=list_slug, repeat=repeat
-            )
-            send_id, local = send.id, when.astimezone()
-        err.print(
-            f"Send {send_id} scheduled for {local.isoformat(timespec='minutes')} "
-            f"({when.isoformat(timespec='minutes')}); `newsletter scheduler` and a worker must be running then."
+        print_last_line(
+            _schedule(issue_id, at, list_slug=list_slug, repeat=repeat, wait=wait, wait_timeout=wait_timeout)
         )
-        print_last_line(send_id)
         return
     with runtime.transaction() as session:
         send, batches = sending.start_send(
-            session, issue_id, render_settings(), list_slug=list_slug, batch_size=settings.batch_size, repeat=repeat
+            session,
+            issue_id,
+            render_settings(),
+            list_slug=list_slug,
+            batch_size=settings.batch_size,
+            repeat=repeat,
         )
     if batches:
         _enqueue(send.id, batches)
@@ -98,77 +91,127 @@ def start(
     raise typer.Exit(code)
 
 
+def _repeat(*, again: bool, only_new: bool) -> Repeat:
+    """What --again and --only-new ask for when the list already has a send of the issue."""
+    from newsletter.delivery.audience import Repeat
+
+    if again and only_new:
+        raise InvalidInput(
+            "choose one of --again (everyone again) and --only-new (only those who got no copy)", where="--only-new"
+        )
+    return Repeat.AGAIN if again else Repeat.ONLY_NEW if only_new else Repeat.NO
+
+
+def _schedule(
+    issue_id: int, at: str, *, list_slug: str | None, repeat: Repeat, wait: bool, wait_timeout: float | None
+) -> int:
+    """Store the send as scheduled for ``at`` and say so on stderr; returns its id. --wait has nothing to wait for."""
+    from newsletter.delivery import scheduling
+
+    if wait or wait_timeout is not None:
+        flag = "--wait-timeout" if wait_timeout is not None else "--wait"
+        raise InvalidInput(
+            f"use {flag} without --at (watch a scheduled send later with `newsletter sends watch ID`)", where=flag
+        )
+    when = scheduling.parse_time(at)
+    with runtime.transaction() as session:
+        send = scheduling.schedule_send(session, issue_id, when, render_settings(), list_slug=list_slug, repeat=repeat)
+        send_id = send.id
+    err.print(
+        f"Send {send_id} scheduled for {when.astimezone().isoformat(timespec='minutes')} "
+        f"({when.isoformat(timespec='minutes')}); `newsletter scheduler` and a worker must be running then."
+    )
+    return send_id
+
+
 def watch(send_id: int, *, timeout: float | None = None) -> int:
     """Show a progress bar on stderr until the send ends, and the send's problem as soon as it has
     one (and when it clears). Returns the exit status: 1 if any delivery failed or the send paused,
     WAIT_TIMEOUT_EXIT if ``timeout`` seconds passed first (the send goes on)."""
-    import re
-
-    from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn
-
     from newsletter.delivery.send_health import SendHealth
 
     with runtime.transaction() as session:
         sending.get_send(session, send_id)  # an unknown send is one error line, before any progress bar
     started = time.monotonic()
     problem: str | None = None
-    timed_out = False
-    with (
-        SendHealth(runtime.settings, runtime.broker) as health,
-        Progress(
-            TextColumn(f"send {send_id}"),
-            BarColumn(),
-            TaskProgressColumn(),
-            TextColumn("{task.fields[detail]}"),
-            TimeElapsedColumn(),
-            console=err.rich,
-            transient=False,
-        ) as progress,
-    ):
+    with SendHealth(runtime.settings, runtime.broker) as health, _progress_bar(send_id) as progress:
         bar = progress.add_task("send", total=None, detail="")
         while True:
             with runtime.transaction() as session:
                 counts = sending.send_counts(session, send_id)
                 found = health.problem(session, counts.send)
-            c = counts.counts
-            done = counts.total - counts.pending
-            elapsed = max(time.monotonic() - started, 1e-6)
-            rate = c.get("sent", 0) / elapsed
-            progress.update(
-                bar,
-                total=counts.total or 1,
-                completed=done,
-                detail=f"sent {c.get('sent', 0)}  failed {c.get('failed', 0)}  pending {counts.pending}  {rate:,.0f}/s",
-            )
-            status = counts.send.status
-            # A new kind of problem is printed once; its changing numbers (seconds, times) are not news.
-            if re.sub(r"\d+", "#", found or "") != re.sub(r"\d+", "#", problem or ""):
-                if found:
-                    progress.console.print(f"Problem: {found}")
-                elif status == "sending":
-                    progress.console.print(f"Problem cleared: send {send_id} is moving again.")
-                problem = found
-            if status in ("finished", "cancelled", "paused"):
-                break
-            if timeout is not None and time.monotonic() - started >= timeout:
-                timed_out = True
+            _show_progress(progress, bar, counts, elapsed=time.monotonic() - started)
+            problem = _tell_problem(progress, counts, found, told=problem)
+            if counts.send.status in ENDED or (timeout is not None and time.monotonic() - started >= timeout):
                 break
             time.sleep(0.3)
-    if timed_out:
-        err.print(
-            f"Gave up waiting after {timeout:g} s: send {send_id} is still {status} ({done} of {counts.total} done)"
-            + (f"; problem: {problem}" if problem else ".")
-            + f" The send goes on by itself; watch it with: newsletter sends watch {send_id}"
-        )
-        return WAIT_TIMEOUT_EXIT
-    reason = f" ({counts.send.status_reason})" if counts.send.status_reason else ""
+    if counts.send.status in ENDED:
+        return _ended(counts)
+    return _gave_up(counts, timeout or 0, problem)
+
+
+def _progress_bar(send_id: int) -> Progress:
+    from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn
+
+    return Progress(
+        TextColumn(f"send {send_id}"),
+        BarColumn(),
+        TaskProgressColumn(),
+        TextColumn("{task.fields[detail]}"),
+        TimeElapsedColumn(),
+        console=err.rich,
+        transient=False,
+    )
+
+
+def _show_progress(progress: Progress, bar: TaskID, counts: sending.SendCounts, *, elapsed: float) -> None:
+    c = counts.counts
+    rate = c.get("sent", 0) / max(elapsed, 1e-6)
+    progress.update(
+        bar,
+        total=counts.total or 1,
+        completed=counts.total - counts.pending,
+        detail=f"sent {c.get('sent', 0)}  failed {c.get('failed', 0)}  pending {counts.pending}  {rate:,.0f}/s",
+    )
+
+
+def _tell_problem(progress: Progress, counts: sending.SendCounts, found: str | None, *, told: str | None) -> str | None:
+    """Print a new kind of problem once, and that it cleared; returns the problem told now.
+
+    Its changing numbers (seconds, times) are not news."""
+    import re
+
+    if re.sub(r"\d+", "#", found or "") == re.sub(r"\d+", "#", told or ""):
+        return told
+    if found:
+        progress.console.print(f"Problem: {found}")
+    elif counts.send.status == "sending":
+        progress.console.print(f"Problem cleared: send {counts.send.id} is moving again.")
+    return found
+
+
+def _gave_up(counts: sending.SendCounts, timeout: float, problem: str | None) -> int:
+    send_id, done = counts.send.id, counts.total - counts.pending
     err.print(
-        f"Send {send_id} {status}{reason}: sent {c.get('sent', 0)}, failed {c.get('failed', 0)}, "
+        f"Gave up waiting after {timeout:g} s: send {send_id} is still {counts.send.status} "
+        f"({done} of {counts.total} done)"
+        + (f"; problem: {problem}" if problem else ".")
+        + f" The send goes on by itself; watch it with: newsletter sends watch {send_id}"
+    )
+    return WAIT_TIMEOUT_EXIT
+
+
+def _ended(counts: sending.SendCounts) -> int:
+    """Sum up a send that finished, was cancelled or paused; 1 if any delivery failed or it paused."""
+    send, c = counts.send, counts.counts
+    reason = f" ({send.status_reason})" if send.status_reason else ""
+    err.print(
+        f"Send {send.id} {send.status}{reason}: sent {c.get('sent', 0)}, failed {c.get('failed', 0)}, "
         f"skipped {c.get('skipped', 0)}, cancelled {c.get('cancelled', 0)}, pending {counts.pending}."
     )
-    if status == "paused":
-        err.print(f"Resume with: newsletter sends resume {send_id}")
-    return 1 if c.get("failed", 0) or status == "paused" else 0
+    if send.status == "paused":
+        err.print(f"Resume with: newsletter sends resume {send.id}")
+    return 1 if c.get("failed", 0) or send.status == "paused" else 0
 
 
 @app.command("ls")
