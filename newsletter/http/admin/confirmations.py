@@ -73,7 +73,8 @@ def log(
             if run is None:
                 raise
             summary = None
-        total, rows = (0, [])
+        total = 0
+        rows: list[confirmation_requests.LogRow] = []
         may_read_log = caller.may(DELIVERY_LOG)  # the log names every address asked: admins only
         if summary is not None and may_read_log:
             total, rows = confirmation_requests.run_log(
