@@ -20,12 +20,13 @@ import functools
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Any, TypeVar
-
-import redis
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from newsletter.delivery.stops import StopKind, StopReason
 from newsletter.errors import NewsletterError
+
+if TYPE_CHECKING:
+    import redis  # imported where used: reading a send's status needs no Redis client
 
 PREFIX = "newsletter"
 F = TypeVar("F", bound=Callable[..., Any])
@@ -53,6 +54,8 @@ class ControlUnavailable(NewsletterError):
 def _translated(method: F) -> F:
     @functools.wraps(method)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
+        import redis
+
         try:
             return method(*args, **kwargs)
         except redis.RedisError as exc:
@@ -171,6 +174,8 @@ class JournalWriter:
 
     @_translated
     def write(self, delivery_id: int, message_id: str, code: int, reply: str) -> None:
+        import redis
+
         self.drain()
         if self._conn is None:
             self._conn = self._pool.get_connection()
@@ -185,6 +190,8 @@ class JournalWriter:
     @_translated
     def drain(self) -> None:
         """Read the outstanding reply: after this, every entry written is in Redis."""
+        import redis
+
         if self._unread:
             self._unread = False
             try:

@@ -29,9 +29,8 @@ import re
 import time
 from dataclasses import asdict, dataclass, replace
 from datetime import UTC, datetime
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
-import redis
 from sqlalchemy import func, or_, select
 from sqlalchemy.orm import Session
 
@@ -40,6 +39,9 @@ from newsletter.delivery.batch_loop import DeliveryPolicy, hide_addresses
 from newsletter.delivery.send_control import PREFIX, stats_key, trouble_key
 from newsletter.errors import NewsletterError
 from newsletter.store.models import Delivery, Send
+
+if TYPE_CHECKING:
+    import redis  # imported where used: a send that is not sending has its status told without Redis
 
 #: The Celery queue (``tasks.QUEUE``), named here so that readers need not import Celery.
 QUEUE = "newsletter"
@@ -163,6 +165,8 @@ class TroubleReporter:
         self.client, self.where = client, where
 
     def __call__(self, send_key: str, error: str, retry_in: float) -> None:
+        import redis
+
         try:
             record_smtp_trouble(self.client, send_key, where=self.where, error=error, retry_in=retry_in)
         except redis.RedisError:
@@ -246,6 +250,8 @@ def last_replies(session: Session, send_id: int, limit: int = 3) -> tuple[str, .
 
 def read_health(client: redis.Redis, send_key: str | None, *, broker: str) -> Health:
     """Ask Redis; a Redis that does not answer becomes ``broker_error``."""
+    import redis
+
     try:
         workers = tuple(live_workers(client))
         if send_key is None:
