@@ -40,6 +40,7 @@ bench: install
 	$(BIN)/python bench/bench_transport.py
 	$(BIN)/python bench/bench_send.py
 	$(BIN)/python bench/bench_dkim.py
+	$(BIN)/python bench/bench_startup.py
 
 clean:
 	rm -rf $(VENV) var .pytest_cache *.egg-info
