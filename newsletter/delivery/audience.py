@@ -27,13 +27,7 @@ from sqlalchemy.orm import Session, aliased
 
 from newsletter.errors import Conflict
 from newsletter.store.models import Delivery, MailingList, Send, Subscriber, Subscription, Suppression
-
-
-class Audience(StrEnum):
-    """Who a send mails (stored on the send)."""
-
-    ALL = "all"
-    NEW = "new"
+from newsletter.store.states import DeliveryStatus, SendAudience, SendStatus, SubscriptionStatus
 
 
 class Repeat(StrEnum):
@@ -44,23 +38,23 @@ class Repeat(StrEnum):
     ONLY_NEW = "only_new"  # only those who got no copy yet
 
     @property
-    def audience(self) -> Audience:
-        return Audience.NEW if self is Repeat.ONLY_NEW else Audience.ALL
+    def audience(self) -> SendAudience:
+        return SendAudience.NEW if self is Repeat.ONLY_NEW else SendAudience.ALL
 
 
 # A delivery in one of these states means the person has (or is about to get) a copy.
-GOT_A_COPY = ("sent", "bounced", "pending")
+GOT_A_COPY = (DeliveryStatus.SENT, DeliveryStatus.BOUNCED, DeliveryStatus.PENDING)
 
 
-def mailed(list_id: int, issue_id: int | None = None, audience: Audience = Audience.ALL) -> tuple[Any, ...]:
+def mailed(list_id: int, issue_id: int | None = None, audience: SendAudience = SendAudience.ALL) -> tuple[Any, ...]:
     """Conditions on Subscriber joined to Subscription: who a send of the issue to the list mails now."""
     suppressed = exists().where(Suppression.email == Subscriber.email)
     conditions: tuple[Any, ...] = (
         Subscription.list_id == list_id,
-        Subscription.status == "confirmed",
+        Subscription.status == SubscriptionStatus.CONFIRMED,
         not_(suppressed),
     )
-    if audience is Audience.NEW:
+    if audience is SendAudience.NEW:
         assert issue_id is not None
         earlier = aliased(Send)
         got_one = exists().where(
@@ -74,7 +68,7 @@ def mailed(list_id: int, issue_id: int | None = None, audience: Audience = Audie
 
 
 def recipient_count(
-    session: Session, list_id: int, issue_id: int | None = None, audience: Audience = Audience.ALL
+    session: Session, list_id: int, issue_id: int | None = None, audience: SendAudience = SendAudience.ALL
 ) -> int:
     """How many a send to the list would mail now."""
     return (
@@ -117,11 +111,11 @@ def list_counts(session: Session, list_id: int) -> ListCounts:
         ("confirmed", "confirmed_suppressed", "unconfirmed", "unconfirmed_suppressed", "unsubscribed"), 0
     )
     for status, is_suppressed, count in rows:
-        if status == "confirmed":
+        if status == SubscriptionStatus.CONFIRMED:
             counts["confirmed_suppressed" if is_suppressed else "confirmed"] += count
         else:
             counts[status] += count
-            if status == "unconfirmed" and is_suppressed:
+            if status == SubscriptionStatus.UNCONFIRMED and is_suppressed:
                 counts["unconfirmed_suppressed"] += count
     return ListCounts(**counts)
 
@@ -131,8 +125,8 @@ class EarlierSend:
     """A send of the issue to the list that already exists, for the refusal to name."""
 
     id: int
-    status: str
-    audience: str
+    status: SendStatus
+    audience: SendAudience
     got_it: int  # deliveries sent (or bounced after being sent)
     total: int
     created_at: datetime
@@ -143,20 +137,22 @@ class EarlierSend:
     @property
     def reached_no_one(self) -> bool:
         """Cancelled before anyone got a copy, or finished with no one to mail: it blocks no later send."""
-        return (self.status == "cancelled" and not self.got_it) or (self.status == "finished" and not self.total)
+        return (self.status == SendStatus.CANCELLED and not self.got_it) or (
+            self.status == SendStatus.FINISHED and not self.total
+        )
 
     def state(self) -> str:
         """E.g. "finished 2026-12-04 08:00 UTC: 194 of 194 got it", "scheduled for ..."."""
-        if self.status == "scheduled":
+        if self.status == SendStatus.SCHEDULED:
             return f"scheduled for {_when(self.scheduled_at)}"
-        if self.status == "finished":
+        if self.status == SendStatus.FINISHED:
             return f"finished {_when(self.finished_at)}: {self.got_it} of {self.total} got it"
-        if self.status == "cancelled":
+        if self.status == SendStatus.CANCELLED:
             return f"cancelled {_when(self.finished_at)}: {self.got_it} of {self.total} got it before that"
         return f"{self.status} since {_when(self.started_at or self.created_at)}: {self.got_it} of {self.total} got it so far"
 
     def describe(self) -> str:
-        return f"send {self.id} {'' if self.status in ('finished', 'cancelled') else 'is '}{self.state()}"
+        return f"send {self.id} {'' if self.status in (SendStatus.FINISHED, SendStatus.CANCELLED) else 'is '}{self.state()}"
 
     def as_json(self) -> dict[str, object]:
         return {
@@ -202,7 +198,7 @@ def earlier_sends(session: Session, issue_id: int, list_id: int) -> tuple[Earlie
     cancelled halfway did reach people)."""
     got_it = (
         select(func.count())
-        .where(Delivery.send_id == Send.id, Delivery.status.in_(("sent", "bounced")))
+        .where(Delivery.send_id == Send.id, Delivery.status.in_((DeliveryStatus.SENT, DeliveryStatus.BOUNCED)))
         .correlate(Send)
         .scalar_subquery()
     )
@@ -226,7 +222,7 @@ def earlier_sends(session: Session, issue_id: int, list_id: int) -> tuple[Earlie
 
 def scheduled_for_everyone(earlier: tuple[EarlierSend, ...]) -> EarlierSend | None:
     """A scheduled send among ``earlier`` that will mail every confirmed subscriber when it starts."""
-    return next((e for e in earlier if e.status == "scheduled" and e.audience == Audience.ALL), None)
+    return next((e for e in earlier if e.status == SendStatus.SCHEDULED and e.audience == SendAudience.ALL), None)
 
 
 def check_send(
@@ -236,7 +232,7 @@ def check_send(
     repeat: Repeat = Repeat.NO,
     *,
     require_recipients: bool = True,
-) -> Audience:
+) -> SendAudience:
     """May the issue be sent to the list now? Returns who the send mails.
 
     Raises SendRefused when the list already has a send of the issue and ``repeat`` is NO, or
@@ -273,10 +269,10 @@ def check_send(
 
 
 def empty_refusal(
-    slug: str, issue_id: int, counts: ListCounts, audience: Audience, earlier: tuple[EarlierSend, ...] = ()
+    slug: str, issue_id: int, counts: ListCounts, audience: SendAudience, earlier: tuple[EarlierSend, ...] = ()
 ) -> SendRefused:
     """Why a send of the issue to the list reaches no one, from the list's counts."""
-    if audience is Audience.NEW and counts.confirmed:
+    if audience is SendAudience.NEW and counts.confirmed:
         summary = (
             f"all {counts.confirmed} confirmed subscriber{_s(counts.confirmed)} of {slug} already got "
             f"issue {issue_id} or are queued for it: no one is new since the last send"

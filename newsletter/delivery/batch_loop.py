@@ -28,6 +28,7 @@ from newsletter.delivery.ports import Claimed, Copy, Edition, MessageSource, Out
 from newsletter.delivery.send_control import ControlUnavailable, JournalEntry, RateLimiter, SendControl
 from newsletter.delivery.stops import StopKind, StopReason
 from newsletter.errors import PermanentDeliveryError, SmtpUnreachable, TemporaryDeliveryError, UnknownRecipient
+from newsletter.store.states import DeliveryStatus, SendStatus
 
 log = logging.getLogger("newsletter.delivery")
 
@@ -211,7 +212,9 @@ class _Batch:
         """Record as sent what the journal says a dead worker sent."""
         now = _now()
         for delivery_id, entry in journal.items():
-            self.outcomes.rows.append(Outcome(delivery_id, "sent", entry.code, entry.reply, entry.message_id, now))
+            self.outcomes.rows.append(
+                Outcome(delivery_id, DeliveryStatus.SENT, entry.code, entry.reply, entry.message_id, now)
+            )
             self.outcomes.journal_ids.append(delivery_id)
             self.result.recovered += 1
 
@@ -252,7 +255,7 @@ class _Batch:
         """Stop if the send is no longer sending; skip who left meanwhile."""
         self.last_check = clock
         checked = self.store.check()
-        if checked.status != "sending":
+        if checked.status != SendStatus.SENDING:
             self.store.release()
             return StopReason.send_is(checked.status)
         self.departed |= checked.departed
@@ -262,7 +265,7 @@ class _Batch:
     # --- outcomes ------------------------------------------------------------------
 
     def _sent(self, row: Claimed, message_id: str, code: int, text: str) -> None:
-        self.outcomes.rows.append(Outcome(row.delivery_id, "sent", code, text, message_id, _now()))
+        self.outcomes.rows.append(Outcome(row.delivery_id, DeliveryStatus.SENT, code, text, message_id, _now()))
         self.result.sent += 1
         try:
             self.journal.write(row.delivery_id, message_id, code, text)
@@ -273,7 +276,7 @@ class _Batch:
     def _failed(self, row: Claimed, exc: PermanentDeliveryError, message_id: str) -> None:
         self._error(exc)
         self.result.failed += 1
-        self.outcomes.rows.append(Outcome(row.delivery_id, "failed", exc.code, str(exc), message_id))
+        self.outcomes.rows.append(Outcome(row.delivery_id, DeliveryStatus.FAILED, exc.code, str(exc), message_id))
         log.info(
             "send %s delivery %s failed: %s",
             self.send_id,
@@ -334,11 +337,11 @@ class _Batch:
         attempts = row.attempts + 1
         unreachable = isinstance(exc, SmtpUnreachable)  # the server's trouble, not the recipient's: never gives up
         if attempts >= self.policy.max_attempts and not unreachable:
-            return Outcome(row.delivery_id, "failed", exc.code, f"gave up after {attempts} attempts: {exc}", message_id)
+            reply = f"gave up after {attempts} attempts: {exc}"
+            return Outcome(row.delivery_id, DeliveryStatus.FAILED, exc.code, reply, message_id)
         delay = self.policy.connect_backoff(attempts) if unreachable else self.policy.backoff(attempts)
-        return Outcome(
-            row.delivery_id, "pending", exc.code, str(exc), message_id, None, _now() + timedelta(seconds=delay)
-        )
+        due = _now() + timedelta(seconds=delay)
+        return Outcome(row.delivery_id, DeliveryStatus.PENDING, exc.code, str(exc), message_id, None, due)
 
     # --- flushing ------------------------------------------------------------------
 

@@ -60,6 +60,7 @@ from newsletter.errors import (
 from newsletter.mail.messages import CompiledMessage, ascii_address
 from newsletter.mail.outbound import PLAIN, Outbound
 from newsletter.store.models import ConfirmationRun, MailingList, utcnow
+from newsletter.store.states import ConfirmationMailStatus, ConfirmationRunStatus
 from subscribers import confirmation_requests as store
 from subscribers.consent import PendingConfirmation
 from subscribers.tokens import TokenSigner
@@ -89,7 +90,7 @@ def deliver_batch(
     me = worker_name()
     with sessions() as session, session.begin():
         run = session.get(ConfirmationRun, run_id)
-        if run is None or run.status != "sending":
+        if run is None or run.status != ConfirmationRunStatus.SENDING:
             return BatchResult()
         mailing_list = session.get(MailingList, run.list_id)
         assert mailing_list is not None
@@ -102,7 +103,9 @@ def deliver_batch(
         try:
             message, message_id, data = letters.letter(row)
         except RenderError as exc:
-            batch.record(row, status="failed", code=None, reply=f"not sent: {exc}", message_id=None)
+            batch.record(
+                row, status=ConfirmationMailStatus.FAILED, code=None, reply=f"not sent: {exc}", message_id=None
+            )
             batch.result.failed += 1
             continue
         if limiter is not None:
@@ -121,7 +124,9 @@ def deliver_batch(
                 return batch.result
         else:
             batch.result.sent += 1
-            batch.record(row, status="sent", code=reply.code, reply=reply.text, message_id=message_id)
+            batch.record(
+                row, status=ConfirmationMailStatus.SENT, code=reply.code, reply=reply.text, message_id=message_id
+            )
     return batch.after()
 
 
@@ -191,7 +196,7 @@ class _Batch:
         self.result.failed += 1
         self.record(
             row,
-            status="failed",
+            status=ConfirmationMailStatus.FAILED,
             code=exc.code,
             reply=str(exc),
             message_id=message_id,
@@ -215,12 +220,17 @@ class _Batch:
         if attempts >= self.policy.max_attempts and not unreachable:
             self.result.failed += 1
             reply = f"gave up after {attempts} attempts: {exc}"
-            self.record(row, status="failed", code=exc.code, message_id=message_id, reply=reply)
+            self.record(row, status=ConfirmationMailStatus.FAILED, code=exc.code, message_id=message_id, reply=reply)
         else:
             self.result.retrying += 1
             due = utcnow() + timedelta(seconds=delay)
             self.record(
-                row, status="pending", code=exc.code, reply=str(exc), message_id=message_id, next_attempt_at=due
+                row,
+                status=ConfirmationMailStatus.PENDING,
+                code=exc.code,
+                reply=str(exc),
+                message_id=message_id,
+                next_attempt_at=due,
             )
         log.info(
             "confirmation run %s row %s: temporary error, attempt %d: %s",

@@ -23,6 +23,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from newsletter.delivery.ports import Checked, Claimed, Outcome, Taken
 from newsletter.store.db import insert_on_conflict_ignore, rowcount
 from newsletter.store.models import Delivery, Send, Subscriber, Subscription, Suppression, utcnow
+from newsletter.store.states import DeliveryStatus, SendStatus, SubscriptionStatus, SuppressionReason
 
 
 def worker_name() -> str:
@@ -58,7 +59,7 @@ class SqlRecipientStore:
     def take(self, claim_seconds: float) -> Taken | None:
         with self.sessions() as session, session.begin():
             send = session.get(Send, self._send_id)
-            if send is None or send.status != "sending":
+            if send is None or send.status != SendStatus.SENDING:
                 return None
             self._list_id = send.list_id
             self._claim_due(session, claim_seconds)
@@ -72,7 +73,7 @@ class SqlRecipientStore:
             update(Delivery)
             .where(
                 *self._in_range(),
-                Delivery.status == "pending",
+                Delivery.status == DeliveryStatus.PENDING,
                 or_(Delivery.claim_expires.is_(None), Delivery.claim_expires < now),
                 or_(Delivery.next_attempt_at.is_(None), Delivery.next_attempt_at <= now),
             )
@@ -88,16 +89,16 @@ class SqlRecipientStore:
         still_subscribed = exists().where(
             Subscription.list_id == self._list_id,
             Subscription.subscriber_id == Delivery.subscriber_id,
-            Subscription.status == "confirmed",
+            Subscription.status == SubscriptionStatus.CONFIRMED,
         )
         suppressed = exists().where(Suppression.email == Delivery.email)
         return set(
             session.scalars(
                 update(Delivery)
-                .where(*self._held(), Delivery.status == "pending")
+                .where(*self._held(), Delivery.status == DeliveryStatus.PENDING)
                 .where(or_(not_(still_subscribed), suppressed))
                 .values(
-                    status="skipped",
+                    status=DeliveryStatus.SKIPPED,
                     smtp_reply="left the list or was suppressed after the send started",
                     claimed_by=None,
                     claim_expires=None,
@@ -112,7 +113,7 @@ class SqlRecipientStore:
         rows = session.execute(
             select(Delivery.id, Delivery.subscriber_id, Delivery.email, Subscriber.name, Delivery.attempts)
             .join(Subscriber, Subscriber.id == Delivery.subscriber_id)
-            .where(*self._held(), Delivery.status == "pending")
+            .where(*self._held(), Delivery.status == DeliveryStatus.PENDING)
             .order_by(Delivery.id)
         )
         return [Claimed(i, s, e, n, a) for i, s, e, n, a in rows]
@@ -120,7 +121,7 @@ class SqlRecipientStore:
     def check(self) -> Checked:
         with self.sessions() as session, session.begin():
             status = session.scalar(select(Send.status).where(Send.id == self._send_id))
-            departed = self._skip_departed(session) if status == "sending" else set()
+            departed = self._skip_departed(session) if status == SendStatus.SENDING else set()
         return Checked(status, departed)
 
     def renew(self, claim_seconds: float) -> None:
@@ -134,7 +135,7 @@ class SqlRecipientStore:
         with self.sessions() as session, session.begin():
             session.execute(
                 update(Delivery)
-                .where(*self._held(), Delivery.status == "pending")
+                .where(*self._held(), Delivery.status == DeliveryStatus.PENDING)
                 .values(**values)
                 .execution_options(synchronize_session=False)
             )
@@ -160,7 +161,7 @@ class SqlRecipientStore:
                 session.execute(
                     insert_on_conflict_ignore(session, Suppression.__table__, index_elements=["email"]),
                     [
-                        {"email": e, "reason": "hard_bounce", "note": reply[:500], "created_at": now}
+                        {"email": e, "reason": SuppressionReason.HARD_BOUNCE, "note": reply[:500], "created_at": now}
                         for e, reply in hard_bounces
                     ],
                 )
@@ -171,8 +172,8 @@ class SqlRecipientStore:
                 rowcount(
                     session.execute(
                         update(Send)
-                        .where(Send.id == self._send_id, Send.status == "sending")
-                        .values(status="paused", status_reason=reason)
+                        .where(Send.id == self._send_id, Send.status == SendStatus.SENDING)
+                        .values(status=SendStatus.PAUSED, status_reason=reason)
                     )
                 )
             )
@@ -183,7 +184,7 @@ class SqlRecipientStore:
         with self.sessions() as session:
             row = session.execute(
                 select(func.min(Delivery.next_attempt_at), func.min(Delivery.claim_expires), func.count()).where(
-                    *self._in_range(), Delivery.status == "pending"
+                    *self._in_range(), Delivery.status == DeliveryStatus.PENDING
                 )
             ).one()
         next_attempt, claim_expires, pending = row
@@ -208,7 +209,10 @@ _RECORD = (
         # A row cancelled while its message was in flight keeps the truth if it went
         # out, and stays cancelled if it would only have been retried.
         status=case(
-            (and_(bindparam("b_status") == "pending", _table.c.status == "cancelled"), "cancelled"),
+            (
+                and_(bindparam("b_status") == DeliveryStatus.PENDING, _table.c.status == DeliveryStatus.CANCELLED),
+                DeliveryStatus.CANCELLED,
+            ),
             else_=bindparam("b_status"),
         ),
         attempts=_table.c.attempts + 1,
@@ -239,14 +243,14 @@ def _bind(outcome: Outcome, now: object) -> dict[str, Any]:
 
 def finish_if_done(sessions: sessionmaker[Session], send_id: int) -> bool:
     """Mark a sending send finished once nothing is pending. Returns whether it did."""
-    pending = exists().where(Delivery.send_id == send_id, Delivery.status == "pending")
+    pending = exists().where(Delivery.send_id == send_id, Delivery.status == DeliveryStatus.PENDING)
     with sessions() as session, session.begin():
         return bool(
             rowcount(
                 session.execute(
                     update(Send)
-                    .where(Send.id == send_id, Send.status == "sending", not_(pending))
-                    .values(status="finished", finished_at=utcnow())
+                    .where(Send.id == send_id, Send.status == SendStatus.SENDING, not_(pending))
+                    .values(status=SendStatus.FINISHED, finished_at=utcnow())
                     .execution_options(synchronize_session=False)
                 )
             )
@@ -262,7 +266,7 @@ def release_dead_claims(sessions: sessionmaker[Session], hostname: str, is_alive
     with sessions() as session, session.begin():
         holders = session.scalars(
             select(Delivery.claimed_by)
-            .where(Delivery.status == "pending", Delivery.claimed_by.like(f"{hostname}:%"))
+            .where(Delivery.status == DeliveryStatus.PENDING, Delivery.claimed_by.like(f"{hostname}:%"))
             .distinct()
         ).all()
         dead = [h for h in holders if h and not is_alive(int(h.split(":")[1]))]
@@ -271,7 +275,7 @@ def release_dead_claims(sessions: sessionmaker[Session], hostname: str, is_alive
         return rowcount(
             session.execute(
                 update(Delivery)
-                .where(Delivery.status == "pending", Delivery.claimed_by.in_(dead))
+                .where(Delivery.status == DeliveryStatus.PENDING, Delivery.claimed_by.in_(dead))
                 .values(claimed_by=None, claim_expires=None)
                 .execution_options(synchronize_session=False)
             )

@@ -22,10 +22,11 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from newsletter.content.issues import RenderSettings, get_issue
-from newsletter.delivery.audience import Audience, Repeat, check_send, empty_refusal, list_counts, recipient_count
+from newsletter.delivery.audience import Repeat, check_send, empty_refusal, list_counts, recipient_count
 from newsletter.delivery.sending import Batch, compile_message, get_send, snapshot_recipients
 from newsletter.errors import Conflict, InvalidInput, NewsletterError
 from newsletter.store.models import Issue, MailingList, Send, utcnow
+from newsletter.store.states import IssueStatus, SendAudience, SendStatus
 from subscribers.lists import get_list
 
 #: A send starting later than this after its time says so in its status reason.
@@ -86,7 +87,9 @@ def schedule_send(
     issue, issue_list = get_issue(session, issue_id)
     mailing_list = get_list(session, list_slug) if list_slug else issue_list
     already = session.scalar(
-        select(Send.id).where(Send.issue_id == issue.id, Send.list_id == mailing_list.id, Send.status == "scheduled")
+        select(Send.id).where(
+            Send.issue_id == issue.id, Send.list_id == mailing_list.id, Send.status == SendStatus.SCHEDULED
+        )
     )
     if already is not None:
         raise Conflict(
@@ -97,8 +100,8 @@ def schedule_send(
     send = Send(
         issue_id=issue.id,
         list_id=mailing_list.id,
-        status="scheduled",
-        audience=audience.value,
+        status=SendStatus.SCHEDULED,
+        audience=audience,
         subject=rendered.subject,
         html=rendered.html,
         text=rendered.text,
@@ -115,7 +118,7 @@ def reschedule_send(session: Session, send_id: int, at: datetime, *, now: dateti
     """Move a scheduled send. Raises NotFound, InvalidInput (past time), Conflict (already started)."""
     now = now or utcnow()
     send = get_send(session, send_id)
-    if send.status != "scheduled":
+    if send.status != SendStatus.SCHEDULED:
         raise Conflict(f"send {send_id} is {send.status}; only a scheduled send can be rescheduled")
     send.scheduled_at = _check_future(at, now, "at")
     return send
@@ -125,7 +128,7 @@ def scheduled_sends(session: Session) -> list[tuple[Send, MailingList]]:
     rows = session.execute(
         select(Send, MailingList)
         .join(MailingList, MailingList.id == Send.list_id)
-        .where(Send.status == "scheduled")
+        .where(Send.status == SendStatus.SCHEDULED)
         .order_by(Send.scheduled_at, Send.id)
     ).all()
     return [(send, mailing_list) for send, mailing_list in rows]
@@ -136,7 +139,7 @@ def due_send_ids(session: Session, now: datetime | None = None) -> list[int]:
     return list(
         session.scalars(
             select(Send.id)
-            .where(Send.status == "scheduled", Send.scheduled_at <= now)
+            .where(Send.status == SendStatus.SCHEDULED, Send.scheduled_at <= now)
             .order_by(Send.scheduled_at, Send.id)
         )
     )
@@ -155,7 +158,7 @@ def start_scheduled(
     now = now or utcnow()
     send = session.scalar(
         select(Send)
-        .where(Send.id == send_id, Send.status == "scheduled", Send.scheduled_at <= now)
+        .where(Send.id == send_id, Send.status == SendStatus.SCHEDULED, Send.scheduled_at <= now)
         .with_for_update(skip_locked=True)
     )
     if send is None:
@@ -168,24 +171,24 @@ def start_scheduled(
         send.subject, send.html, send.text = rendered.subject, rendered.html, rendered.text
         compile_message(session, send)
     except NewsletterError as exc:
-        send.status, send.finished_at = "cancelled", now
+        send.status, send.finished_at = SendStatus.CANCELLED, now
         send.status_reason = f"not started: the issue no longer renders: {exc}"
         return Started(send.id, [], None)
-    audience = Audience(send.audience or Audience.ALL)
+    audience = SendAudience(send.audience or SendAudience.ALL)
     if not recipient_count(session, mailing_list.id, issue.id, audience):
         # Not sent, and cancelled so that it blocks no later send: nothing was mailed.
         refusal = empty_refusal(mailing_list.slug, issue.id, list_counts(session, mailing_list.id), audience)
-        send.status, send.finished_at = "cancelled", now
+        send.status, send.finished_at = SendStatus.CANCELLED, now
         send.status_reason = f"not sent: {refusal}"
         return Started(send.id, [], None)
     assert send.scheduled_at is not None
     late = now - send.scheduled_at
-    send.status, send.started_at = "sending", now
+    send.status, send.started_at = SendStatus.SENDING, now
     if late > LATE_AFTER:
         send.status_reason = (
             f"started {_duration(late)} late (scheduled for {send.scheduled_at.isoformat(timespec='seconds')})"
         )
-    issue.status = "sent"
+    issue.status = IssueStatus.SENT
     batches = snapshot_recipients(session, send, mailing_list.id, now, batch_size)
     return Started(send.id, batches, late if late > LATE_AFTER else None)
 
@@ -249,7 +252,7 @@ def set_weekly_slot(session: Session, list_slug: str, slot: WeeklySlot | None) -
 def mark_ready(session: Session, issue_id: int, settings: RenderSettings) -> Issue:
     """Mark a draft ready to go out in its list's next weekly slot. Raises NotFound, Conflict, RenderError."""
     issue, mailing_list = get_issue(session, issue_id)
-    if issue.status == "sent":
+    if issue.status == IssueStatus.SENT:
         raise Conflict(f"issue {issue_id} has been sent already")
     if slot_of(mailing_list) is None:
         raise Conflict(
@@ -257,7 +260,7 @@ def mark_ready(session: Session, issue_id: int, settings: RenderSettings) -> Iss
             "or schedule the send yourself (`newsletter send ID --at ...`)"
         )
     settings.render(issue, mailing_list)  # refuse a broken issue now, not at its slot
-    issue.status = "ready"
+    issue.status = IssueStatus.READY
     return issue
 
 
@@ -277,17 +280,17 @@ def plan_ready_issues(session: Session, settings: RenderSettings, *, now: dateti
     ready = session.execute(
         select(Issue, MailingList)
         .join(MailingList, MailingList.id == Issue.list_id)
-        .where(Issue.status == "ready", MailingList.slot_weekday.is_not(None))
+        .where(Issue.status == IssueStatus.READY, MailingList.slot_weekday.is_not(None))
         .order_by(Issue.updated_at, Issue.id)
     ).all()
     for issue, mailing_list in ready:
-        has_send = session.scalar(select(Send.id).where(Send.issue_id == issue.id, Send.status != "cancelled"))
+        has_send = session.scalar(select(Send.id).where(Send.issue_id == issue.id, Send.status != SendStatus.CANCELLED))
         slot = slot_of(mailing_list)
         if has_send is not None or slot is None:
             continue
         taken = session.scalar(
             select(Send.scheduled_at)
-            .where(Send.list_id == mailing_list.id, Send.status == "scheduled")
+            .where(Send.list_id == mailing_list.id, Send.status == SendStatus.SCHEDULED)
             .order_by(Send.scheduled_at.desc())
             .limit(1)
         )
@@ -296,7 +299,7 @@ def plan_ready_issues(session: Session, settings: RenderSettings, *, now: dateti
             with session.begin_nested():
                 plan.scheduled.append(schedule_send(session, issue.id, at, settings, now=now, require_recipients=False))
         except NewsletterError as exc:
-            issue.status = "draft"  # back to the editor
+            issue.status = IssueStatus.DRAFT  # back to the editor
             plan.problems.append(f"issue {issue.id} was ready but cannot be scheduled, back to draft: {exc}")
     return plan
 

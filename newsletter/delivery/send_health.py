@@ -39,6 +39,7 @@ from newsletter.delivery.batch_loop import DeliveryPolicy, hide_addresses
 from newsletter.delivery.send_control import PREFIX, stats_key, trouble_key
 from newsletter.errors import NewsletterError
 from newsletter.store.models import Delivery, Send
+from newsletter.store.states import DeliveryStatus, SendStatus
 
 if TYPE_CHECKING:
     import redis  # imported where used: a send that is not sending has its status told without Redis
@@ -207,11 +208,11 @@ def send_state(session: Session, send: Send, *, now: datetime | None = None, rep
     """Read the send's remaining work: a few indexed queries, none over the sent rows."""
     now = now or datetime.now(UTC)
     state = SendState(send.id, send.status, send.status_reason, _ts(send.started_at), _ts(send.scheduled_at))
-    if send.status == "paused" and (send.status_reason or "").startswith(AUTO_PAUSE):
+    if send.status == SendStatus.PAUSED and (send.status_reason or "").startswith(AUTO_PAUSE):
         return replace(state, last_replies=last_replies(session, send.id, replies))
-    if send.status != "sending":
+    if send.status != SendStatus.SENDING:
         return state
-    pending = (Delivery.send_id == send.id, Delivery.status == "pending")
+    pending = (Delivery.send_id == send.id, Delivery.status == DeliveryStatus.PENDING)
     free = or_(Delivery.claim_expires.is_(None), Delivery.claim_expires < now)
     held_until = session.scalar(
         select(func.max(Delivery.claim_expires)).where(*pending, Delivery.claimed_by.is_not(None))
@@ -231,7 +232,9 @@ def last_replies(session: Session, send_id: int, limit: int = 3) -> tuple[str, .
     rows = session.scalars(
         select(Delivery.smtp_reply)
         .where(
-            Delivery.send_id == send_id, Delivery.status.in_(("failed", "pending")), Delivery.smtp_reply.is_not(None)
+            Delivery.send_id == send_id,
+            Delivery.status.in_((DeliveryStatus.FAILED, DeliveryStatus.PENDING)),
+            Delivery.smtp_reply.is_not(None),
         )
         .order_by(Delivery.updated_at.desc(), Delivery.id.desc())
         .limit(50)
@@ -279,9 +282,9 @@ def send_problem(
     ``health`` may be None for a send that needs no Redis facts (paused, finished, cancelled);
     ``smtp`` names the server the workers send to (host:port).
     """
-    if send.status == "paused":
+    if send.status == SendStatus.PAUSED:
         return _paused_for_errors(send) if (send.status_reason or "").startswith(AUTO_PAUSE) else None
-    if send.status == "scheduled":
+    if send.status == SendStatus.SCHEDULED:
         if send.scheduled_at is None or now - send.scheduled_at < stall_seconds or health is None:
             return None
         if health.broker_error:
@@ -291,7 +294,7 @@ def send_problem(
             if not health.workers
             else "check that `newsletter scheduler` is running (it starts due sends; a worker runs them)."
         )
-    if send.status != "sending" or health is None:
+    if send.status != SendStatus.SENDING or health is None:
         return None
     if health.broker_error:
         return _broker_down(health)
@@ -426,11 +429,11 @@ class SendHealth:
         return send_problem(state, self._health(send), now=now.timestamp(), stall_seconds=self.stall_seconds, smtp=smtp)
 
     def _health(self, send: Send) -> Health | None:
-        if send.status == "sending":
+        if send.status == SendStatus.SENDING:
             from newsletter.delivery.sending import send_key
 
             return self.health(send_key(send))
-        if send.status == "scheduled" and send.scheduled_at is not None:
+        if send.status == SendStatus.SCHEDULED and send.scheduled_at is not None:
             if time.time() - send.scheduled_at.timestamp() >= self.stall_seconds:
                 return self.health(None)
         return None

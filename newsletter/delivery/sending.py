@@ -18,12 +18,13 @@ from sqlalchemy import Select, func, insert, literal, select, update
 from sqlalchemy.orm import Session
 
 from newsletter.content.issues import Links, RenderSettings, get_issue
-from newsletter.delivery.audience import Audience, Repeat, check_send, empty_refusal, list_counts, mailed
+from newsletter.delivery.audience import Repeat, check_send, empty_refusal, list_counts, mailed
 from newsletter.delivery.ports import Claimed
 from newsletter.errors import Conflict, InvalidInput, NotFound
 from newsletter.mail.messages import CompiledMessage, MessageHeaders, Recipient
 from newsletter.store.db import id_ranges
-from newsletter.store.models import DELIVERY_STATUSES, Delivery, MailingList, Send, Subscriber, Subscription, utcnow
+from newsletter.store.models import Delivery, MailingList, Send, Subscriber, Subscription, utcnow
+from newsletter.store.states import DeliveryStatus, IssueStatus, SendAudience, SendStatus
 from subscribers.lists import get_list
 from subscribers.tokens import TokenSigner
 
@@ -42,7 +43,7 @@ class SendCounts:
 
     @property
     def pending(self) -> int:
-        return self.counts.get("pending", 0)
+        return self.counts.get(DeliveryStatus.PENDING, 0)
 
     def as_json(self) -> dict[str, object]:
         s = self.send
@@ -55,7 +56,7 @@ class SendCounts:
             "audience": s.audience,
             "subject": s.subject,
             "total": self.total,
-            **{status: self.counts.get(status, 0) for status in DELIVERY_STATUSES},
+            **{status: self.counts.get(status, 0) for status in DeliveryStatus},
             "created_at": _iso(s.created_at),
             "started_at": _iso(s.started_at),
             "finished_at": _iso(s.finished_at),
@@ -156,8 +157,8 @@ def start_send(
     send = Send(
         issue_id=issue.id,
         list_id=mailing_list.id,
-        status="sending",
-        audience=audience.value,
+        status=SendStatus.SENDING,
+        audience=audience,
         subject=rendered.subject,
         html=rendered.html,
         text=rendered.text,
@@ -167,7 +168,7 @@ def start_send(
     session.add(send)
     session.flush()
     compile_message(session, send)  # refuses unsafe header values now, before anything is queued
-    issue.status = "sent"
+    issue.status = IssueStatus.SENT
     return send, snapshot_recipients(session, send, mailing_list.id, now, batch_size)
 
 
@@ -178,13 +179,13 @@ def snapshot_recipients(session: Session, send: Send, list_id: int, now: datetim
     A send with no one to mail (everyone left between the check and now) is finished at once,
     saying why.
     """
-    audience = Audience(send.audience or Audience.ALL)
+    audience = SendAudience(send.audience or SendAudience.ALL)
     recipients = (
         select(
             literal(send.id),
             Subscriber.id,
             Subscriber.email,
-            literal("pending"),
+            literal(DeliveryStatus.PENDING, Delivery.status.type),
             literal(0),
             literal(now, Delivery.updated_at.type),
         )
@@ -201,7 +202,7 @@ def snapshot_recipients(session: Session, send: Send, list_id: int, now: datetim
     # Counted, not taken from rowcount: drivers report -1 for INSERT ... SELECT on PostgreSQL.
     send.total = session.scalar(select(func.count()).select_from(Delivery).where(Delivery.send_id == send.id)) or 0
     if send.total == 0:
-        send.status, send.finished_at = "finished", now
+        send.status, send.finished_at = SendStatus.FINISHED, now
         send.status_reason = (
             "no one to mail: "
             + empty_refusal(_slug(session, list_id), send.issue_id, list_counts(session, list_id), audience).summary
@@ -212,7 +213,7 @@ def snapshot_recipients(session: Session, send: Send, list_id: int, now: datetim
 
 def pending_batches(session: Session, send_id: int, batch_size: int, *, due_only: bool = False) -> list[Batch]:
     """Split the send's pending deliveries into id ranges of ``batch_size`` rows, computed in the database."""
-    conditions = [Delivery.send_id == send_id, Delivery.status == "pending"]
+    conditions = [Delivery.send_id == send_id, Delivery.status == DeliveryStatus.PENDING]
     if due_only:
         now = utcnow()
         conditions += [
@@ -247,9 +248,9 @@ def all_sends(session: Session, limit: int = 50) -> list[SendCounts]:
 def pause_send(session: Session, send_id: int, *, reason: str = "paused by an editor") -> Send:
     """Raises NotFound, Conflict (not sending)."""
     send = get_send(session, send_id)
-    if send.status != "sending":
+    if send.status != SendStatus.SENDING:
         raise Conflict(f"send {send_id} is {send.status}; only a sending send can be paused")
-    send.status, send.status_reason = "paused", reason
+    send.status, send.status_reason = SendStatus.PAUSED, reason
     return send
 
 
@@ -259,27 +260,27 @@ def resume_send(session: Session, send_id: int, batch_size: int) -> tuple[Send, 
     Raises NotFound, Conflict (finished or cancelled).
     """
     send = get_send(session, send_id)
-    if send.status not in ("paused", "sending"):
+    if send.status not in (SendStatus.PAUSED, SendStatus.SENDING):
         raise Conflict(f"send {send_id} is {send.status}; only a paused send can be resumed")
-    send.status, send.status_reason = "sending", None
+    send.status, send.status_reason = SendStatus.SENDING, None
     batches = pending_batches(session, send_id, batch_size)
     if not batches:
-        send.status, send.finished_at = "finished", utcnow()
+        send.status, send.finished_at = SendStatus.FINISHED, utcnow()
     return send, batches
 
 
 def cancel_send(session: Session, send_id: int) -> int:
     """Cancel a send; its pending deliveries are logged as cancelled. Returns how many. Raises NotFound, Conflict."""
     send = get_send(session, send_id)
-    if send.status in ("finished", "cancelled"):
+    if send.status in (SendStatus.FINISHED, SendStatus.CANCELLED):
         raise Conflict(f"send {send_id} is already {send.status}")
     now = utcnow()
-    send.status, send.status_reason, send.finished_at = "cancelled", "cancelled by an editor", now
+    send.status, send.status_reason, send.finished_at = SendStatus.CANCELLED, "cancelled by an editor", now
     return session.execute(
         update(Delivery)
-        .where(Delivery.send_id == send_id, Delivery.status == "pending")
+        .where(Delivery.send_id == send_id, Delivery.status == DeliveryStatus.PENDING)
         .values(
-            status="cancelled",
+            status=DeliveryStatus.CANCELLED,
             smtp_reply="send cancelled before this delivery",
             claimed_by=None,
             claim_expires=None,
@@ -304,8 +305,8 @@ class LogRow:
 
 def delivery_log(session: Session, send_id: int, *, status: str | None = None) -> Iterator[LogRow]:
     """Stream the send's deliveries in id order. Raises NotFound, InvalidInput (unknown status)."""
-    if status is not None and status not in DELIVERY_STATUSES:
-        raise InvalidInput(f"unknown status {status!r}; use one of {', '.join(DELIVERY_STATUSES)}", where="--status")
+    if status is not None and status not in tuple(DeliveryStatus):
+        raise InvalidInput(f"unknown status {status!r}; use one of {', '.join(DeliveryStatus)}", where="--status")
     get_send(session, send_id)
     query = (
         select(
@@ -351,8 +352,8 @@ def delivery_rows_after(
 
 
 def _log_conditions(session: Session, send_id: int, status: str | None) -> list[Any]:
-    if status is not None and status not in DELIVERY_STATUSES:
-        raise InvalidInput(f"unknown status {status!r}; use one of {', '.join(DELIVERY_STATUSES)}", where="status")
+    if status is not None and status not in tuple(DeliveryStatus):
+        raise InvalidInput(f"unknown status {status!r}; use one of {', '.join(DeliveryStatus)}", where="status")
     get_send(session, send_id)
     return [Delivery.send_id == send_id] + ([Delivery.status == status] if status else [])
 

@@ -13,6 +13,8 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass
 
+from newsletter.store.states import SendStatus
+
 
 class StopKind(enum.Enum):
     PAUSED = "paused"  # the send was paused meanwhile (by an editor, or by another worker's error count)
@@ -37,7 +39,7 @@ class StopReason:
     @classmethod
     def send_is(cls, status: str | None) -> StopReason:
         """The send is no longer sending: paused, cancelled, finished (or gone: ``None``)."""
-        kinds = {"paused": StopKind.PAUSED, "cancelled": StopKind.CANCELLED}
+        kinds = {SendStatus.PAUSED: StopKind.PAUSED, SendStatus.CANCELLED: StopKind.CANCELLED}
         return cls(kinds.get(str(status), StopKind.NOT_SENDING), f"send is {status}")
 
     @classmethod

@@ -35,6 +35,7 @@ from newsletter.http.admin.auth import user
 from newsletter.http.admin.pages import PREVIEW_HEADERS, page, redirect
 from newsletter.http.context import Web, web
 from newsletter.store.models import Issue, MailingList, Send
+from newsletter.store.states import SendAudience
 from subscribers.lists import all_lists_with_counts, get_list
 
 router = APIRouter()
@@ -411,7 +412,7 @@ def _send_page(
         target = get_list(session, list_slug) if list_slug else issue_list
         earlier = audience.earlier_sends(session, issue.id, target.id)
         count = audience.recipient_count(session, target.id)
-        new_count = audience.recipient_count(session, target.id, issue.id, audience.Audience.NEW) if earlier else count
+        new_count = audience.recipient_count(session, target.id, issue.id, SendAudience.NEW) if earlier else count
         # A scheduled send for everyone would mail the new ones again when it starts: no "only new" now.
         scheduled_all = audience.scheduled_for_everyone(earlier)
         if scheduled_all is not None:
@@ -420,7 +421,7 @@ def _send_page(
             None
             if count
             else audience.empty_refusal(
-                target.slug, issue.id, audience.list_counts(session, target.id), audience.Audience.ALL
+                target.slug, issue.id, audience.list_counts(session, target.id), SendAudience.ALL
             )
         )
         lists = session.scalars(select(MailingList).order_by(MailingList.slug)).all()
