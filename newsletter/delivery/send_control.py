@@ -20,7 +20,7 @@ import functools
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
 
 from newsletter.delivery.stops import StopKind, StopReason
 from newsletter.errors import NewsletterError
@@ -29,7 +29,8 @@ if TYPE_CHECKING:
     import redis  # imported where used: reading a send's status needs no Redis client
 
 PREFIX = "newsletter"
-F = TypeVar("F", bound=Callable[..., Any])
+P = ParamSpec("P")
+R = TypeVar("R")
 
 
 def stats_key(send_key: str) -> str:
@@ -51,9 +52,9 @@ class ControlUnavailable(NewsletterError):
         return StopReason(StopKind.BROKER_DOWN, str(self))
 
 
-def _translated(method: F) -> F:
+def _translated(method: Callable[P, R]) -> Callable[P, R]:
     @functools.wraps(method)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
         import redis
 
         try:
@@ -61,7 +62,7 @@ def _translated(method: F) -> F:
         except redis.RedisError as exc:
             raise ControlUnavailable(f"Redis unavailable: {exc}") from None
 
-    return wrapper  # type: ignore[return-value]
+    return wrapper
 
 
 _TAKE_TOKENS = """
@@ -110,7 +111,8 @@ class SendControl:
         found = {}
         for delivery_id, value in zip(delivery_ids, values, strict=True):
             if value is not None:
-                sent_at, code, message_id, reply = value.decode().split("\x1f", 3)
+                text = value.decode() if isinstance(value, bytes) else value
+                sent_at, code, message_id, reply = text.split("\x1f", 3)
                 found[delivery_id] = JournalEntry(message_id, int(code), reply, float(sent_at))
         return found
 
@@ -120,7 +122,10 @@ class SendControl:
         ids = [str(i) for i in delivery_ids]
         if ids:
             key = f"{PREFIX}:journal:{send_key}"
-            self.redis.pipeline().hdel(key, *ids).expire(key, 7 * 86400).execute()
+            pipe = self.redis.pipeline()
+            pipe.hdel(key, *ids)
+            pipe.expire(key, 7 * 86400)
+            pipe.execute()
 
     # --- rate limit ----------------------------------------------------------------
     @_translated
@@ -150,7 +155,11 @@ class SendControl:
     def reset_counts(self, send_key: str) -> None:
         """Forget the send's counts, noting now as its last progress (it is being resumed)."""
         key = stats_key(send_key)
-        self.redis.pipeline().delete(key).hset(key, "at", f"{time.time():.3f}").expire(key, 7 * 86400).execute()
+        pipe = self.redis.pipeline()
+        pipe.delete(key)
+        pipe.hset(key, "at", f"{time.time():.3f}")
+        pipe.expire(key, 7 * 86400)
+        pipe.execute()
 
     # --- coordination --------------------------------------------------------------
     @_translated
