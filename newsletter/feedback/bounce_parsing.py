@@ -67,6 +67,7 @@ from flufl.bounce import all_failures
 
 from newsletter.errors import InvalidInput
 from newsletter.mail.return_path import delivery_of
+from newsletter.store.states import BounceKind
 from subscribers.addresses import normalise_email
 from subscribers.bounces import signed_links
 from subscribers.tokens import TokenSigner
@@ -89,14 +90,14 @@ _WARNING_SUBJECT = re.compile(
     re.IGNORECASE,
 )
 # Worst first: with a VERP address the one delivery gets the worst news a DSN has about it.
-_SEVERITY = {"hard": 0, "soft": 1, "delayed": 2}
+_SEVERITY = {BounceKind.HARD: 0, BounceKind.SOFT: 1, BounceKind.DELAYED: 2}
 
 
 @dataclass(frozen=True)
 class Report:
     """One event an inbound message reports."""
 
-    kind: str  # "hard", "soft", "delayed", "complaint" or "unsubscribe"
+    kind: BounceKind
     email: str | None  # the address reported (normalised); None when only the delivery is known
     delivery_id: int | None = None  # from a VERP address of ours
     message_id: str | None = None  # the Message-ID of the message that bounced or was reported
@@ -184,7 +185,7 @@ def classify(data: bytes, rcpt_tos: Sequence[str], mailboxes: Mailboxes) -> Clas
                 result = Classification("auto-reply", note="automatic message to an unsubscribe address")
         else:
             unsubscribes = tuple(
-                Report("unsubscribe", None, token=token, detail="unsubscribe email (List-Unsubscribe mailto)")
+                Report(BounceKind.UNSUBSCRIBE, None, token=token, detail="unsubscribe email (List-Unsubscribe mailto)")
                 for token in tokens
             )
             result = Classification("unsubscribe", result.reports + unsubscribes)
@@ -231,7 +232,7 @@ def _classify_bounce(
 def _delivery_status(
     message: email.message.Message, parts: list[email.message.Message], data: bytes, delivery_id: int | None
 ) -> Classification | None:
-    recipients: list[tuple[str, str | None, str]] = []  # kind, address, detail
+    recipients: list[tuple[BounceKind, str | None, str]] = []  # kind, address, detail
     successes = 0
     for part in parts:
         if part.get_content_type() != "message/delivery-status":
@@ -247,9 +248,9 @@ def _delivery_status(
             status = status_match.group(0) if status_match else ""
             if action.startswith(("failed", "error")):
                 permanent = status.startswith("5") or not status
-                kind = "soft" if not permanent or status == "5.2.2" else "hard"
+                kind = BounceKind.SOFT if not permanent or status == "5.2.2" else BounceKind.HARD
             elif action.startswith("delayed"):
-                kind = "delayed"  # a warning: the server is still trying
+                kind = BounceKind.DELAYED  # a warning: the server is still trying
             elif action:
                 successes += 1
                 continue
@@ -306,16 +307,17 @@ def _non_standard(
     if permanent and _WARNING_SUBJECT.match(full_subject):
         # A warning that a permanent-only detector misread (see the module docstring).
         temporary, permanent = temporary | permanent, frozenset()
-    found: dict[str, str] = {}
-    for kind, addresses in (("delayed", temporary), ("hard", permanent)):  # hard wins when both name an address
+    found: dict[str, BounceKind] = {}
+    # Hard wins when both name an address.
+    for kind, addresses in ((BounceKind.DELAYED, temporary), (BounceKind.HARD, permanent)):
         for raw in addresses:
             try:
                 found[normalise_email(raw.decode("ascii", "replace"))] = kind
             except InvalidInput:
                 continue
-    what = {"hard": "permanent failure", "delayed": "delay warning"}
+    what = {BounceKind.HARD: "permanent failure", BounceKind.DELAYED: "delay warning"}
     if delivery_id is not None:
-        kind = "hard" if permanent else "delayed"
+        kind = BounceKind.HARD if permanent else BounceKind.DELAYED
         only = next(iter(found)) if len(found) == 1 else None
         detail = f"{what[kind]} (non-standard bounce: {subject!r})"
         return Classification(
@@ -371,7 +373,7 @@ def _feedback_report(
         return Classification("unclassified", note="a complaint naming no address and no delivery of ours")
     agent = " ".join((fields.get("User-Agent") or "").split())[:80]
     detail = f"{feedback_type} report" + (f" from {agent}" if agent else "") + _reference(message)
-    return Classification("feedback report", (Report("complaint", address, delivery_id, message_id, detail),))
+    return Classification("feedback report", (Report(BounceKind.COMPLAINT, address, delivery_id, message_id, detail),))
 
 
 # --- helpers ---------------------------------------------------------------------------

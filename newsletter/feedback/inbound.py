@@ -40,6 +40,7 @@ from newsletter.feedback.bounce_parsing import Mailboxes, Report, classify
 from newsletter.mail.smtp_listener import BoundController, listen
 from newsletter.store import db
 from newsletter.store.models import Delivery, MailingList, Subscriber
+from newsletter.store.states import BounceKind
 from newsletter.until_stopped import wait_until_stopped
 from subscribers.bounces import find_proof, record_bounce
 from subscribers.tokens import TokenSigner
@@ -115,7 +116,7 @@ class Receiver:
     def _apply(self, session: Session, report: Report) -> str:
         try:
             with session.begin_nested():  # one bad event leaves the others of the message standing
-                if report.kind == "unsubscribe":
+                if report.kind == BounceKind.UNSUBSCRIBE:
                     assert report.token is not None
                     claims = self.mailboxes.signer.verify(report.token, "unsubscribe")
                     subscriber = session.get(Subscriber, claims.subscriber_id)
@@ -125,7 +126,7 @@ class Receiver:
                     outcome = record_bounce(
                         session,
                         email=subscriber.email,
-                        kind="unsubscribe",
+                        kind=BounceKind.UNSUBSCRIBE,
                         source="smtp",
                         list_id=mailing_list.id,
                         detail=f"{report.detail} for {mailing_list.slug}",

@@ -63,6 +63,7 @@ from sqlalchemy.orm import Session
 from newsletter.access.accounts import Forbidden, Unauthenticated
 from newsletter.errors import InvalidInput
 from newsletter.mail.return_path import delivery_of
+from newsletter.store.states import BounceKind
 from subscribers.addresses import normalise_email
 from subscribers.bounces import BounceOutcome, find_proof, record_bounce, signed_links
 from subscribers.tokens import TokenSigner
@@ -94,7 +95,7 @@ class SnsTooOld(SnsRejected):
 class ProviderEvent:
     """One event a provider reported, before it is matched to a delivery."""
 
-    kind: str  # "hard", "soft", "delayed", "complaint", "unsubscribe"
+    kind: BounceKind
     email: str  # normalised
     message_id: str | None = None
     return_path: str | None = None  # the envelope sender of our message: a VERP address names its delivery
@@ -249,7 +250,7 @@ def ses_events(message: SnsMessage) -> list[ProviderEvent]:
     if kind == "Bounce":
         bounce = ses.get("bounce") or {}
         bounce_type = str(bounce.get("bounceType", ""))
-        severity = "hard" if bounce_type == "Permanent" else "soft"
+        severity = BounceKind.HARD if bounce_type == "Permanent" else BounceKind.SOFT
         for recipient in bounce.get("bouncedRecipients") or []:
             address = _address(recipient.get("emailAddress"), "bounce.bouncedRecipients.emailAddress")
             parts = [f"SES {bounce_type or 'bounce'}/{bounce.get('bounceSubType', '')}"]
@@ -273,7 +274,9 @@ def ses_events(message: SnsMessage) -> list[ProviderEvent]:
             parts = [f"SES delay/{delay_type}"] + [
                 str(recipient[k]) for k in ("status", "diagnosticCode") if recipient.get(k)
             ]
-            events.append(ProviderEvent("delayed", address, message_id, source, " ".join(parts) + until, links))
+            events.append(
+                ProviderEvent(BounceKind.DELAYED, address, message_id, source, " ".join(parts) + until, links)
+            )
     elif kind == "Complaint":
         complaint = ses.get("complaint") or {}
         feedback_type = str(complaint.get("complaintFeedbackType") or "unspecified")
@@ -282,7 +285,7 @@ def ses_events(message: SnsMessage) -> list[ProviderEvent]:
         for recipient in complaint.get("complainedRecipients") or []:
             address = _address(recipient.get("emailAddress"), "complaint.complainedRecipients.emailAddress")
             detail = f"SES complaint: {feedback_type} (feedback {complaint.get('feedbackId', '?')})"
-            events.append(ProviderEvent("complaint", address, message_id, source, detail, links))
+            events.append(ProviderEvent(BounceKind.COMPLAINT, address, message_id, source, detail, links))
     return events
 
 
@@ -317,12 +320,12 @@ def generic_events(body: bytes) -> list[ProviderEvent]:
         kind = item.get("type")
         if kind == "bounce":
             kind = item.get("bounce_type")
-            if kind not in ("hard", "soft"):
+            if kind not in (BounceKind.HARD, BounceKind.SOFT):
                 raise InvalidInput(
                     'a bounce needs bounce_type "hard" or "soft" (a delay warning is type "delayed")',
                     where=f"{where}.bounce_type",
                 )
-        elif kind not in ("delayed", "complaint", "unsubscribe"):
+        elif kind not in (BounceKind.DELAYED, BounceKind.COMPLAINT, BounceKind.UNSUBSCRIBE):
             raise InvalidInput('expected "bounce", "delayed", "complaint" or "unsubscribe"', where=f"{where}.type")
         email = _address(item.get("email"), f"{where}.email")
         optional = {}
@@ -332,7 +335,9 @@ def generic_events(body: bytes) -> list[ProviderEvent]:
                 raise InvalidInput("expected a string", where=f"{where}.{field}")
             optional[field] = value
         parsed.append(
-            ProviderEvent(kind, email, optional["message_id"], optional["return_path"], optional["detail"] or "")
+            ProviderEvent(
+                BounceKind(kind), email, optional["message_id"], optional["return_path"], optional["detail"] or ""
+            )
         )
     return parsed
 
