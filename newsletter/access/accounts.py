@@ -24,7 +24,8 @@ from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
 from newsletter.errors import Conflict, InvalidInput, NotFound
-from newsletter.store.models import ROLES, AdminSession, AdminUser, ApiToken, utcnow
+from newsletter.store.models import AdminSession, AdminUser, ApiToken, utcnow
+from newsletter.store.states import Role
 
 TOKEN_PREFIX = "nl_"
 SESSION_DAYS = 7
@@ -35,10 +36,10 @@ _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@-]{0,99}$")
 
 #: What each role may do. The API and UI ask ``allowed(role, action)``.
 PERMISSIONS: dict[str, frozenset[str]] = {
-    "admin": frozenset(
+    Role.ADMIN: frozenset(
         {"lists:read", "lists:write", "subscribers", "imports", "suppressions", "issues", "sends", "sends:log"}
     ),
-    "editor": frozenset({"lists:read", "issues", "sends"}),
+    Role.EDITOR: frozenset({"lists:read", "issues", "sends"}),
 }
 #: Reading a send's delivery log, one row per recipient with the address (API, admin UI).
 DELIVERY_LOG = "sends:log"
@@ -80,8 +81,8 @@ def allowed(role: str, action: str) -> bool:
 
 
 def roles_allowed(action: str) -> list[str]:
-    """The roles that may do ``action``, in the order of ROLES."""
-    return [role for role in ROLES if allowed(role, action)]
+    """The roles that may do ``action``, in the order of Role."""
+    return [role for role in Role if allowed(role, action)]
 
 
 def _digest(secret: str) -> str:
@@ -89,8 +90,8 @@ def _digest(secret: str) -> str:
 
 
 def _check_role(role: str) -> str:
-    if role not in ROLES:
-        raise InvalidInput(f"unknown role {role!r}; use one of {', '.join(ROLES)}", where="role")
+    if role not in tuple(Role):
+        raise InvalidInput(f"unknown role {role!r}; use one of {', '.join(Role)}", where="role")
     return role
 
 

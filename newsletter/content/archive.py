@@ -23,6 +23,7 @@ from sqlalchemy.orm import Session
 from newsletter.content.rendering import PersonalFields, personalise
 from newsletter.errors import NotFound
 from newsletter.store.models import Delivery, MailingList, Send
+from newsletter.store.states import DeliveryStatus
 from subscribers.lists import get_list, get_public_list
 from subscribers.tokens import TokenSigner
 
@@ -139,4 +140,4 @@ def archived_copy(
 
 
 def _went_out() -> Exists:
-    return exists().where(Delivery.send_id == Send.id, Delivery.status == "sent")
+    return exists().where(Delivery.send_id == Send.id, Delivery.status == DeliveryStatus.SENT)

@@ -26,6 +26,7 @@ from newsletter.content.rendering import (
 )
 from newsletter.errors import Conflict, NotFound
 from newsletter.store.models import Issue, MailingList, Send, utcnow
+from newsletter.store.states import IssueStatus, SendStatus
 from subscribers.lists import get_list
 
 
@@ -104,7 +105,7 @@ def create_issue(
         preheader=source.preheader,
         template=source.template,
         body_markdown=source.body_markdown,
-        status="draft",
+        status=IssueStatus.DRAFT,
     )
     session.add(issue)
     session.flush()
@@ -149,7 +150,7 @@ def delete_issue(session: Session, issue_id: int) -> None:
         raise IssueKept(
             issue_id,
             [f"send {i} to {slug} ({status})" for i, status, slug in sends],
-            any_cancelled=any(status == "cancelled" for _, status, _ in sends),
+            any_cancelled=any(status == SendStatus.CANCELLED for _, status, _ in sends),
         )
     session.delete(issue)
     try:

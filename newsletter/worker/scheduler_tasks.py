@@ -16,6 +16,7 @@ from datetime import datetime
 
 from newsletter.delivery import scheduling
 from newsletter.store.models import Send
+from newsletter.store.states import SendStatus
 from newsletter.worker.app import WorkerState, app, enqueue, state
 
 TICK_SECONDS = 1.0
@@ -54,7 +55,7 @@ def run_tick(s: WorkerState, now: datetime | None = None) -> int:
             )
             send = session.get(Send, send_id) if result else None
             reason = send.status_reason if send else None
-            cancelled = send is not None and send.status == "cancelled"
+            cancelled = send is not None and send.status == SendStatus.CANCELLED
         if result is None:
             continue  # another scheduler's tick started it
         if cancelled:

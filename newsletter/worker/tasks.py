@@ -32,6 +32,7 @@ from newsletter.delivery.send_queue import (
 )
 from newsletter.errors import PermanentDeliveryError, RenderError, TemporaryDeliveryError
 from newsletter.store.models import Send
+from newsletter.store.states import SendStatus
 from newsletter.worker import scheduler_tasks
 from newsletter.worker.app import (
     QUEUE,
@@ -204,7 +205,7 @@ def reconcile_once(s: WorkerState) -> int:
     if not s.control.try_lock("reconcile", RECONCILE_SECONDS * 0.8):
         return 0
     with s.sessions() as session:
-        send_ids = session.scalars(select(Send.id).where(Send.status == "sending")).all()
+        send_ids = session.scalars(select(Send.id).where(Send.status == SendStatus.SENDING)).all()
     if send_ids:
         released = recipient_store.release_dead_claims(s.sessions, socket.gethostname(), _process_alive)
         if released:
