@@ -33,12 +33,16 @@ class SuppressionReason(StrEnum):
 
 
 class IssueStatus(StrEnum):
+    """Where an issue stands: being written, waiting for its list's weekly slot, or sent."""
+
     DRAFT = "draft"
     READY = "ready"  # goes out at its list's next weekly slot
     SENT = "sent"
 
 
 class SendStatus(StrEnum):
+    """Where a send stands."""
+
     SCHEDULED = "scheduled"
     SENDING = "sending"
     PAUSED = "paused"
@@ -47,12 +51,14 @@ class SendStatus(StrEnum):
 
 
 class SendAudience(StrEnum):
+    """Who a send mails (stored on the send)."""
+
     ALL = "all"  # every confirmed, unsuppressed subscriber
     NEW = "new"  # only those who got no copy of the issue before
 
 
 class DeliveryStatus(StrEnum):
-    """One recipient's row in a send's log."""
+    """Where one recipient's row in a send's log stands."""
 
     PENDING = "pending"
     SENT = "sent"
@@ -70,7 +76,7 @@ class Role(StrEnum):
 
 
 class ImportStatus(StrEnum):
-    """A background CSV import job."""
+    """Where a background CSV import job stands."""
 
     QUEUED = "queued"
     RUNNING = "running"
@@ -79,14 +85,14 @@ class ImportStatus(StrEnum):
 
 
 class ConfirmationRunStatus(StrEnum):
-    """A request to confirm, mailed to a list's unconfirmed subscriptions."""
+    """Where a confirmation run (a request to confirm, mailed to a list's unconfirmed subscriptions) stands."""
 
     SENDING = "sending"
     FINISHED = "finished"
 
 
 class ConfirmationMailStatus(StrEnum):
-    """One recipient's row in a confirmation run's log."""
+    """Where one recipient's row in a confirmation run's log stands."""
 
     PENDING = "pending"
     # Handed to the SMTP server right now; a row left so by a dead worker is never retried (it may have gone out).

@@ -15,7 +15,7 @@ from newsletter.errors import InvalidInput
 from newsletter.http.admin.auth import user
 from newsletter.http.admin.pages import page
 from newsletter.http.context import web
-from newsletter.store.models import BOUNCE_KINDS
+from newsletter.store.states import BounceKind
 from subscribers.bounces import recent_events
 
 router = APIRouter()
@@ -47,7 +47,7 @@ def bounces(request: Request, caller: Caller = Admin, kind: str = "", proof: str
         "bounces.html",
         status=400 if error else 200,
         rows=rows,
-        kinds=BOUNCE_KINDS,
+        kinds=tuple(BounceKind),
         kind=kind,
         proof=proof,
         email=email,

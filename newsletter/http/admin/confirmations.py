@@ -15,7 +15,7 @@ from newsletter.errors import NotFound
 from newsletter.http.admin.auth import user
 from newsletter.http.admin.pages import page, redirect
 from newsletter.http.context import web
-from newsletter.store.models import CONFIRMATION_MAIL_STATUSES
+from newsletter.store.states import ConfirmationMailStatus
 from subscribers import confirmation_requests
 from subscribers.confirmation_requests import RunStarted
 from subscribers.lists import list_with_counts
@@ -63,7 +63,7 @@ def log(
     already: int = Query(0, ge=0),
     again: str = "",
 ) -> HTMLResponse:
-    chosen = status if status in CONFIRMATION_MAIL_STATUSES else None
+    chosen = status if status in tuple(ConfirmationMailStatus) else None
     with web(request).transaction() as session:  # not reading(): its rollback would expire what the page shows
         counts = list_with_counts(session, slug)
         runs = confirmation_requests.runs_of_list(session, slug)
@@ -97,7 +97,7 @@ def log(
         rows=rows,
         total=total,
         chosen=chosen or "",
-        statuses=CONFIRMATION_MAIL_STATUSES,
+        statuses=tuple(ConfirmationMailStatus),
         page_number=page_number,
         pages=pages,
         first=(page_number - 1) * PAGE_SIZE + 1,

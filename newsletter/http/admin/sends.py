@@ -31,7 +31,8 @@ from newsletter.http.admin.issues import parse_local_time
 from newsletter.http.admin.pages import page, redirect
 from newsletter.http.context import web
 from newsletter.store import db
-from newsletter.store.models import DELIVERY_STATUSES, Delivery, Issue, utcnow
+from newsletter.store.models import Delivery, Issue, utcnow
+from newsletter.store.states import DeliveryStatus, SendStatus
 from subscribers import csv_cells
 
 router = APIRouter()
@@ -49,12 +50,15 @@ LOG_COLUMNS = [
     "updated_at",
 ]
 
+# A send that may still mail someone: it can be cancelled, and its page follows it live.
+_LIVE = (SendStatus.SCHEDULED, SendStatus.SENDING, SendStatus.PAUSED)
+
 
 def recent_failures(session: Session, send_id: int, limit: int = 5) -> list[dict[str, object]]:
     """The send's latest failed deliveries with the server's reply (newest first)."""
     rows = session.execute(
         select(Delivery.email, Delivery.smtp_code, Delivery.smtp_reply, Delivery.updated_at)
-        .where(Delivery.send_id == send_id, Delivery.status == "failed")
+        .where(Delivery.send_id == send_id, Delivery.status == DeliveryStatus.FAILED)
         .order_by(Delivery.id.desc())
         .limit(limit)
     ).all()
@@ -76,14 +80,14 @@ def progress(session: Session, send_id: int, health: SendHealth, *, recipients: 
     data.update(
         done=done,
         elapsed=round(elapsed, 1),
-        rate=round(int(data["sent"]) / elapsed, 1) if elapsed > 0 else 0.0,  # type: ignore[call-overload]
+        rate=round(int(data[DeliveryStatus.SENT]) / elapsed, 1) if elapsed > 0 else 0.0,  # type: ignore[call-overload]
         scheduled_at=_iso(send.scheduled_at),
-        errors=recent_failures(session, send_id) if data["failed"] and recipients else [],
+        errors=recent_failures(session, send_id) if data[DeliveryStatus.FAILED] and recipients else [],
         log_allowed=recipients,
-        can_pause=send.status == "sending",
-        can_resume=send.status == "paused",
-        can_cancel=send.status in ("scheduled", "sending", "paused"),
-        live=send.status in ("scheduled", "sending", "paused"),
+        can_pause=send.status == SendStatus.SENDING,
+        can_resume=send.status == SendStatus.PAUSED,
+        can_cancel=send.status in _LIVE,
+        live=send.status in _LIVE,
         problem=health.problem(session, send),
     )
     return data
@@ -102,7 +106,7 @@ def one_send(request: Request, send_id: int, caller: Caller = Sender) -> HTMLRes
     with web(request).transaction() as session, web(request).send_health() as health:
         data = progress(session, send_id, health, recipients=caller.may(DELIVERY_LOG))
         issue = session.get(Issue, data["issue_id"])
-    return page(request, caller, "send.html", send=data, issue=issue, statuses=DELIVERY_STATUSES)
+    return page(request, caller, "send.html", send=data, issue=issue, statuses=tuple(DeliveryStatus))
 
 
 @router.get("/sends/{send_id:int}/progress")
@@ -163,7 +167,7 @@ def _conflict(request: Request, caller: Caller, send_id: int, message: str) -> H
         data = progress(session, send_id, health, recipients=caller.may(DELIVERY_LOG))
         issue = session.get(Issue, data["issue_id"])
     return page(
-        request, caller, "send.html", status=409, send=data, issue=issue, statuses=DELIVERY_STATUSES, error=message
+        request, caller, "send.html", status=409, send=data, issue=issue, statuses=tuple(DeliveryStatus), error=message
     )
 
 
@@ -171,7 +175,7 @@ def _conflict(request: Request, caller: Caller, send_id: int, message: str) -> H
 
 
 def _status_filter(status: str | None) -> str | None:
-    return status if status in DELIVERY_STATUSES else None
+    return status if status in tuple(DeliveryStatus) else None
 
 
 def _log_reader(caller: Caller) -> None:
@@ -209,7 +213,7 @@ def log(
         counts=counts,
         rows=rows,
         chosen=chosen or "",
-        statuses=DELIVERY_STATUSES,
+        statuses=tuple(DeliveryStatus),
         page_number=page_number,
         pages=pages,
         total=total,

@@ -11,7 +11,8 @@ from newsletter.errors import Conflict, InvalidInput
 from newsletter.http.admin.auth import user
 from newsletter.http.admin.pages import page, redirect
 from newsletter.http.context import web
-from newsletter.store.models import SUBSCRIPTION_STATUSES, MailingList
+from newsletter.store.models import MailingList
+from newsletter.store.states import SubscriptionStatus
 from subscribers import directory
 
 router = APIRouter()
@@ -29,7 +30,7 @@ def search(
     page_number: int = Query(1, alias="page"),
 ) -> HTMLResponse:
     page_number = max(1, page_number)
-    chosen_status = status if status in SUBSCRIPTION_STATUSES else None
+    chosen_status = status if status in tuple(SubscriptionStatus) else None
     with web(request).transaction() as session:
         lists = session.scalars(select(MailingList).order_by(MailingList.slug)).all()
         known = {m.slug for m in lists}
@@ -51,7 +52,7 @@ def search(
         q=q,
         list_slug=list_slug,
         chosen=chosen_status or "",
-        statuses=SUBSCRIPTION_STATUSES,
+        statuses=tuple(SubscriptionStatus),
         page_number=page_number,
         pages=pages,
     )
@@ -75,7 +76,7 @@ def _subscriber_page(
     with web(request).transaction() as session:
         subscriber = directory.get_subscriber(session, subscriber_id)
         lists = session.scalars(select(MailingList).order_by(MailingList.slug)).all()
-    on = {s.list_slug for s in subscriber.subscriptions if s.status != "unsubscribed"}
+    on = {s.list_slug for s in subscriber.subscriptions if s.status != SubscriptionStatus.UNSUBSCRIBED}
     return page(
         request,
         caller,
@@ -130,7 +131,11 @@ def subscription(
             status=400 if isinstance(exc, InvalidInput) else 409,
             error=exc.message if isinstance(exc, InvalidInput) else str(exc),
         )
-    return redirect(request, f"/subscribers/{subscriber_id}", "subscribed" if status == "confirmed" else "unsubscribed")
+    return redirect(
+        request,
+        f"/subscribers/{subscriber_id}",
+        "subscribed" if status == SubscriptionStatus.CONFIRMED else "unsubscribed",
+    )
 
 
 @router.post("/subscribers/{subscriber_id:int}/delete")

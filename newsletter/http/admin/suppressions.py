@@ -10,7 +10,7 @@ from newsletter.errors import InvalidInput, NotFound
 from newsletter.http.admin.auth import user
 from newsletter.http.admin.pages import page, redirect
 from newsletter.http.context import web
-from newsletter.store.models import SUPPRESSION_REASONS
+from newsletter.store.states import SuppressionReason
 from subscribers.suppressions import all_suppressions, suppress, unsuppress
 
 router = APIRouter()
@@ -45,15 +45,19 @@ def _page(
         matching=len(matching),
         total=len(rows),
         q=q,
-        reasons=SUPPRESSION_REASONS,
+        reasons=tuple(SuppressionReason),
         error=error,
-        form=form or {"email": "", "reason": "admin", "note": ""},
+        form=form or {"email": "", "reason": SuppressionReason.ADMIN, "note": ""},
     )
 
 
 @router.post("/suppressions")
 def add(
-    request: Request, caller: Caller = Admin, email: str = Form(""), reason: str = Form("admin"), note: str = Form("")
+    request: Request,
+    caller: Caller = Admin,
+    email: str = Form(""),
+    reason: str = Form(SuppressionReason.ADMIN),
+    note: str = Form(""),
 ) -> Response:
     try:
         with web(request).transaction() as session:

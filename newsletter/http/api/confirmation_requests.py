@@ -11,7 +11,7 @@ log names every address asked, so, like a send's delivery log, it is for admins
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Literal
+from typing import Annotated
 
 from fastapi import APIRouter, Depends, Path, Query, Request, Response
 from pydantic import BaseModel, Field
@@ -22,7 +22,7 @@ from newsletter.http.api.auth import SendEditor, api_caller
 from newsletter.http.api.common import errors, path_id
 from newsletter.http.api.schemas import SLUG_PATTERN, Strict
 from newsletter.http.context import web
-from newsletter.store.models import CONFIRMATION_MAIL_STATUSES
+from newsletter.store.states import ConfirmationMailStatus, ConfirmationRunStatus
 from subscribers import confirmation_requests
 from subscribers.confirmation_requests import RunStarted, RunSummary
 
@@ -58,7 +58,7 @@ class LeftOut(BaseModel):
 class ConfirmationRunOut(BaseModel):
     id: int
     list: str
-    status: Literal["sending", "finished"]
+    status: ConfirmationRunStatus
     again: bool
     queued: int = Field(description="Recipients of this request.")
     left_out: LeftOut = Field(description="Unconfirmed subscribers left out when it started, by reason.")
@@ -86,7 +86,7 @@ class ConfirmationRunsOut(BaseModel):
 class ConfirmationMailOut(BaseModel):
     id: int
     email: str
-    status: Literal[CONFIRMATION_MAIL_STATUSES]  # type: ignore[valid-type]
+    status: ConfirmationMailStatus
     attempts: int
     smtp_code: int | None
     smtp_reply: str | None = Field(description="The SMTP server's last reply, or why it was not sent.")
@@ -193,9 +193,7 @@ def recipients(
     slug: SlugPath,
     run_id: RunId,
     caller: Annotated[Caller, Depends(log_reader)],
-    status: Annotated[
-        Literal[CONFIRMATION_MAIL_STATUSES] | None, Query(description="Only recipients in this status.")  # type: ignore[valid-type]
-    ] = None,
+    status: Annotated[ConfirmationMailStatus | None, Query(description="Only recipients in this status.")] = None,
     offset: Annotated[int, Query(ge=0, le=2**31 - 1)] = 0,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> ConfirmationMailPage:

@@ -25,7 +25,15 @@ from pydantic import (
     WithJsonSchema,
 )
 
-from newsletter.store.models import SUPPRESSION_REASONS
+from newsletter.store.states import (
+    DeliveryStatus,
+    ImportStatus,
+    IssueStatus,
+    SendAudience,
+    SendStatus,
+    SubscriptionStatus,
+    SuppressionReason,
+)
 
 MAX_ID = 2**53 - 1  # ids stay far below; 2**53 - 1 is also the largest integer a JSON client reads exactly
 SLUG_PATTERN = r"^[a-z0-9][a-z0-9-]{0,63}$"
@@ -196,15 +204,16 @@ class SubscriberUpdate(Strict):
 
 
 class SubscriptionIn(Strict):
-    status: Literal["confirmed", "unsubscribed"] = Field(
-        "confirmed", description="confirmed: add to the list (a new consent record, source api); unsubscribed: remove."
+    status: Literal[SubscriptionStatus.CONFIRMED, SubscriptionStatus.UNSUBSCRIBED] = Field(
+        SubscriptionStatus.CONFIRMED,
+        description="confirmed: add to the list (a new consent record, source api); unsubscribed: remove.",
     )
 
 
 class SubscriptionOut(BaseModel):
     list: str
     list_name: str
-    status: str
+    status: SubscriptionStatus
     source: str
     ip: str | None
     user_agent: str | None
@@ -222,7 +231,7 @@ class SubscriberOut(BaseModel):
     created_at: datetime
     updated_at: datetime
     subscriptions: list[SubscriptionOut]
-    suppressed: str | None = Field(description="The suppression reason, when the address is suppressed.")
+    suppressed: SuppressionReason | None = Field(description="The suppression reason, when the address is suppressed.")
 
 
 class SubscriberCreate(Strict):
@@ -249,7 +258,7 @@ class ImportJobOut(BaseModel):
     list: str
     filename: str
     confirmed: bool
-    status: Literal["queued", "running", "finished", "failed"]
+    status: ImportStatus
     size_bytes: int
     rows_read: int
     imported: int
@@ -275,13 +284,13 @@ class ImportJobsOut(BaseModel):
 
 class SuppressionIn(Strict):
     email: Email
-    reason: Literal[SUPPRESSION_REASONS] = "admin"  # type: ignore[valid-type]
+    reason: SuppressionReason = SuppressionReason.ADMIN
     note: Annotated[str, Text(2000)] = ""
 
 
 class SuppressionOut(BaseModel):
     email: str
-    reason: str
+    reason: SuppressionReason
     note: str
     created_at: datetime
 
@@ -336,7 +345,7 @@ class ProblemOut(BaseModel):
 class IssueSummary(BaseModel):
     id: int
     list: str
-    status: str
+    status: IssueStatus
     subject: str
     created_at: datetime
     updated_at: datetime
@@ -417,9 +426,9 @@ class SendOut(BaseModel):
     id: int
     issue_id: int
     list: str
-    status: Literal["scheduled", "sending", "paused", "finished", "cancelled"]
+    status: SendStatus
     status_reason: str | None
-    audience: Literal["all", "new"] = Field(
+    audience: SendAudience = Field(
         description="Who it mails: every confirmed subscriber (all) or only those with no copy of the issue yet (new)."
     )
     subject: str
@@ -449,7 +458,7 @@ class SendsOut(BaseModel):
 class DeliveryOut(BaseModel):
     id: int
     email: str
-    status: str
+    status: DeliveryStatus
     attempts: int
     smtp_code: int | None
     smtp_reply: str | None

@@ -10,7 +10,7 @@ import io
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import datetime
-from typing import Annotated, Literal
+from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import StreamingResponse
@@ -24,15 +24,13 @@ from newsletter.http.api.auth import SendEditor, api_caller
 from newsletter.http.api.common import errors, path_id, render_settings
 from newsletter.http.api.schemas import DeliveryOut, DeliveryPage, SendCreate, SendOut, SendReschedule, SendsOut
 from newsletter.http.context import web
-from newsletter.store.models import DELIVERY_STATUSES
+from newsletter.store.states import DeliveryStatus
 from subscribers import csv_cells
 
 router = APIRouter(prefix="/sends", tags=["sends"])
 
 SendId = Annotated[int, path_id("send")]
-StatusFilter = Annotated[
-    Literal[DELIVERY_STATUSES] | None, Query(description="Only deliveries in this status.")  # type: ignore[valid-type]
-]
+StatusFilter = Annotated[DeliveryStatus | None, Query(description="Only deliveries in this status.")]
 CSV_COLUMNS = [
     "delivery_id",
     "email",
@@ -74,7 +72,7 @@ def send_out(counts: sending.SendCounts, problem: str | None = None) -> SendOut:
             "audience": s.audience,
             "subject": s.subject,
             "total": counts.total,
-            **{status: counts.counts.get(status, 0) for status in DELIVERY_STATUSES},
+            **{status: counts.counts.get(status, 0) for status in DeliveryStatus},
             "scheduled_at": s.scheduled_at,
             "created_at": s.created_at,
             "started_at": s.started_at,

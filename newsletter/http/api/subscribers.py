@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated
 
 from fastapi import APIRouter, Path, Query, Request, Response
 
@@ -17,6 +17,7 @@ from newsletter.http.api.schemas import (
     SubscriberUpdate,
 )
 from newsletter.http.context import web
+from newsletter.store.states import SubscriptionStatus
 from subscribers import directory, subscriptions
 
 router = APIRouter(prefix="/subscribers", tags=["subscribers"])
@@ -41,7 +42,7 @@ def search(
         str | None, Query(pattern=SLUG_PATTERN, max_length=64, description="Only subscribers of this list.")
     ] = None,
     status: Annotated[
-        Literal["unconfirmed", "confirmed", "unsubscribed"] | None,
+        SubscriptionStatus | None,
         Query(description="Only subscribers with a subscription in this status (on `list` when given)."),
     ] = None,
     offset: Annotated[int, Query(ge=0, le=2**31 - 1)] = 0,
@@ -107,7 +108,9 @@ def subscribe(request: Request, subscriber_id: SubscriberId, slug: SlugPath, cal
     """Adds the subscriber to the list as confirmed, with a new consent record (source "api"), or
     leaves a confirmed subscription as it is. 409 when the address is suppressed."""
     with web(request).transaction() as session:
-        return subscriber_out(directory.set_subscription(session, subscriber_id, slug, "confirmed", source=SOURCE))
+        return subscriber_out(
+            directory.set_subscription(session, subscriber_id, slug, SubscriptionStatus.CONFIRMED, source=SOURCE)
+        )
 
 
 @router.delete(
@@ -121,7 +124,9 @@ def unsubscribe(
 ) -> SubscriberOut:
     """The subscription becomes unsubscribed; its consent record is kept, noting when and why it ended."""
     with web(request).transaction() as session:
-        return subscriber_out(directory.set_subscription(session, subscriber_id, slug, "unsubscribed", source=SOURCE))
+        return subscriber_out(
+            directory.set_subscription(session, subscriber_id, slug, SubscriptionStatus.UNSUBSCRIBED, source=SOURCE)
+        )
 
 
 @router.delete(

@@ -18,7 +18,8 @@ from prometheus_client.registry import Collector
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
-from newsletter.store.models import BOUNCE_KINDS, BounceEvent, Delivery, MailingList, Send, Subscription
+from newsletter.store.models import BounceEvent, Delivery, MailingList, Send, Subscription
+from newsletter.store.states import BounceKind, DeliveryStatus, SendStatus
 
 DURATION_BUCKETS = (10.0, 30.0, 60.0, 300.0, 900.0, 1800.0, 3600.0, 7200.0, 21600.0, 86400.0)
 CACHE_SECONDS = 5.0
@@ -45,7 +46,7 @@ def _figures(session: Session) -> _Figures:
     durations = session.execute(
         select(MailingList.slug, Send.started_at, Send.finished_at)
         .join(MailingList, MailingList.id == Send.list_id)
-        .where(Send.status == "finished", Send.started_at.is_not(None), Send.finished_at.is_not(None))
+        .where(Send.status == SendStatus.FINISHED, Send.started_at.is_not(None), Send.finished_at.is_not(None))
     ).tuples()
     subscribers = session.execute(
         select(MailingList.slug, Subscription.status, func.count())
@@ -113,9 +114,9 @@ def _delivery_metrics(rows: Sequence[tuple[str, str, int]]) -> tuple[Metric, Met
     failed_by_list: dict[str, int] = {}
     for slug, status, count in rows:
         by_status.add_metric([slug, status], count)
-        if status in ("sent", "bounced"):  # a bounced message was sent first
+        if status in (DeliveryStatus.SENT, DeliveryStatus.BOUNCED):  # a bounced message was sent first
             sent_by_list[slug] = sent_by_list.get(slug, 0) + count
-        elif status == "failed":
+        elif status == DeliveryStatus.FAILED:
             failed_by_list[slug] = failed_by_list.get(slug, 0) + count
     for slug, count in sorted(sent_by_list.items()):
         sent.add_metric([slug], count)
@@ -148,7 +149,7 @@ def _bounces_counter(rows: Sequence[tuple[str, int]]) -> CounterMetricFamily:
         labels=["kind"],
     )
     counts = dict(rows)
-    for kind in BOUNCE_KINDS:
+    for kind in BounceKind:
         bounces.add_metric([kind], counts.get(kind, 0))
     return bounces
 
