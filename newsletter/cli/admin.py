@@ -12,7 +12,7 @@ from newsletter.access import accounts
 from newsletter.cli.runtime import err, out, print_last_line, runtime
 from newsletter.cli.tables import Col, listing
 from newsletter.errors import InvalidInput
-from newsletter.store.models import ROLES
+from newsletter.store.states import Role
 
 app = typer.Typer(help="API tokens and admin UI users (roles: admin, editor).", no_args_is_help=True)
 ROLE_HELP = "admin (everything) or editor (issues and sends; reads lists)."
@@ -86,7 +86,7 @@ def _password(from_stdin: bool) -> str:
 @app.command("create-user")
 def create_user(
     username: str = typer.Option(..., "--username", help="The login name."),
-    role: str = typer.Option("editor", "--role", help=ROLE_HELP),
+    role: str = typer.Option(Role.EDITOR.value, "--role", help=ROLE_HELP),
     password_stdin: bool = typer.Option(False, "--password-stdin", help="Read the password from stdin's first line."),
 ) -> None:
     """Create an admin UI user; asks for the password twice (or reads it with --password-stdin)."""
@@ -133,4 +133,4 @@ def users(
     )
 
 
-assert set(ROLES) == set(accounts.PERMISSIONS)
+assert set(Role) == set(accounts.PERMISSIONS)

@@ -9,7 +9,7 @@ import typer
 
 from newsletter.cli.runtime import out, runtime
 from newsletter.cli.tables import Col, show
-from newsletter.store.models import CONFIRMATION_MAIL_STATUSES
+from newsletter.store.states import ConfirmationMailStatus
 from subscribers import confirmation_requests
 
 
@@ -47,7 +47,7 @@ def confirmation_log(
     run_id: int | None = typer.Option(
         None, "--run", help="Which request (default: the latest; see confirmation-runs)."
     ),
-    status: str | None = typer.Option(None, "--status", help=f"Only one of: {', '.join(CONFIRMATION_MAIL_STATUSES)}."),
+    status: str | None = typer.Option(None, "--status", help=f"Only one of: {', '.join(ConfirmationMailStatus)}."),
     as_json: bool = typer.Option(False, "--json", help='One JSON object: {"run": {...}, "recipients": [...]}.'),
 ) -> None:
     """Each recipient of a request to confirm: status, attempts, the SMTP server's reply, Message-ID, time."""

@@ -6,7 +6,7 @@ import typer
 
 from newsletter.cli.runtime import out, runtime
 from newsletter.cli.tables import Col, listing
-from newsletter.store.models import BOUNCE_KINDS
+from newsletter.store.states import BounceKind
 
 bounces_app = typer.Typer(help="Bounces, complaints and unsubscribe requests received.", no_args_is_help=True)
 
@@ -44,7 +44,7 @@ def inbound(
 
 @bounces_app.command("ls")
 def list_events(
-    kind: str = typer.Option(None, "--kind", help=f"Only events of one kind: {', '.join(BOUNCE_KINDS)}."),
+    kind: str = typer.Option(None, "--kind", help=f"Only events of one kind: {', '.join(BounceKind)}."),
     email: str = typer.Option(None, "--email", help="Only events for one address."),
     unproven: bool = typer.Option(
         False, "--unproven", help="Only reports that proved nothing (kept for review; they changed nothing)."

@@ -13,7 +13,7 @@ from newsletter.cli.runtime import err, out, print_last_line, render_settings, r
 from newsletter.cli.tables import Col, listing
 from newsletter.delivery import sending
 from newsletter.errors import InvalidInput
-from newsletter.store.models import DELIVERY_STATUSES
+from newsletter.store.states import DeliveryStatus, SendStatus
 
 if TYPE_CHECKING:
     from rich.progress import Progress, TaskID
@@ -22,7 +22,7 @@ if TYPE_CHECKING:
 
 app = typer.Typer(help="Watch and steer sends: status, delivery log, pause, resume, cancel.", no_args_is_help=True)
 WAIT_TIMEOUT_EXIT = 124  # --wait-timeout ran out, as timeout(1) exits when its time is up
-ENDED = ("finished", "cancelled", "paused")  # a send in one of these moves no more by itself
+ENDED = (SendStatus.FINISHED, SendStatus.CANCELLED, SendStatus.PAUSED)  # a send in one of these moves no more by itself
 
 
 def _enqueue(send_id: int, batches: list[sending.Batch]) -> None:
@@ -166,12 +166,12 @@ def _progress_bar(send_id: int) -> Progress:
 
 def _show_progress(progress: Progress, bar: TaskID, counts: sending.SendCounts, *, elapsed: float) -> None:
     c = counts.counts
-    rate = c.get("sent", 0) / max(elapsed, 1e-6)
+    rate = c.get(DeliveryStatus.SENT, 0) / max(elapsed, 1e-6)
     progress.update(
         bar,
         total=counts.total or 1,
         completed=counts.total - counts.pending,
-        detail=f"sent {c.get('sent', 0)}  failed {c.get('failed', 0)}  pending {counts.pending}  {rate:,.0f}/s",
+        detail=f"sent {c.get(DeliveryStatus.SENT, 0)}  failed {c.get(DeliveryStatus.FAILED, 0)}  pending {counts.pending}  {rate:,.0f}/s",
     )
 
 
@@ -185,7 +185,7 @@ def _tell_problem(progress: Progress, counts: sending.SendCounts, found: str | N
         return told
     if found:
         progress.console.print(f"Problem: {found}")
-    elif counts.send.status == "sending":
+    elif counts.send.status == SendStatus.SENDING:
         progress.console.print(f"Problem cleared: send {counts.send.id} is moving again.")
     return found
 
@@ -206,12 +206,12 @@ def _ended(counts: sending.SendCounts) -> int:
     send, c = counts.send, counts.counts
     reason = f" ({send.status_reason})" if send.status_reason else ""
     err.print(
-        f"Send {send.id} {send.status}{reason}: sent {c.get('sent', 0)}, failed {c.get('failed', 0)}, "
-        f"skipped {c.get('skipped', 0)}, cancelled {c.get('cancelled', 0)}, pending {counts.pending}."
+        f"Send {send.id} {send.status}{reason}: sent {c.get(DeliveryStatus.SENT, 0)}, failed {c.get(DeliveryStatus.FAILED, 0)}, "
+        f"skipped {c.get(DeliveryStatus.SKIPPED, 0)}, cancelled {c.get(DeliveryStatus.CANCELLED, 0)}, pending {counts.pending}."
     )
-    if send.status == "paused":
+    if send.status == SendStatus.PAUSED:
         err.print(f"Resume with: newsletter sends resume {send.id}")
-    return 1 if c.get("failed", 0) or send.status == "paused" else 0
+    return 1 if c.get(DeliveryStatus.FAILED, 0) or send.status == SendStatus.PAUSED else 0
 
 
 @app.command("ls")
@@ -277,7 +277,7 @@ def status(
 @app.command("log")
 def delivery_log(
     send_id: int = typer.Argument(..., help="The send's id."),
-    status_filter: str | None = typer.Option(None, "--status", help=f"Only one of: {', '.join(DELIVERY_STATUSES)}."),
+    status_filter: str | None = typer.Option(None, "--status", help=f"Only one of: {', '.join(DeliveryStatus)}."),
     as_csv: bool = typer.Option(False, "--csv", help="CSV on stdout instead of a table."),
     as_json: bool = typer.Option(False, "--json", help="A JSON array of objects instead of a table."),
 ) -> None:
@@ -404,7 +404,7 @@ def cancel(send_id: int = typer.Argument(..., help="The send's id.")) -> None:
     with runtime.transaction() as session:
         was = sending.get_send(session, send_id).status
         count = sending.cancel_send(session, send_id)
-    if was == "scheduled":
+    if was == SendStatus.SCHEDULED:
         out.print(f"Send {send_id} cancelled; it will not start.")
         return
     # Messages a worker had already handed to the SMTP server still count as sent in the log.

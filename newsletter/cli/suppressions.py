@@ -6,7 +6,7 @@ import typer
 
 from newsletter.cli.runtime import out, runtime
 from newsletter.cli.tables import Col, listing
-from newsletter.store.models import SUPPRESSION_REASONS
+from newsletter.store.states import SuppressionReason
 from subscribers import suppressions
 
 app = typer.Typer(help="Addresses that are never mailed, on any list.", no_args_is_help=True)
@@ -15,7 +15,9 @@ app = typer.Typer(help="Addresses that are never mailed, on any list.", no_args_
 @app.command()
 def add(
     email: str = typer.Argument(..., help="The address to suppress."),
-    reason: str = typer.Option("admin", "--reason", help=f"One of: {', '.join(SUPPRESSION_REASONS)}."),
+    reason: str = typer.Option(
+        SuppressionReason.ADMIN.value, "--reason", help=f"One of: {', '.join(SuppressionReason)}."
+    ),
     note: str = typer.Option("", "--note", help="Free text kept with the suppression."),
 ) -> None:
     """Suppress an address: it is never mailed again, on any list."""
