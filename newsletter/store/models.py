@@ -48,19 +48,6 @@ from newsletter.store.states import (
     SuppressionReason,
 )
 
-# The value lists as tuples, for code not yet moved to the enums.
-SUBSCRIPTION_STATUSES = tuple(SubscriptionStatus)
-SUPPRESSION_REASONS = tuple(SuppressionReason)
-ISSUE_STATUSES = tuple(IssueStatus)
-SEND_STATUSES = tuple(SendStatus)
-SEND_AUDIENCES = tuple(SendAudience)
-DELIVERY_STATUSES = tuple(DeliveryStatus)
-ROLES = tuple(Role)
-IMPORT_STATUSES = tuple(ImportStatus)
-CONFIRMATION_RUN_STATUSES = tuple(ConfirmationRunStatus)
-CONFIRMATION_MAIL_STATUSES = tuple(ConfirmationMailStatus)
-BOUNCE_KINDS = tuple(BounceKind)
-
 # BigInteger ids on PostgreSQL; SQLite needs plain INTEGER for its rowid alias.
 Id = BigInteger().with_variant(Integer(), "sqlite")
 Json = JSON().with_variant(JSONB(), "postgresql")
