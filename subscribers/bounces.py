@@ -109,7 +109,7 @@ class BounceOutcome:
 
     def summary(self) -> str:
         """One line for a log: ``hard bounce ann@example.com (delivery 12): delivery bounced, suppressed hard_bounce``."""
-        what = {
+        what: dict[str, str] = {
             BounceKind.HARD: "hard bounce",
             BounceKind.SOFT: "soft bounce",
             BounceKind.DELAYED: "delay warning",
@@ -462,7 +462,7 @@ def _confirmation_mail_list(session: Session, message_id: str | None, address: s
     return int(row.list_id)
 
 
-def _suppress(session: Session, address: str, reason: str, note: str) -> str | None:
+def _suppress(session: Session, address: str, reason: SuppressionReason, note: str) -> str | None:
     """Suppress ``address``; the reason set now, or None if it was suppressed before (and stays so)."""
     row, created = suppress(session, address, reason=reason, note=note[:500])
     if created:

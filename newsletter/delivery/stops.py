@@ -39,7 +39,7 @@ class StopReason:
     @classmethod
     def send_is(cls, status: str | None) -> StopReason:
         """The send is no longer sending: paused, cancelled, finished (or gone: ``None``)."""
-        kinds = {SendStatus.PAUSED: StopKind.PAUSED, SendStatus.CANCELLED: StopKind.CANCELLED}
+        kinds: dict[str, StopKind] = {SendStatus.PAUSED: StopKind.PAUSED, SendStatus.CANCELLED: StopKind.CANCELLED}
         return cls(kinds.get(str(status), StopKind.NOT_SENDING), f"send is {status}")
 
     @classmethod
