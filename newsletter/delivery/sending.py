@@ -294,7 +294,7 @@ def cancel_send(session: Session, send_id: int) -> int:
 class LogRow:
     delivery_id: int
     email: str
-    status: str
+    status: DeliveryStatus
     attempts: int
     smtp_code: int | None
     smtp_reply: str | None
