@@ -27,6 +27,7 @@ from __future__ import annotations
 import json
 import re
 import time
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, replace
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Protocol
@@ -43,6 +44,7 @@ from newsletter.store.states import DeliveryStatus, SendStatus
 
 if TYPE_CHECKING:
     import redis  # imported where used: a send that is not sending has its status told without Redis
+    from redis.typing import EncodableT
 
 #: The Celery queue (``tasks.QUEUE``), named here so that readers need not import Celery.
 QUEUE = "newsletter"
@@ -87,7 +89,10 @@ def publish_heartbeat(client: redis.Redis, beat: WorkerBeat) -> None:
 
 def withdraw_heartbeat(client: redis.Redis, name: str) -> None:
     """A worker stopping cleanly says so at once. Raises redis.RedisError."""
-    client.pipeline().srem(WORKERS_KEY, name).delete(_worker_key(name)).execute()
+    pipe = client.pipeline()
+    pipe.srem(WORKERS_KEY, name)
+    pipe.delete(_worker_key(name))
+    pipe.execute()
 
 
 def live_workers(client: redis.Redis) -> list[WorkerBeat]:
@@ -96,7 +101,7 @@ def live_workers(client: redis.Redis) -> list[WorkerBeat]:
     if not names:
         return []
     values = client.mget([_worker_key(n) for n in names])
-    gone = [n for n, v in zip(names, values) if v is None]
+    gone = [n for n, v in zip(names, values, strict=True) if v is None]
     if gone:
         client.srem(WORKERS_KEY, *gone)
     beats = []
@@ -128,14 +133,18 @@ def record_smtp_trouble(
 ) -> None:
     """Note that the SMTP server could not be reached for this send. Raises redis.RedisError."""
     now = time.time() if now is None else now
-    mapping = {
+    mapping: dict[EncodableT, EncodableT] = {
         "where": where,
         "error": error[:500],
         "at": f"{now:.3f}",
         "next_try": f"{now + retry_in:.3f}" if retry_in is not None else "",
     }
     key = trouble_key(send_key)
-    client.pipeline().hset(key, mapping=mapping).hsetnx(key, "since", f"{now:.3f}").expire(key, TROUBLE_TTL).execute()
+    pipe = client.pipeline()
+    pipe.hset(key, mapping=mapping)
+    pipe.hsetnx(key, "since", f"{now:.3f}")
+    pipe.expire(key, TROUBLE_TTL)
+    pipe.execute()
 
 
 def smtp_trouble(client: redis.Redis, send_key: str) -> SmtpTrouble | None:
@@ -143,10 +152,10 @@ def smtp_trouble(client: redis.Redis, send_key: str) -> SmtpTrouble | None:
     return _trouble(client.hgetall(trouble_key(send_key)))
 
 
-def _trouble(raw: dict[bytes, bytes]) -> SmtpTrouble | None:
+def _trouble(raw: Mapping[bytes | str, bytes | str]) -> SmtpTrouble | None:
     if not raw:
         return None
-    values = {k.decode(): v.decode() for k, v in raw.items()}
+    values = {_text(k): _text(v) for k, v in raw.items()}
     try:
         return SmtpTrouble(
             values.get("where", "?"),
@@ -241,6 +250,8 @@ def last_replies(session: Session, send_id: int, limit: int = 3) -> tuple[str, .
     )
     found: list[str] = []
     for reply in rows:
+        if reply is None:  # the query takes set replies only
+            continue
         if reply.startswith("gave up after "):
             reply = reply.split(": ", 1)[-1]
         reply = _one_line(hide_addresses(reply))  # editors see it; the delivery log (admins) names the recipient
@@ -473,6 +484,10 @@ class SendHealth:
 # --- small helpers -------------------------------------------------------------------
 
 
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
 def _ts(value: datetime | None) -> float | None:
     return value.timestamp() if value is not None else None
 
@@ -485,7 +500,7 @@ def _clock(ts: float) -> str:
 
 
 def _duration(seconds: float) -> str:
-    seconds = int(round(seconds))
+    seconds = round(seconds)
     if seconds < 120:
         return f"{seconds} s"
     minutes = seconds // 60

@@ -22,7 +22,7 @@ from newsletter.delivery.audience import Repeat, check_send, empty_refusal, list
 from newsletter.delivery.ports import Claimed
 from newsletter.errors import Conflict, InvalidInput, NotFound
 from newsletter.mail.messages import CompiledMessage, MessageHeaders, Recipient
-from newsletter.store.db import id_ranges
+from newsletter.store.db import id_ranges, rowcount
 from newsletter.store.models import Delivery, MailingList, Send, Subscriber, Subscription, utcnow
 from newsletter.store.states import DeliveryStatus, IssueStatus, SendAudience, SendStatus
 from subscribers.lists import get_list
@@ -276,18 +276,20 @@ def cancel_send(session: Session, send_id: int) -> int:
         raise Conflict(f"send {send_id} is already {send.status}")
     now = utcnow()
     send.status, send.status_reason, send.finished_at = SendStatus.CANCELLED, "cancelled by an editor", now
-    return session.execute(
-        update(Delivery)
-        .where(Delivery.send_id == send_id, Delivery.status == DeliveryStatus.PENDING)
-        .values(
-            status=DeliveryStatus.CANCELLED,
-            smtp_reply="send cancelled before this delivery",
-            claimed_by=None,
-            claim_expires=None,
-            updated_at=now,
+    return rowcount(
+        session.execute(
+            update(Delivery)
+            .where(Delivery.send_id == send_id, Delivery.status == DeliveryStatus.PENDING)
+            .values(
+                status=DeliveryStatus.CANCELLED,
+                smtp_reply="send cancelled before this delivery",
+                claimed_by=None,
+                claim_expires=None,
+                updated_at=now,
+            )
+            .execution_options(synchronize_session=False)
         )
-        .execution_options(synchronize_session=False)
-    ).rowcount
+    )
 
 
 @dataclass(frozen=True)
@@ -358,7 +360,7 @@ def _log_conditions(session: Session, send_id: int, status: str | None) -> list[
     return [Delivery.send_id == send_id] + ([Delivery.status == status] if status else [])
 
 
-def _log_query(conditions: list[Any]) -> Select[Any]:
+def _log_query(conditions: list[Any]) -> Select[*tuple[Any, ...]]:
     return (
         select(
             Delivery.id,

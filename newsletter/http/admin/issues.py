@@ -45,6 +45,7 @@ Sender = Depends(user("sends"))
 DRAFT = "draft"  # the source name in a draft's problems: "draft:LINE"
 _WHERE_LINE = re.compile(rf"^{DRAFT}:(\d+)$")
 _WARNING = re.compile(rf"^{DRAFT}:(\d+): (.*)$", re.S)
+Batches = list[sending.Batch]  # (the send form has a field named list)
 NEW_ISSUE = """---
 subject: "Your subject"
 preheader: "The line mail clients show after the subject."
@@ -482,9 +483,10 @@ def send(
     ``repeat`` is the editor's choice for an issue the list already has a send of ("only_new"
     or "again"); without it such a send is refused and the page asks."""
     chosen = Repeat(repeat) if repeat in (Repeat.AGAIN, Repeat.ONLY_NEW) else Repeat.NO
+    batches: Batches = []  # none to queue for a scheduled send
     try:
         if when == "later":
-            send_id, batches = _schedule(web(request), issue_id, list or None, chosen, at, tz_offset), []
+            send_id = _schedule(web(request), issue_id, list or None, chosen, at, tz_offset)
         else:
             send_id, batches = _start(web(request), issue_id, list or None, chosen)
     except SendRefused as exc:

@@ -41,20 +41,20 @@ def _figures(session: Session) -> _Figures:
         .join(Send, Send.id == Delivery.send_id)
         .join(MailingList, MailingList.id == Send.list_id)
         .group_by(MailingList.slug, Delivery.status)
-    ).tuples()
-    sends = session.execute(select(Send.status, func.count()).group_by(Send.status)).tuples()
+    ).all()
+    sends = session.execute(select(Send.status, func.count()).group_by(Send.status)).all()
     durations = session.execute(
         select(MailingList.slug, Send.started_at, Send.finished_at)
         .join(MailingList, MailingList.id == Send.list_id)
         .where(Send.status == SendStatus.FINISHED, Send.started_at.is_not(None), Send.finished_at.is_not(None))
-    ).tuples()
+    ).all()
     subscribers = session.execute(
         select(MailingList.slug, Subscription.status, func.count())
         .join(MailingList, MailingList.id == Subscription.list_id)
         .group_by(MailingList.slug, Subscription.status)
-    ).tuples()
-    bounces = session.execute(select(BounceEvent.kind, func.count()).group_by(BounceEvent.kind)).tuples()
-    return _Figures(deliveries.all(), sends.all(), durations.all(), subscribers.all(), bounces.all())
+    ).all()
+    bounces = session.execute(select(BounceEvent.kind, func.count()).group_by(BounceEvent.kind)).all()
+    return _Figures(deliveries, sends, durations, subscribers, bounces)
 
 
 class NewsletterCollector(Collector):
