@@ -113,7 +113,7 @@ def signing_cost(bits: int, count: int) -> None:
         flush=True,
     )
 
-    def best(run) -> float:  # type: ignore[no-untyped-def]
+    def best(run) -> float:
         timings = []
         for _ in range(3):
             started = time.perf_counter()
@@ -294,7 +294,7 @@ def run_sends(
     plain: dict[str, str],
     recipients: int,
     concurrencies: list[int],
-    bits: int,  # type: ignore[no-untyped-def]
+    bits: int,
     signed_record: str,
 ) -> None:
     nl("db", "upgrade")

@@ -150,7 +150,9 @@ def machine_busy(seconds: float = 1.0) -> float:
             values = [int(v) for v in handle.readline().split()[1:8]]
         return sum(values), values[3] + values[4]
 
-    (total0, idle0), _, (total1, idle1) = sample(), time.sleep(seconds), sample()
+    total0, idle0 = sample()
+    time.sleep(seconds)
+    total1, idle1 = sample()
     return 1 - (idle1 - idle0) / max(1, total1 - total0)
 
 
@@ -298,12 +300,13 @@ class Newsletter:
     def status(self, send_id: str) -> dict:
         return json.loads(self("sends", "status", send_id, "--json"))
 
-    def send_row(self, send_id: str):  # type: ignore[no-untyped-def]
+    def send_row(self, send_id: str):
         """The send's (status, started_at, finished_at), at full precision."""
         from newsletter.store.models import Send
 
         with self.sessions() as session:
             send = session.get(Send, int(send_id))
+            assert send is not None
             return send.status, send.started_at, send.finished_at
 
 
@@ -332,6 +335,7 @@ def build_messages(nl: Newsletter, send_id: str) -> None:
     worker = WorkerState(Runtime(nl.settings), os.getpid())
     with nl.sessions() as session:
         send = session.get(Send, int(send_id))
+        assert send is not None
         message = worker.message_for(session, send)
         rows = session.execute(
             select(Delivery.id, Delivery.subscriber_id, Delivery.email, Subscriber.name, Delivery.attempts)
@@ -345,7 +349,7 @@ def build_messages(nl: Newsletter, send_id: str) -> None:
     _SENDER = message.envelope_from
 
 
-def _smtplib_sender(port: int, first: int, last: int, barrier, done) -> None:  # type: ignore[no-untyped-def]
+def _smtplib_sender(port: int, first: int, last: int, barrier, done) -> None:
     client = smtplib.SMTP("127.0.0.1", port)
     client.ehlo()
     barrier.wait(60)

@@ -43,7 +43,7 @@ class Api:
     _client: Any = None
 
     @property
-    def client(self):  # type: ignore[no-untyped-def]
+    def client(self):
         if self._client is None:
             from fastapi.testclient import TestClient
 
@@ -62,7 +62,7 @@ class Api:
     def headers(self, role: str = "admin") -> dict[str, str]:
         return {"Authorization": f"Bearer {self.token(role)}"}
 
-    def call(self, method: str, path: str, *, role: str = "admin", expect: int | None = None, **kwargs: Any):  # type: ignore[no-untyped-def]
+    def call(self, method: str, path: str, *, role: str = "admin", expect: int | None = None, **kwargs: Any):
         response = self.client.request(
             method, path, headers={**self.headers(role), **kwargs.pop("headers", {})}, **kwargs
         )
@@ -70,19 +70,19 @@ class Api:
             assert response.status_code == expect, f"{method} {path}: {response.status_code} {response.text}"
         return response
 
-    def get(self, path: str, **kwargs: Any):  # type: ignore[no-untyped-def]
+    def get(self, path: str, **kwargs: Any):
         return self.call("GET", path, **kwargs)
 
-    def post(self, path: str, **kwargs: Any):  # type: ignore[no-untyped-def]
+    def post(self, path: str, **kwargs: Any):
         return self.call("POST", path, **kwargs)
 
-    def put(self, path: str, **kwargs: Any):  # type: ignore[no-untyped-def]
+    def put(self, path: str, **kwargs: Any):
         return self.call("PUT", path, **kwargs)
 
-    def patch(self, path: str, **kwargs: Any):  # type: ignore[no-untyped-def]
+    def patch(self, path: str, **kwargs: Any):
         return self.call("PATCH", path, **kwargs)
 
-    def delete(self, path: str, **kwargs: Any):  # type: ignore[no-untyped-def]
+    def delete(self, path: str, **kwargs: Any):
         return self.call("DELETE", path, **kwargs)
 
     # --- fixtures through the API itself --------------------------------------------------
@@ -95,22 +95,22 @@ class Api:
             "from_name": "Weekly Desk",
             **fields,
         }
-        return self.post("/api/lists", json=body, expect=201).json()  # type: ignore[no-any-return]
+        return self.post("/api/lists", json=body, expect=201).json()
 
-    def make_list_raw(self, body: dict[str, Any]):  # type: ignore[no-untyped-def]
+    def make_list_raw(self, body: dict[str, Any]):
         return self.post("/api/lists", json=body)
 
     def make_subscriber(
         self, email: str, slug: str = "weekly", *, confirmed: bool = True, name: str = ""
     ) -> dict[str, Any]:
         body = {"list": slug, "email": email, "name": name, "confirmed": confirmed}
-        return self.post("/api/subscribers", json=body, expect=201).json()  # type: ignore[no-any-return]
+        return self.post("/api/subscribers", json=body, expect=201).json()
 
     def make_issue(self, slug: str = "weekly", markdown: str = ISSUE_MD) -> dict[str, Any]:
-        return self.post("/api/issues/markdown", json={"list": slug, "markdown": markdown}, expect=201).json()  # type: ignore[no-any-return]
+        return self.post("/api/issues/markdown", json={"list": slug, "markdown": markdown}, expect=201).json()
 
 
-def assert_error(response, status: int, *, field: str | None = None, says: str | None = None) -> dict[str, Any]:  # type: ignore[no-untyped-def]
+def assert_error(response, status: int, *, field: str | None = None, says: str | None = None) -> dict[str, Any]:
     """The response is the API's JSON error: ``{"error": {"status", "message", "field"}}``."""
     assert response.status_code == status, f"{response.status_code} {response.text}"
     assert response.headers["content-type"].startswith("application/json")
@@ -122,7 +122,7 @@ def assert_error(response, status: int, *, field: str | None = None, says: str |
         assert error["field"] == field, body
     if says is not None:
         assert says in error["message"], body
-    return error  # type: ignore[no-any-return]
+    return error
 
 
 def environ_for(tmp_path: Path, database_url: str, smtp_port: int, broker_url: str | None = None) -> dict[str, str]:

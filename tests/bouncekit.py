@@ -94,7 +94,7 @@ def events(sessions: sessionmaker[Session], email: str | None = None) -> list[tu
         query = select(BounceEvent.email, BounceEvent.kind, BounceEvent.delivery_id).order_by(BounceEvent.id)
         if email is not None:
             query = query.where(BounceEvent.email == email)
-        return [tuple(r) for r in s.execute(query)]  # type: ignore[misc]
+        return [(address, kind, delivery_id) for address, kind, delivery_id in s.execute(query)]
 
 
 def subscription_status(sessions: sessionmaker[Session], email: str, slug: str = "weekly") -> tuple[str, str | None]:

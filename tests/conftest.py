@@ -14,6 +14,7 @@ import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NoReturn
 
 import pytest
 from sqlalchemy import text
@@ -27,7 +28,7 @@ PG_ADMIN_URL = os.environ.get("NEWSLETTER_TEST_PG_URL", "postgresql://postgres@1
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 
 
-def need_service(reason: str) -> None:
+def need_service(reason: str) -> NoReturn:
     """Skip with a one-line reason on a laptop; fail under CI, where every service must be there."""
     if IN_CI:
         pytest.fail(f"CI=true but {reason}", pytrace=False)
@@ -56,7 +57,7 @@ def postgres_url() -> Iterator[str]:
 
 
 @pytest.fixture(scope="session")
-def _pg_engine(postgres_url: str):  # type: ignore[no-untyped-def]
+def _pg_engine(postgres_url: str):
     engine = db.make_engine(postgres_url)
     db.upgrade(engine)
     yield engine
@@ -168,18 +169,18 @@ def redis_url() -> Iterator[str]:
 
 
 @pytest.fixture
-def newsroom(tmp_path: Path, redis_url: str):  # type: ignore[no-untyped-def]
+def newsroom(tmp_path: Path, redis_url: str):
     """Capture SMTP server + Redis + SQLite + CLI, and worker processes started on demand."""
     yield from _newsroom(tmp_path, redis_url, f"sqlite:///{tmp_path / 'var' / 'newsletter.db'}")
 
 
 @pytest.fixture
-def newsroom_any_db(tmp_path: Path, redis_url: str, database_url: str):  # type: ignore[no-untyped-def]
+def newsroom_any_db(tmp_path: Path, redis_url: str, database_url: str):
     """The same on each database in turn (SQLite and PostgreSQL)."""
     yield from _newsroom(tmp_path, redis_url, database_url)
 
 
-def _newsroom(tmp_path: Path, redis_url: str, database_url: str):  # type: ignore[no-untyped-def]
+def _newsroom(tmp_path: Path, redis_url: str, database_url: str):
     from newsletter.devtools.smtp_capture import CaptureServer
     from tests.sendkit import Newsroom
 

@@ -125,7 +125,7 @@ class Newsroom:
     def parsed(self, address: str) -> EmailMessage:
         for m in self.capture.messages:
             if address in m.rcpt_tos:
-                return message_from_bytes(m.data, policy=policy.default)  # type: ignore[return-value]
+                return message_from_bytes(m.data, policy=policy.default)
         raise AssertionError(f"nothing received for {address}")
 
     def stop_all(self) -> None:

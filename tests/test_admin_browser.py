@@ -34,7 +34,7 @@ LINE_BOXES = """el => {
 
 
 @pytest.fixture
-def web(newsroom):  # type: ignore[no-untyped-def]
+def web(newsroom):
     port = free_port()
     base = f"http://127.0.0.1:{port}"
     newsroom.cli.env["NEWSLETTER_BASE_URL"] = base

@@ -14,6 +14,7 @@ from playwright.sync_api import expect
 
 from tests.sendkit import SAMPLE_ISSUE
 from tests.test_web_journey import PHONE, check_phone_layout, chromium, free_port, start_web, wait_for_mail  # noqa: F401
+from tests.textkit import must_match
 
 pytestmark = [pytest.mark.browser, pytest.mark.redis, pytest.mark.slow]
 
@@ -21,11 +22,11 @@ DESKTOP = {"width": 1366, "height": 900}
 PASSWORD = "a long editor password"
 
 
-def create_user(room, username: str, role: str) -> None:  # type: ignore[no-untyped-def]
+def create_user(room, username: str, role: str) -> None:
     room.cli("admin", "create-user", "--username", username, "--role", role, "--password-stdin", input=PASSWORD + "\n")
 
 
-def log_in(page, base: str, username: str) -> None:  # type: ignore[no-untyped-def]
+def log_in(page, base: str, username: str) -> None:
     page.goto(f"{base}/admin")
     assert page.url == f"{base}/admin/login"  # logged out: sent to the login page
     page.get_by_label("Username").fill(username)
@@ -34,7 +35,7 @@ def log_in(page, base: str, username: str) -> None:  # type: ignore[no-untyped-d
     page.wait_for_url(f"{base}/admin")
 
 
-def watch_console(page) -> list[str]:  # type: ignore[no-untyped-def]
+def watch_console(page) -> list[str]:
     problems: list[str] = []
     page.on("console", lambda m: problems.append(m.text) if m.type == "error" else None)
     page.on("pageerror", lambda e: problems.append(str(e)))
@@ -72,7 +73,7 @@ def test_an_editor_writes_previews_tests_and_sends_the_weekly_issue(chromium, ne
         page.get_by_text("Plain text", exact=True).click()
         expect(page.locator("#preview-text")).to_contain_text("Qualified Support in Moscow")
         page.get_by_text("Phone", exact=True).click()
-        assert page.locator("#preview-phone").bounding_box()["width"] == 375  # type: ignore[index]
+        assert page.locator("#preview-phone").bounding_box()["width"] == 375
 
         # A mistake is shown with its line; clicking it selects that line; fixing it clears it.
         good = source.input_value()
@@ -89,7 +90,7 @@ def test_an_editor_writes_previews_tests_and_sends_the_weekly_issue(chromium, ne
         expect(page.locator("#problems li")).to_have_count(0)
         page.get_by_role("button", name="Create draft").click()
         page.wait_for_url(re.compile(rf"{re.escape(base)}/admin/issues/\d+\?done=created"))
-        issue_id = re.search(r"/issues/(\d+)", page.url).group(1)  # type: ignore[union-attr]
+        issue_id = must_match(re.search(r"/issues/(\d+)", page.url)).group(1)
         assert page.inner_text(".notice") == "Created."
 
         # A test to herself, through the real SMTP path.

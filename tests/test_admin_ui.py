@@ -41,6 +41,7 @@ from subscribers.lists import create_list
 from subscribers.subscriptions import add_subscriber
 from subscribers.suppressions import suppress
 from tests.conftest import ROOT
+from tests.textkit import must_match
 
 BASE = "https://news.example.org"
 PASSWORD = "correct horse battery"
@@ -55,7 +56,7 @@ class Admin:
     capture: CaptureServer
     environ: dict[str, str]
 
-    def client(self, **settings_overrides: str):  # type: ignore[no-untyped-def]
+    def client(self, **settings_overrides: str):
         from fastapi.testclient import TestClient
 
         from newsletter.http.app import create_app
@@ -71,7 +72,7 @@ class Admin:
             raise_server_exceptions=False,
         )
 
-    def logged_in(self, username: str = "ann"):  # type: ignore[no-untyped-def]
+    def logged_in(self, username: str = "ann"):
         client = self.client()
         login(client, username)
         return client
@@ -81,12 +82,12 @@ class Admin:
         with self.sessions() as s:
             rows: list[tuple] = []
             for model in (MailingList, Subscriber, Subscription, Suppression, Issue, Send, ImportJob):
-                table = model.__table__  # type: ignore[attr-defined]
+                table = model.__table__
                 rows += [(table.name, *r) for r in s.execute(select(table).order_by(table.c.id)).all()]
             rows += [("sessions", r) for r in s.scalars(select(AdminSession.token_hash).order_by(AdminSession.id))]
         return rows
 
-    def one(self, query):  # type: ignore[no-untyped-def]
+    def one(self, query):
         with self.sessions() as s:
             return s.scalar(query)
 
@@ -127,7 +128,7 @@ def csrf_of(page_html: str) -> str:
     return html.unescape(match.group(1))
 
 
-def login(client, username: str = "ann", password: str = PASSWORD):  # type: ignore[no-untyped-def]
+def login(client, username: str = "ann", password: str = PASSWORD):
     form = client.get("/admin/login")
     assert form.status_code == 200
     answer = client.post(
@@ -137,7 +138,7 @@ def login(client, username: str = "ann", password: str = PASSWORD):  # type: ign
     return answer
 
 
-def token(client) -> str:  # type: ignore[no-untyped-def]
+def token(client) -> str:
     return csrf_of(client.get("/admin").text)
 
 
@@ -148,7 +149,7 @@ def make_issue(admin: Admin, slug: str = "weekly") -> int:
         return issue.id
 
 
-def start_send(client, issue_id: int, slug: str = "weekly") -> int:  # type: ignore[no-untyped-def]
+def start_send(client, issue_id: int, slug: str = "weekly") -> int:
     answer = client.post(
         f"/admin/issues/{issue_id}/send", data={"csrf_token": token(client), "list": slug, "when": "now"}
     )
@@ -158,7 +159,7 @@ def start_send(client, issue_id: int, slug: str = "weekly") -> int:  # type: ign
     return int(match.group(1))
 
 
-def wait_for(predicate, what: str, timeout: float = 30):  # type: ignore[no-untyped-def]
+def wait_for(predicate, what: str, timeout: float = 30):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         value = predicate()
@@ -550,10 +551,12 @@ def test_the_editor_checks_previews_and_saves_a_draft(admin):
 
     created = client.post("/admin/issues/new", data={"csrf_token": csrf, "list": "weekly", "source": SAMPLE_ISSUE})
     assert created.status_code == 303
-    issue_id = int(re.match(r"/admin/issues/(\d+)\?done=created$", created.headers["location"]).group(1))  # type: ignore[union-attr]
+    issue_id = int(must_match(re.match(r"/admin/issues/(\d+)\?done=created$", created.headers["location"])).group(1))
     editor = client.get(created.headers["location"])
     assert "Created." in editor.text and f'src="/admin/issues/{issue_id}/preview"' in editor.text
-    text = html.unescape(re.search(r'<textarea id="source"[^>]*>(.*?)</textarea>', editor.text, re.S).group(1))  # type: ignore[union-attr]
+    text = html.unescape(
+        must_match(re.search(r'<textarea id="source"[^>]*>(.*?)</textarea>', editor.text, re.S)).group(1)
+    )
     original = parse_issue_text(SAMPLE_ISSUE)
     again = parse_issue_text(text)
     assert (again.subject, again.preheader, again.template, again.body_markdown) == (
@@ -639,8 +642,8 @@ def test_a_test_send_goes_to_several_addresses_and_a_bad_one_sends_nothing(admin
     partly = client.post(url, data={"csrf_token": csrf, "to": "refused@example.org, me@example.org"})
     assert partly.status_code == 400
     error = html.unescape(
-        re.search(r'<p class="error" role="alert" id="test-error">(.*?)</p>', partly.text, re.S).group(1)
-    )  # type: ignore[union-attr]
+        must_match(re.search(r'<p class="error" role="alert" id="test-error">(.*?)</p>', partly.text, re.S)).group(1)
+    )
     assert error.startswith("Not sent to refused@example.org: 550 5.1.1 No such user") and error.endswith(
         "Sent to me@example.org."
     )
@@ -744,7 +747,7 @@ def test_a_send_can_be_scheduled_rescheduled_and_refuses_a_past_time(admin):
         },
     )
     assert answer.status_code == 303 and answer.headers["location"].endswith("?done=scheduled")
-    send_id = int(re.search(r"/sends/(\d+)", answer.headers["location"]).group(1))  # type: ignore[union-attr]
+    send_id = int(must_match(re.search(r"/sends/(\d+)", answer.headers["location"])).group(1))
     with admin.sessions() as s:
         send = s.get(Send, send_id)
         assert send is not None and send.status == "scheduled"
@@ -866,7 +869,7 @@ def test_an_import_runs_in_the_background_and_reports_its_rejected_rows(admin):
     )
     assert answer.status_code == 303
     job_url = answer.headers["location"]
-    job_id = int(re.match(r"/admin/imports/(\d+)$", job_url).group(1))  # type: ignore[union-attr]
+    job_id = int(must_match(re.match(r"/admin/imports/(\d+)$", job_url)).group(1))
     assert f'data-import-progress="/admin/imports/{job_id}/progress"' in client.get(job_url).text
     done = wait_for(
         lambda: (p := client.get(f"{job_url}/progress").json())["status"] in ("finished", "failed") and p, "the import"

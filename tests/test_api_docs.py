@@ -83,7 +83,7 @@ def test_docs_draw_every_operation_and_try_it_out_without_leaving_the_machine(ch
         requested: list[str] = []
         outside: list[str] = []
 
-        def only_this_machine(route):  # type: ignore[no-untyped-def]
+        def only_this_machine(route):
             url = route.request.url
             requested.append(url)
             if urlsplit(url).hostname != "127.0.0.1" and not url.startswith("data:"):

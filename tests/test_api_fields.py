@@ -8,6 +8,8 @@ validators, nor a character offset.
 
 from __future__ import annotations
 
+from typing import Any
+
 from tests.apikit import (
     api,  # noqa: F401  (fixture)
     assert_error,
@@ -19,7 +21,7 @@ def test_each_422_names_the_field_the_client_sent(api):  # noqa: F811
     issue = api.make_issue()
     ann = api.make_subscriber("ann@example.com")
     json_type = {"Content-Type": "application/json"}
-    cases = [
+    cases: list[tuple[str, str, dict[str, Any], str, str]] = [
         # (method, path, request, field, words in the message)
         (
             "POST",

@@ -8,6 +8,7 @@ from tests.apikit import (
     api,  # noqa: F401  (fixture)
     assert_error,
 )
+from tests.textkit import body_text
 
 
 def test_create_an_issue_from_fields_and_from_an_issue_file(api):  # noqa: F811
@@ -134,7 +135,7 @@ def test_test_send_mails_one_marked_copy(api):  # noqa: F811
     mail = message_from_bytes(captured.data, policy=policy.default)
     assert mail["Subject"] == "[TEST] This Week: the API"
     assert mail["Message-ID"] == sent["message_id"]
-    assert "Hello there" in mail.get_body(("plain",)).get_content()  # the test address has no name
+    assert "Hello there" in body_text(mail)  # the test address has no name
     assert api.get("/api/sends", expect=200).json()["items"] == []  # not a send, nothing logged
 
     assert_error(api.post(f"/api/issues/{issue['id']}/test-send", json={"to": "nobody"}), 400, field="to")

@@ -64,7 +64,7 @@ def seeded(api_with_broker: Api) -> Iterator[Api]:  # noqa: F811
 
 
 @pytest.fixture
-def api_schema(seeded: Api):  # type: ignore[no-untyped-def]
+def api_schema(seeded: Api):
     config = schemathesis.Config.from_dict(CONFIG)
     return schemathesis.openapi.from_asgi("/openapi.json", seeded.client.app, config=config)
 
@@ -79,7 +79,7 @@ def _node_id_for_schemathesis(request: pytest.FixtureRequest) -> None:
 schema = schemathesis.pytest.from_fixture("api_schema")
 
 
-def positive_data_accepted(ctx, response, case):  # type: ignore[no-untyped-def]
+def positive_data_accepted(ctx, response, case):
     """Schemathesis's positive_data_acceptance, only for requests whose every part is schema-valid.
 
     Its coverage phase can mark a case positive while one part (e.g. the body) was generated
@@ -98,7 +98,7 @@ def positive_data_accepted(ctx, response, case):  # type: ignore[no-untyped-def]
     derandomize=True,
     suppress_health_check=list(hypothesis.HealthCheck),
 )
-def test_the_api_keeps_its_schema(case, seeded):  # type: ignore[no-untyped-def]
+def test_the_api_keeps_its_schema(case, seeded):
     case.call_and_validate(
         headers=seeded.headers("admin"),
         excluded_checks=[positive_data_acceptance],

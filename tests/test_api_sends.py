@@ -46,7 +46,7 @@ def wait_for(api: Api, send_id: int, statuses: tuple[str, ...], timeout: float =
     while time.monotonic() < deadline:
         status = api.get(f"/api/sends/{send_id}", role="editor", expect=200).json()
         if status["status"] in statuses:
-            return status  # type: ignore[no-any-return]
+            return status
         time.sleep(0.3)
     raise AssertionError(f"send {send_id} still {status} after {timeout}s")
 

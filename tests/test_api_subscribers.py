@@ -129,7 +129,7 @@ def test_delete_keeps_consent_and_erase_removes_everything(api):  # noqa: F811
 # --- imports ----------------------------------------------------------------------------------
 
 
-def upload(api, data: bytes, *, slug: str = "weekly", name: str = "people.csv", confirmed: bool = False):  # type: ignore[no-untyped-def]  # noqa: F811
+def upload(api, data: bytes, *, slug: str = "weekly", name: str = "people.csv", confirmed: bool = False):  # noqa: F811
     fields = {"list": slug, "confirmed": "true" if confirmed else "false"}
     return api.post("/api/imports", data=fields, files={"file": (name, data, "text/csv")})
 

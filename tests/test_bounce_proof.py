@@ -16,17 +16,20 @@ import json
 import logging
 import time
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy import inspect, select, text
 
-from newsletter.config import ConfigError, Settings
+from newsletter.config import Settings
 from newsletter.delivery.notices import confirmation_message
+from newsletter.errors import ConfigError
 from newsletter.mail.return_path import make_return_path
 from newsletter.store import db
 from newsletter.store.models import Base, BounceEvent, ConfirmationMail, MailingList, Subscriber, Subscription
+from newsletter.store.states import ConfirmationMailStatus
 from subscribers import confirmation_requests
 from subscribers.bounces import recent_events, record_bounce
 from subscribers.consent import PendingConfirmation
@@ -48,10 +51,10 @@ from tests.test_inbound import SIGNER, InboundProcess, inbound, verp  # noqa: F4
 from tests.test_migrations import _downgrade
 from tests.test_webhooks import SECRET, hooks, ses_bounce, ses_complaint, signing, sns  # noqa: F401 - webhook fixtures
 
-LIMITS = {"soft_limit": 3, "soft_days": 30}
+LIMITS: dict[str, Any] = {"soft_limit": 3, "soft_days": 30}
 
 
-def unproven(sessions) -> list[tuple[str, str]]:  # type: ignore[no-untyped-def]
+def unproven(sessions) -> list[tuple[str, str]]:
     """(email, kind) of the events kept for review, oldest first."""
     with sessions() as s:
         return [(r.email, r.kind) for r in reversed(recent_events(s, proven=False))]
@@ -234,7 +237,10 @@ def test_a_complaint_about_a_request_to_confirm_is_proven_by_its_message_id_and_
         add_subscriber(s, "weekly", "ola@example.com", confirmed=False, source="import")
         confirmation_requests.start_run(s, "weekly", batch_size=10, created_by="test")
         mail = s.scalars(select(ConfirmationMail).where(ConfirmationMail.email == "ola@example.com")).one()
-        mail.status, mail.message_id = "sent", f"<{mail.id}.confirm-run.{mail.run_id}.6751c0de@example.org>"
+        mail.status, mail.message_id = (
+            ConfirmationMailStatus.SENT,
+            f"<{mail.id}.confirm-run.{mail.run_id}.6751c0de@example.org>",
+        )
         message_id = mail.message_id
     # The same Message-ID reported for someone else proves nothing about them.
     stranger = sample("arf-complaint.eml", recipient="pia@example.com", message_id=message_id, return_path=RETURN_PATH)
@@ -449,7 +455,7 @@ def test_the_admin_bounces_page_lists_proven_and_unproven_events_for_admins_only
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
-def empty_database_url(request: pytest.FixtureRequest, tmp_path):  # type: ignore[no-untyped-def]
+def empty_database_url(request: pytest.FixtureRequest, tmp_path):
     if request.param == "sqlite":
         yield f"sqlite:///{tmp_path / 'walk.db'}"
         return

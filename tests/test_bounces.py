@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import timedelta
+from typing import Any
 
 import pytest
 from sqlalchemy import select
@@ -14,12 +15,12 @@ from subscribers.bounces import find_delivery, recent_events, record_bounce
 from subscribers.suppressions import suppress
 from tests.bouncekit import delivery, events, sent_issue, subscription_status, suppression
 
-LIMITS = {"soft_limit": 3, "soft_days": 30}
+LIMITS: dict[str, Any] = {"soft_limit": 3, "soft_days": 30}
 # What a caller found in a report without a delivery (subscribers.bounces.find_proof); a delivery is proof itself.
 SIGNED = "a signed unsubscribe link of ours made for that address"
 
 
-def record(sessions, **kwargs):  # type: ignore[no-untyped-def]
+def record(sessions, **kwargs):
     kwargs.setdefault("source", "smtp")
     kwargs.setdefault("detail", "")
     with db.transaction(sessions) as s:

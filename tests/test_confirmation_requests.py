@@ -44,6 +44,7 @@ from tests.apikit import (
     api_with_broker,  # noqa: F401  (fixture)
     assert_error,
 )
+from tests.textkit import body_text, must_match
 
 CONFIRM_SUBJECT = "Confirm your subscription to Info War Weekly"
 CONFIRM_LINK = re.compile(r"https://news\.example\.org/confirm/(v1\.\d+\.\d+\.\d+\.[A-Za-z0-9_-]+)")
@@ -65,7 +66,7 @@ def confirmation_mails(room: Any, address: str) -> list[EmailMessage]:
         parsed = message_from_bytes(m.data, policy=policy.default)
         if address in m.rcpt_tos and parsed["Subject"] == CONFIRM_SUBJECT:
             found.append(parsed)
-    return found  # type: ignore[return-value]
+    return found
 
 
 def confirmations_received(room: Any) -> Counter[str]:
@@ -73,7 +74,7 @@ def confirmations_received(room: Any) -> Counter[str]:
 
 
 def confirm_token(mail: EmailMessage) -> str:
-    text = mail.get_body(("plain",)).get_content()  # type: ignore[union-attr]
+    text = body_text(mail)
     match = CONFIRM_LINK.search(text)
     assert match, text
     return match.group(1)
@@ -86,7 +87,7 @@ def finished_log(cli: Any, run_id: int) -> dict[str, Any]:
         log = json.loads(cli("lists", "confirmation-log", "weekly", "--run", str(run_id), "--json").stdout)
         return log if log["run"]["status"] == "finished" else None
 
-    return wait_for(read, f"request to confirm {run_id} finishing")  # type: ignore[no-any-return]
+    return wait_for(read, f"request to confirm {run_id} finishing")
 
 
 def test_imported_people_are_asked_once_and_whoever_confirms_gets_the_next_send(newsroom_any_db, database_url):
@@ -132,7 +133,7 @@ def test_imported_people_are_asked_once_and_whoever_confirms_gets_the_next_send(
             assert rows[address]["smtp_code"] == 250 and rows[address]["sent_at"]
             [mail] = confirmation_mails(room, address)
             assert mail["Message-ID"] == rows[address]["message_id"]
-            assert "is on the list of Info War Weekly" in mail.get_body(("plain",)).get_content()  # type: ignore[union-attr]
+            assert "is on the list of Info War Weekly" in body_text(mail)
         assert rows[grey]["attempts"] >= 2
         assert rows[unknown]["status"] == "failed" and rows[unknown]["smtp_code"] == 550
         assert "no such user" in rows[unknown]["smtp_reply"]
@@ -189,7 +190,7 @@ def capture() -> Iterator[CaptureServer]:
     server.stop()
 
 
-def _batch(sessions: sessionmaker[Session], capture: CaptureServer, run_id: int, first: int, last: int):  # type: ignore[no-untyped-def]
+def _batch(sessions: sessionmaker[Session], capture: CaptureServer, run_id: int, first: int, last: int):
     render = RenderSettings.create(
         base_url="https://news.example.org", postal_address="1 Example Street", user_template_dir=None
     )
@@ -214,7 +215,7 @@ def test_a_redelivered_batch_mails_nobody_twice_and_an_interrupted_handoff_is_ne
         for address in addresses:
             add_subscriber(s, "weekly", address, confirmed=False, source="import")
         started = confirmation_requests.start_run(s, "weekly", batch_size=100, created_by="test")
-    assert started.queued == 4 and len(started.batches) == 1
+    assert started.queued == 4 and len(started.batches) == 1 and started.run_id is not None
     run_id, (first, last) = started.run_id, started.batches[0]
     ids = dict(zip(addresses, range(first, last + 1), strict=True))
     past, future = utcnow() - timedelta(seconds=5), utcnow() + timedelta(seconds=60)
@@ -274,6 +275,7 @@ def test_someone_who_confirmed_or_was_suppressed_meanwhile_is_skipped(sessions, 
         for address in ("ann@example.com", "bob@example.com", "cy@example.com"):
             add_subscriber(s, "weekly", address, confirmed=False, source="import")
         started = confirmation_requests.start_run(s, "weekly", batch_size=100)
+        assert started.run_id is not None
     with db.transaction(sessions) as s:
         s.execute(
             update(Subscription)
@@ -284,11 +286,11 @@ def test_someone_who_confirmed_or_was_suppressed_meanwhile_is_skipped(sessions, 
             .values(status="confirmed", confirmed_at=utcnow())
         )
         suppress(s, "bob@example.com", reason="complaint")
-    result = _batch(sessions, capture, started.run_id, *started.batches[0])  # type: ignore[arg-type]
+    result = _batch(sessions, capture, started.run_id, *started.batches[0])
     assert (result.sent, result.skipped) == (1, 2)
     assert [r for m in capture.messages for r in m.rcpt_tos] == ["cy@example.com"]
     with sessions() as s:
-        _, rows = confirmation_requests.run_log(s, started.run_id, status="skipped")  # type: ignore[arg-type]
+        _, rows = confirmation_requests.run_log(s, started.run_id, status="skipped")
     assert {(r.email, r.smtp_reply) for r in rows} == {
         ("ann@example.com", "not sent: confirmed meanwhile"),
         ("bob@example.com", "not sent: suppressed meanwhile (complaint)"),
@@ -301,6 +303,7 @@ def test_an_unreachable_smtp_server_gives_up_on_nobody_and_the_batch_waits_for_i
         for address in ("ann@example.com", "bob@example.com"):
             add_subscriber(s, "weekly", address, confirmed=False, source="import")
         started = confirmation_requests.start_run(s, "weekly", batch_size=100)
+        assert started.run_id is not None
     capture.stop()  # nothing listens on its port now
     render = RenderSettings.create(
         base_url="https://news.example.org", postal_address="1 Example Street", user_template_dir=None
@@ -314,7 +317,7 @@ def test_an_unreachable_smtp_server_gives_up_on_nobody_and_the_batch_waits_for_i
             TokenSigner("test-secret-key-0123456789abcdef"),
             started.run_id,
             *started.batches[0],
-            confirm_days=7,  # type: ignore[arg-type]
+            confirm_days=7,
             policy=DeliveryPolicy(max_attempts=1, retry_delay=60, max_connect_retry_delay=120),
         )
     assert (result.sent, result.failed, result.retrying) == (0, 0, 1)
@@ -338,6 +341,7 @@ def test_a_link_mailed_days_after_the_request_started_lives_its_whole_lifetime(s
         create_list(s, "weekly", name="Info War Weekly", from_email="news@example.org")
         add_subscriber(s, "weekly", "ann@example.com", confirmed=False, source="import")
         started = confirmation_requests.start_run(s, "weekly", batch_size=100)
+        assert started.run_id is not None
         # A slow, rate-limited run (or one that waited out an SMTP outage) reaches ann 8 days after it started.
         s.execute(
             update(ConfirmationRun)
@@ -345,7 +349,7 @@ def test_a_link_mailed_days_after_the_request_started_lives_its_whole_lifetime(s
             .values(created_at=utcnow() - timedelta(days=8))
         )
     before = int(time.time())
-    assert _batch(sessions, capture, started.run_id, *started.batches[0]).sent == 1  # type: ignore[arg-type]
+    assert _batch(sessions, capture, started.run_id, *started.batches[0]).sent == 1
     (mail,) = [message_from_bytes(m.data, policy=policy.default) for m in capture.messages]
     claims = TokenSigner("test-secret-key-0123456789abcdef").verify(confirm_token(mail), "confirm", max_age=7 * 86400)
     assert claims.issued_at >= before  # "valid for 7 days" holds from the email, not from the run's start
@@ -446,9 +450,9 @@ def admin_app(tmp_path: Path, database_url: str, redis_url: str) -> Iterator[Any
         data={
             "username": "eddie",
             "password": PASSWORD,
-            "csrf_token": html.unescape(CSRF_INPUT.search(form.text).group(1)),
+            "csrf_token": html.unescape(must_match(CSRF_INPUT.search(form.text)).group(1)),
         },
-    )  # type: ignore[union-attr]
+    )
     assert login.status_code == 303
     yield client, sessions
     client.close()
@@ -465,7 +469,7 @@ def test_the_list_page_button_asks_the_unconfirmed_and_shows_the_log(admin_app):
         re.S,
     )
     assert form and "Ask the 2 unconfirmed to confirm" in form.group(0)
-    csrf = html.unescape(CSRF_INPUT.search(form.group(0)).group(1))  # type: ignore[union-attr]
+    csrf = html.unescape(must_match(CSRF_INPUT.search(form.group(0))).group(1))
 
     refused = client.post("/admin/lists/weekly/confirmations", data={"csrf_token": "forged"})
     assert refused.status_code == 403
@@ -493,7 +497,7 @@ def test_the_list_page_button_asks_the_unconfirmed_and_shows_the_log(admin_app):
             data={
                 "username": "ada",
                 "password": PASSWORD,
-                "csrf_token": html.unescape(CSRF_INPUT.search(form.text).group(1)),  # type: ignore[union-attr]
+                "csrf_token": html.unescape(must_match(CSRF_INPUT.search(form.text)).group(1)),
             },
         ).status_code
         == 303

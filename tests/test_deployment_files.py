@@ -462,7 +462,7 @@ class Process:
             start_new_session=True,
         )
 
-    def wait_until(self, ready, what: str, timeout: float = 60) -> None:  # type: ignore[no-untyped-def]
+    def wait_until(self, ready, what: str, timeout: float = 60) -> None:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:

@@ -27,7 +27,7 @@ def add(sessions: sessionmaker[Session], slug: str, email: str, name: str = "", 
 
 
 @pytest.fixture
-def people(sessions):  # type: ignore[no-untyped-def]
+def people(sessions):
     make_lists(sessions)
     ids = {
         "ann": add(sessions, "weekly", "ann@example.com", "Ann Lee"),
@@ -39,7 +39,7 @@ def people(sessions):  # type: ignore[no-untyped-def]
     return ids
 
 
-def search(sessions: sessionmaker[Session], **kwargs) -> directory.Page:  # type: ignore[no-untyped-def]
+def search(sessions: sessionmaker[Session], **kwargs) -> directory.Page:
     with sessions() as session:
         return directory.search_subscribers(session, **kwargs)
 
@@ -128,7 +128,7 @@ def test_search_is_three_queries_whatever_the_page_size(sessions):
     statements: list[str] = []
     engine = sessions.kw["bind"]
 
-    def count(conn, cursor, statement, *args):  # type: ignore[no-untyped-def]
+    def count(conn, cursor, statement, *args):
         if statement.lstrip().upper().startswith("SELECT"):
             statements.append(statement)
 
@@ -168,7 +168,7 @@ def test_update_fields_and_refusals(sessions, people):
     with sessions() as session:
         assert directory.get_subscriber(session, people["ann"]).attributes["vip"] is True
 
-    def refused(error_type, **fields):  # type: ignore[no-untyped-def]
+    def refused(error_type, **fields):
         with pytest.raises(error_type) as caught, transaction(sessions) as session:
             directory.update_subscriber(session, people["ann"], **fields)
         return caught.value

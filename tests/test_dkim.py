@@ -34,7 +34,7 @@ SELECTOR, DOMAIN = "nl1", "example.org"
 RECORD_NAME = f"{SELECTOR}._domainkey.{DOMAIN}."
 
 
-def dns_for(record: str):  # type: ignore[no-untyped-def]
+def dns_for(record: str):
     """dkimpy's dnsfunc: the TXT record at our selector's name, and nothing anywhere else."""
 
     def lookup(name: bytes, timeout: int = 5) -> bytes | None:
@@ -67,12 +67,12 @@ def mail_dkim_results(messages: list[bytes], record: str, folder: Path) -> list[
 
 
 @pytest.fixture(scope="module")
-def key():  # type: ignore[no-untyped-def]
+def key():
     return generate_private_key(2048)
 
 
 @pytest.fixture(scope="module")
-def signer(key) -> DkimSigner:  # type: ignore[no-untyped-def]
+def signer(key) -> DkimSigner:
     return DkimSigner(DOMAIN, SELECTOR, key)
 
 
@@ -186,7 +186,7 @@ def test_an_unusable_key_file_is_a_configuration_error_naming_the_setting(tmp_pa
 # --- `newsletter dkim keygen` ---------------------------------------------------------------------
 
 
-def keygen(cli, *args: str, check: bool = True):  # type: ignore[no-untyped-def]
+def keygen(cli, *args: str, check: bool = True):
     return cli("dkim", "keygen", "--domain", DOMAIN, "--selector", SELECTOR, *args, check=check)
 
 
@@ -252,7 +252,7 @@ def test_keygen_refuses_to_overwrite_and_bad_values(cli, tmp_path):
 
 
 @pytest.fixture
-def signed_room(newsroom, tmp_path):  # type: ignore[no-untyped-def]
+def signed_room(newsroom, tmp_path):
     """The newsroom with a fresh DKIM key and a return path configured; yields (room, published record value)."""
     room = newsroom
     key_file = tmp_path / "dkim.pem"

@@ -8,6 +8,7 @@ from __future__ import annotations
 import re
 from email.header import decode_header, make_header
 from pathlib import Path
+from typing import Any
 
 import pytest
 from sqlalchemy import func, select, update
@@ -20,7 +21,7 @@ from newsletter.mail.messages import CompiledMessage, MessageHeaders
 from newsletter.store import db
 from newsletter.store.models import Issue, MailingList, Send, Subscriber
 from subscribers import consent
-from subscribers.importing import import_csv
+from subscribers.importing import RejectedRow, import_csv
 from subscribers.lists import create_list
 from subscribers.subscriptions import add_subscriber
 from tests.test_messages import HEADERS, RENDERED, recipient
@@ -155,7 +156,7 @@ def test_issue_create_update_and_a_rendered_subject_through_the_cli(cli, tmp_pat
 def test_list_settings_refuse_control_characters(sessions, bad):
     fields = {"name": "--name", "from_name": "--from-name", "from_email": "--from-email", "reply_to": "--reply-to"}
     for field, where in fields.items():
-        values = {
+        values: dict[str, Any] = {
             "name": "Weekly",
             "from_email": "news@example.org",
             "from_name": "Desk",
@@ -220,7 +221,7 @@ def test_subscriber_names_refuse_control_characters(sessions, tmp_path, bad):
     path.write_text(
         'email,name\ncat@example.com,"Cat' + bad + 'Lee"\ndan@example.com,Dan\n', encoding="utf-8", newline=""
     )
-    rejected = []
+    rejected: list[RejectedRow] = []
     with db.transaction(sessions) as s:
         summary = import_csv(s, "weekly", path, on_reject=rejected.append)
     assert summary.imported == 1 and len(rejected) == 1

@@ -38,9 +38,9 @@ def run_import(
 
 def counts(sessions: sessionmaker[Session]) -> tuple[int, int]:
     with sessions() as session:
-        return session.scalar(select(func.count()).select_from(Subscriber)), session.scalar(
-            select(func.count()).select_from(Subscription)
-        )
+        subscribers = session.execute(select(func.count()).select_from(Subscriber)).scalar_one()
+        subscriptions = session.execute(select(func.count()).select_from(Subscription)).scalar_one()
+        return subscribers, subscriptions
 
 
 def people(sessions: sessionmaker[Session]) -> dict[str, tuple[str, dict, str]]:

@@ -215,7 +215,7 @@ class Inbound:
             return client.sendmail(mail_from, rcpt, data)
 
 
-def start_inbound(sessions: sessionmaker[Session], mailboxes: Mailboxes = MAILBOXES, **server_options) -> Inbound:  # type: ignore[no-untyped-def]
+def start_inbound(sessions: sessionmaker[Session], mailboxes: Mailboxes = MAILBOXES, **server_options) -> Inbound:
     lines: list[str] = []
     receiver = Receiver(sessions, mailboxes, soft_limit=3, soft_days=30, log_line=lines.append)
     server = InboundServer(receiver, port=0, **server_options)
@@ -482,7 +482,7 @@ def test_messages_over_the_size_limit_are_refused(sessions):
 class InboundProcess:
     """`newsletter inbound --port 0` as a process; its stdout lines are collected by a thread."""
 
-    def __init__(self, env: dict[str, str], cwd) -> None:  # type: ignore[no-untyped-def]
+    def __init__(self, env: dict[str, str], cwd) -> None:
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "newsletter", "inbound", "--port", "0"],
             env=env,
@@ -491,8 +491,9 @@ class InboundProcess:
             stderr=subprocess.PIPE,
             text=True,
         )
+        assert self.proc.stderr is not None  # a pipe, as asked
         seen = []
-        for line in self.proc.stderr:  # type: ignore[union-attr]  # log lines may come first
+        for line in self.proc.stderr:  # log lines may come first
             seen.append(line)
             if "Receiving mail on" in line:
                 break
@@ -506,7 +507,7 @@ class InboundProcess:
             threading.Thread(target=self._read, args=(stream, into), daemon=True).start()
 
     @staticmethod
-    def _read(stream, into: list[str]) -> None:  # type: ignore[no-untyped-def]
+    def _read(stream, into: list[str]) -> None:
         for line in stream:
             into.append(line.rstrip("\n"))
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import io
+from typing import Any
 
 import pytest
 
@@ -26,7 +27,7 @@ def test_create_list_validates_and_rejects_duplicates(sessions):
         ("ok", {"name": ""}, "--name"),
         ("ok", {"from_name": "Evil\r\nBcc: x@example.com"}, "--from-name"),
     ]:
-        args = {"name": "N", "from_email": "a@example.org", **kwargs}
+        args: dict[str, Any] = {"name": "N", "from_email": "a@example.org", **kwargs}
         with pytest.raises(InvalidInput) as caught, transaction(sessions) as session:
             lists.create_list(session, slug, **args)
         assert caught.value.where == where

@@ -158,7 +158,11 @@ def test_0008_adds_send_audience_and_private_lists_keeping_every_send_and_delive
 
         def counts() -> tuple[int, int, int]:
             with engine.connect() as conn:
-                return tuple(conn.scalar(select(func.count()).select_from(t)) for t in (MailingList, Send, Delivery))
+                lists, sends, deliveries = (
+                    conn.execute(select(func.count()).select_from(t)).scalar_one()
+                    for t in (MailingList, Send, Delivery)
+                )
+                return lists, sends, deliveries
 
         before = counts()
         assert before == (1, 1, 2)
@@ -204,6 +208,7 @@ def test_0009_adds_requests_to_confirm_and_walks_down_and_up_with_data(empty_dat
             subscription_id = s.scalar(
                 select(ConfirmationMail.subscription_id).where(ConfirmationMail.email == "cy@example.com")
             )
+            assert subscription_id is not None
             confirmation_requests.record_asked(s, subscription_id)
         assert started.queued == 2
 

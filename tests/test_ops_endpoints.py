@@ -15,6 +15,7 @@ import html
 import re
 from pathlib import Path
 
+import httpx
 import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import update
@@ -35,6 +36,7 @@ from tests.test_admin_ui import (
     make_issue,
     start_send,
 )
+from tests.textkit import must_match
 
 HSTS = "max-age=31536000"
 TOKEN = "metrics-token-0123456789-abcdefghijklmnop"
@@ -57,7 +59,7 @@ def app_client(tmp_path: Path, base_url: str, migrated: bool = True, **settings:
     )
 
 
-def responses(client: TestClient) -> dict[str, object]:
+def responses(client: TestClient) -> dict[str, httpx.Response]:
     return {
         "home": client.get("/"),
         "admin login": client.get("/admin/login"),
@@ -74,9 +76,9 @@ def responses(client: TestClient) -> dict[str, object]:
 def test_every_response_carries_hsts_when_the_base_url_is_https(tmp_path):
     client = app_client(tmp_path, "https://news.example.org", NEWSLETTER_METRICS_TOKEN=TOKEN)
     answers = responses(client)
-    assert [answers[k].status_code for k in answers] == [200, 200, 401, 200, 404, 401]  # type: ignore[attr-defined]
+    assert [answers[k].status_code for k in answers] == [200, 200, 401, 200, 404, 401]
     for name, answer in answers.items():
-        assert answer.headers.get("strict-transport-security") == HSTS, name  # type: ignore[attr-defined]
+        assert answer.headers.get("strict-transport-security") == HSTS, name
     # A 500 is made outside the middleware (here: a database nobody migrated); it carries HSTS too.
     crash = app_client(tmp_path / "empty", "https://news.example.org", migrated=False).get("/archive/weekly")
     assert crash.status_code == 500 and crash.headers["strict-transport-security"] == HSTS
@@ -85,8 +87,8 @@ def test_every_response_carries_hsts_when_the_base_url_is_https(tmp_path):
 def test_no_hsts_when_the_base_url_is_http(tmp_path):
     client = app_client(tmp_path, "http://localhost:8000", NEWSLETTER_METRICS_TOKEN=TOKEN)
     for name, answer in responses(client).items():
-        assert "strict-transport-security" not in answer.headers, name  # type: ignore[attr-defined]
-        assert answer.headers["x-content-type-options"] == "nosniff", name  # type: ignore[attr-defined]
+        assert "strict-transport-security" not in answer.headers, name
+        assert answer.headers["x-content-type-options"] == "nosniff", name
 
 
 # --- /metrics ----------------------------------------------------------------------------------------
@@ -150,7 +152,7 @@ def test_an_empty_metrics_token_leaves_metrics_off():
 # --- the delivery log: admins only --------------------------------------------------------------------
 
 
-def fail_one(sessions, send_id: int, email: str) -> None:  # type: ignore[no-untyped-def]
+def fail_one(sessions, send_id: int, email: str) -> None:
     with db.transaction(sessions) as session:
         session.execute(
             update(Delivery)
@@ -208,7 +210,7 @@ def test_the_admin_ui_gives_editors_counts_and_admins_the_log(admin: Admin):  # 
         assert refused.status_code == 403, path
         text = html.unescape(refused.text)
         assert "@example.com" not in text
-        reason = re.search(r'<p id="forbidden-reason">(.*?)</p>', text, re.S).group(1)  # type: ignore[union-attr]
+        reason = must_match(re.search(r'<p id="forbidden-reason">(.*?)</p>', text, re.S)).group(1)
         assert reason == (
             "A send's delivery log lists every recipient's address, so only admins may open it or export it "
             "(you are logged in as eddie, an editor). The send's own page shows its counts; ask an admin "

@@ -143,7 +143,7 @@ def stream_until_answered(sock: socket.socket, total: int, piece: bytes, *, chun
 def error_of(body: bytes) -> dict[str, object]:
     document = json.loads(body)
     assert set(document) == {"error"}, document
-    return document["error"]  # type: ignore[no-any-return]
+    return document["error"]
 
 
 # --- the admin API -------------------------------------------------------------------------------
@@ -330,7 +330,7 @@ def emails(start: int, count: int) -> bytes:
     return "".join(f"reader{i:07d}@example.com\n" for i in range(start, start + count)).encode()
 
 
-def wait_for(condition, what: str, timeout: float = 120):  # type: ignore[no-untyped-def]
+def wait_for(condition, what: str, timeout: float = 120):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if value := condition():

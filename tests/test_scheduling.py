@@ -22,7 +22,7 @@ from tests.sendkit import SAMPLE_ISSUE, Newsroom
 SETTINGS = RenderSettings.create(base_url="https://news.example.org", postal_address="1 Street", user_template_dir=None)
 
 
-def _setup(session, subscribers: int = 3) -> int:  # type: ignore[no-untyped-def]
+def _setup(session, subscribers: int = 3) -> int:
     create_list(session, "weekly", name="Weekly", from_email="news@example.org")
     for i in range(subscribers):
         add_subscriber(session, "weekly", f"r{i}@example.com", confirmed=True)

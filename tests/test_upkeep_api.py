@@ -13,6 +13,7 @@ import pytest
 from tests.apikit import Api, api, api_with_broker, assert_error  # noqa: F401  (fixtures)
 from tests.conftest import Cli, clean_environ
 from tests.sendkit import Newsroom
+from tests.textkit import body_text, must_match
 
 
 def test_duplicate_makes_a_new_draft_and_a_never_sent_issue_can_be_deleted(api):  # noqa: F811
@@ -112,7 +113,7 @@ def _send_and_wait(broker_api: Api, issue_id: int) -> dict:
     while time.monotonic() < deadline:
         status = broker_api.get(f"/api/sends/{started['id']}", expect=200).json()
         if status["status"] in ("finished", "paused", "cancelled"):
-            return status  # type: ignore[no-any-return]
+            return status
         time.sleep(0.3)
     raise AssertionError(f"send {started['id']} did not finish: {status}")
 
@@ -159,10 +160,9 @@ def test_a_private_list_is_off_the_public_pages_but_its_mail_and_the_api_still_w
 
     # The mail's view-in-browser link carries the issue's key, the same for every reader.
     links = {
-        address: re.search(
-            r"https://news\.example\.org/archive/weekly/\d+\?key=[\w-]+",
-            room.parsed(address).get_body(("plain",)).get_content(),
-        ).group(0)  # type: ignore[union-attr]
+        address: must_match(
+            re.search(r"https://news\.example\.org/archive/weekly/\d+\?key=[\w-]+", body_text(room.parsed(address)))
+        ).group(0)
         for address in ("ann@example.com", "bob@example.com")
     }
     assert links["ann@example.com"] == links["bob@example.com"]

@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from email import message_from_bytes, policy
 from email.message import EmailMessage
 from pathlib import Path
@@ -34,6 +34,7 @@ from subscribers.lists import create_list
 from subscribers.subscriptions import add_subscriber
 from subscribers.suppressions import suppress
 from subscribers.tokens import TokenSigner
+from tests.textkit import body_text, must_match
 
 # Starlette prefers the httpx2 package for its TestClient; httpx is what this project installs.
 
@@ -50,7 +51,7 @@ class Site:
     capture: CaptureServer
     signer: TokenSigner
 
-    def client(self, ip: str = "203.0.113.7", *, send_confirmation=None, **settings_overrides: str):  # type: ignore[no-untyped-def]
+    def client(self, ip: str = "203.0.113.7", *, send_confirmation=None, **settings_overrides: str):
         from fastapi.testclient import TestClient
 
         from newsletter.http.app import create_app
@@ -63,9 +64,9 @@ class Site:
         )
         return TestClient(app, client=(ip, 50000), follow_redirects=False, raise_server_exceptions=False)
 
-    environ: dict[str, str] = None  # type: ignore[assignment]
+    environ: dict[str, str] = field(default_factory=dict)  # the settings' environment, for a client with overrides
 
-    def send_confirmation(self, request) -> None:  # type: ignore[no-untyped-def]
+    def send_confirmation(self, request) -> None:
         """What a worker does with the task, done at once: render, compile, send over SMTP."""
         render = RenderSettings.create(
             base_url=self.settings.base_url, postal_address=self.settings.postal_address, user_template_dir=None
@@ -106,18 +107,14 @@ class Site:
             subs = s.execute(select(Subscription.__table__).order_by(Subscription.id)).all()
             people = s.execute(select(Subscriber.id, Subscriber.email, Subscriber.name).order_by(Subscriber.id)).all()
             suppressed = s.execute(select(Suppression.email, Suppression.reason).order_by(Suppression.email)).all()
-        return [tuple(r) for r in subs + people + suppressed]
+        return [tuple(r) for r in [*subs, *people, *suppressed]]
 
     def mails(self, to: str) -> list[EmailMessage]:
-        return [
-            message_from_bytes(m.data, policy=policy.default)  # type: ignore[misc]
-            for m in self.capture.messages
-            if to in m.rcpt_tos
-        ]
+        return [message_from_bytes(m.data, policy=policy.default) for m in self.capture.messages if to in m.rcpt_tos]
 
     def confirm_link(self, to: str) -> str:
-        text = self.mails(to)[-1].get_body(("plain",)).get_content()
-        return re.search(rf"{re.escape(BASE)}/confirm/\S+", text).group(0)  # type: ignore[union-attr]
+        text = body_text(self.mails(to)[-1])
+        return must_match(re.search(rf"{re.escape(BASE)}/confirm/\S+", text)).group(0)
 
 
 @pytest.fixture
@@ -159,7 +156,7 @@ def add(site: Site, email: str, slug: str = "weekly", *, confirmed: bool = True,
         add_subscriber(s, slug, email, name=name, confirmed=confirmed, source="admin")
 
 
-def assert_secure(response) -> None:  # type: ignore[no-untyped-def]
+def assert_secure(response) -> None:
     for header in SECURITY_HEADERS:
         assert header in response.headers, f"{header} missing on {response.request.url}"
     assert "frame-ancestors 'none'" in response.headers["content-security-policy"]
@@ -222,7 +219,7 @@ def test_the_confirmation_emails_own_unsubscribe_link_declines_the_request(site)
     client = site.client()
     client.post("/subscribe/weekly", data={"email": "ann@example.com"})
     [mail] = site.mails("ann@example.com")
-    one_click = re.match(r"<([^>]+)>", mail["List-Unsubscribe"]).group(1)  # type: ignore[union-attr]
+    one_click = must_match(re.match(r"<([^>]+)>", mail["List-Unsubscribe"])).group(1)
     assert client.post(one_click.removeprefix(BASE), data={"List-Unsubscribe": "One-Click"}).status_code == 200
     assert site.subscription("ann@example.com").end_reason == "one-click (RFC 8058)"
     declined = client.post(site.confirm_link("ann@example.com").removeprefix(BASE))
@@ -236,7 +233,7 @@ def test_without_redis_the_form_fails_closed_with_503_and_a_crash_is_a_plain_500
     assert_secure(down)
     assert site.subscription("ann@example.com") is None
 
-    def broken(request):  # type: ignore[no-untyped-def]
+    def broken(request):
         raise RuntimeError("secret internals")
 
     crash = site.client(send_confirmation=broken).post("/subscribe/weekly", data={"email": "bob@example.com"})
@@ -275,7 +272,7 @@ def test_the_answer_never_tells_whether_an_address_is_known(site):
     before = site.subscription("confirmed@example.com")
     time.sleep(1.01)  # request times have one-second resolution: ask again after having left
 
-    answers = {}
+    answers: dict[str, tuple[int, str]] = {}
     for email in (
         "new@example.com",
         "confirmed@example.com",
@@ -378,7 +375,7 @@ def test_confirm_link_shows_a_button_and_only_the_post_confirms(site):
     assert again.status_code == 200 and "already subscribed" in again.text
     assert site.subscription("ann@example.com").confirmed_at == sub.confirmed_at
     assert "already subscribed" in client.get(path).text
-    preferences = re.search(r'href="(/preferences/[^"]+)"', welcome.text).group(1)
+    preferences = must_match(re.search(r'href="(/preferences/[^"]+)"', welcome.text)).group(1)
     assert client.get(preferences).status_code == 200
 
 
@@ -631,7 +628,8 @@ def test_tampered_foreign_or_misused_tokens_get_a_4xx_page_and_change_nothing(si
 
 def test_links_signed_with_an_old_key_keep_working_during_a_rotation(site):
     add(site, "ann@example.com")
-    old = TokenSigner(OLD_KEY).make(*site.ids("ann@example.com"), "unsubscribe")
+    subscriber_id, list_id = site.ids("ann@example.com")
+    old = TokenSigner(OLD_KEY).make(subscriber_id, list_id, "unsubscribe")
     rotated_out = site.client(NEWSLETTER_SECRET_KEY_OLD="")
     assert rotated_out.get(f"/unsubscribe/{old}").status_code == 400
     assert site.client().post(f"/unsubscribe/{old}", data={"List-Unsubscribe": "One-Click"}).status_code == 200

@@ -25,6 +25,7 @@ import httpx
 import pytest
 
 from tests.conftest import need_service
+from tests.textkit import body_text, must_match
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-dev-shm-usage"]
@@ -94,22 +95,22 @@ def chromium() -> Iterator[object]:
         browser.close()
 
 
-def wait_for_mail(room, to: str, count: int, timeout: float = 60) -> list[EmailMessage]:  # type: ignore[no-untyped-def]
+def wait_for_mail(room, to: str, count: int, timeout: float = 60) -> list[EmailMessage]:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         found = [m for m in room.capture.messages if to in m.rcpt_tos]
         if len(found) >= count:
-            return [message_from_bytes(m.data, policy=policy.default) for m in found]  # type: ignore[misc]
+            return [message_from_bytes(m.data, policy=policy.default) for m in found]
         time.sleep(0.1)
     logs = "\n".join(w.log.read_text()[-3000:] for w in room.workers)
     raise AssertionError(f"{to} has {len(found)} message(s), expected {count}, after {timeout} s\n{logs}")
 
 
 def text_of(message: EmailMessage) -> str:
-    return message.get_body(("plain",)).get_content()  # type: ignore[union-attr]
+    return body_text(message)
 
 
-def check_phone_layout(page, name: str, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+def check_phone_layout(page, name: str, tmp_path: Path) -> None:
     """Nothing wider than the phone (no sideways scrolling), and a screenshot to look at."""
     assert page.evaluate("document.documentElement.scrollWidth") <= PHONE["width"], f"{name} scrolls sideways at 375 px"
     folder = Path(SCREENSHOT_DIR) if SCREENSHOT_DIR else tmp_path
@@ -149,10 +150,10 @@ def test_subscribe_confirm_receive_manage_and_unsubscribe_in_one_click(chromium,
                 "Confirm your subscription to Info War Weekly",
                 "Confirm your subscription to The Monthly",
             )
-            link = re.search(rf"{re.escape(base)}/confirm/\S+", text_of(mail)).group(0)  # type: ignore[union-attr]
+            link = must_match(re.search(rf"{re.escape(base)}/confirm/\S+", text_of(mail))).group(0)
             if slug == "weekly":  # the email itself fits a phone too (in a page of its own: no site CSP)
                 mail_page = context.new_page()
-                mail_page.set_content(mail.get_body(("html",)).get_content())
+                mail_page.set_content(body_text(mail, "html"))
                 check_phone_layout(mail_page, "confirmation-email", tmp_path)
                 mail_page.close()
 
@@ -171,9 +172,9 @@ def test_subscribe_confirm_receive_manage_and_unsubscribe_in_one_click(chromium,
         assert issue["Subject"].startswith("This Week in Info War")
         assert "Hello Zoë Tester," in text_of(issue)
         assert issue["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
-        one_click_url = re.match(r"<(http[^>]+)>", issue["List-Unsubscribe"]).group(1)  # type: ignore[union-attr]
-        preferences_url = re.search(rf"{re.escape(base)}/preferences/\S+", text_of(issue)).group(0)  # type: ignore[union-attr]
-        view_online_url = re.search(rf"{re.escape(base)}/archive/weekly/\d+", text_of(issue)).group(0)  # type: ignore[union-attr]
+        one_click_url = must_match(re.match(r"<(http[^>]+)>", issue["List-Unsubscribe"])).group(1)
+        preferences_url = must_match(re.search(rf"{re.escape(base)}/preferences/\S+", text_of(issue))).group(0)
+        view_online_url = must_match(re.search(rf"{re.escape(base)}/archive/weekly/\d+", text_of(issue))).group(0)
 
         page.goto(view_online_url)
         assert "Qualified Support in Moscow" in page.content() and "zoe@example.com" not in page.content()
