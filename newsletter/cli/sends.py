@@ -16,6 +16,8 @@ from newsletter.errors import InvalidInput
 from newsletter.store.states import DeliveryStatus, SendStatus
 
 if TYPE_CHECKING:
+    from datetime import datetime
+
     from rich.progress import Progress, TaskID
 
     from newsletter.delivery.audience import Repeat
@@ -492,5 +494,5 @@ def worker(
     )
 
 
-def _time(value) -> str:  # type: ignore[no-untyped-def]
+def _time(value: datetime | None) -> str:
     return value.strftime("%Y-%m-%d %H:%M:%S") if value else ""

@@ -119,7 +119,8 @@ def page_templates(root: str, postal_address: str) -> Environment:
 
 
 def web(request: Request) -> Web:
-    return request.app.state.web  # type: ignore[no-any-return]
+    state: Web = request.app.state.web  # set by create_app
+    return state
 
 
 def client_ip(request: Request) -> str | None:

@@ -17,9 +17,10 @@ import os
 import socket
 import threading
 import time
+from typing import Any
 
 import redis
-from celery import signals
+from celery import Task, signals
 from sqlalchemy import select
 
 from newsletter import logs
@@ -67,7 +68,7 @@ log = logging.getLogger("newsletter.worker")
 
 
 @app.task(name=DELIVER_BATCH, bind=True)
-def deliver_batch(self, send_id: int, first_id: int, last_id: int) -> None:  # type: ignore[no-untyped-def]
+def deliver_batch(self: Task[Any, Any], send_id: int, first_id: int, last_id: int) -> None:
     s = state()
     result = batch_loop.deliver_batch(
         recipient_store.SqlRecipientStore(s.sessions, send_id, first_id, last_id),
@@ -100,7 +101,7 @@ def deliver_batch(self, send_id: int, first_id: int, last_id: int) -> None:  # t
 
 
 @app.task(name=SEND_CONFIRMATION, bind=True, max_retries=None)
-def send_confirmation(self, subscription_id: int, requested_at: int) -> None:  # type: ignore[no-untyped-def]
+def send_confirmation(self: Task[Any, Any], subscription_id: int, requested_at: int) -> None:
     """Email a subscription request's confirmation link; temporary SMTP errors retry with backoff."""
     s = state()
     try:
@@ -129,7 +130,7 @@ def send_confirmation(self, subscription_id: int, requested_at: int) -> None:  #
 
 
 @app.task(name=SEND_PREFERENCES_LINK, bind=True, max_retries=None)
-def send_preferences_link(self, subscriber_id: int, list_id: int) -> None:  # type: ignore[no-untyped-def]
+def send_preferences_link(self: Task[Any, Any], subscriber_id: int, list_id: int) -> None:
     """Email a fresh preferences link (asked for from an expired one); retried like a confirmation."""
     from newsletter.delivery import preferences_mail
 
@@ -160,7 +161,7 @@ def send_preferences_link(self, subscriber_id: int, list_id: int) -> None:  # ty
 
 
 @app.task(name=REQUEST_CONFIRMATIONS, bind=True)
-def request_confirmations(self, run_id: int, first_id: int, last_id: int) -> None:  # type: ignore[no-untyped-def]
+def request_confirmations(self: Task[Any, Any], run_id: int, first_id: int, last_id: int) -> None:
     """Mail one batch of a request to confirm (`newsletter lists request-confirmation`)."""
     s = state()
     result = confirmation_mailing.deliver_batch(

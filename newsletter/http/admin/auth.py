@@ -14,6 +14,7 @@ from __future__ import annotations
 import hmac
 import secrets
 from collections.abc import Awaitable, Callable
+from typing import Literal, TypedDict
 
 from fastapi import APIRouter, Depends, Form, Request
 from fastapi.concurrency import run_in_threadpool
@@ -34,7 +35,16 @@ CSRF_HEADER = "x-csrf-token"
 BAD_CSRF = "this form has expired or did not come from this site; nothing was changed. Reload the page and try again"
 
 
-def _cookie_options(request: Request) -> dict[str, object]:
+class _CookieOptions(TypedDict):
+    """The admin cookies' attributes, as set_cookie and delete_cookie take them."""
+
+    path: str
+    httponly: bool
+    samesite: Literal["strict"]
+    secure: bool
+
+
+def _cookie_options(request: Request) -> _CookieOptions:
     w = web(request)
     return {
         "path": f"{w.root}/admin",
@@ -110,7 +120,7 @@ def _login_page(
     response = page(
         request, None, "login.html", status=status, login_token=token, next=next or "", error=error, username=username
     )
-    response.set_cookie(LOGIN_COOKIE, token, max_age=3600, **_cookie_options(request))  # type: ignore[arg-type]
+    response.set_cookie(LOGIN_COOKIE, token, max_age=3600, **_cookie_options(request))
     return response
 
 
@@ -138,8 +148,8 @@ def login(
     if limiter is not None and attempt is not None:
         limiter.succeeded(attempt)  # not a failure; this address is now known to the account
     response = RedirectResponse(_safe_next(request, next), status_code=303)
-    response.set_cookie(SESSION_COOKIE, session_id, max_age=accounts.SESSION_DAYS * 86400, **_cookie_options(request))  # type: ignore[arg-type]
-    response.delete_cookie(LOGIN_COOKIE, **_cookie_options(request))  # type: ignore[arg-type]
+    response.set_cookie(SESSION_COOKIE, session_id, max_age=accounts.SESSION_DAYS * 86400, **_cookie_options(request))
+    response.delete_cookie(LOGIN_COOKIE, **_cookie_options(request))
     return response
 
 
@@ -148,5 +158,5 @@ def logout(request: Request, caller: Caller = LoggedIn) -> Response:
     with web(request).transaction() as session:
         accounts.log_out(session, request.cookies.get(SESSION_COOKIE, ""))
     response = redirect(request, "/login", "logged-out")
-    response.delete_cookie(SESSION_COOKIE, **_cookie_options(request))  # type: ignore[arg-type]
+    response.delete_cookie(SESSION_COOKIE, **_cookie_options(request))
     return response

@@ -80,7 +80,7 @@ def progress(session: Session, send_id: int, health: SendHealth, *, recipients: 
     data.update(
         done=done,
         elapsed=round(elapsed, 1),
-        rate=round(int(data[DeliveryStatus.SENT]) / elapsed, 1) if elapsed > 0 else 0.0,  # type: ignore[call-overload]
+        rate=round(counts.counts.get(DeliveryStatus.SENT, 0) / elapsed, 1) if elapsed > 0 else 0.0,
         scheduled_at=_iso(send.scheduled_at),
         errors=recent_failures(session, send_id) if data[DeliveryStatus.FAILED] and recipients else [],
         log_allowed=recipients,
