@@ -268,6 +268,7 @@ def _import_file(
         error = error or _name_upload(str(exc), path, filename)
     except Exception as exc:  # recorded on the job: a background thread has nobody to raise to
         log.exception("import job %s failed", job_id)
+        summary = None  # the commit itself may have failed after import_csv returned: nothing was stored
         error = f"the import failed unexpectedly: {type(exc).__name__}: {exc}"
     finally:
         path.unlink(missing_ok=True)
