@@ -192,7 +192,7 @@ class Runtime:
 
     @cached_property
     def sessions(self) -> sessionmaker[Session]:
-        from newsletter.store import db
+        from newsletter.store import db, dbapi
 
         if self.check_schema:
             from sqlalchemy.exc import OperationalError
@@ -202,10 +202,7 @@ class Runtime:
             except OperationalError as exc:
                 raise ConfigError(f"NEWSLETTER_DATABASE_URL: cannot connect: {exc.orig}") from None
             if not current:
-                raise ConfigError(
-                    "NEWSLETTER_DATABASE_URL: the database schema is missing or out of date; "
-                    "run `newsletter db upgrade`"
-                )
+                raise ConfigError(dbapi.SCHEMA_OUT_OF_DATE)
         return db.session_factory(self.engine)
 
     @contextmanager

@@ -66,6 +66,31 @@ def test_send_status_imports_no_worker_web_or_renderer(cli, send_id):
     # A scheduled send's status needs neither Alembic (the schema check reads the version table) nor Redis.
     assert not any(m.split(".")[0] in ("alembic", "redis") for m in modules)
     assert not any(m.split(".")[0] == "rich" for m in modules)  # JSON is printed without rich
+    # Nor SQLAlchemy (0.3 s alone) or the renderer: a bare DB-API connection runs the shared SQL (send_status).
+    assert not any(m.split(".")[0] in ("sqlalchemy", "jinja2", "markdown_it", "email_validator") for m in modules)
+
+
+def test_send_status_reads_each_database_without_sqlalchemy(cli_any_db, database_url):
+    """On SQLite and PostgreSQL alike, `sends status --json` prints what the ORM's status read gives."""
+    import json
+
+    from newsletter.delivery import sending
+    from newsletter.store import db
+
+    cli_any_db("lists", "create", "weekly", "--name", "Weekly", "--from-email", "news@example.org")
+    cli_any_db("subscribers", "add", "weekly", "ann@example.org", "--confirmed")
+    issue = cli_any_db("issues", "create", "weekly", str(SAMPLE_ISSUE)).stdout.split()[-1]
+    send_id = cli_any_db("send", issue, "--at", "2099-01-04T08:00+00:00").stdout.split()[-1]
+    modules = imported_modules(cli_any_db, "sends", "status", send_id, "--json")
+    assert sorted({m.split(".")[0] for m in modules} & {"sqlalchemy", "alembic", "redis", "jinja2"}) == []
+    printed = json.loads(cli_any_db("sends", "status", send_id, "--json").stdout)
+    engine = db.make_engine(database_url)
+    with db.transaction(db.session_factory(engine)) as session:
+        expected = {**sending.send_counts(session, int(send_id)).as_json(), "problem": None}  # scheduled, not due
+    engine.dispose()
+    assert printed == expected
+    missing = cli_any_db("sends", "status", "999", "--json", check=False)
+    assert missing.returncode == 1 and "no send 999" in missing.stderr
 
 
 @pytest.mark.parametrize("args", [("lists", "ls"), ("subscribers", "ls", "weekly"), ("sends", "ls", "--json")])

@@ -11,7 +11,6 @@ import typer
 
 from newsletter.cli.runtime import err, out, print_last_line, render_settings, runtime
 from newsletter.cli.tables import Col, listing
-from newsletter.delivery import sending
 from newsletter.errors import InvalidInput
 from newsletter.store.states import DeliveryStatus, SendStatus
 
@@ -20,6 +19,7 @@ if TYPE_CHECKING:
 
     from rich.progress import Progress, TaskID
 
+    from newsletter.delivery import sending  # imported by the commands that use it: `sends status` reads without it
     from newsletter.delivery.audience import Repeat
 
 app = typer.Typer(help="Watch and steer sends: status, delivery log, pause, resume, cancel.", no_args_is_help=True)
@@ -66,6 +66,7 @@ def start(
     A list that already has a send of the issue (anything but cancelled) is refused unless
     --again or --only-new says what to do; a send that would reach no one is refused, saying why.
     """
+    from newsletter.delivery import sending
     from newsletter.delivery.audience import Repeat
 
     repeat = _repeat(again=again, only_new=only_new)
@@ -130,6 +131,7 @@ def watch(send_id: int, *, timeout: float | None = None) -> int:
     """Show a progress bar on stderr until the send ends, and the send's problem as soon as it has
     one (and when it clears). Returns the exit status: 1 if any delivery failed or the send paused,
     WAIT_TIMEOUT_EXIT if ``timeout`` seconds passed first (the send goes on)."""
+    from newsletter.delivery import sending
     from newsletter.delivery.send_health import SendHealth
 
     with runtime.transaction() as session:
@@ -222,6 +224,7 @@ def list_all(
     as_json: bool = typer.Option(False, "--json", help="A JSON array of objects instead of a table."),
 ) -> None:
     """List recent sends with their counts (newest first); --json carries each one's problem too."""
+    from newsletter.delivery import sending
     from newsletter.delivery.send_health import SendHealth
 
     with runtime.transaction() as session, SendHealth(runtime.settings, runtime.broker) as health:
@@ -258,12 +261,17 @@ def status(
 ) -> None:
     """Show a send's status and counts, and its problem when it is stuck: null while it moves,
     otherwise one sentence saying why and what to do."""
+    from newsletter.delivery import send_status
     from newsletter.delivery.send_health import SendHealth
+    from newsletter.store import dbapi
 
-    with runtime.transaction() as session, SendHealth(runtime.settings, runtime.broker) as health:
-        counts = sending.send_counts(session, send_id)
-        problem = health.problem(session, counts.send)
-    data = {**counts.as_json(), "problem": problem}
+    # A bare DB-API connection and the SQL the ORM code shares (send_status): no SQLAlchemy, so it answers at once.
+    with dbapi.reading(runtime.settings.database_url) as db, SendHealth(runtime.settings, runtime.broker) as health:
+        read = send_status.read_status(db.query, send_id)
+        if read is None:
+            raise send_status.no_send(send_id)
+        problem = health.read_problem(db.query, read.send)
+    data = {**send_status.status_json(read.send, read.list_slug, read.counts), "problem": problem}
     if as_json:
         print(json.dumps(data))
         return
@@ -284,6 +292,8 @@ def delivery_log(
     as_json: bool = typer.Option(False, "--json", help="A JSON array of objects instead of a table."),
 ) -> None:
     """Each recipient's delivery: status, attempts, the SMTP server's last reply, Message-ID, time."""
+    from newsletter.delivery import sending
+
     columns = [
         "delivery_id",
         "email",
@@ -383,6 +393,8 @@ def reschedule(
 @app.command()
 def pause(send_id: int = typer.Argument(..., help="The send's id.")) -> None:
     """Pause a send; workers stop within a second and keep their place."""
+    from newsletter.delivery import sending
+
     with runtime.transaction() as session:
         sending.pause_send(session, send_id)
     out.print(f"Send {send_id} paused. Resume with: newsletter sends resume {send_id}")
@@ -391,6 +403,7 @@ def pause(send_id: int = typer.Argument(..., help="The send's id.")) -> None:
 @app.command()
 def resume(send_id: int = typer.Argument(..., help="The send's id.")) -> None:
     """Resume a paused send where it stopped (also re-queues a sending one whose tasks were lost)."""
+    from newsletter.delivery import sending
     from newsletter.delivery.send_queue import queue_resumed
 
     settings = runtime.settings
@@ -403,6 +416,8 @@ def resume(send_id: int = typer.Argument(..., help="The send's id.")) -> None:
 @app.command()
 def cancel(send_id: int = typer.Argument(..., help="The send's id.")) -> None:
     """Cancel a send: nothing more goes out; the rest is logged as cancelled."""
+    from newsletter.delivery import sending
+
     with runtime.transaction() as session:
         was = sending.get_send(session, send_id).status
         count = sending.cancel_send(session, send_id)

@@ -27,24 +27,23 @@ from __future__ import annotations
 import json
 import re
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, replace
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Protocol
-
-from sqlalchemy import func, or_, select
-from sqlalchemy.orm import Session
+from typing import TYPE_CHECKING, Any, Protocol
 
 from newsletter.config import Settings
+from newsletter.delivery import send_status
 from newsletter.delivery.batch_loop import DeliveryPolicy, hide_addresses
 from newsletter.delivery.send_control import PREFIX, stats_key, trouble_key
+from newsletter.delivery.send_status import Query, SendFields, session_query
 from newsletter.errors import NewsletterError
-from newsletter.store.models import Delivery, Send
-from newsletter.store.states import DeliveryStatus, SendStatus
+from newsletter.store.states import SendStatus
 
 if TYPE_CHECKING:
     import redis  # imported where used: a send that is not sending has its status told without Redis
     from redis.typing import EncodableT
+    from sqlalchemy.orm import Session  # imported where used: `sends status` reads without SQLAlchemy
 
 #: The Celery queue (``tasks.QUEUE``), named here so that readers need not import Celery.
 QUEUE = "newsletter"
@@ -213,43 +212,37 @@ class Health:
     queued: int = 0  # tasks waiting in the queue
 
 
-def send_state(session: Session, send: Send, *, now: datetime | None = None, replies: int = 3) -> SendState:
+def send_state(session: Session, send: SendFields, *, now: datetime | None = None, replies: int = 3) -> SendState:
     """Read the send's remaining work: a few indexed queries, none over the sent rows."""
+    return read_send_state(session_query(session), send, now=now, replies=replies)
+
+
+def read_send_state(query: Query, send: SendFields, *, now: datetime | None = None, replies: int = 3) -> SendState:
+    """:func:`send_state` through any :data:`~newsletter.delivery.send_status.Query` (a bare DB-API connection's)."""
     now = now or datetime.now(UTC)
     state = SendState(send.id, send.status, send.status_reason, _ts(send.started_at), _ts(send.scheduled_at))
     if send.status == SendStatus.PAUSED and (send.status_reason or "").startswith(AUTO_PAUSE):
-        return replace(state, last_replies=last_replies(session, send.id, replies))
+        return replace(state, last_replies=read_last_replies(query, send.id, replies))
     if send.status != SendStatus.SENDING:
         return state
-    pending = (Delivery.send_id == send.id, Delivery.status == DeliveryStatus.PENDING)
-    free = or_(Delivery.claim_expires.is_(None), Delivery.claim_expires < now)
-    held_until = session.scalar(
-        select(func.max(Delivery.claim_expires)).where(*pending, Delivery.claimed_by.is_not(None))
-    )
-    fresh = session.scalar(select(Delivery.id).where(*pending, free, Delivery.next_attempt_at.is_(None)).limit(1))
+    params = {"send_id": send.id, "now": now}
+    held_until = send_status.moment(_first(query(send_status.HELD_UNTIL, params)))
+    fresh = _first(query(send_status.FRESH, params))
     waiting, since = fresh is not None, None
     if not waiting:
-        due_retry = session.scalar(
-            select(func.min(Delivery.next_attempt_at)).where(*pending, free, Delivery.next_attempt_at <= now)
-        )
+        due_retry = send_status.moment(_first(query(send_status.DUE_RETRY, params)))
         waiting, since = due_retry is not None, _ts(due_retry)
     return replace(state, waiting=waiting, waiting_since=since, held_until=_ts(held_until))
 
 
 def last_replies(session: Session, send_id: int, limit: int = 3) -> tuple[str, ...]:
     """The SMTP server's latest distinct replies to the send's failed or retried deliveries."""
-    rows = session.scalars(
-        select(Delivery.smtp_reply)
-        .where(
-            Delivery.send_id == send_id,
-            Delivery.status.in_((DeliveryStatus.FAILED, DeliveryStatus.PENDING)),
-            Delivery.smtp_reply.is_not(None),
-        )
-        .order_by(Delivery.updated_at.desc(), Delivery.id.desc())
-        .limit(50)
-    )
+    return read_last_replies(session_query(session), send_id, limit)
+
+
+def read_last_replies(query: Query, send_id: int, limit: int = 3) -> tuple[str, ...]:
     found: list[str] = []
-    for reply in rows:
+    for (reply,) in query(send_status.REPLIES, {"send_id": send_id}):
         if reply is None:  # the query takes set replies only
             continue
         if reply.startswith("gave up after "):
@@ -260,6 +253,10 @@ def last_replies(session: Session, send_id: int, limit: int = 3) -> tuple[str, .
             if len(found) == limit:
                 break
     return tuple(found)
+
+
+def _first(rows: Sequence[Sequence[Any]]) -> Any:
+    return rows[0][0] if rows else None
 
 
 def read_health(client: redis.Redis, send_key: str | None, *, broker: str) -> Health:
@@ -432,18 +429,20 @@ class SendHealth:
         self._broker = broker.name
         self._unreachable: str | None = None
 
-    def problem(self, session: Session, send: Send) -> str | None:
+    def problem(self, session: Session, send: SendFields) -> str | None:
         """The send's problem now, or None."""
+        return self.read_problem(session_query(session), send)
+
+    def read_problem(self, query: Query, send: SendFields) -> str | None:
+        """:meth:`problem` through any :data:`~newsletter.delivery.send_status.Query` (a bare DB-API connection's)."""
         now = datetime.now(UTC)
-        state = send_state(session, send, now=now)
+        state = read_send_state(query, send, now=now)
         smtp = f"the SMTP server {self.settings.smtp.host}:{self.settings.smtp.port}"
         return send_problem(state, self._health(send), now=now.timestamp(), stall_seconds=self.stall_seconds, smtp=smtp)
 
-    def _health(self, send: Send) -> Health | None:
+    def _health(self, send: SendFields) -> Health | None:
         if send.status == SendStatus.SENDING:
-            from newsletter.delivery.sending import send_key
-
-            return self.health(send_key(send))
+            return self.health(send_status.send_key(send))
         if send.status == SendStatus.SCHEDULED and send.scheduled_at is not None:
             if time.time() - send.scheduled_at.timestamp() >= self.stall_seconds:
                 return self.health(None)
@@ -532,6 +531,8 @@ __all__ = [
     "live_workers",
     "publish_heartbeat",
     "read_health",
+    "read_last_replies",
+    "read_send_state",
     "record_smtp_trouble",
     "send_problem",
     "send_state",

@@ -18,9 +18,10 @@ from sqlalchemy import Select, func, insert, literal, select, update
 from sqlalchemy.orm import Session
 
 from newsletter.content.issues import Links, RenderSettings, get_issue
+from newsletter.delivery import send_status
 from newsletter.delivery.audience import Repeat, check_send, empty_refusal, list_counts, mailed
 from newsletter.delivery.ports import Claimed
-from newsletter.errors import Conflict, InvalidInput, NotFound
+from newsletter.errors import Conflict, InvalidInput
 from newsletter.mail.messages import CompiledMessage, MessageHeaders, Recipient
 from newsletter.store.db import id_ranges, rowcount
 from newsletter.store.models import Delivery, MailingList, Send, Subscriber, Subscription, utcnow
@@ -46,26 +47,12 @@ class SendCounts:
         return self.counts.get(DeliveryStatus.PENDING, 0)
 
     def as_json(self) -> dict[str, object]:
-        s = self.send
-        return {
-            "id": s.id,
-            "issue_id": s.issue_id,
-            "list": self.list_slug,
-            "status": s.status,
-            "status_reason": s.status_reason,
-            "audience": s.audience,
-            "subject": s.subject,
-            "total": self.total,
-            **{status: self.counts.get(status, 0) for status in DeliveryStatus},
-            "created_at": _iso(s.created_at),
-            "started_at": _iso(s.started_at),
-            "finished_at": _iso(s.finished_at),
-        }
+        return send_status.status_json(self.send, self.list_slug, self.counts)
 
 
 def send_key(send: Send) -> str:
     """Names a send for good, across databases: its id and its creation time."""
-    return f"{send.id}.{int(send.created_at.timestamp()):x}"
+    return send_status.send_key(send)
 
 
 def message_headers(
@@ -226,18 +213,15 @@ def pending_batches(session: Session, send_id: int, batch_size: int, *, due_only
 def get_send(session: Session, send_id: int) -> Send:
     send = session.get(Send, send_id)
     if send is None:
-        raise NotFound(f"no send {send_id} (see `newsletter sends ls`)")
+        raise send_status.no_send(send_id)
     return send
 
 
 def send_counts(session: Session, send_id: int) -> SendCounts:
     """Raises NotFound."""
     send = get_send(session, send_id)
-    rows = session.execute(
-        select(Delivery.status, func.count()).where(Delivery.send_id == send_id).group_by(Delivery.status)
-    ).all()
-    slug = session.scalar(select(MailingList.slug).where(MailingList.id == send.list_id))
-    return SendCounts(send, slug or "?", {status: count for status, count in rows})
+    query = send_status.session_query(session)  # the SQL `sends status` runs without SQLAlchemy (send_status)
+    return SendCounts(send, send_status.list_slug(query, send.list_id), send_status.delivery_counts(query, send_id))
 
 
 def all_sends(session: Session, limit: int = 50) -> list[SendCounts]:
@@ -380,7 +364,3 @@ def _log_query(conditions: list[Any]) -> Select[*tuple[Any, ...]]:
 
 def _slug(session: Session, list_id: int) -> str:
     return session.scalar(select(MailingList.slug).where(MailingList.id == list_id)) or "?"
-
-
-def _iso(value: datetime | None) -> str | None:
-    return value.isoformat(timespec="seconds") if value else None

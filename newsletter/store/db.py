@@ -7,7 +7,6 @@ same models and migrations serve both.
 
 from __future__ import annotations
 
-import re
 import sqlite3
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
@@ -21,11 +20,12 @@ from sqlalchemy.sql import ColumnElement, TableClause
 from sqlalchemy.sql.dml import Insert
 
 from newsletter.errors import ConfigError
+from newsletter.store import dbapi
 
 if TYPE_CHECKING:
     from alembic.config import Config
 
-MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
+MIGRATIONS_DIR = dbapi.MIGRATIONS_DIR
 
 
 def make_engine(url: str, *, echo: bool = False) -> Engine:
@@ -136,19 +136,8 @@ def schema_is_current(engine: Engine) -> bool:
     return stored == {written_head_revision()}
 
 
-_REVISION_LINE = re.compile(r"^(down_)?revision\b[^=\n]*=(.*)$", re.MULTILINE)
-
-
-def written_head_revision() -> str | None:
-    """The newest revision as the migration files name it: the one no other file revises (Alembic's own
-    answer, :func:`head_revision`, when the files name no single one)."""
-    revisions: set[str] = set()
-    revised: set[str] = set()
-    for path in (MIGRATIONS_DIR / "versions").glob("*.py"):
-        for down, value in _REVISION_LINE.findall(path.read_text(encoding="utf-8")):
-            (revised if down else revisions).update(re.findall(r"[\"']([^\"']+)[\"']", value))
-    heads = revisions - revised
-    return heads.pop() if len(heads) == 1 else head_revision()
+#: The newest revision as the migration files name it, read without Alembic (newsletter.store.dbapi).
+written_head_revision = dbapi.written_head_revision
 
 
 def table_names(engine: Engine) -> list[str]:
