@@ -75,6 +75,33 @@ def test_postgres_url_gets_the_psycopg_driver(tmp_path):
     assert s.database_url == "postgresql+psycopg://u@db.example.com/news"
 
 
+@pytest.mark.parametrize(
+    "url",
+    [
+        "sqlite:////var/lib/newsletter/newsletter.db",
+        "sqlite:///relative/news.db",
+        "sqlite+pysqlite:///x.db",
+        "postgresql://u@db.example.com/news",
+        "postgresql://u:secret@127.0.0.1:5432/news_1",
+        "postgresql://db.example.com/news",
+        "postgresql+psycopg://postgres@127.0.0.1:5432/newsletter_test_abc",
+        "postgresql://u:p%40ss@db/news",  # not plain: SQLAlchemy's parser
+        "postgresql://u@db/news?sslmode=require",
+        "sqlite:///x.db?mode=ro",
+    ],
+)
+def test_database_urls_read_without_sqlalchemy_agree_with_its_parser(tmp_path, url):
+    """Plain URLs are checked without importing SQLAlchemy (newsletter.config._PLAIN_URL): the same answer."""
+    from sqlalchemy.engine import make_url
+
+    parsed = make_url(url)
+    if parsed.drivername == "postgresql":
+        expected = parsed.set(drivername="postgresql+psycopg").render_as_string(hide_password=False)
+    else:
+        expected = url
+    assert settings(tmp_path, NEWSLETTER_DATABASE_URL=url).database_url == expected
+
+
 def test_every_setting_is_documented_in_the_readme():
     readme = (ROOT / "README.md").read_text()
     for name in DOCUMENTED:
