@@ -17,6 +17,7 @@ import os
 import socket
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 import redis
@@ -104,8 +105,10 @@ def deliver_batch(self: Task[Any, Any], send_id: int, first_id: int, last_id: in
 def send_confirmation(self: Task[Any, Any], subscription_id: int, requested_at: int) -> None:
     """Email a subscription request's confirmation link; temporary SMTP errors retry with backoff."""
     s = state()
-    try:
-        message_id = notices.send_confirmation(
+    _mail_notice(
+        self,
+        f"confirmation for subscription {subscription_id}",
+        lambda: notices.send_confirmation(
             s.sessions,
             s.transport,
             s.render_settings,
@@ -114,19 +117,9 @@ def send_confirmation(self: Task[Any, Any], subscription_id: int, requested_at: 
             requested_at,
             confirm_days=s.settings.confirm_days,
             outbound=s.outbound,
-        )
-    except TemporaryDeliveryError as exc:
-        attempt = self.request.retries + 1
-        if attempt >= s.settings.max_attempts:
-            log.warning(
-                "confirmation for subscription %s: gave up after %d attempts: %s", subscription_id, attempt, exc
-            )
-            return
-        raise self.retry(countdown=policy_from(s.settings).backoff(attempt)) from None
-    except (PermanentDeliveryError, RenderError) as exc:
-        log.warning("confirmation for subscription %s not sent: %s", subscription_id, exc)
-        return
-    log.info("confirmation for subscription %s: %s", subscription_id, message_id or "no longer needed, not sent")
+        ),
+        not_sent="no longer needed, not sent",
+    )
 
 
 @app.task(name=SEND_PREFERENCES_LINK, bind=True, max_retries=None)
@@ -135,8 +128,10 @@ def send_preferences_link(self: Task[Any, Any], subscriber_id: int, list_id: int
     from newsletter.delivery import preferences_mail
 
     s = state()
-    try:
-        message_id = preferences_mail.send_preferences_link(
+    _mail_notice(
+        self,
+        f"preferences link for subscriber {subscriber_id}",
+        lambda: preferences_mail.send_preferences_link(
             s.sessions,
             s.transport,
             s.render_settings,
@@ -145,19 +140,27 @@ def send_preferences_link(self: Task[Any, Any], subscriber_id: int, list_id: int
             list_id,
             preferences_days=s.settings.preferences_days,
             outbound=s.outbound,
-        )
+        ),
+        not_sent="not sent (gone or suppressed)",
+    )
+
+
+def _mail_notice(task: Task[Any, Any], what: str, mail: Callable[[], str | None], *, not_sent: str) -> None:
+    """Mail one notice: a temporary SMTP error retries the task with backoff until NEWSLETTER_MAX_ATTEMPTS,
+    a permanent one or a template error is logged and dropped."""
+    settings = state().settings
+    try:
+        message_id = mail()
     except TemporaryDeliveryError as exc:
-        attempt = self.request.retries + 1
-        if attempt >= s.settings.max_attempts:
-            log.warning(
-                "preferences link for subscriber %s: gave up after %d attempts: %s", subscriber_id, attempt, exc
-            )
+        attempt = task.request.retries + 1
+        if attempt >= settings.max_attempts:
+            log.warning("%s: gave up after %d attempts: %s", what, attempt, exc)
             return
-        raise self.retry(countdown=policy_from(s.settings).backoff(attempt)) from None
+        raise task.retry(countdown=policy_from(settings).backoff(attempt)) from None
     except (PermanentDeliveryError, RenderError) as exc:
-        log.warning("preferences link for subscriber %s not sent: %s", subscriber_id, exc)
+        log.warning("%s not sent: %s", what, exc)
         return
-    log.info("preferences link for subscriber %s: %s", subscriber_id, message_id or "not sent (gone or suppressed)")
+    log.info("%s: %s", what, message_id or not_sent)
 
 
 @app.task(name=REQUEST_CONFIRMATIONS, bind=True)
