@@ -294,17 +294,7 @@ def delivery_log(
     """Each recipient's delivery: status, attempts, the SMTP server's last reply, Message-ID, time."""
     from newsletter.delivery import sending
 
-    columns = [
-        "delivery_id",
-        "email",
-        "status",
-        "attempts",
-        "smtp_code",
-        "smtp_reply",
-        "message_id",
-        "sent_at",
-        "updated_at",
-    ]
+    columns = sending.LOG_COLUMNS
     with runtime.transaction() as session:
         rows = sending.delivery_log(session, send_id, status=status_filter)
         if as_csv:

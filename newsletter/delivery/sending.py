@@ -10,7 +10,7 @@ the returned batches after the commit.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from datetime import datetime
 from typing import Any
 
@@ -287,6 +287,10 @@ class LogRow:
     message_id: str | None
     sent_at: datetime | None
     updated_at: datetime
+
+
+#: The delivery log's columns, in order: every export of it (CLI, admin, API) writes these.
+LOG_COLUMNS = [f.name for f in fields(LogRow)]
 
 
 def delivery_log(session: Session, send_id: int, *, status: str | None = None) -> Iterator[LogRow]:

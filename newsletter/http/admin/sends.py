@@ -38,17 +38,7 @@ from subscribers import csv_cells
 router = APIRouter()
 Sender = Depends(user("sends"))
 PAGE_SIZE = 50
-LOG_COLUMNS = [
-    "delivery_id",
-    "email",
-    "status",
-    "attempts",
-    "smtp_code",
-    "smtp_reply",
-    "message_id",
-    "sent_at",
-    "updated_at",
-]
+LOG_COLUMNS = sending.LOG_COLUMNS
 
 # A send that may still mail someone: it can be cancelled, and its page follows it live.
 _LIVE = (SendStatus.SCHEDULED, SendStatus.SENDING, SendStatus.PAUSED)

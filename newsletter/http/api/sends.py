@@ -31,17 +31,7 @@ router = APIRouter(prefix="/sends", tags=["sends"])
 
 SendId = Annotated[int, path_id("send")]
 StatusFilter = Annotated[DeliveryStatus | None, Query(description="Only deliveries in this status.")]
-CSV_COLUMNS = [
-    "delivery_id",
-    "email",
-    "status",
-    "attempts",
-    "smtp_code",
-    "smtp_reply",
-    "message_id",
-    "sent_at",
-    "updated_at",
-]
+CSV_COLUMNS = sending.LOG_COLUMNS
 EXPORT_CHUNK = 5000
 
 
