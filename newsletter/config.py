@@ -71,6 +71,12 @@ DOCUMENTED: dict[str, tuple[str, str]] = {
     ),
     "NEWSLETTER_BATCH_SIZE": ("500", "Recipients per Celery task."),
     "NEWSLETTER_SEND_RATE": ("0", "Messages per second across all workers together; 0 means no limit."),
+    "NEWSLETTER_DOMAIN_RATES": (
+        "(unset: no pacing per receiving domain)",
+        "Messages per receiving domain across all workers together, e.g. gmail.com=50/s,yahoo.com=20/s,*=500/s "
+        "(per second /s, minute /m or hour /h; * is each other domain's own rate, unset: unpaced). A 421 or 4.7.x "
+        "answer halves that domain's rate (down to 1/m), which climbs back after a minute without one.",
+    ),
     "NEWSLETTER_MAX_ATTEMPTS": (
         "5",
         "Attempts per recipient on temporary errors (4xx, a connection lost mid-message) before giving up; "
@@ -164,6 +170,8 @@ class Settings:
     batch_size: int
     send_rate: float
     max_attempts: int = 5
+    # (domain, messages per second) per NEWSLETTER_DOMAIN_RATES entry, "*" for every other domain; () = no pacing
+    domain_rates: tuple[tuple[str, float], ...] = ()
     retry_delay: float = 60.0
     pause_error_rate: float = 0.2
     old_secret_keys: tuple[str, ...] = field(default=(), repr=False)
@@ -206,6 +214,7 @@ class Settings:
             template_dir=_template_dir(environ.get("NEWSLETTER_TEMPLATE_DIR")),
             batch_size=_int("NEWSLETTER_BATCH_SIZE", environ.get("NEWSLETTER_BATCH_SIZE"), 500, minimum=1),
             send_rate=_float("NEWSLETTER_SEND_RATE", environ.get("NEWSLETTER_SEND_RATE"), 0.0),
+            domain_rates=parse_domain_rates(environ.get("NEWSLETTER_DOMAIN_RATES", "")),
             max_attempts=_int("NEWSLETTER_MAX_ATTEMPTS", environ.get("NEWSLETTER_MAX_ATTEMPTS"), 5, minimum=1),
             retry_delay=_float("NEWSLETTER_RETRY_DELAY", environ.get("NEWSLETTER_RETRY_DELAY"), 60.0),
             pause_error_rate=_float("NEWSLETTER_PAUSE_ERROR_RATE", environ.get("NEWSLETTER_PAUSE_ERROR_RATE"), 0.2),
@@ -276,6 +285,61 @@ _PLAIN_URL = re.compile(
     r"|postgresql(\+psycopg)?://(?P<rest>([\w.~-]+(:[\w.~-]*)?@)?[\w.-]+(:\d{1,5})?/[\w.-]+)",
     re.ASCII,
 )
+
+
+_RATE_UNITS = {"s": 1.0, "m": 60.0, "h": 3600.0}
+_RATE = re.compile(r"(\d+(?:\.\d*)?|\.\d+)\s*/\s*([smh])", re.IGNORECASE)
+_DOMAIN_LABELS = re.compile(r"[a-z0-9](?:[a-z0-9-]*[a-z0-9])?(?:\.[a-z0-9](?:[a-z0-9-]*[a-z0-9])?)*")
+
+
+def parse_domain_rates(value: str) -> tuple[tuple[str, float], ...]:
+    """NEWSLETTER_DOMAIN_RATES (``gmail.com=50/s,yahoo.com=20/s,*=500/s``) as (domain, messages per second) pairs.
+
+    Domains are lower-cased and international ones given in their ASCII (A-label) form, as the
+    transport puts them on the wire. Raises ConfigError naming the entry that is wrong.
+    """
+    name = "NEWSLETTER_DOMAIN_RATES"
+    rates: dict[str, float] = {}
+    for entry in (e.strip() for e in value.split(",")):
+        if not entry:
+            continue
+        domain, equals, rate = (part.strip() for part in entry.partition("="))
+        match = _RATE.fullmatch(rate)
+        if not equals or not domain or match is None:
+            raise ConfigError(
+                f"{name}: {entry!r} is not DOMAIN=NUMBER/s, /m or /h (e.g. gmail.com=50/s,yahoo.com=20/s,*=500/s)"
+            )
+        per_second = float(match.group(1)) / _RATE_UNITS[match.group(2).lower()]
+        if per_second <= 0:
+            raise ConfigError(f"{name}: {entry!r}: the rate must be more than 0")
+        try:
+            domain = ascii_domain(domain.removeprefix("@"))
+        except ValueError:
+            raise ConfigError(f"{name}: {entry!r}: {domain!r} is not a domain name (or *, every other)") from None
+        if domain in rates:
+            raise ConfigError(f"{name}: {entry!r}: {domain} is given twice")
+        rates[domain] = per_second
+    return tuple(rates.items())
+
+
+def ascii_domain(domain: str) -> str:
+    """A domain lower-cased, international ones in their ASCII (A-label) form; ``*`` as it is.
+
+    Raises ValueError for what is not a domain name.
+    """
+    domain = domain.strip().rstrip(".").lower()
+    if domain == "*":
+        return domain
+    if not domain.isascii():
+        try:
+            import idna  # IDNA 2008, installed with email-validator; as the SMTP transport encodes it
+
+            domain = idna.encode(domain, uts46=True).decode("ascii")
+        except (UnicodeError, idna.IDNAError):
+            raise ValueError(domain) from None
+    if not _DOMAIN_LABELS.fullmatch(domain):
+        raise ValueError(domain)
+    return domain
 
 
 def _database_url(value: str | None, var_dir: Path) -> str:

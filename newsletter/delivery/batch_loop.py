@@ -24,6 +24,14 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
+from newsletter.delivery.domain_pacing import (
+    SLEEP_AT_MOST,
+    DomainPacer,
+    PacedQueue,
+    describe_rate,
+    domain_of,
+    is_slow_down,
+)
 from newsletter.delivery.ports import Claimed, Copy, Edition, MessageSource, Outcome, RecipientStore, Transport
 from newsletter.delivery.send_control import ControlUnavailable, JournalEntry, RateLimiter, SendControl
 from newsletter.delivery.stops import StopKind, StopReason
@@ -84,13 +92,15 @@ class BatchResult:
     recovered: int = 0  # found in the journal: sent by a worker that died before recording it
     stopped: StopReason | None = None  # why the batch stopped early
     run_again_in: float | None = None  # seconds until rows of this range are due again
+    paced: int = 0  # given back to wait for their domain's rate (NEWSLETTER_DOMAIN_RATES)
 
     def __str__(self) -> str:
         """The worker's log line, the stop reason as its sentence."""
         stopped = None if self.stopped is None else self.stopped.text
+        paced = f", paced={self.paced}" if self.paced else ""
         return (
             f"BatchResult(sent={self.sent}, failed={self.failed}, retrying={self.retrying}, "
-            f"skipped={self.skipped}, recovered={self.recovered}, stopped={stopped!r}, "
+            f"skipped={self.skipped}, recovered={self.recovered}{paced}, stopped={stopped!r}, "
             f"run_again_in={self.run_again_in!r})"
         )
 
@@ -104,12 +114,14 @@ def deliver_batch(
     policy: DeliveryPolicy,
     limiter: RateLimiter | None = None,
     on_smtp_trouble: SmtpTroubleHook | None = None,
+    pacer: DomainPacer | None = None,
 ) -> BatchResult:
     """Deliver the due, pending deliveries of ``store``'s batch.
 
     Never raises for a recipient's delivery error: each one becomes an outcome in the log.
     When the SMTP server cannot be reached, the batch waits for the next try and
-    ``on_smtp_trouble`` hears why and when (it must not raise).
+    ``on_smtp_trouble`` hears why and when (it must not raise). With a ``pacer``
+    (NEWSLETTER_DOMAIN_RATES) each row waits for its domain's rate, the others going on.
     """
     result = BatchResult()
     taken = store.take(policy.claim_seconds)
@@ -129,15 +141,38 @@ def deliver_batch(
     try:
         batch.recover(journal)
         ahead = _Ahead(taken.recipients, edition.copy)
-        for index, row in enumerate(taken.recipients):
-            if row.delivery_id not in journal:
-                result.stopped = batch.deliver(row, ahead, index)
-                if result.stopped is not None:
-                    break
+        if pacer is None:
+            for index, row in enumerate(taken.recipients):
+                if row.delivery_id not in journal:
+                    result.stopped = batch.deliver(row, ahead, index)
+                    if result.stopped is not None:
+                        break
+        else:
+            result.stopped = _deliver_paced(batch, pacer, taken.recipients, journal, ahead)
         batch.flush()
     finally:
         batch.journal.close()
     return _wrap_up(store, result)
+
+
+def _deliver_paced(
+    batch: _Batch, pacer: DomainPacer, rows: list[Claimed], journal: dict[int, JournalEntry], ahead: _Ahead
+) -> StopReason | None:
+    """Deliver the rows as their domains' rates allow: a row whose domain has no token now waits
+    while the rest go on; returns why the batch must stop, if it must."""
+    queue = pacer.queue(
+        [domain_of(r.email) for r in rows], [i for i, r in enumerate(rows) if r.delivery_id not in journal]
+    )
+    batch.pacing = queue
+    try:
+        while not queue.done:
+            index = queue.next()
+            stop = batch.wait_for(queue) if index is None else batch.deliver(rows[index], ahead, index)
+            if stop is not None:
+                return stop
+    except ControlUnavailable as exc:
+        return exc.stop_reason
+    return None
 
 
 def _edition(store: RecipientStore, messages: MessageSource) -> Edition:
@@ -207,6 +242,7 @@ class _Batch:
         self.outcomes = _Outcomes()
         self.departed: set[int] = set()
         self.last_flush = self.last_check = self.last_renew = time.monotonic()
+        self.pacing: PacedQueue | None = None  # the rows as their domains' rates allow, when paced
 
     def recover(self, journal: dict[int, JournalEntry]) -> None:
         """Record as sent what the journal says a dead worker sent."""
@@ -250,6 +286,40 @@ class _Batch:
         else:
             self._sent(row, copy.message_id, reply.code, reply.text)
         return self._flush_if_due()
+
+    def wait_for(self, queue: PacedQueue) -> StopReason | None:
+        """Only rows waiting for their domain's rate are left.
+
+        When they are a minority of the batch, give them back at once, due when the first may
+        go: the worker goes on with other batches, whose other domains' recipients are not held
+        back behind a slow domain (the rows come back as a batch of their own). When they are
+        most of it (other batches are likely the same), sleep until the first may go, the claim
+        renewed, the send checked and outcomes written: the workers then take the domain's
+        tokens in turn instead of every batch of the send polling for them. A wait longer than
+        :data:`SLEEP_AT_MOST` gives the rows back too.
+        """
+        wait = queue.earliest() - time.monotonic()
+        if wait > SLEEP_AT_MOST or not queue.mostly_waiting:
+            if self.flush():  # every other held row is written now: the rows still held are the waiting ones
+                self.store.release()
+                return StopReason.error_threshold()
+            self.store.defer(wait)
+            self.result.paced += queue.give_back()
+            return None
+        while (clock := time.monotonic()) < queue.earliest():
+            time.sleep(min(queue.earliest() - clock, self.policy.status_check_seconds))
+            clock = time.monotonic()
+            if clock - self.last_check >= self.policy.status_check_seconds:
+                stop = self._check(clock)
+                if stop is not None:
+                    return stop
+            if clock - self.last_renew >= self.policy.claim_seconds / 3:
+                self.last_renew = clock
+                self.store.renew(self.policy.claim_seconds)
+            stop = self._flush_if_due()
+            if stop is not None:
+                return stop
+        return None
 
     def _check(self, clock: float) -> StopReason | None:
         """Stop if the send is no longer sending; skip who left meanwhile."""
@@ -321,6 +391,8 @@ class _Batch:
             self.result.failed += 1
         else:
             self.result.retrying += 1
+        if self.pacing is not None and is_slow_down(exc):
+            self._slow_down(row, exc)
         if exc.code is not None:
             return None
         # The connection broke mid-message: the rest of the batch would likely fail the same way.
@@ -328,6 +400,26 @@ class _Batch:
         self.store.release()
         self.result.run_again_in = self.policy.backoff(row.attempts + 1)
         return StopReason.connection_lost(exc)
+
+    def _slow_down(self, row: Claimed, exc: TemporaryDeliveryError) -> None:
+        """The recipient's domain asked us to slow down (421, 4.7.x): halve its rate for every worker."""
+        assert self.pacing is not None
+        domain = domain_of(row.email)
+        try:
+            rate = self.pacing.pacer.slow_down(domain)
+        except ControlUnavailable as exc_redis:
+            log.warning("send %s: %s not slowed down: %s", self.send_id, domain, exc_redis)
+            return
+        self.pacing.slowed(domain)
+        if rate is not None:
+            log.info(
+                "send %s: %s answered %s; its rate is now %s",
+                self.send_id,
+                domain,
+                hide_addresses(str(exc)),
+                describe_rate(rate),
+                extra={"send_id": self.send_id, "domain": domain},
+            )
 
     def _error(self, exc: Exception) -> None:
         self.outcomes.errors += 1
@@ -408,9 +500,13 @@ class _Ahead:
     def __init__(self, rows: list[Claimed], make: Callable[[Claimed], Copy]) -> None:
         self.rows, self.make = rows, make
         self.ready: dict[int, Copy] = {}
+        self.front = 0  # the rows before this one were made ahead already
 
     def take(self, index: int) -> Copy:
-        """The copy for the row at ``index``."""
+        """The copy for the row at ``index``; a row that waited for its domain's rate is made alone."""
         if index not in self.ready:
-            self.ready = {i: self.make(self.rows[i]) for i in range(index, min(index + self.SIZE, len(self.rows)))}
+            if index < self.front:
+                return self.make(self.rows[index])
+            self.front = min(index + self.SIZE, len(self.rows))
+            self.ready = {i: self.make(self.rows[i]) for i in range(index, self.front)}
         return self.ready.pop(index)

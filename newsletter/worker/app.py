@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 from newsletter.config import Settings
 from newsletter.delivery import send_health, sending
 from newsletter.delivery.batch_loop import DeliveryPolicy
+from newsletter.delivery.domain_pacing import DomainPacer
 from newsletter.delivery.editions import SendEditions
 from newsletter.delivery.send_control import RateLimiter, SendControl
 from newsletter.delivery.send_queue import DELIVER_BATCH, REQUEST_CONFIRMATIONS
@@ -99,6 +100,12 @@ class WorkerState:
     @cached_property
     def limiter(self) -> RateLimiter | None:
         return RateLimiter(self.control, self.settings.send_rate) if self.settings.send_rate > 0 else None
+
+    @cached_property
+    def pacer(self) -> DomainPacer | None:
+        """The rates per receiving domain (NEWSLETTER_DOMAIN_RATES), held in Redis; None when unset."""
+        rates = self.settings.domain_rates
+        return DomainPacer(self.control.redis, rates) if rates else None
 
     @cached_property
     def smtp_trouble(self) -> send_health.TroubleReporter:

@@ -79,6 +79,7 @@ def deliver_batch(self: Task[Any, Any], send_id: int, first_id: int, last_id: in
         policy=policy_from(s.settings),
         limiter=s.limiter,
         on_smtp_trouble=s.smtp_trouble,
+        pacer=s.pacer,
     )
     log.info(
         "send %s batch %s-%s: %s",
