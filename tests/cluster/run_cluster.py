@@ -98,15 +98,13 @@ class Timeline:
         print(f"[cluster {self.clock(now)}] {text}", flush=True)
 
     def clock(self, moment: float) -> str:
-        if self.t0 is None:
+        if self.t0 is None or moment < self.t0:
             return f"setup +{moment - self.started:6.1f}s"
         return f"t={moment - self.t0:6.1f}s"
 
     def render(self) -> str:
-        lines = ["", "Timeline (t=0: the send started)"]
-        lines += [
-            f"  {self.clock(moment):>16}  {text}" for moment, text in self.events if self.t0 and moment >= self.t0
-        ]
+        lines = ["", "Timeline (setup, then t=0: the send started)"]
+        lines += [f"  {self.clock(moment):>15}  {text}" for moment, text in self.events]
         return "\n".join(lines)
 
 
