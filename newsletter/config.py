@@ -33,7 +33,9 @@ DOCUMENTED: dict[str, tuple[str, str]] = {
     "NEWSLETTER_SMTP_URL": (
         "smtp://127.0.0.1:1025",
         "Outgoing SMTP server: smtp://[user:pass@]host:port (upgraded with STARTTLS when offered, "
-        "certificate unchecked), smtp+starttls:// (STARTTLS required, certificate verified), smtps:// (implicit TLS).",
+        "certificate unchecked), smtp+starttls:// (STARTTLS required, certificate verified), smtps:// (implicit TLS). "
+        "Several relays: comma-separated URLs, each with an optional ?weight=N (default 1); batches are spread by "
+        "weight, and a relay that refuses, times out or answers 421 cools down while the others take its work.",
     ),
     "NEWSLETTER_BASE_URL": ("http://localhost:8000", "Public URL of the web app, used in every link in an email."),
     "NEWSLETTER_SECRET_KEY": (
@@ -149,6 +151,23 @@ class SmtpSettings:
 
 
 @dataclass(frozen=True)
+class SmtpRelay:
+    """One of several SMTP relays and its share of the batches (``weight``, 1 or more)."""
+
+    smtp: SmtpSettings
+    weight: int = 1
+
+    @property
+    def name(self) -> str:
+        """How logs, status and doctor name it: ``host:port`` (never the password)."""
+        return f"{self.smtp.host}:{self.smtp.port}"
+
+
+#: The largest weight a relay may have (NEWSLETTER_SMTP_URL's ``?weight=``).
+MAX_RELAY_WEIGHT = 1000
+
+
+@dataclass(frozen=True)
 class DkimSettings:
     """How messages are signed: the domain (d=), selector (s=) and the PEM private key file."""
 
@@ -190,6 +209,17 @@ class Settings:
     log_format: str = "text"
     stall_seconds: float = 30.0
     trusted_proxies: tuple[str, ...] = ()  # networks, e.g. "127.0.0.1/32": whose X-Forwarded-* headers are believed
+    relays: tuple[SmtpRelay, ...] = ()  # every relay of NEWSLETTER_SMTP_URL; empty: ``smtp`` alone (see smtp_relays)
+
+    @property
+    def smtp_relays(self) -> tuple[SmtpRelay, ...]:
+        """The SMTP relays, at least one: ``smtp`` (the first) with weight 1 when only it is set."""
+        return self.relays or (SmtpRelay(self.smtp),)
+
+    @property
+    def smtp_names(self) -> str:
+        """The relays as ``host:port``, comma-separated (no passwords): for logs and messages."""
+        return ", ".join(r.name for r in self.smtp_relays)
 
     @classmethod
     def from_environ(cls, environ: Mapping[str, str], *, check_secret_key: bool = True) -> Settings:
@@ -203,11 +233,13 @@ class Settings:
         if unknown:
             raise ConfigError(f"{unknown[0]}: unknown setting (known: {', '.join(sorted(DOCUMENTED))})")
         var_dir = Path(environ.get("NEWSLETTER_VAR_DIR") or "./var")
+        relays = parse_smtp_relays(environ.get("NEWSLETTER_SMTP_URL") or "smtp://127.0.0.1:1025")
         return cls(
             var_dir=var_dir,
             database_url=_database_url(environ.get("NEWSLETTER_DATABASE_URL"), var_dir),
             broker_url=_broker_url(environ.get("NEWSLETTER_BROKER_URL")),
-            smtp=parse_smtp_url(environ.get("NEWSLETTER_SMTP_URL") or "smtp://127.0.0.1:1025"),
+            smtp=relays[0].smtp,
+            relays=relays,
             base_url=_base_url(environ.get("NEWSLETTER_BASE_URL") or "http://localhost:8000"),
             secret_key=_secret_key(environ.get("NEWSLETTER_SECRET_KEY"), var_dir, check=check_secret_key),
             postal_address=_one_line("NEWSLETTER_POSTAL_ADDRESS", environ.get("NEWSLETTER_POSTAL_ADDRESS", "")),
@@ -251,22 +283,75 @@ class Settings:
         )
 
 
+def parse_smtp_relays(value: str) -> tuple[SmtpRelay, ...]:
+    """Parse NEWSLETTER_SMTP_URL: one URL as :func:`parse_smtp_url` takes it, or several, comma-separated,
+    each with an optional ``?weight=N`` (1 to MAX_RELAY_WEIGHT, default 1). Raises ConfigError naming the bad
+    part (its position and the URL without its password)."""
+    parts = value.split(",")
+    if len(parts) == 1:
+        url, weight = _weighted(value, "NEWSLETTER_SMTP_URL")
+        return (SmtpRelay(parse_smtp_url(url), weight),)
+    relays: list[SmtpRelay] = []
+    for number, part in enumerate(parts, 1):
+        name = f"NEWSLETTER_SMTP_URL, relay {number} of {len(parts)}"
+        if not part.strip():
+            raise ConfigError(f"{name}: empty; expected comma-separated SMTP URLs, e.g. smtp://a:25,smtp://b:25")
+        url, weight = _weighted(part.strip(), name)
+        relays.append(SmtpRelay(_parse_smtp_url(url, name, shown=_without_password(url)), weight))
+    seen: set[str] = set()
+    for relay in relays:
+        if relay.name in seen:
+            raise ConfigError(
+                f"NEWSLETTER_SMTP_URL: relay {relay.name} is listed twice; give it a higher weight instead"
+            )
+        seen.add(relay.name)
+    return tuple(relays)
+
+
+def _weighted(url: str, name: str) -> tuple[str, int]:
+    """The URL without its ``weight=`` query, and the weight (1 when none is given). Raises ConfigError."""
+    base, mark, query = url.partition("?")
+    if not mark:
+        return url, 1
+    shown = _without_password(base)
+    key, equals, number = query.partition("=")
+    if key != "weight" or not equals or "&" in number:
+        raise ConfigError(f"{name}: unexpected query {query!r} in {shown!r}; the only one allowed is ?weight=N")
+    if not number.isdigit() or not 1 <= int(number) <= MAX_RELAY_WEIGHT:
+        raise ConfigError(
+            f"{name}: weight must be a whole number from 1 to {MAX_RELAY_WEIGHT}, not {number!r} (in {shown!r})"
+        )
+    return base, int(number)
+
+
+def _without_password(url: str) -> str:
+    """``url`` with the password of its user part replaced by ``***``."""
+    scheme, sep, rest = url.partition("://")
+    userinfo, at, host = rest.rpartition("@")
+    if not sep or not at or ":" not in userinfo:
+        return url
+    return f"{scheme}://{userinfo.partition(':')[0]}:***@{host}"
+
+
 def parse_smtp_url(value: str) -> SmtpSettings:
     """Parse ``smtp://[user:pass@]host:port`` and its TLS variants. Raises ConfigError."""
-    name = "NEWSLETTER_SMTP_URL"
+    return _parse_smtp_url(value, "NEWSLETTER_SMTP_URL", shown=value)
+
+
+def _parse_smtp_url(value: str, name: str, *, shown: str) -> SmtpSettings:
     expected = "expected smtp://[user:pass@]host:port, smtp+starttls://... or smtps://..."
     try:
         parts = urlsplit(value)
         port = parts.port
     except ValueError as exc:
-        raise ConfigError(f"{name}: {exc} in {value!r}; {expected}") from None
+        raise ConfigError(f"{name}: {exc} in {shown!r}; {expected}") from None
     schemes = {"smtp": ("none", 25), "smtp+starttls": ("starttls", 587), "smtps": ("tls", 465)}
     if parts.scheme not in schemes:
-        raise ConfigError(f"{name}: unsupported scheme {parts.scheme!r} in {value!r}; {expected}")
+        raise ConfigError(f"{name}: unsupported scheme {parts.scheme!r} in {shown!r}; {expected}")
     if not parts.hostname:
-        raise ConfigError(f"{name}: no host in {value!r}; {expected}")
+        raise ConfigError(f"{name}: no host in {shown!r}; {expected}")
     if parts.path not in ("", "/") or parts.query:
-        raise ConfigError(f"{name}: unexpected path or query in {value!r}; {expected}")
+        raise ConfigError(f"{name}: unexpected path or query in {shown!r}; {expected}")
     security, default_port = schemes[parts.scheme]
     return SmtpSettings(
         host=parts.hostname,

@@ -247,7 +247,8 @@ class Runtime:
 
     @property
     def smtp_name(self) -> str:
-        return f"{self.settings.smtp.host}:{self.settings.smtp.port}"
+        """host:port of the SMTP server, or of each relay, comma-separated (no passwords)."""
+        return self.settings.smtp_names
 
     @cached_property
     def outbound(self) -> Outbound:

@@ -4,18 +4,34 @@ from __future__ import annotations
 
 import os
 import re
+import ssl
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from newsletter.config import Settings
+from newsletter.config import Settings, SmtpRelay, SmtpSettings
+from newsletter.devtools.smtp_capture import CaptureServer
 from newsletter.mail import doctor
 from newsletter.mail.dkim_keys import generate_private_key, write_private_key, zone_line
 from newsletter.mail.doctor import ListSender, aligned, organisational_domain, run_checks
 from tests.conftest import Cli, clean_environ
+from tests.test_relays import Greeting421, closed_port
+from tests.test_transport import certificate  # noqa: F401  (a fixture)
 from tests.test_web_journey import free_port, start_web
 
 SECRET = "doctor-test-secret-key-0123456789"
+
+
+@pytest.fixture
+def relays() -> Iterator[list[CaptureServer]]:
+    """Two real SMTP servers to check."""
+    servers = [CaptureServer(port=0), CaptureServer(port=0)]
+    for server in servers:
+        server.start()
+    yield servers
+    for server in servers:
+        server.stop()
 
 
 def configured_env(cli: Cli, tmp_path: Path) -> tuple[dict[str, str], str]:
@@ -35,8 +51,10 @@ def configured_env(cli: Cli, tmp_path: Path) -> tuple[dict[str, str], str]:
     return env, record
 
 
-def test_doctor_passes_on_a_correctly_configured_install(cli, tmp_path):
+def test_doctor_passes_on_a_correctly_configured_install(cli, tmp_path, relays):
     env, record = configured_env(cli, tmp_path)
+    a, b = relays
+    env["NEWSLETTER_SMTP_URL"] = f"smtp://127.0.0.1:{a.port}?weight=3,smtp://127.0.0.1:{b.port}"
     configured = Cli(env=env, cwd=cli.cwd)
     configured("lists", "create", "weekly", "--name", "Weekly", "--from-email", "news@example.org")
     configured("lists", "create", "daily", "--name", "Daily", "--from-email", "daily@news.example.org")
@@ -44,7 +62,7 @@ def test_doctor_passes_on_a_correctly_configured_install(cli, tmp_path):
     lines = result.stdout.splitlines()
     assert result.returncode == 0 and lines[-1] == "Every required check passes."
     statuses = {
-        line.split(":", 1)[0].split(None, 1)[1]: line.split()[0]
+        line.split(None, 1)[1].split(": ", 1)[0]: line.split()[0]
         for line in lines
         if re.match(r"(ok|missing|warn|info) ", line)
     }
@@ -59,7 +77,14 @@ def test_doctor_passes_on_a_correctly_configured_install(cli, tmp_path):
         "Secret key": "ok",
         "One-click unsubscribe": "ok",
         "Unsubscribe endpoint": "info",
+        f"SMTP relay 127.0.0.1:{a.port}": "ok",
+        f"SMTP relay 127.0.0.1:{b.port}": "ok",
     }
+    assert (
+        f"ok       SMTP relay 127.0.0.1:{a.port}: connected, EHLO accepted, plain text (no STARTTLS offered), "
+        "no login; weight 3"
+    ) in lines
+    assert (a.connections, b.connections) == (1, 1) and not a.messages  # connected, sent nothing
     assert "ok       DMARC alignment: From domain news.example.org (daily) aligns with d=example.org" in lines
     assert "ok       DKIM key: " + str(tmp_path / "dkim.pem") + ": 2048-bit RSA, mode 0600" in lines
     # The records to publish: the DKIM key, SPF for the envelope domain, DMARC for each From domain.
@@ -76,10 +101,13 @@ def test_doctor_passes_on_a_correctly_configured_install(cli, tmp_path):
 
 
 def test_doctor_names_each_gap_on_a_bare_install(cli, tmp_path):
+    port = closed_port()
+    cli.env["NEWSLETTER_SMTP_URL"] = f"smtp://127.0.0.1:{port}"
     result = cli("doctor", check=False)
     lines = result.stdout.splitlines()
     assert result.returncode == 1
     gaps = ["DKIM signing", "Return path", "Postal address", "Base URL", "Secret key", "One-click unsubscribe"]
+    gaps.append(f"SMTP relay 127.0.0.1:{port}")
     assert lines[-1] == f"{len(gaps)} gap(s): {', '.join(gaps)}"
     for gap in gaps:
         index = next(i for i, line in enumerate(lines) if line.startswith(f"missing  {gap}: "))
@@ -87,10 +115,16 @@ def test_doctor_names_each_gap_on_a_bare_install(cli, tmp_path):
     assert "newsletter dkim keygen" in result.stdout and "NEWSLETTER_POSTAL_ADDRESS" in result.stdout
     assert "info     Lists: no lists yet" in result.stdout
     # Not even a database: that is named too.
-    empty = Cli(env=clean_environ(NEWSLETTER_VAR_DIR=str(tmp_path / "elsewhere")), cwd=tmp_path)
+    empty = Cli(
+        env=clean_environ(
+            NEWSLETTER_VAR_DIR=str(tmp_path / "elsewhere"), NEWSLETTER_SMTP_URL=f"smtp://127.0.0.1:{port}"
+        ),
+        cwd=tmp_path,
+    )
     bare = empty("doctor", check=False)
     assert bare.returncode == 1 and "missing  Lists: cannot read the lists:" in bare.stdout
-    assert bare.stdout.splitlines()[-1].startswith("7 gap(s): DKIM signing, Lists, ")
+    assert bare.stdout.splitlines()[-1].startswith("8 gap(s): DKIM signing, Lists, ")
+    assert f"missing  SMTP relay 127.0.0.1:{port}: 127.0.0.1:{port} cannot be used: Connection refused" in bare.stdout
 
 
 def settings_for(tmp_path: Path, **extra: str) -> Settings:
@@ -201,3 +235,49 @@ def test_the_spf_hint_names_the_relay(tmp_path, host, mechanism):
     records = dict(run_checks(settings, secret_key_set=True, lists=LISTS).records)
     spf = [r for what, r in records.items() if what.startswith("SPF")]
     assert spf == [f'example.org. IN TXT "v=spf1 {mechanism} ~all"']
+
+
+def test_each_relay_is_checked_by_name_never_showing_a_password(tmp_path, certificate):  # noqa: F811
+    cert, key = certificate
+    server_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    server_context.load_cert_chain(cert, key)
+    trusting = ssl.create_default_context(cafile=str(cert))
+    secure = CaptureServer(port=0, tls_context=server_context, credentials=("mailer", "s3cret"))
+    plain = CaptureServer(port=0, credentials=("mailer", "s3cret"), tls_context=None)
+    busy, down = Greeting421(), closed_port()
+    secure.start()
+    plain.start()
+    try:
+        checks = {
+            name: doctor.check_relay(
+                SmtpRelay(SmtpSettings("127.0.0.1", port, user, pw, security)), ssl_context=trusting
+            )
+            for name, port, user, pw, security in [
+                ("secure", secure.port, "mailer", "s3cret", "starttls"),
+                ("wrong password", secure.port, "mailer", "wrong-pw", "starttls"),
+                ("plain", plain.port, "mailer", "s3cret", "none"),
+                ("busy", busy.port, None, None, "none"),
+                ("down", down, None, None, "none"),
+            ]
+        }
+    finally:
+        secure.stop()
+        plain.stop()
+        busy.close()
+    assert checks["secure"].name == f"SMTP relay 127.0.0.1:{secure.port}"
+    assert (checks["secure"].status, checks["secure"].detail) == (
+        "ok",
+        "connected, EHLO accepted, STARTTLS, certificate verified, logged in as mailer; weight 1",
+    )
+    assert checks["wrong password"].gap and "login as mailer failed: 535" in checks["wrong password"].detail
+    assert checks["plain"].status == "warn" and "plain text" in checks["plain"].fix
+    assert checks["busy"].gap and "421 4.3.2 Too busy" in checks["busy"].detail
+    assert checks["down"].gap and checks["down"].detail == f"127.0.0.1:{down} cannot be used: Connection refused"
+    for check in checks.values():
+        assert "s3cret" not in f"{check.detail} {check.fix}" and "wrong-pw" not in f"{check.detail} {check.fix}"
+    # run_checks puts them with the others; one failing relay is a gap.
+    settings = settings_for(tmp_path, NEWSLETTER_SMTP_URL=f"smtp://127.0.0.1:{down},smtp://127.0.0.1:{closed_port()}")
+    report = run_checks(settings, secret_key_set=True, lists=LISTS, smtp_checks=doctor.check_relays(settings))
+    assert [c.name for c in report.gaps if c.name.startswith("SMTP relay")] == [
+        f"SMTP relay {r.name}" for r in settings.smtp_relays
+    ]

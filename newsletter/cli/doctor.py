@@ -27,7 +27,8 @@ def doctor(
         help="POST a one-click unsubscribe with an invalid token to NEWSLETTER_BASE_URL: the app must answer.",
     ),
 ) -> None:
-    """Check DKIM, alignment, return path, postal address, https, secret key and unsubscribe; exit 1 naming each gap.
+    """Check DKIM, alignment, return path, postal address, https, secret key, unsubscribe and each SMTP relay
+    (connect, EHLO, TLS, AUTH); exit 1 naming each gap.
 
     No DNS lookups: the DKIM, SPF and DMARC records to publish are printed.
     """
@@ -43,6 +44,7 @@ def doctor(
         database_problem=problem,
         dns_record=dns_record,
         web_check=checks.check_one_click(settings.base_url) if check_web else None,
+        smtp_checks=checks.check_relays(settings),
     )
     for check in report.checks:
         out.print(f"{check.status:<8} {check.name}: {check.detail}")

@@ -256,11 +256,14 @@ def list_all(
 def status(
     send_id: int = typer.Argument(..., help="The send's id."),
     as_json: bool = typer.Option(
-        False, "--json", help="One JSON object: id, status, total, sent, failed, pending, ..., problem."
+        False,
+        "--json",
+        help="One JSON object: id, status, total, sent, failed, pending, ..., problem (and relays, with several).",
     ),
 ) -> None:
     """Show a send's status and counts, and its problem when it is stuck: null while it moves,
-    otherwise one sentence saying why and what to do."""
+    otherwise one sentence saying why and what to do. With several SMTP relays, each one's share
+    of the send's messages and its state (ok, or cooling down until when and why)."""
     from newsletter.delivery import send_status
     from newsletter.delivery.send_health import SendHealth
     from newsletter.store import dbapi
@@ -271,7 +274,15 @@ def status(
         if read is None:
             raise send_status.no_send(send_id)
         problem = health.read_problem(db.query, read.send)
+        relays = None
+        if len(runtime.settings.smtp_relays) > 1:  # each relay's share of the send, and its state now
+            from newsletter.delivery.relay_state import relay_report
+
+            key = send_status.send_key(read.send)
+            relays = relay_report(health.client(), runtime.settings.smtp_relays, key, broker_error=health.broker_error)
     data = {**send_status.status_json(read.send, read.list_slug, read.counts), "problem": problem}
+    if relays is not None:
+        data["relays"] = [r.as_json() for r in relays]
     if as_json:
         print(json.dumps(data))
         return
@@ -279,8 +290,10 @@ def status(
 
     table = Table(show_header=False, box=None)
     for key, value in data.items():
-        if value is not None:
+        if value is not None and key != "relays":
             table.add_row(key, str(value))
+    for relay in relays or ():
+        table.add_row(f"relay {relay.name}", relay.describe())
     out.print(table)
 
 
@@ -477,9 +490,7 @@ def worker(
 
     outbound = Outbound.from_settings(runtime.settings)  # an unusable DKIM key stops the worker now, not every batch
     app_ = tasks.configure(runtime.settings)
-    err.print(
-        f"Worker using broker {app_.conf.broker_url} and SMTP {runtime.settings.smtp.host}:{runtime.settings.smtp.port}"
-    )
+    err.print(f"Worker using broker {app_.conf.broker_url} and SMTP {runtime.settings.smtp_names}")
     if outbound.signer is not None:
         err.print(
             f"Signing with DKIM: d={outbound.signer.domain} s={outbound.signer.selector} ({outbound.signer.key_bits}-bit RSA)"

@@ -374,8 +374,9 @@ def _smtp_down(trouble: SmtpTrouble, now: float) -> str:
         when = f"the next try is at {_clock(trouble.next_try)} (in {_duration(trouble.next_try - now)})"
     else:
         when = "the next try is due now"
+    server = "relays" if "," in trouble.where else "server"  # several relays: every one is cooling down
     return (
-        f"The SMTP server {trouble.where} cannot be reached ({error}) since {_clock(trouble.since or trouble.at)}; {when}, and the "
+        f"The SMTP {server} {trouble.where} cannot be reached ({error}) since {_clock(trouble.since or trouble.at)}; {when}, and the "
         "send continues by itself once the server answers: check that it is running and that NEWSLETTER_SMTP_URL is right."
     )
 
@@ -437,7 +438,8 @@ class SendHealth:
         """:meth:`problem` through any :data:`~newsletter.delivery.send_status.Query` (a bare DB-API connection's)."""
         now = datetime.now(UTC)
         state = read_send_state(query, send, now=now)
-        smtp = f"the SMTP server {self.settings.smtp.host}:{self.settings.smtp.port}"
+        relays = self.settings.smtp_names
+        smtp = f"the SMTP {'relays' if ',' in relays else 'server'} {relays}"
         return send_problem(state, self._health(send), now=now.timestamp(), stall_seconds=self.stall_seconds, smtp=smtp)
 
     def _health(self, send: SendFields) -> Health | None:
@@ -456,6 +458,11 @@ class SendHealth:
         if health.broker_error:
             self._unreachable = health.broker_error  # one wait for a timeout per edge call, not one per send
         return health
+
+    @property
+    def broker_error(self) -> str | None:
+        """Why the broker could not be reached in this edge call, if it could not."""
+        return self._unreachable
 
     def client(self) -> redis.Redis | None:
         if self._client is None and self._unreachable is None:

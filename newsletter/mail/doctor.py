@@ -20,6 +20,7 @@ to the live app, for ``newsletter doctor --check-web``.
 from __future__ import annotations
 
 import ipaddress
+import ssl
 import stat
 import urllib.error
 import urllib.request
@@ -29,10 +30,18 @@ from pathlib import Path
 
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from newsletter.config import MAKE_SECRET, MIN_OLD_SECRET_BYTES, MIN_SECRET_BYTES, Settings, secret_key_problem
-from newsletter.errors import InvalidInput
+from newsletter.config import (
+    MAKE_SECRET,
+    MIN_OLD_SECRET_BYTES,
+    MIN_SECRET_BYTES,
+    Settings,
+    SmtpRelay,
+    secret_key_problem,
+)
+from newsletter.errors import InvalidInput, SmtpUnreachable
 from newsletter.mail import dkim_keys
 from newsletter.mail.messages import sender_domain
+from newsletter.mail.transport import SmtpTransport
 
 OK, MISSING, WARN, INFO = "ok", "missing", "warn", "info"
 
@@ -76,13 +85,15 @@ def run_checks(
     database_problem: str | None = None,
     dns_record: str | None = None,
     web_check: Check | None = None,
+    smtp_checks: Sequence[Check] = (),
 ) -> Report:
     """Every check, in the order they are printed.
 
     ``secret_key_set``: NEWSLETTER_SECRET_KEY is in the environment (not the development key
     file). ``lists``: every list's From address, or None with ``database_problem`` saying why
     they could not be read. ``dns_record``: the DKIM record as published, to compare with the
-    key. ``web_check``: the result of :func:`check_one_click`, if it was run.
+    key. ``web_check``: the result of :func:`check_one_click`, if it was run. ``smtp_checks``:
+    :func:`check_relays`' results, if the SMTP relays were tried.
     """
     report = Report()
     key = _check_dkim(report, settings, dns_record)
@@ -111,8 +122,45 @@ def run_checks(
         )
     _check_secret_keys(report, settings, secret_key_set)
     _check_unsubscribe(report, settings, https, web_check)
+    report.checks.extend(smtp_checks)
     _records(report, settings, key, from_domains)
     return report
+
+
+def check_relays(
+    settings: Settings, *, timeout: float = 10.0, ssl_context: ssl.SSLContext | None = None
+) -> list[Check]:
+    """Connect to each SMTP relay of NEWSLETTER_SMTP_URL as a worker would (connect, EHLO, TLS, AUTH, QUIT):
+    one check per relay, named by host:port (never the password); a relay that fails is a gap."""
+    return [check_relay(relay, timeout=timeout, ssl_context=ssl_context) for relay in settings.smtp_relays]
+
+
+def check_relay(relay: SmtpRelay, *, timeout: float = 10.0, ssl_context: ssl.SSLContext | None = None) -> Check:
+    """One relay's check (see :func:`check_relays`). Raises nothing."""
+    name = f"SMTP relay {relay.name}"
+    smtp = relay.smtp
+    try:
+        with SmtpTransport(smtp, timeout=timeout, ssl_context=ssl_context) as transport:
+            transport.connect()
+            encrypted = transport.encrypted
+    except SmtpUnreachable as exc:
+        reason = str(exc).removeprefix(f"cannot connect to SMTP server {relay.name}: ")
+        return Check(
+            name,
+            MISSING,
+            f"{relay.name} cannot be used: {reason}",
+            "check that the relay is running and reachable from the workers, and its entry in NEWSLETTER_SMTP_URL "
+            "(scheme for TLS, port, user and password); while it fails, the workers set it aside and send through "
+            "the other relays, if there are any",
+        )
+    tls = {"tls": "implicit TLS", "starttls": "STARTTLS, certificate verified"}.get(
+        smtp.security, "STARTTLS (certificate not checked)" if encrypted else "plain text (no STARTTLS offered)"
+    )
+    auth = f"logged in as {smtp.username}" if smtp.username else "no login"
+    detail = f"connected, EHLO accepted, {tls}, {auth}; weight {relay.weight}"
+    if not encrypted and smtp.username:
+        return Check(name, WARN, detail, "the password goes over plain text: use smtp+starttls:// or smtps://")
+    return Check(name, OK, detail)
 
 
 def _check_secret_keys(report: Report, settings: Settings, secret_key_set: bool) -> None:

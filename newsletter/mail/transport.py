@@ -47,7 +47,7 @@ from newsletter.errors import (
 
 log = logging.getLogger(__name__)
 
-__all__ = ["SmtpReply", "SmtpTransport", "enhanced_status", "is_unknown_user"]
+__all__ = ["ConnectionLost", "SmtpReply", "SmtpTransport", "enhanced_status", "is_unknown_user"]
 
 # Stage names, worded as Postfix words them in bounces ("in reply to RCPT TO command").
 MAIL_STAGE = "MAIL FROM"
@@ -118,6 +118,19 @@ def _reply_to(message: str) -> str | None:
     return None
 
 
+class ConnectionLost(TemporaryDeliveryError):
+    """The connection broke during a message (``code`` None), and could not be replaced at once.
+
+    ``maybe_accepted`` is True when the whole message had been sent: the server may have
+    accepted it, so it must not be handed to another server now (it could arrive twice).
+    When False, the server never had the whole message: sending it elsewhere is safe.
+    """
+
+    def __init__(self, message: str, *, maybe_accepted: bool) -> None:
+        super().__init__(message)
+        self.maybe_accepted = maybe_accepted
+
+
 class _ConnectionLost(Exception):
     """The connection broke in the middle of a transaction.
 
@@ -185,6 +198,11 @@ class SmtpTransport:
         self.close()
 
     @property
+    def encrypted(self) -> bool:
+        """Whether the open connection is encrypted (STARTTLS or implicit TLS); False when none is open."""
+        return self._conn is not None and isinstance(self._conn.sock, ssl.SSLSocket)
+
+    @property
     def pipelining(self) -> bool:
         """Whether the open connection pipelines MAIL/RCPT/DATA (False when none is open)."""
         return self._conn is not None and self._pipelining
@@ -207,10 +225,11 @@ class SmtpTransport:
 
         Raises:
             TemporaryDeliveryError: a 4xx reply (``.code`` set), or the connection could
-                not be opened or was lost (``.code`` None). A connection the server had
-                dropped before the message was sent is replaced, and the message retried,
-                once; if the connection breaks after the whole message was sent, the
-                error says the server may have accepted it.
+                not be opened (its subclass SmtpUnreachable) or was lost (its subclass
+                ConnectionLost; ``.code`` None). A connection the server had dropped before
+                the message was sent is replaced, and the message retried, once; if the
+                connection breaks after the whole message was sent, the error says the
+                server may have accepted it (``maybe_accepted``).
             PermanentDeliveryError: a 5xx reply (``.code`` set); or ``recipient`` is
                 malformed, or needs SMTPUTF8 which the server does not offer (code None).
             InvalidInput: ``envelope_from`` is malformed or needs SMTPUTF8 which the
@@ -226,13 +245,15 @@ class SmtpTransport:
             except _ConnectionLost as lost:
                 self._drop()
                 if lost.body_sent:
-                    raise TemporaryDeliveryError(
+                    raise ConnectionLost(
                         f"connection to {self._where} lost after the message to {recipient} was sent, "
-                        f"before the server confirmed it (it may have been accepted): {lost}"
+                        f"before the server confirmed it (it may have been accepted): {lost}",
+                        maybe_accepted=True,
                     ) from None
                 if attempt == 2:
-                    raise TemporaryDeliveryError(
-                        f"connection to {self._where} lost twice while sending to {recipient}: {lost}"
+                    raise ConnectionLost(
+                        f"connection to {self._where} lost twice while sending to {recipient}: {lost}",
+                        maybe_accepted=False,
                     ) from None
                 log.info("SMTP connection to %s lost (%s); reconnecting", self._where, lost)
         raise AssertionError("unreachable")  # pragma: no cover

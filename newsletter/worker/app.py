@@ -31,6 +31,7 @@ if TYPE_CHECKING:
 
     from newsletter.content.issues import RenderSettings
     from newsletter.mail.outbound import Outbound
+    from newsletter.mail.relays import RelayTransport
     from newsletter.mail.transport import SmtpTransport
     from newsletter.store.models import Send
     from subscribers.tokens import TokenSigner
@@ -84,9 +85,37 @@ class WorkerState:
         return self.runtime.outbound
 
     @cached_property
-    def transport(self) -> SmtpTransport:
-        """One SMTP transport per process, its connection reused for every batch."""
-        return self.runtime.transport()
+    def transport(self) -> SmtpTransport | RelayTransport:
+        """One SMTP transport per process, its connection reused for every batch; with several relays
+        (NEWSLETTER_SMTP_URL), one over them all, a connection per relay, cool-downs shared in Redis."""
+        relays = self.settings.smtp_relays
+        if len(relays) == 1:
+            return self.runtime.transport()
+        from newsletter.delivery.relay_state import RedisCoolDowns
+        from newsletter.mail.relays import RelayTransport
+
+        return RelayTransport(relays, RedisCoolDowns(self.control.redis, [r.name for r in relays]))
+
+    def start_batch(self) -> None:
+        """A batch starts: over several relays, the transport picks the batch's relay by weight."""
+        from newsletter.mail.relays import RelayTransport
+
+        transport = self.transport
+        if isinstance(transport, RelayTransport):
+            transport.start_batch()
+
+    def end_batch(self, send_id: int) -> None:
+        """A batch ended: over several relays, add each one's messages to the send's shares in Redis."""
+        from newsletter.mail.relays import RelayTransport
+
+        transport = self.transport
+        if not isinstance(transport, RelayTransport):
+            return
+        shares = transport.take_shares()
+        if shares:
+            from newsletter.delivery.relay_state import add_shares
+
+            add_shares(self.control.redis, self.editions.edition(send_id).key, shares)
 
     @cached_property
     def control(self) -> SendControl:

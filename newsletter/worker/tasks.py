@@ -71,6 +71,7 @@ log = logging.getLogger("newsletter.worker")
 @app.task(name=DELIVER_BATCH, bind=True)
 def deliver_batch(self: Task[Any, Any], send_id: int, first_id: int, last_id: int) -> None:
     s = state()
+    s.start_batch()  # several relays: this batch's relay, by weight
     result = batch_loop.deliver_batch(
         recipient_store.SqlRecipientStore(s.sessions, send_id, first_id, last_id),
         s.editions,
@@ -81,6 +82,7 @@ def deliver_batch(self: Task[Any, Any], send_id: int, first_id: int, last_id: in
         on_smtp_trouble=s.smtp_trouble,
         pacer=s.pacer,
     )
+    s.end_batch(send_id)  # several relays: each one's share of the send
     log.info(
         "send %s batch %s-%s: %s",
         send_id,
@@ -305,7 +307,7 @@ def _beat_once() -> None:
         name=f"{socket.gethostname()}:{os.getpid()}",
         host=socket.gethostname(),
         pid=os.getpid(),
-        smtp=f"{s.settings.smtp.host}:{s.settings.smtp.port}",
+        smtp=s.settings.smtp_names,
         started=_STARTED,
         at=time.time(),
     )

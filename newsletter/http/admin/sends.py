@@ -21,7 +21,8 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from newsletter.access.accounts import DELIVERY_LOG, Caller, Forbidden
-from newsletter.delivery import sending
+from newsletter.delivery import send_status, sending
+from newsletter.delivery.relay_state import relay_report
 from newsletter.delivery.scheduling import reschedule_send
 from newsletter.delivery.send_health import SendHealth
 from newsletter.delivery.send_queue import QueueUnavailable, queue_resumed
@@ -31,7 +32,7 @@ from newsletter.http.admin.issues import parse_local_time
 from newsletter.http.admin.pages import page, redirect
 from newsletter.http.context import web
 from newsletter.store import db
-from newsletter.store.models import Delivery, Issue, utcnow
+from newsletter.store.models import Delivery, Issue, Send, utcnow
 from newsletter.store.states import DeliveryStatus, SendStatus
 from subscribers import csv_cells
 
@@ -79,8 +80,19 @@ def progress(session: Session, send_id: int, health: SendHealth, *, recipients: 
         can_cancel=send.status in _LIVE,
         live=send.status in _LIVE,
         problem=health.problem(session, send),
+        relays=_relays(health, send),
     )
     return data
+
+
+def _relays(health: SendHealth, send: Send) -> list[dict[str, object]] | None:
+    """With several SMTP relays: each one's share of the send's messages and its state now (else None)."""
+    relays = health.settings.smtp_relays
+    if len(relays) < 2:
+        return None
+    key = send_status.send_key(send)
+    report = relay_report(health.client(), relays, key, broker_error=health.broker_error) or []
+    return [{**r.as_json(), "line": r.state_line()} for r in report]
 
 
 @router.get("/sends")

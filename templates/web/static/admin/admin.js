@@ -212,6 +212,19 @@
         });
       }
       show("p-errors-section", s.errors.length > 0);
+      var relays = document.getElementById("p-relays");
+      if (relays && s.relays) {
+        relays.textContent = "";
+        s.relays.forEach(function (r) {
+          var tr = document.createElement("tr");
+          [r.relay, r.weight, r.sent === null ? "?" : r.sent, r.line].forEach(function (value) {
+            var td = document.createElement("td");
+            td.textContent = value;
+            tr.appendChild(td);
+          });
+          relays.appendChild(tr);
+        });
+      }
       return s.live;
     });
   }
