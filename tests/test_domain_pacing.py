@@ -3,6 +3,7 @@ batch's queue, and whole sends through a real worker into a real capture SMTP se
 
 from __future__ import annotations
 
+import json
 import threading
 from collections import Counter
 from pathlib import Path
@@ -21,6 +22,7 @@ from newsletter.delivery.domain_pacing import (
     pace_key,
 )
 from newsletter.errors import ConfigError, TemporaryDeliveryError
+from tests.conftest import Cli
 from tests.sendkit import Newsroom
 
 T0 = 1_800_000_000.0  # a fixed "now" (Unix time) for the bucket arithmetic
@@ -286,3 +288,20 @@ def test_a_domain_answering_421_is_slowed_down_and_everyone_still_gets_one_copy(
     log = "\n".join(w.log.read_text() for w in newsroom.workers)
     assert "busy.example answered 421 4.7.0 Too many messages, slow down" in log
     assert "its rate is now" in log
+
+
+def test_sends_status_names_the_domains_slowed_down(newsroom: Newsroom, redis_url: str):
+    _import(newsroom, ["ann@gmail.com", "bob@calm.example"])
+    send_id = newsroom.send(newsroom.create_issue())  # no worker runs: the send stays sending
+    rates = "gmail.com=50/s,*=500/s"
+    cli = Cli(env={**newsroom.cli.env, "NEWSLETTER_DOMAIN_RATES": rates}, cwd=newsroom.cli.cwd)
+    assert "slowed_domains" in json.loads(cli("sends", "status", send_id, "--json").stdout)
+    assert json.loads(cli("sends", "status", send_id, "--json").stdout)["slowed_domains"] == []
+
+    DomainPacer(redis.Redis.from_url(redis_url), parse_domain_rates(rates)).slow_down("gmail.com")
+    data = json.loads(cli("sends", "status", send_id, "--json").stdout)
+    assert data["status"] == "sending"
+    assert [(d["domain"], d["rate"], d["configured"]) for d in data["slowed_domains"]] == [("gmail.com", 25.0, 50.0)]
+    text = cli("sends", "status", send_id).stdout
+    assert "slowed gmail.com" in text and "25/s of 50/s" in text
+    assert "slowed_domains" not in newsroom.status(send_id)  # without NEWSLETTER_DOMAIN_RATES: nothing is paced

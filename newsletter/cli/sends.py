@@ -274,6 +274,10 @@ def status(
         if read is None:
             raise send_status.no_send(send_id)
         problem = health.read_problem(db.query, read.send)
+        from newsletter.delivery.domain_pacing import slowed_report  # the domains slowed down after a 421
+
+        paced = bool(runtime.settings.domain_rates) and read.send.status == SendStatus.SENDING
+        slowed = slowed_report(health.client(), runtime.settings.domain_rates) if paced else None
         relays = None
         if len(runtime.settings.smtp_relays) > 1:  # each relay's share of the send, and its state now
             from newsletter.delivery.relay_state import relay_report
@@ -284,7 +288,7 @@ def status(
     if relays is not None:
         data["relays"] = [r.as_json() for r in relays]
     if as_json:
-        print(json.dumps(data))
+        print(json.dumps(data if slowed is None else {**data, "slowed_domains": [s.as_json() for s in slowed]}))
         return
     from rich.table import Table
 
@@ -294,6 +298,8 @@ def status(
             table.add_row(key, str(value))
     for relay in relays or ():
         table.add_row(f"relay {relay.name}", relay.describe())
+    for domain in slowed or ():
+        table.add_row(f"slowed {domain.domain}", domain.describe())
     out.print(table)
 
 

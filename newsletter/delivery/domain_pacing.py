@@ -216,6 +216,16 @@ class SlowedDomain:
     configured: float
     since: float
 
+    def as_json(self) -> dict[str, object]:
+        return {"domain": self.domain, "rate": self.rate, "configured": self.configured, "since": self.since}
+
+    def describe(self) -> str:
+        """``25/s of 50/s (slowed down after a 421 or 4.7.x at 22:01:05)``."""
+        at = time.strftime("%H:%M:%S", time.localtime(self.since))
+        return (
+            f"{describe_rate(self.rate)} of {describe_rate(self.configured)} (slowed down after a 421 or 4.7.x at {at})"
+        )
+
 
 class DomainPacer:
     """The shared buckets of the paced domains. Each method raises ControlUnavailable when Redis cannot be reached.
@@ -312,6 +322,18 @@ def slowed_domains(
         if rate < configured:
             found.append(SlowedDomain(name, rate, configured, last))
     return found
+
+
+def slowed_report(client: redis.Redis | None, rates: Iterable[tuple[str, float]]) -> list[SlowedDomain] | None:
+    """The domains slowed down now for ``sends status``; None when Redis cannot say."""
+    import redis
+
+    if client is None:
+        return None
+    try:
+        return slowed_domains(client, DomainRates(rates))
+    except redis.RedisError:
+        return None
 
 
 def describe_rate(per_second: float) -> str:
