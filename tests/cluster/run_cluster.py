@@ -464,12 +464,18 @@ def scenario(cluster: Cluster, timeline: Timeline) -> tuple[set[str], Outcome]:
             killed_pool = len([pid for pid in killed if pid != main_pid])
             timeline.mark(f"w2 workers killed with SIGKILL: {len(killed)} processes ({killed_pool} pool processes)")
         if killed and not redis_restarted and out >= RECIPIENTS * REDIS_RESTART_AT:
-            timeline.mark(f"Redis restart: SIGTERM ({out} messages at the sink)")
+            before = redis_keys(cluster.broker_url)
+            timeline.mark(f"Redis restart: SIGTERM ({out} messages at the sink; {before} keys in Redis)")
             cluster.stop_redis()
             timeline.mark("Redis stopped")
             cluster.start_redis(again=True)
             redis_restarted = True
-            timeline.mark("Redis started again from its append-only file")
+            after = redis_keys(cluster.broker_url)
+            timeline.mark(f"Redis started again from its append-only file: {after} keys")
+            if before and not after:
+                raise ClusterFailure("Redis came back empty: its append-only file was not read")
+        if not cluster.workers["w1"].alive():
+            raise ClusterFailure(f"the worker on w1 exited:\n{cluster.workers['w1'].tail(40)}")
         status = send_status(cluster.database_url, send_id)
         if status == "finished":
             finished = time.monotonic()
@@ -494,6 +500,16 @@ def scenario(cluster: Cluster, timeline: Timeline) -> tuple[set[str], Outcome]:
     if not killed or not redis_restarted:
         raise ClusterFailure("the send finished before the host was cut and Redis restarted: the run proves nothing")
     return emails, Outcome(killed, killed_pool, send_id, finished)
+
+
+def redis_keys(url: str) -> int:
+    import redis
+
+    client = redis.Redis.from_url(url, socket_timeout=10, socket_connect_timeout=10)
+    try:
+        return int(client.dbsize())
+    finally:
+        client.close()
 
 
 def send_status(database_url: str, send_id: int) -> str:
