@@ -1,27 +1,42 @@
-"""Benchmark: CSV import speed and peak memory, 100,000 and 1,000,000 subscribers on SQLite.
+"""Benchmark: CSV import speed, peak memory and cost growth, on SQLite and PostgreSQL.
 
 Each import runs as a real `newsletter subscribers import` in a fresh process (so its peak
-RSS is its own), against a fresh SQLite database. Figures are reported next to a baseline
-measured in the same run on the same file: a bare `csv.reader` pass (the floor any import
-pays) and, on the first 10,000 rows, a naive row-at-a-time ORM import (what set-based
-batches replace).
+RSS is its own), into a fresh database: a SQLite file, or a PostgreSQL database created for
+the run at 127.0.0.1:5432 and dropped after it. The figures are reported next to a baseline
+measured in the same run, on the same file and the same store: the ceiling, a bare load of
+the file's rows into a bare table with no checks at all (``csv.reader`` and one
+``executemany`` per 10,000 rows on SQLite; ``csv.reader`` and ``COPY ... FROM STDIN`` on
+PostgreSQL), in one transaction. The last lines give each store's cost growth: seconds for
+the largest file over seconds for the smallest, against the ratio of their sizes (linear
+cost gives the same number).
 
-    python bench/bench_import.py [--sizes 100000,1000000] [--keep]
+    python bench/bench_import.py [--rows 100000,1000000] [--database sqlite,postgresql] [--reimport]
+
+``--reimport`` imports each file a second time into the same database (every row then
+already a subscriber: the "unchanged" path). Without a PostgreSQL server the PostgreSQL
+rows are skipped with a note.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
+import json
 import os
+import sqlite3
 import subprocess
 import sys
 import tempfile
 import time
+import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+
+PG_ADMIN_URL = os.environ.get("NEWSLETTER_BENCH_PG_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
 
 
 def write_csv(path: Path, rows: int) -> None:
@@ -32,101 +47,155 @@ def write_csv(path: Path, rows: int) -> None:
             writer.writerow([f"Reader.{i}@Example{i % 97}.com", f"Léa Reader {i}", "Zürich", ("free", "patron")[i % 2]])
 
 
+@contextlib.contextmanager
+def database(kind: str, folder: Path) -> Iterator[str]:
+    """A database URL: a SQLite file in ``folder``, or a PostgreSQL database created here and dropped after."""
+    if kind == "sqlite":
+        yield f"sqlite:///{folder / 'newsletter.db'}"
+        return
+    import psycopg
+
+    name = f"newsletter_bench_import_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(PG_ADMIN_URL, autocommit=True) as admin:
+        admin.execute(f"CREATE DATABASE {name}")
+    try:
+        yield PG_ADMIN_URL.rsplit("/", 1)[0].replace("postgresql://", "postgresql+psycopg://", 1) + f"/{name}"
+    finally:
+        with psycopg.connect(PG_ADMIN_URL, autocommit=True) as admin:
+            admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+
+
+def postgres_reachable() -> str | None:
+    """None when the PostgreSQL server answers, else why not."""
+    try:
+        import psycopg
+
+        with psycopg.connect(PG_ADMIN_URL, connect_timeout=3):
+            return None
+    except Exception as exc:  # any failure means: skip PostgreSQL, say why
+        return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+
+
+def newsletter(env: dict[str, str], *args: str) -> None:
+    subprocess.run([sys.executable, "-m", "newsletter", *args], env=env, check=True, capture_output=True)
+
+
 def import_in_child(env: dict[str, str], file: Path) -> tuple[float, float, str]:
-    started = time.perf_counter()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "newsletter", "subscribers", "import", "bench", str(file), "--confirmed"],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-    )
-    stdout = proc.stdout.read().decode() if proc.stdout else ""
-    stderr = proc.stderr.read().decode() if proc.stderr else ""
-    _, status, usage = os.wait4(proc.pid, 0)
-    elapsed = time.perf_counter() - started
-    if status != 0:
-        raise SystemExit(f"import failed:\n{stderr}")
+    """Run one import as its own process: (seconds, peak RSS in MB, the summary it printed)."""
+    with tempfile.TemporaryFile() as errors:
+        started = time.perf_counter()
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "newsletter", "subscribers", "import", "bench", str(file), "--confirmed"],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=errors,
+        )
+        stdout = proc.stdout.read().decode() if proc.stdout else ""
+        _, status, usage = os.wait4(proc.pid, 0)
+        elapsed = time.perf_counter() - started
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        if proc.stdout:
+            proc.stdout.close()
+        if status != 0:
+            errors.seek(0)
+            raise SystemExit(f"import failed:\n{errors.read().decode(errors='replace')}")
     return elapsed, usage.ru_maxrss / 1024, stdout.strip()
 
 
-def bare_csv_read(file: Path) -> float:
-    started = time.perf_counter()
+def _bare_rows(file: Path) -> Iterator[tuple[str, str, str]]:
     with open(file, encoding="utf-8-sig", newline="") as handle:
-        for _ in csv.reader(handle):
-            pass
-    return time.perf_counter() - started
+        reader = csv.reader(handle)
+        next(reader)
+        for email, name, city, plan in reader:
+            yield email, name, json.dumps({"city": city, "plan": plan})
 
 
-def naive_orm_import(file: Path, rows: int) -> float:
-    """Row-at-a-time ORM import of the first ``rows`` rows: the approach the issue rules out."""
-    from sqlalchemy import select
+def ceiling_sqlite(file: Path, folder: Path) -> float:
+    """Seconds to load the file's rows into a bare SQLite table, no checks: the ceiling."""
+    path = folder / "ceiling.db"
+    path.unlink(missing_ok=True)
+    conn = sqlite3.connect(path, isolation_level=None)
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute("PRAGMA synchronous=NORMAL")
+    conn.execute("CREATE TABLE bare (id INTEGER PRIMARY KEY, email TEXT, name TEXT, attributes TEXT)")
+    started = time.perf_counter()
+    conn.execute("BEGIN IMMEDIATE")
+    chunk: list[tuple[str, str, str]] = []
+    for row in _bare_rows(file):
+        chunk.append(row)
+        if len(chunk) >= 10_000:
+            conn.executemany("INSERT INTO bare (email, name, attributes) VALUES (?, ?, ?)", chunk)
+            chunk = []
+    conn.executemany("INSERT INTO bare (email, name, attributes) VALUES (?, ?, ?)", chunk)
+    conn.execute("COMMIT")
+    elapsed = time.perf_counter() - started
+    conn.close()
+    return elapsed
 
-    from newsletter.store import db
-    from newsletter.store.models import MailingList, Subscriber, Subscription
-    from subscribers.addresses import normalise_email
 
-    with tempfile.TemporaryDirectory() as tmp:
-        engine = db.make_engine(f"sqlite:///{tmp}/naive.db")
-        db.upgrade(engine)
-        sessions = db.session_factory(engine)
-        with db.transaction(sessions) as session:
-            mailing_list = MailingList(slug="naive", name="Naive", from_email="n@example.com")
-            session.add(mailing_list)
-            session.flush()
-            started = time.perf_counter()
-            with open(file, encoding="utf-8-sig", newline="") as handle:
-                reader = csv.reader(handle)
-                next(reader)
-                for i, (email, name, city, plan) in enumerate(reader):
-                    if i >= rows:
-                        break
-                    address = normalise_email(email)
-                    sub = session.scalar(select(Subscriber).where(Subscriber.email == address))
-                    if sub is None:
-                        sub = Subscriber(email=address, name=name, attributes={"city": city, "plan": plan})
-                        session.add(sub)
-                        session.flush()
-                    session.add(
-                        Subscription(list_id=mailing_list.id, subscriber_id=sub.id, status="confirmed", source="import")
-                    )
-                    session.flush()
-            elapsed = time.perf_counter() - started
-        engine.dispose()
+def ceiling_postgresql(file: Path, url: str) -> float:
+    """Seconds to COPY the file's rows into a bare PostgreSQL table, no checks: the ceiling."""
+    import psycopg
+
+    with psycopg.connect(url.replace("postgresql+psycopg://", "postgresql://", 1)) as conn:
+        conn.execute("CREATE TABLE bare (id bigserial PRIMARY KEY, email text, name text, attributes jsonb)")
+        conn.commit()
+        started = time.perf_counter()
+        with conn.cursor() as cur, cur.copy("COPY bare (email, name, attributes) FROM STDIN") as copy:
+            for row in _bare_rows(file):
+                copy.write_row(row)
+        conn.commit()
+        elapsed = time.perf_counter() - started
+        conn.execute("DROP TABLE bare")
+        conn.commit()
     return elapsed
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--sizes", default="100000,1000000")
+    parser.add_argument("--rows", "--sizes", dest="rows", default="100000,1000000", help="file sizes, comma-separated")
+    parser.add_argument("--database", default="sqlite,postgresql", help="sqlite, postgresql or both, comma-separated")
+    parser.add_argument("--reimport", action="store_true", help="import each file a second time (all unchanged)")
     args = parser.parse_args()
-    sizes = [int(s) for s in args.sizes.split(",")]
-    print(f"{'rows':>10} {'import s':>9} {'rows/s':>9} {'peak RSS MB':>12} {'bare csv s':>11} {'x bare':>7}  summary")
-    naive_rate = None
+    sizes = [int(s) for s in args.rows.split(",")]
+    kinds = [k.strip() for k in args.database.split(",") if k.strip()]
+    if "postgresql" in kinds and (why := postgres_reachable()) is not None:
+        print(f"PostgreSQL skipped: not reachable at {PG_ADMIN_URL} ({why})")
+        kinds.remove("postgresql")
+    print(f"machine: {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f} at the start")
+    header = f"{'store':<11} {'rows':>9} {'run':<9} {'import s':>9} {'rows/s':>9} {'peak RSS MB':>12} {'ceiling s':>10} {'x ceiling':>10}  summary"
+    print(header)
+    seconds: dict[str, dict[int, float]] = {kind: {} for kind in kinds}
     with tempfile.TemporaryDirectory() as tmp:
         for rows in sizes:
             file = Path(tmp) / f"subscribers-{rows}.csv"
             write_csv(file, rows)
-            var = Path(tmp) / f"var-{rows}"
-            env = {**os.environ, "NEWSLETTER_VAR_DIR": str(var), "PYTHONPATH": str(ROOT)}
-            env.pop("NEWSLETTER_DATABASE_URL", None)
-            for command in (
-                ["db", "upgrade"],
-                ["lists", "create", "bench", "--name", "Bench", "--from-email", "b@example.com"],
-            ):
-                subprocess.run([sys.executable, "-m", "newsletter", *command], env=env, check=True, capture_output=True)
-            elapsed, peak_mb, summary = import_in_child(env, file)
-            bare = bare_csv_read(file)
+            for kind in kinds:
+                folder = Path(tmp) / f"{kind}-{rows}"
+                folder.mkdir()
+                with database(kind, folder) as url:
+                    env = {**os.environ, "NEWSLETTER_VAR_DIR": str(folder), "PYTHONPATH": str(ROOT)}
+                    env["NEWSLETTER_DATABASE_URL"] = url
+                    newsletter(env, "db", "upgrade")
+                    newsletter(env, "lists", "create", "bench", "--name", "Bench", "--from-email", "b@example.com")
+                    ceiling = ceiling_sqlite(file, folder) if kind == "sqlite" else ceiling_postgresql(file, url)
+                    runs = ("first", "reimport") if args.reimport else ("first",)
+                    for run in runs:
+                        elapsed, peak_mb, summary = import_in_child(env, file)
+                        if run == "first":
+                            seconds[kind][rows] = elapsed
+                        print(
+                            f"{kind:<11} {rows:>9} {run:<9} {elapsed:>9.1f} {rows / elapsed:>9.0f} {peak_mb:>12.0f}"
+                            f" {ceiling:>10.1f} {elapsed / ceiling:>10.1f}  {summary}",
+                            flush=True,
+                        )
+    for kind, by_size in seconds.items():
+        if len(by_size) >= 2:
+            small, large = min(by_size), max(by_size)
             print(
-                f"{rows:>10} {elapsed:>9.1f} {rows / elapsed:>9.0f} {peak_mb:>12.0f} {bare:>11.2f} {elapsed / bare:>7.1f}  {summary}"
+                f"{kind}: {large} rows cost {by_size[large] / by_size[small]:.1f}x the time of {small} rows "
+                f"({large / small:.0f}x the rows; linear = {large / small:.0f}x)"
             )
-            if naive_rate is None:
-                naive_rows = min(rows, 10_000)
-                naive = naive_orm_import(file, naive_rows)
-                naive_rate = naive_rows / naive
-                print(
-                    f"baseline: naive row-at-a-time ORM import, first {naive_rows} rows: {naive_rate:.0f} rows/s; "
-                    f"set-based import is {rows / elapsed / naive_rate:.1f}x faster per row"
-                )
 
 
 if __name__ == "__main__":

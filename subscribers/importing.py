@@ -1,9 +1,17 @@
 """CSV import of subscribers into a list: streamed, validated, set-based, all or nothing.
 
-The file is read row by row and written in batches with a handful of set-based
-statements per batch, so memory stays flat however long the file is. Addresses already
-seen earlier in the same file are remembered in a temporary table, not in Python.
-The caller owns the transaction: when this raises, roll back and nothing is imported.
+The file is read row by row; each row is checked in Python and written, kept or rejected, to
+a temporary staging table in batches (subscribers.import_staging: COPY on PostgreSQL,
+executemany on SQLite), so memory stays flat however long the file is. Once the whole file
+has been read, a fixed handful of set-based statements merge the staging table into the
+store: duplicates within the file, stored subscribers updated, new ones inserted, the list's
+subscriptions added or confirmed. The cost is linear in the file's length. The caller owns
+the transaction: when this raises, roll back and nothing is imported.
+
+Rejected rows (an invalid address or name, a wrong number of fields, an address repeated
+from an earlier line) are reported with their line, the column at fault and why, in line
+order, once the file has been read; the other rows are imported. A file that cannot be read
+(not UTF-8, broken CSV quoting) raises InvalidInput naming the file and line: nothing is imported.
 
 Every cell (header included) is read through :func:`subscribers.csv_cells.read_cell`: the
 ``'`` an export puts before a leading ``=``, ``+``, ``-``, ``@``, tab or CR is taken off again,
@@ -13,28 +21,30 @@ so an export imports back to the same values.
 from __future__ import annotations
 
 import csv
+import json
+import re
 import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from datetime import datetime
 from pathlib import Path
-from typing import Any, TextIO
+from typing import TextIO
 
-from sqlalchemy import Column, Integer, MetaData, String, Table, bindparam, select, update
+from email_validator import EmailNotValidError, validate_email
 from sqlalchemy.orm import Session
 
 from newsletter.errors import InvalidInput
-from newsletter.store.db import insert_on_conflict_ignore
-from newsletter.store.models import Subscriber, Subscription, utcnow
-from newsletter.store.states import SubscriptionStatus
+from newsletter.store.models import utcnow
+from subscribers import import_staging
 from subscribers.addresses import check_display_name, normalise_email
 from subscribers.csv_cells import read_cell
+from subscribers.import_staging import StagedRow, Stager
 from subscribers.lists import get_list
 
 #: Columns written by ``subscribers export`` that describe the subscription, not the
 #: subscriber: ignored on import so an export can be imported again.
 EXPORT_ONLY_COLUMNS = frozenset({"status", "source", "subscribed_at", "confirmed_at", "unsubscribed_at"})
-BATCH_SIZE = 2000
+#: Rows held in memory before they are written to the staging table (and progress reported).
+BATCH_SIZE = 5000
 
 csv.field_size_limit(min(sys.maxsize, 2**31 - 1) // 1024)  # 2 MB: room for long attributes, not a runaway quote
 
@@ -43,6 +53,8 @@ csv.field_size_limit(min(sys.maxsize, 2**31 - 1) // 1024)  # 2 MB: room for long
 class RejectedRow:
     line: int
     reason: str
+    #: The column at fault, as the header row names it; None when the row as a whole is (its number of fields).
+    field: str | None = None
 
 
 @dataclass
@@ -52,14 +64,6 @@ class ImportSummary:
     unchanged: int = 0
     kept_unsubscribed: int = 0  # had left the list: an import does not subscribe them again
     rejected: int = 0  # invalid rows and in-file duplicates, each reported with its line
-
-
-@dataclass(frozen=True)
-class _Row:
-    line: int
-    email: str
-    name: str
-    attributes: dict[str, str]
 
 
 class _Columns:
@@ -76,7 +80,9 @@ class _Columns:
             )
         self.width = len(names)
         self.email = lowered.index("email")
+        self.email_name = names[self.email]
         self.name = lowered.index("name") if "name" in lowered else None
+        self.name_name = names[self.name] if self.name is not None else None
         self.attributes = [
             (i, n)
             for i, (n, low) in enumerate(zip(names, lowered, strict=True))
@@ -96,8 +102,9 @@ def import_csv(
 ) -> ImportSummary:
     """Import the CSV file at ``path`` into the list; report each rejected row through ``on_reject``.
 
-    ``on_progress``, when given, is called after each batch and at the end with the number
-    of data rows read so far (blank lines not counted).
+    Rejected rows are reported in line order once the whole file has been read.
+    ``on_progress``, when given, is called after each batch of ``batch_size`` rows is staged
+    and at the end with the number of data rows read so far (blank lines not counted).
 
     Raises NotFound for an unknown list and InvalidInput (naming the file and line) when the
     file cannot be read, is not UTF-8, or has no ``email`` column. The caller must then roll
@@ -124,278 +131,193 @@ def _import_stream(
     batch_size: int,
     on_progress: Callable[[int], None] | None = None,
 ) -> ImportSummary:
-    summary = ImportSummary()
+    reader = csv.reader(handle)
+    columns = _read_header(reader, source)
+    stager = import_staging.open_stager(session)
     read = 0
-
-    def reject(line: int, reason: str) -> None:
-        summary.rejected += 1
-        on_reject(RejectedRow(line, reason))
-
-    def reject_read(line: int, reason: str) -> None:
-        nonlocal read
-        read += 1
-        reject(line, reason)
-
-    seen = _seen_table(session)
     try:
-        batch: list[_Row] = []
-        for row in _rows(handle, source, reject_read):
+        batch: list[StagedRow] = []
+        for row in _rows(reader, columns, source):
             read += 1
             batch.append(row)
             if len(batch) >= batch_size:
-                _write_batch(session, list_id, batch, seen, confirmed, summary, reject)
+                _stage_batch(stager, batch)
                 batch = []
                 if on_progress is not None:
                     on_progress(read)
-        if batch:
-            _write_batch(session, list_id, batch, seen, confirmed, summary, reject)
-        if on_progress is not None:
-            on_progress(read)
-    finally:
-        seen.drop(session.connection())
-    return summary
+        _stage_batch(stager, batch)
+    except BaseException:
+        import_staging.abort(stager)
+        raise
+    stager.finish()
+    if on_progress is not None:
+        on_progress(read)
+    counts, rejected = import_staging.merge(
+        session, list_id, email_field=columns.email_name, confirmed=confirmed, now=utcnow()
+    )
+    for bad in rejected:
+        on_reject(RejectedRow(bad.line, bad.reason, bad.field))
+    import_staging.drop(session)
+    return ImportSummary(
+        imported=counts.imported,
+        updated=counts.updated,
+        unchanged=counts.unchanged,
+        kept_unsubscribed=counts.kept_unsubscribed,
+        rejected=counts.rejected,
+    )
 
 
-def _rows(handle: TextIO, source: str, reject: Callable[[int, str], None]) -> Iterator[_Row]:
-    reader = csv.reader(handle)
-    line = 1
-    try:
+def _stage_batch(stager: Stager, batch: list[StagedRow]) -> None:
+    """Write one batch of checked rows (kept and rejected) to the staging table."""
+    if batch:
+        stager.write(batch)
+
+
+def _read_header(reader: Iterator[list[str]], source: str) -> _Columns:
+    with _read_errors(source, lambda: 1):
         header = next(reader, None)
-        if header is None:
-            raise InvalidInput("the file is empty; expected a header row with an 'email' column", where=source)
-        columns = _Columns(header, source)
+    if header is None:
+        raise InvalidInput("the file is empty; expected a header row with an 'email' column", where=source)
+    return _Columns(header, source)
+
+
+class _read_errors:
+    """Turns an error reading the file into InvalidInput naming the file and the line being read."""
+
+    def __init__(self, source: str, line: Callable[[], int]) -> None:
+        self.source, self.line = source, line
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, kind: object, exc: BaseException | None, _tb: object) -> None:
+        where = f"{self.source}:{self.line()}"
+        if isinstance(exc, UnicodeDecodeError):
+            raise InvalidInput(
+                f"not valid UTF-8 ({exc.reason} at byte {exc.start} of a read block)", where=where
+            ) from None
+        if isinstance(exc, csv.Error):
+            raise InvalidInput(f"unreadable CSV: {exc}", where=where) from None
+        if isinstance(exc, OSError):
+            raise InvalidInput(f"cannot read the file: {exc.strerror}", where=self.source) from None
+
+
+def _rows(reader: Iterator[list[str]], columns: _Columns, source: str) -> Iterator[StagedRow]:
+    """Each non-blank data row, checked: (line, email, name, attributes JSON, None, None) when it is
+    kept, (line, None, None, None, column, reason) when it is rejected."""
+    line_num = reader.line_num  # type: ignore[attr-defined]
+    check = _Checks()
+    email_at, email_name = columns.email, columns.email_name
+    name_at, name_name = columns.name, columns.name_name
+    attributes = columns.attributes
+    width = columns.width
+    dumps = json.JSONEncoder(ensure_ascii=True).encode
+    line = line_num + 1
+    with _read_errors(source, lambda: line):
         while True:
-            line = reader.line_num + 1
+            line = reader.line_num + 1  # type: ignore[attr-defined]
             fields = next(reader, None)
             if fields is None:
                 return
-            if not any(f.strip() for f in fields):
+            if len(fields) != width:
+                if not any(f.strip() for f in fields):
+                    continue
+                yield (line, None, None, None, None, f"has {len(fields)} fields, the header has {width}")
                 continue
-            if len(fields) != columns.width:
-                reject(line, f"has {len(fields)} fields, the header has {columns.width}")
+            cell = fields[email_at]
+            if not cell.strip() and not any(f.strip() for f in fields):
                 continue
             try:
-                email = normalise_email(read_cell(fields[columns.email]))
-                name = check_display_name(read_cell(fields[columns.name])) if columns.name is not None else ""
+                email = check.email(read_cell(cell))
             except InvalidInput as exc:
-                reject(line, exc.message)
+                yield (line, None, None, None, email_name, exc.message)
                 continue
-            attributes = {key: read_cell(fields[i].strip()) for i, key in columns.attributes if fields[i].strip()}
-            yield _Row(line, email, name, attributes)
-    except UnicodeDecodeError as exc:
-        raise InvalidInput(
-            f"not valid UTF-8 ({exc.reason} at byte {exc.start} of a read block)", where=f"{source}:{line}"
-        ) from None
-    except csv.Error as exc:
-        raise InvalidInput(f"unreadable CSV: {exc}", where=f"{source}:{line}") from None
-    except OSError as exc:
-        raise InvalidInput(f"cannot read the file: {exc.strerror}", where=source) from None
+            name = ""
+            if name_at is not None:
+                try:
+                    name = check.name(read_cell(fields[name_at]))
+                except InvalidInput as exc:
+                    yield (line, None, None, None, name_name, exc.message)
+                    continue
+            values = {}
+            for i, key in attributes:
+                value = fields[i].strip()
+                if value:
+                    if "\x00" in value:
+                        yield (line, None, None, None, key, f"column {key!r} contains a NUL character")
+                        break
+                    values[key] = read_cell(value)
+            else:
+                yield (line, email, name, dumps(values), None, None)
 
 
-def _seen_table(session: Session) -> Table:
-    table = Table(
-        "import_seen",
-        MetaData(),
-        Column("email", String(320), primary_key=True),
-        Column("line", Integer, nullable=False),
-        prefixes=["TEMPORARY"],
-    )
-    connection = session.connection()
-    table.drop(connection, checkfirst=True)
-    table.create(connection)
-    return table
+#: An address the fast path may handle: a plain ASCII dot-atom before the only ``@``, ASCII
+#: letters, digits, dots and hyphens after it. The local part is email-validator's own
+#: DOT_ATOM_TEXT (RFC 5322 atext); see :meth:`_Checks.email`.
+_ATEXT = r"a-zA-Z0-9_!#$%&'*+\-/=?^`{|}~"
+_PLAIN_ADDRESS = re.compile(rf"([{_ATEXT}]+(?:\.[{_ATEXT}]+)*)@([a-zA-Z0-9.\-]+)")
+_DOMAINS_CACHED = 50_000
+_MAX_ADDRESS = 254  # email-validator's EMAIL_MAX_LENGTH, in UTF-8 bytes
 
 
-def _write_batch(
-    session: Session,
-    list_id: int,
-    batch: list[_Row],
-    seen: Table,
-    confirmed: bool,
-    summary: ImportSummary,
-    reject: Callable[[int, str], None],
-) -> None:
-    """Write one batch with the same handful of set-based statements whatever its size.
+class _Checks:
+    """The checks of subscribers.addresses, with the same answers, fast enough for a million rows.
 
-    Rows repeating an address met earlier in the file are rejected; the subscribers of the
-    others are inserted or updated, then their subscriptions on the list.
+    ``email`` gives exactly what ``normalise_email`` gives, and raises exactly what it raises.
+    For an address matching ``_PLAIN_ADDRESS`` email-validator (2.x, syntax only) does this:
+    ``split_email`` splits it at its only ``@`` (an ASCII string has nothing to compose with);
+    the local part matches DOT_ATOM_TEXT and comes back as it is (or lower-cased, for a few
+    role names: we lower-case anyway); the domain is checked by ``validate_email_domain_name``,
+    a function of the domain alone; the normalised address is local part, ``@``, checked
+    domain; then three lengths are checked: the address as given, the normalised one, and the
+    one with the domain's ASCII form. So the domain's answer is computed once per domain (by
+    validating ``a@<domain>``: "a" is a valid local part) and cached for this import, the
+    lengths are checked here, and anything else (an invalid domain, an address too long, a
+    quoted or internationalised one) goes to ``normalise_email`` itself, error messages and
+    all. tests/test_importing.py compares both on a set of hard cases.
+
+    ``name`` gives what ``check_display_name`` gives: a printable string
+    (``str.isprintable``) has no character of categories Cc, Zl or Zp, so only its length is
+    left to check; any other goes to ``check_display_name``.
     """
-    rows = _first_in_file(session, batch, seen, reject)
-    if not rows:
-        return
-    now = utcnow()
-    ids, changed_subscribers = _write_subscribers(session, rows, now)
-    _write_subscriptions(session, list_id, rows, ids, changed_subscribers, confirmed, summary, now)
 
+    def __init__(self) -> None:
+        self.domains: dict[str, tuple[str, str] | None] = {}
 
-def _first_in_file(
-    session: Session, batch: list[_Row], seen: Table, reject: Callable[[int, str], None]
-) -> dict[str, _Row]:
-    """The batch's rows by address, less the duplicates (within the batch, then against earlier
-    batches of the same file), which are rejected; the kept addresses are remembered in ``seen``."""
-    rows: dict[str, _Row] = {}
-    for row in batch:
-        first = rows.get(row.email)
-        if first is None:
-            rows[row.email] = row
-        else:
-            reject(row.line, f"duplicate of line {first.line} ({row.email}); the first one is kept")
-    for email, line in session.execute(select(seen.c.email, seen.c.line).where(seen.c.email.in_(list(rows)))):
-        reject(rows.pop(email).line, f"duplicate of line {line} ({email}); the first one is kept")
-    if rows:
-        session.execute(seen.insert(), [{"email": r.email, "line": r.line} for r in rows.values()])
-    return rows
+    def email(self, raw: str) -> str:
+        value = raw.strip()
+        plain = _PLAIN_ADDRESS.fullmatch(value)
+        if plain is not None:
+            local, domain = plain.groups()
+            checked = self._domain(domain)
+            if checked is not None:
+                normal_domain, ascii_domain = checked
+                normalised = local + "@" + normal_domain
+                if (
+                    len(value) <= _MAX_ADDRESS
+                    and len(normalised.encode()) <= _MAX_ADDRESS
+                    and len(local) + 1 + len(ascii_domain) <= _MAX_ADDRESS
+                ):
+                    return normalised.lower()
+        return normalise_email(raw)
 
+    def _domain(self, domain: str) -> tuple[str, str] | None:
+        try:
+            return self.domains[domain]
+        except KeyError:
+            pass
+        try:
+            result = validate_email("a@" + domain, check_deliverability=False)
+            checked: tuple[str, str] | None = (result.domain, result.ascii_domain)
+        except EmailNotValidError:
+            checked = None
+        if len(self.domains) >= _DOMAINS_CACHED:
+            self.domains.clear()
+        self.domains[domain] = checked
+        return checked
 
-#: A stored subscriber as an import compares it: (id, name, attributes).
-_StoredSubscriber = tuple[int, str, dict[str, Any]]
-
-
-def _write_subscribers(session: Session, rows: dict[str, _Row], now: datetime) -> tuple[dict[str, int], set[int]]:
-    """Insert the new subscribers, update those whose name or attributes change.
-
-    Returns every row's subscriber id by address, and the ids of the subscribers updated.
-    """
-    existing = _stored_subscribers(session, list(rows))
-    ids = {email: sid for email, (sid, _, _) in existing.items()}
-    ids.update(_insert_subscribers(session, [r for r in rows.values() if r.email not in existing], now))
-    changed_subscribers = _update_subscribers(session, rows, existing, now)
-    return ids, changed_subscribers
-
-
-def _stored_subscribers(session: Session, emails: list[str]) -> dict[str, _StoredSubscriber]:
-    table = Subscriber.__table__
-    return {
-        email: (sid, name, attributes or {})
-        for sid, email, name, attributes in session.execute(
-            select(table.c.id, table.c.email, table.c.name, table.c.attributes).where(table.c.email.in_(emails))
-        )
-    }
-
-
-def _insert_subscribers(session: Session, new: list[_Row], now: datetime) -> dict[str, int]:
-    """Insert a subscriber for each row; return their ids by address."""
-    if not new:
-        return {}
-    table = Subscriber.__table__
-    session.execute(
-        insert_on_conflict_ignore(session, table, index_elements=["email"]),
-        [
-            {"email": r.email, "name": r.name, "attributes": r.attributes, "created_at": now, "updated_at": now}
-            for r in new
-        ],
-    )
-    # Read the ids back rather than relying on RETURNING with ON CONFLICT: a row that a
-    # concurrent writer inserted first is then picked up too.
-    inserted = select(table.c.email, table.c.id).where(table.c.email.in_([r.email for r in new]))
-    return {email: sid for email, sid in session.execute(inserted)}
-
-
-def _update_subscribers(
-    session: Session, rows: dict[str, _Row], existing: dict[str, _StoredSubscriber], now: datetime
-) -> set[int]:
-    """Give stored subscribers the row's name (when it has one) and attributes (merged over
-    theirs); return the ids of those that changed."""
-    changed_subscribers: set[int] = set()
-    updates: list[dict[str, Any]] = []
-    for email, (sid, old_name, old_attributes) in existing.items():
-        row = rows[email]
-        name = row.name or old_name
-        attributes = {**old_attributes, **row.attributes}
-        if name != old_name or attributes != old_attributes:
-            updates.append({"b_id": sid, "b_name": name, "b_attributes": attributes, "b_now": now})
-            changed_subscribers.add(sid)
-    if updates:
-        table = Subscriber.__table__
-        session.execute(
-            update(table)
-            .where(table.c.id == bindparam("b_id"))
-            .values(name=bindparam("b_name"), attributes=bindparam("b_attributes"), updated_at=bindparam("b_now")),
-            updates,
-        )
-    return changed_subscribers
-
-
-def _write_subscriptions(
-    session: Session,
-    list_id: int,
-    rows: dict[str, _Row],
-    ids: dict[str, int],
-    changed_subscribers: set[int],
-    confirmed: bool,
-    summary: ImportSummary,
-    now: datetime,
-) -> None:
-    """Put each row's subscriber on the list: add the missing, confirm if asked, never
-    resubscribe one who left; count each row in ``summary``."""
-    status_by_subscriber = _subscription_statuses(session, list_id, list(ids.values()))
-    to_add: list[int] = []
-    to_confirm: list[int] = []
-    for email in rows:
-        sid = ids[email]
-        current = status_by_subscriber.get(sid)
-        if current is None:
-            to_add.append(sid)
-            summary.imported += 1
-        elif current == SubscriptionStatus.UNSUBSCRIBED:
-            summary.kept_unsubscribed += 1
-        elif confirmed and current == SubscriptionStatus.UNCONFIRMED:
-            to_confirm.append(sid)
-            summary.updated += 1
-        elif sid in changed_subscribers:
-            summary.updated += 1
-        else:
-            summary.unchanged += 1
-    _add_subscriptions(session, list_id, to_add, confirmed, now)
-    _confirm_subscriptions(session, list_id, to_confirm, now)
-
-
-def _subscription_statuses(session: Session, list_id: int, subscriber_ids: list[int]) -> dict[int, str]:
-    """The status on the list of each of these subscribers who has a subscription there."""
-    subs = Subscription.__table__
-    return {
-        sid: status
-        for sid, status in session.execute(
-            select(subs.c.subscriber_id, subs.c.status).where(
-                subs.c.list_id == list_id, subs.c.subscriber_id.in_(subscriber_ids)
-            )
-        )
-    }
-
-
-def _add_subscriptions(
-    session: Session, list_id: int, subscriber_ids: list[int], confirmed: bool, now: datetime
-) -> None:
-    if not subscriber_ids:
-        return
-    subs = Subscription.__table__
-    status = SubscriptionStatus.CONFIRMED if confirmed else SubscriptionStatus.UNCONFIRMED
-    values = {
-        "list_id": list_id,
-        "status": status,
-        "source": "import",
-        "requested_at": now,
-        "confirmed_at": now if confirmed else None,
-        "updated_at": now,
-    }
-    session.execute(
-        insert_on_conflict_ignore(session, subs, index_elements=["list_id", "subscriber_id"]),
-        [{**values, "subscriber_id": sid} for sid in subscriber_ids],
-    )
-
-
-def _confirm_subscriptions(session: Session, list_id: int, subscriber_ids: list[int], now: datetime) -> None:
-    """Confirm these subscribers' subscriptions on the list that are still unconfirmed."""
-    if not subscriber_ids:
-        return
-    subs = Subscription.__table__
-    session.execute(
-        update(subs)
-        .where(
-            subs.c.list_id == list_id,
-            subs.c.subscriber_id == bindparam("b_sid"),
-            subs.c.status == SubscriptionStatus.UNCONFIRMED,
-        )
-        .values(status=SubscriptionStatus.CONFIRMED, confirmed_at=bindparam("b_now"), updated_at=bindparam("b_now")),
-        [{"b_sid": sid, "b_now": now} for sid in subscriber_ids],
-    )
+    @staticmethod
+    def name(raw: str) -> str:
+        if len(raw) <= 200 and raw.isprintable():
+            return raw.strip()
+        return check_display_name(raw)

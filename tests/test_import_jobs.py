@@ -168,7 +168,7 @@ def test_progress_is_readable_while_a_background_thread_runs_the_job(sessions, t
     batches = 0
     held = threading.Event()
     release = threading.Event()
-    real_write = importing._write_batch
+    real_write = importing._stage_batch
 
     def write_then_hold(*args, **kwargs):
         nonlocal batches
@@ -178,7 +178,7 @@ def test_progress_is_readable_while_a_background_thread_runs_the_job(sessions, t
             held.set()
             release.wait(120)
 
-    monkeypatch.setattr(importing, "_write_batch", write_then_hold)
+    monkeypatch.setattr(importing, "_stage_batch", write_then_hold)
     finished: list[ImportJob] = []
     thread = threading.Thread(target=lambda: finished.append(import_jobs.run_job(sessions, job_id, batch_size=1000)))
     thread.start()

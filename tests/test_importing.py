@@ -11,7 +11,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from newsletter.errors import InvalidInput, NotFound
 from newsletter.store.db import transaction
 from newsletter.store.models import Subscriber, Subscription
-from subscribers import importing, lists, subscriptions
+from subscribers import importing, lists, subscriptions, suppressions
 from subscribers.importing import ImportSummary, RejectedRow
 
 
@@ -232,3 +232,254 @@ def test_a_thousand_rows_in_small_batches_all_arrive(sessions, tmp_path):
     assert (summary.imported, rejected) == (1000, [])
     assert counts(sessions) == (1000, 1000)
     assert "reader.999@example.com" in people(sessions)
+
+
+# --- at scale: staging table and set-based merge -------------------------------------------------------
+
+
+def subscriber_rows(sessions: sessionmaker[Session]) -> dict[str, tuple[str, dict]]:
+    with sessions() as session:
+        rows = session.execute(select(Subscriber.email, Subscriber.name, Subscriber.attributes)).all()
+    return {email: (name, attrs) for email, name, attrs in rows}
+
+
+def test_an_unreadable_row_at_the_end_of_a_large_file_stores_nothing(sessions, tmp_path):
+    make_list(sessions)
+    with transaction(sessions) as session:
+        subscriptions.add_subscriber(session, "weekly", "user7@example.com", name="Kept Name", confirmed=False)
+    good = "".join(f"user{i}@example.com,User {i}\n" for i in range(30_000))
+    # The last row's second cell is longer than the csv module reads (2 MB): the file cannot be read.
+    path = write(tmp_path, "email,name\n" + good + "last@example.com," + "x" * 2_200_000 + "\n")
+    with pytest.raises(InvalidInput) as caught:
+        run_import(sessions, path, batch_size=1000)
+    assert "unreadable CSV: field larger than field limit" in caught.value.message
+    assert caught.value.where == f"{path}:30002"
+    # Nothing of the 30,000 good rows is stored; what was there before is as it was.
+    assert counts(sessions) == (1, 1)
+    assert people(sessions)["user7@example.com"] == ("Kept Name", {}, "unconfirmed")
+    # The same file without its broken row imports in full.
+    fixed = write(tmp_path, "email,name\n" + good, "fixed.csv")
+    summary, rejected = run_import(sessions, fixed, batch_size=1000, confirmed=True)
+    assert (summary.imported, summary.updated, summary.unchanged, rejected) == (29_999, 1, 0, [])
+    assert counts(sessions) == (30_000, 30_000)
+
+
+def test_rejected_rows_name_their_line_and_column(sessions, tmp_path):
+    make_list(sessions)
+    content = (
+        "EMAIL,Name,City\n"
+        "ann@example.com,Ann,Oslo\n"  # 2
+        "broken,Bob,Rome\n"  # 3: the address
+        '"cat@example.com","Cat\nWrapped",Lima\n'  # 4-5: the name (a line break in it)
+        "dan@example.com,Dan\n"  # 6: two fields of three
+        "ANN@example.com,Ann Again,Oslo\n"  # 7: a duplicate of line 2
+        "eve@example.com,Eve,Na\x00ples\n"  # 8: a NUL byte in an attribute
+        '"fay@example.com","Fay\nSmith",\n'  # 9-10
+        "gus@example.com,Gus,Kyiv\n"  # 11: after the wrapped line, its true line number
+    )
+    path = write(tmp_path, content)
+    summary, rejected = run_import(sessions, path)
+    assert [(r.line, r.field) for r in rejected] == [
+        (3, "EMAIL"),
+        (4, "Name"),
+        (6, None),
+        (7, "EMAIL"),
+        (8, "City"),
+        (9, "Name"),
+    ]
+    reasons = [r.reason for r in rejected]
+    assert reasons[0].startswith("invalid email address 'broken'")
+    assert "control character" in reasons[1]
+    assert reasons[2] == "has 2 fields, the header has 3"
+    assert reasons[3] == "duplicate of line 2 (ann@example.com); the first one is kept"
+    assert "NUL" in reasons[4] and "'City'" in reasons[4]
+    assert (summary.imported, summary.rejected) == (2, 6)
+    assert set(people(sessions)) == {"ann@example.com", "gus@example.com"}
+
+
+def test_the_command_line_names_file_line_and_problem(cli_any_db, tmp_path):
+    cli_any_db("lists", "create", "weekly", "--name", "Weekly", "--from-email", "news@example.org")
+    path = write(tmp_path, "email,name\nann@example.com,Ann\nnot an address,Bob\nann@example.com,Ann 2\n")
+    result = cli_any_db("subscribers", "import", "weekly", str(path))
+    assert "Imported 1, updated 0, unchanged 0, rejected 2" in result.stdout
+    lines = result.stderr.splitlines()
+    assert lines[0].startswith(f"{path}:3: rejected: invalid email address 'not an address'")
+    assert lines[1] == f"{path}:4: rejected: duplicate of line 2 (ann@example.com); the first one is kept"
+    bad = write(tmp_path, b"email\nann@example.com\nb\xffb@example.com\n", "bad.csv")
+    failed = cli_any_db("subscribers", "import", "weekly", str(bad), check=False)
+    assert failed.returncode != 0 and str(bad) in failed.stderr and "UTF-8" in failed.stderr
+
+
+def test_duplicates_keep_the_first_valid_row_across_many_batches(sessions, tmp_path):
+    make_list(sessions)
+    rows = [f"p{i}@example.com,P{i}" for i in range(3000)]
+    rows[10] = "p5@example.com,Again"  # line 12 repeats line 7
+    rows.append("P2999@Example.COM,Last again")  # line 3002 repeats line 3001
+    rows.append("p0@example.com,First again")  # line 3003 repeats line 2
+    summary, rejected = run_import(sessions, write(tmp_path, "email,name\n" + "\n".join(rows) + "\n"), batch_size=100)
+    assert [(r.line, r.reason.split(" (")[0], r.field) for r in rejected] == [
+        (12, "duplicate of line 7", "email"),
+        (3002, "duplicate of line 3001", "email"),
+        (3003, "duplicate of line 2", "email"),
+    ]
+    assert (summary.imported, summary.rejected) == (2999, 3)
+    found = subscriber_rows(sessions)
+    assert found["p5@example.com"][0] == "P5" and found["p2999@example.com"][0] == "P2999"
+    assert found["p0@example.com"][0] == "P0"
+
+
+def test_reimport_into_existing_subscribers_of_every_kind(sessions, tmp_path):
+    make_list(sessions, "weekly")
+    make_list(sessions, "daily")
+    with transaction(sessions) as session:
+        add = subscriptions.add_subscriber
+        add(session, "weekly", "same@example.com", name="Same", confirmed=True)
+        add(session, "weekly", "renamed@example.com", name="Old Name", confirmed=True)
+        add(session, "weekly", "pending@example.com", name="Pending")
+        add(session, "weekly", "gone@example.com", name="Gone", confirmed=True)
+        subscriptions.unsubscribe(session, "weekly", "gone@example.com", reason="left")
+        add(session, "daily", "elsewhere@example.com", name="Elsewhere", confirmed=True)
+        add(session, "weekly", "typed@example.com", name="Typed")
+        for email, attributes in (("same", {"plan": "free"}), ("typed", {"age": 30, "plan": "free"})):
+            stored = session.scalars(select(Subscriber).where(Subscriber.email == f"{email}@example.com")).one()
+            stored.attributes = attributes
+    content = (
+        "email,name,plan,age\n"
+        "same@example.com,,free,\n"  # nothing new: unchanged
+        "renamed@example.com,New Name,,\n"  # a new name: updated
+        "pending@example.com,,,\n"  # unconfirmed, and the import confirms: updated
+        "gone@example.com,Gone Again,patron,\n"  # left the list: stays out, but the subscriber is updated
+        "elsewhere@example.com,,,\n"  # on another list only: imported here
+        "typed@example.com,,free,30\n"  # the stored 30 is a number, the file's a string: updated
+        "new@example.com,New,free,\n"  # imported
+    )
+    summary, rejected = run_import(sessions, write(tmp_path, content), confirmed=True)
+    assert rejected == []
+    assert (summary.imported, summary.updated, summary.unchanged, summary.kept_unsubscribed) == (2, 3, 1, 1)
+    found = people(sessions)
+    assert found["same@example.com"] == ("Same", {"plan": "free"}, "confirmed")
+    assert found["renamed@example.com"] == ("New Name", {}, "confirmed")
+    assert found["pending@example.com"] == ("Pending", {}, "confirmed")
+    assert found["gone@example.com"] == ("Gone Again", {"plan": "patron"}, "unsubscribed")
+    assert found["typed@example.com"] == ("Typed", {"age": "30", "plan": "free"}, "confirmed")
+    assert found["new@example.com"] == ("New", {"plan": "free"}, "confirmed")
+    with sessions() as session:
+        on_lists = session.execute(
+            select(Subscriber.email, func.count())
+            .join(Subscription, Subscription.subscriber_id == Subscriber.id)
+            .group_by(Subscriber.email)
+        ).all()
+    assert dict(on_lists)["elsewhere@example.com"] == 2
+    assert counts(sessions) == (7, 8)
+    # And again: now everything is as the file says.
+    again, _ = run_import(sessions, write(tmp_path, content, "again.csv"), confirmed=True)
+    assert (again.imported, again.updated, again.unchanged, again.kept_unsubscribed) == (0, 0, 6, 1)
+
+
+def test_a_suppressed_address_is_imported_and_stays_suppressed(sessions, tmp_path):
+    # An import does not look at suppressions (as before): the address joins the list, and the
+    # suppression, which every send checks, stays in place.
+    make_list(sessions)
+    with transaction(sessions) as session:
+        suppressions.suppress(session, "Blocked@Example.com", reason="complaint")
+    summary, rejected = run_import(
+        sessions, write(tmp_path, "email,name\nblocked@example.com,Blocked\nfree@example.com,Free\n"), confirmed=True
+    )
+    assert (summary.imported, rejected) == (2, [])
+    assert people(sessions)["blocked@example.com"] == ("Blocked", {}, "confirmed")
+    with sessions() as session:
+        assert suppressions.is_suppressed(session, "blocked@example.com")
+        assert [s.email for s in suppressions.all_suppressions(session)] == ["blocked@example.com"]
+
+
+def test_progress_is_reported_per_batch_and_at_the_end(sessions, tmp_path):
+    make_list(sessions)
+    body = "".join(f"p{i}@example.com\n" for i in range(2500)) + "\n\nbad\n"
+    seen: list[int] = []
+    with transaction(sessions) as session:
+        importing.import_csv(
+            session, "weekly", write(tmp_path, "email\n" + body), batch_size=1000, on_progress=seen.append
+        )
+    assert seen == [1000, 2000, 2501]  # blank lines are not rows; the rejected one is
+
+
+HARD_ADDRESSES = [
+    "ann@example.com",
+    "Ann.Lee+news@Example.COM",
+    "  padded@example.org  ",
+    "o'brien@example.ie",
+    "a!#$%&'*+-/=?^_`{|}~z@example.com",
+    "Info@Example.com",  # a role name email-validator lower-cases itself
+    "x@sub.domain.example.co.uk",
+    "x@xn--exmple-cua.net",  # Punycode: normalised to its Unicode form
+    "x@XN--EXMPLE-CUA.NET",
+    "x@xn--a.com",  # not valid Punycode
+    "x@exämple.net",
+    "chloé@example.net",
+    "x@localhost",
+    "x@example",
+    "x@example.local",
+    "x@example.test",
+    "x@example.123",
+    "x@-example.com",
+    "x@example-.com",
+    "x@ab--cd.com",
+    "x@example..com",
+    "x@.example.com",
+    "x@example.com.",
+    ".x@example.com",
+    "x.@example.com",
+    "x..y@example.com",
+    "x@@example.com",
+    "x@",
+    "@example.com",
+    "x",
+    "",
+    "   ",
+    "x y@example.com",
+    '"quoted"@example.com',
+    "Ann <ann@example.com>",
+    "x@[192.0.2.1]",
+    "l" * 64 + "@example.com",
+    "l" * 65 + "@example.com",
+    "x@" + "d" * 63 + ".com",
+    "x@" + "d" * 64 + ".com",
+    "x@" + ".".join(["d" * 60] * 4) + ".com",  # the domain too long
+    "l" * 200 + "@" + "d" * 49 + ".com",  # 254 characters: the longest allowed
+    "l" * 200 + "@" + "d" * 50 + ".com",  # 255: one too many
+    "l" * 200 + "@xn--exmple-cua" + "d" * 35 + ".net",
+    "x@example.com\u0301",
+    "x\u0301@example.com",
+    "x＠example.com",
+]
+
+
+@pytest.mark.parametrize("raw", HARD_ADDRESSES)
+def test_the_fast_address_check_answers_as_normalise_email_does(raw):
+    from subscribers.addresses import normalise_email
+
+    def answer(check) -> tuple[str, str]:
+        try:
+            return "ok", check(raw)
+        except InvalidInput as exc:
+            return "error", exc.message
+
+    fast = importing._Checks()
+    assert answer(fast.email) == answer(normalise_email)
+    assert answer(fast.email) == answer(normalise_email)  # and again, from its cache
+
+
+@pytest.mark.parametrize(
+    "raw",
+    ["Ann", "  Ann Lee  ", "Zoë", "a\tb", "a\nb", "a\u2028b", "a\x85b", "x" * 200, "x" * 201, " " + "x" * 200, ""],
+)
+def test_the_fast_name_check_answers_as_check_display_name_does(raw):
+    from subscribers.addresses import check_display_name
+
+    def answer(check) -> tuple[str, str]:
+        try:
+            return "ok", check(raw)
+        except InvalidInput as exc:
+            return "error", exc.message
+
+    assert answer(importing._Checks.name) == answer(check_display_name)
