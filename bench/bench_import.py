@@ -28,9 +28,11 @@ import sqlite3
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import uuid
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -80,26 +82,92 @@ def newsletter(env: dict[str, str], *args: str) -> None:
     subprocess.run([sys.executable, "-m", "newsletter", *args], env=env, check=True, capture_output=True)
 
 
-def import_in_child(env: dict[str, str], file: Path) -> tuple[float, float, str]:
-    """Run one import as its own process: (seconds, peak RSS in MB, the summary it printed)."""
+@dataclass
+class Run:
+    seconds: float
+    peak_mb: float
+    cpu: float  # CPU seconds of the import process
+    db_cpu: float  # CPU seconds of its PostgreSQL server process (0 on SQLite: the import process does it all)
+    busy: float  # share of the machine's CPU busy while it ran (all processes, other helpers' included)
+    summary: str
+
+
+def cpu_times() -> tuple[int, int]:
+    """The machine's (total, idle) CPU ticks so far, from /proc/stat."""
+    with open("/proc/stat") as handle:
+        values = [int(v) for v in handle.readline().split()[1:8]]
+    return sum(values), values[3] + values[4]
+
+
+class BackendCpu:
+    """Samples the CPU time of the PostgreSQL server processes serving ``application_name``, until stopped."""
+
+    def __init__(self, url: str, application_name: str) -> None:
+        self.url, self.application_name = url, application_name
+        self.seen: dict[int, float] = {}
+        self.done = threading.Event()
+        self.thread = threading.Thread(target=self._watch, daemon=True)
+        self.thread.start()
+
+    def _watch(self) -> None:
+        import psycopg
+
+        ticks = os.sysconf("SC_CLK_TCK")
+        with psycopg.connect(self.url, autocommit=True) as conn:
+            while not self.done.wait(0.1):
+                pids = [
+                    pid
+                    for (pid,) in conn.execute(
+                        "SELECT pid FROM pg_stat_activity WHERE application_name = %s", (self.application_name,)
+                    )
+                ]
+                for pid in pids:
+                    try:
+                        with open(f"/proc/{pid}/stat") as handle:
+                            fields = handle.read().rsplit(")", 1)[1].split()
+                    except OSError:  # ended meanwhile, or not on this machine
+                        continue
+                    self.seen[pid] = (int(fields[11]) + int(fields[12])) / ticks
+
+    def stop(self) -> float:
+        self.done.set()
+        self.thread.join()
+        return sum(self.seen.values())
+
+
+def import_in_child(env: dict[str, str], file: Path, url: str) -> Run:
+    """Run one import as its own process and measure it."""
+    application_name = f"bench_import_{uuid.uuid4().hex[:8]}"
+    backend = BackendCpu(PG_ADMIN_URL, application_name) if url.startswith("postgresql") else None
     with tempfile.TemporaryFile() as errors:
+        machine0 = cpu_times()
         started = time.perf_counter()
         proc = subprocess.Popen(
             [sys.executable, "-m", "newsletter", "subscribers", "import", "bench", str(file), "--confirmed"],
-            env=env,
+            env={**env, "PGAPPNAME": application_name},
             stdout=subprocess.PIPE,
             stderr=errors,
         )
         stdout = proc.stdout.read().decode() if proc.stdout else ""
         _, status, usage = os.wait4(proc.pid, 0)
         elapsed = time.perf_counter() - started
+        machine1 = cpu_times()
         proc.returncode = os.waitstatus_to_exitcode(status)
         if proc.stdout:
             proc.stdout.close()
+        db_cpu = backend.stop() if backend is not None else 0.0
         if status != 0:
             errors.seek(0)
             raise SystemExit(f"import failed:\n{errors.read().decode(errors='replace')}")
-    return elapsed, usage.ru_maxrss / 1024, stdout.strip()
+    total, idle = machine1[0] - machine0[0], machine1[1] - machine0[1]
+    return Run(
+        seconds=elapsed,
+        peak_mb=usage.ru_maxrss / 1024,
+        cpu=usage.ru_utime + usage.ru_stime,
+        db_cpu=db_cpu,
+        busy=1 - idle / max(1, total),
+        summary=stdout.strip(),
+    )
 
 
 def _bare_rows(file: Path) -> Iterator[tuple[str, str, str]]:
@@ -163,8 +231,10 @@ def main() -> None:
         print(f"PostgreSQL skipped: not reachable at {PG_ADMIN_URL} ({why})")
         kinds.remove("postgresql")
     print(f"machine: {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f} at the start")
-    header = f"{'store':<11} {'rows':>9} {'run':<9} {'import s':>9} {'rows/s':>9} {'peak RSS MB':>12} {'ceiling s':>10} {'x ceiling':>10}  summary"
-    print(header)
+    print(
+        f"{'store':<11} {'rows':>9} {'run':<9} {'import s':>9} {'rows/s':>9} {'peak RSS MB':>12} {'CPU s':>7}"
+        f" {'DB CPU s':>9} {'busy':>5} {'ceiling s':>10} {'x ceiling':>10}  summary"
+    )
     seconds: dict[str, dict[int, float]] = {kind: {} for kind in kinds}
     with tempfile.TemporaryDirectory() as tmp:
         for rows in sizes:
@@ -180,13 +250,14 @@ def main() -> None:
                     newsletter(env, "lists", "create", "bench", "--name", "Bench", "--from-email", "b@example.com")
                     ceiling = ceiling_sqlite(file, folder) if kind == "sqlite" else ceiling_postgresql(file, url)
                     runs = ("first", "reimport") if args.reimport else ("first",)
-                    for run in runs:
-                        elapsed, peak_mb, summary = import_in_child(env, file)
-                        if run == "first":
-                            seconds[kind][rows] = elapsed
+                    for run_name in runs:
+                        run = import_in_child(env, file, url)
+                        if run_name == "first":
+                            seconds[kind][rows] = run.seconds
                         print(
-                            f"{kind:<11} {rows:>9} {run:<9} {elapsed:>9.1f} {rows / elapsed:>9.0f} {peak_mb:>12.0f}"
-                            f" {ceiling:>10.1f} {elapsed / ceiling:>10.1f}  {summary}",
+                            f"{kind:<11} {rows:>9} {run_name:<9} {run.seconds:>9.1f} {rows / run.seconds:>9.0f}"
+                            f" {run.peak_mb:>12.0f} {run.cpu:>7.1f} {run.db_cpu:>9.1f} {run.busy:>5.0%}"
+                            f" {ceiling:>10.1f} {run.seconds / ceiling:>10.1f}  {run.summary}",
                             flush=True,
                         )
     for kind, by_size in seconds.items():
