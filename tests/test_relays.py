@@ -14,9 +14,10 @@ import redis
 
 from newsletter.config import Settings, SmtpRelay, SmtpSettings, parse_smtp_relays
 from newsletter.delivery.relay_state import RedisCoolDowns, add_shares, relay_key, relay_report
-from newsletter.devtools.smtp_capture import CaptureServer
+from newsletter.devtools.smtp_capture import DISCONNECT, CaptureServer
 from newsletter.errors import ConfigError, SmtpUnreachable
 from newsletter.mail.relays import LocalCoolDowns, RelayTransport, cool_down_seconds
+from newsletter.mail.transport import ConnectionLost
 from tests.conftest import Cli, clean_environ
 
 MESSAGE = b"From: a@example.org\r\nTo: b@example.com\r\nSubject: hello\r\n\r\nHello.\r\n"
@@ -191,6 +192,26 @@ def test_a_421_closing_the_session_mid_transaction_fails_over(servers):
         assert transport.take_shares() == {f"127.0.0.1:{b.port}": 1}
     assert received(a) == {} and received(b) == {"ann@example.com": 1}
     assert set(cool_downs.cooling()) == {f"127.0.0.1:{a.port}"}
+
+
+def test_a_connection_lost_before_the_whole_message_fails_over_but_after_it_does_not(servers):
+    a, b = servers
+    a.replies["trap@example.com"] = DISCONNECT  # hangs up at RCPT: the message never reached it
+    a.data_replies["late@example.com"] = DISCONNECT  # hangs up after the whole message: it may have it
+    cool_downs = LocalCoolDowns()
+    with RelayTransport([relay(a.port, 1), relay(b.port, 1)], cool_downs, timeout=5) as transport:
+        transport.start_batch()
+        assert transport.current is None  # chosen with the batch's first message
+        assert transport.send("news@example.org", "trap@example.com", MESSAGE).code == 250
+        assert transport.current == f"127.0.0.1:{b.port}" and set(cool_downs.cooling()) == {f"127.0.0.1:{a.port}"}
+    cool_downs.recovered(f"127.0.0.1:{a.port}")
+    with RelayTransport([relay(a.port, 1), relay(b.port, 1)], cool_downs, timeout=5) as transport:
+        transport.start_batch()  # a's turn first
+        with pytest.raises(ConnectionLost) as lost:
+            transport.send("news@example.org", "late@example.com", MESSAGE)
+        assert lost.value.maybe_accepted and transport.current == f"127.0.0.1:{a.port}"
+        assert not cool_downs.cooling()  # not set aside: the batch loop retries it later, as with one server
+    assert received(a, b) == {"trap@example.com": 1}
 
 
 def test_when_every_relay_cools_down_the_error_names_each(servers):

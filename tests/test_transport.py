@@ -17,7 +17,7 @@ import pytest
 from newsletter.config import SmtpSettings
 from newsletter.devtools.smtp_capture import DISCONNECT, CaptureServer
 from newsletter.errors import InvalidInput, PermanentDeliveryError, TemporaryDeliveryError
-from newsletter.mail.transport import SmtpReply, SmtpTransport, enhanced_status, is_unknown_user
+from newsletter.mail.transport import ConnectionLost, SmtpReply, SmtpTransport, enhanced_status, is_unknown_user
 
 SENDER = "news@example.org"
 
@@ -161,6 +161,7 @@ def test_a_connection_lost_mid_transaction_is_retried_once(start_server, connect
     with pytest.raises(TemporaryDeliveryError) as lost:
         transport.send(SENDER, "trap@example.com", message())
     assert lost.value.code is None and "lost twice" in str(lost.value)
+    assert isinstance(lost.value, ConnectionLost) and not lost.value.maybe_accepted  # safe to send elsewhere
     assert server.connections == 2  # the first, then exactly one retry
     transport.send(SENDER, "bob@example.com", message())
     assert server.connections == 3
@@ -173,6 +174,7 @@ def test_a_connection_lost_after_the_message_was_sent_is_not_retried(start_serve
     with pytest.raises(TemporaryDeliveryError) as lost:
         transport.send(SENDER, "late@example.com", message())
     assert "may have been accepted" in str(lost.value)
+    assert isinstance(lost.value, ConnectionLost) and lost.value.maybe_accepted  # never to be sent elsewhere now
     assert server.connections == 1
     transport.send(SENDER, "ann@example.com", message())
     assert server.connections == 2
