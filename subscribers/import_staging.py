@@ -207,7 +207,7 @@ def merge(
         "INSERT INTO subscribers (email, name, attributes, created_at, updated_at)"
         " SELECT r.email, r.name, r.attributes, :now, :now FROM import_rows r"
         " WHERE r.reason IS NULL AND NOT EXISTS (SELECT 1 FROM subscribers s WHERE s.email = r.email)"
-        " ORDER BY r.line ON CONFLICT (email) DO NOTHING",
+        " ON CONFLICT (email) DO NOTHING",
         now=now,
     )
     run(
@@ -223,14 +223,12 @@ def merge(
         " WHERE r.reason IS NULL",
         list_id=list_id,
     )
-    if dialect == "postgresql":
-        run("ANALYZE import_targets")
     counts = _count(run, confirmed)
     status = SubscriptionStatus.CONFIRMED if confirmed else SubscriptionStatus.UNCONFIRMED
     run(
         "INSERT INTO subscriptions (list_id, subscriber_id, status, source, requested_at, confirmed_at, updated_at)"
         " SELECT :list_id, t.subscriber_id, :status, 'import', :now, :confirmed_at, :now FROM import_targets t"
-        " WHERE t.status IS NULL ORDER BY t.line ON CONFLICT (list_id, subscriber_id) DO NOTHING",
+        " WHERE t.status IS NULL ON CONFLICT (list_id, subscriber_id) DO NOTHING",
         list_id=list_id,
         status=str(status),
         now=now,
