@@ -3,6 +3,8 @@ shared in a real Redis, and sends spread over two real capture servers by real w
 
 from __future__ import annotations
 
+import html
+import re
 import socket
 import threading
 import time
@@ -19,6 +21,7 @@ from newsletter.errors import ConfigError, SmtpUnreachable
 from newsletter.mail.relays import LocalCoolDowns, RelayTransport, cool_down_seconds
 from newsletter.mail.transport import ConnectionLost
 from tests.conftest import Cli, clean_environ
+from tests.test_admin_ui import admin, login, make_issue, start_send  # noqa: F401  (admin: a fixture)
 
 MESSAGE = b"From: a@example.org\r\nTo: b@example.com\r\nSubject: hello\r\n\r\nHello.\r\n"
 
@@ -397,3 +400,33 @@ def test_when_every_relay_is_down_the_send_waits_and_says_why(newsroom):
         assert {r["state"] for r in status["relays"]} == {"cooling down"}
     finally:
         busy.close()
+
+
+def test_the_admin_send_page_shows_each_relays_share_and_state(admin):  # noqa: F811
+    from newsletter.delivery.send_status import send_key
+    from newsletter.store.models import Send
+
+    a, b = f"127.0.0.1:{admin.capture.port}", f"127.0.0.1:{closed_port()}"
+    client = admin.client(NEWSLETTER_SMTP_URL=f"smtp://{a}?weight=2,smtp://{b}")
+    login(client, "ann")
+    send_id = start_send(client, make_issue(admin))
+    with admin.sessions() as session:
+        key = send_key(session.get(Send, send_id))
+    broker = redis.Redis.from_url(admin.environ["NEWSLETTER_BROKER_URL"])
+    add_shares(broker, key, {a: 40, b: 12})
+    RedisCoolDowns(broker, [b]).set_aside(b, f"cannot connect to SMTP server {b}: Connection refused")
+    broker.close()
+    progress = client.get(f"/admin/sends/{send_id}/progress").json()
+    assert [(r["relay"], r["weight"], r["sent"], r["state"]) for r in progress["relays"]] == [
+        (a, 2, 40, "ok"),
+        (b, 1, 12, "cooling down"),
+    ]
+    assert progress["relays"][1]["line"].startswith("cooling down until ")
+    page = html.unescape(client.get(f"/admin/sends/{send_id}").text)
+    assert '<h2 id="relays-h">SMTP relays</h2>' in page
+    assert f"<td>{a}</td><td>2</td><td>40</td><td>ok</td>" in page
+    assert re.search(rf"<td>{b}</td><td>1</td><td>12</td><td>cooling down until \d\d:\d\d:\d\d UTC: ", page)
+    # With one SMTP server there is nothing to compare: no relay table.
+    single = admin.logged_in("ann")
+    assert single.get(f"/admin/sends/{send_id}/progress").json()["relays"] is None
+    assert "SMTP relays" not in single.get(f"/admin/sends/{send_id}").text
