@@ -98,6 +98,7 @@ class RecipientLinks:
     def __init__(self, signer: TokenSigner, links: Links) -> None:
         self.signer = signer
         self.links = links
+        self._view_online: dict[tuple[str, int, int, bool], str] = {}
 
     def __call__(self, message: CompiledMessage, send: Send, row: Claimed) -> Recipient:
         return self.recipient(message, send.list_id, send.issue_id, row)
@@ -111,12 +112,21 @@ class RecipientLinks:
             unsubscribe_url=self.links.unsubscribe(unsubscribe),
             preferences_url=self.links.preferences(self.signer.make(row.subscriber_id, list_id, "preferences")),
             unsubscribe_mailto=f"mailto:unsubscribe+{unsubscribe}@{message.domain}?subject=unsubscribe",
-            view_online_url=self.links.view_online(
-                message.headers.list_slug,
-                issue_id,
-                self.signer.archive_key(list_id, issue_id) if message.headers.private else None,
+            view_online_url=self._view_online_url(
+                message.headers.list_slug, list_id, issue_id, message.headers.private
             ),
         )
+
+    def _view_online_url(self, list_slug: str, list_id: int, issue_id: int, private: bool) -> str:
+        """The issue's archive link: the same for every recipient, so made once (a private list's costs an HMAC)."""
+        key = (list_slug, list_id, issue_id, private)
+        url = self._view_online.get(key)
+        if url is None:
+            if len(self._view_online) > 64:
+                self._view_online.clear()
+            archive_key = self.signer.archive_key(list_id, issue_id) if private else None
+            url = self._view_online[key] = self.links.view_online(list_slug, issue_id, archive_key)
+        return url
 
 
 def start_send(
@@ -180,14 +190,17 @@ def snapshot_recipients(session: Session, send: Send, list_id: int, now: datetim
         .where(*mailed(list_id, send.issue_id, audience))
         .order_by(Subscriber.id)
     )
-    session.execute(
-        insert(Delivery).from_select(
-            ["send_id", "subscriber_id", "email", "status", "attempts", "updated_at"], recipients
-        ),
-        execution_options={"synchronize_session": False},
+    inserted = rowcount(
+        session.execute(
+            insert(Delivery).from_select(
+                ["send_id", "subscriber_id", "email", "status", "attempts", "updated_at"], recipients
+            ),
+            execution_options={"synchronize_session": False},
+        )
     )
-    # Counted, not taken from rowcount: drivers report -1 for INSERT ... SELECT on PostgreSQL.
-    send.total = session.scalar(select(func.count()).select_from(Delivery).where(Delivery.send_id == send.id)) or 0
+    if inserted < 0:  # a driver that does not count the rows of INSERT ... SELECT (psycopg and sqlite3 do)
+        inserted = session.scalar(select(func.count()).select_from(Delivery).where(Delivery.send_id == send.id)) or 0
+    send.total = inserted
     if session.get_bind().dialect.name == "postgresql":
         # A list just imported (or restored) may have no statistics yet: the planner would then look up each
         # recipient's subscription by scanning the whole list's (20 messages/s instead of 1,000 on 100,000
@@ -200,7 +213,21 @@ def snapshot_recipients(session: Session, send: Send, list_id: int, now: datetim
             + empty_refusal(_slug(session, list_id), send.issue_id, list_counts(session, list_id), audience).summary
         )
         return []
-    return pending_batches(session, send.id, batch_size)
+    return _snapshot_batches(session, send.id, send.total, batch_size)
+
+
+def _snapshot_batches(session: Session, send_id: int, total: int, batch_size: int) -> list[Batch]:
+    """The batches of a fresh snapshot. Its ids are one run with no gap unless another send's snapshot
+    took ids in between: then the ranges are cut from the ids in the database (:func:`pending_batches`);
+    otherwise by arithmetic, without numbering every row again (1.5 s at a million)."""
+    first, last = session.execute(
+        select(func.min(Delivery.id), func.max(Delivery.id)).where(
+            Delivery.send_id == send_id, Delivery.status == DeliveryStatus.PENDING
+        )
+    ).one()
+    if first is None or last - first + 1 != total:
+        return pending_batches(session, send_id, batch_size)
+    return [(start, min(start + batch_size - 1, last)) for start in range(first, last + 1, batch_size)]
 
 
 def pending_batches(session: Session, send_id: int, batch_size: int, *, due_only: bool = False) -> list[Batch]:

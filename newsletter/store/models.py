@@ -252,7 +252,8 @@ class Delivery(Base):
     __table_args__ = (
         UniqueConstraint("send_id", "subscriber_id", name="uq_deliveries_send_subscriber"),
         _check_in("status", DeliveryStatus, "status"),
-        Index("ix_deliveries_send_status", "send_id", "status"),
+        # A batch's statements name the send, the status and an id range: all three in one index.
+        Index("ix_deliveries_send_status_id", "send_id", "status", "id"),
         # Held rows are few at any time: a partial index finds them without scanning a send.
         Index(
             "ix_deliveries_claimed",
