@@ -242,8 +242,14 @@ class Cluster:
         return proc
 
     def _stop_all(self) -> None:
+        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+            signal.signal(sig, signal.SIG_IGN)  # a second Ctrl-C must not leave the rest running
         for proc in reversed(self.procs):
-            proc.stop(signal.SIGTERM, wait=15)
+            try:
+                proc.stop(signal.SIGTERM, wait=15)
+            except Exception as exc:  # stop the others all the same
+                print(f"cluster clean-up: stopping {proc.name} failed: {exc}", file=sys.stderr)
+                proc.signal_group(signal.SIGKILL)
 
     def start_postgres(self) -> None:
         data, sockets = self.dir / "pg" / "data", self.dir / "pg" / "run"
