@@ -75,15 +75,17 @@ local function effective(slow, since, rate, now, quiet)
   if slow >= rate then return rate, nil, nil end
   return slow, slow, since
 end
-local function save(key, slowed, domain, tokens, now, eff, slow, since, rate, quiet, burst_seconds)
-  redis.call('HSET', key, 'tokens', tostring(tokens), 'at', tostring(now))
+local function save(key, slowed, domain, tokens, now, eff, slow, since, was_slow, rate, quiet, burst_seconds)
   if slow then
-    redis.call('HSET', key, 'slow', tostring(slow), 'since', tostring(since))
+    redis.call('HSET', key, 'tokens', tostring(tokens), 'at', tostring(now), 'slow', tostring(slow), 'since', tostring(since))
     local steps = math.ceil(math.log(rate / slow) / math.log(2)) + 1
     redis.call('PEXPIRE', key, math.ceil(steps * quiet * 1000))
   else
-    redis.call('HDEL', key, 'slow', 'since', 'halved')
-    redis.call('ZREM', slowed, domain)
+    redis.call('HSET', key, 'tokens', tostring(tokens), 'at', tostring(now))
+    if was_slow then
+      redis.call('HDEL', key, 'slow', 'since', 'halved')
+      redis.call('ZREM', slowed, domain)
+    end
     redis.call('PEXPIRE', key, math.ceil((math.max(burst_seconds, 1 / eff) + 1) * 1000))
   end
 end
@@ -112,7 +114,7 @@ for i = 2, #KEYS do
   tokens = tokens - granted
   local wait = 0
   if granted < want then wait = math.ceil((1 - tokens) / eff * 1000000) end
-  save(KEYS[i], KEYS[1], domain, tokens, now, eff, slow, since, rate, quiet, burst_seconds)
+  save(KEYS[i], KEYS[1], domain, tokens, now, eff, slow, since, s[3], rate, quiet, burst_seconds)
   out[#out + 1] = granted
   out[#out + 1] = wait
 end
@@ -145,8 +147,10 @@ tokens = math.min(tokens, math.max(1, eff * burst_seconds))
 if eff < rate then
   slow, since = eff, now
   redis.call('ZADD', KEYS[1], now, domain)
+  -- forget domains whose state lapsed long ago (their climb back is over)
+  redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - 64 * quiet)
 end
-save(KEYS[2], KEYS[1], domain, tokens, now, eff, slow, since, rate, quiet, burst_seconds)
+save(KEYS[2], KEYS[1], domain, tokens, now, eff, slow, since, s[3], rate, quiet, burst_seconds)
 return tostring(eff)
 """
 )
