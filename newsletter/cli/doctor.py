@@ -30,7 +30,7 @@ def doctor(
     """Check DKIM, alignment, return path, postal address, https, secret key, unsubscribe and each SMTP relay
     (connect, EHLO, TLS, AUTH); exit 1 naming each gap.
 
-    No DNS lookups: the DKIM, SPF and DMARC records to publish are printed.
+    No DNS records are looked up: the DKIM, SPF and DMARC records to publish are printed.
     """
     from newsletter.mail import doctor as checks
 

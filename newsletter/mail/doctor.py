@@ -12,8 +12,9 @@ among them, refuses a blank or short one) and a return path, so bounces come bac
 
 :func:`run_checks` looks at the settings and the lists' From addresses and returns one
 :class:`Check` per rule; a ``missing`` check is a gap (the CLI exits 1), a ``warn`` is
-advice. No DNS lookups are made: the records to publish are printed instead, and a
-published DKIM record can be given to compare with the key. :func:`check_one_click` POSTs
+advice. No DNS records are looked up: the records to publish are printed instead, and a
+published DKIM record can be given to compare with the key. :func:`check_relays` connects to
+each SMTP relay as a worker would (greeting, EHLO, TLS, AUTH) and names each by host:port. :func:`check_one_click` POSTs
 to the live app, for ``newsletter doctor --check-web``.
 """
 
