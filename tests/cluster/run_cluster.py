@@ -30,6 +30,7 @@ import contextlib
 import csv
 import glob
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -39,6 +40,7 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -96,6 +98,11 @@ class Timeline:
         now = time.monotonic()
         self.events.append((now, text))
         print(f"[cluster {self.clock(now)}] {text}", flush=True)
+
+    def add_logged(self, wall: float, text: str) -> None:
+        """An event a worker logged (at ``wall``, seconds since the epoch), put in its place in the timeline."""
+        self.events.append((wall - time.time() + time.monotonic(), text))
+        self.events.sort(key=lambda event: event[0])
 
     def clock(self, moment: float) -> str:
         if self.t0 is None or moment < self.t0:
@@ -244,7 +251,8 @@ class Cluster:
     def _stop_all(self) -> None:
         for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
             signal.signal(sig, signal.SIG_IGN)  # a second Ctrl-C must not leave the rest running
-        for proc in reversed(self.procs):
+        workers_first = sorted(reversed(self.procs), key=lambda proc: not proc.name.startswith("worker"))
+        for proc in workers_first:
             try:
                 proc.stop(signal.SIGTERM, wait=15)
             except Exception as exc:  # stop the others all the same
@@ -535,10 +543,32 @@ def read_record(path: Path) -> list[tuple[str, str]]:
     return rows
 
 
+#: What the surviving worker logs about taking over the dead host's work (newsletter.worker's messages).
+_TAKEOVER = re.compile(r"re-queueing \d+ batch|released \d+ deliveries|Connection to broker lost|recovered=[1-9]")
+
+
+def worker_events(log: Path) -> Iterator[tuple[float, str]]:
+    """The takeover lines of a worker's log (text format: ``2026-12-05 21:57:24,594 LEVEL logger: message``)."""
+    for line in log.read_text(errors="replace").splitlines():
+        if _TAKEOVER.search(line) is None:
+            continue
+        try:
+            logged = datetime.strptime(line[:23], "%Y-%m-%d %H:%M:%S,%f")
+        except ValueError:
+            continue
+        message = line[24:].split(": ", 1)[-1]
+        found = re.search(r"(batch \d+-\d+): BatchResult\(.*(recovered=\d+)", message)
+        if found:
+            message = f"{found.group(1)}: {found.group(2)} from the Redis journal (sent by a dead worker, not resent)"
+        yield logged.timestamp(), message
+
+
 def check(cluster: Cluster, emails: set[str], outcome: Outcome, timeline: Timeline) -> list[str]:
     """The assertions; returns the summary lines. Raises ClusterFailure naming what is wrong."""
     assert cluster.sink is not None
     cluster.sink.stop(signal.SIGTERM, wait=30)  # flushes the record
+    for wall, text in worker_events(cluster.workers["w1"].log):
+        timeline.add_logged(wall, f"w1 logged: {text}")
     record = read_record(cluster.record)
     copies = Counter(recipient for recipient, _ in record)
     strangers = set(copies) - emails
