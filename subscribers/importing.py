@@ -69,6 +69,8 @@ class ImportSummary:
 class _Columns:
     def __init__(self, header: list[str], source: str) -> None:
         names = [read_cell(h.strip()) for h in header]
+        if any("\x00" in n for n in names):
+            raise InvalidInput("the header row contains a NUL character", where=f"{source}:1")
         lowered = [n.lower() for n in names]
         if "email" not in lowered:
             found = ", ".join(repr(n) for n in names) or "nothing"

@@ -190,6 +190,7 @@ def test_export_columns_are_not_imported_as_attributes(sessions, tmp_path):
         (b"", "the file is empty"),
         (b"name,city\nAnn,Oslo\n", "no 'email' column"),
         (b"email,Email\nann@example.com,x\n", "appears more than once"),
+        (b"email,ci\x00ty\nann@example.com,x\n", "NUL character"),
     ],
 )
 def test_bad_header_imports_nothing_and_names_file_and_problem(sessions, tmp_path, content, message):
