@@ -11,6 +11,10 @@ Redis journal (see ``send_control``), so a crash between two bulk writes costs a
 one message in flight. A batch that stops early says why with a
 :class:`~newsletter.delivery.stops.StopReason`.
 
+With a :class:`~newsletter.delivery.domain_pacing.DomainPacer` (``NEWSLETTER_DOMAIN_RATES``)
+the rows go in the order their receiving domains' rates allow: a row whose domain has no
+token waits while the rest of the batch goes on, and a 421 or 4.7.x slows its domain down.
+
 This module sees only those interfaces (:mod:`newsletter.delivery.ports`): the worker picks
 the implementations. The Celery task is a thin wrapper around :func:`deliver_batch`.
 """
