@@ -44,6 +44,8 @@ StagedRow = tuple[int, str | None, str | None, str | None, str | None, str | Non
 
 _TABLES = ("import_targets", "import_changed", "import_rows")
 PG_WORK_MEM = "64MB"
+#: From this many staged rows on, the merge on PostgreSQL uses hash joins only (see merge).
+BULK_ROWS = 10_000
 
 
 @dataclass(frozen=True)
@@ -179,9 +181,10 @@ _BOOL = {"postgresql": "boolean", "sqlite": "INTEGER"}
 
 
 def merge(
-    session: Session, list_id: int, *, email_field: str, confirmed: bool, now: datetime
+    session: Session, list_id: int, *, staged: int, email_field: str, confirmed: bool, now: datetime
 ) -> tuple[MergeCounts, Iterator[Rejected]]:
-    """Merge the loaded staging table into the store; return the counts and the rejected rows in line order.
+    """Merge the loaded staging table (``staged`` rows) into the store; return the counts and the
+    rejected rows in line order.
 
     The rejected rows are read from the staging table as they are iterated: iterate them before
     the transaction ends (and before :func:`drop`).
@@ -189,6 +192,12 @@ def merge(
     connection = session.connection()
     dialect = connection.dialect.name
     run = _runner(connection)
+    if dialect == "postgresql" and staged >= BULK_ROWS:
+        # Every statement below is a bulk join; the statistics of subscribers and subscriptions do
+        # not see this transaction's own rows, so an estimate of "one row" there could pick a nested
+        # loop that scans a table once per row (quadratic). Hash joins are the right plans at this
+        # size whatever the estimates say. For this transaction only.
+        run("SET LOCAL enable_nestloop = off")
     _mark_duplicates(run, email_field)
     run(
         f"CREATE TEMPORARY TABLE import_changed (line INTEGER PRIMARY KEY, subscriber_id BIGINT NOT NULL) {_TEMP[dialect]}"
@@ -223,7 +232,9 @@ def merge(
         " WHERE r.reason IS NULL",
         list_id=list_id,
     )
-    counts = _count(run, confirmed)
+    if dialect == "postgresql":
+        run("ANALYZE import_targets")
+    counts, unconfirmed = _count(run, confirmed)
     status = SubscriptionStatus.CONFIRMED if confirmed else SubscriptionStatus.UNCONFIRMED
     run(
         "INSERT INTO subscriptions (list_id, subscriber_id, status, source, requested_at, confirmed_at, updated_at)"
@@ -234,11 +245,12 @@ def merge(
         now=now,
         confirmed_at=now if confirmed else None,
     )
-    if confirmed:
+    if confirmed and unconfirmed:
+        # Driven by the staged rows, through the unique index on (list_id, subscriber_id).
         run(
             "UPDATE subscriptions SET status = :confirmed, confirmed_at = :now, updated_at = :now"
-            " WHERE list_id = :list_id AND status = :unconfirmed AND subscriber_id IN"
-            " (SELECT t.subscriber_id FROM import_targets t WHERE t.status = :unconfirmed)",
+            " FROM import_targets t WHERE t.status = :unconfirmed AND subscriptions.list_id = :list_id"
+            " AND subscriptions.subscriber_id = t.subscriber_id AND subscriptions.status = :unconfirmed",
             list_id=list_id,
             now=now,
             confirmed=str(SubscriptionStatus.CONFIRMED),
@@ -258,11 +270,14 @@ def _mark_duplicates(run: Callable[..., Any], email_field: str) -> None:
     )
 
 
-def _count(run: Callable[..., Any], confirmed: bool) -> MergeCounts:
-    imported = updated = unchanged = kept_unsubscribed = 0
+def _count(run: Callable[..., Any], confirmed: bool) -> tuple[MergeCounts, int]:
+    """The summary's counts, and how many kept rows are unconfirmed on the list."""
+    imported = updated = unchanged = kept_unsubscribed = unconfirmed = 0
     for status, changed, count in run(
         "SELECT status, changed, COUNT(*) FROM import_targets GROUP BY status, changed"
     ).all():
+        if status == SubscriptionStatus.UNCONFIRMED:
+            unconfirmed += count
         if status is None:
             imported += count
         elif status == SubscriptionStatus.UNSUBSCRIBED:
@@ -272,7 +287,7 @@ def _count(run: Callable[..., Any], confirmed: bool) -> MergeCounts:
         else:
             unchanged += count
     rejected = run("SELECT COUNT(*) FROM import_rows WHERE reason IS NOT NULL").scalar_one()
-    return MergeCounts(imported, updated, unchanged, kept_unsubscribed, rejected)
+    return MergeCounts(imported, updated, unchanged, kept_unsubscribed, rejected), unconfirmed
 
 
 def _rejected(connection: Connection) -> Iterator[Rejected]:

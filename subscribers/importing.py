@@ -155,7 +155,7 @@ def _import_stream(
     if on_progress is not None:
         on_progress(read)
     counts, rejected = import_staging.merge(
-        session, list_id, email_field=columns.email_name, confirmed=confirmed, now=utcnow()
+        session, list_id, staged=read, email_field=columns.email_name, confirmed=confirmed, now=utcnow()
     )
     for bad in rejected:
         on_reject(RejectedRow(bad.line, bad.reason, bad.field))

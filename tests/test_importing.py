@@ -484,3 +484,20 @@ def test_the_fast_name_check_answers_as_check_display_name_does(raw):
             return "error", exc.message
 
     assert answer(importing._Checks.name) == answer(check_display_name)
+
+
+@pytest.mark.parametrize("bulk_rows", [10**9, 100])  # the small-import plans, and the bulk ones (hash joins only)
+def test_a_confirmed_reimport_confirms_every_unconfirmed_row(sessions, tmp_path, monkeypatch, bulk_rows):
+    from subscribers import import_staging
+
+    monkeypatch.setattr(import_staging, "BULK_ROWS", bulk_rows)
+    make_list(sessions)
+    body = "".join(f"p{i}@example.com,P{i}\n" for i in range(300))
+    first, _ = run_import(sessions, write(tmp_path, "email,name\n" + body), batch_size=64)
+    assert first.imported == 300 and set(s for _, _, s in people(sessions).values()) == {"unconfirmed"}
+    with transaction(sessions) as session:
+        subscriptions.unsubscribe(session, "weekly", "p7@example.com", reason="left")
+    again, _ = run_import(sessions, write(tmp_path, "email,name\n" + body, "again.csv"), batch_size=64, confirmed=True)
+    assert (again.imported, again.updated, again.unchanged, again.kept_unsubscribed) == (0, 299, 0, 1)
+    statuses = [s for _, _, s in people(sessions).values()]
+    assert (statuses.count("confirmed"), statuses.count("unsubscribed")) == (299, 1)
