@@ -17,7 +17,7 @@ import redis
 from newsletter.config import Settings, SmtpRelay, SmtpSettings, parse_smtp_relays
 from newsletter.delivery.relay_state import RedisCoolDowns, add_shares, relay_key, relay_report
 from newsletter.devtools.smtp_capture import DISCONNECT, CaptureServer
-from newsletter.errors import ConfigError, SmtpUnreachable
+from newsletter.errors import ConfigError, SmtpUnreachable, TemporaryDeliveryError
 from newsletter.mail.relays import LocalCoolDowns, RelayTransport, cool_down_seconds
 from newsletter.mail.transport import ConnectionLost
 from tests.conftest import Cli, clean_environ
@@ -187,7 +187,7 @@ def test_a_relay_answering_421_at_the_greeting_is_set_aside(servers):
 
 def test_a_421_closing_the_session_mid_transaction_fails_over(servers):
     a, b = servers
-    a.replies["ann@example.com"] = "421 4.7.0 Closing, too many connections"
+    a.replies["ann@example.com"] = "421 4.3.2 Closing, too many connections"
     cool_downs = LocalCoolDowns()
     with RelayTransport([relay(a.port, 1), relay(b.port, 1)], cool_downs, timeout=5) as transport:
         transport.start_batch()
@@ -195,6 +195,22 @@ def test_a_421_closing_the_session_mid_transaction_fails_over(servers):
         assert transport.take_shares() == {f"127.0.0.1:{b.port}": 1}
     assert received(a) == {} and received(b) == {"ann@example.com": 1}
     assert set(cool_downs.cooling()) == {f"127.0.0.1:{a.port}"}
+
+
+def test_a_421_4_7_x_to_rcpt_is_the_domain_throttling_not_the_relay_failing(servers):
+    """Gmail's "421 4.7.0 Try again later" to RCPT TO: the domain's pacing slows down, the relay stays in use."""
+    a, b = servers
+    a.replies["ann@gmail.example"] = "421 4.7.0 Try again later, closing connection"
+    cool_downs = LocalCoolDowns()
+    with RelayTransport([relay(a.port, 1), relay(b.port, 1)], cool_downs, timeout=5) as transport:
+        transport.start_batch()
+        with pytest.raises(TemporaryDeliveryError) as deferred:
+            transport.send("news@example.org", "ann@gmail.example", MESSAGE)
+        assert deferred.value.code == 421 and "(in reply to RCPT TO command)" in str(deferred.value)
+        assert transport.current == f"127.0.0.1:{a.port}"
+        assert transport.send("news@example.org", "bob@example.com", MESSAGE).code == 250  # same relay goes on
+    assert not cool_downs.cooling()
+    assert received(a, b) == {"bob@example.com": 1} and received(a) == {"bob@example.com": 1}
 
 
 def test_a_connection_lost_before_the_whole_message_fails_over_but_after_it_does_not(servers):

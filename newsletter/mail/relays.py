@@ -11,7 +11,9 @@ NEWSLETTER_SMTP_URL, each with its own reused connection, opened on first use.
   no choice, no lookup per message. :meth:`take_shares` says how many messages each relay
   accepted since the batch started (the worker adds them to the send's counts in Redis).
 * **Set aside.** A relay that refuses the connection, times out, fails TLS or login, answers
-  421 (at the greeting, to HELO, or to any command: it is closing the session), or drops the
+  421 (at the greeting, to HELO, or to any command: it is closing the session; but not a
+  ``421 4.7.x`` in reply to RCPT TO, which is the recipient's domain asking us to slow down and
+  goes to the batch loop's per-domain pacing, see :func:`is_domain_throttle`), or drops the
   connection before it had the whole message, is *set aside*: it cools down (30 s, doubling
   on each failure in a row up to 5 min, forgotten on the first message it accepts again), and
   the message goes at once to the next relay. No recipient attempt is spent and no message
@@ -42,7 +44,7 @@ from typing import Protocol
 
 from newsletter.config import SmtpRelay
 from newsletter.errors import SmtpUnreachable, TemporaryDeliveryError
-from newsletter.mail.transport import ConnectionLost, SmtpReply, SmtpTransport
+from newsletter.mail.transport import RCPT_STAGE, ConnectionLost, SmtpReply, SmtpTransport, enhanced_status, reply_stage
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +62,17 @@ __all__ = [
 COOL_DOWN_SECONDS = 30.0
 #: ... up to this.
 COOL_DOWN_LIMIT = 300.0
+
+
+def is_domain_throttle(exc: TemporaryDeliveryError) -> bool:
+    """A ``421 4.7.x`` in reply to ``RCPT TO``: the recipient's domain throttles us, the relay is fine.
+
+    Gmail and Yahoo answer so when a sender bursts; setting the relay aside would only move the
+    burst to the next relay, so the per-domain pacing hears it instead (NEWSLETTER_DOMAIN_RATES).
+    """
+    message = str(exc)
+    status = enhanced_status(message)
+    return reply_stage(message) == RCPT_STAGE and status is not None and status.startswith("4.7.")
 
 
 def cool_down_seconds(failures: int, *, first: float = COOL_DOWN_SECONDS, limit: float = COOL_DOWN_LIMIT) -> float:
@@ -198,7 +211,7 @@ class RelayTransport:
                     raise
                 self._set_aside(relay, exc)
             except TemporaryDeliveryError as exc:
-                if exc.code != 421:
+                if exc.code != 421 or is_domain_throttle(exc):
                     raise
                 self._set_aside(relay, exc)  # "421 closing": the relay is going away, the message was not taken
             else:

@@ -47,7 +47,7 @@ from newsletter.errors import (
 
 log = logging.getLogger(__name__)
 
-__all__ = ["ConnectionLost", "SmtpReply", "SmtpTransport", "enhanced_status", "is_unknown_user"]
+__all__ = ["ConnectionLost", "SmtpReply", "SmtpTransport", "enhanced_status", "is_unknown_user", "reply_stage"]
 
 # Stage names, worded as Postfix words them in bounces ("in reply to RCPT TO command").
 MAIL_STAGE = "MAIL FROM"
@@ -101,7 +101,7 @@ def is_unknown_user(error: PermanentDeliveryError) -> bool:
     Raises nothing.
     """
     message = str(error)
-    if error.code is None or not 500 <= error.code < 600 or _reply_to(message) == MAIL_STAGE:
+    if error.code is None or not 500 <= error.code < 600 or reply_stage(message) == MAIL_STAGE:
         return False
     status = enhanced_status(message)
     if status is not None:
@@ -109,7 +109,7 @@ def is_unknown_user(error: PermanentDeliveryError) -> bool:
     return error.code == 550 and _UNKNOWN_USER_WORDING.search(message) is not None
 
 
-def _reply_to(message: str) -> str | None:
+def reply_stage(message: str) -> str | None:
     """The stage named by the "(in reply to ... command)" suffix of a rejection message."""
     if message.endswith(" command)"):
         start = message.rfind("(in reply to ")
