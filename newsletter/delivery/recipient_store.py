@@ -21,7 +21,7 @@ from sqlalchemy import ColumnElement, Select, and_, bindparam, case, exists, fun
 from sqlalchemy.orm import Session, sessionmaker
 
 from newsletter.delivery.ports import Checked, Claimed, Outcome, Taken
-from newsletter.store.db import insert_on_conflict_ignore, rowcount
+from newsletter.store.db import insert_on_conflict_ignore, reading, rowcount
 from newsletter.store.models import Delivery, Send, Subscriber, Subscription, Suppression, utcnow
 from newsletter.store.states import DeliveryStatus, SendStatus, SubscriptionStatus, SuppressionReason
 
@@ -120,12 +120,9 @@ class SqlRecipientStore:
             Subscription.status == SubscriptionStatus.CONFIRMED,
         )
 
-    def _skip_departed(self, session: Session) -> set[int]:
-        """Mark skipped the held rows whose subscriber left the list or was suppressed since the send began.
-
-        Returns their ids. A read first (nobody left, almost always), a write only for those who did.
-        """
-        departed = list(
+    def _departed(self, session: Session) -> list[int]:
+        """The held pending rows whose subscriber left the list or was suppressed since the send began."""
+        return list(
             session.scalars(
                 select(Delivery.id)
                 .outerjoin(Subscription, self._confirmed_subscription())
@@ -134,7 +131,6 @@ class SqlRecipientStore:
                 .where(or_(Subscription.id.is_(None), Suppression.id.is_not(None)))
             )
         )
-        return self._skip(session, departed)
 
     def _skip(self, session: Session, departed: list[int]) -> set[int]:
         """Mark these held rows skipped (their subscriber left or was suppressed); returns the ids it did."""
@@ -157,10 +153,15 @@ class SqlRecipientStore:
         )
 
     def check(self) -> Checked:
-        with self.sessions() as session, session.begin():
+        # A read (on SQLite it takes no write lock, so the checks of many workers never queue behind
+        # each other's flushes); a write only when someone left, which the UPDATE checks again.
+        with reading(self.sessions) as session:
             status = session.scalar(select(Send.status).where(Send.id == self._send_id))
-            departed = self._skip_departed(session) if status == SendStatus.SENDING else set()
-        return Checked(status, departed)
+            departed = self._departed(session) if status == SendStatus.SENDING else []
+        if not departed:
+            return Checked(status, set())
+        with self.sessions() as session, session.begin():
+            return Checked(status, self._skip(session, departed))
 
     def renew(self, claim_seconds: float) -> None:
         self._update_held(claim_expires=utcnow() + timedelta(seconds=claim_seconds))
@@ -222,7 +223,7 @@ class SqlRecipientStore:
     # --- progress ------------------------------------------------------------------
 
     def next_due(self) -> float | None:
-        with self.sessions() as session:
+        with reading(self.sessions) as session:
             row = session.execute(
                 select(func.min(Delivery.next_attempt_at), func.min(Delivery.claim_expires), func.count()).where(
                     *self._in_range(), Delivery.status == DeliveryStatus.PENDING

@@ -190,22 +190,18 @@ def snapshot_recipients(session: Session, send: Send, list_id: int, now: datetim
         .where(*mailed(list_id, send.issue_id, audience))
         .order_by(Subscriber.id)
     )
-    inserted = rowcount(
-        session.execute(
-            insert(Delivery).from_select(
-                ["send_id", "subscriber_id", "email", "status", "attempts", "updated_at"], recipients
-            ),
-            execution_options={"synchronize_session": False},
-        )
+    session.execute(
+        insert(Delivery).from_select(
+            ["send_id", "subscriber_id", "email", "status", "attempts", "updated_at"], recipients
+        ),
+        execution_options={"synchronize_session": False},
     )
-    if inserted < 0:  # a driver that does not count the rows of INSERT ... SELECT (psycopg and sqlite3 do)
-        inserted = session.scalar(select(func.count()).select_from(Delivery).where(Delivery.send_id == send.id)) or 0
-    send.total = inserted
-    if session.get_bind().dialect.name == "postgresql":
-        # A list just imported (or restored) may have no statistics yet: the planner would then look up each
-        # recipient's subscription by scanning the whole list's (20 messages/s instead of 1,000 on 100,000
-        # recipients, until autovacuum gets to it, up to a minute later). Sampling it costs a fraction of a second.
-        session.connection().exec_driver_sql("ANALYZE subscriptions")
+    # Counted, not taken from rowcount (SQLAlchemy reports -1 for INSERT ... SELECT on PostgreSQL); the
+    # same pass finds the ids' first and last, to cut the batches without numbering every row.
+    total, first_id, last_id = session.execute(
+        select(func.count(), func.min(Delivery.id), func.max(Delivery.id)).where(Delivery.send_id == send.id)
+    ).one()
+    send.total = total
     if send.total == 0:
         send.status, send.finished_at = SendStatus.FINISHED, now
         send.status_reason = (
@@ -213,21 +209,9 @@ def snapshot_recipients(session: Session, send: Send, list_id: int, now: datetim
             + empty_refusal(_slug(session, list_id), send.issue_id, list_counts(session, list_id), audience).summary
         )
         return []
-    return _snapshot_batches(session, send.id, send.total, batch_size)
-
-
-def _snapshot_batches(session: Session, send_id: int, total: int, batch_size: int) -> list[Batch]:
-    """The batches of a fresh snapshot. Its ids are one run with no gap unless another send's snapshot
-    took ids in between: then the ranges are cut from the ids in the database (:func:`pending_batches`);
-    otherwise by arithmetic, without numbering every row again (1.5 s at a million)."""
-    first, last = session.execute(
-        select(func.min(Delivery.id), func.max(Delivery.id)).where(
-            Delivery.send_id == send_id, Delivery.status == DeliveryStatus.PENDING
-        )
-    ).one()
-    if first is None or last - first + 1 != total:
-        return pending_batches(session, send_id, batch_size)
-    return [(start, min(start + batch_size - 1, last)) for start in range(first, last + 1, batch_size)]
+    if last_id - first_id + 1 != total:  # another send's snapshot took ids in between
+        return pending_batches(session, send.id, batch_size)
+    return [(start, min(start + batch_size - 1, last_id)) for start in range(first_id, last_id + 1, batch_size)]
 
 
 def pending_batches(session: Session, send_id: int, batch_size: int, *, due_only: bool = False) -> list[Batch]:
