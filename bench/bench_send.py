@@ -9,8 +9,9 @@ What it does, all in a temporary folder:
 * for each database of ``--database`` (both by default, side by side in one run): creates the
   schema, a list of ``--recipients`` confirmed subscribers (CSV import) and the sample issue,
   on SQLite or on a throwaway PostgreSQL database (``BENCH_PG_URL``, default the local server's
-  ``postgres`` database, says where to create it); the broker is the machine's Redis (db 14,
-  flushed before, between and after) or, if unreachable, the embedded one;
+  ``postgres`` database, says where to create it); the broker is the machine's Redis (db 14, or
+  ``BENCH_REDIS_URL``; flushed before, between and after: two benches on one database would take
+  each other's tasks) or, if unreachable, the embedded one;
 * for each N in ``--workers``: starts ``newsletter worker --concurrency N``, times a fresh
   ``newsletter send`` until the send is finished, checks that every delivery is logged as
   sent and that the sink received as many messages; then, as the ceiling, pushes as many
@@ -71,7 +72,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-REDIS_URL = "redis://127.0.0.1:6379/14"
+REDIS_URL = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/14")
 PG_ADMIN_URL = os.environ.get("BENCH_PG_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
 SAMPLE_ISSUE = ROOT / "examples" / "issues" / "this-week-in-info-war.md"
 BATCH_SIZE = 500
