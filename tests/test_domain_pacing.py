@@ -305,3 +305,22 @@ def test_sends_status_names_the_domains_slowed_down(newsroom: Newsroom, redis_ur
     text = cli("sends", "status", send_id).stdout
     assert "slowed gmail.com" in text and "25/s of 50/s" in text
     assert "slowed_domains" not in newsroom.status(send_id)  # without NEWSLETTER_DOMAIN_RATES: nothing is paced
+
+
+def test_a_domain_throttling_hard_is_paced_and_does_not_pause_the_send(newsroom: Newsroom):
+    """Every first try at busy.example is answered 421 4.7.0: a quarter of all attempts, past the 20 % pause
+    threshold, yet the send is not paused for errors: a throttling domain is paced, not a sign the send is broken."""
+    busy = [f"reader{i:03d}@busy.example" for i in range(40)]
+    others = [f"reader{i:03d}@calm.example" for i in range(80)]
+    addresses = [a for group in zip(*(iter(others),) * 2, busy, strict=True) for a in group]
+    _import(newsroom, addresses)
+    replies = _SlowDownFirst("busy.example", times=len(busy))
+    newsroom.capture.replies = replies
+    newsroom.start_worker(concurrency=2, NEWSLETTER_DOMAIN_RATES="busy.example=40/s,*=1000/s")
+    send_id = newsroom.send(newsroom.create_issue())
+    status = newsroom.wait_status(send_id, timeout=180)
+
+    assert replies.left == 0  # 40 of the 160 attempts were refused with 421 4.7.0
+    assert status["status"] == "finished" and "paused" not in (status.get("status_reason") or "")
+    assert newsroom.received() == Counter(addresses)
+    assert status["failed"] == 0 and status["sent"] == len(addresses)

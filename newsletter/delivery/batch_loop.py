@@ -381,7 +381,11 @@ class _Batch:
         return StopReason.smtp_unreachable(exc)
 
     def _temporary(self, row: Claimed, exc: TemporaryDeliveryError, message_id: str) -> StopReason | None:
-        self._error(exc)
+        throttled = self.pacing is not None and is_slow_down(exc)
+        if not throttled:
+            # A domain asking us to slow down is paced (below), not counted towards pausing the whole send:
+            # Gmail deferring a burst says nothing about the issue or the list.
+            self._error(exc)
         self.outcomes.rows.append(self._temporary_outcome(row, exc, message_id))
         log.info(
             "send %s delivery %s: temporary error, attempt %d: %s",
@@ -395,7 +399,7 @@ class _Batch:
             self.result.failed += 1
         else:
             self.result.retrying += 1
-        if self.pacing is not None and is_slow_down(exc):
+        if throttled:
             self._slow_down(row, exc)
         if exc.code is not None:
             return None
