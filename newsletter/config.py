@@ -317,25 +317,35 @@ def _weighted(url: str, name: str) -> tuple[str, int]:
     key, equals, number = query.partition("=")
     if key != "weight" or not equals or "&" in number:
         raise ConfigError(f"{name}: unexpected query {query!r} in {shown!r}; the only one allowed is ?weight=N")
-    if not number.isdigit() or not 1 <= int(number) <= MAX_RELAY_WEIGHT:
+    if not (number.isascii() and number.isdigit()) or not 1 <= int(number) <= MAX_RELAY_WEIGHT:
         raise ConfigError(
             f"{name}: weight must be a whole number from 1 to {MAX_RELAY_WEIGHT}, not {number!r} (in {shown!r})"
         )
     return base, int(number)
 
 
+#: Said with a malformed SMTP URL: a password's special characters are the usual cause.
+_ENCODE_HINT = " (percent-encode @ : / ? # , in a user name or password, e.g. , as %2C)"
+
+
 def _without_password(url: str) -> str:
-    """``url`` with the password of its user part replaced by ``***``."""
+    """``url`` with the password of its user part replaced by ``***``; with no ``@`` (a password cut
+    short by a comma or a slash looks like ``host:port``), everything after ``host:`` is hidden too."""
     scheme, sep, rest = url.partition("://")
     userinfo, at, host = rest.rpartition("@")
-    if not sep or not at or ":" not in userinfo:
+    if not sep:
+        return url
+    if not at:
+        host, colon, port = rest.partition(":")
+        return url if not colon or (port.isdecimal() and port.isascii()) else f"{scheme}://{host}:***"
+    if ":" not in userinfo:
         return url
     return f"{scheme}://{userinfo.partition(':')[0]}:***@{host}"
 
 
 def parse_smtp_url(value: str) -> SmtpSettings:
     """Parse ``smtp://[user:pass@]host:port`` and its TLS variants. Raises ConfigError."""
-    return _parse_smtp_url(value, "NEWSLETTER_SMTP_URL", shown=value)
+    return _parse_smtp_url(value, "NEWSLETTER_SMTP_URL", shown=_without_password(value))
 
 
 def _parse_smtp_url(value: str, name: str, *, shown: str) -> SmtpSettings:
@@ -344,14 +354,16 @@ def _parse_smtp_url(value: str, name: str, *, shown: str) -> SmtpSettings:
         parts = urlsplit(value)
         port = parts.port
     except ValueError as exc:
-        raise ConfigError(f"{name}: {exc} in {shown!r}; {expected}") from None
+        # The parser's own words may quote the password ("Port could not be cast ... as 'pa'"): say it ourselves.
+        what = "its port is not a number" if "port" in str(exc).lower() else "not a valid URL"
+        raise ConfigError(f"{name}: {what} in {shown!r}; {expected}{_ENCODE_HINT}") from None
     schemes = {"smtp": ("none", 25), "smtp+starttls": ("starttls", 587), "smtps": ("tls", 465)}
     if parts.scheme not in schemes:
-        raise ConfigError(f"{name}: unsupported scheme {parts.scheme!r} in {shown!r}; {expected}")
+        raise ConfigError(f"{name}: unsupported scheme {parts.scheme!r} in {shown!r}; {expected}{_ENCODE_HINT}")
     if not parts.hostname:
         raise ConfigError(f"{name}: no host in {shown!r}; {expected}")
     if parts.path not in ("", "/") or parts.query:
-        raise ConfigError(f"{name}: unexpected path or query in {shown!r}; {expected}")
+        raise ConfigError(f"{name}: unexpected path or query in {shown!r}; {expected}{_ENCODE_HINT}")
     security, default_port = schemes[parts.scheme]
     return SmtpSettings(
         host=parts.hostname,
@@ -373,7 +385,7 @@ _PLAIN_URL = re.compile(
 
 
 _RATE_UNITS = {"s": 1.0, "m": 60.0, "h": 3600.0}
-_RATE = re.compile(r"(\d+(?:\.\d*)?|\.\d+)\s*/\s*([smh])", re.IGNORECASE)
+_RATE = re.compile(r"(\d+(?:\.\d*)?|\.\d+)\s*/\s*([smh])", re.IGNORECASE | re.ASCII)
 _DOMAIN_LABELS = re.compile(r"[a-z0-9](?:[a-z0-9-]*[a-z0-9])?(?:\.[a-z0-9](?:[a-z0-9-]*[a-z0-9])?)*")
 
 

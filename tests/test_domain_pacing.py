@@ -57,6 +57,7 @@ def test_rates_are_read_per_second_with_domains_in_their_ascii_form():
         ("gmail..com=5/s", "'gmail..com' is not a domain name"),
         ("gmail.com=0/s", "'gmail.com=0/s': the rate must be more than 0"),
         ("gmail.com=5/s,GMAIL.com=6/s", "gmail.com is given twice"),
+        ("gmail.com=\u0663/s", "is not DOMAIN=NUMBER/s"),  # an Arabic-Indic three: digits are ASCII digits
     ],
 )
 def test_a_malformed_value_is_a_config_error_naming_the_bad_part(tmp_path: Path, value: str, named: str):

@@ -73,6 +73,30 @@ def test_a_bad_relay_is_named_without_its_password(value, message):
     assert ":pw@" not in str(caught.value)
 
 
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        ("smtp://bob:SECRET42@127.0.0.1:abc", "its port is not a number in 'smtp://bob:***@127.0.0.1:abc'"),
+        ("http://bob:SECRET42@h:25", "unsupported scheme 'http' in 'http://bob:***@h:25'"),
+        ("smtp://bob:SECRET42/x@h:25", "in 'smtp://bob:***@h:25'"),  # a slash in the password
+        ("smtp://bob:SECRET42#x@h:25", "in 'smtp://bob:***@h:25'"),  # a hash in the password
+        ("smtp://bob:SECRET42,x@h:25", "relay 1 of 2: its port is not a number in 'smtp://bob:***'"),  # a comma
+    ],
+)
+def test_one_relay_with_a_malformed_url_is_named_without_its_password(value, message):
+    with pytest.raises(ConfigError) as caught:
+        Settings.from_environ(clean_environ(NEWSLETTER_SMTP_URL=value))
+    assert message in str(caught.value), str(caught.value)
+    assert "SECRET42" not in str(caught.value)
+    assert "percent-encode @ : / ? # ," in str(caught.value)
+
+
+@pytest.mark.parametrize("weight", ["\u00b2", "\u0663", "\uff13"])  # superscript two, Arabic-Indic and full-width three
+def test_a_weight_is_written_in_ascii_digits(weight):
+    with pytest.raises(ConfigError, match="weight must be a whole number from 1 to 1000"):
+        parse_smtp_relays(f"smtp://a.example:25?weight={weight}")
+
+
 def test_a_bad_relay_stops_the_cli_naming_it(tmp_path):
     env = clean_environ(
         NEWSLETTER_VAR_DIR=str(tmp_path / "var"), NEWSLETTER_SMTP_URL="smtp://a:25,smtps://u:secret@b:465?weight=-1"
