@@ -340,6 +340,15 @@ def test_the_report_shows_shares_and_states(redis_url):
     assert second.as_json()["cooling_until"] is not None and second.as_json()["relay"] == "127.0.0.1:2526"
     assert 0 < client.ttl("newsletter:relay-shares:7.abc") <= 7 * 86400
     assert relay_report(client, relays[:1], "7.abc") is None  # one relay: nothing to show
+    # The send used 2526, which the configuration (read by `sends status` now) no longer lists: its share stays.
+    later = relay_report(client, [relay(2525, 3), relay(2527, 1)], "7.abc")
+    assert later is not None
+    assert [(r.name, r.sent, r.state) for r in later] == [
+        ("127.0.0.1:2525", 33, "ok"),
+        ("127.0.0.1:2527", 0, "ok"),
+        ("127.0.0.1:2526", 10, "not configured"),
+    ]
+    assert later[2].describe() == "10 messages (no longer configured)"
     down = redis.Redis(host="127.0.0.1", port=closed_port(), socket_connect_timeout=1)
     unknown = relay_report(down, relays, "7.abc")
     assert unknown is not None and {r.state for r in unknown} == {"unknown"} and unknown[0].sent is None

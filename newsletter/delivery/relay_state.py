@@ -156,11 +156,16 @@ class RelayState:
     def state(self) -> str:
         if self.unknown is not None:
             return "unknown"
+        if not self.weight:
+            return "not configured"
         return "ok" if self.cooling_until is None else "cooling down"
 
     def describe(self) -> str:
-        """One line: ``1204 messages (weight 3), ok`` or ``..., cooling down until 22:10:03 UTC: Connection refused``."""
+        """One line: ``1204 messages (weight 3), ok`` or ``..., cooling down until 22:10:03 UTC: Connection refused``;
+        a relay the send used that NEWSLETTER_SMTP_URL no longer lists: ``339 messages (no longer configured)``."""
         sent = "? messages" if self.sent is None else f"{self.sent} message{'s' if self.sent != 1 else ''}"
+        if not self.weight:
+            return f"{sent} (no longer configured)"
         return f"{sent} (weight {self.weight}), {self.state_line()}"
 
     def state_line(self) -> str:
@@ -225,6 +230,9 @@ def relay_report(
                         _text(error) if error is not None else None,
                     )
                 )
+            configured = {relay.name for relay in relays}
+            # Relays this send used that are no longer configured (weight 0): their share still counts.
+            report += [RelayState(name, 0, sent) for name, sent in sorted(shares.items()) if name not in configured]
             return report
     why = broker_error or "Redis unavailable"
     return [RelayState(r.name, r.weight, None, unknown=why) for r in relays]
