@@ -134,12 +134,12 @@ def _import_stream(
     on_progress: Callable[[int], None] | None = None,
 ) -> ImportSummary:
     reader = csv.reader(handle)
-    columns = _read_header(reader, source)
+    columns = _read_header(reader, source, handle)
     stager = import_staging.open_stager(session)
     read = 0
     try:
         batch: list[StagedRow] = []
-        for row in _rows(reader, columns, source):
+        for row in _rows(reader, columns, source, handle):
             read += 1
             batch.append(row)
             if len(batch) >= batch_size:
@@ -175,8 +175,8 @@ def _stage_batch(stager: Stager, batch: list[StagedRow]) -> None:
         stager.write(batch)
 
 
-def _read_header(reader: Iterator[list[str]], source: str) -> _Columns:
-    with _read_errors(source, lambda: 1):
+def _read_header(reader: Iterator[list[str]], source: str, handle: TextIO) -> _Columns:
+    with _read_errors(source, lambda: 1, handle):
         header = next(reader, None)
     if header is None:
         raise InvalidInput("the file is empty; expected a header row with an 'email' column", where=source)
@@ -186,8 +186,8 @@ def _read_header(reader: Iterator[list[str]], source: str) -> _Columns:
 class _read_errors:
     """Turns an error reading the file into InvalidInput naming the file and the line being read."""
 
-    def __init__(self, source: str, line: Callable[[], int]) -> None:
-        self.source, self.line = source, line
+    def __init__(self, source: str, line: Callable[[], int], handle: TextIO | None = None) -> None:
+        self.source, self.line, self.handle = source, line, handle
 
     def __enter__(self) -> None:
         return None
@@ -195,16 +195,42 @@ class _read_errors:
     def __exit__(self, kind: object, exc: BaseException | None, _tb: object) -> None:
         where = f"{self.source}:{self.line()}"
         if isinstance(exc, UnicodeDecodeError):
-            raise InvalidInput(
-                f"not valid UTF-8 ({exc.reason} at byte {exc.start} of a read block)", where=where
-            ) from None
+            found = _first_bad_utf8(self.handle)
+            if found is not None:  # the reader decodes ahead of the CSV rows: find the line itself
+                line, column, reason = found
+                raise InvalidInput(
+                    f"not valid UTF-8 ({reason} at character {column} of the line); save the file as UTF-8",
+                    where=f"{self.source}:{line}",
+                ) from None
+            raise InvalidInput(f"not valid UTF-8 ({exc.reason}); save the file as UTF-8", where=where) from None
         if isinstance(exc, csv.Error):
             raise InvalidInput(f"unreadable CSV: {exc}", where=where) from None
         if isinstance(exc, OSError):
             raise InvalidInput(f"cannot read the file: {exc.strerror}", where=self.source) from None
 
 
-def _rows(reader: Iterator[list[str]], columns: _Columns, source: str) -> Iterator[StagedRow]:
+def _first_bad_utf8(handle: TextIO | None) -> tuple[int, int, str] | None:
+    """The first line of ``handle``'s file that is not UTF-8: (line number, position in the line counted
+    from 1, why), read again from the start in bytes; None when the file cannot be read again.
+
+    A line is decoded on its own: no UTF-8 sequence holds a newline byte, so each line is whole.
+    """
+    raw = getattr(handle, "buffer", None)
+    try:
+        if raw is None or not raw.seekable():
+            return None
+        raw.seek(0)
+        for number, line in enumerate(raw, 1):
+            try:
+                line.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                return number, len(line[: exc.start].decode("utf-8")) + 1, exc.reason
+    except (OSError, ValueError):
+        return None
+    return None
+
+
+def _rows(reader: Iterator[list[str]], columns: _Columns, source: str, handle: TextIO) -> Iterator[StagedRow]:
     """Each non-blank data row, checked: (line, email, name, attributes JSON, None, None) when it is
     kept, (line, None, None, None, column, reason) when it is rejected."""
     line_num = reader.line_num  # type: ignore[attr-defined]
@@ -215,7 +241,7 @@ def _rows(reader: Iterator[list[str]], columns: _Columns, source: str) -> Iterat
     width = columns.width
     dumps = json.JSONEncoder(ensure_ascii=True).encode
     line = line_num + 1
-    with _read_errors(source, lambda: line):
+    with _read_errors(source, lambda: line, handle):
         while True:
             line = reader.line_num + 1  # type: ignore[attr-defined]
             fields = next(reader, None)

@@ -213,6 +213,8 @@ def test_invalid_utf8_late_in_the_file_rolls_back_everything(sessions, tmp_path)
         run_import(sessions, path, batch_size=500)
     assert "not valid UTF-8" in str(caught.value)
     assert str(path) in str(caught.value)
+    # The line itself (header, 5,000 rows, then the bad one), not where the decoder's read-ahead was.
+    assert f"{path}:5002: not valid UTF-8 (invalid start byte at character 17 of the line)" in str(caught.value)
     # Batches already written were undone; what was stored before is intact.
     assert counts(sessions) == (1, 1)
     assert people(sessions)["kept@example.com"][2] == "confirmed"
