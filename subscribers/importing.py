@@ -133,7 +133,9 @@ def _import_stream(
     batch_size: int,
     on_progress: Callable[[int], None] | None = None,
 ) -> ImportSummary:
-    reader = csv.reader(handle)
+    # strict: a quoted field left open, or text after a closing quote, is an error at its row's line,
+    # not a row silently swallowed into the one before it.
+    reader = csv.reader(handle, strict=True)
     columns = _read_header(reader, source, handle)
     stager = import_staging.open_stager(session)
     read = 0
@@ -204,9 +206,20 @@ class _read_errors:
                 ) from None
             raise InvalidInput(f"not valid UTF-8 ({exc.reason}); save the file as UTF-8", where=where) from None
         if isinstance(exc, csv.Error):
-            raise InvalidInput(f"unreadable CSV: {exc}", where=where) from None
+            raise InvalidInput(f"unreadable CSV: {_csv_problem(str(exc))}", where=where) from None
         if isinstance(exc, OSError):
             raise InvalidInput(f"cannot read the file: {exc.strerror}", where=self.source) from None
+
+
+def _csv_problem(message: str) -> str:
+    """The csv module's complaint, in words that say what to fix in the file."""
+    if message == "unexpected end of data":
+        return 'a quoted field opened on this line is never closed (a " without its closing ")'
+    if message.startswith("',' expected after '\"'"):
+        return 'text after the closing " of a quoted field (write a " inside a quoted field as "")'
+    if message.startswith("field larger than field limit"):
+        return f"a field longer than {csv.field_size_limit():,} characters (is a quote left open?)"
+    return message
 
 
 def _first_bad_utf8(handle: TextIO | None) -> tuple[int, int, str] | None:

@@ -246,6 +246,23 @@ def subscriber_rows(sessions: sessionmaker[Session]) -> dict[str, tuple[str, dic
     return {email: (name, attrs) for email, name, attrs in rows}
 
 
+@pytest.mark.parametrize(
+    ("rows", "line", "problem"),
+    [
+        # An open quote used to swallow the next row into this one's name, silently.
+        ('ann@example.com,Ann\nq1@example.com,"Quinn\nq2@example.com,Bea\n', 3, "is never closed"),
+        ('ann@example.com,Ann\nq1@example.com,"Quinn" Lee\nq2@example.com,Bea\n', 3, "text after the closing"),
+    ],
+)
+def test_a_quote_left_open_or_misplaced_names_its_line_and_stores_nothing(sessions, tmp_path, rows, line, problem):
+    make_list(sessions)
+    path = write(tmp_path, "email,name\n" + rows)
+    with pytest.raises(InvalidInput) as caught:
+        run_import(sessions, path)
+    assert caught.value.where == f"{path}:{line}" and problem in caught.value.message, caught.value
+    assert counts(sessions) == (0, 0)
+
+
 def test_an_unreadable_row_at_the_end_of_a_large_file_stores_nothing(sessions, tmp_path):
     make_list(sessions)
     with transaction(sessions) as session:
@@ -255,7 +272,7 @@ def test_an_unreadable_row_at_the_end_of_a_large_file_stores_nothing(sessions, t
     path = write(tmp_path, "email,name\n" + good + "last@example.com," + "x" * 2_200_000 + "\n")
     with pytest.raises(InvalidInput) as caught:
         run_import(sessions, path, batch_size=1000)
-    assert "unreadable CSV: field larger than field limit" in caught.value.message
+    assert "unreadable CSV: a field longer than 2,097,151 characters (is a quote left open?)" in caught.value.message
     assert caught.value.where == f"{path}:30002"
     # Nothing of the 30,000 good rows is stored; what was there before is as it was.
     assert counts(sessions) == (1, 1)
