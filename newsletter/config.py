@@ -359,7 +359,7 @@ def _parse_smtp_url(value: str, name: str, *, shown: str) -> SmtpSettings:
         raise ConfigError(f"{name}: {what} in {shown!r}; {expected}{_ENCODE_HINT}") from None
     schemes = {"smtp": ("none", 25), "smtp+starttls": ("starttls", 587), "smtps": ("tls", 465)}
     if parts.scheme not in schemes:
-        raise ConfigError(f"{name}: unsupported scheme {parts.scheme!r} in {shown!r}; {expected}{_ENCODE_HINT}")
+        raise ConfigError(f"{name}: unsupported scheme {parts.scheme!r} in {shown!r}; {expected}")
     if not parts.hostname:
         raise ConfigError(f"{name}: no host in {shown!r}; {expected}")
     if parts.path not in ("", "/") or parts.query:

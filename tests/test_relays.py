@@ -88,7 +88,8 @@ def test_one_relay_with_a_malformed_url_is_named_without_its_password(value, mes
         Settings.from_environ(clean_environ(NEWSLETTER_SMTP_URL=value))
     assert message in str(caught.value), str(caught.value)
     assert "SECRET42" not in str(caught.value)
-    assert "percent-encode @ : / ? # ," in str(caught.value)
+    if "scheme" not in message:  # a malformed URL: its password's special characters are the usual cause
+        assert "percent-encode @ : / ? # ," in str(caught.value)
 
 
 @pytest.mark.parametrize("weight", ["\u00b2", "\u0663", "\uff13"])  # superscript two, Arabic-Indic and full-width three

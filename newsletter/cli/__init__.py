@@ -50,8 +50,8 @@ class Commands(LazyGroup):
         "doctor": Entry(
             "doctor",
             "doctor",
-            "Check DKIM, alignment, return path, postal address, https, secret key and unsubscribe; "
-            "exit 1 naming each gap.",
+            "Check DKIM, alignment, return path, postal address, https, secret key, unsubscribe, SMTP relays; "
+            "exit 1 naming gaps.",
         ),
         "inbound": Entry(
             "inbound",

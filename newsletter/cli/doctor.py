@@ -27,9 +27,9 @@ def doctor(
         help="POST a one-click unsubscribe with an invalid token to NEWSLETTER_BASE_URL: the app must answer.",
     ),
 ) -> None:
-    """Check DKIM, alignment, return path, postal address, https, secret key, unsubscribe and each SMTP relay
-    (connect, EHLO, TLS, AUTH); exit 1 naming each gap.
+    """Check DKIM, alignment, return path, postal address, https, secret key, unsubscribe, SMTP relays; exit 1 naming gaps.
 
+    Each SMTP relay of NEWSLETTER_SMTP_URL is connected to as a worker would (EHLO, TLS, AUTH).
     No DNS records are looked up: the DKIM, SPF and DMARC records to publish are printed.
     """
     from newsletter.mail import doctor as checks
