@@ -50,7 +50,17 @@ def make_engine(url: str, *, echo: bool = False) -> Engine:
         # so read-only work (see :func:`reading`) begins deferred and never waits for a writer.
         event.listen(engine, "begin", _sqlite_begin)
         return engine
-    return create_engine(url, echo=echo, pool_pre_ping=True)
+    connect_args = {} if "options" in parsed.query else {"options": f"-c {IDLE_IN_TRANSACTION}"}
+    return create_engine(url, echo=echo, pool_pre_ping=True, connect_args=connect_args)
+
+
+#: Every PostgreSQL connection of ours ends a transaction left idle this long: no transaction of ours
+#: waits on anything but the database (SMTP, Redis and reading files happen outside them, or between
+#: a few statements), so one idle for a minute belongs to a process or a machine that vanished mid-way,
+#: and its row locks (a batch's claim) would otherwise hold up the workers still running until the
+#: server noticed the dead peer (up to 15 minutes when the peer vanished with data unacknowledged).
+#: A URL that sets its own ``options`` keeps them.
+IDLE_IN_TRANSACTION = "idle_in_transaction_session_timeout=60s"
 
 
 def _sqlite_begin(conn: Connection) -> None:

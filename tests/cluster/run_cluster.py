@@ -283,6 +283,9 @@ class Cluster:
             "tcp_keepalives_idle": "10",
             "tcp_keepalives_interval": "5",
             "tcp_keepalives_count": "3",
+            # Keepalives only probe a quiet connection: one whose peer vanished with a reply not yet
+            # acknowledged is retransmitted to for up to 15 minutes unless this bounds it.
+            "tcp_user_timeout": "30000",
         }
         args = [arg for key, value in settings.items() for arg in ("-c", f"{key}={value}")]
         proc = self.start("postgres", in_netns(DB, as_postgres([f"{bindir}/postgres", "-D", str(data), *args])))
