@@ -16,22 +16,19 @@ configured rate. Domains being slowed are listed in ``newsletter:pace:slowed`` f
 
 from __future__ import annotations
 
-import functools
 import heapq
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, ParamSpec, TypeVar
+from typing import TYPE_CHECKING
 
 from newsletter.config import ascii_domain
-from newsletter.delivery.send_control import PREFIX, ControlUnavailable
+from newsletter.delivery.send_control import PREFIX, redis_errors_as_unavailable
 from newsletter.errors import TemporaryDeliveryError
 
 if TYPE_CHECKING:
     import redis
 
-P = ParamSpec("P")
-R = TypeVar("R")
 
 #: Seconds without a 421/4.7.x from a slowed domain after which its rate doubles (again, up to the configured one).
 QUIET_SECONDS = 60.0
@@ -156,19 +153,6 @@ return tostring(eff)
 )
 
 
-def _translated(method: Callable[P, R]) -> Callable[P, R]:
-    @functools.wraps(method)
-    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
-        import redis
-
-        try:
-            return method(*args, **kwargs)
-        except redis.RedisError as exc:
-            raise ControlUnavailable(f"Redis unavailable: {exc}") from None
-
-    return wrapper
-
-
 def domain_of(address: str) -> str:
     """The receiving domain of an address: the part after the last @, lower-cased, in its ASCII form."""
     domain = address.rpartition("@")[2].lower()
@@ -258,7 +242,7 @@ class DomainPacer:
         """A batch's rows (``order``: indexes into ``domains``, each row's domain) as they may go."""
         return PacedQueue(self, domains, order)
 
-    @_translated
+    @redis_errors_as_unavailable
     def take(self, wanted: Mapping[str, int], *, now: float | None = None) -> dict[str, Grant]:
         """Take up to ``wanted[domain]`` tokens from each paced domain's bucket, in one round trip.
 
@@ -277,7 +261,7 @@ class DomainPacer:
             grants[domain] = Grant(int(answer[2 * i]), int(answer[2 * i + 1]) / 1e6)
         return grants
 
-    @_translated
+    @redis_errors_as_unavailable
     def slow_down(self, domain: str, *, now: float | None = None) -> float | None:
         """Halve the domain's effective rate after a 421 or 4.7.x (see the module); returns its rate now.
 

@@ -52,7 +52,9 @@ class ControlUnavailable(NewsletterError):
         return StopReason(StopKind.BROKER_DOWN, str(self))
 
 
-def _translated(method: Callable[P, R]) -> Callable[P, R]:
+def redis_errors_as_unavailable(method: Callable[P, R]) -> Callable[P, R]:
+    """``method`` raising ControlUnavailable ("Redis unavailable: ...") where Redis raised an error."""
+
     @functools.wraps(method)
     def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
         import redis
@@ -103,7 +105,7 @@ class SendControl:
     def journal_writer(self, send_key: str) -> JournalWriter:
         return JournalWriter(self.redis, f"{PREFIX}:journal:{send_key}")
 
-    @_translated
+    @redis_errors_as_unavailable
     def journaled(self, send_key: str, delivery_ids: list[int]) -> dict[int, JournalEntry]:
         if not delivery_ids:
             return {}
@@ -116,7 +118,7 @@ class SendControl:
                 found[delivery_id] = JournalEntry(message_id, int(code), reply, float(sent_at))
         return found
 
-    @_translated
+    @redis_errors_as_unavailable
     def forget(self, send_key: str, delivery_ids: Iterable[int]) -> None:
         """Drop entries now recorded in the database; the journal itself lapses a week after its last use."""
         ids = [str(i) for i in delivery_ids]
@@ -128,13 +130,13 @@ class SendControl:
             pipe.execute()
 
     # --- rate limit ----------------------------------------------------------------
-    @_translated
+    @redis_errors_as_unavailable
     def take_tokens(self, rate: float, want: int) -> int:
         """Take up to ``want`` send tokens from the shared bucket; returns how many were granted."""
         return int(self._take_tokens(keys=[f"{PREFIX}:rate"], args=[rate, want, f"{time.time():.6f}"]))
 
     # --- error counts --------------------------------------------------------------
-    @_translated
+    @redis_errors_as_unavailable
     def count_attempts(self, send_key: str, attempted: int, errors: int) -> tuple[int, int]:
         """Add to the send's counts and note the time; returns the totals (attempted, errors).
 
@@ -151,7 +153,7 @@ class SendControl:
         total_attempted, total_errors = pipe.execute()[:2]
         return int(total_attempted), int(total_errors)
 
-    @_translated
+    @redis_errors_as_unavailable
     def reset_counts(self, send_key: str) -> None:
         """Forget the send's counts, noting now as its last progress (it is being resumed)."""
         key = stats_key(send_key)
@@ -162,7 +164,7 @@ class SendControl:
         pipe.execute()
 
     # --- coordination --------------------------------------------------------------
-    @_translated
+    @redis_errors_as_unavailable
     def try_lock(self, name: str, seconds: float) -> bool:
         return bool(self.redis.set(f"{PREFIX}:lock:{name}", "1", nx=True, px=int(seconds * 1000)))
 
@@ -181,7 +183,7 @@ class JournalWriter:
         self._conn: Any = None
         self._unread = False
 
-    @_translated
+    @redis_errors_as_unavailable
     def write(self, delivery_id: int, message_id: str, code: int, reply: str) -> None:
         import redis
 
@@ -196,7 +198,7 @@ class JournalWriter:
             raise
         self._unread = True
 
-    @_translated
+    @redis_errors_as_unavailable
     def drain(self) -> None:
         """Read the outstanding reply: after this, every entry written is in Redis."""
         import redis
