@@ -44,6 +44,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
 import bench_send  # noqa: E402 - the send machinery: sink, worker, CLI runner, timed send
+import benchkit  # noqa: E402 - throwaway databases
 import dkim  # noqa: E402
 
 from newsletter.mail.dkim_keys import generate_private_key, private_key_pem, record_value, write_private_key  # noqa: E402
@@ -236,7 +237,7 @@ def signed_sends(binary: str, recipients: int, concurrencies: list[int], bits: i
         )
         sink = bench_send.Sink(binary, tmp, dump=received)
         try:
-            with bench_send.database("sqlite", var_dir) as database_url:
+            with benchkit.database("sqlite", var_dir) as database_url:
                 plain = {
                     "NEWSLETTER_VAR_DIR": str(var_dir),
                     "NEWSLETTER_DATABASE_URL": database_url,

@@ -20,7 +20,6 @@ rows are skipped with a note.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import csv
 import json
 import os
@@ -38,7 +37,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-PG_ADMIN_URL = os.environ.get("NEWSLETTER_BENCH_PG_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
+from benchkit import PG_ADMIN_URL, database  # noqa: E402  (after the path is set)
 
 
 def write_csv(path: Path, rows: int) -> None:
@@ -47,24 +46,6 @@ def write_csv(path: Path, rows: int) -> None:
         writer.writerow(["Email", "name", "city", "plan"])
         for i in range(rows):
             writer.writerow([f"Reader.{i}@Example{i % 97}.com", f"Léa Reader {i}", "Zürich", ("free", "patron")[i % 2]])
-
-
-@contextlib.contextmanager
-def database(kind: str, folder: Path) -> Iterator[str]:
-    """A database URL: a SQLite file in ``folder``, or a PostgreSQL database created here and dropped after."""
-    if kind == "sqlite":
-        yield f"sqlite:///{folder / 'newsletter.db'}"
-        return
-    import psycopg
-
-    name = f"newsletter_bench_import_{uuid.uuid4().hex[:8]}"
-    with psycopg.connect(PG_ADMIN_URL, autocommit=True) as admin:
-        admin.execute(f"CREATE DATABASE {name}")
-    try:
-        yield PG_ADMIN_URL.rsplit("/", 1)[0].replace("postgresql://", "postgresql+psycopg://", 1) + f"/{name}"
-    finally:
-        with psycopg.connect(PG_ADMIN_URL, autocommit=True) as admin:
-            admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
 
 
 def postgres_reachable() -> str | None:
@@ -243,7 +224,7 @@ def main() -> None:
             for kind in kinds:
                 folder = Path(tmp) / f"{kind}-{rows}"
                 folder.mkdir()
-                with database(kind, folder) as url:
+                with database(kind, folder, "newsletter_bench_import") as url:
                     env = {**os.environ, "NEWSLETTER_VAR_DIR": str(folder), "PYTHONPATH": str(ROOT)}
                     env["NEWSLETTER_DATABASE_URL"] = url
                     newsletter(env, "db", "upgrade")

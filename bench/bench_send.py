@@ -64,16 +64,16 @@ import subprocess
 import sys
 import tempfile
 import time
-import uuid
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from benchkit import database  # noqa: E402  (after the path is set)
+
 REDIS_URL = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/14")
-PG_ADMIN_URL = os.environ.get("BENCH_PG_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
 SAMPLE_ISSUE = ROOT / "examples" / "issues" / "this-week-in-info-war.md"
 BATCH_SIZE = 500
 MILLION = 1_000_000
@@ -135,24 +135,6 @@ def system_redis() -> str | None:
         return REDIS_URL
     except redis.RedisError:
         return None
-
-
-@contextlib.contextmanager
-def database(kind: str, var_dir: Path) -> Iterator[str]:
-    """A database URL: SQLite in var_dir, or a PostgreSQL database created here and dropped after."""
-    if kind == "sqlite":
-        yield f"sqlite:///{var_dir / 'newsletter.db'}"
-        return
-    import psycopg
-
-    name = f"newsletter_bench_{uuid.uuid4().hex[:8]}"
-    with psycopg.connect(PG_ADMIN_URL, autocommit=True) as admin:
-        admin.execute(f"CREATE DATABASE {name}")
-    try:
-        yield PG_ADMIN_URL.rsplit("/", 1)[0] + f"/{name}"
-    finally:
-        with psycopg.connect(PG_ADMIN_URL, autocommit=True) as admin:
-            admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
 
 
 def machine_busy(seconds: float = 1.0) -> float:
