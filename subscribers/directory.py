@@ -25,6 +25,7 @@ from sqlalchemy import ColumnElement, ScalarSelect, delete, exists, func, or_, s
 from sqlalchemy.orm import Session
 
 from newsletter.errors import Conflict, InvalidInput, NotFound
+from newsletter.store import erasure_lock
 from newsletter.store.db import rowcount
 from newsletter.store.models import (
     BounceEvent,
@@ -439,6 +440,7 @@ def delete_subscriber(session: Session, subscriber_id: int, *, erase: bool = Fal
         )
         return
     email = subscriber.email
+    erasure_lock.hold_for_erasure(session)  # a snapshot writing their deliveries now commits first, so they are seen
     session.execute(delete(BounceEvent).where(BounceEvent.email == email).execution_options(synchronize_session=False))
     session.execute(
         delete(Subscription)

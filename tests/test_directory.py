@@ -3,15 +3,19 @@
 from __future__ import annotations
 
 import json
+import threading
+import time
 
 import pytest
-from sqlalchemy import event, func, select
+from sqlalchemy import event, func, select, text
 from sqlalchemy.orm import Session, sessionmaker
 
+from newsletter.delivery import sending
 from newsletter.errors import Conflict, InvalidInput, NotFound
 from newsletter.store.db import transaction
 from newsletter.store.models import BounceEvent, Delivery, Issue, Send, Subscriber, Subscription
 from subscribers import directory, lists, subscriptions, suppressions
+from tests.bouncekit import RENDER
 
 
 def make_lists(sessions: sessionmaker[Session]) -> None:
@@ -312,3 +316,68 @@ def test_erase_skips_a_pending_delivery(sessions, people):
         directory.delete_subscriber(session, people["bob"], erase=True)
     with sessions() as session:
         assert session.execute(select(Delivery.email, Delivery.status)).all() == [("erased", "skipped")]
+
+
+def test_an_erasure_while_a_send_is_snapshotting_waits_and_leaves_no_trace(sessions, people):
+    """deliveries has no foreign keys (migration 0012): an erasure racing a snapshot must still see its rows.
+
+    The snapshot's transaction is held open after writing the deliveries; the erasure, started then,
+    must wait for it, so it finds the pending row, skips and anonymises it and keeps a tombstone.
+    Without the lock the erasure found no delivery, deleted the subscriber and left a pending row
+    with the erased person's address, for a subscriber that no longer exists.
+    """
+    with transaction(sessions) as session:
+        issue = Issue(list_id=lists.get_list(session, "daily").id, subject="Hello", body_markdown="Hi")
+        session.add(issue)
+        session.flush()
+        issue_id = issue.id
+    snapshot = sessions()
+    snapshot.begin()
+    send, _ = sending.start_send(snapshot, issue_id, RENDER, batch_size=100)
+    assert snapshot.scalars(select(Delivery.email).where(Delivery.send_id == send.id).order_by(Delivery.id)).all() == [
+        "ann@example.com",
+        "cat@example.net",
+        "dan_100%@example.com",
+    ]
+    erased: list[BaseException | None] = []
+
+    def erase() -> None:
+        try:
+            with transaction(sessions) as session:
+                directory.delete_subscriber(session, people["dan"], erase=True)
+            erased.append(None)
+        except BaseException as error:  # reported by the assertion below
+            erased.append(error)
+
+    eraser = threading.Thread(target=erase)
+    eraser.start()
+    if snapshot.get_bind().dialect.name == "postgresql":  # wait until it is either done or waiting for the lock
+        with sessions() as watcher:
+            for _ in range(500):
+                waiting = watcher.scalar(
+                    text("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted")
+                )
+                if erased or waiting:
+                    break
+                time.sleep(0.01)
+    else:  # SQLite: the erasure's BEGIN IMMEDIATE waits for the snapshot's write lock
+        time.sleep(0.3)
+    snapshot.commit()
+    snapshot.close()
+    eraser.join(60)
+    assert erased == [None]
+    with sessions() as session:
+        rows = session.execute(
+            select(Delivery.email, Delivery.status, Subscriber.id)
+            .outerjoin(Subscriber, Subscriber.id == Delivery.subscriber_id)
+            .where(Delivery.subscriber_id == people["dan"])
+        ).all()
+        assert rows == [("erased", "skipped", people["dan"])]  # the subscriber a tombstone, the row anonymised
+        assert session.scalar(select(Subscriber.email).where(Subscriber.id == people["dan"])).startswith("erased-")
+        orphans = session.scalar(
+            select(func.count())
+            .select_from(Delivery)
+            .outerjoin(Subscriber, Subscriber.id == Delivery.subscriber_id)
+            .where(Subscriber.id.is_(None))
+        )
+        assert orphans == 0

@@ -258,3 +258,34 @@ def test_0009_adds_requests_to_confirm_and_walks_down_and_up_with_data(empty_dat
                 conn.execute(text("UPDATE confirmation_mails SET status = 'lost'"))
     finally:
         engine.dispose()
+
+
+def test_0012_drops_the_deliveries_foreign_keys_keeping_every_row_and_walks_back(empty_database_url):
+    from sqlalchemy import text
+
+    engine = db.make_engine(empty_database_url)
+    try:
+        db.upgrade(engine)
+        sessions = db.session_factory(engine)
+        sent_issue(sessions, ["ann@example.com", "bob@example.com"])
+
+        def keys() -> set[str]:
+            return {fk["referred_table"] for fk in inspect(engine).get_foreign_keys("deliveries")}
+
+        def rows() -> list[tuple]:
+            with engine.connect() as conn:
+                return [tuple(r) for r in conn.execute(text("SELECT * FROM deliveries ORDER BY id"))]
+
+        before = rows()
+        assert len(before) == 2 and keys() == set()
+        _downgrade(engine, "0011")
+        assert keys() == {"sends", "subscribers"}
+        assert rows() == before
+        db.upgrade(engine)
+        assert keys() == set() and rows() == before
+        assert db.schema_is_current(engine)
+        if engine.dialect.name == "sqlite":
+            with engine.connect() as conn:
+                assert conn.exec_driver_sql("PRAGMA foreign_keys").scalar() == 1  # back on after the migration
+    finally:
+        engine.dispose()

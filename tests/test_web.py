@@ -16,7 +16,7 @@ from email.message import EmailMessage
 from pathlib import Path
 
 import pytest
-from sqlalchemy import select, update
+from sqlalchemy import delete, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from newsletter.config import Settings
@@ -499,6 +499,34 @@ def test_unsubscribing_takes_effect_for_a_send_in_progress(site, redis_url):
         )
     assert (result.sent, result.skipped) == (2, 1)
     assert {r for m in site.capture.messages for r in m.rcpt_tos} == {"reader0@example.com", "reader2@example.com"}
+
+
+def test_a_delivery_whose_subscriber_row_is_gone_is_skipped_not_left_pending(site, redis_url):
+    """deliveries has no foreign keys (migration 0012); a row no subscriber backs is skipped by the claim."""
+    import redis
+
+    for i in range(2):
+        add(site, f"reader{i}@example.com")
+    render = RenderSettings.create(base_url=BASE, postal_address="1 Example Street", user_template_dir=None)
+    source = IssueSource(subject="Orphan", preheader="", template="issue", body_markdown="Hello.")
+    with db.transaction(site.sessions) as s:
+        issue, _ = create_issue(s, "weekly", source, render)
+        send, batches = sending.start_send(s, issue.id, render, batch_size=100)
+    with db.transaction(site.sessions) as s:
+        s.execute(delete(Subscriber).where(Subscriber.email == "reader1@example.com"))
+    with SmtpTransport(site.settings.smtp) as transport:
+        result = batch_loop.deliver_batch(
+            SqlRecipientStore(site.sessions, send.id, *batches[0]),
+            SendEditions(site.sessions, site.signer, render.links),
+            transport,
+            SendControl(redis.Redis.from_url(redis_url)),
+            policy=batch_loop.DeliveryPolicy(),
+        )
+    assert (result.sent, result.skipped) == (1, 1)
+    assert {r for m in site.capture.messages for r in m.rcpt_tos} == {"reader0@example.com"}
+    with site.sessions() as s:
+        statuses = s.execute(select(Delivery.email, Delivery.status).order_by(Delivery.id)).all()
+    assert statuses == [("reader0@example.com", "sent"), ("reader1@example.com", "skipped")]
 
 
 # --- preferences ---------------------------------------------------------------------------

@@ -106,7 +106,8 @@ class SqlRecipientStore:
                 Subscription.id,
                 Suppression.id,
             )
-            .join(Subscriber, Subscriber.id == Delivery.subscriber_id)
+            # Outer: a row whose subscriber is gone (no foreign key says it cannot be) is found and skipped.
+            .outerjoin(Subscriber, Subscriber.id == Delivery.subscriber_id)
             .outerjoin(Subscription, self._confirmed_subscription())
             .outerjoin(Suppression, Suppression.email == Delivery.email)
             .where(*self._held(), Delivery.status == DeliveryStatus.PENDING)

@@ -23,6 +23,7 @@ from newsletter.delivery.audience import Repeat, check_send, empty_refusal, list
 from newsletter.delivery.ports import Claimed
 from newsletter.errors import Conflict, InvalidInput
 from newsletter.mail.messages import CompiledMessage, MessageHeaders, Recipient
+from newsletter.store import erasure_lock
 from newsletter.store.db import id_ranges, rowcount
 from newsletter.store.models import Delivery, MailingList, Send, Subscriber, Subscription, utcnow
 from newsletter.store.states import DeliveryStatus, IssueStatus, SendAudience, SendStatus
@@ -190,6 +191,7 @@ def snapshot_recipients(session: Session, send: Send, list_id: int, now: datetim
         .where(*mailed(list_id, send.issue_id, audience))
         .order_by(Subscriber.id)
     )
+    erasure_lock.hold_for_snapshot(session)  # stands in for the foreign keys deliveries do not have
     session.execute(
         insert(Delivery).from_select(
             ["send_id", "subscriber_id", "email", "status", "attempts", "updated_at"], recipients
