@@ -450,7 +450,7 @@ def delete_subscriber(session: Session, subscriber_id: int, *, erase: bool = Fal
     session.execute(
         update(Delivery)
         .where(Delivery.subscriber_id == subscriber.id, Delivery.status == DeliveryStatus.PENDING)
-        .values(status=DeliveryStatus.SKIPPED, claimed_by=None, claim_expires=None, updated_at=now)
+        .values(status=DeliveryStatus.SKIPPED, updated_at=now)
         .execution_options(synchronize_session=False)
     )
     logged = rowcount(

@@ -199,6 +199,7 @@ def _wrap_up(store: RecipientStore, result: BatchResult) -> BatchResult:
     """Say when the batch is due again, and finish the send if nothing is left."""
     kind = None if result.stopped is None else result.stopped.kind
     if kind is None:
+        store.release()  # every row it took is written: the claim holds nothing more
         result.run_again_in = store.next_due()
     elif kind is StopKind.BROKER_DOWN:
         store.release()

@@ -18,12 +18,27 @@ from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import ColumnElement, Select, and_, bindparam, case, exists, func, not_, or_, select, text, update
+from sqlalchemy import (
+    ColumnElement,
+    Select,
+    and_,
+    bindparam,
+    case,
+    delete,
+    exists,
+    func,
+    insert,
+    not_,
+    or_,
+    select,
+    text,
+    update,
+)
 from sqlalchemy.orm import Session, sessionmaker
 
 from newsletter.delivery.ports import Checked, Claimed, Outcome, Taken
 from newsletter.store.db import insert_on_conflict_ignore, reading, rowcount
-from newsletter.store.models import Delivery, Send, Subscriber, Subscription, Suppression, utcnow
+from newsletter.store.models import BatchClaim, Delivery, Send, Subscriber, Subscription, Suppression, utcnow
 from newsletter.store.states import DeliveryStatus, SendStatus, SubscriptionStatus, SuppressionReason
 
 
@@ -44,6 +59,8 @@ class SqlRecipientStore:
         self.first_id, self.last_id = first_id, last_id
         self.me = me or worker_name()
         self._list_id: int | None = None
+        self._claim_id: int | None = None  # the batch_claims row while this batch holds one
+        self._taken: list[int] = []  # the rows the claim took (held while they are pending and it lives)
 
     @property
     def send_id(self) -> int:
@@ -53,46 +70,61 @@ class SqlRecipientStore:
         return (Delivery.send_id == self._send_id, Delivery.id.between(self.first_id, self.last_id))
 
     def _held(self) -> tuple[Any, ...]:
-        return (*self._in_range(), Delivery.claimed_by == self.me)
+        """The rows this batch took, while its claim is there (a claim that expired and was taken over
+        by another worker holds nothing any more)."""
+        ours = exists().where(BatchClaim.id == self._claim_id, BatchClaim.claimed_by == self.me)
+        return (*self._in_range(), Delivery.id.in_(self._taken), ours)
 
     # --- claiming ------------------------------------------------------------------
 
     def take(self, claim_seconds: float) -> Taken | None:
         with self.sessions() as session, session.begin():
-            send = session.get(Send, self._send_id)
+            # Claims of one send are taken one at a time (the send's row locked; SQLite writes one
+            # transaction at a time anyway), so two overlapping batches never take the same row.
+            send = session.get(Send, self._send_id, with_for_update={"key_share": True})
             if send is None or send.status != SendStatus.SENDING:
                 return None
             self._list_id = send.list_id
-            self._claim_due(session, claim_seconds)
+            now = utcnow()
+            overlapping = (
+                BatchClaim.send_id == self._send_id,
+                BatchClaim.first_id <= self.last_id,
+                BatchClaim.last_id >= self.first_id,
+            )
+            session.execute(
+                delete(BatchClaim)
+                .where(*overlapping, BatchClaim.claim_expires < now)
+                .execution_options(synchronize_session=False)
+            )
             rows, departed = [], []
             for delivery_id, subscriber_id, email, name, attempts, subscribed, suppressed in session.execute(
-                self._held_rows()
+                self._due_rows(now)
             ):
                 if subscribed is None or suppressed is not None:
                     departed.append(delivery_id)
                 else:
                     rows.append(Claimed(delivery_id, subscriber_id, email, name, attempts))
+            if not rows and not departed:
+                return Taken([], 0)
+            self._claim_id = session.execute(
+                insert(BatchClaim)
+                .values(
+                    send_id=self._send_id,
+                    first_id=self.first_id,
+                    last_id=self.last_id,
+                    claimed_by=self.me,
+                    claim_expires=now + timedelta(seconds=claim_seconds),
+                )
+                .returning(BatchClaim.id)
+            ).scalar_one()
+            self._taken = [r.delivery_id for r in rows] + departed
             self._skip(session, departed)
             return Taken(rows, len(departed))
 
-    def _claim_due(self, session: Session, claim_seconds: float) -> None:
-        """Claim the batch's pending rows that are due and not held by a live claim."""
-        now = utcnow()
-        session.execute(
-            update(Delivery)
-            .where(
-                *self._in_range(),
-                Delivery.status == DeliveryStatus.PENDING,
-                or_(Delivery.claim_expires.is_(None), Delivery.claim_expires < now),
-                or_(Delivery.next_attempt_at.is_(None), Delivery.next_attempt_at <= now),
-            )
-            .values(claimed_by=self.me, claim_expires=now + timedelta(seconds=claim_seconds))
-            .execution_options(synchronize_session=False)
-        )
-
-    def _held_rows(self) -> Select[*tuple[Any, ...]]:
-        """The held pending rows in id order, each with its subscriber's name and two marks: the confirmed
-        subscription's id (None: the subscriber left the list) and the suppression's id (not None: suppressed).
+    def _due_rows(self, now: datetime) -> Select[*tuple[Any, ...]]:
+        """The range's pending rows that are due and that no other live claim covers, in id order, each with
+        its subscriber's name and two marks: the confirmed subscription's id (None: the subscriber left the
+        list) and the suppression's id (not None: suppressed).
 
         Outer joins probed row by row through their unique keys: the cost is the batch's, whatever the
         size of the list (an ``EXISTS`` under ``OR`` made PostgreSQL hash every subscription of the list).
@@ -111,7 +143,12 @@ class SqlRecipientStore:
             .outerjoin(Subscriber, Subscriber.id == Delivery.subscriber_id)
             .outerjoin(Subscription, self._confirmed_subscription())
             .outerjoin(Suppression, Suppression.email == Delivery.email)
-            .where(*self._held(), Delivery.status == DeliveryStatus.PENDING)
+            .where(
+                *self._in_range(),
+                Delivery.status == DeliveryStatus.PENDING,
+                or_(Delivery.next_attempt_at.is_(None), Delivery.next_attempt_at <= now),
+                ~held_by_a_live_claim(self._send_id, now),
+            )
             .order_by(Delivery.id)
         )
 
@@ -145,8 +182,6 @@ class SqlRecipientStore:
                 .values(
                     status=DeliveryStatus.SKIPPED,
                     smtp_reply="left the list or was suppressed after the send started",
-                    claimed_by=None,
-                    claim_expires=None,
                     updated_at=utcnow(),
                 )
                 .returning(Delivery.id)
@@ -166,29 +201,43 @@ class SqlRecipientStore:
             return Checked(status, self._skip(session, departed))
 
     def renew(self, claim_seconds: float) -> None:
-        self._update_held(claim_expires=utcnow() + timedelta(seconds=claim_seconds))
+        if self._claim_id is None:
+            return
+        with self.sessions() as session, session.begin():
+            session.execute(
+                update(BatchClaim)
+                .where(BatchClaim.id == self._claim_id, BatchClaim.claimed_by == self.me)
+                .values(claim_expires=utcnow() + timedelta(seconds=claim_seconds))
+                .execution_options(synchronize_session=False)
+            )
 
     def defer(self, seconds: float) -> None:
-        self._update_held(claimed_by=None, claim_expires=None, next_attempt_at=utcnow() + timedelta(seconds=seconds))
-
-    def _update_held(self, **values: Any) -> None:
-        """Change the held rows that are still pending."""
+        """The held rows still pending are due again in ``seconds``; the claim is given back."""
+        if self._claim_id is None:
+            return
+        now = utcnow()
         with self.sessions() as session, session.begin():
             session.execute(
                 update(Delivery)
                 .where(*self._held(), Delivery.status == DeliveryStatus.PENDING)
-                .values(**values)
+                .values(next_attempt_at=now + timedelta(seconds=seconds), updated_at=now)
                 .execution_options(synchronize_session=False)
             )
+            self._give_back(session)
 
     def release(self) -> None:
+        if self._claim_id is None:
+            return
         with self.sessions() as session, session.begin():
-            session.execute(
-                update(Delivery)
-                .where(*self._held())
-                .values(claimed_by=None, claim_expires=None)
-                .execution_options(synchronize_session=False)
-            )
+            self._give_back(session)
+
+    def _give_back(self, session: Session) -> None:
+        session.execute(
+            delete(BatchClaim)
+            .where(BatchClaim.id == self._claim_id, BatchClaim.claimed_by == self.me)
+            .execution_options(synchronize_session=False)
+        )
+        self._claim_id, self._taken = None, []
 
     # --- outcomes ------------------------------------------------------------------
 
@@ -226,16 +275,22 @@ class SqlRecipientStore:
 
     def next_due(self) -> float | None:
         with reading(self.sessions) as session:
-            row = session.execute(
-                select(func.min(Delivery.next_attempt_at), func.min(Delivery.claim_expires), func.count()).where(
+            next_attempt, pending = session.execute(
+                select(func.min(Delivery.next_attempt_at), func.count()).where(
                     *self._in_range(), Delivery.status == DeliveryStatus.PENDING
                 )
             ).one()
-        next_attempt, claim_expires, pending = row
-        if not pending:
-            return None
+            if not pending:
+                return None
+            held_until = session.scalar(
+                select(func.min(BatchClaim.claim_expires)).where(
+                    BatchClaim.send_id == self._send_id,
+                    BatchClaim.first_id <= self.last_id,
+                    BatchClaim.last_id >= self.first_id,
+                )
+            )
         now = utcnow()
-        moments = [m for m in (next_attempt, claim_expires) if m is not None]
+        moments = [m for m in (next_attempt, held_until) if m is not None]
         if not moments:
             return 0.0
         return max(0.0, (min(moments) - now).total_seconds()) + 0.1
@@ -280,8 +335,6 @@ _RECORD = (
         message_id=bindparam("b_message_id"),
         sent_at=bindparam("b_sent_at"),
         next_attempt_at=bindparam("b_next"),
-        claimed_by=None,
-        claim_expires=None,
         updated_at=bindparam("b_now"),
     )
 )
@@ -301,8 +354,6 @@ _RECORD_POSTGRESQL = text(
         message_id = v.message_id,
         sent_at = v.sent_at,
         next_attempt_at = v.next_at,
-        claimed_by = NULL,
-        claim_expires = NULL,
         updated_at = :now
     FROM json_to_recordset(CAST(:outcomes AS json))
         AS v(id bigint, status text, code integer, reply text, message_id text, sent_at timestamptz, next_at timestamptz)
@@ -359,7 +410,7 @@ def finish_if_done(sessions: sessionmaker[Session], send_id: int) -> bool:
     """Mark a sending send finished once nothing is pending. Returns whether it did."""
     pending = exists().where(Delivery.send_id == send_id, Delivery.status == DeliveryStatus.PENDING)
     with sessions() as session, session.begin():
-        return bool(
+        finished = bool(
             rowcount(
                 session.execute(
                     update(Send)
@@ -369,28 +420,36 @@ def finish_if_done(sessions: sessionmaker[Session], send_id: int) -> bool:
                 )
             )
         )
+        if finished:  # claims left by workers that died hold nothing now
+            session.execute(delete(BatchClaim).where(BatchClaim.send_id == send_id))
+        return finished
 
 
 def release_dead_claims(sessions: sessionmaker[Session], hostname: str, is_alive: Callable[[int], bool]) -> int:
     """Release claims held by processes of this host that no longer exist (a worker killed with -9).
 
     Claims of other hosts expire on their own; this only makes local recovery immediate.
-    Returns how many rows were released.
+    Returns how many batches' claims were released.
     """
     with sessions() as session, session.begin():
         holders = session.scalars(
-            select(Delivery.claimed_by)
-            .where(Delivery.status == DeliveryStatus.PENDING, Delivery.claimed_by.like(f"{hostname}:%"))
-            .distinct()
+            select(BatchClaim.claimed_by).where(BatchClaim.claimed_by.like(f"{hostname}:%")).distinct()
         ).all()
         dead = [h for h in holders if h and not is_alive(int(h.split(":")[1]))]
         if not dead:
             return 0
         return rowcount(
             session.execute(
-                update(Delivery)
-                .where(Delivery.status == DeliveryStatus.PENDING, Delivery.claimed_by.in_(dead))
-                .values(claimed_by=None, claim_expires=None)
-                .execution_options(synchronize_session=False)
+                delete(BatchClaim).where(BatchClaim.claimed_by.in_(dead)).execution_options(synchronize_session=False)
             )
         )
+
+
+def held_by_a_live_claim(send_id: int, now: datetime) -> ColumnElement[bool]:
+    """The delivery row lies in a batch of ``send_id`` that a worker holds (its claim not expired)."""
+    return exists().where(
+        BatchClaim.send_id == send_id,
+        BatchClaim.first_id <= Delivery.id,
+        BatchClaim.last_id >= Delivery.id,
+        BatchClaim.claim_expires >= now,
+    )

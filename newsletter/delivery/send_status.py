@@ -46,9 +46,12 @@ LIST_SLUG = "SELECT slug FROM mailing_lists WHERE id = :list_id"
 
 # What send_health asks about a sending send's pending rows (:now is the time of the read).
 _PENDING = f"send_id = :send_id AND status = '{DeliveryStatus.PENDING}'"
-_FREE = "(claim_expires IS NULL OR claim_expires < :now)"
-#: The latest expiry of a worker's claim on the send's pending rows.
-HELD_UNTIL = f"SELECT max(claim_expires) FROM deliveries WHERE {_PENDING} AND claimed_by IS NOT NULL"
+_FREE = (
+    "NOT EXISTS (SELECT 1 FROM batch_claims c WHERE c.send_id = :send_id"
+    " AND c.first_id <= deliveries.id AND c.last_id >= deliveries.id AND c.claim_expires >= :now)"
+)
+#: The latest expiry of a worker's claim on a batch of the send.
+HELD_UNTIL = "SELECT max(claim_expires) FROM batch_claims WHERE send_id = :send_id"
 #: One pending row due now that no worker holds and that was never tried.
 FRESH = f"SELECT id FROM deliveries WHERE {_PENDING} AND {_FREE} AND next_attempt_at IS NULL LIMIT 1"
 #: The earliest retry time already due among the pending rows no worker holds.

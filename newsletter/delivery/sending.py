@@ -14,18 +14,19 @@ from dataclasses import dataclass, fields
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Select, func, insert, literal, select, update
+from sqlalchemy import Select, delete, func, insert, literal, select, update
 from sqlalchemy.orm import Session
 
 from newsletter.content.issues import Links, RenderSettings, get_issue
 from newsletter.delivery import send_status
 from newsletter.delivery.audience import Repeat, check_send, empty_refusal, list_counts, mailed
 from newsletter.delivery.ports import Claimed
+from newsletter.delivery.recipient_store import held_by_a_live_claim
 from newsletter.errors import Conflict, InvalidInput
 from newsletter.mail.messages import CompiledMessage, MessageHeaders, Recipient
 from newsletter.store import erasure_lock
 from newsletter.store.db import id_ranges, rowcount
-from newsletter.store.models import Delivery, MailingList, Send, Subscriber, Subscription, utcnow
+from newsletter.store.models import BatchClaim, Delivery, MailingList, Send, Subscriber, Subscription, utcnow
 from newsletter.store.states import DeliveryStatus, IssueStatus, SendAudience, SendStatus
 from subscribers.lists import get_list
 from subscribers.tokens import TokenSigner
@@ -228,7 +229,7 @@ def pending_batches(session: Session, send_id: int, batch_size: int, *, due_only
     if due_only:
         now = utcnow()
         conditions += [
-            (Delivery.claim_expires.is_(None)) | (Delivery.claim_expires < now),
+            ~held_by_a_live_claim(send_id, now),
             (Delivery.next_attempt_at.is_(None)) | (Delivery.next_attempt_at <= now),
         ]
     return id_ranges(session, Delivery.id, conditions, batch_size)
@@ -284,20 +285,20 @@ def cancel_send(session: Session, send_id: int) -> int:
         raise Conflict(f"send {send_id} is already {send.status}")
     now = utcnow()
     send.status, send.status_reason, send.finished_at = SendStatus.CANCELLED, "cancelled by an editor", now
-    return rowcount(
+    cancelled = rowcount(
         session.execute(
             update(Delivery)
             .where(Delivery.send_id == send_id, Delivery.status == DeliveryStatus.PENDING)
             .values(
                 status=DeliveryStatus.CANCELLED,
                 smtp_reply="send cancelled before this delivery",
-                claimed_by=None,
-                claim_expires=None,
                 updated_at=now,
             )
             .execution_options(synchronize_session=False)
         )
     )
+    session.execute(delete(BatchClaim).where(BatchClaim.send_id == send_id))  # they hold nothing now
+    return cancelled
 
 
 @dataclass(frozen=True)

@@ -254,13 +254,6 @@ class Delivery(Base):
         _check_in("status", DeliveryStatus, "status"),
         # A batch's statements name the send, the status and an id range: all three in one index.
         Index("ix_deliveries_send_status_id", "send_id", "status", "id"),
-        # Held rows are few at any time: a partial index finds them without scanning a send.
-        Index(
-            "ix_deliveries_claimed",
-            "claimed_by",
-            postgresql_where=text("claimed_by IS NOT NULL"),
-            sqlite_where=text("claimed_by IS NOT NULL"),
-        ),
     )
 
     id: Mapped[int] = mapped_column(Id, primary_key=True)
@@ -275,13 +268,28 @@ class Delivery(Base):
     smtp_reply: Mapped[str | None] = mapped_column(Text)
     message_id: Mapped[str | None] = mapped_column(String(998))
     next_attempt_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
-    # A worker claims a batch of rows before sending; a claim that is not renewed expires,
-    # so rows held by a worker that died go back to the pool.
-    claimed_by: Mapped[str | None] = mapped_column(String(100))
-    claim_expires: Mapped[datetime | None] = mapped_column(UTCDateTime)
     sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     bounced_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
+
+
+class BatchClaim(Base):
+    """A worker's hold on a batch of a send: the pending deliveries with ids in [first_id, last_id] that it took.
+
+    One row per batch, not a mark on each delivery row: on PostgreSQL writing the mark cost each delivery a
+    second row version with an entry in every index (migration 0013). A claim that is not renewed expires,
+    so rows held by a worker that died go back to the pool.
+    """
+
+    __tablename__ = "batch_claims"
+    __table_args__ = (Index("ix_batch_claims_send_range", "send_id", "first_id", "last_id"),)
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True)
+    send_id: Mapped[int] = mapped_column(Id)  # no foreign key, as on deliveries: sends are never deleted
+    first_id: Mapped[int] = mapped_column(Id)
+    last_id: Mapped[int] = mapped_column(Id)
+    claimed_by: Mapped[str] = mapped_column(String(100))  # host:pid:random (recipient_store.worker_name)
+    claim_expires: Mapped[datetime] = mapped_column(UTCDateTime)
 
 
 class ConfirmationRun(Base):

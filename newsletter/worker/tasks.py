@@ -217,7 +217,7 @@ def reconcile_once(s: WorkerState) -> int:
     if send_ids:
         released = recipient_store.release_dead_claims(s.sessions, socket.gethostname(), _process_alive)
         if released:
-            log.warning("released %d deliveries claimed by worker processes that died", released)
+            log.warning("released the claims on %d batch(es) held by worker processes that died", released)
     queued = 0
     for send_id in send_ids:
         if recipient_store.finish_if_done(s.sessions, send_id):
