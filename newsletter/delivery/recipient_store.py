@@ -1,11 +1,12 @@
 """A send's recipients in SQL: the claim on one batch, and the bulk write of its outcomes.
 
 :class:`SqlRecipientStore` is the :class:`~newsletter.delivery.ports.RecipientStore` of one
-batch (a range of delivery ids). The worker *claims* the range's pending rows that are due
-(a claim expires unless renewed, so rows held by a dead worker come back), skips those who
-left or were suppressed since the send started, and later writes every outcome in one
-statement. Every query on held rows names the range, so it reads a batch's rows through
-the primary key instead of scanning all pending rows of a large send.
+batch (a range of delivery ids). The worker *claims* the range: one ``batch_claims`` row (a
+claim expires unless renewed, so rows held by a dead worker come back) that holds the range's
+pending, due rows no other live claim covers; it skips those who left or were suppressed since
+the send started, and later writes every outcome in one statement, so each delivery row is
+written once after the snapshot. Every query on held rows names the range, so it reads a
+batch's rows through an index instead of scanning all pending rows of a large send.
 """
 
 from __future__ import annotations
