@@ -470,18 +470,25 @@ def test_unsubscribe_get_changes_nothing_and_its_button_unsubscribes(site):
     assert "You're unsubscribed" in client.get(f"/unsubscribe/{token}").text
 
 
-def test_unsubscribing_takes_effect_for_a_send_in_progress(site, redis_url):
-    import redis
-
-    for i in range(3):
+def started_send(site: Site, readers: int, subject: str) -> tuple[RenderSettings, int, list[tuple[int, int]]]:
+    """``readers`` confirmed readers (reader0@example.com, ...) and a send of a short issue to them, started:
+    (the render settings, the send's id, its batches)."""
+    for i in range(readers):
         add(site, f"reader{i}@example.com")
     render = RenderSettings.create(base_url=BASE, postal_address="1 Example Street", user_template_dir=None)
-    source = IssueSource(subject="Mid-send", preheader="", template="issue", body_markdown="Hello.")
+    source = IssueSource(subject=subject, preheader="", template="issue", body_markdown="Hello.")
     with db.transaction(site.sessions) as s:
         issue, _ = create_issue(s, "weekly", source, render)
         send, batches = sending.start_send(s, issue.id, render, batch_size=100)
+        return render, send.id, batches
+
+
+def test_unsubscribing_takes_effect_for_a_send_in_progress(site, redis_url):
+    import redis
+
+    render, send_id, batches = started_send(site, 3, "Mid-send")
     with site.sessions() as s:
-        assert len(s.scalars(select(Delivery.id).where(Delivery.send_id == send.id)).all()) == 3
+        assert len(s.scalars(select(Delivery.id).where(Delivery.send_id == send_id)).all()) == 3
     # The send has started; one reader leaves before a worker reaches their row.
     assert (
         site.client()
@@ -493,7 +500,7 @@ def test_unsubscribing_takes_effect_for_a_send_in_progress(site, redis_url):
     )
     with SmtpTransport(site.settings.smtp) as transport:
         result = batch_loop.deliver_batch(
-            SqlRecipientStore(site.sessions, send.id, *batches[0]),
+            SqlRecipientStore(site.sessions, send_id, *batches[0]),
             SendEditions(site.sessions, site.signer, render.links),
             transport,
             SendControl(redis.Redis.from_url(redis_url)),
@@ -507,18 +514,12 @@ def test_a_delivery_whose_subscriber_row_is_gone_is_skipped_not_left_pending(sit
     """deliveries has no foreign keys (migration 0012); a row no subscriber backs is skipped by the claim."""
     import redis
 
-    for i in range(2):
-        add(site, f"reader{i}@example.com")
-    render = RenderSettings.create(base_url=BASE, postal_address="1 Example Street", user_template_dir=None)
-    source = IssueSource(subject="Orphan", preheader="", template="issue", body_markdown="Hello.")
-    with db.transaction(site.sessions) as s:
-        issue, _ = create_issue(s, "weekly", source, render)
-        send, batches = sending.start_send(s, issue.id, render, batch_size=100)
+    render, send_id, batches = started_send(site, 2, "Orphan")
     with db.transaction(site.sessions) as s:
         s.execute(delete(Subscriber).where(Subscriber.email == "reader1@example.com"))
     with SmtpTransport(site.settings.smtp) as transport:
         result = batch_loop.deliver_batch(
-            SqlRecipientStore(site.sessions, send.id, *batches[0]),
+            SqlRecipientStore(site.sessions, send_id, *batches[0]),
             SendEditions(site.sessions, site.signer, render.links),
             transport,
             SendControl(redis.Redis.from_url(redis_url)),
@@ -534,14 +535,8 @@ def test_a_delivery_whose_subscriber_row_is_gone_is_skipped_not_left_pending(sit
 def test_outcomes_are_logged_as_the_server_answered_even_with_odd_characters(site):
     """The send log keeps the reply as answered; PostgreSQL's text cannot hold NUL, so that one character is
     dropped (on both stores)."""
-    add(site, "reader0@example.com")
-    add(site, "reader1@example.com")
-    render = RenderSettings.create(base_url=BASE, postal_address="1 Example Street", user_template_dir=None)
-    source = IssueSource(subject="Replies", preheader="", template="issue", body_markdown="Hello.")
-    with db.transaction(site.sessions) as s:
-        issue, _ = create_issue(s, "weekly", source, render)
-        send, batches = sending.start_send(s, issue.id, render, batch_size=100)
-    store = SqlRecipientStore(site.sessions, send.id, *batches[0])
+    _, send_id, batches = started_send(site, 2, "Replies")
+    store = SqlRecipientStore(site.sessions, send_id, *batches[0])
     taken = store.take(60)
     assert taken is not None and len(taken.recipients) == 2
     first, second = taken.recipients
