@@ -33,6 +33,12 @@ Reading the table:
   ratio       service/s / smtplib/s; span ratio: span/s / smtplib/s. Goal: >= 0.9 at equal N.
   worker MB   the largest RSS of one worker process seen during the send (sampled every 0.1 s).
 
+Each round also prints where the CPU went, per message, for the send and for its ceiling: the
+worker's processes (from when it is ready), the `newsletter send` command, the database, Redis and
+the sink (their processes' user + system time from /proc, sampled every 0.1 s), and smtplib's
+senders. At N = 4 the machine's two cores are nearly saturated, so the ratio follows these sums;
+they also drift less than the rates when the machine's speed does.
+
 Why 100,000 recipients by default: the wall clock carries about a second that does not grow with
 the list (the CLI's start-up, its render, the first batch's warm-up), which at 20,000 recipients
 (4 s of delivery) alone cost a tenth of the ratio; at 100,000 the send lasts 20 s or so and the
@@ -165,12 +171,74 @@ def memory_mb(pid: int, field: str) -> float:
 # --- the service, through its command line ----------------------------------------------
 
 
+#: The process names (/proc/PID/stat) of the servers a send and its ceiling use, and their group in the figures.
+SERVER_GROUPS = {"postgres": "database", "redis-server": "redis", "smtp-sink": "sink"}
+
+
+class ServerCpu:
+    """CPU seconds of the machine's database, Redis and SMTP-sink processes over a phase, by group.
+
+    Each process's user + system time is read from /proc whenever :meth:`sample` is called; a process
+    that exits between samples (a database backend of a stopped worker) keeps its last reading.
+    """
+
+    def __init__(self) -> None:
+        self.start: dict[int, float] = {}
+        self.last: dict[int, tuple[str, float]] = {}
+        self.sample(first=True)
+
+    def sample(self, first: bool = False) -> None:
+        ticks = os.sysconf("SC_CLK_TCK")
+        for entry in os.scandir("/proc"):
+            if not entry.name.isdigit():
+                continue
+            try:
+                with open(f"/proc/{entry.name}/stat") as handle:
+                    head, _, rest = handle.read().rpartition(")")
+            except OSError:
+                continue
+            group = SERVER_GROUPS.get(head.partition("(")[2])
+            if group is None:
+                continue
+            fields = rest.split()
+            seconds = (int(fields[11]) + int(fields[12])) / ticks  # as process_cpu
+            pid = int(entry.name)
+            if pid not in self.start:
+                self.start[pid] = seconds if first else 0.0
+            self.last[pid] = (group, seconds)
+
+    def seconds(self) -> dict[str, float]:
+        self.sample()
+        totals: dict[str, float] = {}
+        for pid, (group, seconds) in self.last.items():
+            totals[group] = totals.get(group, 0.0) + seconds - self.start[pid]
+        return totals
+
+
+def process_cpu(pid: int) -> float:
+    """A process's CPU seconds so far, user + system (/proc/PID/stat). Raises OSError when it is gone."""
+    with open(f"/proc/{pid}/stat") as handle:
+        fields = handle.read().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def children_cpu() -> float:
+    """CPU seconds of this process's waited-for children (and theirs), user + system."""
+    import resource
+
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
 class Worker:
     """A `newsletter worker --concurrency N` process group, started in its own session."""
 
     def __init__(self, env: dict[str, str], folder: Path, concurrency: int) -> None:
         self.log = folder / f"worker-c{concurrency}-{time.strftime('%H%M%S')}.log"
         self.peaks: dict[int, float] = {}
+        self.servers: ServerCpu | None = None  # sampled with the RSS while a send is timed
+        self.cpu_first: dict[int, float] = {}  # each worker process's CPU seconds at its first sample
+        self.cpu_last: dict[int, float] = {}
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "newsletter", "worker", "--concurrency", str(concurrency)],
             env=env,
@@ -198,9 +266,19 @@ class Worker:
 
     def sample(self) -> None:
         """Record each worker process's RSS; ``peaks`` keeps the highest seen, in MB, by pid."""
+        if self.servers is not None:
+            self.servers.sample()
         for pid in self.pids():
             with contextlib.suppress(OSError, StopIteration):
                 self.peaks[pid] = max(self.peaks.get(pid, 0.0), memory_mb(pid, "VmRSS"))
+            with contextlib.suppress(OSError):
+                seconds = process_cpu(pid)
+                self.cpu_first.setdefault(pid, seconds)
+                self.cpu_last[pid] = seconds
+
+    def cpu_seconds(self) -> float:
+        """CPU seconds the worker's processes spent between their first and last sample."""
+        return sum(self.cpu_last[pid] - first for pid, first in self.cpu_first.items())
 
     def stop(self) -> Counter[str]:
         """Warm shutdown (SIGTERM to the main process; SIGKILL to the group after 30 s); returns its log's problems."""
@@ -436,7 +514,13 @@ def _round(nl: Newsletter, sink: Sink, issue_id: str, n: int, number: int, datab
     worker = nl.worker(n, sink.port)
     try:
         before = sink.received()
+        worker.servers = ServerCpu()
+        worker.sample()  # the worker is ready and idle: its start-up is not counted
+        children_before = children_cpu()
         result = timed_send(nl, issue_id, worker)
+        service_cpu = worker.servers.seconds()
+        service_cpu["workers"] = worker.cpu_seconds()
+        service_cpu["send command"] = children_cpu() - children_before  # `newsletter send`, waited for
         received = sink.received() - before
     finally:
         problems = worker.stop()
@@ -444,7 +528,10 @@ def _round(nl: Newsletter, sink: Sink, issue_id: str, n: int, number: int, datab
         build_messages(nl, str(result["id"]))
     sent, total = result["sent"], result["total"]
     before = sink.received()
+    servers, children_before = ServerCpu(), children_cpu()
     ceiling = smtplib_ceiling(sink.port, n, sent)
+    ceiling_cpu = servers.seconds()
+    ceiling_cpu["smtplib"] = children_cpu() - children_before
     ceiling_received = sink.received() - before
     rate = sent / result["wall"]
     print(
@@ -457,8 +544,16 @@ def _round(nl: Newsletter, sink: Sink, issue_id: str, n: int, number: int, datab
     if sent != total or received != total or ceiling_received != sent:
         print("    !! MISMATCH: not every delivery is logged as sent, or the sink's count differs")
     print_problems(problems)
+    print(f"    CPU per message: service {_per_message(service_cpu, sent)}; ceiling {_per_message(ceiling_cpu, sent)}")
     rss = max(worker.peaks.values(), default=float("nan"))
     return (database_kind, n, result["wall"], result["span"], rate, sent / result["span"], ceiling, rss)
+
+
+def _per_message(seconds: dict[str, float], messages: int) -> str:
+    """Each group's CPU per message, then the sum: "workers 190, database 45, ... = 330 µs"."""
+    ranked = sorted(seconds.items(), key=lambda item: -item[1])
+    groups = [(group, 1e6 * spent / max(1, messages)) for group, spent in ranked if spent > 0]
+    return ", ".join(f"{group} {us:.0f}" for group, us in groups) + f" = {sum(us for _, us in groups):.0f} µs"
 
 
 def print_table(rows: list[Row]) -> None:
