@@ -483,9 +483,23 @@ def started_send(site: Site, readers: int, subject: str) -> tuple[RenderSettings
         return render, send.id, batches
 
 
-def test_unsubscribing_takes_effect_for_a_send_in_progress(site, redis_url):
+def deliver_first_batch(
+    site: Site, redis_url: str, render: RenderSettings, send_id: int, batches: list[tuple[int, int]]
+) -> batch_loop.BatchResult:
+    """Deliver the send's first batch as a worker does, in this process."""
     import redis
 
+    with SmtpTransport(site.settings.smtp) as transport:
+        return batch_loop.deliver_batch(
+            SqlRecipientStore(site.sessions, send_id, *batches[0]),
+            SendEditions(site.sessions, site.signer, render.links),
+            transport,
+            SendControl(redis.Redis.from_url(redis_url)),
+            policy=batch_loop.DeliveryPolicy(),
+        )
+
+
+def test_unsubscribing_takes_effect_for_a_send_in_progress(site, redis_url):
     render, send_id, batches = started_send(site, 3, "Mid-send")
     with site.sessions() as s:
         assert len(s.scalars(select(Delivery.id).where(Delivery.send_id == send_id)).all()) == 3
@@ -498,33 +512,17 @@ def test_unsubscribing_takes_effect_for_a_send_in_progress(site, redis_url):
         .status_code
         == 200
     )
-    with SmtpTransport(site.settings.smtp) as transport:
-        result = batch_loop.deliver_batch(
-            SqlRecipientStore(site.sessions, send_id, *batches[0]),
-            SendEditions(site.sessions, site.signer, render.links),
-            transport,
-            SendControl(redis.Redis.from_url(redis_url)),
-            policy=batch_loop.DeliveryPolicy(),
-        )
+    result = deliver_first_batch(site, redis_url, render, send_id, batches)
     assert (result.sent, result.skipped) == (2, 1)
     assert {r for m in site.capture.messages for r in m.rcpt_tos} == {"reader0@example.com", "reader2@example.com"}
 
 
 def test_a_delivery_whose_subscriber_row_is_gone_is_skipped_not_left_pending(site, redis_url):
     """deliveries has no foreign keys (migration 0012); a row no subscriber backs is skipped by the claim."""
-    import redis
-
     render, send_id, batches = started_send(site, 2, "Orphan")
     with db.transaction(site.sessions) as s:
         s.execute(delete(Subscriber).where(Subscriber.email == "reader1@example.com"))
-    with SmtpTransport(site.settings.smtp) as transport:
-        result = batch_loop.deliver_batch(
-            SqlRecipientStore(site.sessions, send_id, *batches[0]),
-            SendEditions(site.sessions, site.signer, render.links),
-            transport,
-            SendControl(redis.Redis.from_url(redis_url)),
-            policy=batch_loop.DeliveryPolicy(),
-        )
+    result = deliver_first_batch(site, redis_url, render, send_id, batches)
     assert (result.sent, result.skipped) == (1, 1)
     assert {r for m in site.capture.messages for r in m.rcpt_tos} == {"reader0@example.com"}
     with site.sessions() as s:
