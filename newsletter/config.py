@@ -77,7 +77,7 @@ DOCUMENTED: dict[str, tuple[str, str]] = {
         "(unset: no pacing per receiving domain)",
         "Messages per receiving domain across all workers together, e.g. gmail.com=50/s,yahoo.com=20/s,*=500/s "
         "(per second /s, minute /m or hour /h; * is each other domain's own rate, unset: unpaced). A 421 or 4.7.x "
-        "answer halves that domain's rate (down to 1/m), which climbs back after a minute without one.",
+        "answer halves that domain's rate (down to 1/64 of it, or 1/m), which climbs back after a minute without one.",
     ),
     "NEWSLETTER_MAX_ATTEMPTS": (
         "5",

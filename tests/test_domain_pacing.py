@@ -13,6 +13,7 @@ import redis
 
 from newsletter.config import Settings, parse_domain_rates
 from newsletter.delivery.domain_pacing import (
+    FLOOR_FRACTION,
     FLOOR_RATE,
     SLOWED_KEY,
     DomainPacer,
@@ -157,9 +158,17 @@ def test_a_421_halves_the_rate_once_per_burst_down_to_the_floor(client: redis.Re
     assert pacer.slow_down("gmail.com", now=T0 + 1.0) == 2.0
     for i in range(20):
         rate = pacer.slow_down("gmail.com", now=T0 + 2.0 + i)
-    assert rate == pytest.approx(FLOOR_RATE)
+    assert rate == pytest.approx(8.0 * FLOOR_FRACTION)  # six halvings at most: a refusing domain is still tried
     (slowed,) = pacer.slowed(now=T0 + 30)
-    assert (slowed.domain, slowed.configured) == ("gmail.com", 8.0) and slowed.rate == pytest.approx(FLOOR_RATE)
+    assert (slowed.domain, slowed.configured) == ("gmail.com", 8.0) and slowed.rate == pytest.approx(0.125)
+
+
+def test_a_slow_domain_backs_off_to_one_a_minute_at_least(client: redis.Redis):
+    pacer = DomainPacer(client, [("small.example", 0.5), ("tiny.example", 1 / 120)])
+    for i in range(20):
+        rate = pacer.slow_down("small.example", now=T0 + i)
+    assert rate == pytest.approx(FLOOR_RATE)  # 0.5/s / 64 would be below one a minute
+    assert pacer.slow_down("tiny.example", now=T0) == pytest.approx(1 / 120)  # configured below the floor: kept
 
 
 def test_a_slowed_bucket_grants_at_the_slowed_rate(client: redis.Redis):

@@ -8,7 +8,8 @@ none left waits, set aside with the time it may go, while the rest of the batch 
 
 A ``421`` or ``4.7.x`` answer for a recipient slows that domain down by itself
 (:meth:`DomainPacer.slow_down`): its effective rate is halved (at most once per
-:data:`SLOW_DOWN_EVERY` seconds, never below :data:`FLOOR_RATE`), shared by every worker; after
+:data:`SLOW_DOWN_EVERY` seconds, never below :data:`FLOOR_FRACTION` of the configured rate nor
+:data:`FLOOR_RATE`), shared by every worker; after
 :data:`QUIET_SECONDS` without another one it doubles back, each quiet period, to the
 configured rate. Domains being slowed are listed in ``newsletter:pace:slowed`` for
 ``sends status`` (:func:`slowed_domains`).
@@ -32,7 +33,11 @@ if TYPE_CHECKING:
 
 #: Seconds without a 421/4.7.x from a slowed domain after which its rate doubles (again, up to the configured one).
 QUIET_SECONDS = 60.0
-#: The lowest rate a back-off goes to: one message a minute (or the configured rate, if lower).
+#: The lowest rate a back-off goes to, as a share of the configured rate: six halvings (50/s -> 0.78/s).
+#: A domain that keeps answering 421 is still tried, at this pace, while each refused recipient is
+#: retried on its own schedule; deeper would starve a send for hours on a server that refuses by rote.
+FLOOR_FRACTION = 1 / 64
+#: The lowest rate a back-off goes to in any case: one message a minute (or the configured rate, if lower).
 FLOOR_RATE = 1 / 60
 #: A burst of 421s (every worker's messages in flight) halves the rate once: at most once per this many seconds.
 SLOW_DOWN_EVERY = 1.0
@@ -120,7 +125,8 @@ return out
 )
 
 # KEYS: the slowed set, the domain's bucket. ARGV: now, quiet seconds, burst seconds, the domain,
-# its configured rate, the floor, the seconds between two halvings. Returns the new effective rate.
+# its configured rate, the floor (already min(rate, max(rate * fraction, floor rate))), the seconds
+# between two halvings. Returns the new effective rate.
 _SLOW_DOWN = (
     _COMMON
     + """
@@ -128,7 +134,7 @@ local now = clock(ARGV[1])
 local quiet = tonumber(ARGV[2])
 local burst_seconds = tonumber(ARGV[3])
 local domain, rate = ARGV[4], tonumber(ARGV[5])
-local floor = math.min(rate, tonumber(ARGV[6]))
+local floor = tonumber(ARGV[6])
 local every = tonumber(ARGV[7])
 local s = redis.call('HMGET', KEYS[2], 'tokens', 'at', 'slow', 'since', 'halved')
 local eff, slow, since = effective(tonumber(s[3]), tonumber(s[4]), rate, now, quiet)
@@ -229,12 +235,13 @@ class DomainPacer:
         quiet_seconds: float = QUIET_SECONDS,
         burst_seconds: float = BURST_SECONDS,
         floor_rate: float = FLOOR_RATE,
+        floor_fraction: float = FLOOR_FRACTION,
         slow_down_every: float = SLOW_DOWN_EVERY,
     ) -> None:
         self.redis = client
         self.rates = DomainRates(rates)
         self.quiet_seconds, self.burst_seconds = quiet_seconds, burst_seconds
-        self.floor_rate, self.slow_down_every = floor_rate, slow_down_every
+        self.floor_rate, self.floor_fraction, self.slow_down_every = floor_rate, floor_fraction, slow_down_every
         self._take = client.register_script(_TAKE)
         self._slow_down = client.register_script(_SLOW_DOWN)
 
@@ -276,10 +283,14 @@ class DomainPacer:
             self.burst_seconds,
             domain,
             repr(rate),
-            repr(self.floor_rate),
+            repr(self.floor(rate)),
             self.slow_down_every,
         ]
         return float(self._slow_down(keys=[SLOWED_KEY, pace_key(domain)], args=args))
+
+    def floor(self, rate: float) -> float:
+        """The lowest rate a back-off takes a domain configured at ``rate`` to."""
+        return min(rate, max(rate * self.floor_fraction, self.floor_rate))
 
     def slowed(self, *, now: float | None = None) -> list[SlowedDomain]:
         """The domains being slowed down now (for ``sends status``)."""
