@@ -92,6 +92,20 @@ DOCUMENTED: dict[str, tuple[str, str]] = {
         "0.2",
         "A send pauses itself when this share of its attempts failed (once 50 were made); 1 turns it off.",
     ),
+    "NEWSLETTER_REPORT_WINDOW_DAYS": (
+        "30",
+        "Days a tracked send keeps its readers' events apart (unique counts) before they are rolled up into "
+        "hourly counts and the key that told readers apart is deleted.",
+    ),
+    "NEWSLETTER_TRACKING_RETENTION_DAYS": (
+        "180",
+        "Days a list with individual tracking keeps each subscriber's opens and clicks (erased with the subscriber).",
+    ),
+    "NEWSLETTER_PRIVACY_PROXY_RANGES": (
+        "(unset)",
+        "A file of privacy proxies' networks (one per line, first column: Apple's egress-ip-ranges.csv as "
+        "published): opens from them count as machine opens.",
+    ),
     "NEWSLETTER_STALL_SECONDS": (
         "30",
         "Seconds a sending send's due work may wait untaken before its status names the problem "
@@ -209,6 +223,9 @@ class Settings:
     log_format: str = "text"
     stall_seconds: float = 30.0
     trusted_proxies: tuple[str, ...] = ()  # networks, e.g. "127.0.0.1/32": whose X-Forwarded-* headers are believed
+    report_window_days: float = 30.0
+    tracking_retention_days: float = 180.0
+    privacy_proxy_ranges: Path | None = None
     relays: tuple[SmtpRelay, ...] = ()  # every relay of NEWSLETTER_SMTP_URL; empty: ``smtp`` alone (see smtp_relays)
 
     @property
@@ -280,6 +297,15 @@ class Settings:
                 "NEWSLETTER_SES_MAX_AGE",
             ),
             trusted_proxies=_networks("NEWSLETTER_TRUSTED_PROXIES", environ.get("NEWSLETTER_TRUSTED_PROXIES", "")),
+            report_window_days=_positive_days(
+                "NEWSLETTER_REPORT_WINDOW_DAYS", environ.get("NEWSLETTER_REPORT_WINDOW_DAYS"), 30.0
+            ),
+            tracking_retention_days=_positive_days(
+                "NEWSLETTER_TRACKING_RETENTION_DAYS", environ.get("NEWSLETTER_TRACKING_RETENTION_DAYS"), 180.0
+            ),
+            privacy_proxy_ranges=_readable_file(
+                "NEWSLETTER_PRIVACY_PROXY_RANGES", environ.get("NEWSLETTER_PRIVACY_PROXY_RANGES")
+            ),
         )
 
 
@@ -672,6 +698,15 @@ def _int(name: str, value: str | None, default: int, *, minimum: int) -> int:
     if number < minimum:
         raise ConfigError(f"{name}: must be at least {minimum}, got {number}")
     return number
+
+
+def _readable_file(name: str, value: str | None) -> Path | None:
+    if not value:
+        return None
+    path = Path(value)
+    if not path.is_file():
+        raise ConfigError(f"{name}: {value} is not a readable file")
+    return path
 
 
 def _positive_days(name: str, value: str | None, default: float) -> float:

@@ -30,6 +30,7 @@ from newsletter.store.db import rowcount
 from newsletter.store.models import (
     BounceEvent,
     Delivery,
+    EngagementEvent,
     MailingList,
     Subscriber,
     Subscription,
@@ -423,7 +424,8 @@ def delete_subscriber(session: Session, subscriber_id: int, *, erase: bool = Fal
 
     Without ``erase``: each live subscription becomes unsubscribed ("deleted by an admin");
     the subscriber row and the consent records stay as proof. With ``erase`` (GDPR erasure):
-    the subscriptions and bounce events go, the delivery log rows are anonymised (address
+    the subscriptions and bounce events go, their opens and clicks no longer name them, the delivery log
+    rows are anonymised (address
     "erased", SMTP reply removed; pending ones skipped) but kept for the sends' counts, and
     the subscriber row is deleted, or reduced to an anonymous tombstone when delivery log
     rows still refer to it (see the module docstring). A suppression of the address is kept,
@@ -442,6 +444,13 @@ def delete_subscriber(session: Session, subscriber_id: int, *, erase: bool = Fal
     email = subscriber.email
     erasure_lock.hold_for_erasure(session)  # a snapshot writing their deliveries now commits first, so they are seen
     session.execute(delete(BounceEvent).where(BounceEvent.email == email).execution_options(synchronize_session=False))
+    # Their opens and clicks no longer name them; a send's figures keep counting them, as its delivery log does.
+    session.execute(
+        update(EngagementEvent)
+        .where(EngagementEvent.subscriber_id == subscriber.id)
+        .values(subscriber_id=None)
+        .execution_options(synchronize_session=False)
+    )
     session.execute(
         delete(Subscription)
         .where(Subscription.subscriber_id == subscriber.id)

@@ -10,7 +10,7 @@ from sqlalchemy.orm import Session
 
 from newsletter.errors import Conflict, InvalidInput, NotFound
 from newsletter.store.models import Issue, MailingList, Send, Subscription
-from newsletter.store.states import SubscriptionStatus
+from newsletter.store.states import SubscriptionStatus, Tracking
 from subscribers.addresses import check_display_name, normalise_email
 
 SLUG_RE = re.compile(r"^[a-z0-9][a-z0-9-]{0,63}$")
@@ -37,8 +37,9 @@ def create_list(
     reply_to: str | None = None,
     description: str = "",
     private: bool = False,
+    tracking: str = Tracking.OFF,
 ) -> MailingList:
-    """Create a list (``private``: see `update_list`).
+    """Create a list (``private``, ``tracking``: see `update_list`).
 
     Raises InvalidInput for a bad slug, name or address; Conflict if the slug is taken.
     """
@@ -54,6 +55,7 @@ def create_list(
     reply_to = _address("--reply-to", reply_to) if reply_to else None
     from_name = _field("--from-name", from_name)
     description = _description(description)
+    chosen = parse_tracking(tracking)
     if session.scalar(select(MailingList.id).where(MailingList.slug == slug)) is not None:
         raise Conflict(f"a list with slug {slug!r} already exists")
     mailing_list = MailingList(
@@ -64,6 +66,7 @@ def create_list(
         reply_to=reply_to,
         description=description,
         private=private,
+        tracking=chosen,
     )
     session.add(mailing_list)
     session.flush()
@@ -80,16 +83,18 @@ def update_list(
     reply_to: str | None = None,
     description: str | None = None,
     private: bool | None = None,
+    tracking: str | None = None,
 ) -> MailingList:
     """Change a list's settings (None leaves a field as it is; an empty ``reply_to`` removes it).
 
     Checked as `create_list` checks them. A private list is not on the public home page,
     and its form and archive answer as if it did not exist; admins and the API still add
-    people to it. Raises NotFound, InvalidInput (``where`` names the field as a CLI option,
-    like `create_list`); nothing changes when a field is refused.
+    people to it. ``tracking`` (off, anonymous, individual: newsletter.engagement) counts the
+    opens and clicks of sends started from now on. Raises NotFound, InvalidInput (``where``
+    names the field as a CLI option, like `create_list`); nothing changes when a field is refused.
     """
     mailing_list = get_list(session, slug)
-    changes: dict[str, str | bool | None] = {}
+    changes: dict[str, str | bool | Tracking | None] = {}
     if name is not None:
         changes["name"] = _field("--name", name)
         if not changes["name"]:
@@ -104,10 +109,21 @@ def update_list(
         changes["description"] = _description(description)
     if private is not None:
         changes["private"] = private
+    if tracking is not None:
+        changes["tracking"] = parse_tracking(tracking)
     for key, value in changes.items():
         setattr(mailing_list, key, value)
     session.flush()
     return mailing_list
+
+
+def parse_tracking(value: str) -> Tracking:
+    """A tracking choice as given; raises InvalidInput naming the choices."""
+    try:
+        return Tracking(value.strip().lower())
+    except ValueError:
+        choices = ", ".join(t.value for t in Tracking)
+        raise InvalidInput(f"tracking must be one of {choices}, not {value!r}", where="--tracking") from None
 
 
 def delete_list(session: Session, slug: str) -> None:

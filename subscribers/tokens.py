@@ -13,6 +13,10 @@ never expire (RFC 8058 one-click must keep working from any old email).
 
 A private list's archived issues open with a key of their own (``archive_key``): the HMAC
 of the list's and the issue's ids, the same for every reader, so it tracks no one.
+
+A tracked send's links and image carry ``<delivery_id>.<signature>`` (``tracking_token``):
+the HMAC of the send's and the delivery's ids, so a reader can neither forge another's
+clicks nor move theirs to another send.
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ from newsletter.errors import InvalidInput
 
 PURPOSES = ("unsubscribe", "preferences", "confirm")
 ARCHIVE_PURPOSE = "archive"  # signs "<list_id>.<issue_id>", never a token: tokens start "v1."
+TRACKING_PURPOSE = "tracking"  # signs "<send_id>.<delivery_id>"
 
 
 @dataclass(frozen=True)
@@ -90,7 +95,21 @@ class TokenSigner:
         body = f"{list_id}.{issue_id}"
         return any(hmac.compare_digest(_signature(k, ARCHIVE_PURPOSE, body), key) for k in self._all)
 
+    def tracking_token(self, send_id: int, delivery_id: int) -> str:
+        """What a tracked send's links carry for one delivery: ``<delivery_id>.<signature>``."""
+        return f"{delivery_id}.{_signature(self._current, TRACKING_PURPOSE, f'{send_id}.{delivery_id}', 12)}"
 
-def _signature(key: bytes, purpose: str, body: str) -> str:
-    digest = hmac.new(key, f"{purpose}:{body}".encode(), hashlib.sha256).digest()[:18]
+    def tracked_delivery(self, send_id: int, token: str) -> int | None:
+        """The delivery a tracking token names, if it is one of ``send_id``'s (old keys still do); else None."""
+        delivery, dot, signature = token.partition(".")
+        if not dot or not token.isascii() or not delivery.isdigit() or len(delivery) > 18:
+            return None
+        body = f"{send_id}.{int(delivery)}"
+        if any(hmac.compare_digest(_signature(k, TRACKING_PURPOSE, body, 12), signature) for k in self._all):
+            return int(delivery)
+        return None
+
+
+def _signature(key: bytes, purpose: str, body: str, size: int = 18) -> str:
+    digest = hmac.new(key, f"{purpose}:{body}".encode(), hashlib.sha256).digest()[:size]
     return base64.urlsafe_b64encode(digest).decode()

@@ -26,6 +26,12 @@ def create(
     private: bool = typer.Option(
         False, "--private", help="Not on the public home page; no public form or archive (add people yourself)."
     ),
+    tracking: str = typer.Option(
+        "off",
+        "--tracking",
+        help="Count opens and clicks: off (no pixel, links as written), anonymous (counts only) or individual "
+        "(per subscriber, kept NEWSLETTER_TRACKING_RETENTION_DAYS).",
+    ),
 ) -> None:
     """Create a mailing list."""
     with runtime.transaction() as session:
@@ -38,9 +44,13 @@ def create(
             reply_to=reply_to,
             description=description,
             private=private,
+            tracking=tracking,
         )
         sender = f"{created.from_name} <{created.from_email}>" if created.from_name else created.from_email
-        out.print(f"Created {'private ' if private else ''}list {created.slug} ({created.name}), sending as {sender}.")
+        counted = f", tracking {created.tracking}" if created.tracking != "off" else ""
+        out.print(
+            f"Created {'private ' if private else ''}list {created.slug} ({created.name}), sending as {sender}{counted}."
+        )
 
 
 @app.command()
@@ -58,6 +68,11 @@ def update(
         help="Off the public home page, no public form or archive (admins and the API still add people).",
     ),
     make_public: bool = typer.Option(False, "--public", help="Back on the home page, with its form and archive."),
+    tracking: str | None = typer.Option(
+        None,
+        "--tracking",
+        help="off, anonymous or individual: what sends started from now on count of opens and clicks.",
+    ),
 ) -> None:
     """Change a list's settings; only the options given change. Sends already made keep their copy."""
     from newsletter.errors import InvalidInput
@@ -69,10 +84,10 @@ def update(
     private = True if make_private else False if make_public else None
     if no_reply_to:
         reply_to = ""
-    if all(v is None for v in (name, description, from_name, from_email, reply_to, private)):
+    if all(v is None for v in (name, description, from_name, from_email, reply_to, private, tracking)):
         raise InvalidInput(
             "nothing to change: give at least one of --name, --description, --from-name, --from-email, --reply-to, "
-            "--no-reply-to, --private or --public"
+            "--no-reply-to, --private, --public or --tracking"
         )
     with runtime.transaction() as session:
         changed = lists.update_list(
@@ -84,12 +99,13 @@ def update(
             reply_to=reply_to,
             description=description,
             private=private,
+            tracking=tracking,
         )
         sender = f"{changed.from_name} <{changed.from_email}>" if changed.from_name else changed.from_email
         visibility = "private" if changed.private else "public"
         out.print(
             f"Updated list {changed.slug} ({changed.name}): sending as {sender}, "
-            f"replies to {changed.reply_to or 'the sender'}, {visibility}."
+            f"replies to {changed.reply_to or 'the sender'}, {visibility}, tracking {changed.tracking}."
         )
 
 
@@ -132,12 +148,14 @@ def show(slug: str = typer.Argument(..., help="The list's slug.")) -> None:
     """Show a list's settings and its subscriptions counted by status."""
     with runtime.transaction() as session:
         row = lists.list_with_counts(session, slug)
+        tracking = row.mailing_list.tracking  # deferred: read while the session is open
     m = row.mailing_list
     table = Table(show_header=False, box=None)
     table.add_row("slug", m.slug)
     table.add_row("name", m.name)
     table.add_row("from", f"{m.from_name} <{m.from_email}>" if m.from_name else m.from_email)
     table.add_row("reply-to", m.reply_to or "(the sender)")
+    table.add_row("tracking", tracking)
     table.add_row("visibility", "private (no public form or archive)" if m.private else "public")
     if m.description:
         table.add_row("description", m.description)

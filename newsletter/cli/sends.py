@@ -303,6 +303,68 @@ def status(
     out.print(table)
 
 
+@app.command()
+def report(
+    send_id: int = typer.Argument(..., help="The send's id."),
+    as_json: bool = typer.Option(
+        False, "--json", help="One JSON object (its keys are listed in README, 'Engagement reports')."
+    ),
+) -> None:
+    """A send's report: delivered, failed, bounced, complaints, unsubscribes and, when its list tracks
+    them, human and machine opens and clicks, rates, and each link's clicks."""
+    from newsletter.engagement.report import send_report
+
+    with runtime.reading() as session:
+        made = send_report(session, send_id)
+    if as_json:
+        print(json.dumps(made.as_json()))
+        return
+    from rich.table import Table
+
+    def rate(value: float | None) -> str:
+        return "-" if value is None else f"{value:.1%}"
+
+    table = Table(show_header=False, box=None)
+    rows = [
+        ("send", f"{made.send_id} to {made.list}: {made.subject}"),
+        ("status", made.status),
+        ("tracking", made.tracking),
+        ("recipients", made.recipients),
+        ("delivered", made.delivered),
+        ("pending", made.pending),
+        ("failed", made.failed),
+        ("bounced", made.bounced),
+        ("complaints", made.complaints),
+        ("unsubscribes", made.unsubscribes),
+    ]
+    if made.tracking != "off":
+        o, c = made.opens, made.clicks
+        rows += [
+            ("opens", f"{o.unique} unique, {o.total} in all ({rate(made.open_rate)} of delivered, an estimate)"),
+            (
+                "machine opens",
+                f"{o.machine_unique} unique, {o.machine_total} in all (privacy proxies, not counted above)",
+            ),
+            ("clicks", f"{c.unique} unique, {c.total} in all ({rate(made.click_through_rate)} click-through)"),
+            ("machine clicks", f"{c.machine_unique} unique, {c.machine_total} in all (scanners, not counted above)"),
+            ("click-to-open", rate(made.click_to_open_rate)),
+        ]
+    for key, value in rows:
+        table.add_row(key, str(value))
+    out.print(table)
+    if made.tracking == "off":
+        out.print("Tracking was off for this send's list: no opens or clicks were counted.")
+        return
+    links = Table("link", "unique", "clicks", "machine", box=None)
+    for link in made.links:
+        links.add_row(link.url, str(link.unique), str(link.total), str(link.machine))
+    if made.links:
+        out.print(links)
+    from newsletter.engagement.report import ESTIMATE_NOTE
+
+    out.print(ESTIMATE_NOTE)
+
+
 @app.command("log")
 def delivery_log(
     send_id: int = typer.Argument(..., help="The send's id."),

@@ -73,14 +73,17 @@ __all__ = [
     "RenderedIssue",
     "check_issue",
     "default_template_dir",
+    "has_placeholder",
     "inline_css",
     "personalise",
+    "placeholder",
     "placeholder_parts",
     "render_issue",
     "template_environment",
 ]
 
-PERSONAL_FIELDS = ("name", "email", "unsubscribe_url", "preferences_url", "view_online_url")
+# "tracking" is no template's to print: a tracked send's links and image carry it (newsletter.engagement).
+PERSONAL_FIELDS = ("name", "email", "unsubscribe_url", "preferences_url", "view_online_url", "tracking")
 # The merge tags an editor can write in the body (in any case), and the personal field each prints.
 # ``*|NAME:there|*`` prints "there" for a subscriber without a name.
 MERGE_TAGS = {"NAME": "name", "EMAIL": "email"}
@@ -127,6 +130,7 @@ class PersonalFields:
     unsubscribe_url: str
     preferences_url: str
     view_online_url: str
+    tracking: str = ""  # a tracked send's ``<delivery>.<signature>``
 
 
 @dataclass(frozen=True)
@@ -186,9 +190,22 @@ def personalise(html: str, text: str, fields: PersonalFields) -> tuple[str, str]
         _without_markers(fields.unsubscribe_url),
         _without_markers(fields.preferences_url),
         _without_markers(fields.view_online_url),
+        _without_markers(fields.tracking),
     )
     escaped = tuple([html_escape(value, quote=True) for value in raw])
     return _fill(_split(html), escaped), _fill(_split(text), raw)
+
+
+def placeholder(field: str) -> str:
+    """The placeholder of a personal field, for code that rewrites a rendered issue (tracked links)."""
+    if field not in PERSONAL_FIELDS:
+        raise ValueError(f"unknown personal field {field!r}")
+    return _OPEN + field + _CLOSE
+
+
+def has_placeholder(value: str) -> bool:
+    """Whether a piece of a rendered issue holds a placeholder (a personal link, say)."""
+    return _OPEN in value
 
 
 def placeholder_parts(rendered: str) -> tuple[str, tuple[tuple[int, str | None, str], ...]]:

@@ -18,6 +18,7 @@ from newsletter.delivery.sending import RecipientLinks, compile_message, get_sen
 from newsletter.mail.messages import CompiledMessage, ascii_address
 from newsletter.mail.outbound import PLAIN, Outbound
 from newsletter.store.models import Send
+from newsletter.store.states import Tracking
 from subscribers.tokens import TokenSigner
 
 
@@ -25,10 +26,18 @@ class SendEdition:
     """One send's compiled message and what its recipients' copies need (an Edition)."""
 
     def __init__(
-        self, message: CompiledMessage, list_id: int, issue_id: int, links: RecipientLinks, outbound: Outbound
+        self,
+        message: CompiledMessage,
+        list_id: int,
+        issue_id: int,
+        links: RecipientLinks,
+        outbound: Outbound,
+        *,
+        tracked_send: int | None = None,
     ) -> None:
         self.message = message
         self.list_id, self.issue_id = list_id, issue_id
+        self.tracked_send = tracked_send  # the send's id when its copies carry a tracking token
         self.links = links
         self.outbound = outbound
 
@@ -41,7 +50,8 @@ class SendEdition:
 
     def copy(self, row: Claimed) -> Copy:
         message = self.message
-        message_id, data = message.build(self.links.recipient(message, self.list_id, self.issue_id, row))
+        recipient = self.links.recipient(message, self.list_id, self.issue_id, row, tracked_send=self.tracked_send)
+        message_id, data = message.build(recipient)
         return Copy(
             message_id,
             self.outbound.envelope_from(message, row.delivery_id),
@@ -83,7 +93,11 @@ class SendEditions:
         if made is None:
             if len(self._editions) >= self.keep:
                 self._editions.clear()
-            message = compile_message(session, send, message_id_key=self.message_id_key)
-            made = SendEdition(message, send.list_id, send.issue_id, self.recipient_links, self.outbound)
+            base_url = self.recipient_links.links.base_url
+            message = compile_message(session, send, message_id_key=self.message_id_key, tracking_base_url=base_url)
+            tracked = send.id if send.tracking != Tracking.OFF else None
+            made = SendEdition(
+                message, send.list_id, send.issue_id, self.recipient_links, self.outbound, tracked_send=tracked
+            )
             self._editions[send.id] = made
         return made

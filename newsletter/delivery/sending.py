@@ -22,12 +22,13 @@ from newsletter.delivery import send_status
 from newsletter.delivery.audience import Repeat, check_send, empty_refusal, list_counts, mailed
 from newsletter.delivery.ports import Claimed
 from newsletter.delivery.recipient_store import held_by_a_live_claim
+from newsletter.engagement import links as tracked_links
 from newsletter.errors import Conflict, InvalidInput
 from newsletter.mail.messages import CompiledMessage, MessageHeaders, Recipient
 from newsletter.store import erasure_lock
 from newsletter.store.db import id_ranges, rowcount
 from newsletter.store.models import BatchClaim, Delivery, MailingList, Send, Subscriber, Subscription, utcnow
-from newsletter.store.states import DeliveryStatus, IssueStatus, SendAudience, SendStatus
+from newsletter.store.states import DeliveryStatus, IssueStatus, SendAudience, SendStatus, Tracking
 from subscribers.lists import get_list
 from subscribers.tokens import TokenSigner
 
@@ -73,14 +74,22 @@ def message_headers(
     )
 
 
-def compile_message(session: Session, send: Send, *, message_id_key: bytes | None = None) -> CompiledMessage:
+def compile_message(
+    session: Session, send: Send, *, message_id_key: bytes | None = None, tracking_base_url: str | None = None
+) -> CompiledMessage:
     """The send's frozen issue as a pre-encoded message. Raises InvalidInput for unsafe header values.
 
     Workers pass ``message_id_key`` (``TokenSigner.derived_key("message-id")``), so no
-    recipient can derive another's Message-ID from their own.
+    recipient can derive another's Message-ID from their own, and ``tracking_base_url``: a
+    tracked send's links then point to its redirects, and its image is added
+    (:mod:`newsletter.engagement.links`); the stored issue keeps the real links.
     """
     mailing_list = session.get(MailingList, send.list_id)
     assert mailing_list is not None
+    html, text = send.html, send.text
+    if tracking_base_url is not None and send.tracking != Tracking.OFF:
+        urls = tracked_links.link_urls(session, send.id)
+        html, text = tracked_links.track(html, text, tracking_base_url, send.id, urls)
     return CompiledMessage(
         message_headers(
             mailing_list,
@@ -88,8 +97,8 @@ def compile_message(session: Session, send: Send, *, message_id_key: bytes | Non
             message_id_tag=send_key(send),
             feedback_id=f"{send.id}:{mailing_list.slug}:newsletter",
         ),
-        send.html,
-        send.text,
+        html,
+        text,
         message_id_key=message_id_key,
     )
 
@@ -105,7 +114,10 @@ class RecipientLinks:
     def __call__(self, message: CompiledMessage, send: Send, row: Claimed) -> Recipient:
         return self.recipient(message, send.list_id, send.issue_id, row)
 
-    def recipient(self, message: CompiledMessage, list_id: int, issue_id: int, row: Claimed) -> Recipient:
+    def recipient(
+        self, message: CompiledMessage, list_id: int, issue_id: int, row: Claimed, *, tracked_send: int | None = None
+    ) -> Recipient:
+        """``tracked_send``: the id of a tracked send, whose copies carry a tracking token."""
         unsubscribe = self.signer.make(row.subscriber_id, list_id, "unsubscribe")
         return Recipient(
             delivery_id=row.delivery_id,
@@ -117,6 +129,7 @@ class RecipientLinks:
             view_online_url=self._view_online_url(
                 message.headers.list_slug, list_id, issue_id, message.headers.private
             ),
+            tracking=self.signer.tracking_token(tracked_send, row.delivery_id) if tracked_send is not None else "",
         )
 
     def _view_online_url(self, list_slug: str, list_id: int, issue_id: int, private: bool) -> str:
@@ -179,6 +192,8 @@ def snapshot_recipients(session: Session, send: Send, list_id: int, now: datetim
     saying why.
     """
     audience = SendAudience(send.audience or SendAudience.ALL)
+    session.flush()  # the send has its id
+    tracked_links.freeze(session, send)
     recipients = (
         select(
             literal(send.id),

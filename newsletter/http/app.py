@@ -23,7 +23,18 @@ from newsletter.http.body_limits import BodyLimits
 from newsletter.http.context import STATIC_DIR, ConfirmationSender, Web, page_templates, trusted_proxy_networks
 from newsletter.http.headers import SecurityHeaders
 from newsletter.http.ratelimit import LoginLimiter, SubscribeLimiter, Unavailable
-from newsletter.http.site import archive, confirm, docs, home, metrics, preferences, subscribe, unsubscribe, webhooks
+from newsletter.http.site import (
+    archive,
+    confirm,
+    docs,
+    home,
+    metrics,
+    preferences,
+    subscribe,
+    tracking,
+    unsubscribe,
+    webhooks,
+)
 from newsletter.runtime import QUEUE, Broker, Runtime, TaskQueue
 from subscribers.consent import ConfirmationRequest
 
@@ -60,7 +71,7 @@ def create_app(
     state.metrics = metrics_registry(broker, state.sessions)
     app.state.web = state
     app.state.send_preferences_link = send_preferences_link or celery_preferences_links(runtime.tasks)
-    for module in (home, subscribe, confirm, unsubscribe, preferences, archive, webhooks, metrics, docs):
+    for module in (home, subscribe, confirm, unsubscribe, preferences, archive, tracking, webhooks, metrics, docs):
         app.include_router(module.router, prefix=root, include_in_schema=False)
     app.include_router(api.router, prefix=root)
     app.include_router(admin.router, prefix=root)

@@ -43,6 +43,7 @@ class Recipient:
     preferences_url: str
     unsubscribe_mailto: str
     view_online_url: str
+    tracking: str = ""  # a tracked send's token for its links and image, else empty
 
 
 @dataclass(frozen=True)
@@ -168,6 +169,7 @@ class CompiledMessage:
             recipient.unsubscribe_url,
             recipient.preferences_url,
             recipient.view_online_url,
+            recipient.tracking,
         )
         head = [
             self._shared_headers,
@@ -313,4 +315,4 @@ def _phrase(value: str) -> str:
     return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
-assert PERSONAL_FIELDS == ("name", "email", "unsubscribe_url", "preferences_url", "view_online_url")
+assert PERSONAL_FIELDS == ("name", "email", "unsubscribe_url", "preferences_url", "view_online_url", "tracking")

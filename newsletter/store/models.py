@@ -39,6 +39,8 @@ from newsletter.store.states import (
     ConfirmationMailStatus,
     ConfirmationRunStatus,
     DeliveryStatus,
+    EngagementKind,
+    EngagementOrigin,
     ImportStatus,
     IssueStatus,
     Role,
@@ -46,6 +48,7 @@ from newsletter.store.states import (
     SendStatus,
     SubscriptionStatus,
     SuppressionReason,
+    Tracking,
 )
 
 # BigInteger ids on PostgreSQL; SQLite needs plain INTEGER for its rowid alias.
@@ -121,6 +124,7 @@ class MailingList(Base):
     __tablename__ = "mailing_lists"
     # Server defaults are read when first used, not RETURNed. (No ClassVar: DeclarativeBase declares the name.)
     __mapper_args__ = {"eager_defaults": False}  # noqa: RUF012
+    __table_args__ = (_check_in("tracking", Tracking, "tracking"),)
 
     id: Mapped[int] = mapped_column(Id, primary_key=True)
     slug: Mapped[str] = mapped_column(String(64), unique=True)
@@ -136,6 +140,9 @@ class MailingList(Base):
     # Server defaults only, so rows written by code that predates a column still insert (the migration tests).
     # A private list is not on the public home page and cannot be joined through the public form.
     private: Mapped[bool] = mapped_column(Boolean, server_default=false())
+    # What its sends count of their readers: off (the default), anonymous or individual (newsletter.engagement).
+    # Deferred (loaded when read), so lists still load and subscribe people on a database before 0014.
+    tracking: Mapped[Tracking] = mapped_column(State(Tracking), server_default=Tracking.OFF.value, deferred=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
 
@@ -225,6 +232,7 @@ class Send(Base):
     __table_args__ = (
         _check_in("status", SendStatus, "status"),
         _check_in("audience", SendAudience, "audience"),
+        _check_in("tracking", Tracking, "tracking"),
         Index("ix_sends_status_scheduled", "status", "scheduled_at"),
     )
 
@@ -243,6 +251,67 @@ class Send(Base):
     started_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    # The list's tracking when the send started, frozen with the rendered issue.
+    tracking: Mapped[Tracking] = mapped_column(State(Tracking), server_default=Tracking.OFF.value)
+    # Keys each reader's events to "someone" within this send, unique but not named (see
+    # newsletter.engagement.events); dropped, with the events keyed by it, when the report is rolled up.
+    reader_key: Mapped[str | None] = mapped_column(String(64))
+    report_rolled_up_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class SendLink(Base):
+    """A link of a tracked send's issue, numbered in the order it appears; clicks redirect to ``url``."""
+
+    __tablename__ = "send_links"
+
+    send_id: Mapped[int] = mapped_column(ForeignKey("sends.id", ondelete="CASCADE"), primary_key=True)
+    position: Mapped[int] = mapped_column(Integer, primary_key=True)
+    url: Mapped[str] = mapped_column(Text)
+
+
+class EngagementEvent(Base):
+    """One open or click of a tracked send.
+
+    ``reader`` is a keyed hash of the delivery (the send's ``reader_key``), so events of one
+    reader count once without naming them; ``subscriber_id`` is set only when the list's
+    tracking is individual. Rolled up into EngagementCount when the send's report window
+    closes; individual events are kept until the retention period ends, or the subscriber is erased.
+    """
+
+    __tablename__ = "engagement_events"
+    __table_args__ = (
+        _check_in("kind", EngagementKind, "kind"),
+        _check_in("origin", EngagementOrigin, "origin"),
+        Index("ix_engagement_events_send_reader", "send_id", "reader", "at"),
+        Index("ix_engagement_events_subscriber", "subscriber_id"),
+    )
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True)
+    send_id: Mapped[int] = mapped_column(Id)
+    kind: Mapped[EngagementKind] = mapped_column(State(EngagementKind, 8))
+    position: Mapped[int | None] = mapped_column(Integer)  # the link clicked (send_links.position)
+    origin: Mapped[EngagementOrigin] = mapped_column(State(EngagementOrigin, 8))
+    reader: Mapped[str | None] = mapped_column(String(32))  # None once rolled up, for individual events kept
+    subscriber_id: Mapped[int | None] = mapped_column(Id)
+    at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class EngagementCount(Base):
+    """A send's opens or clicks rolled up per hour (and link, and origin): all that stays of anonymous events."""
+
+    __tablename__ = "engagement_counts"
+    __table_args__ = (
+        _check_in("kind", EngagementKind, "kind"),
+        _check_in("origin", EngagementOrigin, "origin"),
+    )
+
+    send_id: Mapped[int] = mapped_column(ForeignKey("sends.id", ondelete="CASCADE"), primary_key=True)
+    kind: Mapped[EngagementKind] = mapped_column(State(EngagementKind, 8), primary_key=True)
+    position: Mapped[int] = mapped_column(Integer, primary_key=True)  # 0: the send as a whole (opens, any click)
+    origin: Mapped[EngagementOrigin] = mapped_column(State(EngagementOrigin, 8), primary_key=True)
+    hour: Mapped[datetime] = mapped_column(UTCDateTime, primary_key=True)
+    unique_count: Mapped[int] = mapped_column(Integer, default=0)  # readers whose first such event fell in the hour
+    total: Mapped[int] = mapped_column(Integer, default=0)
 
 
 class Delivery(Base):

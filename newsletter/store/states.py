@@ -110,3 +110,23 @@ class BounceKind(StrEnum):
     DELAYED = "delayed"  # a delay warning: the server is still trying
     COMPLAINT = "complaint"
     UNSUBSCRIBE = "unsubscribe"  # a mailed unsubscribe (List-Unsubscribe mailto)
+
+
+class Tracking(StrEnum):
+    """What a list's sends count of their readers (newsletter.engagement says how)."""
+
+    OFF = "off"  # no pixel, links as written: nothing is counted
+    ANONYMOUS = "anonymous"  # counts per send and per link, no event tied to a subscriber once counted
+    INDIVIDUAL = "individual"  # per-subscriber events, kept for the retention period
+
+
+class EngagementKind(StrEnum):
+    OPEN = "open"
+    CLICK = "click"
+
+
+class EngagementOrigin(StrEnum):
+    """Who made an open or a click, as far as can be told."""
+
+    HUMAN = "human"
+    MACHINE = "machine"  # a privacy proxy prefetching images, a link scanner, a HEAD request

@@ -15,11 +15,13 @@ import logging
 from datetime import datetime
 
 from newsletter.delivery import scheduling
+from newsletter.engagement import rollup
 from newsletter.store.models import Send
 from newsletter.store.states import SendStatus
 from newsletter.worker.app import WorkerState, app, enqueue, state
 
 TICK_SECONDS = 1.0
+ROLL_UP_EVERY = 3600.0  # seconds between two closings of report windows (newsletter.engagement.rollup)
 log = logging.getLogger("newsletter.scheduler")
 
 
@@ -29,9 +31,15 @@ def scheduler_tick() -> int:
 
 
 def run_tick(s: WorkerState, now: datetime | None = None) -> int:
-    """Plan ready issues and start due sends; returns how many sends started."""
+    """Plan ready issues and start due sends (and, hourly, close tracked sends' report windows);
+    returns how many sends started."""
     if not s.control.try_lock("scheduler-tick", TICK_SECONDS * 0.9):
         return 0
+    if s.control.try_lock("engagement-windows", ROLL_UP_EVERY):
+        with s.sessions() as session, session.begin():
+            settings = s.settings
+            done = rollup.close_windows(session, settings.report_window_days, settings.tracking_retention_days, now)
+        log.info("engagement: %s", done)
     with s.sessions() as session, session.begin():
         plan = scheduling.plan_ready_issues(session, s.render_settings, now=now)
         planned = [(send.id, send.issue_id, send.scheduled_at) for send in plan.scheduled]

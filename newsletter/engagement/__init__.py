@@ -1,0 +1,12 @@
+"""Engagement: what a tracked send's readers did (opens and clicks), counted honestly and privately.
+
+A list's ``tracking`` is ``off`` (the default: no pixel, links as written), ``anonymous`` or
+``individual``; a send freezes its list's choice when it starts. A tracked send's links are
+numbered once (``links``); each worker rewrites them, and adds a 1×1 image, in its compiled
+copy of the issue, so the stored issue and its archive keep the real links. ``events`` records
+an open or a click, telling machines (privacy proxies, link scanners) from people
+(``machines``); ``report`` reads a send's figures; ``rollup`` turns a send's events into hourly
+counts when its report window closes and forgets the key that told its readers apart.
+
+May import: newsletter.mail, newsletter.content, subscribers, newsletter.store, the foundation.
+"""
