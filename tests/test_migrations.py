@@ -319,3 +319,37 @@ def test_0013_moves_claims_to_their_own_table_and_walks_back(empty_database_url)
         assert rows() == before and db.schema_is_current(engine)
     finally:
         engine.dispose()
+
+
+def test_0014_adds_tracking_off_for_every_list_and_walks_back_keeping_sends(empty_database_url):
+    from sqlalchemy import text
+
+    engine = db.make_engine(empty_database_url)
+    try:
+        db.upgrade(engine)
+        sessions = db.session_factory(engine)
+        sent_issue(sessions, ["ann@example.com", "bob@example.com"])
+
+        def kept() -> list[tuple]:
+            with engine.connect() as conn:
+                return [tuple(r) for r in conn.execute(text("SELECT id, status, email FROM deliveries ORDER BY id"))]
+
+        before = kept()
+        _downgrade(engine, "0013")  # the lists and sends of a 0013 database, then the upgrade under test
+        assert kept() == before
+        db.upgrade(engine)
+        schema = inspect(engine)
+        assert {"send_links", "engagement_events", "engagement_counts"} <= set(schema.get_table_names())
+        with engine.connect() as conn:
+            assert conn.execute(text("SELECT tracking FROM mailing_lists")).scalars().all() == ["off"]
+            assert conn.execute(text("SELECT tracking, reader_key FROM sends")).all() == [("off", None)]
+        assert kept() == before and db.schema_is_current(engine)
+        with pytest.raises(IntegrityError):  # the choice is one of three
+            with engine.begin() as conn:
+                conn.execute(text("UPDATE mailing_lists SET tracking = 'sneaky'"))
+        _downgrade(engine, "0013")
+        assert "engagement_events" not in inspect(engine).get_table_names()
+        assert "tracking" not in {c["name"] for c in inspect(engine).get_columns("sends")}
+        assert kept() == before
+    finally:
+        engine.dispose()
