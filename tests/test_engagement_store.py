@@ -55,7 +55,7 @@ def test_individual_events_name_their_subscriber_until_erasure_and_the_figures_s
     send_id, sent = _tracked_send(sessions, "individual")
     ann, bob = sent["ann@example.com"], sent["bob@example.com"]
     with db.transaction(sessions) as s:
-        assert s.scalar(select(func.count()).select_from(SendLink).where(SendLink.send_id == send_id)) >= 2
+        assert (s.scalar(select(func.count()).select_from(SendLink).where(SendLink.send_id == send_id)) or 0) >= 2
         assert _open(s, send_id, ann.delivery_id) and _click(s, send_id, ann.delivery_id, 1)
         assert _open(s, send_id, bob.delivery_id, machine=True)
     with sessions() as s:
@@ -106,7 +106,7 @@ def test_a_roll_up_keeps_the_figures_and_forgets_who_did_what(sessions):
         after = send_report(s, send_id)
         assert after.rolled_up and _figures(after) == _figures(before)
         assert s.scalar(select(func.count()).select_from(EngagementEvent)) == 0  # anonymous: gone
-        assert s.scalar(select(func.count()).select_from(EngagementCount)) > 0
+        assert (s.scalar(select(func.count()).select_from(EngagementCount)) or 0) > 0
         assert s.scalar(select(Send.reader_key).where(Send.id == send_id)) is None
         # The links still redirect; nothing more is counted.
         assert not _click(s, send_id, bob, 1)
