@@ -9,7 +9,8 @@ from datetime import timedelta
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
-from newsletter.engagement import events, rollup
+from newsletter.engagement import rollup
+from newsletter.engagement.recorder import EventRecorder, TrackedSends
 from newsletter.engagement.report import send_report
 from newsletter.store import db
 from newsletter.store.models import EngagementCount, EngagementEvent, Send, SendLink, utcnow
@@ -33,16 +34,22 @@ def _tracked_send(sessions: sessionmaker[Session], tracking: str) -> tuple[int, 
     return send_id, sent
 
 
-def _click(s: Session, send_id: int, delivery_id: int, position: int, *, machine: bool = False, at=None) -> bool:
-    target = events.resolve_click(s, SIGNER, send_id, position, SIGNER.tracking_token(send_id, delivery_id))
-    assert target is not None
-    return events.record(s, target, CLICK, machine=machine, position=position, now=at)
+def _record(sessions, send_id: int, delivery_id: int, kind, *, position=None, machine=False, at=None) -> bool:
+    """One open or click as the web app records it (a token checked, the send read fresh, written at once)."""
+    assert SIGNER.tracked_delivery(send_id, SIGNER.tracking_token(send_id, delivery_id)) == delivery_id
+    send = TrackedSends(sessions, seconds=0).read(send_id)
+    assert send is not None
+    recorder = EventRecorder(sessions)
+    recorder.add(send, delivery_id, kind, machine=machine, position=position, at=at)
+    return recorder.flush() == 1
 
 
-def _open(s: Session, send_id: int, delivery_id: int, *, machine: bool = False, at=None) -> bool:
-    tracked = events.resolve_open(s, SIGNER, send_id, SIGNER.tracking_token(send_id, delivery_id))
-    assert tracked is not None
-    return events.record(s, tracked, OPEN, machine=machine, now=at)
+def _click(sessions, send_id: int, delivery_id: int, position: int, *, machine=False, at=None) -> bool:
+    return _record(sessions, send_id, delivery_id, CLICK, position=position, machine=machine, at=at)
+
+
+def _open(sessions, send_id: int, delivery_id: int, *, machine=False, at=None) -> bool:
+    return _record(sessions, send_id, delivery_id, OPEN, machine=machine, at=at)
 
 
 def _figures(report) -> dict:
@@ -54,10 +61,10 @@ def _figures(report) -> dict:
 def test_individual_events_name_their_subscriber_until_erasure_and_the_figures_stay(sessions):
     send_id, sent = _tracked_send(sessions, "individual")
     ann, bob = sent["ann@example.com"], sent["bob@example.com"]
-    with db.transaction(sessions) as s:
+    with sessions() as s:
         assert (s.scalar(select(func.count()).select_from(SendLink).where(SendLink.send_id == send_id)) or 0) >= 2
-        assert _open(s, send_id, ann.delivery_id) and _click(s, send_id, ann.delivery_id, 1)
-        assert _open(s, send_id, bob.delivery_id, machine=True)
+    assert _open(sessions, send_id, ann.delivery_id) and _click(sessions, send_id, ann.delivery_id, 1)
+    assert _open(sessions, send_id, bob.delivery_id, machine=True)
     with sessions() as s:
         named = s.execute(
             select(EngagementEvent.subscriber_id, EngagementEvent.kind).order_by(EngagementEvent.id)
@@ -76,8 +83,7 @@ def test_individual_events_name_their_subscriber_until_erasure_and_the_figures_s
 
 def test_anonymous_events_name_no_subscriber(sessions):
     send_id, sent = _tracked_send(sessions, "anonymous")
-    with db.transaction(sessions) as s:
-        _open(s, send_id, sent["ann@example.com"].delivery_id)
+    assert _open(sessions, send_id, sent["ann@example.com"].delivery_id)
     with sessions() as s:
         (row,) = s.execute(select(EngagementEvent.subscriber_id, EngagementEvent.reader)).all()
     assert row.subscriber_id is None and row.reader and str(sent["ann@example.com"].delivery_id) not in row.reader
@@ -89,11 +95,11 @@ def test_a_roll_up_keeps_the_figures_and_forgets_who_did_what(sessions):
     started = utcnow() - timedelta(days=31)
     with db.transaction(sessions) as s:
         s.execute(update(Send).where(Send.id == send_id).values(started_at=started))
-        for hours, delivery in ((1, ann), (1, ann), (5, bob)):
-            _open(s, send_id, delivery, at=started + timedelta(hours=hours))
-        _click(s, send_id, ann, 1, at=started + timedelta(hours=1))
-        _click(s, send_id, cy, 1, at=started + timedelta(hours=2))  # a burst: both of cy's clicks are a machine's
-        _click(s, send_id, cy, 2, at=started + timedelta(hours=2, seconds=1))
+    for hours, delivery in ((1, ann), (1, ann), (5, bob)):
+        _open(sessions, send_id, delivery, at=started + timedelta(hours=hours))
+    _click(sessions, send_id, ann, 1, at=started + timedelta(hours=1))
+    _click(sessions, send_id, cy, 1, at=started + timedelta(hours=2))  # a burst: both of cy's clicks are a machine's
+    _click(sessions, send_id, cy, 2, at=started + timedelta(hours=2, seconds=1))
     with sessions() as s:
         before = send_report(s, send_id)
     assert (before.opens.unique, before.opens.total) == (2, 3)
@@ -108,9 +114,11 @@ def test_a_roll_up_keeps_the_figures_and_forgets_who_did_what(sessions):
         assert s.scalar(select(func.count()).select_from(EngagementEvent)) == 0  # anonymous: gone
         assert (s.scalar(select(func.count()).select_from(EngagementCount)) or 0) > 0
         assert s.scalar(select(Send.reader_key).where(Send.id == send_id)) is None
-        # The links still redirect; nothing more is counted.
-        assert not _click(s, send_id, bob, 1)
         assert rollup.roll_up_due(s, 30) == []
+    # The links still redirect; nothing more is counted.
+    still = TrackedSends(sessions, seconds=0).read(send_id)
+    assert still is not None and still.urls[1].startswith("http") and still.reader_key is None
+    assert not _click(sessions, send_id, bob, 1)
 
 
 def test_individual_events_outlive_the_window_until_the_retention_period(sessions):
@@ -118,8 +126,8 @@ def test_individual_events_outlive_the_window_until_the_retention_period(session
     started = utcnow() - timedelta(days=200)
     with db.transaction(sessions) as s:
         s.execute(update(Send).where(Send.id == send_id).values(started_at=started))
-        _open(s, send_id, sent["ann@example.com"].delivery_id, at=started + timedelta(hours=1))
-        _open(s, send_id, sent["bob@example.com"].delivery_id, at=utcnow() - timedelta(days=10))
+    _open(sessions, send_id, sent["ann@example.com"].delivery_id, at=started + timedelta(hours=1))
+    _open(sessions, send_id, sent["bob@example.com"].delivery_id, at=utcnow() - timedelta(days=10))
     with db.transaction(sessions) as s:
         said = rollup.close_windows(s, window_days=30, retention_days=180)
     assert said == "rolled up the reports of 1 send(s), deleted 1 expired individual event(s)"
@@ -127,3 +135,28 @@ def test_individual_events_outlive_the_window_until_the_retention_period(session
         kept = s.execute(select(EngagementEvent.subscriber_id, EngagementEvent.reader)).all()
         assert len(kept) == 1 and kept[0].subscriber_id is not None and kept[0].reader is None
         assert send_report(s, send_id).opens.unique == 2  # the counts keep both
+
+
+def test_the_recorder_writes_in_the_background_and_keeps_events_while_the_database_is_away(sessions, tmp_path):
+    import time
+
+    from sqlalchemy import create_engine
+
+    send_id, sent = _tracked_send(sessions, "anonymous")
+    send = TrackedSends(sessions).read(send_id)
+    assert send is not None
+    away = sessionmaker(create_engine(f"sqlite:///{tmp_path}/missing/folder/db.sqlite"))
+    recorder = EventRecorder(away, every=0.05)
+    for delivery in sent.values():
+        assert recorder.add(send, delivery.delivery_id, OPEN, machine=False)
+    time.sleep(0.3)  # the thread tried, and failed: nothing lost
+    assert recorder.written == 0
+    recorder.sessions = sessions
+    deadline = time.monotonic() + 10
+    while recorder.written < 3 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert recorder.written == 3
+    recorder.add(send, sent["ann@example.com"].delivery_id, CLICK, machine=False, position=1)
+    recorder.close()  # what is still buffered is written on the way out
+    with sessions() as s:
+        assert s.scalar(select(func.count()).select_from(EngagementEvent)) == 4

@@ -6,6 +6,8 @@ come from one newsletter.runtime.Runtime, the composition root the CLI and the w
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from urllib.parse import urlsplit
 
 import redis
@@ -18,6 +20,7 @@ from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 from newsletter import __version__
 from newsletter.config import Settings
 from newsletter.delivery import send_queue
+from newsletter.engagement.recorder import EventRecorder, TrackedSends
 from newsletter.http import admin, api, errors
 from newsletter.http.body_limits import BodyLimits
 from newsletter.http.context import STATIC_DIR, ConfirmationSender, Web, page_templates, trusted_proxy_networks
@@ -58,7 +61,16 @@ def create_app(
         send_confirmation=send_confirmation or celery_confirmations(runtime.tasks),
         root=root,
     )
+    recorder = EventRecorder(state.sessions)
+    state.tracked_sends, state.recorder = TrackedSends(state.sessions), recorder
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        yield
+        recorder.close()  # the opens and clicks still buffered go to the database before the process ends
+
     app = FastAPI(
+        lifespan=lifespan,
         title="newsletter admin API",
         version=__version__,
         description="Lists, subscribers, imports, suppressions, issues and sends. "

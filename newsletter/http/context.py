@@ -29,6 +29,7 @@ from subscribers.tokens import TokenSigner
 
 if TYPE_CHECKING:
     from newsletter.delivery.send_health import SendHealth
+    from newsletter.engagement.recorder import EventRecorder, TrackedSends
 
 TEMPLATE_DIR = shipped("web")
 STATIC_DIR = TEMPLATE_DIR / "static"
@@ -46,6 +47,8 @@ class Web:
     metrics: CollectorRegistry | None = None  # what GET /metrics reports
     login_limiter: LoginLimiter | None = None  # failed admin logins per IP and per username
     health_client: list[Any] = field(default_factory=list)  # SendHealth's Redis client, made on first use, kept
+    tracked_sends: TrackedSends | None = None  # tracked sends' links and keys, read once (set by create_app)
+    recorder: EventRecorder | None = None  # opens and clicks, written in bulk (set by create_app)
 
     @property
     def settings(self) -> Settings:
