@@ -48,6 +48,7 @@ bench: install
 	$(BIN)/python bench/bench_send.py
 	$(BIN)/python bench/bench_dkim.py
 	$(BIN)/python bench/bench_startup.py
+	$(BIN)/python bench/bench_tracking.py
 
 clean:
 	rm -rf $(VENV) var .pytest_cache *.egg-info
