@@ -109,6 +109,7 @@ class EventRecorder:
         self._stopped = False
         self._thread: threading.Thread | None = None
         self.written = 0  # events written so far (for tests and /metrics)
+        self.dropped = 0  # events dropped, the oldest first, when more than KEEP_AT_MOST waited for the database
 
     def add(
         self,
@@ -135,6 +136,9 @@ class EventRecorder:
         )
         with self._lock:
             self._pending.append(event)
+            if len(self._pending) > KEEP_AT_MOST:  # the database has been away for long: memory stays bounded
+                del self._pending[: len(self._pending) - KEEP_AT_MOST]
+                self.dropped += 1
             full = len(self._pending) >= self.at_most
             if self._thread is None and not self._stopped:
                 self._thread = threading.Thread(target=self._run, name="engagement-recorder", daemon=True)
@@ -154,7 +158,9 @@ class EventRecorder:
         except Exception as exc:  # the database is away: keep them for the next write
             log.warning("could not record %d open(s) and click(s) yet: %s", len(batch), exc)
             with self._lock:
-                self._pending = (batch + self._pending)[-KEEP_AT_MOST:]
+                kept = batch + self._pending
+                self.dropped += max(0, len(kept) - KEEP_AT_MOST)
+                self._pending = kept[-KEEP_AT_MOST:]
             return 0
         self.written += written
         return written
