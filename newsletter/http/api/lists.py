@@ -25,6 +25,7 @@ _CLI_NAMES = {
     "--from-name": "from_name",
     "--reply-to": "reply_to",
     "--description": "description",
+    "--tracking": "tracking",
 }
 
 
@@ -40,6 +41,7 @@ def list_out(row: ListCounts) -> ListOut:
             "reply_to": m.reply_to,
             "description": m.description,
             "private": bool(m.private),
+            "tracking": m.tracking,
             "slot": None
             if slot is None
             else {
@@ -74,6 +76,7 @@ def create_list(request: Request, body: ListCreate, caller: ListWriter) -> ListO
             reply_to=body.reply_to or None,
             description=body.description,
             private=body.private,
+            tracking=body.tracking,
         )
         return list_out(lists.list_with_counts(session, body.slug))
 
@@ -87,7 +90,8 @@ def get_list(request: Request, slug: SlugPath, caller: ListReader) -> ListOut:
 @router.patch("/{slug}", response_model=ListOut, responses=errors(400, 404), summary="Change a list's settings")
 def update_list(request: Request, slug: SlugPath, body: ListUpdate, caller: ListWriter) -> ListOut:
     """Only the fields given change. ``reply_to: ""`` removes the reply-to; ``private`` hides the list
-    from the public home page, form and archive (``false`` shows it again); ``slot`` sets the weekly
+    from the public home page, form and archive (``false`` shows it again); ``tracking`` (off, anonymous,
+    individual) counts the opens and clicks of sends started from now on; ``slot`` sets the weekly
     slot (weekday, time, timezone) at which issues marked ready go out, ``slot: null`` removes it."""
     with web(request).transaction() as session:
         with field_names(_CLI_NAMES):
@@ -100,6 +104,7 @@ def update_list(request: Request, slug: SlugPath, body: ListUpdate, caller: List
                 reply_to=body.reply_to,
                 description=body.description,
                 private=body.private,
+                tracking=body.tracking,
             )
         if "slot" in body.model_fields_set:
             with field_names({"weekday": "slot.weekday", "time": "slot.time", "timezone": "slot.timezone"}):

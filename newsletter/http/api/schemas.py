@@ -7,6 +7,7 @@ cannot encode the other), so odd input is a 422 naming the field, never a 500.
 
 from __future__ import annotations
 
+import builtins
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -25,6 +26,7 @@ from pydantic import (
     WithJsonSchema,
 )
 
+from newsletter.errors import InvalidInput
 from newsletter.store.states import (
     DeliveryStatus,
     ImportStatus,
@@ -33,7 +35,9 @@ from newsletter.store.states import (
     SendStatus,
     SubscriptionStatus,
     SuppressionReason,
+    Tracking,
 )
+from subscribers.lists import parse_tracking
 
 MAX_ID = 2**53 - 1  # ids stay far below; 2**53 - 1 is also the largest integer a JSON client reads exactly
 SLUG_PATTERN = r"^[a-z0-9][a-z0-9-]{0,63}$"
@@ -142,6 +146,31 @@ PRIVATE = (
 )
 
 
+TRACKING = (
+    "Opens and clicks of the list's sends from now on: off (no image, links as written: only delivery "
+    "figures), anonymous (counted per send and link, tied to no one), individual (also kept per subscriber "
+    "for NEWSLETTER_TRACKING_RETENTION_DAYS)."
+)
+
+
+def _tracking(value: str) -> Tracking:
+    """One of the choices exactly as written (``subscribers.lists.parse_tracking`` says which they are)."""
+    try:
+        chosen = parse_tracking(value)
+    except InvalidInput as exc:
+        raise ValueError(exc.message) from None
+    if chosen.value != value:  # parse_tracking forgives case and spaces; the schema's enum does not
+        raise ValueError(f"tracking must be one of {', '.join(Tracking)}, not {value!r}")
+    return chosen
+
+
+TrackingChoice = Annotated[
+    str,
+    AfterValidator(_tracking),
+    WithJsonSchema({"type": "string", "enum": [t.value for t in Tracking], "description": TRACKING}),
+]
+
+
 class ListCreate(Strict):
     slug: Slug
     name: Annotated[str, Text(200, min_length=1)]
@@ -150,6 +179,7 @@ class ListCreate(Strict):
     reply_to: Email | None = None
     description: Annotated[str, Text(5000)] = ""
     private: bool = Field(False, strict=True, description=PRIVATE)
+    tracking: TrackingChoice = Tracking.OFF
 
 
 class ListUpdate(Strict):
@@ -161,6 +191,7 @@ class ListUpdate(Strict):
     reply_to: Annotated[str, Text(320)] | None = None
     description: Annotated[str, Text(5000)] | None = None
     private: bool | None = Field(None, strict=True, description=PRIVATE + " null or absent: unchanged.")
+    tracking: TrackingChoice | None = None
     slot: WeeklySlotIn | None = None
 
 
@@ -178,6 +209,7 @@ class ListOut(BaseModel):
     reply_to: str | None
     description: str
     private: bool = Field(description=PRIVATE)
+    tracking: Tracking = Field(description=TRACKING)
     slot: WeeklySlotOut | None
     counts: SubscriptionCounts
     total: int
@@ -472,3 +504,60 @@ class DeliveryPage(BaseModel):
     offset: int
     limit: int
     items: list[DeliveryOut]
+
+
+# --- reports ------------------------------------------------------------------------------
+
+
+class FiguresOut(BaseModel):
+    unique: int = Field(description="People: unique readers.")
+    total: int = Field(description="People: every one.")
+    machine_unique: int = Field(description="Machines (privacy proxies, prefetchers, scanners): unique readers.")
+    machine_total: int = Field(description="Machines: every one.")
+
+
+class LinkFiguresOut(BaseModel):
+    position: int = Field(description="The link's number in the issue (1: the first).")
+    url: str
+    unique: int = Field(description="People who followed it.")
+    total: int = Field(description="People's clicks on it.")
+    machine: int = Field(description="Machines' clicks on it.")
+
+
+class HourFiguresOut(BaseModel):
+    hour: str = Field(json_schema_extra={"format": "date-time"}, description="The hour's start, UTC.")
+    opens: int
+    unique_opens: int = Field(description="Readers whose first open fell in this hour.")
+    clicks: int
+    unique_clicks: int = Field(description="Readers whose first click fell in this hour.")
+
+
+class SendReportOut(BaseModel):
+    """Exactly what `newsletter sends report ID --json` prints (README, "Engagement reports")."""
+
+    send_id: int
+    list: str = Field(description="The list's slug.")
+    subject: str
+    status: SendStatus
+    tracking: Tracking = Field(description="As frozen on the send when it started.")
+    started_at: str | None = Field(json_schema_extra={"format": "date-time"})
+    recipients: int = Field(description="Copies the send was to make (its snapshot).")
+    delivered: int = Field(description="Copies accepted by the SMTP server, less those that bounced later.")
+    pending: int
+    failed: int
+    bounced: int
+    complaints: int
+    unsubscribes: int = Field(
+        description="People the send reached who left the list after it started and before the next send started."
+    )
+    opens: FiguresOut
+    clicks: FiguresOut
+    open_rate: float | None = Field(description="Unique human opens over delivered (an estimate).")
+    click_through_rate: float | None = Field(description="Unique human clickers over delivered.")
+    click_to_open_rate: float | None = Field(description="Unique human clickers over unique human openers.")
+    links: builtins.list[LinkFiguresOut] = Field(description="Most clicked first.")
+    timeline: builtins.list[HourFiguresOut] = Field(
+        description="People's opens and clicks per hour of the first 7 days."
+    )
+    rolled_up: bool = Field(description="The report window closed: the figures are the rolled-up hourly counts.")
+    note: str = Field(description="That open rates are estimates, or that tracking was off.")

@@ -19,7 +19,9 @@ from newsletter.access.accounts import DELIVERY_LOG, Caller, Forbidden
 from newsletter.delivery import scheduling, sending
 from newsletter.delivery.audience import Repeat, SendRefused, scheduled_for_everyone
 from newsletter.delivery.send_queue import queue_batches, queue_resumed
+from newsletter.engagement.report import send_report
 from newsletter.errors import Conflict
+from newsletter.http.api import schemas
 from newsletter.http.api.auth import SendEditor, api_caller
 from newsletter.http.api.common import errors, path_id, render_settings
 from newsletter.http.api.schemas import DeliveryOut, DeliveryPage, SendCreate, SendOut, SendReschedule, SendsOut
@@ -295,3 +297,18 @@ def deliveries_csv(
 
 def _iso(value: datetime | None) -> str:
     return value.isoformat(timespec="seconds") if value else ""
+
+
+@router.get(
+    "/{send_id}/report",
+    response_model=schemas.SendReportOut,
+    responses=errors(404),
+    summary="A send's report: delivery figures, opens, clicks, rates, links, timeline",
+)
+def report(request: Request, send_id: SendId, caller: SendEditor) -> dict[str, object]:
+    """Exactly what ``newsletter sends report ID --json`` prints: the delivery figures and, when the send's
+    list tracked it, people's and machines' opens and clicks apart, the rates, each link and the first 7
+    days per hour. It names no recipient, so an editor's token reads it too. Open rates are estimates
+    (``note`` says why)."""
+    with web(request).reading() as session:
+        return send_report(session, send_id).as_json()
