@@ -24,7 +24,21 @@ _FIELDS = {
     "--reply-to": "reply_to",
     "--description": "description",
     "visibility": "visibility",
+    "--tracking": "tracking",
 }
+
+#: The tracking choices, each with the one sentence the forms show.
+TRACKING_CHOICES = (
+    ("off", "Off: no image and every link exactly as written; reports show delivery figures only."),
+    (
+        "anonymous",
+        "Anonymous: opens and clicks are counted per send and per link, tied to no subscriber.",
+    ),
+    (
+        "individual",
+        "Individual: as anonymous, and each subscriber's opens and clicks are kept on their page for a while.",
+    ),
+)
 
 
 @router.get("/lists")
@@ -46,7 +60,15 @@ def _lists_page(
     field = _FIELDS.get(error.where or "", "") if isinstance(error, InvalidInput) else ("slug" if error else "")
     message = (error.message if isinstance(error, InvalidInput) else str(error)) if error else None
     return page(
-        request, caller, "lists.html", status=status, lists=lists, error=message, error_field=field, form=form or {}
+        request,
+        caller,
+        "lists.html",
+        status=status,
+        lists=lists,
+        error=message,
+        error_field=field,
+        form=form or {"tracking": "off"},
+        tracking_choices=TRACKING_CHOICES,
     )
 
 
@@ -60,6 +82,7 @@ def new_list(
     from_name: str = Form(""),
     reply_to: str = Form(""),
     description: str = Form(""),
+    tracking: str = Form("off"),
 ) -> Response:
     form = {
         "slug": slug,
@@ -68,6 +91,7 @@ def new_list(
         "from_name": from_name,
         "reply_to": reply_to,
         "description": description,
+        "tracking": tracking,
     }
     try:
         with web(request).transaction() as session:
@@ -79,6 +103,7 @@ def new_list(
                 from_name=from_name.strip(),
                 reply_to=reply_to.strip() or None,
                 description=description.strip(),
+                tracking=tracking,
             )
     except (InvalidInput, Conflict) as exc:
         return _lists_page(request, caller, status=400 if isinstance(exc, InvalidInput) else 409, error=exc, form=form)
@@ -103,7 +128,8 @@ def _list_page(
     with web(request).transaction() as session:
         counts = list_with_counts(session, slug)
         list_issues = [i for i, _ in issues.all_issues(session, slug)][:20] if caller.may("issues") else []
-    m = counts.mailing_list
+        m = counts.mailing_list
+        tracking = str(m.tracking)  # a deferred column: read while the session is open
     current = {
         "name": m.name,
         "description": m.description,
@@ -111,6 +137,7 @@ def _list_page(
         "from_email": m.from_email,
         "reply_to": m.reply_to or "",
         "visibility": "private" if m.private else "public",
+        "tracking": tracking,
     }
     return page(
         request,
@@ -119,6 +146,8 @@ def _list_page(
         status=status,
         counts=counts,
         mailing_list=m,
+        tracking=tracking,
+        tracking_choices=TRACKING_CHOICES,
         issues=list_issues,
         edit=form or current,
         edit_error=error.message if error else None,
@@ -137,8 +166,10 @@ def update(
     from_email: str = Form(""),
     reply_to: str = Form(""),
     visibility: str = Form(""),
+    tracking: str = Form(""),
 ) -> Response:
-    """Change the list's settings from its page's form; an empty Reply-To removes it."""
+    """Change the list's settings from its page's form; an empty Reply-To removes it. Tracking applies to
+    the sends started from now on (each send keeps the choice it started with)."""
     form = {
         "name": name,
         "description": description,
@@ -146,6 +177,7 @@ def update(
         "from_email": from_email,
         "reply_to": reply_to,
         "visibility": visibility,
+        "tracking": tracking,
     }
     try:
         if visibility not in ("public", "private"):
@@ -160,6 +192,7 @@ def update(
                 from_email=from_email,
                 reply_to=reply_to,
                 private=visibility == "private",
+                tracking=tracking,
             )
     except InvalidInput as exc:
         return _list_page(request, caller, slug, status=400, error=exc, form=form)

@@ -1,7 +1,10 @@
-"""`/admin/sends`: every send, a live progress view with pause/resume/cancel, and the delivery log.
+"""`/admin/sends`: every send, a live progress view with pause/resume/cancel, its report, and the delivery log.
 
 The progress page polls ``/admin/sends/{id}/progress`` (JSON) every second while the send
 is scheduled, sending or paused; the buttons are plain forms, so they work without script.
+Once a send has started its page also shows its report (``newsletter.engagement.report``): the
+delivery figures and, when its list tracked it, opens, clicks, rates, links and a chart of the
+first days drawn as inline SVG by the template; ``report.csv`` exports the per-link table.
 
 Everything that names a recipient (the delivery log, its CSV export, the latest errors with their
 addresses) is for admins ("sends:log"): editors steer sends and see their counts only.
@@ -26,6 +29,7 @@ from newsletter.delivery.relay_state import relay_report
 from newsletter.delivery.scheduling import reschedule_send
 from newsletter.delivery.send_health import SendHealth
 from newsletter.delivery.send_queue import QueueUnavailable, queue_resumed
+from newsletter.engagement.report import SendReport, send_report
 from newsletter.errors import Conflict, InvalidInput
 from newsletter.http.admin.auth import user
 from newsletter.http.admin.issues import parse_local_time
@@ -33,13 +37,14 @@ from newsletter.http.admin.pages import page, redirect
 from newsletter.http.context import web
 from newsletter.store import db
 from newsletter.store.models import Delivery, Issue, Send, utcnow
-from newsletter.store.states import DeliveryStatus, SendStatus
+from newsletter.store.states import DeliveryStatus, SendStatus, Tracking
 from subscribers import csv_cells
 
 router = APIRouter()
 Sender = Depends(user("sends"))
 PAGE_SIZE = 50
 LOG_COLUMNS = sending.LOG_COLUMNS
+LINK_COLUMNS = ("position", "url", "unique_clicks", "total_clicks", "machine_clicks")
 
 # A send that may still mail someone: it can be cancelled, and its page follows it live.
 _LIVE = (SendStatus.SCHEDULED, SendStatus.SENDING, SendStatus.PAUSED)
@@ -103,12 +108,95 @@ def all_sends(request: Request, caller: Caller = Sender) -> HTMLResponse:
     return page(request, caller, "sends.html", rows=rows, problems=problems)
 
 
+def timeline_chart(report: SendReport) -> dict[str, object] | None:
+    """People's opens and clicks per hour over the first 2 days when everything happened then, else per
+    6 hours over the first 7 days (``report.timeline``): the buckets and series the chart macro draws."""
+    if report.started_at is None or report.tracking == Tracking.OFF:
+        return None
+    first = report.started_at.replace(minute=0, second=0, microsecond=0)
+    offsets = [int((h.hour - first).total_seconds() // 3600) for h in report.timeline]
+    hourly = all(o < 48 for o in offsets)
+    step, span = (1, 48) if hourly else (6, 7 * 24)
+    count = span // step
+    opens, clicks = [0] * count, [0] * count
+    for offset, hour in zip(offsets, report.timeline, strict=True):
+        if 0 <= offset // step < count:
+            opens[offset // step] += hour.opens
+            clicks[offset // step] += hour.clicks
+    buckets = []
+    for i in range(count):
+        if hourly:
+            tick = f"{i} h" if i % 6 == 0 else ""
+        else:
+            tick = f"day {i // 4 + 1}" if i % 4 == 0 else ""
+        buckets.append({"label": f"{i * step}-{(i + 1) * step} h after the start", "tick": tick})
+    unit = "hour" if hourly else "6 hours"
+    busiest = max(range(count), key=lambda i: (opens[i] + clicks[i], -i))
+    summary = (
+        f"People's opens and clicks per {unit} over the first {span // 24} days after the send started "
+        f"({report.started_at:%Y-%m-%d %H:%M} UTC): {sum(opens)} opens and {sum(clicks)} clicks in all"
+    )
+    if opens[busiest] + clicks[busiest]:
+        summary += (
+            f"; the busiest {unit} was {buckets[busiest]['label']}, "
+            f"with {opens[busiest]} opens and {clicks[busiest]} clicks"
+        )
+    return {
+        "title": f"Opens and clicks per {unit}, first {span // 24} days",
+        "desc": summary + ". Machines' opens and clicks are left out.",
+        "x_title": f"Hours after the send started (one bar per {unit})",
+        "y_title": "Count",
+        "buckets": buckets,
+        "series": [
+            {"name": "opens", "key": "opens", "values": opens},
+            {"name": "clicks", "key": "clicks", "values": clicks},
+        ],
+    }
+
+
 @router.get("/sends/{send_id:int}")
 def one_send(request: Request, send_id: int, caller: Caller = Sender) -> HTMLResponse:
+    return _send_page(request, caller, send_id)
+
+
+def _send_page(
+    request: Request, caller: Caller, send_id: int, *, status: int = 200, error: str | None = None
+) -> HTMLResponse:
     with web(request).transaction() as session, web(request).send_health() as health:
         data = progress(session, send_id, health, recipients=caller.may(DELIVERY_LOG))
         issue = session.get(Issue, data["issue_id"])
-    return page(request, caller, "send.html", send=data, issue=issue, statuses=tuple(DeliveryStatus))
+        report = send_report(session, send_id)
+    return page(
+        request,
+        caller,
+        "send.html",
+        status=status,
+        send=data,
+        issue=issue,
+        statuses=tuple(DeliveryStatus),
+        error=error,
+        report=report if report.started_at else None,
+        report_note=report.as_json()["note"],
+        chart=timeline_chart(report),
+    )
+
+
+@router.get("/sends/{send_id:int}/report.csv")
+def report_csv(request: Request, send_id: int, caller: Caller = Sender) -> Response:
+    """The report's per-link table as CSV (most clicked first); no cell starts a spreadsheet formula
+    (subscribers.csv_cells). It names no recipient, so editors may export it too."""
+    with web(request).transaction() as session:
+        report = send_report(session, send_id)
+    buffer = io.StringIO()
+    writer = csv_cells.writer(buffer, lineterminator="\r\n")
+    writer.writerow(LINK_COLUMNS)
+    for link in report.links:
+        writer.writerow([link.position, link.url, link.unique, link.total, link.machine])
+    return Response(
+        buffer.getvalue(),
+        media_type="text/csv; charset=utf-8",
+        headers={"Content-Disposition": f'attachment; filename="send-{send_id}-links.csv"'},
+    )
 
 
 @router.get("/sends/{send_id:int}/progress")
@@ -165,12 +253,7 @@ def _steer(request: Request, caller: Caller, send_id: int, done: str, action: Ca
 
 
 def _conflict(request: Request, caller: Caller, send_id: int, message: str) -> HTMLResponse:
-    with web(request).transaction() as session, web(request).send_health() as health:
-        data = progress(session, send_id, health, recipients=caller.may(DELIVERY_LOG))
-        issue = session.get(Issue, data["issue_id"])
-    return page(
-        request, caller, "send.html", status=409, send=data, issue=issue, statuses=tuple(DeliveryStatus), error=message
-    )
+    return _send_page(request, caller, send_id, status=409, error=message)
 
 
 # --- the delivery log ------------------------------------------------------------------------

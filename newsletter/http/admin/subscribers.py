@@ -1,23 +1,68 @@
-"""`/admin/subscribers` (admins only): search, edit, put on or take off a list, delete or erase."""
+"""`/admin/subscribers` (admins only): search, edit, put on or take off a list, delete or erase.
+
+A subscriber's page also lists their own opens and clicks, newest first (at most 100): only lists
+with ``individual`` tracking keep those (``engagement_events.subscriber_id``), and only for
+NEWSLETTER_TRACKING_RETENTION_DAYS; erasing the subscriber unlinks them.
+"""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from datetime import datetime
+
 from fastapi import APIRouter, Depends, Form, Query, Request
 from fastapi.responses import HTMLResponse, Response
-from sqlalchemy import select
+from sqlalchemy import and_, select
+from sqlalchemy.orm import Session
 
 from newsletter.access.accounts import Caller
 from newsletter.errors import Conflict, InvalidInput
 from newsletter.http.admin.auth import user
 from newsletter.http.admin.pages import page, redirect
 from newsletter.http.context import web
-from newsletter.store.models import MailingList
-from newsletter.store.states import SubscriptionStatus
+from newsletter.store.models import EngagementEvent, MailingList, Send, SendLink
+from newsletter.store.states import EngagementKind, EngagementOrigin, SubscriptionStatus
 from subscribers import directory
 
 router = APIRouter()
 Admin = Depends(user("subscribers"))
 PAGE_SIZE = 50
+ACTIVITY_LIMIT = 100
+
+
+@dataclass(frozen=True)
+class Activity:
+    """One open or click of a subscriber's, as their page lists it."""
+
+    send_id: int
+    subject: str
+    kind: EngagementKind
+    url: str | None  # the link clicked (None for an open)
+    origin: EngagementOrigin
+    at: datetime
+
+
+def activity(session: Session, subscriber_id: int, limit: int = ACTIVITY_LIMIT) -> list[Activity]:
+    """The subscriber's own opens and clicks (individual tracking only), newest first."""
+    rows = session.execute(
+        select(
+            EngagementEvent.send_id,
+            Send.subject,
+            EngagementEvent.kind,
+            SendLink.url,
+            EngagementEvent.origin,
+            EngagementEvent.at,
+        )
+        .join(Send, Send.id == EngagementEvent.send_id)
+        .outerjoin(
+            SendLink,
+            and_(SendLink.send_id == EngagementEvent.send_id, SendLink.position == EngagementEvent.position),
+        )
+        .where(EngagementEvent.subscriber_id == subscriber_id)
+        .order_by(EngagementEvent.at.desc(), EngagementEvent.id.desc())
+        .limit(limit)
+    ).all()
+    return [Activity(*row) for row in rows]
 
 
 @router.get("/subscribers")
@@ -76,6 +121,7 @@ def _subscriber_page(
     with web(request).transaction() as session:
         subscriber = directory.get_subscriber(session, subscriber_id)
         lists = session.scalars(select(MailingList).order_by(MailingList.slug)).all()
+        events = activity(session, subscriber_id)
     on = {s.list_slug for s in subscriber.subscriptions if s.status != SubscriptionStatus.UNSUBSCRIBED}
     return page(
         request,
@@ -84,6 +130,8 @@ def _subscriber_page(
         status=status,
         subscriber=subscriber,
         other_lists=[m for m in lists if m.slug not in on],
+        activity=events,
+        activity_limit=ACTIVITY_LIMIT,
         error=error,
         error_field=error_field,
         form=form or {"email": subscriber.email, "name": subscriber.name},
