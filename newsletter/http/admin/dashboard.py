@@ -35,8 +35,7 @@ def growth_chart(weeks: list[WeekGrowth]) -> dict[str, object]:
         "title": f"List growth per week, last {len(weeks)} weeks",
         "desc": (
             f"Per week from the week of {first:%d %b %Y} to the week of {last:%d %b %Y}, every list together: "
-            f"{confirmed} new confirmed subscriptions, {unsubscribed} unsubscribed, {bounced} addresses lost "
-            f"to bounces; net {confirmed - unsubscribed - bounced:+d}."
+            f"{confirmed} new confirmed subscriptions, {unsubscribed} unsubscribed, {bounced} lost to bounces; net {confirmed - unsubscribed - bounced:+d}."
         ),
         "x_title": "Week (starting Monday, UTC)",
         "y_title": "Subscriptions",
