@@ -192,7 +192,7 @@ def update(
                 from_email=from_email,
                 reply_to=reply_to,
                 private=visibility == "private",
-                tracking=tracking,
+                tracking=tracking or None,  # a form without the choice (an older page) leaves it as it is
             )
     except InvalidInput as exc:
         return _list_page(request, caller, slug, status=400, error=exc, form=form)
