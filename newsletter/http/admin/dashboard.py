@@ -7,6 +7,8 @@ come from each send's report (``newsletter.engagement.report``).
 
 from __future__ import annotations
 
+from typing import Any
+
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse
 
@@ -25,7 +27,7 @@ GROWTH_WEEKS = 26
 RECENT_SENDS = 10
 
 
-def growth_chart(weeks: list[WeekGrowth]) -> dict[str, object]:
+def growth_chart(weeks: list[WeekGrowth]) -> dict[str, Any]:
     """The buckets and series the chart macro (templates/admin/_charts.html) draws: one bucket a week."""
     confirmed, unsubscribed, bounced = (
         sum(getattr(w, name) for w in weeks) for name in ("confirmed", "unsubscribed", "bounced")

@@ -16,6 +16,7 @@ import io
 import itertools
 from collections.abc import Callable, Iterator
 from datetime import datetime
+from typing import Any
 
 import redis
 from fastapi import APIRouter, Depends, Form, Query, Request
@@ -108,7 +109,7 @@ def all_sends(request: Request, caller: Caller = Sender) -> HTMLResponse:
     return page(request, caller, "sends.html", rows=rows, problems=problems)
 
 
-def timeline_chart(report: SendReport) -> dict[str, object] | None:
+def timeline_chart(report: SendReport) -> dict[str, Any] | None:
     """People's opens and clicks per hour over the first 2 days when everything happened then, else per
     6 hours over the first 7 days (``report.timeline``): the buckets and series the chart macro draws."""
     if report.started_at is None or report.tracking == Tracking.OFF:
