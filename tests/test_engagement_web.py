@@ -56,10 +56,9 @@ def _bars(page, chart: str) -> list[tuple[str, int]]:
 
 def test_a_tracked_sends_report_reads_the_same_in_the_api_the_admin_pages_and_the_csv(
     chromium,  # noqa: F811
-    newsroom: Newsroom,
-    tmp_path: Path,
+    newsroom_any_db: Newsroom,
 ):
-    room = newsroom
+    room = newsroom_any_db
     port = free_port()
     base = f"http://127.0.0.1:{port}"
     room.cli.env["NEWSLETTER_BASE_URL"] = base
