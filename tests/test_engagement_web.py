@@ -12,7 +12,7 @@ import io
 import json
 import re
 import time
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 
 import httpx
@@ -291,62 +291,3 @@ def test_lists_choose_their_tracking_in_the_api_and_the_admin_forms(chromium, ne
             page.context.close()
     finally:
         web.stop()
-
-
-def test_growth_counts_each_week_from_the_consent_records_and_suppressions(sessions):
-    """The growth query on both databases: subscriptions confirmed, ended and bounced, by week (Monday, UTC)."""
-    from newsletter.engagement.growth import weekly_growth
-    from newsletter.store.models import MailingList, Subscriber, Subscription, Suppression
-
-    now = datetime(2026, 12, 6, 23, 30, tzinfo=UTC)  # a Sunday: its week began on Monday 30 November
-    with db.transaction(sessions) as session:
-        weekly = MailingList(slug="weekly", name="Weekly", from_email="news@example.org")
-        other = MailingList(slug="other", name="Other", from_email="news@example.org")
-        session.add_all([weekly, other])
-        session.flush()
-
-        def subscriber(email: str, mailing_list: MailingList, **fields: object) -> None:
-            person = Subscriber(email=email)
-            session.add(person)
-            session.flush()
-            session.add(Subscription(list_id=mailing_list.id, subscriber_id=person.id, source="admin", **fields))
-
-        subscriber("a@example.com", weekly, status="confirmed", confirmed_at=datetime(2026, 11, 30, 0, 0, tzinfo=UTC))
-        subscriber("b@example.com", weekly, status="confirmed", confirmed_at=datetime(2026, 11, 29, 23, 59, tzinfo=UTC))
-        subscriber(
-            "c@example.com",
-            weekly,
-            status="unsubscribed",
-            confirmed_at=datetime(2026, 11, 2, 12, 0, tzinfo=UTC),
-            ended_at=datetime(2026, 12, 6, 23, 0, tzinfo=UTC),
-            end_reason="one-click (RFC 8058)",
-        )
-        subscriber("d@example.com", other, status="confirmed", confirmed_at=datetime(2026, 1, 5, tzinfo=UTC))
-        session.add_all(
-            [
-                Suppression(email="a@example.com", reason="hard_bounce", created_at=datetime(2026, 12, 1, tzinfo=UTC)),
-                Suppression(email="d@example.com", reason="soft_bounce", created_at=datetime(2026, 12, 2, tzinfo=UTC)),
-                Suppression(email="stranger@example.com", reason="hard_bounce", created_at=now),  # on no list
-                Suppression(email="b@example.com", reason="admin", created_at=now),  # not a bounce
-            ]
-        )
-        session.flush()
-        weeks = weekly_growth(session, now=now, weeks=6)
-        only_weekly = weekly_growth(session, now=now, weeks=6, list_id=weekly.id)
-    assert [w.start.isoformat() for w in weeks] == [
-        "2026-10-26",
-        "2026-11-02",
-        "2026-11-09",
-        "2026-11-16",
-        "2026-11-23",
-        "2026-11-30",
-    ]
-    assert [(w.confirmed, w.unsubscribed, w.bounced) for w in weeks] == [
-        (0, 0, 0),
-        (1, 0, 0),  # c confirmed; d's January confirmation is before the window
-        (0, 0, 0),
-        (0, 0, 0),
-        (1, 0, 0),  # b, a minute before Monday
-        (1, 1, 2),  # a; c left; a and d bounced
-    ]
-    assert (only_weekly[-1].confirmed, only_weekly[-1].unsubscribed, only_weekly[-1].bounced) == (1, 1, 1)
