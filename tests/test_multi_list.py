@@ -1,0 +1,112 @@
+"""Sending one issue to several lists at once: one copy per address, each with a list it is on.
+
+Real services: the CLI, `newsletter worker` processes, the capture SMTP server, `newsletter web`
+for the one-click unsubscribe; on SQLite and PostgreSQL.
+"""
+
+from __future__ import annotations
+
+import re
+
+import httpx
+
+from tests.test_web_journey import free_port, start_web
+
+
+def _one_click(room, address: str) -> httpx.Response:
+    mail = room.parsed(address)
+    url = re.match(r"<(http[^>]+)>", mail["List-Unsubscribe"])
+    assert url is not None, mail["List-Unsubscribe"]
+    return httpx.post(
+        url.group(1),
+        content=b"List-Unsubscribe=One-Click",
+        headers={"Content-Type": "application/x-www-form-urlencoded"},
+        follow_redirects=False,
+    )
+
+
+def _on(room, slug: str, status: str) -> str:
+    return room.cli("subscribers", "ls", slug, "--status", status).stdout
+
+
+def test_overlapping_lists_get_one_copy_each_with_an_unsubscribe_link_of_their_own_list(newsroom_any_db):
+    room = newsroom_any_db
+    port = free_port()
+    room.cli.env["NEWSLETTER_BASE_URL"] = f"http://127.0.0.1:{port}"
+    weekly = room.setup_list(3)  # reader00000..2 on weekly (created first: the lower list id)
+    room.cli("lists", "create", "monthly", "--name", "The Monthly", "--from-email", "monthly@example.org")
+    for address in (weekly[1], weekly[2], "only-monthly@example.com"):
+        room.cli("subscribers", "add", "monthly", address, "--confirmed")
+    room.cli("subscribers", "add", "monthly", "unconfirmed@example.com")  # not mailed
+    room.cli("subscribers", "add", "monthly", "gone@example.com", "--confirmed")
+    room.cli("suppressions", "add", "gone@example.com")  # not mailed either
+    issue = room.create_issue()
+    room.start_worker(concurrency=2)
+    web = start_web(room.cli.env, room.tmp, port)
+    try:
+        send_id = room.send(issue, "--list", "weekly", "--list", "monthly")
+        status = room.wait_status(send_id)
+        assert status["sent"] == 4 and status["total"] == 4
+        assert status["list"] == "weekly"  # the first list is the send's own
+        room.wait_received(4)
+        assert room.received() == {weekly[0]: 1, weekly[1]: 1, weekly[2]: 1, "only-monthly@example.com": 1}
+
+        # The sender and List-Id are the first list's; the unsubscribe link is a list the address is on.
+        only_monthly = room.parsed("only-monthly@example.com")
+        assert "news@example.org" in only_monthly["From"] and "<weekly." in only_monthly["List-Id"]
+        assert _one_click(room, "only-monthly@example.com").status_code == 200
+        assert "only-monthly@example.com" in _on(room, "monthly", "unsubscribed")
+        # On both lists: the lowest list id, weekly; monthly keeps them.
+        assert _one_click(room, weekly[1]).status_code == 200
+        assert weekly[1] in _on(room, "weekly", "unsubscribed")
+        assert weekly[1] in _on(room, "monthly", "confirmed")
+
+        # A second send of the issue to either list is refused without a word, naming the earlier one.
+        refused = room.cli("send", issue, "--list", "monthly", check=False)
+        assert refused.returncode == 1
+        assert f"already has a send to monthly: send {send_id}" in refused.stderr
+        assert "--list monthly --again" in refused.stderr
+        # Only the new ones, counted across the lists: a newcomer on monthly, and no one else.
+        room.cli("subscribers", "add", "monthly", "newcomer@example.com", "--confirmed")
+        again = room.send(issue, "--list", "monthly", "--list", "weekly", "--only-new")
+        assert room.wait_status(again)["sent"] == 1
+        room.wait_received(5)
+        assert room.received()["newcomer@example.com"] == 1 and sum(room.received().values()) == 5
+    finally:
+        web.stop()
+
+
+def test_one_list_keeps_the_narrow_rows_and_several_lists_record_each_rows_list(newsroom):
+    """A send to one list writes no list id on its deliveries; a send to several writes the lowest one."""
+    from sqlalchemy import text
+
+    from newsletter.store import db
+
+    room = newsroom
+    addresses = room.setup_list(2)
+    room.cli("lists", "create", "monthly", "--name", "The Monthly", "--from-email", "monthly@example.org")
+    room.cli("subscribers", "add", "monthly", addresses[1], "--confirmed")
+    room.cli("subscribers", "add", "monthly", "m@example.com", "--confirmed")
+    single = room.send(room.create_issue())
+    several = room.send(room.create_issue(), "--list", "monthly", "--list", "weekly")
+    engine = db.make_engine(room.cli.env["NEWSLETTER_DATABASE_URL"])
+    try:
+        with engine.connect() as conn:
+            lists = dict(conn.execute(text("SELECT slug, id FROM mailing_lists")).all())
+            rows = conn.execute(
+                text("SELECT send_id, email, list_id FROM deliveries ORDER BY send_id, email")
+            ).all()
+            extra = conn.execute(text("SELECT send_id, list_id FROM send_lists")).all()
+            own = conn.execute(text("SELECT list_id FROM sends WHERE id = :id"), {"id": int(several)}).scalar()
+    finally:
+        engine.dispose()
+    assert [r for r in rows if r.send_id == int(single)] == [
+        (int(single), addresses[0], None),
+        (int(single), addresses[1], None),
+    ]
+    assert [(r.email, r.list_id) for r in rows if r.send_id == int(several)] == [
+        ("m@example.com", lists["monthly"]),
+        (addresses[0], lists["weekly"]),
+        (addresses[1], lists["weekly"]),  # on both: the lower id
+    ]
+    assert own == lists["monthly"] and extra == [(int(several), lists["weekly"])]
