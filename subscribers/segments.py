@@ -322,15 +322,15 @@ class _Parser:
 
     def engagement(self) -> Engaged:
         start = self.take()
-        self.expect_word("in", f"expected in, as in {start.value} in last 3 sends")
-        self.expect_word("last", f"expected last, as in {start.value} in last 3 sends")
+        within = self.expect_word("in", f"expected in, as in {start.value} in last 3 sends")
+        last = self.expect_word("last", f"expected last, as in {start.value} in last 3 sends")
         number = self.take()
         if number.kind != "number" or not 1 <= int(number.value) <= MAX_SENDS:
             raise self.error(f"expected a number of sends from 1 to {MAX_SENDS}", number)
         if not self.is_word("send", "sends"):
             raise self.error("expected sends")
         end = self.take()
-        text = f"{start.text} in last {number.text} {end.text}"
+        text = " ".join(t.text for t in (start, within, last, number, end))
         return Engaged(start.value, int(number.value), start.position, text)
 
 
