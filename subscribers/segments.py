@@ -19,7 +19,8 @@ The language (keywords in any case)::
                 | ("engaged" | "opened" | "clicked") "in" "last" NUMBER ("send" | "sends")
     FIELD      := "email" | "domain" | "name" | "source" | "attribute." KEY
 
-* ``email``, ``name``, ``domain`` (the part after the ``@``) compare without regard to case;
+* Text compares without regard to case (on SQLite only for the letters A to Z: a name with
+  "Ü" matches "Ü", not "ü"); ``domain`` is the part of the address after the ``@``;
   ``source`` is how the subscription came (form, import, admin, api); ``attribute.KEY`` is the
   subscriber's attribute KEY as text (a missing attribute reads as the empty string).
 * ``contains`` is a substring match, case-insensitive.
@@ -41,7 +42,7 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 
-from sqlalchemy import String, and_, cast, exists, func, not_, or_, select
+from sqlalchemy import String, and_, cast, exists, func, literal, not_, or_, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -348,7 +349,7 @@ def check(node: Node, *, tracking: str) -> None:
                 position=leaf.position,
             )
         if isinstance(leaf, Compare) and leaf.field == "source":
-            unknown = [v for v in leaf.values if v not in SOURCES]
+            unknown = [v for v in leaf.values if v.lower() not in SOURCES]
             if unknown:
                 raise SegmentError(
                     f"unknown source {unknown[0]!r} (use one of {', '.join(SOURCES)})",
@@ -392,34 +393,39 @@ def _midnight(day: date) -> datetime:
 
 
 def _compare(node: Compare) -> Any:
+    """Text compared without regard to case, both sides lowered by the database (SQLite lowers ASCII
+    letters only, PostgreSQL every letter), so a value written as stored always matches."""
     values = node.values
     if node.field == "domain":
         address = func.lower(Subscriber.email)
         if node.op == "contains":
-            return address.like("%@%" + _escape(values[0].lower()) + "%", escape="\\")
-        matched = or_(*(address.like("%@" + _escape(v.lower().lstrip("@")), escape="\\") for v in values))
+            return address.like(_lowered("%@%" + _escape(values[0]) + "%"), escape="\\")
+        matched = or_(*(address.like(_lowered("%@" + _escape(v.lstrip("@"))), escape="\\") for v in values))
         return not_(matched) if node.op == "!=" else matched
     column: Any
     if node.field == "source":
-        column, values = Subscription.source, tuple(v.lower() for v in values)
+        column = Subscription.source
     elif node.field == "attribute":
         assert node.key is not None
         column = func.coalesce(cast(Subscriber.attributes[node.key].as_string(), String), "")
     else:
-        column = func.lower(Subscriber.email if node.field == "email" else Subscriber.name)
-        values = tuple(v.lower() for v in values)
+        column = Subscriber.email if node.field == "email" else Subscriber.name
+    column = func.lower(column)
     if node.op == "contains":
-        if node.field == "attribute":
-            column = func.lower(column)
-        return column.contains(values[0].lower(), autoescape=True)
+        return column.like(_lowered("%" + _escape(values[0]) + "%"), escape="\\")
     if node.op == "=":
-        return column == values[0]
+        return column == _lowered(values[0])
     if node.op == "!=":
-        return column != values[0]
-    return column.in_(values)
+        return column != _lowered(values[0])
+    return column.in_([_lowered(v) for v in values])
+
+
+def _lowered(value: str) -> Any:
+    return func.lower(literal(value, String))
 
 
 def _escape(value: str) -> str:
+    """A LIKE pattern's wildcards and escape character as plain characters."""
     return value.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
 
 

@@ -92,7 +92,7 @@ def test_one_list_keeps_the_narrow_rows_and_several_lists_record_each_rows_list(
     engine = db.make_engine(room.cli.env["NEWSLETTER_DATABASE_URL"])
     try:
         with engine.connect() as conn:
-            lists = dict(conn.execute(text("SELECT slug, id FROM mailing_lists")).all())
+            lists: dict[str, int] = dict(conn.execute(text("SELECT slug, id FROM mailing_lists")).tuples().all())
             rows = conn.execute(text("SELECT send_id, email, list_id FROM deliveries ORDER BY send_id, email")).all()
             extra = conn.execute(text("SELECT send_id, list_id FROM send_lists")).all()
             own = conn.execute(text("SELECT list_id FROM sends WHERE id = :id"), {"id": int(several)}).scalar()

@@ -38,7 +38,7 @@ def create(
 @app.command("ls")
 def list_all(
     list_slug: str | None = typer.Argument(None, metavar="[LIST]", help="Only this list's segments."),
-    as_json: bool = typer.Option(False, "--json", help="One JSON object per line."),
+    as_json: bool = typer.Option(False, "--json", help="As a JSON array."),
 ) -> None:
     """List saved segments (of every list, or of one) with their filters."""
     with runtime.reading() as session:
