@@ -108,3 +108,53 @@ def test_one_list_keeps_the_narrow_rows_and_several_lists_record_each_rows_list(
         (addresses[1], lists["weekly"]),  # on both: the lower id
     ]
     assert own == lists["monthly"] and extra == [(int(several), lists["weekly"])]
+
+
+def test_a_scheduled_send_to_several_lists_and_a_segment_starts_with_what_was_frozen(sessions):
+    """Scheduling keeps the lists and the segment's filter; starting later snapshots them, whatever the
+    segment became meanwhile. A segment that matches no one is refused, saying so."""
+    from datetime import timedelta
+
+    import pytest
+    from sqlalchemy import select
+
+    from newsletter.content.issue_files import read_issue_file
+    from newsletter.content.issues import create_issue
+    from newsletter.delivery import scheduling, sending
+    from newsletter.delivery.audience import SendRefused
+    from newsletter.store.models import Delivery, utcnow
+    from subscribers.lists import create_list
+    from subscribers.segments import create_segment
+    from subscribers.subscriptions import add_subscriber
+    from tests.bouncekit import RENDER, SAMPLE_ISSUE
+
+    with sessions.begin() as s:
+        for slug in ("weekly", "monthly"):
+            create_list(s, slug, name=slug.title(), from_email="news@example.org")
+        for slug, address in (("weekly", "ann@a.org"), ("weekly", "bob@b.org"), ("monthly", "bob@b.org")):
+            add_subscriber(s, slug, address, confirmed=True)
+        add_subscriber(s, "monthly", "cid@a.org", confirmed=True)
+        create_segment(s, "weekly", "a", 'domain = "a.org"')
+        create_segment(s, "weekly", "nobody", 'domain = "z.org"')
+        issue, _ = create_issue(s, "weekly", read_issue_file(SAMPLE_ISSUE), RENDER)
+        issue_id = issue.id
+        with pytest.raises(SendRefused, match=r"segment nobody of weekly matches none of its 2 confirmed subscribers"):
+            sending.start_send(s, issue_id, RENDER, segment="nobody", batch_size=10)
+        at = utcnow() + timedelta(hours=1)
+        both = scheduling.schedule_send(s, issue_id, at, RENDER, list_slugs=["monthly", "weekly"]).id
+    with sessions.begin() as s:
+        # The lists of the scheduled send count: a send to weekly alone is a second send.
+        with pytest.raises(SendRefused, match=f"already has a send to weekly: send {both} is scheduled"):
+            scheduling.schedule_send(s, issue_id, at, RENDER, list_slug="weekly")
+        other, _ = create_issue(s, "weekly", read_issue_file(SAMPLE_ISSUE), RENDER)
+        segment_send = scheduling.schedule_send(s, other.id, at, RENDER, segment="a").id
+        create_segment(s, "weekly", "a", 'domain = "b.org"', replace=True)  # after scheduling: changes nothing
+    later = at + timedelta(seconds=1)
+    with sessions.begin() as s:
+        started = [scheduling.start_scheduled(s, i, RENDER, batch_size=10, now=later) for i in (both, segment_send)]
+        assert all(x is not None and x.batches for x in started)
+        got = {
+            send_id: sorted(s.scalars(select(Delivery.email).where(Delivery.send_id == send_id)))
+            for send_id in (both, segment_send)
+        }
+    assert got == {both: ["ann@a.org", "bob@b.org", "cid@a.org"], segment_send: ["ann@a.org"]}
