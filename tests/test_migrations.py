@@ -330,7 +330,8 @@ def test_0015_adds_send_lists_delivery_lists_and_segments_and_walks_back(empty_d
     from subscribers.lists import create_list
     from subscribers.segments import create_segment
     from subscribers.subscriptions import add_subscriber
-    from tests.bouncekit import RENDER, SAMPLE_ISSUE
+    from tests.bouncekit import RENDER
+    from tests.sendkit import SAMPLE_ISSUE
 
     engine = db.make_engine(empty_database_url)
     try:

@@ -126,7 +126,8 @@ def test_a_scheduled_send_to_several_lists_and_a_segment_starts_with_what_was_fr
     from subscribers.lists import create_list
     from subscribers.segments import create_segment
     from subscribers.subscriptions import add_subscriber
-    from tests.bouncekit import RENDER, SAMPLE_ISSUE
+    from tests.bouncekit import RENDER
+    from tests.sendkit import SAMPLE_ISSUE
 
     with sessions.begin() as s:
         for slug in ("weekly", "monthly"):
