@@ -159,3 +159,32 @@ def test_a_scheduled_send_to_several_lists_and_a_segment_starts_with_what_was_fr
             for send_id in (both, segment_send)
         }
     assert got == {both: ["ann@a.org", "bob@b.org", "cid@a.org"], segment_send: ["ann@a.org"]}
+
+
+def test_a_send_to_several_lists_tracks_no_more_than_every_list_allows(sessions):
+    from sqlalchemy import func, select
+
+    from newsletter.content.issue_files import read_issue_file
+    from newsletter.content.issues import create_issue
+    from newsletter.delivery import sending
+    from newsletter.store.models import SendLink
+    from subscribers.lists import create_list
+    from subscribers.subscriptions import add_subscriber
+    from tests.bouncekit import RENDER
+    from tests.sendkit import SAMPLE_ISSUE
+
+    with sessions.begin() as s:
+        for slug, tracking in (("counted", "individual"), ("anon", "anonymous"), ("quiet", "off")):
+            create_list(s, slug, name=slug.title(), from_email="news@example.org", tracking=tracking)
+            add_subscriber(s, slug, f"{slug}@example.org", confirmed=True)
+        result = {}
+        for others in (["counted"], ["counted", "anon"], ["counted", "anon", "quiet"]):
+            issue, _ = create_issue(s, "counted", read_issue_file(SAMPLE_ISSUE), RENDER)
+            send, _ = sending.start_send(s, issue.id, RENDER, list_slugs=others, batch_size=10)
+            links = s.scalar(select(func.count()).select_from(SendLink).where(SendLink.send_id == send.id))
+            result[len(others)] = (send.tracking, send.reader_key is not None, bool(links))
+    assert result == {
+        1: ("individual", True, True),  # one list: its own tracking, as before
+        2: ("anonymous", True, True),
+        3: ("off", False, False),  # a list that counts nothing: nothing is counted for anyone
+    }
