@@ -105,6 +105,11 @@ def tokenize(source: str) -> list[Token]:
         raise SegmentError(
             f"a filter is at most {FILTER_MAX} characters", text=source[FILTER_MAX:][:20], position=FILTER_MAX
         )
+    unsafe = re.search("[\x00\ud800-\udfff]", source)
+    if unsafe:  # PostgreSQL cannot take a NUL, nor UTF-8 a lone surrogate
+        raise SegmentError(
+            "a NUL character or lone surrogate", text=repr(unsafe.group())[1:-1], position=unsafe.start()
+        )
     tokens: list[Token] = []
     at = 0
     while at < len(source):

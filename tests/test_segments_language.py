@@ -114,6 +114,7 @@ def test_not_binds_tighter_than_and_which_binds_tighter_than_or_and_parentheses_
         ("engaged in last 0 sends", "expected a number of sends from 1 to 1000", "0", 16),
         ("engaged in last 3 mails", "expected sends", "mails", 18),
         ('= "x"', "expected a condition", "=", 0),
+        ('name = "a\x00"', "a NUL character or lone surrogate", "\\x00", 9),
     ],
 )
 def test_each_error_names_the_bad_part_and_where_it_is(source, reason, text, position):

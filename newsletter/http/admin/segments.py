@@ -20,7 +20,7 @@ from newsletter.http.admin.pages import page, redirect
 from newsletter.http.context import web
 from newsletter.store.models import MailingList
 from subscribers import segments
-from subscribers.lists import get_list
+from subscribers.lists import SLUG_RE, get_list
 
 router = APIRouter()
 Sender = Depends(user("sends"))
@@ -78,12 +78,17 @@ def live_count(request: Request, caller: Caller = Sender, list: str = "", filter
     """``{"count": N}``, or ``{"error", "reason", "text", "position"}`` for a filter that does not compile."""
     try:
         with web(request).reading() as session:
-            matched = segments.count_matching(session, get_list(session, list), filter)
+            matched = segments.count_matching(session, get_list(session, _slug(list)), filter)
     except segments.SegmentError as exc:
         return JSONResponse(exc.as_json())
     except NotFound as exc:
         return JSONResponse({"error": str(exc)}, status_code=404)
     return JSONResponse({"count": matched})
+
+
+def _slug(value: str) -> str:
+    """A list slug as typed into a URL; anything else (a NUL, say) cannot name a list."""
+    return value if SLUG_RE.match(value) else "-"
 
 
 @router.post("/segments")

@@ -15,7 +15,7 @@ from pydantic import BaseModel, Field
 
 from newsletter.http.api.auth import SendEditor
 from newsletter.http.api.common import errors
-from newsletter.http.api.schemas import Slug, Strict
+from newsletter.http.api.schemas import NO_NUL, SLUG_PATTERN, Slug, Strict, Text
 from newsletter.http.context import web
 from subscribers import segments
 from subscribers.lists import get_list
@@ -24,15 +24,15 @@ router = APIRouter(prefix="/segments", tags=["segments"])
 
 Filter = Annotated[
     str,
-    Field(
-        min_length=1,
-        max_length=segments.FILTER_MAX,
+    Text(
+        segments.FILTER_MAX,
+        1,
         description='A filter, e.g. domain = "gmail.com" and attribute.plan in ("pro", "team") (README: Segments).',
     ),
 ]
-Name = Annotated[str, Field(min_length=1, max_length=100, description="The segment's name, unique on its list.")]
-ListPath = Annotated[str, Path(pattern=r"^[a-z0-9][a-z0-9-]{0,63}$", description="The list's slug.")]
-NamePath = Annotated[str, Path(min_length=1, max_length=100, description="The segment's name.")]
+Name = Annotated[str, Text(100, 1, description="The segment's name, unique on its list.")]
+ListPath = Annotated[str, Path(pattern=SLUG_PATTERN, description="The list's slug.")]
+NamePath = Annotated[str, Path(min_length=1, max_length=100, pattern=NO_NUL, description="The segment's name.")]
 
 
 class SegmentIn(Strict):
@@ -81,7 +81,7 @@ def _out(view: segments.SegmentView) -> SegmentOut:
 def all_segments(
     request: Request,
     caller: SendEditor,
-    list: Annotated[str | None, Query(max_length=64, description="Only this list's segments.")] = None,
+    list: Annotated[str | None, Query(pattern=SLUG_PATTERN, description="Only this list's segments.")] = None,
 ) -> SegmentsOut:
     with web(request).reading() as session:
         return SegmentsOut(items=[_out(v) for v in segments.all_segments(session, list)])

@@ -31,6 +31,7 @@ from newsletter.http.api.schemas import (
     SendReschedule,
     SendsOut,
     Slug,
+    Text,
 )
 from newsletter.http.context import web
 from newsletter.store.states import DeliveryStatus
@@ -101,12 +102,14 @@ class SendTo(SendCreate):
             "first list is the send's own (sender, List-Id, archive). Not with `list`."
         ),
     )
-    segment: str | None = Field(
-        None,
-        min_length=1,
-        max_length=100,
-        description="Only the subscribers of this saved segment of the list (GET /api/segments); one list only.",
-    )
+    segment: Annotated[
+        str | None,
+        Text(
+            100,
+            1,
+            description="Only the subscribers of this saved segment of the list (GET /api/segments); one list only.",
+        ),
+    ] = None
 
 
 @router.post(
