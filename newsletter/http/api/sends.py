@@ -102,14 +102,9 @@ class SendTo(SendCreate):
             "first list is the send's own (sender, List-Id, archive). Not with `list`."
         ),
     )
-    segment: Annotated[
-        str | None,
-        Text(
-            100,
-            1,
-            description="Only the subscribers of this saved segment of the list (GET /api/segments); one list only.",
-        ),
-    ] = None
+    segment: Annotated[str, Text(100, 1)] | None = Field(
+        None, description="Only the subscribers of this saved segment of the list (GET /api/segments); one list only."
+    )
 
 
 @router.post(
