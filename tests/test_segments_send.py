@@ -41,7 +41,9 @@ def test_segment_commands_and_a_segment_send_mail_exactly_the_segment(newsroom):
 
     issue = room.create_issue()
     room.start_worker(concurrency=1)
-    send_id = room.send(issue, "--segment", "gmail-paid")
+    started = room.cli("send", issue, "--segment", "gmail-paid")
+    assert "recipient(s) (segment gmail-paid) in 1 batch(es) queued" in started.stderr
+    send_id = started.stdout.strip().splitlines()[-1]
     assert room.wait_status(send_id)["sent"] == 2
     room.wait_received(2)
     assert room.received() == {"ann@gmail.com": 1, "bob@gmail.com": 1}

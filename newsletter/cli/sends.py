@@ -109,6 +109,9 @@ def start(
     if batches:
         _enqueue(send.id, batches)
     who = " who got no copy yet" if repeat is Repeat.ONLY_NEW else ""
+    if segment or len(set(list_slugs or [])) > 1:
+        of = f"segment {segment}" if segment else ", ".join(dict.fromkeys(list_slugs or []))
+        who = f" ({of}){who}"
     err.print(f"Send {send.id}: {send.total} recipient(s){who} in {len(batches)} batch(es) queued.")
     code = watch(send.id, timeout=wait_timeout) if wait or wait_timeout is not None else 0
     print_last_line(send.id)
