@@ -353,3 +353,58 @@ def test_0014_adds_tracking_off_for_every_list_and_walks_back_keeping_sends(empt
         assert kept() == before
     finally:
         engine.dispose()
+
+
+def test_0015_adds_send_lists_delivery_lists_and_segments_and_walks_back(empty_database_url):
+    from sqlalchemy import text
+
+    from newsletter.content.issue_files import read_issue_file
+    from newsletter.content.issues import create_issue
+    from newsletter.delivery import sending
+    from subscribers.lists import create_list
+    from subscribers.segments import create_segment
+    from subscribers.subscriptions import add_subscriber
+    from tests.bouncekit import RENDER
+    from tests.sendkit import SAMPLE_ISSUE
+
+    engine = db.make_engine(empty_database_url)
+    try:
+        db.upgrade(engine)
+        sessions = db.session_factory(engine)
+        sent_issue(sessions, ["ann@example.com", "bob@example.com"])  # a send to one list: no list ids
+        with db.transaction(sessions) as s:
+            create_list(s, "monthly", name="The Monthly", from_email="news@example.org")
+            add_subscriber(s, "monthly", "bob@example.com", confirmed=True)
+            add_subscriber(s, "monthly", "cid@example.com", confirmed=True)
+            create_segment(s, "monthly", "cids", 'name = "" and email contains "cid"')
+            issue, _ = create_issue(s, "weekly", read_issue_file(SAMPLE_ISSUE), RENDER)
+            sending.start_send(s, issue.id, RENDER, list_slugs=["weekly", "monthly"], batch_size=1000)
+            issue, _ = create_issue(s, "monthly", read_issue_file(SAMPLE_ISSUE), RENDER)
+            sending.start_send(s, issue.id, RENDER, segment="cids", batch_size=1000)
+
+        def rows() -> list[tuple]:
+            with engine.connect() as conn:
+                query = "SELECT id, send_id, subscriber_id, email, status FROM deliveries ORDER BY id"
+                return [tuple(r) for r in conn.execute(text(query))]
+
+        with engine.connect() as conn:
+            lists = conn.execute(text("SELECT send_id, list_id FROM deliveries ORDER BY id")).all()
+            segment = conn.execute(text("SELECT segment_name, segment_filter FROM sends ORDER BY id")).all()
+        assert [list_id is None for _, list_id in lists] == [True, True, False, False, False, True]
+        assert [tuple(r) for r in segment] == [
+            (None, None),
+            (None, None),
+            ("cids", 'name = "" and email contains "cid"'),
+        ]
+        before = rows()
+        _downgrade(engine, "0014")
+        schema = inspect(engine)
+        assert not {"send_lists", "segments"} & set(schema.get_table_names())
+        assert "list_id" not in {c["name"] for c in schema.get_columns("deliveries")}
+        assert "segment_filter" not in {c["name"] for c in schema.get_columns("sends")}
+        assert rows() == before
+        db.upgrade(engine)
+        assert rows() == before and db.schema_is_current(engine)
+        assert {"send_lists", "segments"} <= set(inspect(engine).get_table_names())
+    finally:
+        engine.dispose()

@@ -35,7 +35,15 @@ def _enqueue(send_id: int, batches: list[sending.Batch]) -> None:
 
 def start(
     issue_id: int = typer.Argument(..., help="The issue to send."),
-    list_slug: str | None = typer.Option(None, "--list", help="Send to this list instead of the issue's own."),
+    list_slugs: list[str] | None = typer.Option(
+        None,
+        "--list",
+        help="Send to this list instead of the issue's own; repeat it to send to several lists at once "
+        "(each address once; the first list's sender and List-Id).",
+    ),
+    segment: str | None = typer.Option(
+        None, "--segment", help="Only the subscribers of this saved segment of the list (`newsletter segments`)."
+    ),
     wait: bool = typer.Option(
         False, "--wait", help="Show progress until the send finishes; exit 1 if any delivery failed."
     ),
@@ -65,6 +73,10 @@ def start(
 
     A list that already has a send of the issue (anything but cancelled) is refused unless
     --again or --only-new says what to do; a send that would reach no one is refused, saying why.
+
+    Several --list options send to all of those lists at once: every confirmed, unsuppressed
+    subscriber of any of them gets one copy, whose unsubscribe link is for a list they are on.
+    --segment narrows one list to a saved segment (it cannot be combined with several lists).
     """
     from newsletter.delivery import sending
     from newsletter.delivery.audience import Repeat
@@ -73,7 +85,15 @@ def start(
     settings = runtime.settings  # a bad setting stops the command before anything else is said
     if at is not None:
         print_last_line(
-            _schedule(issue_id, at, list_slug=list_slug, repeat=repeat, wait=wait, wait_timeout=wait_timeout)
+            _schedule(
+                issue_id,
+                at,
+                list_slugs=list_slugs or [],
+                segment=segment,
+                repeat=repeat,
+                wait=wait,
+                wait_timeout=wait_timeout,
+            )
         )
         return
     with runtime.transaction() as session:
@@ -81,13 +101,17 @@ def start(
             session,
             issue_id,
             render_settings(),
-            list_slug=list_slug,
+            list_slugs=list_slugs or [],
+            segment=segment,
             batch_size=settings.batch_size,
             repeat=repeat,
         )
     if batches:
         _enqueue(send.id, batches)
     who = " who got no copy yet" if repeat is Repeat.ONLY_NEW else ""
+    if segment or len(set(list_slugs or [])) > 1:
+        of = f"segment {segment}" if segment else ", ".join(dict.fromkeys(list_slugs or []))
+        who = f" ({of}){who}"
     err.print(f"Send {send.id}: {send.total} recipient(s){who} in {len(batches)} batch(es) queued.")
     code = watch(send.id, timeout=wait_timeout) if wait or wait_timeout is not None else 0
     print_last_line(send.id)
@@ -106,7 +130,14 @@ def _repeat(*, again: bool, only_new: bool) -> Repeat:
 
 
 def _schedule(
-    issue_id: int, at: str, *, list_slug: str | None, repeat: Repeat, wait: bool, wait_timeout: float | None
+    issue_id: int,
+    at: str,
+    *,
+    list_slugs: list[str],
+    segment: str | None,
+    repeat: Repeat,
+    wait: bool,
+    wait_timeout: float | None,
 ) -> int:
     """Store the send as scheduled for ``at`` and say so on stderr; returns its id. --wait has nothing to wait for."""
     from newsletter.delivery import scheduling
@@ -118,7 +149,9 @@ def _schedule(
         )
     when = scheduling.parse_time(at)
     with runtime.transaction() as session:
-        send = scheduling.schedule_send(session, issue_id, when, render_settings(), list_slug=list_slug, repeat=repeat)
+        send = scheduling.schedule_send(
+            session, issue_id, when, render_settings(), list_slugs=list_slugs, segment=segment, repeat=repeat
+        )
         send_id = send.id
     err.print(
         f"Send {send_id} scheduled for {when.astimezone().isoformat(timespec='minutes')} "

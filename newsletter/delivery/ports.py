@@ -32,6 +32,9 @@ class Claimed:
     email: str
     name: str
     attempts: int
+    # A send to several lists: the list whose unsubscribe and preferences links this copy carries
+    # (None for a send to one list: the send's own).
+    list_id: int | None = None
 
 
 @dataclass(frozen=True)

@@ -39,7 +39,16 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from newsletter.delivery.ports import Checked, Claimed, Outcome, Taken
 from newsletter.store.db import insert_on_conflict_ignore, reading, rowcount
-from newsletter.store.models import BatchClaim, Delivery, Send, Subscriber, Subscription, Suppression, utcnow
+from newsletter.store.models import (
+    BatchClaim,
+    Delivery,
+    Send,
+    SendList,
+    Subscriber,
+    Subscription,
+    Suppression,
+    utcnow,
+)
 from newsletter.store.states import DeliveryStatus, SendStatus, SubscriptionStatus, SuppressionReason
 
 
@@ -60,6 +69,9 @@ class SqlRecipientStore:
         self.first_id, self.last_id = first_id, last_id
         self.me = me or worker_name()
         self._list_id: int | None = None
+        # A send to several lists (rows in send_lists): each row is checked against its own list
+        # (deliveries.list_id). Looked up once; a send to one list keeps its claim query as it was.
+        self._several: bool | None = None
         self._claim_id: int | None = None  # the batch_claims row while this batch holds one
         self._taken: list[int] = []  # the rows the claim took (held while they are pending and it lives)
 
@@ -86,6 +98,8 @@ class SqlRecipientStore:
             if send is None or send.status != SendStatus.SENDING:
                 return None
             self._list_id = send.list_id
+            if self._several is None:
+                self._several = bool(session.scalar(select(exists().where(SendList.send_id == self._send_id))))
             now = utcnow()
             overlapping = (
                 BatchClaim.send_id == self._send_id,
@@ -98,13 +112,13 @@ class SqlRecipientStore:
                 .execution_options(synchronize_session=False)
             )
             rows, departed = [], []
-            for delivery_id, subscriber_id, email, name, attempts, subscribed, suppressed in session.execute(
+            for delivery_id, subscriber_id, email, name, attempts, subscribed, suppressed, *list_id in session.execute(
                 self._due_rows(now)
             ):
                 if subscribed is None or suppressed is not None:
                     departed.append(delivery_id)
                 else:
-                    rows.append(Claimed(delivery_id, subscriber_id, email, name, attempts))
+                    rows.append(Claimed(delivery_id, subscriber_id, email, name, attempts, *list_id))
             if not rows and not departed:
                 return Taken([], 0)
             self._claim_id = session.execute(
@@ -129,6 +143,7 @@ class SqlRecipientStore:
 
         Outer joins probed row by row through their unique keys: the cost is the batch's, whatever the
         size of the list (an ``EXISTS`` under ``OR`` made PostgreSQL hash every subscription of the list).
+        A send to several lists adds each row's list id (the same joins, the subscription probed on it).
         """
         return (
             select(
@@ -139,6 +154,7 @@ class SqlRecipientStore:
                 Delivery.attempts,
                 Subscription.id,
                 Suppression.id,
+                *([Delivery.list_id] if self._several else []),
             )
             # Outer: a row whose subscriber is gone (no foreign key says it cannot be) is found and skipped.
             .outerjoin(Subscriber, Subscriber.id == Delivery.subscriber_id)
@@ -155,7 +171,7 @@ class SqlRecipientStore:
 
     def _confirmed_subscription(self) -> ColumnElement[bool]:
         return and_(
-            Subscription.list_id == self._list_id,
+            Subscription.list_id == Delivery.list_id if self._several else Subscription.list_id == self._list_id,
             Subscription.subscriber_id == Delivery.subscriber_id,
             Subscription.status == SubscriptionStatus.CONFIRMED,
         )

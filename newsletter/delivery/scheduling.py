@@ -14,6 +14,7 @@ scheduled for the list's next free slot by :func:`plan_ready_issues`.
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -22,7 +23,15 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from newsletter.content.issues import RenderSettings, get_issue
-from newsletter.delivery.audience import Repeat, check_send, empty_refusal, list_counts, recipient_count
+from newsletter.delivery.audience import (
+    Repeat,
+    check_send,
+    choose_target,
+    record_target,
+    target_count,
+    target_of_send,
+    target_refusal,
+)
 from newsletter.delivery.sending import Batch, compile_message, get_send, snapshot_recipients
 from newsletter.errors import Conflict, InvalidInput, NewsletterError
 from newsletter.store.models import Issue, MailingList, Send, utcnow
@@ -70,6 +79,8 @@ def schedule_send(
     settings: RenderSettings,
     *,
     list_slug: str | None = None,
+    list_slugs: Sequence[str] = (),
+    segment: str | None = None,
     now: datetime | None = None,
     repeat: Repeat = Repeat.NO,
     require_recipients: bool = True,
@@ -78,14 +89,16 @@ def schedule_send(
 
     Refused like a send that starts now (see :func:`newsletter.delivery.audience.check_send`): a list
     that already has a send of the issue (a scheduled one included) needs ``repeat``, and a
-    send that would reach no one now is refused unless ``require_recipients`` is False. Raises
-    NotFound, InvalidInput, RenderError, SendRefused, Conflict (the same issue already
-    scheduled for the list).
+    send that would reach no one now is refused unless ``require_recipients`` is False. Several
+    lists (``list_slugs``) and a segment are chosen as :func:`newsletter.delivery.sending.start_send`
+    does; the segment's filter is frozen on the send now. Raises NotFound, InvalidInput, RenderError,
+    SendRefused, SegmentError, Conflict (the same issue already scheduled for the list).
     """
     now = now or utcnow()
     at = _check_future(at, now, "at")
     issue, issue_list = get_issue(session, issue_id)
-    mailing_list = get_list(session, list_slug) if list_slug else issue_list
+    target = choose_target(session, issue_list, list_slugs or ([list_slug] if list_slug else []), segment)
+    mailing_list = target.primary
     already = session.scalar(
         select(Send.id).where(
             Send.issue_id == issue.id, Send.list_id == mailing_list.id, Send.status == SendStatus.SCHEDULED
@@ -95,7 +108,7 @@ def schedule_send(
         raise Conflict(
             f"issue {issue.id} is already scheduled for {mailing_list.slug} (send {already}); reschedule or cancel that one"
         )
-    audience = check_send(session, issue.id, mailing_list, repeat, require_recipients=require_recipients)
+    audience = check_send(session, issue.id, target, repeat, require_recipients=require_recipients)
     rendered = settings.render(issue, mailing_list)
     send = Send(
         issue_id=issue.id,
@@ -110,6 +123,7 @@ def schedule_send(
     )
     session.add(send)
     session.flush()
+    record_target(session, send, target)
     compile_message(session, send)  # unsafe header values are refused now, not at send time
     return send
 
@@ -175,9 +189,15 @@ def start_scheduled(
         send.status_reason = f"not started: the issue no longer renders: {exc}"
         return Started(send.id, [], None)
     audience = SendAudience(send.audience or SendAudience.ALL)
-    if not recipient_count(session, mailing_list.id, issue.id, audience):
+    try:
+        target = target_of_send(session, send)
+    except InvalidInput as exc:  # its frozen segment filter no longer fits the list
+        send.status, send.finished_at = SendStatus.CANCELLED, now
+        send.status_reason = f"not started: the segment's filter no longer applies: {exc}"
+        return Started(send.id, [], None)
+    if not target_count(session, target, issue.id, audience):
         # Not sent, and cancelled so that it blocks no later send: nothing was mailed.
-        refusal = empty_refusal(mailing_list.slug, issue.id, list_counts(session, mailing_list.id), audience)
+        refusal = target_refusal(session, target, issue.id, audience)
         send.status, send.finished_at = SendStatus.CANCELLED, now
         send.status_reason = f"not sent: {refusal}"
         return Started(send.id, [], None)
@@ -189,7 +209,7 @@ def start_scheduled(
             f"started {_duration(late)} late (scheduled for {send.scheduled_at.isoformat(timespec='seconds')})"
         )
     issue.status = IssueStatus.SENT
-    batches = snapshot_recipients(session, send, mailing_list.id, now, batch_size)
+    batches = snapshot_recipients(session, send, target, now, batch_size)
     return Started(send.id, batches, late if late > LATE_AFTER else None)
 
 

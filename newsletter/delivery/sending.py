@@ -9,7 +9,7 @@ the returned batches after the commit.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, fields
 from datetime import datetime
 from typing import Any
@@ -19,7 +19,15 @@ from sqlalchemy.orm import Session
 
 from newsletter.content.issues import Links, RenderSettings, get_issue
 from newsletter.delivery import send_status
-from newsletter.delivery.audience import Repeat, check_send, empty_refusal, list_counts, mailed
+from newsletter.delivery.audience import (
+    Repeat,
+    Target,
+    check_send,
+    choose_target,
+    mailed,
+    record_target,
+    target_refusal,
+)
 from newsletter.delivery.ports import Claimed
 from newsletter.delivery.recipient_store import held_by_a_live_claim
 from newsletter.engagement import links as tracked_links
@@ -27,9 +35,17 @@ from newsletter.errors import Conflict, InvalidInput
 from newsletter.mail.messages import CompiledMessage, MessageHeaders, Recipient
 from newsletter.store import erasure_lock
 from newsletter.store.db import id_ranges, rowcount
-from newsletter.store.models import BatchClaim, Delivery, MailingList, Send, Subscriber, Subscription, utcnow
+from newsletter.store.models import (
+    BatchClaim,
+    Delivery,
+    MailingList,
+    Send,
+    SendLink,
+    Subscriber,
+    Subscription,
+    utcnow,
+)
 from newsletter.store.states import DeliveryStatus, IssueStatus, SendAudience, SendStatus, Tracking
-from subscribers.lists import get_list
 from subscribers.tokens import TokenSigner
 
 Batch = tuple[int, int]  # first and last delivery id, inclusive
@@ -117,14 +133,17 @@ class RecipientLinks:
     def recipient(
         self, message: CompiledMessage, list_id: int, issue_id: int, row: Claimed, *, tracked_send: int | None = None
     ) -> Recipient:
-        """``tracked_send``: the id of a tracked send, whose copies carry a tracking token."""
-        unsubscribe = self.signer.make(row.subscriber_id, list_id, "unsubscribe")
+        """``list_id``: the send's own list, whose archive the view-online link points to; the unsubscribe and
+        preferences links are for the row's list when it has one (a send to several lists), else for it.
+        ``tracked_send``: the id of a tracked send, whose copies carry a tracking token."""
+        own = row.list_id or list_id
+        unsubscribe = self.signer.make(row.subscriber_id, own, "unsubscribe")
         return Recipient(
             delivery_id=row.delivery_id,
             email=row.email,
             name=row.name,
             unsubscribe_url=self.links.unsubscribe(unsubscribe),
-            preferences_url=self.links.preferences(self.signer.make(row.subscriber_id, list_id, "preferences")),
+            preferences_url=self.links.preferences(self.signer.make(row.subscriber_id, own, "preferences")),
             unsubscribe_mailto=f"mailto:unsubscribe+{unsubscribe}@{message.domain}?subject=unsubscribe",
             view_online_url=self._view_online_url(
                 message.headers.list_slug, list_id, issue_id, message.headers.private
@@ -150,20 +169,25 @@ def start_send(
     settings: RenderSettings,
     *,
     list_slug: str | None = None,
+    list_slugs: Sequence[str] = (),
+    segment: str | None = None,
     batch_size: int,
     repeat: Repeat = Repeat.NO,
 ) -> tuple[Send, list[Batch]]:
-    """Create a send of the issue to its list (or ``list_slug``) and snapshot its recipients.
+    """Create a send of the issue to its list (or ``list_slug``, or the lists ``list_slugs``: each address
+    once, the first list the send's own) and snapshot its recipients; ``segment``: only the saved segment
+    of that name of the (one) list.
 
-    ``repeat`` says what to do when the list already has a send of the issue (see
+    ``repeat`` says what to do when a list already has a send of the issue (see
     :mod:`newsletter.delivery.audience`). Raises NotFound, SendRefused (a second send not asked for,
     or no one to mail: nothing is stored), RenderError (the issue cannot be rendered),
-    InvalidInput (unsafe header values). Returns the send and the delivery-id ranges to
-    enqueue once committed.
+    InvalidInput (unsafe header values, a segment with several lists), SegmentError. Returns the
+    send and the delivery-id ranges to enqueue once committed.
     """
     issue, issue_list = get_issue(session, issue_id)
-    mailing_list = get_list(session, list_slug) if list_slug else issue_list
-    audience = check_send(session, issue.id, mailing_list, repeat)
+    target = choose_target(session, issue_list, list_slugs or ([list_slug] if list_slug else []), segment)
+    mailing_list = target.primary
+    audience = check_send(session, issue.id, target, repeat)
     rendered = settings.render(issue, mailing_list)
     now = utcnow()
     send = Send(
@@ -179,39 +203,55 @@ def start_send(
     )
     session.add(send)
     session.flush()
+    record_target(session, send, target)
     compile_message(session, send)  # refuses unsafe header values now, before anything is queued
     issue.status = IssueStatus.SENT
-    return send, snapshot_recipients(session, send, mailing_list.id, now, batch_size)
+    return send, snapshot_recipients(session, send, target, now, batch_size)
 
 
-def snapshot_recipients(session: Session, send: Send, list_id: int, now: datetime, batch_size: int) -> list[Batch]:
+def snapshot_recipients(
+    session: Session, send: Send, target: Target | int, now: datetime, batch_size: int
+) -> list[Batch]:
     """Write a pending delivery for everyone the send mails (see :func:`newsletter.delivery.audience.mailed`);
-    return the batches.
+    return the batches. ``target``: the send's lists and segment (a list id: that list alone).
 
+    One INSERT ... SELECT whatever the lists. For a send to several lists it groups the subscriptions
+    by subscriber (one row each) and keeps the lowest of their list ids on the row, whose unsubscribe
+    link the copy carries; a send to one list writes no list id (its rows stay as narrow as before).
     A send with no one to mail (everyone left between the check and now) is finished at once,
     saying why.
     """
+    if isinstance(target, int):
+        list_ids: tuple[int, ...] = (target,)
+        several, segment = False, None
+    else:
+        list_ids, several, segment = target.list_ids, target.several, target.condition
     audience = SendAudience(send.audience or SendAudience.ALL)
     session.flush()  # the send has its id
     tracked_links.freeze(session, send)
+    if several:
+        _track_no_more_than_every_list_allows(session, send, list_ids)
+    columns = [
+        literal(send.id),
+        Subscriber.id,
+        Subscriber.email,
+        literal(DeliveryStatus.PENDING, Delivery.status.type),
+        literal(0),
+        literal(now, Delivery.updated_at.type),
+    ]
+    names = ["send_id", "subscriber_id", "email", "status", "attempts", "updated_at"]
     recipients = (
-        select(
-            literal(send.id),
-            Subscriber.id,
-            Subscriber.email,
-            literal(DeliveryStatus.PENDING, Delivery.status.type),
-            literal(0),
-            literal(now, Delivery.updated_at.type),
-        )
+        select(*columns, *([func.min(Subscription.list_id)] if several else []))
         .join(Subscription, Subscription.subscriber_id == Subscriber.id)
-        .where(*mailed(list_id, send.issue_id, audience))
+        .where(*mailed(list_ids, send.issue_id, audience, segment))
         .order_by(Subscriber.id)
     )
+    if several:
+        recipients = recipients.group_by(Subscriber.id, Subscriber.email)
+        names.append("list_id")
     erasure_lock.hold_for_snapshot(session)  # stands in for the foreign keys deliveries do not have
     session.execute(
-        insert(Delivery).from_select(
-            ["send_id", "subscriber_id", "email", "status", "attempts", "updated_at"], recipients
-        ),
+        insert(Delivery).from_select(names, recipients),
         execution_options={"synchronize_session": False},
     )
     # Counted, not taken from rowcount (SQLAlchemy reports -1 for INSERT ... SELECT on PostgreSQL); the
@@ -227,15 +267,33 @@ def snapshot_recipients(session: Session, send: Send, list_id: int, now: datetim
         # more later). Sampling the table costs a fraction of a second, even at a million rows.
         session.connection().exec_driver_sql("ANALYZE subscriptions")
     if send.total == 0:
+        if isinstance(target, int):
+            target = Target(tuple(session.scalars(select(MailingList).where(MailingList.id == target))))
         send.status, send.finished_at = SendStatus.FINISHED, now
-        send.status_reason = (
-            "no one to mail: "
-            + empty_refusal(_slug(session, list_id), send.issue_id, list_counts(session, list_id), audience).summary
-        )
+        send.status_reason = "no one to mail: " + target_refusal(session, target, send.issue_id, audience).summary
         return []
     if last_id - first_id + 1 != total:  # another send's snapshot took ids in between
         return pending_batches(session, send.id, batch_size)
     return [(start, min(start + batch_size - 1, last_id)) for start in range(first_id, last_id + 1, batch_size)]
+
+
+_TRACKING_ORDER = (Tracking.OFF, Tracking.ANONYMOUS, Tracking.INDIVIDUAL)
+
+
+def _track_no_more_than_every_list_allows(session: Session, send: Send, list_ids: Sequence[int]) -> None:
+    """A send to several lists counts its readers only as far as every one of its lists allows.
+
+    ``freeze`` took the send's own list's tracking; a reader of another list whose tracking is lower
+    never agreed to more. Turned off, the send keeps no reader key and no numbered links.
+    """
+    levels = session.scalars(select(MailingList.tracking).where(MailingList.id.in_(list_ids))).all()
+    least = min((Tracking(level or Tracking.OFF) for level in levels), key=_TRACKING_ORDER.index)
+    if _TRACKING_ORDER.index(least) >= _TRACKING_ORDER.index(send.tracking):
+        return
+    send.tracking = least
+    if least == Tracking.OFF:
+        send.reader_key = None
+        session.execute(delete(SendLink).where(SendLink.send_id == send.id))
 
 
 def pending_batches(session: Session, send_id: int, batch_size: int, *, due_only: bool = False) -> list[Batch]:
@@ -404,7 +462,3 @@ def _log_query(conditions: list[Any]) -> Select[*tuple[Any, ...]]:
         .where(*conditions)
         .order_by(Delivery.id)
     )
-
-
-def _slug(session: Session, list_id: int) -> str:
-    return session.scalar(select(MailingList.slug).where(MailingList.id == list_id)) or "?"

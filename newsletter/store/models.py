@@ -54,6 +54,7 @@ from newsletter.store.states import (
 # BigInteger ids on PostgreSQL; SQLite needs plain INTEGER for its rowid alias.
 Id = BigInteger().with_variant(Integer(), "sqlite")
 Json = JSON().with_variant(JSONB(), "postgresql")
+NULL = text("NULL")  # a server default of NULL (for a column named "text", whose class body hides the function)
 
 
 def utcnow() -> datetime:
@@ -257,6 +258,41 @@ class Send(Base):
     # newsletter.engagement.events); dropped, with the events keyed by it, when the report is rolled up.
     reader_key: Mapped[str | None] = mapped_column(String(64))
     report_rolled_up_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # The segment of the list it mailed (migration 0015): its id while the segment exists, and its name and
+    # filter frozen as they were when the send started, so a later edit of the segment rewrites no history.
+    # Deferred, with server defaults, so sends still load and insert on a database before 0015.
+    segment_id: Mapped[int | None] = mapped_column(
+        ForeignKey("segments.id", ondelete="SET NULL"), server_default=NULL, deferred=True
+    )
+    segment_name: Mapped[str | None] = mapped_column(String(100), server_default=NULL, deferred=True)
+    segment_filter: Mapped[str | None] = mapped_column(Text, server_default=NULL, deferred=True)
+
+
+class SendList(Base):
+    """A list a send mails besides its own (``sends.list_id``, the primary list: sender, List-Id, archive).
+
+    A send to one list has no rows here; a send to several has one per extra list (migration 0015).
+    """
+
+    __tablename__ = "send_lists"
+    __table_args__ = (Index("ix_send_lists_list", "list_id"),)
+
+    send_id: Mapped[int] = mapped_column(ForeignKey("sends.id", ondelete="CASCADE"), primary_key=True)
+    list_id: Mapped[int] = mapped_column(ForeignKey("mailing_lists.id", ondelete="RESTRICT"), primary_key=True)
+
+
+class Segment(Base):
+    """A saved segment of a list: a filter in the language of ``subscribers.segments`` (migration 0015)."""
+
+    __tablename__ = "segments"
+    __table_args__ = (UniqueConstraint("list_id", "name", name="uq_segments_list_name"),)
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True)
+    list_id: Mapped[int] = mapped_column(ForeignKey("mailing_lists.id", ondelete="CASCADE"))
+    name: Mapped[str] = mapped_column(String(100))
+    filter: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
 
 
 class SendLink(Base):
@@ -340,6 +376,10 @@ class Delivery(Base):
     sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     bounced_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
+    # A send to several lists (migration 0015): the lowest id among the send's lists the subscriber was
+    # confirmed on when it started, whose unsubscribe and preferences links their copy carries. NULL for a
+    # send to one list (its rows stay as narrow as before). Deferred: loads work on a database before 0015.
+    list_id: Mapped[int | None] = mapped_column(Id, server_default=text("NULL"), deferred=True)
 
 
 class BatchClaim(Base):

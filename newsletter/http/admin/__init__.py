@@ -1,6 +1,6 @@
 """The admin UI under /admin/: server-rendered pages for editors and admins.
 
-One module per area (dashboard, issues, sends, lists, confirmations, subscribers, imports,
+One module per area (dashboard, issues, sends, segments, lists, confirmations, subscribers, imports,
 suppressions, bounces); auth.py logs people in and checks every request (session cookie, CSRF
 token, role); pages.py renders the templates of templates/admin/ with the admin CSP. It may import
 what newsletter.http shares below it (context, errors, uploads, headers, ratelimit), the runtime,
@@ -22,12 +22,25 @@ from newsletter.http.admin import (  # noqa: E402 - the areas add their routes t
     imports,
     issues,
     lists,
+    segments,
     sends,
     subscribers,
     suppressions,
 )
 
-for _area in (auth, dashboard, issues, sends, lists, confirmations, subscribers, imports, suppressions, bounces):
+for _area in (
+    auth,
+    dashboard,
+    issues,
+    sends,
+    segments,
+    lists,
+    confirmations,
+    subscribers,
+    imports,
+    suppressions,
+    bounces,
+):
     router.include_router(_area.router)
 # "/admin" itself (a router included without a prefix cannot have an empty path).
 router.add_api_route("", dashboard.dashboard, methods=["GET"])

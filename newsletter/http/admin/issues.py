@@ -13,9 +13,10 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta, timezone
+from typing import Annotated
 
 import yaml
-from fastapi import APIRouter, Depends, Form, Request
+from fastapi import APIRouter, Depends, Form, Query, Request
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -37,6 +38,7 @@ from newsletter.http.context import Web, web
 from newsletter.store.models import Issue, MailingList, Send
 from newsletter.store.states import SendAudience
 from subscribers.lists import all_lists_with_counts, get_list
+from subscribers.segments import all_segments
 
 router = APIRouter()
 Writer = Depends(user("issues"))
@@ -389,53 +391,77 @@ def _test_failed(request: Request, caller: Caller, issue_id: int, to: str, reaso
 
 @router.get("/issues/{issue_id:int}/send")
 def confirm_send(
-    request: Request, issue_id: int, caller: Caller = Sender, list: str | None = None, repeat: str = ""
+    request: Request,
+    issue_id: int,
+    caller: Caller = Sender,
+    list: str | None = None,
+    also: Annotated[list[str] | None, Query()] = None,
+    segment: str = "",
+    repeat: str = "",
 ) -> HTMLResponse:
-    return _send_page(request, caller, issue_id, list, repeat=repeat)
+    return _send_page(request, caller, issue_id, _slugs(list, also), segment or None, repeat=repeat)
+
+
+def _slugs(first: str | None, also: list[str] | None) -> tuple[str, ...]:
+    """The form's lists: ``list`` (the send's own list) first, then each ``also`` once."""
+    slugs = [first] if first else []
+    for slug in also or []:
+        if slug and slug not in slugs:
+            slugs.append(slug)
+    return tuple(slugs)
 
 
 def _send_page(
     request: Request,
     caller: Caller,
     issue_id: int,
-    list_slug: str | None,
+    list_slugs: tuple[str, ...],
+    segment: str | None = None,
     *,
     status: int = 200,
     error: str | None = None,
     at: str = "",
     repeat: str = "",
 ) -> HTMLResponse:
-    """The send form: who it reaches, and, when the list already has a send of the issue, the
-    earlier sends and an explicit choice (only the new ones, or everyone again) with both counts.
-    A send that would reach no one says why instead of offering a button."""
+    """The send form: who it reaches (one list, several at once, or a saved segment of one), and, when a
+    list already has a send of the issue, the earlier sends and an explicit choice (only the new ones, or
+    everyone again) with both counts. A send that would reach no one says why instead of offering a button."""
     with web(request).transaction() as session:  # not reading(): its rollback would expire what the page shows
         issue, issue_list = issues.get_issue(session, issue_id)
-        target = get_list(session, list_slug) if list_slug else issue_list
-        earlier = audience.earlier_sends(session, issue.id, target.id)
-        count = audience.recipient_count(session, target.id)
-        new_count = audience.recipient_count(session, target.id, issue.id, SendAudience.NEW) if earlier else count
+        try:
+            target = audience.choose_target(session, issue_list, list_slugs, segment)
+        except (InvalidInput, NotFound) as exc:  # a segment with several lists, of another list, or out of date
+            error = error or (exc.message if isinstance(exc, InvalidInput) else str(exc))
+            target = audience.choose_target(session, issue_list, list_slugs)
+        earlier = audience.earlier_sends(session, issue.id, target.list_ids)
+        count = audience.target_count(session, target)
+        new_count = audience.target_count(session, target, issue.id, SendAudience.NEW) if earlier else count
         # A scheduled send for everyone would mail the new ones again when it starts: no "only new" now.
         scheduled_all = audience.scheduled_for_everyone(earlier)
         if scheduled_all is not None:
             new_count = 0
-        empty = (
-            None
-            if count
-            else audience.empty_refusal(
-                target.slug, issue.id, audience.list_counts(session, target.id), SendAudience.ALL
-            )
-        )
+        empty = None if count else audience.target_refusal(session, target, issue.id, SendAudience.ALL)
         lists = session.scalars(select(MailingList).order_by(MailingList.slug)).all()
+        list_segments = [] if target.several else [s.name for s in all_segments(session, target.primary.slug)]
     if repeat not in (Repeat.AGAIN, Repeat.ONLY_NEW) or not earlier:
         repeat = ""
     chosen = new_count if repeat == Repeat.ONLY_NEW else count
+    names = [m.name for m in target.lists]
+    who = names[0] if len(names) == 1 else ", ".join(names[:-1]) + " and " + names[-1]
+    if target.segment_name:
+        who = f"{target.primary.name} in the segment {target.segment_name}"
     return page(
         request,
         caller,
         "issue_send.html",
         status=status,
         issue=issue,
-        target=target,
+        target=target.primary,
+        also=[m.slug for m in target.lists[1:]],
+        segment=target.segment_name or "",
+        segment_filter=target.segment_filter or "",
+        segments=list_segments,
+        who=who,
         count=count,
         new_count=new_count,
         chosen=chosen,
@@ -473,6 +499,8 @@ def send(
     issue_id: int,
     caller: Caller = Sender,
     list: str = Form(""),
+    also: Annotated[list[str] | None, Form()] = None,
+    segment: str = Form(""),
     at: str = Form(""),
     tz_offset: str = Form(""),
     when: str = Form("now"),
@@ -480,25 +508,28 @@ def send(
 ) -> Response:
     """Send now (snapshot the recipients, queue the batches), or schedule for ``at``.
 
-    ``repeat`` is the editor's choice for an issue the list already has a send of ("only_new"
+    ``also``: more lists the send goes to at once; ``segment``: a saved segment of the (one) list.
+    ``repeat`` is the editor's choice for an issue a list already has a send of ("only_new"
     or "again"); without it such a send is refused and the page asks."""
     chosen = Repeat(repeat) if repeat in (Repeat.AGAIN, Repeat.ONLY_NEW) else Repeat.NO
     batches: Batches = []  # none to queue for a scheduled send
+    slugs, seg = _slugs(list, also), segment or None
     try:
         if when == "later":
-            send_id = _schedule(web(request), issue_id, list or None, chosen, at, tz_offset)
+            send_id = _schedule(web(request), issue_id, slugs, seg, chosen, at, tz_offset)
         else:
-            send_id, batches = _start(web(request), issue_id, list or None, chosen)
+            send_id, batches = _start(web(request), issue_id, slugs, seg, chosen)
     except SendRefused as exc:
         error = f"{exc.summary}: {_refusal_hint(exc)}."
-        return _send_page(request, caller, issue_id, list or None, status=409, error=error, at=at)
+        return _send_page(request, caller, issue_id, slugs, seg, status=409, error=error, at=at)
     except (InvalidInput, Conflict) as exc:
         message = exc.message if isinstance(exc, InvalidInput) else str(exc)
         return _send_page(
             request,
             caller,
             issue_id,
-            list or None,
+            slugs,
+            None if isinstance(exc, InvalidInput) else seg,
             status=400 if isinstance(exc, InvalidInput) else 409,
             error=message,
             at=at,
@@ -510,21 +541,32 @@ def send(
     return redirect(request, f"/sends/{send_id}", "scheduled" if when == "later" else "started")
 
 
-def _start(w: Web, issue_id: int, list_slug: str | None, repeat: Repeat) -> tuple[int, list[sending.Batch]]:
+def _start(
+    w: Web, issue_id: int, list_slugs: tuple[str, ...], segment: str | None, repeat: Repeat
+) -> tuple[int, list[sending.Batch]]:
     """Start the send now (one transaction): its id and the batches to queue after the commit."""
     with w.transaction() as session:
         started, batches = sending.start_send(
             session,
             issue_id,
             render_settings(w.settings),
-            list_slug=list_slug,
+            list_slugs=list_slugs,
+            segment=segment,
             batch_size=w.settings.batch_size,
             repeat=repeat,
         )
         return started.id, batches
 
 
-def _schedule(w: Web, issue_id: int, list_slug: str | None, repeat: Repeat, at: str, tz_offset: str) -> int:
+def _schedule(
+    w: Web,
+    issue_id: int,
+    list_slugs: tuple[str, ...],
+    segment: str | None,
+    repeat: Repeat,
+    at: str,
+    tz_offset: str,
+) -> int:
     """Schedule the send for the form's local time ``at`` (one transaction); its id."""
     with w.transaction() as session:
         scheduled = schedule_send(
@@ -532,7 +574,8 @@ def _schedule(w: Web, issue_id: int, list_slug: str | None, repeat: Repeat, at: 
             issue_id,
             parse_local_time(at, tz_offset),
             render_settings(w.settings),
-            list_slug=list_slug,
+            list_slugs=list_slugs,
+            segment=segment,
             repeat=repeat,
         )
         return scheduled.id

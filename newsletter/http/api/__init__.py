@@ -1,6 +1,6 @@
 """The JSON admin API under /api/, described by the app's OpenAPI schema at /openapi.json.
 
-One module per resource (lists, subscribers, imports, suppressions, issues, sends,
+One module per resource (lists, subscribers, imports, suppressions, issues, sends, segments,
 confirmation requests), each a thin layer over the domain functions; ``auth`` checks the API
 token and its role, ``schemas`` holds what goes in and out, ``common`` what the resources share.
 Errors become JSON in ``newsletter.http.errors``. It may import what newsletter.http shares below
@@ -16,7 +16,16 @@ from collections.abc import Callable
 from fastapi import APIRouter, HTTPException
 from fastapi.routing import APIRoute
 
-from newsletter.http.api import confirmation_requests, imports, issues, lists, sends, subscribers, suppressions
+from newsletter.http.api import (
+    confirmation_requests,
+    imports,
+    issues,
+    lists,
+    segments,
+    sends,
+    subscribers,
+    suppressions,
+)
 from newsletter.http.api.common import errors
 
 METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
@@ -60,7 +69,7 @@ def _document_body_limit(resource: APIRouter) -> None:
 
 
 router = APIRouter(prefix="/api")
-for _module in (lists, confirmation_requests, subscribers, imports, suppressions, issues, sends):
+for _module in (lists, confirmation_requests, subscribers, imports, suppressions, issues, sends, segments):
     _document_body_limit(_module.router)
     _answer_other_methods(_module.router)
     router.include_router(_module.router)

@@ -14,17 +14,27 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import StreamingResponse
+from pydantic import Field
 
 from newsletter.access.accounts import DELIVERY_LOG, Caller, Forbidden
 from newsletter.delivery import scheduling, sending
 from newsletter.delivery.audience import Repeat, SendRefused, scheduled_for_everyone
 from newsletter.delivery.send_queue import queue_batches, queue_resumed
 from newsletter.engagement.report import send_report
-from newsletter.errors import Conflict
+from newsletter.errors import Conflict, InvalidInput
 from newsletter.http.api import schemas
 from newsletter.http.api.auth import SendEditor, api_caller
 from newsletter.http.api.common import errors, path_id, render_settings
-from newsletter.http.api.schemas import DeliveryOut, DeliveryPage, SendCreate, SendOut, SendReschedule, SendsOut
+from newsletter.http.api.schemas import (
+    DeliveryOut,
+    DeliveryPage,
+    SendCreate,
+    SendOut,
+    SendReschedule,
+    SendsOut,
+    Slug,
+    Text,
+)
 from newsletter.http.context import web
 from newsletter.store.states import DeliveryStatus
 from subscribers import csv_cells
@@ -81,6 +91,24 @@ def _status(request: Request, send_id: int) -> SendOut:
         return send_out(counts, health.problem(session, counts.send))
 
 
+class SendTo(SendCreate):
+    """A send's request: the issue, and whom it goes to (its list, several lists, a segment)."""
+
+    lists: list[Slug] | None = Field(
+        None,
+        min_length=1,
+        max_length=50,
+        description=(
+            "Send to all of these lists at once instead of the issue's own: every confirmed, unsuppressed "
+            "subscriber of any of them gets one copy, with the unsubscribe link of a list they are on. The "
+            "first list is the send's own (sender, List-Id, archive). Not with `list`."
+        ),
+    )
+    segment: Annotated[str, Text(100, 1)] | None = Field(
+        None, description="Only the subscribers of this saved segment of the list (GET /api/segments); one list only."
+    )
+
+
 @router.post(
     "",
     status_code=201,
@@ -88,20 +116,25 @@ def _status(request: Request, send_id: int) -> SendOut:
     responses=errors(400, 404, 409, 503),
     summary="Send an issue now, or schedule it",
 )
-def start_send(request: Request, body: SendCreate, caller: SendEditor) -> SendOut:
+def start_send(request: Request, body: SendTo, caller: SendEditor) -> SendOut:
     """Without ``at``: render the issue once, snapshot the list's confirmed, unsuppressed subscribers
     and queue the batches for the workers (status "sending"). With ``at`` (ISO 8601 with a UTC
     offset, in the future): store a "scheduled" send that the scheduler starts then; the recipients
-    are taken when it starts. 409 when the list already has a send of the issue and ``repeat`` is
-    not given, or when the send would reach no one (the message says why and what to do).
+    are taken when it starts. ``lists`` sends to several lists at once (each address once),
+    ``segment`` to a saved segment of the one list. 409 when a list already has a send of the issue
+    and ``repeat`` is not given, or when the send would reach no one (the message says why and what
+    to do). 400 for ``segment`` with several lists, or ``list`` with ``lists``.
     503 when the broker is unreachable: the send is stored, resume it later."""
     state = web(request)
     settings = render_settings(request)
     repeat = Repeat(body.repeat) if body.repeat else Repeat.NO
+    if body.list is not None and body.lists is not None:
+        raise InvalidInput("give either list (one list) or lists (several), not both", where="lists")
+    slugs = body.lists or ([body.list] if body.list else [])
     with state.transaction() as session, _refusals_for_the_api(repeat):
         if body.at is not None:
             send = scheduling.schedule_send(
-                session, body.issue_id, body.at, settings, list_slug=body.list, repeat=repeat
+                session, body.issue_id, body.at, settings, list_slugs=slugs, segment=body.segment, repeat=repeat
             )
             batches: list[sending.Batch] = []
         else:
@@ -109,7 +142,8 @@ def start_send(request: Request, body: SendCreate, caller: SendEditor) -> SendOu
                 session,
                 body.issue_id,
                 settings,
-                list_slug=body.list,
+                list_slugs=slugs,
+                segment=body.segment,
                 batch_size=state.settings.batch_size,
                 repeat=repeat,
             )
