@@ -40,7 +40,6 @@ from newsletter.store.models import (
     Delivery,
     MailingList,
     Send,
-    SendLink,
     Subscriber,
     Subscription,
     utcnow,
@@ -228,9 +227,7 @@ def snapshot_recipients(
         list_ids, several, segment = target.list_ids, target.several, target.condition
     audience = SendAudience(send.audience or SendAudience.ALL)
     session.flush()  # the send has its id
-    tracked_links.freeze(session, send)
-    if several:
-        _track_no_more_than_every_list_allows(session, send, list_ids)
+    tracked_links.freeze(session, send, list_ids)
     columns = [
         literal(send.id),
         Subscriber.id,
@@ -275,25 +272,6 @@ def snapshot_recipients(
     if last_id - first_id + 1 != total:  # another send's snapshot took ids in between
         return pending_batches(session, send.id, batch_size)
     return [(start, min(start + batch_size - 1, last_id)) for start in range(first_id, last_id + 1, batch_size)]
-
-
-_TRACKING_ORDER = (Tracking.OFF, Tracking.ANONYMOUS, Tracking.INDIVIDUAL)
-
-
-def _track_no_more_than_every_list_allows(session: Session, send: Send, list_ids: Sequence[int]) -> None:
-    """A send to several lists counts its readers only as far as every one of its lists allows.
-
-    ``freeze`` took the send's own list's tracking; a reader of another list whose tracking is lower
-    never agreed to more. Turned off, the send keeps no reader key and no numbered links.
-    """
-    levels = session.scalars(select(MailingList.tracking).where(MailingList.id.in_(list_ids))).all()
-    least = min((Tracking(level or Tracking.OFF) for level in levels), key=_TRACKING_ORDER.index)
-    if _TRACKING_ORDER.index(least) >= _TRACKING_ORDER.index(send.tracking):
-        return
-    send.tracking = least
-    if least == Tracking.OFF:
-        send.reader_key = None
-        session.execute(delete(SendLink).where(SendLink.send_id == send.id))
 
 
 def pending_batches(session: Session, send_id: int, batch_size: int, *, due_only: bool = False) -> list[Batch]:

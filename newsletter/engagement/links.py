@@ -91,10 +91,16 @@ def track(rendered_html: str, text: str, base_url: str, send_id: int, urls: Sequ
     return tracked_html, _TEXT_URL.sub(in_text, text)
 
 
-def freeze(session: Session, send: Send) -> None:
-    """Freeze the list's tracking on a send as it starts: a tracked send gets its reader key and numbered links."""
-    tracking = session.scalar(select(MailingList.tracking).where(MailingList.id == send.list_id))
-    send.tracking = Tracking(tracking or Tracking.OFF)
+#: From least to most: a send to several lists counts its readers only as far as every one of them allows.
+TRACKING_ORDER = (Tracking.OFF, Tracking.ANONYMOUS, Tracking.INDIVIDUAL)
+
+
+def freeze(session: Session, send: Send, list_ids: Sequence[int] = ()) -> None:
+    """Freeze the tracking of the send's lists (its own, or ``list_ids``) on it as it starts: a tracked send
+    gets its reader key and numbered links. With several lists, the least tracking of them all counts: a
+    reader of a list that tracks less never agreed to more."""
+    levels = session.scalars(select(MailingList.tracking).where(MailingList.id.in_(list_ids or [send.list_id])))
+    send.tracking = min((Tracking(level or Tracking.OFF) for level in levels), key=TRACKING_ORDER.index)
     if send.tracking == Tracking.OFF:
         return
     send.reader_key = new_reader_key()
