@@ -10,6 +10,7 @@ from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from newsletter.engagement import rollup
+from newsletter.engagement.events import reader_of
 from newsletter.engagement.recorder import EventRecorder, TrackedSends
 from newsletter.engagement.report import send_report
 from newsletter.store import db
@@ -83,10 +84,14 @@ def test_individual_events_name_their_subscriber_until_erasure_and_the_figures_s
 
 def test_anonymous_events_name_no_subscriber(sessions):
     send_id, sent = _tracked_send(sessions, "anonymous")
-    assert _open(sessions, send_id, sent["ann@example.com"].delivery_id)
+    ann = sent["ann@example.com"].delivery_id
+    assert _open(sessions, send_id, ann)
     with sessions() as s:
         (row,) = s.execute(select(EngagementEvent.subscriber_id, EngagementEvent.reader)).all()
-    assert row.subscriber_id is None and row.reader and str(sent["ann@example.com"].delivery_id) not in row.reader
+        key = s.scalar(select(Send.reader_key).where(Send.id == send_id))
+    assert row.subscriber_id is None
+    assert key is not None and row.reader == reader_of(key, ann)  # the send's own random key tells readers apart
+    assert row.reader != reader_of("00" * 32, ann)  # and without it the value says nothing of the delivery
 
 
 def test_a_roll_up_keeps_the_figures_and_forgets_who_did_what(sessions):
