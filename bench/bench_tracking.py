@@ -9,8 +9,8 @@ with the machine's Redis (db 14) and Postfix's ``smtp-sink``:
 1. **Send rate, tracked against untracked.** Two lists of ``--recipients`` confirmed subscribers,
    ``plain`` (tracking off) and ``tracked`` (anonymous), each with the sample issue. A worker of
    concurrency ``--workers`` sends each list's issue in turn, ``--rounds`` times (plain, tracked,
-   plain, tracked, ...: the machine's drift falls on both alike). The ratio is the tracked send's
-   median rate over the plain one's; goal >= 0.98 (link rewriting and the open image add under 2 %).
+   tracked, plain, ...: the machine's drift falls on both alike). The ratio is the median of the
+   rounds' tracked-over-plain ratios; goal >= 0.98 (link rewriting and the open image add under 2 %).
 2. **Redirects.** A real `newsletter web` on the same database; ``wrk`` (Debian's package) follows
    the tracked send's links for ``--seconds`` over ``--connections`` connections, each request a
    different reader (10,000 tokens, cycled) and link. Goal: >= 2,000 requests a second on this
@@ -65,7 +65,9 @@ def send_rates(nl: Newsletter, sink: Sink, recipients: int, workers: int, rounds
     worker = nl.worker(workers, sink.port)
     try:
         for number in range(1, rounds + 1):
-            for slug in ("plain", "tracked"):
+            # Each round sends both, one right after the other, the first of the pair in turn: the machine's
+            # drift (a tenth from one minute to the next here) falls on both alike.
+            for slug in ("plain", "tracked") if number % 2 else ("tracked", "plain"):
                 result = timed_send(nl, issues[slug], worker)
                 rate = result["sent"] / result["wall"]
                 rates[slug].append(rate)
@@ -207,10 +209,11 @@ def main() -> int:
                 try:
                     nl("db", "upgrade")
                     rates = send_rates(nl, sink, args.recipients, args.workers, args.rounds)
-                    plain, tracked = median(rates["plain"]), median(rates["tracked"])
+                    ratios = [t / p for t, p in zip(rates["tracked"], rates["plain"], strict=True)]
                     print(
-                        f"send rate at N={args.workers} on {args.database}: tracked {tracked:,.0f} msg/s against "
-                        f"plain {plain:,.0f} msg/s (medians of {args.rounds}) = {tracked / plain:.3f}; goal >= 0.98",
+                        f"send rate at N={args.workers} on {args.database}: tracked over plain, round by round "
+                        f"{', '.join(f'{r:.3f}' for r in ratios)}; median {median(ratios):.3f} (medians of the rates: "
+                        f"{median(rates['tracked']):,.0f} against {median(rates['plain']):,.0f} msg/s); goal >= 0.98",
                         flush=True,
                     )
                     redirects(nl, tmp, args.seconds, args.connections)
