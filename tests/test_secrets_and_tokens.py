@@ -355,3 +355,28 @@ def test_a_percent_encoded_token_is_redacted_too_and_smuggles_no_line_break_into
     assert redact("/archive/weekly/1?k%65y=SECRET&page=2") == "/archive/weekly/1?key=…&page=2"
     assert redact("/archive/x?key=a%0AFAKE LINE") == "/archive/x?key=…\\x0aFAKE LINE"
     assert redact("/archive/x?q=caf%C3%A9") == "/archive/x?q=caf%C3%A9"  # nothing secret: logged as received
+
+
+def test_a_tracked_links_reader_token_is_redacted_from_the_log():
+    from newsletter.logs import redact
+
+    line = '127.0.0.1:5000 - "GET /t/c/12/3/500001.y6sykz4dTmYd_pgy HTTP/1.1" 302'
+    assert redact(line) == '127.0.0.1:5000 - "GET /t/c/12/3/… HTTP/1.1" 302'  # send and link stay, the reader goes
+    assert redact("GET /news/t/o/12/500001.y6sykz4dTmYd_pgy HTTP/1.1") == "GET /news/t/o/12/… HTTP/1.1"
+    assert redact("GET /t%2Fo%2F12%2F500001.abc HTTP/1.1") == "GET /t/o/12/… HTTP/1.1"
+
+
+def test_clicks_and_opens_leave_no_access_log_line_other_requests_do():
+    import logging
+
+    from newsletter.logs import UntrackedAccess
+
+    quiet = UntrackedAccess()
+
+    def line(path: str) -> logging.LogRecord:
+        args = ("127.0.0.1:5000", "GET", path, "1.1", 302)
+        return logging.LogRecord("uvicorn.access", logging.INFO, __file__, 1, '%s - "%s %s HTTP/%s" %d', args, None)
+
+    assert not quiet.filter(line("/t/c/12/3/500001.y6sykz4dTmYd_pgy"))
+    assert not quiet.filter(line("/news/t/o/12/500001.y6sykz4dTmYd_pgy"))
+    assert quiet.filter(line("/unsubscribe/v1.1.1.1.abc")) and quiet.filter(line("/archive/weekly/3"))
