@@ -386,7 +386,9 @@ def report(
         table.add_row(key, str(value))
     out.print(table)
     if made.tracking == "off":
-        out.print("Tracking was off for this send's list: no opens or clicks were counted.")
+        out.print(
+            "Tracking was off for this send: no opens or clicks were counted (each list's choice: `lists update SLUG --tracking`)."
+        )
         return
     links = Table("link", "unique", "clicks", "machine", box=None)
     for link in made.links:
