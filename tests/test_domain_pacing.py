@@ -326,7 +326,7 @@ def test_a_domain_throttling_hard_is_paced_and_does_not_pause_the_send(newsroom:
     _import(newsroom, addresses)
     replies = _SlowDownFirst("busy.example", times=len(busy))
     newsroom.capture.replies = replies
-    newsroom.start_worker(concurrency=2, NEWSLETTER_DOMAIN_RATES="busy.example=40/s,*=1000/s")
+    newsroom.start_worker(concurrency=2, NEWSLETTER_DOMAIN_RATES="busy.example=160/s,*=1000/s")
     send_id = newsroom.send(newsroom.create_issue())
     status = newsroom.wait_status(send_id, timeout=180)
 
