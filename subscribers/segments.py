@@ -65,6 +65,8 @@ FIELDS = ("email", "domain", "name", "source")
 SOURCES = ("form", "import", "admin", "api")
 ENGAGEMENT = ("engaged", "opened", "clicked")
 MAX_SENDS = 1000
+#: How deep ( and not may nest: deeper is no filter a person writes, and the parser recurses.
+MAX_DEPTH = 32
 
 
 class SegmentError(InvalidInput):
@@ -93,8 +95,8 @@ class Token:
 
 
 _SPACE = re.compile(r"\s+")
-_DATE = re.compile(r"\d{4}-\d{2}-\d{2}(?![\w-])")
-_NUMBER = re.compile(r"\d+(?![\w.-])")
+_DATE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}(?![\w-])")
+_NUMBER = re.compile(r"[0-9]+(?![\w.-])")
 _WORD = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z0-9_-]+)?")
 _OPS = ("!=", "=", "(", ")", ",")
 
@@ -220,6 +222,7 @@ class _Parser:
     def __init__(self, tokens: list[Token]) -> None:
         self.tokens = tokens
         self.at = 0
+        self.depth = 0
 
     @property
     def peek(self) -> Token:
@@ -263,15 +266,22 @@ class _Parser:
         return parts[0] if len(parts) == 1 else All(tuple(parts))
 
     def unary(self) -> Node:
-        if self.is_word("not"):
-            self.take()
-            return Not(self.unary())
-        if self.peek.kind == "op" and self.peek.value == "(":
+        nests = self.is_word("not") or (self.peek.kind == "op" and self.peek.value == "(")
+        if not nests:
+            return self.condition()
+        if self.depth >= MAX_DEPTH:
+            raise self.error(f"nested too deep: at most {MAX_DEPTH} levels of ( and not")
+        self.depth += 1
+        try:
+            if self.is_word("not"):
+                self.take()
+                return Not(self.unary())
             self.take()
             node = self.or_()
             self.expect_op(")", "expected ) to close the (")
             return node
-        return self.condition()
+        finally:
+            self.depth -= 1
 
     def condition(self) -> Node:
         token = self.peek
@@ -289,7 +299,10 @@ class _Parser:
             day = self.take()
             if day.kind != "date":
                 raise self.error("expected a date (YYYY-MM-DD)", day)
-            return Subscribed(when, date.fromisoformat(day.value), token.position)
+            parsed = date.fromisoformat(day.value)
+            if when == "after" and parsed >= date.max:
+                raise self.error(f"no day comes after {date.max.isoformat()}", day)
+            return Subscribed(when, parsed, token.position)
         if token.value in ENGAGEMENT:
             return self.engagement()
         field, key = self.field()

@@ -193,3 +193,58 @@ def test_cli_schedule_list_reschedule_cancel(cli, tmp_path: Path):
     assert "Fridays at 09:30 (America/New_York)" in slot.stdout
     assert "next slot" in slot.stdout
     assert "goes out in weekly's next slot" in cli("issues", "ready", issue_id).stdout
+
+
+def test_a_due_send_that_cannot_start_holds_back_no_other(tmp_path, redis_url, monkeypatch):
+    """The scheduler's tick starts each due send on its own: one that raises (a bug, a row it cannot read)
+    is logged and tried again next tick, and the others start on time."""
+    import os
+
+    from newsletter.config import Settings
+    from newsletter.runtime import Runtime
+    from newsletter.store import db
+    from newsletter.worker import scheduler_tasks
+    from newsletter.worker.app import WorkerState
+
+    settings = Settings.from_environ(
+        {
+            "NEWSLETTER_VAR_DIR": str(tmp_path / "var"),
+            "NEWSLETTER_BROKER_URL": redis_url,
+            "NEWSLETTER_SECRET_KEY": "scheduler-test-secret-key-0123456789",
+        }
+    )
+    runtime = Runtime(settings)
+    db.upgrade(runtime.engine)
+    now = utcnow()
+    with runtime.sessions() as session, session.begin():
+        first = _setup(session)
+        create_list(session, "monthly", name="Monthly", from_email="news@example.org")
+        add_subscriber(session, "monthly", "m@example.com", confirmed=True)  # gone by the time it is due:
+        second, _ = create_issue(session, "monthly", read_issue_file(SAMPLE_ISSUE), SETTINGS)
+        broken = scheduling.schedule_send(session, first, now + timedelta(minutes=1), SETTINGS, now=now).id
+        fine = scheduling.schedule_send(session, second.id, now + timedelta(minutes=1), SETTINGS, now=now).id
+    with runtime.sessions() as session, session.begin():
+        from sqlalchemy import select
+
+        from newsletter.store.models import Subscriber
+        from subscribers.directory import delete_subscriber
+
+        gone = session.scalar(select(Subscriber.id).where(Subscriber.email == "m@example.com"))
+        assert gone is not None
+        delete_subscriber(session, gone)  # (so nothing is queued here)
+    real = scheduling.start_scheduled
+
+    def start_or_fail(session, send_id, *args, **kwargs):
+        if send_id == broken:
+            raise RecursionError("maximum recursion depth exceeded")
+        return real(session, send_id, *args, **kwargs)
+
+    monkeypatch.setattr(scheduling, "start_scheduled", start_or_fail)
+    scheduler_tasks.run_tick(WorkerState(runtime, os.getpid()), now=now + timedelta(minutes=2))
+    with runtime.sessions() as session:
+        after = session.get(Send, fine)
+        assert (
+            after.status == "cancelled" and "0 confirmed subscribers" in after.status_reason
+        )  # taken up after the other
+        assert session.get(Send, broken).status == "scheduled"  # tried again at the next tick
+    runtime.engine.dispose()

@@ -115,6 +115,8 @@ def test_not_binds_tighter_than_and_which_binds_tighter_than_or_and_parentheses_
         ("engaged in last 3 mails", "expected sends", "mails", 18),
         ('= "x"', "expected a condition", "=", 0),
         ('name = "a\x00"', "a NUL character or lone surrogate", "\\x00", 9),
+        ("subscribed after 9999-12-31", "no day comes after 9999-12-31", "9999-12-31", 17),
+        ("engaged in last \u0663 sends", "unexpected character", "\u0663", 16),  # an Arabic-Indic 3: digits are 0-9
     ],
 )
 def test_each_error_names_the_bad_part_and_where_it_is(source, reason, text, position):
@@ -126,6 +128,16 @@ def test_each_error_names_the_bad_part_and_where_it_is(source, reason, text, pos
     assert isinstance(error, InvalidInput) and error.where == "filter"
     assert f"at character {position + 1}" in str(error)
     assert error.as_json()["position"] == position
+
+
+@pytest.mark.parametrize("opening", ["(", "not "])
+def test_nesting_stops_at_its_depth_with_an_error_not_a_crash(opening):
+    fine = opening * 32 + 'name = "a"' + (")" * 32 if opening == "(" else "")
+    assert parse(fine)  # 32 levels: allowed
+    deep = opening * 400 + 'name = "a"' + (")" * 400 if opening == "(" else "")
+    with pytest.raises(SegmentError, match="nested too deep: at most 32 levels") as caught:
+        parse(deep)
+    assert caught.value.position == 32 * len(opening)
 
 
 def test_a_filter_that_is_too_long_is_refused():

@@ -57,13 +57,19 @@ def run_tick(s: WorkerState, now: datetime | None = None) -> int:
         due = scheduling.due_send_ids(session, now)
     started = 0
     for send_id in due:
-        with s.sessions() as session, session.begin():
-            result = scheduling.start_scheduled(
-                session, send_id, s.render_settings, batch_size=s.settings.batch_size, now=now
-            )
-            send = session.get(Send, send_id) if result else None
-            reason = send.status_reason if send else None
-            cancelled = send is not None and send.status == SendStatus.CANCELLED
+        try:
+            with s.sessions() as session, session.begin():
+                result = scheduling.start_scheduled(
+                    session, send_id, s.render_settings, batch_size=s.settings.batch_size, now=now
+                )
+                send = session.get(Send, send_id) if result else None
+                reason = send.status_reason if send else None
+                cancelled = send is not None and send.status == SendStatus.CANCELLED
+        except Exception:
+            # One send that cannot start (a bug, a row the code cannot read) must not hold back the others:
+            # each due send is started on its own, and this one is tried again next tick.
+            log.exception("send %s is due but could not be started", send_id, extra={"send_id": send_id})
+            continue
         if result is None:
             continue  # another scheduler's tick started it
         if cancelled:
