@@ -500,7 +500,7 @@ def check_name(name: str) -> str:
     name = name.strip()
     if not NAME_RE.match(name):
         raise InvalidInput(
-            f"{name!r} is not a segment name: 1 to 100 letters, digits, spaces, '.', '_' or '-', "
+            f"{name!r} is not a segment name: 1 to 100 ASCII letters, digits, spaces, '.', '_' or '-', "
             "starting with a letter or digit",
             where="name",
         )
@@ -538,7 +538,9 @@ def create_segment(session: Session, list_slug: str, name: str, source: str, *, 
     segment = _find(session, mailing_list.id, name)
     if segment is not None:
         if not replace:
-            raise Conflict(f"{list_slug} already has a segment named {name!r}; delete it first or change its filter")
+            raise Conflict(
+                f"{list_slug} already has a segment named {name!r}; replace its filter (--replace, or replace in the API) or delete it first"
+            )
         segment.filter = source
         return segment
     segment = Segment(list_id=mailing_list.id, name=name, filter=source)

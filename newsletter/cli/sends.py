@@ -376,7 +376,7 @@ def report(
             ("opens", f"{o.unique} unique, {o.total} in all ({rate(made.open_rate)} of delivered, an estimate)"),
             (
                 "machine opens",
-                f"{o.machine_unique} unique, {o.machine_total} in all (privacy proxies, not counted above)",
+                f"{o.machine_unique} unique, {o.machine_total} in all (privacy proxies, prefetchers and scanners; not counted above)",
             ),
             ("clicks", f"{c.unique} unique, {c.total} in all ({rate(made.click_through_rate)} click-through)"),
             ("machine clicks", f"{c.machine_unique} unique, {c.machine_total} in all (scanners, not counted above)"),
