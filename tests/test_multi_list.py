@@ -11,6 +11,7 @@ import re
 import httpx
 
 from tests.test_web_journey import free_port, start_web
+from tests.textkit import body_text
 
 
 def _one_click(room, address: str) -> httpx.Response:
@@ -54,6 +55,8 @@ def test_overlapping_lists_get_one_copy_each_with_an_unsubscribe_link_of_their_o
         # The sender and List-Id are the first list's; the unsubscribe link is a list the address is on.
         only_monthly = room.parsed("only-monthly@example.com")
         assert "news@example.org" in only_monthly["From"] and "<weekly." in only_monthly["List-Id"]
+        footer = " ".join(body_text(only_monthly).split())  # the footer names both lists, not Weekly alone
+        assert "you subscribed to Info War Weekly or The Monthly as only-monthly@example.com" in footer
         assert _one_click(room, "only-monthly@example.com").status_code == 200
         assert "only-monthly@example.com" in _on(room, "monthly", "unsubscribed")
         # On both lists: the lowest list id, weekly; monthly keeps them.

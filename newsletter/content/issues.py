@@ -6,6 +6,7 @@ relative link is refused with the file and line; warnings are reported and kept.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -65,19 +66,24 @@ class RenderSettings:
     def links(self) -> Links:
         return Links(self.base_url)
 
-    def context(self, mailing_list: MailingList) -> RenderContext:
+    def context(self, mailing_list: MailingList, also: Sequence[MailingList] = ()) -> RenderContext:
+        """``also``: the other lists of a send to several (the footer names them all)."""
+        names = [mailing_list.name, *(m.name for m in also)]
         return RenderContext(
             list_name=mailing_list.name,
             list_slug=mailing_list.slug,
             from_name=mailing_list.from_name or mailing_list.name,
             postal_address=self.postal_address,
             base_url=self.base_url,
+            subscribed_to=names[0] if len(names) == 1 else ", ".join(names[:-1]) + " or " + names[-1],
         )
 
-    def render(self, issue: Issue | IssueSource, mailing_list: MailingList) -> RenderedIssue:
+    def render(
+        self, issue: Issue | IssueSource, mailing_list: MailingList, also: Sequence[MailingList] = ()
+    ) -> RenderedIssue:
         """Raises RenderError."""
         source = source_of(issue) if isinstance(issue, Issue) else issue
-        return render_issue(source, self.context(mailing_list), template_dirs=self.template_dirs)
+        return render_issue(source, self.context(mailing_list, also), template_dirs=self.template_dirs)
 
 
 def source_of(issue: Issue) -> IssueSource:

@@ -17,7 +17,7 @@ would percent-encode non-ASCII characters in ``href`` attributes.
 Templates (``templates/email``; a folder earlier in ``template_dirs`` overrides
 a same-named file) are ``TEMPLATE.html``, ``TEMPLATE.txt`` and optionally
 ``TEMPLATE.subject.txt``. They see ``subject``, ``preheader``, ``body_html``
-(Markup), ``body_text``, ``list_name``, ``list_slug``, ``from_name``,
+(Markup), ``body_text``, ``list_name``, ``subscribed_to``, ``list_slug``, ``from_name``,
 ``postal_address``, ``base_url`` and ``personal`` with ``personal.name``,
 ``personal.email``, ``personal.unsubscribe_url``, ``personal.preferences_url``,
 ``personal.view_online_url`` and ``personal.name_or("fallback")``. A personal
@@ -108,6 +108,9 @@ class RenderContext:
     from_name: str
     postal_address: str
     base_url: str
+    # What the footer says the reader subscribed to: the list's name, or, for a send to several lists,
+    # all of theirs ("Weekly or Offers"): each copy goes to someone on one of them.
+    subscribed_to: str = ""
 
 
 @dataclass(frozen=True)
@@ -368,6 +371,7 @@ def _render(
         "body_html": body_html,
         "body_text": body_text,
         "list_name": context.list_name,
+        "subscribed_to": context.subscribed_to or context.list_name,
         "list_slug": context.list_slug,
         "from_name": context.from_name,
         "postal_address": context.postal_address,

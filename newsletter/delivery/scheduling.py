@@ -34,7 +34,7 @@ from newsletter.delivery.audience import (
 )
 from newsletter.delivery.sending import Batch, compile_message, get_send, snapshot_recipients
 from newsletter.errors import Conflict, InvalidInput, NewsletterError
-from newsletter.store.models import Issue, MailingList, Send, utcnow
+from newsletter.store.models import Issue, MailingList, Send, SendList, utcnow
 from newsletter.store.states import IssueStatus, SendAudience, SendStatus
 from subscribers.lists import get_list
 
@@ -109,7 +109,7 @@ def schedule_send(
             f"issue {issue.id} is already scheduled for {mailing_list.slug} (send {already}); reschedule or cancel that one"
         )
     audience = check_send(session, issue.id, target, repeat, require_recipients=require_recipients)
-    rendered = settings.render(issue, mailing_list)
+    rendered = settings.render(issue, mailing_list, target.lists[1:])
     send = Send(
         issue_id=issue.id,
         list_id=mailing_list.id,
@@ -180,8 +180,11 @@ def start_scheduled(
     issue = session.get(Issue, send.issue_id)
     mailing_list = session.get(MailingList, send.list_id)
     assert issue is not None and mailing_list is not None
+    others = session.scalars(
+        select(MailingList).join(SendList, SendList.list_id == MailingList.id).where(SendList.send_id == send.id)
+    ).all()
     try:
-        rendered = settings.render(issue, mailing_list)
+        rendered = settings.render(issue, mailing_list, sorted(others, key=lambda m: m.id))
         send.subject, send.html, send.text = rendered.subject, rendered.html, rendered.text
         compile_message(session, send)
     except NewsletterError as exc:

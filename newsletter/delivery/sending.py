@@ -187,7 +187,7 @@ def start_send(
     target = choose_target(session, issue_list, list_slugs or ([list_slug] if list_slug else []), segment)
     mailing_list = target.primary
     audience = check_send(session, issue.id, target, repeat)
-    rendered = settings.render(issue, mailing_list)
+    rendered = settings.render(issue, mailing_list, target.lists[1:])
     now = utcnow()
     send = Send(
         issue_id=issue.id,
