@@ -65,6 +65,7 @@ def test_segments_over_the_api(api_with_broker: Api):  # noqa: F811
     assert_error(
         api.post("/api/sends", json={"issue_id": issue, "lists": ["monthly", "weekly"], "segment": "gmail"}),
         400,
+        field="segment",  # the request's field, not the CLI's --segment
         says="a segment belongs to one list",
     )
     api.delete("/api/segments/weekly/gmail", role="editor", expect=204)

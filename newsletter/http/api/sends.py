@@ -176,6 +176,10 @@ def _refusals_for_the_api(repeat: Repeat) -> Iterator[None]:
                 "or import a CSV file with POST /api/imports"
             )
         raise Conflict(f"{exc.summary}: {hint}" if hint else exc.summary) from None
+    except InvalidInput as exc:
+        if exc.where in ("--segment", "--list"):  # the domain names the CLI's options; here they are fields
+            exc.where = exc.where.removeprefix("--")
+        raise
 
 
 @router.get("", response_model=SendsOut, responses=errors(), summary="Recent sends, newest first")
