@@ -294,8 +294,9 @@ def test_test_send_goes_to_each_address_over_one_connection_and_reports_each(new
     assert len(room.capture.messages) == 2
 
 
-def test_send_refuses_an_issue_that_no_longer_renders(newsroom, tmp_path):
-    room = newsroom
+def test_send_refuses_an_issue_that_no_longer_renders(newsroom_any_db, tmp_path):
+    """The render runs beside the snapshot: when it fails, the snapshot is rolled back with the send."""
+    room = newsroom_any_db
     room.setup_list(3)
     issue_id = room.create_issue()
     broken = tmp_path / "templates"

@@ -96,6 +96,7 @@ def start(
             )
         )
         return
+    runtime.tasks.warm_up()  # Celery's import and connection, while the database takes the snapshot
     with runtime.transaction() as session:
         send, batches = sending.start_send(
             session,

@@ -6,7 +6,7 @@ relative link is refused with the file and line; warnings are reported and kept.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -84,6 +84,23 @@ class RenderSettings:
         """Raises RenderError."""
         source = source_of(issue) if isinstance(issue, Issue) else issue
         return render_issue(source, self.context(mailing_list, also), template_dirs=self.template_dirs)
+
+    def render_beside(
+        self, issue: Issue, mailing_list: MailingList, also: Sequence[MailingList] = ()
+    ) -> Callable[[], RenderedIssue]:
+        """Start :meth:`render` in a thread and return the call that waits for it (raising RenderError).
+
+        For a caller with a long database statement to run meanwhile (a send's snapshot): the render
+        is Python's work, the statement the database's, so they overlap. The thread gets plain copies
+        of what it reads (taken now), never the ORM objects, whose session stays the caller's alone.
+        """
+        from concurrent.futures import ThreadPoolExecutor
+
+        source, context = source_of(issue), self.context(mailing_list, also)
+        pool = ThreadPoolExecutor(1, thread_name_prefix="render")
+        future = pool.submit(render_issue, source, context, template_dirs=self.template_dirs)
+        pool.shutdown(wait=False)  # the thread ends with its one job
+        return future.result
 
 
 def source_of(issue: Issue) -> IssueSource:

