@@ -54,9 +54,10 @@ FORM_LIMIT = 64 * KB  # subscribe, preferences, unsubscribe, and the admin UI's 
 class Limit:
     bytes: int
     what: str  # "the admin API": the 413 says "... the limit for the admin API"
+    shown: int | None = None  # the limit the 413 names, when the body may carry more (an image's form)
 
     def error(self) -> BodyTooLarge:
-        return BodyTooLarge(self.bytes, self.what)
+        return BodyTooLarge(self.shown or self.bytes, self.what)
 
 
 #: What a media upload's form may carry besides the image: the boundaries, part headers, the CSRF token.
@@ -68,7 +69,7 @@ def limit_for(path: str, method: str, *, import_bytes: int, media_bytes: int = 1
     if method == "POST" and path in ("/api/imports", "/admin/imports"):
         return Limit(import_bytes, "a CSV import")
     if method == "POST" and path in ("/api/media", "/admin/media"):
-        return Limit(media_bytes + MEDIA_FORM_OVERHEAD, "an image upload")
+        return Limit(media_bytes + MEDIA_FORM_OVERHEAD, "an image upload", shown=media_bytes)
     if path.startswith("/api/"):
         return Limit(API_LIMIT, "the admin API")
     if path.startswith("/webhooks/"):
