@@ -33,6 +33,12 @@ def reopen(prepared: images.PreparedImage) -> Image.Image:
     return image
 
 
+def pixel(image: Image.Image, x: int, y: int) -> tuple[int, ...]:
+    value = image.getpixel((x, y))
+    assert isinstance(value, tuple)
+    return value
+
+
 def test_a_text_file_named_png_is_refused_naming_the_file(tmp_path: Path):
     fake = tmp_path / "photo.png"
     fake.write_text("<html><script>alert(1)</script></html>")
@@ -69,7 +75,7 @@ def test_a_wide_jpeg_is_scaled_to_email_width_turned_upright_and_loses_its_metad
     # Turned upright (2000 × 3000), then scaled to 1200 wide keeping the aspect ratio.
     assert (prepared.width, prepared.height) == shown.size == (1200, 1800)
     assert prepared.resized and not prepared.animated and shown.format == "JPEG"
-    assert shown.getpixel((1150, 50))[0] > 200  # the mark is now at the top right, as the camera saw it
+    assert pixel(shown, 1150, 50)[0] > 200  # the mark is now at the top right, as the camera saw it
     assert dict(shown.getexif()) == {}  # no orientation left to apply twice, no camera, no GPS
     assert "comment" not in shown.info and b"Secret" not in prepared.data and b"SecretCam" not in prepared.data
 
@@ -93,7 +99,7 @@ def test_png_with_transparency_keeps_format_and_alpha_when_resized(tmp_path: Pat
     prepared = images.prepare(path, shown_name="logo.png")
     shown = reopen(prepared)
     assert shown.format == "PNG" and shown.size == (1200, 300) and shown.mode == "RGBA"
-    assert shown.getpixel((100, 100))[3] == 255 and shown.getpixel((1100, 100))[3] == 0
+    assert pixel(shown, 100, 100)[3] == 255 and pixel(shown, 1100, 100)[3] == 0
     assert dict(shown.getexif()) == {}
 
 
