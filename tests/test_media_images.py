@@ -91,6 +91,17 @@ def test_an_image_within_email_width_keeps_its_size_and_its_jpeg_quantisation(tm
     assert dict(shown.getexif()) == {}
 
 
+def test_a_cameras_jpeg_with_a_second_picture_is_stored_as_the_jpeg_of_its_first(tmp_path: Path):
+    path = tmp_path / "camera-mpo.jpg"
+    main, preview = Image.new("RGB", (1600, 800), (200, 0, 0)), Image.new("RGB", (160, 80), (0, 0, 200))
+    main.save(path, "MPO", save_all=True, append_images=[preview])
+    assert Image.open(path).format == "MPO"
+    prepared = images.prepare(path, shown_name="camera-mpo.jpg")
+    shown = reopen(prepared)
+    assert prepared.content_type == "image/jpeg" and not prepared.animated
+    assert shown.format == "JPEG" and shown.size == (1200, 600) and getattr(shown, "n_frames", 1) == 1
+
+
 def test_png_with_transparency_keeps_format_and_alpha_when_resized(tmp_path: Path):
     path = tmp_path / "logo.png"
     logo = Image.new("RGBA", (2400, 600), (0, 0, 0, 0))

@@ -79,11 +79,12 @@ def prepare(path: Path, *, shown_name: str) -> PreparedImage:
                 probe.verify()  # the file's structure (PNG: chunk checksums), before any pixel is decoded
             with Image.open(path, formats=list(FORMATS)) as image:
                 width, height = image.size
-                frames = int(getattr(image, "n_frames", 1))
+                # A camera's JPEG with a second picture in it (MPO: a preview, a depth map) is the JPEG of its first.
+                frames = 1 if image.format == "MPO" else int(getattr(image, "n_frames", 1))
                 if width * height > MAX_PIXELS or width * height * frames > MAX_ANIMATION_PIXELS:
                     raise InvalidInput(_too_many_pixels(width, height, frames), where=shown_name)
                 image.load()  # the first frame, decoded: a truncated or corrupt file fails here
-                content_type, ext = FORMATS[image.format or ""]
+                content_type, ext = FORMATS["JPEG" if image.format == "MPO" else image.format or ""]
                 if frames > 1:
                     return PreparedImage(path.read_bytes(), content_type, ext, width, height, False, True)
                 return _rewritten(image, content_type, ext)
@@ -113,7 +114,7 @@ def _rewritten(image: Image.Image, content_type: str, ext: str) -> PreparedImage
     """A still image turned upright, scaled to EMAIL_WIDTH if wider, written again without metadata."""
     from PIL import Image, ImageOps
 
-    kind = image.format or ""
+    kind = "JPEG" if image.format == "MPO" else image.format or ""
     icc = image.info.get("icc_profile")
     transparency = image.info.get("transparency")
     picture = image
@@ -128,8 +129,10 @@ def _rewritten(image: Image.Image, content_type: str, ext: str) -> PreparedImage
         picture = picture.resize((EMAIL_WIDTH, height), Image.Resampling.LANCZOS)
     options: dict[str, Any] = {"icc_profile": icc} if icc else {}
     if kind == "JPEG":
-        if picture is image:  # untouched pixels: the same quantisation, nothing lost to a second encoding
+        if picture is image and image.format == "JPEG":  # untouched: the same quantisation, nothing lost
             options.update(quality="keep", subsampling="keep")
+        elif picture is image:  # an MPO's first picture: Pillow keeps tables of plain JPEGs only
+            options.update(quality=92, optimize=True)
         else:
             options.update(quality=88, optimize=True, progressive=True)
             if picture.mode not in ("RGB", "L", "CMYK"):
