@@ -122,3 +122,28 @@ def test_the_admin_library_form_uploads_lists_and_deletes(server):
         assert gone.status_code == 303 and gone.headers["location"] == "/admin/media?done=media-deleted"
         assert media_files(server) == [] and client.get(f"/media/{name}").status_code == 404
         assert media_files(server, "media-incoming") == []
+
+
+def test_the_library_page_refuses_to_delete_an_image_a_sent_issue_shows(server):
+    client = httpx.Client(base_url=server.base, cookies=server.admin_cookies(), follow_redirects=False)
+    with client:
+        headers = {"X-CSRF-Token": server.csrf, "Accept": "application/json"}
+        item = client.post("/admin/media", headers=headers, files={"file": ("map.png", png(500, 500))}).json()
+        reader = {"list": "weekly", "email": "ann@example.org", "confirmed": True}
+        assert httpx.post(f"{server.base}/api/subscribers", headers=server.auth(), json=reader).status_code == 201
+        issue = httpx.post(
+            f"{server.base}/api/issues/markdown",
+            headers=server.auth(),
+            json={"list": "weekly", "markdown": f'---\nsubject: "Maps"\n---\nHere:\n\n{item["markdown"]}\n'},
+        ).json()
+        scheduled = httpx.post(
+            f"{server.base}/api/sends",
+            headers=server.auth(),
+            json={"issue_id": issue["id"], "at": "2099-01-04T08:00:00+00:00"},
+        )
+        assert scheduled.status_code == 201, scheduled.text
+        refused = client.post(f"/admin/media/{item['id']}/delete", data={"csrf_token": server.csrf})
+        assert refused.status_code == 409
+        assert f"in use by a sent issue and cannot be deleted: issue {issue['id']} &#34;Maps&#34;" in refused.text
+        assert f'id="media-{item["id"]}"' in refused.text  # still listed
+        assert client.get(f"/media/{item['name']}").status_code == 200
