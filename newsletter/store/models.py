@@ -543,3 +543,24 @@ class ImportJob(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     started_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class MediaItem(Base):
+    """An image of the media library (migration 0017): stored as ``<hash>.<ext>``, served at /media/<hash>.<ext>.
+
+    ``filename`` is the name it was uploaded with, shown to people only: the file is kept under
+    a name made from its content's SHA-256, never the client's.
+    """
+
+    __tablename__ = "media"
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True)
+    hash: Mapped[str] = mapped_column(String(64), unique=True)  # SHA-256 of the stored bytes, hex
+    ext: Mapped[str] = mapped_column(String(8))  # png, jpg, gif, webp
+    filename: Mapped[str] = mapped_column(String(255))
+    content_type: Mapped[str] = mapped_column(String(32))
+    width: Mapped[int] = mapped_column(Integer)
+    height: Mapped[int] = mapped_column(Integer)
+    size: Mapped[int] = mapped_column("bytes", Integer)  # of the stored file
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    uploader: Mapped[str] = mapped_column(String(120), default="")

@@ -1,6 +1,6 @@
 """The admin UI under /admin/: server-rendered pages for editors and admins.
 
-One module per area (dashboard, issues, sends, segments, lists, confirmations, subscribers, imports,
+One module per area (dashboard, issues, media, sends, segments, lists, confirmations, subscribers, imports,
 suppressions, bounces); auth.py logs people in and checks every request (session cookie, CSRF
 token, role); pages.py renders the templates of templates/admin/ with the admin CSP. It may import
 what newsletter.http shares below it (context, errors, uploads, headers, ratelimit), the runtime,
@@ -22,6 +22,7 @@ from newsletter.http.admin import (  # noqa: E402 - the areas add their routes t
     imports,
     issues,
     lists,
+    media,
     segments,
     sends,
     subscribers,
@@ -32,6 +33,7 @@ for _area in (
     auth,
     dashboard,
     issues,
+    media,
     sends,
     segments,
     lists,

@@ -41,6 +41,7 @@ PREVIEW_HEADERS = {"Content-Security-Policy": PREVIEW_CSP, "X-Frame-Options": "S
 NAV: tuple[tuple[str, str, str], ...] = (
     ("", "Dashboard", "lists:read"),
     ("/issues", "Issues", "issues"),
+    ("/media", "Media", "media"),
     ("/sends", "Sends", "sends"),
     ("/lists", "Lists", "lists:read"),
     ("/subscribers", "Subscribers", "subscribers"),
@@ -73,6 +74,9 @@ NOTICES = {
     "unsuppressed": "The suppression is lifted.",
     "already-suppressed": "That address was suppressed already.",
     "logged-out": "You are logged out.",
+    "media-uploaded": "Uploaded: the image is in the library.",
+    "media-known": "That image was in the library already; nothing was added.",
+    "media-deleted": "The image is deleted.",
 }
 
 

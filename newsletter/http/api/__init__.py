@@ -1,6 +1,6 @@
 """The JSON admin API under /api/, described by the app's OpenAPI schema at /openapi.json.
 
-One module per resource (lists, subscribers, imports, suppressions, issues, sends, segments,
+One module per resource (lists, subscribers, imports, suppressions, issues, media, sends, segments,
 confirmation requests), each a thin layer over the domain functions; ``auth`` checks the API
 token and its role, ``schemas`` holds what goes in and out, ``common`` what the resources share.
 Errors become JSON in ``newsletter.http.errors``. It may import what newsletter.http shares below
@@ -21,6 +21,7 @@ from newsletter.http.api import (
     imports,
     issues,
     lists,
+    media,
     segments,
     sends,
     subscribers,
@@ -69,7 +70,7 @@ def _document_body_limit(resource: APIRouter) -> None:
 
 
 router = APIRouter(prefix="/api")
-for _module in (lists, confirmation_requests, subscribers, imports, suppressions, issues, sends, segments):
+for _module in (lists, confirmation_requests, subscribers, imports, suppressions, issues, media, sends, segments):
     _document_body_limit(_module.router)
     _answer_other_methods(_module.router)
     router.include_router(_module.router)

@@ -19,11 +19,12 @@ _MEANING = {
     403: "The token's role may not do this.",
     404: "Not found.",
     409: "Conflicts with what is stored (a duplicate, or the wrong state for this).",
-    413: "The request body is larger than this endpoint takes (2 MB; a CSV import NEWSLETTER_IMPORT_MAX_MB); "
+    413: "The request body is larger than this endpoint takes (2 MB; a CSV import NEWSLETTER_IMPORT_MAX_MB, "
+    "an image NEWSLETTER_MEDIA_MAX_MB); "
     "the message names the limit.",
     422: "The request does not match the schema; `field` names the part at fault.",
     502: "The SMTP server refused the message or could not be reached.",
-    503: "The broker (Redis) could not be reached; try again later.",
+    503: "The broker (Redis), or the media store, could not be reached; try again later.",
 }
 
 

@@ -311,6 +311,40 @@ class ImportJobsOut(BaseModel):
     items: list[ImportJobOut]
 
 
+# --- media --------------------------------------------------------------------------------
+
+
+class MediaOut(BaseModel):
+    id: int
+    name: str = Field(description="The stored file's name: the SHA-256 of its bytes and its extension.")
+    filename: str = Field(description="The name it was uploaded with (shown only; never used to store it).")
+    url: str = Field(description="Where it is served: NEWSLETTER_BASE_URL/media/<name>, cached for a year.")
+    markdown: str = Field(description="The Markdown that shows it in an issue.")
+    content_type: str
+    width: int
+    height: int
+    bytes: int
+    created_at: datetime
+    uploader: str
+
+
+class MediaListOut(BaseModel):
+    total: int
+    offset: int
+    limit: int
+    items: list[MediaOut]
+
+
+class IssueRef(BaseModel):
+    id: int
+    subject: str
+
+
+class MediaDeletedOut(BaseModel):
+    deleted: MediaOut
+    drafts: list[IssueRef] = Field(description="Draft issues that still refer to it (their image is gone).")
+
+
 # --- suppressions -------------------------------------------------------------------------
 
 
