@@ -546,7 +546,7 @@ class ImportJob(Base):
 
 
 class MediaItem(Base):
-    """An image of the media library (migration 0017): stored as ``<hash>.<ext>``, served at /media/<hash>.<ext>.
+    """An image of the media library (migration 0016): stored as ``<hash>.<ext>``, served at /media/<hash>.<ext>.
 
     ``filename`` is the name it was uploaded with, shown to people only: the file is kept under
     a name made from its content's SHA-256, never the client's.

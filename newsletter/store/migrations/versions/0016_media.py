@@ -4,7 +4,7 @@ One row per image of the library: the SHA-256 of its stored bytes (its file is `
 served at ``/media/<hash>.<ext>``), the name it was uploaded with (shown only), its type, size
 in pixels and bytes, when and by whom it was added.
 
-Revision ID: 0017
+Revision ID: 0016
 Revises: 0015
 Create Date: 2026-12-08
 """
@@ -14,7 +14,7 @@ from alembic import op
 
 import newsletter.store.models
 
-revision = "0017"
+revision = "0016"
 down_revision = "0015"
 branch_labels = None
 depends_on = None
