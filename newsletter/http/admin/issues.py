@@ -308,8 +308,8 @@ def autosave(
             },
             status_code=409,
         )
-    except NotFound as exc:
-        return JSONResponse({"saved": False, "error": str(exc)}, status_code=404)
+    except NotFound:
+        return JSONResponse({"saved": False, "error": "this issue no longer exists (deleted?)"}, status_code=404)
     warnings = [_warning(w).as_json() for w in rendered.warnings]
     return JSONResponse({"saved": True, "revision": saved_revision, "saved_at": _iso(saved_at), "problems": warnings})
 
