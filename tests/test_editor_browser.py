@@ -8,6 +8,7 @@ A real `newsletter web` process on SQLite and Debian's Chromium driven by Playwr
 from __future__ import annotations
 
 import re
+import time
 
 import pytest
 from playwright.sync_api import expect
@@ -222,6 +223,33 @@ def test_autosave_stores_the_draft_and_says_so(chromium, newsroom, web):  # noqa
     revision, body = stored(newsroom, issue_id)
     assert revision in (3, 4) and body.endswith("Saved by the button.\n")
     assert [p for p in problems if "status of 400" not in p] == [], problems  # the refused autosave only
+    page.context.close()
+
+
+def test_leaving_the_page_right_after_typing_saves_the_text(chromium, newsroom, web):  # noqa: F811
+    issue_id = newsroom.create_issue()
+    page = chromium.new_context(viewport=DESKTOP).new_page()
+    log_in(page, web, "edna")
+    page.goto(f"{web}/admin/issues/{issue_id}")
+    expect(page.locator("#save-state")).to_have_text(re.compile(r"^Saved"))
+    asked: list[str] = []
+
+    def leave(dialog) -> None:
+        asked.append(dialog.type)
+        dialog.accept()
+
+    page.on("dialog", leave)
+    page.locator("#source").click()
+    page.keyboard.press("Control+End")
+    page.keyboard.type("\nTyped just before leaving.\n")
+    page.get_by_role("link", name="Issues", exact=True).first.click()  # away before the autosave's pause
+    page.wait_for_url(f"{web}/admin/issues")
+    assert asked in ([], ["beforeunload"])  # asked only while the last save was on its way
+    deadline = time.monotonic() + 30
+    while not stored(newsroom, issue_id)[1].endswith("Typed just before leaving.\n"):
+        assert time.monotonic() < deadline, stored(newsroom, issue_id)
+        time.sleep(0.1)
+    assert stored(newsroom, issue_id)[0] == 2
     page.context.close()
 
 

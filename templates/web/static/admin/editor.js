@@ -367,7 +367,7 @@
 
   var conflict = saveState.getAttribute("data-state") === "conflict";
   var savedContent = conflict ? null : content();  // after a refused Save, the page's text is not stored
-  var saveTimer = null, saving = null, saveAgain = false, submitting = false, leaving = false;
+  var saveTimer = null, saving = null, savingKeepalive = false, saveAgain = false, submitting = false, leaving = false;
 
   function dirty() { return content() !== savedContent; }
 
@@ -392,7 +392,9 @@
     setState("conflict", "Not saved: changed elsewhere");
   }
 
-  function save() {
+  // keepalive: the request outlives the page (leaving it); if the page stays, its answer is taken
+  // as any other's (the next save must name the revision this one made).
+  function save(keepalive) {
     if (!autosaveUrl || conflict) return Promise.resolve();
     if (saving) { saveAgain = true; return saving; }
     clearTimeout(saveTimer);
@@ -400,8 +402,12 @@
     if (snapshot === savedContent) return Promise.resolve();
     setState("saving", "Saving…");
     var body = fields();
+    savingKeepalive = keepalive === true;
     saving = fetch(autosaveUrl, {
-      method: "POST", body: body, credentials: "same-origin", headers: { "X-CSRF-Token": csrf }
+      // (Browsers refuse keepalive bodies over 64 KB: a longer text is sent as usual, and the
+      // browser's "leave the page?" question stands guard.)
+      method: "POST", body: body, credentials: "same-origin", headers: { "X-CSRF-Token": csrf },
+      keepalive: keepalive === true && body.toString().length < 60000
     }).then(function (response) {
       if (response.redirected) throw new Error("you are logged out; log in again in another tab, then keep typing");
       var type = response.headers.get("content-type") || "";
@@ -447,6 +453,16 @@
   form.addEventListener("input", changed);
   form.addEventListener("change", changed);
   source.addEventListener("blur", function () { if (dirty()) save(); });
+  // Leaving: a save still on its way may be cut off with the page, so the text goes once more with
+  // keepalive (if the first one did arrive, this one is refused as based on its old revision).
+  window.addEventListener("pagehide", function () {
+    if (submitting || conflict || !autosaveUrl || !dirty()) return;
+    if (!saving) { save(true); return; }
+    if (savingKeepalive) return;
+    fetch(autosaveUrl, {
+      method: "POST", body: fields(), credentials: "same-origin", headers: { "X-CSRF-Token": csrf }, keepalive: true
+    }).catch(function () { /* the page is gone */ });
+  });
   document.addEventListener("visibilitychange", function () {
     if (document.visibilityState === "hidden" && dirty()) save();
   });
@@ -490,13 +506,8 @@
 
   window.addEventListener("beforeunload", function (event) {
     if (submitting || leaving || !dirty()) return;
-    if (autosaveUrl && !conflict && !saving) {
-      // One last save on the way out (keepalive outlives the page); the browser still asks, as
-      // that save may be refused.
-      fetch(autosaveUrl, {
-        method: "POST", body: fields(), credentials: "same-origin", keepalive: true, headers: { "X-CSRF-Token": csrf }
-      }).catch(function () { /* the page is gone */ });
-    }
+    // One last save on the way out; the browser still asks, as that save may be refused.
+    if (!saving) save(true);
     event.preventDefault();
     event.returnValue = "";
   });
