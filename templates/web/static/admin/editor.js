@@ -219,7 +219,6 @@
         var keys = button.getAttribute("aria-keyshortcuts");
         if (keys) button.setAttribute("aria-keyshortcuts", keys.replace(/Control\+/g, "Meta+"));
       }
-      if (!button.getAttribute("aria-label")) button.setAttribute("aria-label", button.title.replace(/ \(.*\)$/, ""));
       button.addEventListener("mousedown", function (event) { event.preventDefault(); });
       button.addEventListener("click", function () { ACTIONS[button.getAttribute("data-md")](); });
     });
