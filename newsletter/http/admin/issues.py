@@ -310,7 +310,7 @@ def autosave(
         )
     except NotFound:
         return JSONResponse({"saved": False, "error": "this issue no longer exists (deleted?)"}, status_code=404)
-    warnings = [_warning(w).as_json() for w in rendered.warnings]
+    warnings = [_warning(warning).as_json() for warning in rendered.warnings]
     return JSONResponse({"saved": True, "revision": saved_revision, "saved_at": _iso(saved_at), "problems": warnings})
 
 

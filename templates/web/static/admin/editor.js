@@ -394,7 +394,7 @@
   // keepalive: the request outlives the page (leaving it); if the page stays, its answer is taken
   // as any other's (the next save must name the revision this one made).
   function save(keepalive) {
-    if (!autosaveUrl || conflict) return Promise.resolve();
+    if (!autosaveUrl || conflict || submitting) return Promise.resolve();
     if (saving) { saveAgain = true; return saving; }
     clearTimeout(saveTimer);
     var snapshot = content();
@@ -435,7 +435,7 @@
   }
 
   function scheduleSave(delay) {
-    if (!autosaveUrl || conflict) return;
+    if (!autosaveUrl || conflict || submitting) return;
     clearTimeout(saveTimer);
     saveTimer = setTimeout(save, delay);
   }
@@ -472,7 +472,10 @@
     if (saving) {
       event.preventDefault();
       saving.then(function () {
-        if (!conflict) { submitting = true; form.submit(); }
+        if (conflict) return;
+        submitting = true;  // no autosave from now on: it would race the form with the same revision
+        clearTimeout(saveTimer);
+        form.submit();
       });
       return;
     }
