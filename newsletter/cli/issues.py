@@ -120,6 +120,7 @@ def show(issue_id: int = typer.Argument(..., help="The issue's id.")) -> None:
     table.add_row("subject", issue.subject)
     table.add_row("preheader", issue.preheader or "(none)")
     table.add_row("template", issue.template)
+    table.add_row("revision", str(issue.revision))
     table.add_row("words", str(len(issue.body_markdown.split())))
     table.add_row("created", issue.created_at.isoformat(timespec="seconds"))
     table.add_row("updated", issue.updated_at.isoformat(timespec="seconds"))

@@ -8,9 +8,10 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -26,6 +27,7 @@ from newsletter.content.rendering import (
     render_issue,
 )
 from newsletter.errors import Conflict, NotFound
+from newsletter.store.db import rowcount
 from newsletter.store.models import Issue, MailingList, Send, utcnow
 from newsletter.store.states import IssueStatus, SendStatus
 from subscribers.lists import get_list
@@ -136,15 +138,53 @@ def create_issue(
 
 
 def update_issue(
-    session: Session, issue_id: int, source: IssueSource, settings: RenderSettings
+    session: Session, issue_id: int, source: IssueSource, settings: RenderSettings, *, revision: int | None = None
 ) -> tuple[Issue, RenderedIssue]:
-    """Replace an issue's content. Raises NotFound, RenderError; the stored issue is unchanged on error."""
+    """Replace an issue's content; its ``revision`` counts one up.
+
+    ``revision``: the revision the new content was based on (what the editor loaded). When the stored
+    issue has moved on since (another tab, another editor, the API or the CLI saved it), nothing is
+    written and StaleRevision is raised: a save never overwrites text it did not see. None saves
+    whatever is stored (the CLI's ``issues update``, an API call without a revision).
+
+    Raises NotFound, RenderError, StaleRevision; the stored issue is unchanged on error.
+    """
     issue, mailing_list = get_issue(session, issue_id)
     rendered = settings.render(source, mailing_list)
-    issue.subject, issue.preheader = source.subject, source.preheader
-    issue.template, issue.body_markdown = source.template, source.body_markdown
-    issue.updated_at = utcnow()
+    # One conditional UPDATE: on PostgreSQL a concurrent save holds the row until it commits and this
+    # one then sees its revision, so two saves based on the same revision never both succeed (SQLite
+    # writers take turns: BEGIN IMMEDIATE, see newsletter.store.db).
+    change = update(Issue).where(Issue.id == issue_id)
+    if revision is not None:
+        change = change.where(Issue.revision == revision)
+    saved = session.execute(
+        change.values(
+            subject=source.subject,
+            preheader=source.preheader,
+            template=source.template,
+            body_markdown=source.body_markdown,
+            revision=Issue.revision + 1,
+            updated_at=utcnow(),
+        ).execution_options(synchronize_session=False)
+    )
+    session.refresh(issue)
+    if rowcount(saved) == 0:
+        raise StaleRevision(issue.id, based_on=revision or 0, current=issue.revision, changed_at=issue.updated_at)
     return issue, rendered
+
+
+class StaleRevision(Conflict):
+    """A save based on an older revision of an issue than the stored one: refused, nothing written.
+
+    ``current`` and ``changed_at`` say which revision is stored and when it was saved."""
+
+    def __init__(self, issue_id: int, *, based_on: int, current: int, changed_at: datetime) -> None:
+        self.issue_id, self.based_on, self.current, self.changed_at = issue_id, based_on, current, changed_at
+        super().__init__(
+            f"issue {issue_id} was changed at {changed_at:%Y-%m-%d %H:%M} UTC (revision {current}) after the "
+            f"revision {based_on} this change was based on; nothing was saved. Load the issue again and redo "
+            "the change on the newer text"
+        )
 
 
 def duplicate_issue(session: Session, issue_id: int, settings: RenderSettings) -> tuple[Issue, RenderedIssue]:

@@ -220,6 +220,9 @@ class Issue(Base):
     body_markdown: Mapped[str] = mapped_column(Text)
     template: Mapped[str] = mapped_column(String(100), default="issue")
     status: Mapped[IssueStatus] = mapped_column(State(IssueStatus), default=IssueStatus.DRAFT)
+    # Counts changes of the content (not of the status): a save names the revision it was based on, and one
+    # based on an older revision is refused instead of overwriting (two tabs, two editors).
+    revision: Mapped[int] = mapped_column(Integer, default=1, server_default=text("1"))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
 

@@ -1,11 +1,16 @@
 """`/admin/issues`: write an issue with a live preview, test it, send or schedule it.
 
 The editor is one textarea holding the issue as a file (Markdown with front matter, see
-newsletter/issue_files.py), so a file pasted in is an issue. While the editor types, the
-admin script posts the draft to ``/admin/issues/check`` (problems with their lines, and the
-plain text) and to ``/admin/issues/preview`` into two sandboxed frames (600 and 375 px
-wide): the preview is the email's own HTML, served with a CSP of its own that allows its
-inline styles and remote images and nothing else.
+newsletter/issue_files.py), so a file pasted in is an issue. While the editor types, its
+script (``static/admin/editor.js``) posts the draft to ``/admin/issues/check`` (problems with
+their lines, and the plain text) and to ``/admin/issues/preview`` into two sandboxed frames
+(600 and 375 px wide): the preview is the email's own HTML, served with a CSP of its own that
+allows its inline styles and remote images and nothing else.
+
+A saved issue saves itself as the editor types (``/admin/issues/{id}/autosave``, JSON). Every
+save, that one and the form's **Save**, carries the issue's revision the page was loaded with
+(or last saved); a save based on an older revision than the stored one is refused (409) and the
+page keeps the editor's text, so two tabs or two editors never silently overwrite each other.
 """
 
 from __future__ import annotations
@@ -24,8 +29,8 @@ from sqlalchemy.orm import Session
 from newsletter.access.accounts import Caller
 from newsletter.config import Settings
 from newsletter.content import issues
-from newsletter.content.issue_files import DEFAULT_TEMPLATE, parse_issue_text
-from newsletter.content.issues import RenderSettings
+from newsletter.content.issue_files import DEFAULT_TEMPLATE, IssueSource, parse_issue_text
+from newsletter.content.issues import RenderSettings, StaleRevision
 from newsletter.content.rendering import check_issue, personalise
 from newsletter.delivery import audience, sending
 from newsletter.delivery.audience import Repeat, SendRefused
@@ -98,11 +103,27 @@ def _problem(level: str, message: str, where: str | None) -> DraftProblem:
     return DraftProblem(level, message, None if match else where, int(match.group(1)) if match else None)
 
 
+def _warning(warning: str) -> DraftProblem:
+    """A renderer's warning ("draft:LINE: message") as a problem with its line."""
+    match = _WARNING.match(warning)
+    return (
+        DraftProblem("warning", match.group(2), None, int(match.group(1)))
+        if match
+        else DraftProblem("warning", warning, None, None)
+    )
+
+
+def parse_draft(text: str) -> IssueSource:
+    """The editor's text as an issue. A form posts a textarea's line breaks as CRLF (HTML says so), a
+    script as LF: stored as LF either way, so the text reads back as it was written. Raises InvalidInput."""
+    return parse_issue_text(text.replace("\r\n", "\n"), source=DRAFT)
+
+
 def render_draft(session: Session, list_slug: str, text: str, settings: RenderSettings, issue_id: int = 0) -> Draft:
     """The editor's text rendered for a sample recipient, or every problem that stops it. Raises NotFound (list)."""
     mailing_list = get_list(session, list_slug)
     try:
-        source = parse_issue_text(text, source=DRAFT)
+        source = parse_draft(text)
     except InvalidInput as exc:
         return Draft((_problem("error", exc.message, exc.where),))
     try:
@@ -110,14 +131,7 @@ def render_draft(session: Session, list_slug: str, text: str, settings: RenderSe
     except RenderError:
         found = check_issue(source, settings.context(mailing_list), template_dirs=settings.template_dirs)
         return Draft(tuple(_problem(p.level, p.message, p.where) for p in found))
-    warnings = []
-    for warning in rendered.warnings:
-        match = _WARNING.match(warning)
-        warnings.append(
-            DraftProblem("warning", match.group(2), None, int(match.group(1)))
-            if match
-            else DraftProblem("warning", warning, None, None)
-        )
+    warnings = [_warning(w) for w in rendered.warnings]
     fields = issues.sample_personal_fields(settings.links, mailing_list, issue_id)
     html, plain = personalise(rendered.html, rendered.text, fields)
     return Draft(tuple(warnings), rendered.subject, html, plain)
@@ -162,11 +176,17 @@ def _editor(
     test_to: str = "",
     test_error: str | None = None,
     notice: str | None = None,
+    revision: int | None = None,
+    conflict: StaleRevision | None = None,
 ) -> HTMLResponse:
+    """``revision``: what the page's text is based on (after a refused save, the one that was sent,
+    not the stored one: saving that text again must be refused again); default the stored one."""
     with web(request).transaction() as session:
         lists = [c.mailing_list for c in all_lists_with_counts(session)]
         issue, mailing_list = issues.get_issue(session, issue_id) if issue_id is not None else (None, None)
         sends = _sends_of(session, issue_id) if issue_id is not None else []
+    if issue is not None and revision is None:
+        revision = issue.revision
     if mailing_list is not None:
         list_slug = mailing_list.slug
     elif not list_slug and lists:
@@ -186,6 +206,8 @@ def _editor(
         sends=sends,
         may_send=caller.may("sends"),
         notice=notice,
+        revision=revision if revision is not None else "",
+        conflict=conflict,
     )
 
 
@@ -204,7 +226,7 @@ def _save_problems(exc: InvalidInput | NotFound | Conflict) -> tuple[DraftProble
 def create(request: Request, caller: Caller = Writer, list: str = Form(""), source: str = Form("")) -> Response:
     w = web(request)
     try:
-        parsed = parse_issue_text(source, source=DRAFT)
+        parsed = parse_draft(source)
         with w.transaction() as session:
             issue, _ = issues.create_issue(session, list, parsed, render_settings(w.settings))
     except (InvalidInput, NotFound) as exc:
@@ -216,20 +238,99 @@ def create(request: Request, caller: Caller = Writer, list: str = Form(""), sour
 def edit(request: Request, issue_id: int, caller: Caller = Writer, test_to: str = "") -> HTMLResponse:
     with web(request).transaction() as session:
         issue, _ = issues.get_issue(session, issue_id)
+        text, revision = issue_text(issue), issue.revision  # read together: the text is that revision's
     sent_to = f"Test sent to {test_to}." if test_to and request.query_params.get("done") == "test-sent" else None
-    return _editor(request, caller, issue_id, issue_text(issue), list_slug="", test_to=test_to, notice=sent_to)
+    return _editor(request, caller, issue_id, text, list_slug="", test_to=test_to, notice=sent_to, revision=revision)
 
 
 @router.post("/issues/{issue_id:int}")
-def save(request: Request, issue_id: int, caller: Caller = Writer, source: str = Form("")) -> Response:
+def save(
+    request: Request, issue_id: int, caller: Caller = Writer, source: str = Form(""), revision: str = Form("")
+) -> Response:
+    """The form's Save. ``revision`` (the page's) is checked as the autosave checks it; a form without
+    one (a script of old) saves over whatever is stored."""
+    w = web(request)
+    based_on: int | None = None
+    try:
+        based_on = _revision(revision, required=False)
+        parsed = parse_draft(source)
+        with w.transaction() as session:
+            issues.update_issue(session, issue_id, parsed, render_settings(w.settings), revision=based_on)
+    except InvalidInput as exc:
+        return _editor(
+            request,
+            caller,
+            issue_id,
+            source,
+            list_slug="",
+            status=400,
+            problems=_save_problems(exc),
+            revision=based_on,
+        )
+    except StaleRevision as exc:  # the text stays in the editor, with the reason and a way to reload
+        return _editor(request, caller, issue_id, source, list_slug="", status=409, revision=based_on, conflict=exc)
+    return redirect(request, f"/issues/{issue_id}", "saved")
+
+
+@router.post("/issues/{issue_id:int}/autosave")
+def autosave(
+    request: Request, issue_id: int, caller: Caller = Writer, source: str = Form(""), revision: str = Form("")
+) -> JSONResponse:
+    """The editor's autosave: the draft stored when it renders, if ``revision`` is still the stored one.
+
+    200 ``{saved, revision, saved_at, problems}`` (the new revision, for the next save); 400
+    ``{saved: false, error, problems}`` when it does not render (nothing stored); 409 ``{saved: false,
+    conflict: true, error, revision, changed_at}`` when the issue was saved since that revision; 404.
+    """
     w = web(request)
     try:
-        parsed = parse_issue_text(source, source=DRAFT)
+        based_on = _revision(revision, required=True)
+        parsed = parse_draft(source)
         with w.transaction() as session:
-            issues.update_issue(session, issue_id, parsed, render_settings(w.settings))
+            issue, rendered = issues.update_issue(
+                session, issue_id, parsed, render_settings(w.settings), revision=based_on
+            )
+            saved_revision, saved_at = issue.revision, issue.updated_at
     except InvalidInput as exc:
-        return _editor(request, caller, issue_id, source, list_slug="", status=400, problems=_save_problems(exc))
-    return redirect(request, f"/issues/{issue_id}", "saved")
+        problem = _save_problems(exc)[0]
+        where = f"line {problem.line}: " if problem.line else (f"{problem.where}: " if problem.where else "")
+        return JSONResponse(
+            {"saved": False, "error": where + problem.message, "problems": [problem.as_json()]}, status_code=400
+        )
+    except StaleRevision as exc:
+        return JSONResponse(
+            {
+                "saved": False,
+                "conflict": True,
+                "error": str(exc),
+                "revision": exc.current,
+                "changed_at": _iso(exc.changed_at),
+            },
+            status_code=409,
+        )
+    except NotFound:
+        return JSONResponse({"saved": False, "error": "this issue no longer exists (deleted?)"}, status_code=404)
+    warnings = [_warning(warning).as_json() for warning in rendered.warnings]
+    return JSONResponse({"saved": True, "revision": saved_revision, "saved_at": _iso(saved_at), "problems": warnings})
+
+
+def _revision(value: str, *, required: bool) -> int | None:
+    """The form's ``revision`` field. Raises InvalidInput."""
+    if not value.strip() and not required:
+        return None
+    try:
+        number = int(value.strip())
+    except ValueError:
+        number = 0
+    if number < 1:
+        raise InvalidInput(
+            "the page did not say which revision of the issue it was editing; reload it", where="revision"
+        )
+    return number
+
+
+def _iso(value: datetime) -> str:
+    return value.astimezone(UTC).isoformat(timespec="seconds")
 
 
 # --- duplicate and delete --------------------------------------------------------------------
@@ -245,8 +346,16 @@ def duplicate(request: Request, issue_id: int, caller: Caller = Writer) -> Respo
     except RenderError as exc:
         with w.transaction() as session:
             issue, _ = issues.get_issue(session, issue_id)
+            text, revision = issue_text(issue), issue.revision
         return _editor(
-            request, caller, issue_id, issue_text(issue), list_slug="", status=400, problems=_save_problems(exc)
+            request,
+            caller,
+            issue_id,
+            text,
+            list_slug="",
+            status=400,
+            problems=_save_problems(exc),
+            revision=revision,
         )
     return redirect(request, f"/issues/{copy.id}", "duplicated")
 
@@ -381,8 +490,17 @@ def test_send(request: Request, issue_id: int, caller: Caller = Writer, to: str 
 def _test_failed(request: Request, caller: Caller, issue_id: int, to: str, reason: str) -> HTMLResponse:
     with web(request).transaction() as session:
         issue, _ = issues.get_issue(session, issue_id)
+        text, revision = issue_text(issue), issue.revision
     return _editor(
-        request, caller, issue_id, issue_text(issue), list_slug="", status=400, test_to=to, test_error=reason
+        request,
+        caller,
+        issue_id,
+        text,
+        list_slug="",
+        status=400,
+        test_to=to,
+        test_error=reason,
+        revision=revision,
     )
 
 

@@ -22,6 +22,8 @@ from newsletter.http.api.schemas import (
     IssueSummary,
     IssueText,
     IssueTextCreate,
+    IssueTextUpdate,
+    IssueUpdate,
     TestCopyOut,
     TestSendIn,
     TestSendOut,
@@ -50,6 +52,7 @@ def issue_out(issue: Issue, mailing_list: MailingList, problems: list[Problem]) 
     return IssueOut.model_validate(
         {
             **summary(issue, mailing_list),
+            "revision": issue.revision,
             "preheader": issue.preheader,
             "template": issue.template,
             "body_markdown": issue.body_markdown,
@@ -90,9 +93,9 @@ def _create(request: Request, list_slug: str, source: IssueSource) -> IssueOut:
         return issue_out(issue, mailing_list, _warnings(rendered))
 
 
-def _update(request: Request, issue_id: int, source: IssueSource) -> IssueOut:
+def _update(request: Request, issue_id: int, source: IssueSource, revision: int | None) -> IssueOut:
     with web(request).transaction() as session:
-        issue, rendered = issues.update_issue(session, issue_id, source, render_settings(request))
+        issue, rendered = issues.update_issue(session, issue_id, source, render_settings(request), revision=revision)
         _, mailing_list = issues.get_issue(session, issue.id)
         return issue_out(issue, mailing_list, _warnings(rendered))
 
@@ -146,20 +149,26 @@ def get_issue(request: Request, issue_id: IssueId, caller: IssueEditor) -> Issue
         return issue_out(issue, mailing_list, problems)
 
 
-@router.put("/{issue_id}", response_model=IssueOut, responses=errors(400, 404), summary="Replace an issue's content")
-def update_issue(request: Request, issue_id: IssueId, body: IssueFields, caller: IssueEditor) -> IssueOut:
-    """Sends already made keep their frozen copy. Refused like a create when it does not render."""
-    return _update(request, issue_id, _from_fields(body))
+@router.put(
+    "/{issue_id}", response_model=IssueOut, responses=errors(400, 404, 409), summary="Replace an issue's content"
+)
+def update_issue(request: Request, issue_id: IssueId, body: IssueUpdate, caller: IssueEditor) -> IssueOut:
+    """Sends already made keep their frozen copy. Refused like a create when it does not render.
+    With ``revision``, refused (409, nothing written) when the issue was saved since that revision."""
+    return _update(request, issue_id, _from_fields(body), body.revision)
 
 
 @router.put(
     "/{issue_id}/markdown",
     response_model=IssueOut,
-    responses=errors(400, 404),
+    responses=errors(400, 404, 409),
     summary="Replace an issue's content from an issue file (Markdown with front matter)",
 )
-def update_issue_from_markdown(request: Request, issue_id: IssueId, body: IssueText, caller: IssueEditor) -> IssueOut:
-    return _update(request, issue_id, _from_text(body))
+def update_issue_from_markdown(
+    request: Request, issue_id: IssueId, body: IssueTextUpdate, caller: IssueEditor
+) -> IssueOut:
+    """``revision`` as for PUT /api/issues/{id}."""
+    return _update(request, issue_id, _from_text(body), body.revision)
 
 
 @router.delete(

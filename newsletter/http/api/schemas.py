@@ -387,6 +387,21 @@ class IssueCreate(IssueFields):
     list: Slug
 
 
+Revision = Annotated[
+    int | None,
+    Field(
+        default=None,
+        ge=1,
+        description="The issue's revision this change is based on (from GET): when the issue was saved since, "
+        "the change is refused with 409 and nothing is written. Without it the change replaces whatever is stored.",
+    ),
+]
+
+
+class IssueUpdate(IssueFields):
+    revision: Revision = None
+
+
 class IssueText(Strict):
     markdown: Annotated[
         str,
@@ -400,6 +415,10 @@ class IssueText(Strict):
 
 class IssueTextCreate(IssueText):
     list: Slug
+
+
+class IssueTextUpdate(IssueText):
+    revision: Revision = None
 
 
 class ProblemOut(BaseModel):
@@ -422,6 +441,7 @@ class IssuesOut(BaseModel):
 
 
 class IssueOut(IssueSummary):
+    revision: int = Field(description="Counts the saves of the content; send it back with a change (see PUT).")
     preheader: str
     template: str
     body_markdown: str

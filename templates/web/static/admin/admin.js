@@ -1,4 +1,4 @@
-// The admin UI's one script: live issue preview, send and import progress, small conveniences.
+// The admin UI's script: send and import progress, small conveniences (the issue editor has editor.js).
 // Every page works without it; it only refreshes what the server renders anyway.
 "use strict";
 
@@ -33,118 +33,7 @@
     });
   });
 
-  // --- the issue editor: check and preview the draft after typing stops ---------------------
-  var editor = $("[data-editor]");
-  if (editor) {
-    var source = $("#source"), list = $("#editor-list"), problems = $("#problems"), state = $("#preview-state");
-    var csrf = editor.getAttribute("data-csrf"), issueId = editor.getAttribute("data-issue-id");
-    var timer = null, sequence = 0, saved = source.value;
-
-    // A hidden form per preview frame posts the draft into it: the frames load the email's own
-    // HTML from the app, with its own CSP, and nothing is stored. (One form each: a form
-    // submitted twice in a row would cancel its first navigation.)
-    var frameForms = ["preview-desktop", "preview-phone"].map(function (name) {
-      var form = document.createElement("form");
-      form.method = "post";
-      form.action = editor.getAttribute("data-preview-url");
-      form.target = name;
-      form.hidden = true;
-      [["csrf_token", csrf], ["list", ""], ["source", ""], ["issue_id", issueId]].forEach(function (pair) {
-        var input = document.createElement(pair[0] === "source" ? "textarea" : "input");
-        input.name = pair[0];
-        if (input.tagName === "INPUT") input.type = "hidden";
-        input.value = pair[1];
-        form.appendChild(input);
-      });
-      document.body.appendChild(form);
-      return form;
-    });
-
-    function goToLine(line) {
-      var lines = source.value.split("\n"), start = 0;
-      for (var i = 0; i < line - 1 && i < lines.length; i++) start += lines[i].length + 1;
-      source.focus();
-      source.setSelectionRange(start, start + (lines[line - 1] || "").length);
-      var lineHeight = parseFloat(getComputedStyle(source).lineHeight) || 20;
-      source.scrollTop = Math.max(0, (line - 3) * lineHeight);
-    }
-
-    function showProblems(list) {
-      problems.textContent = "";
-      source.removeAttribute("aria-invalid");
-      if (!list.length) return;
-      var ul = document.createElement("ul");
-      list.forEach(function (p) {
-        var li = document.createElement("li");
-        li.className = p.level;
-        if (p.line) {
-          var a = document.createElement("a");
-          a.href = "#source";
-          a.setAttribute("data-line", p.line);
-          a.textContent = "Line " + p.line;
-          li.appendChild(a);
-          li.appendChild(document.createTextNode(": "));
-        } else if (p.where) {
-          li.appendChild(document.createTextNode(p.where + ": "));
-        }
-        li.appendChild(document.createTextNode(p.message));
-        ul.appendChild(li);
-        if (p.level === "error") source.setAttribute("aria-invalid", "true");
-      });
-      problems.appendChild(ul);
-    }
-
-    problems.addEventListener("click", function (event) {
-      var link = event.target.closest("a[data-line]");
-      if (link) { event.preventDefault(); goToLine(parseInt(link.getAttribute("data-line"), 10)); }
-    });
-
-    function refresh(initial) {
-      var mine = ++sequence;
-      var body = new URLSearchParams();
-      body.set("csrf_token", csrf);
-      body.set("list", list.value);
-      body.set("source", source.value);
-      body.set("issue_id", issueId);
-      state.textContent = "Updating…";
-      fetch(editor.getAttribute("data-check-url"), {
-        method: "POST", body: body, credentials: "same-origin", headers: { "X-CSRF-Token": csrf }
-      }).then(function (response) {
-        if (response.status === 303 || response.redirected) { window.location.reload(); return null; }
-        if (!response.ok) throw new Error("the server answered " + response.status);
-        return response.json();
-      }).then(function (result) {
-        if (!result || mine !== sequence) return;
-        showProblems(result.problems);
-        if (!result.ok) { state.textContent = "Not updated: fix the errors listed above the text."; return; }
-        $("#preview-text").textContent = result.text;
-        // A saved issue's frames show it already when the page opens.
-        if (initial === true && issueId !== "0") { state.textContent = "Up to date."; return; }
-        frameForms.forEach(function (form) {
-          form.elements.list.value = list.value;
-          form.elements.source.value = source.value;
-          form.submit();
-        });
-        state.textContent = "Up to date.";
-      }).catch(function (error) {
-        if (mine === sequence) state.textContent = "Preview not updated (" + error.message + ").";
-      });
-    }
-
-    function changed() {
-      $("#dirty").hidden = source.value === saved;
-      clearTimeout(timer);
-      timer = setTimeout(function () { refresh(false); }, 600);
-    }
-
-    source.addEventListener("input", changed);
-    list.addEventListener("change", function () { refresh(false); });
-    $("#editor-form").addEventListener("submit", function () { saved = source.value; });
-    window.addEventListener("beforeunload", function (event) {
-      if (source.value !== saved) { event.preventDefault(); event.returnValue = ""; }
-    });
-    refresh(true);
-  }
+  // The issue editor's toolbar, preview and autosave are in editor.js, loaded by its page.
 
   // --- polling a JSON view every second while something runs -------------------------------
   function poll(url, update) {

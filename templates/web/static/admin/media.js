@@ -138,6 +138,17 @@
       event.preventDefault();
       take(files);
     });
+    // A file button for the textarea: <input type="file" data-media-pick-for="TEXTAREA-ID">.
+    if (area.id) {
+      Array.prototype.forEach.call(document.querySelectorAll('input[type="file"][data-media-pick-for="' + area.id + '"]'), function (picker) {
+        picker.addEventListener("change", function () {
+          var files = imageFiles(picker.files);
+          picker.value = "";
+          if (files.length) take(files);
+          else say(status, "Those are not PNG, JPEG, GIF or WebP images.", true);
+        });
+      });
+    }
   }
 
   Array.prototype.forEach.call(document.querySelectorAll("textarea[data-media-upload]"), attachTextarea);
