@@ -110,13 +110,14 @@ def too_large(request: Request, exc: BodyTooLarge) -> Response:
     """413 naming the limit: JSON for the API and the webhooks, the error page for the rest."""
     if is_api(request) or is_webhook(request):
         return json_error(413, str(exc))
-    if is_admin(request):
+    if is_admin(request) or exc.what != "a form":
         return error_page(request, 413, message=str(exc))
+    # A subscriber's form: the same words, in the page's language.
     return error_page(
         request,
         413,
         message=translatable(
-            "what you sent is larger than %(size)s, the most this page takes", size=size_text(exc.limit)
+            "the request body is larger than %(size)s, the limit for a form", size=size_text(exc.limit)
         ),
     )
 
