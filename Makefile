@@ -5,7 +5,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install demo test lint bench cluster-test clean
+.PHONY: install demo test lint bench cluster-test clean translations translations-template
 
 install: $(STAMP)
 
@@ -33,6 +33,27 @@ lint: install
 	@status=0; for check in $(LINT_CHECKS); do \
 		echo "$$ $$check"; $(BIN)/$$check || { status=1; echo "make lint: '$$check' failed" >&2; }; \
 	done; exit $$status
+
+# The catalogues of what subscribers read (newsletter/locales/, docs/architecture.md): extract every marked
+# string of the templates and the code (babel.cfg) into a template, merge it into each language's .po (new
+# strings come in untranslated, and tests/test_locales.py fails until they are translated), and compile
+# the .mo files the app reads. English is the source language and has no catalogue.
+LANGUAGES := de fr es
+LOCALES   := newsletter/locales
+POT       ?= $(LOCALES)/messages.pot
+BABEL_KEYWORDS := -k translatable -k translatable_plural:1,2
+translations: translations-template
+	@for lang in $(LANGUAGES); do \
+		$(BIN)/pybabel --quiet update -i $(POT) -d $(LOCALES) -l $$lang --init-missing --ignore-obsolete \
+			--ignore-pot-creation-date --no-wrap || exit 1; \
+	done
+	$(BIN)/pybabel compile -d $(LOCALES) --statistics
+
+# The template alone: every marked string of the source, into $(POT) (tests/test_locales.py extracts to a
+# temporary file with POT=... to compare it with the catalogues).
+translations-template: install
+	$(BIN)/pybabel --quiet extract -F babel.cfg $(BABEL_KEYWORDS) --add-location=file --no-wrap --sort-output \
+		--project=newsletter -o $(POT) .
 
 # Several hosts on this machine (Linux network namespaces): a 100,000-recipient send on PostgreSQL
 # and Redis, a worker host cut off and killed and Redis restarted mid-send; every recipient must get

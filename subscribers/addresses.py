@@ -7,6 +7,7 @@ import unicodedata
 from email_validator import EmailNotValidError, validate_email
 
 from newsletter.errors import InvalidInput
+from newsletter.locales.translatable import translatable
 
 
 def normalise_email(raw: str) -> str:
@@ -34,8 +35,8 @@ def check_display_name(name: str) -> str:
     Refused: C0 and C1 controls (CR, LF, tab, ...), DEL, and the Unicode line and paragraph separators.
     """
     if any(unicodedata.category(c) in ("Cc", "Zl", "Zp") for c in name):
-        raise InvalidInput("name contains a control character (line break or similar)")
+        raise InvalidInput(translatable("name contains a control character (line break or similar)"))
     name = name.strip()
     if len(name) > 200:
-        raise InvalidInput("name is longer than 200 characters")
+        raise InvalidInput(translatable("name is longer than 200 characters"))
     return name

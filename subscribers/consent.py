@@ -43,9 +43,11 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from sqlalchemy import select
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, undefer
 
 from newsletter.errors import Conflict, InvalidInput, NotFound
+from newsletter.locales.languages import SOURCE
+from newsletter.locales.translatable import translatable
 from newsletter.store.models import MailingList, Subscriber, Subscription, Suppression, utcnow
 from newsletter.store.states import SubscriptionStatus, SuppressionReason
 from subscribers.addresses import check_display_name, normalise_email
@@ -109,6 +111,7 @@ class SubscriptionView:
     ended_at: datetime | None
     end_reason: str | None
     already: bool = False  # the action had been taken before: nothing changed now
+    list_language: str = SOURCE  # the list's: its pages' language unless the reader's browser asks for another
 
 
 @dataclass(frozen=True)
@@ -128,6 +131,7 @@ class Preferences:
     lists: tuple[ListState, ...]
     suppressed: str | None  # the suppression reason, if any
     suppressed_at: datetime | None
+    language: str = SOURCE  # the language of the list the link came for: the page's unless the browser asks
 
 
 # --- asking and confirming -----------------------------------------------------------
@@ -152,11 +156,15 @@ def request_subscription(
     try:
         address = normalise_email(email)
     except InvalidInput:
-        raise InvalidInput("please enter a whole email address, like ann@example.com", where="email") from None
+        raise InvalidInput(
+            translatable("please enter a whole email address, like ann@example.com"), where="email"
+        ) from None
     try:
         name = check_display_name(name)
     except InvalidInput as exc:
-        raise InvalidInput(f"please check your name: {exc.message}", where="name") from None
+        raise InvalidInput(
+            translatable("please check your name: %(reason)s", reason=exc.message), where="name"
+        ) from None
     reason = _suppression(session, address)
     if reason is not None and reason != SELF_SUPPRESSION:
         return None
@@ -199,6 +207,7 @@ def pending_confirmation(session: Session, subscription_id: int, requested_at: i
         .join(Subscriber, Subscriber.id == Subscription.subscriber_id)
         .join(MailingList, MailingList.id == Subscription.list_id)
         .where(Subscription.id == subscription_id)
+        .options(undefer(MailingList.language))  # deferred; the email is rendered after this session
     ).first()
     if row is None:
         return None
@@ -275,37 +284,39 @@ def unsubscribe(session: Session, signer: TokenSigner, token: str, *, how: str) 
 
 def preferences(session: Session, signer: TokenSigner, token: str, *, max_age: float | None = None) -> Preferences:
     """The subscriber's lists and their states. Raises InvalidInput (TokenExpired past ``max_age``), NotFound."""
-    return _preferences(session, _subscriber(session, signer, token, max_age))
+    return _preferences(session, *_subscriber(session, signer, token, max_age))
 
 
 def rename(
     session: Session, signer: TokenSigner, token: str, name: str, *, max_age: float | None = None
 ) -> Preferences:
     """Change the subscriber's name ("" clears it). Raises InvalidInput (bad link or name), NotFound."""
-    subscriber = _subscriber(session, signer, token, max_age)
+    subscriber, language = _subscriber(session, signer, token, max_age)
     try:
         subscriber.name = check_display_name(name)
     except InvalidInput as exc:
-        raise InvalidInput(f"please check your name: {exc.message}", where="name") from None
-    return _preferences(session, subscriber)
+        raise InvalidInput(
+            translatable("please check your name: %(reason)s", reason=exc.message), where="name"
+        ) from None
+    return _preferences(session, subscriber, language)
 
 
 def leave(
     session: Session, signer: TokenSigner, token: str, list_slug: str, *, max_age: float | None = None
 ) -> Preferences:
     """Leave one of the subscriber's lists. Raises InvalidInput, NotFound."""
-    subscriber = _subscriber(session, signer, token, max_age)
+    subscriber, language = _subscriber(session, signer, token, max_age)
     _end(_own_subscription(session, subscriber, list_slug), HOW_PREFERENCES)
-    return _preferences(session, subscriber)
+    return _preferences(session, subscriber, language)
 
 
 def leave_everything(session: Session, signer: TokenSigner, token: str, *, max_age: float | None = None) -> Preferences:
     """Leave every list and suppress the address (``unsubscribed_all``). Raises InvalidInput, NotFound."""
-    subscriber = _subscriber(session, signer, token, max_age)
+    subscriber, language = _subscriber(session, signer, token, max_age)
     for subscription in session.scalars(select(Subscription).where(Subscription.subscriber_id == subscriber.id)):
         _end(subscription, HOW_EVERYTHING)
     suppress(session, subscriber.email, reason=SELF_SUPPRESSION, note="left everything on the preferences page")
-    return _preferences(session, subscriber)
+    return _preferences(session, subscriber, language)
 
 
 def rejoin(
@@ -327,13 +338,13 @@ def rejoin(
     suppression. Raises InvalidInput, NotFound, Conflict (the address is suppressed for a
     bounce, a complaint or by an admin).
     """
-    subscriber = _subscriber(session, signer, token, max_age)
+    subscriber, language = _subscriber(session, signer, token, max_age)
     subscription = _own_subscription(session, subscriber, list_slug)
     reason = _suppression(session, subscriber.email)
     if reason is not None and reason != SELF_SUPPRESSION:
-        raise Conflict("we can't send email to this address any more; please write to us to change that")
+        raise Conflict(translatable("we can't send email to this address any more; please write to us to change that"))
     if subscription.status == SubscriptionStatus.CONFIRMED:
-        return _preferences(session, subscriber), None
+        return _preferences(session, subscriber, language), None
     now = utcnow()
     requested = int(now.timestamp())
     if subscription.status == SubscriptionStatus.UNCONFIRMED:
@@ -342,7 +353,9 @@ def rejoin(
     elif subscription.ended_at is not None:
         # Asked after leaving, even within the same second: the request counts as after it.
         requested = max(requested, int(subscription.ended_at.timestamp()) + 1)
-    return _preferences(session, subscriber), ConfirmationRequest(subscription.id, subscriber.email, requested)
+    return _preferences(session, subscriber, language), ConfirmationRequest(
+        subscription.id, subscriber.email, requested
+    )
 
 
 def fresh_link_for(session: Session, signer: TokenSigner, token: str) -> tuple[int, int, str] | None:
@@ -356,6 +369,17 @@ def fresh_link_for(session: Session, signer: TokenSigner, token: str) -> tuple[i
     return subscriber.id, mailing_list.id, subscriber.email
 
 
+def link_language(session: Session, signer: TokenSigner, token: str, purpose: str) -> str:
+    """The language of the list a well-signed link of ``purpose`` names, at any age; English for a link that
+    is not one of ours, or whose list is gone. For the pages of an expired link. Raises nothing."""
+    try:
+        claims = signer.verify(token, purpose)
+    except InvalidInput:
+        return SOURCE
+    language = session.scalar(select(MailingList.language).where(MailingList.id == claims.list_id))
+    return language or SOURCE
+
+
 # --- helpers ---------------------------------------------------------------------------
 
 
@@ -365,6 +389,7 @@ def _load(session: Session, claims: TokenClaims) -> tuple[Subscription, Subscrib
         .join(Subscriber, Subscriber.id == Subscription.subscriber_id)
         .join(MailingList, MailingList.id == Subscription.list_id)
         .where(Subscription.subscriber_id == claims.subscriber_id, Subscription.list_id == claims.list_id)
+        .options(undefer(MailingList.language))
     ).first()
     if row is None:
         raise NotFound("this link belongs to a subscription that no longer exists")
@@ -377,11 +402,16 @@ def _confirmation(
     claims = signer.verify(token, "confirm")
     subscription, subscriber, mailing_list = _load(session, claims)
     if time.time() - claims.issued_at > max_age:
-        raise LinkExpired("this confirmation link has expired; please subscribe again", list_slug=mailing_list.slug)
+        raise LinkExpired(
+            translatable("this confirmation link has expired; please subscribe again"), list_slug=mailing_list.slug
+        )
     if not _request_stands(subscription, claims.issued_at):
         raise Conflict(
-            f"you left {mailing_list.name} after this link was sent, so it no longer subscribes you; "
-            "to subscribe again, use the form"
+            translatable(
+                "you left %(list_name)s after this link was sent, so it no longer subscribes you; "
+                "to subscribe again, use the form",
+                list_name=mailing_list.name,
+            )
         )
     return claims, subscription, subscriber, mailing_list
 
@@ -406,9 +436,13 @@ def _end(subscription: Subscription, how: str) -> bool:
     return True
 
 
-def _subscriber(session: Session, signer: TokenSigner, token: str, max_age: float | None = None) -> Subscriber:
-    """The subscriber a preferences link names; its subscription to the link's list must exist."""
-    return _load(session, signer.verify(token, "preferences", max_age=max_age))[1]
+def _subscriber(
+    session: Session, signer: TokenSigner, token: str, max_age: float | None = None
+) -> tuple[Subscriber, str]:
+    """The subscriber a preferences link names (its subscription to the link's list must exist), and that
+    list's language."""
+    _, subscriber, mailing_list = _load(session, signer.verify(token, "preferences", max_age=max_age))
+    return subscriber, mailing_list.language
 
 
 def _own_subscription(session: Session, subscriber: Subscriber, list_slug: str) -> Subscription:
@@ -441,7 +475,7 @@ def _lift_self_suppression(session: Session, address: str) -> None:
         session.flush()
 
 
-def _preferences(session: Session, subscriber: Subscriber) -> Preferences:
+def _preferences(session: Session, subscriber: Subscriber, language: str) -> Preferences:
     session.flush()
     rows = session.execute(
         select(
@@ -459,6 +493,7 @@ def _preferences(session: Session, subscriber: Subscriber) -> Preferences:
         lists=tuple(ListState(*row) for row in rows),
         suppressed=suppression.reason if suppression else None,
         suppressed_at=suppression.created_at if suppression else None,
+        language=language,
     )
 
 
@@ -476,6 +511,7 @@ def _view(
         ended_at=subscription.ended_at,
         end_reason=subscription.end_reason,
         already=already,
+        list_language=mailing_list.language,
     )
 
 

@@ -9,6 +9,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from newsletter.errors import Conflict, InvalidInput, NotFound
+from newsletter.locales.languages import SOURCE, parse_language
 from newsletter.store.models import Issue, MailingList, Send, Subscription
 from newsletter.store.states import SubscriptionStatus, Tracking
 from subscribers.addresses import check_display_name, normalise_email
@@ -38,10 +39,11 @@ def create_list(
     description: str = "",
     private: bool = False,
     tracking: str = Tracking.OFF,
+    language: str = SOURCE,
 ) -> MailingList:
-    """Create a list (``private``, ``tracking``: see `update_list`).
+    """Create a list (``private``, ``tracking``, ``language``: see `update_list`).
 
-    Raises InvalidInput for a bad slug, name or address; Conflict if the slug is taken.
+    Raises InvalidInput for a bad slug, name, address or language; Conflict if the slug is taken.
     """
     if not SLUG_RE.match(slug):
         raise InvalidInput(
@@ -56,6 +58,7 @@ def create_list(
     from_name = _field("--from-name", from_name)
     description = _description(description)
     chosen = parse_tracking(tracking)
+    language = parse_language(language)
     if session.scalar(select(MailingList.id).where(MailingList.slug == slug)) is not None:
         raise Conflict(f"a list with slug {slug!r} already exists")
     mailing_list = MailingList(
@@ -67,6 +70,7 @@ def create_list(
         description=description,
         private=private,
         tracking=chosen,
+        language=language,
     )
     session.add(mailing_list)
     session.flush()
@@ -84,14 +88,18 @@ def update_list(
     description: str | None = None,
     private: bool | None = None,
     tracking: str | None = None,
+    language: str | None = None,
 ) -> MailingList:
     """Change a list's settings (None leaves a field as it is; an empty ``reply_to`` removes it).
 
     Checked as `create_list` checks them. A private list is not on the public home page,
     and its form and archive answer as if it did not exist; admins and the API still add
     people to it. ``tracking`` (off, anonymous, individual: newsletter.engagement) counts the
-    opens and clicks of sends started from now on. Raises NotFound, InvalidInput (``where``
-    names the field as a CLI option, like `create_list`); nothing changes when a field is refused.
+    opens and clicks of sends started from now on. ``language`` (a shipped one: en, de, fr, es)
+    is the language of its emails from now on (the confirmation, the footer of the sends started
+    from now on) and of its pages for readers whose browser asks for none of the shipped ones.
+    Raises NotFound, InvalidInput (``where`` names the field as a CLI option, like `create_list`);
+    nothing changes when a field is refused.
     """
     mailing_list = get_list(session, slug)
     changes: dict[str, str | bool | Tracking | None] = {}
@@ -111,6 +119,8 @@ def update_list(
         changes["private"] = private
     if tracking is not None:
         changes["tracking"] = parse_tracking(tracking)
+    if language is not None:
+        changes["language"] = parse_language(language)
     for key, value in changes.items():
         setattr(mailing_list, key, value)
     session.flush()

@@ -29,6 +29,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from newsletter.errors import InvalidInput
+from newsletter.locales.translatable import translatable
 
 PURPOSES = ("unsubscribe", "preferences", "confirm")
 ARCHIVE_PURPOSE = "archive"  # signs "<list_id>.<issue_id>", never a token: tokens start "v1."
@@ -70,13 +71,13 @@ class TokenSigner:
         and TokenExpired (an InvalidInput) if it is well signed but older than ``max_age`` seconds."""
         parts = token.split(".")
         if not token.isascii() or len(parts) != 5 or parts[0] != "v1" or not all(p.isdigit() for p in parts[1:4]):
-            raise InvalidInput("this link is malformed; copy the whole link from the email")
+            raise InvalidInput(translatable("this link is malformed; copy the whole link from the email"))
         body, signature = token.rsplit(".", 1)
         if not any(hmac.compare_digest(_signature(key, purpose, body), signature) for key in self._all):
-            raise InvalidInput("this link is not valid; copy the whole link from the email")
+            raise InvalidInput(translatable("this link is not valid; copy the whole link from the email"))
         claims = TokenClaims(int(parts[1]), int(parts[2]), purpose, int(parts[3]))
         if max_age is not None and time.time() - claims.issued_at > max_age:
-            raise TokenExpired("this link has expired; ask for a new one", claims)
+            raise TokenExpired(translatable("this link has expired; ask for a new one"), claims)
         return claims
 
     def derived_key(self, purpose: str) -> bytes:

@@ -132,6 +132,10 @@ def test_the_wheel_installs_beside_another_templates_distribution_and_renders_wi
     in_source = {p.relative_to(ROOT / "templates").as_posix() for p in (ROOT / "templates").rglob("*") if p.is_file()}
     assert in_source and in_source <= shipped, sorted(in_source - shipped)
     assert "newsletter/store/migrations/env.py" in names
+    # The compiled catalogues the app reads at run time (newsletter/locales), with their sources.
+    for language in ("de", "fr", "es"):
+        for suffix in ("mo", "po"):
+            assert f"newsletter/locales/{language}/LC_MESSAGES/messages.{suffix}" in names
 
     other_wheel = build_wheel(other_distribution(tmp_path / "other"), wheels)
 
@@ -180,3 +184,13 @@ def test_the_wheel_installs_beside_another_templates_distribution_and_renders_wi
     assert OUR_MARKER in rendered
     assert OTHER_MARKER not in rendered
     assert "https://news.example.org/unsubscribe/" in text.read_text(encoding="utf-8")
+
+    # A German list's issue: its footer in German, from the catalogue installed with the wheel.
+    newsletter(
+        "lists", "create", "woche", "--name", "Die Woche", "--from-email", "news@example.org", "--language", "de"
+    )
+    german = newsletter("issues", "create", "woche", str(SAMPLE_ISSUE)).split()[-1]
+    newsletter("issues", "preview", german, "--html", str(html), "--text", str(text))
+    rendered = html.read_text(encoding="utf-8")
+    assert '<html lang="de"' in rendered and "Im Browser ansehen" in rendered
+    assert "Sie erhalten diese E-Mail aufgrund Ihres Abonnements von Die Woche" in rendered

@@ -10,6 +10,7 @@ from rich.table import Table
 from newsletter.cli import confirmations
 from newsletter.cli.runtime import out, runtime
 from newsletter.cli.tables import Col, listing
+from newsletter.locales.languages import SHIPPED, SOURCE
 from subscribers import lists
 
 app = typer.Typer(help="Create and inspect mailing lists.", no_args_is_help=True)
@@ -32,6 +33,11 @@ def create(
         help="Count opens and clicks: off (no pixel, links as written), anonymous (counts only) or individual "
         "(per subscriber, kept NEWSLETTER_TRACKING_RETENTION_DAYS).",
     ),
+    language: str = typer.Option(
+        "en",
+        "--language",
+        help="Language of the list's emails and pages: en (English), de (Deutsch), fr (Français) or es (Español).",
+    ),
 ) -> None:
     """Create a mailing list."""
     with runtime.transaction() as session:
@@ -45,11 +51,14 @@ def create(
             description=description,
             private=private,
             tracking=tracking,
+            language=language,
         )
         sender = f"{created.from_name} <{created.from_email}>" if created.from_name else created.from_email
         counted = f", tracking {created.tracking}" if created.tracking != "off" else ""
+        written = f", in {SHIPPED[created.language]}" if created.language != SOURCE else ""
         out.print(
-            f"Created {'private ' if private else ''}list {created.slug} ({created.name}), sending as {sender}{counted}."
+            f"Created {'private ' if private else ''}list {created.slug} ({created.name}), "
+            f"sending as {sender}{counted}{written}."
         )
 
 
@@ -73,6 +82,12 @@ def update(
         "--tracking",
         help="off, anonymous or individual: what sends started from now on count of opens and clicks.",
     ),
+    language: str | None = typer.Option(
+        None,
+        "--language",
+        help="en, de, fr or es: the language of the list's emails from now on, and of its pages for readers "
+        "whose browser asks for none of these.",
+    ),
 ) -> None:
     """Change a list's settings; only the options given change. Sends already made keep their copy."""
     from newsletter.errors import InvalidInput
@@ -84,10 +99,10 @@ def update(
     private = True if make_private else False if make_public else None
     if no_reply_to:
         reply_to = ""
-    if all(v is None for v in (name, description, from_name, from_email, reply_to, private, tracking)):
+    if all(v is None for v in (name, description, from_name, from_email, reply_to, private, tracking, language)):
         raise InvalidInput(
             "nothing to change: give at least one of --name, --description, --from-name, --from-email, --reply-to, "
-            "--no-reply-to, --private, --public or --tracking"
+            "--no-reply-to, --private, --public, --tracking or --language"
         )
     with runtime.transaction() as session:
         changed = lists.update_list(
@@ -100,12 +115,14 @@ def update(
             description=description,
             private=private,
             tracking=tracking,
+            language=language,
         )
         sender = f"{changed.from_name} <{changed.from_email}>" if changed.from_name else changed.from_email
         visibility = "private" if changed.private else "public"
         out.print(
             f"Updated list {changed.slug} ({changed.name}): sending as {sender}, "
-            f"replies to {changed.reply_to or 'the sender'}, {visibility}, tracking {changed.tracking}."
+            f"replies to {changed.reply_to or 'the sender'}, {visibility}, tracking {changed.tracking}, "
+            f"in {SHIPPED[changed.language]}."
         )
 
 
@@ -121,6 +138,7 @@ def list_all(
                 "name": r.mailing_list.name,
                 "from_email": r.mailing_list.from_email,
                 "visibility": "private" if r.mailing_list.private else "public",
+                "language": r.mailing_list.language,  # deferred: read while the session is open
                 **r.counts,
             }
             for r in lists.all_lists_with_counts(session)
@@ -130,6 +148,7 @@ def list_all(
         Col("name"),
         Col("from_email", "from", keep=True),
         Col("visibility"),
+        Col("language"),
         Col("confirmed", right=True),
         Col("unconfirmed", right=True),
         Col("unsubscribed", right=True),
@@ -149,6 +168,7 @@ def show(slug: str = typer.Argument(..., help="The list's slug.")) -> None:
     with runtime.transaction() as session:
         row = lists.list_with_counts(session, slug)
         tracking = row.mailing_list.tracking  # deferred: read while the session is open
+        language = row.mailing_list.language
     m = row.mailing_list
     table = Table(show_header=False, box=None)
     table.add_row("slug", m.slug)
@@ -156,6 +176,7 @@ def show(slug: str = typer.Argument(..., help="The list's slug.")) -> None:
     table.add_row("from", f"{m.from_name} <{m.from_email}>" if m.from_name else m.from_email)
     table.add_row("reply-to", m.reply_to or "(the sender)")
     table.add_row("tracking", tracking)
+    table.add_row("language", f"{language} ({SHIPPED.get(language, '?')})")
     table.add_row("visibility", "private (no public form or archive)" if m.private else "public")
     if m.description:
         table.add_row("description", m.description)

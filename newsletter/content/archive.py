@@ -22,13 +22,15 @@ from sqlalchemy.orm import Session
 
 from newsletter.content.rendering import PersonalFields, personalise
 from newsletter.errors import NotFound
+from newsletter.locales.languages import translations
+from newsletter.locales.translatable import say, translatable
 from newsletter.store.models import Delivery, MailingList, Send
 from newsletter.store.states import DeliveryStatus
 from subscribers.lists import get_list, get_public_list
 from subscribers.tokens import TokenSigner
 
-#: Stands in for the address in "you subscribed to ... as ..." of an archived copy.
-ANONYMOUS_READER = "a reader"
+#: Stands in for the address in "you subscribed to ... as ..." of an archived copy (in the list's language).
+ANONYMOUS_READER = translatable("a reader")
 
 
 @dataclass(frozen=True)
@@ -77,7 +79,7 @@ def archived_issues(session: Session, list_slug: str) -> tuple[MailingList, list
     mailing_list = get_public_list(session, list_slug)
     newest = (
         select(Send.issue_id, func.max(Send.id).label("send_id"))
-        .where(Send.list_id == mailing_list.id, _went_out())
+        .where(Send.list_id == mailing_list.id, went_out())
         .group_by(Send.issue_id)
         .subquery()
     )
@@ -111,7 +113,7 @@ def archived_copy(
     key = key if mailing_list.private else None
     send = session.scalar(
         select(Send)
-        .where(Send.list_id == mailing_list.id, Send.issue_id == issue_id, _went_out())
+        .where(Send.list_id == mailing_list.id, Send.issue_id == issue_id, went_out())
         .order_by(Send.id.desc())
         .limit(1)
     )
@@ -122,7 +124,7 @@ def archived_copy(
         "",
         PersonalFields(
             name="",
-            email=ANONYMOUS_READER,
+            email=say(ANONYMOUS_READER, translations(mailing_list.language)),
             unsubscribe_url=links.manage(mailing_list),
             preferences_url=links.manage(mailing_list),
             view_online_url=links.view_online(mailing_list.slug, issue_id, key),
@@ -139,5 +141,6 @@ def archived_copy(
     )
 
 
-def _went_out() -> Exists:
+def went_out() -> Exists:
+    """A send is in the archive once a copy of it was logged as sent (also used by the feeds)."""
     return exists().where(Delivery.send_id == Send.id, Delivery.status == DeliveryStatus.SENT)

@@ -28,6 +28,7 @@ from newsletter.content.rendering import (
 )
 from newsletter.errors import Conflict, NotFound
 from newsletter.store.db import rowcount
+from newsletter.locales.formats import either_of
 from newsletter.store.models import Issue, MailingList, Send, utcnow
 from newsletter.store.states import IssueStatus, SendStatus
 from subscribers.lists import get_list
@@ -71,13 +72,15 @@ class RenderSettings:
     def context(self, mailing_list: MailingList, also: Sequence[MailingList] = ()) -> RenderContext:
         """``also``: the other lists of a send to several (the footer names them all)."""
         names = [mailing_list.name, *(m.name for m in also)]
+        language = mailing_list.language  # deferred: the caller has read it, or its session is still open
         return RenderContext(
             list_name=mailing_list.name,
             list_slug=mailing_list.slug,
             from_name=mailing_list.from_name or mailing_list.name,
             postal_address=self.postal_address,
             base_url=self.base_url,
-            subscribed_to=names[0] if len(names) == 1 else ", ".join(names[:-1]) + " or " + names[-1],
+            subscribed_to=either_of(names, language),
+            language=language,
         )
 
     def render(

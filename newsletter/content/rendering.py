@@ -61,6 +61,8 @@ from markupsafe import Markup
 from newsletter.content.issue_files import IssueSource, check_header_text, valid_template_name
 from newsletter.content.markdown_text import MERGE_TAG, fill_merge_tags, markdown_parser, markdown_to_text
 from newsletter.errors import RenderError
+from newsletter.locales.languages import SOURCE
+from newsletter.locales.templates import teach
 from newsletter.resources import shipped
 
 __all__ = [
@@ -111,6 +113,8 @@ class RenderContext:
     # What the footer says the reader subscribed to: the list's name, or, for a send to several lists,
     # all of theirs ("Weekly or Offers"): each copy goes to someone on one of them.
     subscribed_to: str = ""
+    # The language of the layouts' own words (the footer's): the list's, a code of newsletter.locales.
+    language: str = SOURCE
 
 
 @dataclass(frozen=True)
@@ -339,10 +343,11 @@ class _Personal:
         return self._slots.token("name", str(fallback))
 
 
-@lru_cache(maxsize=16)
-def template_environment(dirs: tuple[str, ...]) -> Environment:
-    """The Jinja2 environment of the email templates: autoescaped HTML, strict undefined variables."""
-    return Environment(
+@lru_cache(maxsize=32)
+def template_environment(dirs: tuple[str, ...], language: str = SOURCE) -> Environment:
+    """The Jinja2 environment of the email templates: autoescaped HTML, strict undefined variables, and
+    the templates' own words (``{% trans %}``, ``_()``) in ``language`` (newsletter.locales.templates)."""
+    env = Environment(
         loader=FileSystemLoader(list(dirs)),
         autoescape=select_autoescape(enabled_extensions=("html",), default_for_string=False, default=False),
         undefined=StrictUndefined,
@@ -350,6 +355,7 @@ def template_environment(dirs: tuple[str, ...]) -> Environment:
         lstrip_blocks=True,
         keep_trailing_newline=True,
     )
+    return teach(env, language)
 
 
 def _render(
@@ -364,7 +370,7 @@ def _render(
     body_html = Markup(md.renderer.render(tokens, md.options, {}))
     body_text = markdown_to_text(issue.body_markdown, merge_tag=_merge_tag_value(text_slots))
 
-    env = template_environment(tuple(str(d) for d in template_dirs))
+    env = template_environment(tuple(str(d) for d in template_dirs), context.language)
     variables: dict[str, Any] = {
         "subject": issue.subject,
         "preheader": issue.preheader,

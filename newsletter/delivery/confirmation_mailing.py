@@ -41,7 +41,7 @@ import time
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.orm import Session, sessionmaker, undefer
 
 from newsletter.content.issues import RenderSettings
 from newsletter.delivery.batch_loop import BROKER_RETRY_SECONDS, BatchResult, DeliveryPolicy
@@ -92,7 +92,8 @@ def deliver_batch(
         run = session.get(ConfirmationRun, run_id)
         if run is None or run.status != ConfirmationRunStatus.SENDING:
             return BatchResult()
-        mailing_list = session.get(MailingList, run.list_id)
+        # Its language is deferred: loaded now, as the letters are rendered after the session closes.
+        mailing_list = session.get(MailingList, run.list_id, options=[undefer(MailingList.language)])
         assert mailing_list is not None
         tag = f"confirm-run.{run.id}.{int(run.created_at.timestamp()):x}"
         rows = store.claim(session, run_id, first_id, last_id, me, policy.claim_seconds)

@@ -14,6 +14,10 @@ recipient's values as plain, autoescaped variables. The CSS is inlined as for an
 and the message is compiled and sent like a test send: one
 :class:`~newsletter.mail.messages.CompiledMessage`, one recipient, the worker's SMTP connection.
 
+A notice is written in its list's language (``mailing_lists.language``, newsletter.locales):
+the templates mark their words for translation (``{% trans %}``, ``_()``), and the code passes
+``subject``, ``preheader`` and its own variables as translatable text where they are words.
+
 The confirmation templates extend the issue layouts and see ``subject``, ``preheader``,
 ``list_name``, ``list_slug``, ``from_name``, ``postal_address``, ``base_url``, ``name``,
 ``email``, ``confirm_url``, ``link_lifetime`` (e.g. "7 days"), ``asked_by_list`` (true when
@@ -38,6 +42,9 @@ from newsletter.content.issues import RenderSettings
 from newsletter.content.rendering import RenderContext, inline_css, template_environment
 from newsletter.delivery.ports import Transport
 from newsletter.errors import RenderError
+from newsletter.locales.formats import lifetime
+from newsletter.locales.languages import translations
+from newsletter.locales.translatable import Translatable, say, translatable
 from newsletter.mail.messages import CompiledMessage, MessageHeaders, Recipient
 from newsletter.mail.outbound import PLAIN, Outbound
 from newsletter.store.models import MailingList
@@ -79,12 +86,9 @@ def confirm_url(base_url: str, token: str) -> str:
     return f"{base_url}/confirm/{token}"
 
 
-def link_lifetime(days: float) -> str:
-    """ "7 days", "1 day", "12 hours": how long a confirmation link works, for people."""
-    if days >= 1 and days == int(days):
-        return f"{int(days)} day{'s' if days != 1 else ''}"
-    hours = max(1, round(days * 24))
-    return f"{hours} hour{'s' if hours != 1 else ''}"
+def link_lifetime(days: float) -> Translatable:
+    """ "7 days", "1 day", "12 hours": how long a confirmation link works, for people (in any language)."""
+    return lifetime(days)
 
 
 def send_confirmation(
@@ -142,8 +146,8 @@ def confirmation_message(
         Addressee(pending.subscriber_id, pending.email, pending.name, mailing_list),
         render,
         signer,
-        subject=f"Confirm your subscription to {mailing_list.name}",
-        preheader=f"One click and you're on the list of {mailing_list.name}.",
+        subject=translatable("Confirm your subscription to %(list_name)s", list_name=mailing_list.name),
+        preheader=translatable("One click and you're on the list of %(list_name)s.", list_name=mailing_list.name),
         variables=lambda personal: {
             "confirm_url": confirm_url(render.base_url, token),
             "link_lifetime": link_lifetime(confirm_days),
@@ -175,19 +179,24 @@ def notice_message(
     The templates see ``subject``, ``preheader``, the list's values, ``name``, ``email``,
     ``personal``, and the notice's own ``variables`` (given the recipient's ``personal``
     links). ``message_id_tag`` and ``delivery_id`` make the Message-ID. Raises RenderError.
+
+    The notice is written in its list's language: the templates' own words (``{% trans %}``,
+    ``_()``), and ``subject``, ``preheader`` and any variable given as a
+    :class:`~newsletter.locales.translatable.Translatable` (say, ``translatable("...")``).
     """
     mailing_list = to.mailing_list
     unsubscribe = signer.make(to.subscriber_id, mailing_list.id, "unsubscribe")
     personal = _personal(to, render, signer, unsubscribe)
     context = render.context(mailing_list)
+    catalogue = translations(context.language)
     seen = {
-        "subject": subject,
-        "preheader": preheader,
+        "subject": say(subject, catalogue),
+        "preheader": say(preheader, catalogue),
         **_seen(context, to),
-        **variables(personal),
+        **{key: say(value, catalogue) for key, value in variables(personal).items()},
         "personal": personal,
     }
-    subject_line, html, text = _render_notice(template, render, seen)
+    subject_line, html, text = _render_notice(template, render, seen, context.language)
     headers = MessageHeaders(
         subject=subject_line,
         from_email=mailing_list.from_email,
@@ -238,9 +247,11 @@ def _personal(to: Addressee, render: RenderSettings, signer: TokenSigner, unsubs
     )
 
 
-def _render_notice(template: str, render: RenderSettings, variables: dict[str, Any]) -> tuple[str, str, str]:
+def _render_notice(
+    template: str, render: RenderSettings, variables: dict[str, Any], language: str
+) -> tuple[str, str, str]:
     """(subject, HTML with its CSS inlined, text) of a notice, without rendering's placeholder markers."""
-    env = template_environment(tuple(str(d) for d in render.template_dirs))
+    env = template_environment(tuple(str(d) for d in render.template_dirs), language)
     subject = " ".join(_render(env, f"{template}.subject.txt", variables).split())
     html = inline_css(_render(env, f"{template}.html", variables))
     text = _render(env, f"{template}.txt", variables)

@@ -16,11 +16,12 @@ from __future__ import annotations
 import secrets
 
 from sqlalchemy import select
-from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.orm import Session, sessionmaker, undefer
 
 from newsletter.content.issues import RenderSettings
 from newsletter.delivery.notices import Addressee, link_lifetime, notice_message
 from newsletter.delivery.ports import Transport
+from newsletter.locales.translatable import translatable
 from newsletter.mail.messages import CompiledMessage, Recipient
 from newsletter.mail.outbound import PLAIN, Outbound
 from newsletter.store.models import MailingList, Subscriber, Subscription, Suppression
@@ -36,6 +37,7 @@ def recipient(session: Session, subscriber_id: int, list_id: int) -> Addressee |
         .join(Subscription, Subscription.subscriber_id == Subscriber.id)
         .join(MailingList, MailingList.id == Subscription.list_id)
         .where(Subscriber.id == subscriber_id, MailingList.id == list_id)
+        .options(undefer(MailingList.language))  # deferred; the email is rendered after this session
     ).first()
     if row is None:
         return None
@@ -80,8 +82,8 @@ def preferences_link_message(
         to,
         render,
         signer,
-        subject=f"Your preferences for {mailing_list.name}",
-        preheader="A fresh link to your preferences, as you asked.",
+        subject=translatable("Your preferences for %(list_name)s", list_name=mailing_list.name),
+        preheader=translatable("A fresh link to your preferences, as you asked."),
         variables=lambda personal: {
             "preferences_url": personal.preferences_url,
             "link_lifetime": link_lifetime(preferences_days),

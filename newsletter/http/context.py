@@ -10,7 +10,6 @@ import ipaddress
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -22,6 +21,10 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from newsletter.config import Settings
 from newsletter.http.ratelimit import LoginLimiter, SubscribeLimiter
+from newsletter.locales import languages
+from newsletter.locales.negotiation import negotiate
+from newsletter.locales.templates import teach
+from newsletter.locales.translatable import say
 from newsletter.resources import shipped
 from newsletter.runtime import Runtime, TaskQueue
 from subscribers.consent import ConfirmationRequest
@@ -40,7 +43,7 @@ ConfirmationSender = Callable[[ConfirmationRequest], None]
 @dataclass
 class Web:
     runtime: Runtime  # settings, sessions, signer, broker: built once for the app
-    templates: Environment
+    templates: PageTemplates
     limiter: SubscribeLimiter
     send_confirmation: ConfirmationSender
     root: str  # the path of NEWSLETTER_BASE_URL ("" or e.g. "/news"): every route lives under it
@@ -89,10 +92,26 @@ class Web:
         return self.settings.confirm_days * 86400
 
     def page(
-        self, template: str, *, status: int = 200, headers: dict[str, str] | None = None, **values: Any
+        self,
+        request: Request,
+        template: str,
+        *,
+        list_language: str | None = None,
+        language: str | None = None,
+        status: int = 200,
+        headers: dict[str, str] | None = None,
+        **values: Any,
     ) -> HTMLResponse:
-        html = self.templates.get_template(template).render(**values)
-        return HTMLResponse(html, status_code=status, headers=headers)
+        """A subscriber page in the reader's language: the shipped one their browser asks for most, else
+        ``list_language`` (the language of the list the page is about), else English. It says which in
+        ``<html lang>`` and ``Content-Language``, and varies by ``Accept-Language`` for caches.
+        ``language`` fixes it instead (a page written in one language only)."""
+        language = language or page_language(request, list_language)
+        html = self.templates.get(language).get_template(template).render(**values)
+        response = HTMLResponse(html, status_code=status, headers=headers)
+        response.headers["Content-Language"] = language
+        response.headers.append("Vary", "Accept-Language")
+        return response
 
     def preferences_path(self, subscriber_id: int, list_id: int, *, issued_at: int | None = None) -> str:
         """A preferences link; ``issued_at`` (default now) starts its NEWSLETTER_PREFERENCES_DAYS."""
@@ -113,10 +132,35 @@ def html_templates(folder: Path, **globals: Any) -> Environment:
     return env
 
 
-def page_templates(root: str, postal_address: str) -> Environment:
+class PageTemplates:
+    """The subscriber pages' templates, one environment per shipped language (newsletter.locales)."""
+
+    def __init__(self, root: str, postal_address: str) -> None:
+        self._by_language = {
+            language: _page_environment(language, root, postal_address) for language in languages.SHIPPED
+        }
+
+    def get(self, language: str) -> Environment:
+        """The templates in ``language`` (a shipped one). Raises KeyError for another."""
+        return self._by_language[language]
+
+
+def page_templates(root: str, postal_address: str) -> PageTemplates:
     """The subscriber pages' templates."""
-    env = html_templates(TEMPLATE_DIR, root=root, postal_address=postal_address)
-    env.filters["day"] = _day
+    return PageTemplates(root, postal_address)
+
+
+def page_language(request: Request, list_language: str | None = None) -> str:
+    """The language of a page: the shipped one the reader's browser asks for most, else the list's, else English."""
+    fallback = list_language if list_language in languages.SHIPPED else languages.SOURCE
+    return negotiate(request.headers.get("accept-language"), fallback)
+
+
+def _page_environment(language: str, root: str, postal_address: str) -> Environment:
+    env = teach(html_templates(TEMPLATE_DIR, root=root, postal_address=postal_address), language)
+    catalogue = languages.translations(language)
+    # A translatable message (an error raised in the domain, a notice) printed as it is: in the page's language.
+    env.finalize = lambda value: say(value, catalogue)
     env.filters["sentence"] = _sentence
     return env
 
@@ -145,10 +189,6 @@ def trusted_proxy_networks(settings: Settings) -> list[str]:
 
 def user_agent(request: Request) -> str | None:
     return request.headers.get("user-agent")
-
-
-def _day(value: datetime | None) -> str:
-    return f"{value.day} {value:%B %Y}" if value else ""
 
 
 def _sentence(value: str) -> str:

@@ -38,6 +38,7 @@ from newsletter.errors import Conflict, InvalidInput, NewsletterError, NotFound
 from newsletter.http.context import web
 from newsletter.http.headers import response_headers
 from newsletter.http.ratelimit import TooManyRequests, Unavailable
+from newsletter.locales.translatable import Translatable, translatable, translatable_plural
 from subscribers.consent import LinkExpired
 
 log = logging.getLogger("newsletter.web")
@@ -87,8 +88,15 @@ def error_page(
     subscribe_slug: str | None = None,
     headers: dict[str, str] | None = None,
 ) -> HTMLResponse:
+    """The error page in the reader's language; a translatable ``message`` is said in it."""
     return web(request).page(
-        "error.html", status=status, headers=headers, status_code=status, message=message, subscribe_slug=subscribe_slug
+        request,
+        "error.html",
+        status=status,
+        headers=headers,
+        status_code=status,
+        message=message,
+        subscribe_slug=subscribe_slug,
     )
 
 
@@ -104,7 +112,16 @@ def too_large(request: Request, exc: BodyTooLarge) -> Response:
     """413 naming the limit: JSON for the API and the webhooks, the error page for the rest."""
     if is_api(request) or is_webhook(request):
         return json_error(413, str(exc))
-    return error_page(request, 413, message=str(exc))
+    if is_admin(request) or exc.what != "a form":
+        return error_page(request, 413, message=str(exc))
+    # A subscriber's form: the same words, in the page's language.
+    return error_page(
+        request,
+        413,
+        message=translatable(
+            "the request body is larger than %(size)s, the limit for a form", size=size_text(exc.limit)
+        ),
+    )
 
 
 def validation_error(exc: RequestValidationError) -> tuple[str | None, str]:
@@ -253,13 +270,20 @@ def _domain_error_page(request: Request, exc: NewsletterError) -> HTMLResponse:
     status = status_for(exc)
     if status == 500:
         log.error("unexpected error on %s: %s", request.url.path, exc)
-    message = str(exc.message) if isinstance(exc, InvalidInput) else str(exc)
     return error_page(
         request,
         status,
-        message=message if status in (400, 409) else None,
+        message=_message(exc) if status in (400, 409) else None,
         subscribe_slug=exc.list_slug if isinstance(exc, LinkExpired) else None,
     )
+
+
+def _message(exc: NewsletterError) -> str:
+    """What the error says: its message as raised, so a translatable one is said in the page's language."""
+    if isinstance(exc, InvalidInput):
+        return exc.message
+    first = exc.args[0] if len(exc.args) == 1 else None
+    return first if isinstance(first, Translatable) else str(exc)
 
 
 async def _too_many(request: Request, exc: TooManyRequests) -> Response:
@@ -269,7 +293,11 @@ async def _too_many(request: Request, exc: TooManyRequests) -> Response:
         request,
         429,
         headers={"Retry-After": str(exc.retry_after)},
-        message=f"please wait about {max(1, round(exc.retry_after / 60))} minutes and try again",
+        message=translatable_plural(
+            "please wait about %(count)d minute and try again",
+            "please wait about %(count)d minutes and try again",
+            max(1, round(exc.retry_after / 60)),
+        ),
     )
 
 
@@ -284,7 +312,7 @@ async def _bad_request(request: Request, exc: RequestValidationError) -> Respons
     if is_api(request):
         field, message = validation_error(exc)
         return json_error(422, message, field=field)
-    return error_page(request, 400, message="this request is not one we understand")
+    return error_page(request, 400, message=translatable("this request is not one we understand"))
 
 
 async def _body_too_large(request: Request, exc: BodyTooLarge) -> Response:

@@ -144,6 +144,9 @@ class MailingList(Base):
     # What its sends count of their readers: off (the default), anonymous or individual (newsletter.engagement).
     # Deferred (loaded when read), so lists still load and subscribe people on a database before 0014.
     tracking: Mapped[Tracking] = mapped_column(State(Tracking), server_default=Tracking.OFF.value, deferred=True)
+    # The language of its emails and the fallback of its pages: a code of newsletter.locales.languages.SHIPPED
+    # (migration 0018). Deferred, with a server default, like tracking: read it while the session is open.
+    language: Mapped[str] = mapped_column(String(16), server_default="en", deferred=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
 

@@ -11,6 +11,7 @@ from newsletter.errors import Conflict, InvalidInput
 from newsletter.http.admin.auth import LoggedIn, user
 from newsletter.http.admin.pages import page, redirect
 from newsletter.http.context import web
+from newsletter.locales.languages import SHIPPED, SOURCE
 from subscribers.lists import all_lists_with_counts, create_list, list_with_counts, update_list
 
 router = APIRouter()
@@ -25,6 +26,7 @@ _FIELDS = {
     "--description": "description",
     "visibility": "visibility",
     "--tracking": "tracking",
+    "--language": "language",
 }
 
 #: The tracking choices, each with the one sentence the forms show.
@@ -67,8 +69,9 @@ def _lists_page(
         lists=lists,
         error=message,
         error_field=field,
-        form=form or {"tracking": "off"},
+        form=form or {"tracking": "off", "language": SOURCE},
         tracking_choices=TRACKING_CHOICES,
+        languages=SHIPPED,
     )
 
 
@@ -83,6 +86,7 @@ def new_list(
     reply_to: str = Form(""),
     description: str = Form(""),
     tracking: str = Form("off"),
+    language: str = Form(SOURCE),
 ) -> Response:
     form = {
         "slug": slug,
@@ -92,6 +96,7 @@ def new_list(
         "reply_to": reply_to,
         "description": description,
         "tracking": tracking,
+        "language": language,
     }
     try:
         with web(request).transaction() as session:
@@ -104,6 +109,7 @@ def new_list(
                 reply_to=reply_to.strip() or None,
                 description=description.strip(),
                 tracking=tracking,
+                language=language,
             )
     except (InvalidInput, Conflict) as exc:
         return _lists_page(request, caller, status=400 if isinstance(exc, InvalidInput) else 409, error=exc, form=form)
@@ -129,7 +135,8 @@ def _list_page(
         counts = list_with_counts(session, slug)
         list_issues = [i for i, _ in issues.all_issues(session, slug)][:20] if caller.may("issues") else []
         m = counts.mailing_list
-        tracking = str(m.tracking)  # a deferred column: read while the session is open
+        tracking = str(m.tracking)  # deferred columns: read while the session is open
+        language = m.language
     current = {
         "name": m.name,
         "description": m.description,
@@ -138,6 +145,7 @@ def _list_page(
         "reply_to": m.reply_to or "",
         "visibility": "private" if m.private else "public",
         "tracking": tracking,
+        "language": language,
     }
     return page(
         request,
@@ -148,6 +156,8 @@ def _list_page(
         mailing_list=m,
         tracking=tracking,
         tracking_choices=TRACKING_CHOICES,
+        language=language,
+        languages=SHIPPED,
         issues=list_issues,
         edit=form or current,
         edit_error=error.message if error else None,
@@ -167,9 +177,11 @@ def update(
     reply_to: str = Form(""),
     visibility: str = Form(""),
     tracking: str = Form(""),
+    language: str = Form(""),
 ) -> Response:
     """Change the list's settings from its page's form; an empty Reply-To removes it. Tracking applies to
-    the sends started from now on (each send keeps the choice it started with)."""
+    the sends started from now on (each send keeps the choice it started with), the language to the emails
+    rendered from now on."""
     form = {
         "name": name,
         "description": description,
@@ -178,6 +190,7 @@ def update(
         "reply_to": reply_to,
         "visibility": visibility,
         "tracking": tracking,
+        "language": language,
     }
     try:
         if visibility not in ("public", "private"):
@@ -193,6 +206,7 @@ def update(
                 reply_to=reply_to,
                 private=visibility == "private",
                 tracking=tracking or None,  # a form without the choice (an older page) leaves it as it is
+                language=language or None,  # likewise
             )
     except InvalidInput as exc:
         return _list_page(request, caller, slug, status=400, error=exc, form=form)

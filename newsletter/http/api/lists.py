@@ -26,6 +26,7 @@ _CLI_NAMES = {
     "--reply-to": "reply_to",
     "--description": "description",
     "--tracking": "tracking",
+    "--language": "language",
 }
 
 
@@ -42,6 +43,7 @@ def list_out(row: ListCounts) -> ListOut:
             "description": m.description,
             "private": bool(m.private),
             "tracking": m.tracking,
+            "language": m.language,
             "slot": None
             if slot is None
             else {
@@ -77,6 +79,7 @@ def create_list(request: Request, body: ListCreate, caller: ListWriter) -> ListO
             description=body.description,
             private=body.private,
             tracking=body.tracking,
+            language=body.language,
         )
         return list_out(lists.list_with_counts(session, body.slug))
 
@@ -91,7 +94,8 @@ def get_list(request: Request, slug: SlugPath, caller: ListReader) -> ListOut:
 def update_list(request: Request, slug: SlugPath, body: ListUpdate, caller: ListWriter) -> ListOut:
     """Only the fields given change. ``reply_to: ""`` removes the reply-to; ``private`` hides the list
     from the public home page, form and archive (``false`` shows it again); ``tracking`` (off, anonymous,
-    individual) counts the opens and clicks of sends started from now on; ``slot`` sets the weekly
+    individual) counts the opens and clicks of sends started from now on; ``language`` (en, de, fr, es)
+    is the language of the list's emails from now on; ``slot`` sets the weekly
     slot (weekday, time, timezone) at which issues marked ready go out, ``slot: null`` removes it."""
     with web(request).transaction() as session:
         with field_names(_CLI_NAMES):
@@ -105,6 +109,7 @@ def update_list(request: Request, slug: SlugPath, body: ListUpdate, caller: List
                 description=body.description,
                 private=body.private,
                 tracking=body.tracking,
+                language=body.language,
             )
         if "slot" in body.model_fields_set:
             with field_names({"weekday": "slot.weekday", "time": "slot.time", "timezone": "slot.timezone"}):

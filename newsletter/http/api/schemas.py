@@ -27,6 +27,7 @@ from pydantic import (
 )
 
 from newsletter.errors import InvalidInput
+from newsletter.locales.languages import SHIPPED, SOURCE, choices, parse_language
 from newsletter.store.states import (
     DeliveryStatus,
     ImportStatus,
@@ -170,6 +171,29 @@ TrackingChoice = Annotated[
     WithJsonSchema({"type": "string", "enum": [t.value for t in Tracking], "description": TRACKING}),
 ]
 
+LANGUAGE = (
+    "The language of the list's emails (the confirmation and other notices, the footer of the sends started "
+    "from now on) and of its pages for readers whose browser asks for none of the shipped languages: " + choices() + "."
+)
+
+
+def _language(value: str) -> str:
+    """A shipped language's code exactly as written (``newsletter.locales.languages.parse_language``)."""
+    try:
+        chosen = parse_language(value, where="language")
+    except InvalidInput as exc:
+        raise ValueError(exc.message) from None
+    if chosen != value:  # parse_language forgives case and spaces; the schema's enum does not
+        raise ValueError(f"language must be one of {choices()}, not {value!r}")
+    return chosen
+
+
+LanguageChoice = Annotated[
+    str,
+    AfterValidator(_language),
+    WithJsonSchema({"type": "string", "enum": list(SHIPPED), "description": LANGUAGE}),
+]
+
 
 class ListCreate(Strict):
     slug: Slug
@@ -180,6 +204,7 @@ class ListCreate(Strict):
     description: Annotated[str, Text(5000)] = ""
     private: bool = Field(False, strict=True, description=PRIVATE)
     tracking: TrackingChoice = Tracking.OFF
+    language: LanguageChoice = SOURCE
 
 
 class ListUpdate(Strict):
@@ -192,6 +217,7 @@ class ListUpdate(Strict):
     description: Annotated[str, Text(5000)] | None = None
     private: bool | None = Field(None, strict=True, description=PRIVATE + " null or absent: unchanged.")
     tracking: TrackingChoice | None = None
+    language: LanguageChoice | None = None
     slot: WeeklySlotIn | None = None
 
 
@@ -210,6 +236,7 @@ class ListOut(BaseModel):
     description: str
     private: bool = Field(description=PRIVATE)
     tracking: Tracking = Field(description=TRACKING)
+    language: str = Field(description=LANGUAGE, json_schema_extra={"enum": list(SHIPPED)})
     slot: WeeklySlotOut | None
     counts: SubscriptionCounts
     total: int

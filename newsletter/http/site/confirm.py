@@ -22,7 +22,7 @@ def page(request: Request, token: str) -> HTMLResponse:
         view = consent.check_confirmation(session, w.signer, token, max_age=w.confirm_max_age)
     if view.already:
         return _welcome(request, view)
-    return w.page("confirm.html", view=view, token=token)
+    return w.page(request, "confirm.html", list_language=view.list_language, view=view, token=token)
 
 
 @router.post("/confirm/{token}")
@@ -37,4 +37,10 @@ def confirm(request: Request, token: str) -> HTMLResponse:
 
 def _welcome(request: Request, view: consent.SubscriptionView) -> HTMLResponse:
     w = web(request)
-    return w.page("welcome.html", view=view, preferences_url=w.preferences_path(view.subscriber_id, view.list_id))
+    return w.page(
+        request,
+        "welcome.html",
+        list_language=view.list_language,
+        view=view,
+        preferences_url=w.preferences_path(view.subscriber_id, view.list_id),
+    )

@@ -34,5 +34,7 @@ def docs(request: Request) -> HTMLResponse:
     """The API reference: every operation of /openapi.json, with "Try it out" against this app."""
     w = web(request)
     return w.page(
-        "docs.html", headers={"Content-Security-Policy": CSP}, title=request.app.title, version=request.app.version
+        request,
+        "docs.html",
+        language="en",  # the API reference is for developers, in English only headers={"Content-Security-Policy": CSP}, title=request.app.title, version=request.app.version
     )

@@ -16,4 +16,4 @@ def home(request: Request) -> HTMLResponse:
     w = web(request)
     with w.transaction() as session:
         lists = archive.all_lists(session)
-    return w.page("home.html", lists=lists)
+    return w.page(request, "home.html", lists=lists)

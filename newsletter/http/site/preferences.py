@@ -21,6 +21,7 @@ from newsletter.delivery.notices import link_lifetime
 from newsletter.errors import InvalidInput
 from newsletter.http.context import client_ip, user_agent, web
 from newsletter.http.errors import status_for
+from newsletter.locales.translatable import translatable
 from subscribers import consent
 from subscribers.tokens import TokenExpired
 
@@ -57,7 +58,8 @@ def rename(request: Request, token: str, name: str = Form("")) -> HTMLResponse:
         with w.transaction() as session:
             prefs = consent.preferences(session, w.signer, token, max_age=_max_age(request))
         return _page(request, token, prefs, status=status_for(exc), error=exc, name_value=name)
-    return _page(request, token, prefs, notice="Your name is saved." if prefs.name else "Your name is removed.")
+    saved = translatable("Your name is saved.") if prefs.name else translatable("Your name is removed.")
+    return _page(request, token, prefs, notice=saved)
 
 
 @router.post("/preferences/{token}/leave")
@@ -69,7 +71,7 @@ def leave(request: Request, token: str, list_slug: str = Form("", alias="list"))
     except TokenExpired:
         return _expired(request, token)
     left = next((s.name for s in prefs.lists if s.slug == list_slug), list_slug)
-    return _page(request, token, prefs, notice=f"You left {left}. You won't get it any more.")
+    return _page(request, token, prefs, notice=translatable("You left %(list)s. You won't get it any more.", list=left))
 
 
 @router.post("/preferences/{token}/join")
@@ -91,17 +93,21 @@ def join(request: Request, token: str, list_slug: str = Form("", alias="list")) 
         return _expired(request, token)
     joined = next((s.name for s in prefs.lists if s.slug == list_slug), list_slug)
     if asked is None:
-        notice = f"You're on {joined} already."
+        notice = translatable("You're on %(list)s already.", list=joined)
     elif w.limiter.allow_confirmation(asked.email):
         w.send_confirmation(asked)
-        notice = (
-            f"To join {joined} again, follow the link in the email we've just sent to {asked.email}. "
-            "Until then you stay off the list."
+        notice = translatable(
+            "To join %(list)s again, follow the link in the email we've just sent to %(email)s. "
+            "Until then you stay off the list.",
+            list=joined,
+            email=asked.email,
         )
     else:
-        notice = (
-            f"We've sent {asked.email} several emails today already: to join {joined} again, follow the link "
-            "in the last confirmation email, or try again tomorrow."
+        notice = translatable(
+            "We've sent %(email)s several emails today already: to join %(list)s again, follow the link "
+            "in the last confirmation email, or try again tomorrow.",
+            email=asked.email,
+            list=joined,
         )
     return _page(request, token, prefs, notice=notice)
 
@@ -114,7 +120,7 @@ def leave_all(request: Request, token: str) -> HTMLResponse:
             prefs = consent.leave_everything(session, w.signer, token, max_age=_max_age(request))
     except TokenExpired:
         return _expired(request, token)
-    return _page(request, token, prefs, notice="You left every list. We won't email you again.")
+    return _page(request, token, prefs, notice=translatable("You left every list. We won't email you again."))
 
 
 @router.post("/preferences/{token}/renew")
@@ -128,11 +134,17 @@ def renew(request: Request, token: str) -> HTMLResponse:
     w.limiter.check_ip(client_ip(request))
     with w.transaction() as session:
         target = consent.fresh_link_for(session, w.signer, token)
+        language = consent.link_language(session, w.signer, token, "preferences")
     if target is not None:
         subscriber_id, list_id, email = target
         if w.limiter.allow_confirmation(email):
             request.app.state.send_preferences_link(subscriber_id, list_id)
-    return w.page("preferences_renewed.html", lifetime=link_lifetime(w.settings.preferences_days))
+    return w.page(
+        request,
+        "preferences_renewed.html",
+        list_language=language,
+        lifetime=link_lifetime(w.settings.preferences_days),
+    )
 
 
 def _max_age(request: Request) -> float:
@@ -142,8 +154,12 @@ def _max_age(request: Request) -> float:
 def _expired(request: Request, token: str) -> HTMLResponse:
     """The page of an expired link: it shows no address or list, and offers a fresh link."""
     w = web(request)
+    with w.reading() as session:
+        language = consent.link_language(session, w.signer, token, "preferences")
     return w.page(
+        request,
         "preferences_expired.html",
+        list_language=language,
         status=EXPIRED_STATUS,
         token=token,
         lifetime=link_lifetime(w.settings.preferences_days),
@@ -161,7 +177,9 @@ def _page(
     name_value: str | None = None,
 ) -> HTMLResponse:
     return web(request).page(
+        request,
         "preferences.html",
+        list_language=prefs.language,
         status=status,
         prefs=prefs,
         token=token,

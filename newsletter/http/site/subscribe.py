@@ -27,7 +27,15 @@ def form(request: Request, slug: str) -> HTMLResponse:
     w = web(request)
     with w.transaction() as session:
         mailing_list = get_public_list(session, slug)
-    return w.page("subscribe.html", mailing_list=mailing_list, values={"email": "", "name": ""}, error=None)
+        language = mailing_list.language  # deferred: read while the session is open
+    return w.page(
+        request,
+        "subscribe.html",
+        list_language=language,
+        mailing_list=mailing_list,
+        values={"email": "", "name": ""},
+        error=None,
+    )
 
 
 @router.post("/subscribe/{slug}")
@@ -47,13 +55,16 @@ def submit(
     w.limiter.check_ip(client_ip(request))
     with w.transaction() as session:
         mailing_list = get_public_list(session, slug)
+        language = mailing_list.language  # deferred: read while the session is open
     if website.strip():
-        return w.page("subscribe_sent.html", mailing_list=mailing_list)
+        return w.page(request, "subscribe_sent.html", list_language=language, mailing_list=mailing_list)
     try:
         asked = _request(request, slug, email, name)
     except InvalidInput as exc:
         return w.page(
+            request,
             "subscribe.html",
+            list_language=language,
             status=status_for(exc),
             mailing_list=mailing_list,
             values={"email": email, "name": name},
@@ -61,7 +72,7 @@ def submit(
         )
     if asked is not None and w.limiter.allow_confirmation(asked.email):
         w.send_confirmation(asked)
-    return w.page("subscribe_sent.html", mailing_list=mailing_list)
+    return w.page(request, "subscribe_sent.html", list_language=language, mailing_list=mailing_list)
 
 
 def _request(request: Request, slug: str, email: str, name: str) -> ConfirmationRequest | None:

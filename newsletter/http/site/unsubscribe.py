@@ -27,7 +27,14 @@ def page(request: Request, token: str) -> HTMLResponse:
     with w.transaction() as session:
         view = consent.unsubscribe_view(session, w.signer, token)
     template = "unsubscribed.html" if view.already else "unsubscribe.html"
-    return w.page(template, view=view, token=token, preferences_url=_preferences(w, token, view))
+    return w.page(
+        request,
+        template,
+        list_language=view.list_language,
+        view=view,
+        token=token,
+        preferences_url=_preferences(w, token, view),
+    )
 
 
 @router.post("/unsubscribe/{token}")
@@ -38,7 +45,13 @@ def unsubscribe(
     how = consent.HOW_ONE_CLICK if one_click == "One-Click" else consent.HOW_PAGE
     with w.transaction() as session:
         view = consent.unsubscribe(session, w.signer, token, how=how)
-    return w.page("unsubscribed.html", view=view, preferences_url=_preferences(w, token, view))
+    return w.page(
+        request,
+        "unsubscribed.html",
+        list_language=view.list_language,
+        view=view,
+        preferences_url=_preferences(w, token, view),
+    )
 
 
 def _preferences(w: Web, token: str, view: consent.SubscriptionView) -> str:
