@@ -352,7 +352,9 @@ def test_every_page_renders_with_the_admin_csp_and_every_form_carries_the_csrf_t
         for form in forms:
             if 'method="post"' in form:
                 assert f'name="csrf_token" value="{csrf_of(answer.text)}"' in form, (path, form[:200])
-        scripts = re.sub(r'<script src="/static/admin/(admin|editor|media|segments)\.js\?v=[^"]*" defer></script>', "", answer.text)
+        scripts = re.sub(
+            r'<script src="/static/admin/(admin|editor|media|segments)\.js\?v=[^"]*" defer></script>', "", answer.text
+        )
         assert "<script" not in scripts, path  # no inline script
     assert client.get("/admin/issues/999").status_code == 404
     assert client.get("/admin/sends/999").status_code == 404

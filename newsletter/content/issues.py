@@ -27,8 +27,8 @@ from newsletter.content.rendering import (
     render_issue,
 )
 from newsletter.errors import Conflict, NotFound
-from newsletter.store.db import rowcount
 from newsletter.locales.formats import either_of
+from newsletter.store.db import rowcount
 from newsletter.store.models import Issue, MailingList, Send, utcnow
 from newsletter.store.states import IssueStatus, SendStatus
 from subscribers.lists import get_list
