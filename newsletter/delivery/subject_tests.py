@@ -134,8 +134,12 @@ def decide(
         decision = choose(a, b)
     else:
         by_rule = choose(a, b)
-        agrees = "as the figures say" if by_rule.winner == winner else f"the figures say {NAMES[by_rule.winner]}"
-        decision = Decision(winner, f"{NAMES[winner]} chosen by {by} ({agrees}: {by_rule.reason})")
+        agrees = (
+            "the figures agree"
+            if by_rule.winner == winner
+            else f"by the figures {NAMES[by_rule.winner]} would have won"
+        )
+        decision = Decision(winner, f"{NAMES[winner]} chosen by {by}; {agrees}. {by_rule.reason}")
     claimed = rowcount(
         session.execute(
             update(SubjectTest)

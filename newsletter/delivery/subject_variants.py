@@ -56,6 +56,7 @@ __all__ = [
     "refuse_too_small",
     "refuse_untracked",
     "released",
+    "started",
     "store_plan",
     "test_batches",
     "test_size",
@@ -82,7 +83,11 @@ class SubjectTestPlan:
     decide_after: int = 4 * 3600
 
     def describe(self) -> str:
-        return f'{self.share} % get "A" or "{self.subject_b}" (half each), decided {format_duration(self.decide_after)} after the start'
+        return (
+            f"when the send starts, {self.share} % of its recipients get the issue's subject (A) or "
+            f'"{self.subject_b}" (B), half each; the winner is decided {format_duration(self.decide_after)} later '
+            "and goes to the rest"
+        )
 
 
 def parse_duration(value: str, *, where: str = "--decide-after") -> int:
@@ -131,9 +136,7 @@ def plan(
     if subject_b is None:
         given = [name for name, value in ((share_field, share), (after_field, decide_after)) if value is not None]
         if given:
-            raise InvalidInput(
-                f"{given[0]} is for a subject test: give the other subject with {subject_field}", where=given[0]
-            )
+            raise InvalidInput(f"only with a subject test: give the other subject with {subject_field}", where=given[0])
         return None
     subject = subject_b.strip()
     if not subject:
@@ -318,3 +321,21 @@ def cancel_with_send(session: Session, send_id: int, now: datetime) -> None:
     row = session.get(SubjectTest, send_id)
     if row is not None and row.state in (SubjectTestState.PLANNED, SubjectTestState.TESTING):
         row.state, row.decided_at, row.reason = SubjectTestState.CANCELLED, now, "the send was cancelled"
+
+
+def started(session: Session, send_id: int) -> str | None:
+    """What a send's test does now that the send started, in a sentence (None without a test)."""
+    test = session.get(SubjectTest, send_id)
+    send = session.get(Send, send_id)
+    if test is None or send is None or test.state != SubjectTestState.TESTING or test.decide_at is None:
+        return None
+    rest = (
+        f"the winner (by unique human clicks, opens breaking a tie) goes to the other {test.remainder:,} at "
+        f"{test.decide_at:%Y-%m-%d %H:%M} UTC, in {format_duration(test.decide_after)}"
+        if test.remainder
+        else f"the winner is decided at {test.decide_at:%Y-%m-%d %H:%M} UTC (there is no one else to send to)"
+    )
+    return (
+        f'Subject test: {test.recipients_a:,} get A ("{send.subject}") and {test.recipients_b:,} get B '
+        f'("{test.subject_b}") now; {rest}. Follow it with `newsletter sends status {send_id}`.'
+    )
