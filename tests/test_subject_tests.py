@@ -89,7 +89,7 @@ def _variants(room: Newsroom, send_id: str) -> dict[str, int | None]:
         engine.dispose()
 
 
-def _wait(check, what: str, timeout: float = 60):  # type: ignore[no-untyped-def]
+def _wait(check, what: str, timeout: float = 60):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         value = check()

@@ -447,6 +447,7 @@ def _send_page(
         empty = None if count else audience.target_refusal(session, target, issue.id, SendAudience.ALL)
         lists = session.scalars(select(MailingList).order_by(MailingList.slug)).all()
         list_segments = [] if target.several else [s.name for s in all_segments(session, target.primary.slug)]
+        untracked = [m.slug for m in target.lists if m.tracking == Tracking.OFF]  # no subject test for them
     if repeat not in (Repeat.AGAIN, Repeat.ONLY_NEW) or not earlier:
         repeat = ""
     chosen = new_count if repeat == Repeat.ONLY_NEW else count
@@ -476,7 +477,7 @@ def _send_page(
         error=error,
         at=at,
         repeat=repeat,
-        untracked=[m.slug for m in target.lists if m.tracking == Tracking.OFF],  # no subject test for them
+        untracked=untracked,
         test=test or {"subject": "", "share": str(DEFAULT_SHARE), "decide_after": DEFAULT_DECIDE_AFTER},
     )
 
