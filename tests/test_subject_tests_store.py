@@ -329,3 +329,74 @@ def test_each_subjects_opens_and_clicks_are_counted_apart_decide_the_test_and_ou
         assert s.scalar(select(func.count()).where(EngagementEvent.send_id == send_id)) == 0
         kept = send_report(s, send_id).subject_test
     assert kept is not None and [(v.opens, v.clicks) for v in kept.variants] == [(6, 4), (3, 2)]
+
+
+def test_the_held_rest_is_no_stalled_work_until_the_test_is_decided(sessions):
+    from newsletter.delivery.send_health import send_state
+
+    with db.transaction(sessions) as s:
+        _list(s, "weekly", 20)
+        issue_id = _issue(s)
+    send_id, _ = _start(sessions, issue_id, SubjectTestPlan("Other", 50, 600))
+    with sessions() as s:
+        send = s.get(Send, send_id)
+        assert send is not None
+        assert send_state(s, send).waiting  # the test share waits for a worker
+    with db.transaction(sessions) as s:
+        s.execute(
+            update(Delivery).where(Delivery.send_id == send_id, Delivery.variant.is_not(None)).values(status="sent")
+        )
+    with sessions() as s:
+        send = s.get(Send, send_id)
+        assert send is not None
+        assert not send_state(s, send).waiting  # the rest waits for the decision, not for a worker
+        assert sending.send_counts(s, send_id).as_json()["subject_test"]["state"] == "testing"  # type: ignore[index]
+    with db.transaction(sessions) as s:
+        subject_tests.decide_now(s, send_id, batch_size=10, by="ann")
+    with sessions() as s:
+        send = s.get(Send, send_id)
+        assert send is not None
+        assert send_state(s, send).waiting  # released: now it is a worker's work
+
+
+def test_a_scheduled_send_starts_its_test_with_it_or_is_cancelled_saying_why(sessions):
+    from newsletter.delivery import scheduling
+
+    with db.transaction(sessions) as s:
+        _list(s, "weekly", 30)
+        first, second = _issue(s), _issue(s)
+    now = utcnow()
+    with db.transaction(sessions) as s:
+        planned = scheduling.schedule_send(
+            s, first, now + timedelta(hours=1), RENDER, now=now, subject_test=SubjectTestPlan("Other", 20, 900)
+        ).id
+        doomed = scheduling.schedule_send(
+            s, second, now + timedelta(hours=1), RENDER, now=now, subject_test=SubjectTestPlan("Other", 20, 900)
+        ).id
+    with sessions() as s:
+        line = sending.send_counts(s, planned).as_json()["subject_test"]["line"]  # type: ignore[index]
+        assert line.startswith("subject test planned: when the send starts, 20 % of its recipients get A or B")
+    assert _variants(sessions, planned) == {}  # nobody is chosen before it starts
+    at = now + timedelta(hours=1, seconds=1)
+    with db.transaction(sessions) as s:
+        started = scheduling.start_scheduled(s, planned, RENDER, batch_size=100, now=at)
+        assert started is not None and len(started.batches) == 1
+    assert sorted(v or 0 for v in _variants(sessions, planned).values()) == [0] * 24 + [1] * 3 + [2] * 3
+    with sessions() as s:
+        test = s.get(SubjectTest, planned)
+        assert test is not None and test.state == SubjectTestState.TESTING
+        assert test.decide_at == at + timedelta(minutes=15)  # counted from the start, not from the scheduling
+    with db.transaction(sessions) as s:
+        from subscribers.lists import update_list
+
+        update_list(s, "weekly", tracking="off")
+    with db.transaction(sessions) as s:
+        assert scheduling.start_scheduled(s, doomed, RENDER, batch_size=100, now=at) is not None
+    with sessions() as s:
+        send = s.get(Send, doomed)
+        test = s.get(SubjectTest, doomed)
+        assert send is not None and test is not None
+        assert send.status == SendStatus.CANCELLED and test.state == SubjectTestState.CANCELLED
+        assert (send.status_reason or "").startswith("not started: its subject test cannot run: a subject test needs")
+        assert "weekly has tracking off" in (send.status_reason or "")
+        assert s.scalar(select(func.count()).where(Delivery.send_id == doomed)) == 0
