@@ -81,6 +81,8 @@ class TestStatus:
             goes = f"it goes to the other {self.remainder:,}" if self.remainder else "no one else to send it to"
             return f"decided{who} at {when}: {self.winner} won; {goes}. {self.reason or ''}".strip()
         when = _clock(self.decided_at, now) if self.decided_at else "(unknown time)"
+        if not self.remainder:
+            return f"subject test cancelled: {self.reason or 'cancelled'} ({when})"
         return f"the rest ({self.remainder:,}) will not get it: {self.reason or 'cancelled'} ({when})"
 
     def as_json(self, now: datetime | None = None) -> dict[str, Any]:
