@@ -400,3 +400,31 @@ def test_a_scheduled_send_starts_its_test_with_it_or_is_cancelled_saying_why(ses
         assert (send.status_reason or "").startswith("not started: its subject test cannot run: a subject test needs")
         assert "weekly has tracking off" in (send.status_reason or "")
         assert s.scalar(select(func.count()).where(Delivery.send_id == doomed)) == 0
+
+
+def test_the_status_line_says_where_a_test_stands():
+    from datetime import UTC, datetime
+
+    from newsletter.delivery.subject_test_status import SubjectTestStatus as Status
+
+    now = datetime(2026, 12, 7, 12, 5, tzinfo=UTC)
+    testing = Status(
+        SubjectTestState.TESTING, "A", "B", 20, 7200, now + timedelta(hours=2), None, None, None, None, 1000, 1000, 9000
+    )
+    assert testing.line(now) == (
+        "testing until 14:05 UTC (in 2 h): 1,000 got A and 1,000 got B; then the winning subject goes to 9,000 more"
+    )
+    late = testing.line(now + timedelta(hours=3))
+    assert (
+        late.startswith("testing: due to be decided since 14:05 UTC") and "is `newsletter scheduler` running?" in late
+    )
+    assert "2026-12-07 14:05 UTC" in testing.line(now + timedelta(days=2))  # another day: with its date
+    decided = Status(
+        SubjectTestState.DECIDED, "A", "B", 20, 7200, now, "B", now, "admin:edna", "B chosen.", 1000, 1000, 9000
+    )
+    assert decided.line(now) == "decided by admin:edna at 12:05 UTC: B won; it goes to the other 9,000. B chosen."
+    assert decided.as_json(now)["winner"] == "B" and decided.as_json(now)["decide_after_seconds"] == 7200
+    cancelled = Status(
+        SubjectTestState.CANCELLED, "A", "B", 20, 7200, now, None, now, "cli", "cancelled by cli", 10, 10, 80
+    )
+    assert cancelled.line(now) == "the rest (80) will not get it: cancelled by cli (12:05 UTC)"

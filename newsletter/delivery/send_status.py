@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Protocol
 
-from newsletter.delivery.subject_test_status import RELEASED, TestStatus, read_test
+from newsletter.delivery.subject_test_status import RELEASED, SubjectTestStatus, read_test
 from newsletter.errors import NotFound
 from newsletter.store.dbapi import sql_params
 from newsletter.store.states import DeliveryStatus
@@ -114,7 +114,7 @@ class StatusRead:
     send: SendRow
     list_slug: str
     counts: dict[str, int]
-    test: TestStatus | None = None  # its subject test, if it has one
+    test: SubjectTestStatus | None = None  # its subject test, if it has one
 
 
 def read_status(query: Query, send_id: int) -> StatusRead | None:
@@ -167,7 +167,7 @@ def list_slug(query: Query, list_id: int) -> str:
 
 
 def status_json(
-    send: SendFields, list_slug: str, counts: Mapping[str, int], test: TestStatus | None = None
+    send: SendFields, list_slug: str, counts: Mapping[str, int], test: SubjectTestStatus | None = None
 ) -> dict[str, object]:
     """The status as `sends status --json` and the API show it (without ``problem``); ``subject_test`` is
     the send's test (:mod:`newsletter.delivery.subject_test_status`), or None."""

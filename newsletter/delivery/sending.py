@@ -55,7 +55,7 @@ class SendCounts:
     send: Send
     list_slug: str
     counts: dict[str, int]
-    test: subject_test_status.TestStatus | None = None  # its subject test, if it has one
+    test: subject_test_status.SubjectTestStatus | None = None  # its subject test, if it has one
 
     @property
     def total(self) -> int:

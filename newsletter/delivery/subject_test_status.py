@@ -1,7 +1,7 @@
 """A send's subject test as its status shows it, read as plain SQL: no SQLAlchemy at import time.
 
 ``sends status`` (on a bare DB-API connection), ``sends ls``, the API and the admin pages all read the
-test through :func:`read_test` and say where it stands in one sentence (:meth:`TestStatus.line`), e.g.
+test through :func:`read_test` and say where it stands in one sentence (:meth:`SubjectTestStatus.line`), e.g.
 "testing until 14:05 UTC (in 1 h 58 min): 500 got A and 500 got B; then the winning subject goes to
 9,000 more". :data:`RELEASED` is the SQL condition the health checks use to leave out the rows an
 undecided test holds back.
@@ -19,7 +19,7 @@ from newsletter.store.states import SubjectTestState
 #: As :data:`newsletter.delivery.send_status.Query` (which imports this module): SQL and parameters in, rows out.
 Query = Callable[[str, Mapping[str, object]], Sequence[Sequence[Any]]]
 
-__all__ = ["RELEASED", "SUBJECT_TEST", "TestStatus", "read_test"]
+__all__ = ["RELEASED", "SUBJECT_TEST", "SubjectTestStatus", "read_test"]
 
 #: The send's test, if it has one.
 SUBJECT_TEST = """
@@ -38,7 +38,7 @@ NAMES = {1: "A", 2: "B"}
 
 
 @dataclass(frozen=True)
-class TestStatus:
+class SubjectTestStatus:
     """A send's subject test: the two subjects, the share, the clock, and how it ended."""
 
     state: SubjectTestState
@@ -104,13 +104,13 @@ class TestStatus:
         }
 
 
-def read_test(query: Query, send_id: int, subject_a: str) -> TestStatus | None:
+def read_test(query: Query, send_id: int, subject_a: str) -> SubjectTestStatus | None:
     """The send's test (``subject_a``: the send's own subject), or None when it has none."""
     rows = query(SUBJECT_TEST, {"send_id": send_id})
     if not rows:
         return None
     state, subject_b, share, after, decide_at, winner, decided_at, decided_by, reason, a, b, rest = rows[0]
-    return TestStatus(
+    return SubjectTestStatus(
         SubjectTestState(state),
         subject_a,
         subject_b,
