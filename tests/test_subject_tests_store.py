@@ -428,3 +428,24 @@ def test_the_status_line_says_where_a_test_stands():
         SubjectTestState.CANCELLED, "A", "B", 20, 7200, now, None, now, "cli", "cancelled by cli", 10, 10, 80
     )
     assert cancelled.line(now) == "the rest (80) will not get it: cancelled by cli (12:05 UTC)"
+
+
+def test_a_test_decided_after_its_report_window_closed_is_decided_on_the_figures_kept(sessions):
+    with db.transaction(sessions) as s:
+        _list(s, "weekly", 20)
+        issue_id = _issue(s)
+    send_id, _ = _start(sessions, issue_id, SubjectTestPlan("Other", 50, 600))
+    with db.transaction(sessions) as s:
+        s.execute(
+            update(Delivery).where(Delivery.send_id == send_id, Delivery.variant.is_not(None)).values(status="sent")
+        )
+        b = list(s.scalars(select(Delivery.id).where(Delivery.send_id == send_id, Delivery.variant == 2)))
+        position = s.scalar(select(func.min(SendLink.position)).where(SendLink.send_id == send_id))
+    _record(sessions, send_id, b[0], EngagementKind.CLICK, position=position, at=utcnow())
+    with db.transaction(sessions) as s:
+        send = s.get(Send, send_id)
+        assert send is not None
+        rollup.roll_up(s, send)
+    with db.transaction(sessions) as s:
+        decided = subject_tests.decide(s, send_id, batch_size=10)
+        assert decided is not None and decided.winner == "B" and "B 1 of 5" in decided.reason

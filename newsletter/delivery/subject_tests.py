@@ -32,7 +32,7 @@ from sqlalchemy.orm import Session
 
 from newsletter.delivery.sending import Batch, get_send, pending_batches
 from newsletter.delivery.subject_variants import NAMES, A, B
-from newsletter.engagement.variant_figures import VariantFigures, variant_figures
+from newsletter.engagement.variant_figures import VariantFigures, figures_from_json, variant_figures
 from newsletter.errors import Conflict, InvalidInput
 from newsletter.store.db import rowcount
 from newsletter.store.models import Delivery, Send, SubjectTest, utcnow
@@ -129,7 +129,10 @@ def decide(
     send = session.get(Send, send_id)
     if test is None or send is None or test.state != SubjectTestState.TESTING:
         return None
-    a, b = variant_figures(session, send_id, (send.subject, test.subject_b))
+    if test.final_figures is not None:  # the report window closed first: its events are rolled up
+        a, b = (figures_from_json(test.final_figures[name]) for name in ("A", "B"))
+    else:
+        a, b = variant_figures(session, send_id, (send.subject, test.subject_b))
     if winner is None:
         decision = choose(a, b)
     else:
