@@ -408,3 +408,53 @@ def test_0015_adds_send_lists_delivery_lists_and_segments_and_walks_back(empty_d
         assert {"send_lists", "segments"} <= set(inspect(engine).get_table_names())
     finally:
         engine.dispose()
+
+
+def test_0019_adds_subject_tests_and_variants_and_walks_back(empty_database_url):
+    from alembic.script import ScriptDirectory
+    from sqlalchemy import text
+
+    from newsletter.content.issue_files import read_issue_file
+    from newsletter.content.issues import create_issue
+    from newsletter.delivery import sending
+    from newsletter.delivery.subject_variants import SubjectTestPlan
+    from subscribers.lists import update_list
+    from tests.bouncekit import RENDER
+    from tests.sendkit import SAMPLE_ISSUE
+
+    config = Config()
+    config.set_main_option("script_location", str(db.MIGRATIONS_DIR))
+    before_0019 = ScriptDirectory.from_config(config).get_revision("0019").down_revision
+    assert isinstance(before_0019, str)
+    engine = db.make_engine(empty_database_url)
+    try:
+        db.upgrade(engine)
+        sessions = db.session_factory(engine)
+        sent_issue(sessions, ["ann@example.com", "bob@example.com"])  # a send without a test: no variants
+        with db.transaction(sessions) as s:
+            update_list(s, "weekly", tracking="anonymous")
+            issue, _ = create_issue(s, "weekly", read_issue_file(SAMPLE_ISSUE), RENDER)
+            sending.start_send(s, issue.id, RENDER, batch_size=1000, subject_test=SubjectTestPlan("Other", 100, 60))
+
+        def rows() -> list[tuple]:
+            with engine.connect() as conn:
+                query = "SELECT id, send_id, subscriber_id, email, status FROM deliveries ORDER BY id"
+                return [tuple(r) for r in conn.execute(text(query))]
+
+        with engine.connect() as conn:
+            variants = [r[0] for r in conn.execute(text("SELECT variant FROM deliveries ORDER BY id"))]
+            tests = conn.execute(text("SELECT send_id, state, recipients_a, recipients_b FROM subject_tests")).all()
+        assert variants[:2] == [None, None] and sorted(variants[2:]) == [1, 2]
+        assert [tuple(t) for t in tests] == [(2, "testing", 1, 1)]
+        before = rows()
+        _downgrade(engine, before_0019)
+        schema = inspect(engine)
+        assert "subject_tests" not in schema.get_table_names()
+        assert "variant" not in {c["name"] for c in schema.get_columns("deliveries")}
+        assert "variant" not in {c["name"] for c in schema.get_columns("engagement_events")}
+        assert rows() == before
+        db.upgrade(engine)
+        assert rows() == before and db.schema_is_current(engine)
+        assert "subject_tests" in inspect(engine).get_table_names()
+    finally:
+        engine.dispose()

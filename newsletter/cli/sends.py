@@ -15,12 +15,15 @@ from newsletter.errors import InvalidInput
 from newsletter.store.states import DeliveryStatus, SendStatus
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
     from datetime import datetime
 
     from rich.progress import Progress, TaskID
 
     from newsletter.delivery import sending  # imported by the commands that use it: `sends status` reads without it
     from newsletter.delivery.audience import Repeat
+    from newsletter.delivery.subject_variants import SubjectTestPlan
+    from newsletter.engagement.report import SubjectTestReport
 
 app = typer.Typer(help="Watch and steer sends: status, delivery log, pause, resume, cancel.", no_args_is_help=True)
 WAIT_TIMEOUT_EXIT = 124  # --wait-timeout ran out, as timeout(1) exits when its time is up
@@ -65,6 +68,25 @@ def start(
         metavar="SECONDS",
         help=f"With --wait (implied): give up waiting after this many seconds, exit {WAIT_TIMEOUT_EXIT}; the send goes on.",
     ),
+    subject_test: str | None = typer.Option(
+        None,
+        "--subject-test",
+        metavar="SUBJECT",
+        help="Test this other subject (B) against the issue's (A) on a share of the recipients, half each; "
+        "the winner goes to the rest. Every list must track clicks (`lists update SLUG --tracking anonymous`).",
+    ),
+    test_share: int | None = typer.Option(
+        None,
+        "--test-share",
+        metavar="PERCENT",
+        help="With --subject-test: the share of the recipients tested (default 20).",
+    ),
+    decide_after: str | None = typer.Option(
+        None,
+        "--decide-after",
+        metavar="WAIT",
+        help="With --subject-test: when the scheduler decides, after the start: 2h, 90m, 1d, 0s (default 4h).",
+    ),
 ) -> None:
     """Send an issue: render it once, snapshot the list's confirmed subscribers, queue the batches.
 
@@ -77,12 +99,18 @@ def start(
     Several --list options send to all of those lists at once: every confirmed, unsuppressed
     subscriber of any of them gets one copy, whose unsubscribe link is for a list they are on.
     --segment narrows one list to a saved segment (it cannot be combined with several lists).
+
+    --subject-test sends the other subject to half of --test-share % of the recipients (chosen at
+    random) and the issue's to the other half; after --decide-after the scheduler sends the subject
+    whose copies got the larger share of unique human clickers (openers break a tie; A on a tie)
+    to the rest (`newsletter sends status ID`, `newsletter sends report ID`).
     """
-    from newsletter.delivery import sending
+    from newsletter.delivery import sending, subject_variants
     from newsletter.delivery.audience import Repeat
 
     repeat = _repeat(again=again, only_new=only_new)
     settings = runtime.settings  # a bad setting stops the command before anything else is said
+    test = subject_variants.plan(subject_test, test_share, decide_after)
     if at is not None:
         print_last_line(
             _schedule(
@@ -93,6 +121,7 @@ def start(
                 repeat=repeat,
                 wait=wait,
                 wait_timeout=wait_timeout,
+                subject_test=test,
             )
         )
         return
@@ -106,7 +135,9 @@ def start(
             segment=segment,
             batch_size=settings.batch_size,
             repeat=repeat,
+            subject_test=test,
         )
+        tested = subject_variants.started(session, send.id) if test is not None else None
     if batches:
         _enqueue(send.id, batches)
     who = " who got no copy yet" if repeat is Repeat.ONLY_NEW else ""
@@ -114,6 +145,8 @@ def start(
         of = f"segment {segment}" if segment else ", ".join(dict.fromkeys(list_slugs or []))
         who = f" ({of}){who}"
     err.print(f"Send {send.id}: {send.total} recipient(s){who} in {len(batches)} batch(es) queued.")
+    if tested:
+        err.print(tested)
     code = watch(send.id, timeout=wait_timeout) if wait or wait_timeout is not None else 0
     print_last_line(send.id)
     raise typer.Exit(code)
@@ -139,6 +172,7 @@ def _schedule(
     repeat: Repeat,
     wait: bool,
     wait_timeout: float | None,
+    subject_test: SubjectTestPlan | None = None,
 ) -> int:
     """Store the send as scheduled for ``at`` and say so on stderr; returns its id. --wait has nothing to wait for."""
     from newsletter.delivery import scheduling
@@ -151,13 +185,22 @@ def _schedule(
     when = scheduling.parse_time(at)
     with runtime.transaction() as session:
         send = scheduling.schedule_send(
-            session, issue_id, when, render_settings(), list_slugs=list_slugs, segment=segment, repeat=repeat
+            session,
+            issue_id,
+            when,
+            render_settings(),
+            list_slugs=list_slugs,
+            segment=segment,
+            repeat=repeat,
+            subject_test=subject_test,
         )
         send_id = send.id
     err.print(
         f"Send {send_id} scheduled for {when.astimezone().isoformat(timespec='minutes')} "
         f"({when.isoformat(timespec='minutes')}); `newsletter scheduler` and a worker must be running then."
     )
+    if subject_test is not None:
+        err.print(f"Subject test planned: {subject_test.describe()}.")
     return send_id
 
 
@@ -318,7 +361,7 @@ def status(
 
             key = send_status.send_key(read.send)
             relays = relay_report(health.client(), runtime.settings.smtp_relays, key, broker_error=health.broker_error)
-    data = {**send_status.status_json(read.send, read.list_slug, read.counts), "problem": problem}
+    data = {**send_status.status_json(read.send, read.list_slug, read.counts, read.test), "problem": problem}
     if relays is not None:
         data["relays"] = [r.as_json() for r in relays]
     if as_json:
@@ -328,7 +371,9 @@ def status(
 
     table = Table(show_header=False, box=None)
     for key, value in data.items():
-        if value is not None and key != "relays":
+        if key == "subject_test" and read.test is not None:
+            table.add_row("subject test", read.test.line())
+        elif value is not None and key != "relays":
             table.add_row(key, str(value))
     for relay in relays or ():
         table.add_row(f"relay {relay.name}", relay.describe())
@@ -386,6 +431,8 @@ def report(
     for key, value in rows:
         table.add_row(key, str(value))
     out.print(table)
+    if made.subject_test is not None:
+        _print_subject_test(made.subject_test, rate)
     if made.tracking == "off":
         out.print(
             "Tracking was off for this send: no opens or clicks were counted (each list's choice: `lists update SLUG --tracking`)."
@@ -399,6 +446,73 @@ def report(
     from newsletter.engagement.report import ESTIMATE_NOTE
 
     out.print(ESTIMATE_NOTE)
+
+
+def _print_subject_test(test: SubjectTestReport, rate: Callable[[float | None], str]) -> None:
+    """A report's subject test: each subject's figures, then the decision and the figures it was made on."""
+    out.print(f"Subject test ({test.share} % of the recipients, half each):")
+    for v in test.variants:
+        won = ", the winner" if test.winner == v.variant else ""
+        out.print(
+            f'  {v.variant}{won}: "{v.subject}": {v.recipients} recipients, {v.delivered} delivered; unique people: '
+            f"{v.opens} opened ({rate(v.open_rate)}), {v.clicks} clicked ({rate(v.click_rate)})"
+        )
+    moment = test.decided_at.strftime("%Y-%m-%d %H:%M UTC") if test.decided_at else ""
+    if test.state == "decided":
+        by = "" if test.decided_by == "scheduler" else f" by {test.decided_by}"
+        out.print(f"Decided{by} at {moment}: {test.reason} The winner went to the other {test.remainder}.")
+        if test.decided_on is not None:
+            then = "; ".join(
+                f"{v.variant} {v.clicks} clicked and {v.opens} opened of {v.delivered}" for v in test.decided_on
+            )
+            out.print(f"The figures it was decided on: {then}.")
+    elif test.state == "cancelled":
+        out.print(f"The rest ({test.remainder}) did not get it: {test.reason} ({moment}).")
+    elif test.decide_at is not None:
+        out.print(
+            f"Testing until {test.decide_at:%Y-%m-%d %H:%M} UTC; then the winning subject goes to {test.remainder} more."
+        )
+
+
+@app.command()
+def decide(
+    send_id: int = typer.Argument(..., help="The send's id."),
+    winner: str | None = typer.Option(
+        None, "--winner", metavar="A|B", help="Pick the winner yourself instead of by the figures so far."
+    ),
+) -> None:
+    """Decide a send's subject test now, before its time: by the figures so far, or --winner; the rest gets it."""
+    from newsletter.delivery import subject_tests
+    from newsletter.delivery.send_queue import queue_batches
+
+    chosen = subject_tests.parse_winner(winner)
+    with runtime.transaction() as session:
+        decided = subject_tests.decide_now(
+            session, send_id, batch_size=runtime.settings.batch_size, by="cli", winner=chosen
+        )
+    queue_batches(runtime.tasks, send_id, decided.batches)  # QueueUnavailable: one error line
+    out.print(decided.reason)
+    if decided.batches:
+        out.print(
+            f"Send {send_id}: {decided.winner} goes to the other {decided.remainder} ({len(decided.batches)} batch(es) queued)."
+        )
+    elif decided.send_status == SendStatus.PAUSED:
+        out.print(
+            f"Send {send_id} is paused: {decided.winner} goes to the rest when you resume it (`newsletter sends resume {send_id}`)."
+        )
+
+
+@app.command("cancel-remainder")
+def cancel_remainder(send_id: int = typer.Argument(..., help="The send's id.")) -> None:
+    """Cancel the rest of a send's undecided subject test: only the test share gets the issue."""
+    from newsletter.delivery import subject_tests
+
+    with runtime.transaction() as session:
+        count = subject_tests.cancel_rest(session, send_id, by="cli")
+    out.print(
+        f"Send {send_id}: the subject test's rest is cancelled; {count} deliver{'y' if count == 1 else 'ies'} "
+        "will not be sent (the test share's go on)."
+    )
 
 
 @app.command("log")

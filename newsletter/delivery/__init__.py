@@ -9,7 +9,9 @@ recipient store, a transport raising temporary or permanent errors, a message so
 each recipient's copy) implement; ``stops`` says why a batch stopped, as a typed value;
 ``send_control`` is what a send's workers share in Redis (sent-journal, rate limit, error
 counts); ``send_health`` says why a send is not moving; ``scheduling`` runs scheduled sends and
-weekly slots; ``test_copies``, ``notices``, ``preferences_mail`` and ``confirmation_mailing``
+weekly slots; ``subject_variants`` (the plan, the test share's variants, the rest held back),
+``subject_tests`` (the decision, taken once) and ``subject_test_status`` (its sentence, in plain
+SQL) are a send's subject test; ``test_copies``, ``notices``, ``preferences_mail`` and ``confirmation_mailing``
 send the other emails. It may import mail, content, subscribers, access, store and the
 foundation; never feedback (its sibling), the dev tools, the runtime or an edge.
 """

@@ -5,7 +5,8 @@ It compiles a send's message the first time a batch of that send comes by (the l
 sends are kept), with the Message-ID key derived from the secret key, so no recipient can
 work out another's Message-ID from their own. A :class:`SendEdition` makes one recipient's
 copy: their signed links filled in (a few HMACs and string joins), signed with DKIM and
-given its envelope sender by ``outbound``.
+given its envelope sender by ``outbound``. A send with a subject test has its message under both
+subjects, and each copy takes the one its row's variant names.
 """
 
 from __future__ import annotations
@@ -13,11 +14,12 @@ from __future__ import annotations
 from sqlalchemy.orm import Session, sessionmaker
 
 from newsletter.content.issues import Links
+from newsletter.delivery import subject_variants
 from newsletter.delivery.ports import Claimed, Copy
 from newsletter.delivery.sending import RecipientLinks, compile_message, get_send
 from newsletter.mail.messages import CompiledMessage, ascii_address
 from newsletter.mail.outbound import PLAIN, Outbound
-from newsletter.store.models import Send
+from newsletter.store.models import Send, SubjectTest
 from newsletter.store.states import Tracking
 from subscribers.tokens import TokenSigner
 
@@ -34,8 +36,11 @@ class SendEdition:
         outbound: Outbound,
         *,
         tracked_send: int | None = None,
+        subject_b: str | None = None,
     ) -> None:
         self.message = message
+        # A subject test's other variant: the same message under the other Subject (its header compiled once).
+        self.variant_b = message.with_subject(subject_b) if subject_b is not None else None
         self.list_id, self.issue_id = list_id, issue_id
         self.tracked_send = tracked_send  # the send's id when its copies carry a tracking token
         self.links = links
@@ -50,6 +55,10 @@ class SendEdition:
 
     def copy(self, row: Claimed) -> Copy:
         message = self.message
+        if row.variant == subject_variants.B:
+            if self.variant_b is None:
+                raise RuntimeError(f"delivery {row.delivery_id} has subject B but its send has no subject test")
+            message = self.variant_b
         recipient = self.links.recipient(message, self.list_id, self.issue_id, row, tracked_send=self.tracked_send)
         message_id, data = message.build(recipient)
         return Copy(
@@ -96,8 +105,15 @@ class SendEditions:
             base_url = self.recipient_links.links.base_url
             message = compile_message(session, send, message_id_key=self.message_id_key, tracking_base_url=base_url)
             tracked = send.id if send.tracking != Tracking.OFF else None
+            test = session.get(SubjectTest, send.id)
             made = SendEdition(
-                message, send.list_id, send.issue_id, self.recipient_links, self.outbound, tracked_send=tracked
+                message,
+                send.list_id,
+                send.issue_id,
+                self.recipient_links,
+                self.outbound,
+                tracked_send=tracked,
+                subject_b=test.subject_b if test is not None else None,
             )
             self._editions[send.id] = made
         return made

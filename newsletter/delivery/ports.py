@@ -35,6 +35,9 @@ class Claimed:
     # A send to several lists: the list whose unsubscribe and preferences links this copy carries
     # (None for a send to one list: the send's own).
     list_id: int | None = None
+    # A send with a subject test: the subject this copy carries (1: the issue's, 2: the other one; for the rest
+    # of the recipients, the winner's). None for a send without a test.
+    variant: int | None = None
 
 
 @dataclass(frozen=True)

@@ -37,6 +37,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import Session, sessionmaker
 
+from newsletter.delivery import subject_variants
 from newsletter.delivery.ports import Checked, Claimed, Outcome, Taken
 from newsletter.store.db import insert_on_conflict_ignore, reading, rowcount
 from newsletter.store.models import (
@@ -72,6 +73,11 @@ class SqlRecipientStore:
         # A send to several lists (rows in send_lists): each row is checked against its own list
         # (deliveries.list_id). Looked up once; a send to one list keeps its claim query as it was.
         self._several: bool | None = None
+        # A send with a subject test: each row's variant is read, and while the test is undecided the rows
+        # without one (the rest) are held back; once decided they carry the winner (subject_variants).
+        self._tested: bool | None = None
+        self._hold_back = False
+        self._winner: int | None = None
         self._claim_id: int | None = None  # the batch_claims row while this batch holds one
         self._taken: list[int] = []  # the rows the claim took (held while they are pending and it lives)
 
@@ -100,6 +106,11 @@ class SqlRecipientStore:
             self._list_id = send.list_id
             if self._several is None:
                 self._several = bool(session.scalar(select(exists().where(SendList.send_id == self._send_id))))
+            if self._tested is not False:
+                test = subject_variants.phase(session, self._send_id)
+                self._tested = test is not None
+                self._hold_back = subject_variants.holds_back(test[0] if test else None)
+                self._winner = test[1] if test else None
             now = utcnow()
             overlapping = (
                 BatchClaim.send_id == self._send_id,
@@ -112,13 +123,15 @@ class SqlRecipientStore:
                 .execution_options(synchronize_session=False)
             )
             rows, departed = [], []
-            for delivery_id, subscriber_id, email, name, attempts, subscribed, suppressed, *list_id in session.execute(
+            for delivery_id, subscriber_id, email, name, attempts, subscribed, suppressed, *more in session.execute(
                 self._due_rows(now)
             ):
                 if subscribed is None or suppressed is not None:
                     departed.append(delivery_id)
-                else:
-                    rows.append(Claimed(delivery_id, subscriber_id, email, name, attempts, *list_id))
+                    continue
+                list_id = more[0] if self._several else None
+                variant = (more[-1] if more[-1] is not None else self._winner) if self._tested else None
+                rows.append(Claimed(delivery_id, subscriber_id, email, name, attempts, list_id, variant=variant))
             if not rows and not departed:
                 return Taken([], 0)
             self._claim_id = session.execute(
@@ -155,6 +168,7 @@ class SqlRecipientStore:
                 Subscription.id,
                 Suppression.id,
                 *([Delivery.list_id] if self._several else []),
+                *([Delivery.variant] if self._tested else []),
             )
             # Outer: a row whose subscriber is gone (no foreign key says it cannot be) is found and skipped.
             .outerjoin(Subscriber, Subscriber.id == Delivery.subscriber_id)
@@ -165,9 +179,14 @@ class SqlRecipientStore:
                 Delivery.status == DeliveryStatus.PENDING,
                 or_(Delivery.next_attempt_at.is_(None), Delivery.next_attempt_at <= now),
                 ~held_by_a_live_claim(self._send_id, now),
+                *self._released(),
             )
             .order_by(Delivery.id)
         )
+
+    def _released(self) -> tuple[ColumnElement[bool], ...]:
+        """While a subject test is undecided, only the test share's rows may go."""
+        return (subject_variants.released(),) if self._hold_back else ()
 
     def _confirmed_subscription(self) -> ColumnElement[bool]:
         return and_(
@@ -294,7 +313,7 @@ class SqlRecipientStore:
         with reading(self.sessions) as session:
             next_attempt, pending = session.execute(
                 select(func.min(Delivery.next_attempt_at), func.count()).where(
-                    *self._in_range(), Delivery.status == DeliveryStatus.PENDING
+                    *self._in_range(), Delivery.status == DeliveryStatus.PENDING, *self._released()
                 )
             ).one()
             if not pending:

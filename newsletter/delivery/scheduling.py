@@ -23,6 +23,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from newsletter.content.issues import RenderSettings, get_issue
+from newsletter.delivery import subject_variants
 from newsletter.delivery.audience import (
     Repeat,
     check_send,
@@ -84,6 +85,7 @@ def schedule_send(
     now: datetime | None = None,
     repeat: Repeat = Repeat.NO,
     require_recipients: bool = True,
+    subject_test: subject_variants.SubjectTestPlan | None = None,
 ) -> Send:
     """Store a send of the issue that starts at ``at``.
 
@@ -91,8 +93,9 @@ def schedule_send(
     that already has a send of the issue (a scheduled one included) needs ``repeat``, and a
     send that would reach no one now is refused unless ``require_recipients`` is False. Several
     lists (``list_slugs``) and a segment are chosen as :func:`newsletter.delivery.sending.start_send`
-    does; the segment's filter is frozen on the send now. Raises NotFound, InvalidInput, RenderError,
-    SendRefused, SegmentError, Conflict (the same issue already scheduled for the list).
+    does; the segment's filter is frozen on the send now. ``subject_test`` is planned with it and starts when
+    it starts. Raises NotFound, InvalidInput, RenderError, SendRefused, SegmentError, Conflict (the same issue
+    already scheduled for the list), UntrackedLists (a subject test to a list that counts no clicks).
     """
     now = now or utcnow()
     at = _check_future(at, now, "at")
@@ -108,8 +111,14 @@ def schedule_send(
         raise Conflict(
             f"issue {issue.id} is already scheduled for {mailing_list.slug} (send {already}); reschedule or cancel that one"
         )
+    if subject_test is not None:
+        subject_variants.refuse_untracked(target.lists)
     audience = check_send(session, issue.id, target, repeat, require_recipients=require_recipients)
     rendered = settings.render(issue, mailing_list, target.lists[1:])
+    if subject_test is not None and subject_test.subject_b == rendered.subject:
+        raise InvalidInput(
+            f"the other subject is the issue's own ({rendered.subject!r}): nothing to test", where="--subject-test"
+        )
     send = Send(
         issue_id=issue.id,
         list_id=mailing_list.id,
@@ -124,6 +133,8 @@ def schedule_send(
     session.add(send)
     session.flush()
     record_target(session, send, target)
+    if subject_test is not None:
+        subject_variants.store_plan(session, send, subject_test)
     compile_message(session, send)  # unsafe header values are refused now, not at send time
     return send
 
@@ -198,12 +209,23 @@ def start_scheduled(
         send.status, send.finished_at = SendStatus.CANCELLED, now
         send.status_reason = f"not started: the segment's filter no longer applies: {exc}"
         return Started(send.id, [], None)
-    if not target_count(session, target, issue.id, audience):
+    count = target_count(session, target, issue.id, audience)
+    if not count:
         # Not sent, and cancelled so that it blocks no later send: nothing was mailed.
         refusal = target_refusal(session, target, issue.id, audience)
         send.status, send.finished_at = SendStatus.CANCELLED, now
         send.status_reason = f"not sent: {refusal}"
         return Started(send.id, [], None)
+    test = subject_variants.planned(session, send.id)
+    if test is not None:
+        try:  # a list's tracking turned off, or too few recipients left, since it was scheduled
+            subject_variants.refuse_untracked(target.lists)
+            subject_variants.refuse_too_small(count, test.share)
+        except (Conflict, InvalidInput) as exc:
+            send.status, send.finished_at = SendStatus.CANCELLED, now
+            send.status_reason = f"not started: its subject test cannot run: {exc}"
+            subject_variants.cancel_with_send(session, send.id, now)
+            return Started(send.id, [], None)
     assert send.scheduled_at is not None
     late = now - send.scheduled_at
     send.status, send.started_at = SendStatus.SENDING, now

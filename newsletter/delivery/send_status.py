@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Protocol
 
+from newsletter.delivery.subject_test_status import RELEASED, SubjectTestStatus, read_test
 from newsletter.errors import NotFound
 from newsletter.store.dbapi import sql_params
 from newsletter.store.states import DeliveryStatus
@@ -52,8 +53,8 @@ _FREE = (
 )
 #: The latest expiry of a worker's claim on a batch of the send.
 HELD_UNTIL = "SELECT max(claim_expires) FROM batch_claims WHERE send_id = :send_id"
-#: One pending row due now that no worker holds and that was never tried.
-FRESH = f"SELECT id FROM deliveries WHERE {_PENDING} AND {_FREE} AND next_attempt_at IS NULL LIMIT 1"
+#: One pending row due now that no worker holds and that was never tried (and no subject test holds back).
+FRESH = f"SELECT id FROM deliveries WHERE {_PENDING} AND {_FREE} AND next_attempt_at IS NULL AND {RELEASED} LIMIT 1"
 #: The earliest retry time already due among the pending rows no worker holds.
 DUE_RETRY = f"SELECT min(next_attempt_at) FROM deliveries WHERE {_PENDING} AND {_FREE} AND next_attempt_at <= :now"
 #: The SMTP server's latest replies to the send's failed or retried deliveries, newest first.
@@ -113,6 +114,7 @@ class StatusRead:
     send: SendRow
     list_slug: str
     counts: dict[str, int]
+    test: SubjectTestStatus | None = None  # its subject test, if it has one
 
 
 def read_status(query: Query, send_id: int) -> StatusRead | None:
@@ -135,7 +137,7 @@ def read_status(query: Query, send_id: int) -> StatusRead | None:
         moment(finished),
         moment(scheduled),
     )
-    return StatusRead(send, slug or "?", delivery_counts(query, send_id))
+    return StatusRead(send, slug or "?", delivery_counts(query, send_id), read_test(query, send_id, subject))
 
 
 def session_query(session: Session) -> Query:
@@ -164,8 +166,11 @@ def list_slug(query: Query, list_id: int) -> str:
     return str(rows[0][0]) if rows and rows[0][0] is not None else "?"
 
 
-def status_json(send: SendFields, list_slug: str, counts: Mapping[str, int]) -> dict[str, object]:
-    """The status as `sends status --json` and the API show it (without ``problem``)."""
+def status_json(
+    send: SendFields, list_slug: str, counts: Mapping[str, int], test: SubjectTestStatus | None = None
+) -> dict[str, object]:
+    """The status as `sends status --json` and the API show it (without ``problem``); ``subject_test`` is
+    the send's test (:mod:`newsletter.delivery.subject_test_status`), or None."""
     return {
         "id": send.id,
         "issue_id": send.issue_id,
@@ -179,6 +184,7 @@ def status_json(send: SendFields, list_slug: str, counts: Mapping[str, int]) -> 
         "created_at": iso(send.created_at),
         "started_at": iso(send.started_at),
         "finished_at": iso(send.finished_at),
+        "subject_test": test.as_json() if test is not None else None,
     }
 
 

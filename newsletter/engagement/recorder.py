@@ -26,7 +26,7 @@ from sqlalchemy import insert, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from newsletter.engagement.events import reader_of
-from newsletter.store.models import Delivery, EngagementEvent, Send, SendLink, utcnow
+from newsletter.store.models import Delivery, EngagementEvent, Send, SendLink, SubjectTest, utcnow
 from newsletter.store.states import EngagementKind, EngagementOrigin, Tracking
 
 __all__ = ["EventRecorder", "TrackedSend", "TrackedSends"]
@@ -45,6 +45,7 @@ class TrackedSend:
     tracking: Tracking
     reader_key: str | None  # None once rolled up: nothing more is counted
     urls: dict[int, str]  # position -> address
+    tested: bool = False  # it has a subject test: each event keeps the variant its reader's copy had
 
 
 class TrackedSends:
@@ -71,7 +72,8 @@ class TrackedSends:
                 urls = dict(
                     session.execute(select(SendLink.position, SendLink.url).where(SendLink.send_id == send_id)).all()
                 )
-                send = TrackedSend(send_id, Tracking(row.tracking), row.reader_key, urls)
+                tested = session.get(SubjectTest, send_id) is not None
+                send = TrackedSend(send_id, Tracking(row.tracking), row.reader_key, urls, tested)
         with self._lock:
             if len(self._known) > 10_000:
                 self._known.clear()
@@ -84,6 +86,7 @@ class _Pending:
     send_id: int
     delivery_id: int
     individual: bool
+    tested: bool
     reader: str
     kind: EngagementKind
     position: int | None
@@ -128,6 +131,7 @@ class EventRecorder:
             send.send_id,
             delivery_id,
             send.tracking == Tracking.INDIVIDUAL,
+            send.tested,
             reader_of(send.reader_key, delivery_id),
             kind,
             position,
@@ -197,6 +201,19 @@ class EventRecorder:
                 if individual
                 else {}
             )
+            tested = {(e.send_id, e.delivery_id) for e in batch if e.tested}
+            variants: dict[tuple[int, int], int | None] = (
+                {
+                    (send_id, delivery_id): variant
+                    for delivery_id, send_id, variant in session.execute(
+                        select(Delivery.id, Delivery.send_id, Delivery.variant).where(
+                            Delivery.id.in_({d for _, d in tested})
+                        )
+                    )
+                }
+                if tested
+                else {}
+            )
             if batch:
                 session.execute(
                     insert(EngagementEvent),
@@ -209,6 +226,7 @@ class EventRecorder:
                             "reader": e.reader,
                             "subscriber_id": subscribers.get(e.delivery_id) if e.individual else None,
                             "at": e.at,
+                            "variant": variants.get((e.send_id, e.delivery_id)) if e.tested else None,
                         }
                         for e in batch
                     ],

@@ -6,6 +6,10 @@ unique (per reader) and total. Rates are over copies delivered. Open figures are
 the report says so: a reader whose mail client blocks images never counts as opening, and a
 privacy proxy that fetches images for its users is counted apart, as a machine.
 
+A send with a subject test also shows each subject's figures (recipients, copies delivered, unique
+human openers and clickers, rates: :mod:`newsletter.engagement.variant_figures`), the winner and why,
+and when it was decided.
+
 Unsubscribes are attributed to a send when someone it reached left its list after the send
 started and before the list's next send started.
 """
@@ -20,8 +24,9 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from newsletter.engagement.tally import Tally, tally_counts, tally_events
+from newsletter.engagement.variant_figures import VariantFigures, figures_from_json, variant_figures
 from newsletter.errors import NotFound
-from newsletter.store.models import BounceEvent, Delivery, MailingList, Send, SendLink, Subscription
+from newsletter.store.models import BounceEvent, Delivery, MailingList, Send, SendLink, SubjectTest, Subscription
 from newsletter.store.states import (
     BounceKind,
     DeliveryStatus,
@@ -31,7 +36,16 @@ from newsletter.store.states import (
     Tracking,
 )
 
-__all__ = ["ESTIMATE_NOTE", "Figures", "HourFigures", "LinkFigures", "SendReport", "send_report"]
+__all__ = [
+    "ESTIMATE_NOTE",
+    "Figures",
+    "HourFigures",
+    "LinkFigures",
+    "SendReport",
+    "SubjectTestReport",
+    "send_report",
+    "subject_test_report",
+]
 
 ESTIMATE_NOTE = (
     "Open rates are estimates: a reader whose mail client does not load images is never counted as "
@@ -97,13 +111,74 @@ class SendReport:
     links: builtins.list[LinkFigures]
     timeline: builtins.list[HourFigures]  # the first TIMELINE_DAYS days, hours with something only
     rolled_up: bool  # the events were rolled up into counts: the figures stay, who did what is gone
+    subject_test: SubjectTestReport | None = None  # its subject test, if it had one
 
     def as_json(self) -> dict[str, object]:
         data = asdict(self)
         data["started_at"] = self.started_at.isoformat(timespec="seconds") if self.started_at else None
         data["timeline"] = [{**asdict(h), "hour": h.hour.isoformat(timespec="seconds")} for h in self.timeline]
         data["note"] = ESTIMATE_NOTE if self.tracking != Tracking.OFF else "Tracking was off for this send."
+        data["subject_test"] = self.subject_test.as_json() if self.subject_test else None
         return data
+
+
+@dataclass(frozen=True)
+class SubjectTestReport:
+    """A send's subject test in its report: each subject's figures now, and the decision with the figures it
+    was made on. ``variants`` are A then B (after the report window closed: as they were then)."""
+
+    state: str  # planned, testing, decided, cancelled
+    share: int  # percent of the recipients in the test
+    remainder: int  # the rest of the recipients, who get (got) the winner
+    decide_at: datetime | None
+    decided_at: datetime | None
+    decided_by: str | None
+    winner: str | None  # "A" or "B"
+    reason: str | None  # why it won (or why the rest was cancelled)
+    variants: builtins.list[VariantFigures]
+    decided_on: builtins.list[VariantFigures] | None  # the figures when it was decided
+
+    def as_json(self) -> dict[str, object]:
+        return {
+            "state": self.state,
+            "share": self.share,
+            "remainder": self.remainder,
+            "decide_at": _iso(self.decide_at),
+            "decided_at": _iso(self.decided_at),
+            "decided_by": self.decided_by,
+            "winner": self.winner,
+            "reason": self.reason,
+            "variants": [v.as_json() for v in self.variants],
+            "decided_on": [v.as_json() for v in self.decided_on] if self.decided_on is not None else None,
+        }
+
+
+def _iso(value: datetime | None) -> str | None:
+    return value.isoformat(timespec="seconds") if value else None
+
+
+def subject_test_report(session: Session, send: Send) -> SubjectTestReport | None:
+    """The send's subject test as its report shows it, or None when it has none."""
+    test = session.get(SubjectTest, send.id)
+    if test is None:
+        return None
+    if test.final_figures is not None:
+        variants = [figures_from_json(test.final_figures[name]) for name in ("A", "B")]
+    else:
+        variants = list(variant_figures(session, send.id, (send.subject, test.subject_b)))
+    decided_on = [figures_from_json(test.figures[name]) for name in ("A", "B")] if test.figures else None
+    return SubjectTestReport(
+        state=test.state,
+        share=test.share,
+        remainder=test.remainder,
+        decide_at=test.decide_at,
+        decided_at=test.decided_at,
+        decided_by=test.decided_by,
+        winner={1: "A", 2: "B"}.get(test.winner) if test.winner else None,
+        reason=test.reason,
+        variants=variants,
+        decided_on=decided_on,
+    )
 
 
 def _rate(part: int, whole: int) -> float | None:
@@ -165,6 +240,7 @@ def send_report(session: Session, send_id: int) -> SendReport:
         links=links,
         timeline=_timeline(tally, send.started_at),
         rolled_up=send.report_rolled_up_at is not None,
+        subject_test=subject_test_report(session, send),
     )
 
 

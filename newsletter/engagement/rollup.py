@@ -4,7 +4,8 @@ When a send is older than the report window (``NEWSLETTER_REPORT_WINDOW_DAYS``, 
 start), :func:`roll_up` tallies its events (bursts of clicks told apart as the report does),
 writes the tally as ``engagement_counts`` rows, deletes its anonymous events, clears the reader
 hash of the individual ones it keeps, and deletes the send's ``reader_key``: from then on its
-report reads the counts, the same figures as before, and nothing ties them to anyone. Later
+report reads the counts, the same figures as before, and nothing ties them to anyone. A send with a
+subject test keeps each subject's figures on the test first (:mod:`newsletter.engagement.variant_figures`). Later
 opens and clicks of that send still work (the links still redirect) but are not counted.
 
 :func:`expire_individual_events` deletes individual events past the retention period
@@ -18,6 +19,7 @@ from datetime import datetime, timedelta
 from sqlalchemy import delete, insert, select, update
 from sqlalchemy.orm import Session
 
+from newsletter.engagement import variant_figures
 from newsletter.engagement.tally import tally_events
 from newsletter.store.db import rowcount
 from newsletter.store.models import EngagementCount, EngagementEvent, Send, utcnow
@@ -45,6 +47,7 @@ def roll_up(session: Session, send: Send, now: datetime | None = None) -> int:
     ]
     if rows:
         session.execute(insert(EngagementCount), rows)
+    variant_figures.keep(session, send.id, send.subject)  # a subject test's figures per subject stay on the test
     session.execute(
         delete(EngagementEvent).where(EngagementEvent.send_id == send.id, EngagementEvent.subscriber_id.is_(None))
     )

@@ -16,12 +16,13 @@ from __future__ import annotations
 
 import base64
 import binascii
+import copy
 import hashlib
 import hmac
 import re
 import time
 import unicodedata
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from email.header import Header
 from email.utils import formataddr, formatdate
 from html import escape as html_escape
@@ -119,19 +120,8 @@ class CompiledMessage:
         self.domain = sender_domain(headers.from_email)
         self.envelope_from = ascii_address(headers.from_email)
         boundary = "nl-" + hashlib.sha256(f"{headers.message_id_tag}{html}".encode()).hexdigest()[:24]
-        shared = [
-            _header("From", formataddr((headers.from_name, self.envelope_from), charset="utf-8")),
-            _header("Subject", _encode_text_header(headers.subject, "Subject")),
-            b"MIME-Version: 1.0",
-            _header("Content-Type", f'multipart/alternative; boundary="{boundary}"'),
-            _header("List-Id", f"{_phrase(headers.list_name)} <{headers.list_slug}.{self.domain}>"),
-            b"List-Unsubscribe-Post: List-Unsubscribe=One-Click",
-        ]
-        if headers.reply_to:
-            shared.append(_header("Reply-To", ascii_address(headers.reply_to)))
-        if headers.feedback_id:
-            shared.append(_header("Feedback-ID", f"{headers.feedback_id}:{self.domain}"))
-        self._shared_headers = CRLF.join(shared) + CRLF
+        self._boundary = boundary
+        self._shared_headers = self._shared(headers)
         text_head = (
             f'--{boundary}\r\nContent-Type: text/plain; charset="utf-8"\r\n'
             "Content-Transfer-Encoding: quoted-printable\r\n\r\n"
@@ -146,6 +136,32 @@ class CompiledMessage:
         self._tail = f"\r\n--{boundary}--\r\n".encode()
         self._date_second = 0
         self._date = b""
+
+    def _shared(self, headers: MessageHeaders) -> bytes:
+        """The headers every copy has, encoded."""
+        shared = [
+            _header("From", formataddr((headers.from_name, self.envelope_from), charset="utf-8")),
+            _header("Subject", _encode_text_header(headers.subject, "Subject")),
+            b"MIME-Version: 1.0",
+            _header("Content-Type", f'multipart/alternative; boundary="{self._boundary}"'),
+            _header("List-Id", f"{_phrase(headers.list_name)} <{headers.list_slug}.{self.domain}>"),
+            b"List-Unsubscribe-Post: List-Unsubscribe=One-Click",
+        ]
+        if headers.reply_to:
+            shared.append(_header("Reply-To", ascii_address(headers.reply_to)))
+        if headers.feedback_id:
+            shared.append(_header("Feedback-ID", f"{headers.feedback_id}:{self.domain}"))
+        return CRLF.join(shared) + CRLF
+
+    def with_subject(self, subject: str) -> CompiledMessage:
+        """The same message under another Subject (a subject test's other variant): only the shared headers are
+        encoded again; the bodies, the Message-IDs and the boundary stay the same. Raises InvalidInput."""
+        check_header_value("subject", subject)
+        twin = copy.copy(self)
+        twin.headers = replace(self.headers, subject=subject)
+        twin._shared_headers = twin._shared(twin.headers)
+        twin._date_second, twin._date = 0, b""
+        return twin
 
     def message_id(self, delivery_id: int) -> str:
         tag = self.headers.message_id_tag

@@ -22,6 +22,7 @@ from sqlalchemy import (
     Index,
     Integer,
     MetaData,
+    SmallInteger,
     String,
     Table,
     Text,
@@ -46,6 +47,7 @@ from newsletter.store.states import (
     Role,
     SendAudience,
     SendStatus,
+    SubjectTestState,
     SubscriptionStatus,
     SuppressionReason,
     Tracking,
@@ -274,6 +276,44 @@ class Send(Base):
     segment_filter: Mapped[str | None] = mapped_column(Text, server_default=NULL, deferred=True)
 
 
+class SubjectTest(Base):
+    """A send's subject test (migration 0019): a share of its recipients gets the issue's subject (A) or
+    ``subject_b`` (B), half each, and the winner, by their unique human clicks (opens breaking a tie),
+    goes to the rest (``newsletter.delivery.subject_tests``).
+
+    Each recipient of the test share has their variant on their delivery row (``deliveries.variant``: 1
+    for A, 2 for B); the rest's rows have none and are held back until the test is decided.
+    """
+
+    __tablename__ = "subject_tests"
+    __table_args__ = (
+        _check_in("state", SubjectTestState, "state"),
+        CheckConstraint("share BETWEEN 1 AND 100", name="share"),
+        CheckConstraint("winner IN (1, 2)", name="winner"),
+        Index("ix_subject_tests_state_decide_at", "state", "decide_at"),
+    )
+
+    send_id: Mapped[int] = mapped_column(ForeignKey("sends.id", ondelete="CASCADE"), primary_key=True)
+    subject_b: Mapped[str] = mapped_column(String(998))
+    share: Mapped[int] = mapped_column(Integer)  # percent of the recipients in the test, half per subject
+    decide_after: Mapped[int] = mapped_column(Integer)  # seconds after the send starts
+    # Reproducible random choice: the rank of each subscriber id under a keyed mix (subject_variants).
+    seed: Mapped[int] = mapped_column(BigInteger)
+    state: Mapped[SubjectTestState] = mapped_column(State(SubjectTestState), default=SubjectTestState.PLANNED)
+    decide_at: Mapped[datetime | None] = mapped_column(UTCDateTime)  # set when the send starts
+    # The snapshot's counts: each subject's share, and the rest who get the winner.
+    recipients_a: Mapped[int] = mapped_column(Integer, default=0)
+    recipients_b: Mapped[int] = mapped_column(Integer, default=0)
+    remainder: Mapped[int] = mapped_column(Integer, default=0)
+    winner: Mapped[int | None] = mapped_column(SmallInteger)  # 1: A, 2: B
+    decided_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    decided_by: Mapped[str | None] = mapped_column(String(100))  # "scheduler", or the editor who decided early
+    reason: Mapped[str | None] = mapped_column(Text)  # why the winner won, or why the rest was cancelled
+    figures: Mapped[dict[str, Any] | None] = mapped_column(Json)  # each variant's figures when it was decided
+    # Each variant's figures when the send's report window closed and its events were rolled up.
+    final_figures: Mapped[dict[str, Any] | None] = mapped_column(Json)
+
+
 class SendList(Base):
     """A list a send mails besides its own (``sends.list_id``, the primary list: sender, List-Id, archive).
 
@@ -336,6 +376,9 @@ class EngagementEvent(Base):
     reader: Mapped[str | None] = mapped_column(String(32))  # None once rolled up, for individual events kept
     subscriber_id: Mapped[int | None] = mapped_column(Id)
     at: Mapped[datetime] = mapped_column(UTCDateTime)
+    # A send with a subject test: the variant the reader's copy had (1: A, 2: B), NULL for everyone
+    # else (migration 0019). Deferred, as deliveries.list_id.
+    variant: Mapped[int | None] = mapped_column(SmallInteger, server_default=NULL, deferred=True)
 
 
 class EngagementCount(Base):
@@ -386,6 +429,10 @@ class Delivery(Base):
     # confirmed on when it started, whose unsubscribe and preferences links their copy carries. NULL for a
     # send to one list (its rows stay as narrow as before). Deferred: loads work on a database before 0015.
     list_id: Mapped[int | None] = mapped_column(Id, server_default=text("NULL"), deferred=True)
+    # A send with a subject test (migration 0019): the subject this row's copy has, 1 (A, the issue's) or 2
+    # (B), for the test share; NULL for the rest, who get the winner, and for every send without a test (its
+    # rows stay as narrow as before).
+    variant: Mapped[int | None] = mapped_column(SmallInteger, server_default=text("NULL"), deferred=True)
 
 
 class BatchClaim(Base):

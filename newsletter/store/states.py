@@ -57,6 +57,15 @@ class SendAudience(StrEnum):
     NEW = "new"  # only those who got no copy of the issue before
 
 
+class SubjectTestState(StrEnum):
+    """Where a send's subject test stands (``subject_tests.state``)."""
+
+    PLANNED = "planned"  # the send is scheduled: the test starts with it
+    TESTING = "testing"  # the test share gets the two subjects; the rest waits for the decision
+    DECIDED = "decided"  # the winning subject goes (went) to the rest
+    CANCELLED = "cancelled"  # the rest gets nothing: cancelled by an editor, or the send was cancelled
+
+
 class DeliveryStatus(StrEnum):
     """Where one recipient's row in a send's log stands."""
 

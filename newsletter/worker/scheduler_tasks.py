@@ -1,7 +1,8 @@
 """Celery edge of scheduling: the tick that `newsletter scheduler` (Celery beat) sends every second.
 
-Each tick, run by a worker, plans ready issues into their lists' weekly slots and starts
-every scheduled send that is due. Several schedulers may run (for availability): their
+Each tick, run by a worker, plans ready issues into their lists' weekly slots, starts
+every scheduled send that is due, and decides every subject test whose wait is over (its
+rest's batches queued). Several schedulers may run (for availability): their
 ticks take a short Redis lock so one runs at a time, and starting a send is guarded in
 the database (see newsletter.delivery.scheduling), so a send starts once whatever the lock does.
 
@@ -14,7 +15,8 @@ from __future__ import annotations
 import logging
 from datetime import datetime
 
-from newsletter.delivery import scheduling
+from newsletter.delivery import scheduling, subject_tests
+from newsletter.delivery.send_queue import DELIVER_BATCH
 from newsletter.engagement import rollup
 from newsletter.store.models import Send
 from newsletter.store.states import SendStatus
@@ -31,8 +33,8 @@ def scheduler_tick() -> int:
 
 
 def run_tick(s: WorkerState, now: datetime | None = None) -> int:
-    """Plan ready issues and start due sends (and, hourly, close tracked sends' report windows);
-    returns how many sends started."""
+    """Plan ready issues, start due sends and decide due subject tests (and, hourly, close tracked sends'
+    report windows); returns how many sends started."""
     if not s.control.try_lock("scheduler-tick", TICK_SECONDS * 0.9):
         return 0
     if s.control.try_lock("engagement-windows", ROLL_UP_EVERY):
@@ -85,7 +87,48 @@ def run_tick(s: WorkerState, now: datetime | None = None) -> int:
             f" ({reason})" if reason else "",
             extra={"send_id": send_id, "late_seconds": result.late_by.total_seconds() if result.late_by else 0},
         )
+    decide_subject_tests(s, now)
     return started
+
+
+def decide_subject_tests(s: WorkerState, now: datetime | None = None) -> int:
+    """Decide each subject test whose wait is over and queue its rest's batches; returns how many it decided.
+
+    Each is decided in its own transaction whose conditional update is the claim
+    (newsletter.delivery.subject_tests): a test another tick decided is left alone, and one that raises
+    is tried again next tick without holding back the others.
+    """
+    with s.sessions() as session:
+        due = subject_tests.due(session, now)
+    decided = 0
+    for send_id in due:
+        try:
+            with s.sessions() as session, session.begin():
+                result = subject_tests.decide_due(session, send_id, batch_size=s.settings.batch_size, now=now)
+        except Exception:
+            log.exception(
+                "send %s: its subject test is due but could not be decided", send_id, extra={"send_id": send_id}
+            )
+            continue
+        if result is None:
+            continue  # another scheduler's tick decided it
+        decided += 1
+        if result.batches:
+            try:
+                s.queue.send_tasks(DELIVER_BATCH, [(send_id, first, last) for first, last in result.batches])
+            except Exception:  # decided and committed: a worker's reconciler queues the rest's due rows
+                log.warning("send %s: the rest's batches could not be queued; the reconciler will", send_id)
+        log.info(
+            "send %s: subject test decided, %s won; %d batch(es) of the rest (%d) queued%s. %s",
+            send_id,
+            result.winner,
+            len(result.batches),
+            result.remainder,
+            "" if result.send_status == SendStatus.SENDING else f" (the send is {result.send_status})",
+            result.reason,
+            extra={"send_id": send_id},
+        )
+    return decided
 
 
 def beat_schedule() -> dict[str, dict[str, object]]:

@@ -32,16 +32,17 @@ from newsletter.content import issues
 from newsletter.content.issue_files import DEFAULT_TEMPLATE, IssueSource, parse_issue_text
 from newsletter.content.issues import RenderSettings, StaleRevision
 from newsletter.content.rendering import check_issue, personalise
-from newsletter.delivery import audience, sending
+from newsletter.delivery import audience, sending, subject_variants
 from newsletter.delivery.audience import Repeat, SendRefused
 from newsletter.delivery.scheduling import schedule_send
 from newsletter.delivery.send_queue import QueueUnavailable, queue_batches
+from newsletter.delivery.subject_variants import DEFAULT_DECIDE_AFTER, DEFAULT_SHARE, SubjectTestPlan, UntrackedLists
 from newsletter.errors import Conflict, DeliveryError, InvalidInput, NotFound, RenderError
 from newsletter.http.admin.auth import user
 from newsletter.http.admin.pages import PREVIEW_HEADERS, page, redirect
 from newsletter.http.context import Web, web
 from newsletter.store.models import Issue, MailingList, Send
-from newsletter.store.states import SendAudience
+from newsletter.store.states import SendAudience, Tracking
 from subscribers.lists import all_lists_with_counts, get_list
 from subscribers.segments import all_segments
 
@@ -53,6 +54,8 @@ DRAFT = "draft"  # the source name in a draft's problems: "draft:LINE"
 _WHERE_LINE = re.compile(rf"^{DRAFT}:(\d+)$")
 _WARNING = re.compile(rf"^{DRAFT}:(\d+): (.*)$", re.S)
 Batches = list[sending.Batch]  # (the send form has a field named list)
+TEST_FIELDS = ("test_subject", "test_share", "test_decide_after")  # the send form's subject test
+TEST_LABELS = dict(zip(TEST_FIELDS, ("Other subject (B)", "Test share", "Decide after"), strict=True))
 NEW_ISSUE = """---
 subject: "Your subject"
 preheader: "The line mail clients show after the subject."
@@ -540,6 +543,7 @@ def _send_page(
     error: str | None = None,
     at: str = "",
     repeat: str = "",
+    test: dict[str, str] | None = None,
 ) -> HTMLResponse:
     """The send form: who it reaches (one list, several at once, or a saved segment of one), and, when a
     list already has a send of the issue, the earlier sends and an explicit choice (only the new ones, or
@@ -561,6 +565,7 @@ def _send_page(
         empty = None if count else audience.target_refusal(session, target, issue.id, SendAudience.ALL)
         lists = session.scalars(select(MailingList).order_by(MailingList.slug)).all()
         list_segments = [] if target.several else [s.name for s in all_segments(session, target.primary.slug)]
+        untracked = [m.slug for m in target.lists if m.tracking == Tracking.OFF]  # no subject test for them
     if repeat not in (Repeat.AGAIN, Repeat.ONLY_NEW) or not earlier:
         repeat = ""
     chosen = new_count if repeat == Repeat.ONLY_NEW else count
@@ -590,6 +595,8 @@ def _send_page(
         error=error,
         at=at,
         repeat=repeat,
+        untracked=untracked,
+        test=test or {"subject": "", "share": str(DEFAULT_SHARE), "decide_after": DEFAULT_DECIDE_AFTER},
     )
 
 
@@ -623,6 +630,9 @@ def send(
     tz_offset: str = Form(""),
     when: str = Form("now"),
     repeat: str = Form(""),
+    test_subject: str = Form(""),
+    test_share: str = Form(""),
+    test_decide_after: str = Form(""),
 ) -> Response:
     """Send now (snapshot the recipients, queue the batches), or schedule for ``at``.
 
@@ -632,25 +642,32 @@ def send(
     chosen = Repeat(repeat) if repeat in (Repeat.AGAIN, Repeat.ONLY_NEW) else Repeat.NO
     batches: Batches = []  # none to queue for a scheduled send
     slugs, seg = _slugs(list, also), segment or None
+    typed = {"subject": test_subject, "share": test_share, "decide_after": test_decide_after}
     try:
+        test = _subject_test(test_subject, test_share, test_decide_after)
         if when == "later":
-            send_id = _schedule(web(request), issue_id, slugs, seg, chosen, at, tz_offset)
+            send_id = _schedule(web(request), issue_id, slugs, seg, chosen, at, tz_offset, test)
         else:
-            send_id, batches = _start(web(request), issue_id, slugs, seg, chosen)
+            send_id, batches = _start(web(request), issue_id, slugs, seg, chosen, test)
     except SendRefused as exc:
         error = f"{exc.summary}: {_refusal_hint(exc)}."
-        return _send_page(request, caller, issue_id, slugs, seg, status=409, error=error, at=at)
+        return _send_page(request, caller, issue_id, slugs, seg, status=409, error=error, at=at, test=typed)
     except (InvalidInput, Conflict) as exc:
         message = exc.message if isinstance(exc, InvalidInput) else str(exc)
+        if isinstance(exc, UntrackedLists):
+            message = f"{exc.summary}: turn it on on the list's page (Tracking: anonymous), or send without a test"
         return _send_page(
             request,
             caller,
             issue_id,
             slugs,
-            None if isinstance(exc, InvalidInput) else seg,
+            None
+            if isinstance(exc, InvalidInput) and exc.where not in (*TEST_FIELDS, *subject_variants.CLI_FIELDS)
+            else seg,
             status=400 if isinstance(exc, InvalidInput) else 409,
             error=message,
             at=at,
+            test=typed,
         )
     try:
         queue_batches(web(request).tasks, send_id, batches)
@@ -659,8 +676,28 @@ def send(
     return redirect(request, f"/sends/{send_id}", "scheduled" if when == "later" else "started")
 
 
+def _subject_test(subject: str, share: str, decide_after: str) -> SubjectTestPlan | None:
+    """The form's subject test (none when the other subject is left empty). Raises InvalidInput naming the field."""
+    if not subject.strip():
+        return None
+    try:
+        percent = int(share) if share.strip() else None
+    except ValueError:
+        raise InvalidInput(f"the test share is a whole percentage, got {share!r}", where=TEST_FIELDS[1]) from None
+    try:
+        return subject_variants.plan(subject, percent, decide_after.strip() or None, fields=TEST_FIELDS)
+    except InvalidInput as exc:
+        exc.message = f"{TEST_LABELS[exc.where]}: {exc.message}" if exc.where in TEST_LABELS else exc.message
+        raise
+
+
 def _start(
-    w: Web, issue_id: int, list_slugs: tuple[str, ...], segment: str | None, repeat: Repeat
+    w: Web,
+    issue_id: int,
+    list_slugs: tuple[str, ...],
+    segment: str | None,
+    repeat: Repeat,
+    test: SubjectTestPlan | None = None,
 ) -> tuple[int, list[sending.Batch]]:
     """Start the send now (one transaction): its id and the batches to queue after the commit."""
     with w.transaction() as session:
@@ -672,6 +709,7 @@ def _start(
             segment=segment,
             batch_size=w.settings.batch_size,
             repeat=repeat,
+            subject_test=test,
         )
         return started.id, batches
 
@@ -684,6 +722,7 @@ def _schedule(
     repeat: Repeat,
     at: str,
     tz_offset: str,
+    test: SubjectTestPlan | None = None,
 ) -> int:
     """Schedule the send for the form's local time ``at`` (one transaction); its id."""
     with w.transaction() as session:
@@ -695,6 +734,7 @@ def _schedule(
             list_slugs=list_slugs,
             segment=segment,
             repeat=repeat,
+            subject_test=test,
         )
         return scheduled.id
 

@@ -63,6 +63,8 @@ NOTICES = {
     "rescheduled": "Rescheduled.",
     "started": "The send has started: workers are delivering it.",
     "scheduled": "Scheduled.",
+    "decided": "The subject test is decided: the winner goes to the rest.",
+    "remainder-cancelled": "The subject test's rest is cancelled: only the test share gets the issue.",
     "not-queued": "The send is stored, but the broker could not be reached to queue it; press Resume once it is back.",
     "confirmations-not-queued": "The request to confirm is stored, but the broker could not be reached to queue it; "
     "a running worker queues it by itself once the broker is back.",

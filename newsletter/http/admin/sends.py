@@ -1,7 +1,9 @@
 """`/admin/sends`: every send, a live progress view with pause/resume/cancel, its report, and the delivery log.
 
 The progress page polls ``/admin/sends/{id}/progress`` (JSON) every second while the send
-is scheduled, sending or paused; the buttons are plain forms, so they work without script.
+is scheduled, sending or paused; the buttons are plain forms, so they work without script. A send
+with a subject test says where it stands, shows each subject's figures (in its report) and, while it
+tests, offers to decide it now (by the figures or a chosen winner) or to cancel the rest.
 Once a send has started its page also shows its report (``newsletter.engagement.report``): the
 delivery figures and, when its list tracked it, opens, clicks, rates, links and a chart of the
 first days drawn as inline SVG by the template; ``report.csv`` exports the per-link table.
@@ -25,11 +27,11 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from newsletter.access.accounts import DELIVERY_LOG, Caller, Forbidden
-from newsletter.delivery import send_status, sending
+from newsletter.delivery import send_status, sending, subject_tests
 from newsletter.delivery.relay_state import relay_report
 from newsletter.delivery.scheduling import reschedule_send
 from newsletter.delivery.send_health import SendHealth
-from newsletter.delivery.send_queue import QueueUnavailable, queue_resumed
+from newsletter.delivery.send_queue import QueueUnavailable, queue_batches, queue_resumed
 from newsletter.engagement.report import SendReport, send_report
 from newsletter.errors import Conflict, InvalidInput
 from newsletter.http.admin.auth import user
@@ -38,7 +40,7 @@ from newsletter.http.admin.pages import page, redirect
 from newsletter.http.context import web
 from newsletter.store import db
 from newsletter.store.models import Delivery, Issue, Send, utcnow
-from newsletter.store.states import DeliveryStatus, SendStatus, Tracking
+from newsletter.store.states import DeliveryStatus, SendStatus, SubjectTestState, Tracking
 from subscribers import csv_cells
 
 router = APIRouter()
@@ -84,6 +86,8 @@ def progress(session: Session, send_id: int, health: SendHealth, *, recipients: 
         can_pause=send.status == SendStatus.SENDING,
         can_resume=send.status == SendStatus.PAUSED,
         can_cancel=send.status in _LIVE,
+        # A subject test still testing may be decided early, or its rest cancelled.
+        can_decide=counts.test is not None and counts.test.state == SubjectTestState.TESTING,
         live=send.status in _LIVE,
         problem=health.problem(session, send),
         relays=_relays(health, send),
@@ -229,6 +233,34 @@ def resume(request: Request, send_id: int, caller: Caller = Sender) -> Response:
     except (QueueUnavailable, redis.RedisError):
         return redirect(request, f"/sends/{send_id}", "not-queued")
     return redirect(request, f"/sends/{send_id}", "resumed")
+
+
+@router.post("/sends/{send_id:int}/decide")
+def decide(request: Request, send_id: int, caller: Caller = Sender, winner: str = Form("")) -> Response:
+    """Decide the send's subject test now: by the figures so far, or the winner chosen; the rest gets it."""
+    w = web(request)
+    try:
+        chosen = subject_tests.parse_winner(winner, where="winner")
+        with w.transaction() as session:
+            decided = subject_tests.decide_now(
+                session, send_id, batch_size=w.settings.batch_size, by=f"admin:{caller.name}", winner=chosen
+            )
+    except (InvalidInput, Conflict) as exc:
+        return _conflict(request, caller, send_id, exc.message if isinstance(exc, InvalidInput) else str(exc))
+    try:
+        queue_batches(w.tasks, send_id, decided.batches)
+    except QueueUnavailable:
+        return redirect(request, f"/sends/{send_id}", "not-queued")
+    return redirect(request, f"/sends/{send_id}", "decided")
+
+
+@router.post("/sends/{send_id:int}/cancel-remainder")
+def cancel_remainder(request: Request, send_id: int, caller: Caller = Sender) -> Response:
+    """Cancel the rest of the send's undecided subject test: only the test share gets the issue."""
+    by = f"admin:{caller.name}"
+    return _steer(
+        request, caller, send_id, "remainder-cancelled", lambda s: subject_tests.cancel_rest(s, send_id, by=by)
+    )
 
 
 @router.post("/sends/{send_id:int}/reschedule")

@@ -531,6 +531,43 @@ class SendCreate(Strict):
     )
 
 
+class SubjectTestIn(Strict):
+    """A subject test: ``share`` % of the recipients (chosen at random) get the issue's subject (A) or ``subject`` (B),
+    half each; after ``decide_after`` the scheduler sends the winner to the rest."""
+
+    subject: Annotated[str, Text(998, 1, description="The other subject (B).")]
+    share: int = Field(20, ge=1, le=100, description="Percent of the recipients in the test.")
+    decide_after: Annotated[
+        str,
+        Text(20, 1, description='When the test is decided, after the send starts: "2h", "90m", "1h30m", "1d", "0s".'),
+    ] = "4h"
+
+
+class SubjectTestDecide(Strict):
+    winner: Literal["A", "B", "a", "b"] | None = Field(
+        None, description="Pick the winner; without it the figures so far decide (clicks, then opens, then A)."
+    )
+
+
+class SubjectTestOut(BaseModel):
+    """A send's subject test, as `newsletter sends status ID --json` shows it."""
+
+    state: Literal["planned", "testing", "decided", "cancelled"]
+    subject_a: str = Field(description="The issue's own subject.")
+    subject_b: str
+    share: int = Field(description="Percent of the recipients in the test.")
+    decide_after_seconds: int
+    decide_at: str | None = Field(json_schema_extra={"format": "date-time"})
+    recipients_a: int
+    recipients_b: int
+    remainder: int = Field(description="The rest of the recipients, who get the winner.")
+    winner: Literal["A", "B"] | None
+    decided_at: str | None = Field(json_schema_extra={"format": "date-time"})
+    decided_by: str | None = Field(description='"scheduler", or who decided early or cancelled the rest.')
+    reason: str | None = Field(description="Why the winner won (the figures), or why the rest was cancelled.")
+    line: str = Field(description="Where the test stands, in one sentence.")
+
+
 class SendReschedule(Strict):
     at: Moment
 
@@ -556,6 +593,7 @@ class SendOut(BaseModel):
     created_at: datetime
     started_at: datetime | None
     finished_at: datetime | None
+    subject_test: SubjectTestOut | None = Field(default=None, description="Its subject test, if it has one.")
     problem: str | None = Field(
         default=None,
         description="Null while the send moves (or is done); otherwise one sentence saying why it is stuck and "
@@ -613,6 +651,30 @@ class HourFiguresOut(BaseModel):
     unique_clicks: int = Field(description="Readers whose first click fell in this hour.")
 
 
+class VariantFiguresOut(BaseModel):
+    variant: Literal["A", "B"]
+    subject: str
+    recipients: int = Field(description="The test share's recipients with this subject.")
+    delivered: int
+    opens: int = Field(description="Unique human openers.")
+    clicks: int = Field(description="Unique human clickers.")
+    open_rate: float | None = Field(description="Unique human openers over delivered.")
+    click_rate: float | None = Field(description="Unique human clickers over delivered.")
+
+
+class SubjectTestReportOut(BaseModel):
+    state: Literal["planned", "testing", "decided", "cancelled"]
+    share: int = Field(description="Percent of the recipients in the test.")
+    remainder: int = Field(description="The rest of the recipients, who get (got) the winner.")
+    decide_at: str | None = Field(json_schema_extra={"format": "date-time"})
+    decided_at: str | None = Field(json_schema_extra={"format": "date-time"})
+    decided_by: str | None
+    winner: Literal["A", "B"] | None
+    reason: str | None = Field(description="Why the winner won, with the figures, or why the rest was cancelled.")
+    variants: builtins.list[VariantFiguresOut] = Field(description="A then B, the figures now.")
+    decided_on: builtins.list[VariantFiguresOut] | None = Field(description="A then B, the figures it was decided on.")
+
+
 class SendReportOut(BaseModel):
     """Exactly what `newsletter sends report ID --json` prints (README, "Engagement reports")."""
 
@@ -642,3 +704,4 @@ class SendReportOut(BaseModel):
     )
     rolled_up: bool = Field(description="The report window closed: the figures are the rolled-up hourly counts.")
     note: str = Field(description="That open rates are estimates, or that tracking was off.")
+    subject_test: SubjectTestReportOut | None = Field(description="Its subject test, if it had one.")

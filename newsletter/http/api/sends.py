@@ -17,9 +17,10 @@ from fastapi.responses import StreamingResponse
 from pydantic import Field
 
 from newsletter.access.accounts import DELIVERY_LOG, Caller, Forbidden
-from newsletter.delivery import scheduling, sending
+from newsletter.delivery import scheduling, sending, subject_tests, subject_variants
 from newsletter.delivery.audience import Repeat, SendRefused, scheduled_for_everyone
 from newsletter.delivery.send_queue import queue_batches, queue_resumed
+from newsletter.delivery.subject_variants import UntrackedLists
 from newsletter.engagement.report import send_report
 from newsletter.errors import Conflict, InvalidInput
 from newsletter.http.api import schemas
@@ -33,6 +34,8 @@ from newsletter.http.api.schemas import (
     SendReschedule,
     SendsOut,
     Slug,
+    SubjectTestDecide,
+    SubjectTestIn,
     Text,
 )
 from newsletter.http.context import web
@@ -44,6 +47,7 @@ router = APIRouter(prefix="/sends", tags=["sends"])
 SendId = Annotated[int, path_id("send")]
 StatusFilter = Annotated[DeliveryStatus | None, Query(description="Only deliveries in this status.")]
 CSV_COLUMNS = sending.LOG_COLUMNS
+TEST_FIELDS = ("subject_test.subject", "subject_test.share", "subject_test.decide_after")
 EXPORT_CHUNK = 5000
 
 
@@ -79,6 +83,7 @@ def send_out(counts: sending.SendCounts, problem: str | None = None) -> SendOut:
             "created_at": s.created_at,
             "started_at": s.started_at,
             "finished_at": s.finished_at,
+            "subject_test": counts.test.as_json() if counts.test is not None else None,
             "problem": problem,
         }
     )
@@ -107,6 +112,15 @@ class SendTo(SendCreate):
     segment: Annotated[str, Text(100, 1)] | None = Field(
         None, description="Only the subscribers of this saved segment of the list (GET /api/segments); one list only."
     )
+    subject_test: SubjectTestIn | None = Field(
+        None,
+        description=(
+            "Test another subject first: `share` % of the recipients (at random) get the issue's subject or this one, "
+            "half each, and after `decide_after` the subject whose copies got the larger share of unique human "
+            "clickers (openers breaking a tie; the issue's on a tie) goes to the rest. Every list must track "
+            "clicks (409 otherwise). Works with `lists`, `segment`, `repeat` and `at`."
+        ),
+    )
 
 
 @router.post(
@@ -123,18 +137,34 @@ def start_send(request: Request, body: SendTo, caller: SendEditor) -> SendOut:
     are taken when it starts. ``lists`` sends to several lists at once (each address once),
     ``segment`` to a saved segment of the one list. 409 when a list already has a send of the issue
     and ``repeat`` is not given, or when the send would reach no one (the message says why and what
-    to do). 400 for ``segment`` with several lists, or ``list`` with ``lists``.
-    503 when the broker is unreachable: the send is stored, resume it later."""
+    to do). 400 for ``segment`` with several lists, or ``list`` with ``lists``. ``subject_test`` tests another
+    subject on a share of the recipients first (only its batches are queued now; the scheduler queues the
+    rest's with the winner); 409 when a list counts no clicks (its tracking is off), 400 when the share leaves
+    a subject without a reader. 503 when the broker is unreachable: the send is stored, resume it later."""
     state = web(request)
     settings = render_settings(request)
     repeat = Repeat(body.repeat) if body.repeat else Repeat.NO
     if body.list is not None and body.lists is not None:
         raise InvalidInput("give either list (one list) or lists (several), not both", where="lists")
     slugs = body.lists or ([body.list] if body.list else [])
+    test = (
+        subject_variants.plan(
+            body.subject_test.subject, body.subject_test.share, body.subject_test.decide_after, fields=TEST_FIELDS
+        )
+        if body.subject_test is not None
+        else None
+    )
     with state.transaction() as session, _refusals_for_the_api(repeat):
         if body.at is not None:
             send = scheduling.schedule_send(
-                session, body.issue_id, body.at, settings, list_slugs=slugs, segment=body.segment, repeat=repeat
+                session,
+                body.issue_id,
+                body.at,
+                settings,
+                list_slugs=slugs,
+                segment=body.segment,
+                repeat=repeat,
+                subject_test=test,
             )
             batches: list[sending.Batch] = []
         else:
@@ -146,6 +176,7 @@ def start_send(request: Request, body: SendTo, caller: SendEditor) -> SendOut:
                 segment=body.segment,
                 batch_size=state.settings.batch_size,
                 repeat=repeat,
+                subject_test=test,
             )
     queue_batches(state.tasks, send.id, batches)
     return _status(request, send.id)
@@ -176,9 +207,14 @@ def _refusals_for_the_api(repeat: Repeat) -> Iterator[None]:
                 "or import a CSV file with POST /api/imports"
             )
         raise Conflict(f"{exc.summary}: {hint}" if hint else exc.summary) from None
+    except UntrackedLists as exc:
+        turn_on = "; ".join(f'PATCH /api/lists/{slug} with {{"tracking": "anonymous"}}' for slug in exc.slugs)
+        raise Conflict(f"{exc.summary}: turn it on ({turn_on}), or send without subject_test") from None
     except InvalidInput as exc:
         if exc.where in ("--segment", "--list"):  # the domain names the CLI's options; here they are fields
             exc.where = exc.where.removeprefix("--")
+        elif exc.where in subject_variants.CLI_FIELDS:
+            exc.where = TEST_FIELDS[subject_variants.CLI_FIELDS.index(exc.where)]
         raise
 
 
@@ -233,6 +269,43 @@ def cancel_send(request: Request, send_id: SendId, caller: SendEditor) -> SendOu
     """Nothing more goes out; what was pending is logged as cancelled. Also cancels a scheduled send."""
     with web(request).transaction() as session:
         sending.cancel_send(session, send_id)
+    return _status(request, send_id)
+
+
+@router.post(
+    "/{send_id}/subject-test/decide",
+    response_model=SendOut,
+    responses=errors(400, 404, 409, 503),
+    summary="Decide a send's subject test now",
+)
+def decide_subject_test(
+    request: Request, send_id: SendId, caller: SendEditor, body: SubjectTestDecide | None = None
+) -> SendOut:
+    """Before its time: by the figures so far (unique human clickers, then openers, then A), or the ``winner``
+    given; the winner goes to the rest at once (their batches are queued; a paused send's when it resumes).
+    409 when the send has no test, or it is decided or cancelled already. 503 when the broker is unreachable:
+    the decision stands and a worker queues the rest by itself once it is back."""
+    state = web(request)
+    winner = subject_tests.parse_winner(body.winner if body else None, where="winner")
+    with state.transaction() as session:
+        decided = subject_tests.decide_now(
+            session, send_id, batch_size=state.settings.batch_size, by=f"api:{caller.name}", winner=winner
+        )
+    queue_batches(state.tasks, send_id, decided.batches)
+    return _status(request, send_id)
+
+
+@router.post(
+    "/{send_id}/subject-test/cancel-remainder",
+    response_model=SendOut,
+    responses=errors(404, 409),
+    summary="Cancel the rest of a send's subject test",
+)
+def cancel_subject_test_remainder(request: Request, send_id: SendId, caller: SendEditor) -> SendOut:
+    """Only the test share gets the issue: the rest's deliveries are logged as cancelled. 409 when the send has
+    no test, or it is decided or cancelled already."""
+    with web(request).transaction() as session:
+        subject_tests.cancel_rest(session, send_id, by=f"api:{caller.name}")
     return _status(request, send_id)
 
 

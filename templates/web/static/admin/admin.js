@@ -64,6 +64,7 @@
       text("p-elapsed", Math.floor(s.elapsed));
       text("p-reason", s.status_reason || "");
       show("p-reason", !!s.status_reason);
+      if (s.subject_test) text("p-test", s.subject_test.line);
       // Why the send is stuck, in plain words (null while it moves); `commands` shown as code.
       var problem = document.getElementById("p-problem-text");
       if (problem) {
