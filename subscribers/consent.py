@@ -119,6 +119,7 @@ class ListState:
     status: str
     confirmed_at: datetime | None
     ended_at: datetime | None
+    list_id: int | None = None
 
 
 @dataclass(frozen=True)
@@ -451,7 +452,12 @@ def _preferences(session: Session, subscriber: Subscriber) -> Preferences:
     session.flush()
     rows = session.execute(
         select(
-            MailingList.slug, MailingList.name, Subscription.status, Subscription.confirmed_at, Subscription.ended_at
+            MailingList.slug,
+            MailingList.name,
+            Subscription.status,
+            Subscription.confirmed_at,
+            Subscription.ended_at,
+            MailingList.id,
         )
         .join(Subscription, Subscription.list_id == MailingList.id)
         .where(Subscription.subscriber_id == subscriber.id)
