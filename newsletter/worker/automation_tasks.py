@@ -72,10 +72,10 @@ def deliver_automation_batch(self: Task[Any, Any], automation_id: int, first_id:
             )
 
 
-def enqueue_automations(batches: Sequence[tuple[int, int, int]]) -> None:
-    """Queue one task per batch (automation id, first and last row id)."""
+def enqueue_automations(s: WorkerState, batches: Sequence[tuple[int, int, int]]) -> None:
+    """Queue one task per batch (automation id, first and last row id) through this process's Celery app."""
     if batches:
-        state().queue.send_tasks(AUTOMATION_BATCH, batches)
+        s.queue.send_tasks(AUTOMATION_BATCH, batches)
 
 
 def plan_steps(s: WorkerState, now: datetime | None = None) -> int:
@@ -91,7 +91,7 @@ def plan_steps(s: WorkerState, now: datetime | None = None) -> int:
     if not batches:
         return 0
     try:
-        enqueue_automations(batches)
+        enqueue_automations(s, batches)
     except Exception:
         log.warning("%d batch(es) of steps are due but could not be queued; the reconciler will", len(batches))
     log.info("steps due: %d batch(es) queued", len(batches))
@@ -112,5 +112,5 @@ def reconcile(s: WorkerState, is_alive: Callable[[int], bool]) -> int:
         batches = automation_mails.due_batches(session, s.settings.batch_size)
     if batches:
         log.info("automated emails: queueing %d batch(es) with no task left", len(batches))
-        enqueue_automations(batches)
+        enqueue_automations(s, batches)
     return len(batches)
