@@ -20,6 +20,7 @@ from collections.abc import Callable
 from datetime import datetime, timedelta
 from email import message_from_bytes, policy
 from email.message import EmailMessage
+from functools import partial
 from typing import Any
 
 import pytest
@@ -125,8 +126,8 @@ def test_a_reader_is_welcomed_once_gets_each_step_in_order_and_is_seen_off_when_
     cli("lists", "create", "weekly", "--name", "Info War Weekly", "--from-email", "news@example.org")
     lesson1, lesson2, lesson3 = write_lessons(room)
     assert "on, the shipped text" in cli("automations", "welcome", "weekly", "--on").stdout
-    for issue_id, day in ((lesson2, "3"), (lesson1, "0"), (lesson3, "7")):
-        cli("automations", "add-step", "weekly", issue_id, "--day", day)
+    for issue_id, offset in ((lesson2, "3"), (lesson1, "0"), (lesson3, "7")):
+        cli("automations", "add-step", "weekly", issue_id, "--day", offset)
     cli("automations", "goodbye", "weekly", "--on")
     room.start_worker()
     scheduler = _scheduler(room)  # the real tick, on the real clock: it plans the day-0 step
@@ -187,7 +188,7 @@ def test_a_reader_is_welcomed_once_gets_each_step_in_order_and_is_seen_off_when_
         for day, lesson in ((3, 2), (8, 3)):
             for _ in range(2):
                 clock.tick(start + timedelta(days=day, minutes=1))
-            wait_for(lambda n=lesson: lessons_done(n, ["ann@example.com", "bob@example.com"]), f"lesson {lesson}")
+            wait_for(partial(lessons_done, lesson, ["ann@example.com", "bob@example.com"]), f"lesson {lesson}")
         time.sleep(2)  # room for a duplicate or a stray step to show up, if there were one
     finally:
         scheduler.terminate()
