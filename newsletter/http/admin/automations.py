@@ -141,7 +141,7 @@ def log(
     chosen_kind = kind if kind in tuple(AutomationKind) else None
     chosen_status = status if status in tuple(AutomationMailStatus) else None
     may_read_log = caller.may(DELIVERY_LOG)  # the log names every recipient: admins only
-    with web(request).reading() as session:
+    with web(request).transaction() as session:  # not reading(): its rollback would expire what the page shows
         mailing_list = get_list(session, slug)
         view = automations.overview(session, slug)
         if step is not None:
