@@ -10,6 +10,7 @@ each recipient's copy) implement; ``stops`` says why a batch stopped, as a typed
 ``send_control`` is what a send's workers share in Redis (sent-journal, rate limit, error
 counts); ``send_health`` says why a send is not moving; ``scheduling`` runs scheduled sends and
 weekly slots; ``test_copies``, ``notices``, ``preferences_mail`` and ``confirmation_mailing``
-send the other emails. It may import mail, content, subscribers, access, store and the
+send the other emails; ``automation_editions`` and ``automation_mailing`` deliver a list's
+welcome, sequence steps and goodbye through the same batch loop. It may import mail, content, subscribers, access, store and the
 foundation; never feedback (its sibling), the dev tools, the runtime or an edge.
 """
