@@ -17,7 +17,7 @@ from newsletter.access.accounts import DELIVERY_LOG, Caller, Forbidden
 from newsletter.delivery.automation_editions import render_automation
 from newsletter.http.api.auth import SendEditor, api_caller
 from newsletter.http.api.common import errors, field_names, path_id, render_settings
-from newsletter.http.api.schemas import MAX_ID, SLUG_PATTERN, Strict
+from newsletter.http.api.schemas import MAX_ID, SLUG_PATTERN, Id, JsonInteger, Strict
 from newsletter.http.context import web
 from newsletter.store.states import AutomationKind, AutomationMailStatus
 from subscribers import automation_mails, automations
@@ -26,7 +26,10 @@ router = APIRouter(prefix="/lists", tags=["automations"])
 
 SlugPath = Annotated[str, Path(pattern=SLUG_PATTERN, max_length=64, description="The list's slug.")]
 StepId = Annotated[int, path_id("step")]
-IssueId = Annotated[int, Field(ge=1, le=MAX_ID, strict=True, description="An issue of the list.")]
+IssueId = Annotated[Id, Field(description="An issue of the list.")]
+Day = Annotated[
+    int, Field(ge=0, le=automations.MAX_OFFSET_DAYS, description="Days after each person confirmed."), JsonInteger
+]
 #: The domain names CLI options; the API's fields have plain names.
 FIELDS = {"--issue": "issue", "ISSUE": "issue", "--day": "day", "--kind": "kind", "--status": "status"}
 
@@ -99,7 +102,7 @@ class GoodbyeIn(Strict):
 
 class StepIn(Strict):
     issue: IssueId
-    day: int = Field(ge=0, le=automations.MAX_OFFSET_DAYS, strict=True, description="Days after each person confirmed.")
+    day: Day
 
 
 class AutomationMailOut(BaseModel):
