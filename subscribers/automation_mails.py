@@ -11,11 +11,14 @@ automated email at most once. Rows are written:
   (``consent.unsubscribe`` and ``consent.leave``; ``bounces`` for a mailed unsubscribe);
 * by :func:`plan_due_steps`, the scheduler's tick: for each step, one ``INSERT ... SELECT`` of the
   list's confirmed, unsuppressed subscribers with ``confirmed_at + offset <= now`` who confirmed
-  after the step was added, have no row for it, and have no automated email of the list still
-  pending. That last condition makes a person's emails go out one after the other, in order: the
-  welcome before the first step, each step after the one before (a step that came due while the
-  scheduler was stopped waits one tick for its predecessor). ``now`` is a parameter: the tick
-  passes the clock, tests pass a later one.
+  after the step was added and have no row for it, reading only the confirmations since the
+  step's last planning (less a margin). ``now`` is a parameter: the tick passes the clock, tests
+  pass a later one.
+
+A person's automated emails of a list go out one after the other, in the order their rows were
+written (the welcome before the first step, each step after the ones before it, even when a
+stopped scheduler finds several due at once): the workers hold back a row while an earlier one
+of the same person and list is still pending (``delivery.automation_mailing``).
 
 Each returns the id ranges to queue (``delivery.send_queue.queue_automation_batches``) once the
 transaction commits. Rows whose task was never queued or was lost (a broker outage, a mailed
@@ -30,7 +33,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import exists, func, literal, or_, select
+from sqlalchemy import exists, func, literal, or_, select, update
 from sqlalchemy.orm import Session, aliased
 
 from newsletter.errors import InvalidInput
@@ -50,6 +53,11 @@ from subscribers.automations import describe
 from subscribers.lists import get_list
 
 Batch = tuple[int, int, int]  # the automation's id, the first and the last row id (inclusive)
+
+#: How far before its last planning the next planning of a step looks again: room for a confirmation whose
+#: transaction committed late (its ``confirmed_at`` is set before the commit) and for the clocks of the web
+#: servers and the scheduler differing a little. The unique rows keep anyone from being written twice.
+PLANNING_MARGIN = timedelta(hours=1)
 
 _COLUMNS = [
     "automation_id",
@@ -108,18 +116,37 @@ def plan_due_steps(session: Session, now: datetime, batch_size: int) -> list[Bat
     """Write a row for every step now due to someone (see the module docstring); return the batches.
 
     The steps are locked (PostgreSQL; SQLite writes one transaction at a time), so ticks running
-    at once plan one after the other, each seeing what the other wrote.
+    at once plan one after the other, each seeing what the other wrote. Each step notes the time it
+    was planned at (``planned_until``); the next planning reads only the confirmations since then,
+    less :data:`PLANNING_MARGIN`, so a tick costs what is new, not the whole list.
     """
     steps = session.execute(
-        select(Automation.id, Automation.list_id, Automation.issue_id, Automation.offset_days, Automation.created_at)
+        select(
+            Automation.id,
+            Automation.list_id,
+            Automation.issue_id,
+            Automation.offset_days,
+            Automation.created_at,
+            Automation.planned_until,
+        )
         .where(Automation.kind == AutomationKind.STEP, Automation.removed_at.is_(None), Automation.enabled)
         .order_by(Automation.list_id, Automation.offset_days, Automation.id)
         .with_for_update()
     ).all()
     batches: list[Batch] = []
-    for step_id, list_id, issue_id, offset_days, added_at in steps:
-        ids = _write_due_step(session, step_id, list_id, issue_id, offset_days or 0, added_at, now)
+    for step_id, list_id, issue_id, offset_days, added_at, planned_until in steps:
+        offset = timedelta(days=offset_days or 0)
+        since = added_at if planned_until is None else max(added_at, planned_until - offset - PLANNING_MARGIN)
+        ids = _write_due_step(session, step_id, list_id, issue_id, since, now - offset, now)
         batches += _ranges(step_id, ids, batch_size)
+        if planned_until is None or planned_until < now:
+            session.execute(
+                update(Automation)
+                .where(Automation.id == step_id)
+                # updated_at stays: it dates the step's content (its edition is made again when it changes)
+                .values(planned_until=now, updated_at=Automation.updated_at)
+                .execution_options(synchronize_session=False)
+            )
     return batches
 
 
@@ -128,12 +155,13 @@ def _write_due_step(
     step_id: int,
     list_id: int,
     issue_id: int | None,
-    offset_days: int,
-    added_at: datetime,
+    since: datetime,
+    until: datetime,
     now: datetime,
 ) -> list[int]:
+    """Write the step's row for each confirmed, unsuppressed subscriber of the list confirmed between
+    ``since`` and ``until`` (inclusive) who has none yet; returns the new rows' ids."""
     had = aliased(AutomationMail)
-    waiting = aliased(AutomationMail)
     due = (
         select(
             literal(step_id),
@@ -151,15 +179,10 @@ def _write_due_step(
         .where(
             Subscription.list_id == list_id,
             Subscription.status == SubscriptionStatus.CONFIRMED,
-            Subscription.confirmed_at >= added_at,
-            Subscription.confirmed_at <= now - timedelta(days=offset_days),
+            Subscription.confirmed_at >= since,
+            Subscription.confirmed_at <= until,
             ~exists().where(Suppression.email == Subscriber.email),
             ~exists().where(had.automation_id == step_id, had.subscriber_id == Subscriber.id),
-            ~exists().where(
-                waiting.subscriber_id == Subscriber.id,
-                waiting.list_id == list_id,
-                waiting.status == AutomationMailStatus.PENDING,
-            ),
         )
         .order_by(Subscriber.id)
     )

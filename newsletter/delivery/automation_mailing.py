@@ -18,6 +18,8 @@ guarantees:
   unreachable SMTP server gives up on nobody; each outcome is logged on the row (status,
   attempts, SMTP reply, Message-ID, times).
 
+A person's automated emails of a list go out in the order they were written: a row whose
+subscriber has an earlier one still pending (their welcome, an earlier step) waits for it.
 Someone who left the list (or, for a goodbye, joined it again) or was suppressed before their
 email went out is skipped, and so is everyone still to get an automated email that was switched
 off or removed; the reason is logged on the row. An automated email never pauses itself for
@@ -33,7 +35,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import and_, bindparam, func, or_, select, update
-from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.orm import Session, aliased, sessionmaker
 
 from newsletter.delivery import batch_loop
 from newsletter.delivery.automation_editions import AutomationEditions
@@ -60,6 +62,8 @@ from newsletter.store.states import (
     SuppressionReason,
 )
 
+#: Seconds a row waits, at least, for an earlier automated email of the same person and list still pending.
+IN_ORDER_WAIT = 3.0
 #: What a row's log says when the automation it belongs to was switched off or removed before it went out.
 SWITCHED_OFF = {
     AutomationKind.WELCOME: "not sent: the list's welcome was switched off before it went out",
@@ -158,6 +162,7 @@ class AutomationRecipients:
                 .values(claimed_by=self.me, claim_expires=now + timedelta(seconds=claim_seconds))
                 .execution_options(synchronize_session=False)
             )
+            self._hold_back(session, now)
             rows, departed = [], {}
             for row_id, subscriber_id, email, name, attempts, standing, suppressed in session.execute(
                 self._rows(automation.list_id)
@@ -169,6 +174,37 @@ class AutomationRecipients:
                     departed[row_id] = reason
             self._skip(session, departed, now)
             return Taken(rows, len(departed))
+
+    def _hold_back(self, session: Session, now: datetime) -> None:
+        """Give back, due again later, the held rows whose subscriber has an earlier automated email of the
+        list still pending (a welcome, an earlier step): a person's emails go out in the order they were
+        written. Each waits until that one's next attempt, or a few seconds."""
+        earlier = aliased(AutomationMail)
+        waiting = session.execute(
+            select(AutomationMail.id, func.max(earlier.next_attempt_at))
+            .join(
+                earlier,
+                and_(
+                    earlier.subscriber_id == AutomationMail.subscriber_id,
+                    earlier.list_id == AutomationMail.list_id,
+                    earlier.status == AutomationMailStatus.PENDING,
+                    earlier.id < AutomationMail.id,
+                ),
+            )
+            .where(*self._held())
+            .group_by(AutomationMail.id)
+        ).all()
+        for row_id, until in waiting:
+            session.execute(
+                update(AutomationMail)
+                .where(*self._held(), AutomationMail.id == row_id)
+                .values(
+                    claimed_by=None,
+                    claim_expires=None,
+                    next_attempt_at=max(now + timedelta(seconds=IN_ORDER_WAIT), until or now),
+                )
+                .execution_options(synchronize_session=False)
+            )
 
     def _rows(self, list_id: int) -> Any:
         """The held rows in id order, each with the subscriber's name (None: gone), their subscription's

@@ -172,6 +172,8 @@ class Subscription(Base):
         _check_in("status", SubscriptionStatus, "status"),
         Index("ix_subscriptions_list_status", "list_id", "status"),
         Index("ix_subscriptions_subscriber", "subscriber_id"),
+        # The confirmations of a list within a time window: the steps of its sequence due now (migration 0019).
+        Index("ix_subscriptions_list_status_confirmed", "list_id", "status", "confirmed_at"),
     )
 
     id: Mapped[int] = mapped_column(Id, primary_key=True)
@@ -570,6 +572,9 @@ class Automation(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
     removed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # A step: the latest time it was planned at; the next planning looks only at confirmations since
+    # (less a margin), so each costs what is new, not the whole list (subscribers.automation_mails).
+    planned_until: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
 
 class AutomationMail(Base):

@@ -5,7 +5,8 @@ the steps of its sequence (days after confirming) and its goodbye (when someone 
 themselves), each sending an issue of the list or the shipped text. Each automated email to
 one subscriber is one row of ``automation_mails``, unique per (automation, subscriber): the
 unit of work the workers claim, and its log (status, attempts, SMTP reply, Message-ID, times).
-Nothing existing changes.
+``subscriptions`` gets an index on (list, status, confirmed_at): the tick reads the confirmations
+of a time window. Nothing existing changes.
 
 Revision ID: 0019
 Revises: 0015
@@ -39,6 +40,7 @@ def upgrade() -> None:
         sa.Column("created_at", When, nullable=False),
         sa.Column("updated_at", When, nullable=False),
         sa.Column("removed_at", When, nullable=True),
+        sa.Column("planned_until", When, nullable=True),
         sa.CheckConstraint("kind IN ('welcome', 'step', 'goodbye')", name=op.f("ck_automations_kind")),
         sa.ForeignKeyConstraint(
             ["list_id"], ["mailing_lists.id"], name=op.f("fk_automations_list_id_mailing_lists"), ondelete="CASCADE"
@@ -95,9 +97,12 @@ def upgrade() -> None:
     op.create_index("ix_automation_mails_status", "automation_mails", ["status", "automation_id", "id"])
     op.create_index("ix_automation_mails_subscriber_list", "automation_mails", ["subscriber_id", "list_id", "status"])
     op.create_index("ix_automation_mails_list", "automation_mails", ["list_id", "id"])
+    # The confirmations of a list within a time window (the steps due now), without reading the whole list.
+    op.create_index("ix_subscriptions_list_status_confirmed", "subscriptions", ["list_id", "status", "confirmed_at"])
 
 
 def downgrade() -> None:
+    op.drop_index("ix_subscriptions_list_status_confirmed", table_name="subscriptions")
     op.drop_index("ix_automation_mails_list", table_name="automation_mails")
     op.drop_index("ix_automation_mails_subscriber_list", table_name="automation_mails")
     op.drop_index("ix_automation_mails_status", table_name="automation_mails")
