@@ -230,15 +230,12 @@ def _ranges(automation_id: int, ids: list[int], batch_size: int) -> list[Batch]:
 # --- what is left to queue -----------------------------------------------------------------
 
 
-def pending_for(session: Session, list_id: int, subscriber_id: int) -> list[Batch]:
-    """The subscriber's automated emails of the list not sent yet (a page queues them at once)."""
-    rows = session.execute(
-        select(AutomationMail.automation_id, AutomationMail.id).where(
-            AutomationMail.subscriber_id == subscriber_id,
-            AutomationMail.list_id == list_id,
-            AutomationMail.status == AutomationMailStatus.PENDING,
-        )
-    ).all()
+def pending_for(session: Session, list_id: int | None, subscriber_id: int) -> list[Batch]:
+    """The subscriber's automated emails of the list (None: of every list) not sent yet (a page queues them)."""
+    conditions = [AutomationMail.subscriber_id == subscriber_id, AutomationMail.status == AutomationMailStatus.PENDING]
+    if list_id is not None:
+        conditions.append(AutomationMail.list_id == list_id)
+    rows = session.execute(select(AutomationMail.automation_id, AutomationMail.id).where(*conditions)).all()
     return [(automation_id, row_id, row_id) for automation_id, row_id in rows]
 
 

@@ -22,7 +22,7 @@ from newsletter.store.models import Automation, AutomationMail
 from subscribers.lists import create_list
 from subscribers.subscriptions import add_subscriber
 from tests.apikit import (
-    api,  # noqa: F401  (fixture)
+    api_with_broker,  # noqa: F401  (fixture)
     assert_error,
 )
 from tests.bouncekit import RENDER
@@ -34,7 +34,9 @@ from tests.textkit import must_match
 ZERO = {"pending": 0, "sent": 0, "failed": 0, "skipped": 0}
 
 
-def test_the_api_sets_up_the_welcome_steps_and_goodbye_and_admins_read_the_log(api):  # noqa: F811
+@pytest.mark.redis
+def test_the_api_sets_up_the_welcome_steps_and_goodbye_and_admins_read_the_log(api_with_broker):  # noqa: F811
+    api = api_with_broker
     api.make_list()
     api.make_list("monthly")
     issue = api.make_issue()["id"]

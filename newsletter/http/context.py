@@ -97,8 +97,9 @@ class Web:
         html = self.templates.get_template(template).render(**values)
         return HTMLResponse(html, status_code=status, headers=headers)
 
-    def queue_automated(self, list_id: int, subscriber_id: int) -> None:
-        """Queue the subscriber's automated emails of the list not sent yet (a welcome just written, a goodbye),
+    def queue_automated(self, list_id: int | None, subscriber_id: int) -> None:
+        """Queue the subscriber's automated emails of the list (None: of every list) not sent yet (a welcome just
+        written, a goodbye),
         once the transaction that wrote them has committed. A broker that cannot be reached only delays them:
         a worker's reconciler queues them once it is back."""
         from newsletter.delivery.send_queue import queue_automation_batches
