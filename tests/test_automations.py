@@ -30,7 +30,7 @@ from newsletter.errors import Conflict, InvalidInput
 from newsletter.mail.transport import SmtpTransport
 from newsletter.store import db
 from newsletter.store.models import Automation, AutomationMail, Subscriber, Subscription, utcnow
-from subscribers import automation_mails, automations, consent
+from subscribers import automation_mails, automations, consent, directory
 from subscribers.bounces import record_bounce
 from subscribers.lists import create_list
 from subscribers.subscriptions import add_subscriber, unsubscribe
@@ -100,6 +100,8 @@ def test_the_welcome_goes_once_to_who_confirms_through_the_link_and_added_people
         automations.set_welcome(s, "weekly", also_added=True)
         add_subscriber(s, "weekly", "dee@example.com", confirmed=True)
         add_subscriber(s, "weekly", "eve@example.com")  # unconfirmed: nothing yet
+        fay = add_subscriber(s, "weekly", "fay@example.com").subscription.subscriber_id
+        directory.set_subscription(s, fay, "weekly", "confirmed")  # the admin subscriber page, the API's PUT
     mark_sent(sessions)
     # Bob leaves and comes back through a new link: a list welcomes a person once, ever.
     with db.transaction(sessions) as s:
@@ -108,10 +110,14 @@ def test_the_welcome_goes_once_to_who_confirms_through_the_link_and_added_people
     bob_again = confirm_link(sessions, "bob@example.com")
     with db.transaction(sessions) as s:
         consent.confirm(s, SIGNER, bob_again, max_age=86400)
-    assert sorted(rows(sessions)) == [("bob@example.com", "welcome", "sent"), ("dee@example.com", "welcome", "sent")]
+    assert sorted(rows(sessions)) == [
+        ("bob@example.com", "welcome", "sent"),
+        ("dee@example.com", "welcome", "sent"),
+        ("fay@example.com", "welcome", "sent"),
+    ]
     with sessions() as s:
         welcome = automations.overview(s, "weekly").welcome
-    assert welcome.enabled and welcome.also_added and welcome.issue_id is None and welcome.sent == 2
+    assert welcome.enabled and welcome.also_added and welcome.issue_id is None and welcome.sent == 3
 
 
 def test_steps_are_written_once_at_each_persons_offset_only_for_those_who_confirmed_after_them(sessions):
