@@ -420,3 +420,23 @@ def test_a_persons_emails_go_in_order_whatever_order_their_batches_run_in(sessio
         "bob@example.com": ["Welcome to The Weekly"],
     }
     assert Counter(status for _, _, status in rows(sessions)) == {"sent": 5, "skipped": 3}
+
+
+def test_erasing_a_subscriber_anonymises_their_automated_emails(sessions):
+    setup_list(sessions)
+    with db.transaction(sessions) as s:
+        automations.set_welcome(s, "weekly", enabled=True, also_added=True)
+        automations.set_goodbye(s, "weekly", enabled=True)
+        ann = add_subscriber(s, "weekly", "ann@example.com", confirmed=True).subscription.subscriber_id
+        add_subscriber(s, "weekly", "bob@example.com", confirmed=True)
+    mark_sent(sessions)
+    with db.transaction(sessions) as s:
+        automation_mails.goodbye_due(s, _list_id_in(s), ann)  # one still pending when the erasure comes
+        directory.delete_subscriber(s, ann, erase=True)
+    assert sorted(rows(sessions)) == [("bob@example.com", "welcome", "sent")]  # ann had no deliveries: gone
+    with sessions() as s:
+        assert s.scalar(select(AutomationMail.id).where(AutomationMail.subscriber_id == ann)) is None
+
+
+def _list_id_in(session: Session) -> int:
+    return int(session.scalar(select(Subscription.list_id).limit(1)) or 0)
