@@ -17,8 +17,11 @@ list or, for the welcome and the goodbye, the shipped text (``templates/email/we
 
 A list's welcome and goodbye are each one row, switched on and off, never deleted: each person
 gets a list's welcome at most once, whatever is switched or changed later. A removed step keeps
-its row (``removed_at``) and its log. Editing, switching and removing take effect for the
-emails not yet sent.
+its row (``removed_at``) and its log. Switching and removing take effect for the emails not yet
+sent. What each one sends is rendered when it is set up and frozen on its row
+(``delivery.automation_editions.freeze``, called by every edge that changes one): an issue
+edited later changes nothing until the list's automated emails are refreshed, and
+:func:`overview` says which ones' issue changed since.
 """
 
 from __future__ import annotations
@@ -54,6 +57,8 @@ class AutomationView:
     also_added: bool = False  # the welcome only
     counts: dict[str, int] = field(default_factory=dict)  # its emails by status
     created_at: datetime | None = None
+    # Its issue was changed after what it sends was frozen: the change reaches nobody until it is refreshed.
+    issue_changed: bool = False
 
     @property
     def sent(self) -> int:
@@ -70,6 +75,7 @@ class AutomationView:
             shown["day"] = self.offset_days
         if self.kind == AutomationKind.WELCOME:
             shown["also_added"] = self.also_added
+        shown["issue_changed"] = self.issue_changed
         shown.update({str(s): self.counts.get(s, 0) for s in AutomationMailStatus})
         if self.kind == AutomationKind.STEP:
             shown["added_at"] = _iso(self.created_at)
@@ -98,7 +104,7 @@ def overview(session: Session, list_slug: str) -> Overview:
     """The list's welcome, steps and goodbye, each with its emails counted by status. Raises NotFound."""
     mailing_list = get_list(session, list_slug)
     rows = session.execute(
-        select(Automation, Issue.subject)
+        select(Automation, Issue.subject, Issue.updated_at)
         .outerjoin(Issue, Issue.id == Automation.issue_id)
         .where(Automation.list_id == mailing_list.id, Automation.removed_at.is_(None))
         .order_by(Automation.offset_days, Automation.id)
@@ -112,8 +118,8 @@ def overview(session: Session, list_slug: str) -> Overview:
         counts.setdefault(automation_id, {})[str(status)] = count
     views = {kind: _off(kind) for kind in (AutomationKind.WELCOME, AutomationKind.GOODBYE)}
     steps = []
-    for automation, subject in rows:
-        view = _view(automation, subject, counts.get(automation.id, {}))
+    for automation, subject, issue_updated in rows:
+        view = _view(automation, subject, counts.get(automation.id, {}), issue_updated)
         if automation.kind == AutomationKind.STEP:
             steps.append(view)
         else:
@@ -291,7 +297,10 @@ def _off(kind: AutomationKind) -> AutomationView:
     return AutomationView(None, kind, False, None, None)
 
 
-def _view(automation: Automation, subject: str | None, counts: dict[str, int]) -> AutomationView:
+def _view(
+    automation: Automation, subject: str | None, counts: dict[str, int], issue_updated: datetime | None
+) -> AutomationView:
+    frozen = automation.rendered_at
     return AutomationView(
         automation.id,
         automation.kind,
@@ -302,6 +311,7 @@ def _view(automation: Automation, subject: str | None, counts: dict[str, int]) -
         also_added=bool(automation.also_added),
         counts=counts,
         created_at=automation.created_at,
+        issue_changed=frozen is not None and issue_updated is not None and issue_updated > frozen,
     )
 
 

@@ -440,3 +440,35 @@ def test_erasing_a_subscriber_anonymises_their_automated_emails(sessions):
 
 def _list_id_in(session: Session) -> int:
     return int(session.scalar(select(Subscription.list_id).limit(1)) or 0)
+
+
+@pytest.mark.redis
+def test_what_a_step_sends_is_frozen_until_refreshed_so_an_edited_issue_reaches_no_one_half_written(
+    sessions, capture, redis_url
+):
+    from newsletter.content.issues import update_issue
+    from newsletter.delivery.automation_editions import freeze, refresh
+
+    first, *_ = setup_list(sessions)
+    with db.transaction(sessions) as s:
+        step = automations.add_step(s, "weekly", first, 0)
+        freeze(s, step, RENDER)  # as every edge does when it sets one up
+        add_subscriber(s, "weekly", "ann@example.com", confirmed=True)
+    with db.transaction(sessions) as s:
+        update_issue(s, first, issue_source("Lesson 1, half rewrit"), RENDER)  # an editor's autosave
+    with sessions() as s:
+        assert [v.issue_changed for v in automations.overview(s, "weekly").steps] == [True]
+    [batch] = plan(sessions)
+    assert _deliver(sessions, capture, redis_url, batch).sent == 1
+    with db.transaction(sessions) as s:
+        update_issue(s, first, issue_source("Lesson 1, rewritten"), RENDER)
+        assert [a.subject for a in refresh(s, "weekly", RENDER)] == ["Lesson 1, rewritten"]
+        add_subscriber(s, "weekly", "bob@example.com", confirmed=True)
+    with sessions() as s:
+        assert [v.issue_changed for v in automations.overview(s, "weekly").steps] == [False]
+    [batch] = plan(sessions, days=0.001)
+    assert _deliver(sessions, capture, redis_url, batch).sent == 1
+    assert [(m.rcpt_tos[0], m.subject) for m in capture.messages] == [
+        ("ann@example.com", "Lesson 1"),
+        ("bob@example.com", "Lesson 1, rewritten"),
+    ]

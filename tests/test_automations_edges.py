@@ -44,7 +44,14 @@ def test_the_api_sets_up_the_welcome_steps_and_goodbye_and_admins_read_the_log(a
     shown = api.get("/api/lists/weekly/automations", role="editor", expect=200).json()
     assert shown == {
         "list": "weekly",
-        "welcome": {"enabled": False, "issue": None, "subject": None, "also_added": False, "counts": ZERO},
+        "welcome": {
+            "enabled": False,
+            "issue": None,
+            "subject": None,
+            "also_added": False,
+            "issue_changed": False,
+            "counts": ZERO,
+        },
         "steps": [],
         "goodbye": {"enabled": False, "counts": ZERO},
     }
@@ -55,6 +62,7 @@ def test_the_api_sets_up_the_welcome_steps_and_goodbye_and_admins_read_the_log(a
         "issue": issue,
         "subject": "This Week: the API",
         "also_added": False,
+        "issue_changed": False,
         "counts": ZERO,
     }
     # Only what is given changes; a null issue is the shipped text.
@@ -71,6 +79,12 @@ def test_the_api_sets_up_the_welcome_steps_and_goodbye_and_admins_read_the_log(a
     assert_error(api.post(f"{url}/steps", json={"issue": issue, "day": -1}), 422, field="day")
     assert_error(api.post(f"{url}/steps", json={"issue": foreign, "day": 1}), 400, field="issue")
     assert api.put(f"{url}/goodbye", json={"enabled": True}, expect=200).json()["goodbye"]["enabled"] is True
+    # The step sends its issue as it was when it was added; an edit reaches nobody until a refresh.
+    edited = "---\nsubject: \"This Week: the API, edited\"\n---\nHello *|NAME:there|*, edited.\n"
+    api.put(f"/api/issues/{issue}/markdown", json={"markdown": edited}, expect=200)
+    assert [s["issue_changed"] for s in api.get(url, expect=200).json()["steps"]] == [True]
+    refreshed = api.post(f"{url}/refresh", role="editor", expect=200).json()
+    assert [(s["subject"], s["issue_changed"]) for s in refreshed["steps"]] == [("This Week: the API, edited", False)]
 
     api.make_subscriber("ann@example.com")  # added as confirmed: welcomed, since also_added is on
     assert api.get(url, expect=200).json()["welcome"]["counts"]["pending"] == 1

@@ -32,6 +32,12 @@ def show_list(
         return
     out.print(f"Welcome:  {_welcome(view.welcome)}")
     out.print(f"Goodbye:  {_goodbye(view.goodbye)}")
+    changed = [automations.describe(v.kind, v.offset_days) for v in [view.welcome, *view.steps] if v.issue_changed]
+    if changed:
+        out.print(
+            f"Changed:  the issue of {', '.join(changed)} was edited after it was set up; it sends the version it had "
+            f"until you run: newsletter automations refresh {list_slug}"
+        )
     if not view.steps:
         out.print(f"Sequence: no steps (add one with: newsletter automations add-step {list_slug} ISSUE --day N)")
         return
@@ -91,7 +97,7 @@ def welcome(
 
     Only the options given change. The welcome goes once per person and list, when they confirm.
     """
-    from newsletter.delivery.automation_editions import render_automation
+    from newsletter.delivery.automation_editions import freeze
     from newsletter.errors import InvalidInput
 
     if on and off:
@@ -108,7 +114,7 @@ def welcome(
         changed = automations.set_welcome(
             session, list_slug, enabled=enabled, issue_id=issue, shipped_text=shipped_text, also_added=added
         )
-        render_automation(session, changed, render_settings())  # refused (and nothing stored) if it cannot render
+        freeze(session, changed, render_settings())  # refused (and nothing stored) if it cannot render
         view = automations.overview(session, list_slug).welcome
     out.print(f"Welcome of {list_slug}: {_welcome(view)}.")
 
@@ -123,14 +129,14 @@ def goodbye(
 
     Never after a bounce, a complaint, an editor's removal or "leave everything".
     """
-    from newsletter.delivery.automation_editions import render_automation
+    from newsletter.delivery.automation_editions import freeze
     from newsletter.errors import InvalidInput
 
     if on == off:
         raise InvalidInput("give --on or --off", where="--on")
     with runtime.transaction() as session:
         changed = automations.set_goodbye(session, list_slug, enabled=on)
-        render_automation(session, changed, render_settings())
+        freeze(session, changed, render_settings())
         view = automations.overview(session, list_slug).goodbye
     out.print(f"Goodbye of {list_slug}: {_goodbye(view)}.")
 
@@ -145,14 +151,29 @@ def add_step(
 
     Only people who confirm from now on get it. Prints the step's id alone on the last line.
     """
-    from newsletter.delivery.automation_editions import render_automation
+    from newsletter.delivery.automation_editions import freeze
 
     with runtime.transaction() as session:
         step = automations.add_step(session, list_slug, issue, day)
-        render_automation(session, step, render_settings())
+        freeze(session, step, render_settings())
         step_id = step.id
     out.print(f"Added step {step_id} to {list_slug}'s sequence: issue {issue}, day {day} after confirming.")
     print_last_line(step_id)
+
+
+@app.command()
+def refresh(list_slug: str = typer.Argument(..., metavar="LIST", help=LIST_HELP)) -> None:
+    """Have the list's welcome, steps and goodbye send their issues (and the shipped texts) as they are now.
+
+    What an automated email sends is rendered when it is set up and frozen, as a send freezes its
+    issue: an issue edited since reaches nobody until this.
+    """
+    from newsletter.delivery.automation_editions import refresh as refresh_all
+
+    with runtime.transaction() as session:
+        done = refresh_all(session, list_slug, render_settings())
+        names = [automations.describe(a.kind, a.offset_days) for a in done]
+    out.print(f"Refreshed {len(done)} automated email(s) of {list_slug}" + (f": {', '.join(names)}." if names else "."))
 
 
 @app.command("remove-step")

@@ -2,11 +2,12 @@
 
 :class:`AutomationEditions` is the batch loop's :class:`~newsletter.delivery.ports.MessageSource`
 for automated emails (a list's welcome, the steps of its sequence, its goodbye: see
-:mod:`subscribers.automations`). It renders what an automation sends once per worker process
-and per version (the automation and its issue as they were last changed, so a correction reaches
-the people still to come), through the same path as a send: the issue rendered by
-:mod:`newsletter.content.rendering` (Jinja2 layout, Markdown, CSS inlined once), the message
-compiled once by :mod:`newsletter.mail.messages`, each copy a join of its personal parts.
+:mod:`subscribers.automations`). What an automation sends is rendered once, when it is set up,
+through the same path as a send (:mod:`newsletter.content.rendering`: Jinja2 layout, Markdown,
+CSS inlined once) and frozen on its row (:func:`freeze`), as a send freezes its issue: an issue
+edited later (the admin editor autosaves into it) changes nothing until the automation is
+refreshed (:func:`refresh`). Each worker process compiles the frozen content once
+(:mod:`newsletter.mail.messages`) per version, and each copy is a join of its personal parts.
 
 Without an issue, the welcome and the goodbye send the shipped text: the templates
 ``welcome.subject.txt``, ``welcome.html``, ``welcome.txt`` (and ``goodbye.*``) of
@@ -38,8 +39,9 @@ from newsletter.delivery.sending import message_headers
 from newsletter.errors import NotFound, RenderError
 from newsletter.mail.messages import CompiledMessage, Recipient, ascii_address
 from newsletter.mail.outbound import PLAIN, Outbound
-from newsletter.store.models import Automation, Issue, MailingList
+from newsletter.store.models import Automation, Issue, MailingList, utcnow
 from newsletter.store.states import AutomationKind
+from subscribers.lists import get_list
 from subscribers.tokens import TokenSigner
 
 #: The shipped templates of an automated email without an issue of its own.
@@ -84,6 +86,33 @@ def render_shipped(template: str, mailing_list: MailingList, render: RenderSetti
         source=f"the shipped {template} email",
     )
     return render_issue(source, context, template_dirs=render.template_dirs)
+
+
+def freeze(session: Session, automation: Automation, render: RenderSettings) -> RenderedIssue:
+    """Render what ``automation`` sends and freeze it on the row, as a send freezes its issue: edits of the
+    issue after this (an autosaving editor) reach nobody until it is frozen again. Raises RenderError, NotFound
+    (and the caller's transaction stores nothing)."""
+    rendered = render_automation(session, automation, render)
+    automation.subject, automation.html, automation.text = rendered.subject, rendered.html, rendered.text
+    automation.rendered_at = utcnow()
+    session.flush()
+    return rendered
+
+
+def refresh(session: Session, list_slug: str, render: RenderSettings) -> list[Automation]:
+    """Freeze again what each of the list's automated emails sends (its issue or shipped text as it is now),
+    the ones switched off included; returns them. Raises NotFound, RenderError (nothing is changed)."""
+    mailing_list = get_list(session, list_slug)
+    found = list(
+        session.scalars(
+            select(Automation)
+            .where(Automation.list_id == mailing_list.id, Automation.removed_at.is_(None))
+            .order_by(Automation.id)
+        )
+    )
+    for automation in found:
+        freeze(session, automation, render)
+    return found
 
 
 def message_tag(automation: Automation) -> str:
@@ -140,9 +169,9 @@ class AutomationEdition:
 class _Version:
     """What an edition was made from: a change to any of these makes a new one."""
 
-    automation: datetime
-    issue_id: int | None
-    issue: datetime | None
+    rendered_at: datetime | None  # when its content was frozen (None: never: rendered as it is now)
+    issue: datetime | None  # the issue's last change, for one never frozen
+    sender: tuple[object, ...]  # the list's name, sender, Reply-To, slug and visibility
 
 
 class AutomationEditions:
@@ -169,14 +198,23 @@ class AutomationEditions:
         """The edition of automation ``send_id`` (the batch loop's name for it). Raises NotFound, RenderError."""
         with self.sessions() as session:
             automation = session.get(Automation, send_id)
-            if automation is None:
+            mailing_list = session.get(MailingList, automation.list_id) if automation is not None else None
+            if automation is None or mailing_list is None:
                 raise NotFound(f"no automated email {send_id}")
             issue_updated = (
                 session.scalar(select(Issue.updated_at).where(Issue.id == automation.issue_id))
-                if automation.issue_id is not None
+                if automation.rendered_at is None and automation.issue_id is not None
                 else None
             )
-            version = _Version(automation.updated_at, automation.issue_id, issue_updated)
+            sender = (
+                mailing_list.name,
+                mailing_list.from_name,
+                mailing_list.from_email,
+                mailing_list.reply_to,
+                mailing_list.slug,
+                bool(mailing_list.private),
+            )
+            version = _Version(automation.rendered_at, issue_updated, sender)
             made = self._editions.get(send_id)
             if made is not None and made[0] == version:
                 return made[1]
@@ -187,18 +225,22 @@ class AutomationEditions:
         return edition
 
     def _make(self, session: Session, automation: Automation) -> AutomationEdition:
-        rendered = render_automation(session, automation, self.render)
+        if automation.rendered_at is not None and automation.html is not None and automation.text is not None:
+            subject, html, text = automation.subject or "", automation.html, automation.text  # frozen
+        else:
+            rendered = render_automation(session, automation, self.render)
+            subject, html, text = rendered.subject, rendered.html, rendered.text
         mailing_list = session.get(MailingList, automation.list_id)
-        assert mailing_list is not None  # render_automation found it
+        assert mailing_list is not None  # edition() found it
         message = CompiledMessage(
             message_headers(
                 mailing_list,
-                subject=rendered.subject,
+                subject=subject,
                 message_id_tag=message_tag(automation),
                 feedback_id=f"auto{automation.id}:{mailing_list.slug}:automation",
             ),
-            rendered.html,
-            rendered.text,
+            html,
+            text,
             message_id_key=self.message_id_key,
         )
         base = self.render.base_url

@@ -555,7 +555,8 @@ class Automation(Base):
     A list has at most one welcome and one goodbye, switched on and off but never deleted, so that
     nobody is welcomed (or seen off) twice; steps are added and removed, a removed one keeping its
     log (``removed_at``). ``issue_id`` is the issue it sends, or NULL for the shipped text
-    (``templates/email/welcome.*``, ``goodbye.*``). See ``subscribers.automations``.
+    (``templates/email/welcome.*``, ``goodbye.*``), rendered and frozen on the row (``subject``,
+    ``html``, ``text``). See ``subscribers.automations``.
     """
 
     __tablename__ = "automations"
@@ -575,6 +576,12 @@ class Automation(Base):
     # A step: the latest time it was planned at; the next planning looks only at confirmations since
     # (less a margin), so each costs what is new, not the whole list (subscribers.automation_mails).
     planned_until: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # What it sends, rendered once when it was set up (or refreshed) and frozen, as a send freezes its
+    # issue: later edits of the issue (an autosaving editor) reach no one until it is refreshed.
+    subject: Mapped[str | None] = mapped_column(String(998))
+    html: Mapped[str | None] = mapped_column(Text)
+    text: Mapped[str | None] = mapped_column(Text)
+    rendered_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
 
 class AutomationMail(Base):

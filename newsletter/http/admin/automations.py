@@ -14,7 +14,8 @@ from fastapi.responses import HTMLResponse, Response
 
 from newsletter.access.accounts import DELIVERY_LOG, Caller
 from newsletter.content.issues import RenderSettings
-from newsletter.delivery.automation_editions import render_automation
+from newsletter.delivery.automation_editions import freeze
+from newsletter.delivery.automation_editions import refresh as refresh_all
 from newsletter.errors import InvalidInput
 from newsletter.http.admin.auth import user
 from newsletter.http.admin.lists import list_page
@@ -66,7 +67,7 @@ def welcome(
                 shipped_text=issue_id is None,
                 also_added=who == "added",
             )
-            render_automation(session, changed, _render(request))
+            freeze(session, changed, _render(request))
     except InvalidInput as exc:
         return _refused(request, caller, slug, exc, "welcome")
     return redirect(request, f"/lists/{slug}", "automations-saved")
@@ -77,7 +78,7 @@ def goodbye(request: Request, slug: str, caller: Caller = Sender, enabled: str =
     try:
         with web(request).transaction() as session:
             changed = automations.set_goodbye(session, slug, enabled=enabled == "1")
-            render_automation(session, changed, _render(request))
+            freeze(session, changed, _render(request))
     except InvalidInput as exc:
         return _refused(request, caller, slug, exc, "goodbye")
     return redirect(request, f"/lists/{slug}", "automations-saved")
@@ -94,10 +95,21 @@ def add_step(
         days = _number(day, "step-day", "the day") if day.strip() else -1
         with web(request).transaction() as session:
             step = automations.add_step(session, slug, issue_id, days)
-            render_automation(session, step, _render(request))
+            freeze(session, step, _render(request))
     except InvalidInput as exc:
         return _refused(request, caller, slug, exc, "step", {"issue": issue, "day": day})
     return redirect(request, f"/lists/{slug}", "step-added")
+
+
+@router.post("/lists/{slug}/automations/refresh")
+def refresh(request: Request, slug: str, caller: Caller = Sender) -> Response:
+    """Render every automated email of the list again from its issue (or shipped text) as it is now."""
+    try:
+        with web(request).transaction() as session:
+            refresh_all(session, slug, _render(request))
+    except InvalidInput as exc:
+        return _refused(request, caller, slug, exc, "refresh")
+    return redirect(request, f"/lists/{slug}", "automations-refreshed")
 
 
 @router.post("/lists/{slug}/automations/steps/{step_id}/remove")

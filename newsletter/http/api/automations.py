@@ -14,7 +14,8 @@ from fastapi import APIRouter, Depends, Path, Query, Request, Response
 from pydantic import BaseModel, Field
 
 from newsletter.access.accounts import DELIVERY_LOG, Caller, Forbidden
-from newsletter.delivery.automation_editions import render_automation
+from newsletter.delivery.automation_editions import freeze
+from newsletter.delivery.automation_editions import refresh as refresh_all
 from newsletter.http.api.auth import SendEditor, api_caller
 from newsletter.http.api.common import errors, field_names, path_id, render_settings
 from newsletter.http.api.schemas import MAX_ID, SLUG_PATTERN, Id, JsonInteger, Strict
@@ -57,6 +58,7 @@ class WelcomeOut(BaseModel):
     issue: int | None = Field(description="The issue it sends; null: the shipped text (templates/email/welcome.*).")
     subject: str | None = Field(description="That issue's subject; null for the shipped text.")
     also_added: bool = Field(description="Also for subscribers an editor adds as confirmed, not only the opt-in link.")
+    issue_changed: bool = Field(description="The issue was edited after the welcome was set up: refresh to send it.")
     counts: Counts
 
 
@@ -71,6 +73,7 @@ class StepOut(BaseModel):
     issue: int
     subject: str
     added_at: datetime = Field(description="Only people who confirmed since then get it.")
+    issue_changed: bool = Field(description="The issue was edited after the step was set up: refresh to send it.")
     counts: Counts
 
 
@@ -142,6 +145,7 @@ def _out(view: automations.Overview) -> AutomationsOut:
             issue=welcome.issue_id,
             subject=welcome.subject,
             also_added=welcome.also_added,
+            issue_changed=welcome.issue_changed,
             counts=_counts(welcome),
         ),
         steps=[
@@ -151,6 +155,7 @@ def _out(view: automations.Overview) -> AutomationsOut:
                 issue=s.issue_id or 0,
                 subject=s.subject or "",
                 added_at=s.created_at or datetime.min,
+                issue_changed=s.issue_changed,
                 counts=_counts(s),
             )
             for s in view.steps
@@ -191,7 +196,7 @@ def set_welcome(request: Request, slug: SlugPath, body: WelcomeIn, caller: SendE
             shipped_text="issue" in given and body.issue is None,
             also_added=body.also_added,
         )
-        render_automation(session, changed, render_settings(request))
+        freeze(session, changed, render_settings(request))
         return _out(automations.overview(session, slug))
 
 
@@ -206,7 +211,7 @@ def set_goodbye(request: Request, slug: SlugPath, body: GoodbyeIn, caller: SendE
     complaint, an editor's removal or "leave everything")."""
     with web(request).transaction() as session:
         changed = automations.set_goodbye(session, slug, enabled=body.enabled)
-        render_automation(session, changed, render_settings(request))
+        freeze(session, changed, render_settings(request))
         return _out(automations.overview(session, slug))
 
 
@@ -223,7 +228,22 @@ def add_step(request: Request, slug: SlugPath, body: StepIn, caller: SendEditor)
     steps). 400 for an issue of another list, or one that does not render."""
     with web(request).transaction() as session, field_names(FIELDS):
         step = automations.add_step(session, slug, body.issue, body.day)
-        render_automation(session, step, render_settings(request))
+        freeze(session, step, render_settings(request))
+        return _out(automations.overview(session, slug))
+
+
+@router.post(
+    "/{slug}/automations/refresh",
+    response_model=AutomationsOut,
+    responses=errors(400, 404),
+    summary="Send the issues as they are now",
+)
+def refresh(request: Request, slug: SlugPath, caller: SendEditor) -> AutomationsOut:
+    """What each automated email sends is rendered when it is set up and frozen, as a send freezes its
+    issue, so an issue edited since (``issue_changed``) reaches nobody until this renders them all again.
+    400 when one no longer renders (nothing is changed)."""
+    with web(request).transaction() as session:
+        refresh_all(session, slug, render_settings(request))
         return _out(automations.overview(session, slug))
 
 

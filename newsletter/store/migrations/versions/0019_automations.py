@@ -2,7 +2,8 @@
 
 A list's automated emails (``automations``): its welcome (when a subscription is confirmed),
 the steps of its sequence (days after confirming) and its goodbye (when someone leaves by
-themselves), each sending an issue of the list or the shipped text. Each automated email to
+themselves), each sending an issue of the list or the shipped text, rendered once and frozen on
+the row as a send freezes its issue. Each automated email to
 one subscriber is one row of ``automation_mails``, unique per (automation, subscriber): the
 unit of work the workers claim, and its log (status, attempts, SMTP reply, Message-ID, times).
 ``subscriptions`` gets an index on (list, status, confirmed_at): the tick reads the confirmations
@@ -41,6 +42,10 @@ def upgrade() -> None:
         sa.Column("updated_at", When, nullable=False),
         sa.Column("removed_at", When, nullable=True),
         sa.Column("planned_until", When, nullable=True),
+        sa.Column("subject", sa.String(length=998), nullable=True),
+        sa.Column("html", sa.Text(), nullable=True),
+        sa.Column("text", sa.Text(), nullable=True),
+        sa.Column("rendered_at", When, nullable=True),
         sa.CheckConstraint("kind IN ('welcome', 'step', 'goodbye')", name=op.f("ck_automations_kind")),
         sa.ForeignKeyConstraint(
             ["list_id"], ["mailing_lists.id"], name=op.f("fk_automations_list_id_mailing_lists"), ondelete="CASCADE"
