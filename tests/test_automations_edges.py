@@ -80,7 +80,7 @@ def test_the_api_sets_up_the_welcome_steps_and_goodbye_and_admins_read_the_log(a
     assert_error(api.post(f"{url}/steps", json={"issue": foreign, "day": 1}), 400, field="issue")
     assert api.put(f"{url}/goodbye", json={"enabled": True}, expect=200).json()["goodbye"]["enabled"] is True
     # The step sends its issue as it was when it was added; an edit reaches nobody until a refresh.
-    edited = "---\nsubject: \"This Week: the API, edited\"\n---\nHello *|NAME:there|*, edited.\n"
+    edited = '---\nsubject: "This Week: the API, edited"\n---\nHello *|NAME:there|*, edited.\n'
     api.put(f"/api/issues/{issue}/markdown", json={"markdown": edited}, expect=200)
     assert [s["issue_changed"] for s in api.get(url, expect=200).json()["steps"]] == [True]
     refreshed = api.post(f"{url}/refresh", role="editor", expect=200).json()
