@@ -311,7 +311,10 @@ def _view(
         also_added=bool(automation.also_added),
         counts=counts,
         created_at=automation.created_at,
-        issue_changed=frozen is not None and issue_updated is not None and issue_updated > frozen,
+        issue_changed=bool(automation.enabled)
+        and frozen is not None
+        and issue_updated is not None
+        and issue_updated > frozen,
     )
 
 

@@ -472,3 +472,23 @@ def test_what_a_step_sends_is_frozen_until_refreshed_so_an_edited_issue_reaches_
         ("ann@example.com", "Lesson 1"),
         ("bob@example.com", "Lesson 1, rewritten"),
     ]
+
+
+def test_a_welcome_whose_issue_no_longer_renders_is_refused_on_yet_can_be_switched_off(sessions):
+    from newsletter.delivery.automation_editions import freeze_if_on
+    from newsletter.errors import RenderError
+    from newsletter.store.models import Issue
+
+    first, *_ = setup_list(sessions)
+    with db.transaction(sessions) as s:
+        freeze_if_on(s, automations.set_welcome(s, "weekly", enabled=True, issue_id=first), RENDER)
+    with db.transaction(sessions) as s:
+        s.execute(update(Issue).where(Issue.id == first).values(template="gone"))  # its template was removed
+    with pytest.raises(RenderError, match="gone"):
+        with db.transaction(sessions) as s:
+            freeze_if_on(s, automations.set_welcome(s, "weekly", also_added=True), RENDER)
+    with db.transaction(sessions) as s:
+        freeze_if_on(s, automations.set_welcome(s, "weekly", enabled=False), RENDER)
+    with sessions() as s:
+        welcome = automations.overview(s, "weekly").welcome
+    assert not welcome.enabled and not welcome.also_added  # the refused change stored nothing

@@ -97,7 +97,7 @@ def welcome(
 
     Only the options given change. The welcome goes once per person and list, when they confirm.
     """
-    from newsletter.delivery.automation_editions import freeze
+    from newsletter.delivery.automation_editions import freeze_if_on
     from newsletter.errors import InvalidInput
 
     if on and off:
@@ -114,7 +114,7 @@ def welcome(
         changed = automations.set_welcome(
             session, list_slug, enabled=enabled, issue_id=issue, shipped_text=shipped_text, also_added=added
         )
-        freeze(session, changed, render_settings())  # refused (and nothing stored) if it cannot render
+        freeze_if_on(session, changed, render_settings())  # refused (and nothing stored) if it cannot render
         view = automations.overview(session, list_slug).welcome
     out.print(f"Welcome of {list_slug}: {_welcome(view)}.")
 
@@ -129,14 +129,14 @@ def goodbye(
 
     Never after a bounce, a complaint, an editor's removal or "leave everything".
     """
-    from newsletter.delivery.automation_editions import freeze
+    from newsletter.delivery.automation_editions import freeze_if_on
     from newsletter.errors import InvalidInput
 
     if on == off:
         raise InvalidInput("give --on or --off", where="--on")
     with runtime.transaction() as session:
         changed = automations.set_goodbye(session, list_slug, enabled=on)
-        freeze(session, changed, render_settings())
+        freeze_if_on(session, changed, render_settings())
         view = automations.overview(session, list_slug).goodbye
     out.print(f"Goodbye of {list_slug}: {_goodbye(view)}.")
 
@@ -151,11 +151,11 @@ def add_step(
 
     Only people who confirm from now on get it. Prints the step's id alone on the last line.
     """
-    from newsletter.delivery.automation_editions import freeze
+    from newsletter.delivery.automation_editions import freeze_if_on
 
     with runtime.transaction() as session:
         step = automations.add_step(session, list_slug, issue, day)
-        freeze(session, step, render_settings())
+        freeze_if_on(session, step, render_settings())
         step_id = step.id
     out.print(f"Added step {step_id} to {list_slug}'s sequence: issue {issue}, day {day} after confirming.")
     print_last_line(step_id)

@@ -99,14 +99,21 @@ def freeze(session: Session, automation: Automation, render: RenderSettings) -> 
     return rendered
 
 
+def freeze_if_on(session: Session, automation: Automation, render: RenderSettings) -> None:
+    """:func:`freeze` an automation that is switched on; one switched off is frozen when it is switched on
+    again (so a welcome whose issue no longer renders can always be switched off). Raises RenderError, NotFound."""
+    if automation.enabled and automation.removed_at is None:
+        freeze(session, automation, render)
+
+
 def refresh(session: Session, list_slug: str, render: RenderSettings) -> list[Automation]:
-    """Freeze again what each of the list's automated emails sends (its issue or shipped text as it is now),
-    the ones switched off included; returns them. Raises NotFound, RenderError (nothing is changed)."""
+    """Freeze again what each of the list's switched-on automated emails sends (its issue or shipped text as
+    it is now); returns them. Raises NotFound, RenderError (nothing is changed)."""
     mailing_list = get_list(session, list_slug)
     found = list(
         session.scalars(
             select(Automation)
-            .where(Automation.list_id == mailing_list.id, Automation.removed_at.is_(None))
+            .where(Automation.list_id == mailing_list.id, Automation.removed_at.is_(None), Automation.enabled)
             .order_by(Automation.id)
         )
     )

@@ -14,7 +14,7 @@ from fastapi.responses import HTMLResponse, Response
 
 from newsletter.access.accounts import DELIVERY_LOG, Caller
 from newsletter.content.issues import RenderSettings
-from newsletter.delivery.automation_editions import freeze
+from newsletter.delivery.automation_editions import freeze_if_on
 from newsletter.delivery.automation_editions import refresh as refresh_all
 from newsletter.errors import InvalidInput
 from newsletter.http.admin.auth import user
@@ -67,7 +67,7 @@ def welcome(
                 shipped_text=issue_id is None,
                 also_added=who == "added",
             )
-            freeze(session, changed, _render(request))
+            freeze_if_on(session, changed, _render(request))
     except InvalidInput as exc:
         return _refused(request, caller, slug, exc, "welcome")
     return redirect(request, f"/lists/{slug}", "automations-saved")
@@ -78,7 +78,7 @@ def goodbye(request: Request, slug: str, caller: Caller = Sender, enabled: str =
     try:
         with web(request).transaction() as session:
             changed = automations.set_goodbye(session, slug, enabled=enabled == "1")
-            freeze(session, changed, _render(request))
+            freeze_if_on(session, changed, _render(request))
     except InvalidInput as exc:
         return _refused(request, caller, slug, exc, "goodbye")
     return redirect(request, f"/lists/{slug}", "automations-saved")
@@ -95,7 +95,7 @@ def add_step(
         days = _number(day, "step-day", "the day") if day.strip() else -1
         with web(request).transaction() as session:
             step = automations.add_step(session, slug, issue_id, days)
-            freeze(session, step, _render(request))
+            freeze_if_on(session, step, _render(request))
     except InvalidInput as exc:
         return _refused(request, caller, slug, exc, "step", {"issue": issue, "day": day})
     return redirect(request, f"/lists/{slug}", "step-added")

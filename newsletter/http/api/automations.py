@@ -14,7 +14,7 @@ from fastapi import APIRouter, Depends, Path, Query, Request, Response
 from pydantic import BaseModel, Field
 
 from newsletter.access.accounts import DELIVERY_LOG, Caller, Forbidden
-from newsletter.delivery.automation_editions import freeze
+from newsletter.delivery.automation_editions import freeze_if_on
 from newsletter.delivery.automation_editions import refresh as refresh_all
 from newsletter.http.api.auth import SendEditor, api_caller
 from newsletter.http.api.common import errors, field_names, path_id, render_settings
@@ -196,7 +196,7 @@ def set_welcome(request: Request, slug: SlugPath, body: WelcomeIn, caller: SendE
             shipped_text="issue" in given and body.issue is None,
             also_added=body.also_added,
         )
-        freeze(session, changed, render_settings(request))
+        freeze_if_on(session, changed, render_settings(request))
         return _out(automations.overview(session, slug))
 
 
@@ -211,7 +211,7 @@ def set_goodbye(request: Request, slug: SlugPath, body: GoodbyeIn, caller: SendE
     complaint, an editor's removal or "leave everything")."""
     with web(request).transaction() as session:
         changed = automations.set_goodbye(session, slug, enabled=body.enabled)
-        freeze(session, changed, render_settings(request))
+        freeze_if_on(session, changed, render_settings(request))
         return _out(automations.overview(session, slug))
 
 
@@ -228,7 +228,7 @@ def add_step(request: Request, slug: SlugPath, body: StepIn, caller: SendEditor)
     steps). 400 for an issue of another list, or one that does not render."""
     with web(request).transaction() as session, field_names(FIELDS):
         step = automations.add_step(session, slug, body.issue, body.day)
-        freeze(session, step, render_settings(request))
+        freeze_if_on(session, step, render_settings(request))
         return _out(automations.overview(session, slug))
 
 
