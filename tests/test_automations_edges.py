@@ -28,7 +28,7 @@ from tests.apikit import (
 from tests.bouncekit import RENDER
 from tests.sendkit import SAMPLE_ISSUE
 from tests.test_admin_journey import DESKTOP, create_user, log_in, watch_console
-from tests.test_web_journey import chromium, free_port, start_web  # noqa: F401
+from tests.test_web_journey import SCREENSHOT_DIR, chromium, free_port, start_web  # noqa: F401
 from tests.textkit import must_match
 
 ZERO = {"pending": 0, "sent": 0, "failed": 0, "skipped": 0}
@@ -243,6 +243,8 @@ def test_an_editor_switches_the_welcome_on_and_adds_and_removes_a_step_in_the_br
     expect(step).to_have_count(1)
     expect(step.locator("td").first).to_have_text("3")
     expect(step.locator(".step-sent")).to_have_text("0")
+    if SCREENSHOT_DIR:
+        page.locator("#automations").screenshot(path=str(Path(SCREENSHOT_DIR) / "automations-panel.png"))
 
     page.once("dialog", lambda dialog: dialog.accept())
     step.get_by_role("button", name="Remove").click()
