@@ -64,6 +64,7 @@ from newsletter.store.models import (
 )
 from newsletter.store.states import BounceKind, DeliveryStatus, SubscriptionStatus, SuppressionReason
 from subscribers.addresses import normalise_email
+from subscribers.automation_mails import goodbyes_due
 from subscribers.suppressions import suppress
 from subscribers.tokens import TokenSigner
 
@@ -376,6 +377,7 @@ def _act_on_proven(
         unsubscribed = _end_subscriptions(
             session, address, _lists_of(session, delivery, list_id), UNSUBSCRIBE_END_REASONS[source], now
         )
+        goodbyes_due(session, address, unsubscribed, now=now)  # they left by themselves: the lists' goodbyes
     return BounceOutcome(
         address,
         kind,

@@ -51,6 +51,7 @@ from newsletter.locales.translatable import translatable
 from newsletter.store.models import MailingList, Subscriber, Subscription, Suppression, utcnow
 from newsletter.store.states import SubscriptionStatus, SuppressionReason
 from subscribers.addresses import check_display_name, normalise_email
+from subscribers.automation_mails import goodbye_due, welcome_due
 from subscribers.lists import get_public_list
 from subscribers.suppressions import suppress
 from subscribers.tokens import TokenClaims, TokenSigner
@@ -121,6 +122,7 @@ class ListState:
     status: str
     confirmed_at: datetime | None
     ended_at: datetime | None
+    list_id: int | None = None
 
 
 @dataclass(frozen=True)
@@ -257,6 +259,7 @@ def confirm(
         subscription.ended_at = subscription.end_reason = None
     subscription.status, subscription.confirmed_at = SubscriptionStatus.CONFIRMED, now
     _lift_self_suppression(session, subscriber.email)
+    welcome_due(session, mailing_list.id, subscriber.id, now=now)  # if the list has a welcome (automations)
     return _view(subscription, subscriber, mailing_list)
 
 
@@ -276,6 +279,8 @@ def unsubscribe(session: Session, signer: TokenSigner, token: str, *, how: str) 
     """
     subscription, subscriber, mailing_list = _load(session, signer.verify(token, "unsubscribe"))
     already = not _end(subscription, how)
+    if not already:
+        goodbye_due(session, mailing_list.id, subscriber.id)  # if the list has a goodbye (automations)
     return _view(subscription, subscriber, mailing_list, already=already)
 
 
@@ -306,7 +311,9 @@ def leave(
 ) -> Preferences:
     """Leave one of the subscriber's lists. Raises InvalidInput, NotFound."""
     subscriber, language = _subscriber(session, signer, token, max_age)
-    _end(_own_subscription(session, subscriber, list_slug), HOW_PREFERENCES)
+    subscription = _own_subscription(session, subscriber, list_slug)
+    if _end(subscription, HOW_PREFERENCES):
+        goodbye_due(session, subscription.list_id, subscriber.id)  # if the list has a goodbye (automations)
     return _preferences(session, subscriber, language)
 
 
@@ -479,7 +486,12 @@ def _preferences(session: Session, subscriber: Subscriber, language: str) -> Pre
     session.flush()
     rows = session.execute(
         select(
-            MailingList.slug, MailingList.name, Subscription.status, Subscription.confirmed_at, Subscription.ended_at
+            MailingList.slug,
+            MailingList.name,
+            Subscription.status,
+            Subscription.confirmed_at,
+            Subscription.ended_at,
+            MailingList.id,
         )
         .join(Subscription, Subscription.list_id == MailingList.id)
         .where(Subscription.subscriber_id == subscriber.id)

@@ -28,6 +28,7 @@ from newsletter.errors import Conflict, InvalidInput, NotFound
 from newsletter.store import erasure_lock
 from newsletter.store.db import rowcount
 from newsletter.store.models import (
+    AutomationMail,
     BounceEvent,
     Delivery,
     EngagementEvent,
@@ -37,8 +38,9 @@ from newsletter.store.models import (
     Suppression,
     utcnow,
 )
-from newsletter.store.states import DeliveryStatus, SubscriptionStatus
+from newsletter.store.states import AutomationMailStatus, DeliveryStatus, SubscriptionStatus
 from subscribers.addresses import check_display_name, normalise_email
+from subscribers.automation_mails import welcome_due
 from subscribers.lists import get_list
 
 MAX_PAGE = 500
@@ -408,6 +410,8 @@ def set_subscription(
             subscription.ip = subscription.user_agent = None
             subscription.requested_at = subscription.confirmed_at = now
             subscription.ended_at = subscription.end_reason = None
+        if subscription is None or subscription.confirmed_at == now:  # confirmed just now
+            welcome_due(session, mailing_list.id, subscriber.id, added=True, now=now)  # if the list welcomes them
     else:
         if subscription is None:
             raise NotFound(f"{subscriber.email} is not on list {list_slug!r}")
@@ -460,6 +464,19 @@ def delete_subscriber(session: Session, subscriber_id: int, *, erase: bool = Fal
         update(Delivery)
         .where(Delivery.subscriber_id == subscriber.id, Delivery.status == DeliveryStatus.PENDING)
         .values(status=DeliveryStatus.SKIPPED, updated_at=now)
+        .execution_options(synchronize_session=False)
+    )
+    # Their automated emails (welcome, steps, goodbye) are anonymised like the delivery log, the unsent ones skipped.
+    session.execute(
+        update(AutomationMail)
+        .where(AutomationMail.subscriber_id == subscriber.id, AutomationMail.status == AutomationMailStatus.PENDING)
+        .values(status=AutomationMailStatus.SKIPPED, updated_at=now)
+        .execution_options(synchronize_session=False)
+    )
+    session.execute(
+        update(AutomationMail)
+        .where(AutomationMail.subscriber_id == subscriber.id)
+        .values(email=ERASED_EMAIL, smtp_reply=None, updated_at=now)
         .execution_options(synchronize_session=False)
     )
     logged = rowcount(

@@ -17,6 +17,7 @@ from newsletter.errors import InvalidInput, NotFound
 from newsletter.store.models import Subscriber, Subscription, utcnow
 from newsletter.store.states import SubscriptionStatus
 from subscribers.addresses import check_display_name, normalise_email
+from subscribers.automation_mails import welcome_due
 from subscribers.lists import get_list
 
 
@@ -90,6 +91,8 @@ def add_subscriber(
         )
         session.add(subscription)
         session.flush()
+        if confirmed:
+            welcome_due(session, mailing_list.id, subscriber.id, added=True, now=now)  # if the list welcomes them
         return AddResult(subscription, created=True)
     if subscription.status == SubscriptionStatus.UNSUBSCRIBED or (
         confirmed and subscription.status == SubscriptionStatus.UNCONFIRMED
@@ -99,6 +102,8 @@ def add_subscriber(
         subscription.requested_at = now
         subscription.confirmed_at = now if confirmed else None
         subscription.ended_at = subscription.end_reason = None
+        if confirmed:
+            welcome_due(session, mailing_list.id, subscriber.id, added=True, now=now)  # if the list welcomes them
     return AddResult(subscription, created=False)
 
 

@@ -1,7 +1,7 @@
 """The `newsletter` command: a thin Typer edge over the domain modules.
 
 One module per command group (``database``, ``lists``, ``subscribers``, ``suppressions``,
-``segments``, ``issues``, ``media``, ``sends``, ``confirmations``, ``admin``, ``dkim``, ``doctor``, ``inbound``, ``web``,
+``segments``, ``issues``, ``media``, ``automations``, ``sends``, ``confirmations``, ``admin``, ``dkim``, ``doctor``, ``inbound``, ``web``,
 ``dev``); ``runtime`` is what every command shares (the composition root's runtime, the
 consoles, the error edge), ``tables`` how listings print, ``lazy`` the group that imports a
 command's module only when it runs. The top of the import graph, the program's entry point:
@@ -70,6 +70,11 @@ class Commands(LazyGroup):
         ),
         "issues": Entry("issues", "app", "Write, check and preview issues (Markdown with front matter)."),
         "media": Entry("media", "app", "The media library: images for issues, served from NEWSLETTER_BASE_URL/media/."),
+        "automations": Entry(
+            "automations",
+            "app",
+            "Welcome, sequence and goodbye emails of a list: sent by the workers, once per person.",
+        ),
         "sends": Entry("sends", "app", "Watch and steer sends: status, delivery log, pause, resume, cancel."),
         "broker": Entry("dev", "broker_app", "The embedded Redis used when NEWSLETTER_BROKER_URL is unset."),
         "admin": Entry("admin", "app", "API tokens and admin UI users (roles: admin, editor)."),

@@ -31,6 +31,7 @@ from newsletter.locales.formats import either_of
 from newsletter.store.db import rowcount
 from newsletter.store.models import Issue, MailingList, Send, utcnow
 from newsletter.store.states import IssueStatus, SendStatus
+from subscribers.automations import uses_of_issue
 from subscribers.lists import get_list
 
 
@@ -203,7 +204,8 @@ def delete_issue(session: Session, issue_id: int) -> None:
     """Delete an issue that has never had a send.
 
     Raises NotFound, Conflict naming the issue's sends once any exists: a send's log and the
-    archive need their issue, so even a scheduled or a cancelled send keeps it.
+    archive need their issue, so even a scheduled or a cancelled send keeps it; likewise the
+    automated emails that send it (a list's welcome or goodbye, a step of its sequence).
     """
     issue, _ = get_issue(session, issue_id)
     sends = session.execute(
@@ -217,6 +219,13 @@ def delete_issue(session: Session, issue_id: int) -> None:
             issue_id,
             [f"send {i} to {slug} ({status})" for i, status, slug in sends],
             any_cancelled=any(status == SendStatus.CANCELLED for _, status, _ in sends),
+        )
+    automated = uses_of_issue(session, issue_id)
+    if automated:
+        raise Conflict(
+            f"issue {issue_id} cannot be deleted because it is {' and '.join(automated)}: a welcome's issue "
+            "can be deleted once the welcome sends another (`newsletter automations welcome`); a step's issue is "
+            "kept for the step's log, even once the step is removed, as a send's issue is"
         )
     session.delete(issue)
     try:

@@ -12,6 +12,7 @@ counts); ``send_health`` says why a send is not moving; ``scheduling`` runs sche
 weekly slots; ``subject_variants`` (the plan, the test share's variants, the rest held back),
 ``subject_tests`` (the decision, taken once) and ``subject_test_status`` (its sentence, in plain
 SQL) are a send's subject test; ``test_copies``, ``notices``, ``preferences_mail`` and ``confirmation_mailing``
-send the other emails. It may import mail, content, subscribers, access, store and the
+send the other emails; ``automation_editions`` and ``automation_mailing`` deliver a list's
+welcome, sequence steps and goodbye through the same batch loop. It may import mail, content, subscribers, access, store and the
 foundation; never feedback (its sibling), the dev tools, the runtime or an edge.
 """

@@ -23,6 +23,7 @@ DELIVER_BATCH = "newsletter.deliver_batch"
 REQUEST_CONFIRMATIONS = "newsletter.request_confirmations"
 SEND_CONFIRMATION = "newsletter.send_confirmation"
 SEND_PREFERENCES_LINK = "newsletter.send_preferences_link"
+AUTOMATION_BATCH = "newsletter.automation_batch"
 
 
 class TaskQueue(Protocol):
@@ -111,3 +112,11 @@ def queue_confirmation_email(queue: TaskQueue, subscription_id: int, requested_a
 def queue_preferences_link(queue: TaskQueue, subscriber_id: int, list_id: int) -> None:
     """Queue one email with a fresh preferences link. Raises OSError (the broker cannot be reached)."""
     queue.send_tasks(SEND_PREFERENCES_LINK, [(subscriber_id, list_id)])
+
+
+def queue_automation_batches(queue: TaskQueue, batches: Sequence[tuple[int, int, int]]) -> None:
+    """Queue one task per batch of automated emails: (automation id, first row id, last row id). Raises
+    OSError (the broker cannot be reached): the rows are stored, and a worker's reconciler queues them
+    once it is reachable again."""
+    if batches:
+        queue.send_tasks(AUTOMATION_BATCH, batches)

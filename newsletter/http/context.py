@@ -7,6 +7,7 @@ from one newsletter.runtime.Runtime, the composition root.
 from __future__ import annotations
 
 import ipaddress
+import logging
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -33,6 +34,8 @@ from subscribers.tokens import TokenSigner
 if TYPE_CHECKING:
     from newsletter.delivery.send_health import SendHealth
     from newsletter.engagement.recorder import EventRecorder, TrackedSends
+
+log = logging.getLogger("newsletter.web")
 
 TEMPLATE_DIR = shipped("web")
 STATIC_DIR = TEMPLATE_DIR / "static"
@@ -112,6 +115,23 @@ class Web:
         response.headers["Content-Language"] = language
         response.headers.append("Vary", "Accept-Language")
         return response
+
+    def queue_automated(self, list_id: int | None, subscriber_id: int) -> None:
+        """Queue the subscriber's automated emails of the list (None: of every list) not sent yet (a welcome just
+        written, a goodbye),
+        once the transaction that wrote them has committed. A broker that cannot be reached only delays them:
+        a worker's reconciler queues them once it is back."""
+        from newsletter.delivery.send_queue import queue_automation_batches
+        from subscribers.automation_mails import pending_for
+
+        try:
+            with self.reading() as session:
+                batches = pending_for(session, list_id, subscriber_id)
+            queue_automation_batches(self.tasks, batches)
+        except Exception as exc:
+            log.warning(
+                "automated emails of subscriber %s not queued now (%s); the reconciler will", subscriber_id, exc
+            )
 
     def preferences_path(self, subscriber_id: int, list_id: int, *, issued_at: int | None = None) -> str:
         """A preferences link; ``issued_at`` (default now) starts its NEWSLETTER_PREFERENCES_DAYS."""

@@ -36,6 +36,8 @@ from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from newsletter.store.states import (
+    AutomationKind,
+    AutomationMailStatus,
     BounceKind,
     ConfirmationMailStatus,
     ConfirmationRunStatus,
@@ -175,6 +177,8 @@ class Subscription(Base):
         _check_in("status", SubscriptionStatus, "status"),
         Index("ix_subscriptions_list_status", "list_id", "status"),
         Index("ix_subscriptions_subscriber", "subscriber_id"),
+        # The confirmations of a list within a time window: the steps of its sequence due now (migration 0020).
+        Index("ix_subscriptions_list_status_confirmed", "list_id", "status", "confirmed_at"),
     )
 
     id: Mapped[int] = mapped_column(Id, primary_key=True)
@@ -617,3 +621,77 @@ class MediaItem(Base):
     size: Mapped[int] = mapped_column("bytes", Integer)  # of the stored file
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     uploader: Mapped[str] = mapped_column(String(120), default="")
+
+
+class Automation(Base):
+    """A list's automated email (migration 0020): its welcome, its goodbye, or a step of its sequence.
+
+    A list has at most one welcome and one goodbye, switched on and off but never deleted, so that
+    nobody is welcomed (or seen off) twice; steps are added and removed, a removed one keeping its
+    log (``removed_at``). ``issue_id`` is the issue it sends, or NULL for the shipped text
+    (``templates/email/welcome.*``, ``goodbye.*``), rendered and frozen on the row (``subject``,
+    ``html``, ``text``). See ``subscribers.automations``.
+    """
+
+    __tablename__ = "automations"
+    __table_args__ = (_check_in("kind", AutomationKind, "kind"), Index("ix_automations_list", "list_id", "kind"))
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True)
+    list_id: Mapped[int] = mapped_column(ForeignKey("mailing_lists.id", ondelete="CASCADE"))
+    kind: Mapped[AutomationKind] = mapped_column(State(AutomationKind))
+    issue_id: Mapped[int | None] = mapped_column(ForeignKey("issues.id", ondelete="RESTRICT"))
+    offset_days: Mapped[int | None] = mapped_column(Integer)  # a step: days after the subscription was confirmed
+    enabled: Mapped[bool] = mapped_column(Boolean, default=True)
+    # A welcome: also for subscribers an editor adds as confirmed (CLI, API, admin), not only for the opt-in link.
+    also_added: Mapped[bool] = mapped_column(Boolean, default=False)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
+    removed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # A step: the latest time it was planned at; the next planning looks only at confirmations since
+    # (less a margin), so each costs what is new, not the whole list (subscribers.automation_mails).
+    planned_until: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # What it sends, rendered once when it was set up (or refreshed) and frozen, as a send freezes its
+    # issue: later edits of the issue (an autosaving editor) reach no one until it is refreshed.
+    subject: Mapped[str | None] = mapped_column(String(998))
+    html: Mapped[str | None] = mapped_column(Text)
+    text: Mapped[str | None] = mapped_column(Text)
+    rendered_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class AutomationMail(Base):
+    """One automated email to one subscriber: the unit of work and its log row, like a Delivery.
+
+    Unique per (automation, subscriber): each automated email reaches a person at most once, whatever
+    the ticks, tasks and workers do. Claimed by a worker for a while (``claimed_by``, ``claim_expires``)
+    as a confirmation run's rows are; outcomes are written as a send's are.
+    """
+
+    __tablename__ = "automation_mails"
+    __table_args__ = (
+        UniqueConstraint("automation_id", "subscriber_id", name="uq_automation_mails_automation_subscriber"),
+        _check_in("status", AutomationMailStatus, "status"),
+        Index("ix_automation_mails_status", "status", "automation_id", "id"),
+        Index("ix_automation_mails_subscriber_list", "subscriber_id", "list_id", "status"),
+        Index("ix_automation_mails_list", "list_id", "id"),
+    )
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True)
+    automation_id: Mapped[int] = mapped_column(ForeignKey("automations.id", ondelete="CASCADE"))
+    list_id: Mapped[int] = mapped_column(ForeignKey("mailing_lists.id", ondelete="CASCADE"))
+    # Erasing a subscriber takes their rows with them.
+    subscriber_id: Mapped[int] = mapped_column(ForeignKey("subscribers.id", ondelete="CASCADE"))
+    issue_id: Mapped[int | None] = mapped_column(Id)  # what it sends (NULL: the shipped text); history, no key
+    email: Mapped[str] = mapped_column(String(320))  # the address it went to, kept for the log
+    status: Mapped[AutomationMailStatus] = mapped_column(
+        State(AutomationMailStatus), default=AutomationMailStatus.PENDING
+    )
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    smtp_code: Mapped[int | None] = mapped_column(Integer)
+    smtp_reply: Mapped[str | None] = mapped_column(Text)
+    message_id: Mapped[str | None] = mapped_column(String(998))
+    next_attempt_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    claimed_by: Mapped[str | None] = mapped_column(String(100))
+    claim_expires: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)

@@ -139,3 +139,20 @@ class EngagementOrigin(StrEnum):
 
     HUMAN = "human"
     MACHINE = "machine"  # a privacy proxy prefetching images, a link scanner, a HEAD request
+
+
+class AutomationKind(StrEnum):
+    """What a list's automated email is (``subscribers.automations``)."""
+
+    WELCOME = "welcome"  # when a subscription is confirmed
+    STEP = "step"  # a step of the list's sequence, a number of days after confirming
+    GOODBYE = "goodbye"  # when someone leaves the list by themselves
+
+
+class AutomationMailStatus(StrEnum):
+    """Where one automated email to one subscriber stands (its row in ``automation_mails``)."""
+
+    PENDING = "pending"
+    SENT = "sent"
+    FAILED = "failed"
+    SKIPPED = "skipped"  # left the list or was suppressed before it went out, or the automation was removed

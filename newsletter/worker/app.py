@@ -30,6 +30,7 @@ if TYPE_CHECKING:
     from sqlalchemy.orm import Session, sessionmaker
 
     from newsletter.content.issues import RenderSettings
+    from newsletter.delivery.automation_editions import AutomationEditions
     from newsletter.mail.outbound import Outbound
     from newsletter.mail.relays import RelayTransport
     from newsletter.mail.transport import SmtpTransport
@@ -116,6 +117,21 @@ class WorkerState:
             from newsletter.delivery.relay_state import add_shares
 
             add_shares(self.control.redis, self.editions.edition(send_id).key, shares)
+
+    def end_automation_batch(self) -> None:
+        """A batch of automated emails ended: over several relays, its messages are no send's share."""
+        from newsletter.mail.relays import RelayTransport
+
+        transport = self.transport
+        if isinstance(transport, RelayTransport):
+            transport.take_shares()
+
+    @cached_property
+    def automation_editions(self) -> AutomationEditions:
+        """Each automated email's message, rendered and compiled once per process and version."""
+        from newsletter.delivery.automation_editions import AutomationEditions
+
+        return AutomationEditions(self.sessions, self.signer, self.render_settings, self.outbound)
 
     @cached_property
     def control(self) -> SendControl:

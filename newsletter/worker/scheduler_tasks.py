@@ -1,10 +1,12 @@
 """Celery edge of scheduling: the tick that `newsletter scheduler` (Celery beat) sends every second.
 
 Each tick, run by a worker, plans ready issues into their lists' weekly slots, starts
-every scheduled send that is due, and decides every subject test whose wait is over (its
-rest's batches queued). Several schedulers may run (for availability): their
-ticks take a short Redis lock so one runs at a time, and starting a send is guarded in
-the database (see newsletter.delivery.scheduling), so a send starts once whatever the lock does.
+every scheduled send that is due, decides every subject test whose wait is over (its rest's
+batches queued), and every few seconds queues the steps of the lists' sequences that came due
+(``automation_tasks.plan_steps``). Several schedulers may run (for availability): their ticks
+take a short Redis lock so one runs at a time, and starting a send is guarded in the database
+(see newsletter.delivery.scheduling), so a send starts once whatever the lock does; a test is
+decided once (a conditional update) and a step written once per person (a unique row), likewise.
 
 The worker registers this task by importing the module from newsletter.worker.tasks; it
 imports newsletter.worker.app, never the tasks module (no import cycle).
@@ -20,6 +22,7 @@ from newsletter.delivery.send_queue import DELIVER_BATCH
 from newsletter.engagement import rollup
 from newsletter.store.models import Send
 from newsletter.store.states import SendStatus
+from newsletter.worker import automation_tasks
 from newsletter.worker.app import WorkerState, app, enqueue, state
 
 TICK_SECONDS = 1.0
@@ -88,6 +91,10 @@ def run_tick(s: WorkerState, now: datetime | None = None) -> int:
             extra={"send_id": send_id, "late_seconds": result.late_by.total_seconds() if result.late_by else 0},
         )
     decide_subject_tests(s, now)
+    try:
+        automation_tasks.plan_steps(s, now)  # the sequences' steps due now (every few seconds)
+    except Exception:
+        log.exception("the steps due now could not be planned; trying again next tick")
     return started
 
 

@@ -36,7 +36,7 @@ from newsletter.delivery.send_queue import (
 from newsletter.errors import PermanentDeliveryError, RenderError, TemporaryDeliveryError
 from newsletter.store.models import Send
 from newsletter.store.states import SendStatus
-from newsletter.worker import scheduler_tasks
+from newsletter.worker import automation_tasks, scheduler_tasks
 from newsletter.worker.app import (
     QUEUE,
     WorkerState,
@@ -53,6 +53,7 @@ __all__ = [
     "QUEUE",
     "WorkerState",
     "app",
+    "automation_tasks",  # imported for its task: the worker mails the automated emails too
     "configure",
     "deliver_batch",
     "enqueue",
@@ -232,7 +233,7 @@ def reconcile_once(s: WorkerState) -> int:
             )
             enqueue(send_id, batches)
             queued += len(batches)
-    return queued + _reconcile_confirmation_runs(s)
+    return queued + _reconcile_confirmation_runs(s) + automation_tasks.reconcile(s, _process_alive)
 
 
 def _reconcile_confirmation_runs(s: WorkerState) -> int:

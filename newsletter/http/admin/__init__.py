@@ -1,6 +1,6 @@
 """The admin UI under /admin/: server-rendered pages for editors and admins.
 
-One module per area (dashboard, issues, media, sends, segments, lists, confirmations, subscribers, imports,
+One module per area (dashboard, issues, media, sends, segments, lists, confirmations, automations, subscribers, imports,
 suppressions, bounces); auth.py logs people in and checks every request (session cookie, CSRF
 token, role); pages.py renders the templates of templates/admin/ with the admin CSP. It may import
 what newsletter.http shares below it (context, errors, uploads, headers, ratelimit), the runtime,
@@ -16,6 +16,7 @@ router = APIRouter(prefix="/admin", include_in_schema=False)
 
 from newsletter.http.admin import (  # noqa: E402 - the areas add their routes to the router above
     auth,
+    automations,
     bounces,
     confirmations,
     dashboard,
@@ -38,6 +39,7 @@ for _area in (
     segments,
     lists,
     confirmations,
+    automations,
     subscribers,
     imports,
     suppressions,

@@ -12,6 +12,7 @@ from newsletter.http.admin.auth import LoggedIn, user
 from newsletter.http.admin.pages import page, redirect
 from newsletter.http.context import web
 from newsletter.locales.languages import SHIPPED, SOURCE
+from subscribers import automations
 from subscribers.lists import all_lists_with_counts, create_list, list_with_counts, update_list
 
 router = APIRouter()
@@ -130,13 +131,18 @@ def _list_page(
     status: int = 200,
     error: InvalidInput | None = None,
     form: dict[str, str] | None = None,
+    automation_error: tuple[str, str, str] | None = None,
+    step_form: dict[str, str] | None = None,
 ) -> HTMLResponse:
+    """The list's page; ``automation_error``: (form, field, message) of a refused change to its automated emails."""
     with web(request).transaction() as session:
         counts = list_with_counts(session, slug)
-        list_issues = [i for i, _ in issues.all_issues(session, slug)][:20] if caller.may("issues") else []
+        every_issue = [i for i, _ in issues.all_issues(session, slug)] if caller.may("issues") else []
+        list_issues = every_issue[:20]
         m = counts.mailing_list
         tracking = str(m.tracking)  # deferred columns: read while the session is open
         language = m.language
+        automated = automations.overview(session, slug) if caller.may("sends") else None
     current = {
         "name": m.name,
         "description": m.description,
@@ -162,7 +168,14 @@ def _list_page(
         edit=form or current,
         edit_error=error.message if error else None,
         edit_error_field=_FIELDS.get(error.where or "", "") if error else "",
+        automations=automated,
+        issue_choices=[(i.id, i.subject) for i in every_issue],
+        automation_error=automation_error,
+        step_form=step_form or {},
     )
+
+
+list_page = _list_page  # the list page, for the forms of its other panels (newsletter.http.admin.automations)
 
 
 @router.post("/lists/{slug}")

@@ -66,6 +66,10 @@ NOTICES = {
     "decided": "The subject test is decided: the winner goes to the rest.",
     "remainder-cancelled": "The subject test's rest is cancelled: only the test share gets the issue.",
     "not-queued": "The send is stored, but the broker could not be reached to queue it; press Resume once it is back.",
+    "automations-saved": "Saved. It applies to the automated emails not sent yet.",
+    "automations-refreshed": "Refreshed: the list's automated emails send their issues as they are now.",
+    "step-added": "Step added. People who confirm from now on get it, that many days after they confirm.",
+    "step-removed": "Step removed. Nobody gets it any more; its log stays.",
     "confirmations-not-queued": "The request to confirm is stored, but the broker could not be reached to queue it; "
     "a running worker queues it by itself once the broker is back.",
     "subscribed": "Subscribed to the list.",

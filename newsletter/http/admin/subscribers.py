@@ -171,6 +171,7 @@ def subscription(
     try:
         with web(request).transaction() as session:
             directory.set_subscription(session, subscriber_id, list_slug, status)
+        web(request).queue_automated(None, subscriber_id)  # a welcome, if the list welcomes those added
     except (InvalidInput, Conflict) as exc:
         return _subscriber_page(
             request,

@@ -1,7 +1,7 @@
 """The JSON admin API under /api/, described by the app's OpenAPI schema at /openapi.json.
 
 One module per resource (lists, subscribers, imports, suppressions, issues, media, sends, segments,
-confirmation requests), each a thin layer over the domain functions; ``auth`` checks the API
+confirmation requests, automations), each a thin layer over the domain functions; ``auth`` checks the API
 token and its role, ``schemas`` holds what goes in and out, ``common`` what the resources share.
 Errors become JSON in ``newsletter.http.errors``. It may import what newsletter.http shares below
 it (context, errors, uploads, headers, ratelimit), the runtime, the domain, the store and the
@@ -17,6 +17,7 @@ from fastapi import APIRouter, HTTPException
 from fastapi.routing import APIRoute
 
 from newsletter.http.api import (
+    automations,
     confirmation_requests,
     imports,
     issues,
@@ -70,7 +71,18 @@ def _document_body_limit(resource: APIRouter) -> None:
 
 
 router = APIRouter(prefix="/api")
-for _module in (lists, confirmation_requests, subscribers, imports, suppressions, issues, media, sends, segments):
+for _module in (
+    lists,
+    confirmation_requests,
+    automations,
+    subscribers,
+    imports,
+    suppressions,
+    issues,
+    media,
+    sends,
+    segments,
+):
     _document_body_limit(_module.router)
     _answer_other_methods(_module.router)
     router.include_router(_module.router)

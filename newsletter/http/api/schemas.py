@@ -101,6 +101,7 @@ def _json_integer(value: Any) -> Any:
 
 
 Id = Annotated[int, Field(ge=1, le=MAX_ID), BeforeValidator(_json_integer)]
+JsonInteger = BeforeValidator(_json_integer)  # for other integers of a body: a JSON number only
 
 
 class Strict(BaseModel):

@@ -74,7 +74,9 @@ def add(request: Request, response: Response, body: SubscriberCreate, caller: Su
         )
         if not result.created:
             response.status_code = 200
-        return subscriber_out(directory.get_subscriber(session, result.subscription.subscriber_id))
+        shown = subscriber_out(directory.get_subscriber(session, result.subscription.subscriber_id))
+    web(request).queue_automated(None, shown.id)  # the list's welcome, if it welcomes those added as confirmed
+    return shown
 
 
 @router.get("/{subscriber_id}", response_model=SubscriberOut, responses=errors(404), summary="One subscriber")
@@ -108,9 +110,11 @@ def subscribe(request: Request, subscriber_id: SubscriberId, slug: SlugPath, cal
     """Adds the subscriber to the list as confirmed, with a new consent record (source "api"), or
     leaves a confirmed subscription as it is. 409 when the address is suppressed."""
     with web(request).transaction() as session:
-        return subscriber_out(
+        shown = subscriber_out(
             directory.set_subscription(session, subscriber_id, slug, SubscriptionStatus.CONFIRMED, source=SOURCE)
         )
+    web(request).queue_automated(None, subscriber_id)  # the list's welcome, if it welcomes those added as confirmed
+    return shown
 
 
 @router.delete(

@@ -1,7 +1,8 @@
 """`/confirm/{token}`: the link in the confirmation email.
 
 GET only shows a button (mail scanners open links; they must not subscribe anyone);
-the POST of that button confirms and shows the welcome page.
+the POST of that button confirms and shows the welcome page, and queues the list's welcome
+email if it has one (``subscribers.automations``).
 """
 
 from __future__ import annotations
@@ -32,6 +33,8 @@ def confirm(request: Request, token: str) -> HTMLResponse:
         view = consent.confirm(
             session, w.signer, token, max_age=w.confirm_max_age, ip=client_ip(request), user_agent=user_agent(request)
         )
+    if not view.already:
+        w.queue_automated(view.list_id, view.subscriber_id)  # the list's welcome email, if it has one
     return _welcome(request, view)
 
 

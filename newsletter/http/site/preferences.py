@@ -70,6 +70,9 @@ def leave(request: Request, token: str, list_slug: str = Form("", alias="list"))
             prefs = consent.leave(session, w.signer, token, list_slug, max_age=_max_age(request))
     except TokenExpired:
         return _expired(request, token)
+    for listed in prefs.lists:
+        if listed.slug == list_slug and listed.list_id is not None:
+            w.queue_automated(listed.list_id, prefs.subscriber_id)  # the list's goodbye email, if it has one
     left = next((s.name for s in prefs.lists if s.slug == list_slug), list_slug)
     return _page(request, token, prefs, notice=translatable("You left %(list)s. You won't get it any more.", list=left))
 

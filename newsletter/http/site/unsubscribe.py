@@ -45,6 +45,8 @@ def unsubscribe(
     how = consent.HOW_ONE_CLICK if one_click == "One-Click" else consent.HOW_PAGE
     with w.transaction() as session:
         view = consent.unsubscribe(session, w.signer, token, how=how)
+    if not view.already:
+        w.queue_automated(view.list_id, view.subscriber_id)  # the list's goodbye email, if it has one
     return w.page(
         request,
         "unsubscribed.html",
