@@ -13,8 +13,13 @@ Without an issue, the welcome and the goodbye send the shipped text: the templat
 ``welcome.subject.txt``, ``welcome.html``, ``welcome.txt`` (and ``goodbye.*``) of
 ``templates/email/``, overridable in ``NEWSLETTER_TEMPLATE_DIR`` like every email template.
 They extend the issue layouts and see what an issue's templates see (``list_name``,
-``from_name``, ``postal_address``, ``base_url``, ``personal.name_or("there")`` ...); the subject
-comes from ``.subject.txt``, rendered with the list's values.
+``from_name``, ``postal_address``, ``base_url``, ``personal.name_or(_("there"))`` ...); the subject
+comes from ``.subject.txt``, rendered with the list's values, and the preheader (the inbox preview) from :data:`PREHEADERS`.
+Like a notice they are written in the list's language (``mailing_lists.language``, newsletter.locales):
+the templates mark their words (``{% trans %}``, ``_()``), the preheader is translatable, and the
+layout's footer follows ``RenderContext.language``. What was frozen keeps the language it was frozen
+in, so a change of the list's language freezes the shipped texts again (:func:`refresh_shipped`);
+an issue's automated email keeps its frozen footer until :func:`refresh`.
 
 An automated email has no archived copy of its own and is never tracked: its view-in-browser
 link opens the list's archive (the home page for a private list), and its links stay as
@@ -24,6 +29,7 @@ deliveries, which these are not).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -37,6 +43,8 @@ from newsletter.content.rendering import RenderedIssue, render_issue, template_e
 from newsletter.delivery.ports import Claimed, Copy
 from newsletter.delivery.sending import message_headers
 from newsletter.errors import NotFound, RenderError
+from newsletter.locales.languages import translations
+from newsletter.locales.translatable import Translatable, translatable
 from newsletter.mail.messages import CompiledMessage, Recipient, ascii_address
 from newsletter.mail.outbound import PLAIN, Outbound
 from newsletter.store.models import Automation, Issue, MailingList, utcnow
@@ -46,6 +54,13 @@ from subscribers.tokens import TokenSigner
 
 #: The shipped templates of an automated email without an issue of its own.
 SHIPPED = {AutomationKind.WELCOME: "welcome", AutomationKind.GOODBYE: "goodbye"}
+#: The inbox preview of each shipped email, given the list's name: said in the list's language.
+PREHEADERS: dict[str, Callable[[str], Translatable]] = {
+    "welcome": lambda list_name: translatable(
+        "Your subscription to %(list_name)s is confirmed: here is what to expect.", list_name=list_name
+    ),
+    "goodbye": lambda list_name: translatable("You will not receive %(list_name)s any more.", list_name=list_name),
+}
 
 
 def render_automation(session: Session, automation: Automation, render: RenderSettings) -> RenderedIssue:
@@ -66,8 +81,8 @@ def render_automation(session: Session, automation: Automation, render: RenderSe
 
 def render_shipped(template: str, mailing_list: MailingList, render: RenderSettings) -> RenderedIssue:
     """The shipped email ``template`` (``welcome``, ``goodbye``) for the list, rendered once. Raises RenderError."""
-    context = render.context(mailing_list)
-    env = template_environment(tuple(str(d) for d in render.template_dirs))
+    context = render.context(mailing_list)  # its language: the list's, read while the session is open
+    env = template_environment(tuple(str(d) for d in render.template_dirs), context.language)
     name = f"{template}.subject.txt"
     try:
         subject = env.get_template(name).render(
@@ -80,7 +95,9 @@ def render_shipped(template: str, mailing_list: MailingList, render: RenderSetti
         raise RenderError(f"template error: {exc.message or exc}", where=name) from None
     source = IssueSource(
         subject=" ".join(subject.split()),
-        preheader="",
+        preheader=PREHEADERS[template](context.list_name).in_language(translations(context.language))
+        if template in PREHEADERS
+        else "",
         template=template,
         body_markdown="",
         source=f"the shipped {template} email",
@@ -114,6 +131,29 @@ def refresh(session: Session, list_slug: str, render: RenderSettings) -> list[Au
         session.scalars(
             select(Automation)
             .where(Automation.list_id == mailing_list.id, Automation.removed_at.is_(None), Automation.enabled)
+            .order_by(Automation.id)
+        )
+    )
+    for automation in found:
+        freeze(session, automation, render)
+    return found
+
+
+def refresh_shipped(session: Session, mailing_list: MailingList, render: RenderSettings) -> list[Automation]:
+    """Freeze again the list's switched-on welcome and goodbye that send the shipped text, in the list's
+    language as it is now (after a change of it); returns them. An issue's automated email is left as it
+    was frozen (its issue may be half-edited): :func:`refresh` renders those. Raises RenderError (and the
+    caller's transaction stores nothing)."""
+    found = list(
+        session.scalars(
+            select(Automation)
+            .where(
+                Automation.list_id == mailing_list.id,
+                Automation.kind.in_(list(SHIPPED)),
+                Automation.issue_id.is_(None),
+                Automation.removed_at.is_(None),
+                Automation.enabled,
+            )
             .order_by(Automation.id)
         )
     )
