@@ -8,7 +8,7 @@ import typer
 from rich.table import Table
 
 from newsletter.cli import confirmations
-from newsletter.cli.runtime import out, runtime
+from newsletter.cli.runtime import out, render_settings, runtime
 from newsletter.cli.tables import Col, listing
 from newsletter.locales.languages import SHIPPED, SOURCE
 from subscribers import lists
@@ -90,6 +90,7 @@ def update(
     ),
 ) -> None:
     """Change a list's settings; only the options given change. Sends already made keep their copy."""
+    from newsletter.delivery.automation_editions import refresh_shipped
     from newsletter.errors import InvalidInput
 
     if no_reply_to and reply_to is not None:
@@ -105,6 +106,7 @@ def update(
             "--no-reply-to, --private, --public, --tracking or --language"
         )
     with runtime.transaction() as session:
+        before = lists.get_list(session, slug).language
         changed = lists.update_list(
             session,
             slug,
@@ -117,6 +119,9 @@ def update(
             tracking=tracking,
             language=language,
         )
+        # The shipped welcome and goodbye are frozen in the list's language: frozen again in the new one
+        # (refused, and nothing stored, if they no longer render).
+        texts = refresh_shipped(session, changed, render_settings()) if changed.language != before else []
         sender = f"{changed.from_name} <{changed.from_email}>" if changed.from_name else changed.from_email
         visibility = "private" if changed.private else "public"
         out.print(
@@ -124,6 +129,9 @@ def update(
             f"replies to {changed.reply_to or 'the sender'}, {visibility}, tracking {changed.tracking}, "
             f"in {SHIPPED[changed.language]}."
         )
+        if texts:
+            kinds = " and ".join(str(a.kind) for a in texts)
+            out.print(f"Rendered its shipped {kinds} again, in {SHIPPED[changed.language]}.")
 
 
 @app.command("ls")

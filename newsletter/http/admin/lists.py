@@ -7,13 +7,14 @@ from fastapi.responses import HTMLResponse, Response
 
 from newsletter.access.accounts import Caller
 from newsletter.content import issues
+from newsletter.delivery.automation_editions import refresh_shipped
 from newsletter.errors import Conflict, InvalidInput
 from newsletter.http.admin.auth import LoggedIn, user
 from newsletter.http.admin.pages import page, redirect
 from newsletter.http.context import web
 from newsletter.locales.languages import SHIPPED, SOURCE
 from subscribers import automations
-from subscribers.lists import all_lists_with_counts, create_list, list_with_counts, update_list
+from subscribers.lists import all_lists_with_counts, create_list, get_list, list_with_counts, update_list
 
 router = APIRouter()
 
@@ -209,7 +210,8 @@ def update(
         if visibility not in ("public", "private"):
             raise InvalidInput("choose whether the list is public or private", where="visibility")
         with web(request).transaction() as session:
-            update_list(
+            before = get_list(session, slug).language
+            changed = update_list(
                 session,
                 slug,
                 name=name,
@@ -221,6 +223,8 @@ def update(
                 tracking=tracking or None,  # a form without the choice (an older page) leaves it as it is
                 language=language or None,  # likewise
             )
-    except InvalidInput as exc:
+            if changed.language != before:  # the shipped welcome and goodbye, frozen again in the new language
+                refresh_shipped(session, changed, web(request).runtime.render_settings)
+    except InvalidInput as exc:  # a RenderError too: the welcome or goodbye no longer renders
         return _list_page(request, caller, slug, status=400, error=exc, form=form)
     return redirect(request, f"/lists/{slug}", "saved")

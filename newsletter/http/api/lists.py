@@ -7,8 +7,9 @@ from typing import Annotated
 from fastapi import APIRouter, Path, Request, Response
 
 from newsletter.delivery import scheduling
+from newsletter.delivery.automation_editions import refresh_shipped
 from newsletter.http.api.auth import ListReader, ListWriter
-from newsletter.http.api.common import errors, field_names
+from newsletter.http.api.common import errors, field_names, render_settings
 from newsletter.http.api.schemas import SLUG_PATTERN, ListCreate, ListOut, ListsOut, ListUpdate
 from newsletter.http.context import web
 from newsletter.store.models import utcnow
@@ -98,8 +99,9 @@ def update_list(request: Request, slug: SlugPath, body: ListUpdate, caller: List
     is the language of the list's emails from now on; ``slot`` sets the weekly
     slot (weekday, time, timezone) at which issues marked ready go out, ``slot: null`` removes it."""
     with web(request).transaction() as session:
+        before = lists.get_list(session, slug).language
         with field_names(_CLI_NAMES):
-            lists.update_list(
+            changed = lists.update_list(
                 session,
                 slug,
                 name=body.name,
@@ -111,6 +113,8 @@ def update_list(request: Request, slug: SlugPath, body: ListUpdate, caller: List
                 tracking=body.tracking,
                 language=body.language,
             )
+        if changed.language != before:  # the shipped welcome and goodbye, frozen again in the new language
+            refresh_shipped(session, changed, render_settings(request))
         if "slot" in body.model_fields_set:
             with field_names({"weekday": "slot.weekday", "time": "slot.time", "timezone": "slot.timezone"}):
                 slot = body.slot and scheduling.parse_slot(body.slot.weekday, body.slot.time, body.slot.timezone)
