@@ -492,3 +492,120 @@ def test_a_welcome_whose_issue_no_longer_renders_is_refused_on_yet_can_be_switch
     with sessions() as s:
         welcome = automations.overview(s, "weekly").welcome
     assert not welcome.enabled and not welcome.also_added  # the refused change stored nothing
+
+
+# --- the shipped texts in the list's language, end to end ------------------------------------------
+
+
+@pytest.mark.redis
+@pytest.mark.slow
+def test_a_german_lists_shipped_welcome_and_goodbye_arrive_in_german_after_its_language_changes(newsroom):
+    """Set up in English, then the list turns German (`lists update --language de`): the frozen shipped texts
+    are frozen again in German, and a reader who subscribes through the form, confirms and leaves with the
+    one-click link gets the welcome and the goodbye in German, subject, body and footer, from a real worker."""
+    import re
+    import time
+    from email.message import EmailMessage
+
+    from fastapi.testclient import TestClient
+
+    from newsletter.config import Settings
+    from newsletter.http.app import create_app
+    from tests.textkit import body_text, must_match
+
+    room, cli = newsroom, newsroom.cli
+    cli("lists", "create", "weekly", "--name", "Die Woche", "--from-email", "news@example.org")
+    cli("automations", "welcome", "weekly", "--on")
+    cli("automations", "goodbye", "weekly", "--on")
+    changed = cli("lists", "update", "weekly", "--language", "de").stdout
+    assert "in Deutsch." in changed and "Rendered its shipped welcome and goodbye again, in Deutsch." in changed
+    room.start_worker()
+
+    def got(address: str) -> list[EmailMessage]:
+        return [
+            message_from_bytes(m.data, policy=policy.default)
+            for m in list(room.capture.messages)
+            if address in m.rcpt_tos
+        ]
+
+    def wait_for_mails(address: str, count: int) -> list[EmailMessage]:
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline:
+            if len(found := got(address)) >= count:
+                return found
+            time.sleep(0.2)
+        raise AssertionError(f"{address} got {[str(m['Subject']) for m in got(address)]}, not {count} emails")
+
+    settings = Settings.from_environ(room.cli.env)
+    with TestClient(create_app(settings), base_url="https://news.example.org") as web:
+        for address, name in (("eva@example.com", "Eva"), ("udo@example.com", "")):
+            assert web.post("/subscribe/weekly", data={"email": address, "name": name}).status_code == 200
+            [confirmation] = wait_for_mails(address, 1)
+            token = must_match(re.search(r"/confirm/(v1\.[0-9.]+[A-Za-z0-9_-]+)", body_text(confirmation))).group(1)
+            assert web.post(f"/confirm/{token}").status_code == 200
+        _, welcome = wait_for_mails("eva@example.com", 2)
+        _, welcome_udo = wait_for_mails("udo@example.com", 2)
+
+        assert welcome["Subject"] == "Willkommen bei Die Woche"
+        text, page = body_text(welcome).replace("\r\n", "\n"), body_text(welcome, "html")
+        flat = " ".join(text.split())
+        assert text.startswith("Die Woche\n\nHallo Eva,\n\n"), text
+        assert (
+            "Vielen Dank für die Bestätigung Ihres Abonnements. Ab jetzt erhalten Sie Die Woche an diese Adresse:"
+            in flat
+        )
+        assert "Am Ende jeder E-Mail von uns finden Sie einen Link zu Ihren Einstellungen" in flat
+        # The layout's footer, in German too, with the reader's own links.
+        assert (
+            "Sie erhalten diese E-Mail aufgrund Ihres Abonnements von Die Woche unter der Adresse eva@example.com"
+            in flat
+        )
+        assert "Diese E-Mail im Browser ansehen:" in text and "Abmelden:" in text and "Einstellungen ändern:" in text
+        assert '<html lang="de"' in page and "Willkommen bei Die Woche</h1>" in page
+        assert "Ihr Abonnement von Die Woche ist bestätigt: So geht es weiter." in page  # the preheader
+        assert ">Abmelden</a>" in page and ">Einstellungen ändern</a>" in page
+        assert "Hallo zusammen," in body_text(welcome_udo)  # no name: the German fallback
+        english = ("Hello", "Thank you", "Welcome", "unsubscribe with one click", "You are receiving", "Unsubscribe")
+        assert not [w for w in english if w in text + page], [w for w in english if w in text + page]
+
+        link = must_match(re.search(r"https://news\.example\.org/unsubscribe/(v1\.[0-9.]+[A-Za-z0-9_-]+)", text))
+        left = web.post(f"/unsubscribe/{link.group(1)}", data={"List-Unsubscribe": "One-Click"})
+        assert left.status_code == 200
+        *_, goodbye = wait_for_mails("eva@example.com", 3)
+
+    assert goodbye["Subject"] == "Sie haben Die Woche abbestellt"
+    text, page = body_text(goodbye).replace("\r\n", "\n"), body_text(goodbye, "html")
+    flat = " ".join(text.split())
+    assert text.startswith("Die Woche\n\nHallo Eva,\n\n"), text
+    assert "Sie erhalten Die Woche nicht mehr an diese Adresse: eva@example.com" in flat
+    assert "Diese E-Mail bestätigt dies lediglich: Weitere E-Mails folgen nicht." in flat
+    assert "Sie erhalten diese eine E-Mail, weil diese Adresse von Die Woche abgemeldet wurde: eva@example.com" in flat
+    assert '<html lang="de"' in page and "Sie haben Die Woche abbestellt</h1>" in page
+    assert "weil <span" in page and "von Die Woche abgemeldet wurde." in page  # its own footer, in German
+    assert "Sie erhalten Die Woche nicht mehr." in page  # the preheader
+    assert not [w for w in ("Hello", "You ", "Thank you", " left ") if w in text + page]
+
+
+def test_a_change_of_language_freezes_the_shipped_texts_again_but_not_what_an_issue_sends(sessions):
+    from newsletter.delivery.automation_editions import freeze_if_on, refresh_shipped
+    from subscribers.lists import update_list
+
+    first, *_ = setup_list(sessions)
+    with db.transaction(sessions) as s:
+        welcome = automations.set_welcome(s, "weekly", enabled=True, issue_id=first)
+        goodbye = automations.set_goodbye(s, "weekly", enabled=True)
+        for automation in (welcome, goodbye):
+            freeze_if_on(s, automation, RENDER)
+        step = automations.add_step(s, "weekly", first, 3)
+        freeze_if_on(s, step, RENDER)
+    with db.transaction(sessions) as s:
+        changed = update_list(s, "weekly", language="fr")
+        assert [(a.kind, a.subject) for a in refresh_shipped(s, changed, RENDER)] == [
+            ("goodbye", "Votre abonnement à The Weekly est terminé")
+        ]
+    with sessions() as s:
+        frozen = {a.kind: a for a in s.scalars(select(Automation))}
+        assert 'lang="fr"' in (frozen["goodbye"].html or "") and "Se désabonner" not in (frozen["goodbye"].text or "")
+        assert "Bonjour" in (frozen["goodbye"].text or "") and "à vous" in (frozen["goodbye"].text or "")
+        for kind in ("welcome", "step"):  # an issue's: as frozen, English footer, until `automations refresh`
+            assert 'lang="en"' in (frozen[kind].html or "") and "Unsubscribe:" in (frozen[kind].text or "")
