@@ -88,6 +88,12 @@ def update(
         help="en, de, fr or es: the language of the list's emails from now on, and of its pages for readers "
         "whose browser asks for none of these.",
     ),
+    template: str | None = typer.Option(
+        None,
+        "--template",
+        help="The email layout of the list's issues: a stored template (`newsletter templates ls`), or 'issue' "
+        "for the shipped one. An issue naming its own template keeps it.",
+    ),
 ) -> None:
     """Change a list's settings; only the options given change. Sends already made keep their copy."""
     from newsletter.errors import InvalidInput
@@ -99,10 +105,11 @@ def update(
     private = True if make_private else False if make_public else None
     if no_reply_to:
         reply_to = ""
-    if all(v is None for v in (name, description, from_name, from_email, reply_to, private, tracking, language)):
+    changes = (name, description, from_name, from_email, reply_to, private, tracking, language, template)
+    if all(v is None for v in changes):
         raise InvalidInput(
             "nothing to change: give at least one of --name, --description, --from-name, --from-email, --reply-to, "
-            "--no-reply-to, --private, --public, --tracking or --language"
+            "--no-reply-to, --private, --public, --tracking, --language or --template"
         )
     with runtime.transaction() as session:
         changed = lists.update_list(
@@ -117,6 +124,10 @@ def update(
             tracking=tracking,
             language=language,
         )
+        if template is not None:
+            from newsletter.content.email_templates import set_list_template
+
+            set_list_template(session, slug, template)
         sender = f"{changed.from_name} <{changed.from_email}>" if changed.from_name else changed.from_email
         visibility = "private" if changed.private else "public"
         out.print(
@@ -124,6 +135,8 @@ def update(
             f"replies to {changed.reply_to or 'the sender'}, {visibility}, tracking {changed.tracking}, "
             f"in {SHIPPED[changed.language]}."
         )
+        if template is not None:
+            out.print(f"Its issues are mailed in the layout {changed.template or 'issue (the shipped one)'}.")
 
 
 @app.command("ls")
@@ -169,6 +182,7 @@ def show(slug: str = typer.Argument(..., help="The list's slug.")) -> None:
         row = lists.list_with_counts(session, slug)
         tracking = row.mailing_list.tracking  # deferred: read while the session is open
         language = row.mailing_list.language
+        template = row.mailing_list.template  # deferred too
     m = row.mailing_list
     table = Table(show_header=False, box=None)
     table.add_row("slug", m.slug)
@@ -177,6 +191,7 @@ def show(slug: str = typer.Argument(..., help="The list's slug.")) -> None:
     table.add_row("reply-to", m.reply_to or "(the sender)")
     table.add_row("tracking", tracking)
     table.add_row("language", f"{language} ({SHIPPED.get(language, '?')})")
+    table.add_row("layout", template or "issue (the shipped one)")
     table.add_row("visibility", "private (no public form or archive)" if m.private else "public")
     if m.description:
         table.add_row("description", m.description)
