@@ -74,6 +74,60 @@ def all_templates(request: Request, caller: Caller = Reader) -> HTMLResponse:
     return page(request, caller, "templates.html", views=views, may_edit=caller.may("templates"))
 
 
+# --- the live check and preview (before /templates/{name}: these paths are not template names) ----
+
+
+def _check(request: Request, html: str, text: str) -> tuple[Checked, str, str]:
+    """The pair rendered with the sample issue, and the sample recipient's HTML and text ("" when refused)."""
+    settings = render_settings(request)
+    checked = email_templates.check_template("new", html, text, settings.sample())
+    if checked.rendered is None:
+        return checked, "", ""
+    sample = settings.links
+    fields = PersonalFields(
+        name="Ann Example",
+        email="ann@example.com",
+        unsubscribe_url=sample.unsubscribe("preview"),
+        preferences_url=sample.preferences("preview"),
+        view_online_url=sample.view_online("sample", 0),
+    )
+    shown_html, shown_text = personalise(checked.rendered.html, checked.rendered.text, fields)
+    return checked, shown_html, shown_text
+
+
+@router.post("/templates/check")
+def check(request: Request, caller: Caller = Reader, html: str = Form(""), text: str = Form("")) -> JSONResponse:
+    """``{"ok", "problems": [{"level", "message", "part", "line"}], "text"}`` for the page's script."""
+    checked, _, shown_text = _check(request, html, text)
+    return JSONResponse(
+        {"ok": checked.ok, "problems": [_shown(p).as_json() for p in checked.problems], "text": shown_text}
+    )
+
+
+@router.post("/templates/preview")
+def preview(request: Request, caller: Caller = Reader, html: str = Form(""), text: str = Form("")) -> HTMLResponse:
+    """The sample issue in the template, for a preview frame (the script posts the editor's sources here)."""
+    checked, shown_html, _ = _check(request, html, text)
+    if checked.ok:
+        return HTMLResponse(shown_html, headers=PREVIEW_HEADERS)
+    items = "".join(
+        f"<li>{escape(_where(p))}{escape(p.message)}</li>" for p in map(_shown, checked.problems) if p.level == "error"
+    )
+    body = (
+        "<!doctype html><html lang=en><meta charset=utf-8><title>Cannot preview</title>"
+        '<body style="font:16px/1.5 system-ui,sans-serif;margin:1.5rem;color:#24211c">'
+        f"<p><strong>This template cannot be rendered yet:</strong></p><ul>{items}</ul></body></html>"
+    )
+    return HTMLResponse(body, status_code=400, headers=PREVIEW_HEADERS)
+
+
+def _where(problem: PartProblem) -> str:
+    if problem.part is None:
+        return ""
+    label = "HTML" if problem.part == "html" else "Text"
+    return f"{label}, line {problem.line}: " if problem.line else f"{label}: "
+
+
 # --- the editor ----------------------------------------------------------------------------
 
 
@@ -196,60 +250,6 @@ def delete(request: Request, name: str, caller: Caller = Writer) -> Response:
             request, caller, view=view, name=name, html=view.html, text=view.text, status=409, error=str(exc)
         )
     return redirect(request, "/templates", "template-deleted")
-
-
-# --- the live check and preview --------------------------------------------------------------
-
-
-def _check(request: Request, html: str, text: str) -> tuple[Checked, str, str]:
-    """The pair rendered with the sample issue, and the sample recipient's HTML and text ("" when refused)."""
-    settings = render_settings(request)
-    checked = email_templates.check_template("new", html, text, settings.sample())
-    if checked.rendered is None:
-        return checked, "", ""
-    sample = settings.links
-    fields = PersonalFields(
-        name="Ann Example",
-        email="ann@example.com",
-        unsubscribe_url=sample.unsubscribe("preview"),
-        preferences_url=sample.preferences("preview"),
-        view_online_url=sample.view_online("sample", 0),
-    )
-    shown_html, shown_text = personalise(checked.rendered.html, checked.rendered.text, fields)
-    return checked, shown_html, shown_text
-
-
-@router.post("/templates/check")
-def check(request: Request, caller: Caller = Reader, html: str = Form(""), text: str = Form("")) -> JSONResponse:
-    """``{"ok", "problems": [{"level", "message", "part", "line"}], "text"}`` for the page's script."""
-    checked, _, shown_text = _check(request, html, text)
-    return JSONResponse(
-        {"ok": checked.ok, "problems": [_shown(p).as_json() for p in checked.problems], "text": shown_text}
-    )
-
-
-@router.post("/templates/preview")
-def preview(request: Request, caller: Caller = Reader, html: str = Form(""), text: str = Form("")) -> HTMLResponse:
-    """The sample issue in the template, for a preview frame (the script posts the editor's sources here)."""
-    checked, shown_html, _ = _check(request, html, text)
-    if checked.ok:
-        return HTMLResponse(shown_html, headers=PREVIEW_HEADERS)
-    items = "".join(
-        f"<li>{escape(_where(p))}{escape(p.message)}</li>" for p in map(_shown, checked.problems) if p.level == "error"
-    )
-    body = (
-        "<!doctype html><html lang=en><meta charset=utf-8><title>Cannot preview</title>"
-        '<body style="font:16px/1.5 system-ui,sans-serif;margin:1.5rem;color:#24211c">'
-        f"<p><strong>This template cannot be rendered yet:</strong></p><ul>{items}</ul></body></html>"
-    )
-    return HTMLResponse(body, status_code=400, headers=PREVIEW_HEADERS)
-
-
-def _where(problem: PartProblem) -> str:
-    if problem.part is None:
-        return ""
-    label = "HTML" if problem.part == "html" else "Text"
-    return f"{label}, line {problem.line}: " if problem.line else f"{label}: "
 
 
 # --- one issue's layout ---------------------------------------------------------------------
