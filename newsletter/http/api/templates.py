@@ -129,9 +129,9 @@ def create_template(request: Request, body: TemplateIn, caller: TemplateWriter) 
         return _out(email_templates.get_template(session, body.name, settings.template_dirs))
 
 
-@router.post("/check", response_model=CheckOut, responses=errors(), summary="Check a template without storing it")
+@router.post("/check", response_model=CheckOut, responses=errors(400), summary="Check a template without storing it")
 def check_template(request: Request, body: TemplateCheckIn, caller: TemplateReader) -> CheckOut:
-    """Every problem a save would find, each with where it is."""
+    """Every problem a save would find, each with where it is (200 either way; 400 for a body that is not JSON)."""
     checked = email_templates.check_template("new", body.html, body.text, render_settings(request).sample())
     return CheckOut(
         ok=checked.ok,
