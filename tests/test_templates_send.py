@@ -7,6 +7,7 @@ template is changed before the worker delivers it. On SQLite and PostgreSQL.
 
 from __future__ import annotations
 
+from email import message_from_bytes, policy
 from email.message import EmailMessage
 from pathlib import Path
 
@@ -21,7 +22,7 @@ def parts(message: EmailMessage) -> tuple[str, str]:
     html = message.get_body(("html",))
     text = message.get_body(("plain",))
     assert html is not None and text is not None
-    return html.get_content(), text.get_content()
+    return html.get_content().replace("\r\n", "\n"), text.get_content().replace("\r\n", "\n")
 
 
 def write_pair(folder: Path, name: str, mark: str) -> tuple[str, str]:
@@ -54,7 +55,7 @@ def test_a_list_with_its_own_template_gets_mail_in_it_and_an_issue_can_choose_an
     for index, address in enumerate(readers):
         message = room.parsed(address)
         body_html, body_text = parts(message)
-        assert '<p class="mast">BRAND-BEFORE Info War Weekly</p>' in body_html
+        assert '<p class="mast" style="margin:0 0 12px 0">BRAND-BEFORE Info War Weekly</p>' in body_html
         assert body_text.startswith("BRAND-BEFORE Info War Weekly\n")
         assert "AFTER" not in body_html + body_text
         assert f"Hello Reader Ünï {index}," in body_html and f"Hello Reader Ünï {index}," in body_text
@@ -70,10 +71,11 @@ def test_a_list_with_its_own_template_gets_mail_in_it_and_an_issue_can_choose_an
     room.wait_received(6)
     mails = [m for m in room.capture.messages if readers[0] in m.rcpt_tos]
     assert len(mails) == 2
-    from email import message_from_bytes, policy
-
     body_html, body_text = parts(message_from_bytes(mails[1].data, policy=policy.default))
-    assert '<p class="mast">SPECIAL Info War Weekly</p>' in body_html and body_text.startswith("SPECIAL Info War")
+    assert (
+        '<p class="mast" style="margin:0 0 12px 0">SPECIAL Info War Weekly</p>' in body_html
+        and body_text.startswith("SPECIAL Info War")
+    )
     assert "BRAND" not in body_html + body_text
 
     # Now deleting either is refused: the list uses brand; special's issue is sent, so special goes.
