@@ -89,7 +89,7 @@ def test_an_admin_copies_the_shipped_layout_creates_edits_and_deletes_a_template
     }
     assert client.post("/admin/lists/weekly", data=form).status_code == 303
     assert admin.one(select(MailingList.template).where(MailingList.slug == "weekly")) == "house"
-    assert "MINE The Weekly" in client.get("/admin/issues/{}/preview".format(make_issue(admin))).text
+    assert "MINE The Weekly" in client.get(f"/admin/issues/{make_issue(admin)}/preview").text
     daily = make_issue(admin, "daily")
     issue_page = client.get(f"/admin/issues/{daily}")
     assert '<option value="issue" selected>The list&#39;s layout (issue, the shipped one)</option>' in issue_page.text
