@@ -79,6 +79,8 @@ def test_copy_the_shipped_layout_store_choose_refuse_and_delete_from_the_cli(cli
     preview = tmp_path / "preview.html"
     cli("issues", "preview", issue, "--html", str(preview))
     assert "MINE The Weekly" in preview.read_text()
+    shown = [line.split(maxsplit=1) for line in cli("issues", "show", issue).stdout.splitlines()]
+    assert ["template", "house (the list's layout)"] in [[k, v.strip()] for k, v in (x for x in shown if len(x) == 2)]
     refused = cli("templates", "rm", "house", check=False)
     assert refused.returncode == 1
     assert refused.stderr.strip() == (
