@@ -4,11 +4,13 @@ gets, what may be deleted, and that a send keeps what it rendered; on SQLite and
 from __future__ import annotations
 
 import re
+import threading
+import time
 from dataclasses import replace
 from pathlib import Path
 
 import pytest
-from sqlalchemy import func, inspect, select
+from sqlalchemy import func, inspect, select, text
 
 from newsletter.content import email_templates
 from newsletter.content.email_templates import SHIPPED, Sample
@@ -344,6 +346,45 @@ def test_a_template_in_use_by_a_list_or_an_unsent_issue_cannot_be_deleted(weekly
         assert email_templates.template_names(s) == []
     with pytest.raises(NotFound), db.transaction(weekly) as s:
         email_templates.delete_template(s, "brand")
+
+
+def test_a_delete_waits_for_a_list_choosing_the_template_then_refuses(weekly, database_url):
+    """PostgreSQL: the choice holds the template row FOR SHARE, so a delete started meanwhile waits,
+    then sees the list using it. (SQLite takes its write lock at BEGIN: two writers never overlap.)"""
+    if database_url.startswith("sqlite"):
+        pytest.skip("SQLite serialises write transactions at BEGIN IMMEDIATE")
+    with db.transaction(weekly) as s:
+        store(s, "brand")
+    choosing = weekly()
+    choosing.begin()
+    email_templates.set_list_template(choosing, "weekly", "brand")
+    outcome: dict[str, str] = {}
+
+    def delete() -> None:
+        try:
+            with db.transaction(weekly) as s:
+                email_templates.delete_template(s, "brand")
+            outcome["deleted"] = "yes"
+        except Conflict as exc:
+            outcome["refused"] = str(exc)
+
+    deleting = threading.Thread(target=delete)
+    deleting.start()
+    waiting = text(
+        "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND datname = current_database()"
+    )
+    deadline = time.monotonic() + 30
+    with weekly() as s:
+        while not s.scalar(waiting) and time.monotonic() < deadline:
+            s.rollback()
+            time.sleep(0.05)
+        assert s.scalar(waiting) == 1, "the delete never waited for the choice"
+    choosing.commit()
+    choosing.close()
+    deleting.join(30)
+    assert outcome == {
+        "refused": "template 'brand' is in use by the list weekly; choose another layout for them first, then delete it"
+    }
 
 
 def test_a_scheduled_send_keeps_its_issues_template_in_use(weekly):

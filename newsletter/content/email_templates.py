@@ -512,7 +512,9 @@ def set_list_template(session: Session, list_slug: str, name: str | None) -> Mai
     shipped one. An issue naming its own template keeps it. Raises NotFound (list), InvalidInput."""
     mailing_list = get_list(session, list_slug)
     chosen = None if not name or name.strip() == SHIPPED else name.strip()
-    if chosen is not None and session.scalar(select(EmailTemplate.id).where(EmailTemplate.name == chosen)) is None:
+    # FOR SHARE (PostgreSQL): a delete of the template waits for this choice, then sees the list using it.
+    exists_now = select(EmailTemplate.id).where(EmailTemplate.name == chosen).with_for_update(read=True)
+    if chosen is not None and session.scalar(exists_now) is None:
         known = ", ".join(template_names(session)[:10]) or "none yet"
         raise InvalidInput(
             f"no stored template {chosen!r} (stored: {known}; {SHIPPED!r} is the shipped layout)", where="--template"
