@@ -348,16 +348,22 @@ def test_a_template_in_use_by_a_list_or_an_unsent_issue_cannot_be_deleted(weekly
         email_templates.delete_template(s, "brand")
 
 
-def test_a_delete_waits_for_a_list_choosing_the_template_then_refuses(weekly, database_url):
-    """PostgreSQL: the choice holds the template row FOR SHARE, so a delete started meanwhile waits,
-    then sees the list using it. (SQLite takes its write lock at BEGIN: two writers never overlap.)"""
+@pytest.mark.parametrize("chooser", ["list", "issue"])
+def test_a_delete_waits_for_a_list_or_an_issue_choosing_the_template_then_refuses(weekly, database_url, chooser):
+    """PostgreSQL: choosing a template holds its row FOR SHARE, so a delete started meanwhile waits,
+    then sees who chose it. (SQLite takes its write lock at BEGIN: two writers never overlap.)"""
     if database_url.startswith("sqlite"):
         pytest.skip("SQLite serialises write transactions at BEGIN IMMEDIATE")
     with db.transaction(weekly) as s:
         store(s, "brand")
+        issue, _ = create_issue(s, "weekly", parse_issue_text(issue_text()), RENDER)
+        issue_id = issue.id
     choosing = weekly()
     choosing.begin()
-    email_templates.set_list_template(choosing, "weekly", "brand")
+    if chooser == "list":
+        email_templates.set_list_template(choosing, "weekly", "brand")
+    else:
+        set_issue_template(choosing, issue_id, "brand", RENDER)
     outcome: dict[str, str] = {}
 
     def delete() -> None:
@@ -382,8 +388,9 @@ def test_a_delete_waits_for_a_list_choosing_the_template_then_refuses(weekly, da
     choosing.commit()
     choosing.close()
     deleting.join(30)
+    user = "the list weekly" if chooser == "list" else f"the issue {issue_id} ('Hello there')"
     assert outcome == {
-        "refused": "template 'brand' is in use by the list weekly; choose another layout for them first, then delete it"
+        "refused": f"template 'brand' is in use by {user}; choose another layout for them first, then delete it"
     }
 
 

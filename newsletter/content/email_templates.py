@@ -67,6 +67,7 @@ __all__ = [
     "create_template",
     "delete_template",
     "get_template",
+    "hold",
     "layout_choices",
     "layout_for",
     "set_list_template",
@@ -505,6 +506,14 @@ def delete_template(session: Session, name: str) -> None:
         )
     session.delete(row)
     session.flush()
+
+
+def hold(session: Session, name: str) -> None:
+    """Lock the stored template ``name`` (if it is one) FOR SHARE until the transaction ends, so that a
+    delete started meanwhile waits and then sees the issue or list naming it (PostgreSQL; SQLite's
+    write transactions never overlap). For the write paths that name a template."""
+    if name != SHIPPED:
+        session.execute(select(EmailTemplate.id).where(EmailTemplate.name == name).with_for_update(read=True))
 
 
 def set_list_template(session: Session, list_slug: str, name: str | None) -> MailingList:

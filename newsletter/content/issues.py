@@ -159,6 +159,7 @@ def create_issue(
     Raises NotFound (list), RenderError (naming file and line) when it cannot be rendered.
     """
     mailing_list = get_list(session, list_slug)
+    email_templates.hold(session, source.template)
     rendered = settings.render(source, mailing_list)
     issue = Issue(
         list_id=mailing_list.id,
@@ -186,6 +187,7 @@ def update_issue(
     Raises NotFound, RenderError, StaleRevision; the stored issue is unchanged on error.
     """
     issue, mailing_list = get_issue(session, issue_id)
+    email_templates.hold(session, source.template)
     rendered = settings.render(source, mailing_list)
     # One conditional UPDATE: on PostgreSQL a concurrent save holds the row until it commits and this
     # one then sees its revision, so two saves based on the same revision never both succeed (SQLite
@@ -234,6 +236,7 @@ def set_issue_template(session: Session, issue_id: int, template: str, settings:
     if not valid_template_name(template) or len(template) > 100:
         raise InvalidInput(f"{template!r} is not a template name", where="template")
     source = replace(source_of(issue), template=template)
+    email_templates.hold(session, template)
     settings.render(source, mailing_list)
     issue.template = template
     issue.revision += 1
