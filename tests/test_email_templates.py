@@ -139,6 +139,8 @@ def test_a_template_cannot_read_files_settings_or_other_templates():
         ("{{ '{:>999999999}'.format(1) }}", "a width or precision of 999,999,999 is too large"),
         ("{{ '%999999999d' % 1 }}", "a width or precision of 999,999,999 is too large"),
         ("{{ 'ab'.replace('', 'y' * 1000000) }}", "the replaced text would be 3,000,002 characters"),
+        ("{{ _('%(n)999999999s', n=1) }}", "a width or precision of 999,999,999 is too large"),
+        ("{{ '%(n)999999999s' % {'n': 1} }}", "a width or precision of 999,999,999 is too large"),
     ],
 )
 def test_a_template_that_would_cost_too_much_is_refused_at_its_line(expression, says):
@@ -224,10 +226,12 @@ def test_the_shipped_layout_copied_into_a_template_renders_exactly_as_the_shippe
     checked = email_templates.check_template("copy", html, text, SAMPLE)
     assert checked.ok, checked.problems
     source = parse_issue_text(issue_text())
-    context = RENDER.context(MailingList(slug="weekly", name="The Weekly", from_name="Desk"))
-    shipped = render_issue(source, context, template_dirs=DIRS)
-    copied = render_issue(source, context, template_dirs=DIRS, layout=StoredLayout("copy", html, text))
-    assert (copied.html, copied.text, copied.subject) == (shipped.html, shipped.text, shipped.subject)
+    for language, unsubscribe in (("en", ">Unsubscribe</a>"), ("de", ">Abmelden</a>")):  # its words translated too
+        context = RENDER.context(MailingList(slug="weekly", name="The Weekly", from_name="Desk", language=language))
+        shipped = render_issue(source, context, template_dirs=DIRS)
+        copied = render_issue(source, context, template_dirs=DIRS, layout=StoredLayout("copy", html, text))
+        assert (copied.html, copied.text, copied.subject) == (shipped.html, shipped.text, shipped.subject)
+        assert unsubscribe in copied.html and f'<html lang="{language}"' in copied.html
 
 
 def test_check_layout_reports_every_error_and_still_renders_past_a_css_error():
@@ -473,7 +477,7 @@ def test_0018_adds_email_templates_and_a_lists_template_and_walks_back(empty_dat
             email_templates.set_list_template(s, "weekly", "brand")
         with sessions() as s:
             assert s.scalar(select(MailingList.template)) == "brand"
-        _downgrade(engine, "0015")
+        _downgrade(engine, "0018")
         schema = inspect(engine)
         assert "email_templates" not in schema.get_table_names()
         assert "template" not in {c["name"] for c in schema.get_columns("mailing_lists")}

@@ -71,7 +71,7 @@ def test_copy_the_shipped_layout_store_choose_refuse_and_delete_from_the_cli(cli
     (tmp_path / "mine.txt").write_text(mine_text)
     cli("templates", "update", "house", "--html", str(mine), "--text", str(tmp_path / "mine.txt"))
     updated = cli("lists", "update", "weekly", "--template", "house")
-    assert updated.stdout.strip().endswith("tracking off.\nIts issues are mailed in the layout house.")
+    assert updated.stdout.strip().endswith("tracking off, in English.\nIts issues are mailed in the layout house.")
     assert ["layout", "house"] in [line.split() for line in cli("lists", "show", "weekly").stdout.splitlines()]
     issue_file = tmp_path / "issue.md"
     issue_file.write_text(issue_text())

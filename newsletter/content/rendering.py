@@ -435,15 +435,19 @@ def _render(
     css: list[Problem] = []  # reported, but a rendering is still returned: the checks after it run too
     if layout is not None:
         name = layout.name
-        html = _render_stored(layout, "html", {**variables, "personal": _Personal(html_slots)}, problems)
-        text = _render_stored(layout, "txt", {**variables, "personal": _Personal(text_slots)}, problems)
+        html = _render_stored(
+            layout, "html", context.language, {**variables, "personal": _Personal(html_slots)}, problems
+        )
+        text = _render_stored(
+            layout, "txt", context.language, {**variables, "personal": _Personal(text_slots)}, problems
+        )
         if html is not None and check_css:
             css = [Problem("error", message, where) for message, where in css_problems(html, layout)]
         html = _inline_stored(html, layout, problems) if html is not None else None
         html = _fill_slots(html_slots, html, f"{name}.html", problems) if html is not None else None
         text = _fill_slots(text_slots, text, f"{name}.txt", problems) if text is not None else None
     elif name is not None:
-        env = template_environment(tuple(str(d) for d in template_dirs))
+        env = template_environment(tuple(str(d) for d in template_dirs), context.language)
         html = _render_template(env, f"{name}.html", {**variables, "personal": _Personal(html_slots)}, problems)
         text = _render_template(env, f"{name}.txt", {**variables, "personal": _Personal(text_slots)}, problems)
         subject = _render_template(env, f"{name}.subject.txt", variables, problems, optional=True)
@@ -515,7 +519,11 @@ def _render_template(
 
 
 def _render_stored(
-    layout: StoredLayout, kind: Literal["html", "txt"], variables: dict[str, Any], problems: list[Problem]
+    layout: StoredLayout,
+    kind: Literal["html", "txt"],
+    language: str,
+    variables: dict[str, Any],
+    problems: list[Problem],
 ) -> str | None:
     """Render one part of a stored layout in the sandbox; on failure add a Problem naming NAME.KIND:LINE.
 
@@ -524,7 +532,7 @@ def _render_stored(
     """
     name = f"{layout.name}.{kind}"
     try:
-        template = compiled(kind, name, layout.html if kind == "html" else layout.text)
+        template = compiled(kind, language, name, layout.html if kind == "html" else layout.text)
         with step_budget():
             return template.render(variables)
     except TemplateSyntaxError as exc:

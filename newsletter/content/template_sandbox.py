@@ -37,6 +37,8 @@ from jinja2.nodes import Concat
 from jinja2.runtime import Context, markup_join, str_join
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
+from newsletter.locales.templates import teach
+
 __all__ = ["MAX_NUMBER", "MAX_STEPS", "MAX_TEXT", "LayoutSandbox", "TooCostly", "compiled", "step_budget"]
 
 #: The most characters (or list items) one operation of a template may make.
@@ -79,7 +81,7 @@ def _check_format_string(fmt: str) -> None:
     """Widths and precisions written in a format string (``{:>99999}``, ``%99999d``) are numbers too."""
     for number in re.findall(r"\d+", fmt):
         if len(number) > 5 or int(number) > MAX_NUMBER:
-            fields = re.findall(r"\{[^{}]*\}|%[-#0 +]*\d*(?:\.\d*)?[a-zA-Z%]", fmt)
+            fields = re.findall(r"\{[^{}]*\}|%(?:\([^)]*\))?[-#0 +]*\d*(?:\.\d*)?[a-zA-Z%]", fmt)
             if any(number in field for field in fields):
                 _check_number(int(number), "a width or precision of")
 
@@ -121,6 +123,10 @@ def _bounded_filter(name: str, function: Callable[..., Any]) -> Callable[..., An
         return function(*args, **kwargs)
 
     return bounded
+
+
+#: The i18n extension's functions (``_()``, ``{% trans %}``): they format their message with ``%``.
+_GETTEXT = frozenset({"gettext", "ngettext", "pgettext", "npgettext", "_gettext_alias"})
 
 
 class _BoundedCodeGenerator(CodeGenerator):
@@ -188,6 +194,12 @@ class LayoutSandbox(ImmutableSandboxedEnvironment):
         return super().call_binop(context, operator, left, right)
 
     def call(__self, __context: Context, __obj: Any, *args: Any, **kwargs: Any) -> Any:
+        if getattr(__obj, "__name__", "") in _GETTEXT:
+            for message in args:  # _("%(n)99999999s", n=1) formats as % does
+                if isinstance(message, str):
+                    _check_format_string(message)
+            for value in kwargs.values():
+                _check_number(value, "the formatted number")
         target = getattr(__obj, "__self__", None)
         if isinstance(target, str):
             method = getattr(__obj, "__name__", "")
@@ -220,16 +232,20 @@ class LayoutSandbox(ImmutableSandboxedEnvironment):
         return checked
 
 
-@lru_cache(maxsize=2)
-def _environment(kind: Kind) -> LayoutSandbox:
-    return LayoutSandbox(html=kind == "html")
+@lru_cache(maxsize=16)
+def _environment(kind: Kind, language: str) -> LayoutSandbox:
+    """The sandbox of one part, taught ``language`` as the shipped layout is (``{% trans %}``, ``_()``,
+    ``language``: newsletter.locales.templates), so a copy of it says its words in the list's language."""
+    env = LayoutSandbox(html=kind == "html")
+    teach(env, language)
+    return env
 
 
 @lru_cache(maxsize=64)
-def compiled(kind: Kind, filename: str, source: str) -> Template:
-    """A stored template's source compiled in the sandbox (cached by source). ``filename``
-    (``NAME.html``) is what errors and tracebacks name. Raises TemplateSyntaxError."""
-    env = _environment(kind)
+def compiled(kind: Kind, language: str, filename: str, source: str) -> Template:
+    """A stored template's source compiled in the sandbox of ``language`` (cached by source).
+    ``filename`` (``NAME.html``) is what errors and tracebacks name. Raises TemplateSyntaxError."""
+    env = _environment(kind, language)
     return env.template_class.from_code(env, env.compile(source, filename, filename), env.make_globals(None))
 
 
