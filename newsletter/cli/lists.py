@@ -109,7 +109,7 @@ def update(
     if all(v is None for v in changes):
         raise InvalidInput(
             "nothing to change: give at least one of --name, --description, --from-name, --from-email, --reply-to, "
-            "--no-reply-to, --private, --public, --tracking, --language or --template"
+            "--no-reply-to, --private, --public, --template, --tracking or --language"
         )
     with runtime.transaction() as session:
         changed = lists.update_list(
