@@ -92,7 +92,7 @@ def test_an_admin_copies_the_shipped_layout_creates_edits_and_deletes_a_template
     assert "MINE The Weekly" in client.get(f"/admin/issues/{make_issue(admin)}/preview").text
     daily = make_issue(admin, "daily")
     issue_page = client.get(f"/admin/issues/{daily}")
-    assert '<option value="issue" selected>The list&#39;s layout (issue, the shipped one)</option>' in issue_page.text
+    assert '<option value="issue" selected>The list&#39;s: issue (shipped)</option>' in issue_page.text
     chosen = client.post(f"/admin/issues/{daily}/template", data={"csrf_token": token(client), "template": "house"})
     assert chosen.status_code == 303 and chosen.headers["location"] == f"/admin/issues/{daily}?done=layout-chosen"
     assert admin.one(select(Issue.template).where(Issue.id == daily)) == "house"

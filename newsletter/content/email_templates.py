@@ -228,7 +228,7 @@ def layout_choices(session: Session, template: str, mailing_list: MailingList) -
     """What an issue of ``mailing_list`` naming ``template`` may choose, as (value, label): its list's
     layout (``issue``), each stored template, and the file set it names now when that is neither."""
     names = template_names(session)
-    choices = [(SHIPPED, f"The list's layout ({mailing_list.template or SHIPPED + ', the shipped one'})")]
+    choices = [(SHIPPED, f"The list's: {mailing_list.template or SHIPPED + ' (shipped)'}")]
     choices += [(name, name) for name in names]
     if template != SHIPPED and template not in names:
         choices.append((template, f"{template} (a template file)"))
