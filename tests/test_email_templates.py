@@ -477,7 +477,7 @@ def test_0018_adds_email_templates_and_a_lists_template_and_walks_back(empty_dat
             email_templates.set_list_template(s, "weekly", "brand")
         with sessions() as s:
             assert s.scalar(select(MailingList.template)) == "brand"
-        _downgrade(engine, "0019")
+        _downgrade(engine, "0020")
         schema = inspect(engine)
         assert "email_templates" not in schema.get_table_names()
         assert "template" not in {c["name"] for c in schema.get_columns("mailing_lists")}
