@@ -112,9 +112,9 @@ def test_lists_update_changes_what_is_given_and_refuses_bad_fields(cli):
         assert fragment in result.stderr and "Traceback" not in result.stderr, (args, result.stderr)
     assert cli("lists", "show", "weekly").stdout == before  # nothing half-changed
 
-    assert ", private, tracking off." in cli("lists", "update", "weekly", "--private").stdout
+    assert ", private, tracking off, in English." in cli("lists", "update", "weekly", "--private").stdout
     assert re.search(r"visibility\s+private", cli("lists", "show", "weekly").stdout)
-    assert ", public, tracking off." in cli("lists", "update", "weekly", "--public").stdout
+    assert ", public, tracking off, in English." in cli("lists", "update", "weekly", "--public").stdout
     assert ", public, tracking individual." in cli("lists", "update", "weekly", "--tracking", "individual").stdout
     bad = cli("lists", "update", "weekly", "--tracking", "sometimes", check=False)
     assert bad.returncode == 1 and "tracking must be one of off, anonymous, individual" in bad.stderr

@@ -1,9 +1,11 @@
 """Who may use the admin API and UI: API tokens, admin users, their passwords and sessions.
 
 Roles:
-    admin   everything
-    editor  issues, the media library and sends; may read lists. Not a send's per-recipient delivery log
-            ("sends:log"): it names every subscriber's address, so editors see counts only.
+    admin   everything, email templates among it ("templates": a stored template is Jinja2 that
+            admins write, rendered in a sandbox, see newsletter.content.template_sandbox)
+    editor  issues, the media library and sends; may read lists and templates (to choose one for an
+            issue). Not a send's per-recipient delivery log ("sends:log"): it names every subscriber's
+            address, so editors see counts only.
 
 Secrets are never stored: an API token or session id is kept as its SHA-256 (they are
 long random strings, so a fast hash is enough), a password as a salted scrypt hash (a
@@ -47,9 +49,11 @@ PERMISSIONS: dict[str, frozenset[str]] = {
             "media",
             "sends",
             "sends:log",
+            "templates:read",
+            "templates",
         }
     ),
-    Role.EDITOR: frozenset({"lists:read", "issues", "media", "sends"}),
+    Role.EDITOR: frozenset({"lists:read", "issues", "media", "sends", "templates:read"}),
 }
 #: Reading a send's delivery log, one row per recipient with the address (API, admin UI).
 DELIVERY_LOG = "sends:log"

@@ -1,8 +1,8 @@
 """The `newsletter` command: a thin Typer edge over the domain modules.
 
 One module per command group (``database``, ``lists``, ``subscribers``, ``suppressions``,
-``segments``, ``issues``, ``media``, ``automations``, ``sends``, ``confirmations``, ``admin``, ``dkim``, ``doctor``, ``inbound``, ``web``,
-``dev``); ``runtime`` is what every command shares (the composition root's runtime, the
+``segments``, ``issues``, ``templates``, ``media``, ``automations``, ``sends``, ``confirmations``, ``admin``, ``dkim``,
+``doctor``, ``inbound``, ``web``, ``dev``); ``runtime`` is what every command shares (the composition root's runtime, the
 consoles, the error edge), ``tables`` how listings print, ``lazy`` the group that imports a
 command's module only when it runs. The top of the import graph, the program's entry point:
 it may import every room below it, the web app (newsletter.http) and the worker
@@ -69,6 +69,11 @@ class Commands(LazyGroup):
             "Saved segments of a list: filters on attributes, name, domain, subscription and engagement.",
         ),
         "issues": Entry("issues", "app", "Write, check and preview issues (Markdown with front matter)."),
+        "templates": Entry(
+            "templates",
+            "app",
+            "Email templates: the layouts of lists and issues, checked when stored (the shipped one is read-only).",
+        ),
         "media": Entry("media", "app", "The media library: images for issues, served from NEWSLETTER_BASE_URL/media/."),
         "automations": Entry(
             "automations",

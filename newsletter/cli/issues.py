@@ -10,7 +10,7 @@ from rich.table import Table
 from newsletter.cli.runtime import err, out, print_last_line, render_settings, runtime
 from newsletter.cli.tables import Col, listing
 from newsletter.content import issues
-from newsletter.content.issue_files import read_issue_file
+from newsletter.content.issue_files import DEFAULT_TEMPLATE, read_issue_file
 
 app = typer.Typer(help="Write, check and preview issues (Markdown with front matter).", no_args_is_help=True)
 
@@ -113,13 +113,15 @@ def show(issue_id: int = typer.Argument(..., help="The issue's id.")) -> None:
     with runtime.transaction() as session:
         issue, mailing_list = issues.get_issue(session, issue_id)
         problems = issues.check_stored_issue(session, issue_id, settings)
+        list_layout = mailing_list.template  # deferred: read while the session is open
     table = Table(show_header=False, box=None)
     table.add_row("id", str(issue.id))
     table.add_row("list", f"{mailing_list.slug} ({mailing_list.name})")
     table.add_row("status", issue.status)
     table.add_row("subject", issue.subject)
     table.add_row("preheader", issue.preheader or "(none)")
-    table.add_row("template", issue.template)
+    own = issue.template != DEFAULT_TEMPLATE
+    table.add_row("template", issue.template if own or not list_layout else f"{list_layout} (the list's layout)")
     table.add_row("revision", str(issue.revision))
     table.add_row("words", str(len(issue.body_markdown.split())))
     table.add_row("created", issue.created_at.isoformat(timespec="seconds"))

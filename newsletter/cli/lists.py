@@ -88,6 +88,12 @@ def update(
         help="en, de, fr or es: the language of the list's emails from now on, and of its pages for readers "
         "whose browser asks for none of these.",
     ),
+    template: str | None = typer.Option(
+        None,
+        "--template",
+        help="The email layout of the list's issues: a stored template (`newsletter templates ls`), or 'issue' "
+        "for the shipped one. An issue naming its own template keeps it.",
+    ),
 ) -> None:
     """Change a list's settings; only the options given change. Sends already made keep their copy."""
     from newsletter.delivery.automation_editions import refresh_shipped
@@ -100,10 +106,11 @@ def update(
     private = True if make_private else False if make_public else None
     if no_reply_to:
         reply_to = ""
-    if all(v is None for v in (name, description, from_name, from_email, reply_to, private, tracking, language)):
+    changes = (name, description, from_name, from_email, reply_to, private, tracking, language, template)
+    if all(v is None for v in changes):
         raise InvalidInput(
             "nothing to change: give at least one of --name, --description, --from-name, --from-email, --reply-to, "
-            "--no-reply-to, --private, --public, --tracking or --language"
+            "--no-reply-to, --private, --public, --template, --tracking or --language"
         )
     with runtime.transaction() as session:
         before = lists.get_list(session, slug).language
@@ -119,6 +126,10 @@ def update(
             tracking=tracking,
             language=language,
         )
+        if template is not None:
+            from newsletter.content.email_templates import set_list_template
+
+            set_list_template(session, slug, template)
         # The shipped welcome and goodbye are frozen in the list's language: frozen again in the new one
         # (refused, and nothing stored, if they no longer render).
         texts = refresh_shipped(session, changed, render_settings()) if changed.language != before else []
@@ -132,6 +143,8 @@ def update(
         if texts:
             kinds = " and ".join(str(a.kind) for a in texts)
             out.print(f"Rendered its shipped {kinds} again, in {SHIPPED[changed.language]}.")
+        if template is not None:
+            out.print(f"Its issues are mailed in the layout {changed.template or 'issue (the shipped one)'}.")
 
 
 @app.command("ls")
@@ -177,6 +190,7 @@ def show(slug: str = typer.Argument(..., help="The list's slug.")) -> None:
         row = lists.list_with_counts(session, slug)
         tracking = row.mailing_list.tracking  # deferred: read while the session is open
         language = row.mailing_list.language
+        template = row.mailing_list.template  # deferred too
     m = row.mailing_list
     table = Table(show_header=False, box=None)
     table.add_row("slug", m.slug)
@@ -185,6 +199,7 @@ def show(slug: str = typer.Argument(..., help="The list's slug.")) -> None:
     table.add_row("reply-to", m.reply_to or "(the sender)")
     table.add_row("tracking", tracking)
     table.add_row("language", f"{language} ({SHIPPED.get(language, '?')})")
+    table.add_row("layout", template or "issue (the shipped one)")
     table.add_row("visibility", "private (no public form or archive)" if m.private else "public")
     if m.description:
         table.add_row("description", m.description)

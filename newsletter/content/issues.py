@@ -7,26 +7,28 @@ relative link is refused with the file and line; warnings are reported and kept.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from pathlib import Path
 
 from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, object_session
 
-from newsletter.content.issue_files import IssueSource
+from newsletter.content import email_templates
+from newsletter.content.issue_files import DEFAULT_TEMPLATE, IssueSource, valid_template_name
 from newsletter.content.rendering import (
     PersonalFields,
     Problem,
     RenderContext,
     RenderedIssue,
+    StoredLayout,
     check_issue,
     default_template_dir,
     personalise,
     render_issue,
 )
-from newsletter.errors import Conflict, NotFound
+from newsletter.errors import Conflict, InvalidInput, NotFound
 from newsletter.locales.formats import either_of
 from newsletter.store.db import rowcount
 from newsletter.store.models import Issue, MailingList, Send, utcnow
@@ -87,9 +89,38 @@ class RenderSettings:
     def render(
         self, issue: Issue | IssueSource, mailing_list: MailingList, also: Sequence[MailingList] = ()
     ) -> RenderedIssue:
-        """Raises RenderError."""
+        """The issue rendered in the layout it gets on ``mailing_list`` (its own template, else the
+        list's, else the shipped one: :func:`newsletter.content.email_templates.layout_for`).
+        Raises RenderError."""
         source = source_of(issue) if isinstance(issue, Issue) else issue
-        return render_issue(source, self.context(mailing_list, also), template_dirs=self.template_dirs)
+        return render_issue(
+            source,
+            self.context(mailing_list, also),
+            template_dirs=self.template_dirs,
+            layout=self.layout(source.template, mailing_list),
+        )
+
+    def check(self, issue: Issue | IssueSource, mailing_list: MailingList) -> list[Problem]:
+        """Every error and warning of the issue in the layout it gets on ``mailing_list``."""
+        source = source_of(issue) if isinstance(issue, Issue) else issue
+        return check_issue(
+            source,
+            self.context(mailing_list),
+            template_dirs=self.template_dirs,
+            layout=self.layout(source.template, mailing_list),
+        )
+
+    def layout(self, template: str, mailing_list: MailingList) -> StoredLayout | None:
+        """The stored layout an issue naming ``template`` gets on the list (None: a file set), read
+        through the session the list was loaded in."""
+        session = object_session(mailing_list)
+        if session is None:
+            raise RuntimeError(f"list {mailing_list.slug!r} is not attached to a session: its layout cannot be read")
+        return email_templates.layout_for(session, template, mailing_list)
+
+    def sample(self) -> email_templates.Sample:
+        """What stored templates are checked and previewed with, under these settings."""
+        return email_templates.Sample(base_url=self.base_url, postal_address=self.postal_address)
 
     def render_beside(
         self, issue: Issue, mailing_list: MailingList, also: Sequence[MailingList] = ()
@@ -103,8 +134,9 @@ class RenderSettings:
         from concurrent.futures import ThreadPoolExecutor
 
         source, context = source_of(issue), self.context(mailing_list, also)
+        layout = self.layout(source.template, mailing_list)  # a plain copy too, read here
         pool = ThreadPoolExecutor(1, thread_name_prefix="render")
-        future = pool.submit(render_issue, source, context, template_dirs=self.template_dirs)
+        future = pool.submit(render_issue, source, context, template_dirs=self.template_dirs, layout=layout)
         pool.shutdown(wait=False)  # the thread ends with its one job
         return future.result
 
@@ -127,6 +159,7 @@ def create_issue(
     Raises NotFound (list), RenderError (naming file and line) when it cannot be rendered.
     """
     mailing_list = get_list(session, list_slug)
+    email_templates.hold(session, source.template)
     rendered = settings.render(source, mailing_list)
     issue = Issue(
         list_id=mailing_list.id,
@@ -154,6 +187,7 @@ def update_issue(
     Raises NotFound, RenderError, StaleRevision; the stored issue is unchanged on error.
     """
     issue, mailing_list = get_issue(session, issue_id)
+    email_templates.hold(session, source.template)
     rendered = settings.render(source, mailing_list)
     # One conditional UPDATE: on PostgreSQL a concurrent save holds the row until it commits and this
     # one then sees its revision, so two saves based on the same revision never both succeed (SQLite
@@ -189,6 +223,25 @@ class StaleRevision(Conflict):
             f"revision {based_on} this change was based on; nothing was saved. Load the issue again and redo "
             "the change on the newer text"
         )
+
+
+def set_issue_template(session: Session, issue_id: int, template: str, settings: RenderSettings) -> Issue:
+    """Choose an issue's layout: a stored template or a template file set by name, or ``issue`` for its
+    list's layout (else the shipped one). A change of the issue like any other: its revision counts one
+    up, so an editor open on the older text is told before it saves over it. Raises NotFound,
+    InvalidInput (not a template name), RenderError (the issue does not render in it); the stored
+    issue is unchanged on error."""
+    issue, mailing_list = get_issue(session, issue_id)
+    template = template.strip() or DEFAULT_TEMPLATE
+    if not valid_template_name(template) or len(template) > 100:
+        raise InvalidInput(f"{template!r} is not a template name", where="template")
+    source = replace(source_of(issue), template=template)
+    email_templates.hold(session, template)
+    settings.render(source, mailing_list)
+    issue.template = template
+    issue.revision += 1
+    issue.updated_at = utcnow()
+    return issue
 
 
 def duplicate_issue(session: Session, issue_id: int, settings: RenderSettings) -> tuple[Issue, RenderedIssue]:
@@ -270,7 +323,7 @@ def all_issues(session: Session, list_slug: str | None = None) -> list[tuple[Iss
 def check_stored_issue(session: Session, issue_id: int, settings: RenderSettings) -> list[Problem]:
     """Every error and warning of a stored issue. Raises NotFound."""
     issue, mailing_list = get_issue(session, issue_id)
-    return check_issue(source_of(issue), settings.context(mailing_list), template_dirs=settings.template_dirs)
+    return settings.check(issue, mailing_list)
 
 
 def sample_personal_fields(links: Links, mailing_list: MailingList, issue_id: int) -> PersonalFields:

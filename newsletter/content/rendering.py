@@ -24,6 +24,14 @@ a same-named file) are ``TEMPLATE.html``, ``TEMPLATE.txt`` and optionally
 field is known only per recipient, so it can be printed but not tested
 (``{% if personal.name %}`` is an error) or transformed (``|upper`` is an error).
 
+**Stored layouts.** Instead of a file set, an issue can be rendered with a :class:`StoredLayout`
+(an admin's template, :mod:`newsletter.content.email_templates`): one HTML and one text
+template that see the same variables, compiled in the sandbox of
+:mod:`newsletter.content.template_sandbox` (no Python reachable, a bounded cost), with no
+subject template (the issue's subject is used as written). Their errors name
+``NAME.html:LINE`` or ``NAME.txt:LINE``; anything a stored template raises is such an error,
+never a crash. :func:`check_layout` also checks the CSS of its ``<style>`` blocks, as a save does.
+
 The templates add no greeting: the editor writes it in the Markdown body with a
 merge tag, ``*|NAME|*`` or ``*|NAME:fallback|*`` (see :data:`MERGE_TAGS`). A
 merge tag becomes the same placeholder a template's ``personal.name_or()``
@@ -37,6 +45,7 @@ from __future__ import annotations
 import logging
 import re
 import secrets
+import threading
 import traceback
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -60,6 +69,7 @@ from markupsafe import Markup
 
 from newsletter.content.issue_files import IssueSource, check_header_text, valid_template_name
 from newsletter.content.markdown_text import MERGE_TAG, fill_merge_tags, markdown_parser, markdown_to_text
+from newsletter.content.template_sandbox import TooCostly, compiled, step_budget
 from newsletter.errors import RenderError
 from newsletter.locales.languages import SOURCE
 from newsletter.locales.templates import teach
@@ -73,7 +83,9 @@ __all__ = [
     "Problem",
     "RenderContext",
     "RenderedIssue",
+    "StoredLayout",
     "check_issue",
+    "check_layout",
     "default_template_dir",
     "has_placeholder",
     "inline_css",
@@ -118,6 +130,15 @@ class RenderContext:
 
 
 @dataclass(frozen=True)
+class StoredLayout:
+    """A layout stored by an admin: its name and its HTML and text Jinja2 sources (rendered sandboxed)."""
+
+    name: str
+    html: str
+    text: str
+
+
+@dataclass(frozen=True)
 class RenderedIssue:
     """An issue rendered once, with placeholders left for the personal fields."""
 
@@ -157,17 +178,39 @@ def default_template_dir() -> Path:
     return shipped("email")
 
 
-def check_issue(issue: IssueSource, context: RenderContext, *, template_dirs: Sequence[Path]) -> list[Problem]:
+def check_issue(
+    issue: IssueSource,
+    context: RenderContext,
+    *,
+    template_dirs: Sequence[Path],
+    layout: StoredLayout | None = None,
+) -> list[Problem]:
     """Every problem that keeps the issue from rendering well, errors and warnings.
 
     Never raises for a problem with the issue or the templates: each becomes a
-    :class:`Problem`.
+    :class:`Problem`. ``layout``: a stored layout instead of the issue's file set.
     """
-    return _render(issue, context, template_dirs)[1]
+    return _render(issue, context, template_dirs, layout)[1]
 
 
-def render_issue(issue: IssueSource, context: RenderContext, *, template_dirs: Sequence[Path]) -> RenderedIssue:
-    """Render ``issue`` once for all recipients of ``context``'s list.
+def check_layout(
+    layout: StoredLayout, issue: IssueSource, context: RenderContext
+) -> tuple[RenderedIssue | None, list[Problem]]:
+    """``issue`` rendered with a stored layout as a save checks it: every problem, the CSS errors of
+    its ``<style>`` blocks among them (``NAME.html:LINE``), and the rendering when nothing but CSS
+    errors stands in its way (so the caller can check the rendering too)."""
+    return _render(issue, context, (), layout, check_css=True)
+
+
+def render_issue(
+    issue: IssueSource,
+    context: RenderContext,
+    *,
+    template_dirs: Sequence[Path],
+    layout: StoredLayout | None = None,
+) -> RenderedIssue:
+    """Render ``issue`` once for all recipients of ``context``'s list (``layout``: with a stored
+    layout instead of the issue's file set).
 
     Raises RenderError for the first error :func:`check_issue` finds: a
     template that is missing or has a syntax error (naming file and line), an
@@ -175,7 +218,7 @@ def render_issue(issue: IssueSource, context: RenderContext, *, template_dirs: S
     empty or multi-line subject. Warnings (image without alt text, HTML over
     Gmail's clipping size) end up in ``RenderedIssue.warnings``.
     """
-    rendered, problems = _render(issue, context, template_dirs)
+    rendered, problems = _render(issue, context, template_dirs, layout)
     for problem in problems:
         if problem.level == "error":
             raise RenderError(problem.message, where=problem.where)
@@ -359,7 +402,12 @@ def template_environment(dirs: tuple[str, ...], language: str = SOURCE) -> Envir
 
 
 def _render(
-    issue: IssueSource, context: RenderContext, template_dirs: Sequence[Path]
+    issue: IssueSource,
+    context: RenderContext,
+    template_dirs: Sequence[Path],
+    layout: StoredLayout | None = None,
+    *,
+    check_css: bool = False,
 ) -> tuple[RenderedIssue | None, list[Problem]]:
     problems = _check_fields(issue, context)
     md = markdown_parser()
@@ -370,7 +418,6 @@ def _render(
     body_html = Markup(md.renderer.render(tokens, md.options, {}))
     body_text = markdown_to_text(issue.body_markdown, merge_tag=_merge_tag_value(text_slots))
 
-    env = template_environment(tuple(str(d) for d in template_dirs), context.language)
     variables: dict[str, Any] = {
         "subject": issue.subject,
         "preheader": issue.preheader,
@@ -385,7 +432,22 @@ def _render(
     }
     name = issue.template if valid_template_name(issue.template) else None
     html = text = subject = None
-    if name is not None:
+    css: list[Problem] = []  # reported, but a rendering is still returned: the checks after it run too
+    if layout is not None:
+        name = layout.name
+        html = _render_stored(
+            layout, "html", context.language, {**variables, "personal": _Personal(html_slots)}, problems
+        )
+        text = _render_stored(
+            layout, "txt", context.language, {**variables, "personal": _Personal(text_slots)}, problems
+        )
+        if html is not None and check_css:
+            css = [Problem("error", message, where) for message, where in css_problems(html, layout)]
+        html = _inline_stored(html, layout, problems) if html is not None else None
+        html = _fill_slots(html_slots, html, f"{name}.html", problems) if html is not None else None
+        text = _fill_slots(text_slots, text, f"{name}.txt", problems) if text is not None else None
+    elif name is not None:
+        env = template_environment(tuple(str(d) for d in template_dirs), context.language)
         html = _render_template(env, f"{name}.html", {**variables, "personal": _Personal(html_slots)}, problems)
         text = _render_template(env, f"{name}.txt", {**variables, "personal": _Personal(text_slots)}, problems)
         subject = _render_template(env, f"{name}.subject.txt", variables, problems, optional=True)
@@ -407,7 +469,7 @@ def _render(
                 )
             )
     if any(p.level == "error" for p in problems) or html is None or text is None:
-        return None, problems
+        return None, problems + css
     rendered = RenderedIssue(
         subject=subject,
         preheader=issue.preheader.translate(_STRIP_MARKERS),
@@ -415,7 +477,7 @@ def _render(
         text=text,
         warnings=tuple(str(p) for p in problems if p.level == "warning"),
     )
-    return rendered, problems
+    return rendered, problems + css
 
 
 def _merge_tag_value(slots: _Slots) -> Callable[[str, str | None], str]:
@@ -456,6 +518,58 @@ def _render_template(
     return None
 
 
+def _render_stored(
+    layout: StoredLayout,
+    kind: Literal["html", "txt"],
+    language: str,
+    variables: dict[str, Any],
+    problems: list[Problem],
+) -> str | None:
+    """Render one part of a stored layout in the sandbox; on failure add a Problem naming NAME.KIND:LINE.
+
+    A stored template is not code the service owns: whatever it raises (a sandbox refusal, a
+    TypeError from adding a number to a text, a recursion) is a problem with its line, never a crash.
+    """
+    name = f"{layout.name}.{kind}"
+    try:
+        template = compiled(kind, language, name, layout.html if kind == "html" else layout.text)
+        with step_budget():
+            return template.render(variables)
+    except TemplateSyntaxError as exc:
+        problems.append(Problem("error", f"template syntax error: {exc.message}", f"{name}:{exc.lineno}"))
+    except TemplateNotFound as exc:
+        problems.append(Problem("error", exc.message or f"template {exc.name!r} not found", _template_line(exc, name)))
+    except UndefinedError as exc:
+        problems.append(Problem("error", f"undefined variable in template: {exc.message}", _template_line(exc, name)))
+    except TooCostly as exc:
+        problems.append(Problem("error", f"template refused: {exc.message}", _template_line(exc, name)))
+    except _PersonalFieldTested as exc:
+        problems.append(Problem("error", str(exc), _template_line(exc, name)))
+    except TemplateError as exc:  # the sandbox's SecurityError among them
+        problems.append(Problem("error", f"template error: {exc.message or exc}", _template_line(exc, name)))
+    except RecursionError as exc:
+        problems.append(Problem("error", "template error: it calls itself too deeply", _template_line(exc, name)))
+    except Exception as exc:
+        problems.append(Problem("error", f"template error: {type(exc).__name__}: {exc}", _template_line(exc, name)))
+    return None
+
+
+def _inline_stored(html: str, layout: StoredLayout, problems: list[Problem]) -> str | None:
+    """Inline a stored layout's CSS; a page premailer cannot take is a Problem, not a crash."""
+    if not html.strip():
+        problems.append(Problem("error", "the HTML template renders nothing", f"{layout.name}.html"))
+        return None
+    try:
+        return inline_css(html)
+    except Exception as exc:
+        problems.append(
+            Problem(
+                "error", f"the HTML cannot be inlined (premailer): {type(exc).__name__}: {exc}", f"{layout.name}.html"
+            )
+        )
+        return None
+
+
 def _fill_slots(slots: _Slots, rendered: str, name: str, problems: list[Problem]) -> str | None:
     try:
         return slots.fill(rendered)
@@ -472,20 +586,88 @@ def _template_line(exc: BaseException, name: str) -> str:
     return name
 
 
+# cssutils, under premailer, keeps its log, log level and error mode in globals: every use here holds this.
+_CSSUTILS = threading.Lock()
+
+
 def inline_css(html: str) -> str:
     """Inline the <style> rules into style attributes; media queries stay in a <style>."""
     from premailer import Premailer  # here: premailer and lxml cost a command that renders nothing ~0.1 s
 
-    inlined: str = Premailer(
-        html,
-        allow_network=False,
-        allow_loading_external_files=False,
-        disable_link_rewrites=True,
-        disable_validation=True,  # cssutils validation is slow and rejects mso-* properties
-        strip_important=False,  # media queries need !important to beat the inlined styles
-        cssutils_logging_level=logging.CRITICAL,
-    ).transform()
+    with _CSSUTILS:
+        inlined: str = Premailer(
+            html,
+            allow_network=False,
+            allow_loading_external_files=False,
+            disable_link_rewrites=True,
+            disable_validation=True,  # cssutils validation is slow and rejects mso-* properties
+            strip_important=False,  # media queries need !important to beat the inlined styles
+            cssutils_logging_level=logging.CRITICAL,
+        ).transform()
     return inlined
+
+
+class _CssErrors(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(logging.ERROR)
+        self.messages: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.messages.append(record.getMessage())
+
+
+_CSS_POSITION = re.compile(r"\[(\d+):(\d+): [^\]]*\]\s*$")
+
+
+def css_problems(html: str, layout: StoredLayout) -> list[tuple[str, str]]:
+    """The CSS syntax errors cssutils finds in the ``<style>`` blocks of a rendered layout, each with
+    ``NAME.html:LINE`` (the block found in the template's source; else the layout's name alone).
+
+    cssutils skips what it cannot parse, so premailer would inline the rest without a word: a save
+    refuses them instead."""
+    import cssutils
+    from lxml import html as lxml_html
+
+    try:
+        document = lxml_html.document_fromstring(html)
+    except Exception:  # nothing to parse: the inlining reports it
+        return []
+    name = f"{layout.name}.html"
+    found: list[tuple[str, str]] = []
+    for style in document.iter("style"):
+        css = style.text or ""
+        if not css.strip():
+            continue
+        collector = _CssErrors()
+        with _CSSUTILS:
+            logger = cssutils.log._log  # the logging.Logger behind cssutils' ErrorHandler
+            handlers, level, propagate = list(logger.handlers), logger.level, logger.propagate
+            for handler in handlers:
+                logger.removeHandler(handler)
+            logger.addHandler(collector)
+            logger.setLevel(logging.ERROR)
+            logger.propagate = False
+            try:
+                cssutils.CSSParser(validate=False, raiseExceptions=False).parseString(css)
+            finally:
+                logger.removeHandler(collector)
+                for handler in handlers:
+                    logger.addHandler(handler)
+                logger.setLevel(level)
+                logger.propagate = propagate
+        start = layout.html.find(css)
+        for message in collector.messages:
+            position = _CSS_POSITION.search(message)
+            text = _CSS_POSITION.sub("", message).strip()
+            if position and start >= 0:
+                line = layout.html.count("\n", 0, start) + int(position.group(1))
+                found.append((f"CSS error: {text}", f"{name}:{line}"))
+            elif start >= 0:
+                found.append((f"CSS error: {text}", f"{name}:{layout.html.count(chr(10), 0, start) + 1}"))
+            else:
+                found.append((f"CSS error in a <style> block: {text}", name))
+            break  # the first error of a block: the rest mostly follow from it
+    return found
 
 
 def _check_fields(issue: IssueSource, context: RenderContext) -> list[Problem]:

@@ -14,7 +14,7 @@ Starlette buffers forms and JSON whole. This ASGI middleware stands in front of 
    upload has no length to trust), and the moment the count passes the limit the client gets
    413 and the app's read fails. Nothing is buffered here.
 
-The limits, by route (:func:`limit_for`): the admin API and the admin's issue forms 2 MB; the
+The limits, by route (:func:`limit_for`): the admin API and the admin's issue and template forms 2 MB; the
 webhooks 1 MB; a CSV import (``POST /api/imports``, ``POST /admin/imports``)
 NEWSLETTER_IMPORT_MAX_MB, streamed to disk by newsletter.http.uploads; an image for the media library
 (``POST /api/media``, ``POST /admin/media``) NEWSLETTER_MEDIA_MAX_MB and 64 KB for its form; every other request
@@ -46,6 +46,7 @@ KB = 1024
 MB = 1024 * KB
 API_LIMIT = 2 * MB  # the admin API's JSON (an issue's Markdown is at most 200,000 characters)
 ISSUE_FORM_LIMIT = 2 * MB  # the admin UI's issue editor posts the whole Markdown source
+TEMPLATE_FORM_LIMIT = 2 * MB  # the admin UI's template editor posts an HTML and a text source (200,000 characters each)
 WEBHOOK_LIMIT = WEBHOOK_MAX_BODY  # 1 MB: SNS messages are at most 256 KB
 FORM_LIMIT = 64 * KB  # subscribe, preferences, unsubscribe, and the admin UI's other forms
 
@@ -76,6 +77,8 @@ def limit_for(path: str, method: str, *, import_bytes: int, media_bytes: int = 1
         return Limit(WEBHOOK_LIMIT, "a webhook")
     if path == "/admin/issues" or path.startswith("/admin/issues/"):
         return Limit(ISSUE_FORM_LIMIT, "an issue")
+    if path == "/admin/templates" or path.startswith("/admin/templates/"):
+        return Limit(TEMPLATE_FORM_LIMIT, "a template")
     return Limit(FORM_LIMIT, "a form")
 
 

@@ -151,7 +151,25 @@ class MailingList(Base):
     # The language of its emails and the fallback of its pages: a code of newsletter.locales.languages.SHIPPED
     # (migration 0018). Deferred, with a server default, like tracking: read it while the session is open.
     language: Mapped[str] = mapped_column(String(16), server_default="en", deferred=True)
+    # The email layout of its issues: a stored template's name (email_templates.name); NULL: the shipped one.
+    # An issue naming a template of its own overrides it. Deferred, as tracking, for databases before 0021.
+    template: Mapped[str | None] = mapped_column(String(64), server_default=NULL, deferred=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class EmailTemplate(Base):
+    """An email layout an admin stored: a Jinja2 HTML and text pair, rendered in a sandbox
+    (newsletter.content.email_templates). Lists and issues name it; a send freezes what it rendered."""
+
+    __tablename__ = "email_templates"
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True)
+    name: Mapped[str] = mapped_column(String(64), unique=True)  # what lists and issues name; it never changes
+    html: Mapped[str] = mapped_column(Text)
+    text: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    updated_by: Mapped[str] = mapped_column(String(100), default="")  # "admin:NAME", "api:NAME" or "cli"
 
 
 class Subscriber(Base):

@@ -1,7 +1,7 @@
 """The admin UI under /admin/: server-rendered pages for editors and admins.
 
-One module per area (dashboard, issues, media, sends, segments, lists, confirmations, automations, subscribers, imports,
-suppressions, bounces); auth.py logs people in and checks every request (session cookie, CSRF
+One module per area (dashboard, issues, media, sends, segments, templates, lists, confirmations, automations,
+subscribers, imports, suppressions, bounces); auth.py logs people in and checks every request (session cookie, CSRF
 token, role); pages.py renders the templates of templates/admin/ with the admin CSP. It may import
 what newsletter.http shares below it (context, errors, uploads, headers, ratelimit), the runtime,
 the domain, the store and the foundation; never its siblings newsletter.http.site and
@@ -28,6 +28,7 @@ from newsletter.http.admin import (  # noqa: E402 - the areas add their routes t
     sends,
     subscribers,
     suppressions,
+    templates,
 )
 
 for _area in (
@@ -37,6 +38,7 @@ for _area in (
     media,
     sends,
     segments,
+    templates,
     lists,
     confirmations,
     automations,

@@ -28,10 +28,10 @@ from sqlalchemy.orm import Session
 
 from newsletter.access.accounts import Caller
 from newsletter.config import Settings
-from newsletter.content import issues
+from newsletter.content import email_templates, issues
 from newsletter.content.issue_files import DEFAULT_TEMPLATE, IssueSource, parse_issue_text
 from newsletter.content.issues import RenderSettings, StaleRevision
-from newsletter.content.rendering import check_issue, personalise
+from newsletter.content.rendering import personalise
 from newsletter.delivery import audience, sending, subject_variants
 from newsletter.delivery.audience import Repeat, SendRefused
 from newsletter.delivery.scheduling import schedule_send
@@ -132,7 +132,7 @@ def render_draft(session: Session, list_slug: str, text: str, settings: RenderSe
     try:
         rendered = settings.render(source, mailing_list)
     except RenderError:
-        found = check_issue(source, settings.context(mailing_list), template_dirs=settings.template_dirs)
+        found = settings.check(source, mailing_list)
         return Draft(tuple(_problem(p.level, p.message, p.where) for p in found))
     warnings = [_warning(w) for w in rendered.warnings]
     fields = issues.sample_personal_fields(settings.links, mailing_list, issue_id)
@@ -188,6 +188,9 @@ def _editor(
         lists = [c.mailing_list for c in all_lists_with_counts(session)]
         issue, mailing_list = issues.get_issue(session, issue_id) if issue_id is not None else (None, None)
         sends = _sends_of(session, issue_id) if issue_id is not None else []
+        layouts = (
+            email_templates.layout_choices(session, issue.template, mailing_list) if issue and mailing_list else []
+        )
     if issue is not None and revision is None:
         revision = issue.revision
     if mailing_list is not None:
@@ -211,6 +214,7 @@ def _editor(
         notice=notice,
         revision=revision if revision is not None else "",
         conflict=conflict,
+        layouts=layouts,
     )
 
 

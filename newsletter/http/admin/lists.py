@@ -6,7 +6,7 @@ from fastapi import APIRouter, Depends, Form, Request
 from fastapi.responses import HTMLResponse, Response
 
 from newsletter.access.accounts import Caller
-from newsletter.content import issues
+from newsletter.content import email_templates, issues
 from newsletter.delivery.automation_editions import refresh_shipped
 from newsletter.errors import Conflict, InvalidInput
 from newsletter.http.admin.auth import LoggedIn, user
@@ -29,6 +29,7 @@ _FIELDS = {
     "visibility": "visibility",
     "--tracking": "tracking",
     "--language": "language",
+    "--template": "template",
 }
 
 #: The tracking choices, each with the one sentence the forms show.
@@ -144,6 +145,8 @@ def _list_page(
         tracking = str(m.tracking)  # deferred columns: read while the session is open
         language = m.language
         automated = automations.overview(session, slug) if caller.may("sends") else None
+        template = m.template or email_templates.SHIPPED
+        layouts = email_templates.template_names(session) if caller.may("lists:write") else []
     current = {
         "name": m.name,
         "description": m.description,
@@ -153,6 +156,7 @@ def _list_page(
         "visibility": "private" if m.private else "public",
         "tracking": tracking,
         "language": language,
+        "template": template,
     }
     return page(
         request,
@@ -165,6 +169,8 @@ def _list_page(
         tracking_choices=TRACKING_CHOICES,
         language=language,
         languages=SHIPPED,
+        layout=template,
+        layouts=layouts,
         issues=list_issues,
         edit=form or current,
         edit_error=error.message if error else None,
@@ -192,10 +198,11 @@ def update(
     visibility: str = Form(""),
     tracking: str = Form(""),
     language: str = Form(""),
+    template: str = Form(""),
 ) -> Response:
     """Change the list's settings from its page's form; an empty Reply-To removes it. Tracking applies to
     the sends started from now on (each send keeps the choice it started with), the language to the emails
-    rendered from now on."""
+    rendered from now on, the layout (``template``) to issues not sent yet that do not name their own."""
     form = {
         "name": name,
         "description": description,
@@ -205,6 +212,7 @@ def update(
         "visibility": visibility,
         "tracking": tracking,
         "language": language,
+        "template": template,
     }
     try:
         if visibility not in ("public", "private"):
@@ -223,6 +231,8 @@ def update(
                 tracking=tracking or None,  # a form without the choice (an older page) leaves it as it is
                 language=language or None,  # likewise
             )
+            if template:  # likewise
+                email_templates.set_list_template(session, slug, template)
             if changed.language != before:  # the shipped welcome and goodbye, frozen again in the new language
                 refresh_shipped(session, changed, web(request).runtime.render_settings)
     except InvalidInput as exc:  # a RenderError too: the welcome or goodbye no longer renders

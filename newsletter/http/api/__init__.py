@@ -1,7 +1,7 @@
 """The JSON admin API under /api/, described by the app's OpenAPI schema at /openapi.json.
 
 One module per resource (lists, subscribers, imports, suppressions, issues, media, sends, segments,
-confirmation requests, automations), each a thin layer over the domain functions; ``auth`` checks the API
+templates, confirmation requests, automations), each a thin layer over the domain functions; ``auth`` checks the API
 token and its role, ``schemas`` holds what goes in and out, ``common`` what the resources share.
 Errors become JSON in ``newsletter.http.errors``. It may import what newsletter.http shares below
 it (context, errors, uploads, headers, ratelimit), the runtime, the domain, the store and the
@@ -27,6 +27,7 @@ from newsletter.http.api import (
     sends,
     subscribers,
     suppressions,
+    templates,
 )
 from newsletter.http.api.common import errors
 
@@ -82,6 +83,7 @@ for _module in (
     media,
     sends,
     segments,
+    templates,
 ):
     _document_body_limit(_module.router)
     _answer_other_methods(_module.router)

@@ -6,6 +6,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Path, Request, Response
 
+from newsletter.content.email_templates import SHIPPED, set_list_template
 from newsletter.delivery import scheduling
 from newsletter.delivery.automation_editions import refresh_shipped
 from newsletter.http.api.auth import ListReader, ListWriter
@@ -28,6 +29,7 @@ _CLI_NAMES = {
     "--description": "description",
     "--tracking": "tracking",
     "--language": "language",
+    "--template": "template",
 }
 
 
@@ -45,6 +47,7 @@ def list_out(row: ListCounts) -> ListOut:
             "private": bool(m.private),
             "tracking": m.tracking,
             "language": m.language,
+            "template": m.template or SHIPPED,
             "slot": None
             if slot is None
             else {
@@ -82,6 +85,8 @@ def create_list(request: Request, body: ListCreate, caller: ListWriter) -> ListO
             tracking=body.tracking,
             language=body.language,
         )
+        if body.template != SHIPPED:
+            set_list_template(session, body.slug, body.template)
         return list_out(lists.list_with_counts(session, body.slug))
 
 
@@ -96,7 +101,8 @@ def update_list(request: Request, slug: SlugPath, body: ListUpdate, caller: List
     """Only the fields given change. ``reply_to: ""`` removes the reply-to; ``private`` hides the list
     from the public home page, form and archive (``false`` shows it again); ``tracking`` (off, anonymous,
     individual) counts the opens and clicks of sends started from now on; ``language`` (en, de, fr, es)
-    is the language of the list's emails from now on; ``slot`` sets the weekly
+    is the language of the list's emails from now on; ``template`` chooses the email layout of the list's
+    issues (a stored template, or ``issue`` for the shipped one); ``slot`` sets the weekly
     slot (weekday, time, timezone) at which issues marked ready go out, ``slot: null`` removes it."""
     with web(request).transaction() as session:
         before = lists.get_list(session, slug).language
@@ -113,6 +119,8 @@ def update_list(request: Request, slug: SlugPath, body: ListUpdate, caller: List
                 tracking=body.tracking,
                 language=body.language,
             )
+            if body.template is not None:
+                set_list_template(session, slug, body.template)
         if changed.language != before:  # the shipped welcome and goodbye, frozen again in the new language
             refresh_shipped(session, changed, render_settings(request))
         if "slot" in body.model_fields_set:

@@ -196,6 +196,13 @@ LanguageChoice = Annotated[
 ]
 
 
+LIST_TEMPLATE = (
+    "The email layout of the list's issues: a stored template's name (GET /api/templates), or 'issue' "
+    "for the shipped one; an issue naming its own template keeps it."
+)
+ListTemplate = Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9_-]{0,63}$", description=LIST_TEMPLATE)]
+
+
 class ListCreate(Strict):
     slug: Slug
     name: Annotated[str, Text(200, min_length=1)]
@@ -206,6 +213,7 @@ class ListCreate(Strict):
     private: bool = Field(False, strict=True, description=PRIVATE)
     tracking: TrackingChoice = Tracking.OFF
     language: LanguageChoice = SOURCE
+    template: ListTemplate = "issue"
 
 
 class ListUpdate(Strict):
@@ -219,6 +227,7 @@ class ListUpdate(Strict):
     private: bool | None = Field(None, strict=True, description=PRIVATE + " null or absent: unchanged.")
     tracking: TrackingChoice | None = None
     language: LanguageChoice | None = None
+    template: ListTemplate | None = Field(None, description=LIST_TEMPLATE + " null or absent: unchanged.")
     slot: WeeklySlotIn | None = None
 
 
@@ -238,6 +247,7 @@ class ListOut(BaseModel):
     private: bool = Field(description=PRIVATE)
     tracking: Tracking = Field(description=TRACKING)
     language: str = Field(description=LANGUAGE, json_schema_extra={"enum": list(SHIPPED)})
+    template: str = Field(description=LIST_TEMPLATE)
     slot: WeeklySlotOut | None
     counts: SubscriptionCounts
     total: int
