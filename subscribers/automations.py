@@ -186,11 +186,26 @@ def add_step(session: Session, list_slug: str, issue_id: int, offset_days: int) 
     )
     if (steps or 0) >= MAX_STEPS:
         raise InvalidInput(f"{list_slug} has {MAX_STEPS} steps already; remove one first", where="--day")
+    issue = _issue_of(session, mailing_list, issue_id, where="ISSUE")
+    twin = session.scalar(
+        select(Automation).where(
+            Automation.list_id == mailing_list.id,
+            Automation.kind == AutomationKind.STEP,
+            Automation.removed_at.is_(None),
+            Automation.issue_id == issue,
+        )
+    )
+    if twin is not None:  # each subscriber would get the issue twice
+        raise InvalidInput(
+            f"issue {issue} is already step {twin.id} of {list_slug}'s sequence (day {twin.offset_days}); "
+            "remove that step first to send it on another day",
+            where="ISSUE",
+        )
     now = utcnow()
     step = Automation(
         list_id=mailing_list.id,
         kind=AutomationKind.STEP,
-        issue_id=_issue_of(session, mailing_list, issue_id, where="ISSUE"),
+        issue_id=issue,
         offset_days=offset_days,
         enabled=True,
         also_added=False,

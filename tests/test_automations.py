@@ -127,6 +127,11 @@ def test_steps_are_written_once_at_each_persons_offset_only_for_those_who_confir
         step_ids = [automations.add_step(s, "weekly", i, d).id for i, d in ((third, 7), (first, 0), (second, 3))]
         add_subscriber(s, "weekly", "ann@example.com", confirmed=True)
         add_subscriber(s, "weekly", "bob@example.com", confirmed=True)
+    with (
+        db.transaction(sessions) as s,
+        pytest.raises(InvalidInput, match=r"already step \d+ of weekly's sequence \(day 0\)"),
+    ):
+        automations.add_step(s, "weekly", first, 3)  # the same issue twice: each person would get it twice
     batches = plan(sessions, days=30)  # a scheduler back after a month: every step is due at once
     assert [b[0] for b in batches] == [step_ids[1], step_ids[2], step_ids[0]]  # written in the order they go
     assert plan(sessions, days=30) == []  # a second tick finds nothing new

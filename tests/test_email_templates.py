@@ -141,12 +141,27 @@ def test_a_template_cannot_read_files_settings_or_other_templates():
         ("{{ 'ab'.replace('', 'y' * 1000000) }}", "the replaced text would be 3,000,002 characters"),
         ("{{ _('%(n)999999999s', n=1) }}", "a width or precision of 999,999,999 is too large"),
         ("{{ '%(n)999999999s' % {'n': 1} }}", "a width or precision of 999,999,999 is too large"),
+        # One power of big numbers would hold the process for minutes, past any step count.
+        ("{{ ((9999 ** 1000) ** 1000) ** 1000 }}", "the power would be a number of about 4,214 digits"),
+        (
+            "{% set ns = namespace(v=9999) %}{% for i in range(20) %}{% set ns.v = ns.v * ns.v %}{% endfor %}",
+            "the product would be a number of about",
+        ),
     ],
 )
 def test_a_template_that_would_cost_too_much_is_refused_at_its_line(expression, says):
     found = errors_of(HTML.replace("{{ mark }}", "\n" + expression))
     assert len(found) == 1 and found[0].startswith("html:10: template refused: "), found
     assert says in found[0], found
+
+
+def test_a_template_whose_whole_output_is_too_long_is_refused_for_that():
+    """Each piece is allowed, their sum (100,000,000 characters) is not: refused as it passes the limit,
+    not after lxml has cut the huge document short (which read as a missing postal address)."""
+    found = errors_of(HTML.replace("{{ mark }}", "\n{% for i in range(10000) %}{{ 'x' * 10000 }}{% endfor %}"))
+    assert found == [
+        "html: template refused: the template's output passes 2,000,000 characters; a template may make at most that"
+    ]
 
 
 def test_the_sandbox_still_lets_a_template_do_ordinary_things():

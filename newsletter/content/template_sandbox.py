@@ -47,6 +47,8 @@ MAX_TEXT = 2_000_000
 MAX_NUMBER = 10_000
 #: Template lines plus function calls one render may run.
 MAX_STEPS = 2_000_000
+#: The largest integer a template may make, in bits (about 1,200 digits).
+MAX_INT_BITS = 4096
 
 Kind = Literal["html", "txt"]
 
@@ -71,6 +73,31 @@ def _too_long(size: int, what: str) -> TooCostly:
 def _check_number(value: Any, what: str) -> None:
     if isinstance(value, int) and not isinstance(value, bool) and abs(value) > MAX_NUMBER:
         raise TooCostly(f"{what} {value:,} is too large; a template may ask for at most {MAX_NUMBER:,}")
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _check_int_bits(bits: int, what: str) -> None:
+    """Refuse an integer result of more than MAX_INT_BITS bits before it is computed: one ``**`` of big
+    numbers (or products doubling in a loop) would hold the web process for minutes, past any step count."""
+    if bits > MAX_INT_BITS:
+        raise TooCostly(
+            f"{what} would be a number of about {bits * 30103 // 100000:,} digits; a template may make at most {MAX_INT_BITS * 30103 // 100000:,}"
+        )
+
+
+def _bounded_join(pieces: Iterable[str]) -> str:
+    """The template's whole output (Environment.concat), refused as soon as it passes MAX_TEXT characters."""
+    kept: list[str] = []
+    size = 0
+    for piece in pieces:
+        size += len(piece)
+        if size > MAX_TEXT:
+            raise TooCostly(f"the template's output passes {MAX_TEXT:,} characters; a template may make at most that")
+        kept.append(piece)
+    return "".join(kept)
 
 
 def _length(value: Any) -> int:
@@ -160,6 +187,7 @@ class LayoutSandbox(ImmutableSandboxedEnvironment):
             lstrip_blocks=True,
             keep_trailing_newline=True,
         )
+        self.concat = _bounded_join  # type: ignore[method-assign]
         self.globals.pop("lipsum", None)
         self.globals["range"] = bounded_range
         self.filters.pop("format", None)
@@ -175,6 +203,8 @@ class LayoutSandbox(ImmutableSandboxedEnvironment):
     def call_binop(self, context: Context, operator: str, left: Any, right: Any) -> Any:
         sequences = (str, list, tuple)
         if operator == "*":
+            if _is_int(left) and _is_int(right):
+                _check_int_bits(abs(left).bit_length() + abs(right).bit_length(), "the product")
             sequence, times = (left, right) if isinstance(left, sequences) else (right, left)
             if isinstance(sequence, sequences) and isinstance(times, int) and len(sequence) * times > MAX_TEXT:
                 raise _too_long(len(sequence) * times, "the repeated text")
@@ -184,6 +214,8 @@ class LayoutSandbox(ImmutableSandboxedEnvironment):
         elif operator == "**":
             if isinstance(right, (int, float)) and abs(right) > 1000 and left not in (0, 1, -1):
                 raise TooCostly(f"the exponent {right} is too large; a template may use at most 1000")
+            if _is_int(left) and _is_int(right) and right > 0 and abs(left) > 1:
+                _check_int_bits(abs(left).bit_length() * right, "the power")  # (9999 ** 1000) ** 1000 ...
         elif operator == "%" and isinstance(left, str):
             _check_format_string(left)
             for value in right if isinstance(right, tuple) else (right,):
