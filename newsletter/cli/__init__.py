@@ -37,7 +37,7 @@ class Commands(LazyGroup):
         "scheduler": Entry(
             "sends",
             "scheduler",
-            "Run the scheduler (Celery beat): every second it has a worker start due sends and plan weekly slots.",
+            "Run the scheduler (Celery beat): it starts due sends, plans weekly slots and sequence steps, decides subject tests.",
         ),
         "smtp-capture": Entry(
             "dev", "smtp_capture", "Run a development SMTP server that keeps every message and prints a line for each."

@@ -671,7 +671,7 @@ def watch_command(
 def scheduler(
     loglevel: str = typer.Option("INFO", "--loglevel", help="Celery log level."),
 ) -> None:
-    """Run the scheduler (Celery beat): every second it has a worker start due sends and plan weekly slots.
+    """Run the scheduler (Celery beat): it starts due sends, plans weekly slots and sequence steps, decides subject tests.
 
     Run one per deployment, or two for availability: a send still starts only once.
     """
