@@ -128,16 +128,23 @@ class TaskQueue:
         self.broker = broker
         self._app = app
         self._warming: threading.Thread | None = None
+        # The web app's request threads may all want the app at once: one makes it (Celery's lazy
+        # module cannot be imported by two threads at once), the others wait for it.
+        self._making = threading.Lock()
 
     @property
     def app(self) -> Celery:
         """The Celery app (made on first use; waits for a :meth:`warm_up` under way). Raises ConfigError."""
-        if self._warming is not None:
-            self._warming.join()
+        warming = self._warming
+        if warming is not None:
+            warming.join()  # outside the lock, which the warm-up takes
             self._warming = None
-        if self._app is None:
-            self._app = self._client_app()
-        return self._app
+        if self._app is not None:
+            return self._app
+        with self._making:
+            if self._app is None:
+                self._app = self._client_app()
+            return self._app
 
     def _client_app(self) -> Celery:
         app = celery_app("newsletter-client")
@@ -156,10 +163,12 @@ class TaskQueue:
 
         def warm() -> None:
             try:
-                app = self._client_app()
+                with self._making:
+                    if self._app is None:
+                        self._app = self._client_app()
+                    app = self._app
             except Exception:  # send_tasks meets it again and reports it
                 return
-            self._app = app
             with contextlib.suppress(Exception), app.producer_or_acquire() as producer:
                 producer.channel  # noqa: B018 - connects (a refused connection fails at once)
 

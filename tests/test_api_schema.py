@@ -44,6 +44,25 @@ CONFIG = {
         # render, a file without an email column); 400 is documented on those operations. A
         # 422 for schema-valid data would mean the schema is looser than the validation: caught.
         "positive_data_acceptance": {"expected-statuses": ["2xx", "400", "401", "403", "404", "409"]},
+        # Data that breaks the schema by being too long may be refused before it is read: 413 (a
+        # template's 2 MB body, for one) is a refusal as good as 422.
+        "negative_data_rejection": {
+            "expected-statuses": [
+                "400",
+                "401",
+                "403",
+                "404",
+                "405",
+                "406",
+                "409",
+                "413",
+                "415",
+                "422",
+                "428",
+                "429",
+                "5xx",
+            ]
+        },
     },
 }
 

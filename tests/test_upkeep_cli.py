@@ -115,7 +115,10 @@ def test_lists_update_changes_what_is_given_and_refuses_bad_fields(cli):
     assert ", private, tracking off, in English." in cli("lists", "update", "weekly", "--private").stdout
     assert re.search(r"visibility\s+private", cli("lists", "show", "weekly").stdout)
     assert ", public, tracking off, in English." in cli("lists", "update", "weekly", "--public").stdout
-    assert ", public, tracking individual." in cli("lists", "update", "weekly", "--tracking", "individual").stdout
+    assert (
+        ", public, tracking individual, in English."
+        in cli("lists", "update", "weekly", "--tracking", "individual").stdout
+    )
     bad = cli("lists", "update", "weekly", "--tracking", "sometimes", check=False)
     assert bad.returncode == 1 and "tracking must be one of off, anonymous, individual" in bad.stderr
     assert re.search(r"tracking\s+individual", cli("lists", "show", "weekly").stdout)

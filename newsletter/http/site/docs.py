@@ -36,5 +36,8 @@ def docs(request: Request) -> HTMLResponse:
     return w.page(
         request,
         "docs.html",
-        language="en",  # the API reference is for developers, in English only headers={"Content-Security-Policy": CSP}, title=request.app.title, version=request.app.version
+        language="en",  # the API reference is for developers, in English only
+        headers={"Content-Security-Policy": CSP},
+        title=request.app.title,
+        version=request.app.version,
     )
