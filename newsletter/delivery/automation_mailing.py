@@ -42,10 +42,10 @@ from newsletter.delivery.automation_editions import AutomationEditions
 from newsletter.delivery.batch_loop import BatchResult, DeliveryPolicy
 from newsletter.delivery.domain_pacing import DomainPacer
 from newsletter.delivery.ports import Checked, Claimed, Outcome, Taken, Transport
-from newsletter.delivery.recipient_store import worker_name
+from newsletter.delivery.recipient_store import suppress_hard_bounces, worker_name
 from newsletter.delivery.send_control import RateLimiter, SendControl
 from newsletter.errors import NotFound, RenderError
-from newsletter.store.db import insert_on_conflict_ignore, reading, rowcount
+from newsletter.store.db import reading, rowcount
 from newsletter.store.models import (
     Automation,
     AutomationMail,
@@ -59,7 +59,6 @@ from newsletter.store.states import (
     AutomationMailStatus,
     SendStatus,
     SubscriptionStatus,
-    SuppressionReason,
 )
 
 #: Seconds a row waits, at least, for an earlier automated email of the same person and list still pending.
@@ -313,14 +312,7 @@ class AutomationRecipients:
         now = utcnow()
         with self.sessions() as session, session.begin():
             session.execute(_RECORD, [_bind(outcome, now) for outcome in outcomes])
-            if hard_bounces:
-                session.execute(
-                    insert_on_conflict_ignore(session, Suppression.__table__, index_elements=["email"]),
-                    [
-                        {"email": e, "reason": SuppressionReason.HARD_BOUNCE, "note": reply[:500], "created_at": now}
-                        for e, reply in hard_bounces
-                    ],
-                )
+            suppress_hard_bounces(session, hard_bounces, now)
 
     def pause_for_errors(self, reason: str) -> bool:
         return False  # never reached: deliver_batch gives the loop a policy that never pauses

@@ -286,14 +286,7 @@ class SqlRecipientStore:
                 session.execute(_RECORD_POSTGRESQL, _outcomes_json(outcomes, now))
             else:
                 session.execute(_RECORD, [_bind(outcome, now) for outcome in outcomes])
-            if hard_bounces:
-                session.execute(
-                    insert_on_conflict_ignore(session, Suppression.__table__, index_elements=["email"]),
-                    [
-                        {"email": e, "reason": SuppressionReason.HARD_BOUNCE, "note": reply[:500], "created_at": now}
-                        for e, reply in hard_bounces
-                    ],
-                )
+            suppress_hard_bounces(session, hard_bounces, now)
 
     def pause_for_errors(self, reason: str) -> bool:
         with self.sessions() as session, session.begin():
@@ -489,3 +482,15 @@ def held_by_a_live_claim(send_id: int, now: datetime) -> ColumnElement[bool]:
         BatchClaim.last_id >= Delivery.id,
         BatchClaim.claim_expires >= now,
     )
+
+
+def suppress_hard_bounces(session: Session, hard_bounces: Sequence[tuple[str, str]], now: datetime) -> None:
+    """Suppress each (address, SMTP reply) that bounced hard; an address already suppressed stays as it was."""
+    if hard_bounces:
+        session.execute(
+            insert_on_conflict_ignore(session, Suppression.__table__, index_elements=["email"]),
+            [
+                {"email": e, "reason": SuppressionReason.HARD_BOUNCE, "note": reply[:500], "created_at": now}
+                for e, reply in hard_bounces
+            ],
+        )
